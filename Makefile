@@ -1,0 +1,43 @@
+# datafed: one command per job. Every target creates .venv from python3 on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+K      ?=
+
+.PHONY: setup demo test lint types protocheck unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing datafed with the tested constraints"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# torch first and exactly pinned, so no resolver step can pull a CUDA build.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/demo.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: setup
+	$(BIN)/mypy
+
+protocheck: setup
+	$(BIN)/python protos/generate.py --check
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+test: setup lint types protocheck unit
+
+bench: setup
+	$(BIN)/python -m pytest -q benchmarks $(if $(K),-k "$(K)") --benchmark-columns=mean,ops,rounds
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .benchmarks bench-results.json

@@ -1,0 +1,135 @@
+"""Benchmark harness: pairs each measurement with its baseline from the same run.
+
+A benchmark test asks for the ``bench_row`` fixture and declares what it measures::
+
+    def test_encrypt_ours(benchmark, bench_row):
+        bench_row("paillier.encrypt", role="ours", unit="ops/s", per_call=64,
+                  params={"bits": 2048}, baseline_name="phe")
+        benchmark(encrypt_64_values)
+
+    def test_encrypt_phe(benchmark, bench_row):
+        bench_row("paillier.encrypt", role="baseline", unit="ops/s", per_call=64,
+                  params={"bits": 2048}, baseline_name="phe")
+        benchmark(phe_encrypt_64_values)
+
+Rows pair on ``pair`` (default: name + params).  Several ``ours`` rows may share one
+baseline (``pair="query"``); ``role="both"`` is a row that is its own baseline
+(``query.plain``).  At the end of the session the table is printed and the rows are
+written to ``bench-results.json`` (DESIGN §9): ``ratio`` is how many times better ours
+is, i.e. ours/baseline for a rate and baseline/ours for a time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+RATE_UNITS = {"ops/s", "values/s", "entries/s", "proofs/s", "leaves/s", "items/s", "bytes/s"}
+
+
+@dataclass
+class _Measure:
+    name: str
+    role: str
+    unit: str
+    params: dict[str, Any]
+    per_call: float
+    baseline_name: str
+    pair: str
+    value: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_MEASURES: list[_Measure] = []
+
+
+@pytest.fixture
+def bench_row(benchmark: Any) -> Any:
+    """Declare the row this benchmark test measures (see module docstring)."""
+    declared: list[_Measure] = []
+
+    def declare(
+        name: str,
+        *,
+        role: str,
+        unit: str,
+        baseline_name: str,
+        params: dict[str, Any] | None = None,
+        per_call: float = 1.0,
+        pair: str | None = None,
+        **extra: Any,
+    ) -> None:
+        if role not in {"ours", "baseline", "both"}:
+            raise ValueError(f"role must be ours, baseline or both, got {role!r}")
+        if unit not in RATE_UNITS and unit != "s":
+            raise ValueError(f"unknown unit {unit!r}")
+        params = dict(params or {})
+        key = pair or f"{name}|{json.dumps(params, sort_keys=True)}"
+        m = _Measure(name, role, unit, params, per_call, baseline_name, key, extra=dict(extra))
+        declared.append(m)
+        benchmark.group = key
+        benchmark.extra_info.update({"row": name, "role": role, **params})
+
+    yield declare
+    stats = getattr(benchmark, "stats", None)
+    if not declared or stats is None:
+        return
+    mean = float(stats.stats.mean)
+    for m in declared:
+        m.value = m.per_call / mean if m.unit in RATE_UNITS else mean
+        _MEASURES.append(m)
+
+
+def _rows() -> list[dict[str, Any]]:
+    baselines: dict[str, _Measure] = {}
+    for m in _MEASURES:
+        if m.role in {"baseline", "both"}:
+            baselines[m.pair] = m
+    rows: list[dict[str, Any]] = []
+    for m in _MEASURES:
+        if m.role == "baseline":
+            continue
+        base = baselines.get(m.pair)
+        if base is None or m.value is None or base.value is None:
+            continue
+        if m.unit in RATE_UNITS:
+            ratio = m.value / base.value
+        else:
+            ratio = base.value / m.value
+        rows.append(
+            {
+                "name": m.name,
+                "params": m.params,
+                "unit": m.unit,
+                "ours": m.value,
+                "baseline_name": m.baseline_name,
+                "baseline": base.value,
+                "ratio": ratio,
+                **({"extra": m.extra} if m.extra else {}),
+            }
+        )
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the ours-vs-baseline table and write ``bench-results.json``."""
+    rows = _rows()
+    if not rows:
+        return
+    out = Path(terminalreporter.config.rootpath) / "bench-results.json"
+    out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    tr = terminalreporter
+    tr.write_sep("=", "datafed benchmark rows (ours vs baseline, same run)")
+    header = f"{'row':<28} {'params':<34} {'ours':>14} {'baseline':>14}  {'unit':<9} {'ratio':>8}  baseline"
+    tr.write_line(header)
+    for r in rows:
+        params = ",".join(f"{k}={v}" for k, v in sorted(r["params"].items()))
+        tr.write_line(
+            f"{r['name']:<28} {params[:34]:<34} {r['ours']:>14.6g} {r['baseline']:>14.6g}  "
+            f"{r['unit']:<9} {r['ratio']:>7.2f}x  {r['baseline_name']}"
+        )
+    tr.write_line(f"wrote {len(rows)} rows to {out.name}")

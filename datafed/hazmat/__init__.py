@@ -1,0 +1,1 @@
+"""Raw cryptographic primitives ("hazardous materials"): no policy, no I/O."""

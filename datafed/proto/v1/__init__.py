@@ -1,0 +1,1 @@
+"""Generated wire contract (package datafed.proto.v1); see protos/."""

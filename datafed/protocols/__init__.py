@@ -1,0 +1,1 @@
+"""Multi-party protocol state machines: pure, no I/O."""
