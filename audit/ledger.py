@@ -1,0 +1,225 @@
+"""The node's append-only data-use ledger: durable, group-committed, RFC 9162 Merkle log.
+
+``append`` blocks until its entry is committed and fsynced.  Concurrent callers (threads,
+e.g. ``asyncio.to_thread``) are *group-committed*: whoever finds no commit in flight becomes
+the leader, takes every pending entry, extends a copy of the tree's compact range, writes
+the batch in one transaction and then publishes the new tree state and wakes the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from audit import merkle
+from audit.errors import LedgerError
+from audit.records import DataUseRecord, decode_leaf, encode_body, encode_leaf
+from audit.sqlite_store import SQLiteStore
+from audit.store import LedgerStore
+
+__all__ = ["Ledger", "LedgerHead", "check_origin"]
+
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """A tree head: the log's ``origin``, its ``size`` and RFC 9162 ``root_hash``."""
+
+    origin: str
+    size: int
+    root_hash: bytes
+
+
+def check_origin(origin: str) -> str:
+    """Return ``origin`` if it is a valid log origin / note key name, else raise ValueError.
+
+    C2SP tlog-checkpoint: the origin is a schema-less URL-like string; signed-note key
+    names must be non-empty and contain no Unicode spaces or ``+``.
+    """
+    if not isinstance(origin, str):
+        raise TypeError(f"origin must be a str, got {type(origin).__name__}")
+    if not origin or any(c.isspace() or c == "+" for c in origin) or not origin.isprintable():
+        raise ValueError(f"origin must be non-empty without spaces or '+', got {origin!r}")
+    return origin
+
+
+class _Ticket:
+    __slots__ = ("bodies", "done", "error", "first")
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+        self.done = False
+        self.first = -1
+        self.error: BaseException | None = None
+
+
+class Ledger:
+    """One node's ledger; open it with :meth:`Ledger.open`."""
+
+    def __init__(self, store: LedgerStore, origin: str, signing_key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self.origin = origin
+        self.signing_key = signing_key
+        self._cv = threading.Condition()
+        self._pending: list[_Ticket] = []
+        self._committing = False
+        self._closed = False
+        self._tree = merkle.CompactRange()
+        self._reload()
+        if self._closed:
+            raise LedgerError("ledger store is unreadable")
+
+    @classmethod
+    def open(cls, path: Path, origin: str, signing_key: Ed25519PrivateKey) -> Ledger:
+        """Open (or create) the ledger at ``path`` for log ``origin`` signed by ``signing_key``.
+
+        Raises
+        ------
+        ValueError
+            If the file belongs to another origin or key.
+        LedgerError
+            If another writer holds the ledger or the store is unusable.
+        """
+        check_origin(origin)
+        if not isinstance(signing_key, Ed25519PrivateKey):
+            raise TypeError("signing_key must be an Ed25519PrivateKey")
+        pub = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        store = SQLiteStore(Path(path))
+        try:
+            for key, value in (("origin", origin.encode()), ("public_key", pub)):
+                stored = store.get_meta(key)
+                if stored is None:
+                    store.set_meta(key, value)
+                elif stored != value:
+                    raise ValueError(f"ledger {Path(path).name} belongs to another {key}")
+            return cls(store, origin, signing_key)
+        except BaseException:
+            store.close()
+            raise
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 public key of the log."""
+        return self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def append(self, record: DataUseRecord) -> int:
+        """Append one record; return its index once it is committed and fsynced."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[DataUseRecord]) -> list[int]:
+        """Append records atomically (one commit); return their indexes, in order."""
+        for r in records:
+            if not isinstance(r, DataUseRecord):
+                raise TypeError(f"expected DataUseRecord, got {type(r).__name__}")
+        if not records:
+            return []
+        ticket = _Ticket([encode_body(r) for r in records])
+        self._submit(ticket)
+        return list(range(ticket.first, ticket.first + len(records)))
+
+    def _submit(self, ticket: _Ticket) -> None:
+        with self._cv:
+            if self._closed:
+                raise LedgerError("ledger is closed")
+            self._pending.append(ticket)
+            while not ticket.done:
+                if self._committing:
+                    self._cv.wait()
+                    continue
+                self._committing = True
+                batch, self._pending = self._take_batch()
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    self._cv.notify_all()
+        if ticket.error is not None:
+            raise LedgerError("ledger append failed") from ticket.error
+
+    def _take_batch(self) -> tuple[list[_Ticket], list[_Ticket]]:
+        batch: list[_Ticket] = []
+        count = 0
+        for i, t in enumerate(self._pending):
+            if batch and count + len(t.bodies) > MAX_BATCH:
+                return batch, self._pending[i:]
+            batch.append(t)
+            count += len(t.bodies)
+        return batch, []
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        try:
+            self._tree = self._write(batch)
+        except BaseException as exc:
+            for t in batch:
+                t.error = exc
+            self._reload()
+        for t in batch:
+            t.done = True
+
+    def _write(self, batch: list[_Ticket]) -> merkle.CompactRange:
+        tree = self._tree.copy()
+        first = tree.size
+        leaves, hashes = [], []
+        nodes: list[tuple[merkle.NodeID, bytes]] = []
+        hash_leaf = merkle.hash_leaf
+        for t in batch:
+            t.first = tree.size
+            for body in t.bodies:
+                leaf = encode_leaf(tree.size, body)
+                h = hash_leaf(leaf)
+                leaves.append(leaf)
+                hashes.append(h)
+                tree.append(h, nodes)
+        self.store.append(first, leaves, hashes, nodes)
+        return tree
+
+    def _reload(self) -> None:
+        """Re-read the tree state after a failed commit (it may or may not have landed)."""
+        try:
+            size = self.store.size()
+            ids = merkle.CompactRange.node_ids(size)
+            self._tree = merkle.CompactRange(size, self.store.get_hashes(ids) if ids else [])
+        except Exception:  # the store is unusable: refuse further appends
+            self._closed = True
+
+    def head(self) -> LedgerHead:
+        """Return the current (committed) tree head."""
+        tree = self._tree
+        return LedgerHead(self.origin, tree.size, tree.root())
+
+    def get_record(self, index: int) -> DataUseRecord:
+        """Return the record at ``index``."""
+        leaves = self.store.get_leaves(index, index + 1)
+        if not leaves:
+            raise ValueError(f"no entry {index} in a log of size {self._tree.size}")
+        return decode_leaf(leaves[0])[1]
+
+    def close(self) -> None:
+        """Wait for in-flight commits, then close the store (idempotent)."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            while self._committing or self._pending:
+                self._cv.wait()
+        self.store.close()

@@ -1,0 +1,178 @@
+"""SQLite ledger store: WAL journal, ``synchronous=FULL``, one writer process (file lock).
+
+Every ``append`` is one transaction, committed and fsynced before it returns, so an
+acknowledged entry survives a crash of the process (or of the machine, as far as the disk
+honours fsync).  Interior Merkle nodes live in ``nodes`` keyed by ``(level << 56) | index``;
+leaf hashes (level 0) sit beside the leaves.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from audit.errors import LedgerError
+from audit.merkle import NodeID
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL,
+                                    hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+"""
+_LEVEL_SHIFT = 56
+_CHUNK = 500  # bound on SQL variables per statement
+
+
+def _node_key(node: NodeID) -> int:
+    return (node[0] << _LEVEL_SHIFT) | node[1]
+
+
+class SQLiteStore:
+    """A :class:`audit.store.LedgerStore` in one SQLite file.
+
+    Parameters
+    ----------
+    path : Path
+        The database file; created if missing.  A ``<path>.lock`` file guards against a
+        second writer (in this or another process).
+    readonly : bool
+        Open for reading only (no lock, no writes).
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+        self._mutex = threading.Lock()
+        if not readonly:
+            self._lock_fd = _acquire_lock(self.path)
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self._db = sqlite3.connect(
+                uri, uri=readonly, isolation_level=None, check_same_thread=False
+            )
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise LedgerError(f"cannot open ledger store {self.path.name}: {exc}") from exc
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def size(self) -> int:
+        """Return the number of committed entries."""
+        with self._mutex:
+            row = self._db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()
+        return int(row[0])
+
+    def get_meta(self, key: str) -> bytes | None:
+        """Return a metadata value, or ``None`` if unset."""
+        with self._mutex:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Durably set a metadata value."""
+        with self._mutex:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def append(
+        self,
+        first_index: int,
+        leaves: Sequence[bytes],
+        leaf_hashes: Sequence[bytes],
+        nodes: Sequence[tuple[NodeID, bytes]],
+    ) -> None:
+        """Durably commit a batch of entries and the interior nodes they complete."""
+        rows = zip(range(first_index, first_index + len(leaves)), leaves, leaf_hashes, strict=True)
+        with self._mutex:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO entries VALUES (?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT INTO nodes VALUES (?, ?)", [(_node_key(n), h) for n, h in nodes]
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def get_hashes(self, ids: Sequence[NodeID]) -> list[bytes]:
+        """Return the hash of each complete subtree in ``ids``, in order."""
+        leaf_ids = [i for lvl, i in ids if lvl == 0]
+        node_ids = [_node_key(n) for n in ids if n[0] > 0]
+        found: dict[tuple[int, int], bytes] = {}
+        with self._mutex:
+            for part in _chunks(leaf_ids):
+                q = f"SELECT idx, hash FROM entries WHERE idx IN ({','.join('?' * len(part))})"
+                found.update(((0, i), bytes(h)) for i, h in self._db.execute(q, part))
+            for part in _chunks(node_ids):
+                q = f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(part))})"
+                found.update(((1, k), bytes(h)) for k, h in self._db.execute(q, part))
+        try:
+            return [
+                found[(0, i)] if lvl == 0 else found[(1, _node_key((lvl, i)))] for lvl, i in ids
+            ]
+        except KeyError as exc:
+            raise LedgerError(f"ledger store is missing tree node {exc.args[0]}") from None
+
+    def get_leaves(self, start: int, end: int) -> list[bytes]:
+        """Return the leaves ``[start, end)`` (fewer if the log is shorter)."""
+        with self._mutex:
+            cur = self._db.execute(
+                "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            )
+            return [bytes(r[0]) for r in cur]
+
+    def get_entries(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Return ``(index, leaf, stored leaf hash)`` for ``[start, end)``, as stored."""
+        with self._mutex:
+            cur = self._db.execute(
+                "SELECT idx, leaf, hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            )
+            return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in cur]
+
+    def put_checkpoint(self, size: int, note: bytes) -> None:
+        """Durably store a signed checkpoint note for ``size`` (first one per size wins)."""
+        with self._mutex:
+            self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (size, note))
+
+    def get_checkpoints(self) -> list[tuple[int, bytes]]:
+        """Return every stored ``(size, note)``, by size."""
+        with self._mutex:
+            cur = self._db.execute("SELECT size, note FROM checkpoints ORDER BY size")
+            return [(int(s), bytes(n)) for s, n in cur]
+
+    def close(self) -> None:
+        """Close the database and release the writer lock."""
+        with self._mutex:
+            self._db.close()
+        self._release_lock()
+
+
+def _chunks(items: list[int]) -> list[list[int]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _acquire_lock(path: Path) -> int:
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LedgerError(f"ledger {path.name} is open by another writer") from None
+    return fd
