@@ -51,13 +51,17 @@ def check_origin(origin: str) -> str:
 
 
 class _Ticket:
-    __slots__ = ("bodies", "done", "error", "first")
+    """Entries of one caller; ``wake`` is released when done or made leader."""
+
+    __slots__ = ("bodies", "done", "error", "first", "wake")
 
     def __init__(self, bodies: list[bytes]) -> None:
         self.bodies = bodies
         self.done = False
         self.first = -1
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Ledger:
@@ -140,21 +144,31 @@ class Ledger:
             if self._closed:
                 raise LedgerError("ledger is closed")
             self._pending.append(ticket)
-            while not ticket.done:
-                if self._committing:
-                    self._cv.wait()
-                    continue
-                self._committing = True
-                batch, self._pending = self._take_batch()
-                self._cv.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._cv.acquire()
-                    self._committing = False
-                    self._cv.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            ticket.wake.acquire()  # released when our batch is done, or to hand us the lead
+        if not ticket.done:
+            self._lead(ticket)
         if ticket.error is not None:
             raise LedgerError("ledger append failed") from ticket.error
+
+    def _lead(self, ticket: _Ticket) -> None:
+        """Commit pending batches until ``ticket``'s is done, then hand the lead on."""
+        while not ticket.done:
+            with self._cv:
+                batch, self._pending = self._take_batch()
+            self._commit(batch)
+            for t in batch:
+                if t is not ticket:
+                    t.wake.release()
+        with self._cv:
+            nxt = self._pending[0] if self._pending else None
+            if nxt is None:
+                self._committing = False
+                self._cv.notify_all()
+        if nxt is not None:
+            nxt.wake.release()
 
     def _take_batch(self) -> tuple[list[_Ticket], list[_Ticket]]:
         batch: list[_Ticket] = []
