@@ -1,0 +1,148 @@
+"""``datafed``: the analyst's command (queries, node info) and the federation CA (``pki``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datafed.errors import DatafedError, RemoteError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="datafed analyst client: protected queries across agency nodes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+pki_app = typer.Typer(
+    help="Federation CA: create it, issue party certificates.", no_args_is_help=True
+)
+app.add_typer(pki_app, name="pki")
+out = Console()
+err = Console(stderr=True)
+
+FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.toml)")
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
+    name: str = typer.Option("datafed federation CA", help="CA common name"),
+    force: bool = typer.Option(False, help="replace an existing CA"),
+) -> None:
+    """Create the federation CA (ca.crt, ca.key)."""
+    from datafed.pki import init_ca
+
+    crt = init_ca(directory, name, force=force)
+    out.print(f"created CA {name!r}: {crt}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    name: str = typer.Argument(..., help="party name, e.g. water-north or alice"),
+    role: str = typer.Option(..., "--role", help="node, analyst, auditor or witness"),
+    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
+    host: list[str] = typer.Option([], "--host", help="extra DNS name or IP for the certificate"),
+) -> None:
+    """Issue a certificate, TLS key and Ed25519 signing key for a party."""
+    from datafed.pki import issue
+
+    files = issue(directory, role, name, hosts=tuple(host))
+    out.print(f"issued {role}:{name}: {files.cert}, {files.key}, {files.signing_key}")
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(
+        ..., help="SELECT aggregates FROM dataset [WHERE ...] [GROUP BY ...]"
+    ),
+    federation: Path = FED_OPTION,
+    purpose: str = typer.Option(..., "--purpose", help="declared purpose, checked by every node"),
+    protection: str = typer.Option("paillier", "--protection", help="paillier or plain"),
+    legal_basis: str = typer.Option("", "--legal-basis", help="legal basis recorded in ledgers"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Run one protected query across every node of the federation."""
+    from datafed.client import Federation
+
+    fed = Federation.from_file(federation)
+    with err.status(f"querying {len(fed.config.nodes)} node(s) with protection {protection}..."):
+        result = fed.query(sql, purpose=purpose, protection=protection, legal_basis=legal_basis)
+    if as_json:
+        payload = {
+            "columns": list(result.columns),
+            "rows": [list(r) for r in result.rows],
+            "protection": result.protection,
+            "job_id": result.job_id,
+            "ledgers": [
+                {
+                    "node": h.node,
+                    "size": h.size,
+                    "root_hash": h.root_hash.hex(),
+                    "entries": list(h.entry_indexes),
+                }
+                for h in result.ledgers
+            ],
+        }
+        print(json.dumps(payload))
+        return
+    table = Table(
+        title=f"{result.protection} query over {', '.join(result.nodes)} (job {result.job_id})"
+    )
+    for col in result.columns:
+        table.add_column(col, justify="right")
+    for row in result.rows:
+        table.add_row(
+            *(
+                ""
+                if v is None
+                else f"{v:,.4f}".rstrip("0").rstrip(".")
+                if isinstance(v, float)
+                else str(v)
+                for v in row
+            )
+        )
+    out.print(table)
+    for h in result.ledgers:
+        root = h.root_hash.hex()[:16]
+        out.print(
+            f"  ledger {h.node}: size {h.size}, root {root}…, entries {list(h.entry_indexes)}"
+        )
+
+
+@app.command()
+def nodes(federation: Path = FED_OPTION) -> None:
+    """Show every node's datasets and ledger head."""
+    from datafed.client import Federation
+
+    infos = Federation.from_file(federation).node_info()
+    table = Table(title="federation nodes")
+    for col in ("node", "agency", "datasets", "ledger size", "ledger root"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(
+            i.node,
+            i.agency,
+            ", ".join(i.datasets),
+            str(i.ledger.size),
+            i.ledger.root_hash.hex()[:16] + "…",
+        )
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point: one-line errors for expected failures, never a traceback."""
+    try:
+        app()
+    except RemoteError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(3)
+    except (DatafedError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,74 @@
+"""The analyst's federation file (``fed.toml``).
+
+Example::
+
+    analyst = "alice"
+    timeout_s = 30
+    paillier_bits = 3072
+
+    [tls]
+    ca = "pki/ca.crt"
+    cert = "pki/analyst/alice.crt"
+    key = "pki/analyst/alice.key"
+    signing_key = "pki/analyst/alice.ed25519"
+
+    [[nodes]]
+    name = "water-north"
+    address = "127.0.0.1:50051"
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from datafed.config import load_toml_model
+from datafed.tls import PartyFiles
+
+__all__ = ["FederationConfig", "NodeEndpoint", "load_federation"]
+
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class NodeEndpoint(BaseModel):
+    """One agency node the analyst talks to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not _ADDRESS.match(v):
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+
+class FederationConfig(BaseModel):
+    """Everything the analyst's client needs to reach the federation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analyst: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    tls: PartyFiles
+    nodes: list[NodeEndpoint] = Field(min_length=1)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    paillier_bits: int = Field(default=3072, ge=2048, le=8192)
+    fixed_point_bits: int = Field(default=16, ge=0, le=32)
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique(cls, v: list[NodeEndpoint]) -> list[NodeEndpoint]:
+        names = [n.name for n in v]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+        return v
+
+
+def load_federation(path: Path) -> FederationConfig:
+    """Load and validate a federation file."""
+    return load_toml_model(path, FederationConfig)

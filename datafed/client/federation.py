@@ -1,0 +1,224 @@
+"""The analyst's entry point: fan a protected query out to every node and combine the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from datafed.client import _assemble
+from datafed.client.config import FederationConfig, NodeEndpoint, load_federation
+from datafed.errors import NodeUnavailable, QueryError, RemoteError
+from datafed.pki import load_signing_key
+from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.query.components import components
+from datafed.query.protection import MODES, PaillierSession, ProtectionSpec
+from datafed.query.result import LedgerHeadInfo, QueryResult
+from datafed.query.spec import QuerySpec
+from datafed.query.sql import parse_sql
+from datafed.serde import header_to_proto, spec_to_proto
+from datafed.signing import new_header, sign_body
+from datafed.tls import TlsMaterial, channel_credentials
+
+__all__ = ["Federation", "NodeInfo"]
+
+T = TypeVar("T")
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node says about itself: its datasets and its ledger head."""
+
+    node: str
+    agency: str
+    datasets: dict[str, tuple[str, ...]]
+    ledger: LedgerHeadInfo
+
+
+class Federation:
+    """A set of agency nodes the analyst can query.
+
+    Parameters
+    ----------
+    config
+        The federation file's contents (see :mod:`datafed.client.config`).
+
+    Examples
+    --------
+    >>> fed = Federation.from_file("fed.toml")  # doctest: +SKIP
+    >>> fed.query("SELECT SUM(bursts) FROM pipe_incidents", purpose="planning")  # doctest: +SKIP
+    """
+
+    def __init__(self, config: FederationConfig) -> None:
+        self.config = config
+        self._tls = TlsMaterial.load(config.tls)
+        self._signing_key = load_signing_key(config.tls.signing_key)
+        self._paillier: PaillierSession | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Federation:
+        """Load a federation file and connect lazily."""
+        return cls(load_federation(Path(path)))
+
+    # ----------------------------------------------------------------- queries
+    def query(
+        self,
+        sql: str | QuerySpec,
+        *,
+        purpose: str,
+        protection: str = "paillier",
+        legal_basis: str = "",
+        job_id: str | None = None,
+    ) -> QueryResult:
+        """Run a protected query on every node and return the combined result."""
+        return asyncio.run(
+            self.aquery(
+                sql, purpose=purpose, protection=protection, legal_basis=legal_basis, job_id=job_id
+            )
+        )
+
+    async def aquery(
+        self,
+        sql: str | QuerySpec,
+        *,
+        purpose: str,
+        protection: str = "paillier",
+        legal_basis: str = "",
+        job_id: str | None = None,
+    ) -> QueryResult:
+        """Async form of :meth:`query`."""
+        spec = parse_sql(sql) if isinstance(sql, str) else sql
+        if protection not in MODES:
+            raise QueryError(f"unknown protection {protection!r}: expected one of {MODES}")
+        if not purpose:
+            raise QueryError("a purpose is required")
+        comps = components(spec)
+        if protection != "plain" and not all(c.additive for c in comps):
+            raise QueryError("MIN and MAX are only available with protection 'plain'")
+        job = job_id or new_job_id()
+        pspec = await self._protection(protection)
+
+        async def one(
+            stub: query_pb2_grpc.QueryServiceStub, node: NodeEndpoint
+        ) -> query_pb2.QueryResponse:
+            header = new_header(self.config.analyst, node.name, job, purpose, legal_basis)
+            body = query_pb2.QueryRequestBody(
+                header=header_to_proto(header),
+                spec=spec_to_proto(spec),
+                protection=query_pb2.Protection(
+                    mode=pspec.mode,
+                    paillier_n=_int_bytes(pspec.paillier_n or 0),
+                    fixed_point_bits=pspec.fixed_point_bits,
+                ),
+            ).SerializeToString()
+            signed = common_pb2.SignedRequest(
+                body=body, signature=sign_body(body, self._signing_key)
+            )
+            reply: query_pb2.QueryResponse = await stub.Query(signed, timeout=self.config.timeout_s)
+            return reply
+
+        answers = await self._fan_out(one)
+        return _assemble.assemble(spec, comps, pspec, self._paillier, job, answers)
+
+    async def _protection(self, mode: str) -> ProtectionSpec:
+        bits = self.config.fixed_point_bits
+        if mode == "plain":
+            return ProtectionSpec(mode="plain", fixed_point_bits=bits)
+        if self._paillier is None:
+            self._paillier = await asyncio.to_thread(PaillierSession, self.config.paillier_bits)
+        return ProtectionSpec(mode="paillier", fixed_point_bits=bits, paillier_n=self._paillier.n)
+
+    # -------------------------------------------------------------- node info
+    def node_info(self) -> list[NodeInfo]:
+        """Ask every node for its datasets and ledger head."""
+        return asyncio.run(self.anode_info())
+
+    async def anode_info(self) -> list[NodeInfo]:
+        """Async form of :meth:`node_info`."""
+
+        async def one(
+            stub: query_pb2_grpc.QueryServiceStub, node: NodeEndpoint
+        ) -> query_pb2.NodeInfoResponse:
+            reply: query_pb2.NodeInfoResponse = await stub.NodeInfo(
+                query_pb2.NodeInfoRequest(), timeout=self.config.timeout_s
+            )
+            return reply
+
+        answers = await self._fan_out(one)
+        return [
+            NodeInfo(
+                node=a.node,
+                agency=a.agency,
+                datasets={d.name: tuple(d.columns) for d in a.datasets},
+                ledger=_assemble.ledger_head(a.node, a.ledger),
+            )
+            for a in answers
+        ]
+
+    # ---------------------------------------------------------------- plumbing
+    async def _fan_out(
+        self, call: Callable[[query_pb2_grpc.QueryServiceStub, NodeEndpoint], Awaitable[T]]
+    ) -> list[T]:
+        creds = channel_credentials(self._tls)
+        channels = [
+            grpc.aio.secure_channel(
+                node.address,
+                creds,
+                options=[
+                    ("grpc.ssl_target_name_override", node.name),
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ],
+            )
+            for node in self.config.nodes
+        ]
+        try:
+            tasks = [
+                self._guarded(node, call(query_pb2_grpc.QueryServiceStub(ch), node))
+                for ch, node in zip(channels, self.config.nodes, strict=True)
+            ]
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await asyncio.gather(*(ch.close() for ch in channels))
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            first = errors[0]
+            if len(errors) > 1 and isinstance(first, RemoteError):
+                first.args = (f"{first.args[0]} (and {len(errors) - 1} more node(s) failed)",)
+            raise first
+        return [r for r in results if not isinstance(r, BaseException)]
+
+    async def _guarded(self, node: NodeEndpoint, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in _UNAVAILABLE:
+                raise NodeUnavailable(
+                    node.name,
+                    code.name,
+                    f"no answer from {node.address} within {self.config.timeout_s:g}s"
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    else f"cannot reach {node.address}: {_short(exc.details())}",
+                ) from exc
+            raise RemoteError(node.name, code.name, exc.details() or "") from exc
+
+
+def _short(text: str | None) -> str:
+    return (text or "").splitlines()[0][:200] if text else "unavailable"
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+
+
+def new_job_id() -> str:
+    """Return a fresh random job id."""
+    return f"job-{secrets.token_hex(8)}"

@@ -1,0 +1,240 @@
+"""A whole federation on one machine: CA, party certificates, seeded data, node processes.
+
+Used by ``make demo``, the integration tests and anyone trying datafed locally.  Every
+node is a real ``datafed-node serve`` process on 127.0.0.1 with mTLS, over its own SQLite
+file; the analyst's ``fed.toml`` is written next to them.
+
+>>> with LocalFederation.create(Path("run")) as fed:       # doctest: +SKIP
+...     fed.start()
+...     Federation.from_file(fed.fed_toml).query(...)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from datafed import pki, synth
+from datafed.errors import DatafedError
+
+__all__ = ["DEFAULT_DISTRICTS", "LocalFederation", "LocalNode", "NodeSpec"]
+
+DEFAULT_DISTRICTS = ("water-north", "water-east", "water-south")
+ANALYST = "alice"
+PURPOSE = "service-planning"
+
+
+@dataclass
+class NodeSpec:
+    """What one local node serves: its datasets (name, columns, rows) and policy text."""
+
+    name: str
+    agency: str
+    datasets: list[tuple[str, Sequence[tuple[str, str]], list[tuple[Any, ...]]]]
+    policy_toml: str = ""
+
+
+@dataclass
+class LocalNode:
+    """A running (or stopped) node process."""
+
+    spec: NodeSpec
+    config: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    address: str = ""
+
+
+def _default_policy(protections: str = '["paillier", "plain"]') -> str:
+    return (
+        f'allowed_requesters = ["{ANALYST}"]\n'
+        f'allowed_purposes = ["{PURPOSE}"]\n'
+        'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max"]\n'
+        f"allowed_protections = {protections}\n"
+        "min_group_size = 3\n"
+    )
+
+
+def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
+    """Three district water offices, each with its own pipe-incident table."""
+    out = []
+    for name in DEFAULT_DISTRICTS:
+        district = name.split("-", 1)[1]
+        rows = synth.pipe_incidents(district, seed=seed, segments=segments)
+        out.append(
+            NodeSpec(
+                name=name,
+                agency=f"{district.title()} District Water Office",
+                datasets=[("pipe_incidents", synth.PIPE_COLUMNS, rows)],
+                policy_toml=_default_policy(),
+            )
+        )
+    return out
+
+
+@dataclass
+class LocalFederation:
+    """Files and processes of a local federation rooted at ``root``."""
+
+    root: Path
+    nodes: list[LocalNode] = field(default_factory=list)
+    timeout_s: float = 30.0
+    paillier_bits: int = 2048
+
+    @property
+    def pki_dir(self) -> Path:
+        """The CA and party certificates."""
+        return self.root / "pki"
+
+    @property
+    def fed_toml(self) -> Path:
+        """The analyst's federation file."""
+        return self.root / "fed.toml"
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        specs: Sequence[NodeSpec] | None = None,
+        *,
+        analysts: Sequence[str] = (ANALYST,),
+        progress: Callable[[str], None] = lambda _msg: None,
+    ) -> LocalFederation:
+        """Make the CA, certificates, data files and node configs under ``root``."""
+        root.mkdir(parents=True, exist_ok=True)
+        fed = cls(root=root.resolve())
+        progress("creating the federation CA")
+        pki.init_ca(fed.pki_dir, "city data bureau federation CA", force=True)
+        for a in analysts:
+            pki.issue(fed.pki_dir, "analyst", a)
+        pki.issue(fed.pki_dir, "auditor", "regulator")
+        for spec in specs if specs is not None else water_district_specs():
+            progress(f"issuing node:{spec.name} and writing its synthetic data")
+            pki.issue(fed.pki_dir, "node", spec.name)
+            fed.nodes.append(fed._write_node(spec))
+        return fed
+
+    def _write_node(self, spec: NodeSpec) -> LocalNode:
+        ndir = self.root / "nodes" / spec.name
+        files = pki.party_paths(self.pki_dir, "node", spec.name)
+        lines = [
+            "[node]",
+            f'name = "{spec.name}"',
+            f'agency = "{spec.agency}"',
+            'listen = "127.0.0.1:0"',
+            'state_dir = "state"',
+            "",
+            "[tls]",
+            f'ca = "{self.pki_dir / "ca.crt"}"',
+            f'cert = "{files.cert}"',
+            f'key = "{files.key}"',
+            f'signing_key = "{files.signing_key}"',
+        ]
+        for name, columns, rows in spec.datasets:
+            synth.write_table(ndir / "data" / f"{name}.sqlite", name, columns, rows)
+            lines += ["", "[[datasets]]", f'name = "{name}"', f'path = "data/{name}.sqlite"']
+            lines += ["", "[datasets.policy]", spec.policy_toml]
+        config = ndir / "node.toml"
+        config.write_text("\n".join(lines) + "\n")
+        return LocalNode(spec=spec, config=config, log=ndir / "node.log")
+
+    def write_fed_toml(self, analyst: str = ANALYST, path: Path | None = None) -> Path:
+        """Write the analyst's federation file with the nodes' live addresses."""
+        files = pki.party_paths(self.pki_dir, "analyst", analyst)
+        lines = [
+            f'analyst = "{analyst}"',
+            f"timeout_s = {self.timeout_s}",
+            f"paillier_bits = {self.paillier_bits}",
+            "",
+            "[tls]",
+            f'ca = "{self.pki_dir / "ca.crt"}"',
+            f'cert = "{files.cert}"',
+            f'key = "{files.key}"',
+            f'signing_key = "{files.signing_key}"',
+        ]
+        for node in self.nodes:
+            lines += ["", "[[nodes]]", f'name = "{node.spec.name}"', f'address = "{node.address}"']
+        target = path or (
+            self.fed_toml if analyst == ANALYST else self.root / f"fed-{analyst}.toml"
+        )
+        target.write_text("\n".join(lines) + "\n")
+        return target
+
+    def start(self, *, ready_timeout_s: float = 60.0) -> None:
+        """Start every node process and wait until each says it is serving."""
+        for node in self.nodes:
+            self.start_node(node, ready_timeout_s=ready_timeout_s)
+        self.write_fed_toml()
+
+    def start_node(self, node: LocalNode, *, ready_timeout_s: float = 60.0) -> None:
+        """Start one node and wait for its READY line."""
+        exe = Path(sys.executable).parent / "datafed-node"
+        cmd = [str(exe), "serve", "--config", str(node.config)]
+        log = node.log.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        node.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True
+        )
+        lines: queue.Queue[bytes] = queue.Queue()
+        stdout = node.process.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2).decode()
+            except queue.Empty:
+                if node.process.poll() is not None:
+                    break
+                continue
+            if line.startswith("READY "):
+                node.address = dict(p.split("=", 1) for p in line.split()[1:])["address"]
+                return
+        self.stop()
+        tail = node.log.read_text(errors="replace")[-2000:] if node.log.exists() else ""
+        raise DatafedError(f"node {node.spec.name} did not start; its log ends:\n{tail}")
+
+    def stop_node(self, node: LocalNode, timeout_s: float = 15.0) -> int | None:
+        """Stop one node with SIGTERM (SIGKILL after ``timeout_s``); return its exit code."""
+        proc = node.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        node.process = None
+        return proc.returncode
+
+    def stop(self) -> list[int | None]:
+        """Stop every node; return their exit codes."""
+        return [self.stop_node(n) for n in self.nodes]
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

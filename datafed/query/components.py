@@ -1,0 +1,124 @@
+"""Components: the additive quantities a node computes so the client can finish aggregates.
+
+``AVG(x)`` becomes ``sum(x)`` and ``count(*)``; ``VAR(x)`` adds ``sumsq(x)``.  Sums are
+encoded in fixed point (``round(v * 2**bits)``) so that protected values add exactly;
+counts are plain integers.  The client derives the same component list from the spec and
+checks that every node returned exactly it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from datafed.query.spec import QuerySpec
+
+__all__ = [
+    "DEFAULT_FIXED_POINT_BITS",
+    "Component",
+    "components",
+    "decode_fixed",
+    "encode_fixed",
+    "finalize",
+    "labels",
+]
+
+#: Fractional bits of the fixed-point encoding (DESIGN §8: scale 2^16).
+DEFAULT_FIXED_POINT_BITS = 16
+
+ComponentKind = Literal["sum", "count", "sumsq", "min", "max"]
+
+
+@dataclass(frozen=True, order=True)
+class Component:
+    """One quantity a node reports per group."""
+
+    kind: ComponentKind
+    column: str
+
+    @property
+    def label(self) -> str:
+        """Wire label, e.g. ``sum(bursts)`` or ``count(*)``."""
+        return f"{self.kind}({self.column})"
+
+    @property
+    def additive(self) -> bool:
+        """Whether totals across nodes are sums of the nodes' values."""
+        return self.kind in ("sum", "count", "sumsq")
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the value is fixed-point encoded (everything but counts)."""
+        return self.kind != "count"
+
+
+def components(spec: QuerySpec) -> tuple[Component, ...]:
+    """Return the components needed for ``spec``'s aggregates, without duplicates."""
+    out: dict[Component, None] = {}
+    for agg in spec.aggregates:
+        col = agg.column
+        if agg.func == "count":
+            out[Component("count", "*" if col == "*" else col)] = None
+        elif agg.func == "sum":
+            out[Component("sum", col)] = None
+        elif agg.func == "avg":
+            out[Component("sum", col)] = None
+            out[Component("count", col)] = None
+        elif agg.func == "var":
+            out[Component("sum", col)] = None
+            out[Component("sumsq", col)] = None
+            out[Component("count", col)] = None
+        else:
+            out[Component(agg.func, col)] = None
+    return tuple(out)
+
+
+def encode_fixed(value: float | int | None, bits: int) -> int:
+    """Encode a number as a fixed-point integer (``None`` as 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value << bits
+    if not math.isfinite(value):
+        raise ValueError(f"cannot encode non-finite value {value!r}")
+    return round(value * (1 << bits))
+
+
+def decode_fixed(value: int, bits: int) -> float:
+    """Decode a fixed-point integer."""
+    return value / (1 << bits)
+
+
+def finalize(
+    spec: QuerySpec, totals: Mapping[Component, int], bits: int
+) -> tuple[float | int | None, ...]:
+    """Compute each aggregate of ``spec`` from the decoded component totals of one group."""
+
+    def val(c: Component) -> float | int:
+        raw = totals[c]
+        return raw if not c.scaled else decode_fixed(raw, bits)
+
+    out: list[float | int | None] = []
+    for agg in spec.aggregates:
+        col = agg.column
+        if agg.func == "count":
+            out.append(int(val(Component("count", col))))
+        elif agg.func == "sum":
+            out.append(val(Component("sum", col)))
+        elif agg.func == "avg":
+            n = val(Component("count", col))
+            out.append(val(Component("sum", col)) / n if n else None)
+        elif agg.func == "var":
+            n = val(Component("count", col))
+            s, sq = val(Component("sum", col)), val(Component("sumsq", col))
+            out.append(max(0.0, (sq - s * s / n) / (n - 1)) if n > 1 else None)
+        else:
+            out.append(val(Component(agg.func, col)))
+    return tuple(out)
+
+
+def labels(comps: Sequence[Component]) -> tuple[str, ...]:
+    """Wire labels of ``comps`` in order."""
+    return tuple(c.label for c in comps)

@@ -1,0 +1,52 @@
+"""The analyst's view of a finished query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datafed.query.spec import Scalar
+
+__all__ = ["LedgerHeadInfo", "QueryResult"]
+
+
+@dataclass(frozen=True)
+class LedgerHeadInfo:
+    """A node's ledger state after it recorded the query."""
+
+    node: str
+    origin: str
+    size: int
+    root_hash: bytes
+    entry_indexes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The combined result of one protected query.
+
+    Attributes
+    ----------
+    columns
+        Group-by columns followed by one label per aggregate.
+    rows
+        One tuple per group (a single row without GROUP BY).
+    protection
+        The protection mode used.
+    job_id
+        The job id recorded in every node's ledger.
+    nodes
+        The nodes that contributed.
+    ledgers
+        Each node's ledger head after it recorded the query.
+    """
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Scalar | None, ...], ...]
+    protection: str
+    job_id: str
+    nodes: tuple[str, ...]
+    ledgers: tuple[LedgerHeadInfo, ...] = field(default=())
+
+    def as_dicts(self) -> list[dict[str, Scalar | None]]:
+        """Rows as dictionaries keyed by column label."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]

@@ -1,0 +1,136 @@
+"""The node's TOML configuration, validated by pydantic.
+
+Example::
+
+    [node]
+    name = "water-north"
+    agency = "North District Water Office"
+    listen = "127.0.0.1:50051"
+    state_dir = "state"
+
+    [tls]
+    ca = "pki/ca.crt"
+    cert = "pki/node/water-north.crt"
+    key = "pki/node/water-north.key"
+    signing_key = "pki/node/water-north.ed25519"
+
+    [[datasets]]
+    name = "pipe_incidents"
+    path = "data/water-north.sqlite"      # or url = "postgresql+psycopg://..."
+    columns = ["district", "year", "month", "material", "bursts", "repair_hours"]
+
+    [datasets.policy]
+    allowed_requesters = ["alice"]
+    allowed_purposes = ["service-planning"]
+    allowed_aggregates = ["sum", "count", "avg"]
+    allowed_protections = ["paillier"]
+    min_group_size = 5
+
+Relative paths resolve against the directory of the config file.  The policy is
+default-deny: a dataset with no allowed requester or purpose answers nobody.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from datafed.config import load_toml_model, resolve_path
+from datafed.query.spec import check_identifier
+from datafed.tls import PartyFiles
+
+__all__ = ["DatasetConfig", "DatasetPolicy", "NodeConfig", "NodeSection", "load_node_config"]
+
+Ident = Annotated[str, AfterValidator(check_identifier)]
+PartyName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    ctx: dict[str, Any] = info.context or {}
+    return resolve_path(value, ctx.get("base_dir"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetPolicy(_Strict):
+    """Who may use a dataset, for what, and how."""
+
+    allowed_requesters: list[PartyName] = []
+    allowed_purposes: list[str] = []
+    allowed_columns: list[Ident] | None = None
+    allowed_aggregates: list[Literal["sum", "count", "avg", "var", "min", "max"]] = [
+        "sum",
+        "count",
+        "avg",
+    ]
+    allowed_protections: list[Literal["plain", "paillier"]] = ["paillier"]
+    min_group_size: int = Field(default=5, ge=1)
+    small_groups: Literal["suppress", "refuse"] = "suppress"
+
+
+class DatasetConfig(_Strict):
+    """One dataset this node serves: where it lives and its policy."""
+
+    name: Ident
+    path: Annotated[Path, AfterValidator(_resolve)] | None = None
+    url: str | None = None
+    table: Ident | None = None
+    columns: list[Ident] | None = None
+    policy: DatasetPolicy = DatasetPolicy()
+
+    @model_validator(mode="after")
+    def _source(self) -> DatasetConfig:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' (SQLite file) or 'url' (SQLAlchemy URL)")
+        return self
+
+    @property
+    def table_name(self) -> str:
+        """The table to read (defaults to the dataset name)."""
+        return self.table or self.name
+
+    def sqlalchemy_url(self) -> str:
+        """The SQLAlchemy URL; SQLite files are opened read-only."""
+        if self.url is not None:
+            return self.url
+        assert self.path is not None
+        return f"sqlite:///file:{self.path}?mode=ro&uri=true"
+
+
+class NodeSection(_Strict):
+    """Identity and listening address of the node."""
+
+    name: PartyName
+    agency: str = ""
+    listen: str = Field(default="127.0.0.1:50051", pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    state_dir: Annotated[Path, AfterValidator(_resolve)] = Path("state")
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(default=64, ge=1)
+
+
+class NodeConfig(_Strict):
+    """The whole node configuration file."""
+
+    node: NodeSection
+    tls: PartyFiles
+    datasets: list[DatasetConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> NodeConfig:
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("dataset names must be unique")
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig | None:
+        """Return the dataset called ``name``, if any."""
+        return next((d for d in self.datasets if d.name == name), None)
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    """Load and validate a node configuration file."""
+    return load_toml_model(path, NodeConfig)

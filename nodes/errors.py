@@ -1,0 +1,78 @@
+"""Errors raised inside an agency node, each mapped to one gRPC status code.
+
+Hierarchy (status code in brackets)::
+
+    NodeError                         [INTERNAL]
+    ├── InvalidRequest                [INVALID_ARGUMENT]  malformed request, unknown column
+    ├── NotFound                      [NOT_FOUND]         unknown dataset
+    ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
+    ├── PermissionDenied              [PERMISSION_DENIED] policy refuses requester/purpose/...
+    ├── BudgetExhausted               [RESOURCE_EXHAUSTED] privacy budget would be exceeded
+    └── Unavailable                   [UNAVAILABLE]       the node is shutting down
+
+:func:`status_of` is the single place where errors become status codes.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "BudgetExhausted",
+    "InvalidRequest",
+    "NodeError",
+    "NotFound",
+    "PermissionDenied",
+    "Unauthenticated",
+    "Unavailable",
+    "status_of",
+]
+
+
+class NodeError(Exception):
+    """Base of node errors; the message is safe to send to the caller."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidRequest(NodeError):
+    """The request is malformed or names something that does not exist in the dataset."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(NodeError):
+    """The request names a dataset this node does not serve."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unauthenticated(NodeError):
+    """The caller or the request signature could not be authenticated."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(NodeError):
+    """The node's policy refuses the request."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class BudgetExhausted(NodeError):
+    """The privacy budget would be exceeded."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(NodeError):
+    """The node cannot serve right now."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Return the status code and caller-safe message for ``exc``."""
+    if isinstance(exc, NodeError):
+        return exc.code, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
