@@ -37,7 +37,7 @@ class AuditError(Exception):
     """Base class of every error raised by :mod:`audit`."""
 
 
-class InvalidProof(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class InvalidProof(AuditError):
     """A Merkle inclusion or consistency proof does not verify."""
 
 
@@ -58,15 +58,15 @@ class RootMismatchError(InvalidProof):
         self.computed = computed
 
 
-class InvalidRecord(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class InvalidRecord(AuditError):
     """Leaf bytes are not the canonical encoding of a data-use record."""
 
 
-class InvalidSignature(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class InvalidSignature(AuditError):
     """A signed note, checkpoint or cosignature does not verify."""
 
 
-class InvalidReceipt(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class InvalidReceipt(AuditError):
     """A receipt does not verify."""
 
 
@@ -74,7 +74,7 @@ class LedgerError(AuditError):
     """The ledger store cannot be used (locked by another writer, corrupt, or closed)."""
 
 
-class WitnessRefusal(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class WitnessRefusal(AuditError):
     """A witness refused to cosign a checkpoint.
 
     Parameters
@@ -91,7 +91,7 @@ class WitnessRefusal(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
         self.witness_size = witness_size
 
 
-class VerificationFailure(AuditError):  # noqa: N818 (pyca-style name, STYLE.md)
+class VerificationFailure(AuditError):
     """The verifier found one or more named problems.
 
     Parameters

@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from audit import merkle
+from audit.checkpoint import Checkpoint, add_signatures, open_checkpoint, sign_checkpoint
+from audit.checkpoint import log_verifier as _log_verifier
 from audit.errors import LedgerError
+from audit.note import NoteSignature, Verifier
+from audit.receipts import MAX_RECEIPT_ENTRIES, Receipt, ReceiptEntry
 from audit.records import DataUseRecord, decode_leaf, encode_body, encode_leaf
 from audit.sqlite_store import SQLiteStore
 from audit.store import LedgerStore
@@ -75,10 +79,26 @@ class Ledger:
         self._pending: list[_Ticket] = []
         self._committing = False
         self._closed = False
+        self._cp_lock = threading.Lock()
         self._tree = merkle.CompactRange()
         self._reload()
         if self._closed:
             raise LedgerError("ledger store is unreadable")
+        self._latest_cp = self._check_checkpoints()
+
+    def _check_checkpoints(self) -> tuple[int, str] | None:
+        """Refuse a store whose signed checkpoints do not match its entries (rolled back)."""
+        stored = self.store.get_checkpoints()
+        if not stored:
+            return None
+        size, note = stored[-1]
+        cp = open_checkpoint(note, self.verifier).checkpoint
+        if size > self._tree.size or cp.root_hash != self.root_at(size):
+            raise LedgerError(
+                f"ledger store does not match its checkpoint at size {size} "
+                f"({self._tree.size} entries): rolled back or altered"
+            )
+        return size, note.decode()
 
     @classmethod
     def open(cls, path: Path, origin: str, signing_key: Ed25519PrivateKey) -> Ledger:
@@ -220,6 +240,101 @@ class Ledger:
         """Return the current (committed) tree head."""
         tree = self._tree
         return LedgerHead(self.origin, tree.size, tree.root())
+
+    @property
+    def verifier(self) -> Verifier:
+        """The log's note verifier (name = origin, type 0x01, public key)."""
+        return _log_verifier(self.origin, self.signing_key)
+
+    def root_at(self, size: int) -> bytes:
+        """Return the root hash of the tree at ``size`` (at most the current size)."""
+        self._check_size(size)
+        ids = merkle.range_nodes(0, size)
+        if not ids:
+            return merkle.EMPTY_ROOT
+        tree = merkle.CompactRange(size, self.store.get_hashes(ids))
+        return tree.root()
+
+    def _check_size(self, size: int) -> int:
+        current = self._tree.size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"tree size must be an int, got {type(size).__name__}")
+        if not 0 <= size <= current:
+            raise ValueError(f"tree size must be in [0, {current}], got {size}")
+        return current
+
+    def checkpoint(self) -> str:
+        """Return a signed checkpoint note of the current tree (with any cosignatures).
+
+        The note is stored durably before it is returned, so every checkpoint the log has
+        signed can be exported and checked for consistency later.
+        """
+        with self._cp_lock:
+            tree = self._tree
+            if self._latest_cp is not None and self._latest_cp[0] == tree.size:
+                return self._latest_cp[1]
+            note = sign_checkpoint(
+                Checkpoint(self.origin, tree.size, tree.root()), self.signing_key
+            )
+            self.store.put_checkpoint(tree.size, note.encode())
+            self._latest_cp = (tree.size, note)
+            return note
+
+    def add_cosignatures(self, size: int, signatures: Sequence[NoteSignature]) -> str:
+        """Durably attach witness cosignature lines to the stored checkpoint of ``size``.
+
+        The lines are stored as given; verifiers check them against their own policy.
+        """
+        with self._cp_lock:
+            notes = dict(self.store.get_checkpoints())
+            if size not in notes:
+                raise ValueError(f"no checkpoint of size {size} was signed by this log")
+            note = add_signatures(notes[size].decode(), signatures)
+            self.store.put_checkpoint(size, note.encode(), replace=True)
+            if self._latest_cp is not None and self._latest_cp[0] == size:
+                self._latest_cp = (size, note)
+            return note
+
+    def checkpoints(self) -> list[str]:
+        """Return every checkpoint this log signed (with cosignatures), by size."""
+        return [n.decode() for _, n in self.store.get_checkpoints()]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """Return the inclusion proof of entry ``index`` in the tree of ``size`` (default: now)."""
+        size = self._tree.size if size is None else size
+        self._check_size(size)
+        return merkle.inclusion_proof(index, size, self.store)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """Return the consistency proof from tree size ``size1`` to ``size2`` (default: now)."""
+        size2 = self._tree.size if size2 is None else size2
+        self._check_size(size2)
+        return merkle.consistency_proof(size1, size2, self.store)
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        """Return the leaf bytes of entries ``[start, end)`` (clipped to the log)."""
+        if not 0 <= start <= end:
+            raise ValueError(f"need 0 <= start <= end, got {start} and {end}")
+        return self.store.get_leaves(start, min(end, self._tree.size))
+
+    def receipt(self, indexes: Sequence[int]) -> Receipt:
+        """Return a receipt proving entries ``indexes`` under a signed checkpoint."""
+        if not indexes or len(indexes) > MAX_RECEIPT_ENTRIES:
+            raise ValueError(f"a receipt covers 1 to {MAX_RECEIPT_ENTRIES} entries")
+        latest = self._latest_cp
+        if latest is not None and latest[0] > max(indexes):
+            size, note = latest
+        else:
+            note = self.checkpoint()
+            size = Checkpoint.parse(note[: note.rfind("\n\n") + 1]).size
+        entries = []
+        for i in indexes:
+            if not 0 <= i < size:
+                raise ValueError(f"entry index must be in [0, {size}), got {i}")
+            leaf = self.store.get_leaves(i, i + 1)[0]
+            proof = merkle.inclusion_proof(i, size, self.store)
+            entries.append(ReceiptEntry(i, leaf, tuple(proof)))
+        return Receipt(note, tuple(entries))
 
     def get_record(self, index: int) -> DataUseRecord:
         """Return the record at ``index``."""

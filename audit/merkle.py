@@ -24,6 +24,7 @@ __all__ = [
     "hash_children",
     "hash_leaf",
     "inclusion_proof",
+    "range_nodes",
     "root_from_leaf_hashes",
     "verify_consistency",
     "verify_inclusion",

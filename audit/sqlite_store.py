@@ -146,10 +146,11 @@ class SQLiteStore:
             )
             return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in cur]
 
-    def put_checkpoint(self, size: int, note: bytes) -> None:
-        """Durably store a signed checkpoint note for ``size`` (first one per size wins)."""
+    def put_checkpoint(self, size: int, note: bytes, *, replace: bool = False) -> None:
+        """Durably store a checkpoint for ``size``; keep an existing one unless ``replace``."""
+        verb = "REPLACE" if replace else "IGNORE"
         with self._mutex:
-            self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (size, note))
+            self._db.execute(f"INSERT OR {verb} INTO checkpoints VALUES (?, ?)", (size, note))
 
     def get_checkpoints(self) -> list[tuple[int, bytes]]:
         """Return every stored ``(size, note)``, by size."""

@@ -49,8 +49,12 @@ class LedgerStore(Protocol):
         """Return the leaves ``[start, end)``."""
         ...
 
-    def put_checkpoint(self, size: int, note: bytes) -> None:
-        """Durably store a signed checkpoint note for ``size`` (first one per size wins)."""
+    def get_entries(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Return ``(index, leaf, stored leaf hash)`` for ``[start, end)``, as stored."""
+        ...
+
+    def put_checkpoint(self, size: int, note: bytes, *, replace: bool = False) -> None:
+        """Durably store a checkpoint for ``size``; keep an existing one unless ``replace``."""
         ...
 
     def get_checkpoints(self) -> list[tuple[int, bytes]]:

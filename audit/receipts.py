@@ -1,0 +1,96 @@
+"""Receipts: proof for an analyst that a node logged the entries of its response.
+
+A receipt carries the node's signed checkpoint (optionally cosigned by witnesses) and, for
+each of the response's entries, its leaf bytes and RFC 9162 inclusion proof.  The analyst's
+client checks it against the node's pinned origin and key before returning a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit import merkle
+from audit.checkpoint import log_verifier, open_checkpoint
+from audit.errors import AuditError, InvalidReceipt
+from audit.note import Verifier, raw_public_key
+from audit.records import DataUseRecord, decode_leaf
+
+__all__ = ["Receipt", "ReceiptEntry", "verify_receipt"]
+
+MAX_RECEIPT_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class ReceiptEntry:
+    """One logged entry: its ``index``, ``leaf`` bytes and inclusion ``proof``."""
+
+    index: int
+    leaf: bytes
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A signed ``checkpoint`` note and the ``entries`` it includes."""
+
+    checkpoint: str
+    entries: tuple[ReceiptEntry, ...]
+
+
+def verify_receipt(
+    receipt: Receipt,
+    origin: str,
+    public_key: bytes | Ed25519PublicKey,
+    *,
+    witnesses: Iterable[Verifier] = (),
+    quorum: int = 0,
+) -> list[DataUseRecord]:
+    """Verify a receipt and return the records it proves were logged, in receipt order.
+
+    Parameters
+    ----------
+    receipt : Receipt
+        As received from the node.
+    origin : str
+        The node log's pinned origin.
+    public_key : bytes or Ed25519PublicKey
+        The node log's pinned Ed25519 public key (32 raw bytes or a key object).
+    witnesses : Iterable[Verifier]
+        Trusted witness keys (type 0x04), when a cosigned checkpoint is required.
+    quorum : int
+        How many of ``witnesses`` must have cosigned the checkpoint.
+
+    Raises
+    ------
+    InvalidReceipt
+        If anything does not verify (detail-free on purpose).
+    """
+    if quorum < 0:
+        raise ValueError(f"quorum must be >= 0, got {quorum}")
+    pub = public_key if isinstance(public_key, bytes) else raw_public_key(public_key)
+    try:
+        return _verify(receipt, log_verifier(origin, pub), list(witnesses), quorum)
+    except (AuditError, ValueError, TypeError):
+        raise InvalidReceipt("receipt does not verify") from None
+
+
+def _verify(
+    receipt: Receipt, log: Verifier, witnesses: list[Verifier], quorum: int
+) -> list[DataUseRecord]:
+    opened = open_checkpoint(receipt.checkpoint, log)
+    if len(opened.cosigners(witnesses)) < quorum:
+        raise InvalidReceipt("quorum not met")
+    cp = opened.checkpoint
+    if not receipt.entries or len(receipt.entries) > MAX_RECEIPT_ENTRIES:
+        raise InvalidReceipt("bad entry count")
+    records = []
+    for e in receipt.entries:
+        index, record = decode_leaf(e.leaf)
+        if index != e.index:
+            raise InvalidReceipt("leaf claims another index")
+        merkle.verify_inclusion(merkle.hash_leaf(e.leaf), e.index, cp.size, e.proof, cp.root_hash)
+        records.append(record)
+    return records
