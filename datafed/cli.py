@@ -24,7 +24,7 @@ pki_app = typer.Typer(
     help="Federation CA: create it, issue party certificates.", no_args_is_help=True
 )
 app.add_typer(pki_app, name="pki")
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.toml)")
@@ -141,8 +141,8 @@ def main() -> None:
     try:
         app()
     except RemoteError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(3)
     except (DatafedError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

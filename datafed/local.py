@@ -113,16 +113,22 @@ class LocalFederation:
         """Make the CA, certificates, data files and node configs under ``root``."""
         root.mkdir(parents=True, exist_ok=True)
         fed = cls(root=root.resolve())
-        progress("creating the federation CA")
-        pki.init_ca(fed.pki_dir, "city data bureau federation CA", force=True)
-        for a in analysts:
-            pki.issue(fed.pki_dir, "analyst", a)
-        pki.issue(fed.pki_dir, "auditor", "regulator")
+        if not (fed.pki_dir / "ca.crt").exists():
+            progress("creating the federation CA")
+            pki.init_ca(fed.pki_dir, "city data bureau federation CA")
+        for role, name in [("analyst", a) for a in analysts] + [("auditor", "regulator")]:
+            fed._ensure_party(role, name, progress)
         for spec in specs if specs is not None else water_district_specs():
-            progress(f"issuing node:{spec.name} and writing its synthetic data")
-            pki.issue(fed.pki_dir, "node", spec.name)
+            fed._ensure_party("node", spec.name, progress)
+            progress(f"writing node:{spec.name}'s synthetic data and node.toml")
             fed.nodes.append(fed._write_node(spec))
         return fed
+
+    def _ensure_party(self, role: str, name: str, progress: Callable[[str], None]) -> None:
+        """Issue a certificate unless one was already issued (e.g. with ``datafed pki``)."""
+        if not pki.party_paths(self.pki_dir, role, name).cert.exists():
+            progress(f"issuing {role}:{name}")
+            pki.issue(self.pki_dir, role, name)
 
     def _write_node(self, spec: NodeSpec) -> LocalNode:
         ndir = self.root / "nodes" / spec.name

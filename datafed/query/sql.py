@@ -19,7 +19,7 @@ from typing import Any
 import sqlglot
 from pydantic import ValidationError
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import SqlglotError
 
 from datafed.errors import QueryError
 from datafed.query.spec import (
@@ -73,7 +73,7 @@ def parse_sql(sql: str) -> QuerySpec:
         raise QueryError(f"query longer than {MAX_SQL_LENGTH} characters")
     try:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
-    except ParseError as exc:
+    except SqlglotError as exc:
         raise QueryError(f"cannot parse SQL: {_first_line(exc)}") from exc
     if len(trees) != 1:
         raise QueryError(f"expected exactly one statement, got {len(trees)}")

@@ -1,0 +1,207 @@
+from pathlib import Path
+
+import pytest
+
+from datafed import synth
+from datafed.errors import ConfigError
+from datafed.pki import Identity, identity_from_pem, party_paths
+from datafed.query.components import components
+from datafed.query.sql import parse_sql
+from nodes.config import load_node_config
+from nodes.errors import InvalidRequest, NotFound, PermissionDenied
+from nodes.policy import apply_min_group_size, check_query
+from nodes.store import DataStore
+
+BASE = """
+[node]
+name = "water-north"
+listen = "127.0.0.1:0"
+
+[tls]
+ca = "ca.crt"
+cert = "n.crt"
+key = "n.key"
+signing_key = "n.ed25519"
+
+[[datasets]]
+name = "pipe_incidents"
+path = "data.sqlite"
+
+[datasets.policy]
+allowed_requesters = ["alice"]
+allowed_purposes = ["planning"]
+min_group_size = 3
+"""
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    (tmp_path / "node.toml").write_text(BASE)
+    rows = synth.pipe_incidents("north", seed=1, segments=20, years=(2024,))
+    synth.write_table(tmp_path / "data.sqlite", "pipe_incidents", synth.PIPE_COLUMNS, rows)
+    return tmp_path
+
+
+def test_valid_config_resolves_paths(node_dir):
+    cfg = load_node_config(node_dir / "node.toml")
+    assert cfg.tls.ca == (node_dir / "ca.crt").resolve()
+    assert cfg.datasets[0].path == (node_dir / "data.sqlite").resolve()
+    assert cfg.datasets[0].policy.allowed_protections == ["paillier"]  # default-deny plain
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda s: s.replace('name = "water-north"', 'name = "Water North!"'), "node.name"),
+        (
+            lambda s: s.replace("min_group_size = 3", "min_group_size = 0"),
+            "datasets.0.policy.min_group_size",
+        ),
+        (lambda s: s.replace('path = "data.sqlite"', ""), "exactly one of 'path'"),
+        (lambda s: s + "\nsurprise = 1\n", "surprise"),
+        (lambda s: s.replace('name = "pipe_incidents"', 'name = "x; DROP"'), "datasets.0.name"),
+        (lambda s: s.replace('listen = "127.0.0.1:0"', 'listen = "nowhere"'), "node.listen"),
+        (lambda s: s.replace("[tls]", "[tls\n"), "not valid TOML"),
+        (
+            lambda s: s.replace(
+                'allowed_purposes = ["planning"]', 'allowed_protections = ["rot13"]'
+            ),
+            "allowed_protections",
+        ),
+    ],
+)
+def test_malformed_config_names_the_field(node_dir, edit, fragment):
+    path = node_dir / "node.toml"
+    path.write_text(edit(BASE))
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert fragment in str(info.value)
+    assert "node.toml" in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_node_config(tmp_path / "nope.toml")
+
+
+def test_store_matches_direct_computation(node_dir):
+    import sqlite3
+
+    cfg = load_node_config(node_dir / "node.toml")
+    store = DataStore(cfg.datasets)
+    spec = parse_sql(
+        "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents "
+        "WHERE month BETWEEN 1 AND 6 AND diameter_mm IN (100, 150, 200) GROUP BY material"
+    )
+    got = {g.key: g for g in store.aggregate(spec, components(spec), 16)}
+    with sqlite3.connect(node_dir / "data.sqlite") as db:
+        want = db.execute(
+            "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents "
+            "WHERE month BETWEEN 1 AND 6 AND diameter_mm IN (100, 150, 200) GROUP BY material"
+        ).fetchall()
+    assert set(got) == {(m,) for m, _, _ in want}
+    for m, s, c in want:
+        assert got[(m,)].values == (s << 16, c)
+        assert got[(m,)].rows == c
+    store.close()
+
+
+def test_store_refuses_unknown_dataset_and_column(node_dir):
+    store = DataStore(load_node_config(node_dir / "node.toml").datasets)
+    with pytest.raises(NotFound, match="unknown dataset 'nope'"):
+        store.aggregate(parse_sql("SELECT COUNT(*) FROM nope"), (), 16)
+    spec = parse_sql("SELECT SUM(salary) FROM pipe_incidents")
+    with pytest.raises(InvalidRequest, match="unknown column 'salary'"):
+        store.aggregate(spec, components(spec), 16)
+    store.close()
+
+
+def test_store_is_read_only(node_dir):
+    import sqlalchemy as sa
+
+    store = DataStore(load_node_config(node_dir / "node.toml").datasets)
+    engine = store._datasets["pipe_incidents"].engine
+    with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM pipe_incidents"))
+    store.close()
+
+
+def test_store_config_errors(node_dir):
+    cfg = load_node_config(node_dir / "node.toml")
+    bad = cfg.datasets[0].model_copy(update={"columns": ["bursts", "salary"]})
+    with pytest.raises(ConfigError, match="salary"):
+        DataStore([bad])
+
+
+def _ident(pki_dir, role="analyst", name="alice") -> Identity:
+    return identity_from_pem(party_paths(pki_dir, role, name).cert.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("sql", "purpose", "protection", "error", "fragment"),
+    [
+        ("SELECT SUM(bursts) FROM pipe_incidents", "planning", "paillier", None, ""),
+        ("SELECT SUM(bursts) FROM nope", "planning", "paillier", NotFound, "unknown dataset"),
+        (
+            "SELECT SUM(bursts) FROM pipe_incidents",
+            "marketing",
+            "paillier",
+            PermissionDenied,
+            "purpose 'marketing'",
+        ),
+        (
+            "SELECT SUM(salary) FROM pipe_incidents",
+            "planning",
+            "paillier",
+            InvalidRequest,
+            "unknown column 'salary'",
+        ),
+        (
+            "SELECT MAX(bursts) FROM pipe_incidents",
+            "planning",
+            "paillier",
+            PermissionDenied,
+            "MAX is not allowed",
+        ),
+        (
+            "SELECT SUM(bursts) FROM pipe_incidents",
+            "planning",
+            "plain",
+            PermissionDenied,
+            "protection 'plain'",
+        ),
+    ],
+)
+def test_policy_decisions(node_dir, pki_dir, sql, purpose, protection, error, fragment):
+    cfg = load_node_config(node_dir / "node.toml")
+    cols = {"pipe_incidents": tuple(n for n, _ in synth.PIPE_COLUMNS)}
+    d = check_query(cfg, cols, _ident(pki_dir), purpose, parse_sql(sql), protection)
+    if error is None:
+        assert d.allowed and d.error is None
+    else:
+        assert not d.allowed and isinstance(d.error, error) and fragment in d.reason
+
+
+def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
+    from datafed import pki
+
+    pki.issue(pki_dir, "analyst", "mallory")
+    cfg = load_node_config(node_dir / "node.toml")
+    cols = {"pipe_incidents": tuple(n for n, _ in synth.PIPE_COLUMNS)}
+    spec = parse_sql("SELECT SUM(bursts) FROM pipe_incidents")
+    d = check_query(cfg, cols, _ident(pki_dir, name="mallory"), "planning", spec, "paillier")
+    assert isinstance(d.error, PermissionDenied) and "requester 'mallory'" in d.reason
+    d = check_query(cfg, cols, _ident(pki_dir, "node", "water-north"), "planning", spec, "paillier")
+    assert isinstance(d.error, PermissionDenied) and "role 'node'" in d.reason
+
+
+def test_min_group_size_suppress_and_refuse(node_dir):
+    from nodes.store import GroupRow
+
+    cfg = load_node_config(node_dir / "node.toml")
+    groups = [GroupRow(("a",), 2, (1,)), GroupRow(("b",), 3, (1,))]
+    kept, suppressed = apply_min_group_size(cfg.datasets[0].policy, groups)
+    assert [g.key for g in kept] == [("b",)] and suppressed == 1
+    refuse = cfg.datasets[0].policy.model_copy(update={"small_groups": "refuse"})
+    with pytest.raises(PermissionDenied, match="fewer than 3"):
+        apply_min_group_size(refuse, groups)
