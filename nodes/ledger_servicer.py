@@ -1,0 +1,169 @@
+"""The node's LedgerService: checkpoints, entries and proofs of its own log; witnessing others.
+
+Thin over :mod:`audit`: every call validates its arguments first (bad input is
+``INVALID_ARGUMENT`` and writes nothing), reads through the ledger off the event loop and
+converts with :mod:`audit.ledger_serde`.  ``AddCheckpoint`` is served only where the node is
+also a witness (``witness`` given); a refusal carries the witness's size in the trailing
+metadata key ``witness-size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from audit import Ledger, WitnessRefusal
+from audit.ledger_serde import MAX_ENTRIES_PER_CALL, cosignature_to_proto, proof_hashes
+from audit.witness import WitnessStore
+from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
+from nodes.errors import NodeError
+from nodes.gate import peer_identity
+
+__all__ = ["LEDGER_SERVICE_NAME", "READ_ROLES", "add_ledger_services", "role_check"]
+
+LEDGER_SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+#: Roles allowed per RPC (entries name requesters, so analysts see proofs but not entries).
+READ_ROLES: dict[str, frozenset[str]] = {
+    "GetCheckpoint": frozenset({"analyst", "auditor", "node", "witness"}),
+    "GetEntries": frozenset({"auditor", "node", "witness"}),
+    "GetInclusionProof": frozenset({"analyst", "auditor", "node", "witness"}),
+    "GetConsistencyProof": frozenset({"analyst", "auditor", "node", "witness"}),
+    "AddCheckpoint": frozenset({"node"}),
+}
+_REFUSAL_CODES = {
+    "unknown-origin": grpc.StatusCode.NOT_FOUND,
+    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
+    "fork": grpc.StatusCode.FAILED_PRECONDITION,
+}
+Authorize = Callable[[Any, str], None]
+
+
+def role_check(context: Any, rpc: str) -> None:
+    """Default authorisation: the client certificate's role must be allowed for ``rpc``."""
+    identity = peer_identity(context)
+    if identity.role not in READ_ROLES[rpc]:
+        raise PermissionError(f"role {identity.role} may not call {rpc}")
+
+
+async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort always raises
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    """gRPC LedgerService over one node's ledger (and optional witness state)."""
+
+    def __init__(
+        self, ledger: Ledger, witness: WitnessStore | None, authorize: Authorize | None
+    ) -> None:
+        self.ledger = ledger
+        self.witness = witness
+        self.authorize = authorize
+
+    async def _guard(self, context: Any, rpc: str) -> None:
+        if self.authorize is None:
+            return
+        try:
+            self.authorize(context, rpc)
+        except PermissionError as exc:
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except NodeError as exc:
+            await _abort(context, exc.code, str(exc))
+
+    async def GetCheckpoint(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetCheckpointRequest, context: Any
+    ) -> ledger_pb2.SignedCheckpoint:
+        """Return the latest signed checkpoint (signing one for the current size if needed)."""
+        await self._guard(context, "GetCheckpoint")
+        note = await asyncio.to_thread(self.ledger.checkpoint)
+        return ledger_pb2.SignedCheckpoint(note=note.encode())
+
+    async def GetEntries(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetEntriesRequest, context: Any
+    ) -> ledger_pb2.GetEntriesResponse:
+        """Return leaves ``[start, end)``; at most 1000, and only below the current size."""
+        await self._guard(context, "GetEntries")
+        start, end, size = request.start, request.end, self.ledger.head().size
+        if not start < end <= size or end - start > MAX_ENTRIES_PER_CALL:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"need start < end <= {size} and at most {MAX_ENTRIES_PER_CALL} entries, "
+                f"got [{start}, {end})",
+            )
+        leaves = await asyncio.to_thread(self.ledger.leaves, start, end)
+        return ledger_pb2.GetEntriesResponse(start=start, leaves=leaves)
+
+    async def GetInclusionProof(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetInclusionProofRequest, context: Any
+    ) -> ledger_pb2.InclusionProof:
+        """Return the inclusion proof of ``index`` in the tree of ``tree_size`` (0: current)."""
+        await self._guard(context, "GetInclusionProof")
+        size = request.tree_size or self.ledger.head().size
+        try:
+            hashes = await asyncio.to_thread(self.ledger.inclusion_proof, request.index, size)
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return ledger_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes)
+
+    async def GetConsistencyProof(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: Any
+    ) -> ledger_pb2.ConsistencyProof:
+        """Return the consistency proof from ``size1`` to ``size2`` (0: current)."""
+        await self._guard(context, "GetConsistencyProof")
+        size2 = request.size2 or self.ledger.head().size
+        try:
+            hashes = await asyncio.to_thread(self.ledger.consistency_proof, request.size1, size2)
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return ledger_pb2.ConsistencyProof(size1=request.size1, size2=size2, hashes=hashes)
+
+    async def AddCheckpoint(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.AddCheckpointRequest, context: Any
+    ) -> ledger_pb2.AddCheckpointResponse:
+        """Cosign another log's checkpoint if it is consistent with what this witness holds."""
+        await self._guard(context, "AddCheckpoint")
+        if self.witness is None:
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this node is not a witness")
+        try:
+            proof = proof_hashes(request.consistency_proof)
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            sig = await asyncio.to_thread(
+                self.witness.add_checkpoint, bytes(request.checkpoint), request.old_size, proof
+            )
+        except WitnessRefusal as exc:
+            context.set_trailing_metadata((("witness-size", str(exc.witness_size)),))
+            code = _REFUSAL_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
+            await _abort(context, code, f"witness refused: {exc.reason}")
+        return cosignature_to_proto(sig)
+
+
+def add_ledger_services(
+    server: grpc.aio.Server,
+    ledger: Ledger,
+    witness_store: WitnessStore | None = None,
+    *,
+    authorize: Authorize | None = role_check,
+) -> None:
+    """Register the LedgerService (and witness RPC if ``witness_store``) on ``server``.
+
+    Parameters
+    ----------
+    server : grpc.aio.Server
+        The node's server, not yet started.
+    ledger : Ledger
+        The node's own log.
+    witness_store : WitnessStore or None
+        The node's witness state, when it witnesses other nodes' logs.
+    authorize : callable or None
+        ``authorize(context, rpc_name)`` raising PermissionError (or a NodeError) to refuse;
+        the default checks the client certificate's role against :data:`READ_ROLES`.
+        ``None`` disables the check (plaintext ``--insecure`` mode only).
+    """
+    servicer = LedgerServicer(ledger, witness_store, authorize)
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
