@@ -24,6 +24,7 @@ __all__ = [
     "hash_children",
     "hash_leaf",
     "inclusion_proof",
+    "perfect_root",
     "range_nodes",
     "root_from_leaf_hashes",
     "verify_consistency",
@@ -100,6 +101,19 @@ class CompactRange:
         hashes.append(h)
         self.size += 1
 
+    def append_subtree(self, level: int, subtree_hash: bytes) -> None:
+        """Append a perfect subtree of ``2**level`` leaves; ``size`` must be aligned to it."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError(f"size {self.size} is not aligned to a subtree of level {level}")
+        hashes = self.hashes
+        index = self.size >> level
+        h = subtree_hash
+        while index & 1:
+            h = _sha256(_NODE + hashes.pop() + h).digest()
+            index >>= 1
+        hashes.append(h)
+        self.size += 1 << level
+
     def root(self) -> bytes:
         """Return the RFC 9162 tree head MTH over ``[0, size)``."""
         if not self.hashes:
@@ -121,6 +135,17 @@ def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> tuple[int, bytes]:
     for h in leaf_hashes:
         cr.append(h)
     return cr.size, cr.root()
+
+
+def perfect_root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """Return the root of a perfect subtree (a power-of-two number of leaf hashes)."""
+    level = list(leaf_hashes)
+    if not level or len(level) & (len(level) - 1):
+        raise ValueError(f"need a power-of-two number of hashes, got {len(level)}")
+    sha, node = _sha256, _NODE
+    while len(level) > 1:
+        level = [sha(node + a + b).digest() for a, b in zip(level[::2], level[1::2], strict=True)]
+    return level[0]
 
 
 def range_nodes(lo: int, hi: int) -> list[NodeID]:

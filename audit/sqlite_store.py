@@ -146,6 +146,15 @@ class SQLiteStore:
             )
             return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in cur]
 
+    def get_entries_after(self, start: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """Return up to ``limit`` stored ``(index, leaf, hash)`` rows with index >= ``start``."""
+        with self._mutex:
+            cur = self._db.execute(
+                "SELECT idx, leaf, hash FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (start, limit),
+            )
+            return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in cur]
+
     def put_checkpoint(self, size: int, note: bytes, *, replace: bool = False) -> None:
         """Durably store a checkpoint for ``size``; keep an existing one unless ``replace``."""
         verb = "REPLACE" if replace else "IGNORE"

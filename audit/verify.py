@@ -1,0 +1,345 @@
+"""The auditor's verifier: checks a whole log against the auditor's own policy.
+
+Every problem is a :class:`Finding` with a stable code, and where it is (entry index or
+checkpoint size).  Codes:
+
+``unknown-origin``            the log's origin is not pinned in the policy
+``checkpoint-malformed``      a checkpoint file is not a well-formed signed checkpoint
+``checkpoint-wrong-origin``   a checkpoint of another log (swapped in)
+``checkpoint-wrong-key``      no signature by the pinned log key (signed by another key)
+``checkpoint-bad-signature``  the pinned key's signature does not verify (forged/altered)
+``cosignature-invalid``       a pinned witness's cosignature does not verify
+``fork``                      two validly signed checkpoints of one size, different roots
+``quorum-not-met``            no checkpoint is cosigned by the policy's k of n witnesses
+``entry-malformed``           leaf bytes are not a canonical data-use record
+``entry-modified``            a leaf no longer hashes to its stored leaf hash
+``entry-deleted``             an index is missing (later entries moved down)
+``entries-reordered``         entries sit at positions other than their own index
+``entry-duplicated``          an index appears twice (inserted entry)
+``root-mismatch``             the recomputed tree does not match a signed checkpoint
+``log-truncated``             a signed checkpoint covers more entries than the log holds
+``log-rolled-back``           the log is smaller than a size the auditor verified before
+``log-rewritten``             the log's history differs from what the auditor verified before
+``export-inconsistent``       stored hashes do not cover the entries one to one
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from audit import merkle
+from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
+from audit.errors import InvalidRecord, InvalidSignature
+from audit.note import parse_note
+from audit.policy import Policy
+from audit.records import LEAF_TAG, SCHEMA_VERSION, decode_leaf
+
+__all__ = ["Finding", "LogSource", "VerifyReport", "load_state", "save_state", "verify_log"]
+
+_PREFIX = LEAF_TAG + b"\x00" + bytes([SCHEMA_VERSION])
+_CHUNK_LEVEL = 12  # leaves are hashed in aligned, perfect chunks of 2**12
+_MAX_MISPLACED = 100_000
+
+
+class LogSource(Protocol):
+    """What the verifier reads: checkpoint notes, leaves and (optionally) stored leaf hashes."""
+
+    def checkpoint_notes(self) -> list[tuple[str, bytes]]:
+        """Return ``(label, note bytes)`` for every checkpoint."""
+        ...
+
+    def leaf_chunks(self, chunk: int) -> Iterator[list[bytes]]:
+        """Yield the leaves in index order, ``chunk`` at a time."""
+        ...
+
+    def stored_hashes(self) -> bytes | None:
+        """Return the concatenated stored leaf hashes, or ``None``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: a stable ``code``, where (``index`` or ``size``) and a ``message``."""
+
+    code: str
+    message: str
+    index: int | None = None
+    size: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.index is not None:
+            where = f" at entry {self.index}"
+        elif self.size is not None:
+            where = f" at checkpoint size {self.size}"
+        return f"{self.code}{where}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify_log`."""
+
+    origin: str
+    entries: int = 0
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    published: list[int] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed."""
+        return not self.findings
+
+    @property
+    def latest(self) -> Checkpoint | None:
+        """The largest valid checkpoint."""
+        return max(self.checkpoints, key=lambda c: c.size, default=None)
+
+    def add(
+        self, code: str, message: str, *, index: int | None = None, size: int | None = None
+    ) -> None:
+        """Record a finding."""
+        self.findings.append(Finding(code, message, index, size))
+
+
+def load_state(path: Path | None) -> dict[str, tuple[int, bytes]]:
+    """Read the auditor's state file: origin -> (size, root) last verified."""
+    if path is None or not Path(path).exists():
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text())
+        return {o: (int(v["size"]), base64.b64decode(v["root"])) for o, v in raw.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise ValueError(f"auditor state file {Path(path).name} is corrupt") from None
+
+
+def save_state(path: Path, origin: str, cp: Checkpoint) -> None:
+    """Durably record ``cp`` as the last verified checkpoint of ``origin``."""
+    state = load_state(path)
+    state[origin] = (cp.size, cp.root_hash)
+    data = {o: {"size": s, "root": base64.b64encode(r).decode()} for o, (s, r) in state.items()}
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _origin_of(notes: list[tuple[str, bytes]]) -> str:
+    for _, note in notes:
+        try:
+            return Checkpoint.parse(parse_note(note)[0]).origin
+        except (InvalidSignature, ValueError):
+            continue
+    return ""
+
+
+def _check_checkpoints(
+    notes: list[tuple[str, bytes]], policy: Policy, report: VerifyReport
+) -> list[OpenedCheckpoint]:
+    log = policy.logs[report.origin]
+    valid: list[OpenedCheckpoint] = []
+    for label, note in notes:
+        try:
+            text, sigs = parse_note(note)
+            cp = Checkpoint.parse(text)
+        except (InvalidSignature, ValueError):
+            report.add("checkpoint-malformed", f"{label} is not a signed checkpoint")
+            continue
+        if cp.origin != report.origin:
+            report.add("checkpoint-wrong-origin", f"{label} is for {cp.origin!r}", size=cp.size)
+            continue
+        if not any(log.matches(s) for s in sigs):
+            report.add(
+                "checkpoint-wrong-key", f"{label} is not signed by the pinned key", size=cp.size
+            )
+            continue
+        try:
+            opened = open_checkpoint(note, log)
+        except InvalidSignature:
+            report.add(
+                "checkpoint-bad-signature", f"{label} signature does not verify", size=cp.size
+            )
+            continue
+        try:
+            cosigners = opened.cosigners(policy.witnesses)
+        except InvalidSignature:
+            report.add(
+                "cosignature-invalid", f"{label} has a bad witness cosignature", size=cp.size
+            )
+            continue
+        valid.append(opened)
+        if len(cosigners) >= policy.quorum:
+            report.published.append(cp.size)
+    by_size: dict[int, bytes] = {}
+    for o in valid:
+        cp = o.checkpoint
+        if by_size.setdefault(cp.size, cp.root_hash) != cp.root_hash:
+            report.add("fork", "two signed checkpoints with different roots", size=cp.size)
+    report.checkpoints = sorted({o.checkpoint for o in valid}, key=lambda c: c.size)
+    return valid
+
+
+@dataclass
+class _Scan:
+    """Running state of the leaf scan."""
+
+    tree: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+    roots: dict[int, bytes] = field(default_factory=dict)
+    misplaced: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _scan_chunk(
+    leaves: list[bytes],
+    start: int,
+    scan: _Scan,
+    wanted: set[int],
+    stored: bytes | None,
+    deep: bool,
+    report: VerifyReport,
+) -> None:
+    sha, zero = merkle._sha256, b"\x00"
+    hashes = [sha(zero + leaf).digest() for leaf in leaves]
+    plen = len(_PREFIX)
+    unpack = struct.Struct(">Q").unpack_from
+    for k, leaf in enumerate(leaves):
+        i = start + k
+        if leaf[:plen] != _PREFIX or len(leaf) < plen + 8:
+            report.add("entry-malformed", "not a data-use record leaf", index=i)
+            continue
+        (claim,) = unpack(leaf, plen)
+        if claim != i and len(scan.misplaced) < _MAX_MISPLACED:
+            scan.misplaced.append((i, claim))
+    if deep:
+        for k, leaf in enumerate(leaves):
+            try:
+                decode_leaf(leaf)
+            except InvalidRecord:
+                report.add("entry-malformed", "not a canonical data-use record", index=start + k)
+    if stored is not None:
+        got = b"".join(hashes)
+        want = stored[start * 32 : (start + len(leaves)) * 32]
+        if got != want:
+            for k, h in enumerate(hashes):
+                if want[k * 32 : k * 32 + 32] != h:
+                    report.add(
+                        "entry-modified", "leaf does not match its stored hash", index=start + k
+                    )
+    tree = scan.tree
+    cuts = sorted(s for s in wanted if start < s <= start + len(leaves))
+    if len(leaves) == 1 << _CHUNK_LEVEL and not any(s < start + len(leaves) for s in cuts):
+        tree.append_subtree(_CHUNK_LEVEL, merkle.perfect_root(hashes))
+    else:
+        for k, h in enumerate(hashes):
+            tree.append(h)
+            if start + k + 1 in wanted:
+                scan.roots[start + k + 1] = tree.root()
+    if start + len(leaves) in wanted:
+        scan.roots[start + len(leaves)] = tree.root()
+
+
+def _classify_misplaced(misplaced: list[tuple[int, int]], report: VerifyReport) -> None:
+    if not misplaced:
+        return
+    positions = {p for p, _ in misplaced}
+    claims = [c for _, c in misplaced]
+    seen: set[int] = set()
+    for p, c in misplaced:
+        if c in seen:
+            report.add("entry-duplicated", f"index {c} appears twice", index=p)
+        seen.add(c)
+    missing = sorted(positions - set(claims))
+    for m in missing:
+        report.add("entry-deleted", "this index is missing; later entries moved down", index=m)
+    if not missing:
+        p, c = misplaced[0]
+        report.add(
+            "entries-reordered", f"{len(misplaced)} entries out of place (holds entry {c})", index=p
+        )
+
+
+def verify_log(
+    source: LogSource,
+    policy: Policy,
+    *,
+    origin: str | None = None,
+    deep: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify every entry, checkpoint, cosignature and the tree of one log.
+
+    Parameters
+    ----------
+    source : LogSource
+        An export directory or a log fetched from a node.
+    policy : Policy
+        The auditor's pinned logs, witnesses and quorum (never taken from ``source``).
+    origin : str, optional
+        The log to expect; by default the origin named in the first readable checkpoint.
+    deep : bool
+        Also decode every leaf as a canonical data-use record.
+    progress : callable, optional
+        Called with the number of leaves processed after each chunk.
+
+    Returns
+    -------
+    VerifyReport
+        With every finding; ``report.ok`` is True only if nothing failed.
+    """
+    notes = source.checkpoint_notes()
+    report = VerifyReport(origin or _origin_of(notes))
+    if report.origin not in policy.logs:
+        report.add("unknown-origin", f"log {report.origin!r} is not pinned in the policy")
+        return report
+    _check_checkpoints(notes, policy, report)
+    if policy.quorum and not report.published:
+        report.add("quorum-not-met", f"no checkpoint is cosigned by {policy.quorum} witnesses")
+    state = load_state(policy.state).get(report.origin)
+    wanted = {c.size for c in report.checkpoints} | ({state[0]} if state else set())
+    stored = source.stored_hashes()
+    scan, n = _Scan(), 0
+    try:
+        for chunk in source.leaf_chunks(1 << _CHUNK_LEVEL):
+            _scan_chunk(chunk, n, scan, wanted, stored, deep, report)
+            n += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    except ValueError as exc:
+        report.add("log-truncated", str(exc), index=n)
+    report.entries = n
+    if stored is not None and len(stored) != 32 * n:
+        report.add("export-inconsistent", f"{len(stored) // 32} stored hashes for {n} entries")
+    _classify_misplaced(scan.misplaced, report)
+    if 0 in wanted:
+        scan.roots[0] = merkle.EMPTY_ROOT
+    for cp in report.checkpoints:
+        if cp.size > n:
+            report.add("log-truncated", f"signed for {cp.size} entries, log has {n}", size=cp.size)
+        elif scan.roots[cp.size] != cp.root_hash:
+            report.add("root-mismatch", "entries do not hash to the signed root", size=cp.size)
+    if state is not None:
+        latest = report.latest
+        if state[0] > max(n, latest.size if latest else 0):
+            report.add(
+                "log-rolled-back", f"verified at size {state[0]} before, now {n}", size=state[0]
+            )
+        elif state[0] <= n and scan.roots.get(state[0]) != state[1]:
+            report.add("log-rewritten", "history differs from the previous audit", size=state[0])
+    latest = report.latest
+    if latest is not None and latest.size < n:
+        report.warnings.append(
+            f"{n - latest.size} entries after the latest checkpoint are unsigned"
+        )
+    if policy.quorum and latest is not None and latest.size not in report.published:
+        report.warnings.append(f"latest checkpoint (size {latest.size}) lacks a witness quorum")
+    return report
