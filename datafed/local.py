@@ -62,6 +62,10 @@ def _default_policy(protections: str = '["paillier", "plain"]') -> str:
         'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max"]\n'
         f"allowed_protections = {protections}\n"
         "min_group_size = 3\n"
+        "[datasets.policy.group_domains]\n"
+        'material = ["cast_iron", "ductile_iron", "steel", "pvc"]\n'
+        "year = [2022, 2023, 2024]\n"
+        "month = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n"
     )
 
 

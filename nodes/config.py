@@ -35,7 +35,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from datafed.config import load_toml_model, resolve_path
 from datafed.query.spec import check_identifier
@@ -67,9 +75,32 @@ class DatasetPolicy(_Strict):
         "count",
         "avg",
     ]
-    allowed_protections: list[Literal["plain", "paillier"]] = ["paillier"]
+    allowed_protections: list[str] = ["paillier"]
     min_group_size: int = Field(default=5, ge=1)
     small_groups: Literal["suppress", "refuse"] = "suppress"
+    #: Declared values of categorical columns: public metadata that lets protected
+    #: modes align groups across nodes without revealing which node has which group.
+    group_domains: dict[Ident, list[bool | int | float | str]] = {}
+
+    @field_validator("allowed_protections")
+    @classmethod
+    def _modes(cls, v: list[str]) -> list[str]:
+        from datafed.query.modes import MODES
+
+        unknown = sorted(set(v) - set(MODES))
+        if unknown:
+            raise ValueError(f"unknown protection mode(s) {unknown}; known: {sorted(MODES)}")
+        return v
+
+    @field_validator("group_domains")
+    @classmethod
+    def _domains(
+        cls, v: dict[str, list[bool | int | float | str]]
+    ) -> dict[str, list[bool | int | float | str]]:
+        for col, values in v.items():
+            if not values or len(values) > 10_000 or len(set(values)) != len(values):
+                raise ValueError(f"group_domains.{col}: give 1-10000 distinct values")
+        return v
 
 
 class DatasetConfig(_Strict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass
 
 import grpc
 
@@ -22,9 +23,9 @@ from datafed.errors import QueryError
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.components import components
-from datafed.query.protection import ProtectionSpec, protect
-from datafed.query.spec import QuerySpec
-from datafed.serde import literal_to_proto, spec_from_proto
+from datafed.query.modes import NodeEnv, ProtectionMode, mode_class
+from datafed.query.spec import QuerySpec, Scalar
+from datafed.serde import literal_from_proto, literal_to_proto, spec_from_proto
 from datafed.signing import RequestHeader, now_ms
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, status_of
@@ -41,12 +42,32 @@ def _parse_query(body: bytes) -> tuple[common_pb2.RequestHeader, query_pb2.Query
     return msg.header, msg
 
 
-def _protection(msg: query_pb2.Protection) -> ProtectionSpec:
+MAX_DOMAIN = 10_000
+
+
+@dataclass(frozen=True)
+class _Protection:
+    mode: type[ProtectionMode]
+    bits: int
+    params: bytes
+    domain: list[tuple[Scalar | None, ...]] | None
+
+
+def _protection(msg: query_pb2.Protection, spec: QuerySpec) -> _Protection:
     try:
-        n = int.from_bytes(msg.paillier_n, "big") if msg.paillier_n else None
-        return ProtectionSpec(mode=msg.mode, fixed_point_bits=msg.fixed_point_bits, paillier_n=n)
+        mode = mode_class(msg.mode)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
+    if msg.fixed_point_bits > 32:
+        raise InvalidRequest(f"fixed_point_bits must be in [0, 32], got {msg.fixed_point_bits}")
+    if len(msg.domain) > MAX_DOMAIN:
+        raise InvalidRequest(f"group domain larger than {MAX_DOMAIN}")
+    domain = [tuple(literal_from_proto(v) for v in k.values) for k in msg.domain] or None
+    if domain is not None and any(len(k) != len(spec.group_by) for k in domain):
+        raise InvalidRequest("group domain keys do not match GROUP BY")
+    if domain is None and spec.group_by and mode.hides_groups:
+        raise InvalidRequest(f"protection {mode.name!r} with GROUP BY needs a group domain")
+    return _Protection(mode, msg.fixed_point_bits, msg.params, domain)
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
@@ -77,14 +98,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 spec = spec_from_proto(body.spec)
             except QueryError as exc:
                 raise InvalidRequest(str(exc)) from exc
-            pspec = _protection(body.protection)
+            pspec = _protection(body.protection, spec)
             decision = check_query(
                 ctx.config,
                 {n: ctx.store.columns(n) for n in ctx.store.names()},
                 identity,
                 header.purpose,
                 spec,
-                pspec.mode,
+                pspec.mode.name,
             )
             if decision.error is not None:
                 raise decision.error
@@ -96,15 +117,18 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             header=header,
             dataset=spec.dataset,
             operation="query",
-            protection=pspec.mode,
+            protection=pspec.mode.name,
             decision="approved",
             reason=decision.reason,
             request_digest=digest,
         )
         try:
             response, suppressed = await asyncio.to_thread(self._compute, spec, pspec, header)
-        except NodeError as exc:
-            await self._deny(context, exc, identity, header, spec, mode, digest)
+        except Exception as exc:
+            err = exc if isinstance(exc, NodeError) else NodeError("internal error while computing")
+            if not isinstance(exc, NodeError):
+                log.exception("query %s failed after approval", header.job_id)
+            await self._deny(context, err, identity, header, spec, mode, digest)
             raise AssertionError("unreachable") from exc
         result_digest = hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
         released = await ctx.record(
@@ -112,7 +136,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             header=header,
             dataset=spec.dataset,
             operation="query",
-            protection=pspec.mode,
+            protection=pspec.mode.name,
             decision="released",
             reason=f"{len(response.groups)} group(s) released, {suppressed} suppressed below k",
             request_digest=digest,
@@ -130,31 +154,35 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return response
 
     def _compute(
-        self, spec: QuerySpec, pspec: ProtectionSpec, header: RequestHeader
+        self, spec: QuerySpec, pspec: _Protection, header: RequestHeader
     ) -> tuple[query_pb2.QueryResponse, int]:
         ctx = self.ctx
         comps = components(spec)
-        groups = ctx.store.aggregate(spec, comps, pspec.fixed_point_bits)
+        groups = ctx.store.aggregate(spec, comps, pspec.bits)
         policy = ctx.config.dataset(spec.dataset).policy  # type: ignore[union-attr]
         groups, suppressed = apply_min_group_size(policy, groups)
+        if pspec.domain is None:
+            keys = [g.key for g in groups]
+            flat = [v for g in groups for v in g.values]
+        else:
+            by_key = {g.key: g.values for g in groups}
+            zeros = (0,) * len(comps)
+            keys = list(pspec.domain)
+            flat = [v for k in keys for v in by_key.get(k, zeros)]
+        env = NodeEnv(ctx.name, header.job_id, ctx.signing_key, ctx.tls.ca)
+        try:
+            payload = pspec.mode.protect(env, pspec.params, flat)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidRequest(str(exc)) from exc
         response = query_pb2.QueryResponse(
             node=ctx.name,
             job_id=header.job_id,
             components=[c.label for c in comps],
-            fixed_point_bits=pspec.fixed_point_bits,
+            fixed_point_bits=pspec.bits,
+            payload=payload,
         )
-        for g in groups:
-            try:
-                protected = protect(pspec, g.values)
-            except OverflowError as exc:
-                raise InvalidRequest(str(exc)) from exc
-            out = response.groups.add()
-            out.key.extend(literal_to_proto(k) for k in g.key)
-            for v in protected:
-                if pspec.mode == "plain":
-                    out.values.add(plain_fixed=v)
-                else:
-                    out.values.add(paillier_ciphertext=v.to_bytes((v.bit_length() + 7) // 8, "big"))
+        for k in keys:
+            response.groups.add().values.extend(literal_to_proto(v) for v in k)
         return response, suppressed
 
     async def _deny(
@@ -180,6 +208,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
         await context.abort(code, message)
 
+    def _dataset_info(self, name: str) -> query_pb2.DatasetInfo:
+        info = query_pb2.DatasetInfo(name=name, columns=list(self.ctx.store.columns(name)))
+        cfg = self.ctx.config.dataset(name)
+        for col, values in (cfg.policy.group_domains if cfg else {}).items():
+            info.group_domains.add(column=col, values=[literal_to_proto(v) for v in values])
+        return info
+
     async def NodeInfo(  # noqa: N802 - gRPC method name
         self,
         request: query_pb2.NodeInfoRequest,
@@ -195,10 +230,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return query_pb2.NodeInfoResponse(
             node=self.ctx.name,
             agency=self.ctx.config.node.agency,
-            datasets=[
-                query_pb2.DatasetInfo(name=n, columns=list(self.ctx.store.columns(n)))
-                for n in self.ctx.store.names()
-            ],
+            datasets=[self._dataset_info(n) for n in self.ctx.store.names()],
             ledger=query_pb2.LedgerHead(
                 origin=head.origin, size=head.size, root_hash=head.root_hash
             ),

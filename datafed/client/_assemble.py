@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, finalize
-from datafed.query.protection import PaillierSession, ProtectionSpec
+from datafed.query.modes import ProtectionMode
 from datafed.query.result import LedgerHeadInfo, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.serde import literal_from_proto
 
-__all__ = ["assemble", "ledger_head"]
+__all__ = ["GroupKey", "assemble", "ledger_head"]
 
 GroupKey = tuple[Scalar | None, ...]
 
@@ -28,83 +28,81 @@ def ledger_head(node: str, msg: query_pb2.LedgerHead) -> LedgerHeadInfo:
     )
 
 
-def _values(pspec: ProtectionSpec, group: query_pb2.GroupResult) -> list[int]:
-    want = "plain_fixed" if pspec.mode == "plain" else "paillier_ciphertext"
-    out = []
-    for v in group.values:
-        if v.WhichOneof("kind") != want:
-            raise ProtocolError(f"expected {want} values for protection {pspec.mode!r}")
-        raw = getattr(v, want)
-        out.append(raw if isinstance(raw, int) else int.from_bytes(raw, "big"))
-    return out
+def _keys(answer: query_pb2.QueryResponse, width: int) -> list[GroupKey]:
+    keys = [tuple(literal_from_proto(v) for v in g.values) for g in answer.groups]
+    if any(len(k) != width for k in keys):
+        raise ProtocolError(f"node {answer.node!r} returned a malformed group key")
+    if len(set(keys)) != len(keys):
+        raise ProtocolError(f"node {answer.node!r} returned a group twice")
+    return keys
 
 
 def _check(
-    answer: query_pb2.QueryResponse,
-    comps: Sequence[Component],
-    pspec: ProtectionSpec,
-    job: str,
-    n_keys: int,
+    answer: query_pb2.QueryResponse, comps: Sequence[Component], bits: int, job: str
 ) -> None:
-    labels = tuple(c.label for c in comps)
     if answer.job_id != job:
         raise ProtocolError(f"node {answer.node!r} answered for another job")
-    if tuple(answer.components) != labels:
+    if tuple(answer.components) != tuple(c.label for c in comps):
         raise ProtocolError(f"node {answer.node!r} returned components {list(answer.components)}")
-    if answer.fixed_point_bits != pspec.fixed_point_bits:
+    if answer.fixed_point_bits != bits:
         raise ProtocolError(f"node {answer.node!r} used another fixed-point scale")
-    for g in answer.groups:
-        if len(g.key) != n_keys or len(g.values) != len(comps):
-            raise ProtocolError(f"node {answer.node!r} returned a malformed group")
 
 
-def _combine_plain(comps: Sequence[Component], per_node: list[list[int]]) -> list[int]:
+def _merge(comps: Sequence[Component], a: list[int], b: list[int]) -> list[int]:
     out = []
-    for c, values in zip(comps, zip(*per_node, strict=True), strict=True):
-        if c.kind == "min":
-            out.append(min(values))
-        elif c.kind == "max":
-            out.append(max(values))
-        else:
-            out.append(sum(values))
+    for c, x, y in zip(comps, a, b, strict=True):
+        out.append(min(x, y) if c.kind == "min" else max(x, y) if c.kind == "max" else x + y)
     return out
+
+
+def combine_groups(
+    mode: ProtectionMode,
+    comps: Sequence[Component],
+    width: int,
+    domain: Sequence[GroupKey] | None,
+    answers: Sequence[query_pb2.QueryResponse],
+) -> dict[GroupKey, list[int]]:
+    """Totals per group: one combine over a shared domain, or per node then merged by key."""
+    c = len(comps)
+    if domain is not None:
+        for a in answers:
+            if _keys(a, width) != list(domain):
+                raise ProtocolError(f"node {a.node!r} did not report the requested groups")
+        flat = mode.combine([a.payload for a in answers], comps, len(domain))
+        return {k: flat[i * c : (i + 1) * c] for i, k in enumerate(domain)}
+    totals: dict[GroupKey, list[int]] = {}
+    for a in answers:
+        keys = _keys(a, width)
+        flat = mode.combine([a.payload], comps, len(keys))
+        for i, k in enumerate(keys):
+            vals = flat[i * c : (i + 1) * c]
+            totals[k] = _merge(comps, totals[k], vals) if k in totals else vals
+    return totals
 
 
 def assemble(
     spec: QuerySpec,
     comps: Sequence[Component],
-    pspec: ProtectionSpec,
-    paillier: PaillierSession | None,
+    mode: ProtectionMode,
+    bits: int,
     job: str,
+    domain: Sequence[GroupKey] | None,
     answers: Sequence[query_pb2.QueryResponse],
 ) -> QueryResult:
-    """Check every answer, align groups by key, combine, decrypt and finalize."""
-    by_key: dict[GroupKey, list[list[int]]] = {}
-    for answer in answers:
-        _check(answer, comps, pspec, job, len(spec.group_by))
-        seen: set[GroupKey] = set()
-        for g in answer.groups:
-            key = tuple(literal_from_proto(k) for k in g.key)
-            if key in seen:
-                raise ProtocolError(f"node {answer.node!r} returned group {key!r} twice")
-            seen.add(key)
-            by_key.setdefault(key, []).append(_values(pspec, g))
-    rows: list[tuple[Scalar | None, ...]] = []
-    for key in sorted(by_key, key=_sort_key):
-        per_node = by_key[key]
-        if pspec.mode == "paillier":
-            assert paillier is not None
-            totals = paillier.decrypt(paillier.combine(per_node))
-        else:
-            totals = _combine_plain(comps, per_node)
-        values = finalize(spec, dict(zip(comps, totals, strict=True)), pspec.fixed_point_bits)
-        rows.append((*key, *values))
+    """Check every answer, combine per group, finalize the aggregates."""
+    for a in answers:
+        _check(a, comps, bits, job)
+    totals = combine_groups(mode, comps, len(spec.group_by), domain, answers)
+    rows = [
+        (*key, *finalize(spec, dict(zip(comps, totals[key], strict=True)), bits))
+        for key in sorted(totals, key=_sort_key)
+    ]
     if not spec.group_by and not rows:
         rows.append(tuple(0 if a.func == "count" else None for a in spec.aggregates))
     return QueryResult(
         columns=(*spec.group_by, *(a.label for a in spec.aggregates)),
         rows=tuple(rows),
-        protection=pspec.mode,
+        protection=mode.name,
         job_id=job,
         nodes=tuple(a.node for a in answers),
         ledgers=tuple(ledger_head(a.node, a.ledger) for a in answers),

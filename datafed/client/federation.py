@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from datafed.errors import NodeUnavailable, QueryError, RemoteError
 from datafed.pki import load_signing_key
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.components import components
-from datafed.query.protection import MODES, PaillierSession, ProtectionSpec
+from datafed.query.modes import PaillierMode, ProtectionMode, mode_class
 from datafed.query.result import LedgerHeadInfo, QueryResult
-from datafed.query.spec import QuerySpec
+from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
+from datafed.serde import header_to_proto, literal_from_proto, literal_to_proto, spec_to_proto
 from datafed.signing import new_header, sign_body
 from datafed.tls import TlsMaterial, channel_credentials
 
@@ -30,6 +31,8 @@ __all__ = ["Federation", "NodeInfo"]
 T = TypeVar("T")
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Most groups a protected GROUP BY may span (the cartesian product of declared values).
+MAX_GROUPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class NodeInfo:
     agency: str
     datasets: dict[str, tuple[str, ...]]
     ledger: LedgerHeadInfo
+    group_domains: dict[str, dict[str, tuple[Scalar, ...]]]
 
 
 class Federation:
@@ -60,7 +64,7 @@ class Federation:
         self.config = config
         self._tls = TlsMaterial.load(config.tls)
         self._signing_key = load_signing_key(config.tls.signing_key)
-        self._paillier: PaillierSession | None = None
+        self._modes: dict[str, ProtectionMode] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> Federation:
@@ -77,7 +81,21 @@ class Federation:
         legal_basis: str = "",
         job_id: str | None = None,
     ) -> QueryResult:
-        """Run a protected query on every node and return the combined result."""
+        """Run a protected query on every node and return the combined result.
+
+        Parameters
+        ----------
+        sql
+            A query in the supported SQL subset, or a ready :class:`QuerySpec`.
+        purpose
+            The declared purpose; every node's policy must allow it.
+        protection
+            ``paillier`` (default) or ``plain``.
+        legal_basis
+            Recorded in every node's ledger.
+        job_id
+            Reuse a job id (default: a fresh random one).
+        """
         return asyncio.run(
             self.aquery(
                 sql, purpose=purpose, protection=protection, legal_basis=legal_basis, job_id=job_id
@@ -95,28 +113,28 @@ class Federation:
     ) -> QueryResult:
         """Async form of :meth:`query`."""
         spec = parse_sql(sql) if isinstance(sql, str) else sql
-        if protection not in MODES:
-            raise QueryError(f"unknown protection {protection!r}: expected one of {MODES}")
         if not purpose:
             raise QueryError("a purpose is required")
+        mode = self._mode(protection)
         comps = components(spec)
-        if protection != "plain" and not all(c.additive for c in comps):
-            raise QueryError("MIN and MAX are only available with protection 'plain'")
+        if mode.additive_only and not all(c.additive for c in comps):
+            raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         job = job_id or new_job_id()
-        pspec = await self._protection(protection)
+        domain = await self._domain(spec) if spec.group_by and mode.hides_groups else None
+        bits = self.config.fixed_point_bits
+        pmsg = query_pb2.Protection(
+            mode=mode.name, fixed_point_bits=bits, params=await mode.params()
+        )
+        for key in domain or ():
+            pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
+        spec_msg = spec_to_proto(spec)
 
         async def one(
             stub: query_pb2_grpc.QueryServiceStub, node: NodeEndpoint
         ) -> query_pb2.QueryResponse:
             header = new_header(self.config.analyst, node.name, job, purpose, legal_basis)
             body = query_pb2.QueryRequestBody(
-                header=header_to_proto(header),
-                spec=spec_to_proto(spec),
-                protection=query_pb2.Protection(
-                    mode=pspec.mode,
-                    paillier_n=_int_bytes(pspec.paillier_n or 0),
-                    fixed_point_bits=pspec.fixed_point_bits,
-                ),
+                header=header_to_proto(header), spec=spec_msg, protection=pmsg
             ).SerializeToString()
             signed = common_pb2.SignedRequest(
                 body=body, signature=sign_body(body, self._signing_key)
@@ -125,19 +143,43 @@ class Federation:
             return reply
 
         answers = await self._fan_out(one)
-        return _assemble.assemble(spec, comps, pspec, self._paillier, job, answers)
+        return _assemble.assemble(spec, comps, mode, bits, job, domain, answers)
 
-    async def _protection(self, mode: str) -> ProtectionSpec:
-        bits = self.config.fixed_point_bits
-        if mode == "plain":
-            return ProtectionSpec(mode="plain", fixed_point_bits=bits)
-        if self._paillier is None:
-            self._paillier = await asyncio.to_thread(PaillierSession, self.config.paillier_bits)
-        return ProtectionSpec(mode="paillier", fixed_point_bits=bits, paillier_n=self._paillier.n)
+    def _mode(self, name: str) -> ProtectionMode:
+        if name not in self._modes:
+            try:
+                cls = mode_class(name)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from exc
+            if cls is PaillierMode:
+                self._modes[name] = PaillierMode(self.config.paillier_bits)
+            else:
+                self._modes[name] = cls()  # type: ignore[abstract]
+        return self._modes[name]
+
+    async def _domain(self, spec: QuerySpec) -> list[_assemble.GroupKey]:
+        """The union of every node's declared values for the GROUP BY columns."""
+        infos = await self.anode_info()
+        per_column: list[list[Scalar]] = []
+        for col in spec.group_by:
+            values: dict[Scalar, None] = {}
+            for info in infos:
+                declared = info.group_domains.get(spec.dataset, {}).get(col)
+                if declared is None:
+                    raise QueryError(
+                        f"GROUP BY {col} under a protected mode needs every node to declare "
+                        f"the values of {col!r} (policy group_domains); {info.node!r} does not"
+                    )
+                values.update(dict.fromkeys(declared))
+            per_column.append(list(values))
+        domain: list[_assemble.GroupKey] = [tuple(k) for k in itertools.product(*per_column)]
+        if len(domain) > MAX_GROUPS:
+            raise QueryError(f"GROUP BY spans {len(domain)} groups; at most {MAX_GROUPS}")
+        return domain
 
     # -------------------------------------------------------------- node info
     def node_info(self) -> list[NodeInfo]:
-        """Ask every node for its datasets and ledger head."""
+        """Ask every node for its datasets, declared group values and ledger head."""
         return asyncio.run(self.anode_info())
 
     async def anode_info(self) -> list[NodeInfo]:
@@ -158,6 +200,15 @@ class Federation:
                 agency=a.agency,
                 datasets={d.name: tuple(d.columns) for d in a.datasets},
                 ledger=_assemble.ledger_head(a.node, a.ledger),
+                group_domains={
+                    d.name: {
+                        g.column: tuple(
+                            v for v in map(literal_from_proto, g.values) if v is not None
+                        )
+                        for g in d.group_domains
+                    }
+                    for d in a.datasets
+                },
             )
             for a in answers
         ]
@@ -213,10 +264,6 @@ class Federation:
 
 def _short(text: str | None) -> str:
     return (text or "").splitlines()[0][:200] if text else "unavailable"
-
-
-def _int_bytes(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
 
 
 def new_job_id() -> str:

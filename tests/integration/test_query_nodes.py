@@ -14,7 +14,7 @@ from datafed.client import Federation
 from datafed.errors import NodeUnavailable, RemoteError
 from datafed.local import PURPOSE, LocalFederation
 from datafed.pki import load_signing_key, party_paths
-from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.serde import header_to_proto, spec_to_proto
 from datafed.signing import new_header, sign_body
@@ -161,7 +161,7 @@ def test_replayed_request_is_refused(local_fed):
     ch, stub = _alice_stub(local_fed)
     with ch:
         reply = stub.Query(signed, timeout=10)
-        assert reply.groups[0].values[0].plain_fixed > 0
+        assert modes_pb2.PlainPayload.FromString(reply.payload).values[0] == 300 * 36
         with pytest.raises(grpc.RpcError) as info:
             stub.Query(signed, timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

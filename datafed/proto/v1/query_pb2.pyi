@@ -228,30 +228,60 @@ class QuerySpec(_message.Message):
 Global___QuerySpec: _TypeAlias = QuerySpec  # noqa: Y015
 
 @_typing.final
+class GroupKey(_message.Message):
+    """One group key: the values of the GROUP BY columns, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Literal]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_common_pb2.Literal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupKey: _TypeAlias = GroupKey  # noqa: Y015
+
+@_typing.final
 class Protection(_message.Message):
     """How the node must protect its local aggregate."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
-    PAILLIER_N_FIELD_NUMBER: _builtins.int
     FIXED_POINT_BITS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
-    """plain | paillier"""
-    paillier_n: _builtins.bytes
-    """analyst's Paillier modulus, big-endian"""
+    """plain | paillier | ... (see datafed/query/modes)"""
     fixed_point_bits: _builtins.int
     """fractional bits of the fixed-point encoding"""
+    params: _builtins.bytes
+    """mode-specific parameters (modes.proto), e.g. a public key"""
+    @_builtins.property
+    def domain(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupKey]:
+        """For modes that hide which node has which group: every node reports exactly these
+        groups, in this order (zeros where it has no rows).  Empty: the node's own groups.
+        """
+
     def __init__(
         self,
         *,
         mode: _builtins.str = ...,
-        paillier_n: _builtins.bytes = ...,
         fixed_point_bits: _builtins.int = ...,
+        params: _builtins.bytes = ...,
+        domain: _abc.Iterable[Global___GroupKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixed_point_bits", b"fixed_point_bits", "mode", b"mode", "paillier_n", b"paillier_n"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "fixed_point_bits", b"fixed_point_bits", "mode", b"mode", "params", b"params"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,60 +314,6 @@ class QueryRequestBody(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryRequestBody: _TypeAlias = QueryRequestBody  # noqa: Y015
-
-@_typing.final
-class ProtectedValue(_message.Message):
-    """One protected number. Exactly one of the fields is set, per protection mode."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PLAIN_FIXED_FIELD_NUMBER: _builtins.int
-    PAILLIER_CIPHERTEXT_FIELD_NUMBER: _builtins.int
-    plain_fixed: _builtins.int
-    """fixed-point integer, plain mode"""
-    paillier_ciphertext: _builtins.bytes
-    """big-endian ciphertext modulo n^2"""
-    def __init__(
-        self,
-        *,
-        plain_fixed: _builtins.int = ...,
-        paillier_ciphertext: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "paillier_ciphertext", b"paillier_ciphertext", "plain_fixed", b"plain_fixed"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "paillier_ciphertext", b"paillier_ciphertext", "plain_fixed", b"plain_fixed"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["plain_fixed", "paillier_ciphertext"]  # noqa: Y015
-    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
-
-Global___ProtectedValue: _TypeAlias = ProtectedValue  # noqa: Y015
-
-@_typing.final
-class GroupResult(_message.Message):
-    """The local aggregate of one group: its key and one value per component."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    KEY_FIELD_NUMBER: _builtins.int
-    VALUES_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def key(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Literal]: ...
-    @_builtins.property
-    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProtectedValue]: ...
-    def __init__(
-        self,
-        *,
-        key: _abc.Iterable[_common_pb2.Literal] | None = ...,
-        values: _abc.Iterable[Global___ProtectedValue] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "values", b"values"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GroupResult: _TypeAlias = GroupResult  # noqa: Y015
 
 @_typing.final
 class LedgerHead(_message.Message):
@@ -382,15 +358,22 @@ class QueryResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     FIXED_POINT_BITS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     fixed_point_bits: _builtins.int
+    payload: _builtins.bytes
+    """mode-specific (modes.proto)"""
     @_builtins.property
     def components(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """e.g. "sum(bursts)", "count(*)" """
 
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupResult]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupKey]:
+        """The groups the payload covers, in order; the payload holds len(groups) x
+        len(components) fixed-point values, group-major, protected per mode.
+        """
+
     @_builtins.property
     def ledger(self) -> Global___LedgerHead: ...
     def __init__(
@@ -399,13 +382,14 @@ class QueryResponse(_message.Message):
         node: _builtins.str = ...,
         job_id: _builtins.str = ...,
         components: _abc.Iterable[_builtins.str] | None = ...,
-        groups: _abc.Iterable[Global___GroupResult] | None = ...,
+        groups: _abc.Iterable[Global___GroupKey] | None = ...,
         fixed_point_bits: _builtins.int = ...,
         ledger: Global___LedgerHead | None = ...,
+        payload: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -427,23 +411,52 @@ class NodeInfoRequest(_message.Message):
 Global___NodeInfoRequest: _TypeAlias = NodeInfoRequest  # noqa: Y015
 
 @_typing.final
+class GroupDomain(_message.Message):
+    """The declared values of a categorical column (public metadata from the policy)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    column: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Literal]: ...
+    def __init__(
+        self,
+        *,
+        column: _builtins.str = ...,
+        values: _abc.Iterable[_common_pb2.Literal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupDomain: _TypeAlias = GroupDomain  # noqa: Y015
+
+@_typing.final
 class DatasetInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
+    GROUP_DOMAINS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def group_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDomain]: ...
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
+        group_domains: _abc.Iterable[Global___GroupDomain] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "group_domains", b"group_domains", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
