@@ -1,0 +1,217 @@
+"""LedgerService over real gRPC with mTLS on 127.0.0.1: a node, a witness node, an auditor."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import Ledger, WitnessRefusal
+from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from audit.cli import main as audit_main
+from audit.remote import LedgerClient, RemoteError, mtls_channel, request_cosignature
+from audit.witness import WitnessStore
+from datafed import pki
+from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
+from nodes.ledger_servicer import add_ledger_services
+from tests.unit.audit.conftest import make_record
+
+ORIGIN = "datafed/ledger/water-north"
+LOG_KEY = Ed25519PrivateKey.from_private_bytes(b"\x31" * 32)
+W_KEY = Ed25519PrivateKey.from_private_bytes(b"\x32" * 32)
+
+
+@dataclass
+class Site:
+    pki: Path
+    ca: Path
+    node_addr: str
+    witness_addr: str
+    ledger: Ledger
+    witness: WitnessStore
+
+    def creds(self, role: str, name: str) -> tuple[Path, Path, Path]:
+        files = pki.party_paths(self.pki, role, name)
+        return self.ca, files.cert, files.key
+
+    def channel(self, role: str, name: str, addr: str, server: str) -> grpc.aio.Channel:
+        ca, cert, key = self.creds(role, name)
+        return mtls_channel(addr, ca, cert, key, server)
+
+
+async def _serve(
+    ledger: Ledger, witness: WitnessStore | None, pki_dir: Path, name: str
+) -> tuple[grpc.aio.Server, str]:
+    files = pki.party_paths(pki_dir, "node", name)
+    creds = grpc.ssl_server_credentials(
+        [(files.key.read_bytes(), files.cert.read_bytes())],
+        root_certificates=(pki_dir / "ca.crt").read_bytes(),
+        require_client_auth=True,
+    )
+    server = grpc.aio.server()
+    add_ledger_services(server, ledger, witness)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    d = tmp_path / "pki"
+    ca = pki.init_ca(d)
+    for role, name in [
+        ("node", "water-north"),
+        ("node", "regulator"),
+        ("auditor", "audrey"),
+        ("analyst", "alice"),
+    ]:
+        pki.issue(d, role, name)
+    ledger = Ledger.open(tmp_path / "ledger.db", ORIGIN, LOG_KEY)
+    ledger.append_many([make_record(i) for i in range(25)])
+    witness = WitnessStore(tmp_path / "w.db", "datafed/witness/regulator", W_KEY, [ledger.verifier])
+    node_srv, node_addr = await _serve(ledger, None, d, "water-north")
+    own = Ledger.open(tmp_path / "reg.db", "datafed/ledger/regulator", W_KEY)
+    w_srv, w_addr = await _serve(own, witness, d, "regulator")
+    yield Site(d, ca, node_addr, w_addr, ledger, witness)
+    await node_srv.stop(None)
+    await w_srv.stop(None)
+    ledger.close()
+    own.close()
+    witness.close()
+
+
+async def test_witnessing_over_grpc(site: Site) -> None:
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        client = LedgerClient(ch)
+        note = await request_cosignature(site.ledger, client, site.witness.verifier)
+        assert open_checkpoint(note, site.ledger.verifier).cosigners([site.witness.verifier])
+        site.ledger.append_many([make_record(i) for i in range(25, 40)])
+        note = await request_cosignature(site.ledger, client, site.witness.verifier)
+        assert open_checkpoint(note, site.ledger.verifier).checkpoint.size == 40
+        # a forked checkpoint of the same size is refused with the witness's size
+        fork = sign_checkpoint(Checkpoint(ORIGIN, 40, b"\x05" * 32), LOG_KEY)
+        with pytest.raises(WitnessRefusal) as e:
+            await client.add_checkpoint(fork, 40, [])
+        assert (e.value.reason, e.value.witness_size) == ("fork", 40)
+        with pytest.raises(WitnessRefusal) as e:
+            await client.add_checkpoint(site.ledger.checkpoint(), 3, [])
+        assert (e.value.reason, e.value.witness_size) == ("conflict", 40)
+    assert len(site.witness.evidence()) == 1
+
+
+async def test_reads_and_proofs(site: Site) -> None:
+    async with site.channel("auditor", "audrey", site.node_addr, "water-north") as ch:
+        client = LedgerClient(ch)
+        note = await client.checkpoint()
+        cp = open_checkpoint(note, site.ledger.verifier).checkpoint
+        assert cp.size == 25
+        assert await client.entries(0, 25) == site.ledger.leaves(0, 25)
+        assert await client.inclusion_proof(3, 25) == site.ledger.inclusion_proof(3, 25)
+        assert await client.consistency_proof(10, 25) == site.ledger.consistency_proof(10, 25)
+
+
+@pytest.mark.parametrize(
+    ("method", "request_msg"),
+    [
+        ("GetEntries", ledger_pb2.GetEntriesRequest(start=5, end=5)),
+        ("GetEntries", ledger_pb2.GetEntriesRequest(start=0, end=26)),
+        ("GetEntries", ledger_pb2.GetEntriesRequest(start=0, end=2000)),
+        ("GetInclusionProof", ledger_pb2.GetInclusionProofRequest(index=25)),
+        ("GetInclusionProof", ledger_pb2.GetInclusionProofRequest(index=1, tree_size=99)),
+        ("GetConsistencyProof", ledger_pb2.GetConsistencyProofRequest(size1=0)),
+        ("GetConsistencyProof", ledger_pb2.GetConsistencyProofRequest(size1=30, size2=20)),
+    ],
+)
+async def test_bad_reads_are_invalid_argument(site: Site, method: str, request_msg: object) -> None:
+    async with site.channel("auditor", "audrey", site.node_addr, "water-north") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await getattr(stub, method)(request_msg, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "request_msg",
+    [
+        ledger_pb2.AddCheckpointRequest(checkpoint=b"garbage"),
+        ledger_pb2.AddCheckpointRequest(checkpoint=b"\xff\xfe"),
+        ledger_pb2.AddCheckpointRequest(old_size=0, consistency_proof=[b"short"]),
+        ledger_pb2.AddCheckpointRequest(old_size=0, consistency_proof=[b"x" * 32] * 200),
+    ],
+)
+async def test_bad_witness_input_writes_nothing(site: Site, request_msg: object) -> None:
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.AddCheckpoint(request_msg, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert site.witness.latest(ORIGIN) is None and site.witness.evidence() == []
+
+
+async def test_forged_checkpoint_refused_by_witness(site: Site) -> None:
+    note = site.ledger.checkpoint().replace("\n25\n", "\n26\n")
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.AddCheckpoint(ledger_pb2.AddCheckpointRequest(checkpoint=note.encode()))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert site.witness.latest(ORIGIN) is None
+
+
+async def test_roles_are_checked(site: Site) -> None:
+    async with site.channel("analyst", "alice", site.node_addr, "water-north") as ch:
+        client = LedgerClient(ch)
+        assert (await client.checkpoint()).startswith(ORIGIN)
+        with pytest.raises(RemoteError, match="PERMISSION_DENIED"):
+            await client.entries(0, 5)
+    async with site.channel("auditor", "audrey", site.node_addr, "water-north") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.AddCheckpoint(ledger_pb2.AddCheckpointRequest())
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with site.channel("node", "water-north", site.node_addr, "water-north") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.AddCheckpoint(ledger_pb2.AddCheckpointRequest())
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _cli(argv: list[str]) -> int:
+    old = sys.argv
+    sys.argv = ["datafed-audit", *argv]
+    try:
+        audit_main()
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        sys.argv = old
+
+
+async def test_auditor_cli_online(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'logs = ["{site.ledger.verifier.vkey()}"]\n')
+    ca, cert, key = site.creds("auditor", "audrey")
+    tls = ["--ca", str(ca), "--cert", str(cert), "--key", str(key), "--server-name", "water-north"]
+    node = ["--node", site.node_addr, *tls]
+    code = await asyncio.to_thread(_cli, ["verify", "-p", str(policy), *node])
+    assert code == 0 and "OK datafed/ledger/water-north: 25 entries" in capsys.readouterr().out
+    code = await asyncio.to_thread(_cli, ["prove", "--index", "7", "-p", str(policy), *node])
+    assert code == 0 and "OK entry 7 is included" in capsys.readouterr().out
+    code = await asyncio.to_thread(_cli, ["export", str(tmp_path / "exp"), *node])
+    assert code == 0 and (tmp_path / "exp" / "entries.bin").exists()
+    code = await asyncio.to_thread(_cli, ["verify", str(tmp_path / "exp"), "-p", str(policy)])
+    assert code == 0
+    bad_tls = ["--ca", str(ca), "--cert", str(cert), "--key", str(ca)]
+    code = await asyncio.to_thread(
+        _cli, ["verify", "-p", str(policy), "--node", site.node_addr, *bad_tls]
+    )
+    assert code == 2
