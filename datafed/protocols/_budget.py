@@ -83,6 +83,10 @@ class PrivacyAccountant:
             raise ValueError("advanced composition needs 0 < slack <= delta")
         self.composition = composition
         self._charges: list[Charge] = []
+        self._eps_sum = Fraction(0)
+        self._delta_sum = Fraction(0)
+        self._sq = 0.0  # Σ ε_i², for advanced composition
+        self._drift = 0.0  # Σ ε_i (e^ε_i − 1)
         self._lock = threading.Lock()
 
     @property
@@ -98,50 +102,62 @@ class PrivacyAccountant:
         tuple of Fraction
             Spent epsilon and delta.
         """
-        return (
-            sum((c.epsilon for c in self._charges), Fraction(0)),
-            sum((c.delta for c in self._charges), Fraction(0)),
-        )
+        return self._eps_sum, self._delta_sum
+
+    def guarantee(self) -> tuple[Fraction, Fraction]:
+        """Return the tightest composed ``(ε, δ)`` allowed by the composition setting.
+
+        Returns
+        -------
+        tuple of Fraction
+            Basic ``(Σε, Σδ)`` or advanced ``(ε', Σδ + δ')``, whichever is allowed
+            and fits the budget with the smaller ε (basic when neither fits).
+        """
+        basic = self.spent()
+        if self.composition == "basic" or self.slack <= 0 or not self._charges:
+            return basic
+        advanced = (Fraction(self.advanced_epsilon()), basic[1] + self.slack)
+        if self.composition == "advanced":
+            return advanced
+        if advanced[1] <= self.delta and advanced[0] < basic[0]:
+            return advanced
+        return basic
 
     def remaining(self) -> tuple[Fraction, Fraction]:
-        """Return what is left under basic composition, ``(E − Σε, D − Σδ)``.
+        """Return what is left of the budget after :meth:`guarantee`, floored at zero.
 
         Returns
         -------
         tuple of Fraction
             Remaining epsilon and delta.
         """
-        eps, delta = self.spent()
-        return self.epsilon - eps, self.delta - delta
+        eps, delta = self.guarantee()
+        return max(self.epsilon - eps, Fraction(0)), max(self.delta - delta, Fraction(0))
 
-    def advanced_epsilon(self, charges: tuple[Charge, ...] | None = None) -> float:
-        """Return the ε of advanced composition with slack ``δ'`` over ``charges``.
-
-        Parameters
-        ----------
-        charges : tuple of Charge, optional
-            Defaults to the accepted charges.
+    def advanced_epsilon(self) -> float:
+        """Return the ε of advanced composition with slack ``δ'`` over the accepted charges.
 
         Returns
         -------
         float
             ``√(2 ln(1/δ')·Σε²) + Σ ε(e^ε − 1)``; infinity when ``δ' = 0``.
         """
-        items = self._charges if charges is None else charges
+        return self._advanced(self._sq, self._drift)
+
+    def _advanced(self, sq: float, drift: float) -> float:
         if self.slack <= 0:
             return math.inf
-        sq = sum(float(c.epsilon) ** 2 for c in items)
-        drift = sum(float(c.epsilon) * math.expm1(float(c.epsilon)) for c in items)
         return math.sqrt(2 * math.log(1 / float(self.slack)) * sq) + drift
 
-    def _fits(self, charges: tuple[Charge, ...]) -> bool:
-        eps = sum((c.epsilon for c in charges), Fraction(0))
-        delta = sum((c.delta for c in charges), Fraction(0))
+    def _fits(self, new: Charge) -> bool:
+        eps, delta = self._eps_sum + new.epsilon, self._delta_sum + new.delta
+        e = float(new.epsilon)
         basic = eps <= self.epsilon and delta <= self.delta
         advanced = (
             self.slack > 0
             and delta + self.slack <= self.delta
-            and self.advanced_epsilon(charges) <= float(self.epsilon)
+            and self._advanced(self._sq + e * e, self._drift + e * math.expm1(e))
+            <= float(self.epsilon)
         )
         if self.composition == "basic":
             return basic
@@ -180,8 +196,12 @@ class PrivacyAccountant:
             raise ValueError(f"charged delta must be in [0, 1), got {float(delta_)}")
         new = Charge(eps, delta_, label)
         with self._lock:
-            if not self._fits((*self._charges, new)):
+            if not self._fits(new):
                 left_eps, left_delta = self.remaining()
                 raise BudgetExhausted(eps, delta_, left_eps, left_delta)
             self._charges.append(new)
+            self._eps_sum += eps
+            self._delta_sum += delta_
+            self._sq += float(eps) ** 2
+            self._drift += float(eps) * math.expm1(float(eps))
         return new

@@ -3,7 +3,9 @@
 Each method is one round; it takes the server's last message and returns the
 client's next one.  A client that drops out simply stops being called.  The
 client refuses to reveal, for the same peer, both the self-mask share and the
-mask-key share: that pair would let the server unmask a single input.
+mask-key share: that pair would let the server unmask a single input.  A client
+that rejects a message (``InvalidMessage``, ``ProtocolAbort``) has aborted: its
+round does not rewind.
 """
 
 from __future__ import annotations

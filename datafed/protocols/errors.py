@@ -45,7 +45,7 @@ class BudgetExhausted(ProtocolError):
     requested_epsilon, requested_delta : Fraction
         The refused charge.
     remaining_epsilon, remaining_delta : Fraction
-        What is left under basic composition.
+        What is left (see ``PrivacyAccountant.remaining``).
     """
 
     def __init__(
