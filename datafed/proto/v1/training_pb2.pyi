@@ -153,7 +153,10 @@ class TrainingBundle(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
+    REQUESTER_CERT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    requester_cert: _builtins.bytes
+    """the analyst's certificate (PEM)"""
     @_builtins.property
     def requests(self) -> _containers.MessageMap[_builtins.str, _common_pb2.SignedRequest]:
         """node name -> signed TrainingRequestBody"""
@@ -163,14 +166,43 @@ class TrainingBundle(_message.Message):
         *,
         job_id: _builtins.str = ...,
         requests: _abc.Mapping[_builtins.str, _common_pb2.SignedRequest] | None = ...,
+        requester_cert: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "requester_cert", b"requester_cert", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainingBundle: _TypeAlias = TrainingBundle  # noqa: Y015
+
+@_typing.final
+class OpenTrainingRequest(_message.Message):
+    """What the SuperNode presents to its node: the analyst's signed request and certificate
+    (the analyst is not on this connection, so the node checks the certificate against
+    the federation CA itself before it trusts the signing key inside).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    REQUESTER_CERT_FIELD_NUMBER: _builtins.int
+    requester_cert: _builtins.bytes
+    @_builtins.property
+    def request(self) -> _common_pb2.SignedRequest: ...
+    def __init__(
+        self,
+        *,
+        request: _common_pb2.SignedRequest | None = ...,
+        requester_cert: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "requester_cert", b"requester_cert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenTrainingRequest: _TypeAlias = OpenTrainingRequest  # noqa: Y015
 
 @_typing.final
 class TrainingGrant(_message.Message):
@@ -188,6 +220,7 @@ class TrainingGrant(_message.Message):
     NUM_ROWS_FIELD_NUMBER: _builtins.int
     REQUEST_SHA256_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     dataset: _builtins.str
@@ -196,6 +229,7 @@ class TrainingGrant(_message.Message):
     num_rows: _builtins.int
     request_sha256: _builtins.str
     """hex; links every round entry to the approval"""
+    model: _builtins.str
     @_builtins.property
     def feature_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -215,10 +249,11 @@ class TrainingGrant(_message.Message):
         num_rows: _builtins.int = ...,
         request_sha256: _builtins.str = ...,
         ledger: _query_pb2.LedgerHead | None = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "model", b"model", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from datafed.proto.v1 import common_pb2 as datafed_dot_proto_dot_v1_dot_common__pb2
 from datafed.proto.v1 import training_pb2 as datafed_dot_proto_dot_v1_dot_training__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
@@ -37,7 +36,7 @@ class TrainingServiceStub:
         """
         self.OpenTraining = channel.unary_stream(
                 '/datafed.proto.v1.TrainingService/OpenTraining',
-                request_serializer=datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+                request_serializer=datafed_dot_proto_dot_v1_dot_training__pb2.OpenTrainingRequest.SerializeToString,
                 response_deserializer=datafed_dot_proto_dot_v1_dot_training__pb2.TrainingData.FromString,
                 _registered_method=True)
         self.RecordRound = channel.unary_unary(
@@ -72,7 +71,7 @@ def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'OpenTraining': grpc.unary_stream_rpc_method_handler(
                     servicer.OpenTraining,
-                    request_deserializer=datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.FromString,
+                    request_deserializer=datafed_dot_proto_dot_v1_dot_training__pb2.OpenTrainingRequest.FromString,
                     response_serializer=datafed_dot_proto_dot_v1_dot_training__pb2.TrainingData.SerializeToString,
             ),
             'RecordRound': grpc.unary_unary_rpc_method_handler(
@@ -106,7 +105,7 @@ class TrainingService:
             request,
             target,
             '/datafed.proto.v1.TrainingService/OpenTraining',
-            datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+            datafed_dot_proto_dot_v1_dot_training__pb2.OpenTrainingRequest.SerializeToString,
             datafed_dot_proto_dot_v1_dot_training__pb2.TrainingData.FromString,
             options,
             channel_credentials,

@@ -10,7 +10,6 @@ TrainingRequestBody travels inside the Flower run to the SuperNode, which presen
 """
 
 from collections import abc as _abc
-from datafed.proto.v1 import common_pb2 as _common_pb2
 from datafed.proto.v1 import training_pb2 as _training_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -38,7 +37,7 @@ class TrainingServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TrainingServiceAsyncStub: ...
-    OpenTraining: _grpc.UnaryStreamMultiCallable[_common_pb2.SignedRequest, _training_pb2.TrainingData]
+    OpenTraining: _grpc.UnaryStreamMultiCallable[_training_pb2.OpenTrainingRequest, _training_pb2.TrainingData]
     """Verifies the analyst's signed request (signature, policy, budget), records the
     decision, and streams the grant and the rows the policy allows. Presenting the
     same request again for an open job streams the same grant and rows.
@@ -51,7 +50,7 @@ class TrainingServiceStub:
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    OpenTraining: _aio.UnaryStreamMultiCallable[_common_pb2.SignedRequest, _training_pb2.TrainingData]  # type: ignore[assignment]
+    OpenTraining: _aio.UnaryStreamMultiCallable[_training_pb2.OpenTrainingRequest, _training_pb2.TrainingData]  # type: ignore[assignment]
     """Verifies the analyst's signed request (signature, policy, budget), records the
     decision, and streams the grant and the rows the policy allows. Presenting the
     same request again for an open job streams the same grant and rows.
@@ -65,7 +64,7 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def OpenTraining(
         self,
-        request: _common_pb2.SignedRequest,
+        request: _training_pb2.OpenTrainingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_training_pb2.TrainingData], _abc.AsyncIterator[_training_pb2.TrainingData]]:
         """Verifies the analyst's signed request (signature, policy, budget), records the

@@ -1,0 +1,49 @@
+"""Errors of federated training (the analyst's side of Flower).
+
+Hierarchy::
+
+    DatafedError                      (datafed.errors)
+    └── TrainingError                 a training job could not run to its end
+        ├── TrainingRefused           one or more nodes refused the job (names each node,
+        │                             its status code and reason, e.g. PERMISSION_DENIED)
+        ├── TrainingFailed            the Flower run failed or ended without a result
+        └── LineageError              ledger records do not support the claimed lineage
+
+Errors from Flower, gRPC or the ``flwr`` CLI are translated at the boundary with
+``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from datafed.errors import DatafedError
+
+__all__ = ["LineageError", "TrainingError", "TrainingFailed", "TrainingRefused"]
+
+
+class TrainingError(DatafedError):
+    """A federated training job could not run to its end."""
+
+
+class TrainingRefused(TrainingError):
+    """Nodes refused the training job.
+
+    Parameters
+    ----------
+    refusals : Mapping[str, str]
+        Node name -> ``"<STATUS_CODE>: <reason>"`` as the node stated it.
+    """
+
+    def __init__(self, refusals: Mapping[str, str]) -> None:
+        self.refusals = dict(sorted(refusals.items()))
+        lines = "; ".join(f"node {n!r}: {r}" for n, r in self.refusals.items())
+        super().__init__(f"training refused by {len(self.refusals)} node(s): {lines}")
+
+
+class TrainingFailed(TrainingError):
+    """The Flower run failed or ended without producing a model."""
+
+
+class LineageError(TrainingError):
+    """The ledgers do not support a model's lineage (the message says which link broke)."""

@@ -1,0 +1,163 @@
+"""The tabular PyTorch model trained across agencies, and its local train/evaluate steps.
+
+A small multilayer perceptron for binary outcomes (``"mlp:16"`` is one hidden layer of
+16 units; ``"mlp:"`` or ``"mlp:0"`` is logistic regression). Weights travel as Flower
+``NDArrays`` in ``state_dict`` order, always float32, so every party hashes the same bytes
+(:func:`datafed.fl.digest.arrays_digest`).
+
+This module imports torch; the rest of :mod:`datafed.fl` does not need it at import time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+__all__ = [
+    "LocalTraining",
+    "build_model",
+    "evaluate_model",
+    "get_weights",
+    "initial_weights",
+    "parse_model",
+    "set_weights",
+    "train_model",
+]
+
+Floats = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Hyperparameters of one agency's local training within a round."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def parse_model(model: str) -> tuple[int, ...]:
+    """Parse a model name ``"mlp:H1,H2,..."`` into hidden layer widths.
+
+    Raises
+    ------
+    ValueError
+        If the name is not of that form or a width is not in [0, 1024].
+    """
+    family, _, rest = model.partition(":")
+    if family != "mlp":
+        raise ValueError(f"model must look like 'mlp:16' or 'mlp:32,16', got {model!r}")
+    widths: list[int] = []
+    for part in filter(None, rest.split(",")):
+        if not part.isdigit() or not 0 <= int(part) <= 1024:
+            raise ValueError(f"hidden width must be an integer in [0, 1024], got {part!r}")
+        if int(part):
+            widths.append(int(part))
+    return tuple(widths)
+
+
+def build_model(n_features: int, model: str = "mlp:16", seed: int = 0) -> nn.Module:
+    """Build the network with seeded initial weights.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of input features.
+    model : str
+        Model name, see :func:`parse_model`.
+    seed : int
+        Seed for the initial weights (the analyst's global model 0).
+    """
+    if n_features < 1:
+        raise ValueError(f"n_features must be at least 1, got {n_features}")
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = []
+    width = n_features
+    for hidden in parse_model(model):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, 1))
+    net = nn.Sequential(*layers)
+    with torch.no_grad():
+        for p in net.parameters():
+            bound = 1.0 / float(np.sqrt(p.shape[-1]))
+            p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
+    return net
+
+
+def get_weights(net: nn.Module) -> list[Floats]:
+    """Return the parameters as float32 numpy arrays in ``state_dict`` order."""
+    return [
+        v.detach().cpu().numpy().astype(np.float32, copy=True) for v in net.state_dict().values()
+    ]
+
+
+def set_weights(net: nn.Module, weights: list[npt.NDArray[np.generic]]) -> None:
+    """Load parameters given as arrays in ``state_dict`` order (cast to float32)."""
+    keys = list(net.state_dict().keys())
+    if len(keys) != len(weights):
+        raise ValueError(f"model has {len(keys)} parameter arrays, got {len(weights)}")
+    state = OrderedDict(
+        (k, torch.from_numpy(np.asarray(w, dtype=np.float32).copy()))
+        for k, w in zip(keys, weights, strict=True)
+    )
+    net.load_state_dict(state, strict=True)
+
+
+def initial_weights(n_features: int, model: str = "mlp:16", seed: int = 0) -> list[Floats]:
+    """Return the seeded initial global model as arrays."""
+    return get_weights(build_model(n_features, model, seed))
+
+
+def train_model(net: nn.Module, x: Floats, y: Floats, cfg: LocalTraining, seed: int = 0) -> float:
+    """Train in place with Adam on binary cross-entropy; return the last epoch's mean loss."""
+    if len(x) == 0:
+        raise ValueError("no training rows")
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = (
+        torch.from_numpy(np.asarray(x, np.float32)),
+        torch.from_numpy(np.asarray(y, np.float32)),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    net.train()
+    last = 0.0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, len(xt), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            opt.zero_grad()
+            loss = loss_fn(net(xt[idx]).squeeze(-1), yt[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.item()) * len(idx)
+            seen += len(idx)
+        last = total / seen
+    return last
+
+
+def evaluate_model(net: nn.Module, x: Floats, y: Floats) -> tuple[float, float]:
+    """Return ``(mean binary cross-entropy, accuracy)`` on the given rows."""
+    if len(x) == 0:
+        raise ValueError("no evaluation rows")
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(np.asarray(x, np.float32))).squeeze(-1)
+        yt = torch.from_numpy(np.asarray(y, np.float32))
+        loss = float(nn.functional.binary_cross_entropy_with_logits(logits, yt).item())
+        acc = float(((logits > 0).float() == yt).float().mean().item())
+    return loss, acc

@@ -1,0 +1,151 @@
+"""Domain types of a training job: what is asked, what a node grants, what a round records.
+
+These are plain, validated dataclasses; :mod:`datafed.fl.serde` converts them to and from
+the wire messages of ``training.proto``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from datafed.query.spec import check_identifier
+
+__all__ = ["PHASES", "DpParams", "RoundEntry", "TrainingGrant", "TrainingSpec"]
+
+#: Round phases a node records: an update leaves ("fit") or metrics leave ("evaluate").
+PHASES = ("fit", "evaluate")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_ROUNDS = 1000
+MAX_FEATURES = 256
+
+
+@dataclass(frozen=True)
+class DpParams:
+    """Local differential privacy on each update (Flower's ``LocalDpMod``).
+
+    The ClientApp clips the update (its difference to the global model) to
+    ``clipping_norm`` in L2 and adds Gaussian noise calibrated for
+    ``(epsilon_per_round, delta)``-DP with sensitivity ``clipping_norm``; the node charges
+    ``epsilon_per_round`` to the requester's privacy budget for the dataset each round.
+    """
+
+    enabled: bool = False
+    epsilon_per_round: float = 0.0
+    delta: float = 0.0
+    clipping_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            if self.epsilon_per_round or self.delta or self.clipping_norm:
+                raise ValueError("DP parameters given but DP is not enabled")
+            return
+        for name in ("epsilon_per_round", "delta", "clipping_norm"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"dp.{name} must be a positive finite number, got {v!r}")
+        if self.delta >= 1:
+            raise ValueError(f"dp.delta must be below 1, got {self.delta!r}")
+
+    @classmethod
+    def local(
+        cls, epsilon_per_round: float, delta: float = 1e-5, clipping_norm: float = 1.0
+    ) -> DpParams:
+        """DP switched on with the given parameters."""
+        return cls(True, float(epsilon_per_round), float(delta), float(clipping_norm))
+
+    def describe(self) -> str:
+        """A short human description, as recorded in ledger details."""
+        if not self.enabled:
+            return "off"
+        return (
+            f"local-gaussian eps={self.epsilon_per_round:g} delta={self.delta:g} "
+            f"clip={self.clipping_norm:g}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What the analyst asks to train on at every node."""
+
+    dataset: str
+    feature_columns: tuple[str, ...]
+    label_column: str
+    rounds: int
+    dp: DpParams = field(default_factory=DpParams)
+    model: str = "mlp:16"
+
+    def __post_init__(self) -> None:
+        check_identifier(self.dataset)
+        if not self.feature_columns:
+            raise ValueError("feature_columns must name at least one column")
+        if len(self.feature_columns) > MAX_FEATURES:
+            raise ValueError(
+                f"at most {MAX_FEATURES} feature columns, got {len(self.feature_columns)}"
+            )
+        for c in (*self.feature_columns, self.label_column):
+            check_identifier(c)
+        if len(set(self.feature_columns)) != len(self.feature_columns):
+            raise ValueError("feature_columns must be distinct")
+        if self.label_column in self.feature_columns:
+            raise ValueError(f"label column {self.label_column!r} is also a feature")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int):
+            raise TypeError(f"rounds must be an int, got {type(self.rounds).__name__}")
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise ValueError(f"rounds must be in [1, {MAX_ROUNDS}], got {self.rounds}")
+        if not self.model or len(self.model) > 64:
+            raise ValueError("model must be 1-64 characters")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the job reads: the features, then the label."""
+        return (*self.feature_columns, self.label_column)
+
+    @property
+    def epsilon_total(self) -> float:
+        """Privacy budget the whole job would spend at one node (0 without DP)."""
+        return self.dp.epsilon_per_round * self.rounds if self.dp.enabled else 0.0
+
+
+@dataclass(frozen=True)
+class TrainingGrant:
+    """A node's approval of a job: the spec it enforces and the rows it will serve."""
+
+    node: str
+    job_id: str
+    spec: TrainingSpec
+    num_rows: int
+    request_sha256: str
+
+    def __post_init__(self) -> None:
+        if not _HEX64.fullmatch(self.request_sha256):
+            raise ValueError("request_sha256 must be 64 lowercase hex digits")
+        if self.num_rows < 0:
+            raise ValueError(f"num_rows must be >= 0, got {self.num_rows}")
+
+
+@dataclass(frozen=True)
+class RoundEntry:
+    """One round at one node, as the ClientApp asks its node to record it."""
+
+    job_id: str
+    round: int
+    phase: str
+    model_in_sha256: str
+    update_out_sha256: str
+    num_examples: int
+    secagg: bool
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
+        if not 0 <= self.round <= MAX_ROUNDS:
+            raise ValueError(f"round must be in [0, {MAX_ROUNDS}], got {self.round}")
+        for name in ("model_in_sha256", "update_out_sha256"):
+            if not _HEX64.fullmatch(getattr(self, name)):
+                raise ValueError(f"{name} must be 64 lowercase hex digits")
+        if not self.job_id or len(self.job_id) > 128:
+            raise ValueError("job_id must be 1-128 characters")
+        if self.num_examples < 0:
+            raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
