@@ -100,10 +100,16 @@ def _manifest(out: Path, origin: str, count: int, sizes: list[int]) -> None:
         "sha256": digests,
     }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    for p in out.rglob("*"):
-        if p.is_file():
+    for p in (out / "entries.bin", out / "hashes.bin", out / "MANIFEST.json"):
+        if p.exists():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+    for d in (out / "checkpoints", out):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass
