@@ -234,4 +234,5 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             ledger=query_pb2.LedgerHead(
                 origin=head.origin, size=head.size, root_hash=head.root_hash
             ),
+            certificate_pem=self.ctx.tls.cert,
         )

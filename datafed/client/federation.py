@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -14,11 +14,11 @@ import grpc
 
 from datafed.client import _assemble
 from datafed.client.config import FederationConfig, NodeEndpoint, load_federation
-from datafed.errors import NodeUnavailable, QueryError, RemoteError
+from datafed.errors import NodeUnavailable, ProtocolError, QueryError, RemoteError
 from datafed.pki import load_signing_key
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.components import components
-from datafed.query.modes import PaillierMode, ProtectionMode, mode_class
+from datafed.query.modes import ModeContext, PaillierMode, ProtectionMode, mode_class
 from datafed.query.result import LedgerHeadInfo, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_sql
@@ -44,6 +44,7 @@ class NodeInfo:
     datasets: dict[str, tuple[str, ...]]
     ledger: LedgerHeadInfo
     group_domains: dict[str, dict[str, tuple[Scalar, ...]]]
+    certificate_pem: bytes
 
 
 class Federation:
@@ -120,10 +121,19 @@ class Federation:
         if mode.additive_only and not all(c.additive for c in comps):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         job = job_id or new_job_id()
-        domain = await self._domain(spec) if spec.group_by and mode.hides_groups else None
+        need_domain = bool(spec.group_by) and mode.hides_groups
+        infos = await self.anode_info() if need_domain or mode.needs_certificates else []
+        domain = self._domain(spec, infos) if need_domain else None
+        if domain is None and mode.hides_groups:
+            domain = [()]  # one group; every node reports it, so the payloads combine as one
+        ctx = ModeContext(
+            job_id=job,
+            nodes=tuple(n.name for n in self.config.nodes),
+            certificates={i.node: i.certificate_pem for i in infos},
+        )
         bits = self.config.fixed_point_bits
         pmsg = query_pb2.Protection(
-            mode=mode.name, fixed_point_bits=bits, params=await mode.params()
+            mode=mode.name, fixed_point_bits=bits, params=await mode.params(ctx)
         )
         for key in domain or ():
             pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
@@ -157,9 +167,8 @@ class Federation:
                 self._modes[name] = cls()  # type: ignore[abstract]
         return self._modes[name]
 
-    async def _domain(self, spec: QuerySpec) -> list[_assemble.GroupKey]:
+    def _domain(self, spec: QuerySpec, infos: Sequence[NodeInfo]) -> list[_assemble.GroupKey]:
         """The union of every node's declared values for the GROUP BY columns."""
-        infos = await self.anode_info()
         per_column: list[list[Scalar]] = []
         for col in spec.group_by:
             values: dict[Scalar, None] = {}
@@ -194,6 +203,11 @@ class Federation:
             return reply
 
         answers = await self._fan_out(one)
+        for node, a in zip(self.config.nodes, answers, strict=True):
+            if a.node != node.name:
+                raise ProtocolError(
+                    f"node at {node.address} calls itself {a.node!r}, not {node.name!r}"
+                )
         return [
             NodeInfo(
                 node=a.node,
@@ -209,6 +223,7 @@ class Federation:
                     }
                     for d in a.datasets
                 },
+                certificate_pem=bytes(a.certificate_pem),
             )
             for a in answers
         ]

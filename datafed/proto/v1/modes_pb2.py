@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61tafed/proto/v1/modes.proto\x12\x10\x64\x61tafed.proto.v1\"\x1e\n\x0cPlainPayload\x12\x0e\n\x06values\x18\x01 \x03(\x12\"\x1b\n\x0ePaillierParams\x12\t\n\x01n\x18\x01 \x01(\x0c\"&\n\x0fPaillierPayload\x12\x13\n\x0b\x63iphertexts\x18\x01 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61tafed/proto/v1/modes.proto\x12\x10\x64\x61tafed.proto.v1\"\x1e\n\x0cPlainPayload\x12\x0e\n\x06values\x18\x01 \x03(\x12\"J\n\x0ePaillierParams\x12\t\n\x01n\x18\x01 \x01(\x0c\x12\x19\n\x11peer_certificates\x18\x02 \x03(\x0c\x12\x12\n\nvalue_bits\x18\x03 \x01(\r\"&\n\x0fPaillierPayload\x12\x13\n\x0b\x63iphertexts\x18\x01 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAINPAYLOAD']._serialized_start=50
   _globals['_PLAINPAYLOAD']._serialized_end=80
   _globals['_PAILLIERPARAMS']._serialized_start=82
-  _globals['_PAILLIERPARAMS']._serialized_end=109
-  _globals['_PAILLIERPAYLOAD']._serialized_start=111
-  _globals['_PAILLIERPAYLOAD']._serialized_end=149
+  _globals['_PAILLIERPARAMS']._serialized_end=156
+  _globals['_PAILLIERPAYLOAD']._serialized_start=158
+  _globals['_PAILLIERPAYLOAD']._serialized_end=196
 # @@protoc_insertion_point(module_scope)

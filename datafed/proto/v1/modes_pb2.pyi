@@ -44,21 +44,33 @@ Global___PlainPayload: _TypeAlias = PlainPayload  # noqa: Y015
 
 @_typing.final
 class PaillierParams(_message.Message):
-    """paillier: the analyst's public modulus."""
+    """paillier: the analyst's public modulus and the participants, whose pairwise X25519
+    agreements give zero-sum masks (certificates verified by each node against the CA).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     N_FIELD_NUMBER: _builtins.int
+    PEER_CERTIFICATES_FIELD_NUMBER: _builtins.int
+    VALUE_BITS_FIELD_NUMBER: _builtins.int
     n: _builtins.bytes
     """big-endian"""
+    value_bits: _builtins.int
+    """bits of one signed packed value (64)"""
+    @_builtins.property
+    def peer_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """every participating node's certificate (PEM)"""
+
     def __init__(
         self,
         *,
         n: _builtins.bytes = ...,
+        peer_certificates: _abc.Iterable[_builtins.bytes] | None = ...,
+        value_bits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["n", b"n"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["n", b"n", "peer_certificates", b"peer_certificates", "value_bits", b"value_bits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -66,7 +78,7 @@ Global___PaillierParams: _TypeAlias = PaillierParams  # noqa: Y015
 
 @_typing.final
 class PaillierPayload(_message.Message):
-    """paillier: one ciphertext per value (big-endian, modulo n^2)."""
+    """paillier: packed, masked plaintexts encrypted under n (big-endian, modulo n^2)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -470,8 +470,11 @@ class NodeInfoResponse(_message.Message):
     AGENCY_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     agency: _builtins.str
+    certificate_pem: _builtins.bytes
+    """the node's certificate, for peer keys in protected modes"""
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetInfo]: ...
     @_builtins.property
@@ -483,10 +486,11 @@ class NodeInfoResponse(_message.Message):
         agency: _builtins.str = ...,
         datasets: _abc.Iterable[Global___DatasetInfo] | None = ...,
         ledger: Global___LedgerHead | None = ...,
+        certificate_pem: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "datasets", b"datasets", "ledger", b"ledger", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate_pem", b"certificate_pem", "datasets", b"datasets", "ledger", b"ledger", "node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,11 +1,12 @@
 """Protection modes (DESIGN §3): one class per mode, each with its node and client side."""
 
-from datafed.query.modes._base import NodeEnv, ProtectionMode
+from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode
 from datafed.query.modes._paillier import PaillierMode, check_paillier_modulus
 from datafed.query.modes._plain import PlainMode
 
 __all__ = [
     "MODES",
+    "ModeContext",
     "NodeEnv",
     "PaillierMode",
     "PlainMode",

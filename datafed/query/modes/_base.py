@@ -9,7 +9,7 @@ state), and combines the payloads of all nodes into the vector of totals (client
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,9 +17,20 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.query.components import Component
 
-__all__ = ["NodeEnv", "ProtectionMode"]
+__all__ = ["ModeContext", "NodeEnv", "ProtectionMode", "check_int64"]
 
 _INT64 = 1 << 63
+
+
+@dataclass(frozen=True)
+class ModeContext:
+    """What the client tells a mode about the query it is about to run."""
+
+    job_id: str
+    #: Participating nodes, in fan-out order.
+    nodes: tuple[str, ...]
+    #: Each participating node's certificate (PEM), as it presented it.
+    certificates: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,11 @@ class ProtectionMode(ABC):
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Protect a node's values (node side); raise ValueError on bad params."""
 
+    #: Whether :meth:`params` needs the nodes' certificates in its context.
+    needs_certificates: ClassVar[bool] = False
+
     @abstractmethod
-    async def params(self) -> bytes:
+    async def params(self, ctx: ModeContext) -> bytes:
         """Parameters every node needs (client side), e.g. the analyst's public key."""
 
     @abstractmethod

@@ -1,8 +1,20 @@
-"""``paillier``: each node encrypts its values under the analyst's Paillier key.
+"""``paillier``: packed, pairwise-masked values encrypted under the analyst's Paillier key.
 
-The client multiplies the ciphertexts of every node (homomorphic addition) and decrypts
-only the totals.  Signed integers are embedded in ``Z_n`` as ``v mod n`` and read back
-from the centred range ``(-n/2, n/2]``.
+Node side, for a vector of signed fixed-point values:
+
+1. pack them, many per plaintext (:class:`~datafed.hazmat.Packer`, 64-bit slots with
+   headroom for one addition per participating node and a guard bit for overflow detection);
+2. add to each plaintext a mask ``sum_j ±PRG(k_ij)`` mod n, where ``k_ij`` comes from the
+   X25519 agreement between this node and peer ``j`` (keys bound in the CA-issued
+   certificates, verified here), so the masks of all nodes sum to zero mod n;
+3. encrypt (DJN short-exponent encryption over gmpy2, :mod:`datafed.hazmat`).
+
+Client side: multiply the ciphertexts of all nodes (homomorphic addition), decrypt, and
+unpack.  The masks cancel only in the total, so the analyst, although it holds the
+private key, cannot open one node's contribution: each node's plaintext is uniformly
+random mod n on its own.  Trust: semi-honest nodes that do not give their mask keys to
+the analyst; every node must answer (a missing node leaves its peers' masks in the total,
+which the packer's range checks then refuse).
 """
 
 from __future__ import annotations
@@ -10,19 +22,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import phe
 from google.protobuf.message import DecodeError
 
-from datafed.errors import ProtocolError
+from datafed.errors import PkiError, ProtocolError
+from datafed.hazmat import (
+    InvalidCiphertext,
+    Packer,
+    PackingOverflow,
+    PaillierCiphertext,
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    derive_seed,
+    generate_paillier_keypair,
+    prg_bytes,
+)
+from datafed.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
-from datafed.query.modes._base import NodeEnv, ProtectionMode
+from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode
 
 __all__ = ["MAX_PAILLIER_BITS", "MIN_PAILLIER_BITS", "PaillierMode", "check_paillier_modulus"]
 
 #: NIST SP 800-57 Part 1 Table 2: 2048-bit factoring moduli give 112-bit security.
 MIN_PAILLIER_BITS = 2048
 MAX_PAILLIER_BITS = 8192
+VALUE_BITS = 64
+MAX_PEERS = 64
+#: Extra PRG bytes per mask so reducing mod n leaves a bias below 2^-128.
+_MASK_EXTRA_BYTES = 16
+_MASK_LABEL = b"datafed/v1/paillier-zero-sum-mask"
+_KEY_CACHE: dict[int, PaillierPublicKey] = {}
 
 
 def check_paillier_modulus(n: int) -> None:
@@ -36,14 +65,54 @@ def check_paillier_modulus(n: int) -> None:
         raise ValueError("Paillier modulus must be odd")
 
 
-def _int(raw: bytes) -> int:
-    return int.from_bytes(raw, "big")
+def _public_key(n: int) -> PaillierPublicKey:
+    """A cached public key, so the DJN fixed-base table is built once per analyst key."""
+    key = _KEY_CACHE.get(n)
+    if key is None:
+        if len(_KEY_CACHE) >= 16:
+            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+        key = _KEY_CACHE[n] = PaillierPublicKey(n)
+    return key
+
+
+def _packer(n: int, parties: int) -> Packer:
+    return Packer(modulus_bits=n.bit_length(), value_bits=VALUE_BITS, max_additions=max(parties, 1))
+
+
+def _masks(env: NodeEnv, n: int, peers: Sequence[bytes], count: int) -> list[int]:
+    """This node's share of the zero-sum masks: ``sum_j sign(i, j) PRG(k_ij)`` mod n."""
+    width = (n.bit_length() + 7) // 8 + _MASK_EXTRA_BYTES
+    total = [0] * count
+    seen = {env.node}
+    for pem in peers:
+        try:
+            peer = verify_peer(pem, env.ca_pem)
+        except PkiError as exc:
+            raise ValueError(f"peer certificate refused: {exc}") from exc
+        if peer.name == env.node:
+            continue
+        if peer.name in seen:
+            raise ValueError(f"peer {peer.name!r} listed twice")
+        seen.add(peer.name)
+        lo, hi = sorted((env.node, peer.name))
+        label = b"|".join(
+            (_MASK_LABEL, env.job_id.encode(), lo.encode(), hi.encode(), n.to_bytes(width, "big"))
+        )
+        stream = prg_bytes(derive_seed(shared_secret(env.signing_key, peer), label), width * count)
+        sign = 1 if env.node == lo else -1
+        for k in range(count):
+            r = int.from_bytes(stream[k * width : (k + 1) * width], "big") % n
+            total[k] += sign * r
+    if env.node not in {verify_peer(p, env.ca_pem).name for p in peers}:
+        raise ValueError("this node is not among the listed participants")
+    return [m % n for m in total]
 
 
 class PaillierMode(ProtectionMode):
-    """Paillier-encrypted values; the analyst holds the private key."""
+    """Packed Paillier with pairwise zero-sum masks; the analyst holds the private key."""
 
     name = "paillier"
+    needs_certificates = True
 
     def __init__(self, bits: int = 3072) -> None:
         if bits < MIN_PAILLIER_BITS:
@@ -51,63 +120,80 @@ class PaillierMode(ProtectionMode):
                 f"Paillier modulus must be at least {MIN_PAILLIER_BITS} bits, got {bits}"
             )
         self.bits = bits
-        self._keys: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey] | None = None
+        self._keys: tuple[PaillierPublicKey, PaillierPrivateKey] | None = None
+        self._parties = 0
 
     # ------------------------------------------------------------------ node side
     @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
-        """Encrypt each value under the analyst's modulus from ``params``."""
+        """Pack, mask and encrypt ``values`` for the analyst's key in ``params``."""
         try:
-            n = _int(modes_pb2.PaillierParams.FromString(params).n)
+            msg = modes_pb2.PaillierParams.FromString(params)
         except DecodeError as exc:
             raise ValueError("malformed Paillier parameters") from exc
+        n = int.from_bytes(msg.n, "big")
         check_paillier_modulus(n)
-        pub = phe.PaillierPublicKey(n)
-        cts = [int(pub.raw_encrypt(v % n)) for v in values]
-        size = (2 * n.bit_length() + 7) // 8
+        if msg.value_bits != VALUE_BITS:
+            raise ValueError(f"value_bits must be {VALUE_BITS}, got {msg.value_bits}")
+        peers = list(msg.peer_certificates)
+        if not 1 <= len(peers) <= MAX_PEERS:
+            raise ValueError(f"between 1 and {MAX_PEERS} participants required, got {len(peers)}")
+        packer = _packer(n, len(peers))
+        plaintexts = packer.pack(list(values))
+        masks = _masks(env, n, peers, len(plaintexts))
+        pub = _public_key(n)
+        cts = [pub.encrypt((p + m) % n) for p, m in zip(plaintexts, masks, strict=True)]
         return modes_pb2.PaillierPayload(
-            ciphertexts=[c.to_bytes(size, "big") for c in cts]
+            ciphertexts=[c.to_bytes() for c in cts]
         ).SerializeToString()
 
     # ---------------------------------------------------------------- client side
-    async def _keypair(self) -> tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]:
+    async def _keypair(self) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
         if self._keys is not None:
             return self._keys
-        pub, priv = await asyncio.to_thread(phe.generate_paillier_keypair, n_length=self.bits)
+        pub, priv = await asyncio.to_thread(generate_paillier_keypair, self.bits)
         self._keys = (pub, priv)
         return pub, priv
 
-    async def params(self) -> bytes:
-        """The analyst's public modulus (the key pair is made on first use)."""
+    async def params(self, ctx: ModeContext) -> bytes:
+        """The analyst's public modulus and every participant's certificate."""
         pub, _ = await self._keypair()
-        n = int(pub.n)
+        self._parties = len(ctx.nodes)
         return modes_pb2.PaillierParams(
-            n=n.to_bytes((n.bit_length() + 7) // 8, "big")
+            n=pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big"),
+            peer_certificates=[ctx.certificates[node] for node in ctx.nodes],
+            value_bits=VALUE_BITS,
         ).SerializeToString()
 
     def combine(
         self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
     ) -> list[int]:
-        """Multiply ciphertexts across nodes and decrypt the totals."""
+        """Add ciphertexts across nodes, decrypt, and unpack the totals."""
         if self._keys is None:
             raise ProtocolError("no Paillier key pair: params() was never called")
         pub, priv = self._keys
-        n, nsq = int(pub.n), int(pub.nsquare)
-        want = n_groups * len(comps)
-        acc = [1] * want
+        count = n_groups * len(comps)
+        if count == 0:
+            return []
+        packer = _packer(pub.n, self._parties)
+        want = packer.plaintexts_for(count)
+        columns: list[list[PaillierCiphertext]] = [[] for _ in range(want)]
         for raw in payloads:
             try:
-                cts = [_int(c) for c in modes_pb2.PaillierPayload.FromString(raw).ciphertexts]
+                cts = list(modes_pb2.PaillierPayload.FromString(raw).ciphertexts)
             except DecodeError as exc:
                 raise ProtocolError("malformed Paillier payload") from exc
             if len(cts) != want:
                 raise ProtocolError("Paillier payload has the wrong number of ciphertexts")
             for i, c in enumerate(cts):
-                if not 0 < c < nsq:
-                    raise ProtocolError("ciphertext out of range")
-                acc[i] = acc[i] * c % nsq
-        out = []
-        for c in acc:
-            m = int(priv.raw_decrypt(c))
-            out.append(m - n if m > n // 2 else m)
-        return out
+                try:
+                    columns[i].append(pub.ciphertext_from_bytes(c))
+                except (ValueError, InvalidCiphertext) as exc:
+                    raise ProtocolError("ciphertext out of range") from exc
+        totals = [priv.decrypt(pub.add_many(col)) for col in columns]
+        try:
+            return packer.unpack(totals, count=count, additions=len(payloads))
+        except PackingOverflow as exc:
+            raise ProtocolError(
+                "the combined total is out of range (a node's mask or value is wrong)"
+            ) from exc

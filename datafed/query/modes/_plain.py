@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
-from datafed.query.modes._base import NodeEnv, ProtectionMode, check_int64
+from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
 
 __all__ = ["PlainMode"]
 
@@ -27,7 +27,7 @@ class PlainMode(ProtectionMode):
         check_int64(values)
         return modes_pb2.PlainPayload(values=list(values)).SerializeToString()
 
-    async def params(self) -> bytes:
+    async def params(self, ctx: ModeContext) -> bytes:
         """Plain mode needs no parameters."""
         return b""
 

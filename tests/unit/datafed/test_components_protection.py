@@ -1,7 +1,6 @@
 import asyncio
 import statistics
 
-import phe
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -10,6 +9,7 @@ from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component, components, decode_fixed, encode_fixed, finalize
 from datafed.query.modes import (
     MODES,
+    ModeContext,
     NodeEnv,
     PaillierMode,
     PlainMode,
@@ -19,13 +19,34 @@ from datafed.query.modes import (
 from datafed.query.sql import parse_sql
 
 BITS = 16
-ENV = NodeEnv("n1", "job", ed25519.Ed25519PrivateKey.generate(), b"")
+ENV = NodeEnv("n1", "job", ed25519.Ed25519PrivateKey.generate(), b"")  # plain mode needs no keys
+
+
+NODES = ("n1", "n2", "n3")
 
 
 @pytest.fixture(scope="module")
-def paillier():
+def fed_keys(pki_dir):
+    from datafed import pki
+
+    for n in NODES:
+        if not pki.party_paths(pki_dir, "node", n).cert.exists():
+            pki.issue(pki_dir, "node", n)
+    ca = (pki_dir / "ca.crt").read_bytes()
+    certs = {n: pki.party_paths(pki_dir, "node", n).cert.read_bytes() for n in NODES}
+    keys = {n: pki.load_signing_key(pki.party_paths(pki_dir, "node", n).signing_key) for n in NODES}
+    return ca, certs, keys
+
+
+def envs(fed_keys, job="job"):
+    ca, _, keys = fed_keys
+    return [NodeEnv(n, job, keys[n], ca) for n in NODES]
+
+
+@pytest.fixture(scope="module")
+def paillier(fed_keys):
     mode = PaillierMode(2048)
-    params = asyncio.run(mode.params())
+    params = asyncio.run(mode.params(ModeContext("job", NODES, fed_keys[1])))
     return mode, params
 
 
@@ -71,34 +92,105 @@ def test_fixed_point_roundtrip_and_refusals():
         encode_fixed(float("nan"), BITS)
 
 
-def test_paillier_totals_with_negative_values(paillier):
+def test_paillier_totals_with_negative_values(paillier, fed_keys):
     mode, params = paillier
     comps = [Component("sum", "x"), Component("count", "*"), Component("sum", "y")]
     per_node = [[5, -7, 0], [-10, 3, 1 << 40], [1, 1, -(1 << 40)]]
-    payloads = [PaillierMode.protect(ENV, params, v) for v in per_node]
-    cts = [
-        int.from_bytes(c, "big")
-        for c in modes_pb2.PaillierPayload.FromString(payloads[0]).ciphertexts
+    payloads = [
+        PaillierMode.protect(e, params, v) for e, v in zip(envs(fed_keys), per_node, strict=True)
     ]
-    assert all(c != v for c, v in zip(cts, per_node[0], strict=True))
     assert mode.combine(payloads, comps, 1) == [-4, -3, 0]
 
 
-def test_our_ciphertexts_decrypt_with_phe(paillier):
+def test_many_groups_pack_into_few_ciphertexts(paillier, fed_keys):
     mode, params = paillier
-    payload = PaillierMode.protect(ENV, params, [12345])
+    comps = [Component("sum", "x"), Component("count", "*")]
+    vectors = [[(g * 7 + i) * (1 if g % 2 else -1) for g in range(200)] for i in range(3)]
+    payloads = [
+        PaillierMode.protect(e, params, v) for e, v in zip(envs(fed_keys), vectors, strict=True)
+    ]
+    n_cts = len(modes_pb2.PaillierPayload.FromString(payloads[0]).ciphertexts)
+    assert n_cts < 20  # 200 values, ~28 slots of 67 bits per 2048-bit plaintext
+    assert mode.combine(payloads, comps, 100) == [sum(col) for col in zip(*vectors, strict=True)]
+
+
+def _single_view(mode, params, fed_keys, value, job):
+    """What the analyst sees of node n1 alone: its decrypted (masked) plaintext."""
+    e = envs(fed_keys, job)
+    payload = PaillierMode.protect(e[0], params_for(mode, fed_keys, job), [value])
     (raw,) = modes_pb2.PaillierPayload.FromString(payload).ciphertexts
     pub, priv = mode._keys
-    assert priv.decrypt(phe.EncryptedNumber(pub, int.from_bytes(raw, "big"))) == 12345
+    return priv.decrypt(pub.ciphertext_from_bytes(raw)), pub.n
+
+
+def params_for(mode, fed_keys, job):
+    return asyncio.run(mode.params(ModeContext(job, NODES, fed_keys[1])))
+
+
+def test_analyst_cannot_open_one_node(paillier, fed_keys):
+    """The analyst's view of one node is uniform mod n whether it holds 0 or 10^6."""
+    mode, params = paillier
+    buckets = 8
+    critical = 29.88  # chi-square, 7 degrees of freedom, p = 1e-4
+    for value in (0, 10**6):
+        counts = [0] * buckets
+        for t in range(120):
+            m, n = _single_view(mode, params, fed_keys, value, f"job-{value}-{t}")
+            counts[m * buckets // n] += 1
+        expected = sum(counts) / buckets
+        stat = sum((c - expected) ** 2 / expected for c in counts)
+        assert stat < critical, counts
+    # and without masks the value would show: the unmasked packed plaintext is tiny
+    from datafed.query.modes._paillier import _packer
+
+    plain = _packer(mode._keys[0].n, 3).pack([10**6])[0]
+    assert plain < mode._keys[0].n >> 1000
+
+
+def test_missing_node_is_detected(paillier, fed_keys):
+    mode, params = paillier
+    e = envs(fed_keys)
+    payloads = [PaillierMode.protect(x, params, [1, 2]) for x in e[:2]]
+    with pytest.raises(ProtocolError, match="out of range"):
+        mode.combine(payloads, [Component("sum", "x"), Component("count", "*")], 1)
+
+
+def test_peer_certificates_are_verified(paillier, fed_keys, tmp_path):
+    from datafed import pki
+
+    mode, params = paillier
+    msg = modes_pb2.PaillierParams.FromString(params)
+    pki.init_ca(tmp_path)
+    rogue = pki.issue(tmp_path, "node", "n2").cert.read_bytes()
+    bad = modes_pb2.PaillierParams(
+        n=msg.n, peer_certificates=[msg.peer_certificates[0], rogue], value_bits=64
+    )
+    with pytest.raises(ValueError, match="peer certificate refused"):
+        PaillierMode.protect(envs(fed_keys)[0], bad.SerializeToString(), [1])
+    others = modes_pb2.PaillierParams(
+        n=msg.n, peer_certificates=msg.peer_certificates[1:], value_bits=64
+    )
+    with pytest.raises(ValueError, match="not among the listed participants"):
+        PaillierMode.protect(envs(fed_keys)[0], others.SerializeToString(), [1])
+
+
+def test_our_ciphertexts_decrypt_with_phe(paillier, fed_keys):
+    from datafed.hazmat import ciphertext_to_phe, private_key_to_phe
+
+    mode, _ = paillier
+    pub, priv = mode._keys
+    c = pub.encrypt(12345)
+    phe_priv = private_key_to_phe(priv)
+    assert phe_priv.decrypt(ciphertext_to_phe(c)) == 12345
 
 
 def test_bad_paillier_payloads_refused(paillier):
     mode, _ = paillier
     comps = [Component("count", "*")]
-    nsq = int(mode._keys[0].nsquare)
+    n2 = mode._keys[0].n ** 2
     for bad in (
         modes_pb2.PaillierPayload(ciphertexts=[b"\x00"]).SerializeToString(),
-        modes_pb2.PaillierPayload(ciphertexts=[nsq.to_bytes(600, "big")]).SerializeToString(),
+        modes_pb2.PaillierPayload(ciphertexts=[n2.to_bytes(512, "big")]).SerializeToString(),
         modes_pb2.PaillierPayload(ciphertexts=[b"\x01", b"\x01"]).SerializeToString(),
         b"\xff\xff garbage",
     ):
@@ -106,12 +198,15 @@ def test_bad_paillier_payloads_refused(paillier):
             mode.combine([bad], comps, 1)
 
 
-def test_small_or_malformed_paillier_params_refused():
-    small = modes_pb2.PaillierParams(n=(2**1023 + 1).to_bytes(128, "big")).SerializeToString()
+def test_small_or_malformed_paillier_params_refused(fed_keys):
+    env = envs(fed_keys)[0]
+    small = modes_pb2.PaillierParams(
+        n=(2**1023 + 1).to_bytes(128, "big"), value_bits=64
+    ).SerializeToString()
     with pytest.raises(ValueError, match="at least 2048 bits, got 1024"):
-        PaillierMode.protect(ENV, small, [1])
+        PaillierMode.protect(env, small, [1])
     with pytest.raises(ValueError, match="malformed"):
-        PaillierMode.protect(ENV, b"\xff\xff", [1])
+        PaillierMode.protect(env, b"\xff\xff", [1])
     with pytest.raises(ValueError, match="at least 2048"):
         PaillierMode(1024)
 
