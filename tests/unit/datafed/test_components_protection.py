@@ -158,7 +158,7 @@ def test_missing_node_is_detected(paillier, fed_keys):
 def test_peer_certificates_are_verified(paillier, fed_keys, tmp_path):
     from datafed import pki
 
-    mode, params = paillier
+    _, params = paillier
     msg = modes_pb2.PaillierParams.FromString(params)
     pki.init_ca(tmp_path)
     rogue = pki.issue(tmp_path, "node", "n2").cert.read_bytes()
