@@ -81,6 +81,9 @@ class DatasetPolicy(_Strict):
     #: Declared values of categorical columns: public metadata that lets protected
     #: modes align groups across nodes without revealing which node has which group.
     group_domains: dict[Ident, list[bool | int | float | str]] = {}
+    #: Operations the dataset may serve: aggregate queries, and private intersection-sums
+    #: (as the identifier side or the value side; see datafed.psi).
+    allowed_operations: list[Literal["query", "intersection_sum"]] = ["query"]
 
     @field_validator("allowed_protections")
     @classmethod
