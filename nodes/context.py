@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, LedgerHead
+from datafed.client._receipts import ledger_origin
 from datafed.pki import Identity, load_signing_key
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
@@ -18,14 +19,9 @@ from nodes.config import NodeConfig
 from nodes.replay import NonceStore
 from nodes.store import DataStore
 
-__all__ = ["NodeContext", "ledger_origin"]
+__all__ = ["NodeContext", "ledger_origin"]  # ledger_origin re-exported for node tools
 
 log = logging.getLogger("datafed.node")
-
-
-def ledger_origin(node_name: str) -> str:
-    """The C2SP origin line of a node's ledger."""
-    return f"datafed/ledger/{node_name}"
 
 
 @dataclass

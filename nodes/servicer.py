@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from audit.receipt_serde import receipt_to_proto
 from datafed.errors import QueryError
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
@@ -142,6 +143,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             request_digest=digest,
             result_digest=result_digest,
         )
+        receipt = await asyncio.to_thread(ctx.ledger.receipt, [approved, released])
+        response.receipt.CopyFrom(receipt_to_proto(receipt))
         head = ctx.head()
         response.ledger.CopyFrom(
             query_pb2.LedgerHead(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import itertools
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,10 +13,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.client import _assemble
+from datafed.client._receipts import check_receipt
 from datafed.client.config import FederationConfig, NodeEndpoint, load_federation
-from datafed.errors import NodeUnavailable, ProtocolError, QueryError, RemoteError
+from datafed.errors import NodeUnavailable, PkiError, ProtocolError, QueryError, RemoteError
+from datafed.peers import verify_peer
 from datafed.pki import load_signing_key
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.components import components
@@ -66,6 +71,7 @@ class Federation:
         self._tls = TlsMaterial.load(config.tls)
         self._signing_key = load_signing_key(config.tls.signing_key)
         self._modes: dict[str, ProtectionMode] = {}
+        self._keys: dict[str, ed25519.Ed25519PublicKey] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Federation:
@@ -150,10 +156,32 @@ class Federation:
                 body=body, signature=sign_body(body, self._signing_key)
             )
             reply: query_pb2.QueryResponse = await stub.Query(signed, timeout=self.config.timeout_s)
+            digests[node.name] = hashlib.sha256(body).hexdigest()
             return reply
 
+        digests: dict[str, str] = {}
+        keys = await self._node_keys()
         answers = await self._fan_out(one)
-        return _assemble.assemble(spec, comps, mode, bits, job, domain, answers)
+        receipts = tuple(
+            check_receipt(a.node, keys[a.node], job, digests[a.node], a) for a in answers
+        )
+        result = _assemble.assemble(spec, comps, mode, bits, job, domain, answers)
+        return dataclasses.replace(result, receipts=receipts)
+
+    async def _node_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
+        """Each node's log key, from its certificate verified against our CA (cached)."""
+        if self._keys is None:
+            keys = {}
+            for info in await self.anode_info():
+                try:
+                    identity = verify_peer(info.certificate_pem, self._tls.ca)
+                except PkiError as exc:
+                    raise ProtocolError(f"node {info.node!r}: {exc}") from exc
+                if identity.name != info.node:
+                    raise ProtocolError(f"node {info.node!r} presents {identity}'s certificate")
+                keys[info.node] = identity.signing_key
+            self._keys = keys
+        return self._keys
 
     def _mode(self, name: str) -> ProtectionMode:
         if name not in self._modes:

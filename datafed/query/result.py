@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from audit import DataUseRecord
 from datafed.query.spec import Scalar
 
-__all__ = ["LedgerHeadInfo", "QueryResult"]
+__all__ = ["LedgerHeadInfo", "NodeReceipt", "QueryResult"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,15 @@ class LedgerHeadInfo:
     size: int
     root_hash: bytes
     entry_indexes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeReceipt:
+    """A node's verified receipt: its signed checkpoint and the records it proves."""
+
+    node: str
+    checkpoint: str
+    records: tuple[DataUseRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class QueryResult:
     job_id: str
     nodes: tuple[str, ...]
     ledgers: tuple[LedgerHeadInfo, ...] = field(default=())
+    #: Verified receipts, one per node (checked before the result was returned).
+    receipts: tuple[NodeReceipt, ...] = field(default=())
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""

@@ -59,6 +59,11 @@ def test_paillier_total_matches_cleartext(local_fed):
     for head in r.ledgers:
         assert head.size == before[head.node] + 2  # approved + released
         assert head.entry_indexes == (before[head.node], before[head.node] + 1)
+    # every node's receipt was verified by the client and proves this job's entries
+    assert {x.node for x in r.receipts} == set(r.nodes)
+    for x in r.receipts:
+        assert [rec.decision for rec in x.records] == ["approved", "released"]
+        assert all(rec.job_id == r.job_id and rec.requester == "alice" for rec in x.records)
 
 
 def test_grouped_plain_and_paillier_agree(local_fed):

@@ -23,47 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from datafed.proto.v1 import common_pb2 as datafed_dot_proto_dot_v1_dot_common__pb2
+from datafed.proto.v1 import ledger_pb2 as datafed_dot_proto_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61tafed/proto/v1/query.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\"7\n\tAggregate\x12\x0c\n\x04\x66unc\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x62ins\x18\x03 \x03(\x01\"R\n\nComparison\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12(\n\x05value\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\"T\n\x06InList\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\x12\x0f\n\x07negated\x18\x03 \x01(\x08\"j\n\x07\x42\x65tween\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12&\n\x03low\x18\x02 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\x12\'\n\x04high\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\";\n\rPredicateList\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.datafed.proto.v1.Predicate\"\xb7\x02\n\tPredicate\x12\x32\n\ncomparison\x18\x01 \x01(\x0b\x32\x1c.datafed.proto.v1.ComparisonH\x00\x12+\n\x07in_list\x18\x02 \x01(\x0b\x32\x18.datafed.proto.v1.InListH\x00\x12,\n\x07\x62\x65tween\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.BetweenH\x00\x12\x31\n\x06\x61ll_of\x18\x04 \x01(\x0b\x32\x1f.datafed.proto.v1.PredicateListH\x00\x12\x31\n\x06\x61ny_of\x18\x05 \x01(\x0b\x32\x1f.datafed.proto.v1.PredicateListH\x00\x12-\n\x06negate\x18\x06 \x01(\x0b\x32\x1b.datafed.proto.v1.PredicateH\x00\x42\x06\n\x04kind\"\x8b\x01\n\tQuerySpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12/\n\naggregates\x18\x03 \x03(\x0b\x32\x1b.datafed.proto.v1.Aggregate\x12*\n\x05where\x18\x04 \x01(\x0b\x32\x1b.datafed.proto.v1.Predicate\"5\n\x08GroupKey\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\"p\n\nProtection\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x18\n\x10\x66ixed_point_bits\x18\x02 \x01(\r\x12\x0e\n\x06params\x18\x03 \x01(\x0c\x12*\n\x06\x64omain\x18\x04 \x03(\x0b\x32\x1a.datafed.proto.v1.GroupKey\"\xa0\x01\n\x10QueryRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.datafed.proto.v1.QuerySpec\x12\x30\n\nprotection\x18\x03 \x01(\x0b\x32\x1c.datafed.proto.v1.Protection\"T\n\nLedgerHead\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x15\n\rentry_indexes\x18\x04 \x03(\x04\"\xc6\x01\n\rQueryResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\ncomponents\x18\x03 \x03(\t\x12*\n\x06groups\x18\x04 \x03(\x0b\x32\x1a.datafed.proto.v1.GroupKey\x12\x18\n\x10\x66ixed_point_bits\x18\x05 \x01(\r\x12,\n\x06ledger\x18\x06 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\"\x11\n\x0fNodeInfoRequest\"H\n\x0bGroupDomain\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\"b\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x34\n\rgroup_domains\x18\x03 \x03(\x0b\x32\x1d.datafed.proto.v1.GroupDomain\"\xa8\x01\n\x10NodeInfoResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12/\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x1d.datafed.proto.v1.DatasetInfo\x12,\n\x06ledger\x18\x04 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x05 \x01(\x0c\x32\xac\x01\n\x0cQueryService\x12I\n\x05Query\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1f.datafed.proto.v1.QueryResponse\x12Q\n\x08NodeInfo\x12!.datafed.proto.v1.NodeInfoRequest\x1a\".datafed.proto.v1.NodeInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x61tafed/proto/v1/query.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\"7\n\tAggregate\x12\x0c\n\x04\x66unc\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x62ins\x18\x03 \x03(\x01\"R\n\nComparison\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12(\n\x05value\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\"T\n\x06InList\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\x12\x0f\n\x07negated\x18\x03 \x01(\x08\"j\n\x07\x42\x65tween\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12&\n\x03low\x18\x02 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\x12\'\n\x04high\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.Literal\";\n\rPredicateList\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.datafed.proto.v1.Predicate\"\xb7\x02\n\tPredicate\x12\x32\n\ncomparison\x18\x01 \x01(\x0b\x32\x1c.datafed.proto.v1.ComparisonH\x00\x12+\n\x07in_list\x18\x02 \x01(\x0b\x32\x18.datafed.proto.v1.InListH\x00\x12,\n\x07\x62\x65tween\x18\x03 \x01(\x0b\x32\x19.datafed.proto.v1.BetweenH\x00\x12\x31\n\x06\x61ll_of\x18\x04 \x01(\x0b\x32\x1f.datafed.proto.v1.PredicateListH\x00\x12\x31\n\x06\x61ny_of\x18\x05 \x01(\x0b\x32\x1f.datafed.proto.v1.PredicateListH\x00\x12-\n\x06negate\x18\x06 \x01(\x0b\x32\x1b.datafed.proto.v1.PredicateH\x00\x42\x06\n\x04kind\"\x8b\x01\n\tQuerySpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12/\n\naggregates\x18\x03 \x03(\x0b\x32\x1b.datafed.proto.v1.Aggregate\x12*\n\x05where\x18\x04 \x01(\x0b\x32\x1b.datafed.proto.v1.Predicate\"5\n\x08GroupKey\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\"p\n\nProtection\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x18\n\x10\x66ixed_point_bits\x18\x02 \x01(\r\x12\x0e\n\x06params\x18\x03 \x01(\x0c\x12*\n\x06\x64omain\x18\x04 \x03(\x0b\x32\x1a.datafed.proto.v1.GroupKey\"\xa0\x01\n\x10QueryRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.datafed.proto.v1.QuerySpec\x12\x30\n\nprotection\x18\x03 \x01(\x0b\x32\x1c.datafed.proto.v1.Protection\"T\n\nLedgerHead\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x15\n\rentry_indexes\x18\x04 \x03(\x04\"\xf2\x01\n\rQueryResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\ncomponents\x18\x03 \x03(\t\x12*\n\x06groups\x18\x04 \x03(\x0b\x32\x1a.datafed.proto.v1.GroupKey\x12\x18\n\x10\x66ixed_point_bits\x18\x05 \x01(\r\x12,\n\x06ledger\x18\x06 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12*\n\x07receipt\x18\x08 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"\x11\n\x0fNodeInfoRequest\"H\n\x0bGroupDomain\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.datafed.proto.v1.Literal\"b\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x34\n\rgroup_domains\x18\x03 \x03(\x0b\x32\x1d.datafed.proto.v1.GroupDomain\"\xa8\x01\n\x10NodeInfoResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12/\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x1d.datafed.proto.v1.DatasetInfo\x12,\n\x06ledger\x18\x04 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x05 \x01(\x0c\x32\xac\x01\n\x0cQueryService\x12I\n\x05Query\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1f.datafed.proto.v1.QueryResponse\x12Q\n\x08NodeInfo\x12!.datafed.proto.v1.NodeInfoRequest\x1a\".datafed.proto.v1.NodeInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datafed.proto.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGGREGATE']._serialized_start=81
-  _globals['_AGGREGATE']._serialized_end=136
-  _globals['_COMPARISON']._serialized_start=138
-  _globals['_COMPARISON']._serialized_end=220
-  _globals['_INLIST']._serialized_start=222
-  _globals['_INLIST']._serialized_end=306
-  _globals['_BETWEEN']._serialized_start=308
-  _globals['_BETWEEN']._serialized_end=414
-  _globals['_PREDICATELIST']._serialized_start=416
-  _globals['_PREDICATELIST']._serialized_end=475
-  _globals['_PREDICATE']._serialized_start=478
-  _globals['_PREDICATE']._serialized_end=789
-  _globals['_QUERYSPEC']._serialized_start=792
-  _globals['_QUERYSPEC']._serialized_end=931
-  _globals['_GROUPKEY']._serialized_start=933
-  _globals['_GROUPKEY']._serialized_end=986
-  _globals['_PROTECTION']._serialized_start=988
-  _globals['_PROTECTION']._serialized_end=1100
-  _globals['_QUERYREQUESTBODY']._serialized_start=1103
-  _globals['_QUERYREQUESTBODY']._serialized_end=1263
-  _globals['_LEDGERHEAD']._serialized_start=1265
-  _globals['_LEDGERHEAD']._serialized_end=1349
-  _globals['_QUERYRESPONSE']._serialized_start=1352
-  _globals['_QUERYRESPONSE']._serialized_end=1550
-  _globals['_NODEINFOREQUEST']._serialized_start=1552
-  _globals['_NODEINFOREQUEST']._serialized_end=1569
-  _globals['_GROUPDOMAIN']._serialized_start=1571
-  _globals['_GROUPDOMAIN']._serialized_end=1643
-  _globals['_DATASETINFO']._serialized_start=1645
-  _globals['_DATASETINFO']._serialized_end=1743
-  _globals['_NODEINFORESPONSE']._serialized_start=1746
-  _globals['_NODEINFORESPONSE']._serialized_end=1914
-  _globals['_QUERYSERVICE']._serialized_start=1917
-  _globals['_QUERYSERVICE']._serialized_end=2089
+  _globals['_AGGREGATE']._serialized_start=112
+  _globals['_AGGREGATE']._serialized_end=167
+  _globals['_COMPARISON']._serialized_start=169
+  _globals['_COMPARISON']._serialized_end=251
+  _globals['_INLIST']._serialized_start=253
+  _globals['_INLIST']._serialized_end=337
+  _globals['_BETWEEN']._serialized_start=339
+  _globals['_BETWEEN']._serialized_end=445
+  _globals['_PREDICATELIST']._serialized_start=447
+  _globals['_PREDICATELIST']._serialized_end=506
+  _globals['_PREDICATE']._serialized_start=509
+  _globals['_PREDICATE']._serialized_end=820
+  _globals['_QUERYSPEC']._serialized_start=823
+  _globals['_QUERYSPEC']._serialized_end=962
+  _globals['_GROUPKEY']._serialized_start=964
+  _globals['_GROUPKEY']._serialized_end=1017
+  _globals['_PROTECTION']._serialized_start=1019
+  _globals['_PROTECTION']._serialized_end=1131
+  _globals['_QUERYREQUESTBODY']._serialized_start=1134
+  _globals['_QUERYREQUESTBODY']._serialized_end=1294
+  _globals['_LEDGERHEAD']._serialized_start=1296
+  _globals['_LEDGERHEAD']._serialized_end=1380
+  _globals['_QUERYRESPONSE']._serialized_start=1383
+  _globals['_QUERYRESPONSE']._serialized_end=1625
+  _globals['_NODEINFOREQUEST']._serialized_start=1627
+  _globals['_NODEINFOREQUEST']._serialized_end=1644
+  _globals['_GROUPDOMAIN']._serialized_start=1646
+  _globals['_GROUPDOMAIN']._serialized_end=1718
+  _globals['_DATASETINFO']._serialized_start=1720
+  _globals['_DATASETINFO']._serialized_end=1818
+  _globals['_NODEINFORESPONSE']._serialized_start=1821
+  _globals['_NODEINFORESPONSE']._serialized_end=1989
+  _globals['_QUERYSERVICE']._serialized_start=1992
+  _globals['_QUERYSERVICE']._serialized_end=2164
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ Protected aggregate queries against an agency node."""
 
 from collections import abc as _abc
 from datafed.proto.v1 import common_pb2 as _common_pb2
+from datafed.proto.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -359,6 +360,7 @@ class QueryResponse(_message.Message):
     FIXED_POINT_BITS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     fixed_point_bits: _builtins.int
@@ -376,6 +378,13 @@ class QueryResponse(_message.Message):
 
     @_builtins.property
     def ledger(self) -> Global___LedgerHead: ...
+    @_builtins.property
+    def receipt(self) -> _ledger_pb2.Receipt:
+        """Proof that the node logged this request: a signed checkpoint and the inclusion
+        proofs of the approved and released entries.  The result digest in the released
+        entry covers this message with `ledger` and `receipt` cleared.
+        """
+
     def __init__(
         self,
         *,
@@ -386,10 +395,11 @@ class QueryResponse(_message.Message):
         fixed_point_bits: _builtins.int = ...,
         ledger: Global___LedgerHead | None = ...,
         payload: _builtins.bytes = ...,
+        receipt: _ledger_pb2.Receipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
