@@ -22,7 +22,13 @@ from pathlib import Path
 
 from audit.sqlite_store import SQLiteStore
 
-__all__ = ["FORMAT", "ExportDir", "MemorySource", "export_store", "write_export"]
+__all__ = [
+    "FORMAT",
+    "ExportDir",
+    "MemorySource",
+    "export_store",
+    "write_export",
+]
 
 FORMAT = "datafed-audit-export/1"
 _U32 = struct.Struct(">I")

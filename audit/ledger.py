@@ -8,6 +8,7 @@ the batch in one transaction and then publishes the new tree state and wakes the
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,17 +56,55 @@ def check_origin(origin: str) -> str:
 
 
 class _Ticket:
-    """Entries of one caller; ``wake`` is released when done or made leader."""
+    """Entries of one caller, woken once: when done, or to hand it the lead.
 
-    __slots__ = ("bodies", "done", "error", "first", "wake")
+    A thread caller waits on ``gate`` (a held lock); an asyncio caller on ``future``.
+    """
 
-    def __init__(self, bodies: list[bytes]) -> None:
+    __slots__ = ("bodies", "done", "error", "first", "future", "gate", "loop")
+
+    def __init__(
+        self,
+        bodies: list[bytes],
+        gate: threading.Lock | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
         self.bodies = bodies
         self.done = False
         self.first = -1
         self.error: BaseException | None = None
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.gate = gate
+        self.loop = loop
+        self.future = future
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_result(None)
+
+
+def _wake(tickets: Sequence[_Ticket]) -> None:
+    """Wake tickets: one release per thread, one loop wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for t in tickets:
+        if t.gate is not None:
+            t.gate.release()
+        elif t.loop is not None and t.future is not None:
+            by_loop.setdefault(t.loop, []).append(t.future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futures)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
+
+
+def _encode(records: Sequence[DataUseRecord]) -> list[bytes]:
+    for r in records:
+        if not isinstance(r, DataUseRecord):
+            raise TypeError(f"expected DataUseRecord, got {type(r).__name__}")
+    return [encode_body(r) for r in records]
 
 
 class Ledger:
@@ -150,28 +189,64 @@ class Ledger:
 
     def append_many(self, records: Sequence[DataUseRecord]) -> list[int]:
         """Append records atomically (one commit); return their indexes, in order."""
-        for r in records:
-            if not isinstance(r, DataUseRecord):
-                raise TypeError(f"expected DataUseRecord, got {type(r).__name__}")
-        if not records:
+        bodies = _encode(records)
+        if not bodies:
             return []
-        ticket = _Ticket([encode_body(r) for r in records])
-        self._submit(ticket)
-        return list(range(ticket.first, ticket.first + len(records)))
+        gate = threading.Lock()
+        gate.acquire()
+        ticket = _Ticket(bodies, gate=gate)
+        if not self._enqueue(ticket):
+            gate.acquire()  # released when our batch is done, or to hand us the lead
+        if not ticket.done:
+            self._lead(ticket)
+        return self._result(ticket)
 
-    def _submit(self, ticket: _Ticket) -> None:
+    async def append_async(self, record: DataUseRecord) -> int:
+        """Like :meth:`append`, awaiting the commit without holding a thread while queued."""
+        return (await self.append_many_async([record]))[0]
+
+    async def append_many_async(self, records: Sequence[DataUseRecord]) -> list[int]:
+        """Like :meth:`append_many` for asyncio callers (any number may wait at once).
+
+        Waiting callers cost no thread; only the caller that leads a group commit runs it in
+        a worker thread.  A cancelled caller's entries may still be committed.
+        """
+        bodies = _encode(records)
+        if not bodies:
+            return []
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        ticket = _Ticket(bodies, loop=loop, future=woken)
+
+        def orphaned(_: object) -> None:
+            if not ticket.done:  # the lead was handed to us after we were cancelled
+                loop.run_in_executor(None, self._lead, ticket)
+
+        if not self._enqueue(ticket):
+            try:
+                await asyncio.shield(woken)
+            except asyncio.CancelledError:
+                woken.add_done_callback(orphaned)
+                raise
+        if not ticket.done:
+            await asyncio.to_thread(self._lead, ticket)
+        return self._result(ticket)
+
+    def _enqueue(self, ticket: _Ticket) -> bool:
+        """Queue ``ticket``; return True if the caller must lead the next group commit."""
         with self._cv:
             if self._closed:
                 raise LedgerError("ledger is closed")
             self._pending.append(ticket)
             lead = not self._committing
             self._committing = True
-        if not lead:
-            ticket.wake.acquire()  # released when our batch is done, or to hand us the lead
-        if not ticket.done:
-            self._lead(ticket)
+        return lead
+
+    @staticmethod
+    def _result(ticket: _Ticket) -> list[int]:
         if ticket.error is not None:
             raise LedgerError("ledger append failed") from ticket.error
+        return list(range(ticket.first, ticket.first + len(ticket.bodies)))
 
     def _lead(self, ticket: _Ticket) -> None:
         """Commit pending batches until ``ticket``'s is done, then hand the lead on."""
@@ -179,16 +254,14 @@ class Ledger:
             with self._cv:
                 batch, self._pending = self._take_batch()
             self._commit(batch)
-            for t in batch:
-                if t is not ticket:
-                    t.wake.release()
+            _wake([t for t in batch if t is not ticket])
         with self._cv:
             nxt = self._pending[0] if self._pending else None
             if nxt is None:
                 self._committing = False
                 self._cv.notify_all()
         if nxt is not None:
-            nxt.wake.release()
+            _wake([nxt])
 
     def _take_batch(self) -> tuple[list[_Ticket], list[_Ticket]]:
         batch: list[_Ticket] = []

@@ -129,11 +129,6 @@ def _check_str(name: str, value: object) -> None:
         raise ValueError(f"{name} must be at most {MAX_STRING_BYTES} UTF-8 bytes")
 
 
-def _s(value: str) -> bytes:
-    raw = value.encode("utf-8")
-    return _U32.pack(len(raw)) + raw
-
-
 def encode_body(record: DataUseRecord) -> bytes:
     """Return the canonical body encoding of ``record`` (the leaf without its prefix).
 
@@ -147,12 +142,33 @@ def encode_body(record: DataUseRecord) -> bytes:
     bytes
         The body; :func:`encode_leaf` adds the domain tag, version and index.
     """
-    parts = [_s(getattr(record, name)) for name in _STR_FIELDS]
-    parts.append(_TAIL.pack(record.epsilon, record.time_ms, len(record.details)))
-    for k, v in record.details.items():  # sorted in __post_init__
-        parts.append(_s(k))
-        parts.append(_s(v))
-    return b"".join(parts)
+    r, out, pack = record, bytearray(), _U32.pack
+    fields = (
+        r.node,
+        r.requester,
+        r.requester_role,
+        r.dataset,
+        r.purpose,
+        r.legal_basis,
+        r.operation,
+        r.protection,
+        r.request_digest,
+        r.result_digest,
+        r.decision,
+        r.job_id,
+        r.reason,
+    )  # the order of _STR_FIELDS
+    for value in fields:
+        raw = value.encode("utf-8")
+        out += pack(len(raw))
+        out += raw
+    out += _TAIL.pack(r.epsilon, r.time_ms, len(r.details))
+    for k, v in r.details.items():  # sorted in __post_init__
+        for value in (k, v):
+            raw = value.encode("utf-8")
+            out += pack(len(raw))
+            out += raw
+    return bytes(out)
 
 
 def encode_leaf(index: int, body: bytes) -> bytes:

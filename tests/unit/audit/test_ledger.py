@@ -108,3 +108,43 @@ def test_append_rejects_non_records(ledger: Ledger) -> None:
     with pytest.raises(TypeError, match="expected DataUseRecord, got dict"):
         ledger.append({})  # type: ignore[arg-type]
     assert ledger.head().size == 0
+
+
+async def test_async_appends_many_waiters(ledger: Ledger) -> None:
+    import asyncio
+
+    async def one(i: int) -> tuple[int, DataUseRecord]:
+        rec = make_record(i)
+        return await ledger.append_async(rec), rec
+
+    def threaded() -> list[int]:
+        return [ledger.append(make_record(10_000 + j)) for j in range(30)]
+
+    thread_job = asyncio.to_thread(threaded)
+    results = await asyncio.gather(*(one(i) for i in range(300)), thread_job)
+    pairs = results[:-1]
+    thread_idx = results[-1]
+    assert isinstance(thread_idx, list)
+    indexes = sorted([i for i, _ in pairs] + thread_idx)  # type: ignore[misc]
+    assert indexes == list(range(330))
+    leaves = ledger.store.get_leaves(0, 330)
+    for idx, rec in pairs:  # type: ignore[misc]
+        assert decode_leaf(leaves[idx]) == (idx, rec)
+    assert ledger.head().root_hash == naive_mth(leaves)
+    assert await ledger.append_many_async([]) == []
+
+
+async def test_cancelled_async_waiters_do_not_stall_the_log(ledger: Ledger) -> None:
+    import asyncio
+
+    tasks = [asyncio.create_task(ledger.append_async(make_record(i))) for i in range(200)]
+    await asyncio.sleep(0)
+    for t in tasks[1::3]:
+        t.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    kept = [d for d in done if isinstance(d, int)]
+    assert kept and len(set(kept)) == len(kept)
+    # everything queued is committed eventually and the log keeps working
+    assert await asyncio.wait_for(ledger.append_async(make_record(999)), timeout=30) >= len(kept)
+    size = ledger.head().size
+    assert ledger.head().root_hash == naive_mth(ledger.store.get_leaves(0, size))

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import audit
+
+
+def isort_key(name: str) -> tuple[int, str]:
+    """ruff RUF022's order: CONSTANTS, then Classes, then functions."""
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
+MODULES = sorted(p.stem for p in Path(audit.__file__).parent.glob("*.py") if p.stem != "__init__")
+
+
+def test_all_is_sorted_and_importable() -> None:
+    assert audit.__all__ == sorted(audit.__all__, key=isort_key)
+    for name in audit.__all__:
+        assert getattr(audit, name) is not None
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_all_sorted_and_complete(module: str) -> None:
+    mod = importlib.import_module(f"audit.{module}")
+    names = getattr(mod, "__all__", None)
+    assert names is not None, f"audit.{module} has no __all__"
+    assert list(names) == sorted(names, key=isort_key)
+    for name in names:
+        assert hasattr(mod, name), f"audit.{module}.__all__ names missing {name}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_dependency_rule(module: str) -> None:
+    """audit imports nothing from the repository except datafed.proto."""
+    tree = ast.parse((Path(audit.__file__).parent / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            top = node.module.split(".")[0]
+            assert top != "nodes"
+            if top == "datafed":
+                assert node.module.startswith("datafed.proto"), node.module
+
+
+def test_merkle_math_does_no_io() -> None:
+    src = (Path(audit.__file__).parent / "merkle.py").read_text()
+    tree = ast.parse(src)
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert imported <= {"__future__", "hashlib", "collections", "typing", "audit"}
+    assert "open(" not in src and "print(" not in src
