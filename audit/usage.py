@@ -10,8 +10,9 @@ from audit.records import DataUseRecord
 
 __all__ = ["UsageRow", "reconcile", "summarize"]
 
-_AGREE = ("requester", "purpose", "legal_basis", "operation", "protection")
-_ROUND_KEYS = ("model_in", "global_model", "participants")
+_AGREE = ("requester", "purpose", "legal_basis", "protection")
+_JOB_DETAILS = ("dp", "rounds_approved", "secagg")  # FL job parameters: equal at every node
+_ROUND_DETAILS = ("model_in",)  # per (round, phase): every node trained the same global model
 
 
 @dataclass
@@ -73,16 +74,21 @@ def reconcile(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[
         values = sorted({getattr(r, name) for r in everyone})
         if len(values) > 1:
             problems.append(f"mismatch {name}: nodes recorded {', '.join(map(repr, values))}")
-    rounds: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for k in _JOB_DETAILS:
+        values = sorted({r.details[k] for r in everyone if k in r.details})
+        if len(values) > 1:
+            problems.append(f"mismatch {k}: nodes recorded {', '.join(map(repr, values))}")
+    rounds: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in everyone:
         if "round" in r.details:
-            for k in _ROUND_KEYS:
+            key = (r.details["round"], r.details.get("phase", ""))
+            for k in _ROUND_DETAILS:
                 if k in r.details:
-                    rounds[r.details["round"]][k].add(r.details[k])
-    for rnd in sorted(rounds):
-        for k, vals in sorted(rounds[rnd].items()):
+                    rounds[key][k].add(r.details[k])
+    for (rnd, phase), seen in sorted(rounds.items()):
+        for k, vals in sorted(seen.items()):
             if len(vals) > 1:
-                problems.append(f"mismatch round {rnd} {k}: {', '.join(sorted(vals))}")
+                problems.append(f"mismatch round {rnd} {phase} {k}: {', '.join(sorted(vals))}")
     for node, recs in sorted(per_node.items()):
         decisions = [r.decision for r in recs]
         if "released" in decisions and "approved" not in decisions:
