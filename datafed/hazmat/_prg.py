@@ -65,9 +65,19 @@ def prg_uint64(seed: bytes, count: int) -> npt.NDArray[np.uint64]:
     Returns
     -------
     numpy.ndarray
-        A read-only ``uint64`` array of length ``count``.
+        A ``uint64`` array of length ``count`` (little-endian words of the keystream).
     """
-    return np.frombuffer(prg_bytes(seed, 8 * count), dtype="<u8").astype(np.uint64, copy=False)
+    _check_seed(seed)
+    if count < 0:
+        raise ValueError(f"count must be non-negative, got {count}")
+    # Encrypt a zeroed buffer in place: CTR keystream XOR 0, with no extra allocation
+    # (OpenSSL's EVP interface allows the input and output buffers to coincide).
+    # Two spare words leave the block_size - 1 bytes of slack update_into asks for.
+    out = np.zeros(count + 2, dtype="<u8")
+    view = memoryview(out.data).cast("B")
+    encryptor = Cipher(algorithms.AES(bytes(seed)), modes.CTR(_ZERO_COUNTER)).encryptor()
+    encryptor.update_into(view[: 8 * count], view)
+    return out[:count].astype(np.uint64, copy=False)
 
 
 def derive_seed(key_material: bytes, label: bytes, *, length: int = SEED_BYTES) -> bytes:

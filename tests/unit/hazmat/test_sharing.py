@@ -36,6 +36,14 @@ def test_hkdf_known_answer() -> None:
     assert okm.hex() == v["okm"]
 
 
+def test_prg_words_are_the_keystream() -> None:
+    seed = bytes(range(100, 116))
+    for count in (0, 1, 3, 1000, 100_003):
+        words = prg_uint64(seed, count)
+        assert words.dtype == np.uint64 and words.shape == (count,)
+        assert words.astype("<u8").tobytes() == prg_bytes(seed, 8 * count)
+
+
 def test_prg_is_deterministic_and_seed_sensitive() -> None:
     seed = bytes(range(16))
     assert np.array_equal(prg_uint64(seed, 10), prg_uint64(seed, 10))
