@@ -164,3 +164,24 @@ def test_batch_encryptor_two_processes(pk: PaillierPublicKey, sk: PaillierPrivat
     with BatchEncryptor(pk, workers=2, chunk=8) as enc:
         cts = enc.encrypt_many(values)
     assert [sk.decrypt_signed(c) for c in cts] == values
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**1024 - 1))
+def test_fixed_base_table_matches_powmod(
+    kat_table: tuple[FixedBaseTable, int, int], exponent: int
+) -> None:
+    table, base, modulus = kat_table
+    assert int(table.power(exponent)) == pow(base, exponent, modulus)
+
+
+@pytest.fixture(scope="module")
+def kat_table(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey],
+) -> tuple[FixedBaseTable, int, int]:
+    pub = kat_keys[0]
+    return (
+        FixedBaseTable(gmpy2.mpz(pub.djn_base), gmpy2.mpz(pub.n_squared), 1024),
+        pub.djn_base,
+        pub.n_squared,
+    )
