@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -16,6 +16,7 @@ from datafed.pki import Identity, load_signing_key
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
 from nodes.config import NodeConfig
+from nodes.jobs import JobTable
 from nodes.replay import NonceStore
 from nodes.store import DataStore
 
@@ -34,6 +35,8 @@ class NodeContext:
     store: DataStore
     ledger: Ledger
     nonces: NonceStore
+    #: Open jobs of multi-step protection modes (in memory, bounded, expiring).
+    jobs: JobTable = field(default_factory=JobTable)
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:

@@ -172,7 +172,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             zeros = (0,) * len(comps)
             keys = list(pspec.domain)
             flat = [v for k in keys for v in by_key.get(k, zeros)]
-        env = NodeEnv(ctx.name, header.job_id, ctx.signing_key, ctx.tls.ca)
+        stash = ctx.jobs.stash(header, spec.dataset, pspec.mode.name) if pspec.mode.steps else None
+        env = NodeEnv(
+            ctx.name, header.job_id, ctx.signing_key, ctx.tls.ca, comps, pspec.bits, stash
+        )
         try:
             payload = pspec.mode.protect(env, pspec.params, flat)
         except (ValueError, OverflowError) as exc:

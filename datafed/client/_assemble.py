@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, finalize
-from datafed.query.modes import ProtectionMode
+from datafed.query.modes import Combined, ProtectionMode
 from datafed.query.result import LedgerHeadInfo, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.serde import literal_from_proto
@@ -61,15 +61,27 @@ def combine_groups(
     width: int,
     domain: Sequence[GroupKey] | None,
     answers: Sequence[query_pb2.QueryResponse],
+    combined: Sequence[int] | None = None,
 ) -> dict[GroupKey, list[int]]:
-    """Totals per group: one combine over a shared domain, or per node then merged by key."""
+    """Totals per group: one combine over a shared domain, or per node then merged by key.
+
+    ``combined``: totals a multi-step mode already produced over the shared domain.
+    """
     c = len(comps)
     if domain is not None:
         for a in answers:
             if _keys(a, width) != list(domain):
                 raise ProtocolError(f"node {a.node!r} did not report the requested groups")
-        flat = mode.combine([a.payload for a in answers], comps, len(domain))
+        flat = (
+            list(combined)
+            if combined is not None
+            else mode.combine([a.payload for a in answers], comps, len(domain))
+        )
+        if len(flat) != len(domain) * c:
+            raise ProtocolError("the combined totals do not cover the requested groups")
         return {k: flat[i * c : (i + 1) * c] for i, k in enumerate(domain)}
+    if combined is not None:
+        raise ProtocolError(f"protection {mode.name!r} needs a shared group domain")
     totals: dict[GroupKey, list[int]] = {}
     for a in answers:
         keys = _keys(a, width)
@@ -88,11 +100,16 @@ def assemble(
     job: str,
     domain: Sequence[GroupKey] | None,
     answers: Sequence[query_pb2.QueryResponse],
+    combined: Combined | None = None,
 ) -> QueryResult:
-    """Check every answer, combine per group, finalize the aggregates."""
+    """Check every answer, combine per group, finalize the aggregates.
+
+    ``combined``: the totals of a multi-step mode (:meth:`ProtectionMode.finish`).
+    """
     for a in answers:
         _check(a, comps, bits, job)
-    totals = combine_groups(mode, comps, len(spec.group_by), domain, answers)
+    flat = combined.values if combined is not None else None
+    totals = combine_groups(mode, comps, len(spec.group_by), domain, answers, flat)
     rows = [
         (*key, *finalize(spec, dict(zip(comps, totals[key], strict=True)), bits))
         for key in sorted(totals, key=_sort_key)
@@ -104,8 +121,9 @@ def assemble(
         rows=tuple(rows),
         protection=mode.name,
         job_id=job,
-        nodes=tuple(a.node for a in answers),
+        nodes=combined.nodes if combined is not None else tuple(a.node for a in answers),
         ledgers=tuple(ledger_head(a.node, a.ledger) for a in answers),
+        error_bound=combined.error_bound if combined is not None else None,
     )
 
 

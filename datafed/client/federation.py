@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.client import _assemble
 from datafed.client._receipts import check_receipt
+from datafed.client._session import ProtocolSession, finish_steps
 from datafed.client.config import FederationConfig, NodeEndpoint, load_federation
 from datafed.errors import NodeUnavailable, PkiError, ProtocolError, QueryError, RemoteError
 from datafed.peers import verify_peer
@@ -165,7 +166,19 @@ class Federation:
         receipts = tuple(
             check_receipt(a.node, keys[a.node], job, digests[a.node], a) for a in answers
         )
-        result = _assemble.assemble(spec, comps, mode, bits, job, domain, answers)
+        combined = None
+        if mode.steps:  # multi-step modes: the nodes' answers start a protocol
+            session = ProtocolSession(
+                self.config,
+                self._tls,
+                self._signing_key,
+                job_id=job,
+                mode=mode.name,
+                purpose=purpose,
+                legal_basis=legal_basis,
+            )
+            combined = await finish_steps(session, mode, answers, comps, len(domain or ()), bits)
+        result = _assemble.assemble(spec, comps, mode, bits, job, domain, answers, combined)
         return dataclasses.replace(result, receipts=receipts)
 
     async def _node_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:

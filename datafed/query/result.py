@@ -48,6 +48,9 @@ class QueryResult:
         The nodes that contributed.
     ledgers
         Each node's ledger head after it recorded the query.
+    error_bound
+        Approximate modes (``ckks``): a bound on the absolute error of every SUM and
+        COUNT in ``rows`` (AVG and VAR derive from them); ``None`` when exact.
     """
 
     columns: tuple[str, ...]
@@ -58,6 +61,7 @@ class QueryResult:
     ledgers: tuple[LedgerHeadInfo, ...] = field(default=())
     #: Verified receipts, one per node (checked before the result was returned).
     receipts: tuple[NodeReceipt, ...] = field(default=())
+    error_bound: float | None = None
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""

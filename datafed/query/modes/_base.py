@@ -15,7 +15,9 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from datafed.errors import ProtocolError
 from datafed.query.components import Component
+from datafed.query.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 
 __all__ = ["ModeContext", "NodeEnv", "ProtectionMode", "check_int64"]
 
@@ -41,6 +43,11 @@ class NodeEnv:
     job_id: str
     signing_key: ed25519.Ed25519PrivateKey
     ca_pem: bytes
+    #: The component of each value position, in order (modes that scale per component).
+    components: tuple[Component, ...] = ()
+    fixed_point_bits: int = 0
+    #: Where a multi-step mode keeps this job's state for its later steps.
+    stash: JobStash | None = None
 
 
 class ProtectionMode(ABC):
@@ -65,6 +72,26 @@ class ProtectionMode(ABC):
     @abstractmethod
     async def params(self, ctx: ModeContext) -> bytes:
         """Parameters every node needs (client side), e.g. the analyst's public key."""
+
+    #: Names of the node-side steps after the Query, rounds 1..n (multi-step modes);
+    #: for them :meth:`finish` replaces :meth:`combine`.
+    steps: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
+        """Run node-side step ``round_`` of a job on its stashed state; ValueError if bad."""
+        raise ValueError(f"protection {cls.name!r} has no steps")
+
+    async def finish(
+        self,
+        session: StepSession,
+        answers: Sequence[NodeAnswer],
+        comps: Sequence[Component],
+        n_groups: int,
+        bits: int,
+    ) -> Combined:
+        """Drive the steps through ``session`` and return the totals (multi-step modes)."""
+        raise ProtocolError(f"protection {self.name!r} has no steps")
 
     @abstractmethod
     def combine(

@@ -1,0 +1,279 @@
+"""``secagg``: Bonawitz et al. secure aggregation among the nodes, the analyst as server.
+
+Node side: the Query advertises two fresh X25519 keys, signed with the node's certificate
+key (round 0); the steps run the client rounds of :class:`~datafed.protocols.SecAggClient`:
+``share-keys`` (Shamir shares of the masking key and self-mask seed, AES-GCM encrypted to
+each peer), ``masked-input`` (the vector plus its checksum slot, masked) and ``unmask``.
+Client side: the analyst runs :class:`~datafed.protocols.SecAggServer`, relaying each
+round; a node that cannot be reached in a round drops out, and the total of the survivors
+still comes out while at least ``t`` remain (``2t > n``).
+
+Who learns what: the analyst sees signed public keys, ciphertexts between nodes and masked
+vectors (each uniformly random) and learns the survivors' total; a node learns nothing of
+the others' values.  Trust: semi-honest, threshold ``t`` of ``n`` (DESIGN §3).  Because
+every advertised key is signed and checked by the peers, the analyst cannot substitute
+keys to open the shares sent between nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from datafed.errors import NodeUnavailable, ProtocolError
+from datafed.hazmat._fixedpoint import RingArray
+from datafed.pki import Identity
+from datafed.proto.v1 import protocol_pb2
+from datafed.protocols import AdvertiseKeys, KeyRoster, SecAggClient, SecAggServer, Survivors
+from datafed.protocols import ProtocolError as MachineError
+from datafed.query.components import Component
+from datafed.query.modes import _secagg_wire as wire
+from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
+from datafed.query.modes._envelope import peers
+from datafed.query.modes._integrity import check_ring, with_ring_checksum
+from datafed.query.modes._steps import Combined, NodeAnswer, StepSession
+
+__all__ = ["SecAggMode", "default_threshold"]
+
+
+def default_threshold(n: int) -> int:
+    """The smallest ``t`` with ``2t > n`` (at least 2): a majority must survive."""
+    return max(2, n // 2 + 1)
+
+
+def _check_threshold(t: int, n: int) -> None:
+    if not (2 <= t <= n and 2 * t > n):
+        raise ValueError(f"secagg threshold must satisfy 2 <= t <= n < 2t, got t={t}, n={n}")
+
+
+@dataclass
+class _NodeState:
+    client: SecAggClient
+    x: RingArray
+    participants: list[Identity]
+    next_round: int = 1
+
+
+class SecAggMode(ProtectionMode):
+    """Masking among the nodes; the analyst relays and removes the masks of the total."""
+
+    name = "secagg"
+    needs_certificates = True
+    steps = ("share-keys", "masked-input", "unmask")
+
+    def __init__(self, threshold: int | None = None) -> None:
+        if threshold is not None and threshold < 2:
+            raise ValueError(f"secagg threshold must be at least 2, got {threshold}")
+        self.threshold = threshold
+
+    def _threshold(self, n: int) -> int:
+        t = self.threshold or default_threshold(n)
+        try:
+            _check_threshold(t, n)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from exc
+        return t
+
+    # ------------------------------------------------------------------ node side
+    @staticmethod
+    def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
+        """Round 0: keep the masked-to-be vector, advertise two signed public keys."""
+        try:
+            msg = protocol_pb2.SecAggParams.FromString(params)
+        except DecodeError as exc:
+            raise ValueError("malformed secagg parameters") from exc
+        participants = peers(env, msg.participant_certificates, "participant")
+        _check_threshold(msg.threshold, len(participants))
+        ids = [i + 1 for i, p in enumerate(participants) if p.name == env.node]
+        if not ids:
+            raise ValueError("this node is not among the listed participants")
+        if env.stash is None:
+            raise ValueError("this node cannot keep secagg protocol state")
+        check_int64(values)
+        x = with_ring_checksum(env.job_id, values)
+        client = SecAggClient(ids[0], threshold=msg.threshold, vector_length=int(x.size))
+        adv = client.advertise_keys()
+        env.stash.put(_NodeState(client, x, participants))
+        digest = wire.advertise_digest(env.job_id, adv.sender, adv.c_public, adv.s_public)
+        return protocol_pb2.SecAggAdvertise(
+            client_id=adv.sender,
+            c_public=adv.c_public,
+            s_public=adv.s_public,
+            signature=env.signing_key.sign(digest),
+        ).SerializeToString()
+
+    @classmethod
+    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
+        """Rounds 1-3 of the client state machine; any failure ends this node's part."""
+        if not isinstance(state, _NodeState):
+            raise ValueError("this node holds no secagg state for this job")
+        if round_ != state.next_round:
+            raise ValueError(f"secagg expects round {state.next_round}, got {round_}")
+        state.next_round = 0  # until this round succeeds: a failed round is final
+        n = len(state.participants)
+        try:
+            if round_ == 1:
+                out = cls._share_keys(env, state, payload).SerializeToString()
+            elif round_ == 2:
+                forwarded = wire.forwarded_from_proto(payload, n)
+                masked = state.client.masked_input(forwarded, state.x)
+                out = protocol_pb2.SecAggMasked(
+                    client_id=masked.sender, masked=masked.masked
+                ).SerializeToString()
+            else:
+                survivors = protocol_pb2.SecAggSurvivors.FromString(payload)
+                if len(survivors.clients) > n:
+                    raise ValueError("too many survivors")
+                shares = state.client.unmask(Survivors(tuple(survivors.clients)))
+                out = wire.unmask_to_proto(shares).SerializeToString()
+        except DecodeError as exc:
+            raise ValueError(f"malformed secagg round {round_} message") from exc
+        except MachineError as exc:
+            raise ValueError(f"secagg round {round_} refused: {exc}") from exc
+        state.next_round = round_ + 1 if round_ < 3 else 0
+        return out
+
+    @staticmethod
+    def _share_keys(
+        env: NodeEnv, state: _NodeState, payload: bytes
+    ) -> protocol_pb2.SecAggShareKeys:
+        roster = protocol_pb2.SecAggRoster.FromString(payload)
+        n = len(state.participants)
+        keys = []
+        for item in roster.keys:
+            if not 1 <= item.client_id <= n:
+                raise ValueError("the roster names an unknown participant")
+            signer = state.participants[item.client_id - 1].signing_key
+            keys.append(wire.advertise_from_proto(item, env.job_id, signer))
+        sent = state.client.share_keys(KeyRoster(tuple(keys)))
+        return protocol_pb2.SecAggShareKeys(
+            client_id=sent.sender, ciphertexts=wire.ciphertexts_to_proto(sent.ciphertexts)
+        )
+
+    # ---------------------------------------------------------------- client side
+    async def params(self, ctx: ModeContext) -> bytes:
+        """Every node participates, client id = position + 1; threshold a majority."""
+        return protocol_pb2.SecAggParams(
+            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            threshold=self._threshold(len(ctx.nodes)),
+        ).SerializeToString()
+
+    def combine(
+        self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
+    ) -> list[int]:
+        """Not used: ``secagg`` finishes with :meth:`finish`."""
+        raise ProtocolError("protection 'secagg' needs its rounds")
+
+    async def finish(
+        self,
+        session: StepSession,
+        answers: Sequence[NodeAnswer],
+        comps: Sequence[Component],
+        n_groups: int,
+        bits: int,
+    ) -> Combined:
+        """Run the server rounds; nodes unreachable in a round drop out."""
+        n = len(answers)
+        server = SecAggServer(threshold=self._threshold(n), vector_length=n_groups * len(comps) + 1)
+        names, roster = _advertised(server, answers)
+        try:
+            run = _Rounds(session, server, names, n)
+            await run.share_keys(roster)
+            await run.masked_inputs()
+            u3 = await run.unmask()
+            total = server.result()
+        except MachineError as exc:
+            raise ProtocolError(f"secure aggregation failed: {exc}") from exc
+        return Combined(check_ring(session.job_id, total), tuple(names[i] for i in u3))
+
+
+def _advertised(
+    server: SecAggServer, answers: Sequence[NodeAnswer]
+) -> tuple[dict[int, str], protocol_pb2.SecAggRoster]:
+    names: dict[int, str] = {}
+    roster = protocol_pb2.SecAggRoster()
+    for a in answers:
+        try:
+            msg = protocol_pb2.SecAggAdvertise.FromString(a.payload)
+            server.receive_advertise(AdvertiseKeys(msg.client_id, msg.c_public, msg.s_public))
+        except (DecodeError, MachineError) as exc:
+            raise ProtocolError(f"node {a.node!r} advertised malformed secagg keys") from exc
+        names[msg.client_id] = a.node
+        roster.keys.append(msg)
+    return names, roster
+
+
+@dataclass
+class _Rounds:
+    """The server's rounds over a step session, with dropout handling."""
+
+    session: StepSession
+    server: SecAggServer
+    names: Mapping[int, str]
+    n: int
+
+    async def _round(self, round_: int, requests: Mapping[int, bytes]) -> dict[int, bytes]:
+        """Send one round; return the replies of the nodes that could be reached."""
+        ids = list(requests)
+        results = await asyncio.gather(
+            *(self.session.step(self.names[i], round_, requests[i]) for i in ids),
+            return_exceptions=True,
+        )
+        out = {}
+        for i, r in zip(ids, results, strict=True):
+            if isinstance(r, NodeUnavailable):
+                continue  # a dropout: the protocol tolerates it while t remain
+            if isinstance(r, BaseException):
+                raise r
+            out[i] = r
+        return out
+
+    def _bad(self, i: int, round_: int) -> ProtocolError:
+        return ProtocolError(f"node {self.names[i]!r} sent an invalid secagg round {round_} reply")
+
+    async def share_keys(self, roster: protocol_pb2.SecAggRoster) -> None:
+        """Round 1: every node Shamir-shares its keys to the others."""
+        self.server.roster()
+        raw = roster.SerializeToString()
+        for i, reply in (await self._round(1, dict.fromkeys(self.names, raw))).items():
+            try:
+                msg = wire.share_keys_from_proto(reply, self.n)
+                if msg.sender != i:
+                    raise ValueError("wrong sender")
+                self.server.receive_shares(msg)
+            except (DecodeError, ValueError, MachineError) as exc:
+                raise self._bad(i, 1) from exc
+
+    async def masked_inputs(self) -> None:
+        """Round 2: every node in U2 gets its peers' shares and sends its masked input."""
+        requests = {
+            i: protocol_pb2.SecAggShareKeys(
+                client_id=i, ciphertexts=wire.ciphertexts_to_proto(f.ciphertexts)
+            ).SerializeToString()
+            for i, f in self.server.forward().items()
+        }
+        for i, reply in (await self._round(2, requests)).items():
+            try:
+                msg = wire.masked_from_proto(reply)
+                if msg.sender != i:
+                    raise ValueError("wrong sender")
+                self.server.receive_masked(msg)
+            except (DecodeError, ValueError, MachineError) as exc:
+                raise self._bad(i, 2) from exc
+
+    async def unmask(self) -> tuple[int, ...]:
+        """Round 3: the survivors U3 reveal the shares that remove the masks."""
+        survivors = self.server.survivors()
+        raw = protocol_pb2.SecAggSurvivors(clients=survivors.clients).SerializeToString()
+        for i, reply in (await self._round(3, dict.fromkeys(survivors.clients, raw))).items():
+            try:
+                msg = wire.unmask_from_proto(reply, self.n)
+                if msg.sender != i:
+                    raise ValueError("wrong sender")
+                self.server.receive_unmask(msg)
+            except (DecodeError, ValueError, MachineError) as exc:
+                raise self._bad(i, 3) from exc
+        return survivors.clients

@@ -1,0 +1,204 @@
+"""``shares``: Prio-style additive shares over ``Z_2^64``, summed by >= 2 aggregator nodes.
+
+Node side (Query): append the checksum slot (:mod:`._integrity`), split the vector into
+one additive share per aggregator (``n − 1`` of them as 16-byte AES-CTR seeds,
+DESIGN §8), and seal each share to its aggregator (:mod:`._envelope`).  Aggregator side
+(step ``aggregate``): open one share from every participant, add them, return the sum,
+once per job.  Client side: relay each aggregator the shares sealed to it, add the
+aggregators' sums, check the checksum.
+
+Who learns what: each aggregator sees one share per node and returns their sum, all
+uniformly random on their own; the analyst sees sealed boxes and the aggregators' sums,
+which add up to the total and reveal nothing else.  Trust: at least one aggregator honest
+(it does not give its shares to another aggregator or the analyst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from datafed.errors import ProtocolError
+from datafed.hazmat import SEED_BYTES, InvalidShare, SeedShare, VectorShare, add_shares
+from datafed.hazmat import split_additive as _split
+from datafed.pki import Identity
+from datafed.proto.v1 import protocol_pb2
+from datafed.query.components import Component
+from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
+from datafed.query.modes._envelope import open_sealed, peers, seal
+from datafed.query.modes._integrity import (
+    check_ring,
+    ring_from_bytes,
+    ring_to_bytes,
+    with_ring_checksum,
+)
+from datafed.query.modes._relay import collect_sealed
+from datafed.query.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.query.modes.errors import InvalidEnvelope
+
+__all__ = ["MAX_AGGREGATORS", "SharesMode"]
+
+MAX_AGGREGATORS = 16
+_ROUND_AGGREGATE = 1
+
+
+@dataclass
+class _AggregatorState:
+    participants: dict[str, Identity]
+    index: int
+    length: int
+    done: bool = field(default=False)
+
+
+def _parse_params(env: NodeEnv, params: bytes) -> tuple[list[Identity], list[Identity]]:
+    try:
+        msg = protocol_pb2.SharesParams.FromString(params)
+    except DecodeError as exc:
+        raise ValueError("malformed shares parameters") from exc
+    aggregators = peers(env, msg.aggregator_certificates, "aggregator")
+    if not 2 <= len(aggregators) <= MAX_AGGREGATORS:
+        raise ValueError(
+            f"shares needs between 2 and {MAX_AGGREGATORS} aggregators, got {len(aggregators)}"
+        )
+    participants = peers(env, msg.participant_certificates, "participant")
+    names = {p.name for p in participants}
+    if env.node not in names:
+        raise ValueError("this node is not among the listed participants")
+    if not {a.name for a in aggregators} <= names:
+        raise ValueError("every aggregator must be a participant")
+    return aggregators, participants
+
+
+def _share_body(index: int, share: SeedShare | VectorShare) -> bytes:
+    msg = protocol_pb2.ShareBody(index=index, length=share.length)
+    if isinstance(share, SeedShare):
+        msg.seed = share.seed
+    else:
+        msg.vector = ring_to_bytes(share.values)
+    return msg.SerializeToString()
+
+
+def _read_share(body: bytes, index: int, length: int) -> SeedShare | VectorShare:
+    msg = protocol_pb2.ShareBody.FromString(body)
+    if msg.index != index or msg.length != length:
+        raise ValueError("a share is for another aggregator or of the wrong length")
+    kind = msg.WhichOneof("share")
+    if kind == "seed" and len(msg.seed) == SEED_BYTES:
+        return SeedShare(bytes(msg.seed), length)
+    if kind == "vector":
+        return VectorShare(ring_from_bytes(bytes(msg.vector), length))
+    raise ValueError("malformed share")
+
+
+class SharesMode(ProtectionMode):
+    """Additive shares to ``aggregators`` nodes; the analyst adds their sums."""
+
+    name = "shares"
+    needs_certificates = True
+    steps = ("aggregate",)
+
+    def __init__(self, aggregators: int = 2) -> None:
+        if not 2 <= aggregators <= MAX_AGGREGATORS:
+            raise ValueError(
+                f"shares needs between 2 and {MAX_AGGREGATORS} aggregators, got {aggregators}"
+            )
+        self.aggregators = aggregators
+
+    # ------------------------------------------------------------------ node side
+    @staticmethod
+    def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
+        """Split ``values`` (and their checksum) into shares sealed to each aggregator."""
+        aggregators, participants = _parse_params(env, params)
+        check_int64(values)
+        ring = with_ring_checksum(env.job_id, values)
+        mine = [i for i, a in enumerate(aggregators) if a.name == env.node]
+        if mine:
+            if env.stash is None:
+                raise ValueError("this node cannot keep protocol state for an aggregator")
+            env.stash.put(
+                _AggregatorState({p.name: p for p in participants}, mine[0], int(ring.size))
+            )
+        shares = _split(ring, len(aggregators))
+        out = protocol_pb2.SealedBundle()
+        for j, (agg, share) in enumerate(zip(aggregators, shares, strict=True)):
+            out.items.append(seal(env, SharesMode.name, agg, _share_body(j, share)))
+        return out.SerializeToString()
+
+    @classmethod
+    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
+        """Aggregate: open one share from every participant, return their sum (once)."""
+        if not isinstance(state, _AggregatorState) or round_ != _ROUND_AGGREGATE:
+            raise ValueError("this node is not an aggregator of this job")
+        if state.done:
+            raise ValueError("this job's shares were already aggregated")
+        try:
+            bundle = protocol_pb2.SealedBundle.FromString(payload)
+        except DecodeError as exc:
+            raise ValueError("malformed share bundle") from exc
+        if len(bundle.items) != len(state.participants):
+            raise ValueError(
+                f"expected one share from each of {len(state.participants)} participants, "
+                f"got {len(bundle.items)}"
+            )
+        shares: dict[str, SeedShare | VectorShare] = {}
+        try:
+            for item in bundle.items:
+                sender, body = open_sealed(env, cls.name, state.participants, item)
+                shares[sender] = _read_share(body, state.index, state.length)
+        except (InvalidEnvelope, DecodeError, InvalidShare) as exc:
+            raise ValueError("a share does not open, verify or parse") from exc
+        if len(shares) != len(state.participants):
+            raise ValueError("a participant's share is missing or repeated")
+        total = add_shares([shares[name] for name in sorted(shares)])
+        state.done = True
+        return protocol_pb2.ShareSum(vector=ring_to_bytes(total.values)).SerializeToString()
+
+    # ---------------------------------------------------------------- client side
+    async def params(self, ctx: ModeContext) -> bytes:
+        """The first ``aggregators`` nodes aggregate; every node participates."""
+        if len(ctx.nodes) < self.aggregators:
+            raise ProtocolError(
+                f"shares needs {self.aggregators} aggregator nodes, the federation has "
+                f"{len(ctx.nodes)}"
+            )
+        return protocol_pb2.SharesParams(
+            aggregator_certificates=[ctx.certificates[n] for n in ctx.nodes[: self.aggregators]],
+            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+        ).SerializeToString()
+
+    def combine(
+        self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
+    ) -> list[int]:
+        """Not used: ``shares`` finishes with :meth:`finish`."""
+        raise ProtocolError("protection 'shares' needs its aggregation step")
+
+    async def finish(
+        self,
+        session: StepSession,
+        answers: Sequence[NodeAnswer],
+        comps: Sequence[Component],
+        n_groups: int,
+        bits: int,
+    ) -> Combined:
+        """Relay each aggregator its sealed shares, add the sums, check the checksum."""
+        length = n_groups * len(comps) + 1
+        per_aggregator = collect_sealed(answers)
+        replies = await asyncio.gather(
+            *(
+                session.step(agg, _ROUND_AGGREGATE, bundle.SerializeToString())
+                for agg, bundle in per_aggregator.items()
+            )
+        )
+        total = np.zeros(length, dtype=np.uint64)
+        for agg, raw in zip(per_aggregator, replies, strict=True):
+            try:
+                vec = ring_from_bytes(bytes(protocol_pb2.ShareSum.FromString(raw).vector), length)
+            except (DecodeError, ValueError) as exc:
+                raise ProtocolError(f"aggregator {agg!r} returned a malformed share sum") from exc
+            np.add(total, vec, out=total)
+        values = check_ring(session.job_id, total)
+        return Combined(values, tuple(a.node for a in answers))

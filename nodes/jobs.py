@@ -1,0 +1,123 @@
+"""Per-job state of multi-step protection modes, in memory, bounded and expiring.
+
+A multi-step mode's Query leaves state behind (secagg keys and the vector to mask, an
+aggregator's list of participants); the later ``Step`` calls of the same requester and
+job find it here.  The table holds at most ``max_jobs`` jobs, each for ``ttl_ms`` at
+most; a job is dropped when its last step succeeds.  Nothing here is persisted: a node
+that restarts forgets its open jobs, which the protocols treat as a dropout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from datafed.signing import RequestHeader, now_ms
+
+__all__ = ["DEFAULT_MAX_JOBS", "DEFAULT_TTL_MS", "Job", "JobTable"]
+
+DEFAULT_MAX_JOBS = 256
+#: As long as the longest request validity (datafed.signing.MAX_LIFETIME_MS).
+DEFAULT_TTL_MS = 600_000
+
+
+@dataclass
+class Job:
+    """One open job: who asked, for which dataset and mode, and the mode's state."""
+
+    job_id: str
+    requester: str
+    dataset: str
+    mode: str
+    purpose: str
+    legal_basis: str
+    expires_at_ms: int
+    state: object
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, step: Callable[[object], bytes]) -> bytes:
+        """Run ``step`` on the state, one step of this job at a time."""
+        with self.lock:
+            return step(self.state)
+
+
+class _Stash:
+    """A :class:`~datafed.query.modes.JobStash` bound to one request."""
+
+    def __init__(self, table: JobTable, header: RequestHeader, dataset: str, mode: str) -> None:
+        self._table = table
+        self._header = header
+        self._dataset = dataset
+        self._mode = mode
+
+    def put(self, state: object) -> None:
+        h = self._header
+        self._table.add(
+            Job(
+                job_id=h.job_id,
+                requester=h.requester,
+                dataset=self._dataset,
+                mode=self._mode,
+                purpose=h.purpose,
+                legal_basis=h.legal_basis,
+                expires_at_ms=self._table.clock() + self._table.ttl_ms,
+                state=state,
+            )
+        )
+
+
+class JobTable:
+    """Open jobs by ``(requester, job_id)``; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        max_jobs: int = DEFAULT_MAX_JOBS,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        if max_jobs < 1 or ttl_ms < 1:
+            raise ValueError(f"max_jobs and ttl_ms must be positive, got {max_jobs}, {ttl_ms}")
+        self.max_jobs = max_jobs
+        self.ttl_ms = ttl_ms
+        self.clock = clock
+        self._jobs: dict[tuple[str, str], Job] = {}
+        self._lock = threading.Lock()
+
+    def stash(self, header: RequestHeader, dataset: str, mode: str) -> _Stash:
+        """A stash that files a mode's state under this request's requester and job."""
+        return _Stash(self, header, dataset, mode)
+
+    def _purge(self, now: int) -> None:
+        for key in [k for k, j in self._jobs.items() if j.expires_at_ms <= now]:
+            del self._jobs[key]
+
+    def add(self, job: Job) -> None:
+        """File ``job``; ValueError if it is already open or the table is full."""
+        key = (job.requester, job.job_id)
+        with self._lock:
+            self._purge(self.clock())
+            if key in self._jobs:
+                raise ValueError(f"job {job.job_id!r} already has protocol state at this node")
+            if len(self._jobs) >= self.max_jobs:
+                raise ValueError(
+                    f"this node holds {self.max_jobs} open protocol jobs; try again later"
+                )
+            self._jobs[key] = job
+
+    def get(self, requester: str, job_id: str) -> Job | None:
+        """The open job, or None if unknown or expired."""
+        with self._lock:
+            self._purge(self.clock())
+            return self._jobs.get((requester, job_id))
+
+    def drop(self, requester: str, job_id: str) -> None:
+        """Forget a job (its last step succeeded)."""
+        with self._lock:
+            self._jobs.pop((requester, job_id), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._purge(self.clock())
+            return len(self._jobs)
