@@ -82,8 +82,9 @@ class DatasetPolicy(_Strict):
     #: modes align groups across nodes without revealing which node has which group.
     group_domains: dict[Ident, list[bool | int | float | str]] = {}
     #: Operations the dataset may serve: aggregate queries, and private intersection-sums
-    #: (as the identifier side or the value side; see datafed.psi).
-    allowed_operations: list[Literal["query", "intersection_sum"]] = ["query"]
+    #: (as the identifier side or the value side; see datafed.psi), and federated
+    #: training through the node's own Flower SuperNode (see nodes.fl.policy).
+    allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
 
     @field_validator("allowed_protections")
     @classmethod
