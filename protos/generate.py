@@ -30,8 +30,12 @@ def generate(out_root: Path) -> list[Path]:
     if not protos:
         raise SystemExit(f"no .proto files under {PROTO_ROOT / PACKAGE_DIR}")
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
+    # The mypy plugins live next to this interpreter; name them so PATH does not matter.
+    bindir = Path(sys.executable).parent
     args = [
         "protoc",
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out_root}",
