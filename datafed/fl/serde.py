@@ -56,6 +56,7 @@ def spec_to_proto(spec: TrainingSpec) -> training_pb2.TrainingSpec:
         rounds=spec.rounds,
         dp=dp_to_proto(spec.dp),
         model=spec.model,
+        secagg=spec.secagg,
     )
 
 
@@ -68,6 +69,7 @@ def spec_from_proto(msg: training_pb2.TrainingSpec) -> TrainingSpec:
         rounds=int(msg.rounds),
         dp=dp_from_proto(msg.dp),
         model=msg.model,
+        secagg=msg.secagg,
     )
 
 
@@ -93,6 +95,7 @@ def grant_to_proto(grant: TrainingGrant) -> training_pb2.TrainingGrant:
         num_rows=grant.num_rows,
         request_sha256=grant.request_sha256,
         model=s.model,
+        secagg=s.secagg,
     )
 
 
@@ -106,6 +109,7 @@ def grant_from_proto(msg: training_pb2.TrainingGrant) -> TrainingGrant:
             rounds=int(msg.rounds),
             dp=dp_from_proto(msg.dp),
             model=msg.model,
+            secagg=msg.secagg,
         )
         return TrainingGrant(msg.node, msg.job_id, spec, int(msg.num_rows), msg.request_sha256)
     except (ValueError, TypeError) as exc:

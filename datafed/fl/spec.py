@@ -75,6 +75,7 @@ class TrainingSpec:
     rounds: int
     dp: DpParams = field(default_factory=DpParams)
     model: str = "mlp:16"
+    secagg: bool = True
 
     def __post_init__(self) -> None:
         check_identifier(self.dataset)
@@ -96,6 +97,11 @@ class TrainingSpec:
             raise ValueError(f"rounds must be in [1, {MAX_ROUNDS}], got {self.rounds}")
         if not self.model or len(self.model) > 64:
             raise ValueError("model must be 1-64 characters")
+
+    @property
+    def protection(self) -> str:
+        """How updates leave the node, as the ledger records it: ``fl-secagg`` or ``fl``."""
+        return "fl-secagg" if self.secagg else "fl"
 
     @property
     def columns(self) -> tuple[str, ...]:

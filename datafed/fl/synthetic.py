@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "FLOOD_COLUMNS",
     "FLOOD_FEATURES",
     "FLOOD_LABEL",
     "FLOOD_TABLE",
@@ -30,6 +31,7 @@ __all__ = [
     "flood_holdout",
     "flood_profiles",
     "flood_readings",
+    "flood_rows",
     "write_flood_sqlite",
 ]
 
@@ -43,6 +45,11 @@ FLOOD_FEATURES = (
 )
 FLOOD_LABEL = "flooded"
 FLOOD_TABLE = "flood_readings"
+#: SQL columns of a district's table: a site id, the features, the label.
+FLOOD_COLUMNS = (
+    ("site_id", "INTEGER"),
+    *((name, "REAL") for name in (*FLOOD_FEATURES, FLOOD_LABEL)),
+)
 
 Floats = npt.NDArray[np.float32]
 
@@ -188,6 +195,12 @@ def flood_holdout(
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def flood_rows(profile: AgencyProfile, seed: int = 7, index: int = 0) -> list[tuple[float, ...]]:
+    """One agency's readings as table rows in :data:`FLOOD_COLUMNS` order."""
+    x, y = flood_readings(profile, seed, index)
+    return [(i, *map(float, x[i]), float(y[i])) for i in range(len(y))]
+
+
 def write_flood_sqlite(path: Path, x: Floats, y: Floats, table: str = FLOOD_TABLE) -> Path:
     """Write readings to a SQLite table (one column per feature, plus the label).
 
@@ -207,15 +220,10 @@ def write_flood_sqlite(path: Path, x: Floats, y: Floats, table: str = FLOOD_TABL
     """
     if not table.isidentifier():
         raise ValueError(f"table must be an identifier, got {table!r}")
-    cols = (*FLOOD_FEATURES, FLOOD_LABEL)
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as db:
         db.execute(f"DROP TABLE IF EXISTS {table}")
-        db.execute(
-            f"CREATE TABLE {table} (site_id INTEGER PRIMARY KEY, "
-            + ", ".join(f"{c} REAL NOT NULL" for c in cols)
-            + ")"
-        )
+        db.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in FLOOD_COLUMNS)})")
         rows = [(i, *map(float, x[i]), float(y[i])) for i in range(len(y))]
-        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(cols) + 1))})", rows)
+        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(FLOOD_COLUMNS))})", rows)
     return path

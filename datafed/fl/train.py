@@ -159,7 +159,7 @@ def train(
     fed, link = (
         load_fl_federation(Path(federation)) if isinstance(federation, (str, Path)) else federation
     )
-    spec = TrainingSpec(dataset, tuple(features), label, rounds, dp or DpParams(), model)
+    spec = TrainingSpec(dataset, tuple(features), label, rounds, dp or DpParams(), model, secagg)
     job = job_id or new_job_id()
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes

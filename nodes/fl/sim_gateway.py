@@ -84,9 +84,10 @@ class SyntheticGateway:
         return TrainingData(grant, x, y) if with_rows else TrainingData(grant)
 
     def record(self, entry: RoundEntry) -> Receipt:
-        """Keep the entry in memory; refuse a (round, phase) recorded twice."""
+        """Keep the entry in memory; refuse a (job, round, phase) recorded twice."""
+        key = (entry.job_id, entry.round, entry.phase)
         with self._lock:
-            if any((e.round, e.phase) == (entry.round, entry.phase) for e in self.entries):
+            if any((e.job_id, e.round, e.phase) == key for e in self.entries):
                 raise GatewayRefused("FAILED_PRECONDITION", f"round {entry.round} already recorded")
             self.entries.append(entry)
             return Receipt(len(self.entries) - 1, 0.0)

@@ -26,7 +26,7 @@ from datafed.proto.v1 import common_pb2 as datafed_dot_proto_dot_v1_dot_common__
 from datafed.proto.v1 import query_pb2 as datafed_dot_proto_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/training.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"\\\n\x08\x44pParams\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x19\n\x11\x65psilon_per_round\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x15\n\rclipping_norm\x18\x04 \x01(\x01\"\x95\x01\n\x0cTrainingSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x02 \x03(\t\x12\x14\n\x0clabel_column\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12&\n\x02\x64p\x18\x05 \x01(\x0b\x32\x1a.datafed.proto.v1.DpParams\x12\r\n\x05model\x18\x06 \x01(\t\"t\n\x13TrainingRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.datafed.proto.v1.TrainingSpec\"\xcc\x01\n\x0eTrainingBundle\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12@\n\x08requests\x18\x02 \x03(\x0b\x32..datafed.proto.v1.TrainingBundle.RequestsEntry\x12\x16\n\x0erequester_cert\x18\x03 \x01(\x0c\x1aP\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.datafed.proto.v1.SignedRequest:\x02\x38\x01\"_\n\x13OpenTrainingRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.SignedRequest\x12\x16\n\x0erequester_cert\x18\x02 \x01(\x0c\"\x8c\x02\n\rTrainingGrant\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x04 \x03(\t\x12\x14\n\x0clabel_column\x18\x05 \x01(\t\x12\x0e\n\x06rounds\x18\x06 \x01(\r\x12&\n\x02\x64p\x18\x07 \x01(\x0b\x32\x1a.datafed.proto.v1.DpParams\x12\x10\n\x08num_rows\x18\x08 \x01(\x04\x12\x16\n\x0erequest_sha256\x18\t \x01(\t\x12,\n\x06ledger\x18\n \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\r\n\x05model\x18\x0b \x01(\t\"0\n\x0cTrainingRows\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\x01\x12\x0e\n\x06labels\x18\x02 \x03(\x01\"x\n\x0cTrainingData\x12\x30\n\x05grant\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.TrainingGrantH\x00\x12.\n\x04rows\x18\x02 \x01(\x0b\x32\x1e.datafed.proto.v1.TrainingRowsH\x00\x42\x06\n\x04kind\"\x9c\x01\n\x12RecordRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x17\n\x0fmodel_in_sha256\x18\x04 \x01(\t\x12\x19\n\x11update_out_sha256\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x0e\n\x06secagg\x18\x07 \x01(\x08\"q\n\x13RecordRoundResponse\x12\x13\n\x0b\x65ntry_index\x18\x01 \x01(\x04\x12\x17\n\x0f\x65psilon_charged\x18\x02 \x01(\x01\x12,\n\x06ledger\x18\x03 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead2\xc6\x01\n\x0fTrainingService\x12W\n\x0cOpenTraining\x12%.datafed.proto.v1.OpenTrainingRequest\x1a\x1e.datafed.proto.v1.TrainingData0\x01\x12Z\n\x0bRecordRound\x12$.datafed.proto.v1.RecordRoundRequest\x1a%.datafed.proto.v1.RecordRoundResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/training.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"\\\n\x08\x44pParams\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x19\n\x11\x65psilon_per_round\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x15\n\rclipping_norm\x18\x04 \x01(\x01\"\xa5\x01\n\x0cTrainingSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x02 \x03(\t\x12\x14\n\x0clabel_column\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\x12&\n\x02\x64p\x18\x05 \x01(\x0b\x32\x1a.datafed.proto.v1.DpParams\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06secagg\x18\x07 \x01(\x08\"t\n\x13TrainingRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.datafed.proto.v1.TrainingSpec\"\xcc\x01\n\x0eTrainingBundle\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12@\n\x08requests\x18\x02 \x03(\x0b\x32..datafed.proto.v1.TrainingBundle.RequestsEntry\x12\x16\n\x0erequester_cert\x18\x03 \x01(\x0c\x1aP\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.datafed.proto.v1.SignedRequest:\x02\x38\x01\"_\n\x13OpenTrainingRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.SignedRequest\x12\x16\n\x0erequester_cert\x18\x02 \x01(\x0c\"\x9c\x02\n\rTrainingGrant\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x04 \x03(\t\x12\x14\n\x0clabel_column\x18\x05 \x01(\t\x12\x0e\n\x06rounds\x18\x06 \x01(\r\x12&\n\x02\x64p\x18\x07 \x01(\x0b\x32\x1a.datafed.proto.v1.DpParams\x12\x10\n\x08num_rows\x18\x08 \x01(\x04\x12\x16\n\x0erequest_sha256\x18\t \x01(\t\x12,\n\x06ledger\x18\n \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12\r\n\x05model\x18\x0b \x01(\t\x12\x0e\n\x06secagg\x18\x0c \x01(\x08\"0\n\x0cTrainingRows\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\x01\x12\x0e\n\x06labels\x18\x02 \x03(\x01\"x\n\x0cTrainingData\x12\x30\n\x05grant\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.TrainingGrantH\x00\x12.\n\x04rows\x18\x02 \x01(\x0b\x32\x1e.datafed.proto.v1.TrainingRowsH\x00\x42\x06\n\x04kind\"\x9c\x01\n\x12RecordRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x17\n\x0fmodel_in_sha256\x18\x04 \x01(\t\x12\x19\n\x11update_out_sha256\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x0e\n\x06secagg\x18\x07 \x01(\x08\"q\n\x13RecordRoundResponse\x12\x13\n\x0b\x65ntry_index\x18\x01 \x01(\x04\x12\x17\n\x0f\x65psilon_charged\x18\x02 \x01(\x01\x12,\n\x06ledger\x18\x03 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead2\xc6\x01\n\x0fTrainingService\x12W\n\x0cOpenTraining\x12%.datafed.proto.v1.OpenTrainingRequest\x1a\x1e.datafed.proto.v1.TrainingData0\x01\x12Z\n\x0bRecordRound\x12$.datafed.proto.v1.RecordRoundRequest\x1a%.datafed.proto.v1.RecordRoundResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DPPARAMS']._serialized_start=114
   _globals['_DPPARAMS']._serialized_end=206
   _globals['_TRAININGSPEC']._serialized_start=209
-  _globals['_TRAININGSPEC']._serialized_end=358
-  _globals['_TRAININGREQUESTBODY']._serialized_start=360
-  _globals['_TRAININGREQUESTBODY']._serialized_end=476
-  _globals['_TRAININGBUNDLE']._serialized_start=479
-  _globals['_TRAININGBUNDLE']._serialized_end=683
-  _globals['_TRAININGBUNDLE_REQUESTSENTRY']._serialized_start=603
-  _globals['_TRAININGBUNDLE_REQUESTSENTRY']._serialized_end=683
-  _globals['_OPENTRAININGREQUEST']._serialized_start=685
-  _globals['_OPENTRAININGREQUEST']._serialized_end=780
-  _globals['_TRAININGGRANT']._serialized_start=783
-  _globals['_TRAININGGRANT']._serialized_end=1051
-  _globals['_TRAININGROWS']._serialized_start=1053
-  _globals['_TRAININGROWS']._serialized_end=1101
-  _globals['_TRAININGDATA']._serialized_start=1103
-  _globals['_TRAININGDATA']._serialized_end=1223
-  _globals['_RECORDROUNDREQUEST']._serialized_start=1226
-  _globals['_RECORDROUNDREQUEST']._serialized_end=1382
-  _globals['_RECORDROUNDRESPONSE']._serialized_start=1384
-  _globals['_RECORDROUNDRESPONSE']._serialized_end=1497
-  _globals['_TRAININGSERVICE']._serialized_start=1500
-  _globals['_TRAININGSERVICE']._serialized_end=1698
+  _globals['_TRAININGSPEC']._serialized_end=374
+  _globals['_TRAININGREQUESTBODY']._serialized_start=376
+  _globals['_TRAININGREQUESTBODY']._serialized_end=492
+  _globals['_TRAININGBUNDLE']._serialized_start=495
+  _globals['_TRAININGBUNDLE']._serialized_end=699
+  _globals['_TRAININGBUNDLE_REQUESTSENTRY']._serialized_start=619
+  _globals['_TRAININGBUNDLE_REQUESTSENTRY']._serialized_end=699
+  _globals['_OPENTRAININGREQUEST']._serialized_start=701
+  _globals['_OPENTRAININGREQUEST']._serialized_end=796
+  _globals['_TRAININGGRANT']._serialized_start=799
+  _globals['_TRAININGGRANT']._serialized_end=1083
+  _globals['_TRAININGROWS']._serialized_start=1085
+  _globals['_TRAININGROWS']._serialized_end=1133
+  _globals['_TRAININGDATA']._serialized_start=1135
+  _globals['_TRAININGDATA']._serialized_end=1255
+  _globals['_RECORDROUNDREQUEST']._serialized_start=1258
+  _globals['_RECORDROUNDREQUEST']._serialized_end=1414
+  _globals['_RECORDROUNDRESPONSE']._serialized_start=1416
+  _globals['_RECORDROUNDRESPONSE']._serialized_end=1529
+  _globals['_TRAININGSERVICE']._serialized_start=1532
+  _globals['_TRAININGSERVICE']._serialized_end=1730
 # @@protoc_insertion_point(module_scope)

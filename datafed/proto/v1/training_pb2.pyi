@@ -71,11 +71,14 @@ class TrainingSpec(_message.Message):
     ROUNDS_FIELD_NUMBER: _builtins.int
     DP_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    SECAGG_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     label_column: _builtins.str
     rounds: _builtins.int
     model: _builtins.str
     """model family, e.g. "mlp:16" (informational, recorded)"""
+    secagg: _builtins.bool
+    """updates leave only masked under Flower's SecAgg+"""
     @_builtins.property
     def feature_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -89,10 +92,11 @@ class TrainingSpec(_message.Message):
         rounds: _builtins.int = ...,
         dp: Global___DpParams | None = ...,
         model: _builtins.str = ...,
+        secagg: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "label_column", b"label_column", "model", b"model", "rounds", b"rounds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "label_column", b"label_column", "model", b"model", "rounds", b"rounds", "secagg", b"secagg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -221,6 +225,7 @@ class TrainingGrant(_message.Message):
     REQUEST_SHA256_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    SECAGG_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     dataset: _builtins.str
@@ -230,6 +235,7 @@ class TrainingGrant(_message.Message):
     request_sha256: _builtins.str
     """hex; links every round entry to the approval"""
     model: _builtins.str
+    secagg: _builtins.bool
     @_builtins.property
     def feature_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -250,10 +256,11 @@ class TrainingGrant(_message.Message):
         request_sha256: _builtins.str = ...,
         ledger: _query_pb2.LedgerHead | None = ...,
         model: _builtins.str = ...,
+        secagg: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "model", b"model", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "model", b"model", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds", "secagg", b"secagg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

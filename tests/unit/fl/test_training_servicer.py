@@ -1,0 +1,193 @@
+"""The node's TrainingService over real mTLS on 127.0.0.1: grants, rounds, budget, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+
+from datafed import pki
+from datafed.client.config import FederationConfig, NodeEndpoint
+from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.serde import bundle_from_text
+from datafed.fl.spec import DpParams, RoundEntry, TrainingSpec
+from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+from datafed.proto.v1 import common_pb2
+from datafed.tls import PartyFiles
+from nodes.fl.budget import LedgerBudget
+from nodes.fl.errors import GatewayRefused
+from nodes.fl.grpc_gateway import GrpcGateway
+
+from .conftest import PURPOSE, node_tls
+
+SPEC = TrainingSpec(FLOOD_TABLE, FLOOD_FEATURES, FLOOD_LABEL, rounds=2)
+H = "ab" * 32
+
+
+def fed_config(fed, analyst: str = "alice", pki_dir=None) -> FederationConfig:
+    d = pki_dir or fed.pki_dir
+    files = pki.party_paths(d, "analyst", analyst)
+    return FederationConfig(
+        analyst=analyst,
+        tls=PartyFiles(
+            ca=d / "ca.crt", cert=files.cert, key=files.key, signing_key=files.signing_key
+        ),
+        nodes=[NodeEndpoint(name=n.spec.name, address="127.0.0.1:1") for n in fed.nodes],
+    )
+
+
+def request_for(fed, node, spec=SPEC, purpose=PURPOSE, analyst="alice", job_id=None, pki_dir=None):
+    text = sign_training_bundle(
+        fed_config(fed, analyst, pki_dir),
+        spec,
+        purpose=purpose,
+        job_id=job_id or new_job_id(),
+        nodes=[node.name],
+    )
+    bundle = bundle_from_text(text)
+    return bundle.requests[node.name], bundle.requester_cert, bundle.job_id
+
+
+def gateway(fed, node, caller: str | None = None) -> GrpcGateway:
+    return GrpcGateway(node.name, node.address, node_tls(fed, caller or node.name))
+
+
+def records(node, start: int):
+    led = node.ctx.ledger
+    return [led.get_record(i) for i in range(start, led.head().size)]
+
+
+@pytest.fixture
+def coastal(flood_fed, runner):
+    return runner.start(flood_fed.nodes[0].config)
+
+
+def test_open_streams_rows_and_records_one_approval(flood_fed, coastal):
+    start = coastal.ctx.ledger.head().size
+    req, cert, job = request_for(flood_fed, coastal)
+    gw = gateway(flood_fed, coastal)
+    data = gw.open(req, cert, with_rows=True)
+    assert data.grant.node == coastal.name and data.grant.job_id == job
+    assert data.x.shape == (900, len(FLOOD_FEATURES)) and data.y.shape == (900,)
+    assert set(data.y.tolist()) <= {0.0, 1.0}
+    (rec,) = records(coastal, start)
+    assert (rec.operation, rec.decision, rec.requester, rec.job_id) == (
+        "fl_train",
+        "approved",
+        "alice",
+        job,
+    )
+    assert rec.request_digest == hashlib.sha256(req.body).hexdigest()
+    assert rec.protection == "fl-secagg" and rec.details["rounds"] == "2"
+    # The same signed request again (each round's ClientApp) is the same use: no new entry.
+    again = gw.open(req, cert, with_rows=False)
+    assert again.grant == data.grant and again.x is None
+    assert coastal.ctx.ledger.head().size == start + 1
+
+
+def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
+    node = runner.start(
+        flood_fed.nodes[1].config,
+        budget=None,
+    )
+    node.servicer.budget = LedgerBudget(node.ctx.ledger, lambda ds: (1.0, 0.0))
+    spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
+    req, cert, job = request_for(flood_fed, node, spec)
+    gw = gateway(flood_fed, node)
+    gw.open(req, cert, with_rows=False)
+    start = node.ctx.ledger.head().size
+    r1 = gw.record(RoundEntry(job, 1, "fit", H, "cd" * 32, 500, True))
+    assert r1.epsilon_charged == 0.5 and r1.entry_index == start
+    assert (
+        gw.record(RoundEntry(job, 1, "evaluate", "cd" * 32, "ef" * 32, 500, True)).epsilon_charged
+        == 0
+    )
+    gw.record(RoundEntry(job, 2, "fit", H, "cd" * 32, 500, True))
+    fit1, ev1, fit2 = records(node, start)
+    assert (fit1.operation, fit1.decision, fit1.epsilon) == ("fl_round", "released", 0.5)
+    assert fit1.result_digest == "cd" * 32 and fit1.details["model_in"] == H
+    assert fit1.details["round"] == "1" and fit1.details["phase"] == "fit"
+    assert ev1.operation == "fl_evaluate" and ev1.epsilon == 0
+    assert fit2.request_digest == fit1.request_digest == hashlib.sha256(req.body).hexdigest()
+    for bad, why in [
+        (RoundEntry(job, 3, "fit", H, H, 10, True), "outside the 2 round"),
+        (RoundEntry(job, 2, "fit", H, H, 10, True), "already recorded"),
+        (RoundEntry(job, 2, "evaluate", H, H, 10, False), "SecAgg+"),
+        (RoundEntry("fl-nope", 1, "fit", H, H, 10, True), "no open training job"),
+    ]:
+        size = node.ctx.ledger.head().size
+        with pytest.raises(GatewayRefused, match=why):
+            gw.record(bad)
+        (denied,) = records(node, size)
+        assert denied.decision == "denied" and denied.epsilon == 0
+    # The budget (1.0) is now spent: a new DP job is refused before any data is read.
+    req2, cert2, _ = request_for(flood_fed, node, spec)
+    size = node.ctx.ledger.head().size
+    with pytest.raises(GatewayRefused) as info:
+        gw.open(req2, cert2, with_rows=True)
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    (denied,) = records(node, size)
+    assert (denied.operation, denied.decision) == ("fl_train", "denied")
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "why"),
+    [
+        ({"purpose": "marketing"}, "PERMISSION_DENIED", "purpose 'marketing'"),
+        ({"analyst": "bob"}, "PERMISSION_DENIED", "requester 'bob'"),
+        ({"spec": replace(SPEC, dataset="tax_records")}, "NOT_FOUND", "unknown dataset"),
+        ({"spec": replace(SPEC, label_column="postcode")}, "INVALID_ARGUMENT", "postcode"),
+    ],
+)
+def test_policy_refusals_are_recorded(flood_fed, coastal, change, code, why):
+    start = coastal.ctx.ledger.head().size
+    req, cert, job = request_for(flood_fed, coastal, **change)
+    with pytest.raises(GatewayRefused, match=why) as info:
+        gateway(flood_fed, coastal).open(req, cert, with_rows=True)
+    assert info.value.code == code
+    (rec,) = records(coastal, start)
+    assert (rec.operation, rec.decision, rec.job_id) == ("fl_train", "denied", job)
+    assert rec.reason.startswith(code)
+
+
+def test_only_the_nodes_own_supernode_is_served(flood_fed, coastal):
+    req, cert, _ = request_for(flood_fed, coastal)
+    other = flood_fed.nodes[1].spec.name
+    with pytest.raises(GatewayRefused, match="own SuperNode") as info:
+        gateway(flood_fed, coastal, caller=other).open(req, cert, with_rows=True)
+    assert info.value.code == "PERMISSION_DENIED"
+
+
+def test_tampered_replayed_and_foreign_requests_are_unauthenticated(flood_fed, coastal, tmp_path):
+    gw = gateway(flood_fed, coastal)
+    req, cert, _ = request_for(flood_fed, coastal)
+    bad = common_pb2.SignedRequest(body=req.body, signature=bytes(64))
+    with pytest.raises(GatewayRefused, match="signature") as info:
+        gw.open(bad, cert, with_rows=False)
+    assert info.value.code == "UNAUTHENTICATED"
+    # A foreign CA's analyst named alice: the certificate does not chain to our CA.
+    pki.init_ca(tmp_path)
+    pki.issue(tmp_path, "analyst", "alice")
+    freq, fcert, _ = request_for(flood_fed, coastal, pki_dir=tmp_path)
+    with pytest.raises(GatewayRefused, match="federation's CA"):
+        gw.open(freq, fcert, with_rows=False)
+    # Someone else's certificate with alice's request: signature does not verify.
+    bob_cert = pki.party_paths(flood_fed.pki_dir, "analyst", "bob").cert.read_bytes()
+    with pytest.raises(GatewayRefused) as info:
+        gw.open(req, bob_cert, with_rows=False)
+    assert info.value.code == "UNAUTHENTICATED"
+
+
+def test_dataset_without_training_operation_refuses(tmp_path, runner):
+    from datafed.local import LocalFederation
+
+    from .conftest import POLICY, flood_specs
+
+    no_training = POLICY.replace('"query", "training"', '"query"')
+    fed = LocalFederation.create(tmp_path, flood_specs(1, policy=no_training))
+    node = runner.start(fed.nodes[0].config)
+    req, cert, _ = request_for(fed, node)
+    with pytest.raises(GatewayRefused, match="federated training is not allowed") as info:
+        gateway(fed, node).open(req, cert, with_rows=True)
+    assert info.value.code == "PERMISSION_DENIED"
