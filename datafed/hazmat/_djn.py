@@ -5,9 +5,10 @@ full-length exponent is what makes textbook Paillier slow.  Damgård, Jurik and
 Nielsen ("A generalization of Paillier's public-key system with applications to
 electronic voting", IJIS 2010) replace ``r^n`` by ``h_s^α`` where
 ``h_s = (−x²)^n mod n²`` is a fixed public base and ``α`` a random exponent.  With a
-fixed base, exponentiation becomes a product of table entries: for 8-bit windows
-we store ``h_s^(j·2^(8i))`` for every window ``i`` and digit ``j``, so one
-exponentiation costs ``⌈|α|/8⌉`` modular multiplications and no squarings.
+fixed base, exponentiation becomes a product of table entries: for ``w``-bit
+windows we store ``h_s^(j·2^(w·i))`` for every window ``i`` and digit ``j``, so one
+exponentiation costs ``⌈|α|/w⌉`` modular multiplications and no squarings.  The
+window is the widest (up to 10 bits) whose table fits :data:`TABLE_BUDGET_BYTES`.
 
 Two exponent lengths are offered:
 
@@ -26,8 +27,11 @@ from typing import Any
 
 import gmpy2
 
-WINDOW_BITS = 8
-"""Window width of the fixed-base table: 255 entries per window, digits are bytes."""
+MAX_WINDOW_BITS = 10
+"""Widest window tried: 1,023 entries per window."""
+
+TABLE_BUDGET_BYTES = 64 << 20
+"""Most bytes of table entries one key may hold (64 MiB of big-integer limbs)."""
 
 STRICT_EXTRA_BITS = 128
 """Statistical security parameter of the strict mode (distance ``2^-128``)."""
@@ -75,6 +79,27 @@ def random_base(n: Any, n_squared: Any) -> Any:
     return gmpy2.powmod(h, n, n_squared)
 
 
+def window_bits(bits: int, modulus_bytes: int) -> int:
+    """Return the widest window (8 to 10 bits) whose table fits the memory budget.
+
+    Parameters
+    ----------
+    bits : int
+        Exponent length.
+    modulus_bytes : int
+        Size of one table entry (the modulus ``n²``) in bytes.
+
+    Returns
+    -------
+    int
+        The window width in bits.
+    """
+    for w in range(MAX_WINDOW_BITS, 8, -1):
+        if -(-bits // w) * ((1 << w) - 1) * modulus_bytes <= TABLE_BUDGET_BYTES:
+            return w
+    return 8
+
+
 class FixedBaseTable:
     """Precomputed powers of a fixed base for fast exponentiation modulo ``n²``.
 
@@ -86,25 +111,33 @@ class FixedBaseTable:
         The modulus (``n²``).
     bits : int
         The largest exponent length this table serves.
+    window : int, optional
+        Window width in bits; by default :func:`window_bits` picks it.
     """
 
-    __slots__ = ("_modulus", "_nbytes", "_rows", "bits")
+    __slots__ = ("_mask", "_modulus", "_rows", "_window", "bits")
 
-    def __init__(self, base: Any, modulus: Any, bits: int) -> None:
+    def __init__(self, base: Any, modulus: Any, bits: int, window: int | None = None) -> None:
         self.bits = bits
         self._modulus = modulus
-        self._nbytes = (bits + WINDOW_BITS - 1) // WINDOW_BITS
+        w = window or window_bits(bits, (int(modulus).bit_length() + 7) // 8)
+        self._window, self._mask = w, (1 << w) - 1
         f_mod = gmpy2.f_mod
         rows: list[list[Any]] = []
         g = gmpy2.mpz(base)
         one = gmpy2.mpz(1)
-        for _ in range(self._nbytes):
+        for _ in range(-(-bits // w)):
             row = [one, g]
-            for _ in range(2, 1 << WINDOW_BITS):
+            for _ in range(2, 1 << w):
                 row.append(f_mod(row[-1] * g, modulus))
             rows.append(row)
-            g = f_mod(row[-1] * g, modulus)  # base^(2^(8(i+1)))
+            g = f_mod(row[-1] * g, modulus)  # base^(2^(w(i+1)))
         self._rows = rows
+
+    @property
+    def window(self) -> int:
+        """Window width in bits."""
+        return self._window
 
     def power(self, exponent: int) -> Any:
         """Return ``base^exponent mod modulus`` for ``0 <= exponent < 2^bits``.
@@ -119,13 +152,15 @@ class FixedBaseTable:
         gmpy2.mpz
             The power.
         """
-        digits = exponent.to_bytes(self._nbytes, "little")
-        f_mod = gmpy2.f_mod
-        modulus = self._modulus
+        if not 0 <= exponent < 1 << self.bits:
+            raise ValueError(f"exponent must be in [0, 2^{self.bits})")
+        f_mod, modulus, w, mask = gmpy2.f_mod, self._modulus, self._window, self._mask
         acc = gmpy2.mpz(1)
-        for row, d in zip(self._rows, digits, strict=True):
+        for row in self._rows:
+            d = exponent & mask
             if d:
                 acc = f_mod(acc * row[d], modulus)
+            exponent >>= w
         return acc
 
     def random_power(self) -> Any:

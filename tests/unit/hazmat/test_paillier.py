@@ -53,6 +53,18 @@ def test_known_answers_djn(kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey
         assert priv.decrypt(pub.ciphertext_from_int(c)) == m
 
 
+@pytest.mark.parametrize("window", [8, 9, 10])
+def test_fixed_base_windows_agree(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey], window: int
+) -> None:
+    pub = kat_keys[0]
+    table = FixedBaseTable(gmpy2.mpz(pub.djn_base), gmpy2.mpz(pub.n_squared), 130, window)
+    for e in (0, 1, 2**129 + 12345, 2**130 - 1):
+        assert int(table.power(e)) == pow(pub.djn_base, e, pub.n_squared)
+    with pytest.raises(ValueError, match="exponent must be in"):
+        table.power(2**130)
+
+
 def test_round_trip_and_homomorphism(pk: PaillierPublicKey, sk: PaillierPrivateKey) -> None:
     a, b = pk.encrypt(1234), pk.encrypt(-34)
     assert sk.decrypt(a) == 1234
