@@ -119,7 +119,10 @@ class PaillierPublicKey:
     def __init__(self, n: int, *, strict: bool = False, djn_base: int | None = None) -> None:
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"Paillier modulus must be an int, got {type(n).__name__}")
-        check_modulus_bits(n.bit_length() + n.bit_length() % 2)
+        if n.bit_length() < MIN_MODULUS_BITS:
+            raise ValueError(
+                f"Paillier modulus must be at least {MIN_MODULUS_BITS} bits, got {n.bit_length()}"
+            )
         if n % 2 == 0:
             raise ValueError("Paillier modulus must be odd")
         self.n = n

@@ -135,6 +135,8 @@ class SecAggClient:
         publics = [k.c_public for k in roster.keys] + [k.s_public for k in roster.keys]
         if len(keys) != len(roster.keys) or len(set(publics)) != len(publics):
             raise InvalidMessage
+        if any(not 0 < v < 1 << 32 for v in keys):
+            raise InvalidMessage
         if mine is None or (mine.c_public, mine.s_public) != (
             _raw_public(self._c_key),
             _raw_public(self._s_key),
