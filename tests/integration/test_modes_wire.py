@@ -1,0 +1,294 @@
+"""``shares``, ``secagg`` and ``ckks`` over the wire: three node processes, mTLS, loopback.
+
+Each mode gives the totals of ``plain`` (``ckks`` within its error bound); every step is
+in the nodes' ledgers; the analyst's bytes do not open; a bad step, an aggregator that
+returns garbage and a node that dies mid-query each end in a clear error or, for
+``secagg``, in the survivors' total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from audit import Ledger
+from datafed.client import Federation
+from datafed.client._session import ProtocolSession
+from datafed.errors import NodeUnavailable, ProtocolError, RemoteError
+from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki import load_signing_key, party_paths
+from datafed.proto.v1 import protocol_pb2
+from datafed.query.modes import NodeEnv
+from datafed.query.modes._envelope import open_sealed, peers
+from datafed.query.modes.errors import InvalidEnvelope
+
+MODES = ("shares", "secagg", "ckks")
+GROUPED = (
+    "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents "
+    "WHERE month IN (1, 2) GROUP BY material"
+)
+TOTAL = (
+    "SELECT SUM(repair_hours), COUNT(*), AVG(repair_hours) FROM pipe_incidents WHERE year = 2024"
+)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    specs = water_district_specs()
+    for s in specs:
+        s.policy_toml, n = re.subn(
+            r"allowed_protections = \[[^\]]*\]",
+            'allowed_protections = ["paillier", "plain", "shares", "secagg", "ckks"]',
+            s.policy_toml,
+        )
+        assert n == 1
+    f = LocalFederation.create(
+        tmp_path_factory.mktemp("fed-modes"), specs, analysts=("alice", "bob")
+    )
+    f.start()
+    f.write_fed_toml("bob")
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def sizes(fed: LocalFederation) -> dict[str, int]:
+    return {i.node: i.ledger.size for i in Federation.from_file(fed.fed_toml).node_info()}
+
+
+def names(fed: LocalFederation) -> list[str]:
+    return [n.spec.name for n in fed.nodes]
+
+
+def cleartext(fed: LocalFederation, sql: str, nodes: list[str]) -> list[tuple]:
+    rows: dict = {}
+    for node in fed.nodes:
+        if node.spec.name not in nodes:
+            continue
+        with sqlite3.connect(node.config.parent / "data" / "pipe_incidents.sqlite") as db:
+            for *key, s, c in db.execute(sql):
+                acc = rows.setdefault(tuple(key), [0, 0])
+                acc[0] += s
+                acc[1] += c
+    return sorted((*k, *v) for k, v in rows.items())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_matches_plain_and_records_its_steps(fed, mode):
+    client = Federation.from_file(fed.fed_toml)
+    before = sizes(fed)
+    grouped = client.query(GROUPED, purpose=PURPOSE, protection=mode)
+    total = client.query(TOTAL, purpose=PURPOSE, protection=mode)
+    after = sizes(fed)
+    plain_g = client.query(GROUPED, purpose=PURPOSE, protection="plain")
+    plain_t = client.query(TOTAL, purpose=PURPOSE, protection="plain")
+    assert grouped.nodes == total.nodes == tuple(names(fed))
+    if mode == "ckks":
+        bound = total.error_bound
+        assert bound is not None and 0 < bound < 0.05
+        for got, want in zip(grouped.rows, plain_g.rows, strict=True):
+            assert got[0] == want[0] and got[2] == want[2]  # counts exact
+            assert abs(got[1] - want[1]) <= grouped.error_bound
+        (got,), (want,) = total.rows, plain_t.rows
+        assert abs(got[0] - want[0]) <= bound and got[1] == want[1]
+        assert abs(got[2] - want[2]) <= bound / want[1] + 1e-12
+    else:
+        assert grouped.rows == plain_g.rows and total.rows == plain_t.rows
+        assert grouped.error_bound is None
+    steps = {"shares": [1, 1, 0], "secagg": [3, 3, 3], "ckks": [1, 0, 0]}[mode]
+    for node, extra in zip(names(fed), steps, strict=True):
+        assert after[node] == before[node] + 2 * (2 + extra)  # two queries
+
+
+def _capture(monkeypatch) -> list[tuple[str, int, bytes, bytes]]:
+    seen: list[tuple[str, int, bytes, bytes]] = []
+    real = ProtocolSession.step
+
+    async def step(self, node, round_, payload):
+        reply = await real(self, node, round_, payload)
+        seen.append((node, round_, payload, reply))
+        return reply
+
+    monkeypatch.setattr(ProtocolSession, "step", step)
+    return seen
+
+
+def _env(fed: LocalFederation, node: str, job: str) -> NodeEnv:
+    key = load_signing_key(party_paths(fed.pki_dir, "node", node).signing_key)
+    return NodeEnv(node, job, key, (fed.pki_dir / "ca.crt").read_bytes())
+
+
+def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypatch):
+    seen = _capture(monkeypatch)
+    client = Federation.from_file(fed.fed_toml)
+    r = client.query(GROUPED, purpose=PURPOSE, protection="shares")
+    a, b, _ = names(fed)
+    assert sorted(s[0] for s in seen) == sorted([a, b])  # the two aggregators, once each
+    certs = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]
+    senders = {i.name: i for i in peers(_env(fed, a, r.job_id), certs, "participant")}
+    for agg, _round, request, reply in seen:
+        bundle = protocol_pb2.SealedBundle.FromString(request)
+        other = b if agg == a else a
+        for item in bundle.items:  # what the analyst relays: sealed to the aggregator only
+            with pytest.raises(InvalidEnvelope):
+                open_sealed(_env(fed, other, r.job_id), "shares", senders, item)
+            _, body = open_sealed(_env(fed, agg, r.job_id), "shares", senders, item)
+            share = protocol_pb2.ShareBody.FromString(body)
+            assert share.WhichOneof("share") == ("seed" if agg == a else "vector")
+        # An aggregator's sum alone is not the total (it is uniformly random).
+        vec = protocol_pb2.ShareSum.FromString(reply).vector
+        counts = [int.from_bytes(vec[8 * i : 8 * i + 8], "little") for i in range(1, 8, 2)]
+        assert sorted(counts) != sorted(row[2] for row in r.rows)
+    total = [
+        sum(
+            int.from_bytes(
+                protocol_pb2.ShareSum.FromString(s[3]).vector[8 * i : 8 * i + 8], "little"
+            )
+            for s in seen
+        )
+        % (1 << 64)
+        for i in range(1, 8, 2)
+    ]
+    assert sorted(total) == sorted(row[2] for row in r.rows)  # domain order vs sorted rows
+
+
+def test_step_for_unknown_job_or_other_requester_is_refused_and_recorded(fed):
+    cfg_alice = Federation.from_file(fed.fed_toml)
+    cfg_bob = Federation.from_file(fed.root / "fed-bob.toml")
+    node = names(fed)[0]
+    before = sizes(fed)
+
+    async def one(client: Federation, job: str) -> None:
+        session = ProtocolSession(
+            client.config,
+            client._tls,
+            client._signing_key,
+            job_id=job,
+            mode="shares",
+            purpose=PURPOSE,
+        )
+        async with session:
+            await session.step(node, 1, b"")
+
+    for client in (cfg_alice, cfg_bob):
+        with pytest.raises(RemoteError, match="no open protocol job") as info:
+            asyncio.run(one(client, f"job-{secrets.token_hex(4)}"))
+        assert info.value.code == "INVALID_ARGUMENT" and info.value.node == node
+    after = sizes(fed)
+    assert after[node] == before[node] + 2  # one 'denied' entry each
+
+
+def test_bad_step_payload_is_refused_recorded_and_yields_no_result(fed, monkeypatch):
+    real = ProtocolSession.step
+
+    async def garbage(self, node, round_, payload):
+        return await real(self, node, round_, b"\x0a\x05garbage")
+
+    monkeypatch.setattr(ProtocolSession, "step", garbage)
+    before = sizes(fed)
+    for mode in ("shares", "ckks", "secagg"):
+        with pytest.raises(RemoteError) as info:
+            Federation.from_file(fed.fed_toml).query(GROUPED, purpose=PURPOSE, protection=mode)
+        assert info.value.code == "INVALID_ARGUMENT"
+    after = sizes(fed)
+    a, b, c = names(fed)
+    # approved + released per query at each node, plus one 'denied' step per refusal
+    assert after[a] == before[a] + 6 + 3 and after[b] == before[b] + 6 + 2
+    assert after[c] == before[c] + 6 + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aggregator_returning_garbage_yields_no_result(fed, monkeypatch, mode):
+    real = ProtocolSession.step
+
+    async def corrupt(self, node, round_, payload):
+        reply = await real(self, node, round_, payload)
+        if mode == "shares":
+            msg = protocol_pb2.ShareSum.FromString(reply)
+            return protocol_pb2.ShareSum(
+                vector=secrets.token_bytes(len(msg.vector))
+            ).SerializeToString()
+        if mode == "secagg" and round_ == 2:
+            msg = protocol_pb2.SecAggMasked.FromString(reply)
+            return protocol_pb2.SecAggMasked(
+                client_id=msg.client_id, masked=secrets.token_bytes(len(msg.masked))
+            ).SerializeToString()
+        return reply if mode == "secagg" else reply[: len(reply) // 2]
+
+    monkeypatch.setattr(ProtocolSession, "step", corrupt)
+    with pytest.raises(ProtocolError, match=r"checksum|malformed"):
+        Federation.from_file(fed.fed_toml).query(GROUPED, purpose=PURPOSE, protection=mode)
+
+
+def test_node_dying_mid_query(fed, monkeypatch):
+    """secagg: a node killed after sharing its keys drops out and the survivors' total
+    comes out; shares: an aggregator killed before aggregating is a clear error."""
+    real = ProtocolSession.step
+    a, b, c = names(fed)
+    victim = {"secagg": (fed.nodes[2], 2), "shares": (fed.nodes[1], 1)}
+    killed = []
+
+    async def step(self, node, round_, payload):
+        target, at = victim[self.mode]
+        if node == target.spec.name and round_ == at and target.process is not None:
+            fed.stop_node(target)
+            killed.append(target)
+        return await real(self, node, round_, payload)
+
+    monkeypatch.setattr(ProtocolSession, "step", step)
+    client = Federation.from_file(fed.fed_toml)
+    try:
+        r = client.query(GROUPED, purpose=PURPOSE, protection="secagg")
+        assert r.nodes == (a, b)
+        want = cleartext(
+            fed,
+            "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents WHERE month IN (1, 2) GROUP BY material",
+            [a, b],
+        )
+        assert [tuple(row) for row in r.rows] == [tuple(w) for w in want]
+        fed.start_node(fed.nodes[2])
+        fed.write_fed_toml()
+        client = Federation.from_file(fed.fed_toml)
+        with pytest.raises(NodeUnavailable) as info:
+            client.query(GROUPED, purpose=PURPOSE, protection="shares")
+        assert info.value.node == b
+    finally:
+        for node in fed.nodes:
+            if node.process is None:
+                fed.start_node(node)
+        fed.write_fed_toml()
+        fed.write_fed_toml("bob")
+    assert [n.spec.name for n in killed] == [c, b]
+
+
+def test_steps_are_in_the_ledgers(fed):
+    """Every step is a 'released' entry naming its step; refused steps are 'denied'."""
+    records = {}
+    for node in fed.nodes:
+        fed.stop_node(node)
+        key = load_signing_key(party_paths(fed.pki_dir, "node", node.spec.name).signing_key)
+        path = Path(node.config.parent / "state" / "ledger.sqlite")
+        with Ledger.open(path, f"datafed/ledger/{node.spec.name}", key) as ledger:
+            records[node.spec.name] = [ledger.get_record(i) for i in range(ledger.head().size)]
+    steps = [r for recs in records.values() for r in recs if "step" in r.details]
+    released = {r.details["step"] for r in steps if r.decision == "released"}
+    assert released == {"aggregate", "share-keys", "masked-input", "unmask"}
+    for r in steps:
+        assert r.operation == "query" and r.protection in MODES and len(r.request_digest) == 64
+        if r.decision == "released":
+            assert len(r.result_digest) == 64 and r.details["step_round"] in {"1", "2", "3"}
+        else:
+            assert r.decision == "denied" and r.reason.startswith("INVALID_ARGUMENT")
+    by_job = {}
+    for recs in records.values():
+        for r in recs:
+            by_job.setdefault(r.job_id, []).append(r)
+    for job in {r.job_id for r in steps if r.decision == "released"}:
+        assert any(r.decision == "approved" for r in by_job[job])  # steps follow an approval
