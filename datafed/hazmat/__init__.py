@@ -29,6 +29,7 @@ from datafed.hazmat._dp import (
 )
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
+    RingArray,
     decode_fixed,
     decode_int,
     encode_fixed,
@@ -107,6 +108,7 @@ __all__ = [
     "PaillierPrivateKey",
     "PaillierPublicKey",
     "RandomSource",
+    "RingArray",
     "SeedShare",
     "ShamirShare",
     "SystemRandomSource",
