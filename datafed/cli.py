@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from datafed.cli_psi import register as register_psi
 from datafed.errors import DatafedError, RemoteError
 
 __all__ = ["app", "main"]
@@ -24,6 +25,7 @@ pki_app = typer.Typer(
     help="Federation CA: create it, issue party certificates.", no_args_is_help=True
 )
 app.add_typer(pki_app, name="pki")
+register_psi(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 

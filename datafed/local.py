@@ -27,11 +27,20 @@ from typing import Any
 from datafed import pki, synth
 from datafed.errors import DatafedError
 
-__all__ = ["DEFAULT_DISTRICTS", "LocalFederation", "LocalNode", "NodeSpec"]
+__all__ = [
+    "DEFAULT_DISTRICTS",
+    "FINANCE_PURPOSE",
+    "LocalFederation",
+    "LocalNode",
+    "NodeSpec",
+    "finance_specs",
+]
 
 DEFAULT_DISTRICTS = ("water-north", "water-east", "water-south")
 ANALYST = "alice"
 PURPOSE = "service-planning"
+#: The purpose the finance nodes of :func:`finance_specs` allow.
+FINANCE_PURPOSE = "small-business-credit-research"
 
 
 @dataclass
@@ -84,6 +93,40 @@ def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
             )
         )
     return out
+
+
+def _finance_policy() -> str:
+    return (
+        f'allowed_requesters = ["{ANALYST}"]\n'
+        f'allowed_purposes = ["{FINANCE_PURPOSE}"]\n'
+        'allowed_operations = ["query", "intersection_sum"]\n'
+        'allowed_protections = ["paillier"]\n'
+        "min_group_size = 5\n"
+    )
+
+
+def finance_specs(seed: int = 7, taxpayers: int = 2000, loans: int = 800) -> list[NodeSpec]:
+    """The tax bureau (taxpayers) and a city bank (loans), for intersection-sum.
+
+    About 60% of the loan applicants are taxpayers (see :func:`datafed.synth.loans`);
+    both datasets allow ``intersection_sum`` for :data:`FINANCE_PURPOSE`.
+    """
+    tax = synth.taxpayers(seed=seed, count=taxpayers)
+    bank = synth.loans(seed=seed, count=loans, id_space=taxpayers)
+    return [
+        NodeSpec(
+            name="tax-bureau",
+            agency="City Tax Bureau",
+            datasets=[("taxpayers", synth.TAXPAYER_COLUMNS, tax)],
+            policy_toml=_finance_policy(),
+        ),
+        NodeSpec(
+            name="city-bank",
+            agency="City Commercial Bank",
+            datasets=[("loans", synth.LOAN_COLUMNS, bank)],
+            policy_toml=_finance_policy(),
+        ),
+    ]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from datafed.tls import server_credentials
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
 from nodes.protocol_servicer import add_protocol_service
+from nodes.psi_servicer import add_psi_service
 from nodes.servicer import QueryServicer
 
 __all__ = ["SERVICE_NAMES", "build_server", "serve"]
@@ -40,6 +41,7 @@ async def build_server(
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(ctx), server)
     add_protocol_service(server, ctx)
+    add_psi_service(server, ctx)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)

@@ -23,6 +23,7 @@ from datafed.errors import NodeUnavailable, PkiError, ProtocolError, QueryError,
 from datafed.peers import verify_peer
 from datafed.pki import load_signing_key
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.psi import IntersectionSumResult
 from datafed.query.components import components
 from datafed.query.modes import ModeContext, PaillierMode, ProtectionMode, mode_class
 from datafed.query.result import LedgerHeadInfo, QueryResult
@@ -226,6 +227,71 @@ class Federation:
         if len(domain) > MAX_GROUPS:
             raise QueryError(f"GROUP BY spans {len(domain)} groups; at most {MAX_GROUPS}")
         return domain
+
+    # ------------------------------------------------------- intersection-sum
+    def intersection_sum(
+        self,
+        ids: tuple[str, str, str] | str,
+        values: tuple[str, str, str, str] | str,
+        *,
+        purpose: str,
+        legal_basis: str = "",
+        job_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> IntersectionSumResult:
+        """Sum one node's values over the identifiers it shares with another node.
+
+        Parameters
+        ----------
+        ids
+            ``(node, dataset, id_column)`` of the identifier side.
+        values
+            ``(node, dataset, id_column, value_column)`` of the value side.
+        purpose, legal_basis
+            Declared to, and recorded by, both nodes; both policies must allow them.
+        job_id
+            Reuse a job id (default: a fresh random one).
+        timeout_s
+            Deadline of each step (default: the federation's, at least 600 s).
+
+        Returns
+        -------
+        IntersectionSumResult
+            The intersection size and the sum (nothing else; see :mod:`datafed.psi`).
+        """
+        return asyncio.run(
+            self.aintersection_sum(
+                ids,
+                values,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                job_id=job_id,
+                timeout_s=timeout_s,
+            )
+        )
+
+    async def aintersection_sum(
+        self,
+        ids: tuple[str, str, str] | str,
+        values: tuple[str, str, str, str] | str,
+        *,
+        purpose: str,
+        legal_basis: str = "",
+        job_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> IntersectionSumResult:
+        """Async form of :meth:`intersection_sum`."""
+        from datafed.client.psi import run_intersection_sum
+
+        return await run_intersection_sum(
+            self,
+            ids,
+            values,
+            purpose=purpose,
+            legal_basis=legal_basis,
+            job_id=job_id or new_job_id(),
+            timeout_s=timeout_s,
+        )
 
     # -------------------------------------------------------------- node info
     def node_info(self) -> list[NodeInfo]:
