@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -61,7 +61,7 @@ class _Ticket:
     A thread caller waits on ``gate`` (a held lock); an asyncio caller on ``future``.
     """
 
-    __slots__ = ("bodies", "done", "error", "first", "future", "gate", "loop")
+    __slots__ = ("bodies", "done", "error", "first", "future", "gate", "lead", "loop")
 
     def __init__(
         self,
@@ -77,25 +77,32 @@ class _Ticket:
         self.gate = gate
         self.loop = loop
         self.future = future
+        self.lead: Callable[[_Ticket], None] | None = None
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for f in futures:
+def _resolve(tickets: list[_Ticket]) -> None:
+    """Resolve asyncio waiters in their loop; lead for a cancelled one handed the lead."""
+    for t in tickets:
+        f = t.future
+        if f is None:
+            continue
         if not f.done():
             f.set_result(None)
+        elif f.cancelled() and not t.done and t.lead is not None and t.loop is not None:
+            t.loop.run_in_executor(None, t.lead, t)  # keep the group commit going
 
 
 def _wake(tickets: Sequence[_Ticket]) -> None:
     """Wake tickets: one release per thread, one loop wake-up per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
     for t in tickets:
         if t.gate is not None:
             t.gate.release()
-        elif t.loop is not None and t.future is not None:
-            by_loop.setdefault(t.loop, []).append(t.future)
-    for loop, futures in by_loop.items():
+        elif t.loop is not None:
+            by_loop.setdefault(t.loop, []).append(t)
+    for loop, waiting in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve, futures)
+            loop.call_soon_threadsafe(_resolve, waiting)
         except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
             pass
 
@@ -217,16 +224,15 @@ class Ledger:
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
         ticket = _Ticket(bodies, loop=loop, future=woken)
-
-        def orphaned(_: object) -> None:
-            if not ticket.done:  # the lead was handed to us after we were cancelled
-                loop.run_in_executor(None, self._lead, ticket)
-
+        ticket.lead = self._lead
         if not self._enqueue(ticket):
             try:
-                await asyncio.shield(woken)
+                await woken
             except asyncio.CancelledError:
-                woken.add_done_callback(orphaned)
+                # woken to lead, then cancelled before we ran: lead anyway (a cancelled
+                # future is handled in _resolve), or every later append would stall
+                if woken.done() and not woken.cancelled() and not ticket.done:
+                    loop.run_in_executor(None, self._lead, ticket)
                 raise
         if not ticket.done:
             await asyncio.to_thread(self._lead, ticket)

@@ -2,8 +2,8 @@
 
 Every ``append`` is one transaction, committed and fsynced before it returns, so an
 acknowledged entry survives a crash of the process (or of the machine, as far as the disk
-honours fsync).  Interior Merkle nodes live in ``nodes`` keyed by ``(level << 56) | index``;
-leaf hashes (level 0) sit beside the leaves.
+honours fsync).  Interior Merkle nodes of level >= 4 live in ``nodes`` keyed by
+``(level << 56) | index``; leaf hashes (level 0) sit beside the leaves.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from audit.errors import LedgerError
-from audit.merkle import NodeID
+from audit.merkle import NodeID, perfect_root
 
-__all__ = ["SQLiteStore"]
+__all__ = ["MIN_STORED_LEVEL", "SQLiteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
 """
 _LEVEL_SHIFT = 56
+#: Interior nodes below this level are not stored (a 16-leaf subtree is cheap to rehash);
+#: this keeps one row per entry instead of two.
+MIN_STORED_LEVEL = 4
 _CHUNK = 500  # bound on SQL variables per statement
 
 
@@ -103,7 +106,8 @@ class SQLiteStore:
             try:
                 db.executemany("INSERT INTO entries VALUES (?, ?, ?)", rows)
                 db.executemany(
-                    "INSERT INTO nodes VALUES (?, ?)", [(_node_key(n), h) for n, h in nodes]
+                    "INSERT INTO nodes VALUES (?, ?)",
+                    [(_node_key(n), h) for n, h in nodes if n[0] >= MIN_STORED_LEVEL],
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -111,23 +115,39 @@ class SQLiteStore:
                 raise
 
     def get_hashes(self, ids: Sequence[NodeID]) -> list[bytes]:
-        """Return the hash of each complete subtree in ``ids``, in order."""
-        leaf_ids = [i for lvl, i in ids if lvl == 0]
-        node_ids = [_node_key(n) for n in ids if n[0] > 0]
-        found: dict[tuple[int, int], bytes] = {}
+        """Return the hash of each complete subtree in ``ids``, in order.
+
+        Subtrees below level :data:`MIN_STORED_LEVEL` are rehashed from their (at most
+        eight) leaf hashes; higher ones are read from ``nodes``.
+        """
+        leaf_ids: set[int] = set()
+        node_keys = []
+        for lvl, i in ids:
+            if lvl < MIN_STORED_LEVEL:
+                leaf_ids.update(range(i << lvl, (i + 1) << lvl))
+            else:
+                node_keys.append(_node_key((lvl, i)))
+        leaves: dict[int, bytes] = {}
+        nodes: dict[int, bytes] = {}
         with self._mutex:
-            for part in _chunks(leaf_ids):
+            for part in _chunks(sorted(leaf_ids)):
                 q = f"SELECT idx, hash FROM entries WHERE idx IN ({','.join('?' * len(part))})"
-                found.update(((0, i), bytes(h)) for i, h in self._db.execute(q, part))
-            for part in _chunks(node_ids):
+                leaves.update((i, bytes(h)) for i, h in self._db.execute(q, part))
+            for part in _chunks(node_keys):
                 q = f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(part))})"
-                found.update(((1, k), bytes(h)) for k, h in self._db.execute(q, part))
+                nodes.update((k, bytes(h)) for k, h in self._db.execute(q, part))
         try:
-            return [
-                found[(0, i)] if lvl == 0 else found[(1, _node_key((lvl, i)))] for lvl, i in ids
-            ]
+            return [self._resolve(lvl, i, leaves, nodes) for lvl, i in ids]
         except KeyError as exc:
             raise LedgerError(f"ledger store is missing tree node {exc.args[0]}") from None
+
+    @staticmethod
+    def _resolve(lvl: int, i: int, leaves: dict[int, bytes], nodes: dict[int, bytes]) -> bytes:
+        if lvl == 0:
+            return leaves[i]
+        if lvl < MIN_STORED_LEVEL:
+            return perfect_root([leaves[j] for j in range(i << lvl, (i + 1) << lvl)])
+        return nodes[_node_key((lvl, i))]
 
     def get_leaves(self, start: int, end: int) -> list[bytes]:
         """Return the leaves ``[start, end)`` (fewer if the log is shorter)."""
