@@ -18,17 +18,15 @@ with ``lp(x) = u32(len(x)) || x`` and big-endian integers.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.errors import PkiError
-from datafed.pki import identity_from_pem
+from datafed.peers import verify_peer
 from datafed.psi.errors import InvalidPsiMessage
 
 __all__ = ["STATEMENT_CONTEXT", "Statement", "StatementBody", "sign_statement", "verify_statement"]
@@ -183,14 +181,8 @@ def sign_statement(
 
 
 def _check_certificate(pem: bytes, ca_pem: bytes, node: str) -> ed25519.Ed25519PublicKey:
-    cert = x509.load_pem_x509_certificate(pem)
-    ca = x509.load_pem_x509_certificate(ca_pem)
-    cert.verify_directly_issued_by(ca)
-    now = dt.datetime.now(dt.timezone.utc)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise ValueError("certificate not valid now")
-    identity = identity_from_pem(pem)
-    if identity.role != "node" or identity.name != node:
+    identity = verify_peer(pem, ca_pem, role="node")  # issuer, validity window, role
+    if identity.name != node:
         raise ValueError("certificate is not the expected node's")
     return identity.signing_key
 
