@@ -33,15 +33,23 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from datafed.errors import PkiError
 from datafed.fl.serde import grant_to_proto, parse_training_body, round_from_proto, spec_from_proto
 from datafed.fl.spec import RoundEntry, TrainingGrant, TrainingSpec
+from datafed.peers import verify_peer
 from datafed.pki import Identity
 from datafed.proto.v1 import query_pb2, training_pb2, training_pb2_grpc
 from datafed.signing import RequestHeader, now_ms
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError, NotFound, PermissionDenied, status_of
+from nodes.errors import (
+    InvalidRequest,
+    NodeError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    status_of,
+)
 from nodes.fl.budget import BudgetBook, LedgerBudget, budget_limits
-from nodes.fl.certs import verify_party_cert
 from nodes.fl.policy import check_training
 from nodes.gate import open_signed, peer_identity, request_digest
 
@@ -155,7 +163,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         spec: TrainingSpec | None = None
         try:
             caller = self._own_supernode(context)
-            analyst = verify_party_cert(request.requester_cert, ctx.tls.ca)
+            try:  # the analyst is not on this connection: check its certificate ourselves
+                analyst = verify_peer(request.requester_cert, ctx.tls.ca, role="analyst")
+            except PkiError as exc:
+                raise Unauthenticated(f"requester certificate: {exc}") from exc
             header, body = open_signed(
                 request.request, analyst, ctx.name, ctx.nonces, now_ms(), parse_training_body
             )

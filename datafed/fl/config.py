@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from datafed.client.config import FederationConfig
 from datafed.config import resolve_path, validate_model
 from datafed.errors import ConfigError
 
@@ -28,6 +27,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
+
+if TYPE_CHECKING:
+    from datafed.client.config import FederationConfig
 
 __all__ = ["FlowerLink", "load_fl_federation"]
 
@@ -56,6 +58,8 @@ def load_fl_federation(path: Path) -> tuple[FederationConfig, FlowerLink]:
     ConfigError
         If the file is missing or invalid, or has no ``[flower]`` table.
     """
+    from datafed.client.config import FederationConfig  # that module may import this one
+
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

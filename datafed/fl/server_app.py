@@ -68,7 +68,7 @@ def run_job(grid: Grid, context: Context, settings: RunSettings) -> TrainResult:
     init = initial_weights(settings.n_features, settings.model, settings.seed)
     min_clients = min(len(approved), 2 if settings.secagg else 1)
     inner = make_strategy(settings.strategy, ndarrays_to_parameters(init), min_clients)
-    audited = AuditedStrategy(inner, names)
+    audited = AuditedStrategy(inner, names, settings.num_server_rounds, settings.eval_every)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_server_rounds),
@@ -80,9 +80,11 @@ def run_job(grid: Grid, context: Context, settings: RunSettings) -> TrainResult:
     rounds = tuple(RoundSummary.from_json(r.to_json()) for _, r in sorted(audited.rounds.items()))
     from datafed.fl.digest import arrays_digest
 
+    lost = [r.round for r in rounds if not r.model_out]
     return TrainResult(
         job_id=job_id,
-        status="completed",
+        status="failed" if lost else "completed",
+        error=f"round(s) {', '.join(map(str, lost))} produced no aggregate" if lost else "",
         model_sha256=arrays_digest(weights),
         weights=[w.astype("float32") for w in weights],
         rounds=rounds,

@@ -14,6 +14,7 @@ Keys (kebab-case, as Flower writes them)::
                         (fractions of the sampled nodes, as SecAggPlusWorkflow accepts)
     secagg-max-weight, secagg-clip          SecAgg+ quantisation bounds
     stage-timeout       seconds to wait for replies per message exchange (0: forever)
+    eval-every          federated evaluation every N rounds (0: after the last round only)
     strategy            "fedavg", "fedprox", "fedadam", ... or "package.module:factory"
     min-nodes           nodes that must be connected before training starts
     datafed             our node mods on (policy, ledger, budget, DP); off = plain Flower
@@ -51,6 +52,7 @@ class RunSettings:
     secagg_max_weight: float = 100000.0
     secagg_clip: float = 8.0
     stage_timeout: float = 120.0
+    eval_every: int = 1
     strategy: str = "fedavg"
     min_nodes: int = 2
     datafed: bool = True
@@ -68,6 +70,8 @@ class RunSettings:
             raise ValueError("SecAgg+ needs at least 2 nodes (min-nodes >= 2)")
         if not 0 < self.secagg_shares <= 1 or not 0 < self.secagg_threshold <= 1:
             raise ValueError("secagg-shares and secagg-threshold must be fractions in (0, 1]")
+        if self.eval_every < 0:
+            raise ValueError(f"eval-every must be >= 0, got {self.eval_every}")
         if self.stage_timeout < 0:
             raise ValueError(f"stage-timeout must be >= 0, got {self.stage_timeout}")
 

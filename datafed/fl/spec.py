@@ -10,15 +10,23 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from datafed.query.spec import check_identifier
-
 __all__ = ["PHASES", "DpParams", "RoundEntry", "TrainingGrant", "TrainingSpec"]
 
 #: Round phases a node records: an update leaves ("fit") or metrics leave ("evaluate").
 PHASES = ("fit", "evaluate")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# The same identifier rule as queries (datafed.query.spec), kept here so the ClientApp,
+# which starts as a fresh process for every Flower message, need not import the SQL layer.
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_ROUNDS = 1000
 MAX_FEATURES = 256
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain identifier (letters, digits, underscore), else raise."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"invalid identifier {name!r}: use letters, digits and '_' (max 64)")
+    return name
 
 
 @dataclass(frozen=True)

@@ -108,13 +108,27 @@ class AuditedStrategy(Strategy):
         The strategy that decides (FedAvg, FedProx, FedAdam, ...).
     node_names : dict[int, str]
         Flower node id -> agency node name, learned when the job was opened.
+    num_rounds : int
+        Rounds of the job (the last one is always evaluated).
+    eval_every : int
+        Federated evaluation every ``eval_every`` rounds (0: after the last round only).
+        Only the nodes whose updates made the round's aggregate evaluate it.
     """
 
-    def __init__(self, inner: Strategy, node_names: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        node_names: dict[int, str] | None = None,
+        num_rounds: int = 1,
+        eval_every: int = 1,
+    ) -> None:
         self.inner = inner
         self.node_names = dict(node_names or {})
+        self.num_rounds = num_rounds
+        self.eval_every = eval_every
         self.rounds: dict[int, RoundLog] = {}
         self.final_arrays: list[np.ndarray[Any, Any]] | None = None
+        self._last_fit: set[int] = set()
 
     def __repr__(self) -> str:
         return f"AuditedStrategy({self.inner!r})"
@@ -149,6 +163,7 @@ class AuditedStrategy(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Record who took part, delegate, and cast the aggregate to float32."""
         log = self._log(server_round)
+        self._last_fit = {getattr(proxy, "node_id", -1) for proxy, _ in results}
         for proxy, res in results:
             node = _node_of(proxy, res.metrics, self.node_names)
             log.participants.append(node)
@@ -170,9 +185,13 @@ class AuditedStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Delegate, tagging each instruction with the round and the model's digest."""
+        """Delegate (on evaluation rounds, to the round's contributors) and tag each instruction."""
+        due = self.eval_every and server_round % self.eval_every == 0
+        if not due and server_round != self.num_rounds:
+            return []
         digest = arrays_digest(parameters_to_ndarrays(parameters))
         out = self.inner.configure_evaluate(server_round, parameters, client_manager)
+        out = [(p, ins) for p, ins in out if getattr(p, "node_id", -1) in self._last_fit]
         for _, ins in out:
             ins.config[KEY_ROUND] = server_round
             ins.config[KEY_MODEL_IN] = digest

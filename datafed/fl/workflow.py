@@ -26,6 +26,7 @@ from flwr.server import LegacyContext
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
 from datafed.fl.errors import TrainingFailed
@@ -35,6 +36,7 @@ __all__ = [
     "OPEN_MESSAGE_TYPE",
     "OPEN_RECORD",
     "OpenOutcome",
+    "SecAggPlusWithEarlyDropouts",
     "build_workflow",
     "open_job",
     "timed_evaluate_workflow",
@@ -152,12 +154,30 @@ def timed_evaluate_workflow(timeout_s: float | None) -> object:
     return evaluate_workflow
 
 
+class SecAggPlusWithEarlyDropouts(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, also surviving nodes that drop before sharing keys.
+
+    Flower 1.41 counts every node sampled at setup as "dead" in the unmask stage if it is
+    not active, and asks its neighbours for shares of its key -- shares a node that died
+    before the share-keys stage never sent, so the neighbours fail and the round is lost.
+    Such a node has no masks in the sum, so there is nothing to recover: after the
+    share-keys stage we keep only the nodes that completed it as "sampled". Nodes that
+    drop later (after sharing) are still unmasked from their shares as Flower intends.
+    """
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Run Flower's share-keys stage, then forget nodes that never shared keys."""
+        ok = super().share_keys_stage(grid, context, state)
+        state.sampled_node_ids = set(state.active_node_ids)
+        return ok
+
+
 def build_workflow(settings: RunSettings) -> DefaultWorkflow:
     """Flower's DefaultWorkflow with SecAgg+ (when on) and the timed evaluate workflow."""
     timeout = settings.stage_timeout or None
     fit = None
     if settings.secagg:
-        fit = SecAggPlusWorkflow(
+        fit = SecAggPlusWithEarlyDropouts(
             num_shares=settings.secagg_shares,
             reconstruction_threshold=settings.secagg_threshold,
             max_weight=settings.secagg_max_weight,

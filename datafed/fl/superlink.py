@@ -1,0 +1,128 @@
+"""Starting and stopping Flower processes: the SuperLink command, free ports, clean stops.
+
+The SuperLink (Flower's coordinator: Fleet, Control and Runtime APIs on one HTTPS port)
+runs wherever the federation operator or the analyst chooses. Its TLS certificate comes
+from the federation CA, so SuperNodes and the analyst verify it with the CA they already
+trust. ``--disable-runtime-dependency-installation``: apps are installed code, never
+fetched at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "free_port",
+    "start_process",
+    "stop_process",
+    "superlink_command",
+    "wait_for_port",
+]
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def superlink_command(
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    ca_certfile: Path | None = None,
+    database: Path | None = None,
+    insecure: bool = False,
+) -> list[str]:
+    """Return the ``flower-superlink`` command line.
+
+    Raises
+    ------
+    ValueError
+        If neither TLS files nor ``insecure`` are given.
+    """
+    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port)]
+    cmd.append("--disable-runtime-dependency-installation")
+    if insecure:
+        cmd.append("--insecure")
+    elif certfile is None or keyfile is None or ca_certfile is None:
+        raise ValueError("the SuperLink needs certfile, keyfile and ca_certfile (or insecure)")
+    else:
+        cmd += ["--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)]
+        cmd += ["--ssl-ca-certfile", str(ca_certfile)]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    return cmd
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    """Block until ``host:port`` accepts connections.
+
+    Raises
+    ------
+    RuntimeError
+        If the process exits first or the port is not open within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout_s:g}s")
+
+
+def start_process(
+    cmd: Sequence[str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
+    """Stop a process started by :func:`start_process` and everything it spawned.
+
+    SIGTERM to its process group (Flower's SuperLink and SuperNode start SuperExec and
+    app processes), SIGKILL after ``timeout_s``.
+    """
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group (app processes)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return proc.returncode

@@ -1,0 +1,104 @@
+r"""Launching the agency's Flower SuperNode beside its datafed node.
+
+The SuperNode connects out to the federation's SuperLink (TLS, verified with the
+federation CA) and runs datafed's ClientApp for every message. Its ``--node-config``
+tells that ClientApp where its own node is: the node's ``node.toml`` (for the node's own
+mTLS identity) and the node's actual address::
+
+    flower-supernode --superlink 127.0.0.1:9093 --root-certificates pki/ca.crt \
+        --port 9094 --node-config \
+        'datafed-node-config="/srv/node/node.toml" datafed-node-address="127.0.0.1:50051"'
+
+:func:`supernode_command` builds that line; :func:`run_supernode` execs it (for a
+``datafed-node supernode`` command).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from nodes.fl.gateway import NODE_ADDRESS_KEY, NODE_CONFIG_KEY
+
+__all__ = ["node_config_arg", "run_supernode", "supernode_command"]
+
+
+def _quote(value: str) -> str:
+    if '"' in value or "\\" in value or "\n" in value:
+        raise ValueError(f"value may not contain quotes, backslashes or newlines: {value!r}")
+    return f'"{value}"'
+
+
+def node_config_arg(node_config: Path, node_address: str | None = None) -> str:
+    """The ``--node-config`` value naming the node's config (and address)."""
+    parts = [f"{NODE_CONFIG_KEY}={_quote(str(node_config.resolve()))}"]
+    if node_address:
+        parts.append(f"{NODE_ADDRESS_KEY}={_quote(node_address)}")
+    return " ".join(parts)
+
+
+def supernode_command(
+    *,
+    node_config: Path,
+    superlink: str,
+    port: int,
+    root_certificates: Path | None = None,
+    node_address: str | None = None,
+    insecure: bool = False,
+    max_wait_time_s: float | None = 300.0,
+) -> list[str]:
+    """Return the ``flower-supernode`` command line for the node at ``node_config``.
+
+    Parameters
+    ----------
+    node_config : Path
+        The node's ``node.toml``.
+    superlink : str
+        The SuperLink's Fleet API ``host:port``.
+    port : int
+        The SuperNode's own (loopback) Runtime API port.
+    root_certificates : Path, optional
+        The federation CA, to verify the SuperLink's certificate.
+    node_address : str, optional
+        The node's gRPC address, when it differs from its configured listen address.
+    insecure : bool
+        Connect without TLS (local experiments only).
+    max_wait_time_s : float, optional
+        Give up reconnecting to the SuperLink after this long.
+
+    Raises
+    ------
+    ValueError
+        If neither ``root_certificates`` nor ``insecure`` is given.
+    """
+    exe = str(Path(sys.executable).parent / "flower-supernode")
+    cmd = [exe, "--superlink", superlink, "--port", str(port)]
+    if insecure:
+        cmd.append("--insecure")
+    elif root_certificates is None:
+        raise ValueError("the SuperNode needs root_certificates (the federation CA) or insecure")
+    else:
+        cmd += ["--root-certificates", str(root_certificates)]
+    if max_wait_time_s is not None:
+        cmd += ["--max-wait-time", str(max_wait_time_s)]
+    cmd += ["--node-config", node_config_arg(node_config, node_address)]
+    return cmd
+
+
+def run_supernode(
+    node_config: Path,
+    superlink: str,
+    port: int = 9094,
+    root_certificates: Path | None = None,
+    node_address: str | None = None,
+) -> None:
+    """Replace this process with the node's SuperNode (never returns)."""
+    cmd = supernode_command(
+        node_config=node_config,
+        superlink=superlink,
+        port=port,
+        root_certificates=root_certificates,
+        node_address=node_address,
+    )
+    os.execv(cmd[0], cmd)
