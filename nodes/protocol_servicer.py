@@ -7,7 +7,8 @@ the ``secagg`` rounds).  For every request:
 2. the job must be open here for the same requester, purpose and mode (:mod:`nodes.jobs`);
 3. the mode runs the step on the job's state (one step of a job at a time);
 4. the step is appended to the ledger (``released``, or ``denied`` with the reason) before
-   the reply leaves, with ``details`` naming the step and its round.
+   the reply leaves, with ``details`` naming the step and its round; the reply carries a
+   receipt (signed checkpoint and inclusion proof) of that entry.
 
 A bad step gets a clear gRPC error and a ``denied`` entry; it changes no data and no
 budget.  Steps are recorded with ``operation = "query"`` so that every entry of a job
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from audit.receipt_serde import receipt_to_proto
 from datafed.errors import ProtocolError
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc, query_pb2
@@ -106,6 +108,7 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         )
         if body.round == len(mode_class(job.mode).steps):
             ctx.jobs.drop(job.requester, job.job_id)
+        receipt = await asyncio.to_thread(ctx.ledger.receipt, [index])
         head = ctx.head()
         return protocol_pb2.StepResponse(
             node=ctx.name,
@@ -115,6 +118,7 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
             ledger=query_pb2.LedgerHead(
                 origin=head.origin, size=head.size, root_hash=head.root_hash, entry_indexes=[index]
             ),
+            receipt=receipt_to_proto(receipt),
         )
 
     async def _run(

@@ -2,42 +2,70 @@
 
 Multi-step protection modes drive their rounds through a :class:`ProtocolSession`; it
 signs every step like a query (same requester, job and purpose, fresh nonce), keeps one
-mTLS channel per node, checks that each reply belongs to the step it answers, and
+mTLS channel per node, checks that each reply belongs to the step it answers and that
+its receipt proves the node logged it (against the node's CA-bound key), and
 translates gRPC failures into :class:`~datafed.errors.NodeUnavailable` (a dropout) or
 :class:`~datafed.errors.RemoteError` (a refusal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from audit.errors import InvalidReceipt
+from audit.receipt_serde import receipt_from_proto
+from audit.receipts import verify_receipt
+from datafed.client._receipts import ledger_origin
 from datafed.client.config import FederationConfig
 from datafed.errors import NodeUnavailable, ProtocolError, RemoteError
 from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc, query_pb2
 from datafed.query.components import Component
 from datafed.query.modes import Combined, NodeAnswer, ProtectionMode
+from datafed.query.result import NodeReceipt
 from datafed.serde import header_to_proto
 from datafed.signing import new_header, sign_body
 from datafed.tls import TlsMaterial, channel_credentials
 
-__all__ = ["ProtocolSession", "StepEntry", "finish_steps"]
+__all__ = ["ProtocolSession", "check_step_receipt", "finish_steps"]
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class StepEntry:
-    """Where a node recorded one step in its ledger."""
+def check_step_receipt(
+    node: str,
+    key: ed25519.Ed25519PublicKey,
+    job: str,
+    request_digest: str,
+    reply: protocol_pb2.StepResponse,
+) -> NodeReceipt:
+    """Verify a step's receipt: one ``released`` entry of this node, job, request and reply.
 
-    node: str
-    round: int
-    entry_index: int
+    Raises
+    ------
+    ProtocolError
+        Naming the node, if the receipt does not verify or does not match the step.
+    """
+    try:
+        receipt = receipt_from_proto(reply.receipt)
+        records = verify_receipt(receipt, ledger_origin(node), key)
+    except (InvalidReceipt, ValueError) as exc:
+        raise ProtocolError(f"node {node!r}: step receipt does not verify") from exc
+    ok = (
+        [r.decision for r in records] == ["released"]
+        and records[0].node == node
+        and records[0].job_id == job
+        and records[0].request_digest == request_digest
+        and records[0].result_digest == hashlib.sha256(reply.payload).hexdigest()
+    )
+    if not ok:
+        raise ProtocolError(f"node {node!r}: step receipt does not match the step")
+    return NodeReceipt(node=node, checkpoint=receipt.checkpoint, records=tuple(records))
 
 
 class ProtocolSession:
@@ -53,6 +81,7 @@ class ProtocolSession:
         mode: str,
         purpose: str,
         legal_basis: str = "",
+        keys: Mapping[str, ed25519.Ed25519PublicKey] | None = None,
     ) -> None:
         self.job_id = job_id
         self.mode = mode
@@ -64,8 +93,10 @@ class ProtocolSession:
         self._endpoints = {n.name: n for n in config.nodes}
         self._stubs: dict[str, protocol_pb2_grpc.ProtocolServiceStub] = {}
         self._channels: list[grpc.aio.Channel] = []
-        #: The ledger entry of every step a node acknowledged, in completion order.
-        self.entries: list[StepEntry] = []
+        #: Each node's pinned log key; without it, step receipts are not checked.
+        self._keys = keys
+        #: The verified receipt of every step a node answered, in completion order.
+        self.receipts: list[NodeReceipt] = []
 
     def _stub(self, node: str) -> protocol_pb2_grpc.ProtocolServiceStub:
         stub = self._stubs.get(node)
@@ -96,7 +127,7 @@ class ProtocolSession:
         RemoteError
             The node refused the step; names the node and the status.
         ProtocolError
-            The reply does not belong to this step.
+            The reply does not belong to this step, or its receipt does not verify.
         """
         stub = self._stub(node)
         header = new_header(
@@ -117,8 +148,12 @@ class ProtocolSession:
             raise RemoteError(node, code.name, exc.details() or "") from exc
         if (reply.node, reply.job_id, reply.round) != (node, self.job_id, round_):
             raise ProtocolError(f"node {node!r} answered another step")
-        for index in reply.ledger.entry_indexes:
-            self.entries.append(StepEntry(node, round_, int(index)))
+        if self._keys is not None:
+            digest = hashlib.sha256(body).hexdigest()
+            key = self._keys.get(node)
+            if key is None:
+                raise ProtocolError(f"no pinned log key for node {node!r}")
+            self.receipts.append(check_step_receipt(node, key, self.job_id, digest, reply))
         return bytes(reply.payload)
 
     async def aclose(self) -> None:

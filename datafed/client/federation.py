@@ -26,7 +26,7 @@ from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import components
 from datafed.query.modes import ModeContext, PaillierMode, ProtectionMode, mode_class
-from datafed.query.result import LedgerHeadInfo, QueryResult
+from datafed.query.result import LedgerHeadInfo, NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_sql
 from datafed.serde import header_to_proto, literal_from_proto, literal_to_proto, spec_to_proto
@@ -168,6 +168,7 @@ class Federation:
             check_receipt(a.node, keys[a.node], job, digests[a.node], a) for a in answers
         )
         combined = None
+        steps: tuple[NodeReceipt, ...] = ()
         if mode.steps:  # multi-step modes: the nodes' answers start a protocol
             session = ProtocolSession(
                 self.config,
@@ -177,10 +178,12 @@ class Federation:
                 mode=mode.name,
                 purpose=purpose,
                 legal_basis=legal_basis,
+                keys=keys,
             )
             combined = await finish_steps(session, mode, answers, comps, len(domain or ()), bits)
+            steps = tuple(session.receipts)
         result = _assemble.assemble(spec, comps, mode, bits, job, domain, answers, combined)
-        return dataclasses.replace(result, receipts=receipts)
+        return dataclasses.replace(result, receipts=receipts, step_receipts=steps)
 
     async def _node_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
         """Each node's log key, from its certificate verified against our CA (cached)."""

@@ -48,6 +48,8 @@ class QueryResult:
         The nodes that contributed.
     ledgers
         Each node's ledger head after it recorded the query.
+    step_receipts
+        Multi-step modes: one verified receipt per protocol step a node ran.
     error_bound
         Approximate modes (``ckks``): a bound on the absolute error of every SUM and
         COUNT in ``rows`` (AVG and VAR derive from them); ``None`` when exact.
@@ -62,6 +64,7 @@ class QueryResult:
     #: Verified receipts, one per node (checked before the result was returned).
     receipts: tuple[NodeReceipt, ...] = field(default=())
     error_bound: float | None = None
+    step_receipts: tuple[NodeReceipt, ...] = field(default=())
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""

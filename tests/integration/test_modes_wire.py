@@ -105,6 +105,12 @@ def test_mode_matches_plain_and_records_its_steps(fed, mode):
     steps = {"shares": [1, 1, 0], "secagg": [3, 3, 3], "ckks": [1, 0, 0]}[mode]
     for node, extra in zip(names(fed), steps, strict=True):
         assert after[node] == before[node] + 2 * (2 + extra)  # two queries
+        # The analyst verified a receipt for every step each node ran.
+        assert sum(r.node == node for r in grouped.step_receipts) == extra
+    for receipt in grouped.step_receipts:
+        (record,) = receipt.records
+        assert record.decision == "released" and record.job_id == grouped.job_id
+        assert record.details["step"] in {"aggregate", "share-keys", "masked-input", "unmask"}
 
 
 def _capture(monkeypatch) -> list[tuple[str, int, bytes, bytes]]:

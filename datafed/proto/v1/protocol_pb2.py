@@ -23,56 +23,57 @@ _sym_db = _symbol_database.Default()
 
 
 from datafed.proto.v1 import common_pb2 as datafed_dot_proto_dot_v1_dot_common__pb2
+from datafed.proto.v1 import ledger_pb2 as datafed_dot_proto_dot_v1_dot_ledger__pb2
 from datafed.proto.v1 import query_pb2 as datafed_dot_proto_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"z\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\"Y\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"f\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\xa6\x01\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12*\n\x07receipt\x18\x06 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"Y\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"f\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datafed.proto.v1.protocol_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEPREQUESTBODY']._serialized_start=114
-  _globals['_STEPREQUESTBODY']._serialized_end=226
-  _globals['_STEPRESPONSE']._serialized_start=228
-  _globals['_STEPRESPONSE']._serialized_end=350
-  _globals['_ENVELOPE']._serialized_start=352
-  _globals['_ENVELOPE']._serialized_end=441
-  _globals['_SIGNEDENVELOPE']._serialized_start=443
-  _globals['_SIGNEDENVELOPE']._serialized_end=496
-  _globals['_SEALEDENVELOPE']._serialized_start=498
-  _globals['_SEALEDENVELOPE']._serialized_end=549
-  _globals['_SEALEDBUNDLE']._serialized_start=551
-  _globals['_SEALEDBUNDLE']._serialized_end=614
-  _globals['_SHARESPARAMS']._serialized_start=616
-  _globals['_SHARESPARAMS']._serialized_end=697
-  _globals['_SHAREBODY']._serialized_start=699
-  _globals['_SHAREBODY']._serialized_end=784
-  _globals['_SHARESUM']._serialized_start=786
-  _globals['_SHARESUM']._serialized_end=812
-  _globals['_CKKSPARAMS']._serialized_start=814
-  _globals['_CKKSPARAMS']._serialized_end=916
-  _globals['_CKKSVECTOR']._serialized_start=918
-  _globals['_CKKSVECTOR']._serialized_end=962
-  _globals['_SECAGGPARAMS']._serialized_start=964
-  _globals['_SECAGGPARAMS']._serialized_end=1031
-  _globals['_SECAGGADVERTISE']._serialized_start=1033
-  _globals['_SECAGGADVERTISE']._serialized_end=1124
-  _globals['_SECAGGROSTER']._serialized_start=1126
-  _globals['_SECAGGROSTER']._serialized_end=1189
-  _globals['_SECAGGCIPHERTEXT']._serialized_start=1191
-  _globals['_SECAGGCIPHERTEXT']._serialized_end=1243
-  _globals['_SECAGGSHAREKEYS']._serialized_start=1245
-  _globals['_SECAGGSHAREKEYS']._serialized_end=1338
-  _globals['_SECAGGMASKED']._serialized_start=1340
-  _globals['_SECAGGMASKED']._serialized_end=1389
-  _globals['_SECAGGSURVIVORS']._serialized_start=1391
-  _globals['_SECAGGSURVIVORS']._serialized_end=1425
-  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1427
-  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1473
-  _globals['_SECAGGUNMASK']._serialized_start=1476
-  _globals['_SECAGGUNMASK']._serialized_end=1629
-  _globals['_PROTOCOLSERVICE']._serialized_start=1631
-  _globals['_PROTOCOLSERVICE']._serialized_end=1721
+  _globals['_STEPREQUESTBODY']._serialized_start=145
+  _globals['_STEPREQUESTBODY']._serialized_end=257
+  _globals['_STEPRESPONSE']._serialized_start=260
+  _globals['_STEPRESPONSE']._serialized_end=426
+  _globals['_ENVELOPE']._serialized_start=428
+  _globals['_ENVELOPE']._serialized_end=517
+  _globals['_SIGNEDENVELOPE']._serialized_start=519
+  _globals['_SIGNEDENVELOPE']._serialized_end=572
+  _globals['_SEALEDENVELOPE']._serialized_start=574
+  _globals['_SEALEDENVELOPE']._serialized_end=625
+  _globals['_SEALEDBUNDLE']._serialized_start=627
+  _globals['_SEALEDBUNDLE']._serialized_end=690
+  _globals['_SHARESPARAMS']._serialized_start=692
+  _globals['_SHARESPARAMS']._serialized_end=773
+  _globals['_SHAREBODY']._serialized_start=775
+  _globals['_SHAREBODY']._serialized_end=860
+  _globals['_SHARESUM']._serialized_start=862
+  _globals['_SHARESUM']._serialized_end=888
+  _globals['_CKKSPARAMS']._serialized_start=890
+  _globals['_CKKSPARAMS']._serialized_end=992
+  _globals['_CKKSVECTOR']._serialized_start=994
+  _globals['_CKKSVECTOR']._serialized_end=1038
+  _globals['_SECAGGPARAMS']._serialized_start=1040
+  _globals['_SECAGGPARAMS']._serialized_end=1107
+  _globals['_SECAGGADVERTISE']._serialized_start=1109
+  _globals['_SECAGGADVERTISE']._serialized_end=1200
+  _globals['_SECAGGROSTER']._serialized_start=1202
+  _globals['_SECAGGROSTER']._serialized_end=1265
+  _globals['_SECAGGCIPHERTEXT']._serialized_start=1267
+  _globals['_SECAGGCIPHERTEXT']._serialized_end=1319
+  _globals['_SECAGGSHAREKEYS']._serialized_start=1321
+  _globals['_SECAGGSHAREKEYS']._serialized_end=1414
+  _globals['_SECAGGMASKED']._serialized_start=1416
+  _globals['_SECAGGMASKED']._serialized_end=1465
+  _globals['_SECAGGSURVIVORS']._serialized_start=1467
+  _globals['_SECAGGSURVIVORS']._serialized_end=1501
+  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1503
+  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1549
+  _globals['_SECAGGUNMASK']._serialized_start=1552
+  _globals['_SECAGGUNMASK']._serialized_end=1705
+  _globals['_PROTOCOLSERVICE']._serialized_start=1707
+  _globals['_PROTOCOLSERVICE']._serialized_end=1797
 # @@protoc_insertion_point(module_scope)

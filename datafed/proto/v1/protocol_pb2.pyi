@@ -12,6 +12,7 @@ Whatever one node sends another is signed by the sender and sealed to the recipi
 
 from collections import abc as _abc
 from datafed.proto.v1 import common_pb2 as _common_pb2
+from datafed.proto.v1 import ledger_pb2 as _ledger_pb2
 from datafed.proto.v1 import query_pb2 as _query_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -70,6 +71,7 @@ class StepResponse(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     round: _builtins.int
@@ -77,6 +79,13 @@ class StepResponse(_message.Message):
     @_builtins.property
     def ledger(self) -> _query_pb2.LedgerHead:
         """entry_indexes: this step's ledger entry"""
+
+    @_builtins.property
+    def receipt(self) -> _ledger_pb2.Receipt:
+        """Proof that the node logged this step: a signed checkpoint and the inclusion proof of
+        its `released` entry, whose request digest is the signed body's and whose result
+        digest is SHA-256 of `payload`.
+        """
 
     def __init__(
         self,
@@ -86,10 +95,11 @@ class StepResponse(_message.Message):
         round: _builtins.int = ...,
         payload: _builtins.bytes = ...,
         ledger: _query_pb2.LedgerHead | None = ...,
+        receipt: _ledger_pb2.Receipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload", "receipt", b"receipt", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

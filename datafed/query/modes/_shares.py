@@ -191,10 +191,13 @@ class SharesMode(ProtectionMode):
             *(
                 session.step(agg, _ROUND_AGGREGATE, bundle.SerializeToString())
                 for agg, bundle in per_aggregator.items()
-            )
+            ),
+            return_exceptions=True,  # let every aggregator finish (and log) before failing
         )
         total = np.zeros(length, dtype=np.uint64)
         for agg, raw in zip(per_aggregator, replies, strict=True):
+            if isinstance(raw, BaseException):
+                raise raw
             try:
                 vec = ring_from_bytes(bytes(protocol_pb2.ShareSum.FromString(raw).vector), length)
             except (DecodeError, ValueError) as exc:

@@ -144,7 +144,10 @@ def test_aggregator_refuses_malformed_and_out_of_range_ciphertexts(mode_pki, mod
         open_sealed(h.env(A), "ckks", sender, good.items[2])[1]
     )
     chunk = bytearray(vec.chunks[0])
-    chunk[len(chunk) // 2] ^= 0xFF
+    # Invert 16 bytes of the (incompressible, so stored raw) coefficient data: that
+    # covers a whole 64-bit word, which then exceeds every coefficient modulus.
+    for i in range(len(chunk) // 2, len(chunk) // 2 + 16):
+        chunk[i] ^= 0xFF
 
     def from_c(body: protocol_pb2.CkksVector | bytes) -> protocol_pb2.SealedBundle:
         raw = body if isinstance(body, bytes) else body.SerializeToString()
