@@ -78,6 +78,13 @@ class NaiveLog:
         return merkle.root_from_leaf_hashes(merkle.hash_leaf(x) for x in self.leaves)[1]
 
 
+def _cpu_rate(fn: Any, count: int) -> float:
+    """Items per CPU-second of this process for one call of ``fn`` (load-independent-ish)."""
+    c = time.process_time()
+    fn()
+    return round(count / max(time.process_time() - c, 1e-9))
+
+
 def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else 0.0
 
@@ -124,6 +131,7 @@ def test_append_ours(benchmark: Any, bench_row: Any, tmp_dir: Path) -> None:
         ledger.close()
 
     benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    cpu = _cpu_rate(lambda: run(*setup()[0]), WRITERS * PER_WRITER)
     bench_row(
         "ledger.append",
         role="ours",
@@ -131,6 +139,7 @@ def test_append_ours(benchmark: Any, bench_row: Any, tmp_dir: Path) -> None:
         per_call=WRITERS * PER_WRITER,
         params={"writers": WRITERS, "api": "async", "durable": True},
         baseline_name="fsync per entry + full rehash",
+        entries_per_cpu_s=cpu,
         single_p50_ms=round(_pct(single, 50), 3),
         single_p99_ms=round(_pct(single, 99), 3),
         concurrent_p50_ms=round(_pct(lat, 50), 3),
@@ -207,6 +216,7 @@ def test_verify_full_ours(benchmark: Any, bench_row: Any, big_log: BigLog) -> No
         assert report.ok and report.entries == N_FULL
 
     benchmark.pedantic(run, rounds=3, iterations=1)
+    cpu = _cpu_rate(run, N_FULL)
     bench_row(
         "ledger.verify_full",
         role="ours",
@@ -214,6 +224,7 @@ def test_verify_full_ours(benchmark: Any, bench_row: Any, big_log: BigLog) -> No
         per_call=N_FULL,
         params={"entries": N_FULL, "checkpoints": 10},
         baseline_name="rehash per checkpoint",
+        leaves_per_cpu_s=cpu,
     )
 
 
@@ -247,6 +258,7 @@ def test_verify_inclusion_ours(benchmark: Any, bench_row: Any, big_log: BigLog) 
             merkle.verify_inclusion(h, i, N_FULL, proof, root)
 
     benchmark.pedantic(run, rounds=5, iterations=1)
+    cpu = _cpu_rate(run, PROOFS)
     bench_row(
         "ledger.verify_inclusion",
         role="ours",
@@ -254,6 +266,7 @@ def test_verify_inclusion_ours(benchmark: Any, bench_row: Any, big_log: BigLog) 
         per_call=PROOFS,
         params={"tree_size": N_FULL},
         baseline_name="rehash the chain per check",
+        proofs_per_cpu_s=cpu,
     )
 
 
