@@ -88,6 +88,8 @@ def _parse_params(
         raise ValueError("malformed CKKS parameters") from exc
     (aggregator,) = peers(env, [msg.aggregator_certificate], "aggregator")
     participants = peers(env, msg.participant_certificates, "participant")
+    if len(participants) < 2:  # else the aggregator's "sum" would be one node's ciphertext
+        raise ValueError("ckks needs at least 2 participants")
     names = {p.name for p in participants}
     if env.node not in names:
         raise ValueError("this node is not among the listed participants")

@@ -115,6 +115,14 @@ def test_nodes_refuse_weak_or_inconsistent_contexts(mode_pki, mode):
         (_params(h, bfv.public_bytes()), "not a CKKS context"),
         (_params(h, b"garbage"), "malformed CKKS public context"),
         (b"\xff", "malformed CKKS parameters"),
+        (
+            protocol_pb2.CkksParams(
+                public_context=public,
+                aggregator_certificate=h.pki.certs[B],
+                participant_certificates=[h.pki.certs[B]],
+            ).SerializeToString(),
+            "at least 2 participants",
+        ),
     ]
     for params, match in cases:
         with pytest.raises(ValueError, match=match):
