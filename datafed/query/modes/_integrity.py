@@ -17,8 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from datafed.errors import ProtocolError
-from datafed.hazmat import decode_int, derive_seed, encode_int, prg_uint64
-from datafed.hazmat._fixedpoint import RingArray
+from datafed.hazmat import RingArray, decode_int, derive_seed, encode_int, prg_uint64
 
 __all__ = [
     "check_real",

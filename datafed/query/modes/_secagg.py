@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from datafed.errors import NodeUnavailable, ProtocolError
-from datafed.hazmat._fixedpoint import RingArray
+from datafed.hazmat import RingArray
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.protocols import AdvertiseKeys, KeyRoster, SecAggClient, SecAggServer, Survivors
