@@ -49,7 +49,14 @@ from datafed.config import load_toml_model, resolve_path
 from datafed.query.spec import check_identifier
 from datafed.tls import PartyFiles
 
-__all__ = ["DatasetConfig", "DatasetPolicy", "NodeConfig", "NodeSection", "load_node_config"]
+__all__ = [
+    "DatasetConfig",
+    "DatasetPolicy",
+    "DpPolicy",
+    "NodeConfig",
+    "NodeSection",
+    "load_node_config",
+]
 
 Ident = Annotated[str, AfterValidator(check_identifier)]
 PartyName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
@@ -62,6 +69,33 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DpPolicy(_Strict):
+    """Differential privacy for a dataset: noise on every release, one budget per requester.
+
+    Every aggregated column needs ``bounds``: values are clamped to them in the query, so one
+    row changes a SUM by at most ``max(|lo|, |hi|)`` (the sensitivity that calibrates the
+    discrete Laplace noise).
+    """
+
+    epsilon_per_query: float = Field(gt=0, le=10)
+    budget_epsilon: float = Field(gt=0)
+    budget_delta: float = Field(default=0.0, ge=0, lt=1)
+    bounds: dict[Ident, tuple[float, float]] = {}
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for col, (lo, hi) in v.items():
+            if not lo <= hi:
+                raise ValueError(f"bounds.{col}: low must not exceed high")
+        return v
+
+    @property
+    def budget(self) -> tuple[float, float]:
+        """``(epsilon, delta)`` per requester."""
+        return self.budget_epsilon, self.budget_delta
 
 
 class DatasetPolicy(_Strict):
@@ -85,6 +119,8 @@ class DatasetPolicy(_Strict):
     #: (as the identifier side or the value side; see datafed.psi), and federated
     #: training through the node's own Flower SuperNode (see nodes.fl.policy).
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
+    #: Differential privacy; ``None`` releases exact aggregates.
+    dp: DpPolicy | None = None
 
     @field_validator("allowed_protections")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datafed.client._receipts import ledger_origin
 from datafed.pki import Identity, load_signing_key
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
+from nodes.budget import LedgerBudget, dp_limits
 from nodes.config import NodeConfig
 from nodes.jobs import JobTable
 from nodes.replay import NonceStore
@@ -35,6 +35,8 @@ class NodeContext:
     store: DataStore
     ledger: Ledger
     nonces: NonceStore
+    #: One privacy budget per (requester, dataset), replayed from the ledger.
+    budget: LedgerBudget
     #: Open jobs of multi-step protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
 
@@ -53,7 +55,8 @@ class NodeContext:
         state.mkdir(parents=True, exist_ok=True)
         store = DataStore(config.datasets)
         ledger = Ledger.open(state / "ledger.sqlite", ledger_origin(config.node.name), key)
-        return cls(config, tls, key, store, ledger, NonceStore(state / "nonces.sqlite"))
+        budget = LedgerBudget(ledger, dp_limits(config))
+        return cls(config, tls, key, store, ledger, NonceStore(state / "nonces.sqlite"), budget)
 
     @property
     def name(self) -> str:
@@ -99,7 +102,7 @@ class NodeContext:
             time_ms=now_ms(),
             details=dict(details or {}),
         )
-        index = await asyncio.to_thread(self.ledger.append, record)
+        index = await self.ledger.append_async(record)
         log.info(
             "ledger[%d] %s %s by %s on %r: %s",
             index,

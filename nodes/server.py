@@ -16,9 +16,11 @@ from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.tls import server_credentials
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
+from nodes.ledger_servicer import add_ledger_services
 from nodes.protocol_servicer import add_protocol_service
 from nodes.psi_servicer import add_psi_service
 from nodes.servicer import QueryServicer
+from nodes.training_servicer import add_training_service
 
 __all__ = ["SERVICE_NAMES", "build_server", "serve"]
 
@@ -40,8 +42,10 @@ async def build_server(
         maximum_concurrent_rpcs=ctx.config.node.max_concurrent_requests,
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(ctx), server)
+    add_ledger_services(server, ctx.ledger)
     add_protocol_service(server, ctx)
     add_psi_service(server, ctx)
+    add_training_service(server, ctx)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)

@@ -29,6 +29,7 @@ from datafed.query.spec import QuerySpec, Scalar
 from datafed.serde import literal_from_proto, literal_to_proto, spec_from_proto
 from datafed.signing import RequestHeader, now_ms
 from nodes.context import NodeContext
+from nodes.dp import add_noise, check_dp
 from nodes.errors import InvalidRequest, NodeError, status_of
 from nodes.gate import open_signed, peer_identity, request_digest
 from nodes.policy import apply_min_group_size, check_query
@@ -110,6 +111,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             if decision.error is not None:
                 raise decision.error
+            dp = ctx.config.dataset(spec.dataset).policy.dp  # type: ignore[union-attr]
+            if dp is not None:
+                check_dp(spec, components(spec), dp)
+                ctx.budget.check(identity.name, spec.dataset, dp.epsilon_per_query)
         except NodeError as exc:
             await self._deny(context, exc, identity, header, spec, mode, digest)
             raise AssertionError("unreachable") from exc  # abort() raises
@@ -123,8 +128,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             reason=decision.reason,
             request_digest=digest,
         )
+        epsilon = dp.epsilon_per_query if dp is not None else 0.0
         try:
             response, suppressed = await asyncio.to_thread(self._compute, spec, pspec, header)
+            if epsilon:
+                ctx.budget.charge(identity.name, spec.dataset, epsilon)
         except Exception as exc:
             err = exc if isinstance(exc, NodeError) else NodeError("internal error while computing")
             if not isinstance(exc, NodeError):
@@ -142,6 +150,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             reason=f"{len(response.groups)} group(s) released, {suppressed} suppressed below k",
             request_digest=digest,
             result_digest=result_digest,
+            epsilon=epsilon,
         )
         receipt = await asyncio.to_thread(ctx.ledger.receipt, [approved, released])
         response.receipt.CopyFrom(receipt_to_proto(receipt))
@@ -161,8 +170,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> tuple[query_pb2.QueryResponse, int]:
         ctx = self.ctx
         comps = components(spec)
-        groups = ctx.store.aggregate(spec, comps, pspec.bits)
         policy = ctx.config.dataset(spec.dataset).policy  # type: ignore[union-attr]
+        bounds = policy.dp.bounds if policy.dp is not None else None
+        groups = ctx.store.aggregate(spec, comps, pspec.bits, bounds)
         groups, suppressed = apply_min_group_size(policy, groups)
         if pspec.domain is None:
             keys = [g.key for g in groups]
@@ -172,6 +182,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             zeros = (0,) * len(comps)
             keys = list(pspec.domain)
             flat = [v for k in keys for v in by_key.get(k, zeros)]
+        stddev: list[float] = []
+        if policy.dp is not None:
+            flat, stddev = add_noise(flat, comps, policy.dp, pspec.bits)
         stash = ctx.jobs.stash(header, spec.dataset, pspec.mode.name) if pspec.mode.steps else None
         env = NodeEnv(
             ctx.name, header.job_id, ctx.signing_key, ctx.tls.ca, comps, pspec.bits, stash
@@ -186,6 +199,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             components=[c.label for c in comps],
             fixed_point_bits=pspec.bits,
             payload=payload,
+            epsilon=policy.dp.epsilon_per_query if policy.dp is not None else 0.0,
+            noise_stddev=stddev,
         )
         for k in keys:
             response.groups.add().values.extend(literal_to_proto(v) for v in k)

@@ -6,7 +6,7 @@ from a request ever reaches the database.  SQLite files are opened read-only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,16 +71,23 @@ class DataStore:
         return ds
 
     def aggregate(
-        self, spec: QuerySpec, comps: Sequence[Component], fixed_point_bits: int
+        self,
+        spec: QuerySpec,
+        comps: Sequence[Component],
+        fixed_point_bits: int,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
     ) -> list[GroupRow]:
-        """Run ``spec`` and return one :class:`GroupRow` per group (blocking)."""
+        """Run ``spec`` and return one :class:`GroupRow` per group (blocking).
+
+        With ``bounds``, summed values are clamped to them (for differential privacy).
+        """
         ds = self._get(spec.dataset)
         t = ds.table
         unknown = sorted(spec.columns() - set(ds.columns))
         if unknown:
             raise InvalidRequest(f"unknown column {unknown[0]!r} in dataset {spec.dataset!r}")
         keys = [t.c[g] for g in spec.group_by]
-        exprs = [_component_expr(t, c) for c in comps]
+        exprs = [_component_expr(t, c, (bounds or {}).get(c.column)) for c in comps]
         stmt = sa.select(*keys, sa.func.count().label("__rows"), *exprs).select_from(t)
         if spec.where is not None:
             stmt = stmt.where(_predicate(t, spec.where))
@@ -118,10 +125,15 @@ class DataStore:
             ds.engine.dispose()
 
 
-def _component_expr(t: sa.Table, c: Component) -> sa.ColumnElement[Any]:
+def _component_expr(
+    t: sa.Table, c: Component, bound: tuple[float, float] | None = None
+) -> sa.ColumnElement[Any]:
     if c.kind == "count":
         return sa.func.count() if c.column == "*" else sa.func.count(t.c[c.column])
-    col = t.c[c.column]
+    col: sa.ColumnElement[Any] = t.c[c.column]
+    if bound is not None:
+        lo, hi = bound
+        col = sa.case((col < lo, lo), (col > hi, hi), else_=col)
     if c.kind == "sum":
         return sa.func.sum(col)
     if c.kind == "sumsq":

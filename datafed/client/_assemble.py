@@ -124,7 +124,28 @@ def assemble(
         nodes=combined.nodes if combined is not None else tuple(a.node for a in answers),
         ledgers=tuple(ledger_head(a.node, a.ledger) for a in answers),
         error_bound=combined.error_bound if combined is not None else None,
+        epsilon={a.node: a.epsilon for a in answers if a.epsilon},
+        noise_stddev=_noise(spec, comps, answers),
     )
+
+
+def _noise(
+    spec: QuerySpec, comps: Sequence[Component], answers: Sequence[query_pb2.QueryResponse]
+) -> dict[str, float]:
+    """Stddev of the DP noise in each SUM and COUNT of the result (independent per node)."""
+    var = [0.0] * len(comps)
+    for a in answers:
+        if len(a.noise_stddev) not in (0, len(comps)):
+            raise ProtocolError(f"node {a.node!r} reported noise for the wrong components")
+        for i, sd in enumerate(a.noise_stddev):
+            var[i] += sd * sd
+    out = {}
+    for agg in spec.aggregates:
+        if agg.func in ("sum", "count"):
+            i = list(comps).index(Component(agg.func, agg.column))
+            if var[i]:
+                out[agg.label] = var[i] ** 0.5
+    return out
 
 
 def _sort_key(key: GroupKey) -> tuple[tuple[int, float, str], ...]:

@@ -64,6 +64,10 @@ class QueryResult:
     #: Verified receipts, one per node (checked before the result was returned).
     receipts: tuple[NodeReceipt, ...] = field(default=())
     error_bound: float | None = None
+    #: Differential privacy: epsilon each node charged to this requester's budget.
+    epsilon: dict[str, float] = field(default_factory=dict)
+    #: Differential privacy: stddev of the noise in each SUM and COUNT column.
+    noise_stddev: dict[str, float] = field(default_factory=dict)
     step_receipts: tuple[NodeReceipt, ...] = field(default=())
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:

@@ -361,11 +361,17 @@ class QueryResponse(_message.Message):
     LEDGER_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    NOISE_STDDEV_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     fixed_point_bits: _builtins.int
     payload: _builtins.bytes
     """mode-specific (modes.proto)"""
+    epsilon: _builtins.float
+    """Differential privacy, when the node's policy requires it: the epsilon this release
+    spent and the standard deviation of the noise in each component (value units).
+    """
     @_builtins.property
     def components(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """e.g. "sum(bursts)", "count(*)" """
@@ -385,6 +391,8 @@ class QueryResponse(_message.Message):
         entry covers this message with `ledger` and `receipt` cleared.
         """
 
+    @_builtins.property
+    def noise_stddev(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -396,10 +404,12 @@ class QueryResponse(_message.Message):
         ledger: Global___LedgerHead | None = ...,
         payload: _builtins.bytes = ...,
         receipt: _ledger_pb2.Receipt | None = ...,
+        epsilon: _builtins.float = ...,
+        noise_stddev: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node", "payload", b"payload", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "epsilon", b"epsilon", "fixed_point_bits", b"fixed_point_bits", "groups", b"groups", "job_id", b"job_id", "ledger", b"ledger", "node", b"node", "noise_stddev", b"noise_stddev", "payload", b"payload", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
