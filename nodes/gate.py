@@ -7,6 +7,7 @@ in the ledger before any data is read.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from nodes.replay import NonceStore
 
 __all__ = ["CLOCK_SKEW_MS", "open_signed", "peer_identity", "request_digest"]
 
+_JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Tolerated difference between the caller's clock and ours.
 CLOCK_SKEW_MS = 30_000
 M = TypeVar("M")
@@ -85,10 +87,12 @@ def open_signed(
         raise InvalidRequest(f"request is addressed to node {header.node!r}, not {node_name!r}")
     if len(header.nonce) != NONCE_BYTES:
         raise InvalidRequest(f"nonce must be {NONCE_BYTES} bytes")
-    if not header.job_id or len(header.job_id) > 128:
-        raise InvalidRequest("job_id must be 1-128 characters")
-    if not header.purpose or len(header.purpose) > 256:
-        raise InvalidRequest("purpose must be 1-256 characters")
+    if not _JOB_ID.fullmatch(header.job_id):
+        raise InvalidRequest("job_id must be 1-128 letters, digits or '.', '_', ':', '-'")
+    if not 0 < len(header.purpose) <= 256 or not header.purpose.isprintable():
+        raise InvalidRequest("purpose must be 1-256 printable characters")
+    if len(header.legal_basis) > 1024 or not header.legal_basis.isprintable():
+        raise InvalidRequest("legal_basis must be at most 1024 printable characters")
     if header.expires_at_ms <= now_ms:
         raise Unauthenticated("request expired")
     if header.issued_at_ms > now_ms + CLOCK_SKEW_MS:

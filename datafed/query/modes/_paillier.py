@@ -20,6 +20,7 @@ which the packer's range checks then refuse).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
@@ -121,6 +122,7 @@ class PaillierMode(ProtectionMode):
             )
         self.bits = bits
         self._keys: tuple[PaillierPublicKey, PaillierPrivateKey] | None = None
+        self._lock = threading.Lock()
         self._parties = 0
 
     # ------------------------------------------------------------------ node side
@@ -148,12 +150,18 @@ class PaillierMode(ProtectionMode):
         ).SerializeToString()
 
     # ---------------------------------------------------------------- client side
+    def _generate_once(self) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+        # Concurrent queries share this mode: the key pair is made exactly once, so no
+        # query can decrypt with a key other than the one its params carried.
+        with self._lock:
+            if self._keys is None:
+                self._keys = generate_paillier_keypair(self.bits)
+            return self._keys
+
     async def _keypair(self) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
         if self._keys is not None:
             return self._keys
-        pub, priv = await asyncio.to_thread(generate_paillier_keypair, self.bits)
-        self._keys = (pub, priv)
-        return pub, priv
+        return await asyncio.to_thread(self._generate_once)
 
     async def params(self, ctx: ModeContext) -> bytes:
         """The analyst's public modulus and every participant's certificate."""
