@@ -18,14 +18,16 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-__all__ = ["DirectGrid"]
+from datafed.fl.settings import RunSettings
+
+__all__ = ["DirectGrid", "RoundDriver"]
 
 log = logging.getLogger("datafed.fl")
 
@@ -128,3 +130,84 @@ class DirectGrid(Grid):
     ) -> Iterable[Message]:
         """Deliver and collect; dropped nodes simply do not answer (no waiting)."""
         return list(self.pull_messages(list(self.push_messages(messages))))
+
+
+class RoundDriver:
+    """Step the ServerApp's round workflow one round at a time over a :class:`DirectGrid`.
+
+    The same Flower pieces as :func:`datafed.fl.server_app.run_job` -- SecAgg+ (or plain)
+    fit workflow, the timed evaluate workflow, a Flower strategy -- but each
+    :meth:`step` runs exactly one round, so a benchmark can time rounds.
+
+    Parameters
+    ----------
+    grid : DirectGrid
+        Where messages go.
+    settings : RunSettings
+        Model, SecAgg+ and timeout settings.
+    audited : bool
+        Wrap the strategy in :class:`~datafed.fl.strategy.AuditedStrategy` (datafed's
+        server side) or run Flower's FedAvg as it comes.
+    node_names : dict[int, str], optional
+        Node names for the audited strategy (from the open phase).
+    """
+
+    def __init__(
+        self,
+        grid: DirectGrid,
+        settings: RunSettings,
+        *,
+        audited: bool = True,
+        node_names: dict[int, str] | None = None,
+    ) -> None:
+        from flwr.common import ndarrays_to_parameters
+        from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
+        from flwr.server import LegacyContext, ServerConfig
+        from flwr.server.client_manager import SimpleClientManager
+        from flwr.server.compat.grid_client_proxy import GridClientProxy
+        from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+        from flwr.server.workflow.default_workflows import default_fit_workflow
+
+        from datafed.fl.model import initial_weights
+        from datafed.fl.strategies import make_strategy
+        from datafed.fl.strategy import AuditedStrategy
+        from datafed.fl.workflow import SecAggPlusWithEarlyDropouts, timed_evaluate_workflow
+
+        self.grid = grid
+        init = ndarrays_to_parameters(
+            initial_weights(settings.n_features, settings.model, settings.seed)
+        )
+        strategy = make_strategy(settings.strategy, init, 2 if settings.secagg else 1)
+        if audited:
+            strategy = AuditedStrategy(strategy, node_names, num_rounds=10**6, eval_every=1)
+        manager = SimpleClientManager()
+        for nid in grid.get_node_ids():
+            manager.register(GridClientProxy(nid, grid, grid.run.run_id))
+        context = Context(grid.run.run_id, 0, {}, RecordDict(), settings.to_run_config())
+        self.context = LegacyContext(context, ServerConfig(num_rounds=10**6), strategy, manager)
+        self.context.state.array_records[MAIN_PARAMS_RECORD] = parameters_to_arrayrecord(init, True)
+        self._cfg = ConfigRecord({Key.START_TIME: 0.0, Key.CURRENT_ROUND: 0})
+        self.context.state.config_records[MAIN_CONFIGS_RECORD] = self._cfg
+        self._key = Key.CURRENT_ROUND
+        timeout = settings.stage_timeout or None
+        self.fit: Any = (
+            SecAggPlusWithEarlyDropouts(
+                settings.secagg_shares,
+                settings.secagg_threshold,
+                max_weight=settings.secagg_max_weight,
+                clipping_range=settings.secagg_clip,
+                timeout=timeout,
+            )
+            if settings.secagg
+            else default_fit_workflow
+        )
+        self.evaluate: Any = timed_evaluate_workflow(timeout)
+        self.rounds = 0
+
+    def step(self) -> int:
+        """Run one round (fit, then federated evaluation); return its number."""
+        self.rounds += 1
+        self._cfg[self._key] = self.rounds
+        self.fit(self.grid, self.context)
+        self.evaluate(self.grid, self.context)
+        return self.rounds

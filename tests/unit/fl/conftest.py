@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from datafed import pki
-from datafed.fl.synthetic import FLOOD_COLUMNS, FLOOD_TABLE, flood_profiles, flood_rows
+from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs, flood_policy
 from datafed.local import LocalFederation, NodeSpec
 from datafed.tls import TlsMaterial, server_credentials
 from nodes.config import load_node_config
@@ -26,26 +26,13 @@ from nodes.context import NodeContext
 from nodes.fl.budget import BudgetBook
 from nodes.training_servicer import TrainingServicer, add_training_service
 
-PURPOSE = "flood-risk-model"
-POLICY = (
-    'allowed_requesters = ["alice"]\n'
-    f'allowed_purposes = ["{PURPOSE}"]\n'
-    'allowed_operations = ["query", "training"]\n'
-    "min_group_size = 5\n"
-)
+PURPOSE = FLOOD_PURPOSE
+POLICY = flood_policy()
 
 
 def flood_specs(n: int = 3, seed: int = 7, policy: str = POLICY) -> list[NodeSpec]:
     """District flood offices, each with its own readings table."""
-    return [
-        NodeSpec(
-            p.name,
-            f"{p.name} district flood office",
-            [(FLOOD_TABLE, FLOOD_COLUMNS, flood_rows(p, seed, i))],
-            policy,
-        )
-        for i, p in enumerate(flood_profiles(n, seed))
-    ]
+    return flood_node_specs(n, seed, policy)
 
 
 @pytest.fixture(scope="session")

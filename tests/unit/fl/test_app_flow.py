@@ -159,3 +159,26 @@ def test_dp_rounds_are_charged_to_the_budget(flood_fed, nodes):
         assert [r.epsilon for r in recs if r.operation == "fl_round"] == [0.5, 0.5]
         assert all(r.details["dp"].startswith("local-gaussian eps=0.5") for r in recs[1:])
     assert all(n.servicer.budget.spent("alice", FLOOD_TABLE) >= 1.0 for n in nodes)
+
+
+def test_lineage_command_on_ledger_exports(flood_fed, nodes, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from audit.export import export_store
+    from datafed.cli_train import register
+
+    job, result = run(flood_fed, nodes, eval_every=0)
+    result = check_result(result)
+    exports = []
+    for n in nodes:
+        db = n.config.parent / "state" / "ledger.sqlite"
+        exports.append(str(export_store(db, tmp_path / n.name)))
+    cli = typer.Typer()
+    register(cli)
+    got = CliRunner().invoke(cli, ["lineage", result.model_sha256, *exports])
+    assert got.exit_code == 0, got.output
+    assert f"job {job}" in got.output and "lineage OK" in got.output
+    assert "round 2: global model" in got.output
+    missing = CliRunner().invoke(cli, ["lineage", "0" * 64, *exports])
+    assert missing.exit_code != 0 and "no ledger records an evaluation" in str(missing.exception)

@@ -187,6 +187,7 @@ def test_dataset_without_training_operation_refuses(tmp_path, runner):
     from .conftest import POLICY, flood_specs
 
     no_training = POLICY.replace('"query", "training"', '"query"')
+    assert no_training != POLICY
     fed = LocalFederation.create(tmp_path, flood_specs(1, policy=no_training))
     node = runner.start(fed.nodes[0].config)
     req, cert, _ = request_for(fed, node)
