@@ -49,7 +49,7 @@ from nodes.errors import (
     Unauthenticated,
     status_of,
 )
-from nodes.fl.budget import BudgetBook, LedgerBudget, budget_limits
+from nodes.fl.budget import BudgetBook
 from nodes.fl.policy import check_training
 from nodes.gate import open_signed, peer_identity, request_digest
 
@@ -79,12 +79,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     ctx : NodeContext
         The node's shared state (config, store, ledger, replay cache).
     budget : BudgetBook, optional
-        Privacy budgets (default: replayed from the ledger, limits from the policy).
+        Privacy budgets (default: the node's own, shared with queries and every other
+        operation, see :mod:`nodes.budget`).
     """
 
     def __init__(self, ctx: NodeContext, budget: BudgetBook | None = None) -> None:
         self.ctx = ctx
-        self.budget = budget or LedgerBudget(ctx.ledger, budget_limits(ctx.config))
+        self.budget: BudgetBook = budget or ctx.budget
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._lock = asyncio.Lock()
 

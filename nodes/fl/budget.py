@@ -7,10 +7,9 @@ on one ledger entry (queries, intersection-sums and training rounds alike). A
 starts, then charges new operations through the same accountants, so every kind of
 operation draws on one budget and a restart forgets nothing.
 
-Budgets come from the dataset policy: ``epsilon_budget`` (and optionally
-``delta_budget``) when the node configuration defines them; a dataset without a budget
-records epsilon but refuses nothing. Composition is basic (sums of epsilon; delta is
-recorded in the entry's details).
+Budgets come from the dataset policy (``[datasets.policy.dp]``, see
+:func:`nodes.budget.dp_limits`); a dataset without one records epsilon but refuses
+nothing. Composition is basic (sums of epsilon; delta is recorded in the entry's details).
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ from audit import Ledger
 from audit.records import decode_leaf
 from datafed.protocols import PrivacyAccountant
 from datafed.protocols import errors as protocol_errors
-from nodes.config import NodeConfig
 from nodes.errors import BudgetExhausted
 
-__all__ = ["BudgetBook", "LedgerBudget", "budget_limits"]
+__all__ = ["BudgetBook", "LedgerBudget"]
 
 Limit = tuple[float, float] | None
 
@@ -41,20 +39,6 @@ class BudgetBook(Protocol):
     def charge(self, requester: str, dataset: str, epsilon: float) -> None:
         """Spend ``epsilon`` or raise :class:`BudgetExhausted` (nothing spent)."""
         ...
-
-
-def budget_limits(config: NodeConfig) -> Callable[[str], Limit]:
-    """Read ``epsilon_budget`` / ``delta_budget`` of each dataset policy, where defined."""
-
-    def limit(dataset: str) -> Limit:
-        ds = config.dataset(dataset)
-        eps = getattr(ds.policy, "epsilon_budget", None) if ds is not None else None
-        if eps is None:
-            return None
-        delta = getattr(ds.policy, "delta_budget", None) if ds is not None else None
-        return float(eps), float(delta or 0.0)
-
-    return limit
 
 
 class LedgerBudget:

@@ -6,6 +6,8 @@ The same dataset policy as queries (``[datasets.policy]`` in ``node.toml``) deci
 - the dataset must allow federated training: ``"training"`` among
   ``allowed_operations`` (default-deny, like every other use);
 - every feature and the label must be exposed and allowed (``allowed_columns``);
+- a dataset whose policy has a ``dp`` section releases nothing without noise: a training
+  job on it must ask for DP (its epsilon then draws on the same budget as queries);
 - a dataset with fewer rows than ``min_group_size`` is never trained on (checked once the
   rows are read, see :mod:`nodes.training_servicer`).
 
@@ -72,6 +74,10 @@ def check_training(
             )
         if TRAINING_OPERATION not in policy.allowed_operations:
             raise PermissionDenied(f"federated training is not allowed on dataset {spec.dataset!r}")
+        if policy.dp is not None and not spec.dp.enabled:
+            raise PermissionDenied(
+                f"dataset {spec.dataset!r} requires differential privacy: train with DP on"
+            )
         exposed = set(columns[spec.dataset])
         unknown = [c for c in spec.columns if c not in exposed]
         if unknown:

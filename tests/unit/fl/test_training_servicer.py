@@ -194,3 +194,29 @@ def test_dataset_without_training_operation_refuses(tmp_path, runner):
     with pytest.raises(GatewayRefused, match="federated training is not allowed") as info:
         gateway(fed, node).open(req, cert, with_rows=True)
     assert info.value.code == "PERMISSION_DENIED"
+
+
+def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner):
+    from datafed.local import LocalFederation
+
+    from .conftest import POLICY, flood_specs
+
+    dp_policy = POLICY + "\n[datasets.policy.dp]\nepsilon_per_query = 0.5\nbudget_epsilon = 1.5\n"
+    fed = LocalFederation.create(tmp_path, flood_specs(1, policy=dp_policy))
+    node = runner.start(fed.nodes[0].config)
+    gw = gateway(fed, node)
+    req, cert, _ = request_for(fed, node)
+    with pytest.raises(GatewayRefused, match="requires differential privacy") as info:
+        gw.open(req, cert, with_rows=False)
+    assert info.value.code == "PERMISSION_DENIED"
+    too_much = replace(SPEC, rounds=4, dp=DpParams.local(0.5))  # 2.0 > the 1.5 budget
+    req, cert, _ = request_for(fed, node, too_much)
+    with pytest.raises(GatewayRefused) as info:
+        gw.open(req, cert, with_rows=False)
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    spec = replace(SPEC, dp=DpParams.local(0.5))
+    req, cert, job = request_for(fed, node, spec)
+    gw.open(req, cert, with_rows=False)
+    gw.record(RoundEntry(job, 1, "fit", H, H, 10, True))
+    # The node's one budget (shared with queries) saw the charge.
+    assert node.ctx.budget.spent("alice", FLOOD_TABLE) == 0.5
