@@ -121,6 +121,8 @@ class DatasetPolicy(_Strict):
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
     #: Differential privacy; ``None`` releases exact aggregates.
     dp: DpPolicy | None = None
+    #: Refuse releases whose row set differs from an earlier one by 1..k-1 rows.
+    differencing_defence: bool = True
 
     @field_validator("allowed_protections")
     @classmethod

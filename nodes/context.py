@@ -16,6 +16,7 @@ from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
 from nodes.budget import LedgerBudget, dp_limits
 from nodes.config import NodeConfig
+from nodes.differencing import DifferencingGuard
 from nodes.jobs import JobTable
 from nodes.replay import NonceStore
 from nodes.store import DataStore
@@ -39,6 +40,8 @@ class NodeContext:
     budget: LedgerBudget
     #: Open jobs of multi-step protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
+    #: Released row sets, for the differencing defence.
+    guard: DifferencingGuard | None = None
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -56,7 +59,9 @@ class NodeContext:
         store = DataStore(config.datasets)
         ledger = Ledger.open(state / "ledger.sqlite", ledger_origin(config.node.name), key)
         budget = LedgerBudget(ledger, dp_limits(config))
-        return cls(config, tls, key, store, ledger, NonceStore(state / "nonces.sqlite"), budget)
+        nonces = NonceStore(state / "nonces.sqlite")
+        guard = DifferencingGuard(state / "released.sqlite")
+        return cls(config, tls, key, store, ledger, nonces, budget, guard=guard)
 
     @property
     def name(self) -> str:
@@ -122,4 +127,6 @@ class NodeContext:
         """Close the ledger, replay cache and data store."""
         self.ledger.close()
         self.nonces.close()
+        if self.guard is not None:
+            self.guard.close()
         self.store.close()

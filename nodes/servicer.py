@@ -174,6 +174,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         bounds = policy.dp.bounds if policy.dp is not None else None
         groups = ctx.store.aggregate(spec, comps, pspec.bits, bounds)
         groups, suppressed = apply_min_group_size(policy, groups)
+        released_sets = None
+        if policy.differencing_defence and ctx.guard is not None and groups:
+            ids = ctx.store.row_ids(spec, [g.key for g in groups])
+            if ids is not None:
+                released_sets = list(ids.values())
+                ctx.guard.check(
+                    header.requester, spec.dataset, released_sets, policy.min_group_size
+                )
         if pspec.domain is None:
             keys = [g.key for g in groups]
             flat = [v for g in groups for v in g.values]
@@ -204,6 +212,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
         for k in keys:
             response.groups.add().values.extend(literal_to_proto(v) for v in k)
+        if released_sets is not None and ctx.guard is not None:
+            ctx.guard.remember(header.requester, spec.dataset, released_sets)
         return response, suppressed
 
     async def _deny(

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -108,6 +110,32 @@ class DataStore:
             )
             out.append(GroupRow(key=tuple(row[:nk]), rows=count, values=values))
         return out
+
+    def row_ids(
+        self, spec: QuerySpec, keys: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], npt.NDArray[np.int64]] | None:
+        """Sorted row ids of each group in ``keys`` (``None`` if rows have no stable id)."""
+        ds = self._get(spec.dataset)
+        t = ds.table
+        pk = list(t.primary_key.columns)
+        if len(pk) == 1 and isinstance(pk[0].type, sa.Integer):
+            rid: sa.ColumnElement[Any] = pk[0]
+        elif ds.engine.dialect.name == "sqlite":
+            rid = sa.literal_column("rowid")
+        else:
+            return None
+        cols = [t.c[g] for g in spec.group_by]
+        stmt = sa.select(*cols, rid).select_from(t)
+        if spec.where is not None:
+            stmt = stmt.where(_predicate(t, spec.where))
+        wanted = set(keys)
+        found: dict[tuple[Any, ...], list[int]] = {k: [] for k in keys}
+        with ds.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                key = tuple(row[: len(cols)])
+                if key in wanted:
+                    found[key].append(int(row[-1]))
+        return {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in found.items()}
 
     def read_rows(self, dataset: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Read the given columns of every row (for approved training jobs only)."""

@@ -164,3 +164,19 @@ def test_fifty_concurrent_queries_from_several_analysts(local_fed):
     after = sizes(local_fed)
     assert all(after[n] == before[n] + 40 * 2 + 10 for n in before)  # exact ledgers
     assert {r.job_id for r in ok} == {f"conc-{i}" for i in range(50) if i % 5 != 4}
+
+
+def test_differencing_attack_is_refused(local_fed):
+    fed = Federation.from_file(local_fed.fed_toml)
+    base = "SELECT SUM(repair_hours), COUNT(*) FROM pipe_incidents WHERE year = 2022"
+    fed.query(base, purpose=PURPOSE, protection="plain")
+    fed.query(base, purpose=PURPOSE, protection="plain")  # the same rows again reveal nothing new
+    # the same set minus one segment-month at each district: subtracting would reveal it
+    victim = "(segment_id IN ('north-0007', 'east-0007', 'south-0007') AND month = 3)"
+    before = sizes(local_fed)
+    with pytest.raises(RemoteError, match="differencing") as info:
+        fed.query(f"{base} AND NOT {victim}", purpose=PURPOSE, protection="plain")
+    assert info.value.code == "PERMISSION_DENIED"
+    assert all(v == before[k] + 2 for k, v in sizes(local_fed).items())  # approved, then denied
+    # a query that differs by many rows is fine
+    fed.query(f"{base} AND month <= 6", purpose=PURPOSE, protection="plain")
