@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datafed.cli_psi import register as register_psi
+from datafed.cli_train import register as register_train
 from datafed.errors import DatafedError, RemoteError
 
 __all__ = ["app", "main"]
@@ -26,6 +27,7 @@ pki_app = typer.Typer(
 )
 app.add_typer(pki_app, name="pki")
 register_psi(app)
+register_train(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from datafed.errors import DatafedError
 from nodes.config import load_node_config
+from nodes.fl.cli import register as register_fl
 
 __all__ = ["app", "main"]
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
+register_fl(app)
 
 
 @app.command()

@@ -1,0 +1,41 @@
+"""``datafed-node supernode``: start the agency's Flower SuperNode beside its node.
+
+Registered on the ``datafed-node`` app by :func:`register`. The SuperNode connects to the
+federation's SuperLink over TLS (verified with the federation CA from ``node.toml``) and
+runs datafed's ClientApp, which reaches this node over mTLS on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register", "supernode"]
+
+
+def supernode(
+    config: Path = typer.Option(..., "--config", "-c", help="the node's node.toml"),
+    superlink: str = typer.Option(..., "--superlink", help="SuperLink Fleet API host:port"),
+    port: int = typer.Option(9094, "--port", help="the SuperNode's loopback Runtime API port"),
+    node_address: str = typer.Option(
+        "", "--node-address", help="the node's gRPC address (default: its listen address)"
+    ),
+) -> None:
+    """Run the Flower SuperNode of this agency (replaces this process)."""
+    from nodes.config import load_node_config
+    from nodes.fl.supernode import run_supernode
+
+    cfg = load_node_config(config)
+    run_supernode(config, superlink, port, cfg.tls.ca, node_address or None)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``supernode`` command to ``app``.
+
+    Parameters
+    ----------
+    app
+        The ``datafed-node`` command-line application.
+    """
+    app.command("supernode")(supernode)
