@@ -69,10 +69,10 @@ def load_fl_federation(path: Path) -> tuple[FederationConfig, FlowerLink]:
     flower = raw.get("flower")
     if not isinstance(flower, dict):
         raise ConfigError(
-            f"{path}: flower: a [flower] table with the SuperLink address is required"
+            f"{path}: flower: a 'flower' table with the SuperLink address is required"
         )
     if "flower" not in FederationConfig.model_fields:
         raw = {k: v for k, v in raw.items() if k != "flower"}
     fed = validate_model(raw, FederationConfig, source=str(path), base_dir=path.parent)
-    link = validate_model(flower, FlowerLink, source=f"{path} [flower]", base_dir=path.parent)
+    link = validate_model(flower, FlowerLink, source=f"{path} (flower table)", base_dir=path.parent)
     return fed, link
