@@ -123,6 +123,8 @@ class DatasetPolicy(_Strict):
     dp: DpPolicy | None = None
     #: Refuse releases whose row set differs from an earlier one by 1..k-1 rows.
     differencing_defence: bool = True
+    #: Agencies (node names) that must approve every use of this dataset.
+    required_signoff: list[PartyName] = []
 
     @field_validator("allowed_protections")
     @classmethod
@@ -185,12 +187,23 @@ class NodeSection(_Strict):
     max_concurrent_requests: int = Field(default=64, ge=1)
 
 
+class SignOffGrant(_Strict):
+    """Uses of another agency's dataset that this node approves when asked."""
+
+    node: PartyName
+    datasets: list[Ident] = Field(min_length=1)
+    requesters: list[PartyName] = Field(min_length=1)
+    purposes: list[str] = Field(min_length=1)
+
+
 class NodeConfig(_Strict):
     """The whole node configuration file."""
 
     node: NodeSection
     tls: PartyFiles
     datasets: list[DatasetConfig] = Field(min_length=1)
+    #: What this node signs off on for other agencies (``[[signoff]]`` tables).
+    signoff: list[SignOffGrant] = []
 
     @model_validator(mode="after")
     def _unique(self) -> NodeConfig:

@@ -33,6 +33,7 @@ from nodes.dp import add_noise, check_dp
 from nodes.errors import InvalidRequest, NodeError, status_of
 from nodes.gate import open_signed, peer_identity, request_digest
 from nodes.policy import apply_min_group_size, check_query
+from nodes.signoff import check_signoffs, grant_signoff, parse_signoff_request
 
 __all__ = ["QueryServicer"]
 
@@ -111,6 +112,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             if decision.error is not None:
                 raise decision.error
+            signoffs = check_signoffs(ctx, header, spec, body.sign_offs)
             dp = ctx.config.dataset(spec.dataset).policy.dp  # type: ignore[union-attr]
             if dp is not None:
                 check_dp(spec, components(spec), dp)
@@ -127,6 +129,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             decision="approved",
             reason=decision.reason,
             request_digest=digest,
+            details=signoffs,
         )
         epsilon = dp.epsilon_per_query if dp is not None else 0.0
         try:
@@ -239,9 +242,56 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
         await context.abort(code, message)
 
+    async def GrantSignOff(  # noqa: N802 - gRPC method name
+        self,
+        request: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> query_pb2.SignOff:
+        """Approve another node's dataset use if this node's grants allow it; record it."""
+        ctx = self.ctx
+        digest = request_digest(request)
+        identity: Identity | None = None
+        header: RequestHeader | None = None
+        target = ""
+        try:
+            identity = peer_identity(context)
+            header, body = open_signed(
+                request, identity, ctx.name, ctx.nonces, now_ms(), parse_signoff_request
+            )
+            target = f"{body.target_node[:64]}/{body.dataset[:64]}"
+            signed = grant_signoff(ctx, identity, header, body)
+        except NodeError as exc:
+            code, message = status_of(exc)
+            await ctx.record(
+                caller=identity,
+                header=header,
+                dataset=target,
+                operation="sign_off",
+                protection="",
+                decision="denied",
+                reason=f"{code.name}: {message}",
+                request_digest=digest,
+            )
+            await context.abort(code, message)
+            raise AssertionError("unreachable") from exc
+        await ctx.record(
+            caller=identity,
+            header=header,
+            dataset=target,
+            operation="sign_off",
+            protection="",
+            decision="approved",
+            reason="sign-off granted",
+            request_digest=digest,
+            result_digest=hashlib.sha256(signed.statement).hexdigest(),
+        )
+        return signed
+
     def _dataset_info(self, name: str) -> query_pb2.DatasetInfo:
         info = query_pb2.DatasetInfo(name=name, columns=list(self.ctx.store.columns(name)))
         cfg = self.ctx.config.dataset(name)
+        if cfg is not None:
+            info.required_signoff.extend(cfg.policy.required_signoff)
         for col, values in (cfg.policy.group_domains if cfg else {}).items():
             info.group_domains.add(column=col, values=[literal_to_proto(v) for v in values])
         return info

@@ -56,6 +56,8 @@ class FederationConfig(BaseModel):
     analyst: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     tls: PartyFiles
     nodes: list[NodeEndpoint] = Field(min_length=1)
+    #: Agencies asked only for sign-off (not queried), e.g. a regulator's node.
+    approvers: list[NodeEndpoint] = []
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     paillier_bits: int = Field(default=3072, ge=2048, le=8192)
     fixed_point_bits: int = Field(default=16, ge=0, le=32)

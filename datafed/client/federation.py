@@ -52,6 +52,7 @@ class NodeInfo:
     ledger: LedgerHeadInfo
     group_domains: dict[str, dict[str, tuple[Scalar, ...]]]
     certificate_pem: bytes
+    required_signoff: dict[str, tuple[str, ...]]
 
 
 class Federation:
@@ -130,7 +131,8 @@ class Federation:
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         job = job_id or new_job_id()
         need_domain = bool(spec.group_by) and mode.hides_groups
-        infos = await self.anode_info() if need_domain or mode.needs_certificates else []
+        infos = await self.anode_info()
+        signoffs = await self._signoffs(spec, infos, job, purpose, legal_basis)
         domain = self._domain(spec, infos) if need_domain else None
         if domain is None and mode.hides_groups:
             domain = [()]  # one group; every node reports it, so the payloads combine as one
@@ -152,7 +154,10 @@ class Federation:
         ) -> query_pb2.QueryResponse:
             header = new_header(self.config.analyst, node.name, job, purpose, legal_basis)
             body = query_pb2.QueryRequestBody(
-                header=header_to_proto(header), spec=spec_msg, protection=pmsg
+                header=header_to_proto(header),
+                spec=spec_msg,
+                protection=pmsg,
+                sign_offs=signoffs.get(node.name, []),
             ).SerializeToString()
             signed = common_pb2.SignedRequest(
                 body=body, signature=sign_body(body, self._signing_key)
@@ -334,14 +339,60 @@ class Federation:
                     for d in a.datasets
                 },
                 certificate_pem=bytes(a.certificate_pem),
+                required_signoff={d.name: tuple(d.required_signoff) for d in a.datasets},
             )
             for a in answers
         ]
 
     # ---------------------------------------------------------------- plumbing
+    async def _signoffs(
+        self, spec: QuerySpec, infos: Sequence[NodeInfo], job: str, purpose: str, legal: str
+    ) -> dict[str, list[query_pb2.SignOff]]:
+        """Ask every approver a node requires for ``spec.dataset``; target -> sign-offs."""
+        wanted: dict[str, list[str]] = {}  # approver -> target nodes
+        for info in infos:
+            for approver in info.required_signoff.get(spec.dataset, ()):
+                wanted.setdefault(approver, []).append(info.node)
+        if not wanted:
+            return {}
+        known = {e.name: e for e in (*self.config.approvers, *self.config.nodes)}
+        missing = sorted(set(wanted) - set(known))
+        if missing:
+            raise QueryError(
+                f"{spec.dataset!r} needs sign-off by {', '.join(missing)}: add them to "
+                "[[approvers]] in the federation file"
+            )
+
+        async def ask(
+            stub: query_pb2_grpc.QueryServiceStub, approver: NodeEndpoint
+        ) -> list[tuple[str, query_pb2.SignOff]]:
+            out = []
+            for target in wanted[approver.name]:
+                header = new_header(self.config.analyst, approver.name, job, purpose, legal)
+                body = query_pb2.SignOffRequestBody(
+                    header=header_to_proto(header), target_node=target, dataset=spec.dataset
+                ).SerializeToString()
+                signed = common_pb2.SignedRequest(
+                    body=body, signature=sign_body(body, self._signing_key)
+                )
+                grant: query_pb2.SignOff = await stub.GrantSignOff(
+                    signed, timeout=self.config.timeout_s
+                )
+                out.append((target, grant))
+            return out
+
+        result: dict[str, list[query_pb2.SignOff]] = {}
+        for pairs in await self._fan_out(ask, [known[a] for a in sorted(wanted)]):
+            for target, grant in pairs:
+                result.setdefault(target, []).append(grant)
+        return result
+
     async def _fan_out(
-        self, call: Callable[[query_pb2_grpc.QueryServiceStub, NodeEndpoint], Awaitable[T]]
+        self,
+        call: Callable[[query_pb2_grpc.QueryServiceStub, NodeEndpoint], Awaitable[T]],
+        endpoints: Sequence[NodeEndpoint] | None = None,
     ) -> list[T]:
+        nodes = list(self.config.nodes if endpoints is None else endpoints)
         creds = channel_credentials(self._tls)
         channels = [
             grpc.aio.secure_channel(
@@ -353,12 +404,12 @@ class Federation:
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ],
             )
-            for node in self.config.nodes
+            for node in nodes
         ]
         try:
             tasks = [
                 self._guarded(node, call(query_pb2_grpc.QueryServiceStub(ch), node))
-                for ch, node in zip(channels, self.config.nodes, strict=True)
+                for ch, node in zip(channels, nodes, strict=True)
             ]
             results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:

@@ -295,26 +295,130 @@ class QueryRequestBody(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     PROTECTION_FIELD_NUMBER: _builtins.int
+    SIGN_OFFS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
     def spec(self) -> Global___QuerySpec: ...
     @_builtins.property
     def protection(self) -> Global___Protection: ...
+    @_builtins.property
+    def sign_offs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignOff]:
+        """Approvals by other agencies, for datasets whose policy requires them."""
+
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         spec: Global___QuerySpec | None = ...,
         protection: Global___Protection | None = ...,
+        sign_offs: _abc.Iterable[Global___SignOff] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "sign_offs", b"sign_offs", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryRequestBody: _TypeAlias = QueryRequestBody  # noqa: Y015
+
+@_typing.final
+class SignOffStatement(_message.Message):
+    """What an approving agency signs: this requester may run this job on that dataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVER_FIELD_NUMBER: _builtins.int
+    TARGET_NODE_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    approver: _builtins.str
+    target_node: _builtins.str
+    dataset: _builtins.str
+    requester: _builtins.str
+    purpose: _builtins.str
+    job_id: _builtins.str
+    expires_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        approver: _builtins.str = ...,
+        target_node: _builtins.str = ...,
+        dataset: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver", b"approver", "dataset", b"dataset", "expires_at_ms", b"expires_at_ms", "job_id", b"job_id", "purpose", b"purpose", "requester", b"requester", "target_node", b"target_node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOffStatement: _TypeAlias = SignOffStatement  # noqa: Y015
+
+@_typing.final
+class SignOff(_message.Message):
+    """A signed statement: Ed25519 by the approver over "datafed/v1/sign-off\\0" || statement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    APPROVER_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    """serialized SignOffStatement"""
+    signature: _builtins.bytes
+    approver_certificate: _builtins.bytes
+    """PEM; verified against the federation CA"""
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        approver_certificate: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_certificate", b"approver_certificate", "signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOff: _TypeAlias = SignOff  # noqa: Y015
+
+@_typing.final
+class SignOffRequestBody(_message.Message):
+    """Asks an approving agency for a sign-off (signed by the analyst)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    TARGET_NODE_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    target_node: _builtins.str
+    dataset: _builtins.str
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader:
+        """header.node is the approver"""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        target_node: _builtins.str = ...,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "header", b"header", "target_node", b"target_node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOffRequestBody: _TypeAlias = SignOffRequestBody  # noqa: Y015
 
 @_typing.final
 class LedgerHead(_message.Message):
@@ -462,21 +566,27 @@ class DatasetInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     GROUP_DOMAINS_FIELD_NUMBER: _builtins.int
+    REQUIRED_SIGNOFF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def group_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDomain]: ...
+    @_builtins.property
+    def required_signoff(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """agencies that must approve each use"""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
         group_domains: _abc.Iterable[Global___GroupDomain] | None = ...,
+        required_signoff: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "group_domains", b"group_domains", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "group_domains", b"group_domains", "name", b"name", "required_signoff", b"required_signoff"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

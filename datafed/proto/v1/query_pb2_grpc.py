@@ -45,6 +45,11 @@ class QueryServiceStub:
                 request_serializer=datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoResponse.FromString,
                 _registered_method=True)
+        self.GrantSignOff = channel.unary_unary(
+                '/datafed.proto.v1.QueryService/GrantSignOff',
+                request_serializer=datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+                response_deserializer=datafed_dot_proto_dot_v1_dot_query__pb2.SignOff.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -64,6 +69,13 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantSignOff(self, request, context):
+        """Approves (or refuses) another node's dataset use; recorded in this node's ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +88,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.NodeInfo,
                     request_deserializer=datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoRequest.FromString,
                     response_serializer=datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoResponse.SerializeToString,
+            ),
+            'GrantSignOff': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantSignOff,
+                    request_deserializer=datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.FromString,
+                    response_serializer=datafed_dot_proto_dot_v1_dot_query__pb2.SignOff.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class QueryService:
             '/datafed.proto.v1.QueryService/NodeInfo',
             datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoRequest.SerializeToString,
             datafed_dot_proto_dot_v1_dot_query__pb2.NodeInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantSignOff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafed.proto.v1.QueryService/GrantSignOff',
+            datafed_dot_proto_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+            datafed_dot_proto_dot_v1_dot_query__pb2.SignOff.FromString,
             options,
             channel_credentials,
             insecure,

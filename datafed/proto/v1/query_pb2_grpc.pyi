@@ -36,6 +36,8 @@ class QueryServiceStub:
     """Runs a signed, protected aggregate query over one local dataset."""
     NodeInfo: _grpc.UnaryUnaryMultiCallable[_query_pb2.NodeInfoRequest, _query_pb2.NodeInfoResponse]
     """Names the node's datasets and ledger head (no data)."""
+    GrantSignOff: _grpc.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.SignOff]
+    """Approves (or refuses) another node's dataset use; recorded in this node's ledger."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -44,6 +46,8 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """Runs a signed, protected aggregate query over one local dataset."""
     NodeInfo: _aio.UnaryUnaryMultiCallable[_query_pb2.NodeInfoRequest, _query_pb2.NodeInfoResponse]  # type: ignore[assignment]
     """Names the node's datasets and ledger head (no data)."""
+    GrantSignOff: _aio.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.SignOff]  # type: ignore[assignment]
+    """Approves (or refuses) another node's dataset use; recorded in this node's ledger."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -61,5 +65,13 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.NodeInfoResponse, _abc.Awaitable[_query_pb2.NodeInfoResponse]]:
         """Names the node's datasets and ledger head (no data)."""
+
+    @_abc_1.abstractmethod
+    def GrantSignOff(
+        self,
+        request: _common_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.SignOff, _abc.Awaitable[_query_pb2.SignOff]]:
+        """Approves (or refuses) another node's dataset use; recorded in this node's ledger."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

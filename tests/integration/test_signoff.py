@@ -1,0 +1,138 @@
+"""Sign-off by another agency: granted, recorded by both, required, refused, not forgeable."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from audit import Ledger
+from datafed.client import Federation
+from datafed.errors import RemoteError
+from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki import load_signing_key, party_paths
+from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.query.sql import parse_sql
+from datafed.serde import header_to_proto, spec_to_proto
+from datafed.signing import new_header, sign_body
+
+SQL = "SELECT COUNT(*) FROM pipe_incidents"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    specs = water_district_specs(segments=20)
+    _, east, south = specs
+    for s in specs:
+        s.policy_toml = s.policy_toml.replace('["alice"]', '["alice", "bob"]')
+    south.policy_toml = south.policy_toml.replace(
+        "min_group_size = 3\n", 'min_group_size = 3\nrequired_signoff = ["water-east"]\n'
+    )
+    east.policy_toml += (
+        '\n[[signoff]]\nnode = "water-south"\ndatasets = ["pipe_incidents"]\n'
+        f'requesters = ["alice"]\npurposes = ["{PURPOSE}"]\n'
+    )
+    lf = LocalFederation.create(
+        tmp_path_factory.mktemp("signoff"), specs, analysts=("alice", "bob")
+    )
+    lf.start()
+    lf.write_fed_toml("bob")
+    try:
+        yield lf
+    finally:
+        lf.stop()
+
+
+def records(lf: LocalFederation, name: str):
+    node = next(n for n in lf.nodes if n.spec.name == name)
+    lf.stop_node(node)
+    try:
+        key = load_signing_key(party_paths(lf.pki_dir, "node", name).signing_key)
+        with Ledger.open(
+            node.config.parent / "state" / "ledger.sqlite", f"datafed/ledger/{name}", key
+        ) as led:
+            return [led.get_record(i) for i in range(led.head().size)]
+    finally:
+        lf.start_node(node)
+        lf.write_fed_toml()
+        lf.write_fed_toml("bob")
+
+
+def test_signoff_granted_and_recorded_by_both(fed):
+    r = Federation.from_file(fed.fed_toml).query(SQL, purpose=PURPOSE, protection="plain")
+    assert r.rows[0][0] == 3 * 20 * 36
+    south = records(fed, "water-south")
+    approved = [x for x in south if x.decision == "approved" and x.job_id == r.job_id]
+    assert approved and "signoff:water-east" in approved[0].details
+    east = records(fed, "water-east")
+    grants = [x for x in east if x.operation == "sign_off" and x.job_id == r.job_id]
+    assert [g.decision for g in grants] == ["approved"] and grants[
+        0
+    ].dataset == "water-south/pipe_incidents"
+    assert grants[0].result_digest == approved[0].details["signoff:water-east"]
+
+
+def test_approver_refuses_and_records(fed):
+    with pytest.raises(RemoteError) as info:
+        Federation.from_file(fed.root / "fed-bob.toml").query(
+            SQL, purpose=PURPOSE, protection="plain"
+        )
+    assert info.value.node == "water-east" and info.value.code == "PERMISSION_DENIED"
+    assert "does not sign off 'bob'" in info.value.message
+    east = records(fed, "water-east")
+    assert any(
+        x.operation == "sign_off" and x.decision == "denied" and x.requester == "bob" for x in east
+    )
+
+
+def _query_south(fed, sign_offs):
+    node = next(n for n in fed.nodes if n.spec.name == "water-south")
+    files = party_paths(fed.pki_dir, "analyst", "alice")
+    h = new_header("alice", "water-south", "job-forged", PURPOSE)
+    body = query_pb2.QueryRequestBody(
+        header=header_to_proto(h),
+        spec=spec_to_proto(parse_sql(SQL)),
+        protection=query_pb2.Protection(mode="plain", fixed_point_bits=16),
+        sign_offs=sign_offs,
+    ).SerializeToString()
+    creds = grpc.ssl_channel_credentials(
+        (fed.pki_dir / "ca.crt").read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
+    )
+    with grpc.secure_channel(
+        node.address, creds, options=[("grpc.ssl_target_name_override", "water-south")]
+    ) as ch:
+        key = load_signing_key(files.signing_key)
+        return query_pb2_grpc.QueryServiceStub(ch).Query(
+            common_pb2.SignedRequest(body=body, signature=sign_body(body, key)), timeout=10
+        )
+
+
+def test_missing_or_forged_signoff_refused(fed):
+    with pytest.raises(grpc.RpcError) as err:
+        _query_south(fed, [])
+    assert (
+        err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        and "needs sign-off by water-east" in err.value.details()
+    )
+    # a statement "signed" by the analyst itself, claiming to be water-east
+    from datafed.signoff import sign_statement
+
+    files = party_paths(fed.pki_dir, "analyst", "alice")
+    forged = sign_statement(
+        query_pb2.SignOffStatement(
+            approver="water-east",
+            target_node="water-south",
+            dataset="pipe_incidents",
+            requester="alice",
+            purpose=PURPOSE,
+            job_id="job-forged",
+            expires_at_ms=2**62,
+        ),
+        load_signing_key(files.signing_key),
+        files.cert.read_bytes(),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        _query_south(fed, [forged])
+    assert (
+        err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        and "does not verify" in err.value.details()
+    )
