@@ -118,6 +118,16 @@ def query(
         out.print(
             f"  ledger {h.node}: size {h.size}, root {root}…, entries {list(h.entry_indexes)}"
         )
+    if result.receipts:
+        out.print(
+            f"  receipts verified: {len(result.receipts)} node(s) proved the approved and "
+            f"released entries of job {result.job_id} under their signed checkpoints"
+        )
+    if result.error_bound is not None:
+        out.print(f"  approximate (ckks): every SUM and COUNT within ±{result.error_bound:.3g}")
+    if result.noise_stddev:
+        noise = ", ".join(f"{k} ±{v:.3g} (1σ)" for k, v in result.noise_stddev.items())
+        out.print(f"  differential privacy: epsilon {result.epsilon}, noise {noise}")
 
 
 @app.command()

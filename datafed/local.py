@@ -64,7 +64,9 @@ class LocalNode:
     address: str = ""
 
 
-def _default_policy(protections: str = '["paillier", "plain"]') -> str:
+def _default_policy(
+    protections: str = '["paillier", "plain", "shares", "secagg", "ckks"]',
+) -> str:
     return (
         f'allowed_requesters = ["{ANALYST}"]\n'
         f'allowed_purposes = ["{PURPOSE}"]\n'

@@ -1,9 +1,15 @@
-"""The main job: three district water offices answer one protected query together.
+"""The main job: agencies answer joint questions without handing over a row.
 
 Run with ``make demo``.  Everything is real: a federation CA issues certificates
-(``datafed pki``), three ``datafed-node serve`` processes listen on 127.0.0.1 with mTLS
-over their own seeded SQLite data, the analyst runs ``datafed query`` with Paillier
-protection, and each node's ledger head is shown before everything shuts down.
+(``datafed pki``), agency nodes run as ``datafed-node serve`` processes on 127.0.0.1 with
+mTLS over their own seeded SQLite data, and every answer carries receipts (ledger
+inclusion proofs) that the client verifies.  Three scenes:
+
+1. three district water offices: a Paillier-protected total, then a grouped query under
+   two protection modes (Paillier and additive secret shares), and a refused query;
+2. the tax bureau and a bank: an intersection-sum over their shared person IDs;
+3. three flood offices: a short federated training run on Flower (SecAgg+), and the
+   model's lineage traced through the ledgers by the auditor.
 """
 
 from __future__ import annotations
@@ -15,7 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from datafed.local import DEFAULT_DISTRICTS, PURPOSE, LocalFederation
+from datafed.local import (
+    DEFAULT_DISTRICTS,
+    FINANCE_PURPOSE,
+    PURPOSE,
+    LocalFederation,
+    finance_specs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent / "demo-run"
 BIN = Path(sys.executable).parent
@@ -54,6 +66,38 @@ def cleartext_check(fed: LocalFederation) -> tuple[int, int]:
             ).fetchone()
         total, count = total + s, count + c
     return total, count
+
+
+def finance_scene() -> list[int | None]:
+    """The tax bureau and a bank: how many loan applicants file taxes, and their loans' sum."""
+    step("tax bureau + city bank: intersection-sum over shared person IDs")
+    fin = LocalFederation.create(
+        ROOT / "finance", finance_specs(), progress=lambda m: print(f"    {m}", flush=True)
+    )
+    with fin:
+        fin.start()
+        run(
+            str(BIN / "datafed"),
+            "intersection-sum",
+            "--federation",
+            str(fin.fed_toml),
+            "--ids",
+            "tax-bureau:taxpayers:person_id",
+            "--values",
+            "city-bank:loans:person_id:amount",
+            "--purpose",
+            FINANCE_PURPOSE,
+        )
+        return fin.stop()
+
+
+def flood_scene() -> None:
+    """Flood offices train a model together on Flower; the auditor traces its lineage."""
+    step("flood offices: federated training on Flower with SecAgg+, then the model's lineage")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from flood_fl.deploy import run as run_flood
+
+    run_flood(ROOT / "flood", rounds=2, say=lambda m: print(f"    {m}", flush=True))
 
 
 def main() -> int:
@@ -99,6 +143,18 @@ def main() -> int:
             "--protection",
             "paillier",
         )
+        step("the same grouped query with additive secret shares (two aggregator nodes)")
+        run(
+            str(BIN / "datafed"),
+            "query",
+            GROUPED,
+            "--federation",
+            str(fed.fed_toml),
+            "--purpose",
+            PURPOSE,
+            "--protection",
+            "shares",
+        )
         step("a query the policy refuses (wrong purpose) is denied and recorded")
         proc = subprocess.run(
             [
@@ -117,9 +173,11 @@ def main() -> int:
         print(f"    exit {proc.returncode}: {proc.stderr.strip()}")
         step("each node's ledger head")
         run(str(BIN / "datafed"), "nodes", "--federation", str(fed.fed_toml))
-        step("shutting down")
+        step("shutting down the water offices")
         codes = fed.stop()
     print(f"    node exit codes: {codes}")
+    codes += finance_scene()
+    flood_scene()
     print(f"\ndemo finished in {time.monotonic() - t0:.1f}s")
     return 0 if all(c == 0 for c in codes) else 1
 
