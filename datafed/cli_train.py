@@ -71,7 +71,7 @@ def train(
     import numpy as np
 
     from datafed.fl import DpParams
-    from datafed.fl.train import train as run_train
+    from datafed.fl.training import train as run_train
 
     dp = DpParams.local(dp_epsilon, dp_delta, dp_clip) if dp_epsilon > 0 else None
     with err.status(f"training across the federation ({rounds} rounds)..."):
@@ -102,7 +102,7 @@ def simulate(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run the same Flower apps in Flower's simulation engine over synthetic agencies."""
-    from datafed.fl.train import simulate as run_simulate
+    from datafed.fl.training import simulate as run_simulate
 
     with err.status(f"simulating {agencies} agencies ({rounds} rounds)..."):
         result = run_simulate(agencies, rounds=rounds, seed=seed, secagg=secagg)

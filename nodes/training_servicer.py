@@ -316,12 +316,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             raise PermissionDenied(f"round {entry.round} ({entry.phase}) was already recorded")
         if entry.num_examples > len(job.y):
             raise InvalidRequest("num_examples exceeds the rows granted")
-        if entry.secagg != job.spec.secagg:
+        if entry.phase == "fit" and entry.secagg != job.spec.secagg:
             raise PermissionDenied(
                 f"job {entry.job_id!r} was approved {'with' if job.spec.secagg else 'without'} "
                 "SecAgg+; this round does not match"
             )
-        if entry.secagg != job.spec.secagg:
+        if entry.phase == "fit" and entry.secagg != job.spec.secagg:
             raise PermissionDenied(
                 f"job {entry.job_id!r} was approved {'with' if job.spec.secagg else 'without'} "
                 "SecAgg+; this round does not match"
@@ -342,9 +342,9 @@ def _details(entry: RoundEntry | None, job: _Job | None) -> dict[str, str]:
         "model_in": entry.model_in_sha256,
         "update_out": entry.update_out_sha256,
         "num_examples": str(entry.num_examples),
-        "secagg": "yes" if entry.secagg else "no",
     }
     if job is not None:
+        out["secagg"] = "yes" if job.spec.secagg else "no"
         out["dp"] = job.spec.dp.describe()
         out["rounds_approved"] = str(job.spec.rounds)
     return out

@@ -16,7 +16,7 @@ from datafed.fl.spec import DpParams, TrainingSpec
 
 if TYPE_CHECKING:
     from datafed.fl.lineage import Lineage, model_lineage
-    from datafed.fl.train import simulate, train
+    from datafed.fl.training import simulate, train
 
 __all__ = [
     "DpParams",
@@ -34,8 +34,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "train": "datafed.fl.train",
-    "simulate": "datafed.fl.train",
+    "train": "datafed.fl.training",
+    "simulate": "datafed.fl.training",
     "model_lineage": "datafed.fl.lineage",
     "Lineage": "datafed.fl.lineage",
 }

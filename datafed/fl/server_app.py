@@ -16,6 +16,7 @@ from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
 from flwr.serverapp import Grid, ServerApp
 
+from datafed.fl.digest import arrays_digest
 from datafed.fl.errors import TrainingFailed
 from datafed.fl.result import RoundSummary, TrainResult
 from datafed.fl.serde import bundle_from_text
@@ -78,8 +79,6 @@ def run_job(grid: Grid, context: Context, settings: RunSettings) -> TrainResult:
     build_workflow(settings)(grid, legacy)
     weights = audited.final_arrays or init
     rounds = tuple(RoundSummary.from_json(r.to_json()) for _, r in sorted(audited.rounds.items()))
-    from datafed.fl.digest import arrays_digest
-
     lost = [r.round for r in rounds if not r.model_out]
     return TrainResult(
         job_id=job_id,

@@ -69,14 +69,14 @@ def settings_for(agencies: int, rounds: int, seed: int, epochs: int) -> RunSetti
 def federated(settings: RunSettings, agencies: int, engine: str) -> TrainResult:
     """Train with datafed's ServerApp and ClientApp on ``engine`` (simulation or direct)."""
     if engine == "simulation":
-        from datafed.fl.train import simulate_settings
+        from datafed.fl.training import simulate_settings
 
         return simulate_settings(settings, agencies)
     from flwr.app import Context, RecordDict
 
     from datafed.fl.direct import DirectGrid
     from datafed.fl.server_app import run_job
-    from datafed.fl.train import check_result
+    from datafed.fl.training import check_result
     from nodes.fl.client_app import app
 
     cfg = settings.to_run_config()

@@ -3,7 +3,7 @@
 Everything is a real process on 127.0.0.1: three ``datafed-node serve`` agency nodes
 (mTLS, their own SQLite readings, policy and ledger), a Flower SuperLink and one Flower
 SuperNode per office (TLS, certificates from the federation CA). The analyst signs a
-training request per office and runs ``datafed train`` (here: :func:`datafed.fl.train`);
+training request per office and runs ``datafed train`` (here: :func:`datafed.fl.training`);
 afterwards the auditor exports each office's ledger and traces the model's lineage.
 
     python examples/flood_fl/deploy.py [--rounds 2] [--root demo-run/fl]

@@ -25,7 +25,7 @@ from nodes.fl.gateway import TrainingData
 from nodes.fl.job import job_context
 from nodes.fl.mods import dp_mod, ledger_mod, open_mod, secagg_mod
 
-__all__ = ["DatafedClient", "app", "client_fn", "plain_app"]
+__all__ = ["MODS", "PLAIN_MODS", "DatafedClient", "app", "client_fn", "plain_app"]
 
 
 class DatafedClient(NumPyClient):
@@ -81,8 +81,13 @@ def client_fn(context: Context) -> Client:
     return DatafedClient(context).to_client()
 
 
-#: The ClientApp every datafed SuperNode runs (mods: see :mod:`nodes.fl.mods`).
-app = ClientApp(client_fn=client_fn, mods=[open_mod, secagg_mod, ledger_mod, dp_mod])
+#: datafed's mods around Flower's SecAgg+ mod, outermost first (see :mod:`nodes.fl.mods`).
+MODS = (open_mod, secagg_mod, ledger_mod, dp_mod)
+#: Flower's SecAgg+ mod alone.
+PLAIN_MODS = (secagg_mod,)
+
+#: The ClientApp every datafed SuperNode runs.
+app = ClientApp(client_fn=client_fn, mods=list(MODS))
 
 #: The same Flower app without datafed's mods (benchmark baseline; never for real data).
-plain_app = ClientApp(client_fn=client_fn, mods=[secagg_mod])
+plain_app = ClientApp(client_fn=client_fn, mods=list(PLAIN_MODS))

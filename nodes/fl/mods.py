@@ -84,9 +84,11 @@ def _open(msg: Message, ctxt: Context) -> Message:
 
 
 def open_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """Open the job with the node on request; refuse training for a job not opened."""
-    if ctxt.run_config.get("datafed") is False:
-        return call_next(msg, ctxt)
+    """Open the job with the node on request; refuse training for a job not opened.
+
+    The run config cannot switch these mods off: a run is analyst-controlled, the mods are
+    the agency's (the mod-free baseline is a different ClientApp, ``plain_app``).
+    """
     mtype = msg.metadata.message_type
     if mtype == OPEN_MESSAGE_TYPE:
         return _open(msg, ctxt)
@@ -118,10 +120,13 @@ def _record(job: JobContext, msg: Message, entry: RoundEntry) -> Message | None:
 def ledger_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
     """Hash model in and update out, and have the node record the round before replying."""
     mtype = msg.metadata.message_type
-    if mtype not in _TRAINING or ctxt.run_config.get("datafed") is False:
+    if mtype not in _TRAINING:
         return call_next(msg, ctxt)
     job = job_context(ctxt)
     fit = mtype == MessageType.TRAIN
+    # Whether this update really leaves masked: SecAgg+ messages carry its record (the
+    # run config only says what the ServerApp intends).
+    masked = RECORD_KEY_CONFIGS in msg.content.config_records if fit else job.settings.secagg
     ins = (compat.recorddict_to_fitins if fit else compat.recorddict_to_evaluateins)(
         msg.content, keep_input=True
     )
@@ -138,9 +143,7 @@ def ledger_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Mes
         res = compat.recorddict_to_evaluateres(out.content)  # type: ignore[assignment]
         shown = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool))}
         digest_out = metrics_digest({"loss": float(res.loss), "n": res.num_examples, **shown})  # type: ignore[attr-defined]
-    entry = RoundEntry(
-        job.job_id, rnd, phase, model_in, digest_out, int(res.num_examples), job.settings.secagg
-    )
+    entry = RoundEntry(job.job_id, rnd, phase, model_in, digest_out, int(res.num_examples), masked)
     refused = _record(job, msg, entry)
     if refused is not None:
         return refused

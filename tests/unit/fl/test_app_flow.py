@@ -20,7 +20,7 @@ from datafed.fl.server_app import run_job
 from datafed.fl.settings import RunSettings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
-from datafed.fl.train import check_result
+from datafed.fl.training import check_result
 from nodes.fl.budget import LedgerBudget
 from nodes.fl.client_app import app
 

@@ -39,8 +39,10 @@ def test_public_api_is_complete_sorted_and_light():
     import datafed.fl as fl
 
     assert fl.__all__ == sorted(fl.__all__)
+
     for name in fl.__all__:
         assert getattr(fl, name) is not None
+    assert callable(fl.train) and callable(fl.simulate) and callable(fl.model_lineage)
     code = "import sys, datafed.fl; print('torch' in sys.modules, 'flwr' in sys.modules)"
     got = run(sys.executable, "-c", code)
     assert got.stdout.split() == ["False", "False"]

@@ -105,8 +105,10 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
         gw.record(RoundEntry(job, 1, "evaluate", "cd" * 32, "ef" * 32, 500, True)).epsilon_charged
         == 0
     )
+    with pytest.raises(GatewayRefused, match="approved with SecAgg"):  # sent unmasked
+        gw.record(RoundEntry(job, 2, "fit", H, "cd" * 32, 500, False))
     gw.record(RoundEntry(job, 2, "fit", H, "cd" * 32, 500, True))
-    fit1, ev1, fit2 = records(node, start)
+    fit1, ev1, _denied, fit2 = records(node, start)
     assert (fit1.operation, fit1.decision, fit1.epsilon) == ("fl_round", "released", 0.5)
     assert fit1.result_digest == "cd" * 32 and fit1.details["model_in"] == H
     assert fit1.details["round"] == "1" and fit1.details["phase"] == "fit"
@@ -115,7 +117,6 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     for bad, why in [
         (RoundEntry(job, 3, "fit", H, H, 10, True), "outside the 2 round"),
         (RoundEntry(job, 2, "fit", H, H, 10, True), "already recorded"),
-        (RoundEntry(job, 2, "evaluate", H, H, 10, False), "SecAgg+"),
         (RoundEntry("fl-nope", 1, "fit", H, H, 10, True), "no open training job"),
     ]:
         size = node.ctx.ledger.head().size

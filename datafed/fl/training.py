@@ -241,8 +241,8 @@ def simulate_settings(
             )
             return call_next(msg, view)
 
-        base = client_module.plain_app if plain else client_module.app
-        client = ClientApp(client_fn=client_module.client_fn, mods=[inject, *base._mods])
+        mods = client_module.PLAIN_MODS if plain else client_module.MODS
+        client = ClientApp(client_fn=client_module.client_fn, mods=[inject, *mods])
         run_simulation(
             server,
             client,
