@@ -72,6 +72,18 @@ def check_psi(
         raise PermissionDenied(f"requester {identity.name!r} is not allowed to use {dataset!r}")
     if purpose not in policy.allowed_purposes:
         raise PermissionDenied(f"purpose {purpose!r} is not allowed for dataset {dataset!r}")
+    # Fail closed on what intersection-sum cannot honour yet: an exact sum over a dataset
+    # that promises noise, or a use that needs another agency's approval.
+    if policy.dp is not None:
+        raise PermissionDenied(
+            f"dataset {dataset!r} requires differential privacy; intersection_sum releases "
+            "exact sums and is refused"
+        )
+    if policy.required_signoff:
+        raise PermissionDenied(
+            f"dataset {dataset!r} requires sign-off by {', '.join(policy.required_signoff)}; "
+            "intersection_sum carries no sign-offs and is refused"
+        )
     for col in columns:
         if col not in exposed:
             raise InvalidRequest(f"unknown column {col!r} in dataset {dataset!r}")

@@ -21,7 +21,7 @@ from datafed.psi import (
     value_pairs,
 )
 from datafed.psi import serde as psi_serde
-from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig, NodeSection
+from nodes.config import DatasetConfig, DatasetPolicy, DpPolicy, NodeConfig, NodeSection
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied, Unavailable
 from nodes.psi_policy import PendingJob, PendingJobs, check_psi
 
@@ -225,6 +225,24 @@ ALLOW = {
             "unknown dataset 'salaries'",
         ),
         (ALLOW, ALICE, "research", "taxpayers", ["ssn"], InvalidRequest, "unknown column 'ssn'"),
+        (
+            {**ALLOW, "dp": DpPolicy(epsilon_per_query=1, budget_epsilon=5)},
+            ALICE,
+            "research",
+            "taxpayers",
+            ["person_id"],
+            PermissionDenied,
+            "requires differential privacy; intersection_sum releases exact sums",
+        ),
+        (
+            {**ALLOW, "required_signoff": ["regulator-node"]},
+            ALICE,
+            "research",
+            "taxpayers",
+            ["person_id"],
+            PermissionDenied,
+            "requires sign-off by regulator-node; intersection_sum carries no sign-offs",
+        ),
         (
             {**ALLOW, "allowed_columns": ["district"]},
             ALICE,
