@@ -23,7 +23,8 @@ key pair ``A``.  ``H`` hashes to the group; ``k1``, ``k2`` are fresh secret scal
 The analyst decrypts ``S``.  Who learns what (semi-honest nodes, no collusion between the
 analyst and a node):
 
-* **analyst**: ``|J|`` and ``S``, plus the set sizes ``|V|`` (it relays ``|V|`` points).  It
+* **analyst**: ``|J|`` and ``S``, plus the set sizes ``|V|`` and ``|W|`` (the statements
+  state them, the payload lengths show them).  It
   sees the blinded points ``H(v)^k1``, which it cannot invert or test guesses against
   without ``k1``, and a sealed box it cannot open, so it never holds ``Enc_A(t)`` for a
   single value although it owns the key.  Statements signed by the nodes stop it from
