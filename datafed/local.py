@@ -70,7 +70,7 @@ def _default_policy(
     return (
         f'allowed_requesters = ["{ANALYST}"]\n'
         f'allowed_purposes = ["{PURPOSE}"]\n'
-        'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max"]\n'
+        'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max", "histogram"]\n'
         f"allowed_protections = {protections}\n"
         "min_group_size = 3\n"
         "[datasets.policy.group_domains]\n"

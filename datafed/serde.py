@@ -158,7 +158,10 @@ def spec_to_proto(spec: QuerySpec) -> query_pb2.QuerySpec:
     msg = query_pb2.QuerySpec(
         dataset=spec.dataset,
         group_by=list(spec.group_by),
-        aggregates=[query_pb2.Aggregate(func=a.func, column=a.column) for a in spec.aggregates],
+        aggregates=[
+            query_pb2.Aggregate(func=a.func, column=a.column, bins=list(a.bins))
+            for a in spec.aggregates
+        ],
     )
     if spec.where is not None:
         msg.where.CopyFrom(_pred_to_proto(spec.where))
@@ -172,7 +175,10 @@ def spec_from_proto(msg: query_pb2.QuerySpec) -> QuerySpec:
         return QuerySpec(
             dataset=msg.dataset,
             group_by=tuple(msg.group_by),
-            aggregates=tuple(Aggregate(func=a.func, column=a.column) for a in msg.aggregates),  # type: ignore[arg-type]
+            aggregates=tuple(
+                Aggregate(func=a.func, column=a.column, bins=tuple(a.bins))  # type: ignore[arg-type]
+                for a in msg.aggregates
+            ),
             where=where,
         )
     except ValidationError as exc:

@@ -104,7 +104,7 @@ class DatasetPolicy(_Strict):
     allowed_requesters: list[PartyName] = []
     allowed_purposes: list[str] = []
     allowed_columns: list[Ident] | None = None
-    allowed_aggregates: list[Literal["sum", "count", "avg", "var", "min", "max"]] = [
+    allowed_aggregates: list[Literal["sum", "count", "avg", "var", "min", "max", "histogram"]] = [
         "sum",
         "count",
         "avg",

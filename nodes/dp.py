@@ -39,8 +39,8 @@ def check_dp(spec: QuerySpec, comps: Sequence[Component], dp: DpPolicy) -> None:
 
 def sensitivity(c: Component, dp: DpPolicy, bits: int) -> Fraction:
     """Largest change one row makes to ``c``, in fixed-point units."""
-    if c.kind == "count":
-        return Fraction(1)
+    if c.kind in ("count", "bin"):
+        return Fraction(1)  # one row adds 1 to a count, and to exactly one bin
     lo, hi = dp.bounds[c.column]
     bound = max(abs(lo), abs(hi))
     value = bound * bound if c.kind == "sumsq" else bound

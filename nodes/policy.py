@@ -75,6 +75,8 @@ def check_query(
         if ds is None:
             raise NotFound(f"unknown dataset {spec.dataset!r}")
         policy = ds.policy
+        if "query" not in policy.allowed_operations:
+            raise PermissionDenied(f"dataset {spec.dataset!r} does not answer aggregate queries")
         _check_access(policy, identity.name, purpose, spec.dataset)
         exposed = set(columns[spec.dataset])
         unknown = sorted(spec.columns() - exposed)

@@ -159,6 +159,9 @@ def _component_expr(
     if c.kind == "count":
         return sa.func.count() if c.column == "*" else sa.func.count(t.c[c.column])
     col: sa.ColumnElement[Any] = t.c[c.column]
+    if c.kind == "bin":
+        upper = col <= c.hi if c.closed else col < c.hi
+        return sa.func.sum(sa.case((sa.and_(col >= c.lo, upper), 1), else_=0))
     if bound is not None:
         lo, hi = bound
         col = sa.case((col < lo, lo), (col > hi, hi), else_=col)

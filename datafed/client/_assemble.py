@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import query_pb2
-from datafed.query.components import Component, finalize
+from datafed.query.components import Component, finalize, output_labels
 from datafed.query.modes import Combined, ProtectionMode
 from datafed.query.result import LedgerHeadInfo, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
@@ -115,9 +115,15 @@ def assemble(
         for key in sorted(totals, key=_sort_key)
     ]
     if not spec.group_by and not rows:
-        rows.append(tuple(0 if a.func == "count" else None for a in spec.aggregates))
+        rows.append(
+            tuple(
+                0 if a.func in ("count", "histogram") else None
+                for a in spec.aggregates
+                for _ in a.labels
+            )
+        )
     return QueryResult(
-        columns=(*spec.group_by, *(a.label for a in spec.aggregates)),
+        columns=(*spec.group_by, *output_labels(spec)),
         rows=tuple(rows),
         protection=mode.name,
         job_id=job,

@@ -22,36 +22,52 @@ __all__ = [
     "decode_fixed",
     "encode_fixed",
     "finalize",
+    "histogram_bins",
     "labels",
+    "output_labels",
 ]
 
 #: Fractional bits of the fixed-point encoding (DESIGN §8: scale 2^16).
 DEFAULT_FIXED_POINT_BITS = 16
 
-ComponentKind = Literal["sum", "count", "sumsq", "min", "max"]
+ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin"]
 
 
 @dataclass(frozen=True, order=True)
 class Component:
-    """One quantity a node reports per group."""
+    """One quantity a node reports per group (``bin``: rows with ``lo <= x < hi``)."""
 
     kind: ComponentKind
     column: str
+    lo: float = 0.0
+    hi: float = 0.0
+    #: ``bin`` only: the last bin of a histogram also counts ``x == hi``.
+    closed: bool = False
 
     @property
     def label(self) -> str:
-        """Wire label, e.g. ``sum(bursts)`` or ``count(*)``."""
+        """Wire label, e.g. ``sum(bursts)``, ``count(*)`` or ``bin(x)[0,5)``."""
+        if self.kind == "bin":
+            return f"bin({self.column})[{self.lo:g},{self.hi:g}{']' if self.closed else ')'}"
         return f"{self.kind}({self.column})"
 
     @property
     def additive(self) -> bool:
         """Whether totals across nodes are sums of the nodes' values."""
-        return self.kind in ("sum", "count", "sumsq")
+        return self.kind in ("sum", "count", "sumsq", "bin")
 
     @property
     def scaled(self) -> bool:
         """Whether the value is fixed-point encoded (everything but counts)."""
-        return self.kind != "count"
+        return self.kind not in ("count", "bin")
+
+
+def histogram_bins(column: str, edges: Sequence[float]) -> tuple[Component, ...]:
+    """The ``bin`` components of ``HISTOGRAM(column, *edges)``."""
+    last = len(edges) - 2
+    return tuple(
+        Component("bin", column, edges[i], edges[i + 1], i == last) for i in range(len(edges) - 1)
+    )
 
 
 def components(spec: QuerySpec) -> tuple[Component, ...]:
@@ -70,6 +86,8 @@ def components(spec: QuerySpec) -> tuple[Component, ...]:
             out[Component("sum", col)] = None
             out[Component("sumsq", col)] = None
             out[Component("count", col)] = None
+        elif agg.func == "histogram":
+            out.update(dict.fromkeys(histogram_bins(col, agg.bins)))
         else:
             out[Component(agg.func, col)] = None
     return tuple(out)
@@ -114,9 +132,16 @@ def finalize(
             n = val(Component("count", col))
             s, sq = val(Component("sum", col)), val(Component("sumsq", col))
             out.append(max(0.0, (sq - s * s / n) / (n - 1)) if n > 1 else None)
+        elif agg.func == "histogram":
+            out.extend(int(totals[c]) for c in histogram_bins(col, agg.bins))
         else:
             out.append(val(Component(agg.func, col)))
     return tuple(out)
+
+
+def output_labels(spec: QuerySpec) -> tuple[str, ...]:
+    """Result column labels of ``spec``'s aggregates (a histogram gives one per bin)."""
+    return tuple(label for agg in spec.aggregates for label in agg.labels)
 
 
 def labels(comps: Sequence[Component]) -> tuple[str, ...]:

@@ -6,6 +6,8 @@ nodes, and what a node compiles to SQLAlchemy Core.  It never contains SQL text.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from typing import Annotated, Literal, Union
 
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "AGGREGATE_FUNCS",
+    "MAX_BINS",
     "Aggregate",
     "AllOf",
     "AnyOf",
@@ -26,7 +29,8 @@ __all__ = [
     "check_identifier",
 ]
 
-AGGREGATE_FUNCS = ("sum", "count", "avg", "var", "min", "max")
+AGGREGATE_FUNCS = ("sum", "count", "avg", "var", "min", "max", "histogram")
+MAX_BINS = 64
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic needs a runtime union
 _MAX_LITERAL_LEN = 256
@@ -53,8 +57,10 @@ class _Frozen(BaseModel):
 class Aggregate(_Frozen):
     """One aggregate of the SELECT list; ``column`` is ``*`` only for ``count``."""
 
-    func: Literal["sum", "count", "avg", "var", "min", "max"]
+    func: Literal["sum", "count", "avg", "var", "min", "max", "histogram"]
     column: str
+    #: HISTOGRAM only: increasing bin edges; bin i is [edge i, edge i+1), the last closed.
+    bins: tuple[float, ...] = ()
 
     @model_validator(mode="after")
     def _column_ok(self) -> Aggregate:
@@ -63,12 +69,33 @@ class Aggregate(_Frozen):
                 raise ValueError(f"{self.func.upper()}(*) is not allowed; only COUNT(*)")
         else:
             check_identifier(self.column)
+        if self.func == "histogram":
+            edges = self.bins
+            if not 2 <= len(edges) <= MAX_BINS + 1:
+                raise ValueError(f"HISTOGRAM needs 2 to {MAX_BINS + 1} bin edges")
+            if any(not math.isfinite(e) for e in edges) or any(
+                a >= b for a, b in itertools.pairwise(edges)
+            ):
+                raise ValueError("HISTOGRAM bin edges must be finite and increasing")
+        elif self.bins:
+            raise ValueError(f"{self.func.upper()} takes no bin edges")
         return self
 
     @property
     def label(self) -> str:
         """Human-readable column label, e.g. ``sum(bursts)``."""
         return f"{self.func}({self.column})"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Output column labels: one, or one per histogram bin (``histogram(x)[0,5)``)."""
+        if self.func != "histogram":
+            return (self.label,)
+        e = self.bins
+        return tuple(
+            f"histogram({self.column})[{e[i]:g},{e[i + 1]:g}{']' if i == len(e) - 2 else ')'}"
+            for i in range(len(e) - 1)
+        )
 
 
 class Comparison(_Frozen):

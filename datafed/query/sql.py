@@ -2,7 +2,8 @@
 
 Accepted::
 
-    SELECT <group columns>, SUM(x), COUNT(*), COUNT(x), AVG(x), VAR(x) | VARIANCE(x), MIN(x), MAX(x)
+    SELECT <group columns>, SUM(x), COUNT(*), COUNT(x), AVG(x), VAR(x) | VARIANCE(x), MIN(x),
+           MAX(x), HISTOGRAM(x, edge0, edge1, ...)
     FROM <dataset>
     [WHERE <col op literal | col [NOT] IN (...) | col BETWEEN a AND b, joined by AND / OR / NOT>]
     [GROUP BY <columns>]
@@ -137,6 +138,17 @@ def _column(node: exp.Expression, where: str) -> str:
 
 def _aggregate(node: exp.Expression) -> Aggregate:
     func = _AGG_TYPES.get(type(node))
+    if func is None and isinstance(node, exp.Anonymous) and str(node.name).upper() == "HISTOGRAM":
+        args = list(node.expressions)
+        if len(args) < 3:
+            raise QueryError("HISTOGRAM(column, edge0, edge1, ...) needs a column and 2+ edges")
+        edges = []
+        for a in args[1:]:
+            v = _literal(a)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise QueryError("HISTOGRAM bin edges must be numbers")
+            edges.append(float(v))
+        return Aggregate(func="histogram", column=_column(args[0], "HISTOGRAM"), bins=tuple(edges))
     if func is None and isinstance(node, exp.Anonymous) and str(node.name).upper() == "VAR":
         func, arg = "var", (node.expressions[0] if len(node.expressions) == 1 else None)
     else:

@@ -254,3 +254,25 @@ def test_every_request_is_in_the_ledger(local_fed, tmp_path):
         if r.decision == "denied":
             assert r.reason and r.result_digest == ""
     assert {r.requester for r in records} >= {"alice", "bob"}
+
+
+def test_histogram_matches_cleartext_in_two_modes(local_fed):
+    fed = Federation.from_file(local_fed.fed_toml)
+    sql = "SELECT material, HISTOGRAM(repair_hours, 0, 1, 5, 100) FROM pipe_incidents WHERE year = 2023 GROUP BY material"
+    a = fed.query(sql, purpose=PURPOSE, protection="paillier")
+    b = fed.query(sql, purpose=PURPOSE, protection="plain")
+    assert a.columns[1:] == (
+        "histogram(repair_hours)[0,1)",
+        "histogram(repair_hours)[1,5)",
+        "histogram(repair_hours)[5,100]",
+    )
+    want: dict = {}
+    for node in local_fed.nodes:
+        with sqlite3.connect(node.config.parent / "data" / "pipe_incidents.sqlite") as db:
+            for m, h in db.execute(
+                "SELECT material, repair_hours FROM pipe_incidents WHERE year = 2023"
+            ):
+                counts = want.setdefault(m, [0, 0, 0])
+                counts[0 if h < 1 else 1 if h < 5 else 2] += 1
+    assert {r[0]: list(r[1:]) for r in a.rows} == want
+    assert a.rows == b.rows

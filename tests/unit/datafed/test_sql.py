@@ -84,3 +84,24 @@ def test_arbitrary_text_never_crashes(text):
         parse_sql(text)
     except QueryError:
         pass
+
+
+def test_histogram_parses_and_validates():
+    spec = parse_sql(
+        "SELECT material, HISTOGRAM(repair_hours, 0, 2, 4.5, 24) FROM t GROUP BY material"
+    )
+    (agg,) = spec.aggregates
+    assert (agg.func, agg.column, agg.bins) == ("histogram", "repair_hours", (0.0, 2.0, 4.5, 24.0))
+    assert agg.labels == (
+        "histogram(repair_hours)[0,2)",
+        "histogram(repair_hours)[2,4.5)",
+        "histogram(repair_hours)[4.5,24]",
+    )
+    for bad, msg in [
+        ("SELECT HISTOGRAM(x, 1) FROM t", "needs a column"),
+        ("SELECT HISTOGRAM(x, 3, 1) FROM t", "increasing"),
+        ("SELECT HISTOGRAM(x, 'a', 'b') FROM t", "numbers"),
+        ("SELECT HISTOGRAM(1, 2, 3) FROM t", "plain column"),
+    ]:
+        with pytest.raises(QueryError, match=msg):
+            parse_sql(bad)
