@@ -23,7 +23,7 @@ from datafed.fl.serde import bundle_from_text
 from datafed.fl.settings import RunSettings
 from datafed.fl.strategies import make_strategy
 from datafed.fl.strategy import ApprovedClientManager, AuditedStrategy
-from datafed.fl.workflow import build_workflow, open_job, wait_for_nodes
+from datafed.fl.workflow import PromptGrid, build_workflow, open_job, wait_for_nodes
 
 __all__ = ["app", "run_job"]
 
@@ -98,7 +98,7 @@ def main(grid: Grid, context: Context) -> None:
     """Flower entry point: run the job and print the result line for the analyst."""
     settings = RunSettings.from_run_config(context.run_config)
     try:
-        result = run_job(grid, context, settings)
+        result = run_job(PromptGrid(grid), context, settings)
     except TrainingFailed as exc:
         result = TrainResult(
             f"run-{context.run_id}", "failed", error=str(exc), settings=_public_settings(settings)

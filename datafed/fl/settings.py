@@ -49,6 +49,10 @@ class RunSettings:
     secagg: bool = True
     secagg_shares: float = 1.0
     secagg_threshold: float = 0.66
+    # SecAgg+ (Bell et al., CCS 2020) as Flower quantises it: each value is clipped to
+    # +-secagg-clip and quantised to [0, 2^22); sums live modulo 2^32, so at most 2^10
+    # nodes fit (Flower's SecAggPlusWorkflow defaults). A node's weight is its example
+    # count over secagg-max-weight, which must exceed every node's count.
     secagg_max_weight: float = 100000.0
     secagg_clip: float = 8.0
     stage_timeout: float = 120.0

@@ -55,6 +55,13 @@ class DpParams:
                 raise ValueError(f"dp.{name} must be a positive finite number, got {v!r}")
         if self.delta >= 1:
             raise ValueError(f"dp.delta must be below 1, got {self.delta!r}")
+        # sigma = sensitivity * sqrt(2 ln(1.25/delta)) / epsilon (Flower's LocalDpMod) is
+        # (epsilon, delta)-DP only for epsilon < 1 (Dwork & Roth 2014, Theorem A.1).
+        if self.epsilon_per_round >= 1:
+            raise ValueError(
+                "dp.epsilon_per_round must be below 1 for the Gaussian mechanism "
+                f"(Dwork & Roth 2014, Theorem A.1), got {self.epsilon_per_round!r}"
+            )
 
     @classmethod
     def local(
