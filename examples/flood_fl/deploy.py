@@ -77,7 +77,9 @@ def run(root: Path, rounds: int = 2, say: Callable[[str], None] = print) -> str:
             purpose=FLOOD_PURPOSE,
             rounds=rounds,
             overrides={"eval-every": 0, "local-epochs": 1},
-            progress=lambda line: say(f"   {line.strip()}") if "[ROUND" in line else None,
+            progress=lambda line: (
+                say("   " + line[line.index("[ROUND") :].strip()) if "[ROUND" in line else None
+            ),
         )
         say(f"   done in {time.monotonic() - t0:.0f}s: model {result.model_sha256}")
         say(f"   federated accuracy (nodes' own data): {result.accuracy:.3f}")
