@@ -34,8 +34,9 @@ from datafed.tls import PartyFiles
 from nodes.fl.client_app import app, plain_app
 
 NODES = 3
-ROUNDS = 5
-PARAMS = {"nodes": NODES, "rows": 1640, "model": "mlp:16", "local_epochs": 1}
+ROUNDS = 7
+LOCAL_EPOCHS = 2
+PARAMS = {"nodes": NODES, "rows": 1640, "model": "mlp:16", "local_epochs": LOCAL_EPOCHS}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
 
 
 def _settings(**kw: object) -> RunSettings:
-    return RunSettings(min_nodes=NODES, local_epochs=1, stage_timeout=0.0, **kw)  # type: ignore[arg-type]
+    return RunSettings(min_nodes=NODES, local_epochs=LOCAL_EPOCHS, stage_timeout=0.0, **kw)  # type: ignore[arg-type]
 
 
 def ours_driver(fed: LocalFederation) -> RoundDriver:

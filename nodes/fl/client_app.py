@@ -41,7 +41,12 @@ class DatafedClient(NumPyClient):
         return data
 
     def _net(self, data: TrainingData, parameters: NDArrays) -> Any:
+        import torch
+
         from datafed.fl.model import build_model, set_weights  # torch only when training
+
+        # A small tabular model: one thread is faster than contending for the agency's cores.
+        torch.set_num_threads(1)
 
         net = build_model(len(data.grant.spec.feature_columns), data.grant.spec.model)
         set_weights(net, parameters)

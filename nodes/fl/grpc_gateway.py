@@ -3,10 +3,15 @@
 The SuperNode's ClientApp presents the node's *own* certificate (role ``node``, the
 node's name): the node serves training rows to nobody else. gRPC status codes become
 :class:`nodes.fl.errors.GatewayRefused` with the node's reason.
+
+Rows a job was granted are kept for that job while this process lives (a simulation
+worker serves many rounds; a SuperNode's ClientApp process serves one message), so later
+rounds do not stream them again; every round is still recorded at the node.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -65,6 +70,7 @@ class GrpcGateway:
             ],
         )
         self._stub = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._rows: dict[bytes, TrainingData] = {}
 
     @classmethod
     def from_node_config(cls, path: Path, address: str | None = None) -> GrpcGateway:
@@ -97,16 +103,22 @@ class GrpcGateway:
         """Present the analyst's request; return the grant and, if asked, the rows."""
         if request is None:
             raise GatewayRefused("INVALID_ARGUMENT", "no signed training request for this node")
+        key = hashlib.sha256(request.body + b"\x00" + request.signature).digest()
+        if with_rows and key in self._rows:
+            return self._rows[key]
         call = self._stub.OpenTraining(
             training_pb2.OpenTrainingRequest(request=request, requester_cert=requester_cert),
             timeout=self.timeout_s,
         )
         try:
-            return self._read(call, with_rows)
+            data = self._read(call, with_rows)
         except grpc.RpcError as exc:
             raise self._refused(exc) from exc
         finally:
             call.cancel()
+        if with_rows:
+            self._rows = {key: data}  # one job at a time per node and process
+        return data
 
     def _read(self, call: Iterator[training_pb2.TrainingData], with_rows: bool) -> TrainingData:
         first = next(call, None)
