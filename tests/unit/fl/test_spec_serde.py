@@ -69,7 +69,7 @@ def test_dp_parameters_are_checked():
         DpParams.local(1.0, delta=1.0)
     with pytest.raises(ValueError, match=r"dp\.epsilon_per_round must be a positive"):
         DpParams.local(0.0)
-    with pytest.raises(ValueError, match="Theorem A.1"):
+    with pytest.raises(ValueError, match=r"Theorem A\.1"):
         DpParams.local(1.0)
 
 
