@@ -100,9 +100,20 @@ def start_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=_child_env(),
             start_new_session=True,
         )
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for Flower processes: this interpreter's scripts first on PATH.
+
+    SuperLink and SuperNode start ``flower-superexec`` / ``flwr-clientapp`` by name, which
+    must resolve to this virtualenv even when it is not activated (``make test``).
+    """
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{bindir}{os.pathsep}{path}"}
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:

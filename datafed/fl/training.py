@@ -183,7 +183,12 @@ def train(
             (app_dir / "pyproject.toml").write_text(fab_pyproject(), encoding="utf-8")
         run_config = root / "run-config.toml"
         run_config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
-        env = {**os.environ, "FLWR_HOME": str(_flwr_home(root, link, fed.tls.ca))}
+        bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
+        env = {
+            **os.environ,
+            "FLWR_HOME": str(_flwr_home(root, link, fed.tls.ca)),
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         flwr = str(Path(sys.executable).parent / "flwr")
         cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config), "--stream"]
         lines = _run_flwr(cmd, env, link.connect_timeout_s, progress)
