@@ -101,4 +101,7 @@ def run_supernode(
         root_certificates=root_certificates,
         node_address=node_address,
     )
-    os.execv(cmd[0], cmd)
+    # The SuperNode starts flower-superexec / flwr-clientapp by name: this venv first.
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    os.execve(cmd[0], cmd, env)
