@@ -188,6 +188,7 @@ def train(
             **os.environ,
             "FLWR_HOME": str(_flwr_home(root, link, fed.tls.ca)),
             "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen
         }
         flwr = str(Path(sys.executable).parent / "flwr")
         cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config), "--stream"]
