@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +42,13 @@ ANALYST = "alice"
 PURPOSE = "service-planning"
 #: The purpose the finance nodes of :func:`finance_specs` allow.
 FINANCE_PURPOSE = "small-business-credit-research"
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -158,8 +166,15 @@ class LocalFederation:
         *,
         analysts: Sequence[str] = (ANALYST,),
         progress: Callable[[str], None] = lambda _msg: None,
+        witnesses: bool = False,
+        publish_interval_s: float = 2.0,
     ) -> LocalFederation:
-        """Make the CA, certificates, data files and node configs under ``root``."""
+        """Make the CA, certificates, data files and node configs under ``root``.
+
+        With ``witnesses=True`` every node witnesses the logs of all the others and asks
+        them to cosign its checkpoints every ``publish_interval_s`` seconds (``[witness]``
+        and ``[publish]`` in each node.toml); the nodes then listen on fixed free ports.
+        """
         root.mkdir(parents=True, exist_ok=True)
         fed = cls(root=root.resolve())
         if not (fed.pki_dir / "ca.crt").exists():
@@ -171,7 +186,25 @@ class LocalFederation:
             fed._ensure_party("node", spec.name, progress)
             progress(f"writing node:{spec.name}'s synthetic data and node.toml")
             fed.nodes.append(fed._write_node(spec))
+        if witnesses:
+            fed._add_witnessing(publish_interval_s)
         return fed
+
+    def _add_witnessing(self, interval_s: float) -> None:
+        """Pin fixed ports and append ``[witness]``/``[publish]`` to every node.toml."""
+        ports = {n.spec.name: _free_port() for n in self.nodes}
+        for node in self.nodes:
+            text = node.config.read_text().replace(
+                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{ports[node.spec.name]}"'
+            )
+            peers = [n.spec.name for n in self.nodes if n is not node]
+            certs = {p: pki.party_paths(self.pki_dir, "node", p).cert for p in peers}
+            lines = ["", "[witness]", "peers = [" + ", ".join(f'"{certs[p]}"' for p in peers)]
+            lines += ["]", "", "[publish]", f"interval_s = {interval_s}"]
+            for p in peers:
+                lines += ["", "[[publish.witnesses]]", f'name = "{p}"']
+                lines += [f'address = "127.0.0.1:{ports[p]}"', f'cert = "{certs[p]}"']
+            node.config.write_text(text + "\n".join(lines) + "\n")
 
     def _ensure_party(self, role: str, name: str, progress: Callable[[str], None]) -> None:
         """Issue a certificate unless one was already issued (e.g. with ``datafed pki``)."""

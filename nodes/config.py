@@ -26,6 +26,24 @@ Example::
     allowed_protections = ["paillier"]
     min_group_size = 5
 
+    [witness]                             # optional: witness the logs of these peer nodes
+    peers = ["pki/node/water-east.crt", "pki/node/water-south.crt"]
+
+    [publish]                             # optional: have witnesses cosign this node's log
+    interval_s = 30
+    [[publish.witnesses]]
+    name = "water-east"
+    address = "10.0.0.2:50051"
+    cert = "pki/node/water-east.crt"
+
+``[witness]`` makes the node a witness (c2sp.org/tlog-witness) for each peer listed by its
+certificate: the log's origin is ``datafed/ledger/<name>`` and its key the Ed25519 key bound
+in the certificate, which must be issued by the federation CA (``tls.ca``).  The witness
+cosigns as ``datafed/witness/<this node>`` with the node's signing key and keeps its state
+in ``state_dir/witness.sqlite``.  ``[publish]`` makes the node ask each listed witness, every
+``interval_s`` seconds and once at shutdown, to cosign its latest checkpoint; cosignatures
+are stored on the ledger, refusals are logged (a fork or inconsistency as an error).
+
 Relative paths resolve against the directory of the config file.  The policy is
 default-deny: a dataset with no allowed requester or purpose answers nobody.
 """
@@ -55,6 +73,9 @@ __all__ = [
     "DpPolicy",
     "NodeConfig",
     "NodeSection",
+    "PublishSection",
+    "PublishWitness",
+    "WitnessSection",
     "load_node_config",
 ]
 
@@ -196,6 +217,36 @@ class SignOffGrant(_Strict):
     purposes: list[str] = Field(min_length=1)
 
 
+class WitnessSection(_Strict):
+    """``[witness]``: the peer nodes whose logs this node witnesses (their certificates)."""
+
+    peers: list[Annotated[Path, AfterValidator(_resolve)]] = Field(min_length=1)
+
+
+class PublishWitness(_Strict):
+    """One witness this node asks to cosign its checkpoints."""
+
+    name: PartyName
+    address: str = Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    cert: Annotated[Path, AfterValidator(_resolve)]
+    role: Literal["node", "witness"] = "node"
+
+
+class PublishSection(_Strict):
+    """``[publish]``: the witnesses to ask and how often (seconds)."""
+
+    interval_s: float = Field(default=30.0, gt=0, le=86_400)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    witnesses: list[PublishWitness] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PublishSection:
+        names = [w.name for w in self.witnesses]
+        if len(set(names)) != len(names):
+            raise ValueError("publish.witnesses: names must be unique")
+        return self
+
+
 class NodeConfig(_Strict):
     """The whole node configuration file."""
 
@@ -204,12 +255,18 @@ class NodeConfig(_Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     #: What this node signs off on for other agencies (``[[signoff]]`` tables).
     signoff: list[SignOffGrant] = []
+    #: Logs of peer nodes this node witnesses (``[witness]``).
+    witness: WitnessSection | None = None
+    #: Witnesses this node publishes its checkpoints to (``[publish]``).
+    publish: PublishSection | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> NodeConfig:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("dataset names must be unique")
+        if self.publish and any(w.name == self.node.name for w in self.publish.witnesses):
+            raise ValueError("publish.witnesses: a node cannot witness its own log")
         return self
 
     def dataset(self, name: str) -> DatasetConfig | None:

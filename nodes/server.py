@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from audit.witness import WitnessStore
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.tls import server_credentials
 from nodes.config import NodeConfig
@@ -19,6 +20,7 @@ from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
 from nodes.protocol_servicer import add_protocol_service
 from nodes.psi_servicer import add_psi_service
+from nodes.publish import Publisher, open_witness_store
 from nodes.servicer import QueryServicer
 from nodes.training_servicer import add_training_service
 
@@ -30,7 +32,7 @@ GRACE_S = 5.0
 
 
 async def build_server(
-    ctx: NodeContext,
+    ctx: NodeContext, witness: WitnessStore | None = None
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """Create the server with every service registered; return it and its bound port."""
     limit = ctx.config.node.max_message_bytes
@@ -42,7 +44,7 @@ async def build_server(
         maximum_concurrent_rpcs=ctx.config.node.max_concurrent_requests,
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(ctx), server)
-    add_ledger_services(server, ctx.ledger)
+    add_ledger_services(server, ctx.ledger, witness)
     add_protocol_service(server, ctx)
     add_psi_service(server, ctx)
     add_training_service(server, ctx)
@@ -59,9 +61,13 @@ async def build_server(
 async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the node until SIGINT/SIGTERM, then stop gracefully and close the ledger."""
     ctx = NodeContext.open(config)
+    witness = publisher = None
     try:
-        server, port, health = await build_server(ctx)
+        witness = open_witness_store(ctx)
+        server, port, health = await build_server(ctx, witness)
         await server.start()
+        if (publisher := Publisher.open(ctx)) is not None:
+            publisher.start()
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = config.node.listen.rsplit(":", 1)[0]
@@ -79,7 +85,11 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = 
         log.info("node %s shutting down", ctx.name)
         await health.enter_graceful_shutdown()
         await server.stop(GRACE_S)
+        if publisher is not None:
+            await publisher.stop()  # one last round, then close the channels
         waiter.cancel()
         stopper.cancel()
     finally:
+        if witness is not None:
+            witness.close()
         ctx.close()
