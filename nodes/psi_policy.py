@@ -72,13 +72,8 @@ def check_psi(
         raise PermissionDenied(f"requester {identity.name!r} is not allowed to use {dataset!r}")
     if purpose not in policy.allowed_purposes:
         raise PermissionDenied(f"purpose {purpose!r} is not allowed for dataset {dataset!r}")
-    # Fail closed on what intersection-sum cannot honour yet: an exact sum over a dataset
-    # that promises noise, or a use that needs another agency's approval.
-    if policy.dp is not None:
-        raise PermissionDenied(
-            f"dataset {dataset!r} requires differential privacy; intersection_sum releases "
-            "exact sums and is refused"
-        )
+    # Fail closed on what intersection-sum cannot honour yet: a use that needs another
+    # agency's approval.  Differential privacy is honoured (see datafed.psi._dp).
     if policy.required_signoff:
         raise PermissionDenied(
             f"dataset {dataset!r} requires sign-off by {', '.join(policy.required_signoff)}; "

@@ -4,7 +4,10 @@ Each step follows the query servicer's order (DESIGN §4): peer certificate and 
 request through :mod:`nodes.gate`; the job, the relayed statement of the other node and
 the declared payload size checked, and the upload received, before anything is recorded;
 ``approved`` or ``denied`` written to the ledger before the dataset is read; the
-computation; ``released`` with the digest of what leaves the node.  The ids side records
+computation; ``released`` with the digest of what leaves the node.  Under differential privacy
+(:mod:`datafed.psi._dp`) each DP node checks its budget of (requester, dataset) before
+approving, charges its epsilon after computing and records it on ``released``; the
+values node clamps and states its bound, the ids node adds the noise.  The ids side records
 ``approved`` at Blind and ``released`` at Intersect (keeping the job in a bounded,
 expiring table between the two); the values side records both in Exchange.  Any failure
 after approval is recorded as ``denied`` and nothing is released.
@@ -16,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import grpc
@@ -24,13 +28,16 @@ from google.protobuf.message import Message
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc, query_pb2
 from datafed.psi import (
+    DpNoise,
     IdsParty,
     InvalidPsiMessage,
     Pool,
     PsiJob,
     Statement,
     StatementBody,
+    clamp_pairs,
     exchange,
+    fixed_bound,
     identifier_set,
     sign_statement,
     value_pairs,
@@ -38,6 +45,7 @@ from datafed.psi import (
 )
 from datafed.psi import serde as psi_serde
 from datafed.signing import RequestHeader, now_ms
+from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, PermissionDenied, status_of
 from nodes.gate import open_signed, peer_identity, request_digest
@@ -130,6 +138,40 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             self.ctx.config, exposed, call.identity, call.header.purpose, dataset, columns
         )
 
+    def _dp(self, call: _Call, dataset: str) -> DpPolicy | None:
+        """The dataset's DP section; with one, refuse early if the budget cannot pay."""
+        assert call.identity is not None
+        dp = self.ctx.config.dataset(dataset).policy.dp  # type: ignore[union-attr]
+        if dp is not None:
+            self.ctx.budget.check(call.identity.name, dataset, dp.epsilon_per_query)
+        return dp
+
+    def _charge(self, call: _Call, dp: DpPolicy | None) -> float:
+        """Spend this node's epsilon for the job (raises BudgetExhausted); return it."""
+        if dp is None:
+            return 0.0
+        assert call.identity is not None
+        self.ctx.budget.charge(call.identity.name, call.dataset, dp.epsilon_per_query)
+        return dp.epsilon_per_query
+
+    def _noise(self, dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise | None:
+        """The noise this ids node adds: calibrated to the smaller of the two epsilons."""
+        if not peer.dp_sensitivity:
+            if dp is not None:
+                raise PermissionDenied(
+                    f"dataset {dataset!r} requires differential privacy but the values node "
+                    "states no bound on its values; intersection_sum is refused"
+                )
+            return None
+        try:
+            theirs = Fraction(peer.dp_epsilon)
+            if not 0 < theirs <= 10:
+                raise ValueError
+        except (ValueError, ZeroDivisionError) as exc:
+            raise InvalidRequest("the values node stated an invalid epsilon") from exc
+        eps = min(theirs, Fraction(repr(dp.epsilon_per_query))) if dp is not None else theirs
+        return DpNoise(str(eps), peer.dp_sensitivity)
+
     def _verify(self, st: Statement | None, job: PsiJob, node: str, step: Any) -> StatementBody:
         try:
             assert st is not None
@@ -152,7 +194,9 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
 
-    async def _record(self, call: _Call, decision: str, reason: str, result: str = "") -> int:
+    async def _record(
+        self, call: _Call, decision: str, reason: str, result: str = "", epsilon: float = 0.0
+    ) -> int:
         return await self.ctx.record(
             caller=call.identity,
             header=call.header,
@@ -163,6 +207,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             reason=reason,
             request_digest=call.digest,
             result_digest=result,
+            epsilon=epsilon,
             details=call.details,
         )
 
@@ -202,6 +247,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
                 raise InvalidRequest(f"node {self.ctx.name!r} is not the ids side of this job")
             call.details["peer"] = job.values.node
             reason = self._check(call, job.ids.dataset, [job.ids.column])
+            self._dp(call, job.ids.dataset)
             self.jobs.ensure_room(header.requester, job.job_id)
         except NodeError as exc:
             await self._deny(context, call, exc)
@@ -244,6 +290,12 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             call.details["peer"] = job.ids.node
             cols = [job.values.id_column, job.values.value_column]
             reason = self._check(call, job.values.dataset, cols)
+            dp = self._dp(call, job.values.dataset)
+            if dp is not None and job.values.value_column not in dp.bounds:
+                raise PermissionDenied(
+                    f"column {job.values.value_column!r} has no DP bounds in "
+                    f"{job.values.dataset!r}'s policy"
+                )
             peer = self._verify(step.peer, job, job.ids.node, "blind")
             if peer.count > MAX_SET_SIZE:
                 raise InvalidRequest(f"set of {peer.count} exceeds the limit of {MAX_SET_SIZE}")
@@ -258,6 +310,14 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             rows = await asyncio.to_thread(self.ctx.store.read_rows, job.values.dataset, cols)
             pairs = value_pairs(rows, job.fixed_point_bits)
             policy = self.ctx.config.dataset(job.values.dataset).policy  # type: ignore[union-attr]
+            stated: dict[str, Any] = {}
+            if dp is not None:
+                bounds = dp.bounds[job.values.value_column]
+                pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
+                stated = {
+                    "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
+                    "dp_epsilon": repr(dp.epsilon_per_query),
+                }
             assert step.peer is not None
             body, sealed = await asyncio.to_thread(
                 exchange,
@@ -268,8 +328,10 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
                 points,
                 min_intersection=policy.min_group_size,
                 pool=self.pool,
+                **stated,
             )
             statement = self._sign(body)
+            epsilon = self._charge(call, dp)
         except Exception as exc:
             await self._deny(context, call, _node_error(exc, "blinded points"))
             return
@@ -279,6 +341,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             "released",
             f"{body.pairs} encrypted value(s) sealed for {job.ids.node}",
             _sha(sealed),
+            epsilon,
         )
         receipt = await asyncio.to_thread(self.ctx.ledger.receipt, [approved, released])
         frames = psi_serde.download_frames(
@@ -318,15 +381,30 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             if peer.peer_digest != pending.blind_digest:
                 raise InvalidRequest("the values node answered another blind statement")
             policy = self.ctx.config.dataset(job.ids.dataset).policy  # type: ignore[union-attr]
+            noise = self._noise(self._dp(call, job.ids.dataset), peer, job.ids.dataset)
+            sum_noise, size_noise = noise.draw() if noise is not None else (0, 0)
             count, enc = await asyncio.to_thread(
-                pending.party.intersect, peer, pending.blind_digest, sealed, policy.min_group_size
+                pending.party.intersect,
+                peer,
+                pending.blind_digest,
+                sealed,
+                policy.min_group_size,
+                sum_noise,
             )
+            # The noisy size is post-processed to be non-negative (still DP).
+            count = max(0, count + size_noise)
+            epsilon = self._charge(call, policy.dp)
         except Exception as exc:
             await self._deny(context, call, _node_error(exc, "sealed pairs"))
             raise AssertionError("unreachable") from exc  # abort() raises
         call.details["intersection_size"] = str(count)
+        noisy = " (noisy)" if noise is not None else ""
         released = await self._record(
-            call, "released", f"encrypted sum over {count} identifier(s)", _sha(enc)
+            call,
+            "released",
+            f"encrypted sum over {count}{noisy} identifier(s)",
+            _sha(enc),
+            epsilon,
         )
         indexes = [pending.approved_index, released]
         receipt = await asyncio.to_thread(self.ctx.ledger.receipt, indexes)

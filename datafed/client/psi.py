@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -30,6 +31,7 @@ from datafed.pki import identity_from_pem
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
     VALUE_BOUND,
+    DpNoise,
     IdsColumn,
     IntersectionSumResult,
     InvalidPsiMessage,
@@ -102,6 +104,8 @@ class _Relay:
         self.ca = fed._tls.ca
         #: Hex SHA-256 of each signed step body, as the nodes record it.
         self.digests: dict[str, str] = {}
+        #: Each step's verified statement body.
+        self.bodies: dict[str, StatementBody] = {}
 
     def _signed(
         self, step: str, node: str, body: Callable[[common_pb2.RequestHeader], bytes]
@@ -159,6 +163,7 @@ class _Relay:
             raise ProtocolError(f"node {node!r} sent no step reply")
         statement, info = psi_serde.reply_from_proto(first.reply)
         body = self._check(statement, node, step)
+        self.bodies[step] = body
         width = (2 * self.job.paillier_n.bit_length() + 7) // 8
         expected = body.count * _POINT
         if step == "exchange":
@@ -214,14 +219,19 @@ class _Relay:
 
 
 def _open_sum(
-    keys: tuple[PaillierPublicKey, PaillierPrivateKey], reply: psi_pb2.PsiIntersectReply
+    keys: tuple[PaillierPublicKey, PaillierPrivateKey],
+    reply: psi_pb2.PsiIntersectReply,
+    noise: DpNoise | None,
 ) -> int:
     pub, priv = keys
     try:
         total = priv.decrypt_signed(pub.ciphertext_from_bytes(bytes(reply.encrypted_sum)))
     except HazmatError as exc:
         raise ProtocolError(f"node {reply.node!r} returned an invalid encrypted sum") from exc
-    if abs(total) >= max(reply.intersection_size, 1) * VALUE_BOUND:
+    # Under DP the sum carries noise and the size is noisy: allow 64 noise scales more
+    # (a discrete Laplace draw exceeds that with probability below e^-64).
+    slack = (VALUE_BOUND + 64 * noise.sum_scale) if noise is not None else 0
+    if abs(total) >= max(reply.intersection_size, 1) * VALUE_BOUND + slack:
         raise ProtocolError(f"node {reply.node!r} returned a sum out of range")
     return total
 
@@ -292,8 +302,10 @@ async def run_intersection_sum(
         relay.receipt(i_reply, b_st, ("blind", "intersect"), bytes(i_reply.encrypted_sum)),
         relay.receipt(e_reply, e_st, ("exchange", "exchange"), sealed),
     )
-    total = _open_sum(keys, i_reply)
+    epsilon, noise = _dp_terms(relay.bodies["exchange"], receipts)
+    total = _open_sum(keys, i_reply, noise)
     bits = job.fixed_point_bits
+    sd_sum, sd_size = noise.stddevs(bits) if noise is not None else (0.0, 0.0)
     return IntersectionSumResult(
         intersection_size=i_reply.intersection_size,
         sum=total / (1 << bits),
@@ -305,4 +317,27 @@ async def run_intersection_sum(
             psi_serde.ledger_from_proto(v_col.node, e_reply.ledger),
         ),
         receipts=receipts,
+        epsilon=epsilon,
+        noise_stddev=sd_sum,
+        size_noise_stddev=sd_size,
     )
+
+
+def _dp_terms(
+    values: StatementBody, receipts: tuple[NodeReceipt, ...]
+) -> tuple[dict[str, float], DpNoise | None]:
+    """Epsilon per node from the verified ``released`` entries, and the noise they imply.
+
+    The ids node calibrates the noise to the smallest epsilon of the DP nodes and to the
+    bound the values node stated (see :mod:`datafed.psi._dp`).
+    """
+    epsilon = {r.node: r.epsilon for x in receipts for r in x.records if r.decision == "released"}
+    epsilon = {k: v for k, v in epsilon.items() if v > 0}
+    if not epsilon:
+        if values.dp_sensitivity:
+            raise ProtocolError("the nodes recorded no epsilon for a noisy release")
+        return {}, None
+    if not values.dp_sensitivity:
+        raise ProtocolError(f"node {values.node!r} stated no bound for a noisy release")
+    smallest = min(Fraction(repr(e)) for e in epsilon.values())
+    return epsilon, DpNoise(str(smallest), values.dp_sensitivity)

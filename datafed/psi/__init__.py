@@ -39,8 +39,11 @@ Each node enforces its own policy (operation, requester, purpose, columns) and w
 of the two nodes' minimum group sizes bounds ``|J|`` before any sum is released.  Not
 covered: a malicious node (it could lie about its own data, as in any such protocol) or
 an analyst colluding with the ids node (the two together could open the box's values).
+Under differential privacy the ids node adds the noise; :mod:`datafed.psi._dp` says who
+adds what and what DP does and does not cover.
 """
 
+from datafed.psi._dp import DpNoise, clamp_pairs, fixed_bound
 from datafed.psi._encode import encode_identifier, identifier_set, value_pairs
 from datafed.psi._job import (
     IdsColumn,
@@ -57,6 +60,7 @@ from datafed.psi.errors import InvalidPsiMessage, PsiError
 
 __all__ = [
     "VALUE_BOUND",
+    "DpNoise",
     "IdsColumn",
     "IdsParty",
     "IntersectionSumResult",
@@ -67,8 +71,10 @@ __all__ = [
     "Statement",
     "StatementBody",
     "ValuesColumns",
+    "clamp_pairs",
     "encode_identifier",
     "exchange",
+    "fixed_bound",
     "identifier_set",
     "parse_ids",
     "parse_values",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datafed.query.result import LedgerHeadInfo, NodeReceipt
 from datafed.query.spec import check_identifier
@@ -193,6 +193,15 @@ class IntersectionSumResult:
     receipts
         Each node's verified receipt: its signed checkpoint and the ``approved`` and
         ``released`` entries of this job (ids side first).
+    epsilon
+        Epsilon charged per node (from its verified ``released`` entry); empty without DP.
+    noise_stddev
+        Standard deviation of the DP noise on ``sum`` (value units); 0 without DP.
+    size_noise_stddev
+        Standard deviation of the DP noise on ``intersection_size``; 0 without DP.
+
+    Under differential privacy ``intersection_size`` and ``sum`` are noisy
+    (see :mod:`datafed.psi._dp`).
     """
 
     intersection_size: int
@@ -202,3 +211,6 @@ class IntersectionSumResult:
     job_id: str
     ledgers: tuple[LedgerHeadInfo, ...] = ()
     receipts: tuple[NodeReceipt, ...] = ()
+    epsilon: dict[str, float] = field(default_factory=dict)
+    noise_stddev: float = 0.0
+    size_noise_stddev: float = 0.0

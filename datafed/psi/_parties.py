@@ -88,7 +88,12 @@ class IdsParty:
         return body, points
 
     def intersect(
-        self, peer: StatementBody, peer_of: bytes, sealed: bytes, min_intersection: int
+        self,
+        peer: StatementBody,
+        peer_of: bytes,
+        sealed: bytes,
+        min_intersection: int,
+        sum_noise: int = 0,
     ) -> tuple[int, bytes]:
         """Open the values node's box, intersect and add the matching ciphertexts.
 
@@ -102,11 +107,13 @@ class IdsParty:
             The sealed box the analyst relayed.
         min_intersection
             This node's own minimum; the larger of it and the peer's applies.
+        sum_noise
+            Differential-privacy noise added to the sum under encryption (default none).
 
         Returns
         -------
         tuple of (int, bytes)
-            The intersection size and ``Enc_A(sum)``, re-randomized.
+            The exact intersection size and ``Enc_A(sum + sum_noise)``, re-randomized.
 
         Raises
         ------
@@ -154,10 +161,11 @@ class IdsParty:
             total = pk.add_many(pk.ciphertext_from_bytes(c) for c in matches)
         except HazmatError as exc:
             raise InvalidPsiMessage from exc
-        # Multiplying by a fresh textbook encryption of zero, r^n with r uniform in Z*_n
-        # (Paillier 1999, §3), hides which ciphertexts went into the product.
-        zero = pk.encrypt_with_r(0, _unit(pk.n))
-        return size, pk.raw_add(total, zero).to_bytes()
+        # Multiplying by a fresh textbook encryption of the noise (0 without DP), with r^n
+        # for r uniform in Z*_n (Paillier 1999, §3), hides which ciphertexts went into the
+        # product and adds the noise in one step.
+        noise = pk.encrypt_with_r(sum_noise, _unit(pk.n))
+        return size, pk.raw_add(total, noise).to_bytes()
 
 
 def exchange(
@@ -169,6 +177,8 @@ def exchange(
     *,
     min_intersection: int,
     pool: Pool | None = None,
+    dp_sensitivity: int = 0,
+    dp_epsilon: str = "",
 ) -> tuple[StatementBody, bytes]:
     """The values node's single step: double-blind, blind own ids, encrypt, seal.
 
@@ -188,6 +198,9 @@ def exchange(
         This node's minimum intersection size, stated for the ids node to enforce.
     pool
         Where the bulk arithmetic runs (default: inline).
+    dp_sensitivity, dp_epsilon
+        Under differential privacy: the clamp bound of ``pairs``' values (fixed point) and
+        this node's epsilon, stated for the ids node that adds the noise.
 
     Returns
     -------
@@ -225,6 +238,8 @@ def exchange(
         payload_digest=_sha256(sealed),
         peer_digest=peer_digest,
         min_intersection=min_intersection,
+        dp_sensitivity=dp_sensitivity,
+        dp_epsilon=dp_epsilon if dp_sensitivity else "",
     )
     return body, bytes(sealed)
 

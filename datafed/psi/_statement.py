@@ -12,8 +12,13 @@ the signature, do not depend on a serializer::
 
     body = lp(node) || lp(job_id) || lp(job_digest) || lp(step) || u64(count) || u64(pairs)
            || lp(payload_digest) || lp(recipient_key) || lp(peer_digest) || u64(min_intersection)
+           [ || u64(dp_sensitivity) || lp(dp_epsilon) ]
 
-with ``lp(x) = u32(len(x)) || x`` and big-endian integers.
+with ``lp(x) = u32(len(x)) || x`` and big-endian integers.  The bracketed trailer is present
+only when the node's policy requires differential privacy (``dp_sensitivity > 0``): the
+values node states the clamp bound of its values (fixed point) and its epsilon per
+operation (decimal text) so the ids node can calibrate the noise (see
+:mod:`datafed.psi._dp`); bodies without it encode exactly as before.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class StatementBody:
     recipient_key: bytes = b""
     peer_digest: bytes = b""
     min_intersection: int = 0
+    dp_sensitivity: int = 0
+    dp_epsilon: str = ""
 
     def encode(self) -> bytes:
         """Return the canonical encoding (see the module docstring).
@@ -79,6 +86,9 @@ class StatementBody:
                 lp(self.recipient_key),
                 lp(self.peer_digest),
                 u64(self.min_intersection),
+                u64(self.dp_sensitivity) + lp(self.dp_epsilon.encode())
+                if self.dp_sensitivity
+                else b"",
             )
         )
 
@@ -101,6 +111,11 @@ class StatementBody:
         count, pairs = reader.u64(), reader.u64()
         payload_digest, recipient_key, peer_digest = (reader.field() for _ in range(3))
         min_intersection = reader.u64()
+        sensitivity, epsilon = 0, b""
+        if reader.pos < len(reader.data):
+            sensitivity, epsilon = reader.u64(), reader.field()
+            if not sensitivity:
+                raise InvalidPsiMessage
         reader.end()
         if step not in (b"blind", b"exchange"):
             raise InvalidPsiMessage
@@ -116,6 +131,8 @@ class StatementBody:
                 recipient_key=recipient_key,
                 peer_digest=peer_digest,
                 min_intersection=min_intersection,
+                dp_sensitivity=sensitivity,
+                dp_epsilon=epsilon.decode(),
             )
         except UnicodeDecodeError as exc:
             raise InvalidPsiMessage from exc
