@@ -400,6 +400,20 @@ def report(
         out.print(table)
 
 
+@app.command()
+def lineage(
+    model_sha256: str = typer.Argument(..., help="the model's SHA-256 (from the training result)"),
+    exports: list[Path] = typer.Argument(..., help="ledger export directories of the nodes"),
+) -> None:
+    """Trace a model through the ledgers: its job, every round, participant and decision."""
+    from audit.lineage import format_lineage, model_lineage
+
+    found = model_lineage(model_sha256.strip().lower(), _records(exports))
+    out.print(format_lineage(found), highlight=False)
+    if not found.ok:
+        raise typer.Exit(1)
+
+
 @app.command("vkey")
 def vkey_cmd(
     key_file: Path = typer.Argument(..., help="Ed25519 key (PEM, private or public)"),

@@ -27,6 +27,7 @@ __all__ = [
     "InvalidRecord",
     "InvalidSignature",
     "LedgerError",
+    "LineageError",
     "RootMismatchError",
     "VerificationFailure",
     "WitnessRefusal",
@@ -35,6 +36,10 @@ __all__ = [
 
 class AuditError(Exception):
     """Base class of every error raised by :mod:`audit`."""
+
+
+class LineageError(AuditError):
+    """The ledgers do not support a model's lineage (the message says which link broke)."""
 
 
 class InvalidProof(AuditError):

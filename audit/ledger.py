@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -56,55 +56,22 @@ def check_origin(origin: str) -> str:
 
 
 class _Ticket:
-    """Entries of one caller, woken once: when done, or to hand it the lead.
+    """Entries of one caller, woken once (its ``gate`` released): when done, or to lead."""
 
-    A thread caller waits on ``gate`` (a held lock); an asyncio caller on ``future``.
-    """
+    __slots__ = ("bodies", "done", "error", "first", "gate")
 
-    __slots__ = ("bodies", "done", "error", "first", "future", "gate", "lead", "loop")
-
-    def __init__(
-        self,
-        bodies: list[bytes],
-        gate: threading.Lock | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-        future: asyncio.Future[None] | None = None,
-    ) -> None:
+    def __init__(self, bodies: list[bytes], gate: threading.Lock) -> None:
         self.bodies = bodies
         self.done = False
         self.first = -1
         self.error: BaseException | None = None
         self.gate = gate
-        self.loop = loop
-        self.future = future
-        self.lead: Callable[[_Ticket], None] | None = None
-
-
-def _resolve(tickets: list[_Ticket]) -> None:
-    """Resolve asyncio waiters in their loop; lead for a cancelled one handed the lead."""
-    for t in tickets:
-        f = t.future
-        if f is None:
-            continue
-        if not f.done():
-            f.set_result(None)
-        elif f.cancelled() and not t.done and t.lead is not None and t.loop is not None:
-            t.loop.run_in_executor(None, t.lead, t)  # keep the group commit going
 
 
 def _wake(tickets: Sequence[_Ticket]) -> None:
-    """Wake tickets: one release per thread, one loop wake-up per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Ticket]] = {}
+    """Wake each ticket's waiting thread."""
     for t in tickets:
-        if t.gate is not None:
-            t.gate.release()
-        elif t.loop is not None:
-            by_loop.setdefault(t.loop, []).append(t)
-    for loop, waiting in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, waiting)
-        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
-            pass
+        t.gate.release()
 
 
 def _encode(records: Sequence[DataUseRecord]) -> list[bytes]:
@@ -209,34 +176,19 @@ class Ledger:
         return self._result(ticket)
 
     async def append_async(self, record: DataUseRecord) -> int:
-        """Like :meth:`append`, awaiting the commit without holding a thread while queued."""
+        """Like :meth:`append` for asyncio callers (see :meth:`append_many_async`)."""
         return (await self.append_many_async([record]))[0]
 
     async def append_many_async(self, records: Sequence[DataUseRecord]) -> list[int]:
-        """Like :meth:`append_many` for asyncio callers (any number may wait at once).
+        """Like :meth:`append_many` for asyncio callers.
 
-        Waiting callers cost no thread; only the caller that leads a group commit runs it in
-        a worker thread.  A cancelled caller's entries may still be committed.
+        The append runs in a worker thread and joins the same group commits as threaded
+        callers.  A cancelled caller's entries may still be committed: the thread is not
+        interrupted, so a cancellation can never leave the group-commit lead unclaimed
+        (an earlier thread-free hand-over could stall the log when a waiter was cancelled
+        at the wrong moment).
         """
-        bodies = _encode(records)
-        if not bodies:
-            return []
-        loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
-        ticket = _Ticket(bodies, loop=loop, future=woken)
-        ticket.lead = self._lead
-        if not self._enqueue(ticket):
-            try:
-                await woken
-            except asyncio.CancelledError:
-                # woken to lead, then cancelled before we ran: lead anyway (a cancelled
-                # future is handled in _resolve), or every later append would stall
-                if woken.done() and not woken.cancelled() and not ticket.done:
-                    loop.run_in_executor(None, self._lead, ticket)
-                raise
-        if not ticket.done:
-            await asyncio.to_thread(self._lead, ticket)
-        return self._result(ticket)
+        return await asyncio.to_thread(self.append_many, records)
 
     def _enqueue(self, ticket: _Ticket) -> bool:
         """Queue ``ticket``; return True if the caller must lead the next group commit."""

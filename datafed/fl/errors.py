@@ -6,8 +6,10 @@ Hierarchy::
     └── TrainingError                 a training job could not run to its end
         ├── TrainingRefused           one or more nodes refused the job (names each node,
         │                             its status code and reason, e.g. PERMISSION_DENIED)
-        ├── TrainingFailed            the Flower run failed or ended without a result
-        └── LineageError              ledger records do not support the claimed lineage
+        └── TrainingFailed            the Flower run failed or ended without a result
+
+    (LineageError, raised when ledger records do not support a claimed lineage, is
+    audit.errors.LineageError, re-exported here.)
 
 Errors from Flower, gRPC or the ``flwr`` CLI are translated at the boundary with
 ``raise ... from exc``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from audit.errors import LineageError
 from datafed.errors import DatafedError
 
 __all__ = ["LineageError", "TrainingError", "TrainingFailed", "TrainingRefused"]
@@ -43,7 +46,3 @@ class TrainingRefused(TrainingError):
 
 class TrainingFailed(TrainingError):
     """The Flower run failed or ended without producing a model."""
-
-
-class LineageError(TrainingError):
-    """The ledgers do not support a model's lineage (the message says which link broke)."""

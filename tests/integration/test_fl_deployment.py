@@ -124,6 +124,8 @@ def test_three_secure_rounds_with_a_dropout_verify_and_trace(deployment, tmp_pat
     assert fits == {n: ["1", "2", "3"] if n != DROPPED else ["1", "2"] for n in everyone}
     lineage = model_lineage(result.model_sha256, logs)
     assert lineage.ok, format_lineage(lineage)
+    traced = audit_cli("lineage", result.model_sha256, *map(str, exports.values()))
+    assert traced.returncode == 0 and "lineage OK" in traced.stdout, traced.stdout + traced.stderr
     assert [r.participants for r in lineage.rounds] == [everyone, everyone, rest]
     assert [r.model_in[0] for r in lineage.rounds] == [r.model_in for r in result.rounds]
     assert lineage.evaluated_by == rest and lineage.decisions == dict.fromkeys(everyone, "approved")
