@@ -6,7 +6,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, LedgerHead
@@ -17,6 +19,7 @@ from datafed.tls import TlsMaterial
 from nodes.budget import LedgerBudget, dp_limits
 from nodes.config import NodeConfig
 from nodes.differencing import DifferencingGuard
+from nodes.errors import NodeError, status_of
 from nodes.jobs import JobTable
 from nodes.replay import NonceStore
 from nodes.store import DataStore
@@ -118,6 +121,21 @@ class NodeContext:
             reason,
         )
         return index
+
+    async def deny(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        exc: NodeError,
+        **record: Any,
+    ) -> NoReturn:
+        """Record ``exc`` as a ``denied`` entry, then abort the RPC with its status code.
+
+        ``record`` holds the other :meth:`record` fields (caller, header, dataset, ...).
+        """
+        code, message = status_of(exc)
+        await self.record(decision="denied", reason=f"{code.name}: {message}", **record)
+        await context.abort(code, message)
+        raise AssertionError("unreachable")  # abort() always raises
 
     def head(self) -> LedgerHead:
         """The ledger's current head."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -31,7 +31,7 @@ from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc, query_
 from datafed.query.modes import NodeEnv, mode_class
 from datafed.signing import RequestHeader, now_ms
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError, status_of
+from nodes.errors import InvalidRequest, NodeError
 from nodes.gate import open_signed, peer_identity, request_digest
 from nodes.jobs import Job
 
@@ -149,17 +149,15 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         job: Job | None,
         mode: str,
         digest: str,
-    ) -> None:
-        code, message = status_of(exc)
-        await self.ctx.record(
+    ) -> NoReturn:
+        await self.ctx.deny(
+            context,
+            exc,
             caller=identity,
             header=header,
             dataset=job.dataset if job else "",
             operation="query",
             protection=job.mode if job else mode,
-            decision="denied",
-            reason=f"{code.name}: {message}",
             request_digest=digest,
             details={"step": "refused"},
         )
-        await context.abort(code, message)

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 
@@ -119,7 +120,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 ctx.budget.check(identity.name, spec.dataset, dp.epsilon_per_query)
         except NodeError as exc:
             await self._deny(context, exc, identity, header, spec, mode, digest)
-            raise AssertionError("unreachable") from exc  # abort() raises
         approved = await ctx.record(
             caller=identity,
             header=header,
@@ -141,7 +141,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             if not isinstance(exc, NodeError):
                 log.exception("query %s failed after approval", header.job_id)
             await self._deny(context, err, identity, header, spec, mode, digest)
-            raise AssertionError("unreachable") from exc
         result_digest = hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
         released = await ctx.record(
             caller=identity,
@@ -228,19 +227,17 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         spec: QuerySpec | None,
         mode: str,
         digest: str,
-    ) -> None:
-        code, message = status_of(exc)
-        await self.ctx.record(
+    ) -> NoReturn:
+        await self.ctx.deny(
+            context,
+            exc,
             caller=identity,
             header=header,
             dataset=spec.dataset if spec else "",
             operation="query",
             protection=mode,
-            decision="denied",
-            reason=f"{code.name}: {message}",
             request_digest=digest,
         )
-        await context.abort(code, message)
 
     async def GrantSignOff(  # noqa: N802 - gRPC method name
         self,
@@ -261,19 +258,16 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             target = f"{body.target_node[:64]}/{body.dataset[:64]}"
             signed = grant_signoff(ctx, identity, header, body)
         except NodeError as exc:
-            code, message = status_of(exc)
-            await ctx.record(
+            await ctx.deny(
+                context,
+                exc,
                 caller=identity,
                 header=header,
                 dataset=target,
                 operation="sign_off",
                 protection="",
-                decision="denied",
-                reason=f"{code.name}: {message}",
                 request_digest=digest,
             )
-            await context.abort(code, message)
-            raise AssertionError("unreachable") from exc
         await ctx.record(
             caller=identity,
             header=header,

@@ -29,6 +29,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import grpc
 import numpy as np
@@ -47,7 +48,6 @@ from nodes.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
-    status_of,
 )
 from nodes.fl.budget import BudgetBook
 from nodes.fl.policy import check_training
@@ -110,20 +110,18 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         digest: str,
         protection: str = "fl",
         details: dict[str, str] | None = None,
-    ) -> None:
-        code, message = status_of(exc)
-        await self.ctx.record(
+    ) -> NoReturn:
+        await self.ctx.deny(
+            context,
+            exc,
             caller=who,
             header=header,
             dataset=dataset,
             operation=operation,
             protection=protection,
-            decision="denied",
-            reason=f"{code.name}: {message}",
             request_digest=digest,
             details=details,
         )
-        await context.abort(code, message)
 
     # ------------------------------------------------------------------ open
     async def OpenTraining(  # noqa: N802 - gRPC method name
