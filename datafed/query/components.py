@@ -23,7 +23,6 @@ __all__ = [
     "encode_fixed",
     "finalize",
     "histogram_bins",
-    "labels",
     "output_labels",
 ]
 
@@ -142,8 +141,3 @@ def finalize(
 def output_labels(spec: QuerySpec) -> tuple[str, ...]:
     """Result column labels of ``spec``'s aggregates (a histogram gives one per bin)."""
     return tuple(label for agg in spec.aggregates for label in agg.labels)
-
-
-def labels(comps: Sequence[Component]) -> tuple[str, ...]:
-    """Wire labels of ``comps`` in order."""
-    return tuple(c.label for c in comps)
