@@ -1,4 +1,4 @@
-"""Loader for the RFC 9162 Merkle vectors shared beside the repository (``../shared``)."""
+"""Loader for the RFC 9162 Merkle vectors vendored in ``tests/vectors/merkle`` (see its README)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-VECTOR_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors" / "merkle"
+VECTOR_DIR = Path(__file__).resolve().parent / "merkle"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _b(s: str) -> bytes:
 def _files(kind: str) -> list[Path]:
     base = VECTOR_DIR.resolve() / kind
     if not base.is_dir():
-        raise FileNotFoundError(f"Merkle test vectors missing: {base} (expected ../shared)")
+        raise FileNotFoundError(f"Merkle test vectors missing: {base}")
     files = sorted(base.rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"no Merkle test vectors under {base}")

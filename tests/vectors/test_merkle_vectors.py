@@ -1,4 +1,4 @@
-"""Every inclusion and consistency vector in ../shared/vectors/merkle, positive and negative.
+"""Every inclusion and consistency vector in tests/vectors/merkle (vendored), positive and negative.
 
 Missing vectors fail the collection (they are part of the contract), they are never skipped.
 """
