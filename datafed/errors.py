@@ -1,18 +1,29 @@
-"""Errors raised by the datafed library (the analyst's side).
+"""The one error tree of datafed (library, node and tools).
 
-Hierarchy::
+Every error datafed raises on purpose derives from :class:`DatafedError`; each package
+keeps its own branch in its own ``errors.py``, and names are unique across the tree::
 
     DatafedError
-    ├── ConfigError          a configuration file or value is invalid (names the field)
-    ├── PkiError             certificates and keys: missing, malformed, wrong role or CA
-    ├── QueryError           the query text or spec is not in the supported subset
-    ├── SignatureError       a signed request or statement does not verify (detail-free)
-    ├── ProtocolError        a peer sent something that does not fit the protocol
-    └── RemoteError          a node refused or failed a request; names the node and status
-        └── NodeUnavailable  a node could not be reached in time
+    ├── ConfigError            a configuration file or value is invalid (names the field)
+    ├── PkiError               certificates and keys: missing, malformed, wrong role or CA
+    ├── QueryError             the query text or spec is not in the supported SQL subset
+    ├── SignatureError         a signed request or statement does not verify (detail-free)
+    ├── ProtocolError          a peer sent something that does not fit the protocol
+    │   └── InvalidEnvelope        datafed.modes.errors: a sealed envelope does not open
+    ├── RemoteError            a node refused or failed a request; names the node and status
+    │   └── NodeUnavailable        a node could not be reached in time
+    ├── HazmatError            datafed.hazmat.errors: a primitive's check failed (detail-free)
+    ├── MachineError           datafed.protocols.errors: a protocol state machine refused
+    ├── PsiError               datafed.psi.errors: intersection-sum
+    ├── TrainingError          datafed.fl.errors: a federated training job
+    ├── ClientAppError         nodes.fl.errors: the agency's ClientApp
+    └── NodeError              nodes.errors: refused at a node, one gRPC status per class
 
-Lower-level errors (grpc, cryptography, pydantic) are translated at the boundary with
-``raise ... from exc`` so callers only ever handle this tree.
+The ledger package ``audit`` keeps a root of its own, :class:`audit.errors.AuditError`,
+because it imports nothing from the rest of the repository (the layering rule in
+``docs/architecture.md``). Lower-level errors (grpc, cryptography, pydantic) are
+translated at the boundary with ``raise ... from exc``; the three command-line tools map
+this tree to exit codes in one table, :mod:`datafed.exitcodes`.
 """
 
 from __future__ import annotations

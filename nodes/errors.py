@@ -2,7 +2,7 @@
 
 Hierarchy (status code in brackets)::
 
-    NodeError                         [INTERNAL]
+    NodeError                         [INTERNAL]  (a datafed.errors.DatafedError)
     ├── InvalidRequest                [INVALID_ARGUMENT]  malformed request, unknown column
     ├── NotFound                      [NOT_FOUND]         unknown dataset
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import grpc
 
+from datafed.errors import DatafedError
+
 __all__ = [
     "BudgetExhausted",
     "InvalidRequest",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class NodeError(Exception):
+class NodeError(DatafedError):
     """Base of node errors; the message is safe to send to the caller."""
 
     code = grpc.StatusCode.INTERNAL

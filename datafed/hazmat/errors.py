@@ -2,7 +2,7 @@
 
 Hierarchy::
 
-    HazmatError
+    HazmatError              (a datafed.errors.DatafedError)
     ├── DecryptionError      a ciphertext did not decrypt to a valid plaintext
     ├── InvalidCiphertext    a ciphertext from the wire is not in the ciphertext group
     ├── InvalidShare         shares are inconsistent or malformed
@@ -17,8 +17,10 @@ with an exact message instead.
 
 from __future__ import annotations
 
+from datafed.errors import DatafedError
 
-class HazmatError(Exception):
+
+class HazmatError(DatafedError):
     """Base class of every verification failure in :mod:`datafed.hazmat`."""
 
     message = "hazmat verification failed"

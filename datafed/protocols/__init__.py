@@ -29,24 +29,24 @@ from datafed.protocols._secagg_messages import (
 )
 from datafed.protocols._secagg_server import SecAggServer
 from datafed.protocols.errors import (
-    BudgetExhausted,
+    BudgetExceeded,
     InvalidMessage,
+    MachineError,
     ProtocolAbort,
-    ProtocolError,
     RoundError,
 )
 
 __all__ = [
     "AdvertiseKeys",
-    "BudgetExhausted",
+    "BudgetExceeded",
     "Charge",
     "ForwardedShares",
     "InvalidMessage",
     "KeyRoster",
+    "MachineError",
     "MaskedInput",
     "PrivacyAccountant",
     "ProtocolAbort",
-    "ProtocolError",
     "PsiParty1",
     "PsiParty2",
     "PsiResult",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from datafed.protocols.errors import BudgetExhausted
+from datafed.protocols.errors import BudgetExceeded
 
 Composition = Literal["basic", "advanced", "best"]
 
@@ -186,7 +186,7 @@ class PrivacyAccountant:
 
         Raises
         ------
-        BudgetExhausted
+        BudgetExceeded
             If no composition theorem keeps the total within the budget; nothing is spent.
         """
         eps, delta_ = _exact(epsilon, "epsilon"), _exact(delta, "delta")
@@ -198,7 +198,7 @@ class PrivacyAccountant:
         with self._lock:
             if not self._fits(new):
                 left_eps, left_delta = self.remaining()
-                raise BudgetExhausted(eps, delta_, left_eps, left_delta)
+                raise BudgetExceeded(eps, delta_, left_eps, left_delta)
             self._charges.append(new)
             self._eps_sum += eps
             self._delta_sum += delta_

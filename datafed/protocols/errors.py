@@ -2,13 +2,13 @@
 
 Hierarchy::
 
-    ProtocolError
+    MachineError          (a DatafedError)
     ├── RoundError        a method was called out of the protocol's round order
     ├── ProtocolAbort     too few parties remain to finish (below the threshold)
     ├── InvalidMessage    a peer's message failed a check (detail-free)
-    └── BudgetExhausted   a privacy-budget charge does not fit what is left
+    └── BudgetExceeded    a privacy-budget charge does not fit what is left
 
-``InvalidMessage`` never says which check failed.  ``BudgetExhausted`` is not a
+``InvalidMessage`` never says which check failed.  ``BudgetExceeded`` is not a
 verification failure: it reports what was requested and what is left, since the
 requester is entitled to know its own budget.
 """
@@ -17,27 +17,29 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-
-class ProtocolError(Exception):
-    """Base class of every error in :mod:`datafed.protocols`."""
+from datafed.errors import DatafedError
 
 
-class RoundError(ProtocolError):
+class MachineError(DatafedError):
+    """Base class of every error in :mod:`datafed.protocols` (a protocol state machine refused)."""
+
+
+class RoundError(MachineError):
     """A protocol method was called in the wrong round."""
 
 
-class ProtocolAbort(ProtocolError):
+class ProtocolAbort(MachineError):
     """Too few parties remain for the protocol to finish."""
 
 
-class InvalidMessage(ProtocolError):
+class InvalidMessage(MachineError):
     """A message from a peer failed validation (no detail on purpose)."""
 
     def __init__(self) -> None:
         super().__init__("invalid protocol message")
 
 
-class BudgetExhausted(ProtocolError):
+class BudgetExceeded(MachineError):
     """A privacy-budget charge exceeds what is left.
 
     Parameters

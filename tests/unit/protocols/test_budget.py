@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datafed.protocols import BudgetExhausted, PrivacyAccountant
+from datafed.protocols import BudgetExceeded, PrivacyAccountant
 
 
 def test_basic_composition_is_exact() -> None:
@@ -15,7 +15,7 @@ def test_basic_composition_is_exact() -> None:
     for _ in range(10):
         acc.charge(0.1, label="query")
     assert acc.remaining() == (0, 0)
-    with pytest.raises(BudgetExhausted) as info:
+    with pytest.raises(BudgetExceeded) as info:
         acc.charge(0.01)
     assert "remaining epsilon=0" in str(info.value)
     assert len(acc.charges) == 10
@@ -24,7 +24,7 @@ def test_basic_composition_is_exact() -> None:
 def test_refusal_reports_what_is_left_and_spends_nothing() -> None:
     acc = PrivacyAccountant(Fraction(1), Fraction(1, 10**5), composition="basic")
     acc.charge(0.7, 1e-6)
-    with pytest.raises(BudgetExhausted) as info:
+    with pytest.raises(BudgetExceeded) as info:
         acc.charge(0.5)
     err = info.value
     assert err.remaining_epsilon == Fraction(3, 10)
@@ -39,7 +39,7 @@ def test_advanced_composition_allows_more_small_charges() -> None:
     basic = PrivacyAccountant(1.0, 1e-6, composition="basic")
     for _ in range(k):
         adv.charge(eps_each)
-    with pytest.raises(BudgetExhausted):
+    with pytest.raises(BudgetExceeded):
         for _ in range(k):
             basic.charge(eps_each)
     slack = 5e-7
@@ -81,6 +81,6 @@ def test_never_overspends_under_basic(charges: list[Fraction]) -> None:
     for c in charges:
         try:
             acc.charge(c)
-        except BudgetExhausted:
+        except BudgetExceeded:
             pass
     assert acc.spent()[0] <= 2
