@@ -1,12 +1,19 @@
-"""Protection modes (DESIGN §3): one class per mode, each with its node and client side."""
+"""Protection modes (``docs/modes.md``): one class per mode, each with its node and client side."""
 
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode
-from datafed.query.modes._ckks import CkksMode
-from datafed.query.modes._paillier import PaillierMode, check_paillier_modulus
-from datafed.query.modes._plain import PlainMode
-from datafed.query.modes._secagg import SecAggMode
-from datafed.query.modes._shares import SharesMode
-from datafed.query.modes._steps import Combined, JobStash, NodeAnswer, StepSession
+from datafed.modes._base import (
+    ModeContext,
+    ModeOptions,
+    NodeEnv,
+    OneShotMode,
+    ProtectionMode,
+    SteppedMode,
+)
+from datafed.modes._ckks import CkksMode
+from datafed.modes._paillier import PaillierMode, check_paillier_modulus
+from datafed.modes._plain import PlainMode
+from datafed.modes._secagg import SecAggMode
+from datafed.modes._shares import SharesMode
+from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 
 __all__ = [
     "MODES",
@@ -14,15 +21,19 @@ __all__ = [
     "Combined",
     "JobStash",
     "ModeContext",
+    "ModeOptions",
     "NodeAnswer",
     "NodeEnv",
+    "OneShotMode",
     "PaillierMode",
     "PlainMode",
     "ProtectionMode",
     "SecAggMode",
     "SharesMode",
     "StepSession",
+    "SteppedMode",
     "check_paillier_modulus",
+    "describe_modes",
     "mode_class",
 ]
 
@@ -30,6 +41,11 @@ __all__ = [
 MODES: dict[str, type[ProtectionMode]] = {
     m.name: m for m in (PlainMode, PaillierMode, SharesMode, SecAggMode, CkksMode)
 }
+
+
+def describe_modes() -> str:
+    """One line per registered mode (for ``--protection`` help and the docs)."""
+    return "; ".join(f"{name}: {cls.summary}" for name, cls in MODES.items())
 
 
 def mode_class(name: str) -> type[ProtectionMode]:

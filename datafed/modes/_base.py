@@ -2,8 +2,20 @@
 
 A mode turns a node's vector of fixed-point values (groups x components, group-major)
 into an opaque payload (node side, :meth:`ProtectionMode.protect`, static: no client
-state), and combines the payloads of all nodes into the vector of totals (client side,
-:meth:`ProtectionMode.combine`, with the mode's own client state such as a private key).
+state). The client turns every node's payload into the vector of totals in one of two
+ways, hence two kinds of mode (see ``docs/modes.md``):
+
+- :class:`OneShotMode` -- the payloads combine at the client (:meth:`OneShotMode.combine`,
+  with the mode's own client state such as a private key): ``plain``, ``paillier``;
+- :class:`SteppedMode` -- the payloads start a protocol among the nodes, relayed by the
+  client as signed ``Step`` calls (:meth:`SteppedMode.step` at a node,
+  :meth:`SteppedMode.finish` at the client): ``shares``, ``secagg``, ``ckks``.
+
+Every mode binds what it produces to the job statement's digest (``binding``): masks,
+checksums and sealed envelopes derive from it, so nodes that were given different
+statements (different specs or rosters) produce garbage or a refusal, never one node's
+value. Each mode owns its client options (``[modes.<name>]`` in ``fed.toml``) as a
+pydantic model, :attr:`ProtectionMode.Options`.
 """
 
 from __future__ import annotations
@@ -11,87 +23,110 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from datafed.errors import ProtocolError
+from datafed.errors import ConfigError
+from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 from datafed.query.components import Component
-from datafed.query.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 
-__all__ = ["ModeContext", "NodeEnv", "ProtectionMode", "check_int64"]
+__all__ = [
+    "ModeContext",
+    "ModeOptions",
+    "NodeEnv",
+    "OneShotMode",
+    "ProtectionMode",
+    "SteppedMode",
+    "check_int64",
+]
 
 _INT64 = 1 << 63
 
 
+class ModeOptions(BaseModel):
+    """A mode's client options from ``[modes.<name>]`` (none by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass(frozen=True)
 class ModeContext:
-    """What the client tells a mode about the query it is about to run."""
+    """What the client tells a mode about the job it is about to run."""
 
     job_id: str
-    #: Participating nodes, in fan-out order.
+    #: Participating nodes (the statement's roster), in fan-out order.
     nodes: tuple[str, ...]
     #: Each participating node's certificate (PEM), as it presented it.
     certificates: Mapping[str, bytes]
+    #: Hex digest of the job statement every participant receives (see datafed.statement).
+    binding: str = ""
 
 
 @dataclass(frozen=True)
 class NodeEnv:
-    """What a node hands a mode when protecting its values."""
+    """What a node hands a mode when protecting its values or running a step."""
 
     node: str
     job_id: str
     signing_key: ed25519.Ed25519PrivateKey
     ca_pem: bytes
+    #: Hex digest of the job statement this node admitted: what payloads are bound to.
+    binding: str
+    #: The statement's roster: the nodes whose payloads may combine with this one.
+    roster: tuple[str, ...] = ()
     #: The component of each value position, in order (modes that scale per component).
     components: tuple[Component, ...] = ()
     fixed_point_bits: int = 0
-    #: Where a multi-step mode keeps this job's state for its later steps.
+    #: Where a stepped mode keeps this job's state for its later steps.
     stash: JobStash | None = None
+    #: The fewest nodes whose data may make up a released total (dataset policy).
+    min_participants: int = 2
 
 
 class ProtectionMode(ABC):
-    """One protection mode (DESIGN §3)."""
+    """One protection mode (``docs/modes.md``): what both sides of every mode share."""
 
-    #: Name on the wire and in policies.
+    #: Name on the wire, in policies and on the command line.
     name: ClassVar[str]
+    #: One line for ``--help`` and the docs: how it protects and what the analyst learns.
+    summary: ClassVar[str]
     #: Whether nodes report a common group domain so the analyst cannot tell which
     #: node had which group.
     hides_groups: ClassVar[bool] = True
-    #: Whether only additive components (sum, count, sumsq) are possible.
+    #: Whether only additive components (sum, count, sumsq, bins) are possible.
     additive_only: ClassVar[bool] = True
+    #: The client options this mode takes from ``fed.toml``.
+    Options: ClassVar[type[ModeOptions]] = ModeOptions
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> ProtectionMode:
+        """Build the client side from ``[modes.<name>]`` options; ConfigError if invalid."""
+        try:
+            opts = cls.Options.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"modes.{cls.name}.{where}: {first['msg']}") from None
+        return cls._from(opts)
+
+    @classmethod
+    def _from(cls, options: ModeOptions) -> ProtectionMode:
+        return cls()
 
     @staticmethod
     @abstractmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Protect a node's values (node side); raise ValueError on bad params."""
 
-    #: Whether :meth:`params` needs the nodes' certificates in its context.
-    needs_certificates: ClassVar[bool] = False
-
     @abstractmethod
     async def params(self, ctx: ModeContext) -> bytes:
         """Parameters every node needs (client side), e.g. the analyst's public key."""
 
-    #: Names of the node-side steps after the Query, rounds 1..n (multi-step modes);
-    #: for them :meth:`finish` replaces :meth:`combine`.
-    steps: ClassVar[tuple[str, ...]] = ()
 
-    @classmethod
-    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
-        """Run node-side step ``round_`` of a job on its stashed state; ValueError if bad."""
-        raise ValueError(f"protection {cls.name!r} has no steps")
-
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
-    ) -> Combined:
-        """Drive the steps through ``session`` and return the totals (multi-step modes)."""
-        raise ProtocolError(f"protection {self.name!r} has no steps")
+class OneShotMode(ProtectionMode):
+    """A mode whose node payloads combine at the client in one step."""
 
     @abstractmethod
     def combine(
@@ -104,6 +139,29 @@ class ProtectionMode(ABC):
         ProtocolError
             If a payload is malformed or out of range.
         """
+
+
+class SteppedMode(ProtectionMode):
+    """A mode whose node payloads start a protocol of signed steps among the nodes."""
+
+    #: Names of the node-side steps after the Query, rounds 1..n.
+    steps: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abstractmethod
+    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
+        """Run node-side step ``round_`` of a job on its stashed state; ValueError if bad."""
+
+    @abstractmethod
+    async def finish(
+        self,
+        session: StepSession,
+        answers: Sequence[NodeAnswer],
+        comps: Sequence[Component],
+        n_groups: int,
+        bits: int,
+    ) -> Combined:
+        """Drive the steps through ``session`` and return the totals (client side)."""
 
 
 def check_int64(values: Sequence[int]) -> None:

@@ -24,18 +24,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
+from pydantic import Field
 
 from datafed.errors import ProtocolError
 from datafed.hazmat import EncryptedVector, HeContext, HeParams, HePublicContext
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode
+from datafed.modes._envelope import check_roster, open_sealed, peers, seal
+from datafed.modes._integrity import check_real, real_weights
+from datafed.modes._relay import collect_sealed
+from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes.errors import InvalidEnvelope
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode
-from datafed.query.modes._envelope import open_sealed, peers, seal
-from datafed.query.modes._integrity import check_real, real_weights
-from datafed.query.modes._relay import collect_sealed
-from datafed.query.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.query.modes.errors import InvalidEnvelope
 
 __all__ = ["MAX_COEFF_MODULUS_BITS", "CkksMode"]
 
@@ -90,9 +91,8 @@ def _parse_params(
     participants = peers(env, msg.participant_certificates, "participant")
     if len(participants) < 2:  # else the aggregator's "sum" would be one node's ciphertext
         raise ValueError("ckks needs at least 2 participants")
+    check_roster(env, participants)
     names = {p.name for p in participants}
-    if env.node not in names:
-        raise ValueError("this node is not among the listed participants")
     if aggregator.name not in names:
         raise ValueError("the aggregator must be a participant")
     return msg, aggregator, participants
@@ -105,15 +105,27 @@ def _reals(env: NodeEnv, values: Sequence[int]) -> npt.NDArray[np.float64]:
     sum_scale = 2.0**-env.fixed_point_bits
     factors = np.tile([sum_scale if c.scaled else 1.0 for c in comps], len(values) // len(comps))
     x = np.asarray([float(v) for v in values], dtype=np.float64) * factors
-    return np.append(x, np.dot(real_weights(env.job_id, x.size), x))
+    return np.append(x, np.dot(real_weights(env.binding, x.size), x))
 
 
-class CkksMode(ProtectionMode):
+class _CkksOptions(ModeOptions):
+    """``[modes.ckks]``: the largest magnitude of one value (real units)."""
+
+    value_bound: float = Field(default=DEFAULT_VALUE_BOUND, gt=0, lt=2.0**52)
+
+
+class CkksMode(SteppedMode):
     """CKKS vectors under the analyst's key; one aggregator node adds them."""
 
     name = "ckks"
-    needs_certificates = True
+    summary = "CKKS vectors added by one aggregator node: the analyst learns the total (approx.)"
     steps = ("aggregate",)
+    Options = _CkksOptions
+
+    @classmethod
+    def _from(cls, options: ModeOptions) -> CkksMode:
+        assert isinstance(options, _CkksOptions)
+        return cls(options.value_bound)
 
     def __init__(self, value_bound: float = DEFAULT_VALUE_BOUND) -> None:
         if not 0 < value_bound < 2.0**52:
@@ -198,12 +210,6 @@ class CkksMode(ProtectionMode):
             participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
         ).SerializeToString()
 
-    def combine(
-        self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
-    ) -> list[int]:
-        """Not used: ``ckks`` finishes with :meth:`finish`."""
-        raise ProtocolError("protection 'ckks' needs its aggregation step")
-
     async def finish(
         self,
         session: StepSession,
@@ -227,7 +233,7 @@ class CkksMode(ProtectionMode):
             result = await asyncio.to_thread(context.decrypt, total)
         except Exception as exc:  # TenSEAL raises assorted types on bad ciphertexts
             raise ProtocolError(f"aggregator {aggregator!r} returned a malformed sum") from exc
-        check_real(session.job_id, np.asarray(result.values, dtype=np.float64), result.error_bound)
+        check_real(session.binding, np.asarray(result.values, dtype=np.float64), result.error_bound)
         values, bound = _to_fixed(result.values[:-1], result.error_bound, comps, bits)
         return Combined(values, tuple(a.node for a in answers), bound)
 

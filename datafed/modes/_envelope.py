@@ -1,12 +1,13 @@
 """Node-to-node messages through the analyst: signed by the sender, sealed to the recipient.
 
 Nodes never connect to each other; the analyst's client relays.  What one node sends
-another is an ``Envelope`` (job, mode, sender, recipient, body) signed with the sender's
-Ed25519 certificate key, then put in a libsodium sealed box (X25519 + XSalsa20-Poly1305,
-libsodium ``crypto_box_seal``) for the recipient's X25519 key, which is derived from the
-Ed25519 key in the recipient's certificate (:mod:`datafed.peers`).  So the analyst can
-neither read a share nor forge, replay (other job) or redirect one: every check is made
-by the recipient, which trusts only certificates issued by the federation CA.
+another is an ``Envelope`` (job, statement digest, mode, sender, recipient, body) signed
+with the sender's Ed25519 certificate key, then put in a libsodium sealed box (X25519 +
+XSalsa20-Poly1305, libsodium ``crypto_box_seal``) for the recipient's X25519 key, which
+is derived from the Ed25519 key in the recipient's certificate (:mod:`datafed.peers`).
+So the analyst can neither read a share nor forge, replay (other job or statement) or
+redirect one: every check is made by the recipient, which trusts only certificates
+issued by the federation CA.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from datafed.errors import PkiError
+from datafed.modes._base import NodeEnv
+from datafed.modes.errors import InvalidEnvelope
 from datafed.peers import verify_peer, x25519_private, x25519_public
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes._base import NodeEnv
-from datafed.query.modes.errors import InvalidEnvelope
 
-__all__ = ["ENVELOPE_CONTEXT", "MAX_PARTICIPANTS", "open_sealed", "peers", "seal"]
+__all__ = ["ENVELOPE_CONTEXT", "MAX_PARTICIPANTS", "check_roster", "open_sealed", "peers", "seal"]
 
 #: Domain separation: an envelope signature is never a valid request or checkpoint one.
 ENVELOPE_CONTEXT = b"datafed/v1/sealed-envelope\x00"
@@ -55,10 +56,30 @@ def peers(env: NodeEnv, pems: Sequence[bytes], what: str) -> list[Identity]:
     return out
 
 
+def check_roster(env: NodeEnv, participants: Sequence[Identity]) -> None:
+    """Refuse participants that are not exactly the statement's roster (or omit this node).
+
+    Raises
+    ------
+    ValueError
+        With an exact message.
+    """
+    names = sorted(p.name for p in participants)
+    if env.node not in names:
+        raise ValueError("this node is not among the listed participants")
+    if env.roster and names != sorted(env.roster):
+        raise ValueError("the participants' certificates do not match the statement's roster")
+
+
 def seal(env: NodeEnv, mode: str, recipient: Identity, body: bytes) -> protocol_pb2.SealedEnvelope:
     """Sign ``body`` for this job and seal it to ``recipient``."""
     inner = protocol_pb2.Envelope(
-        job_id=env.job_id, mode=mode, sender=env.node, recipient=recipient.name, body=body
+        job_id=env.job_id,
+        mode=mode,
+        sender=env.node,
+        recipient=recipient.name,
+        body=body,
+        binding=env.binding,
     ).SerializeToString()
     signed = protocol_pb2.SignedEnvelope(
         envelope=inner, signature=env.signing_key.sign(ENVELOPE_CONTEXT + inner)
@@ -88,8 +109,9 @@ def open_sealed(
         sender.signing_key.verify(signed.signature, ENVELOPE_CONTEXT + signed.envelope)
     except (CryptoError, DecodeError, InvalidSignature, ValueError, TypeError) as exc:
         raise InvalidEnvelope from exc
-    if (inner.job_id, inner.mode, inner.recipient, item.recipient) != (
+    if (inner.job_id, inner.binding, inner.mode, inner.recipient, item.recipient) != (
         env.job_id,
+        env.binding,
         mode,
         env.node,
         env.node,

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
+from pydantic import Field
 
 from datafed.errors import PkiError, ProtocolError
 from datafed.hazmat import (
@@ -37,10 +38,10 @@ from datafed.hazmat import (
     generate_paillier_keypair,
     prg_bytes,
 )
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode
 from datafed.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode
 
 __all__ = ["MAX_PAILLIER_BITS", "MIN_PAILLIER_BITS", "PaillierMode", "check_paillier_modulus"]
 
@@ -81,39 +82,56 @@ def _packer(n: int, parties: int) -> Packer:
 
 
 def _masks(env: NodeEnv, n: int, peers: Sequence[bytes], count: int) -> list[int]:
-    """This node's share of the zero-sum masks: ``sum_j sign(i, j) PRG(k_ij)`` mod n."""
+    """This node's share of the zero-sum masks: ``sum_j sign(i, j) PRG(k_ij)`` mod n.
+
+    The PRG seed of each pair is derived from the pair's X25519 secret and the job
+    statement's digest (``env.binding``), so two nodes that admitted different statements
+    (another spec, roster or key) produce masks that do not cancel: the total is garbage
+    (refused by the packer's range check), never one node's value.
+    """
     width = (n.bit_length() + 7) // 8 + _MASK_EXTRA_BYTES
-    total = [0] * count
-    seen = {env.node}
+    identities = []
     for pem in peers:
         try:
-            peer = verify_peer(pem, env.ca_pem)
+            identities.append(verify_peer(pem, env.ca_pem))
         except PkiError as exc:
             raise ValueError(f"peer certificate refused: {exc}") from exc
+    names = [p.name for p in identities]
+    if len(set(names)) != len(names):
+        raise ValueError("a participant is listed twice")
+    if env.node not in names:
+        raise ValueError("this node is not among the listed participants")
+    if env.roster and sorted(names) != sorted(env.roster):
+        raise ValueError("the participants' certificates do not match the statement's roster")
+    total = [0] * count
+    for peer in identities:
         if peer.name == env.node:
             continue
-        if peer.name in seen:
-            raise ValueError(f"peer {peer.name!r} listed twice")
-        seen.add(peer.name)
         lo, hi = sorted((env.node, peer.name))
         label = b"|".join(
-            (_MASK_LABEL, env.job_id.encode(), lo.encode(), hi.encode(), n.to_bytes(width, "big"))
+            (_MASK_LABEL, env.binding.encode(), lo.encode(), hi.encode(), n.to_bytes(width, "big"))
         )
         stream = prg_bytes(derive_seed(shared_secret(env.signing_key, peer), label), width * count)
         sign = 1 if env.node == lo else -1
         for k in range(count):
             r = int.from_bytes(stream[k * width : (k + 1) * width], "big") % n
             total[k] += sign * r
-    if env.node not in {verify_peer(p, env.ca_pem).name for p in peers}:
-        raise ValueError("this node is not among the listed participants")
     return [m % n for m in total]
 
 
-class PaillierMode(ProtectionMode):
+class _PaillierOptions(ModeOptions):
+    """``[modes.paillier]``: the analyst's key size."""
+
+    #: Modulus bits (NIST SP 800-57: 3072 for 128-bit security; 2048 gives 112).
+    bits: int = Field(default=3072, ge=2048, le=8192)
+
+
+class PaillierMode(OneShotMode):
     """Packed Paillier with pairwise zero-sum masks; the analyst holds the private key."""
 
     name = "paillier"
-    needs_certificates = True
+    summary = "packed Paillier, pairwise zero-sum masks: the analyst decrypts only the total"
+    Options = _PaillierOptions
 
     def __init__(self, bits: int = 3072) -> None:
         if bits < MIN_PAILLIER_BITS:
@@ -124,6 +142,11 @@ class PaillierMode(ProtectionMode):
         self._keys: tuple[PaillierPublicKey, PaillierPrivateKey] | None = None
         self._lock = threading.Lock()
         self._parties = 0
+
+    @classmethod
+    def _from(cls, options: ModeOptions) -> PaillierMode:
+        assert isinstance(options, _PaillierOptions)
+        return cls(options.bits)
 
     # ------------------------------------------------------------------ node side
     @staticmethod

@@ -1,4 +1,9 @@
-"""``plain``: fixed-point aggregates in the clear, for data the policy marks as visible."""
+"""``plain``: fixed-point aggregates in the clear, for data the policy marks as visible.
+
+Who learns what: the analyst receives every node's groups and values and combines them
+itself, so it learns each node's contribution, not only the total. Use it only where a
+dataset's policy allows ``plain`` ("visible data available for use").
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,18 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from datafed.errors import ProtocolError
+from datafed.modes._base import ModeContext, NodeEnv, OneShotMode, check_int64
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
 
 __all__ = ["PlainMode"]
 
 
-class PlainMode(ProtectionMode):
-    """Cleartext totals; MIN and MAX allowed; each node's groups are visible."""
+class PlainMode(OneShotMode):
+    """Cleartext totals; MIN and MAX allowed; each node's groups and values are visible."""
 
     name = "plain"
+    summary = "cleartext: the analyst sees each node's aggregates (visible data only)"
     hides_groups = False
     additive_only = False
 

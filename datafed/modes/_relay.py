@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from datafed.errors import ProtocolError
+from datafed.modes._steps import NodeAnswer
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes._steps import NodeAnswer
 
 __all__ = ["collect_sealed"]
 

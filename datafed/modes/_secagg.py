@@ -24,19 +24,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from pydantic import Field
 
 from datafed.errors import NodeUnavailable, ProtocolError
 from datafed.hazmat import RingArray
+from datafed.modes import _secagg_wire as wire
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
+from datafed.modes._envelope import check_roster, peers
+from datafed.modes._integrity import check_ring, with_ring_checksum
+from datafed.modes._steps import Combined, NodeAnswer, StepSession
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
-from datafed.protocols import AdvertiseKeys, KeyRoster, SecAggClient, SecAggServer, Survivors
-from datafed.protocols import ProtocolError as MachineError
+from datafed.protocols import (
+    AdvertiseKeys,
+    KeyRoster,
+    MachineError,
+    SecAggClient,
+    SecAggServer,
+    Survivors,
+)
 from datafed.query.components import Component
-from datafed.query.modes import _secagg_wire as wire
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
-from datafed.query.modes._envelope import peers
-from datafed.query.modes._integrity import check_ring, with_ring_checksum
-from datafed.query.modes._steps import Combined, NodeAnswer, StepSession
 
 __all__ = ["SecAggMode", "default_threshold"]
 
@@ -59,12 +66,24 @@ class _NodeState:
     next_round: int = 1
 
 
-class SecAggMode(ProtectionMode):
+class _SecAggOptions(ModeOptions):
+    """``[modes.secagg]``: how many nodes must survive (default: a majority)."""
+
+    threshold: int | None = Field(default=None, ge=2)
+
+
+class SecAggMode(SteppedMode):
     """Masking among the nodes; the analyst relays and removes the masks of the total."""
 
     name = "secagg"
-    needs_certificates = True
+    summary = "Bonawitz masking among the nodes, survives dropouts: the analyst learns the total"
     steps = ("share-keys", "masked-input", "unmask")
+    Options = _SecAggOptions
+
+    @classmethod
+    def _from(cls, options: ModeOptions) -> SecAggMode:
+        assert isinstance(options, _SecAggOptions)
+        return cls(options.threshold)
 
     def __init__(self, threshold: int | None = None) -> None:
         if threshold is not None and threshold < 2:
@@ -88,6 +107,7 @@ class SecAggMode(ProtectionMode):
         except DecodeError as exc:
             raise ValueError("malformed secagg parameters") from exc
         participants = peers(env, msg.participant_certificates, "participant")
+        check_roster(env, participants)
         _check_threshold(msg.threshold, len(participants))
         ids = [i + 1 for i, p in enumerate(participants) if p.name == env.node]
         if not ids:
@@ -95,11 +115,11 @@ class SecAggMode(ProtectionMode):
         if env.stash is None:
             raise ValueError("this node cannot keep secagg protocol state")
         check_int64(values)
-        x = with_ring_checksum(env.job_id, values)
+        x = with_ring_checksum(env.binding, values)
         client = SecAggClient(ids[0], threshold=msg.threshold, vector_length=int(x.size))
         adv = client.advertise_keys()
         env.stash.put(_NodeState(client, x, participants))
-        digest = wire.advertise_digest(env.job_id, adv.sender, adv.c_public, adv.s_public)
+        digest = wire.advertise_digest(env.binding, adv.sender, adv.c_public, adv.s_public)
         return protocol_pb2.SecAggAdvertise(
             client_id=adv.sender,
             c_public=adv.c_public,
@@ -129,6 +149,11 @@ class SecAggMode(ProtectionMode):
                 survivors = protocol_pb2.SecAggSurvivors.FromString(payload)
                 if len(survivors.clients) > n:
                     raise ValueError("too many survivors")
+                if len(set(survivors.clients)) < env.min_participants:
+                    # Unmasking for fewer survivors would release a total of too few nodes.
+                    raise ValueError(
+                        f"fewer than {env.min_participants} survivors; this node does not unmask"
+                    )
                 shares = state.client.unmask(Survivors(tuple(survivors.clients)))
                 out = wire.unmask_to_proto(shares).SerializeToString()
         except DecodeError as exc:
@@ -149,7 +174,7 @@ class SecAggMode(ProtectionMode):
             if not 1 <= item.client_id <= n:
                 raise ValueError("the roster names an unknown participant")
             signer = state.participants[item.client_id - 1].signing_key
-            keys.append(wire.advertise_from_proto(item, env.job_id, signer))
+            keys.append(wire.advertise_from_proto(item, env.binding, signer))
         sent = state.client.share_keys(KeyRoster(tuple(keys)))
         return protocol_pb2.SecAggShareKeys(
             client_id=sent.sender, ciphertexts=wire.ciphertexts_to_proto(sent.ciphertexts)
@@ -162,12 +187,6 @@ class SecAggMode(ProtectionMode):
             participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
             threshold=self._threshold(len(ctx.nodes)),
         ).SerializeToString()
-
-    def combine(
-        self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
-    ) -> list[int]:
-        """Not used: ``secagg`` finishes with :meth:`finish`."""
-        raise ProtocolError("protection 'secagg' needs its rounds")
 
     async def finish(
         self,
@@ -189,7 +208,7 @@ class SecAggMode(ProtectionMode):
             total = server.result()
         except MachineError as exc:
             raise ProtocolError(f"secure aggregation failed: {exc}") from exc
-        return Combined(check_ring(session.job_id, total), tuple(names[i] for i in u3))
+        return Combined(check_ring(session.binding, total), tuple(names[i] for i in u3))
 
 
 def _advertised(

@@ -44,11 +44,11 @@ MAX_CIPHERTEXT_BYTES = 4096
 _Y_BYTES = 16
 
 
-def advertise_digest(job_id: str, client_id: int, c_public: bytes, s_public: bytes) -> bytes:
+def advertise_digest(binding: str, client_id: int, c_public: bytes, s_public: bytes) -> bytes:
     """The bytes a node signs over its advertised keys: context, job, id, both keys."""
     return (
         ADVERTISE_CONTEXT
-        + job_id.encode()
+        + binding.encode()
         + b"\x00"
         + client_id.to_bytes(4, "big")
         + c_public
@@ -57,14 +57,14 @@ def advertise_digest(job_id: str, client_id: int, c_public: bytes, s_public: byt
 
 
 def advertise_from_proto(
-    msg: protocol_pb2.SecAggAdvertise, job_id: str, signer: ed25519.Ed25519PublicKey
+    msg: protocol_pb2.SecAggAdvertise, binding: str, signer: ed25519.Ed25519PublicKey
 ) -> AdvertiseKeys:
     """Check an advertisement's key sizes and its signature by ``signer``."""
     c, s = bytes(msg.c_public), bytes(msg.s_public)
     if len(c) != KEY_BYTES or len(s) != KEY_BYTES:
         raise ValueError("advertised keys must be 32 bytes each")
     try:
-        signer.verify(bytes(msg.signature), advertise_digest(job_id, msg.client_id, c, s))
+        signer.verify(bytes(msg.signature), advertise_digest(binding, msg.client_id, c, s))
     except Exception as exc:  # cryptography's InvalidSignature
         raise ValueError("an advertised key is not signed by its node") from exc
     return AdvertiseKeys(msg.client_id, c, s)

@@ -21,24 +21,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from pydantic import Field
 
 from datafed.errors import ProtocolError
 from datafed.hazmat import SEED_BYTES, InvalidShare, SeedShare, VectorShare, add_shares
 from datafed.hazmat import split_additive as _split
-from datafed.pki import Identity
-from datafed.proto.v1 import protocol_pb2
-from datafed.query.components import Component
-from datafed.query.modes._base import ModeContext, NodeEnv, ProtectionMode, check_int64
-from datafed.query.modes._envelope import open_sealed, peers, seal
-from datafed.query.modes._integrity import (
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
+from datafed.modes._envelope import check_roster, open_sealed, peers, seal
+from datafed.modes._integrity import (
     check_ring,
     ring_from_bytes,
     ring_to_bytes,
     with_ring_checksum,
 )
-from datafed.query.modes._relay import collect_sealed
-from datafed.query.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.query.modes.errors import InvalidEnvelope
+from datafed.modes._relay import collect_sealed
+from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes.errors import InvalidEnvelope
+from datafed.pki import Identity
+from datafed.proto.v1 import protocol_pb2
+from datafed.query.components import Component
 
 __all__ = ["MAX_AGGREGATORS", "SharesMode"]
 
@@ -65,9 +66,8 @@ def _parse_params(env: NodeEnv, params: bytes) -> tuple[list[Identity], list[Ide
             f"shares needs between 2 and {MAX_AGGREGATORS} aggregators, got {len(aggregators)}"
         )
     participants = peers(env, msg.participant_certificates, "participant")
+    check_roster(env, participants)
     names = {p.name for p in participants}
-    if env.node not in names:
-        raise ValueError("this node is not among the listed participants")
     if not {a.name for a in aggregators} <= names:
         raise ValueError("every aggregator must be a participant")
     return aggregators, participants
@@ -94,12 +94,24 @@ def _read_share(body: bytes, index: int, length: int) -> SeedShare | VectorShare
     raise ValueError("malformed share")
 
 
-class SharesMode(ProtectionMode):
+class _SharesOptions(ModeOptions):
+    """``[modes.shares]``: how many nodes aggregate (the first ones of the roster)."""
+
+    aggregators: int = Field(default=2, ge=2, le=MAX_AGGREGATORS)
+
+
+class SharesMode(SteppedMode):
     """Additive shares to ``aggregators`` nodes; the analyst adds their sums."""
 
     name = "shares"
-    needs_certificates = True
+    summary = "additive shares summed by >= 2 aggregator nodes: the analyst learns the total"
     steps = ("aggregate",)
+    Options = _SharesOptions
+
+    @classmethod
+    def _from(cls, options: ModeOptions) -> SharesMode:
+        assert isinstance(options, _SharesOptions)
+        return cls(options.aggregators)
 
     def __init__(self, aggregators: int = 2) -> None:
         if not 2 <= aggregators <= MAX_AGGREGATORS:
@@ -114,7 +126,7 @@ class SharesMode(ProtectionMode):
         """Split ``values`` (and their checksum) into shares sealed to each aggregator."""
         aggregators, participants = _parse_params(env, params)
         check_int64(values)
-        ring = with_ring_checksum(env.job_id, values)
+        ring = with_ring_checksum(env.binding, values)
         mine = [i for i, a in enumerate(aggregators) if a.name == env.node]
         if mine:
             if env.stash is None:
@@ -170,12 +182,6 @@ class SharesMode(ProtectionMode):
             participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
         ).SerializeToString()
 
-    def combine(
-        self, payloads: Sequence[bytes], comps: Sequence[Component], n_groups: int
-    ) -> list[int]:
-        """Not used: ``shares`` finishes with :meth:`finish`."""
-        raise ProtocolError("protection 'shares' needs its aggregation step")
-
     async def finish(
         self,
         session: StepSession,
@@ -203,5 +209,5 @@ class SharesMode(ProtectionMode):
             except (DecodeError, ValueError) as exc:
                 raise ProtocolError(f"aggregator {agg!r} returned a malformed share sum") from exc
             np.add(total, vec, out=total)
-        values = check_ring(session.job_id, total)
+        values = check_ring(session.binding, total)
         return Combined(values, tuple(a.node for a in answers))

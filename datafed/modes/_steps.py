@@ -35,6 +35,8 @@ class StepSession(Protocol):
 
     #: The job these steps belong to.
     job_id: str
+    #: Hex digest of the job's statement (what the nodes bound their payloads to).
+    binding: str
 
     async def step(self, node: str, round_: int, payload: bytes) -> bytes:
         """Send one step of this job's mode to ``node`` and return its reply payload."""

@@ -3,8 +3,10 @@
 isort:skip_file
 Shared wire types of the datafed federation."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -121,3 +123,96 @@ class RequestHeader(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestHeader: _TypeAlias = RequestHeader  # noqa: Y015
+
+@_typing.final
+class JobStatement(_message.Message):
+    """One job, one statement (docs/invisibility.md): the analyst describes the whole job once
+    -- what is computed, under which protection, by which nodes -- signs it, and sends the
+    same bytes to every participant. Each node checks that it is named in the roster, that
+    the roster is large enough for its policy and that the spec and protection it was sent
+    are the ones digested here, then records the statement's digest in its ledger and binds
+    its protected payload to it (masks, checksums, sealed envelopes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    SPEC_DIGEST_FIELD_NUMBER: _builtins.int
+    PROTECTION_FIELD_NUMBER: _builtins.int
+    PROTECTION_DIGEST_FIELD_NUMBER: _builtins.int
+    ROSTER_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_MS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    requester: _builtins.str
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    operation: _builtins.str
+    """query"""
+    dataset: _builtins.str
+    spec_digest: _builtins.bytes
+    """SHA-256 of the spec, deterministic encoding"""
+    protection: _builtins.str
+    """the protection mode"""
+    protection_digest: _builtins.bytes
+    """SHA-256 of the Protection message (params, domain, bits)"""
+    issued_at_ms: _builtins.int
+    expires_at_ms: _builtins.int
+    @_builtins.property
+    def roster(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """participating nodes, in fan-out order"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        dataset: _builtins.str = ...,
+        spec_digest: _builtins.bytes = ...,
+        protection: _builtins.str = ...,
+        protection_digest: _builtins.bytes = ...,
+        roster: _abc.Iterable[_builtins.str] | None = ...,
+        issued_at_ms: _builtins.int = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "expires_at_ms", b"expires_at_ms", "issued_at_ms", b"issued_at_ms", "job_id", b"job_id", "legal_basis", b"legal_basis", "operation", b"operation", "protection", b"protection", "protection_digest", b"protection_digest", "purpose", b"purpose", "requester", b"requester", "roster", b"roster", "spec_digest", b"spec_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStatement: _TypeAlias = JobStatement  # noqa: Y015
+
+@_typing.final
+class SignedStatement(_message.Message):
+    """A job statement as signed: Ed25519 by the requester over
+    "datafed/v1/job-statement\\0" || statement (the serialized JobStatement).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedStatement: _TypeAlias = SignedStatement  # noqa: Y015

@@ -27,7 +27,7 @@ from datafed.proto.v1 import ledger_pb2 as datafed_dot_proto_dot_v1_dot_ledger__
 from datafed.proto.v1 import query_pb2 as datafed_dot_proto_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\xa6\x01\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12*\n\x07receipt\x18\x06 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"Y\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"f\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\xa6\x01\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12*\n\x07receipt\x18\x06 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"j\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\x0f\n\x07\x62inding\x18\x06 \x01(\t\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"f\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,41 +39,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPRESPONSE']._serialized_start=260
   _globals['_STEPRESPONSE']._serialized_end=426
   _globals['_ENVELOPE']._serialized_start=428
-  _globals['_ENVELOPE']._serialized_end=517
-  _globals['_SIGNEDENVELOPE']._serialized_start=519
-  _globals['_SIGNEDENVELOPE']._serialized_end=572
-  _globals['_SEALEDENVELOPE']._serialized_start=574
-  _globals['_SEALEDENVELOPE']._serialized_end=625
-  _globals['_SEALEDBUNDLE']._serialized_start=627
-  _globals['_SEALEDBUNDLE']._serialized_end=690
-  _globals['_SHARESPARAMS']._serialized_start=692
-  _globals['_SHARESPARAMS']._serialized_end=773
-  _globals['_SHAREBODY']._serialized_start=775
-  _globals['_SHAREBODY']._serialized_end=860
-  _globals['_SHARESUM']._serialized_start=862
-  _globals['_SHARESUM']._serialized_end=888
-  _globals['_CKKSPARAMS']._serialized_start=890
-  _globals['_CKKSPARAMS']._serialized_end=992
-  _globals['_CKKSVECTOR']._serialized_start=994
-  _globals['_CKKSVECTOR']._serialized_end=1038
-  _globals['_SECAGGPARAMS']._serialized_start=1040
-  _globals['_SECAGGPARAMS']._serialized_end=1107
-  _globals['_SECAGGADVERTISE']._serialized_start=1109
-  _globals['_SECAGGADVERTISE']._serialized_end=1200
-  _globals['_SECAGGROSTER']._serialized_start=1202
-  _globals['_SECAGGROSTER']._serialized_end=1265
-  _globals['_SECAGGCIPHERTEXT']._serialized_start=1267
-  _globals['_SECAGGCIPHERTEXT']._serialized_end=1319
-  _globals['_SECAGGSHAREKEYS']._serialized_start=1321
-  _globals['_SECAGGSHAREKEYS']._serialized_end=1414
-  _globals['_SECAGGMASKED']._serialized_start=1416
-  _globals['_SECAGGMASKED']._serialized_end=1465
-  _globals['_SECAGGSURVIVORS']._serialized_start=1467
-  _globals['_SECAGGSURVIVORS']._serialized_end=1501
-  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1503
-  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1549
-  _globals['_SECAGGUNMASK']._serialized_start=1552
-  _globals['_SECAGGUNMASK']._serialized_end=1705
-  _globals['_PROTOCOLSERVICE']._serialized_start=1707
-  _globals['_PROTOCOLSERVICE']._serialized_end=1797
+  _globals['_ENVELOPE']._serialized_end=534
+  _globals['_SIGNEDENVELOPE']._serialized_start=536
+  _globals['_SIGNEDENVELOPE']._serialized_end=589
+  _globals['_SEALEDENVELOPE']._serialized_start=591
+  _globals['_SEALEDENVELOPE']._serialized_end=642
+  _globals['_SEALEDBUNDLE']._serialized_start=644
+  _globals['_SEALEDBUNDLE']._serialized_end=707
+  _globals['_SHARESPARAMS']._serialized_start=709
+  _globals['_SHARESPARAMS']._serialized_end=790
+  _globals['_SHAREBODY']._serialized_start=792
+  _globals['_SHAREBODY']._serialized_end=877
+  _globals['_SHARESUM']._serialized_start=879
+  _globals['_SHARESUM']._serialized_end=905
+  _globals['_CKKSPARAMS']._serialized_start=907
+  _globals['_CKKSPARAMS']._serialized_end=1009
+  _globals['_CKKSVECTOR']._serialized_start=1011
+  _globals['_CKKSVECTOR']._serialized_end=1055
+  _globals['_SECAGGPARAMS']._serialized_start=1057
+  _globals['_SECAGGPARAMS']._serialized_end=1124
+  _globals['_SECAGGADVERTISE']._serialized_start=1126
+  _globals['_SECAGGADVERTISE']._serialized_end=1217
+  _globals['_SECAGGROSTER']._serialized_start=1219
+  _globals['_SECAGGROSTER']._serialized_end=1282
+  _globals['_SECAGGCIPHERTEXT']._serialized_start=1284
+  _globals['_SECAGGCIPHERTEXT']._serialized_end=1336
+  _globals['_SECAGGSHAREKEYS']._serialized_start=1338
+  _globals['_SECAGGSHAREKEYS']._serialized_end=1431
+  _globals['_SECAGGMASKED']._serialized_start=1433
+  _globals['_SECAGGMASKED']._serialized_end=1482
+  _globals['_SECAGGSURVIVORS']._serialized_start=1484
+  _globals['_SECAGGSURVIVORS']._serialized_end=1518
+  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1520
+  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1566
+  _globals['_SECAGGUNMASK']._serialized_start=1569
+  _globals['_SECAGGUNMASK']._serialized_end=1722
+  _globals['_PROTOCOLSERVICE']._serialized_start=1724
+  _globals['_PROTOCOLSERVICE']._serialized_end=1814
 # @@protoc_insertion_point(module_scope)

@@ -118,11 +118,14 @@ class Envelope(_message.Message):
     SENDER_FIELD_NUMBER: _builtins.int
     RECIPIENT_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    BINDING_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     mode: _builtins.str
     sender: _builtins.str
     recipient: _builtins.str
     body: _builtins.bytes
+    binding: _builtins.str
+    """hex digest of the job statement both nodes admitted"""
     def __init__(
         self,
         *,
@@ -131,10 +134,11 @@ class Envelope(_message.Message):
         sender: _builtins.str = ...,
         recipient: _builtins.str = ...,
         body: _builtins.bytes = ...,
+        binding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "job_id", b"job_id", "mode", b"mode", "recipient", b"recipient", "sender", b"sender"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding", "body", b"body", "job_id", b"job_id", "mode", b"mode", "recipient", b"recipient", "sender", b"sender"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

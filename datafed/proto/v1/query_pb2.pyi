@@ -261,7 +261,7 @@ class Protection(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     DOMAIN_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
-    """plain | paillier | ... (see datafed/query/modes)"""
+    """plain | paillier | ... (see datafed/modes)"""
     fixed_point_bits: _builtins.int
     """fractional bits of the fixed-point encoding"""
     params: _builtins.bytes
@@ -296,6 +296,7 @@ class QueryRequestBody(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     PROTECTION_FIELD_NUMBER: _builtins.int
     SIGN_OFFS_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
@@ -306,6 +307,10 @@ class QueryRequestBody(_message.Message):
     def sign_offs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignOff]:
         """Approvals by other agencies, for datasets whose policy requires them."""
 
+    @_builtins.property
+    def statement(self) -> _common_pb2.SignedStatement:
+        """The job statement every participant receives (same bytes at every node)."""
+
     def __init__(
         self,
         *,
@@ -313,10 +318,11 @@ class QueryRequestBody(_message.Message):
         spec: Global___QuerySpec | None = ...,
         protection: Global___Protection | None = ...,
         sign_offs: _abc.Iterable[Global___SignOff] | None = ...,
+        statement: _common_pb2.SignedStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "spec", b"spec", "statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "sign_offs", b"sign_offs", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "sign_offs", b"sign_offs", "spec", b"spec", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,6 +341,7 @@ class SignOffStatement(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    STATEMENT_DIGEST_FIELD_NUMBER: _builtins.int
     approver: _builtins.str
     target_node: _builtins.str
     dataset: _builtins.str
@@ -342,6 +349,8 @@ class SignOffStatement(_message.Message):
     purpose: _builtins.str
     job_id: _builtins.str
     expires_at_ms: _builtins.int
+    statement_digest: _builtins.bytes
+    """SHA-256 of the approved job statement: one query"""
     def __init__(
         self,
         *,
@@ -352,10 +361,11 @@ class SignOffStatement(_message.Message):
         purpose: _builtins.str = ...,
         job_id: _builtins.str = ...,
         expires_at_ms: _builtins.int = ...,
+        statement_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver", b"approver", "dataset", b"dataset", "expires_at_ms", b"expires_at_ms", "job_id", b"job_id", "purpose", b"purpose", "requester", b"requester", "target_node", b"target_node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver", b"approver", "dataset", b"dataset", "expires_at_ms", b"expires_at_ms", "job_id", b"job_id", "purpose", b"purpose", "requester", b"requester", "statement_digest", b"statement_digest", "target_node", b"target_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,11 +409,16 @@ class SignOffRequestBody(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     TARGET_NODE_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     target_node: _builtins.str
     dataset: _builtins.str
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader:
         """header.node is the approver"""
+
+    @_builtins.property
+    def statement(self) -> _common_pb2.SignedStatement:
+        """the job to approve; target_node is in its roster"""
 
     def __init__(
         self,
@@ -411,10 +426,11 @@ class SignOffRequestBody(_message.Message):
         header: _common_pb2.RequestHeader | None = ...,
         target_node: _builtins.str = ...,
         dataset: _builtins.str = ...,
+        statement: _common_pb2.SignedStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "header", b"header", "target_node", b"target_node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "header", b"header", "statement", b"statement", "target_node", b"target_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ each step to the named node's ``step`` and records the bytes every party receive
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed import pki
 from datafed.errors import NodeUnavailable
+from datafed.modes import Combined, ModeContext, NodeAnswer, NodeEnv, ProtectionMode
 from datafed.query.components import Component
-from datafed.query.modes import Combined, ModeContext, NodeAnswer, NodeEnv, ProtectionMode
 
 NODES = ("water-north", "water-east", "water-south")
 COMPS = (Component("sum", "x"), Component("count", "*"))
@@ -74,6 +75,7 @@ class Received:
 class LocalSession:
     mode: type[ProtectionMode]
     job_id: str
+    binding: str
     envs: Mapping[str, NodeEnv]
     states: Mapping[str, object]
     #: node -> first round it no longer answers (a dropout)
@@ -89,7 +91,7 @@ class LocalSession:
             raise NodeUnavailable(node, "UNAVAILABLE", "dropped")
         if self.tamper_request is not None:
             payload = self.tamper_request(node, round_, payload)
-        reply = self.mode.step(self.envs[node], self.states.get(node), round_, payload)
+        reply = self.mode.step(self.envs[node], self.states.get(node), round_, payload)  # type: ignore[attr-defined]
         if self.tamper_reply is not None:
             reply = self.tamper_reply(node, round_, reply)
         self.log.append(Received(node, round_, payload, reply))
@@ -111,18 +113,26 @@ class Harness:
         self.job_id = job_id
         self.nodes = tuple(nodes)
         self.stashes = {n: ListStash() for n in self.nodes}
+        #: Stands in for the job statement's digest (the same for every node of the job).
+        self.binding = binding_of(job_id)
 
     def env(
-        self, node: str, job_id: str | None = None, comps: Sequence[Component] = COMPS
+        self,
+        node: str,
+        job_id: str | None = None,
+        comps: Sequence[Component] = COMPS,
+        binding: str | None = None,
     ) -> NodeEnv:
         return NodeEnv(
             node,
             job_id or self.job_id,
             self.pki.keys[node],
             self.pki.ca_pem,
-            tuple(comps),
-            BITS,
-            self.stashes[node],
+            binding=binding or (binding_of(job_id) if job_id else self.binding),
+            roster=self.nodes,
+            components=tuple(comps),
+            fixed_point_bits=BITS,
+            stash=self.stashes[node],
         )
 
     def ctx(self) -> ModeContext:
@@ -130,6 +140,7 @@ class Harness:
             job_id=self.job_id,
             nodes=self.nodes,
             certificates={n: self.pki.certs[n] for n in self.nodes},
+            binding=self.binding,
         )
 
     def protect(self, mode: ProtectionMode, values: Mapping[str, Sequence[int]]) -> Run:
@@ -139,10 +150,12 @@ class Harness:
         ]
         states = {n: s.states[-1] for n, s in self.stashes.items() if s.states}
         envs = {n: self.env(n) for n in self.nodes}
-        return Run(answers, LocalSession(type(mode), self.job_id, envs, states))
+        return Run(answers, LocalSession(type(mode), self.job_id, self.binding, envs, states))
 
     def finish(self, mode: ProtectionMode, run: Run, n_groups: int) -> Combined:
-        run.combined = asyncio.run(mode.finish(run.session, run.answers, COMPS, n_groups, BITS))
+        run.combined = asyncio.run(
+            mode.finish(run.session, run.answers, COMPS, n_groups, BITS)  # type: ignore[attr-defined]
+        )
         return run.combined
 
     def run(
@@ -154,6 +167,11 @@ class Harness:
         n_groups = len(next(iter(values.values()))) // len(COMPS)
         self.finish(mode, run, n_groups)
         return run
+
+
+def binding_of(job_id: str) -> str:
+    """A stand-in statement digest for a job id."""
+    return hashlib.sha256(f"statement of {job_id}".encode()).hexdigest()
 
 
 def plain_total(

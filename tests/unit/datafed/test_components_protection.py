@@ -1,13 +1,12 @@
 import asyncio
+import hashlib
 import statistics
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.errors import ProtocolError
-from datafed.proto.v1 import modes_pb2
-from datafed.query.components import Component, components, decode_fixed, encode_fixed, finalize
-from datafed.query.modes import (
+from datafed.modes import (
     MODES,
     ModeContext,
     NodeEnv,
@@ -16,10 +15,14 @@ from datafed.query.modes import (
     check_paillier_modulus,
     mode_class,
 )
+from datafed.proto.v1 import modes_pb2
+from datafed.query.components import Component, components, decode_fixed, encode_fixed, finalize
 from datafed.query.sql import parse_sql
 
 BITS = 16
-ENV = NodeEnv("n1", "job", ed25519.Ed25519PrivateKey.generate(), b"")  # plain mode needs no keys
+ENV = NodeEnv(
+    "n1", "job", ed25519.Ed25519PrivateKey.generate(), b"", binding="ab" * 32
+)  # plain mode needs no keys
 
 
 NODES = ("n1", "n2", "n3")
@@ -38,9 +41,10 @@ def fed_keys(pki_dir):
     return ca, certs, keys
 
 
-def envs(fed_keys, job="job"):
+def envs(fed_keys, job="job", binding=None):
     ca, _, keys = fed_keys
-    return [NodeEnv(n, job, keys[n], ca) for n in NODES]
+    bound = binding or hashlib.sha256(job.encode()).hexdigest()
+    return [NodeEnv(n, job, keys[n], ca, binding=bound, roster=NODES) for n in NODES]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +145,7 @@ def test_analyst_cannot_open_one_node(paillier, fed_keys):
         stat = sum((c - expected) ** 2 / expected for c in counts)
         assert stat < critical, counts
     # and without masks the value would show: the unmasked packed plaintext is tiny
-    from datafed.query.modes._paillier import _packer
+    from datafed.modes._paillier import _packer
 
     plain = _packer(mode._keys[0].n, 3).pack([10**6])[0]
     assert plain < mode._keys[0].n >> 1000

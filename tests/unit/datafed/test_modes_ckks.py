@@ -10,9 +10,9 @@ import pytest
 
 from datafed.errors import ProtocolError
 from datafed.hazmat import HeContext, HeParams, HePublicContext
+from datafed.modes import CkksMode
+from datafed.modes._envelope import open_sealed, peers, seal
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes import CkksMode
-from datafed.query.modes._envelope import open_sealed, peers, seal
 from tests.unit.datafed.mode_harness import BITS, COMPS, NODES, Harness, plain_total
 from tests.unit.datafed.mode_harness import mode_pki as _mode_pki
 
@@ -130,7 +130,9 @@ def test_nodes_refuse_weak_or_inconsistent_contexts(mode_pki, mode):
     with pytest.raises(ValueError, match="magnitude at most"):
         CkksMode.protect(h.env(B), good, [(1 << 31) * ONE, 1])
     bare = h.env(B)
-    no_comps = type(bare)(bare.node, bare.job_id, bare.signing_key, bare.ca_pem)
+    no_comps = type(bare)(
+        bare.node, bare.job_id, bare.signing_key, bare.ca_pem, binding=bare.binding
+    )
     with pytest.raises(ValueError, match="component of every value"):
         CkksMode.protect(no_comps, good, [ONE, 1])
 

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datafed.errors import ProtocolError
+from datafed.modes import SecAggMode
+from datafed.modes._secagg import default_threshold
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes import SecAggMode
-from datafed.query.modes._secagg import default_threshold
 from tests.unit.datafed.mode_harness import (
     CHI2_15_P1E6,
     NODES,
@@ -164,7 +164,7 @@ def test_bad_parameters(mode_pki):
             protocol_pb2.SecAggParams(
                 participant_certificates=[*certs, h.pki.certs["water-west"]], threshold=2
             ),
-            "2 <= t <= n < 2t",
+            "do not match the statement's roster",  # a fourth node the statement does not name
         ),
         (protocol_pb2.SecAggParams(participant_certificates=certs[1:], threshold=2), "not among"),
         (
@@ -180,7 +180,7 @@ def test_bad_parameters(mode_pki):
     with pytest.raises(ValueError, match="malformed"):
         SecAggMode.protect(h.env(A), b"\xff", [1, 1])
     env = h.env(A)
-    no_stash = type(env)(env.node, env.job_id, env.signing_key, env.ca_pem)
+    no_stash = type(env)(env.node, env.job_id, env.signing_key, env.ca_pem, binding=env.binding)
     good = asyncio.run(SecAggMode().params(h.ctx()))
     with pytest.raises(ValueError, match="cannot keep"):
         SecAggMode.protect(no_stash, good, [1, 1])

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datafed.errors import ProtocolError
+from datafed.modes import SharesMode
+from datafed.modes._envelope import open_sealed, peers, seal
+from datafed.modes.errors import InvalidEnvelope
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes import SharesMode
-from datafed.query.modes._envelope import open_sealed, peers, seal
-from datafed.query.modes.errors import InvalidEnvelope
 from tests.unit.datafed.mode_harness import (
     CHI2_15_P1E6,
     NODES,
