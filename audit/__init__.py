@@ -22,8 +22,9 @@ from audit.errors import (
     WitnessRefusal,
 )
 from audit.ledger import Ledger, LedgerHead
+from audit.origins import ledger_origin, witness_name
 from audit.policy import Policy
-from audit.receipts import Receipt, ReceiptEntry, verify_receipt
+from audit.receipts import Receipt, ReceiptEntry, check_receipt, verify_receipt
 from audit.records import DataUseRecord, decode_leaf
 from audit.verify import Finding, VerifyReport, verify_log
 from audit.witness import WitnessStore
@@ -48,7 +49,10 @@ __all__ = [
     "VerifyReport",
     "WitnessRefusal",
     "WitnessStore",
+    "check_receipt",
     "decode_leaf",
+    "ledger_origin",
     "verify_log",
     "verify_receipt",
+    "witness_name",
 ]

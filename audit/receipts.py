@@ -7,7 +7,7 @@ client checks it against the node's pinned origin and key before returning a res
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,9 +16,10 @@ from audit import merkle
 from audit.checkpoint import log_verifier, open_checkpoint
 from audit.errors import AuditError, InvalidReceipt
 from audit.note import Verifier, raw_public_key
+from audit.origins import ledger_origin
 from audit.records import DataUseRecord, decode_leaf
 
-__all__ = ["Receipt", "ReceiptEntry", "verify_receipt"]
+__all__ = ["MAX_RECEIPT_ENTRIES", "Receipt", "ReceiptEntry", "check_receipt", "verify_receipt"]
 
 MAX_RECEIPT_ENTRIES = 1024
 
@@ -93,4 +94,38 @@ def _verify(
             raise InvalidReceipt("leaf claims another index")
         merkle.verify_inclusion(merkle.hash_leaf(e.leaf), e.index, cp.size, e.proof, cp.root_hash)
         records.append(record)
+    return records
+
+
+def check_receipt(
+    receipt: Receipt,
+    public_key: bytes | Ed25519PublicKey,
+    *,
+    node: str,
+    job_id: str,
+    request_digests: Sequence[str],
+    decisions: Sequence[str],
+    result_digest: str,
+) -> list[DataUseRecord]:
+    """Verify ``node``'s receipt and that it proves exactly the entries of one answer.
+
+    The one receipt check of every client (queries, protocol steps, intersection-sums):
+    the receipt verifies against ``node``'s pinned origin (:func:`audit.origins.ledger_origin`)
+    and key, its records are ``node``'s, of ``job_id``, with ``decisions`` and
+    ``request_digests`` in order, and the last one's result digest is ``result_digest``.
+
+    Raises
+    ------
+    InvalidReceipt
+        ``"receipt does not verify"`` or ``"receipt does not match its answer"``.
+    """
+    records = verify_receipt(receipt, ledger_origin(node), public_key)
+    ok = (
+        [r.decision for r in records] == list(decisions)
+        and [r.request_digest for r in records] == list(request_digests)
+        and all(r.node == node and r.job_id == job_id for r in records)
+        and records[-1].result_digest == result_digest
+    )
+    if not ok:
+        raise InvalidReceipt("receipt does not match its answer")
     return records

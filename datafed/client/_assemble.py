@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from datafed.errors import ProtocolError
+from datafed.modes import Combined, OneShotMode, ProtectionMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, finalize, output_labels
-from datafed.query.modes import Combined, ProtectionMode
 from datafed.query.result import LedgerHeadInfo, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.serde import literal_from_proto
@@ -72,15 +72,16 @@ def combine_groups(
         for a in answers:
             if _keys(a, width) != list(domain):
                 raise ProtocolError(f"node {a.node!r} did not report the requested groups")
-        flat = (
-            list(combined)
-            if combined is not None
-            else mode.combine([a.payload for a in answers], comps, len(domain))
-        )
+        if combined is not None:
+            flat = list(combined)
+        elif isinstance(mode, OneShotMode):
+            flat = mode.combine([a.payload for a in answers], comps, len(domain))
+        else:
+            raise ProtocolError(f"protection {mode.name!r} needs its protocol steps")
         if len(flat) != len(domain) * c:
             raise ProtocolError("the combined totals do not cover the requested groups")
         return {k: flat[i * c : (i + 1) * c] for i, k in enumerate(domain)}
-    if combined is not None:
+    if combined is not None or not isinstance(mode, OneShotMode):
         raise ProtocolError(f"protection {mode.name!r} needs a shared group domain")
     totals: dict[GroupKey, list[int]] = {}
     for a in answers:

@@ -1,30 +1,26 @@
-"""Checking a node's receipt before its answer is used.
+"""Checking a node's receipt before its answer is used (one check for every client call).
 
 The receipt must verify against the node's pinned log key (the Ed25519 key bound in its
 CA-issued certificate) and origin, and its records must be this request's: the same node
-and job, the digest of the signed request we sent, and a ``released`` entry whose result
-digest is the digest of the answer itself.
+and job, the digests of the signed requests we sent, and a last entry whose result digest
+is the digest of the answer itself (:func:`audit.check_receipt` does both).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from audit import check_receipt
 from audit.errors import InvalidReceipt
 from audit.receipt_serde import receipt_from_proto
-from audit.receipts import verify_receipt
 from datafed.errors import ProtocolError
-from datafed.proto.v1 import query_pb2
+from datafed.proto.v1 import ledger_pb2, query_pb2
 from datafed.query.result import NodeReceipt
 
-__all__ = ["answer_digest", "check_receipt", "ledger_origin"]
-
-
-def ledger_origin(node: str) -> str:
-    """The C2SP origin of a node's ledger (the node uses the same)."""
-    return f"datafed/ledger/{node}"
+__all__ = ["answer_digest", "node_receipt"]
 
 
 def answer_digest(reply: query_pb2.QueryResponse) -> str:
@@ -36,28 +32,30 @@ def answer_digest(reply: query_pb2.QueryResponse) -> str:
     return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
 
 
-def check_receipt(
+def node_receipt(
     node: str,
     key: ed25519.Ed25519PublicKey,
-    job: str,
-    request_digest: str,
-    reply: query_pb2.QueryResponse,
+    receipt: ledger_pb2.Receipt | None,
+    *,
+    job_id: str,
+    request_digests: Sequence[str],
+    decisions: Sequence[str],
+    result_digest: str,
 ) -> NodeReceipt:
-    """Verify ``reply``'s receipt; raise :class:`ProtocolError` naming the node if it fails."""
-    if not reply.HasField("receipt"):
+    """Verify one answer's receipt; raise :class:`ProtocolError` naming the node if it fails."""
+    if receipt is None or not receipt.checkpoint:
         raise ProtocolError(f"node {node!r} sent no receipt")
     try:
-        receipt = receipt_from_proto(reply.receipt)
-        records = verify_receipt(receipt, ledger_origin(node), key)
+        parsed = receipt_from_proto(receipt)
+        records = check_receipt(
+            parsed,
+            key,
+            node=node,
+            job_id=job_id,
+            request_digests=request_digests,
+            decisions=decisions,
+            result_digest=result_digest,
+        )
     except (InvalidReceipt, ValueError) as exc:
-        raise ProtocolError(f"node {node!r}: receipt does not verify") from exc
-    decisions = [r.decision for r in records]
-    ok = (
-        decisions == ["approved", "released"]
-        and all(r.node == node and r.job_id == job for r in records)
-        and all(r.request_digest == request_digest for r in records)
-        and records[1].result_digest == answer_digest(reply)
-    )
-    if not ok:
-        raise ProtocolError(f"node {node!r}: receipt does not match its answer")
-    return NodeReceipt(node=node, checkpoint=receipt.checkpoint, records=tuple(records))
+        raise ProtocolError(f"node {node!r}: {exc}") from exc
+    return NodeReceipt(node=node, checkpoint=parsed.checkpoint, records=tuple(records))

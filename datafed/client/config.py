@@ -4,7 +4,9 @@ Example::
 
     analyst = "alice"
     timeout_s = 30
-    paillier_bits = 3072
+
+    [modes.paillier]                 # each protection mode's own options
+    bits = 3072
 
     [tls]
     ca = "pki/ca.crt"
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,8 +62,29 @@ class FederationConfig(BaseModel):
     #: Agencies asked only for sign-off (not queried), e.g. a regulator's node.
     approvers: list[NodeEndpoint] = []
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    paillier_bits: int = Field(default=3072, ge=2048, le=8192)
     fixed_point_bits: int = Field(default=16, ge=0, le=32)
+    #: Options of each protection mode, ``[modes.<name>]`` (see :mod:`datafed.modes`).
+    modes: dict[str, dict[str, Any]] = {}
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from datafed.errors import ConfigError
+        from datafed.modes import mode_class
+
+        for name, options in v.items():
+            try:
+                mode_class(name).from_options(options)
+            except (ValueError, ConfigError) as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def paillier_bits(self) -> int:
+        """The analyst's Paillier modulus size (``[modes.paillier] bits``), also for PSI."""
+        from datafed.modes import PaillierMode
+
+        return PaillierMode.Options.model_validate(self.modes.get("paillier", {})).bits  # type: ignore[attr-defined, no-any-return]
 
     @field_validator("nodes")
     @classmethod

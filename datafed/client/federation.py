@@ -1,45 +1,55 @@
-"""The analyst's entry point: fan a protected query out to every node and combine the answers."""
+"""The analyst's entry point: fan a protected query out to every node and combine the answers.
+
+One query, step by step (``docs/architecture.md``): parse the SQL into a spec; ask every
+node for its info once (certificates, declared group values, required sign-offs); build
+the protection parameters; sign one job statement naming the spec, the protection and
+the roster; collect the sign-offs the nodes' policies require (bound to that statement);
+send every node the same statement in its own signed request; check every receipt; run a
+stepped mode's protocol; combine and finish the aggregates.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import itertools
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.client import _assemble
-from datafed.client._receipts import check_receipt
-from datafed.client._session import ProtocolSession, finish_steps
-from datafed.client.config import FederationConfig, NodeEndpoint, load_federation
-from datafed.errors import NodeUnavailable, PkiError, ProtocolError, QueryError, RemoteError
+from datafed.client._receipts import answer_digest, node_receipt
+from datafed.client._session import ProtocolSession
+from datafed.client._transport import Transport
+from datafed.client.config import FederationConfig, load_federation
+from datafed.errors import PkiError, ProtocolError, QueryError
+from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
 from datafed.peers import verify_peer
 from datafed.pki import load_signing_key
-from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import components
-from datafed.query.modes import ModeContext, PaillierMode, ProtectionMode, mode_class
 from datafed.query.result import LedgerHeadInfo, NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, literal_from_proto, literal_to_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.tls import TlsMaterial, channel_credentials
+from datafed.serde import literal_from_proto, literal_to_proto, spec_to_proto
+from datafed.signing import MAX_LIFETIME_MS
+from datafed.statement import SignedJobStatement, sign_job_statement
+from datafed.tls import TlsMaterial
 
-__all__ = ["Federation", "NodeInfo"]
+__all__ = ["Federation", "NodeInfo", "new_job_id"]
 
-T = TypeVar("T")
-_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Most groups a protected GROUP BY may span (the cartesian product of declared values).
 MAX_GROUPS = 10_000
+
+
+def new_job_id() -> str:
+    """Return a fresh random job id."""
+    return f"job-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,21 @@ class NodeInfo:
     group_domains: dict[str, dict[str, tuple[Scalar, ...]]]
     certificate_pem: bytes
     required_signoff: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one query sends: its statement, protection and the requests' common parts."""
+
+    spec: QuerySpec
+    statement: SignedJobStatement
+    protection: query_pb2.Protection
+    purpose: str
+    legal_basis: str
+
+    @property
+    def job_id(self) -> str:
+        return self.statement.statement.job_id
 
 
 class Federation:
@@ -74,12 +99,15 @@ class Federation:
         self._tls = TlsMaterial.load(config.tls)
         self._signing_key = load_signing_key(config.tls.signing_key)
         self._modes: dict[str, ProtectionMode] = {}
-        self._keys: dict[str, ed25519.Ed25519PublicKey] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Federation:
         """Load a federation file and connect lazily."""
         return cls(load_federation(Path(path)))
+
+    def transport(self) -> Transport:
+        """A transport (pooled channels, signer, error map) for one job; close it after."""
+        return Transport(self.config, self._tls, self._signing_key)
 
     # ----------------------------------------------------------------- queries
     def query(
@@ -100,11 +128,11 @@ class Federation:
         purpose
             The declared purpose; every node's policy must allow it.
         protection
-            ``paillier`` (default) or ``plain``.
+            A protection mode (:func:`datafed.modes.describe_modes`); ``paillier`` by default.
         legal_basis
             Recorded in every node's ledger.
         job_id
-            Reuse a job id (default: a fresh random one).
+            A job id (default: a fresh random one); nodes refuse one they have seen.
         """
         return asyncio.run(
             self.aquery(
@@ -129,81 +157,128 @@ class Federation:
         comps = components(spec)
         if mode.additive_only and not all(c.additive for c in comps):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
-        job = job_id or new_job_id()
-        need_domain = bool(spec.group_by) and mode.hides_groups
-        infos = await self.anode_info()
-        signoffs = await self._signoffs(spec, infos, job, purpose, legal_basis)
-        domain = self._domain(spec, infos) if need_domain else None
-        if domain is None and mode.hides_groups:
-            domain = [()]  # one group; every node reports it, so the payloads combine as one
-        ctx = ModeContext(
-            job_id=job,
-            nodes=tuple(n.name for n in self.config.nodes),
-            certificates={i.node: i.certificate_pem for i in infos},
-        )
-        bits = self.config.fixed_point_bits
-        pmsg = query_pb2.Protection(
-            mode=mode.name, fixed_point_bits=bits, params=await mode.params(ctx)
-        )
-        for key in domain or ():
-            pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
-        spec_msg = spec_to_proto(spec)
-
-        async def one(
-            stub: query_pb2_grpc.QueryServiceStub, node: NodeEndpoint
-        ) -> query_pb2.QueryResponse:
-            header = new_header(self.config.analyst, node.name, job, purpose, legal_basis)
-            body = query_pb2.QueryRequestBody(
-                header=header_to_proto(header),
-                spec=spec_msg,
-                protection=pmsg,
-                sign_offs=signoffs.get(node.name, []),
-            ).SerializeToString()
-            signed = common_pb2.SignedRequest(
-                body=body, signature=sign_body(body, self._signing_key)
+        async with self.transport() as transport:
+            infos = await self._infos(transport)
+            keys = self._log_keys(infos)
+            roster = tuple(n.name for n in self.config.nodes)
+            domain = self._domain(spec, infos) if spec.group_by and mode.hides_groups else None
+            if domain is None and mode.hides_groups:
+                domain = [()]  # one group; every node reports it, so the payloads combine
+            job_id = job_id or new_job_id()
+            ctx = ModeContext(
+                job_id=job_id,
+                nodes=roster,
+                certificates={i.node: i.certificate_pem for i in infos},
             )
-            reply: query_pb2.QueryResponse = await stub.Query(signed, timeout=self.config.timeout_s)
-            digests[node.name] = hashlib.sha256(body).hexdigest()
+            pmsg = query_pb2.Protection(
+                mode=mode.name,
+                fixed_point_bits=self.config.fixed_point_bits,
+                params=await mode.params(ctx),
+            )
+            for key in domain or ():
+                pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
+            spec_msg = spec_to_proto(spec)
+            statement = sign_job_statement(
+                self._signing_key,
+                job_id=job_id,
+                requester=self.config.analyst,
+                purpose=purpose,
+                operation="query",
+                dataset=spec.dataset,
+                spec=spec_msg,
+                protection=mode.name,
+                protection_msg=pmsg,
+                roster=roster,
+                lifetime_ms=MAX_LIFETIME_MS,
+                legal_basis=legal_basis,
+            )
+            job = _Job(spec, statement, pmsg, purpose, legal_basis)
+            signoffs = await self._signoffs(transport, job, infos)
+            answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
+            combined = None
+            steps: tuple[NodeReceipt, ...] = ()
+            if isinstance(mode, SteppedMode):  # the answers start a protocol among the nodes
+                session = ProtocolSession(
+                    transport,
+                    job_id=job_id,
+                    mode=mode.name,
+                    purpose=purpose,
+                    binding=statement.digest,
+                    keys=keys,
+                    legal_basis=legal_basis,
+                )
+                combined = await mode.finish(
+                    session,
+                    [NodeAnswer(a.node, bytes(a.payload)) for a in answers],
+                    comps,
+                    len(domain or ()),
+                    self.config.fixed_point_bits,
+                )
+                steps = tuple(session.receipts)
+        result = _assemble.assemble(
+            spec, comps, mode, self.config.fixed_point_bits, job_id, domain, answers, combined
+        )
+        return dataclasses.replace(
+            result, receipts=receipts, step_receipts=steps, statement=statement.digest
+        )
+
+    async def _ask(
+        self,
+        transport: Transport,
+        job: _Job,
+        spec_msg: query_pb2.QuerySpec,
+        signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
+        keys: Mapping[str, ed25519.Ed25519PublicKey],
+    ) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
+        """Send every node of the roster its signed request; check every receipt."""
+        timeout = self.config.timeout_s
+        digests: dict[str, str] = {}
+
+        async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
+            signed = transport.sign(
+                query_pb2.QueryRequestBody(
+                    header=transport.header(node, job.job_id, job.purpose, job.legal_basis),
+                    spec=spec_msg,
+                    protection=job.protection,
+                    sign_offs=signoffs.get(node, []),
+                    statement=job.statement.to_proto(),
+                )
+            )
+            digests[node] = signed.digest
+            reply: query_pb2.QueryResponse = await query_pb2_grpc.QueryServiceStub(ch).Query(
+                signed.request, timeout=timeout
+            )
+            if reply.node != node:
+                raise ProtocolError(f"node {node!r} answered as {reply.node!r}")
             return reply
 
-        digests: dict[str, str] = {}
-        keys = await self._node_keys()
-        answers = await self._fan_out(one)
+        answers = await transport.fan_out(job.statement.statement.roster, one)
         receipts = tuple(
-            check_receipt(a.node, keys[a.node], job, digests[a.node], a) for a in answers
-        )
-        combined = None
-        steps: tuple[NodeReceipt, ...] = ()
-        if mode.steps:  # multi-step modes: the nodes' answers start a protocol
-            session = ProtocolSession(
-                self.config,
-                self._tls,
-                self._signing_key,
-                job_id=job,
-                mode=mode.name,
-                purpose=purpose,
-                legal_basis=legal_basis,
-                keys=keys,
+            node_receipt(
+                a.node,
+                keys[a.node],
+                a.receipt if a.HasField("receipt") else None,
+                job_id=job.job_id,
+                request_digests=[digests[a.node]] * 2,
+                decisions=["approved", "released"],
+                result_digest=answer_digest(a),
             )
-            combined = await finish_steps(session, mode, answers, comps, len(domain or ()), bits)
-            steps = tuple(session.receipts)
-        result = _assemble.assemble(spec, comps, mode, bits, job, domain, answers, combined)
-        return dataclasses.replace(result, receipts=receipts, step_receipts=steps)
+            for a in answers
+        )
+        return answers, receipts
 
-    async def _node_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
-        """Each node's log key, from its certificate verified against our CA (cached)."""
-        if self._keys is None:
-            keys = {}
-            for info in await self.anode_info():
-                try:
-                    identity = verify_peer(info.certificate_pem, self._tls.ca)
-                except PkiError as exc:
-                    raise ProtocolError(f"node {info.node!r}: {exc}") from exc
-                if identity.name != info.node:
-                    raise ProtocolError(f"node {info.node!r} presents {identity}'s certificate")
-                keys[info.node] = identity.signing_key
-            self._keys = keys
-        return self._keys
+    def _log_keys(self, infos: Sequence[NodeInfo]) -> dict[str, ed25519.Ed25519PublicKey]:
+        """Each node's log key, from the certificate it presented, verified against our CA."""
+        keys = {}
+        for info in infos:
+            try:
+                identity = verify_peer(info.certificate_pem, self._tls.ca)
+            except PkiError as exc:
+                raise ProtocolError(f"node {info.node!r}: {exc}") from exc
+            if identity.name != info.node:
+                raise ProtocolError(f"node {info.node!r} presents {identity}'s certificate")
+            keys[info.node] = identity.signing_key
+        return keys
 
     def _mode(self, name: str) -> ProtectionMode:
         if name not in self._modes:
@@ -211,10 +286,7 @@ class Federation:
                 cls = mode_class(name)
             except ValueError as exc:
                 raise QueryError(str(exc)) from exc
-            if cls is PaillierMode:
-                self._modes[name] = PaillierMode(self.config.paillier_bits)
-            else:
-                self._modes[name] = cls()  # type: ignore[abstract]
+            self._modes[name] = cls.from_options(self.config.modes.get(name))
         return self._modes[name]
 
     def _domain(self, spec: QuerySpec, infos: Sequence[NodeInfo]) -> list[_assemble.GroupKey]:
@@ -308,140 +380,84 @@ class Federation:
 
     async def anode_info(self) -> list[NodeInfo]:
         """Async form of :meth:`node_info`."""
+        async with self.transport() as transport:
+            return await self._infos(transport)
 
-        async def one(
-            stub: query_pb2_grpc.QueryServiceStub, node: NodeEndpoint
-        ) -> query_pb2.NodeInfoResponse:
-            reply: query_pb2.NodeInfoResponse = await stub.NodeInfo(
-                query_pb2.NodeInfoRequest(), timeout=self.config.timeout_s
+    async def _infos(self, transport: Transport) -> list[NodeInfo]:
+        timeout = self.config.timeout_s
+
+        async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
+            reply: query_pb2.NodeInfoResponse = await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(
+                query_pb2.NodeInfoRequest(), timeout=timeout
             )
+            if reply.node != node:
+                address = transport.endpoint(node).address
+                raise ProtocolError(f"node at {address} calls itself {reply.node!r}, not {node!r}")
             return reply
 
-        answers = await self._fan_out(one)
-        for node, a in zip(self.config.nodes, answers, strict=True):
-            if a.node != node.name:
-                raise ProtocolError(
-                    f"node at {node.address} calls itself {a.node!r}, not {node.name!r}"
-                )
-        return [
-            NodeInfo(
-                node=a.node,
-                agency=a.agency,
-                datasets={d.name: tuple(d.columns) for d in a.datasets},
-                ledger=_assemble.ledger_head(a.node, a.ledger),
-                group_domains={
-                    d.name: {
-                        g.column: tuple(
-                            v for v in map(literal_from_proto, g.values) if v is not None
-                        )
-                        for g in d.group_domains
-                    }
-                    for d in a.datasets
-                },
-                certificate_pem=bytes(a.certificate_pem),
-                required_signoff={d.name: tuple(d.required_signoff) for d in a.datasets},
-            )
-            for a in answers
-        ]
+        answers = await transport.fan_out([n.name for n in self.config.nodes], one)
+        return [_node_info(a) for a in answers]
 
-    # ---------------------------------------------------------------- plumbing
+    # ---------------------------------------------------------------- sign-off
     async def _signoffs(
-        self, spec: QuerySpec, infos: Sequence[NodeInfo], job: str, purpose: str, legal: str
+        self, transport: Transport, job: _Job, infos: Sequence[NodeInfo]
     ) -> dict[str, list[query_pb2.SignOff]]:
-        """Ask every approver a node requires for ``spec.dataset``; target -> sign-offs."""
+        """Ask every approver a node requires for the job's dataset; target -> sign-offs.
+
+        Each sign-off binds the job statement's digest: it approves this one query.
+        """
+        dataset = job.spec.dataset
         wanted: dict[str, list[str]] = {}  # approver -> target nodes
         for info in infos:
-            for approver in info.required_signoff.get(spec.dataset, ()):
+            for approver in info.required_signoff.get(dataset, ()):
                 wanted.setdefault(approver, []).append(info.node)
         if not wanted:
             return {}
-        known = {e.name: e for e in (*self.config.approvers, *self.config.nodes)}
-        missing = sorted(set(wanted) - set(known))
+        known = {e.name for e in (*self.config.approvers, *self.config.nodes)}
+        missing = sorted(set(wanted) - known)
         if missing:
             raise QueryError(
-                f"{spec.dataset!r} needs sign-off by {', '.join(missing)}: add them to "
+                f"{dataset!r} needs sign-off by {', '.join(missing)}: add them to "
                 "[[approvers]] in the federation file"
             )
+        timeout = self.config.timeout_s
 
-        async def ask(
-            stub: query_pb2_grpc.QueryServiceStub, approver: NodeEndpoint
-        ) -> list[tuple[str, query_pb2.SignOff]]:
+        async def ask(approver: str, ch: grpc.aio.Channel) -> list[tuple[str, query_pb2.SignOff]]:
             out = []
-            for target in wanted[approver.name]:
-                header = new_header(self.config.analyst, approver.name, job, purpose, legal)
-                body = query_pb2.SignOffRequestBody(
-                    header=header_to_proto(header), target_node=target, dataset=spec.dataset
-                ).SerializeToString()
-                signed = common_pb2.SignedRequest(
-                    body=body, signature=sign_body(body, self._signing_key)
+            stub = query_pb2_grpc.QueryServiceStub(ch)
+            for target in wanted[approver]:
+                signed = transport.sign(
+                    query_pb2.SignOffRequestBody(
+                        header=transport.header(approver, job.job_id, job.purpose, job.legal_basis),
+                        target_node=target,
+                        dataset=dataset,
+                        statement=job.statement.to_proto(),
+                    )
                 )
-                grant: query_pb2.SignOff = await stub.GrantSignOff(
-                    signed, timeout=self.config.timeout_s
-                )
+                grant: query_pb2.SignOff = await stub.GrantSignOff(signed.request, timeout=timeout)
                 out.append((target, grant))
             return out
 
         result: dict[str, list[query_pb2.SignOff]] = {}
-        for pairs in await self._fan_out(ask, [known[a] for a in sorted(wanted)]):
+        for pairs in await transport.fan_out(sorted(wanted), ask):
             for target, grant in pairs:
                 result.setdefault(target, []).append(grant)
         return result
 
-    async def _fan_out(
-        self,
-        call: Callable[[query_pb2_grpc.QueryServiceStub, NodeEndpoint], Awaitable[T]],
-        endpoints: Sequence[NodeEndpoint] | None = None,
-    ) -> list[T]:
-        nodes = list(self.config.nodes if endpoints is None else endpoints)
-        creds = channel_credentials(self._tls)
-        channels = [
-            grpc.aio.secure_channel(
-                node.address,
-                creds,
-                options=[
-                    ("grpc.ssl_target_name_override", node.name),
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ],
-            )
-            for node in nodes
-        ]
-        try:
-            tasks = [
-                self._guarded(node, call(query_pb2_grpc.QueryServiceStub(ch), node))
-                for ch, node in zip(channels, nodes, strict=True)
-            ]
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            await asyncio.gather(*(ch.close() for ch in channels))
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            first = errors[0]
-            if len(errors) > 1 and isinstance(first, RemoteError):
-                first.args = (f"{first.args[0]} (and {len(errors) - 1} more node(s) failed)",)
-            raise first
-        return [r for r in results if not isinstance(r, BaseException)]
 
-    async def _guarded(self, node: NodeEndpoint, aw: Awaitable[T]) -> T:
-        try:
-            return await aw
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in _UNAVAILABLE:
-                raise NodeUnavailable(
-                    node.name,
-                    code.name,
-                    f"no answer from {node.address} within {self.config.timeout_s:g}s"
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED
-                    else f"cannot reach {node.address}: {_short(exc.details())}",
-                ) from exc
-            raise RemoteError(node.name, code.name, exc.details() or "") from exc
-
-
-def _short(text: str | None) -> str:
-    return (text or "").splitlines()[0][:200] if text else "unavailable"
-
-
-def new_job_id() -> str:
-    """Return a fresh random job id."""
-    return f"job-{secrets.token_hex(8)}"
+def _node_info(a: query_pb2.NodeInfoResponse) -> NodeInfo:
+    return NodeInfo(
+        node=a.node,
+        agency=a.agency,
+        datasets={d.name: tuple(d.columns) for d in a.datasets},
+        ledger=_assemble.ledger_head(a.node, a.ledger),
+        group_domains={
+            d.name: {
+                g.column: tuple(v for v in map(literal_from_proto, g.values) if v is not None)
+                for g in d.group_domains
+            }
+            for d in a.datasets
+        },
+        certificate_pem=bytes(a.certificate_pem),
+        required_signoff={d.name: tuple(d.required_signoff) for d in a.datasets},
+    )

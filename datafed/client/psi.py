@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Callable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from audit.errors import InvalidReceipt
-from audit.receipts import verify_receipt
-from datafed.client.config import NodeEndpoint
+from datafed.client._receipts import node_receipt
+from datafed.client._transport import Transport, map_errors
 from datafed.errors import PkiError, ProtocolError, QueryError
 from datafed.hazmat import (
     HazmatError,
@@ -45,9 +42,6 @@ from datafed.psi import (
 )
 from datafed.psi import serde as psi_serde
 from datafed.query.result import NodeReceipt
-from datafed.serde import header_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.tls import channel_credentials
 
 if TYPE_CHECKING:
     from datafed.client.federation import Federation
@@ -56,21 +50,11 @@ __all__ = ["MIN_STEP_TIMEOUT_S", "run_intersection_sum"]
 
 #: Each step's deadline is at least this long: a large set takes minutes to blind and encrypt.
 MIN_STEP_TIMEOUT_S = 600.0
-_MAX_MESSAGE = 4 * psi_serde.CHUNK_BYTES
 _SEAL = 48
 _POINT = 32
 _KEYS: weakref.WeakKeyDictionary[Federation, tuple[PaillierPublicKey, PaillierPrivateKey]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _channel(address: str, creds: grpc.ChannelCredentials, name: str) -> grpc.aio.Channel:
-    options = [
-        ("grpc.ssl_target_name_override", name),
-        ("grpc.max_receive_message_length", _MAX_MESSAGE),
-        ("grpc.max_send_message_length", _MAX_MESSAGE),
-    ]
-    return grpc.aio.secure_channel(address, creds, options=options)
 
 
 async def _keypair(fed: Federation) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
@@ -98,8 +82,10 @@ def _columns(
 class _Relay:
     """One job's three steps over two channels."""
 
-    def __init__(self, fed: Federation, job: PsiJob, purpose: str, legal_basis: str) -> None:
-        self.fed, self.job = fed, job
+    def __init__(
+        self, fed: Federation, transport: Transport, job: PsiJob, purpose: str, legal_basis: str
+    ) -> None:
+        self.fed, self.transport, self.job = fed, transport, job
         self.purpose, self.legal_basis = purpose, legal_basis
         self.ca = fed._tls.ca
         #: Hex SHA-256 of each signed step body, as the nodes record it.
@@ -110,12 +96,10 @@ class _Relay:
     def _signed(
         self, step: str, node: str, body: Callable[[common_pb2.RequestHeader], bytes]
     ) -> common_pb2.SignedRequest:
-        header = new_header(
-            self.fed.config.analyst, node, self.job.job_id, self.purpose, self.legal_basis
-        )
-        data = body(header_to_proto(header))
-        self.digests[step] = hashlib.sha256(data).hexdigest()
-        return common_pb2.SignedRequest(body=data, signature=sign_body(data, self.fed._signing_key))
+        header = self.transport.header(node, self.job.job_id, self.purpose, self.legal_basis)
+        signed = self.transport.sign(body(header))
+        self.digests[step] = signed.digest
+        return signed.request
 
     def receipt(
         self,
@@ -127,23 +111,18 @@ class _Relay:
         """Verify a node's receipt for this job: approved at ``steps[0]``, released at ``[1]``."""
         node = reply.node
         try:
-            receipt = psi_serde.receipt_of(reply)
-            if receipt is None:
-                raise ProtocolError(f"node {node!r} sent no receipt")
             key = identity_from_pem(statement.certificate_pem).signing_key
-            records = verify_receipt(receipt, f"datafed/ledger/{node}", key)
-        except (InvalidReceipt, ValueError, PkiError) as exc:
+        except PkiError as exc:
             raise ProtocolError(f"node {node!r}: receipt does not verify") from exc
-        ok = (
-            [r.decision for r in records] == ["approved", "released"]
-            and all(r.node == node and r.job_id == self.job.job_id for r in records)
-            and all(r.operation == "intersection_sum" for r in records)
-            and [r.request_digest for r in records] == [self.digests[s] for s in steps]
-            and records[1].result_digest == hashlib.sha256(result).hexdigest()
+        return node_receipt(
+            node,
+            key,
+            reply.receipt if reply.HasField("receipt") else None,
+            job_id=self.job.job_id,
+            request_digests=[self.digests[s] for s in steps],
+            decisions=["approved", "released"],
+            result_digest=hashlib.sha256(result).hexdigest(),
         )
-        if not ok:
-            raise ProtocolError(f"node {node!r}: receipt does not match its answer")
-        return NodeReceipt(node=node, checkpoint=receipt.checkpoint, records=tuple(records))
 
     def _check(self, st: Statement, node: str, step: Any) -> StatementBody:
         try:
@@ -271,9 +250,9 @@ async def run_intersection_sum(
     if not purpose:
         raise QueryError("a purpose is required")
     i_col, v_col = _columns(ids, values)
-    nodes = {n.name: n for n in fed.config.nodes}
+    names = {n.name for n in fed.config.nodes}
     for name in (i_col.node, v_col.node):
-        if name not in nodes:
+        if name not in names:
             raise QueryError(f"node {name!r} is not in the federation file")
     keys = await _keypair(fed)
     try:
@@ -281,23 +260,18 @@ async def run_intersection_sum(
     except ValueError as exc:
         raise QueryError(str(exc)) from exc
     timeout = timeout_s or max(fed.config.timeout_s, MIN_STEP_TIMEOUT_S)
-    relay = _Relay(fed, job, purpose, legal_basis)
-    creds = channel_credentials(fed._tls)
-    eps: dict[str, NodeEndpoint] = {"ids": nodes[i_col.node], "values": nodes[v_col.node]}
-    chans = {k: _channel(e.address, creds, e.name) for k, e in eps.items()}
-    stubs = {k: psi_pb2_grpc.PsiServiceStub(c) for k, c in chans.items()}
-
-    def guard(side: str, aw: Awaitable[Any]) -> Awaitable[Any]:
-        return fed._guarded(eps[side], aw)
-
-    try:
-        b_st, points, _ = await guard("ids", relay.blind(stubs["ids"], timeout))
-        e_st, sealed, e_reply = await guard(
-            "values", relay.exchange(stubs["values"], timeout, b_st, points)
-        )
-        i_reply = await guard("ids", relay.intersect(stubs["ids"], timeout, e_st, sealed))
-    finally:
-        await asyncio.gather(*(c.close() for c in chans.values()))
+    async with fed.transport() as transport:
+        relay = _Relay(fed, transport, job, purpose, legal_basis)
+        stubs = {
+            side: psi_pb2_grpc.PsiServiceStub(transport.channel(name))
+            for side, name in (("ids", i_col.node), ("values", v_col.node))
+        }
+        with map_errors(transport.endpoint(i_col.node), timeout):
+            b_st, points, _ = await relay.blind(stubs["ids"], timeout)
+        with map_errors(transport.endpoint(v_col.node), timeout):
+            e_st, sealed, e_reply = await relay.exchange(stubs["values"], timeout, b_st, points)
+        with map_errors(transport.endpoint(i_col.node), timeout):
+            i_reply = await relay.intersect(stubs["ids"], timeout, e_st, sealed)
     receipts = (
         relay.receipt(i_reply, b_st, ("blind", "intersect"), bytes(i_reply.encrypted_sum)),
         relay.receipt(e_reply, e_st, ("exchange", "exchange"), sealed),
@@ -326,13 +300,16 @@ async def run_intersection_sum(
 def _dp_terms(
     values: StatementBody, receipts: tuple[NodeReceipt, ...]
 ) -> tuple[dict[str, float], DpNoise | None]:
-    """Epsilon per node from the verified ``released`` entries, and the noise they imply.
+    """Epsilon per node from its verified entries, and the noise they imply.
 
     The ids node calibrates the noise to the smallest epsilon of the DP nodes and to the
     bound the values node stated (see :mod:`datafed.psi._dp`).
     """
-    epsilon = {r.node: r.epsilon for x in receipts for r in x.records if r.decision == "released"}
-    epsilon = {k: v for k, v in epsilon.items() if v > 0}
+    epsilon: dict[str, float] = {}
+    for receipt in receipts:  # charged at admission (``approved``); older nodes: ``released``
+        for r in receipt.records:
+            if r.epsilon > 0:
+                epsilon[r.node] = epsilon.get(r.node, 0.0) + r.epsilon
     if not epsilon:
         if values.dp_sensitivity:
             raise ProtocolError("the nodes recorded no epsilon for a noisy release")

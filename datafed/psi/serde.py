@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from audit.receipt_serde import receipt_from_proto, receipt_to_proto
+from audit.receipt_serde import receipt_to_proto
 from audit.receipts import Receipt
 from datafed.proto.v1 import common_pb2, psi_pb2, query_pb2
 from datafed.psi._job import IdsColumn, PsiJob, ValuesColumns
@@ -30,7 +30,6 @@ __all__ = [
     "job_from_proto",
     "job_to_proto",
     "ledger_from_proto",
-    "receipt_of",
     "relay_body",
     "reply_from_proto",
     "step_from_proto",
@@ -239,11 +238,6 @@ def intersect_reply(
         ledger=ledger,
         receipt=receipt_to_proto(receipt),
     )
-
-
-def receipt_of(msg: psi_pb2.PsiStepReply | psi_pb2.PsiIntersectReply) -> Receipt | None:
-    """The reply's receipt (``None`` if absent); raise ValueError if it is malformed."""
-    return receipt_from_proto(msg.receipt) if msg.HasField("receipt") else None
 
 
 def ledger_from_proto(node: str, msg: query_pb2.LedgerHead) -> LedgerHeadInfo:

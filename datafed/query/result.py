@@ -69,6 +69,8 @@ class QueryResult:
     #: Differential privacy: stddev of the noise in each SUM and COUNT column.
     noise_stddev: dict[str, float] = field(default_factory=dict)
     step_receipts: tuple[NodeReceipt, ...] = field(default=())
+    #: Hex digest of the job statement every node admitted and recorded.
+    statement: str = ""
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""
