@@ -45,7 +45,7 @@ def _column(root: Path, node: str, table: str, cols: str) -> list[tuple]:
 def setup(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     n = request.param
     root = tmp_path_factory.mktemp(f"psi{n}")
-    lf = LocalFederation.create(root, finance_specs(taxpayers=n, loans=n))
+    lf = LocalFederation.create(root, finance_specs(taxpayers=n, loans=n, exact=True))
     lf.start()
     ids = identifier_set(r[0] for r in _column(root, "tax-bureau", "taxpayers", "person_id"))
     pairs = value_pairs(_column(root, "city-bank", "loans", "person_id, amount"), 16)

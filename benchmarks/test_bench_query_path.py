@@ -12,7 +12,7 @@ import pytest
 
 from datafed import pki
 from datafed.hazmat import public_key_to_phe
-from datafed.query.modes import ModeContext, NodeEnv, PaillierMode
+from datafed.modes import ModeContext, NodeEnv, PaillierMode
 
 VALUES = list(range(-128, 128))
 NODES = ("n1", "n2", "n3")

@@ -46,7 +46,8 @@ def validate_model(raw: dict[str, Any], model: type[M], *, source: str, base_dir
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {err['msg']}{extra}") from exc
+        msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix says nothing
+        raise ConfigError(f"{source}: {loc}: {msg}{extra}") from exc
 
 
 def resolve_path(value: Path, base_dir: Path | None) -> Path:

@@ -59,6 +59,8 @@ class NodeSpec:
     agency: str
     datasets: list[tuple[str, Sequence[tuple[str, str]], list[tuple[Any, ...]]]]
     policy_toml: str = ""
+    #: A policy of its own for some datasets (name -> ``[datasets.policy]`` body).
+    dataset_policies: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +83,7 @@ def _default_policy(
         'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max", "histogram"]\n'
         f"allowed_protections = {protections}\n"
         "min_group_size = 3\n"
+        "person_level = false  # pipe incidents describe pipes, not persons\n"
         "[datasets.policy.group_domains]\n"
         'material = ["cast_iron", "ductile_iron", "steel", "pvc"]\n'
         "year = [2022, 2023, 2024]\n"
@@ -105,21 +108,38 @@ def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
     return out
 
 
-def _finance_policy() -> str:
-    return (
+#: The finance nodes' DP sections (taxpayers and loans are person-level data).
+FINANCE_DP = {
+    "tax-bureau": "epsilon_per_query = 0.5\nbudget_epsilon = 5.0\n",
+    "city-bank": (
+        "epsilon_per_query = 1.0\nbudget_epsilon = 10.0\nbounds = { amount = [0, 1000000.0] }\n"
+    ),
+}
+
+
+def _finance_policy(node: str, exact: bool) -> str:
+    head = (
         f'allowed_requesters = ["{ANALYST}"]\n'
         f'allowed_purposes = ["{FINANCE_PURPOSE}"]\n'
         'allowed_operations = ["query", "intersection_sum"]\n'
         'allowed_protections = ["paillier"]\n'
         "min_group_size = 5\n"
     )
+    if exact:  # tests of the protocol's arithmetic only: real person-level data takes DP
+        return head + "person_level = false\n"
+    return head + "[datasets.policy.dp]\n" + FINANCE_DP[node]
 
 
-def finance_specs(seed: int = 7, taxpayers: int = 2000, loans: int = 800) -> list[NodeSpec]:
+def finance_specs(
+    seed: int = 7, taxpayers: int = 2000, loans: int = 800, *, exact: bool = False
+) -> list[NodeSpec]:
     """The tax bureau (taxpayers) and a city bank (loans), for intersection-sum.
 
     About 60% of the loan applicants are taxpayers (see :func:`datafed.synth.loans`);
-    both datasets allow ``intersection_sum`` for :data:`FINANCE_PURPOSE`.
+    both datasets allow ``intersection_sum`` for :data:`FINANCE_PURPOSE`. They are
+    person-level, so both policies have a DP section (:data:`FINANCE_DP`); ``exact``
+    releases them exactly instead (``person_level = false``), for tests that check the
+    protocol's arithmetic against a cleartext join.
     """
     tax = synth.taxpayers(seed=seed, count=taxpayers)
     bank = synth.loans(seed=seed, count=loans, id_space=taxpayers)
@@ -128,13 +148,13 @@ def finance_specs(seed: int = 7, taxpayers: int = 2000, loans: int = 800) -> lis
             name="tax-bureau",
             agency="City Tax Bureau",
             datasets=[("taxpayers", synth.TAXPAYER_COLUMNS, tax)],
-            policy_toml=_finance_policy(),
+            policy_toml=_finance_policy("tax-bureau", exact),
         ),
         NodeSpec(
             name="city-bank",
             agency="City Commercial Bank",
             datasets=[("loans", synth.LOAN_COLUMNS, bank)],
-            policy_toml=_finance_policy(),
+            policy_toml=_finance_policy("city-bank", exact),
         ),
     ]
 
@@ -231,7 +251,7 @@ class LocalFederation:
         for name, columns, rows in spec.datasets:
             synth.write_table(ndir / "data" / f"{name}.sqlite", name, columns, rows)
             lines += ["", "[[datasets]]", f'name = "{name}"', f'path = "data/{name}.sqlite"']
-            lines += ["", "[datasets.policy]", spec.policy_toml]
+            lines += ["", "[datasets.policy]", spec.dataset_policies.get(name, spec.policy_toml)]
         config = ndir / "node.toml"
         config.write_text("\n".join(lines) + "\n")
         return LocalNode(spec=spec, config=config, log=ndir / "node.log")
@@ -242,7 +262,6 @@ class LocalFederation:
         lines = [
             f'analyst = "{analyst}"',
             f"timeout_s = {self.timeout_s}",
-            f"paillier_bits = {self.paillier_bits}",
             "",
             "[tls]",
             f'ca = "{self.pki_dir / "ca.crt"}"',
@@ -252,6 +271,7 @@ class LocalFederation:
         ]
         for node in self.nodes:
             lines += ["", "[[nodes]]", f'name = "{node.spec.name}"', f'address = "{node.address}"']
+        lines += ["", "[modes.paillier]", f"bits = {self.paillier_bits}"]
         target = path or (
             self.fed_toml if analyst == ANALYST else self.root / f"fed-{analyst}.toml"
         )

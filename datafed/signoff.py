@@ -21,7 +21,7 @@ from datafed.errors import PkiError, SignatureError
 from datafed.peers import verify_peer
 from datafed.proto.v1 import query_pb2
 
-__all__ = ["SIGNOFF_CONTEXT", "VerifiedSignOff", "sign_statement", "verify_signoff"]
+__all__ = ["SIGNOFF_CONTEXT", "VerifiedSignOff", "sign_signoff", "verify_signoff"]
 
 #: Domain separation: a sign-off signature can never pass as a request or checkpoint.
 SIGNOFF_CONTEXT = b"datafed/v1/sign-off\x00"
@@ -35,7 +35,7 @@ class VerifiedSignOff:
     statement: query_pb2.SignOffStatement
 
 
-def sign_statement(
+def sign_signoff(
     statement: query_pb2.SignOffStatement, key: ed25519.Ed25519PrivateKey, cert_pem: bytes
 ) -> query_pb2.SignOff:
     """Sign a statement as its approver."""

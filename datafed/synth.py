@@ -17,10 +17,12 @@ from typing import Any
 __all__ = [
     "LOAN_COLUMNS",
     "PIPE_COLUMNS",
+    "RESIDENT_COLUMNS",
     "TAXPAYER_COLUMNS",
     "loans",
     "person_id",
     "pipe_incidents",
+    "residents",
     "taxpayers",
     "write_table",
 ]
@@ -124,6 +126,27 @@ def loans(
             )
         )
     return list({r[0]: r for r in rows}.values())
+
+
+#: A district's residents (person-level data: its policy must use differential privacy).
+RESIDENT_COLUMNS = (
+    ("resident_id", "INTEGER PRIMARY KEY"),
+    ("district", "TEXT"),
+    ("age", "INTEGER"),
+    ("household", "INTEGER"),
+    ("income", "REAL"),
+)
+
+
+def residents(district: str, *, seed: int, count: int = 400) -> list[tuple[Any, ...]]:
+    """Residents of one district: age, household size and yearly income (seeded)."""
+    rng = random.Random(f"residents/{district}/{seed}")
+    out = []
+    for i in range(count):
+        age = rng.randint(18, 90)
+        income = round(min(400_000.0, rng.lognormvariate(10.4, 0.6)), 2)
+        out.append((i + 1, district, age, rng.randint(1, 6), income))
+    return out
 
 
 def write_table(

@@ -93,7 +93,7 @@ class _Strict(BaseModel):
 
 
 class DpPolicy(_Strict):
-    """Differential privacy for a dataset: noise on every release, one budget per requester.
+    """Differential privacy for a dataset: noise on every release, spent from a budget.
 
     Every aggregated column needs ``bounds``: values are clamped to them in the query, so one
     row changes a SUM by at most ``max(|lo|, |hi|)`` (the sensitivity that calibrates the
@@ -103,6 +103,9 @@ class DpPolicy(_Strict):
     epsilon_per_query: float = Field(gt=0, le=10)
     budget_epsilon: float = Field(gt=0)
     budget_delta: float = Field(default=0.0, ge=0, lt=1)
+    #: ``dataset``: one budget for every requester together, so colluding analysts cannot
+    #: add up their budgets (one analyst can exhaust it for all); ``requester``: one each.
+    budget_scope: Literal["dataset", "requester"] = "dataset"
     bounds: dict[Ident, tuple[float, float]] = {}
 
     @field_validator("bounds")
@@ -115,7 +118,7 @@ class DpPolicy(_Strict):
 
     @property
     def budget(self) -> tuple[float, float]:
-        """``(epsilon, delta)`` per requester."""
+        """``(epsilon, delta)`` of one budget (per dataset or per requester)."""
         return self.budget_epsilon, self.budget_delta
 
 
@@ -142,20 +145,41 @@ class DatasetPolicy(_Strict):
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
     #: Differential privacy; ``None`` releases exact aggregates.
     dp: DpPolicy | None = None
-    #: Refuse releases whose row set differs from an earlier one by 1..k-1 rows.
+    #: Exact datasets: a group whose row set differs from an earlier release by 1..k-1
+    #: rows gets that release's values (never a refusal, which would be an oracle).
     differencing_defence: bool = True
     #: Agencies (node names) that must approve every use of this dataset.
     required_signoff: list[PartyName] = []
+    #: Whether rows describe persons. Exact aggregates of person-level data fall to tracker
+    #: attacks that no k or differencing rule stops (docs/invisibility.md), so such a
+    #: dataset must have a ``dp`` section; set ``false`` only for data about things.
+    person_level: bool = True
+    #: Fewest nodes a query's job statement must name (so one node's aggregate is never
+    #: released alone under a protected mode); at least 2.
+    min_participants: int = Field(default=3, ge=2, le=64)
+    #: Nodes every job on this dataset must include (e.g. all the federation's districts,
+    #: so that totals over different subsets of nodes cannot be subtracted).
+    required_participants: list[PartyName] = []
 
     @field_validator("allowed_protections")
     @classmethod
     def _modes(cls, v: list[str]) -> list[str]:
-        from datafed.query.modes import MODES
+        from datafed.modes import MODES
 
         unknown = sorted(set(v) - set(MODES))
         if unknown:
             raise ValueError(f"unknown protection mode(s) {unknown}; known: {sorted(MODES)}")
         return v
+
+    @model_validator(mode="after")
+    def _person_level(self) -> DatasetPolicy:
+        if self.person_level and self.dp is None and self.allowed_requesters:
+            raise ValueError(
+                "person-level data (person_level = true, the default) needs a "
+                "[datasets.policy.dp] section: exact aggregates of persons fall to tracker "
+                "attacks; set person_level = false only for data that is not about persons"
+            )
+        return self
 
     @field_validator("group_domains")
     @classmethod

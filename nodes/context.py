@@ -1,4 +1,4 @@
-"""Everything a node's servicers share: config, identity, data store, ledger, replay cache."""
+"""Everything a node's servicers share: config, identity, store, ledger, policy engine, caches."""
 
 from __future__ import annotations
 
@@ -6,25 +6,20 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from audit import DataUseRecord, Ledger, LedgerHead
-from datafed.client._receipts import ledger_origin
+from audit import DataUseRecord, Ledger, LedgerHead, ledger_origin
 from datafed.pki import Identity, load_signing_key
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
-from nodes.budget import LedgerBudget, dp_limits
 from nodes.config import NodeConfig
-from nodes.differencing import DifferencingGuard
-from nodes.errors import NodeError, status_of
 from nodes.jobs import JobTable
+from nodes.policy import PolicyEngine, ReleaseHistory
 from nodes.replay import NonceStore
 from nodes.store import DataStore
 
-__all__ = ["NodeContext", "ledger_origin"]  # ledger_origin re-exported for node tools
+__all__ = ["NodeContext"]
 
 log = logging.getLogger("datafed.node")
 
@@ -39,12 +34,12 @@ class NodeContext:
     store: DataStore
     ledger: Ledger
     nonces: NonceStore
-    #: One privacy budget per (requester, dataset), replayed from the ledger.
-    budget: LedgerBudget
-    #: Open jobs of multi-step protection modes (in memory, bounded, expiring).
+    #: Admission of every use: rules, sign-offs, job ids and privacy budgets.
+    policy: PolicyEngine
+    #: Released row sets of exact datasets, for the differencing defence.
+    history: ReleaseHistory
+    #: Open jobs of stepped protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
-    #: Released row sets, for the differencing defence.
-    guard: DifferencingGuard | None = None
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -61,10 +56,13 @@ class NodeContext:
         state.mkdir(parents=True, exist_ok=True)
         store = DataStore(config.datasets)
         ledger = Ledger.open(state / "ledger.sqlite", ledger_origin(config.node.name), key)
-        budget = LedgerBudget(ledger, dp_limits(config))
+        policy = PolicyEngine(
+            config, {n: store.columns(n) for n in store.names()}, config.node.name, tls.ca
+        )
+        policy.replay(ledger)
         nonces = NonceStore(state / "nonces.sqlite")
-        guard = DifferencingGuard(state / "released.sqlite")
-        return cls(config, tls, key, store, ledger, nonces, budget, guard=guard)
+        history = ReleaseHistory(state / "released.sqlite")
+        return cls(config, tls, key, store, ledger, nonces, policy, history)
 
     @property
     def name(self) -> str:
@@ -90,8 +88,14 @@ class NodeContext:
         result_digest: str = "",
         epsilon: float = 0.0,
         details: Mapping[str, str] | None = None,
+        private: Mapping[str, str] | None = None,
     ) -> int:
-        """Append a data-use record; return its index once it is durable."""
+        """Append a data-use record; return its index once it is durable.
+
+        ``details`` are public (an analyst's receipt shows them); ``private`` holds what
+        only auditors may read -- data-dependent, per-node facts such as how many groups
+        were suppressed -- and enters the leaf only as a salted commitment.
+        """
         record = DataUseRecord(
             node=self.name,
             requester=caller.name if caller else "unauthenticated",
@@ -122,21 +126,6 @@ class NodeContext:
         )
         return index
 
-    async def deny(
-        self,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-        exc: NodeError,
-        **record: Any,
-    ) -> NoReturn:
-        """Record ``exc`` as a ``denied`` entry, then abort the RPC with its status code.
-
-        ``record`` holds the other :meth:`record` fields (caller, header, dataset, ...).
-        """
-        code, message = status_of(exc)
-        await self.record(decision="denied", reason=f"{code.name}: {message}", **record)
-        await context.abort(code, message)
-        raise AssertionError("unreachable")  # abort() always raises
-
     def head(self) -> LedgerHead:
         """The ledger's current head."""
         return self.ledger.head()
@@ -145,6 +134,5 @@ class NodeContext:
         """Close the ledger, replay cache and data store."""
         self.ledger.close()
         self.nonces.close()
-        if self.guard is not None:
-            self.guard.close()
+        self.history.close()
         self.store.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from datafed.signing import RequestHeader, now_ms
 
-__all__ = ["DEFAULT_MAX_JOBS", "DEFAULT_TTL_MS", "Job", "JobTable"]
+__all__ = ["DEFAULT_MAX_JOBS", "DEFAULT_TTL_MS", "Job", "JobBinding", "JobTable"]
 
 DEFAULT_MAX_JOBS = 256
 #: As long as the longest request validity (datafed.signing.MAX_LIFETIME_MS).
@@ -34,6 +34,11 @@ class Job:
     legal_basis: str
     expires_at_ms: int
     state: object
+    #: The job statement's digest and roster, and the dataset's min_participants: what
+    #: every later step's mode environment is bound to.
+    binding: str = ""
+    roster: tuple[str, ...] = ()
+    min_participants: int = 2
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self, step: Callable[[object], bytes]) -> bytes:
@@ -42,14 +47,26 @@ class Job:
             return step(self.state)
 
 
-class _Stash:
-    """A :class:`~datafed.query.modes.JobStash` bound to one request."""
+@dataclass(frozen=True)
+class JobBinding:
+    """What a job's steps are bound to: its statement's digest and roster, and ``k`` nodes."""
 
-    def __init__(self, table: JobTable, header: RequestHeader, dataset: str, mode: str) -> None:
+    binding: str
+    roster: tuple[str, ...]
+    min_participants: int
+
+
+class _Stash:
+    """A :class:`~datafed.modes.JobStash` bound to one request."""
+
+    def __init__(
+        self, table: JobTable, header: RequestHeader, dataset: str, mode: str, bound: JobBinding
+    ) -> None:
         self._table = table
         self._header = header
         self._dataset = dataset
         self._mode = mode
+        self._bound = bound
 
     def put(self, state: object) -> None:
         h = self._header
@@ -63,6 +80,9 @@ class _Stash:
                 legal_basis=h.legal_basis,
                 expires_at_ms=self._table.clock() + self._table.ttl_ms,
                 state=state,
+                binding=self._bound.binding,
+                roster=self._bound.roster,
+                min_participants=self._bound.min_participants,
             )
         )
 
@@ -85,9 +105,9 @@ class JobTable:
         self._jobs: dict[tuple[str, str], Job] = {}
         self._lock = threading.Lock()
 
-    def stash(self, header: RequestHeader, dataset: str, mode: str) -> _Stash:
+    def stash(self, header: RequestHeader, dataset: str, mode: str, bound: JobBinding) -> _Stash:
         """A stash that files a mode's state under this request's requester and job."""
-        return _Stash(self, header, dataset, mode)
+        return _Stash(self, header, dataset, mode, bound)
 
     def _purge(self, now: int) -> None:
         for key in [k for k, j in self._jobs.items() if j.expires_at_ms <= now]:

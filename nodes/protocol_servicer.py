@@ -1,11 +1,13 @@
 """The node's ProtocolService: the signed steps of multi-step protection modes.
 
-A step continues a job this node approved in a Query (``shares``/``ckks`` aggregation,
-the ``secagg`` rounds).  For every request:
+A step continues a job this node admitted in a Query (``shares``/``ckks`` aggregation,
+the ``secagg`` rounds); it is not a new admission. Every step runs the node's one
+pipeline (:mod:`nodes.rpc`):
 
 1. peer certificate -> identity; signature, header and nonce verified (:mod:`nodes.gate`);
 2. the job must be open here for the same requester, purpose and mode (:mod:`nodes.jobs`);
-3. the mode runs the step on the job's state (one step of a job at a time);
+3. the mode runs the step on the job's state (one step of a job at a time), bound to the
+   job statement the Query admitted (its digest, roster and ``min_participants``);
 4. the step is appended to the ledger (``released``, or ``denied`` with the reason) before
    the reply leaves, with ``details`` naming the step and its round; the reply carries a
    receipt (signed checkpoint and inclusion proof) of that entry.
@@ -19,25 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
-from audit.receipt_serde import receipt_to_proto
 from datafed.errors import ProtocolError
-from datafed.pki import Identity
-from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc, query_pb2
-from datafed.query.modes import NodeEnv, mode_class
-from datafed.signing import RequestHeader, now_ms
+from datafed.modes import NodeEnv, SteppedMode, mode_class
+from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc
+from datafed.signing import RequestHeader
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError
-from nodes.gate import open_signed, peer_identity, request_digest
+from nodes.errors import InvalidRequest
 from nodes.jobs import Job
+from nodes.rpc import SignedCall, signed_call
 
 __all__ = ["ProtocolServicer", "add_protocol_service"]
-
-log = logging.getLogger("datafed.node")
 
 
 def _parse_step(body: bytes) -> tuple[common_pb2.RequestHeader, protocol_pb2.StepRequestBody]:
@@ -57,19 +54,23 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         self.ctx = ctx
 
     def _open_job(
-        self, identity: Identity, header: RequestHeader, body: protocol_pb2.StepRequestBody
-    ) -> tuple[Job, str]:
-        job = self.ctx.jobs.get(identity.name, header.job_id)
+        self, call: SignedCall, body: protocol_pb2.StepRequestBody
+    ) -> tuple[Job, type[SteppedMode], str]:
+        assert call.identity is not None and call.header is not None
+        header = call.header
+        job = self.ctx.jobs.get(call.identity.name, header.job_id)
         if job is None:
-            raise InvalidRequest(f"no open protocol job {header.job_id!r} for {identity.name}")
+            raise InvalidRequest(f"no open protocol job {header.job_id!r} for {call.identity.name}")
+        call.dataset, call.protection = job.dataset, job.mode
         if body.mode != job.mode:
             raise InvalidRequest(f"job {header.job_id!r} runs protection {job.mode!r}")
         if header.purpose != job.purpose:
             raise InvalidRequest("the step's purpose differs from the approved query's")
-        steps = mode_class(job.mode).steps
-        if not 1 <= body.round <= len(steps):
-            raise InvalidRequest(f"protection {job.mode!r} has rounds 1..{len(steps)}")
-        return job, steps[body.round - 1]
+        cls = mode_class(job.mode)
+        assert issubclass(cls, SteppedMode)
+        if not 1 <= body.round <= len(cls.steps):
+            raise InvalidRequest(f"protection {job.mode!r} has rounds 1..{len(cls.steps)}")
+        return job, cls, cls.steps[body.round - 1]
 
     async def Step(  # noqa: N802 - gRPC method name
         self,
@@ -77,56 +78,46 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> protocol_pb2.StepResponse:
         """Run one signed step of an open job."""
-        ctx = self.ctx
-        digest = request_digest(request)
-        identity: Identity | None = None
-        header: RequestHeader | None = None
-        job: Job | None = None
-        mode = ""
-        try:
-            identity = peer_identity(context)
-            header, body = open_signed(
-                request, identity, ctx.name, ctx.nonces, now_ms(), _parse_step
+        async with signed_call(self.ctx, context, request, "query") as call:
+            call.details["step"] = "refused"
+            body = call.open(_parse_step)
+            call.protection = body.mode[:32]
+            job, cls, name = self._open_job(call, body)
+            call.details["statement"] = job.binding
+            assert call.header is not None
+            reply = await self._run(job, cls, call.header, body)
+            call.details.update(step=name, step_round=str(body.round))
+            await call.release(
+                hashlib.sha256(reply).hexdigest(), f"{job.mode} step {name!r} (round {body.round})"
             )
-            mode = body.mode[:32]
-            job, name = self._open_job(identity, header, body)
-            reply = await self._run(job, header, body)
-        except NodeError as exc:
-            await self._deny(context, exc, identity, header, job, mode, digest)
-            raise AssertionError("unreachable") from exc  # abort() raises
-        index = await ctx.record(
-            caller=identity,
-            header=header,
-            dataset=job.dataset,
-            operation="query",
-            protection=job.mode,
-            decision="released",
-            reason=f"{job.mode} step {name!r} (round {body.round})",
-            request_digest=digest,
-            result_digest=hashlib.sha256(reply).hexdigest(),
-            details={"step": name, "step_round": str(body.round)},
-        )
-        if body.round == len(mode_class(job.mode).steps):
-            ctx.jobs.drop(job.requester, job.job_id)
-        receipt = await asyncio.to_thread(ctx.ledger.receipt, [index])
-        head = ctx.head()
-        return protocol_pb2.StepResponse(
-            node=ctx.name,
-            job_id=header.job_id,
-            round=body.round,
-            payload=reply,
-            ledger=query_pb2.LedgerHead(
-                origin=head.origin, size=head.size, root_hash=head.root_hash, entry_indexes=[index]
-            ),
-            receipt=receipt_to_proto(receipt),
-        )
+            if body.round == len(cls.steps):
+                self.ctx.jobs.drop(job.requester, job.job_id)
+            return protocol_pb2.StepResponse(
+                node=self.ctx.name,
+                job_id=call.header.job_id,
+                round=body.round,
+                payload=reply,
+                ledger=call.head(),
+                receipt=await call.receipt(),
+            )
 
     async def _run(
-        self, job: Job, header: RequestHeader, body: protocol_pb2.StepRequestBody
+        self,
+        job: Job,
+        cls: type[SteppedMode],
+        header: RequestHeader,
+        body: protocol_pb2.StepRequestBody,
     ) -> bytes:
         ctx = self.ctx
-        cls = mode_class(job.mode)
-        env = NodeEnv(ctx.name, header.job_id, ctx.signing_key, ctx.tls.ca)
+        env = NodeEnv(
+            ctx.name,
+            header.job_id,
+            ctx.signing_key,
+            ctx.tls.ca,
+            binding=job.binding,
+            roster=job.roster,
+            min_participants=job.min_participants,
+        )
         payload, round_ = bytes(body.payload), body.round
 
         def step(state: Any) -> bytes:
@@ -136,28 +127,3 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
             return await asyncio.to_thread(job.run, step)
         except (ValueError, ProtocolError) as exc:
             raise InvalidRequest(str(exc)) from exc
-        except Exception as exc:
-            log.exception("step %d of job %s failed", round_, header.job_id)
-            raise NodeError("internal error while running the step") from exc
-
-    async def _deny(
-        self,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-        exc: NodeError,
-        identity: Identity | None,
-        header: RequestHeader | None,
-        job: Job | None,
-        mode: str,
-        digest: str,
-    ) -> NoReturn:
-        await self.ctx.deny(
-            context,
-            exc,
-            caller=identity,
-            header=header,
-            dataset=job.dataset if job else "",
-            operation="query",
-            protection=job.mode if job else mode,
-            request_digest=digest,
-            details={"step": "refused"},
-        )

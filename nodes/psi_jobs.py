@@ -1,90 +1,25 @@
-"""Policy and per-job state of the node's PsiService (see :mod:`nodes.psi_servicer`).
+"""Intersection-sum jobs waiting for their last step at the ids node (bounded, expiring).
 
-Pure checks, no I/O: may this requester run an intersection-sum on this dataset's
-columns for this purpose; and a bounded, expiring table of jobs waiting for their step 3.
+The ids side is admitted at Blind and releases at Intersect (:mod:`nodes.psi_servicer`);
+between the two, its blinded party waits here, keyed by (requester, job id).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from datafed.pki import Identity
 from datafed.psi import IdsParty
-from nodes.config import NodeConfig
-from nodes.errors import InvalidRequest, NotFound, PermissionDenied, Unavailable
+from nodes.errors import InvalidRequest, NotFound, Unavailable
 
-__all__ = ["MAX_PENDING_JOBS", "PENDING_TTL_S", "PendingJob", "PendingJobs", "check_psi"]
+__all__ = ["MAX_PENDING_JOBS", "PENDING_TTL_S", "PendingJob", "PendingJobs"]
 
 #: Jobs the ids side keeps between Blind and Intersect; more are refused (UNAVAILABLE).
 MAX_PENDING_JOBS = 16
 #: How long a blinded job waits for its Intersect step.
 PENDING_TTL_S = 900.0
 OPERATION = "intersection_sum"
-
-
-def check_psi(
-    config: NodeConfig,
-    exposed: Sequence[str] | None,
-    identity: Identity,
-    purpose: str,
-    dataset: str,
-    columns: Sequence[str],
-) -> str:
-    """Check an intersection-sum request against the dataset's policy.
-
-    Parameters
-    ----------
-    config
-        The node configuration.
-    exposed
-        The columns the store exposes for ``dataset`` (``None``: unknown dataset).
-    identity
-        The authenticated caller.
-    purpose
-        The declared purpose.
-    dataset, columns
-        What the job reads.
-
-    Returns
-    -------
-    str
-        The reason to record with the approval.
-
-    Raises
-    ------
-    NodeError
-        The refusal, with a message for the caller.
-    """
-    if identity.role != "analyst":
-        raise PermissionDenied(
-            f"role {identity.role!r} may not run intersection-sums; need 'analyst'"
-        )
-    ds = config.dataset(dataset)
-    if ds is None or exposed is None:
-        raise NotFound(f"unknown dataset {dataset!r}")
-    policy = ds.policy
-    if OPERATION not in policy.allowed_operations:
-        raise PermissionDenied(f"dataset {dataset!r} does not allow intersection_sum")
-    if identity.name not in policy.allowed_requesters:
-        raise PermissionDenied(f"requester {identity.name!r} is not allowed to use {dataset!r}")
-    if purpose not in policy.allowed_purposes:
-        raise PermissionDenied(f"purpose {purpose!r} is not allowed for dataset {dataset!r}")
-    # Fail closed on what intersection-sum cannot honour yet: a use that needs another
-    # agency's approval.  Differential privacy is honoured (see datafed.psi._dp).
-    if policy.required_signoff:
-        raise PermissionDenied(
-            f"dataset {dataset!r} requires sign-off by {', '.join(policy.required_signoff)}; "
-            "intersection_sum carries no sign-offs and is refused"
-        )
-    for col in columns:
-        if col not in exposed:
-            raise InvalidRequest(f"unknown column {col!r} in dataset {dataset!r}")
-        if policy.allowed_columns is not None and col not in policy.allowed_columns:
-            raise PermissionDenied(f"column {col!r} of {dataset!r} is not allowed")
-    return "policy allows intersection_sum"
 
 
 @dataclass

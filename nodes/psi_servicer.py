@@ -1,32 +1,31 @@
 """The node's PsiService: its side of an intersection-sum, one signed RPC per step.
 
-Each step follows the query servicer's order (DESIGN §4): peer certificate and signed
-request through :mod:`nodes.gate`; the job, the relayed statement of the other node and
-the declared payload size checked, and the upload received, before anything is recorded;
-``approved`` or ``denied`` written to the ledger before the dataset is read; the
-computation; ``released`` with the digest of what leaves the node.  Under differential privacy
-(:mod:`datafed.psi._dp`) each DP node checks its budget of (requester, dataset) before
-approving, charges its epsilon after computing and records it on ``released``; the
-values node clamps and states its bound, the ids node adds the noise.  The ids side records
-``approved`` at Blind and ``released`` at Intersect (keeping the job in a bounded,
-expiring table between the two); the values side records both in Exchange.  Any failure
-after approval is recorded as ``denied`` and nothing is released.
+Every step runs the node's one pipeline (:mod:`nodes.rpc`): peer certificate and signed
+request; the job, the relayed statement of the other node and the declared payload size
+checked, and the upload received, before anything is admitted; the policy engine admits
+the use (``approved``, its epsilon charged under DP) before the dataset is read; the
+computation; ``released`` with the digest of what leaves the node. Under differential
+privacy (:mod:`datafed.psi._dp`) each DP node spends its epsilon at admission; the values
+node clamps and states its bound, the ids node adds the noise. The ids side is admitted at
+Blind and releases at Intersect (keeping the job in a bounded, expiring table between the
+two, :mod:`nodes.psi_jobs`); the values side is admitted and releases in Exchange. Any
+failure after admission is recorded as ``denied`` and nothing is released.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from datafed.pki import Identity
-from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc, query_pb2
+from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
     DpNoise,
     IdsParty,
@@ -44,12 +43,13 @@ from datafed.psi import (
     verify_statement,
 )
 from datafed.psi import serde as psi_serde
-from datafed.signing import RequestHeader, now_ms
+from datafed.signing import RequestHeader
 from nodes.config import DpPolicy
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError, PermissionDenied, status_of
-from nodes.gate import open_signed, peer_identity, request_digest
-from nodes.psi_policy import PendingJob, PendingJobs, check_psi
+from nodes.errors import InvalidRequest, NodeError, PermissionDenied
+from nodes.policy import Grant, Use
+from nodes.psi_jobs import PendingJob, PendingJobs
+from nodes.rpc import SignedCall, signed_call
 
 __all__ = ["MAX_SET_SIZE", "PsiServicer", "add_psi_service"]
 
@@ -83,6 +83,17 @@ def _match(peer: StatementBody, job: PsiJob, payload: bytes, side: str) -> None:
         raise InvalidRequest(f"the relayed payload does not match the {side} node's statement")
 
 
+@contextmanager
+def _translated(relayed: str) -> Iterator[None]:
+    """Translate a failure of the computation after admission into the error to send."""
+    try:
+        yield
+    except NodeError:
+        raise
+    except Exception as exc:
+        raise _node_error(exc, relayed) from exc
+
+
 def _node_error(exc: Exception, relayed: str) -> NodeError:
     """Translate a failure after the request was accepted into the error to send."""
     if isinstance(exc, NodeError):
@@ -97,17 +108,6 @@ def _node_error(exc: Exception, relayed: str) -> NodeError:
     return NodeError("internal error during intersection-sum")
 
 
-class _Call:
-    """What one step learned about its caller, for the ledger."""
-
-    def __init__(self, signed: common_pb2.SignedRequest) -> None:
-        self.digest = request_digest(signed)
-        self.identity: Identity | None = None
-        self.header: RequestHeader | None = None
-        self.dataset = ""
-        self.details: dict[str, str] = {}
-
-
 class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     """gRPC PsiService of one agency node."""
 
@@ -117,42 +117,30 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         self.jobs = PendingJobs()
 
     # ----------------------------------------------------------------- helpers
-    def _open(
-        self, call: _Call, signed: common_pb2.SignedRequest, cls: type[M], context: Any
-    ) -> tuple[RequestHeader, psi_serde.StepRequest]:
-        call.identity = peer_identity(context)
-        call.header, msg = open_signed(
-            signed, call.identity, self.ctx.name, self.ctx.nonces, now_ms(), _parser(cls)
-        )
+    def _open(self, call: SignedCall, cls: type[M]) -> tuple[RequestHeader, psi_serde.StepRequest]:
+        msg = call.open(_parser(cls))
+        assert call.header is not None
         try:
             return call.header, psi_serde.step_from_proto(msg)  # type: ignore[arg-type]
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(f"malformed intersection-sum job: {exc}") from exc
 
-    def _check(self, call: _Call, dataset: str, columns: list[str]) -> str:
+    def _use(self, call: SignedCall, dataset: str, columns: list[str], summed: list[str]) -> Use:
         assert call.identity is not None and call.header is not None
-        call.dataset = dataset
-        names = self.ctx.store.names()
-        exposed = self.ctx.store.columns(dataset) if dataset in names else None
-        return check_psi(
-            self.ctx.config, exposed, call.identity, call.header.purpose, dataset, columns
+        return Use(
+            operation="intersection_sum",
+            requester=call.identity,
+            header=call.header,
+            dataset=dataset,
+            columns=frozenset(columns),
+            protection=PROTECTION,
+            summed=frozenset(summed),
         )
 
-    def _dp(self, call: _Call, dataset: str) -> DpPolicy | None:
-        """The dataset's DP section; with one, refuse early if the budget cannot pay."""
-        assert call.identity is not None
-        dp = self.ctx.config.dataset(dataset).policy.dp  # type: ignore[union-attr]
-        if dp is not None:
-            self.ctx.budget.check(call.identity.name, dataset, dp.epsilon_per_query)
-        return dp
-
-    def _charge(self, call: _Call, dp: DpPolicy | None) -> float:
-        """Spend this node's epsilon for the job (raises BudgetExhausted); return it."""
-        if dp is None:
-            return 0.0
-        assert call.identity is not None
-        self.ctx.budget.charge(call.identity.name, call.dataset, dp.epsilon_per_query)
-        return dp.epsilon_per_query
+    async def _admit(
+        self, call: SignedCall, dataset: str, columns: list[str], summed: list[str] | tuple[()]
+    ) -> Grant:
+        return await call.admit(self._use(call, dataset, columns, list(summed)))
 
     def _noise(self, dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise | None:
         """The noise this ids node adds: calibrated to the smaller of the two epsilons."""
@@ -194,34 +182,6 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
 
-    async def _record(
-        self, call: _Call, decision: str, reason: str, result: str = "", epsilon: float = 0.0
-    ) -> int:
-        return await self.ctx.record(
-            caller=call.identity,
-            header=call.header,
-            dataset=call.dataset,
-            operation=OPERATION,
-            protection=PROTECTION,
-            decision=decision,
-            reason=reason,
-            request_digest=call.digest,
-            result_digest=result,
-            epsilon=epsilon,
-            details=call.details,
-        )
-
-    async def _deny(self, context: Any, call: _Call, exc: NodeError) -> None:
-        code, message = status_of(exc)
-        await self._record(call, "denied", f"{code.name}: {message}")
-        await context.abort(code, message)
-
-    def _head(self, *indexes: int) -> query_pb2.LedgerHead:
-        head = self.ctx.head()
-        return query_pb2.LedgerHead(
-            origin=head.origin, size=head.size, root_hash=head.root_hash, entry_indexes=indexes
-        )
-
     def _sign(self, body: StatementBody) -> Statement:
         return sign_statement(body, self.ctx.tls.cert, self.ctx.signing_key)
 
@@ -238,38 +198,29 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         self, request: common_pb2.SignedRequest, context: Any
     ) -> AsyncIterator[psi_pb2.PsiDownload]:
         """Step 1, ids side: blind the identifier column."""
-        call = _Call(request)
-        call.details = {"role": "ids", "step": "blind"}
-        try:
-            header, step = self._open(call, request, psi_pb2.PsiBlindRequest, context)
+        ctx = self.ctx
+        async with signed_call(ctx, context, request, OPERATION, protection=PROTECTION) as call:
+            call.details.update(role="ids", step="blind")
+            header, step = self._open(call, psi_pb2.PsiBlindRequest)
             job = step.job
-            if job.ids.node != self.ctx.name:
-                raise InvalidRequest(f"node {self.ctx.name!r} is not the ids side of this job")
+            call.dataset = job.ids.dataset
+            if job.ids.node != ctx.name:
+                raise InvalidRequest(f"node {ctx.name!r} is not the ids side of this job")
             call.details["peer"] = job.values.node
-            reason = self._check(call, job.ids.dataset, [job.ids.column])
-            self._dp(call, job.ids.dataset)
             self.jobs.ensure_room(header.requester, job.job_id)
-        except NodeError as exc:
-            await self._deny(context, call, exc)
-            return
-        approved = await self._record(call, "approved", reason)
-        try:
-            rows = await asyncio.to_thread(
-                self.ctx.store.read_rows, job.ids.dataset, [job.ids.column]
-            )
-            party = IdsParty(job, identifier_set(r[0] for r in rows), self.pool)
-            body, points = await asyncio.to_thread(party.blind)
-            statement = self._sign(body)
-            self.jobs.put(
-                job.job_id,
-                PendingJob(party, header.requester, header.purpose, statement.digest, approved),
-            )
-        except Exception as exc:
-            await self._deny(context, call, _node_error(exc, "identifiers"))
-            return
-        frames = psi_serde.download_frames(
-            self.ctx.name, job.job_id, statement, self._head(approved), points
-        )
+            grant = await self._admit(call, job.ids.dataset, [job.ids.column], ())
+            with _translated("identifiers"):
+                rows = await call.compute(ctx.store.read_rows, job.ids.dataset, [job.ids.column])
+                party = IdsParty(job, identifier_set(r[0] for r in rows), self.pool)
+                body, points = await call.compute(party.blind)
+                statement = self._sign(body)
+                self.jobs.put(
+                    job.job_id,
+                    PendingJob(
+                        party, header.requester, header.purpose, statement.digest, grant.index
+                    ),
+                )
+            frames = psi_serde.download_frames(ctx.name, job.job_id, statement, call.head(), points)
         for frame in frames:
             yield frame
 
@@ -277,76 +228,61 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Any
     ) -> AsyncIterator[psi_pb2.PsiDownload]:
         """Step 2, values side: double-blind the relayed points, seal own pairs for the peer."""
+        ctx = self.ctx
         signed = await self._first(request_iterator)
-        call = _Call(signed or common_pb2.SignedRequest())
-        call.details = {"role": "values", "step": "exchange"}
-        try:
+        async with signed_call(ctx, context, signed, OPERATION, protection=PROTECTION) as call:
+            call.details.update(role="values", step="exchange")
             if signed is None:
                 raise InvalidRequest("the first frame must carry the signed request")
-            _, step = self._open(call, signed, psi_pb2.PsiExchangeRequest, context)
+            _, step = self._open(call, psi_pb2.PsiExchangeRequest)
             job = step.job
-            if job.values.node != self.ctx.name:
-                raise InvalidRequest(f"node {self.ctx.name!r} is not the values side of this job")
+            call.dataset = job.values.dataset
+            if job.values.node != ctx.name:
+                raise InvalidRequest(f"node {ctx.name!r} is not the values side of this job")
             call.details["peer"] = job.ids.node
             cols = [job.values.id_column, job.values.value_column]
-            reason = self._check(call, job.values.dataset, cols)
-            dp = self._dp(call, job.values.dataset)
-            if dp is not None and job.values.value_column not in dp.bounds:
-                raise PermissionDenied(
-                    f"column {job.values.value_column!r} has no DP bounds in "
-                    f"{job.values.dataset!r}'s policy"
-                )
+            ctx.policy.check(self._use(call, job.values.dataset, cols, [cols[1]]))
             peer = self._verify(step.peer, job, job.ids.node, "blind")
             if peer.count > MAX_SET_SIZE:
                 raise InvalidRequest(f"set of {peer.count} exceeds the limit of {MAX_SET_SIZE}")
-            assert step.payload is not None
+            assert step.payload is not None and step.peer is not None
             points = await self._receive(request_iterator, step.payload, peer.count * _POINT)
             _match(peer, job, points, "ids")
-        except NodeError as exc:
-            await self._deny(context, call, exc)
-            return
-        approved = await self._record(call, "approved", reason)
-        try:
-            rows = await asyncio.to_thread(self.ctx.store.read_rows, job.values.dataset, cols)
-            pairs = value_pairs(rows, job.fixed_point_bits)
-            policy = self.ctx.config.dataset(job.values.dataset).policy  # type: ignore[union-attr]
-            stated: dict[str, Any] = {}
-            if dp is not None:
-                bounds = dp.bounds[job.values.value_column]
-                pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
-                stated = {
-                    "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
-                    "dp_epsilon": repr(dp.epsilon_per_query),
-                }
-            assert step.peer is not None
-            body, sealed = await asyncio.to_thread(
-                exchange,
-                job,
-                pairs,
-                peer,
-                step.peer.digest,
-                points,
-                min_intersection=policy.min_group_size,
-                pool=self.pool,
-                **stated,
+            grant = await self._admit(call, job.values.dataset, cols, [cols[1]])
+            with _translated("blinded points"):
+                rows = await call.compute(ctx.store.read_rows, job.values.dataset, cols)
+                pairs = value_pairs(rows, job.fixed_point_bits)
+                dp = grant.policy.dp
+                stated: dict[str, Any] = {}
+                if dp is not None:
+                    bounds = dp.bounds[job.values.value_column]
+                    pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
+                    stated = {
+                        "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
+                        "dp_epsilon": repr(dp.epsilon_per_query),
+                    }
+                body, sealed = await call.compute(
+                    functools.partial(
+                        exchange,
+                        job,
+                        pairs,
+                        peer,
+                        step.peer.digest,
+                        points,
+                        min_intersection=grant.policy.min_group_size,
+                        pool=self.pool,
+                        **stated,
+                    )
+                )
+                statement = self._sign(body)
+            call.details["pairs"] = str(body.pairs)
+            await call.release(
+                _sha(sealed), f"{body.pairs} encrypted value(s) sealed for {job.ids.node}"
             )
-            statement = self._sign(body)
-            epsilon = self._charge(call, dp)
-        except Exception as exc:
-            await self._deny(context, call, _node_error(exc, "blinded points"))
-            return
-        call.details["pairs"] = str(body.pairs)
-        released = await self._record(
-            call,
-            "released",
-            f"{body.pairs} encrypted value(s) sealed for {job.ids.node}",
-            _sha(sealed),
-            epsilon,
-        )
-        receipt = await asyncio.to_thread(self.ctx.ledger.receipt, [approved, released])
-        frames = psi_serde.download_frames(
-            self.ctx.name, job.job_id, statement, self._head(approved, released), sealed, receipt
-        )
+            receipt = await call.proof()
+            frames = psi_serde.download_frames(
+                ctx.name, job.job_id, statement, call.head(), sealed, receipt
+            )
         for frame in frames:
             yield frame
 
@@ -354,13 +290,13 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
         self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Any
     ) -> psi_pb2.PsiIntersectReply:
         """Step 3, ids side: open the sealed box, intersect, return the encrypted sum."""
+        ctx = self.ctx
         signed = await self._first(request_iterator)
-        call = _Call(signed or common_pb2.SignedRequest())
-        call.details = {"role": "ids", "step": "intersect"}
-        try:
+        async with signed_call(ctx, context, signed, OPERATION, protection=PROTECTION) as call:
+            call.details.update(role="ids", step="intersect")
             if signed is None:
                 raise InvalidRequest("the first frame must carry the signed request")
-            header, step = self._open(call, signed, psi_pb2.PsiIntersectRequest, context)
+            header, step = self._open(call, psi_pb2.PsiIntersectRequest)
             job = step.job
             call.dataset = job.ids.dataset
             pending = self.jobs.pop(header.requester, job.job_id)
@@ -369,7 +305,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             if header.purpose != pending.purpose:
                 raise PermissionDenied("the purpose differs from the one approved at step 1")
             call.details["peer"] = job.values.node
-            self._check(call, job.ids.dataset, [job.ids.column])
+            ctx.policy.check(self._use(call, job.ids.dataset, [job.ids.column], []))
             peer = self._verify(step.peer, job, job.values.node, "exchange")
             if peer.pairs > MAX_SET_SIZE:
                 raise InvalidRequest(f"set of {peer.pairs} exceeds the limit of {MAX_SET_SIZE}")
@@ -380,37 +316,27 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             _match(peer, job, sealed, "values")
             if peer.peer_digest != pending.blind_digest:
                 raise InvalidRequest("the values node answered another blind statement")
-            policy = self.ctx.config.dataset(job.ids.dataset).policy  # type: ignore[union-attr]
-            noise = self._noise(self._dp(call, job.ids.dataset), peer, job.ids.dataset)
+            policy = ctx.policy.policy(job.ids.dataset)
+            noise = self._noise(policy.dp, peer, job.ids.dataset)
             sum_noise, size_noise = noise.draw() if noise is not None else (0, 0)
-            count, enc = await asyncio.to_thread(
-                pending.party.intersect,
-                peer,
-                pending.blind_digest,
-                sealed,
-                policy.min_group_size,
-                sum_noise,
-            )
+            with _translated("sealed pairs"):
+                count, enc = await call.compute(
+                    pending.party.intersect,
+                    peer,
+                    pending.blind_digest,
+                    sealed,
+                    policy.min_group_size,
+                    sum_noise,
+                )
             # The noisy size is post-processed to be non-negative (still DP).
             count = max(0, count + size_noise)
-            epsilon = self._charge(call, policy.dp)
-        except Exception as exc:
-            await self._deny(context, call, _node_error(exc, "sealed pairs"))
-            raise AssertionError("unreachable") from exc  # abort() raises
-        call.details["intersection_size"] = str(count)
-        noisy = " (noisy)" if noise is not None else ""
-        released = await self._record(
-            call,
-            "released",
-            f"encrypted sum over {count}{noisy} identifier(s)",
-            _sha(enc),
-            epsilon,
-        )
-        indexes = [pending.approved_index, released]
-        receipt = await asyncio.to_thread(self.ctx.ledger.receipt, indexes)
-        return psi_serde.intersect_reply(
-            self.ctx.name, job.job_id, count, enc, self._head(*indexes), receipt
-        )
+            call.details["intersection_size"] = str(count)
+            call.indexes.append(pending.approved_index)
+            noisy = " (noisy)" if noise is not None else ""
+            await call.release(_sha(enc), f"encrypted sum over {count}{noisy} identifier(s)")
+            receipt = await call.proof()
+            return psi_serde.intersect_reply(ctx.name, job.job_id, count, enc, call.head(), receipt)
+        raise AssertionError("unreachable")  # signed_call aborts on every failure
 
 
 def add_psi_service(server: grpc.aio.Server, ctx: NodeContext) -> None:

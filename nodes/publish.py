@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 import grpc
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from audit import WitnessRefusal
+from audit import WitnessRefusal, ledger_origin, witness_name
 from audit.checkpoint import log_verifier, witness_verifier
 from audit.errors import AuditError
 from audit.note import Verifier
 from audit.remote import LedgerClient, mtls_channel, request_cosignature
 from audit.witness import WitnessStore
-from datafed.client._receipts import ledger_origin
 from datafed.peers import verify_peer
 from datafed.pki import Identity
 from nodes.config import PublishWitness
@@ -36,11 +35,6 @@ __all__ = ["Publisher", "open_witness_store", "witness_name"]
 log = logging.getLogger("datafed.node")
 #: Seconds the final publishing round at shutdown may take.
 FINAL_ROUND_S = 5.0
-
-
-def witness_name(node: str) -> str:
-    """The key name under which ``node`` cosigns as a witness (``datafed/witness/<node>``)."""
-    return f"datafed/witness/{node}"
 
 
 def _raw(identity: Identity) -> bytes:

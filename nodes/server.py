@@ -21,7 +21,7 @@ from nodes.ledger_servicer import add_ledger_services
 from nodes.protocol_servicer import add_protocol_service
 from nodes.psi_servicer import add_psi_service
 from nodes.publish import Publisher, open_witness_store
-from nodes.servicer import QueryServicer
+from nodes.query_servicer import QueryServicer
 from nodes.training_servicer import add_training_service
 
 __all__ = ["SERVICE_NAMES", "build_server", "serve"]

@@ -32,6 +32,7 @@ def flood_policy(
         f'allowed_purposes = ["{FLOOD_PURPOSE}"]\n'
         f"allowed_operations = {operations}\n"
         f"min_group_size = {min_group_size}\n"
+        "person_level = false  # gauge readings describe places, not persons\n"
     )
 
 

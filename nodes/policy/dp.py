@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from datafed.hazmat import sample_discrete_laplace
-from datafed.query.components import Component
+from datafed.query.components import Component, components
 from datafed.query.spec import QuerySpec
 from nodes.config import DpPolicy
 from nodes.errors import PermissionDenied
@@ -24,9 +24,9 @@ from nodes.errors import PermissionDenied
 __all__ = ["add_noise", "check_dp", "sensitivity"]
 
 
-def check_dp(spec: QuerySpec, comps: Sequence[Component], dp: DpPolicy) -> None:
+def check_dp(spec: QuerySpec, dp: DpPolicy) -> None:
     """Refuse what differential privacy cannot release here (MIN/MAX, unbounded columns)."""
-    for c in comps:
+    for c in components(spec):
         if c.kind in ("min", "max"):
             raise PermissionDenied(
                 f"{c.kind.upper()} cannot be released under differential privacy"

@@ -1,118 +1,168 @@
-"""The node's policy engine: may this requester use this dataset, this way, for this purpose.
+"""The dataset policy's rules: may this requester use this dataset, this way, for this purpose.
 
-Evaluation is pure (no I/O) and returns a :class:`Decision`; the servicer records every
-decision in the ledger before any data is touched.
+Pure (no I/O, no state): :func:`check` takes one :class:`~nodes.policy.engine.Use` of any
+operation -- an aggregate query, one side of an intersection-sum, a training job -- and
+either returns the reason to record with the approval or raises the
+:class:`~nodes.errors.NodeError` to send. What needs state (budget, job ids, sign-offs
+already used, released row sets) is the engine's (:mod:`nodes.policy.engine`).
+
+The rules, in the order they are checked (``docs/policy.md``):
+
+1. the caller's role is ``analyst``;
+2. the dataset exists and allows the operation (``allowed_operations``, default-deny);
+3. the requester and the purpose are allowed;
+4. every column read exists and is allowed (``allowed_columns``);
+5. per operation -- a query: its aggregates and protection are allowed, its job statement
+   names at least ``min_participants`` nodes and every ``required_participants`` node,
+   and under DP it releases only what DP can (no MIN/MAX, every summed column bounded);
+   an intersection-sum: no required sign-off (it carries none); a training job: DP on
+   where the dataset requires it, and the model among ``allowed_models`` if set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from datafed.pki import Identity
-from datafed.query.spec import QuerySpec
-from nodes.config import DatasetPolicy, NodeConfig
-from nodes.errors import InvalidRequest, NodeError, NotFound, PermissionDenied
-from nodes.store import GroupRow
+from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig
+from nodes.errors import InvalidRequest, NotFound, PermissionDenied
+from nodes.policy.dp import check_dp
 
-__all__ = ["Decision", "apply_min_group_size", "check_query"]
+if TYPE_CHECKING:
+    from nodes.policy.engine import Use
 
+__all__ = ["OPERATION_NAMES", "apply_min_group_size", "check", "dataset_of"]
 
-@dataclass(frozen=True)
-class Decision:
-    """Outcome of a policy check; ``error`` is set when the request is refused."""
-
-    allowed: bool
-    reason: str
-    error: NodeError | None = None
-
-    @classmethod
-    def deny(cls, error: NodeError) -> Decision:
-        """A refusal carrying the error to send."""
-        return cls(allowed=False, reason=str(error), error=error)
-
-
-def _require_role(identity: Identity, role: str) -> None:
-    if identity.role != role:
-        raise PermissionDenied(f"role {identity.role!r} may not run queries; need {role!r}")
+#: How each operation is named in refusals.
+OPERATION_NAMES = {
+    "query": "aggregate queries",
+    "intersection_sum": "intersection_sum",
+    "training": "federated training",
+}
+_ROLE_VERBS = {
+    "query": "run queries",
+    "intersection_sum": "run intersection-sums",
+    "training": "train models",
+}
 
 
-def _check_access(policy: DatasetPolicy, who: str, purpose: str, dataset: str) -> None:
-    if who not in policy.allowed_requesters:
-        raise PermissionDenied(f"requester {who!r} is not allowed to use dataset {dataset!r}")
-    if purpose not in policy.allowed_purposes:
-        raise PermissionDenied(f"purpose {purpose!r} is not allowed for dataset {dataset!r}")
+def dataset_of(config: NodeConfig, name: str, exposed: Sequence[str] | None) -> DatasetConfig:
+    """The dataset ``name``, or NotFound if the node does not serve it."""
+    ds = config.dataset(name)
+    if ds is None or exposed is None:
+        raise NotFound(f"unknown dataset {name!r}")
+    return ds
 
 
-def check_query(
-    config: NodeConfig,
-    columns: dict[str, Sequence[str]],
-    identity: Identity,
-    purpose: str,
-    spec: QuerySpec,
-    protection: str,
-) -> Decision:
-    """Evaluate a query against the dataset's policy.
+def check(use: Use, config: NodeConfig, exposed: Sequence[str] | None) -> str:
+    """Apply every rule to ``use``; return the reason to record or raise the refusal.
 
     Parameters
     ----------
+    use
+        The requested use.
     config
         The node configuration (datasets and their policies).
-    columns
-        Exposed columns per dataset, as the store found them.
-    identity
-        The authenticated caller (from its certificate).
-    purpose
-        The declared purpose from the signed request.
-    spec
-        The query.
-    protection
-        The requested protection mode.
+    exposed
+        The columns the store exposes for ``use.dataset`` (``None``: not served).
     """
-    try:
-        _require_role(identity, "analyst")
-        ds = config.dataset(spec.dataset)
-        if ds is None:
-            raise NotFound(f"unknown dataset {spec.dataset!r}")
-        policy = ds.policy
-        if "query" not in policy.allowed_operations:
-            raise PermissionDenied(f"dataset {spec.dataset!r} does not answer aggregate queries")
-        _check_access(policy, identity.name, purpose, spec.dataset)
-        exposed = set(columns[spec.dataset])
-        unknown = sorted(spec.columns() - exposed)
-        if unknown:
-            raise InvalidRequest(f"unknown column {unknown[0]!r} in dataset {spec.dataset!r}")
-        allowed_cols = (
-            set(policy.allowed_columns) if policy.allowed_columns is not None else exposed
+    if use.requester.role != "analyst":
+        raise PermissionDenied(
+            f"role {use.requester.role!r} may not {_ROLE_VERBS[use.operation]}; need 'analyst'"
         )
-        refused = sorted(spec.columns() - allowed_cols)
+    ds = dataset_of(config, use.dataset, exposed)
+    policy = ds.policy
+    if use.operation not in policy.allowed_operations:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} does not allow {OPERATION_NAMES[use.operation]}"
+        )
+    if use.requester.name not in policy.allowed_requesters:
+        raise PermissionDenied(
+            f"requester {use.requester.name!r} is not allowed to use dataset {use.dataset!r}"
+        )
+    if use.header.purpose not in policy.allowed_purposes:
+        raise PermissionDenied(
+            f"purpose {use.header.purpose!r} is not allowed for dataset {use.dataset!r}"
+        )
+    _columns(use, policy, exposed or ())
+    if use.operation == "query":
+        _query(use, policy)
+    elif use.operation == "intersection_sum":
+        _intersection_sum(use, policy)
+    else:
+        _training(use, policy)
+    return f"policy allows {use.operation}"
+
+
+def _columns(use: Use, policy: DatasetPolicy, exposed: Sequence[str]) -> None:
+    unknown = sorted(use.columns - set(exposed))
+    if unknown:
+        raise InvalidRequest(f"unknown column {unknown[0]!r} in dataset {use.dataset!r}")
+    if policy.allowed_columns is not None:
+        refused = sorted(use.columns - set(policy.allowed_columns))
         if refused:
-            raise PermissionDenied(f"column {refused[0]!r} of {spec.dataset!r} is not allowed")
-        for agg in spec.aggregates:
-            if agg.func not in policy.allowed_aggregates:
-                raise PermissionDenied(
-                    f"aggregate {agg.func.upper()} is not allowed on {spec.dataset!r}"
-                )
-        if protection not in policy.allowed_protections:
+            raise PermissionDenied(f"column {refused[0]!r} of {use.dataset!r} is not allowed")
+
+
+def _query(use: Use, policy: DatasetPolicy) -> None:
+    assert use.spec is not None and use.statement is not None
+    for agg in use.spec.aggregates:
+        if agg.func not in policy.allowed_aggregates:
             raise PermissionDenied(
-                f"protection {protection!r} is not allowed for {spec.dataset!r} "
-                f"(allowed: {', '.join(policy.allowed_protections)})"
+                f"aggregate {agg.func.upper()} is not allowed on {use.dataset!r}"
             )
-    except NodeError as exc:
-        return Decision.deny(exc)
-    return Decision(allowed=True, reason="policy allows")
+    if use.protection not in policy.allowed_protections:
+        raise PermissionDenied(
+            f"protection {use.protection!r} is not allowed for {use.dataset!r} "
+            f"(allowed: {', '.join(policy.allowed_protections)})"
+        )
+    roster = use.statement.statement.roster
+    if len(roster) < policy.min_participants:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} takes part only in jobs of at least "
+            f"{policy.min_participants} nodes; the job names {len(roster)}"
+        )
+    missing = sorted(set(policy.required_participants) - set(roster))
+    if missing:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} takes part only in jobs that include {', '.join(missing)}"
+        )
+    if policy.dp is not None:
+        check_dp(use.spec, policy.dp)
 
 
-def apply_min_group_size(
-    policy: DatasetPolicy, groups: list[GroupRow]
-) -> tuple[list[GroupRow], int]:
-    """Suppress (or refuse) groups with fewer rows than the policy's minimum.
+def _intersection_sum(use: Use, policy: DatasetPolicy) -> None:
+    # Fail closed on what intersection-sum cannot honour: another agency's approval.
+    if policy.required_signoff:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} requires sign-off by {', '.join(policy.required_signoff)}; "
+            "intersection_sum carries no sign-offs and is refused"
+        )
+    if policy.dp is not None:
+        for col in sorted(use.summed):
+            if col not in policy.dp.bounds:
+                raise PermissionDenied(
+                    f"column {col!r} has no DP bounds in {use.dataset!r}'s policy"
+                )
 
-    Returns the groups to release and how many were suppressed; raises
-    :class:`PermissionDenied` when the policy says to refuse instead.
+
+def _training(use: Use, policy: DatasetPolicy) -> None:
+    if policy.dp is not None and not use.dp_requested:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} requires differential privacy: train with DP on"
+        )
+
+
+def apply_min_group_size(policy: DatasetPolicy, rows: Sequence[int]) -> list[bool]:
+    """Which groups to release (``rows[i] >= k``); PermissionDenied if the policy refuses.
+
+    The refusal says neither how many groups nor how many rows were small: after admission
+    a refusal must not be an oracle (``docs/invisibility.md``).
     """
     k = policy.min_group_size
-    small = [g for g in groups if g.rows < k]
-    if small and policy.small_groups == "refuse":
-        raise PermissionDenied(f"{len(small)} group(s) have fewer than {k} rows")
-    return [g for g in groups if g.rows >= k], len(small)
+    keep = [r >= k for r in rows]
+    if not all(keep) and policy.small_groups == "refuse":
+        raise PermissionDenied(
+            f"the result has a group of fewer than {k} rows; this dataset refuses such queries"
+        )
+    return keep

@@ -22,6 +22,7 @@ import pytest
 from audit import decode_leaf
 from datafed.client import Federation
 from datafed.client import psi as client_psi
+from datafed.client._transport import Transport
 from datafed.errors import QueryError, RemoteError
 from datafed.hazmat import generate_paillier_keypair, hash_to_group
 from datafed.local import FINANCE_PURPOSE, LocalFederation, finance_specs
@@ -41,7 +42,7 @@ VALUES = ("city-bank", "loans", "person_id", "amount")
 def fin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     """The tax bureau and the city bank as real node processes."""
     root = tmp_path_factory.mktemp("finance")
-    fed = LocalFederation.create(root, finance_specs(taxpayers=300, loans=150))
+    fed = LocalFederation.create(root, finance_specs(taxpayers=300, loans=150, exact=True))
     fed.start()
     try:
         yield fed
@@ -112,13 +113,13 @@ class _TapStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
 def test_size_and_sum_match_the_cleartext_join_and_nodes_see_no_ids(fin, monkeypatch):
     received: dict[str, bytearray] = {"tax-bureau": bytearray(), "city-bank": bytearray()}
 
-    def tapped(address, creds, name):  # type: ignore[no-untyped-def]
-        options = [("grpc.ssl_target_name_override", name)]
-        sink = received[name]
+    def tapped(self, endpoint, creds):  # type: ignore[no-untyped-def]
+        options = [("grpc.ssl_target_name_override", endpoint.name)]
+        sink = received[endpoint.name]
         taps = [_TapUnaryStream(sink), _TapStreamStream(sink), _TapStreamUnary(sink)]
-        return grpc.aio.secure_channel(address, creds, options=options, interceptors=taps)
+        return grpc.aio.secure_channel(endpoint.address, creds, options=options, interceptors=taps)
 
-    monkeypatch.setattr(client_psi, "_channel", tapped)
+    monkeypatch.setattr(Transport, "open_channel", tapped)
     before = _sizes(fin)
     r = Federation.from_file(fin.fed_toml).intersection_sum(IDS, VALUES, purpose=FINANCE_PURPOSE)
     size, total = _cleartext(fin)

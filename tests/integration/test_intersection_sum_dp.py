@@ -23,8 +23,9 @@ DP = {
 @pytest.fixture(scope="module")
 def dpfin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     """The tax bureau and the city bank, each dataset under a DP policy."""
-    specs = finance_specs(taxpayers=300, loans=150)
+    specs = finance_specs(taxpayers=300, loans=150, exact=True)
     for s in specs:
+        s.policy_toml = s.policy_toml.replace("person_level = false\n", "")
         s.policy_toml += "[datasets.policy.dp]\n" + DP[s.name]
     fed = LocalFederation.create(tmp_path_factory.mktemp("dpfin"), specs)
     fed.start()
@@ -67,10 +68,11 @@ def test_noise_charges_refusal_and_restart(dpfin: LocalFederation) -> None:
         assert r.size_noise_stddev == pytest.approx(2**0.5 * 4)
         assert abs(r.sum - want_sum) < 10 * r.noise_stddev
         assert abs(r.intersection_size - want_size) < 10 * r.size_noise_stddev
-        released = [rec for x in r.receipts for rec in x.records if rec.decision == "released"]
-        assert sorted((rec.node, rec.epsilon) for rec in released) == [
-            ("city-bank", 1.0),
-            ("tax-bureau", 0.5),
+        # each DP node spent its epsilon at admission (approved), before reading its data
+        charged = [rec for x in r.receipts for rec in x.records if rec.epsilon > 0]
+        assert sorted((rec.node, rec.decision, rec.epsilon) for rec in charged) == [
+            ("city-bank", "approved", 1.0),
+            ("tax-bureau", "approved", 0.5),
         ]
         sums.append(r.sum_fixed)
     assert sums[0] != sums[1]  # fresh noise each time (equal with negligible probability)

@@ -22,11 +22,11 @@ from datafed.client import Federation
 from datafed.client._session import ProtocolSession
 from datafed.errors import NodeUnavailable, ProtocolError, RemoteError
 from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.modes import NodeEnv
+from datafed.modes._envelope import open_sealed, peers
+from datafed.modes.errors import InvalidEnvelope
 from datafed.pki import load_signing_key, party_paths
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.modes import NodeEnv
-from datafed.query.modes._envelope import open_sealed, peers
-from datafed.query.modes.errors import InvalidEnvelope
 
 MODES = ("shares", "secagg", "ckks")
 GROUPED = (
@@ -48,6 +48,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
             s.policy_toml,
         )
         assert n == 1
+        # Totals of two of the three districts may be released: secagg survives one dropout.
+        s.policy_toml = s.policy_toml.replace(
+            "min_group_size = 3\n", "min_group_size = 3\nmin_participants = 2\n"
+        )
     f = LocalFederation.create(
         tmp_path_factory.mktemp("fed-modes"), specs, analysts=("alice", "bob")
     )
@@ -126,9 +130,9 @@ def _capture(monkeypatch) -> list[tuple[str, int, bytes, bytes]]:
     return seen
 
 
-def _env(fed: LocalFederation, node: str, job: str) -> NodeEnv:
+def _env(fed: LocalFederation, node: str, job: str, binding: str) -> NodeEnv:
     key = load_signing_key(party_paths(fed.pki_dir, "node", node).signing_key)
-    return NodeEnv(node, job, key, (fed.pki_dir / "ca.crt").read_bytes())
+    return NodeEnv(node, job, key, (fed.pki_dir / "ca.crt").read_bytes(), binding=binding)
 
 
 def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypatch):
@@ -138,14 +142,16 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
     a, b, _ = names(fed)
     assert sorted(s[0] for s in seen) == sorted([a, b])  # the two aggregators, once each
     certs = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]
-    senders = {i.name: i for i in peers(_env(fed, a, r.job_id), certs, "participant")}
+    senders = {i.name: i for i in peers(_env(fed, a, r.job_id, r.statement), certs, "participant")}
     for agg, _round, request, reply in seen:
         bundle = protocol_pb2.SealedBundle.FromString(request)
         other = b if agg == a else a
         for item in bundle.items:  # what the analyst relays: sealed to the aggregator only
             with pytest.raises(InvalidEnvelope):
-                open_sealed(_env(fed, other, r.job_id), "shares", senders, item)
-            _, body = open_sealed(_env(fed, agg, r.job_id), "shares", senders, item)
+                open_sealed(_env(fed, other, r.job_id, r.statement), "shares", senders, item)
+            with pytest.raises(InvalidEnvelope):  # sealed under this job's statement only
+                open_sealed(_env(fed, agg, r.job_id, "00" * 32), "shares", senders, item)
+            _, body = open_sealed(_env(fed, agg, r.job_id, r.statement), "shares", senders, item)
             share = protocol_pb2.ShareBody.FromString(body)
             assert share.WhichOneof("share") == ("seed" if agg == a else "vector")
         # An aggregator's sum alone is not the total (it is uniformly random).
@@ -172,15 +178,11 @@ def test_step_for_unknown_job_or_other_requester_is_refused_and_recorded(fed):
     before = sizes(fed)
 
     async def one(client: Federation, job: str) -> None:
-        session = ProtocolSession(
-            client.config,
-            client._tls,
-            client._signing_key,
-            job_id=job,
-            mode="shares",
-            purpose=PURPOSE,
-        )
-        async with session:
+        async with client.transport() as transport:
+            keys = client._log_keys(await client._infos(transport))
+            session = ProtocolSession(
+                transport, job_id=job, mode="shares", purpose=PURPOSE, binding="", keys=keys
+            )
             await session.step(node, 1, b"")
 
     for client in (cfg_alice, cfg_bob):

@@ -12,6 +12,7 @@ DP = """
 [datasets.policy.dp]
 epsilon_per_query = 0.5
 budget_epsilon = 1.0
+budget_scope = "requester"
 bounds = { bursts = [0, 3], repair_hours = [0, 24] }
 """
 SQL = "SELECT SUM(bursts), COUNT(*) FROM pipe_incidents WHERE year = 2024"
@@ -58,8 +59,10 @@ def test_noise_budget_refusal_and_restart(dp_fed):
         assert sd_count == pytest.approx((3 * 2 * 4**2) ** 0.5)
         assert abs(r.rows[0][0] - want_sum) < 10 * sd_sum
         assert abs(r.rows[0][1] - want_count) < 10 * sd_count
-        released = [rec for x in r.receipts for rec in x.records if rec.decision == "released"]
-        assert all(rec.epsilon == 0.5 for rec in released)
+        # admission is spending: the epsilon is on the approved entry, before any data
+        # is read; the released entry spends nothing more
+        by_decision = {rec.decision: rec.epsilon for x in r.receipts for rec in x.records}
+        assert by_decision == {"approved": 0.5, "released": 0.0}
     sizes = {i.node: i.ledger.size for i in alice.node_info()}
     with pytest.raises(RemoteError) as info:
         alice.query(SQL, purpose=PURPOSE, protection="paillier")

@@ -15,9 +15,7 @@ from datafed.errors import NodeUnavailable, RemoteError
 from datafed.local import PURPOSE, LocalFederation
 from datafed.pki import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2, query_pb2_grpc
-from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
+from tests.integration.raw import signed_query
 
 SQL = "SELECT SUM(bursts), COUNT(*), AVG(repair_hours) FROM pipe_incidents WHERE year = 2024"
 
@@ -136,17 +134,12 @@ def _alice_stub(fed: LocalFederation, i: int = 0):
 def _signed(
     fed: LocalFederation, node: str, *, lifetime_ms: int = 60_000, header=None, tamper: bool = False
 ):
-    key = load_signing_key(party_paths(fed.pki_dir, "analyst", "alice").signing_key)
-    h = header or new_header("alice", node, "job-manual", PURPOSE, lifetime_ms=lifetime_ms)
-    body = query_pb2.QueryRequestBody(
-        header=header_to_proto(h),
-        spec=spec_to_proto(parse_sql("SELECT COUNT(*) FROM pipe_incidents")),
-        protection=query_pb2.Protection(mode="plain", fixed_point_bits=16),
-    ).SerializeToString()
-    sig = sign_body(body, key)
+    signed = signed_query(fed, node, lifetime_ms=lifetime_ms, header=header)
+    req = signed.request
     if tamper:
-        body = body[:-1] + bytes([body[-1] ^ 1])
-    return common_pb2.SignedRequest(body=body, signature=sig), h
+        body = req.body[:-1] + bytes([req.body[-1] ^ 1])
+        req = common_pb2.SignedRequest(body=body, signature=req.signature)
+    return req, signed.header
 
 
 def test_tampered_signature_is_unauthenticated_and_recorded(local_fed):

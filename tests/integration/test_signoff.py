@@ -10,10 +10,8 @@ from datafed.client import Federation
 from datafed.errors import RemoteError
 from datafed.local import PURPOSE, LocalFederation, water_district_specs
 from datafed.pki import load_signing_key, party_paths
-from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
-from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
+from datafed.proto.v1 import query_pb2
+from tests.integration.raw import query_stub, signed_query
 
 SQL = "SELECT COUNT(*) FROM pipe_incidents"
 
@@ -84,40 +82,26 @@ def test_approver_refuses_and_records(fed):
     )
 
 
-def _query_south(fed, sign_offs):
-    node = next(n for n in fed.nodes if n.spec.name == "water-south")
-    files = party_paths(fed.pki_dir, "analyst", "alice")
-    h = new_header("alice", "water-south", "job-forged", PURPOSE)
-    body = query_pb2.QueryRequestBody(
-        header=header_to_proto(h),
-        spec=spec_to_proto(parse_sql(SQL)),
-        protection=query_pb2.Protection(mode="plain", fixed_point_bits=16),
-        sign_offs=sign_offs,
-    ).SerializeToString()
-    creds = grpc.ssl_channel_credentials(
-        (fed.pki_dir / "ca.crt").read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
-    )
-    with grpc.secure_channel(
-        node.address, creds, options=[("grpc.ssl_target_name_override", "water-south")]
-    ) as ch:
-        key = load_signing_key(files.signing_key)
-        return query_pb2_grpc.QueryServiceStub(ch).Query(
-            common_pb2.SignedRequest(body=body, signature=sign_body(body, key)), timeout=10
-        )
+def _query_south(fed, sign_offs, job="job-forged"):
+    index = next(i for i, n in enumerate(fed.nodes) if n.spec.name == "water-south")
+    signed = signed_query(fed, "water-south", SQL, job_id=job, sign_offs=sign_offs)
+    ch, stub = query_stub(fed, index)
+    with ch:
+        return stub.Query(signed.request, timeout=10)
 
 
 def test_missing_or_forged_signoff_refused(fed):
     with pytest.raises(grpc.RpcError) as err:
-        _query_south(fed, [])
+        _query_south(fed, [], job="job-unsigned")
     assert (
         err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         and "needs sign-off by water-east" in err.value.details()
     )
     # a statement "signed" by the analyst itself, claiming to be water-east
-    from datafed.signoff import sign_statement
+    from datafed.signoff import sign_signoff
 
     files = party_paths(fed.pki_dir, "analyst", "alice")
-    forged = sign_statement(
+    forged = sign_signoff(
         query_pb2.SignOffStatement(
             approver="water-east",
             target_node="water-south",

@@ -23,7 +23,6 @@ from datafed.local import LocalFederation, NodeSpec
 from datafed.tls import TlsMaterial, server_credentials
 from nodes.config import load_node_config
 from nodes.context import NodeContext
-from nodes.fl.budget import BudgetBook
 from nodes.training_servicer import TrainingServicer, add_training_service
 
 PURPOSE = FLOOD_PURPOSE
@@ -65,13 +64,13 @@ class NodeRunner:
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
-    def start(self, config: Path, budget: BudgetBook | None = None) -> InProcessNode:
+    def start(self, config: Path) -> InProcessNode:
         cfg = load_node_config(config)
 
         async def boot() -> tuple[grpc.aio.Server, int, NodeContext, TrainingServicer]:
             ctx = NodeContext.open(cfg)
             server = grpc.aio.server()
-            servicer = add_training_service(server, ctx, budget)
+            servicer = add_training_service(server, ctx)
             port = server.add_secure_port("127.0.0.1:0", server_credentials(ctx.tls))
             await server.start()
             return server, port, ctx, servicer

@@ -21,8 +21,8 @@ from datafed.fl.settings import RunSettings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.fl.training import check_result
-from nodes.fl.budget import LedgerBudget
 from nodes.fl.client_app import app
+from nodes.policy.budget import LedgerBudget
 
 from .conftest import PURPOSE
 from .test_training_servicer import fed_config
@@ -151,14 +151,14 @@ def test_nodes_refuse_rounds_beyond_the_approved_ones(flood_fed, nodes):
 
 def test_dp_rounds_are_charged_to_the_budget(flood_fed, nodes):
     for n in nodes:
-        n.servicer.budget = LedgerBudget(n.ctx.ledger, lambda ds: (100.0, 0.0))
+        n.ctx.policy.budget = LedgerBudget(lambda ds: (100.0, 0.0))
     spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
     job, result = run(flood_fed, nodes, spec=spec, eval_every=0)
     check_result(result)
     for recs in job_records(nodes, job).values():
         assert [r.epsilon for r in recs if r.operation == "fl_round"] == [0.5, 0.5]
         assert all(r.details["dp"].startswith("local-gaussian eps=0.5") for r in recs[1:])
-    assert all(n.servicer.budget.spent("alice", FLOOD_TABLE) >= 1.0 for n in nodes)
+    assert all(n.ctx.policy.budget.spent("alice", FLOOD_TABLE) >= 1.0 for n in nodes)
 
 
 def test_lineage_command_on_ledger_exports(flood_fed, nodes, tmp_path):

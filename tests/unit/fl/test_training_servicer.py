@@ -15,9 +15,9 @@ from datafed.fl.spec import DpParams, RoundEntry, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.proto.v1 import common_pb2
 from datafed.tls import PartyFiles
-from nodes.fl.budget import LedgerBudget
 from nodes.fl.errors import GatewayRefused
 from nodes.fl.grpc_gateway import GrpcGateway
+from nodes.policy.budget import LedgerBudget
 
 from .conftest import PURPOSE, node_tls
 
@@ -87,13 +87,9 @@ def test_open_streams_rows_and_records_one_approval(flood_fed, coastal):
 
 
 def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
-    node = runner.start(
-        flood_fed.nodes[1].config,
-        budget=None,
-    )
-    # A budget of 1.0 beyond whatever earlier tests spent on this session's ledger.
-    before = LedgerBudget(node.ctx.ledger, lambda ds: None).spent("alice", FLOOD_TABLE)
-    node.servicer.budget = LedgerBudget(node.ctx.ledger, lambda ds: (before + 1.0, 0.0))
+    node = runner.start(flood_fed.nodes[1].config)
+    # A budget of 1.0, whatever earlier tests spent on this session's ledger.
+    node.ctx.policy.budget = LedgerBudget(lambda ds: (1.0, 0.0))
     spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
     req, cert, job = request_for(flood_fed, node, spec)
     gw = gateway(flood_fed, node)
@@ -192,7 +188,7 @@ def test_dataset_without_training_operation_refuses(tmp_path, runner):
     fed = LocalFederation.create(tmp_path, flood_specs(1, policy=no_training))
     node = runner.start(fed.nodes[0].config)
     req, cert, _ = request_for(fed, node)
-    with pytest.raises(GatewayRefused, match="federated training is not allowed") as info:
+    with pytest.raises(GatewayRefused, match="does not allow federated training") as info:
         gateway(fed, node).open(req, cert, with_rows=True)
     assert info.value.code == "PERMISSION_DENIED"
 
@@ -220,4 +216,4 @@ def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner
     gw.open(req, cert, with_rows=False)
     gw.record(RoundEntry(job, 1, "fit", H, H, 10, True))
     # The node's one budget (shared with queries) saw the charge.
-    assert node.ctx.budget.spent("alice", FLOOD_TABLE) == 0.5
+    assert node.ctx.policy.budget.spent("alice", FLOOD_TABLE) == 0.5

@@ -9,7 +9,8 @@ from datafed.query.components import components
 from datafed.query.sql import parse_sql
 from nodes.config import load_node_config
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
-from nodes.policy import apply_min_group_size, check_query
+from nodes.policy import Use
+from nodes.policy.rules import apply_min_group_size, check
 from nodes.store import DataStore
 
 BASE = """
@@ -31,6 +32,7 @@ path = "data.sqlite"
 allowed_requesters = ["alice"]
 allowed_purposes = ["planning"]
 min_group_size = 3
+person_level = false
 """
 
 
@@ -137,6 +139,41 @@ def _ident(pki_dir, role="analyst", name="alice") -> Identity:
     return identity_from_pem(party_paths(pki_dir, role, name).cert.read_bytes())
 
 
+def _query_use(identity, purpose, spec, protection, roster=("a", "b", "c")):
+    from datafed.signing import new_header
+    from datafed.statement import JobStatement, SignedJobStatement
+
+    st = JobStatement(
+        "job",
+        identity.name,
+        purpose,
+        "query",
+        spec.dataset,
+        b"\0" * 32,
+        protection,
+        b"\0" * 32,
+        tuple(roster),
+        0,
+        1,
+    )
+    return Use(
+        operation="query",
+        requester=identity,
+        header=new_header(identity.name, "water-north", "job", purpose),
+        dataset=spec.dataset,
+        columns=frozenset(spec.columns()),
+        protection=protection,
+        spec=spec,
+        statement=SignedJobStatement(st, b"raw", b"sig"),
+    )
+
+
+def _decide(cfg, identity, purpose, spec, protection, roster=("a", "b", "c")):
+    cols = tuple(n for n, _ in synth.PIPE_COLUMNS)
+    ds = cfg.dataset(spec.dataset)
+    return check(_query_use(identity, purpose, spec, protection, roster), cfg, cols if ds else None)
+
+
 @pytest.mark.parametrize(
     ("sql", "purpose", "protection", "error", "fragment"),
     [
@@ -174,12 +211,18 @@ def _ident(pki_dir, role="analyst", name="alice") -> Identity:
 )
 def test_policy_decisions(node_dir, pki_dir, sql, purpose, protection, error, fragment):
     cfg = load_node_config(node_dir / "node.toml")
-    cols = {"pipe_incidents": tuple(n for n, _ in synth.PIPE_COLUMNS)}
-    d = check_query(cfg, cols, _ident(pki_dir), purpose, parse_sql(sql), protection)
     if error is None:
-        assert d.allowed and d.error is None
+        assert _decide(cfg, _ident(pki_dir), purpose, parse_sql(sql), protection)
     else:
-        assert not d.allowed and isinstance(d.error, error) and fragment in d.reason
+        with pytest.raises(error, match=fragment):
+            _decide(cfg, _ident(pki_dir), purpose, parse_sql(sql), protection)
+
+
+def test_policy_needs_enough_participants(node_dir, pki_dir):
+    cfg = load_node_config(node_dir / "node.toml")
+    spec = parse_sql("SELECT SUM(bursts) FROM pipe_incidents")
+    with pytest.raises(PermissionDenied, match="at least 3 nodes; the job names 1"):
+        _decide(cfg, _ident(pki_dir), "planning", spec, "paillier", roster=("water-north",))
 
 
 def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
@@ -187,12 +230,11 @@ def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
 
     pki.issue(pki_dir, "analyst", "mallory")
     cfg = load_node_config(node_dir / "node.toml")
-    cols = {"pipe_incidents": tuple(n for n, _ in synth.PIPE_COLUMNS)}
     spec = parse_sql("SELECT SUM(bursts) FROM pipe_incidents")
-    d = check_query(cfg, cols, _ident(pki_dir, name="mallory"), "planning", spec, "paillier")
-    assert isinstance(d.error, PermissionDenied) and "requester 'mallory'" in d.reason
-    d = check_query(cfg, cols, _ident(pki_dir, "node", "water-north"), "planning", spec, "paillier")
-    assert isinstance(d.error, PermissionDenied) and "role 'node'" in d.reason
+    with pytest.raises(PermissionDenied, match="requester 'mallory'"):
+        _decide(cfg, _ident(pki_dir, name="mallory"), "planning", spec, "paillier")
+    with pytest.raises(PermissionDenied, match="role 'node'"):
+        _decide(cfg, _ident(pki_dir, "node", "water-north"), "planning", spec, "paillier")
 
 
 def test_min_group_size_suppress_and_refuse(node_dir):
@@ -200,8 +242,9 @@ def test_min_group_size_suppress_and_refuse(node_dir):
 
     cfg = load_node_config(node_dir / "node.toml")
     groups = [GroupRow(("a",), 2, (1,)), GroupRow(("b",), 3, (1,))]
-    kept, suppressed = apply_min_group_size(cfg.datasets[0].policy, groups)
-    assert [g.key for g in kept] == [("b",)] and suppressed == 1
+    keep = apply_min_group_size(cfg.datasets[0].policy, [g.rows for g in groups])
+    assert keep == [False, True]
     refuse = cfg.datasets[0].policy.model_copy(update={"small_groups": "refuse"})
-    with pytest.raises(PermissionDenied, match="fewer than 3"):
-        apply_min_group_size(refuse, groups)
+    with pytest.raises(PermissionDenied, match="fewer than 3 rows") as info:
+        apply_min_group_size(refuse, [g.rows for g in groups])
+    assert "1 group" not in str(info.value)  # never says how many groups were small

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from datafed.signing import RequestHeader
-from nodes.jobs import JobTable
+from nodes.jobs import JobBinding, JobTable
+
+BOUND = JobBinding("ab" * 32, ("water-north", "water-east", "water-south"), 3)
 
 
 def header(requester: str = "alice", job: str = "job-1") -> RequestHeader:
@@ -22,7 +24,7 @@ class Clock:
 
 def test_stash_get_drop():
     table = JobTable()
-    table.stash(header(), "pipes", "secagg").put({"k": 1})
+    table.stash(header(), "pipes", "secagg", BOUND).put({"k": 1})
     job = table.get("alice", "job-1")
     assert job is not None and job.state == {"k": 1}
     assert (job.dataset, job.mode, job.purpose, job.legal_basis) == (
@@ -30,6 +32,11 @@ def test_stash_get_drop():
         "secagg",
         "planning",
         "law",
+    )
+    assert (job.binding, job.roster, job.min_participants) == (
+        BOUND.binding,
+        BOUND.roster,
+        3,
     )
     assert table.get("bob", "job-1") is None  # another requester never sees it
     assert job.run(lambda s: repr(s).encode()) == b"{'k': 1}"
@@ -39,23 +46,23 @@ def test_stash_get_drop():
 
 def test_one_state_per_job():
     table = JobTable()
-    table.stash(header(), "pipes", "shares").put(1)
+    table.stash(header(), "pipes", "shares", BOUND).put(1)
     with pytest.raises(ValueError, match="already has protocol state"):
-        table.stash(header(), "pipes", "shares").put(2)
-    table.stash(header("bob"), "pipes", "shares").put(3)  # same job id, other requester
+        table.stash(header(), "pipes", "shares", BOUND).put(2)
+    table.stash(header("bob"), "pipes", "shares", BOUND).put(3)  # same job id, other requester
     assert table.get("alice", "job-1").state == 1 and len(table) == 2
 
 
 def test_bounded_and_expiring():
     clock = Clock()
     table = JobTable(max_jobs=2, ttl_ms=100, clock=clock)
-    table.stash(header(job="a"), "d", "ckks").put(1)
-    table.stash(header(job="b"), "d", "ckks").put(2)
+    table.stash(header(job="a"), "d", "ckks", BOUND).put(1)
+    table.stash(header(job="b"), "d", "ckks", BOUND).put(2)
     with pytest.raises(ValueError, match="holds 2 open protocol jobs; try again later"):
-        table.stash(header(job="c"), "d", "ckks").put(3)
+        table.stash(header(job="c"), "d", "ckks", BOUND).put(3)
     clock.now += 100
     assert table.get("alice", "a") is None
-    table.stash(header(job="c"), "d", "ckks").put(3)
+    table.stash(header(job="c"), "d", "ckks", BOUND).put(3)
     assert len(table) == 1
     with pytest.raises(ValueError, match="must be positive"):
         JobTable(max_jobs=0)

@@ -23,7 +23,9 @@ from datafed.psi import (
 from datafed.psi import serde as psi_serde
 from nodes.config import DatasetConfig, DatasetPolicy, DpPolicy, NodeConfig, NodeSection
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied, Unavailable
-from nodes.psi_policy import PendingJob, PendingJobs, check_psi
+from nodes.policy import Use
+from nodes.policy.rules import check
+from nodes.psi_jobs import PendingJob, PendingJobs
 
 N = (1 << 2047) + 1
 names = st.from_regex(r"[a-z0-9][a-z0-9-]{0,12}", fullmatch=True)
@@ -171,6 +173,7 @@ ALLOW = {
     "allowed_requesters": ["alice"],
     "allowed_purposes": ["research"],
     "allowed_operations": ["intersection_sum"],
+    "person_level": False,
 }
 
 
@@ -256,13 +259,22 @@ ALLOW = {
     ],
 )
 def test_check_psi(tmp_path, policy, who, purpose, dataset, columns, error, message) -> None:
+    from datafed.signing import new_header
+
     config = _config(tmp_path, **policy)
     exposed = ["person_id", "district"] if dataset == "taxpayers" else None
+    use = Use(
+        operation="intersection_sum",
+        requester=who,
+        header=new_header(who.name, "tax-bureau", "job-1", purpose),
+        dataset=dataset,
+        columns=frozenset(columns),
+    )
     if error is None:
-        assert check_psi(config, exposed, who, purpose, dataset, columns)
+        assert check(use, config, exposed)
         return
     with pytest.raises(error, match=message):
-        check_psi(config, exposed, who, purpose, dataset, columns)
+        check(use, config, exposed)
 
 
 def test_pending_jobs_are_bounded_single_use_and_expire() -> None:

@@ -1,0 +1,215 @@
+"""The node's one policy engine: every use of a dataset is admitted here, once, atomically.
+
+Every operation -- a query, one side of an intersection-sum, a training job -- asks
+:meth:`PolicyEngine.admit` with a :class:`Use`; what comes back is a :class:`Grant`, or a
+:class:`~nodes.errors.NodeError` that the caller records as ``denied``. Admission is
+spending (``docs/policy.md``):
+
+1. the pure rules (:func:`nodes.policy.rules.check`) and the sign-offs the dataset needs
+   (:mod:`nodes.policy.signoff`) -- nothing is changed by a refusal here;
+2. then, in one critical section per dataset: the job id must be new for this requester
+   (a statement, and the sign-offs bound to it, are used once), the privacy budget must
+   hold the use's epsilon, the ``approved`` entry carrying that epsilon is appended
+   durably, and only then are the job id claimed and the epsilon charged.
+
+From then on the epsilon is spent whatever happens: a computation that fails, a group
+refused for being small, a protocol step that never comes. Nothing after admission
+refunds or says by how much or which rows (a refusal must not be an oracle).
+Protocol steps and the later steps of an intersection-sum continue a grant; they are not
+new admissions. State -- budgets and claimed job ids -- is replayed from the ledger when
+the node starts, so a restart forgets nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from audit import Ledger
+from audit.records import decode_leaf
+from datafed.pki import Identity
+from datafed.proto.v1 import query_pb2
+from datafed.query.spec import QuerySpec
+from datafed.signing import RequestHeader
+from datafed.statement import SignedJobStatement
+from nodes.config import DatasetPolicy, NodeConfig
+from nodes.errors import InvalidRequest
+from nodes.policy import rules
+from nodes.policy.budget import LedgerBudget, dp_limits, shared_budgets
+from nodes.policy.signoff import check_signoffs
+
+__all__ = ["ADMITTING_OPERATIONS", "Grant", "Operation", "PolicyEngine", "Recorder", "Use"]
+
+Operation = Literal["query", "intersection_sum", "training"]
+#: Ledger operations whose ``approved`` entries claim a job id (``fl_train`` is training).
+ADMITTING_OPERATIONS = frozenset({"query", "intersection_sum", "fl_train"})
+_REPLAY_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Use:
+    """One requested use of a dataset, as the policy engine sees it.
+
+    Attributes
+    ----------
+    operation
+        ``query``, ``intersection_sum`` or ``training``.
+    requester, header
+        The authenticated caller and its signed request header.
+    dataset, columns
+        What is read.
+    protection
+        The protection mode (queries) or how the use is protected (recorded).
+    spec, statement, signoffs
+        Queries: the spec, the job statement and the approvals of other agencies.
+    epsilon
+        What the use spends under DP; ``None``: the dataset's ``epsilon_per_query``.
+    dp_requested
+        Training: whether the job trains with differential privacy.
+    summed
+        Intersection-sum: the columns whose values are summed (bounded under DP).
+    details
+        Public details recorded with the approval (no data-dependent facts).
+    """
+
+    operation: Operation
+    requester: Identity
+    header: RequestHeader
+    dataset: str
+    columns: frozenset[str] = frozenset()
+    protection: str = ""
+    spec: QuerySpec | None = None
+    statement: SignedJobStatement | None = None
+    signoffs: Sequence[query_pb2.SignOff] = ()
+    epsilon: float | None = None
+    dp_requested: bool = False
+    summed: frozenset[str] = frozenset()
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An admitted use: its ``approved`` entry and what it spent."""
+
+    use: Use
+    index: int
+    epsilon: float
+    policy: DatasetPolicy
+
+
+class Recorder(Protocol):
+    """Appends one entry about the current request; returns its index once durable."""
+
+    def __call__(
+        self,
+        *,
+        decision: str,
+        reason: str,
+        epsilon: float = 0.0,
+        details: Mapping[str, str] | None = None,
+    ) -> Awaitable[int]:
+        """Record the entry."""
+        ...
+
+
+class PolicyEngine:
+    """Admission for every operation of one node (see module docs).
+
+    Parameters
+    ----------
+    config
+        The node configuration (datasets and policies).
+    columns
+        ``dataset -> exposed columns`` as the store found them.
+    node, ca_pem
+        This node's name and the federation CA (to verify sign-offs).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        columns: Mapping[str, Sequence[str]],
+        node: str,
+        ca_pem: bytes,
+    ) -> None:
+        self.config = config
+        self._columns = dict(columns)
+        self._node = node
+        self._ca = ca_pem
+        self.budget = LedgerBudget(dp_limits(config), shared_budgets(config))
+        self._claimed: set[tuple[str, str]] = set()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def replay(self, ledger: Ledger) -> None:
+        """Rebuild budgets and claimed job ids from every entry of ``ledger``."""
+        size = ledger.head().size
+        for start in range(0, size, _REPLAY_CHUNK):
+            for leaf in ledger.leaves(start, min(size, start + _REPLAY_CHUNK)):
+                _, rec = decode_leaf(leaf)
+                self.budget.replay(rec.requester, rec.dataset, rec.epsilon)
+                if rec.decision == "approved" and rec.operation in ADMITTING_OPERATIONS:
+                    self._claimed.add((rec.requester, rec.job_id))
+
+    def policy(self, dataset: str) -> DatasetPolicy:
+        """The policy of a served dataset (NotFound otherwise)."""
+        return rules.dataset_of(self.config, dataset, self._columns.get(dataset)).policy
+
+    def check(self, use: Use) -> str:
+        """The pure rules alone (no state, nothing recorded): the reason, or the refusal."""
+        return rules.check(use, self.config, self._columns.get(use.dataset))
+
+    def epsilon_of(self, use: Use) -> float:
+        """What ``use`` spends: its own epsilon, or the dataset's per-query epsilon under DP."""
+        if use.epsilon is not None:
+            return use.epsilon
+        dp = self.policy(use.dataset).dp
+        return dp.epsilon_per_query if dp is not None else 0.0
+
+    async def admit(self, use: Use, record: Recorder) -> Grant:
+        """Admit ``use`` or raise the refusal (see module docs); ``record`` writes entries."""
+        reason = self.check(use)
+        policy = self.policy(use.dataset)
+        details = dict(use.details)
+        if use.statement is not None:
+            details["statement"] = use.statement.digest
+        if use.operation == "query":
+            assert use.statement is not None
+            details.update(
+                check_signoffs(
+                    self._node, self._ca, policy.required_signoff, use.statement, use.signoffs
+                )
+            )
+        epsilon = self.epsilon_of(use)
+        key = (use.requester.name, use.header.job_id)
+        async with self._locks[use.dataset]:  # budget of (requester, dataset): one section
+            if key in self._claimed:
+                raise InvalidRequest(f"job id {key[1]!r} was already used; each job runs once")
+            self.budget.check(key[0], use.dataset, epsilon)
+            self._claimed.add(key)  # no await since the check: job ids are claimed atomically
+            try:
+                index = await record(
+                    decision="approved", reason=reason, epsilon=epsilon, details=details
+                )
+            except BaseException:
+                self._claimed.discard(key)
+                raise
+            self.budget.charge(key[0], use.dataset, epsilon)
+        return Grant(use, index, epsilon, policy)
+
+    async def charge(
+        self, requester: str, dataset: str, epsilon: float, record: Callable[[], Awaitable[int]]
+    ) -> int:
+        """Spend ``epsilon`` for a release of an admitted job, atomically with its entry.
+
+        For the releases that each carry their own epsilon (a training round's update):
+        the budget is checked, ``record`` appends the entry, and the epsilon is charged,
+        in the same critical section as admissions of the dataset.
+        """
+        async with self._locks[dataset]:
+            self.budget.check(requester, dataset, epsilon)
+            index = await record()
+            self.budget.charge(requester, dataset, epsilon)
+        return index

@@ -1,0 +1,130 @@
+"""An admitted query's computation at the node: aggregate, limit, noise, protect (blocking).
+
+Runs off the event loop after admission (:mod:`nodes.query_servicer`):
+
+1. the local aggregate through the store (SUMs clamped to the DP bounds under DP);
+2. exact datasets: groups under ``min_group_size`` suppressed (or the query refused), and
+   the differencing defence (:mod:`nodes.policy.history`) settles each released group's
+   values atomically; DP datasets: discrete Laplace noise instead (exact-count suppression
+   would break the DP guarantee, ``docs/policy.md``);
+3. the values aligned on the declared group domain (modes that hide groups) and protected
+   by the mode, bound to the job statement's digest and roster.
+
+It returns the answer and the per-node facts for the ledger's private part (how many
+groups were released and suppressed): data-dependent, so never in the analyst's receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from datafed.modes import NodeEnv, SteppedMode
+from datafed.proto.v1 import query_pb2
+from datafed.query.components import Component, components
+from datafed.serde import literal_to_proto
+from nodes.context import NodeContext
+from nodes.errors import InvalidRequest
+from nodes.jobs import JobBinding
+from nodes.policy import Grant, ReleasedGroup
+from nodes.policy.dp import add_noise
+from nodes.policy.rules import apply_min_group_size
+from nodes.query_job import QueryJob
+from nodes.store import GroupRow
+
+__all__ = ["answer_digest", "compute"]
+
+
+def answer_digest(response: query_pb2.QueryResponse) -> str:
+    """Hex SHA-256 of an answer before its ledger head and receipt are attached."""
+    return hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
+
+
+def compute(
+    ctx: NodeContext, grant: Grant, job: QueryJob
+) -> tuple[query_pb2.QueryResponse, dict[str, str]]:
+    """The protected answer of an admitted query and its private facts (see module docs)."""
+    spec, policy, bits = job.spec, grant.policy, job.fixed_point_bits
+    comps = components(spec)
+    dp = policy.dp
+    groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    suppressed = 0
+    if dp is None:
+        keep = apply_min_group_size(policy, [g.rows for g in groups])
+        suppressed = keep.count(False)
+        groups = [g for g, k in zip(groups, keep, strict=True) if k]
+        if policy.differencing_defence and groups:
+            groups = _settle(ctx, job, comps, policy.min_group_size, groups)
+    if job.domain is None:
+        keys = [g.key for g in groups]
+        flat = [v for g in groups for v in g.values]
+    else:
+        by_key = {g.key: g.values for g in groups}
+        zeros = (0,) * len(comps)
+        keys = list(job.domain)
+        flat = [v for k in keys for v in by_key.get(k, zeros)]
+    stddev: list[float] = []
+    if dp is not None:
+        flat, stddev = add_noise(flat, comps, dp, bits)
+    payload = _protect(ctx, grant, job, comps, flat)
+    response = query_pb2.QueryResponse(
+        node=ctx.name,
+        job_id=job.statement.statement.job_id,
+        components=[c.label for c in comps],
+        fixed_point_bits=bits,
+        payload=payload,
+        epsilon=grant.epsilon,
+        noise_stddev=stddev,
+    )
+    for k in keys:
+        response.groups.add().values.extend(literal_to_proto(v) for v in k)
+    facts = {"groups_released": str(len(groups)), "groups_suppressed": str(suppressed)}
+    return response, facts
+
+
+def _settle(
+    ctx: NodeContext, job: QueryJob, comps: Sequence[Component], k: int, groups: list[GroupRow]
+) -> list[GroupRow]:
+    """Apply the differencing defence: near-duplicates of released row sets get old values."""
+    ids = ctx.store.row_ids(job.spec, [g.key for g in groups])
+    if ids is None:  # no stable row identity in this store: nothing to compare
+        return groups
+    labels = [c.label for c in comps]
+    settled = ctx.history.settle(
+        job.spec.dataset,
+        k,
+        [ReleasedGroup(ids[g.key], dict(zip(labels, g.values, strict=True))) for g in groups],
+    )
+    return [
+        GroupRow(g.key, g.rows, tuple(values[label] for label in labels))
+        for g, values in zip(groups, settled, strict=True)
+    ]
+
+
+def _protect(
+    ctx: NodeContext, grant: Grant, job: QueryJob, comps: Sequence[Component], flat: list[int]
+) -> bytes:
+    st = job.statement
+    header = grant.use.header
+    bound = JobBinding(st.digest, st.statement.roster, grant.policy.min_participants)
+    stash = (
+        ctx.jobs.stash(header, job.spec.dataset, job.mode.name, bound)
+        if issubclass(job.mode, SteppedMode)
+        else None
+    )
+    env = NodeEnv(
+        ctx.name,
+        header.job_id,
+        ctx.signing_key,
+        ctx.tls.ca,
+        binding=st.digest,
+        roster=st.statement.roster,
+        components=tuple(comps),
+        fixed_point_bits=job.fixed_point_bits,
+        stash=stash,
+        min_participants=grant.policy.min_participants,
+    )
+    try:
+        return job.mode.protect(env, job.params, flat)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(str(exc)) from exc
