@@ -20,7 +20,16 @@ checkpoint size).  Codes:
 ``log-truncated``             a signed checkpoint covers more entries than the log holds
 ``log-rolled-back``           the log is smaller than a size the auditor verified before
 ``log-rewritten``             the log's history differs from what the auditor verified before
-``export-inconsistent``       stored hashes do not cover the entries one to one
+``export-inconsistent``       stored hashes do not cover the entries one to one, or the
+                              private parts file is malformed
+``private-mismatch``          an entry's private part is missing, malformed, does not match
+                              the commitment in its leaf, or is given for an entry without one
+``unsigned-tail``             entries after the newest checkpoint are covered by no signature
+                              (a warning instead with ``allow_unsigned_tail``)
+
+The report also says how far the witnesses vouch for the log (:meth:`VerifyReport.quorum_line`):
+entries that no checkpoint with the policy's witness quorum covers rest on the operator's
+signature alone, and an operator can rewrite them undetectably (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import binascii
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -40,11 +49,14 @@ from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.errors import InvalidRecord, InvalidSignature
 from audit.note import parse_note
 from audit.policy import Policy
-from audit.records import LEAF_TAG, SCHEMA_VERSION, decode_leaf
+from audit.private import commitment, decode_opening
+from audit.records import LEAF_PREFIXES, decode_leaf
 
 __all__ = ["Finding", "LogSource", "VerifyReport", "load_state", "save_state", "verify_log"]
 
-_PREFIX = LEAF_TAG + b"\x00" + bytes([SCHEMA_VERSION])
+_PREFIX = LEAF_PREFIXES[2]
+_OLD_PREFIX = LEAF_PREFIXES[1]  # version 1 leaves: no commitment byte
+_FLAG = len(_PREFIX) + 8  # offset of the commitment flag in a version 2 leaf
 _CHUNK_LEVEL = 12  # leaves are hashed in aligned, perfect chunks of 2**12
 _MAX_MISPLACED = 100_000
 
@@ -62,6 +74,10 @@ class LogSource(Protocol):
 
     def stored_hashes(self) -> bytes | None:
         """Return the concatenated stored leaf hashes, or ``None``."""
+        ...
+
+    def private_parts(self) -> dict[int, bytes]:
+        """Return the private-part openings by entry index (ValueError if malformed)."""
         ...
 
 
@@ -93,6 +109,13 @@ class VerifyReport:
     published: list[int] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The policy's quorum and number of pinned witnesses.
+    quorum: int = 0
+    witnesses: int = 0
+    #: Valid pinned cosignatures per checkpoint size.
+    cosigned: dict[int, int] = field(default_factory=dict)
+    #: Entries that carry a private part (each checked against its commitment).
+    private: int = 0
 
     @property
     def ok(self) -> bool:
@@ -103,6 +126,28 @@ class VerifyReport:
     def latest(self) -> Checkpoint | None:
         """The largest valid checkpoint."""
         return max(self.checkpoints, key=lambda c: c.size, default=None)
+
+    @property
+    def witnessed(self) -> int:
+        """The largest checkpoint size cosigned by the quorum (0: none)."""
+        return max(self.published, default=0) if self.quorum else 0
+
+    def quorum_line(self) -> str:
+        """One line saying which witness quorum was required and what was actually met."""
+        head = f"witness quorum: {self.quorum} of {self.witnesses} required"
+        latest = self.latest.size if self.latest else 0
+        if self.quorum == 0:
+            return f"{head} — NOT witnessed: the operator can rewrite this log undetectably"
+        got = self.cosigned.get(latest, 0)
+        w = self.witnessed
+        if w and w == latest:
+            return f"{head} — met: latest checkpoint (size {latest}) cosigned by {got}"
+        if w:
+            return (
+                f"{head} — met only up to size {w}: entries {w}..{latest - 1} are NOT "
+                f"witnessed (latest checkpoint cosigned by {got})"
+            )
+        return f"{head} — NOT met by any checkpoint"
 
     def add(
         self, code: str, message: str, *, index: int | None = None, size: int | None = None
@@ -179,6 +224,7 @@ def _check_checkpoints(
             )
             continue
         valid.append(opened)
+        report.cosigned[cp.size] = max(report.cosigned.get(cp.size, 0), len(cosigners))
         if len(cosigners) >= policy.quorum:
             report.published.append(cp.size)
     by_size: dict[int, bytes] = {}
@@ -197,6 +243,8 @@ class _Scan:
     tree: merkle.CompactRange = field(default_factory=merkle.CompactRange)
     roots: dict[int, bytes] = field(default_factory=dict)
     misplaced: list[tuple[int, int]] = field(default_factory=list)
+    openings: dict[int, bytes] = field(default_factory=dict)
+    committed: set[int] = field(default_factory=set)
 
 
 def _scan_chunk(
@@ -213,16 +261,21 @@ def _scan_chunk(
     plen = len(_PREFIX)
     heads = [leaf[: plen + 8] for leaf in leaves]
     expected = [_PREFIX + i.to_bytes(8, "big") for i in range(start, start + len(leaves))]
-    if heads != expected:  # rare: find which leaves are malformed or out of place
+    current: Iterable[int] = range(len(leaves))
+    if heads != expected:  # rare: old version 1 leaves, malformed or misplaced ones
         unpack = struct.Struct(">Q").unpack_from
+        current = []
         for k, leaf in enumerate(leaves):
             i = start + k
-            if leaf[:plen] != _PREFIX or len(leaf) < plen + 8:
+            if leaf[:plen] not in (_PREFIX, _OLD_PREFIX) or len(leaf) < plen + 8:
                 report.add("entry-malformed", "not a data-use record leaf", index=i)
                 continue
+            if leaf[:plen] == _PREFIX:
+                current.append(k)
             (claim,) = unpack(leaf, plen)
             if claim != i and len(scan.misplaced) < _MAX_MISPLACED:
                 scan.misplaced.append((i, claim))
+    _check_private(leaves, start, current, scan, report)
     if deep:
         for k, leaf in enumerate(leaves):
             try:
@@ -249,6 +302,32 @@ def _scan_chunk(
                 scan.roots[start + k + 1] = tree.root()
     if start + len(leaves) in wanted:
         scan.roots[start + len(leaves)] = tree.root()
+
+
+def _check_private(
+    leaves: list[bytes], start: int, current: Iterable[int], scan: _Scan, report: VerifyReport
+) -> None:
+    """Check each version 2 leaf's commitment against the private part the log holds."""
+    for k in current:
+        leaf = leaves[k]
+        if leaf[_FLAG : _FLAG + 1] != b"\x01":
+            continue
+        i = start + k
+        scan.committed.add(i)
+        opening = scan.openings.get(i)
+        if opening is None:
+            report.add("private-mismatch", "the leaf commits to a private part that the log "
+                       "does not hold", index=i)  # fmt: skip
+            continue
+        try:
+            decode_opening(opening)
+        except ValueError:
+            report.add("private-mismatch", "the private part is malformed", index=i)
+            continue
+        if bytes.fromhex(commitment(opening)) != leaf[_FLAG + 1 : _FLAG + 33]:
+            report.add(
+                "private-mismatch", "the private part does not match its commitment", index=i
+            )
 
 
 def _classify_misplaced(misplaced: list[tuple[int, int]], report: VerifyReport) -> None:
@@ -278,6 +357,7 @@ def verify_log(
     origin: str | None = None,
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
+    allow_unsigned_tail: bool = False,
 ) -> VerifyReport:
     """Verify every entry, checkpoint, cosignature and the tree of one log.
 
@@ -293,6 +373,9 @@ def verify_log(
         Also decode every leaf as a canonical data-use record.
     progress : callable, optional
         Called with the number of leaves processed after each chunk.
+    allow_unsigned_tail : bool
+        Report entries after the newest checkpoint as a warning, not an ``unsigned-tail``
+        finding (a node signs within a bounded delay, so a fresh export may have some).
 
     Returns
     -------
@@ -301,6 +384,7 @@ def verify_log(
     """
     notes = source.checkpoint_notes()
     report = VerifyReport(origin or _origin_of(notes))
+    report.quorum, report.witnesses = policy.quorum, len(policy.witnesses)
     if report.origin not in policy.logs:
         report.add("unknown-origin", f"log {report.origin!r} is not pinned in the policy")
         return report
@@ -311,6 +395,11 @@ def verify_log(
     wanted = {c.size for c in report.checkpoints} | ({state[0]} if state else set())
     stored = source.stored_hashes()
     scan, n = _Scan(), 0
+    try:
+        scan.openings = dict(source.private_parts())
+    except ValueError as exc:
+        report.add("export-inconsistent", f"private parts: {exc}")
+    report.private = len(scan.openings)
     try:
         for chunk in source.leaf_chunks(1 << _CHUNK_LEVEL):
             _scan_chunk(chunk, n, scan, wanted, stored, deep, report)
@@ -323,6 +412,11 @@ def verify_log(
     if stored is not None and len(stored) != 32 * n:
         report.add("export-inconsistent", f"{len(stored) // 32} stored hashes for {n} entries")
     _classify_misplaced(scan.misplaced, report)
+    for i in sorted(set(scan.openings) - scan.committed):
+        report.add(
+            "private-mismatch", "a private part is given for an entry without a commitment",
+            index=i,
+        )  # fmt: skip
     if 0 in wanted:
         scan.roots[0] = merkle.EMPTY_ROOT
     for cp in report.checkpoints:
@@ -339,10 +433,13 @@ def verify_log(
         elif state[0] <= n and scan.roots.get(state[0]) != state[1]:
             report.add("log-rewritten", "history differs from the previous audit", size=state[0])
     latest = report.latest
-    if latest is not None and latest.size < n:
-        report.warnings.append(
-            f"{n - latest.size} entries after the latest checkpoint are unsigned"
-        )
+    signed = latest.size if latest is not None else 0
+    if signed < n:
+        text = f"{n - signed} entries after the newest checkpoint (size {signed}) are unsigned"
+        if allow_unsigned_tail:
+            report.warnings.append(text)
+        else:
+            report.add("unsigned-tail", text, index=signed)
     if policy.quorum and latest is not None and latest.size not in report.published:
         report.warnings.append(f"latest checkpoint (size {latest.size}) lacks a witness quorum")
     return report
