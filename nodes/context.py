@@ -60,7 +60,12 @@ class NodeContext:
         state: Path = config.node.state_dir
         state.mkdir(parents=True, exist_ok=True)
         store = DataStore(config.datasets)
-        ledger = Ledger.open(state / "ledger.sqlite", ledger_origin(config.node.name), key)
+        ledger = Ledger.open(
+            state / "ledger.sqlite",
+            ledger_origin(config.node.name),
+            key,
+            sign_within_s=config.node.sign_within_s,  # every entry signed soon (issue 9 #7)
+        )
         budget = LedgerBudget(ledger, dp_limits(config))
         nonces = NonceStore(state / "nonces.sqlite")
         guard = DifferencingGuard(state / "released.sqlite")
