@@ -316,8 +316,11 @@ def _check_private(
         scan.committed.add(i)
         opening = scan.openings.get(i)
         if opening is None:
-            report.add("private-mismatch", "the leaf commits to a private part that the log "
-                       "does not hold", index=i)  # fmt: skip
+            report.add(
+                "private-mismatch",
+                "the leaf commits to a private part that the log does not hold",
+                index=i,
+            )
             continue
         try:
             decode_opening(opening)
@@ -414,9 +417,10 @@ def verify_log(
     _classify_misplaced(scan.misplaced, report)
     for i in sorted(set(scan.openings) - scan.committed):
         report.add(
-            "private-mismatch", "a private part is given for an entry without a commitment",
+            "private-mismatch",
+            "a private part is given for an entry without a commitment",
             index=i,
-        )  # fmt: skip
+        )
     if 0 in wanted:
         scan.roots[0] = merkle.EMPTY_ROOT
     for cp in report.checkpoints:
