@@ -80,7 +80,9 @@ def _over_time(uses: list[tuple[str, DataUseRecord]], agency: Any) -> dict[str, 
     return {"unit": unit, "buckets": labels, "by": by}
 
 
-def _epsilon(logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy) -> list[dict[str, Any]]:
+def _epsilon(
+    logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy, agency: Any
+) -> list[dict[str, Any]]:
     spent: dict[tuple[str, str, str], float] = defaultdict(float)
     count: Counter[tuple[str, str, str]] = Counter()
     recorded: dict[tuple[str, str, str], float] = {}
@@ -103,6 +105,7 @@ def _epsilon(logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy) -> lis
             {
                 "requester": requester,
                 "node": node,
+                "agency": agency(node),
                 "dataset": dataset,
                 "spent": round(spent[key], 12),
                 "budget": budget if budget is not None else recorded.get(key),
@@ -112,7 +115,7 @@ def _epsilon(logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy) -> lis
     return rows
 
 
-def _denials(logs: Mapping[str, Sequence[DataUseRecord]]) -> dict[str, Any]:
+def _denials(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
     by_requester: Counter[str] = Counter()
     rows = []
@@ -132,6 +135,7 @@ def _denials(logs: Mapping[str, Sequence[DataUseRecord]]) -> dict[str, Any]:
             {
                 "time": _utc(t),
                 "node": node,
+                "agency": agency(node),
                 "index": i,
                 "requester": r.requester,
                 "dataset": r.dataset,
@@ -264,8 +268,8 @@ def build_report(
         },
         "verification": _verification(logs, reports, agency),
         "uses_over_time": _over_time(uses, agency),
-        "epsilon": _epsilon(logs, policy),
-        "denials": _denials(logs),
+        "epsilon": _epsilon(logs, policy, agency),
+        "denials": _denials(logs, agency),
         "circulation": _circulation(logs, agency),
     }
 

@@ -91,7 +91,7 @@ def _use(data: dict[str, Any]) -> str:
     out = [
         '<h2 id="use">Data use over time</h2>',
         f'<p class="note">Uses per {escape(t["unit"])}: one operation admitted at one '
-        "agency (a query, a protocol step job, an intersection-sum, a training job).</p>",
+        "agency (a query, a protocol job, an intersection-sum, a training job).</p>",
     ]
     titles = {"requester": "by requester", "purpose": "by purpose", "dataset": "by dataset"}
     for dim, title in titles.items():
@@ -107,7 +107,7 @@ def _epsilon(rows: list[dict[str, Any]]) -> str:
         "written on the entries (what each agency charged). The dark mark is the agreed "
         "budget; a bar beyond it is over budget.</p>",
     ]
-    bars = [(f"{r['requester']} · {r['node']}/{r['dataset']}", [r["spent"]]) for r in rows]
+    bars = [(f"{r['requester']} · {r['agency']}: {r['dataset']}", [r["spent"]]) for r in rows]
     limits = [r["budget"] for r in rows]
     out.append(
         svg.hbars(
@@ -124,7 +124,7 @@ def _epsilon(rows: list[dict[str, Any]]) -> str:
             [
                 (
                     r["requester"],
-                    r["node"],
+                    r["agency"],
                     r["dataset"],
                     r["charges"],
                     r["spent"],
@@ -154,7 +154,7 @@ def _denials(d: dict[str, Any]) -> str:
                 [
                     (
                         r["time"],
-                        r["node"],
+                        r["agency"],
                         r["index"],
                         r["requester"],
                         r["dataset"],

@@ -49,14 +49,22 @@ def _empty(chart: str, title: str) -> str:
     return "".join(parts)
 
 
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
     out = []
     for k, name in enumerate(names):
         yy = y + 16 * k
         color = PALETTE[k % len(PALETTE)]
         out.append(f'<rect x="{x}" y="{yy}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{x + 14}" y="{yy + 9}">{escape(name[:40])}</text>')
+        out.append(f'<text x="{x + 14}" y="{yy + 9}">{escape(_clip(name, 48))}</text>')
     return out
+
+
+def _legend_w(names: Sequence[str]) -> int:
+    return 24 + 7 * min(48, max((len(n) for n in names), default=0))
 
 
 def stacked_bars(
@@ -78,9 +86,9 @@ def stacked_bars(
     totals = [sum(v[i] for v in series.values()) for i in range(len(labels))]
     if not labels or not any(totals):
         return _empty(chart, title)
-    plot_w = max(240, min(720, 24 * len(labels)))
+    plot_w = max(480, min(760, 24 * len(labels)))
     left, top, plot_h = 44, 10, 180
-    width, height = left + plot_w + 200, top + plot_h + 60
+    width, height = left + plot_w + 16 + _legend_w(list(series)), top + plot_h + 70
     peak = max(totals)
     bar_w = plot_w / len(labels)
     parts = _open(chart, title, width, max(height, 20 + 16 * len(series)))
@@ -90,7 +98,8 @@ def stacked_bars(
     )
     parts.append(f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{_num(peak)}</text>')
     parts.append(f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>')
-    step = max(1, len(labels) // 8)
+    # x labels: at most one per ~70 px, slanted so that dates never overlap
+    step = max(1, int(70 // bar_w) + (70 % bar_w > 0))
     for i, label in enumerate(labels):
         x = left + i * bar_w
         base = float(top + plot_h)
@@ -107,9 +116,10 @@ def stacked_bars(
                 f"<title>{escape(label)} · {escape(name)}: {_num(v)}</title></rect>"
             )
         if i % step == 0:
+            cx, cy = x + bar_w / 2, top + plot_h + 12
             parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" '
-                f'text-anchor="middle">{escape(label)}</text>'
+                f'<text transform="translate({cx:.1f},{cy}) rotate(-25)" '
+                f'text-anchor="end">{escape(label)}</text>'
             )
     parts += _legend(list(series), left + plot_w + 16, top)
     parts.append("</svg>")
@@ -131,15 +141,15 @@ def hbars(
     """
     if not rows or (not any(any(v) for _, v in rows) and not any(limits or ())):
         return _empty(chart, title)
-    label_w, plot_w, row_h = 220, 380, 8 + 12 * len(series)
+    label_w, plot_w, row_h = 300, 380, 8 + 12 * len(series)
     peak = max([max(v, default=0) for _, v in rows] + [x for x in (limits or ()) if x] + [1e-12])
     height = 12 + row_h * len(rows) + 16 * len(series) + 8
-    parts = _open(chart, title, label_w + plot_w + 90, height)
+    parts = _open(chart, title, label_w + plot_w + max(90, _legend_w(series) - plot_w), height)
     for r, (label, values) in enumerate(rows):
         y0 = 8 + r * row_h
         parts.append(
             f'<text x="{label_w - 6}" y="{y0 + row_h / 2 + 3:.1f}" '
-            f'text-anchor="end">{escape(label[:36])}</text>'
+            f'text-anchor="end">{escape(_clip(label, 44))}<title>{escape(label)}</title></text>'
         )
         for k, v in enumerate(values):
             w = plot_w * v / peak
@@ -172,7 +182,7 @@ def heatmap(
         return _empty(chart, title)
     cell, label_w = 28, 200
     n = len(names)
-    width, height = label_w + cell * n + 10, label_w // 2 + cell * n + 10
+    width, height = label_w + cell * n + 140, label_w // 2 + cell * n + 10
     peak = max(counts.values())
     parts = _open(chart, title, width, height)
     top = label_w // 2
@@ -196,5 +206,11 @@ def heatmap(
                 f'stroke="#ddd" data-label="{escape(a)} × {escape(b)}" data-series="jobs" '
                 f'data-value="{v}"><title>{escape(a)} × {escape(b)}: {v}</title></rect>'
             )
+            if v:
+                ink = "#fff" if shade > 0.55 else "#1d2733"
+                cx, cy = label_w + j * cell + (cell - 2) / 2, y + cell / 2 + 3
+                parts.append(
+                    f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" fill="{ink}">{v}</text>'
+                )
     parts.append("</svg>")
     return "".join(parts)

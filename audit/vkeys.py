@@ -91,9 +91,7 @@ def _from_certificate(data: bytes, label: str, witness: bool, ca: Path | None) -
     if role == "witness" and not witness:
         raise ValueError(f"{label} is a witness certificate: its key cosigns, add --witness")
     if role not in ("node", "witness"):
-        raise ValueError(
-            f"{label} is a certificate of role {role}: only nodes and witnesses sign"
-        )
+        raise ValueError(f"{label} is a certificate of role {role}: only nodes and witnesses sign")
     prefix = "datafed/witness/" if witness else "datafed/ledger/"
     return FoundKey(raw_public_key(key), prefix + name)
 
