@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from audit import cli_read, merkle
+from audit import merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.cli_common import (
     ALLOW_TAIL,
@@ -46,8 +46,6 @@ from audit.verify import LogSource, save_state, verify_log
 from audit.vkeys import public_key_of
 
 __all__ = ["app", "main"]
-
-_ = cli_read  # imported for its commands: report, jobs, reconcile, lineage
 
 
 def _fetch(
@@ -334,6 +332,11 @@ def vkey_cmd(
         raise Fail(f"{source.name} is a key file: give the key name with --name")
     out.print(vkey(name or found.name or "", SIG_COSIGNATURE_V1 if witness else SIG_ED25519,
                    found.key))  # fmt: skip
+
+
+from audit import cli_read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
+
+_ = cli_read
 
 
 def main() -> None:
