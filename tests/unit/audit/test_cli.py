@@ -126,6 +126,8 @@ def test_vkey(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["reconcile", "j1", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses"),
         (["lineage", "ab", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses"),
         (["verify", "{s}/exp[1]", "-p", "{s}/policy.toml"], "no entries.bin): {s}/exp[1]"),
+        (["verify", "{s}/exp", "-p", "{s}/budget.toml"], "policy: budgets.x must be a number"),
+        (["jobs", "{s}/exp", "-p", "{s}/agency.toml"], "policy: agencies must be a table"),
         (
             [
                 "consistency",
@@ -159,6 +161,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     logs_line = (site / "policy.toml").read_text().splitlines()[1]
     (site / "bad.toml").write_text(f"quorum = 5\n{logs_line}\n")
     (site / "q0.toml").write_text(f"{logs_line}\n")
+    (site / "budget.toml").write_text(f'{logs_line}\n[budgets]\nx = "lots"\n')
+    (site / "agency.toml").write_text(f'agencies = "water"\n{logs_line}\n')
     before = sorted(p.name for p in site.iterdir())
     code, out, err = run([a.format(s=site) for a in argv], capsys)
     assert code == 2, (out, err)

@@ -171,3 +171,25 @@ def test_malformed_openings_rejected(mutate: object) -> None:
 def test_bad_commitment_field_refused() -> None:
     with pytest.raises(ValueError, match="private_commitment must be empty or 64"):
         make_record(0, private_commitment="AB" * 32)
+
+
+@given(st.binary(max_size=200))
+def test_random_openings_fail_cleanly(data: bytes) -> None:
+    from audit.private import decode_opening, encode_opening
+
+    try:
+        salt, details = decode_opening(data)
+    except ValueError:
+        return
+    assert encode_opening(salt, details) == data  # anything accepted is canonical
+
+
+@given(st.binary(max_size=300))
+def test_random_private_files_fail_cleanly(data: bytes) -> None:
+    from audit.export import read_private
+
+    try:
+        parts = read_private(data)
+    except ValueError:
+        return
+    assert sorted(parts) == list(parts)
