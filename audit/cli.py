@@ -127,6 +127,8 @@ def verify(
     print_report(report)
     if not report.ok:
         out.print(f"{report.origin}: {len(report.findings)} problem(s) in {report.entries} entries")
+        if report.origin in pol.logs:
+            out.print(report.quorum_line())
         raise typer.Exit(1)
     latest = report.latest
     if pol.state is not None and latest is not None:

@@ -218,3 +218,31 @@ def test_vkey_reads_a_node_certificate(tmp_path: Path, capsys) -> None:  # type:
     ]:
         code, out, err = run(argv, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_log_with_schema_1_leaves_still_verifies(tmp_path: Path) -> None:
+    """Entries written before private parts (schema 1) verify beside new ones."""
+    from audit import merkle
+    from audit.checkpoint import Checkpoint, log_verifier, sign_checkpoint
+    from audit.export import ExportDir, write_export
+    from audit.policy import Policy
+    from audit.private import commitment, new_opening
+    from audit.records import LEAF_PREFIXES, encode_body, encode_leaf
+    from audit.verify import verify_log
+
+    old = [
+        LEAF_PREFIXES[1] + i.to_bytes(8, "big") + encode_body(make_record(i))[1:] for i in range(5)
+    ]
+    opening = new_opening({"rows": "9"})
+    new = [encode_leaf(5, encode_body(make_record(5, private_commitment=commitment(opening))))]
+    leaves = old + new
+    root = merkle.root_from_leaf_hashes(merkle.hash_leaf(x) for x in leaves)[1]
+    note = sign_checkpoint(Checkpoint(ORIGIN, 6, root), KEY).encode()
+    hashes = [merkle.hash_leaf(x) for x in leaves]
+    exp = write_export(tmp_path / "e", ORIGIN, leaves, [(6, note)], hashes, {5: opening})
+    policy = Policy({ORIGIN: log_verifier(ORIGIN, KEY)})
+    report = verify_log(ExportDir(exp), policy, deep=True)
+    assert report.ok and report.entries == 6 and report.private == 1, report.findings
+    bad = write_export(tmp_path / "b", ORIGIN, leaves, [(6, note)], hashes, {})
+    codes = [(f.code, f.index) for f in verify_log(ExportDir(bad), policy).findings]
+    assert codes == [("private-mismatch", 5)]
