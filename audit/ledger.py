@@ -227,7 +227,11 @@ class Ledger:
 
     async def append_async(self, record: DataUseRecord, private: Private = None) -> int:
         """Like :meth:`append` for asyncio callers (see :meth:`append_many_async`)."""
-        return (await self.append_many_async([record], [private]))[0]
+        if private is None:  # the hot path of a node: one record, no private part
+            ticket = Ticket([encode_body(_check(record))], [None])
+        else:
+            ticket = _ticket([record], [private])
+        return (await self._queue_async(ticket))[0]
 
     async def append_many_async(
         self, records: Sequence[DataUseRecord], private: Sequence[Private] | None = None
@@ -242,11 +246,15 @@ class Ledger:
         ticket = _ticket(records, private)
         if not ticket.bodies:
             return []
+        return await self._queue_async(ticket)
+
+    def _queue_async(self, ticket: Ticket) -> asyncio.Future[list[int]]:
+        """Queue ``ticket`` now (before any suspension) and return the future to await."""
         loop = asyncio.get_running_loop()
         ticket.loop = loop
-        ticket.future = loop.create_future()
+        ticket.future = fut = loop.create_future()
         self._committer.submit(ticket)
-        return await ticket.future
+        return fut
 
     def _write(self, batch: list[Ticket]) -> bool:
         """Write one batch (committer thread); return False if the store became unusable."""
