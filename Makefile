@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 K      ?=
 
-.PHONY: setup demo test lint types protocheck unit bench clean
+.PHONY: setup browser demo test lint types protocheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing datafed with the tested constraints"
@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium for the auditor's HTML report test (tests/integration/test_ledger_report_html.py);
+# playwright drives it and never downloads a browser of its own. Idempotent, quiet.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> installing chromium (apt-get) for the HTML report test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
 	$(BIN)/python examples/demo.py

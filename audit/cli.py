@@ -1,8 +1,10 @@
-"""``datafed-audit``: the auditor's command (verify, prove, consistency, export, reconcile, report).
+"""``datafed-audit``: the auditor's command (verify, prove, consistency, export, vkey, ...).
 
 Trust comes from the auditor's policy file (``--policy``), never from the data under check.
 Expected failures print one line and exit non-zero: 1 when verification found problems
-(each named), 2 for bad input or an unreachable node.
+(each named, with its entry index or checkpoint size), 2 for bad input or an unreachable
+node.  The commands that read records (report, reconcile, jobs, lineage) live in
+:mod:`audit.cli_read` and verify each export first.  docs/audit.md is the walk-through.
 """
 
 from __future__ import annotations
@@ -15,44 +17,35 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from audit import merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
+from audit.cli_common import (
+    ALLOW_TAIL,
+    CA,
+    CERT,
+    KEY,
+    NAME,
+    NO_WITNESSES,
+    NODE,
+    POLICY,
+    Fail,
+    app,
+    err,
+    load_policy,
+    out,
+    print_report,
+    progress_run,
+)
 from audit.errors import AuditError, InvalidSignature
 from audit.export import ExportDir, MemorySource, export_store, write_export
-from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, raw_public_key, vkey
+from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, vkey
 from audit.policy import Policy
 from audit.records import DataUseRecord, decode_leaf
-from audit.usage import reconcile as _reconcile
-from audit.usage import summarize
 from audit.verify import LogSource, save_state, verify_log
+from audit.vkeys import public_key_of
 
 __all__ = ["app", "main"]
-
-app = typer.Typer(
-    help="Verify data-use ledgers: entries, checkpoints, cosignatures, proofs, reports.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-out = Console(soft_wrap=True, highlight=False)
-
-POLICY = typer.Option(..., "--policy", "-p", help="the auditor's policy file (pinned keys)")
-NODE = typer.Option(None, "--node", help="node address host:port (online, mTLS)")
-NAME = typer.Option(None, "--server-name", help="TLS name of the node (default: from address)")
-CA = typer.Option(None, "--ca", help="federation CA certificate (PEM)")
-CERT = typer.Option(None, "--cert", help="auditor certificate (PEM)")
-KEY = typer.Option(None, "--key", help="auditor TLS private key (PEM)")
-
-
-class Fail(Exception):
-    """A one-line error for the user (exit code 2)."""
 
 
 def _fetch(
@@ -76,8 +69,8 @@ def _fetch(
                 size = Checkpoint.parse(parse_note(note)[0]).size
             except (InvalidSignature, ValueError):
                 raise Fail(f"node {node} returned a malformed checkpoint") from None
-            leaves = await client.entries(0, size, extra)
-            return MemorySource(leaves, [(f"{node} checkpoint", note.encode())])
+            leaves, private = await client.entries_with_private(0, size, extra)
+            return MemorySource(leaves, [(f"{node} checkpoint", note.encode())], private=private)
 
     return asyncio.run(run())
 
@@ -96,12 +89,6 @@ def _source(
     return ExportDir(path)
 
 
-def _progress_run(total: int | None, label: str, fn: Callable[[Callable[[int], None]], Any]) -> Any:
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        return fn(lambda k: bar.advance(task, k))
-
-
 @app.command()
 def verify(
     export: Path = typer.Argument(None, help="export directory (offline)"),
@@ -115,9 +102,11 @@ def verify(
         [], "--checkpoint", help="extra checkpoint note(s) seen elsewhere"
     ),
     deep: bool = typer.Option(False, help="also decode every record canonically"),
+    no_witnesses: bool = NO_WITNESSES,
+    allow_unsigned_tail: bool = ALLOW_TAIL,
 ) -> None:
-    """Verify every entry, the tree, every checkpoint signature, cosignature and the quorum."""
-    pol = Policy.load(policy)
+    """Verify every entry, private part, the tree, every signature, cosignature and quorum."""
+    pol = load_policy(policy, no_witnesses)
     tls = (server_name, ca, cert, key)
 
     def run(step: Callable[[int], None]) -> Any:
@@ -128,16 +117,18 @@ def verify(
                 [x for c in src.leaf_chunks(1 << 16) for x in c],
                 src.checkpoint_notes() + extra,
                 src.stored_hashes(),
+                private=src.private_parts(),
             )
-        return verify_log(src, pol, deep=deep, progress=step)
+        return verify_log(
+            src, pol, deep=deep, progress=step, allow_unsigned_tail=allow_unsigned_tail
+        )
 
-    report = _progress_run(None, "verifying", run)
-    for w in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+    report = progress_run(None, "verifying", run)
+    print_report(report)
     if not report.ok:
-        for f in report.findings:
-            out.print(f"FAIL {f}")
         out.print(f"{report.origin}: {len(report.findings)} problem(s) in {report.entries} entries")
+        if report.origin in pol.logs:
+            out.print(report.quorum_line())
         raise typer.Exit(1)
     latest = report.latest
     if pol.state is not None and latest is not None:
@@ -145,8 +136,9 @@ def verify(
     size = latest.size if latest else 0
     out.print(
         f"OK {report.origin}: {report.entries} entries, {len(report.checkpoints)} "
-        f"checkpoint(s) up to size {size}, {len(report.published)} with witness quorum"
+        f"checkpoint(s) up to size {size}, {report.private} private part(s) checked"
     )
+    out.print(report.quorum_line())
 
 
 def _pinned(pol: Policy, note: bytes, label: str) -> OpenedCheckpoint:
@@ -191,7 +183,7 @@ def prove(
     key: Path = KEY,
 ) -> None:
     """Prove (and check) that entry INDEX is in the log under its latest signed checkpoint."""
-    pol = Policy.load(policy)
+    pol = Policy.load(policy)  # a proof needs the log key only
     if (export is None) == (node is None):
         raise Fail("give exactly one of an export directory or --node")
     if node is not None:
@@ -303,7 +295,7 @@ def export(
     if db is not None:
         export_store(db, out_dir)
     else:
-        src = _progress_run(
+        src = progress_run(
             None, "fetching", lambda step: _fetch(node, server_name, ca, cert, key, step)
         )
         origin = ""
@@ -312,128 +304,41 @@ def export(
             size = Checkpoint.parse(parse_note(src.notes[0][1])[0]).size
         except (InvalidSignature, ValueError):
             raise Fail("node returned a malformed checkpoint") from None
-        write_export(out_dir, origin, src.leaves, [(size, src.notes[0][1])])
+        write_export(out_dir, origin, src.leaves, [(size, src.notes[0][1])], None, src.private)
     exp = ExportDir(out_dir)
     out.print(
-        f"exported {exp.count()} entries and {len(exp.checkpoint_notes())} checkpoint(s) "
-        f"to {out_dir}"
+        f"exported {exp.count()} entries, {len(exp.private_parts())} private part(s) and "
+        f"{len(exp.checkpoint_notes())} checkpoint(s) to {out_dir} (private parts are for "
+        "auditors only)"
     )
-
-
-def _records(paths: list[Path]) -> dict[str, list[DataUseRecord]]:
-    logs: dict[str, list[DataUseRecord]] = {}
-    exports = [ExportDir(p) for p in paths]
-    total = sum(e.count() for e in exports)
-
-    def run(step: Callable[[int], None]) -> None:
-        for e in exports:
-            recs: list[DataUseRecord] = []
-            for chunk in e.leaf_chunks(4096):
-                for i, leaf in enumerate(chunk):
-                    try:
-                        recs.append(decode_leaf(leaf)[1])
-                    except AuditError:
-                        raise Fail(
-                            f"{e.path.name}: entry {len(recs) + i} is malformed; run verify"
-                        ) from None
-                step(len(chunk))
-            node = recs[0].node if recs else (e.origin or e.path.name)
-            logs.setdefault(node, []).extend(recs)
-
-    _progress_run(total, "reading records", run)
-    return logs
 
 
 def _record_json(r: DataUseRecord) -> dict[str, Any]:
     return {k: (dict(v) if k == "details" else v) for k, v in r.__dict__.items()}
 
 
-@app.command()
-def reconcile(
-    job_id: str = typer.Argument(..., help="the job to reconcile"),
-    exports: list[Path] = typer.Argument(..., help="export directories of the nodes"),
-) -> None:
-    """Check that every node of a job recorded it, with matching requester, purpose and rounds."""
-    logs = _records(exports)
-    problems = _reconcile(job_id, logs)
-    table = Table(title=f"job {job_id}")
-    for col in ("node", "entries", "decisions"):
-        table.add_column(col)
-    for node, recs in sorted(logs.items()):
-        mine = [r for r in recs if r.job_id == job_id]
-        table.add_row(node, str(len(mine)), ", ".join(sorted({r.decision for r in mine})) or "-")
-    out.print(table)
-    for p in problems:
-        out.print(f"FAIL {p}")
-    if problems:
-        raise typer.Exit(1)
-    out.print(f"OK job {job_id} reconciles across {len(logs)} node(s)")
-
-
-@app.command()
-def report(
-    exports: list[Path] = typer.Argument(..., help="export directories"),
-    by: list[str] = typer.Option(
-        ["requester", "dataset", "purpose"], "--by", help="group by field"
-    ),
-) -> None:
-    """Print a human-readable report of data use: entries, decisions and epsilon spent."""
-    for field_name in by:
-        if field_name not in DataUseRecord.__dataclass_fields__ or field_name == "details":
-            raise Fail(f"cannot group by {field_name!r}")
-    logs = _records(exports)
-    records = [r for recs in logs.values() for r in recs]
-    for field_name in by:
-        table = Table(title=f"data use by {field_name}")
-        for col in (field_name, "entries", "approved", "denied", "released", "epsilon spent"):
-            table.add_column(col, justify="left" if col == field_name else "right")
-        for row in summarize(records, field_name):
-            d = row.decisions
-            table.add_row(
-                row.key,
-                str(row.entries),
-                str(d["approved"]),
-                str(d["denied"]),
-                str(d["released"]),
-                f"{row.epsilon:.4g}",
-            )
-        out.print(table)
-
-
-@app.command()
-def lineage(
-    model_sha256: str = typer.Argument(..., help="the model's SHA-256 (from the training result)"),
-    exports: list[Path] = typer.Argument(..., help="ledger export directories of the nodes"),
-) -> None:
-    """Trace a model through the ledgers: its job, every round, participant and decision."""
-    from audit.lineage import format_lineage, model_lineage
-
-    found = model_lineage(model_sha256.strip().lower(), _records(exports))
-    out.print(format_lineage(found), highlight=False)
-    if not found.ok:
-        raise typer.Exit(1)
-
-
 @app.command("vkey")
 def vkey_cmd(
-    key_file: Path = typer.Argument(..., help="Ed25519 key (PEM, private or public)"),
-    name: str = typer.Option(..., "--name", help="key name: the log origin or witness name"),
-    witness: bool = typer.Option(False, "--witness", help="cosignature (0x04) key"),
+    source: Path = typer.Argument(
+        ..., help="a node's certificate (PEM), or an Ed25519 key file (private or public PEM)"
+    ),
+    name: str = typer.Option(
+        None, "--name", help="key name (default from a certificate: datafed/ledger/<node>)"
+    ),
+    witness: bool = typer.Option(False, "--witness", help="cosignature (0x04) witness key"),
+    ca: Path = typer.Option(None, "--ca", help="check the certificate against this CA (PEM)"),
 ) -> None:
-    """Print the C2SP verifier key to pin in a policy file."""
-    data = key_file.read_bytes()
-    key: Ed25519PrivateKey | Ed25519PublicKey
-    try:
-        loaded: Any = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        try:
-            loaded = serialization.load_pem_public_key(data)
-        except ValueError:
-            raise Fail(f"{key_file.name} is not a PEM Ed25519 key") from None
-    if not isinstance(loaded, (Ed25519PrivateKey, Ed25519PublicKey)):
-        raise Fail(f"{key_file.name} is not an Ed25519 key")
-    key = loaded
-    out.print(vkey(name, SIG_COSIGNATURE_V1 if witness else SIG_ED25519, raw_public_key(key)))
+    """Print the C2SP verifier key to pin in a policy file, from a certificate or key file."""
+    found = public_key_of(source.read_bytes(), source.name, witness=witness, ca=ca)
+    if name is None and found.name is None:
+        raise Fail(f"{source.name} is a key file: give the key name with --name")
+    out.print(vkey(name or found.name or "", SIG_COSIGNATURE_V1 if witness else SIG_ED25519,
+                   found.key))  # fmt: skip
+
+
+from audit import cli_read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
+
+_ = cli_read
 
 
 def main() -> None:
@@ -441,5 +346,5 @@ def main() -> None:
     try:
         app()
     except (Fail, ValueError, AuditError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print("error: " + " ".join(str(exc).split()))
         sys.exit(2)

@@ -1,10 +1,12 @@
 """Export directories: a self-contained copy of a log that an auditor can take away.
 
-Layout (format ``datafed-audit-export/1``)::
+Layout (format ``datafed-audit-export/2``; version 1 lacked ``private.bin``)::
 
     MANIFEST.json              origin, entry count, checkpoint sizes, file digests (informative)
     entries.bin                every leaf as u32 length || leaf bytes, in index order
     hashes.bin                 the stored leaf hashes (32 bytes each), when exported from a store
+    private.bin                private parts: u64 index || u32 length || opening, by index
+                               (:mod:`audit.private`; for auditors only, never for analysts)
     checkpoints/<size>.note    every checkpoint the log signed, with its cosignatures
 
 Nothing in an export is trusted: the verifier pins origins and keys from its own policy.
@@ -16,9 +18,10 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from audit.sqlite_store import SQLiteStore
 
@@ -27,11 +30,13 @@ __all__ = [
     "ExportDir",
     "MemorySource",
     "export_store",
+    "read_private",
     "write_export",
 ]
 
-FORMAT = "datafed-audit-export/1"
+FORMAT = "datafed-audit-export/2"
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _CHUNK = 4096
 
 
@@ -47,13 +52,19 @@ def write_export(
     leaves: Sequence[bytes],
     notes: Sequence[tuple[int, bytes]],
     hashes: Sequence[bytes] | None = None,
+    private: Mapping[int, bytes] | None = None,
 ) -> Path:
-    """Write an export directory from in-memory leaves, checkpoint notes and stored hashes."""
+    """Write an export directory from leaves, notes, stored hashes and private parts.
+
+    ``private`` maps entry indexes to their private-part openings.
+    """
     out = Path(out)
     _fresh_dir(out)
     with open(out / "entries.bin", "wb") as f:
         for leaf in leaves:
             f.write(_U32.pack(len(leaf)) + leaf)
+    with open(out / "private.bin", "wb") as f:
+        _write_private(f, private or {})
     if hashes is not None:
         (out / "hashes.bin").write_bytes(b"".join(hashes))
     for size, note in notes:
@@ -83,6 +94,9 @@ def export_store(db: Path, out: Path) -> Path:
                     fh.write(h)
                 count += len(rows)
                 start = rows[-1][0] + 1
+        with open(out / "private.bin", "wb") as f:
+            for lo in range(0, count, _CHUNK * 16):
+                _write_private(f, store.get_private(lo, lo + _CHUNK * 16))
         notes = store.get_checkpoints()
         for size, note in notes:
             (out / "checkpoints" / f"{size}.note").write_bytes(note)
@@ -92,12 +106,32 @@ def export_store(db: Path, out: Path) -> Path:
     return out
 
 
+def _write_private(f: BinaryIO, parts: Mapping[int, bytes]) -> None:
+    for index in sorted(parts):
+        f.write(_U64.pack(index) + _U32.pack(len(parts[index])) + parts[index])
+
+
+def read_private(data: bytes) -> dict[int, bytes]:
+    """Parse ``private.bin`` into ``{index: opening}``; raise ValueError if malformed."""
+    parts: dict[int, bytes] = {}
+    pos, end, last = 0, len(data), -1
+    while pos < end:
+        if pos + 12 > end:
+            raise ValueError(f"private.bin is truncated at byte {pos}")
+        (index,) = _U64.unpack_from(data, pos)
+        (n,) = _U32.unpack_from(data, pos + 8)
+        if pos + 12 + n > end:
+            raise ValueError(f"private.bin is truncated at byte {pos}")
+        if index <= last:
+            raise ValueError(f"private.bin is not in index order at entry {index}")
+        parts[index] = data[pos + 12 : pos + 12 + n]
+        pos, last = pos + 12 + n, index
+    return parts
+
+
 def _manifest(out: Path, origin: str, count: int, sizes: list[int]) -> None:
-    digests = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (out / "entries.bin", out / "hashes.bin")
-        if p.exists()
-    }
+    files = (out / "entries.bin", out / "hashes.bin", out / "private.bin")
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists()}
     manifest = {
         "format": FORMAT,
         "origin": origin,
@@ -106,7 +140,7 @@ def _manifest(out: Path, origin: str, count: int, sizes: list[int]) -> None:
         "sha256": digests,
     }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    for p in (out / "entries.bin", out / "hashes.bin", out / "MANIFEST.json"):
+    for p in (*files, out / "MANIFEST.json"):
         if p.exists():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
@@ -126,6 +160,7 @@ class MemorySource:
     notes: list[tuple[str, bytes]]
     hashes: bytes | None = None
     origin: str = ""
+    private: dict[int, bytes] = field(default_factory=dict)
 
     def checkpoint_notes(self) -> list[tuple[str, bytes]]:
         """Return ``(label, note)`` for every checkpoint."""
@@ -143,6 +178,10 @@ class MemorySource:
     def stored_hashes(self) -> bytes | None:
         """Return the stored leaf hashes, if any."""
         return self.hashes
+
+    def private_parts(self) -> dict[int, bytes]:
+        """Return the private-part openings by entry index."""
+        return dict(self.private)
 
 
 class ExportDir:
@@ -203,6 +242,17 @@ class ExportDir:
         """Return ``hashes.bin`` if present."""
         p = self.path / "hashes.bin"
         return p.read_bytes() if p.is_file() else None
+
+    def private_parts(self) -> dict[int, bytes]:
+        """Return the openings in ``private.bin`` by index (none if the file is absent).
+
+        Raises
+        ------
+        ValueError
+            If ``private.bin`` is malformed.
+        """
+        p = self.path / "private.bin"
+        return read_private(p.read_bytes()) if p.is_file() else {}
 
     def leaves(self) -> list[bytes]:
         """Return every leaf (in memory)."""

@@ -1,16 +1,19 @@
 """The node's append-only data-use ledger: durable, group-committed, RFC 9162 Merkle log.
 
-``append`` blocks until its entry is committed and fsynced.  Concurrent callers (threads,
-e.g. ``asyncio.to_thread``) are *group-committed*: whoever finds no commit in flight becomes
-the leader, takes every pending entry, extends a copy of the tree's compact range, writes
-the batch in one transaction and then publishes the new tree state and wakes the others.
+``append`` (threads) and ``append_async`` (asyncio) return once their entry is committed
+and fsynced.  Both queue their entries for one committer thread (:mod:`audit.committer`)
+that writes whatever is queued in one transaction, so concurrent callers share an fsync
+(group commit).  An entry may carry a *private part* (:mod:`audit.private`): stored beside
+the log in the same transaction, committed to in the leaf by a salted hash.  With
+``sign_within_s`` the committer also signs a checkpoint within that delay of any append.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,16 +24,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from audit import merkle
 from audit.checkpoint import Checkpoint, add_signatures, open_checkpoint, sign_checkpoint
 from audit.checkpoint import log_verifier as _log_verifier
+from audit.committer import Committer, Ticket
 from audit.errors import LedgerError
 from audit.note import NoteSignature, Verifier
+from audit.private import commitment, decode_opening, new_opening
 from audit.receipts import MAX_RECEIPT_ENTRIES, Receipt, ReceiptEntry
 from audit.records import DataUseRecord, decode_leaf, encode_body, encode_leaf
 from audit.sqlite_store import SQLiteStore
 from audit.store import LedgerStore
 
-__all__ = ["Ledger", "LedgerHead", "check_origin"]
+__all__ = ["Ledger", "LedgerHead", "Private", "check_origin"]
 
-MAX_BATCH = 4096
+#: The private part of one entry (``None``: the entry has none).
+Private = Mapping[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -55,49 +61,62 @@ def check_origin(origin: str) -> str:
     return origin
 
 
-class _Ticket:
-    """Entries of one caller, woken once (its ``gate`` released): when done, or to lead."""
-
-    __slots__ = ("bodies", "done", "error", "first", "gate")
-
-    def __init__(self, bodies: list[bytes], gate: threading.Lock) -> None:
-        self.bodies = bodies
-        self.done = False
-        self.first = -1
-        self.error: BaseException | None = None
-        self.gate = gate
+def _check(record: object) -> DataUseRecord:
+    if not isinstance(record, DataUseRecord):
+        raise TypeError(f"expected DataUseRecord, got {type(record).__name__}")
+    if record.private_commitment:
+        raise ValueError("private_commitment is set by the ledger; pass private= instead")
+    return record
 
 
-def _wake(tickets: Sequence[_Ticket]) -> None:
-    """Wake each ticket's waiting thread."""
-    for t in tickets:
-        t.gate.release()
-
-
-def _encode(records: Sequence[DataUseRecord]) -> list[bytes]:
-    for r in records:
-        if not isinstance(r, DataUseRecord):
-            raise TypeError(f"expected DataUseRecord, got {type(r).__name__}")
-    return [encode_body(r) for r in records]
+def _ticket(records: Sequence[DataUseRecord], private: Sequence[Private] | None) -> Ticket:
+    """Validate and encode ``records`` with their private parts (committed here)."""
+    if private is None or not any(p is not None for p in private):
+        bodies = [encode_body(_check(r)) for r in records]
+        if private is not None and len(private) != len(bodies):
+            raise ValueError(f"got {len(private)} private parts for {len(bodies)} records")
+        return Ticket(bodies, [None] * len(bodies))
+    records, parts = list(records), list(private)
+    if len(parts) != len(records):
+        raise ValueError(f"got {len(parts)} private parts for {len(records)} records")
+    bodies, openings = [], []
+    for r, p in zip(records, parts, strict=True):
+        opening = None if p is None else new_opening(p)
+        r = _check(r)
+        if opening is not None:
+            r = dataclasses.replace(r, private_commitment=commitment(opening))
+        bodies.append(encode_body(r))
+        openings.append(opening)
+    return Ticket(bodies, openings)
 
 
 class Ledger:
     """One node's ledger; open it with :meth:`Ledger.open`."""
 
-    def __init__(self, store: LedgerStore, origin: str, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        origin: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        sign_within_s: float | None = None,
+    ) -> None:
         self.store = store
         self.origin = origin
         self.signing_key = signing_key
-        self._cv = threading.Condition()
-        self._pending: list[_Ticket] = []
-        self._committing = False
-        self._closed = False
+        self._broken = False  # the store became unusable: appends are refused
+        self._shut = False
+        self._close_lock = threading.Lock()
         self._cp_lock = threading.Lock()
         self._tree = merkle.CompactRange()
         self._reload()
-        if self._closed:
+        if self._broken:
             raise LedgerError("ledger store is unreadable")
         self._latest_cp = self._check_checkpoints()
+        signed = self._latest_cp[0] if self._latest_cp else 0
+        self._committer = Committer(
+            self._write, self.checkpoint, sign_within_s, unsigned=self._tree.size > signed
+        )
 
     def _check_checkpoints(self) -> tuple[int, str] | None:
         """Refuse a store whose signed checkpoints do not match its entries (rolled back)."""
@@ -114,8 +133,27 @@ class Ledger:
         return size, note.decode()
 
     @classmethod
-    def open(cls, path: Path, origin: str, signing_key: Ed25519PrivateKey) -> Ledger:
+    def open(
+        cls,
+        path: Path,
+        origin: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        sign_within_s: float | None = None,
+    ) -> Ledger:
         """Open (or create) the ledger at ``path`` for log ``origin`` signed by ``signing_key``.
+
+        Parameters
+        ----------
+        path : Path
+            The SQLite file.
+        origin : str
+            The log's origin (checkpoint first line, note key name).
+        signing_key : Ed25519PrivateKey
+            The log's key.
+        sign_within_s : float, optional
+            Sign a checkpoint at most this many seconds after any append (and at close);
+            by default checkpoints are signed only when asked for.
 
         Raises
         ------
@@ -136,7 +174,7 @@ class Ledger:
                     store.set_meta(key, value)
                 elif stored != value:
                     raise ValueError(f"ledger {Path(path).name} belongs to another {key}")
-            return cls(store, origin, signing_key)
+            return cls(store, origin, signing_key, sign_within_s=sign_within_s)
         except BaseException:
             store.close()
             raise
@@ -157,105 +195,95 @@ class Ledger:
         """The raw 32-byte Ed25519 public key of the log."""
         return self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
-    def append(self, record: DataUseRecord) -> int:
-        """Append one record; return its index once it is committed and fsynced."""
-        return self.append_many([record])[0]
+    def append(self, record: DataUseRecord, private: Private = None) -> int:
+        """Append one record (with an optional private part); return its index once durable.
 
-    def append_many(self, records: Sequence[DataUseRecord]) -> list[int]:
-        """Append records atomically (one commit); return their indexes, in order."""
-        bodies = _encode(records)
-        if not bodies:
+        Parameters
+        ----------
+        record : DataUseRecord
+            The record; its ``private_commitment`` must be empty (the ledger sets it).
+        private : Mapping[str, str], optional
+            Details for auditors only (per-node counts, sizes): stored beside the log in
+            the same transaction; the leaf carries only a salted commitment to them.
+        """
+        return self.append_many([record], [private])[0]
+
+    def append_many(
+        self, records: Sequence[DataUseRecord], private: Sequence[Private] | None = None
+    ) -> list[int]:
+        """Append records atomically (one commit); return their indexes, in order.
+
+        ``private``, if given, holds one private part (or ``None``) per record.
+        """
+        ticket = _ticket(records, private)
+        if not ticket.bodies:
             return []
         gate = threading.Lock()
         gate.acquire()
-        ticket = _Ticket(bodies, gate=gate)
-        if not self._enqueue(ticket):
-            gate.acquire()  # released when our batch is done, or to hand us the lead
-        if not ticket.done:
-            self._lead(ticket)
-        return self._result(ticket)
+        ticket.gate = gate
+        self._committer.submit(ticket)
+        gate.acquire()  # released by the committer once the batch is durable (or failed)
+        return ticket.result()
 
-    async def append_async(self, record: DataUseRecord) -> int:
+    async def append_async(self, record: DataUseRecord, private: Private = None) -> int:
         """Like :meth:`append` for asyncio callers (see :meth:`append_many_async`)."""
-        return (await self.append_many_async([record]))[0]
+        if private is None:  # the hot path of a node: one record, no private part
+            ticket = Ticket([encode_body(_check(record))], [None])
+        else:
+            ticket = _ticket([record], [private])
+        return (await self._queue_async(ticket))[0]
 
-    async def append_many_async(self, records: Sequence[DataUseRecord]) -> list[int]:
-        """Like :meth:`append_many` for asyncio callers.
+    async def append_many_async(
+        self, records: Sequence[DataUseRecord], private: Sequence[Private] | None = None
+    ) -> list[int]:
+        """Like :meth:`append_many` for asyncio callers, without a thread per call.
 
-        The append runs in a worker thread and joins the same group commits as threaded
-        callers.  A cancelled caller's entries may still be committed: the thread is not
-        interrupted, so a cancellation can never leave the group-commit lead unclaimed
-        (an earlier thread-free hand-over could stall the log when a waiter was cancelled
-        at the wrong moment).
+        The entries are queued before the first suspension point; the committer thread
+        completes the future from its own thread (``call_soon_threadsafe``).  If the caller
+        is cancelled while waiting, its entries are still committed: durable, and
+        acknowledged to nobody.  A cancellation never stalls the log.
         """
-        return await asyncio.to_thread(self.append_many, records)
+        ticket = _ticket(records, private)
+        if not ticket.bodies:
+            return []
+        return await self._queue_async(ticket)
 
-    def _enqueue(self, ticket: _Ticket) -> bool:
-        """Queue ``ticket``; return True if the caller must lead the next group commit."""
-        with self._cv:
-            if self._closed:
-                raise LedgerError("ledger is closed")
-            self._pending.append(ticket)
-            lead = not self._committing
-            self._committing = True
-        return lead
+    def _queue_async(self, ticket: Ticket) -> asyncio.Future[list[int]]:
+        """Queue ``ticket`` now (before any suspension) and return the future to await."""
+        loop = asyncio.get_running_loop()
+        ticket.loop = loop
+        ticket.future = fut = loop.create_future()
+        self._committer.submit(ticket)
+        return fut
 
-    @staticmethod
-    def _result(ticket: _Ticket) -> list[int]:
-        if ticket.error is not None:
-            raise LedgerError("ledger append failed") from ticket.error
-        return list(range(ticket.first, ticket.first + len(ticket.bodies)))
-
-    def _lead(self, ticket: _Ticket) -> None:
-        """Commit pending batches until ``ticket``'s is done, then hand the lead on."""
-        while not ticket.done:
-            with self._cv:
-                batch, self._pending = self._take_batch()
-            self._commit(batch)
-            _wake([t for t in batch if t is not ticket])
-        with self._cv:
-            nxt = self._pending[0] if self._pending else None
-            if nxt is None:
-                self._committing = False
-                self._cv.notify_all()
-        if nxt is not None:
-            _wake([nxt])
-
-    def _take_batch(self) -> tuple[list[_Ticket], list[_Ticket]]:
-        batch: list[_Ticket] = []
-        count = 0
-        for i, t in enumerate(self._pending):
-            if batch and count + len(t.bodies) > MAX_BATCH:
-                return batch, self._pending[i:]
-            batch.append(t)
-            count += len(t.bodies)
-        return batch, []
-
-    def _commit(self, batch: list[_Ticket]) -> None:
+    def _write(self, batch: list[Ticket]) -> bool:
+        """Write one batch (committer thread); return False if the store became unusable."""
         try:
-            self._tree = self._write(batch)
+            self._tree = self._extend(batch)
         except BaseException as exc:
             for t in batch:
                 t.error = exc
             self._reload()
-        for t in batch:
-            t.done = True
+        return not self._broken
 
-    def _write(self, batch: list[_Ticket]) -> merkle.CompactRange:
+    def _extend(self, batch: list[Ticket]) -> merkle.CompactRange:
         tree = self._tree.copy()
         first = tree.size
         leaves, hashes = [], []
         nodes: list[tuple[merkle.NodeID, bytes]] = []
+        private: list[tuple[int, bytes]] = []
         hash_leaf = merkle.hash_leaf
         for t in batch:
             t.first = tree.size
-            for body in t.bodies:
+            for body, opening in zip(t.bodies, t.openings, strict=True):
+                if opening is not None:
+                    private.append((tree.size, opening))
                 leaf = encode_leaf(tree.size, body)
                 h = hash_leaf(leaf)
                 leaves.append(leaf)
                 hashes.append(h)
                 tree.append(h, nodes)
-        self.store.append(first, leaves, hashes, nodes)
+        self.store.append(first, leaves, hashes, nodes, private)
         return tree
 
     def _reload(self) -> None:
@@ -265,7 +293,7 @@ class Ledger:
             ids = merkle.CompactRange.node_ids(size)
             self._tree = merkle.CompactRange(size, self.store.get_hashes(ids) if ids else [])
         except Exception:  # the store is unusable: refuse further appends
-            self._closed = True
+            self._broken = True
 
     def head(self) -> LedgerHead:
         """Return the current (committed) tree head."""
@@ -367,6 +395,21 @@ class Ledger:
             entries.append(ReceiptEntry(i, leaf, tuple(proof)))
         return Receipt(note, tuple(entries))
 
+    def private_parts(self, start: int, end: int) -> dict[int, bytes]:
+        """Return the stored private-part openings of entries ``[start, end)`` by index.
+
+        An opening is ``salt || canonical map`` (:mod:`audit.private`); only auditors and
+        witnesses may receive it.
+        """
+        if not 0 <= start <= end:
+            raise ValueError(f"need 0 <= start <= end, got {start} and {end}")
+        return self.store.get_private(start, min(end, self._tree.size))
+
+    def get_private(self, index: int) -> dict[str, str] | None:
+        """Return the private part of entry ``index`` (``None`` if it has none)."""
+        opening = self.private_parts(index, index + 1).get(index)
+        return None if opening is None else decode_opening(opening)[1]
+
     def get_record(self, index: int) -> DataUseRecord:
         """Return the record at ``index``."""
         leaves = self.store.get_leaves(index, index + 1)
@@ -375,11 +418,10 @@ class Ledger:
         return decode_leaf(leaves[0])[1]
 
     def close(self) -> None:
-        """Wait for in-flight commits, then close the store (idempotent)."""
-        with self._cv:
-            if self._closed:
+        """Commit queued entries, sign a last checkpoint if due, close the store (idempotent)."""
+        with self._close_lock:
+            if self._shut:
                 return
-            self._closed = True
-            while self._committing or self._pending:
-                self._cv.wait()
-        self.store.close()
+            self._shut = True
+            self._committer.close()
+            self.store.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from audit.note import NoteSignature, parse_note
 from datafed.proto.v1 import ledger_pb2
@@ -11,6 +11,7 @@ __all__ = [
     "MAX_ENTRIES_PER_CALL",
     "cosignature_from_proto",
     "cosignature_to_proto",
+    "entries_from_proto",
     "entries_to_proto",
     "proof_hashes",
 ]
@@ -19,9 +20,34 @@ MAX_ENTRIES_PER_CALL = 1000
 MAX_PROOF_HASHES = 128
 
 
-def entries_to_proto(start: int, leaves: Sequence[bytes]) -> ledger_pb2.GetEntriesResponse:
-    """Return the wire form of leaves ``start, start + 1, ...``."""
-    return ledger_pb2.GetEntriesResponse(start=start, leaves=list(leaves))
+def entries_to_proto(
+    start: int, leaves: Sequence[bytes], private: Mapping[int, bytes] | None = None
+) -> ledger_pb2.GetEntriesResponse:
+    """Return the wire form of leaves ``start, start + 1, ...`` and their private parts."""
+    private = private or {}
+    return ledger_pb2.GetEntriesResponse(
+        start=start,
+        leaves=list(leaves),
+        private=[private.get(start + k, b"") for k in range(len(leaves))] if private else [],
+    )
+
+
+def entries_from_proto(
+    msg: ledger_pb2.GetEntriesResponse, start: int, count: int
+) -> tuple[list[bytes], dict[int, bytes]]:
+    """Return the leaves and ``{index: opening}`` of a response for ``[start, start + count)``.
+
+    Raises
+    ------
+    ValueError
+        If the response covers another range or its private parts do not align.
+    """
+    if msg.start != start or len(msg.leaves) != count:
+        raise ValueError(f"node returned a wrong range for entries [{start}, {start + count})")
+    if len(msg.private) not in (0, count):
+        raise ValueError(f"node returned {len(msg.private)} private parts for {count} entries")
+    private = {start + k: bytes(p) for k, p in enumerate(msg.private) if p}
+    return [bytes(x) for x in msg.leaves], private
 
 
 def proof_hashes(hashes: Sequence[bytes]) -> list[bytes]:

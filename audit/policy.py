@@ -8,14 +8,26 @@ Trust anchors come only from here, never from the data under check::
     witnesses = ["datafed/witness/regulator+5e6f7a8b+BA..."]   # cosigner keys (type 0x04)
     state = "audit-state.json"   # optional: last verified size/root per log (rollback check)
 
+    [agencies]                   # optional: the city's names for the nodes, for reports
+    water-north = "Water Department (north)"
+
+    [budgets]                    # optional: agreed epsilon per dataset, for reports
+    "water-north/pipe_incidents" = 2.0           # one node's dataset
+    pipe_incidents = 3.0                         # that dataset name at any node
+
 Keys are C2SP verifier keys (``name+keyid+base64(type || key)``); a log's key name is its
-origin.  ``datafed-audit vkey`` prints them from key files.
+origin.  ``datafed-audit vkey`` prints them from a node's certificate (or key file).
+
+A quorum of 0 means no witness vouches for the logs: their operators could rewrite them
+undetectably.  :meth:`Policy.require_witnesses` refuses such a policy unless the auditor
+says so explicitly (``--no-witnesses``), see docs/audit.md.
 """
 
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +40,22 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["Policy"]
 
-_KEYS = {"quorum", "logs", "witnesses", "state"}
+_KEYS = {"quorum", "logs", "witnesses", "state", "agencies", "budgets"}
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Pinned ``logs`` (origin -> key), ``witnesses``, ``quorum`` and optional ``state`` path."""
+    """Pinned ``logs`` (origin -> key), ``witnesses``, ``quorum`` and ``state`` path.
+
+    ``agencies`` (node -> name) and ``budgets`` (dataset -> epsilon) label reports.
+    """
 
     logs: dict[str, Verifier]
     witnesses: tuple[Verifier, ...] = ()
     quorum: int = 0
     state: Path | None = None
+    agencies: dict[str, str] = field(default_factory=dict)
+    budgets: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.quorum <= len(self.witnesses):
@@ -46,6 +63,24 @@ class Policy:
                 f"policy: quorum must be between 0 and the {len(self.witnesses)} witnesses, "
                 f"got {self.quorum}"
             )
+
+    def require_witnesses(self, no_witnesses: bool) -> None:
+        """Refuse a policy without a witness quorum unless ``no_witnesses`` accepts it.
+
+        Raises
+        ------
+        ValueError
+            One line saying why, when the quorum is 0 and ``no_witnesses`` is False.
+        """
+        if self.quorum == 0 and not no_witnesses:
+            raise ValueError(
+                "policy has witness quorum 0: an operator could rewrite its log undetectably; "
+                "pin witnesses and a quorum, or pass --no-witnesses to accept that"
+            )
+
+    def budget(self, node: str, dataset: str) -> float | None:
+        """The agreed epsilon budget of ``dataset`` at ``node``, if the policy names one."""
+        return self.budgets.get(f"{node}/{dataset}", self.budgets.get(dataset))
 
     @classmethod
     def load(cls, path: Path) -> Policy:
@@ -78,7 +113,26 @@ class Policy:
         by_origin = {v.name: v for v in logs}
         if len(by_origin) != len(logs):
             raise ValueError("policy: logs pins one origin twice")
-        return cls(by_origin, tuple(witnesses), quorum, state_path)
+        agencies = _table(data, "agencies", str)
+        budgets = _table(data, "budgets", float)
+        if not all(math.isfinite(b) and b >= 0 for b in budgets.values()):
+            raise ValueError("policy: budgets must be finite numbers >= 0")
+        return cls(by_origin, tuple(witnesses), quorum, state_path, agencies, budgets)
+
+
+def _table(data: dict[str, Any], name: str, kind: type) -> dict[str, Any]:
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"policy: {name} must be a table")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        ok = isinstance(v, str) if kind is str else isinstance(v, (int, float))
+        if not ok or isinstance(v, bool):
+            raise ValueError(
+                f"policy: {name}.{k} must be a {'string' if kind is str else 'number'}"
+            )
+        out[str(k)] = kind(v)
+    return out
 
 
 def _keys(data: dict[str, Any], field: str, sig_type: int) -> list[Verifier]:

@@ -4,7 +4,11 @@ A leaf of the ledger is the canonical, unambiguous byte encoding of one data-use
 prefixed with a domain tag, a schema version and the entry's own index in the log::
 
     leaf   = TAG || 0x00 || VERSION(u8) || index(u64) || body
-    body   = str(node) || str(requester) || ... || str(reason)        13 strings, fixed order
+    body   = commit || fields                                         (version 2)
+    body   = fields                                                   (version 1, read only)
+    commit = 0x00                                   no private part
+           | 0x01 || commitment(32)                 SHA-256 commitment to the private part
+    fields = str(node) || str(requester) || ... || str(reason)        13 strings, fixed order
              || f64(epsilon) || u64(time_ms) || u32(len(details)) || (str(k) || str(v))*
     str(s) = u32(len(utf8(s))) || utf8(s)
 
@@ -12,6 +16,9 @@ All integers are big-endian.  ``epsilon`` is the IEEE 754 binary64 bit pattern w
 normalised to ``0.0`` and NaN/infinity refused, so one value has exactly one encoding;
 ``details`` are sorted by key.  The decoder accepts only bytes that re-encode identically.
 Carrying the index makes a moved (reordered or shifted) entry self-evident to a verifier.
+The commitment sits at a fixed offset so that a verifier finds it without decoding the
+leaf (:mod:`audit.private`, docs/ledger.md).  New leaves are always version 2; version 1
+leaves (written before private parts existed) decode to records without a commitment.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from audit.errors import InvalidRecord
 
 __all__ = [
     "DECISIONS",
+    "LEAF_PREFIXES",
     "LEAF_TAG",
     "SCHEMA_VERSION",
     "DataUseRecord",
@@ -36,14 +44,16 @@ __all__ = [
 
 #: Domain separation tag of a data-use leaf (never a prefix of another datafed encoding).
 LEAF_TAG = b"datafed/audit/data-use-record"
-#: Version of the body layout below; bump on any change.
-SCHEMA_VERSION = 1
+#: Version of the body layout written (see above); bump on any change.
+SCHEMA_VERSION = 2
+#: The leaf prefixes a reader accepts, by version.
+LEAF_PREFIXES = {v: LEAF_TAG + b"\x00" + bytes([v]) for v in (1, 2)}
 #: The policy decisions a record may carry.
 DECISIONS = frozenset({"approved", "denied", "released"})
 
 MAX_STRING_BYTES = 4096
 MAX_DETAILS = 64
-_PREFIX = LEAF_TAG + b"\x00" + bytes([SCHEMA_VERSION])
+_PREFIX = LEAF_PREFIXES[SCHEMA_VERSION]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -70,7 +80,10 @@ class DataUseRecord:
     """One use of data at a node: who, what, why, how, the decision and its cost.
 
     Digests are lowercase hex SHA-256 (or empty); no raw data or personal identifiers.
-    ``details`` is a small ``str -> str`` map (e.g. FL round number and model hashes).
+    ``details`` is a small ``str -> str`` map (e.g. FL round number and model hashes); it
+    reaches analysts in receipts, so per-node counts belong in the entry's private part,
+    of which ``private_commitment`` (set by :meth:`audit.Ledger.append`) is the salted
+    SHA-256 commitment, or empty.
     """
 
     node: str
@@ -89,11 +102,13 @@ class DataUseRecord:
     job_id: str
     time_ms: int
     details: Mapping[str, str] = field(default_factory=dict)
+    private_commitment: str = ""
 
     def __post_init__(self) -> None:
         for name in _STR_FIELDS:
             _check_str(name, getattr(self, name))
-        for name in ("request_digest", "result_digest"):
+        _check_str("private_commitment", self.private_commitment)
+        for name in ("request_digest", "result_digest", "private_commitment"):
             value = getattr(self, name)
             if value and not _HEX64.fullmatch(value):
                 raise ValueError(f"{name} must be empty or 64 lowercase hex digits, got {value!r}")
@@ -140,8 +155,14 @@ def encode_body(record: DataUseRecord) -> bytes:
     Returns
     -------
     bytes
-        The body; :func:`encode_leaf` adds the domain tag, version and index.
+        The version 2 body; :func:`encode_leaf` adds the domain tag, version and index.
     """
+    c = record.private_commitment
+    head = b"\x01" + bytes.fromhex(c) if c else b"\x00"
+    return head + _encode_fields(record)
+
+
+def _encode_fields(record: DataUseRecord) -> bytes:
     r, out, pack = record, bytearray(), _U32.pack
     fields = (
         r.node,
@@ -208,20 +229,35 @@ def decode_leaf(leaf: bytes) -> tuple[int, DataUseRecord]:
         If the bytes are not exactly a canonical encoding.
     """
     try:
-        index, record = _decode(bytes(leaf))
+        version, index, record = _decode(bytes(leaf))
     except (ValueError, TypeError, struct.error, UnicodeDecodeError, IndexError):
         raise InvalidRecord("leaf is not a canonical data-use record") from None
-    if encode_leaf(index, encode_body(record)) != leaf:
+    if version == SCHEMA_VERSION:
+        again = encode_leaf(index, encode_body(record))
+    else:  # version 1: no commitment byte
+        again = LEAF_PREFIXES[1] + _U64.pack(index) + _encode_fields(record)
+    if again != leaf:
         raise InvalidRecord("leaf is not a canonical data-use record")
     return index, record
 
 
-def _decode(leaf: bytes) -> tuple[int, DataUseRecord]:
-    if not leaf.startswith(_PREFIX):
+def _decode(leaf: bytes) -> tuple[int, int, DataUseRecord]:
+    version = next((v for v, p in LEAF_PREFIXES.items() if leaf.startswith(p)), None)
+    if version is None:
         raise ValueError("bad prefix")
     pos = len(_PREFIX)
     (index,) = _U64.unpack_from(leaf, pos)
     pos += 8
+    commitment = ""
+    if version >= 2:
+        flag = leaf[pos]
+        if flag == 1:
+            commitment = leaf[pos + 1 : pos + 33].hex()
+            pos += 33
+        elif flag == 0:
+            pos += 1
+        else:
+            raise ValueError("bad commitment flag")
 
     def take_str() -> str:
         nonlocal pos
@@ -243,5 +279,11 @@ def _decode(leaf: bytes) -> tuple[int, DataUseRecord]:
         details[k] = take_str()
     if pos != len(leaf):
         raise ValueError("trailing bytes")
-    rec = DataUseRecord(**values, epsilon=epsilon, time_ms=time_ms, details=details)
-    return index, rec
+    rec = DataUseRecord(
+        **values,
+        epsilon=epsilon,
+        time_ms=time_ms,
+        details=details,
+        private_commitment=commitment,
+    )
+    return version, index, rec

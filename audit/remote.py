@@ -15,7 +15,12 @@ import grpc
 from audit.checkpoint import add_signatures, open_checkpoint
 from audit.errors import AuditError, InvalidSignature, WitnessRefusal
 from audit.ledger import Ledger
-from audit.ledger_serde import MAX_ENTRIES_PER_CALL, cosignature_from_proto, proof_hashes
+from audit.ledger_serde import (
+    MAX_ENTRIES_PER_CALL,
+    cosignature_from_proto,
+    entries_from_proto,
+    proof_hashes,
+)
 from audit.note import NoteSignature, Verifier
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -55,17 +60,27 @@ class LedgerClient:
         self, start: int, end: int, progress: Callable[[int], None] | None = None
     ) -> list[bytes]:
         """Return leaves ``[start, end)``, fetched in chunks of 1000."""
+        return (await self.entries_with_private(start, end, progress))[0]
+
+    async def entries_with_private(
+        self, start: int, end: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[list[bytes], dict[int, bytes]]:
+        """Return leaves ``[start, end)`` and their private-part openings by index."""
         out: list[bytes] = []
+        private: dict[int, bytes] = {}
         for lo in range(start, end, MAX_ENTRIES_PER_CALL):
             hi = min(end, lo + MAX_ENTRIES_PER_CALL)
             req = ledger_pb2.GetEntriesRequest(start=lo, end=hi)
             msg = await self._call(self.stub.GetEntries, req)
-            if msg.start != lo or len(msg.leaves) != hi - lo:
-                raise RemoteError(f"node returned a wrong range for entries [{lo}, {hi})")
-            out.extend(bytes(x) for x in msg.leaves)
+            try:
+                leaves, parts = entries_from_proto(msg, lo, hi - lo)
+            except ValueError as exc:
+                raise RemoteError(str(exc)) from None
+            out.extend(leaves)
+            private.update(parts)
             if progress is not None:
                 progress(hi - lo)
-        return out
+        return out, private
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Return the inclusion proof of ``index`` in the tree of ``size``."""

@@ -3,7 +3,8 @@
 Every ``append`` is one transaction, committed and fsynced before it returns, so an
 acknowledged entry survives a crash of the process (or of the machine, as far as the disk
 honours fsync).  Interior Merkle nodes of level >= 4 live in ``nodes`` keyed by
-``(level << 56) | index``; leaf hashes (level 0) sit beside the leaves.
+``(level << 56) | index``; leaf hashes (level 0) sit beside the leaves.  Private-part
+openings (:mod:`audit.private`) live in ``private``, written in the entries' transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL,
                                     hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS private (idx INTEGER PRIMARY KEY, opening BLOB NOT NULL);
 """
 _LEVEL_SHIFT = 56
 #: Interior nodes below this level are not stored (a 16-leaf subtree is cheap to rehash);
@@ -54,6 +56,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
+        self._private_table: bool | None = None
         if not readonly:
             self._lock_fd = _acquire_lock(self.path)
         try:
@@ -97,8 +100,13 @@ class SQLiteStore:
         leaves: Sequence[bytes],
         leaf_hashes: Sequence[bytes],
         nodes: Sequence[tuple[NodeID, bytes]],
+        private: Sequence[tuple[int, bytes]] = (),
     ) -> None:
-        """Durably commit a batch of entries and the interior nodes they complete."""
+        """Durably commit a batch of entries and the interior nodes they complete.
+
+        ``private`` holds the ``(index, opening)`` of those entries that have a private
+        part; everything lands in one transaction.
+        """
         rows = zip(range(first_index, first_index + len(leaves)), leaves, leaf_hashes, strict=True)
         with self._mutex:
             db = self._db
@@ -109,6 +117,8 @@ class SQLiteStore:
                     "INSERT INTO nodes VALUES (?, ?)",
                     [(_node_key(n), h) for n, h in nodes if n[0] >= MIN_STORED_LEVEL],
                 )
+                if private:
+                    db.executemany("INSERT INTO private VALUES (?, ?)", private)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -174,6 +184,27 @@ class SQLiteStore:
                 (start, limit),
             )
             return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in cur]
+
+    def get_private(self, start: int, end: int) -> dict[int, bytes]:
+        """Return the private-part openings of entries ``[start, end)`` by index."""
+        if not self._has_private():
+            return {}
+        with self._mutex:
+            cur = self._db.execute(
+                "SELECT idx, opening FROM private WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            )
+            return {int(i): bytes(o) for i, o in cur}
+
+    def _has_private(self) -> bool:
+        """Whether the ``private`` table exists (a read-only open of an older file)."""
+        if self._private_table is None:
+            with self._mutex:
+                row = self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'private'"
+                ).fetchone()
+            self._private_table = row is not None
+        return self._private_table
 
     def put_checkpoint(self, size: int, note: bytes, *, replace: bool = False) -> None:
         """Durably store a checkpoint for ``size``; keep an existing one unless ``replace``."""

@@ -1,7 +1,8 @@
 """The storage interface of a ledger; :mod:`audit.sqlite_store` is the default implementation.
 
 A store keeps the leaves, their hashes, every completed interior node of the Merkle tree
-(addressed by :data:`audit.merkle.NodeID`) and the signed checkpoints.  It is a
+(addressed by :data:`audit.merkle.NodeID`), the private parts of entries
+(:mod:`audit.private`) and the signed checkpoints.  It is a
 :class:`audit.merkle.HashReader`, so proof generation reads stored subtrees instead of
 rehashing leaves.  A batch is durable (committed and fsynced) when ``append`` returns.
 """
@@ -37,8 +38,16 @@ class LedgerStore(Protocol):
         leaves: Sequence[bytes],
         leaf_hashes: Sequence[bytes],
         nodes: Sequence[tuple[NodeID, bytes]],
+        private: Sequence[tuple[int, bytes]] = (),
     ) -> None:
-        """Durably commit entries ``first_index ...`` with their hashes and new interior nodes."""
+        """Durably commit entries ``first_index ...`` with hashes and new interior nodes.
+
+        ``private`` holds ``(index, opening)`` private parts; all in one transaction.
+        """
+        ...
+
+    def get_private(self, start: int, end: int) -> dict[int, bytes]:
+        """Return the private-part openings of entries ``[start, end)`` by index."""
         ...
 
     def get_hashes(self, ids: Sequence[NodeID]) -> list[bytes]:

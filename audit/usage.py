@@ -1,4 +1,8 @@
-"""Data-use summaries and cross-node reconciliation over decoded ledger records."""
+"""Data-use summaries, job listings and cross-node reconciliation over decoded records.
+
+Every function takes the records of each log by node name, in index order (position =
+entry index, as in an export), so that problems can name the entries behind them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ from dataclasses import dataclass, field
 
 from audit.records import DataUseRecord
 
-__all__ = ["UsageRow", "reconcile", "summarize"]
+__all__ = ["STATEMENT_KEY", "JobRow", "UsageRow", "list_jobs", "reconcile", "summarize"]
+
+#: The public details key under which each node records the hex digest of the analyst's
+#: signed job statement (one per job, the same at every participating node).
+STATEMENT_KEY = "statement"
 
 _AGREE = ("requester", "purpose", "legal_basis", "protection")
 _JOB_DETAILS = ("dp", "rounds_approved", "secagg")  # FL job parameters: equal at every node
@@ -28,7 +36,9 @@ class UsageRow:
 def summarize(records: Iterable[DataUseRecord], by: str) -> list[UsageRow]:
     """Group records by field ``by`` (requester, dataset, purpose, node, ...); sorted by key.
 
-    Epsilon counts only for ``approved``/``released`` entries (a denial spends nothing).
+    Epsilon is what the entries carry, whatever their decision: a node charges its budget
+    exactly the epsilon written on its entries (a query admitted and then refused still
+    costs what its entry says), and replays the same sum at restart.
     """
     if by not in DataUseRecord.__dataclass_fields__ or by == "details":
         raise ValueError(f"cannot group by {by!r}")
@@ -38,8 +48,7 @@ def summarize(records: Iterable[DataUseRecord], by: str) -> list[UsageRow]:
         row = rows.setdefault(key, UsageRow(key))
         row.entries += 1
         row.decisions[r.decision] += 1
-        if r.decision == "released":
-            row.epsilon += r.epsilon
+        row.epsilon += r.epsilon
     return [rows[k] for k in sorted(rows)]
 
 
@@ -57,10 +66,11 @@ def reconcile(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[
     -------
     list[str]
         Problems, each starting with ``missing-at-node``, ``mismatch`` or
-        ``released-without-approval``; empty when the job reconciles.
+        ``released-without-approval``; empty when the job reconciles.  ``mismatch
+        statement`` names every node and entry index behind each statement digest.
     """
     per_node = {n: [r for r in recs if r.job_id == job_id] for n, recs in logs.items()}
-    problems = []
+    problems = _statements(job_id, logs)
     expected = set(per_node)
     for recs in per_node.values():
         for r in recs:
@@ -91,6 +101,74 @@ def reconcile(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[
                 problems.append(f"mismatch round {rnd} {phase} {k}: {', '.join(sorted(vals))}")
     for node, recs in sorted(per_node.items()):
         decisions = [r.decision for r in recs]
+        if not decisions:
+            continue
         if "released" in decisions and "approved" not in decisions:
             problems.append(f"released-without-approval at {node}: job {job_id}")
     return problems
+
+
+def _statements(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[str]:
+    """``mismatch statement`` if the job's entries carry more than one statement digest."""
+    seen: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for node, recs in logs.items():
+        for i, r in enumerate(recs):
+            if r.job_id == job_id and r.details.get(STATEMENT_KEY):
+                seen[r.details[STATEMENT_KEY]][node].append(i)
+    if len(seen) < 2:
+        return []
+    parts = []
+    for digest, where in sorted(seen.items()):
+        at = "; ".join(
+            f"{node} {'entry' if len(idx) == 1 else 'entries'} {', '.join(map(str, idx))}"
+            for node, idx in sorted(where.items())
+        )
+        parts.append(f"{at} recorded {digest[:16]}")
+    return [f"mismatch statement: {' | '.join(parts)}"]
+
+
+@dataclass
+class JobRow:
+    """One job across the logs: who, why, when, where, and what each node decided."""
+
+    job_id: str
+    nodes: list[str]
+    requesters: list[str]
+    purposes: list[str]
+    operations: list[str]
+    first_ms: int
+    last_ms: int
+    entries: int
+    decisions: dict[str, int]
+    #: Where each entry is, as ``node:index``.
+    where: list[str]
+
+
+def list_jobs(logs: Mapping[str, Sequence[DataUseRecord]]) -> list[JobRow]:
+    """Return one row per job id (entries without a job id are left out), oldest first."""
+    acc: dict[str, list[tuple[str, int, DataUseRecord]]] = defaultdict(list)
+    for node, recs in logs.items():
+        for i, r in enumerate(recs):
+            if r.job_id:
+                acc[r.job_id].append((node, i, r))
+    rows = []
+    for job, items in acc.items():
+        decisions: dict[str, int] = defaultdict(int)
+        for _, _, r in items:
+            decisions[r.decision] += 1
+        times = [r.time_ms for _, _, r in items]
+        rows.append(
+            JobRow(
+                job_id=job,
+                nodes=sorted({n for n, _, _ in items}),
+                requesters=sorted({r.requester for _, _, r in items}),
+                purposes=sorted({r.purpose for _, _, r in items}),
+                operations=sorted({r.operation for _, _, r in items}),
+                first_ms=min(times),
+                last_ms=max(times),
+                entries=len(items),
+                decisions=dict(sorted(decisions.items())),
+                where=[f"{n}:{i}" for n, i, _ in items],
+            )
+        )
+    return sorted(rows, key=lambda j: (j.first_ms, j.job_id))

@@ -20,31 +20,39 @@ checkpoint size).  Codes:
 ``log-truncated``             a signed checkpoint covers more entries than the log holds
 ``log-rolled-back``           the log is smaller than a size the auditor verified before
 ``log-rewritten``             the log's history differs from what the auditor verified before
-``export-inconsistent``       stored hashes do not cover the entries one to one
+``export-inconsistent``       stored hashes do not cover the entries one to one, or the
+                              private parts file is malformed
+``private-mismatch``          an entry's private part is missing, malformed, does not match
+                              the commitment in its leaf, or is given for an entry without one
+``unsigned-tail``             entries after the newest checkpoint are covered by no signature
+                              (a warning instead with ``allow_unsigned_tail``)
+
+The report also says how far the witnesses vouch for the log (:meth:`VerifyReport.quorum_line`):
+entries that no checkpoint with the policy's witness quorum covers rest on the operator's
+signature alone, and an operator can rewrite them undetectably (docs/ledger.md).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from audit import merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.errors import InvalidRecord, InvalidSignature
+from audit.findings import Finding, VerifyReport, load_state, save_state
 from audit.note import parse_note
 from audit.policy import Policy
-from audit.records import LEAF_TAG, SCHEMA_VERSION, decode_leaf
+from audit.private import commitment, decode_opening
+from audit.records import LEAF_PREFIXES, decode_leaf
 
 __all__ = ["Finding", "LogSource", "VerifyReport", "load_state", "save_state", "verify_log"]
 
-_PREFIX = LEAF_TAG + b"\x00" + bytes([SCHEMA_VERSION])
+_PREFIX = LEAF_PREFIXES[2]
+_OLD_PREFIX = LEAF_PREFIXES[1]  # version 1 leaves: no commitment byte
+_FLAG = len(_PREFIX) + 8  # offset of the commitment flag in a version 2 leaf
 _CHUNK_LEVEL = 12  # leaves are hashed in aligned, perfect chunks of 2**12
 _MAX_MISPLACED = 100_000
 
@@ -64,75 +72,9 @@ class LogSource(Protocol):
         """Return the concatenated stored leaf hashes, or ``None``."""
         ...
 
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: a stable ``code``, where (``index`` or ``size``) and a ``message``."""
-
-    code: str
-    message: str
-    index: int | None = None
-    size: int | None = None
-
-    def __str__(self) -> str:
-        where = ""
-        if self.index is not None:
-            where = f" at entry {self.index}"
-        elif self.size is not None:
-            where = f" at checkpoint size {self.size}"
-        return f"{self.code}{where}: {self.message}"
-
-
-@dataclass
-class VerifyReport:
-    """The outcome of :func:`verify_log`."""
-
-    origin: str
-    entries: int = 0
-    checkpoints: list[Checkpoint] = field(default_factory=list)
-    published: list[int] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether nothing failed."""
-        return not self.findings
-
-    @property
-    def latest(self) -> Checkpoint | None:
-        """The largest valid checkpoint."""
-        return max(self.checkpoints, key=lambda c: c.size, default=None)
-
-    def add(
-        self, code: str, message: str, *, index: int | None = None, size: int | None = None
-    ) -> None:
-        """Record a finding."""
-        self.findings.append(Finding(code, message, index, size))
-
-
-def load_state(path: Path | None) -> dict[str, tuple[int, bytes]]:
-    """Read the auditor's state file: origin -> (size, root) last verified."""
-    if path is None or not Path(path).exists():
-        return {}
-    try:
-        raw = json.loads(Path(path).read_text())
-        return {o: (int(v["size"]), base64.b64decode(v["root"])) for o, v in raw.items()}
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise ValueError(f"auditor state file {Path(path).name} is corrupt") from None
-
-
-def save_state(path: Path, origin: str, cp: Checkpoint) -> None:
-    """Durably record ``cp`` as the last verified checkpoint of ``origin``."""
-    state = load_state(path)
-    state[origin] = (cp.size, cp.root_hash)
-    data = {o: {"size": s, "root": base64.b64encode(r).decode()} for o, (s, r) in state.items()}
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def private_parts(self) -> dict[int, bytes]:
+        """Return the private-part openings by entry index (ValueError if malformed)."""
+        ...
 
 
 def _origin_of(notes: list[tuple[str, bytes]]) -> str:
@@ -179,6 +121,7 @@ def _check_checkpoints(
             )
             continue
         valid.append(opened)
+        report.cosigned[cp.size] = max(report.cosigned.get(cp.size, 0), len(cosigners))
         if len(cosigners) >= policy.quorum:
             report.published.append(cp.size)
     by_size: dict[int, bytes] = {}
@@ -197,6 +140,8 @@ class _Scan:
     tree: merkle.CompactRange = field(default_factory=merkle.CompactRange)
     roots: dict[int, bytes] = field(default_factory=dict)
     misplaced: list[tuple[int, int]] = field(default_factory=list)
+    openings: dict[int, bytes] = field(default_factory=dict)
+    committed: set[int] = field(default_factory=set)
 
 
 def _scan_chunk(
@@ -213,16 +158,21 @@ def _scan_chunk(
     plen = len(_PREFIX)
     heads = [leaf[: plen + 8] for leaf in leaves]
     expected = [_PREFIX + i.to_bytes(8, "big") for i in range(start, start + len(leaves))]
-    if heads != expected:  # rare: find which leaves are malformed or out of place
+    current: Iterable[int] = range(len(leaves))
+    if heads != expected:  # rare: old version 1 leaves, malformed or misplaced ones
         unpack = struct.Struct(">Q").unpack_from
+        current = []
         for k, leaf in enumerate(leaves):
             i = start + k
-            if leaf[:plen] != _PREFIX or len(leaf) < plen + 8:
+            if leaf[:plen] not in (_PREFIX, _OLD_PREFIX) or len(leaf) < plen + 8:
                 report.add("entry-malformed", "not a data-use record leaf", index=i)
                 continue
+            if leaf[:plen] == _PREFIX:
+                current.append(k)
             (claim,) = unpack(leaf, plen)
             if claim != i and len(scan.misplaced) < _MAX_MISPLACED:
                 scan.misplaced.append((i, claim))
+    _check_private(leaves, start, current, scan, report)
     if deep:
         for k, leaf in enumerate(leaves):
             try:
@@ -249,6 +199,34 @@ def _scan_chunk(
                 scan.roots[start + k + 1] = tree.root()
     if start + len(leaves) in wanted:
         scan.roots[start + len(leaves)] = tree.root()
+
+
+def _check_private(
+    leaves: list[bytes], start: int, current: Iterable[int], scan: _Scan, report: VerifyReport
+) -> None:
+    """Check each version 2 leaf's commitment against the private part the log holds."""
+    one, f = b"\x01", _FLAG
+    for k in [k for k in current if leaves[k][f : f + 1] == one]:  # few: a fast filter first
+        leaf = leaves[k]
+        i = start + k
+        scan.committed.add(i)
+        opening = scan.openings.get(i)
+        if opening is None:
+            report.add(
+                "private-mismatch",
+                "the leaf commits to a private part that the log does not hold",
+                index=i,
+            )
+            continue
+        try:
+            decode_opening(opening)
+        except ValueError:
+            report.add("private-mismatch", "the private part is malformed", index=i)
+            continue
+        if bytes.fromhex(commitment(opening)) != leaf[_FLAG + 1 : _FLAG + 33]:
+            report.add(
+                "private-mismatch", "the private part does not match its commitment", index=i
+            )
 
 
 def _classify_misplaced(misplaced: list[tuple[int, int]], report: VerifyReport) -> None:
@@ -278,6 +256,7 @@ def verify_log(
     origin: str | None = None,
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
+    allow_unsigned_tail: bool = False,
 ) -> VerifyReport:
     """Verify every entry, checkpoint, cosignature and the tree of one log.
 
@@ -293,6 +272,9 @@ def verify_log(
         Also decode every leaf as a canonical data-use record.
     progress : callable, optional
         Called with the number of leaves processed after each chunk.
+    allow_unsigned_tail : bool
+        Report entries after the newest checkpoint as a warning, not an ``unsigned-tail``
+        finding (a node signs within a bounded delay, so a fresh export may have some).
 
     Returns
     -------
@@ -301,6 +283,7 @@ def verify_log(
     """
     notes = source.checkpoint_notes()
     report = VerifyReport(origin or _origin_of(notes))
+    report.quorum, report.witnesses = policy.quorum, len(policy.witnesses)
     if report.origin not in policy.logs:
         report.add("unknown-origin", f"log {report.origin!r} is not pinned in the policy")
         return report
@@ -311,6 +294,11 @@ def verify_log(
     wanted = {c.size for c in report.checkpoints} | ({state[0]} if state else set())
     stored = source.stored_hashes()
     scan, n = _Scan(), 0
+    try:
+        scan.openings = dict(source.private_parts())
+    except ValueError as exc:
+        report.add("export-inconsistent", f"private parts: {exc}")
+    report.private = len(scan.openings)
     try:
         for chunk in source.leaf_chunks(1 << _CHUNK_LEVEL):
             _scan_chunk(chunk, n, scan, wanted, stored, deep, report)
@@ -323,6 +311,12 @@ def verify_log(
     if stored is not None and len(stored) != 32 * n:
         report.add("export-inconsistent", f"{len(stored) // 32} stored hashes for {n} entries")
     _classify_misplaced(scan.misplaced, report)
+    for i in sorted(set(scan.openings) - scan.committed):
+        report.add(
+            "private-mismatch",
+            "a private part is given for an entry without a commitment",
+            index=i,
+        )
     if 0 in wanted:
         scan.roots[0] = merkle.EMPTY_ROOT
     for cp in report.checkpoints:
@@ -339,10 +333,13 @@ def verify_log(
         elif state[0] <= n and scan.roots.get(state[0]) != state[1]:
             report.add("log-rewritten", "history differs from the previous audit", size=state[0])
     latest = report.latest
-    if latest is not None and latest.size < n:
-        report.warnings.append(
-            f"{n - latest.size} entries after the latest checkpoint are unsigned"
-        )
+    signed = latest.size if latest is not None else 0
+    if signed < n:
+        text = f"{n - signed} entries after the newest checkpoint (size {signed}) are unsigned"
+        if allow_unsigned_tail:
+            report.warnings.append(text)
+        else:
+            report.add("unsigned-tail", text, index=signed)
     if policy.quorum and latest is not None and latest.size not in report.published:
         report.warnings.append(f"latest checkpoint (size {latest.size}) lacks a witness quorum")
     return report

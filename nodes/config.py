@@ -230,6 +230,8 @@ class NodeSection(_Strict):
     state_dir: Annotated[Path, AfterValidator(_resolve)] = Path("state")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(default=64, ge=1)
+    #: Sign a ledger checkpoint at most this many seconds after any entry (docs/ledger.md).
+    sign_within_s: float = Field(default=1.0, gt=0, le=3600)
 
 
 class SignOffGrant(_Strict):

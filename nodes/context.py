@@ -55,7 +55,12 @@ class NodeContext:
         state: Path = config.node.state_dir
         state.mkdir(parents=True, exist_ok=True)
         store = DataStore(config.datasets)
-        ledger = Ledger.open(state / "ledger.sqlite", ledger_origin(config.node.name), key)
+        ledger = Ledger.open(
+            state / "ledger.sqlite",
+            ledger_origin(config.node.name),
+            key,
+            sign_within_s=config.node.sign_within_s,  # every entry signed soon
+        )
         policy = PolicyEngine(
             config, {n: store.columns(n) for n in store.names()}, config.node.name, tls.ca
         )
@@ -114,7 +119,7 @@ class NodeContext:
             time_ms=now_ms(),
             details=dict(details or {}),
         )
-        index = await self.ledger.append_async(record)
+        index = await self.ledger.append_async(record, private=private)
         log.info(
             "ledger[%d] %s %s by %s on %r: %s",
             index,

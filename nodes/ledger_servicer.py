@@ -16,7 +16,12 @@ from typing import Any, NoReturn
 import grpc
 
 from audit import Ledger, WitnessRefusal
-from audit.ledger_serde import MAX_ENTRIES_PER_CALL, cosignature_to_proto, proof_hashes
+from audit.ledger_serde import (
+    MAX_ENTRIES_PER_CALL,
+    cosignature_to_proto,
+    entries_to_proto,
+    proof_hashes,
+)
 from audit.witness import WitnessStore
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 from nodes.errors import NodeError
@@ -25,10 +30,12 @@ from nodes.gate import peer_identity
 __all__ = ["LEDGER_SERVICE_NAME", "READ_ROLES", "add_ledger_services", "role_check"]
 
 LEDGER_SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
-#: Roles allowed per RPC (entries name requesters, so analysts see proofs but not entries).
+#: Roles allowed per RPC.  Entries name requesters, purposes and decisions and come with
+#: their private parts (per-node facts), so only auditors and witnesses read them; nodes and
+#: analysts get checkpoints and proofs (an analyst's own entries reach it in receipts).
 READ_ROLES: dict[str, frozenset[str]] = {
     "GetCheckpoint": frozenset({"analyst", "auditor", "node", "witness"}),
-    "GetEntries": frozenset({"auditor", "node", "witness"}),
+    "GetEntries": frozenset({"auditor", "witness"}),
     "GetInclusionProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "GetConsistencyProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "AddCheckpoint": frozenset({"node"}),
@@ -84,7 +91,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def GetEntries(  # noqa: N802 - gRPC method name
         self, request: ledger_pb2.GetEntriesRequest, context: Any
     ) -> ledger_pb2.GetEntriesResponse:
-        """Return leaves ``[start, end)``; at most 1000, and only below the current size."""
+        """Return leaves ``[start, end)`` and their private parts (at most 1000, all logged)."""
         await self._guard(context, "GetEntries")
         start, end, size = request.start, request.end, self.ledger.head().size
         if not start < end <= size or end - start > MAX_ENTRIES_PER_CALL:
@@ -94,8 +101,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 f"need start < end <= {size} and at most {MAX_ENTRIES_PER_CALL} entries, "
                 f"got [{start}, {end})",
             )
-        leaves = await asyncio.to_thread(self.ledger.leaves, start, end)
-        return ledger_pb2.GetEntriesResponse(start=start, leaves=leaves)
+        leaves, private = await asyncio.to_thread(self._read, start, end)
+        return entries_to_proto(start, leaves, private)
+
+    def _read(self, start: int, end: int) -> tuple[list[bytes], dict[int, bytes]]:
+        return self.ledger.leaves(start, end), self.ledger.private_parts(start, end)
 
     async def GetInclusionProof(  # noqa: N802 - gRPC method name
         self, request: ledger_pb2.GetInclusionProofRequest, context: Any

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import Ledger, WitnessRefusal
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from audit.cli import main as audit_main
+from audit.private import decode_opening
 from audit.remote import LedgerClient, RemoteError, mtls_channel, request_cosignature
 from audit.witness import WitnessStore
 from datafed import pki
@@ -70,6 +71,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         ("node", "regulator"),
         ("auditor", "audrey"),
         ("analyst", "alice"),
+        ("witness", "wendy"),
     ]:
         pki.issue(d, role, name)
     ledger = Ledger.open(tmp_path / "ledger.db", ORIGIN, LOG_KEY)
@@ -182,6 +184,24 @@ async def test_roles_are_checked(site: Site) -> None:
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+async def test_entries_only_for_auditors_and_witnesses(site: Site) -> None:
+    """Issue 9 #6: a node certificate (any other agency) may not read this node's entries."""
+    opened = site.ledger.append(make_record(25), private={"groups_suppressed": "2"})
+    async with site.channel("node", "regulator", site.node_addr, "water-north") as ch:
+        client = LedgerClient(ch)
+        with pytest.raises(RemoteError, match="PERMISSION_DENIED: role node may not call"):
+            await client.entries(0, 5)
+        # checkpoints and proofs stay open to nodes (witnessing, receipts)
+        cp = open_checkpoint(await client.checkpoint(), site.ledger.verifier).checkpoint
+        assert await client.inclusion_proof(3, cp.size) == site.ledger.inclusion_proof(3, cp.size)
+    for role, name in (("auditor", "audrey"), ("witness", "wendy")):
+        async with site.channel(role, name, site.node_addr, "water-north") as ch:
+            leaves, private = await LedgerClient(ch).entries_with_private(0, 26)
+        assert leaves == site.ledger.leaves(0, 26)
+        assert private == site.ledger.private_parts(0, 26) and list(private) == [opened]
+        assert decode_opening(private[opened])[1] == {"groups_suppressed": "2"}
+
+
 def _cli(argv: list[str]) -> int:
     old = sys.argv
     sys.argv = ["datafed-audit", *argv]
@@ -203,15 +223,19 @@ async def test_auditor_cli_online(
     tls = ["--ca", str(ca), "--cert", str(cert), "--key", str(key), "--server-name", "water-north"]
     node = ["--node", site.node_addr, *tls]
     code = await asyncio.to_thread(_cli, ["verify", "-p", str(policy), *node])
+    assert code == 2 and "witness quorum 0" in capsys.readouterr().err  # no witness pinned
+    code = await asyncio.to_thread(_cli, ["verify", "-p", str(policy), "--no-witnesses", *node])
     assert code == 0 and "OK datafed/ledger/water-north: 25 entries" in capsys.readouterr().out
     code = await asyncio.to_thread(_cli, ["prove", "--index", "7", "-p", str(policy), *node])
     assert code == 0 and "OK entry 7 is included" in capsys.readouterr().out
     code = await asyncio.to_thread(_cli, ["export", str(tmp_path / "exp"), *node])
     assert code == 0 and (tmp_path / "exp" / "entries.bin").exists()
-    code = await asyncio.to_thread(_cli, ["verify", str(tmp_path / "exp"), "-p", str(policy)])
+    code = await asyncio.to_thread(
+        _cli, ["verify", str(tmp_path / "exp"), "-p", str(policy), "--no-witnesses"]
+    )
     assert code == 0
     bad_tls = ["--ca", str(ca), "--cert", str(cert), "--key", str(ca)]
     code = await asyncio.to_thread(
-        _cli, ["verify", "-p", str(policy), "--node", site.node_addr, *bad_tls]
+        _cli, ["verify", "-p", str(policy), "--no-witnesses", "--node", site.node_addr, *bad_tls]
     )
     assert code == 2

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tafed/proto/v1/ledger.proto\x12\x10\x64\x61tafed.proto.v1\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"3\n\x12GetEntriesResponse\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"W\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\x0c\",\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\"D\n\x0cReceiptEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"N\n\x07Receipt\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12/\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1e.datafed.proto.v1.ReceiptEntry2\xf3\x03\n\rLedgerService\x12[\n\rGetCheckpoint\x12&.datafed.proto.v1.GetCheckpointRequest\x1a\".datafed.proto.v1.SignedCheckpoint\x12W\n\nGetEntries\x12#.datafed.proto.v1.GetEntriesRequest\x1a$.datafed.proto.v1.GetEntriesResponse\x12\x61\n\x11GetInclusionProof\x12*.datafed.proto.v1.GetInclusionProofRequest\x1a .datafed.proto.v1.InclusionProof\x12g\n\x13GetConsistencyProof\x12,.datafed.proto.v1.GetConsistencyProofRequest\x1a\".datafed.proto.v1.ConsistencyProof\x12`\n\rAddCheckpoint\x12&.datafed.proto.v1.AddCheckpointRequest\x1a\'.datafed.proto.v1.AddCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tafed/proto/v1/ledger.proto\x12\x10\x64\x61tafed.proto.v1\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"D\n\x12GetEntriesResponse\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x12\x0f\n\x07private\x18\x03 \x03(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"W\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\x0c\",\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\"D\n\x0cReceiptEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"N\n\x07Receipt\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12/\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1e.datafed.proto.v1.ReceiptEntry2\xf3\x03\n\rLedgerService\x12[\n\rGetCheckpoint\x12&.datafed.proto.v1.GetCheckpointRequest\x1a\".datafed.proto.v1.SignedCheckpoint\x12W\n\nGetEntries\x12#.datafed.proto.v1.GetEntriesRequest\x1a$.datafed.proto.v1.GetEntriesResponse\x12\x61\n\x11GetInclusionProof\x12*.datafed.proto.v1.GetInclusionProofRequest\x1a .datafed.proto.v1.InclusionProof\x12g\n\x13GetConsistencyProof\x12,.datafed.proto.v1.GetConsistencyProofRequest\x1a\".datafed.proto.v1.ConsistencyProof\x12`\n\rAddCheckpoint\x12&.datafed.proto.v1.AddCheckpointRequest\x1a\'.datafed.proto.v1.AddCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETENTRIESREQUEST']._serialized_start=109
   _globals['_GETENTRIESREQUEST']._serialized_end=156
   _globals['_GETENTRIESRESPONSE']._serialized_start=158
-  _globals['_GETENTRIESRESPONSE']._serialized_end=209
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=211
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=271
-  _globals['_INCLUSIONPROOF']._serialized_start=273
-  _globals['_INCLUSIONPROOF']._serialized_end=339
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=341
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=399
-  _globals['_CONSISTENCYPROOF']._serialized_start=401
-  _globals['_CONSISTENCYPROOF']._serialized_end=465
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=467
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=554
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=556
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=600
-  _globals['_RECEIPTENTRY']._serialized_start=602
-  _globals['_RECEIPTENTRY']._serialized_end=670
-  _globals['_RECEIPT']._serialized_start=672
-  _globals['_RECEIPT']._serialized_end=750
-  _globals['_LEDGERSERVICE']._serialized_start=753
-  _globals['_LEDGERSERVICE']._serialized_end=1252
+  _globals['_GETENTRIESRESPONSE']._serialized_end=226
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=228
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=288
+  _globals['_INCLUSIONPROOF']._serialized_start=290
+  _globals['_INCLUSIONPROOF']._serialized_end=356
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=358
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=416
+  _globals['_CONSISTENCYPROOF']._serialized_start=418
+  _globals['_CONSISTENCYPROOF']._serialized_end=482
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=484
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=571
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=573
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=617
+  _globals['_RECEIPTENTRY']._serialized_start=619
+  _globals['_RECEIPTENTRY']._serialized_end=687
+  _globals['_RECEIPT']._serialized_start=689
+  _globals['_RECEIPT']._serialized_end=767
+  _globals['_LEDGERSERVICE']._serialized_start=770
+  _globals['_LEDGERSERVICE']._serialized_end=1269
 # @@protoc_insertion_point(module_scope)

@@ -86,20 +86,28 @@ class GetEntriesResponse(_message.Message):
 
     START_FIELD_NUMBER: _builtins.int
     LEAVES_FIELD_NUMBER: _builtins.int
+    PRIVATE_FIELD_NUMBER: _builtins.int
     start: _builtins.int
     @_builtins.property
     def leaves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """canonical data-use record encodings, in index order"""
+
+    @_builtins.property
+    def private(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """One per leaf: the entry's private-part opening (salt || canonical map, see
+        docs/ledger.md), or empty where the entry has none. Served to auditors and witnesses.
+        """
 
     def __init__(
         self,
         *,
         start: _builtins.int = ...,
         leaves: _abc.Iterable[_builtins.bytes] | None = ...,
+        private: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaves", b"leaves", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaves", b"leaves", "private", b"private", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,7 +66,7 @@ def site(tmp_path: Path) -> Path:
 def test_export_verify_prove_consistency(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pol = str(site / "policy.toml")
     code, out, _ = run(["export", str(site / "exp"), "--db", str(site / "l.db")], capsys)
-    assert code == 0 and "exported 30 entries and 2 checkpoint(s)" in out
+    assert code == 0 and "exported 30 entries, 0 private part(s) and 2 checkpoint(s)" in out
     code, out, _ = run(["verify", str(site / "exp"), "-p", pol], capsys)
     assert code == 0 and out.startswith(f"OK {ORIGIN}: 30 entries, 2 checkpoint(s)")
     assert (site / "state.json").exists()
@@ -91,11 +91,12 @@ def test_verify_names_tampering(site: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_report_and_reconcile(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     export_store(site / "l.db", site / "exp")
-    code, out, _ = run(["report", str(site / "exp"), "--by", "dataset"], capsys)
+    pol = ["-p", str(site / "policy.toml")]
+    code, out, _ = run(["report", str(site / "exp"), "--by", "dataset", *pol], capsys)
     assert code == 0 and "pipe_incidents" in out and "30" in out
-    code, out, _ = run(["reconcile", "j5", str(site / "exp")], capsys)
+    code, out, _ = run(["reconcile", "j5", str(site / "exp"), *pol], capsys)
     assert code == 0 and "OK job j5 reconciles" in out
-    code, out, _ = run(["reconcile", "job-1", str(site / "exp")], capsys)
+    code, out, _ = run(["reconcile", "job-1", str(site / "exp"), *pol], capsys)
     assert code == 1 and "FAIL mismatch requester" in out
 
 
@@ -116,8 +117,17 @@ def test_vkey(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["export", "{s}/exp", "--db", "{s}/l.db"], "exists and is not empty"),
         (["export", "{s}/new"], "give exactly one of --db or --node"),
         (["export", "{s}/new", "--db", "{s}/none.db"], "ledger database not found"),
-        (["report", "{s}/exp", "--by", "secret"], "cannot group by 'secret'"),
-        (["vkey", "{s}/policy.toml", "--name", "x"], "is not a PEM Ed25519 key"),
+        (["report", "{s}/exp", "--by", "secret", "-p", "{s}/policy.toml"], "cannot group by"),
+        (["vkey", "{s}/policy.toml", "--name", "x"], "is not a PEM certificate or Ed25519 key"),
+        (["vkey", "{s}/log.pem"], "is a key file: give the key name with --name"),
+        (["verify", "{s}/exp", "-p", "{s}/q0.toml"], "witness quorum 0: an operator could"),
+        (["report", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses to accept that"),
+        (["jobs", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses to accept that"),
+        (["reconcile", "j1", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses"),
+        (["lineage", "ab", "{s}/exp", "-p", "{s}/q0.toml"], "pass --no-witnesses"),
+        (["verify", "{s}/exp[1]", "-p", "{s}/policy.toml"], "no entries.bin): {s}/exp[1]"),
+        (["verify", "{s}/exp", "-p", "{s}/budget.toml"], "policy: budgets.x must be a number"),
+        (["jobs", "{s}/exp", "-p", "{s}/agency.toml"], "policy: agencies must be a table"),
         (
             [
                 "consistency",
@@ -150,8 +160,12 @@ def test_bad_input_is_one_line_and_writes_nothing(
     export_store(site / "l.db", site / "exp")
     logs_line = (site / "policy.toml").read_text().splitlines()[1]
     (site / "bad.toml").write_text(f"quorum = 5\n{logs_line}\n")
+    (site / "q0.toml").write_text(f"{logs_line}\n")
+    (site / "budget.toml").write_text(f'{logs_line}\n[budgets]\nx = "lots"\n')
+    (site / "agency.toml").write_text(f'agencies = "water"\n{logs_line}\n')
     before = sorted(p.name for p in site.iterdir())
     code, out, err = run([a.format(s=site) for a in argv], capsys)
     assert code == 2, (out, err)
-    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert message.format(s=site) in err, err  # literal: no markup eats "[1]"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in site.iterdir()) == before

@@ -166,3 +166,133 @@ def test_store_backed_proofs_match_rfc(ledger: Ledger) -> None:
             assert ledger.inclusion_proof(i, n) == path(i, leaves[:n])
         for m in range(1, n + 1):
             assert ledger.consistency_proof(m, n) == subproof(m, leaves[:n], True)
+
+
+# ------------------------------------------------------------------ private parts
+
+
+def test_private_parts_are_committed_and_stored_beside_the_log(ledger: Ledger) -> None:
+    from audit.private import commitment, decode_opening
+
+    secret = {"groups_released": "3", "groups_suppressed": "1"}
+    i = ledger.append(make_record(0), private=secret)
+    j = ledger.append(make_record(1), private=secret)
+    k = ledger.append(make_record(2))
+    opening = ledger.private_parts(0, 3)
+    assert sorted(opening) == [i, j]
+    for idx in (i, j):
+        rec = ledger.get_record(idx)
+        assert rec.private_commitment == commitment(opening[idx])
+        assert decode_opening(opening[idx])[1] == secret
+        assert "3" not in rec.details.values()
+    # a fresh salt per entry: equal private parts do not give equal commitments
+    assert ledger.get_record(i).private_commitment != ledger.get_record(j).private_commitment
+    assert ledger.get_record(k).private_commitment == "" and ledger.get_private(k) is None
+    assert ledger.get_private(i) == secret
+    # what an analyst receives (a receipt) holds the leaf only: no salt, no private part
+    receipt = ledger.receipt([i])
+    assert opening[i][:16] not in receipt.entries[0].leaf
+    assert b"groups_released" not in receipt.entries[0].leaf
+
+
+async def test_private_parts_async_and_many(ledger: Ledger) -> None:
+    idx = await ledger.append_many_async(
+        [make_record(0), make_record(1)], private=[None, {"rows": "7"}]
+    )
+    assert await ledger.append_async(make_record(2), private={"rows": "0"}) == 2
+    assert ledger.get_private(idx[0]) is None
+    assert [ledger.get_private(i) for i in (1, 2)] == [{"rows": "7"}, {"rows": "0"}]
+    assert ledger.append_many([make_record(3)], private=[{"size": "12"}]) == [3]
+    assert ledger.get_private(3) == {"size": "12"}
+
+
+@pytest.mark.parametrize(
+    ("records", "private", "exc", "message"),
+    [
+        ([make_record(0, private_commitment="ab" * 32)], None, ValueError, "set by the ledger"),
+        ([make_record(0)], [None, None], ValueError, "2 private parts for 1 records"),
+        ([make_record(0)], [{"k": 5}], TypeError, "must be a str"),
+        ([make_record(0)], [{str(i): "" for i in range(65)}], ValueError, "at most 64"),
+    ],
+)
+def test_bad_private_parts_write_nothing(
+    ledger: Ledger, records: list[DataUseRecord], private: object, exc: type, message: str
+) -> None:
+    with pytest.raises(exc, match=message):
+        ledger.append_many(records, private=private)  # type: ignore[arg-type]
+    assert ledger.head().size == 0 and ledger.private_parts(0, 10) == {}
+
+
+# ------------------------------------------------------------------ committer
+
+
+async def test_cancelled_waiter_entry_is_durable_and_acknowledged_to_nobody(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    import asyncio
+
+    path = tmp_path / "c.db"
+    led = Ledger.open(path, ORIGIN, key)
+    task = asyncio.create_task(led.append_async(make_record(41), private={"n": "1"}))
+    await asyncio.sleep(0)  # the task ran up to its first suspension: the entry is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await led.append_async(make_record(42)) == 1  # the log did not stall
+    led.close()
+    with Ledger.open(path, ORIGIN, key) as again:  # and the cancelled entry is on disk
+        assert again.get_record(0) == _with_commitment(make_record(41), again.get_record(0))
+        assert again.get_private(0) == {"n": "1"}
+
+
+def _with_commitment(rec: DataUseRecord, stored: DataUseRecord) -> DataUseRecord:
+    import dataclasses
+
+    return dataclasses.replace(rec, private_commitment=stored.private_commitment)
+
+
+def test_failed_commit_fails_its_callers_and_the_log_goes_on(ledger: Ledger) -> None:
+    import sqlite3
+
+    real = ledger.store.append
+    calls = []
+
+    def broken(*args: object, **kw: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(*args, **kw)  # type: ignore[arg-type]
+
+    ledger.store.append = broken  # type: ignore[method-assign]
+    with pytest.raises(LedgerError, match="append failed"):
+        ledger.append(make_record(0))
+    assert ledger.head().size == 0
+    assert ledger.append(make_record(1)) == 0
+    assert ledger.get_record(0) == make_record(1)
+
+
+def test_background_signer_signs_within_the_bound(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    import time
+
+    from audit.checkpoint import open_checkpoint
+
+    path = tmp_path / "s.db"
+    with Ledger.open(path, ORIGIN, key, sign_within_s=0.2) as led:
+        led.append(make_record(0, decision="denied"))
+        deadline = time.monotonic() + 10
+        while not led.checkpoints() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        notes = led.checkpoints()
+        assert notes and open_checkpoint(notes[-1], led.verifier).checkpoint.size == 1
+        led.append_many([make_record(1), make_record(2)])
+    # closing signed the last entries (no unsigned tail left behind)
+    with Ledger.open(path, ORIGIN, key) as led:
+        assert open_checkpoint(led.checkpoints()[-1], led.verifier).checkpoint.size == 3
+        led.append(make_record(3))  # no signer: this one stays unsigned
+    with Ledger.open(path, ORIGIN, key, sign_within_s=60) as led:
+        deadline = time.monotonic() + 10  # an unsigned tail found at open is signed at once
+        while len(led.checkpoints()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert open_checkpoint(led.checkpoints()[-1], led.verifier).checkpoint.size == 4
+    with pytest.raises(ValueError, match="sign_within_s"):
+        Ledger.open(path, ORIGIN, key, sign_within_s=0)

@@ -71,7 +71,7 @@ def test_any_bit_flip_is_rejected_or_changes_record(
         lambda b: b[:-1],
         lambda b: b + b"\0",
         lambda b: b"x" + b[1:],
-        lambda b: b[: len(LEAF_TAG) + 1] + b"\x02" + b[len(LEAF_TAG) + 2 :],
+        lambda b: b[: len(LEAF_TAG) + 1] + b"\x03" + b[len(LEAF_TAG) + 2 :],
         lambda b: b"",
     ],
     ids=["truncated", "trailing", "tag", "version", "empty"],
@@ -115,3 +115,81 @@ def test_unsorted_details_rejected() -> None:
 def test_bad_arguments(over: dict[str, object], exc: type[Exception], msg: str) -> None:
     with pytest.raises(exc, match=msg.replace("[", r"\[").replace("(", r"\(")):
         make_record(**over)
+
+
+def test_version_1_leaves_stay_decodable() -> None:
+    """Leaves written before private parts existed (schema 1) decode, and only canonically."""
+    rec = make_record(3, details={"round": "1"})
+    v2 = encode_leaf(9, encode_body(rec))
+    prefix2 = LEAF_TAG + b"\x00\x02" + (9).to_bytes(8, "big")
+    assert v2.startswith(prefix2 + b"\x00")  # version 2, no commitment
+    v1 = LEAF_TAG + b"\x00\x01" + (9).to_bytes(8, "big") + v2[len(prefix2) + 1 :]
+    assert decode_leaf(v1) == (9, rec)
+    with pytest.raises(InvalidRecord):  # a commitment byte in a version 1 leaf is garbage
+        decode_leaf(LEAF_TAG + b"\x00\x01" + (9).to_bytes(8, "big") + v2[len(prefix2) :])
+
+
+def test_commitment_layout_and_known_answer() -> None:
+    import hashlib
+
+    from audit.private import commitment, decode_opening, encode_opening
+
+    salt = bytes(range(16))
+    opening = encode_opening(salt, {"rows": "12", "groups": "3"})
+    # canonical map: u32 count, then sorted (key, value) strings, each u32 length || UTF-8
+    assert opening == salt + bytes.fromhex(
+        "00000002" "00000006" "67726f757073" "00000001" "33" "00000004" "726f7773" "00000002" "3132"
+    )  # fmt: skip
+    want = hashlib.sha256(b"datafed/audit/private-details\x00" + opening).hexdigest()
+    assert commitment(opening) == want
+    assert decode_opening(opening) == (salt, {"groups": "3", "rows": "12"})
+    rec = make_record(1, private_commitment=want)
+    leaf = encode_leaf(4, encode_body(rec))
+    head = len(LEAF_TAG) + 2 + 8
+    assert leaf[head : head + 33] == b"\x01" + bytes.fromhex(want)
+    assert decode_leaf(leaf) == (4, rec)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:-1],  # truncated
+        lambda b: b + b"\x00",  # trailing
+        lambda b: b[:16] + b"\x00\x00\x00\x03" + b[20:],  # count beyond the data
+        lambda b: b[:16] + b"\x00\x00\x00\x02" + b[20:] + b[20:],  # duplicate key
+        lambda b: b[:10],  # short salt
+    ],
+)
+def test_malformed_openings_rejected(mutate: object) -> None:
+    from audit.private import decode_opening, encode_opening
+
+    opening = encode_opening(b"\x07" * 16, {"k": "v"})
+    with pytest.raises(ValueError, match="canonical"):
+        decode_opening(mutate(opening))  # type: ignore[operator]
+
+
+def test_bad_commitment_field_refused() -> None:
+    with pytest.raises(ValueError, match="private_commitment must be empty or 64"):
+        make_record(0, private_commitment="AB" * 32)
+
+
+@given(st.binary(max_size=200))
+def test_random_openings_fail_cleanly(data: bytes) -> None:
+    from audit.private import decode_opening, encode_opening
+
+    try:
+        salt, details = decode_opening(data)
+    except ValueError:
+        return
+    assert encode_opening(salt, details) == data  # anything accepted is canonical
+
+
+@given(st.binary(max_size=300))
+def test_random_private_files_fail_cleanly(data: bytes) -> None:
+    from audit.export import read_private
+
+    try:
+        parts = read_private(data)
+    except ValueError:
+        return
+    assert sorted(parts) == list(parts)

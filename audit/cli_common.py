@@ -1,0 +1,143 @@
+"""What every ``datafed-audit`` command shares: the app, literal output, options, trust.
+
+Output is printed literally (``markup=False``): ledger values and error texts may hold
+``[...]`` that rich would otherwise take for markup and eat.  Commands that read records
+(report, reconcile, jobs, lineage) first verify each export against the pinned policy with
+:func:`verified_logs` and refuse to read one that does not verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from audit.errors import AuditError
+from audit.export import ExportDir
+from audit.policy import Policy
+from audit.records import DataUseRecord, decode_leaf
+from audit.verify import VerifyReport, verify_log
+
+__all__ = [
+    "ALLOW_TAIL",
+    "CA",
+    "CERT",
+    "KEY",
+    "NAME",
+    "NODE",
+    "NO_WITNESSES",
+    "POLICY",
+    "Fail",
+    "app",
+    "err",
+    "load_policy",
+    "out",
+    "print_report",
+    "progress_run",
+    "verified_logs",
+]
+
+app = typer.Typer(
+    help="Verify data-use ledgers and report on them: entries, checkpoints, cosignatures, "
+    "private parts, proofs, jobs, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+out = Console(markup=False, highlight=False, soft_wrap=True)
+
+POLICY = typer.Option(..., "--policy", "-p", help="the auditor's policy file (pinned keys)")
+NODE = typer.Option(None, "--node", help="node address host:port (online, mTLS)")
+NAME = typer.Option(None, "--server-name", help="TLS name of the node (default: from address)")
+CA = typer.Option(None, "--ca", help="federation CA certificate (PEM)")
+CERT = typer.Option(None, "--cert", help="auditor certificate (PEM)")
+KEY = typer.Option(None, "--key", help="auditor TLS private key (PEM)")
+NO_WITNESSES = typer.Option(
+    False,
+    "--no-witnesses",
+    help="accept a policy with witness quorum 0 (then the operator can rewrite its log "
+    "undetectably)",
+)
+ALLOW_TAIL = typer.Option(
+    False, "--allow-unsigned-tail", help="warn, not fail, on entries after the newest checkpoint"
+)
+
+
+class Fail(Exception):
+    """A one-line error for the user (exit code 2)."""
+
+
+def load_policy(path: Path, no_witnesses: bool) -> Policy:
+    """Load the policy; refuse quorum 0 unless ``no_witnesses`` (then warn, once)."""
+    pol = Policy.load(path)
+    pol.require_witnesses(no_witnesses)
+    if pol.quorum == 0:
+        err.print(
+            "warning: --no-witnesses: no witness vouches for these logs; their operators "
+            "can rewrite history undetectably"
+        )
+    return pol
+
+
+def progress_run(total: int | None, label: str, fn: Callable[[Callable[[int], None]], Any]) -> Any:
+    """Run ``fn(step)`` under a transient progress bar on stderr."""
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        return fn(lambda k: bar.advance(task, k))
+
+
+def print_report(report: VerifyReport, label: str = "") -> None:
+    """Print warnings (stderr), then each finding as ``FAIL <code> at entry N: ...``."""
+    for w in report.warnings:
+        err.print(f"warning: {label}{w}")
+    for f in report.findings:
+        out.print(f"FAIL {label}{f}")
+
+
+def verified_logs(
+    paths: Sequence[Path], policy: Policy, *, allow_unsigned_tail: bool = False
+) -> tuple[dict[str, list[DataUseRecord]], dict[str, VerifyReport]]:
+    """Verify each export against ``policy``, then decode its records (index order).
+
+    Raises
+    ------
+    typer.Exit
+        With code 1 after printing the findings, if any export does not verify.
+    Fail
+        If two exports hold the same log.
+    """
+    logs: dict[str, list[DataUseRecord]] = {}
+    reports: dict[str, VerifyReport] = {}
+    exports = [ExportDir(p) for p in paths]
+    total = sum(e.count() for e in exports)
+
+    def run(step: Callable[[int], None]) -> None:
+        for e in exports:
+            rep = verify_log(
+                e, policy, deep=True, progress=step, allow_unsigned_tail=allow_unsigned_tail
+            )
+            label = f"{e.path.name}: "
+            print_report(rep, label)
+            if not rep.ok:
+                out.print(
+                    f"refusing to read {e.path.name}: {len(rep.findings)} problem(s) against "
+                    f"the pinned policy"
+                )
+                raise typer.Exit(1)
+            try:
+                recs = [decode_leaf(x)[1] for c in e.leaf_chunks(4096) for x in c]
+            except AuditError:  # verify --deep decoded them all; defensive only
+                raise Fail(f"{e.path.name}: an entry is malformed") from None
+            node = rep.origin.rsplit("/", 1)[-1]  # the pinned origin names the node
+            if node in logs:
+                raise Fail(f"{e.path.name}: two exports hold the log of node {node}")
+            logs[node], reports[node] = recs, rep
+
+    progress_run(2 * total, "verifying", run)
+    return logs, reports
