@@ -37,7 +37,7 @@ from audit.cli_common import (
     print_report,
     progress_run,
 )
-from audit.errors import AuditError, InvalidSignature
+from audit.errors import AuditError, ExitCode, InvalidSignature
 from audit.export import ExportDir, MemorySource, export_store, write_export
 from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, vkey
 from audit.policy import Policy
@@ -129,7 +129,7 @@ def verify(
         out.print(f"{report.origin}: {len(report.findings)} problem(s) in {report.entries} entries")
         if report.origin in pol.logs:
             out.print(report.quorum_line())
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED_CHECK)
     latest = report.latest
     if pol.state is not None and latest is not None:
         save_state(pol.state, report.origin, latest)
@@ -222,7 +222,7 @@ def prove(
         _, record = decode_leaf(leaf)
     except AuditError as exc:
         out.print(f"FAIL inclusion of entry {index} at checkpoint size {cp.size}: {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED_CHECK) from None
     out.print(json.dumps(_record_json(record), indent=2, sort_keys=True))
     out.print(
         f"OK entry {index} is included in {cp.origin} at size {cp.size} "
@@ -273,7 +273,7 @@ def consistency(
         merkle.verify_consistency(a.size, b.size, proof, a.root_hash, b.root_hash)
     except AuditError:
         out.print(f"FAIL fork: size {b.size} does not extend size {a.size} of {a.origin}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED_CHECK) from None
     out.print(f"OK {a.origin}: size {b.size} is consistent with size {a.size}")
 
 
@@ -347,4 +347,4 @@ def main() -> None:
         app()
     except (Fail, ValueError, AuditError, OSError) as exc:
         err.print("error: " + " ".join(str(exc).split()))
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from audit.errors import AuditError
+from audit.errors import EXIT_CODES_HELP, AuditError
 from audit.export import ExportDir
 from audit.policy import Policy
 from audit.records import DataUseRecord, decode_leaf
@@ -44,6 +44,7 @@ __all__ = [
 app = typer.Typer(
     help="Verify data-use ledgers and report on them: entries, checkpoints, cosignatures, "
     "private parts, proofs, jobs, reports.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -14,14 +14,21 @@ The hierarchy::
 
 Bad arguments raise ``ValueError`` / ``TypeError`` with an exact message instead; the
 verification errors are detail-free unless stated otherwise, so they are no oracle.
+
+:class:`ExitCode` is the one table of exit codes of the three commands (``datafed``,
+``datafed-node``, ``datafed-audit``): it lives here, the lowest layer all three import,
+and every error class names its code (``exit_code``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 
 __all__ = [
+    "EXIT_CODES_HELP",
     "AuditError",
+    "ExitCode",
     "InvalidProof",
     "InvalidReceipt",
     "InvalidRecord",
@@ -34,8 +41,32 @@ __all__ = [
 ]
 
 
+class ExitCode(IntEnum):
+    """Exit codes of ``datafed``, ``datafed-node`` and ``datafed-audit`` (docs/cli.md)."""
+
+    #: Done.
+    OK = 0
+    #: A check ran and found problems (a ledger does not verify, a config is invalid).
+    FAILED_CHECK = 1
+    #: The command could not run: bad arguments, input files, configuration or query.
+    USAGE = 2
+    #: A node refused or failed the request (its gRPC status is printed).
+    REFUSED = 3
+    #: A node could not be reached in time.
+    UNREACHABLE = 4
+
+
+#: The table as the commands' ``--help`` shows it.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 a check found problems; 2 bad arguments, input or "
+    "configuration; 3 a node refused or failed; 4 a node could not be reached."
+)
+
+
 class AuditError(Exception):
     """Base class of every error raised by :mod:`audit`."""
+
+    exit_code = ExitCode.USAGE
 
 
 class LineageError(AuditError):
@@ -99,11 +130,15 @@ class WitnessRefusal(AuditError):
 class VerificationFailure(AuditError):
     """The verifier found one or more named problems.
 
+    Its exit code is :attr:`ExitCode.FAILED_CHECK`.
+
     Parameters
     ----------
     findings : Sequence[str]
         One line per problem, each starting with its name (``"entry-modified at 17"``).
     """
+
+    exit_code = ExitCode.FAILED_CHECK
 
     def __init__(self, findings: Sequence[str]) -> None:
         super().__init__("; ".join(findings) if findings else "verification failed")

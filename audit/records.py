@@ -1,4 +1,4 @@
-"""Data-use records and their canonical leaf encoding (DESIGN §6).
+"""Data-use records and their canonical leaf encoding (docs/ledger.md).
 
 A leaf of the ledger is the canonical, unambiguous byte encoding of one data-use record,
 prefixed with a domain tag, a schema version and the entry's own index in the log::

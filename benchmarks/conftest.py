@@ -15,7 +15,7 @@ A benchmark test asks for the ``bench_row`` fixture and declares what it measure
 Rows pair on ``pair`` (default: name + params).  Several ``ours`` rows may share one
 baseline (``pair="query"``); ``role="both"`` is a row that is its own baseline
 (``query.plain``).  At the end of the session the table is printed and the rows are
-written to ``bench-results.json`` (DESIGN §9): ``ratio`` is how many times better ours
+written to ``bench-results.json`` (docs/bench.md): ``ratio`` is how many times better ours
 is, i.e. ours/baseline for a rate and baseline/ours for a time.
 """
 

@@ -1,5 +1,5 @@
 """Federated learning: round time with datafed's mods vs the same Flower app without them,
-and SecAgg+ vs plain FedAvg (DESIGN §9 rows ``fl.round`` and ``fl.round_secaggplus``).
+and SecAgg+ vs plain FedAvg (docs/bench.md rows ``fl.round`` and ``fl.round_secaggplus``).
 
 One round = Flower's fit workflow (SecAgg+'s four stages, or FedAvg's one) plus federated
 evaluation, for 3 district flood offices (1640 rows, one local epoch, an MLP 6-16-1).

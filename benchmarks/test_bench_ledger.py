@@ -1,4 +1,4 @@
-"""Ledger benchmarks (DESIGN §9 rows ``ledger.append``, ``ledger.verify_inclusion``,
+"""Ledger benchmarks (docs/bench.md rows ``ledger.append``, ``ledger.verify_inclusion``,
 ``ledger.verify_full``), each beside a naive baseline measured in the same run.
 
 Sizes: ``DATAFED_BENCH_LEDGER_N`` leaves for the full-verification log (default 1,000,000,

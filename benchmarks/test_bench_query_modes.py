@@ -2,7 +2,7 @@
 
 Three real node processes on loopback with mTLS, each over its own SQLite table of
 ``DATAFED_BENCH_QUERY_ROWS`` rows (default 1,000,000, the issue's size).  Each row
-``query.<mode>`` pairs with ``query.plain`` from the same run (DESIGN §9); ``ratio`` is
+``query.<mode>`` pairs with ``query.plain`` from the same run (docs/bench.md); ``ratio`` is
 plain's latency over the mode's, so 1.0 means "as fast as plain".
 """
 

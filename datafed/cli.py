@@ -10,14 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from audit.errors import EXIT_CODES_HELP, ExitCode
 from datafed.cli_psi import register as register_psi
 from datafed.cli_train import register as register_train
-from datafed.errors import DatafedError, RemoteError
+from datafed.errors import DatafedError
+from datafed.modes import describe_modes
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     help="datafed analyst client: protected queries across agency nodes.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,6 +35,8 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.toml)")
+#: Generated from the registry of protection modes (datafed.modes.MODES).
+PROTECTION_HELP = "protection mode (default paillier). " + describe_modes()
 
 
 @pki_app.command("init")
@@ -68,7 +73,7 @@ def query(
     ),
     federation: Path = FED_OPTION,
     purpose: str = typer.Option(..., "--purpose", help="declared purpose, checked by every node"),
-    protection: str = typer.Option("paillier", "--protection", help="paillier or plain"),
+    protection: str = typer.Option("paillier", "--protection", help=PROTECTION_HELP),
     legal_basis: str = typer.Option("", "--legal-basis", help="legal basis recorded in ledgers"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -154,9 +159,6 @@ def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
     try:
         app()
-    except RemoteError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(3)
     except (DatafedError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))

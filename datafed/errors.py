@@ -23,14 +23,20 @@ The ledger package ``audit`` keeps a root of its own, :class:`audit.errors.Audit
 because it imports nothing from the rest of the repository (the layering rule in
 ``docs/architecture.md``). Lower-level errors (grpc, cryptography, pydantic) are
 translated at the boundary with ``raise ... from exc``; the three command-line tools map
-this tree to exit codes in one table, :mod:`datafed.exitcodes`.
+this tree to exit codes through each class's ``exit_code`` (one table,
+:class:`audit.errors.ExitCode`).
 """
 
 from __future__ import annotations
 
+from audit.errors import ExitCode
+
 
 class DatafedError(Exception):
     """Base class of every error datafed raises on purpose."""
+
+    #: The command-line tools exit with this code (:class:`audit.errors.ExitCode`).
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(DatafedError):
@@ -69,6 +75,8 @@ class RemoteError(DatafedError):
         The node's one-line explanation.
     """
 
+    exit_code = ExitCode.REFUSED
+
     def __init__(self, node: str, code: str, message: str) -> None:
         self.node = node
         self.code = code
@@ -78,3 +86,5 @@ class RemoteError(DatafedError):
 
 class NodeUnavailable(RemoteError):
     """A node could not be reached before the deadline."""
+
+    exit_code = ExitCode.UNREACHABLE

@@ -9,7 +9,7 @@ or precision changes it::
                                              u64(nbytes) || bytes )* )
 
 All integers big-endian; ``str`` is ``u32(len) || utf-8``. SHA-256 as everywhere in the
-ledger (DESIGN §8, RFC 9162).
+ledger (docs/parameters.md, RFC 9162).
 """
 
 from __future__ import annotations

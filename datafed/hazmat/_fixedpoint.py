@@ -1,7 +1,7 @@
 """Fixed-point encoding of real vectors into the ring ``Z_2^64`` (numpy-vectorized).
 
 ``x`` maps to ``round(x · 2^f)`` as a two's-complement 64-bit word, ``f = 16`` by
-default (DESIGN §8).  Sums of encodings decode correctly as long as the true
+default (docs/parameters.md).  Sums of encodings decode correctly as long as the true
 fixed-point sum stays inside ``[−2^63, 2^63)``; the encoder refuses inputs of
 magnitude ``2^(62 − f)`` or more so that a sum of two never wraps silently.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 FRAC_BITS = 16
-"""Default fractional bits (DESIGN §8: fixed-point scale 2^16)."""
+"""Default fractional bits (docs/parameters.md: fixed-point scale 2^16)."""
 
 RingArray = npt.NDArray[np.uint64]
 """A vector of ``Z_2^64`` elements."""

@@ -42,7 +42,7 @@ _MAGIC = b"datafed-he-v1\n"
 class HeParams:
     """Public parameters shared by the analyst and every encryptor.
 
-    Defaults follow DESIGN §8: ``N = 8192``, coefficient moduli [60, 40, 40, 60],
+    Defaults follow docs/parameters.md: ``N = 8192``, coefficient moduli [60, 40, 40, 60],
     scale ``2^40`` (128-bit security per the HE standard's table for ``N = 8192``).
     """
 
@@ -225,7 +225,7 @@ class HeContext(HePublicContext):
 
     @classmethod
     def generate(cls, params: HeParams | None = None) -> HeContext:
-        """Create fresh keys for ``params`` (DESIGN §8 defaults).
+        """Create fresh keys for ``params`` (docs/parameters.md defaults).
 
         Parameters
         ----------

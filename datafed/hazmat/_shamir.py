@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datafed.hazmat.errors import InvalidShare
 
 PRIME = (1 << 127) - 1
-"""The Mersenne prime ``2^127 − 1`` (DESIGN §8)."""
+"""The Mersenne prime ``2^127 − 1`` (docs/parameters.md)."""
 
 CHUNK_BYTES = 15
 """Bytes per field element when sharing byte strings (120 bits < 127)."""

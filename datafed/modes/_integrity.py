@@ -6,7 +6,7 @@ The check is linear, so the totals of any set of honest nodes satisfy it, while 
 aggregator or a node corrupted (random garbage, a wrong share, a bit flip) fail it except
 with probability ``2^-64`` (ring modes) or negligibly (CKKS, within the error bound).  It
 is an integrity check against faults, not a proof against an aggregator who crafts
-consistent offsets: that one is outside the modes' trust assumptions (DESIGN §3).
+consistent offsets: that one is outside the modes' trust assumptions (docs/invisibility.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ still comes out while at least ``t`` remain (``2t > n``).
 
 Who learns what: the analyst sees signed public keys, ciphertexts between nodes and masked
 vectors (each uniformly random) and learns the survivors' total; a node learns nothing of
-the others' values.  Trust: semi-honest, threshold ``t`` of ``n`` (DESIGN §3).  Because
+the others' values.  Trust: semi-honest, threshold ``t`` of ``n`` (docs/invisibility.md).  Because
 every advertised key is signed and checked by the peers, the analyst cannot substitute
 keys to open the shares sent between nodes.  Not done: Bonawitz's consistency-check round
 (nodes signing U3), so an analyst that lied about who survived could unmask a node it

@@ -2,7 +2,7 @@
 
 Node side (Query): append the checksum slot (:mod:`._integrity`), split the vector into
 one additive share per aggregator (``n − 1`` of them as 16-byte AES-CTR seeds,
-DESIGN §8), and seal each share to its aggregator (:mod:`._envelope`).  Aggregator side
+docs/parameters.md), and seal each share to its aggregator (:mod:`._envelope`).  Aggregator side
 (step ``aggregate``): open one share from every participant, add them, return the sum,
 once per job.  Client side: relay each aggregator the shares sealed to it, add the
 aggregators' sums, check the checksum.

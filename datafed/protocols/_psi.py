@@ -14,7 +14,7 @@ pairs ``(w, t)`` and a Paillier key.  With ``H`` a hash to the prime-order group
 
 Both learn ``|J|``; P1 learns ``S = Σ_{w∈J} t``; P2 sees only ``S + r``, uniform
 in ``Z_n``.  (The published protocol stops at step 3 with P2 learning ``S``; the
-mask round moves the sum to P1, as DESIGN §3 wants.)  Semi-honest security.
+mask round moves the sum to P1, as docs/invisibility.md wants.)  Semi-honest security.
 """
 
 from __future__ import annotations

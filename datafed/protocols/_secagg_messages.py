@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from datafed.hazmat import ShamirShare, derive_seed, prg_uint64
-from datafed.hazmat._fixedpoint import RingArray
+from datafed.hazmat import RingArray, ShamirShare, derive_seed, prg_uint64
 from datafed.protocols.errors import InvalidMessage
 
 MASK_LABEL = b"datafed secagg v1 pairwise mask"

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from datafed.hazmat import (
     InvalidShare,
+    RingArray,
     ShamirShare,
     prg_uint64,
     shamir_reconstruct_bytes,
 )
-from datafed.hazmat._fixedpoint import RingArray
 from datafed.protocols._secagg_client import check_parameters
 from datafed.protocols._secagg_messages import (
     AdvertiseKeys,

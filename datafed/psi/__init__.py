@@ -2,7 +2,7 @@
 
 The protocol is the DDH-based Private Join and Compute of Ion et al. ("On Deploying
 Secure Computing: Private Intersection-Sum-with-Cardinality", EuroS&P 2020) over the
-prime-order group of edwards25519 (:mod:`datafed.hazmat`), rearranged for DESIGN §3's
+prime-order group of edwards25519 (:mod:`datafed.hazmat`), rearranged for docs/invisibility.md's
 star topology: the two nodes never connect to each other; the analyst's client carries
 every message, and the values are encrypted under the **analyst's** Paillier key.
 

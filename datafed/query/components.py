@@ -26,7 +26,7 @@ __all__ = [
     "output_labels",
 ]
 
-#: Fractional bits of the fixed-point encoding (DESIGN §8: scale 2^16).
+#: Fractional bits of the fixed-point encoding (docs/parameters.md: scale 2^16).
 DEFAULT_FIXED_POINT_BITS = 16
 
 ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin"]

@@ -120,3 +120,42 @@ def test_missing_or_forged_signoff_refused(fed):
         err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         and "does not verify" in err.value.details()
     )
+
+
+def test_signoff_is_bound_to_one_statement_and_used_once(fed, monkeypatch):
+    """A sign-off approves one job statement, and the node admits that job once."""
+    from datafed.client import federation
+
+    captured = {}
+    real_sign = federation.sign_job_statement
+    real_signoffs = Federation._signoffs
+
+    def sign(*args, **kwargs):
+        captured["statement"] = real_sign(*args, **kwargs)
+        return captured["statement"]
+
+    async def signoffs(self, transport, job, infos):
+        captured["signoffs"] = await real_signoffs(self, transport, job, infos)
+        return captured["signoffs"]
+
+    monkeypatch.setattr(federation, "sign_job_statement", sign)
+    monkeypatch.setattr(Federation, "_signoffs", signoffs)
+    r = Federation.from_file(fed.fed_toml).query(SQL, purpose=PURPOSE, protection="plain")
+    (approval,) = captured["signoffs"]["water-south"]
+    statement = captured["statement"]
+    assert statement.digest == r.statement
+    # the same approval for another job (another statement): refused
+    with pytest.raises(grpc.RpcError) as err:
+        _query_south(fed, [approval], job="job-reuse")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "for another use" in err.value.details()
+    # the same statement and approval again (a replayed job): refused
+    index = next(i for i, n in enumerate(fed.nodes) if n.spec.name == "water-south")
+    again = signed_query(
+        fed, "water-south", SQL, job_id=r.job_id, statement=statement, sign_offs=[approval]
+    )
+    ch, stub = query_stub(fed, index)
+    with ch, pytest.raises(grpc.RpcError) as err:
+        stub.Query(again.request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "was already used" in err.value.details()
