@@ -6,8 +6,8 @@ A node whose dataset policy has a DP section protects its rows as follows.
   the value column, so one identifier changes the sum by at most ``B = max(|lo|, |hi|)`` (in fixed
   point, ``B·2^bits``), and states ``B·2^bits`` and its epsilon in its signed exchange
   statement.  It cannot add the noise itself: it never sees the sum.
-* The **ids node** finishes the sum, so it adds the noise (docs/invisibility.md: noise where the data
-  is aggregated): exact discrete Laplace (Canonne, Kamath and Steinke 2020) on the sum,
+* The **ids node** finishes the sum, so it adds the noise (noise where the data is
+  aggregated): exact discrete Laplace (Canonne, Kamath and Steinke 2020) on the sum,
   added *under encryption* as ``Enc_A(sum) · Enc_A(noise)`` with fresh randomness, which also
   re-randomizes the result, and on the intersection size, in the clear.  Adding or removing
   one identifier on *either* side changes the size by at most 1 and the sum by at most
