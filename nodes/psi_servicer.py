@@ -204,6 +204,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             header, step = self._open(call, psi_pb2.PsiBlindRequest)
             job = step.job
             call.dataset = job.ids.dataset
+            call.details["statement"] = job.digest().hex()  # the job both nodes sign
             if job.ids.node != ctx.name:
                 raise InvalidRequest(f"node {ctx.name!r} is not the ids side of this job")
             call.details["peer"] = job.values.node
@@ -237,6 +238,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             _, step = self._open(call, psi_pb2.PsiExchangeRequest)
             job = step.job
             call.dataset = job.values.dataset
+            call.details["statement"] = job.digest().hex()
             if job.values.node != ctx.name:
                 raise InvalidRequest(f"node {ctx.name!r} is not the values side of this job")
             call.details["peer"] = job.ids.node
@@ -299,6 +301,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             header, step = self._open(call, psi_pb2.PsiIntersectRequest)
             job = step.job
             call.dataset = job.ids.dataset
+            call.details["statement"] = job.digest().hex()
             pending = self.jobs.pop(header.requester, job.job_id)
             if pending.party.job != job:
                 raise InvalidRequest("the job differs from the one this node blinded for")

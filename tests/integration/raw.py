@@ -9,11 +9,14 @@ mTLS channel as that analyst.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
+from audit import DataUseRecord, decode_leaf
+from audit.remote import LedgerClient, mtls_channel
 from datafed.local import LocalFederation
 from datafed.pki import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
@@ -99,3 +102,18 @@ def query_stub(
         node.address, creds, options=[("grpc.ssl_target_name_override", node.spec.name)]
     )
     return ch, query_pb2_grpc.QueryServiceStub(ch)
+
+
+def ledger_records(fed: LocalFederation, node: str) -> list[DataUseRecord]:
+    """Every entry of ``node``'s ledger, read as the federation's auditor would."""
+    endpoint = next(n for n in fed.nodes if n.spec.name == node)
+    files = party_paths(fed.pki_dir, "auditor", "regulator")
+
+    async def fetch() -> list[bytes]:
+        ca = fed.pki_dir / "ca.crt"
+        async with mtls_channel(endpoint.address, ca, files.cert, files.key, node) as ch:
+            client = LedgerClient(ch, 30)
+            size = int((await client.checkpoint()).split("\n")[1])
+            return await client.entries(0, size)
+
+    return [decode_leaf(leaf)[1] for leaf in asyncio.run(fetch())]

@@ -33,7 +33,7 @@ from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.serde import spec_to_proto
 from datafed.statement import sign_job_statement
-from tests.integration.raw import PURPOSE, query_stub, signed_query
+from tests.integration.raw import PURPOSE, ledger_records, query_stub, signed_query
 
 DISTRICTS = ("north", "east", "south")
 #: Person-level datasets: the same residents under separate budgets, one per attack.
@@ -180,15 +180,25 @@ def test_racing_queries_on_dp_data_cannot_both_spend_the_last_epsilon(city):
     s = f"SELECT SUM(income) FROM {ds} WHERE household <= 4"
     t = f"{s} AND NOT (age = 47)"
 
+    jobs = ("job-race-s", "job-race-t")
+
     async def race() -> list[object]:
         return await asyncio.gather(
-            *(fed.aquery(q, purpose=PURPOSE, protection="plain") for q in (s, t)),
+            *(
+                fed.aquery(q, purpose=PURPOSE, protection="plain", job_id=job)
+                for q, job in zip((s, t), jobs, strict=True)
+            ),
             return_exceptions=True,
         )
 
     results = asyncio.run(race())
-    refused = [r for r in results if isinstance(r, RemoteError)]
-    assert len(refused) == 1 and refused[0].code == "RESOURCE_EXHAUSTED", results
+    assert sum(not isinstance(r, BaseException) for r in results) <= 1
+    assert all(r.code == "RESOURCE_EXHAUSTED" for r in results if isinstance(r, RemoteError))
+    # At every node exactly one of the two was admitted; its last epsilon spent once.
+    for d in DISTRICTS:
+        recs = [r for r in ledger_records(city, f"water-{d}") if r.job_id in jobs]
+        approved = [r for r in recs if r.decision == "approved"]
+        assert len(approved) == 1 and approved[0].epsilon == 1.0, recs
 
 
 # --------------------------------------------- class 3 on exact data: no oracle, atomic
