@@ -92,12 +92,17 @@ def encode_range_checked_int(field: NttField, value: int, max_measurement: int) 
     return [(rest >> i) & 1 for i in range(bits - 1)] + [last]
 
 
-def decode_range_checked_int(field: NttField, encoded: Sequence[int], max_measurement: int) -> int:
-    """The weighted sum of an encoding (or of a share of one: it is linear), §7.4.2."""
+def range_checked_weights(max_measurement: int) -> list[int]:
+    """Weights of the range-checked encoding: ``1, 2, ..., 2^(bits-2)``, then the rest (§7.4.2)."""
     bits = max_measurement.bit_length()
     last_weight = max_measurement - (2 ** (bits - 1) - 1)
-    weights = [1 << i for i in range(bits - 1)] + [last_weight]
-    return field.dot(weights, encoded[:bits])
+    return [1 << i for i in range(bits - 1)] + [last_weight]
+
+
+def decode_range_checked_int(field: NttField, encoded: Sequence[int], max_measurement: int) -> int:
+    """The weighted sum of an encoding (or of a share of one: it is linear), §7.4.2."""
+    weights = range_checked_weights(max_measurement)
+    return field.dot(weights, encoded[: len(weights)])
 
 
 class CountCircuit(Valid[int, int]):

@@ -15,6 +15,7 @@ from datafed.hazmat._flp_circuits import (
     _RangeChecked,
     decode_range_checked_int,
     encode_range_checked_int,
+    range_checked_weights,
 )
 from datafed.hazmat._flp_gadgets import gadget_poly_len, wire_poly_len
 
@@ -78,9 +79,19 @@ class SumVecCircuit(_RangeChecked[list[int], list[int]]):
         """Concatenated range-checked encodings of the elements."""
         if len(measurement) != self.length:
             raise ValueError("SumVec measurement has the wrong length")
-        out: Vec = []
-        for value in measurement:
-            out += encode_range_checked_int(self.field, value, self.max_measurement)
+        bound = self.max_measurement
+        if any(not 0 <= x <= bound for x in measurement):
+            raise ValueError("measurement out of range")
+        # encode_range_checked_int (§7.4.2) vectorised: bit l of every element at once.
+        b = self.bits
+        rest_all_ones = 2 ** (b - 1) - 1
+        last_weight = bound - rest_all_ones
+        lasts = [int(x > rest_all_ones) for x in measurement]
+        rests = [x - last_weight * last for x, last in zip(measurement, lasts, strict=True)]
+        out = [0] * (self.length * b)
+        for l_ in range(b - 1):
+            out[l_::b] = [(r >> l_) & 1 for r in rests]
+        out[b - 1 :: b] = lasts
         return out
 
     def eval_output(
@@ -91,11 +102,13 @@ class SumVecCircuit(_RangeChecked[list[int], list[int]]):
 
     def truncate(self, meas: Vec) -> Vec:
         """Each element's weighted bit sum."""
-        b = self.bits
-        return [
-            decode_range_checked_int(self.field, meas[i * b : (i + 1) * b], self.max_measurement)
-            for i in range(self.length)
-        ]
+        # Vectorised over elements: bit l of every element is the slice meas[l::bits].
+        p, b = self.field.MODULUS, self.bits
+        weights = range_checked_weights(self.max_measurement)
+        acc = list(meas[0::b])
+        for l_, w in enumerate(weights[1:], start=1):
+            acc = [x + w * y for x, y in zip(acc, meas[l_::b], strict=True)]
+        return [x % p for x in acc]
 
 
 class HistogramCircuit(_RangeChecked[int, list[int]]):

@@ -103,4 +103,3 @@ class VerifierShare:
 
     verifiers_share: Vec
     joint_rand_part: bytes | None
-
