@@ -17,6 +17,7 @@ come from the circuit as in the draft's ``Flp`` parameters (§7.1, §7.3).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
@@ -167,7 +168,7 @@ class FlpBBCGGI19(Generic[M, R]):
             # Wire polynomial = [seed, call inputs..., zero padding]: skip the zeros.
             head, tail = c[0], c[1 : calls + 1]
             for seed, row in zip(seeds, inputs, strict=True):
-                acc = head * seed + sum(x * y for x, y in zip(tail, row, strict=True))
+                acc = head * seed + sum(map(operator.mul, tail, row))
                 verifier.append(acc % mod)
             verifier.append(field.dot(lagrange_coeffs(field, len(poly), t), poly))
         return verifier

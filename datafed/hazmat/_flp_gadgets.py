@@ -107,8 +107,11 @@ class PolyEval(Gadget):
     def eval_poly(self, field: NttField, wire_polys: Sequence[Sequence[int]]) -> Vec:
         """``p`` composed with the wire polynomial, on ``n`` points."""
         length = len(wire_polys[0])
-        monomial = inv_ntt(field, wire_polys[0], length)
-        return self._horner(field, ntt(field, monomial, self.n))
+        if self.n == 2 * length:  # degree 2 (e.g. x^2 - x): the doubled evaluations
+            values = double_evaluations_rows(field, wire_polys[:1])[0]
+        else:
+            values = ntt(field, inv_ntt(field, wire_polys[0], length), self.n)
+        return self._horner(field, values)
 
 
 class ParallelSum(Gadget):

@@ -19,6 +19,7 @@ get there differs where it is faster:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ _BATCH_MIN = 64  # below this many elements in all rows, plain lists beat numpy 
 _bitrev_cache: dict[int, list[int]] = {}
 _inv_powers_cache: dict[tuple[str, int], Vec] = {}
 _extend_cache: dict[tuple[str, int, int], list[Vec]] = {}
+_coset_cache: dict[tuple[str, int], list[Vec]] = {}
+_SMALL_N = 8  # up to this many points, double_evaluations uses a cached matrix
 
 
 def _bitrev(n: int) -> list[int]:
@@ -205,11 +208,16 @@ def double_evaluations_rows(field: NttField, rows: Sequence[Sequence[int]]) -> l
     n = len(rows[0])
     log2_exact(n)
     p = field.MODULUS
-    # inv_ntt then ntt(set_s): fold 1/n and s^j into one scaling of the coefficients.
-    n_inv = field.inv(n)
-    scale = [s * n_inv % p for s in field.nth_root_powers(2 * n)[:n]]
-    coeffs = _transform(field, rows, _inv_root_powers(field, n), None)
-    odd = _transform(field, coeffs, field.nth_root_powers(n), scale)
+    if n <= _SMALL_N:
+        # A few points: one small matrix (cached) beats two transforms' bookkeeping.
+        matrix = _coset_matrix(field, n)
+        odd = [[sum(map(operator.mul, m, row)) % p for m in matrix] for row in rows]
+    else:
+        # inv_ntt then ntt(set_s): fold 1/n and s^j into one scaling of the coefficients.
+        n_inv = field.inv(n)
+        scale = [s * n_inv % p for s in field.nth_root_powers(2 * n)[:n]]
+        coeffs = _transform(field, rows, _inv_root_powers(field, n), None)
+        odd = _transform(field, coeffs, field.nth_root_powers(n), scale)
     out = []
     for even_row, odd_row in zip(rows, odd, strict=True):
         both = [0] * (2 * n)
@@ -217,6 +225,21 @@ def double_evaluations_rows(field: NttField, rows: Sequence[Sequence[int]]) -> l
         both[1::2] = odd_row
         out.append(both)
     return out
+
+
+def _coset_matrix(field: NttField, n: int) -> list[Vec]:
+    """``M`` with ``M @ values = ntt(inv_ntt(values), n, set_s=True)``, cached per ``n``."""
+    key = (field.name, n)
+    matrix = _coset_cache.get(key)
+    if matrix is None:
+        # Column i is the image of the i-th unit vector.
+        columns = [
+            ntt_rows(field, inv_ntt_rows(field, [[int(i == j) for j in range(n)]], n), n, True)[0]
+            for i in range(n)
+        ]
+        matrix = [[columns[i][k] for i in range(n)] for k in range(n)]
+        _coset_cache[key] = matrix
+    return matrix
 
 
 def lagrange_coeffs(field: NttField, n: int, t: int) -> Vec:

@@ -92,7 +92,7 @@ class Xof:
             words = field.parse_words(self.next(size * (length - len(out))))
             if mask != (1 << (8 * size)) - 1:
                 words = [w & mask for w in words]
-            if all(w < p for w in words):
+            if not words or max(words) < p:  # the common case: nothing rejected
                 out.extend(words)
             else:
                 out.extend(w for w in words if w < p)
