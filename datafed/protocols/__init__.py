@@ -7,10 +7,34 @@
 * the differential-privacy budget: :class:`PrivacyAccountant`;
 * Prio3 (draft-irtf-cfrg-vdaf-20): :class:`Prio3` and its variants
   :class:`Prio3Count`, :class:`Prio3Sum`, :class:`Prio3SumVec`,
-  :class:`Prio3Histogram`, :class:`Prio3MultihotCountVec` (``docs/prio3.md``).
+  :class:`Prio3Histogram`, :class:`Prio3MultihotCountVec` (``docs/prio3.md``);
+* windowed collection of Prio3 reports by two aggregators, in the spirit of DAP:
+  :class:`CollectTask`, :func:`shard_report`, :class:`Leader`, :class:`Helper`,
+  :func:`unshard_collection`.
 """
 
 from datafed.protocols._budget import Charge, PrivacyAccountant
+from datafed.protocols._collect_aggregator import WindowStats
+from datafed.protocols._collect_helper import Helper
+from datafed.protocols._collect_leader import JobOutcome, Leader
+from datafed.protocols._collect_types import (
+    AggregateShareReq,
+    AggregationJobInit,
+    AggregationJobResp,
+    BatchInvalid,
+    BatchMismatch,
+    BatchOverlap,
+    Collection,
+    CollectionError,
+    CollectTask,
+    InvalidBatchSize,
+    Report,
+    ReportError,
+    VerifyInit,
+    VerifyResp,
+    shard_report,
+    unshard_collection,
+)
 from datafed.protocols._prio3 import Prio3
 from datafed.protocols._prio3_types import (
     HelperShare,
@@ -57,13 +81,26 @@ from datafed.protocols.errors import (
 
 __all__ = [
     "AdvertiseKeys",
+    "AggregateShareReq",
+    "AggregationJobInit",
+    "AggregationJobResp",
+    "BatchInvalid",
+    "BatchMismatch",
+    "BatchOverlap",
     "BudgetExhausted",
     "Charge",
+    "CollectTask",
+    "Collection",
+    "CollectionError",
     "ForwardedShares",
+    "Helper",
     "HelperShare",
     "InputShare",
+    "InvalidBatchSize",
     "InvalidMessage",
+    "JobOutcome",
     "KeyRoster",
+    "Leader",
     "LeaderShare",
     "MaskedInput",
     "Prio3",
@@ -82,6 +119,8 @@ __all__ = [
     "PsiRound2",
     "PsiRound3",
     "PsiRound4",
+    "Report",
+    "ReportError",
     "ReportRejected",
     "RoundError",
     "SecAggClient",
@@ -90,5 +129,10 @@ __all__ = [
     "Survivors",
     "UnmaskShares",
     "VerifierShare",
+    "VerifyInit",
+    "VerifyResp",
     "VerifyState",
+    "WindowStats",
+    "shard_report",
+    "unshard_collection",
 ]
