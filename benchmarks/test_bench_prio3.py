@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 
 from datafed.hazmat import Field64, Field128, mul64, reconstruct_additive, split_additive
-from datafed.hazmat._field_np import obj_array
 from datafed.protocols import (
     Prio3,
     Prio3Count,
@@ -224,6 +223,6 @@ def test_field_mul_vectorised(benchmark, bench_row, field):  # type: ignore[no-u
         na, nb = np.array(a, dtype=np.uint64), np.array(b, dtype=np.uint64)
         out = benchmark.pedantic(lambda: mul64(na, nb), rounds=20, iterations=1)
     else:
-        oa, ob = obj_array(a), obj_array(b)
+        oa, ob = np.array(a, dtype=object), np.array(b, dtype=object)
         out = benchmark.pedantic(lambda: oa * ob % p, rounds=20, iterations=1)
     assert int(out[0]) == a[0] * b[0] % p

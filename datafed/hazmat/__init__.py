@@ -62,13 +62,8 @@ from datafed.hazmat._he import (
     HePublicContext,
     HeResult,
 )
-from datafed.hazmat._ntt import (
-    double_evaluations_rows,
-    extend_values_to_power_of_2,
-    inv_ntt,
-    ntt,
-    poly_eval_batched,
-)
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, poly_eval_batched
+from datafed.hazmat._ntt import double_evaluations_rows, inv_ntt, ntt
 from datafed.hazmat._packing import Packer
 from datafed.hazmat._paillier import (
     DEFAULT_MODULUS_BITS,

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 from datafed.hazmat._field import Vec, next_power_of_2
 from datafed.hazmat._flp_circuits import Valid
 from datafed.hazmat._flp_gadgets import gadget_poly_len, wire_poly_len
-from datafed.hazmat._ntt import extend_values_to_power_of_2, lagrange_coeffs
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
 from datafed.hazmat.errors import InvalidShare
 
 M = TypeVar("M")

@@ -25,8 +25,8 @@ from datafed.hazmat import (
     HazmatError,
     Valid,
     XofTurboShake128,
-    format_dst,
 )
+from datafed.protocols._prio3_aux import Prio3Aux
 from datafed.protocols._prio3_codec import Prio3Codec
 from datafed.protocols._prio3_types import (
     HelperShare,
@@ -41,17 +41,8 @@ from datafed.protocols._prio3_types import (
 M = TypeVar("M")
 R = TypeVar("R")
 
-# §7.2, table "Constants used by Prio3".
-USAGE_MEAS_SHARE = 1
-USAGE_PROOF_SHARE = 2
-USAGE_JOINT_RANDOMNESS = 3
-USAGE_PROVE_RANDOMNESS = 4
-USAGE_QUERY_RANDOMNESS = 5
-USAGE_JOINT_RAND_SEED = 6
-USAGE_JOINT_RAND_PART = 7
 
-
-class Prio3(Prio3Codec, Generic[M, R]):
+class Prio3(Prio3Aux, Prio3Codec, Generic[M, R]):
     """Prio3 over a validity circuit (draft §7.2).
 
     Parameters
@@ -90,16 +81,6 @@ class Prio3(Prio3Codec, Generic[M, R]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.ID:#x}, shares={self.SHARES}, proofs={self.PROOFS})"
-
-    def domain_separation_tag(self, usage: int, ctx: bytes) -> bytes:
-        """``format_dst(0, ID, usage) || ctx`` (§5)."""
-        key = (usage, ctx)
-        tag = self._dst.get(key)
-        if tag is None:
-            tag = format_dst(0, self.ID, usage) + ctx
-            if len(self._dst) < 64:  # a few contexts per instance; never grows unbounded
-                self._dst[key] = tag
-        return tag
 
     # -- sharding (§7.2.1) ---------------------------------------------------------
     def shard(
@@ -369,72 +350,3 @@ class Prio3(Prio3Codec, Generic[M, R]):
             raise ValueError(f"unshard needs {self.SHARES} aggregate shares")
         result: R = self.flp.decode(self.merge(agg_shares), num_measurements)
         return result
-
-    # -- auxiliary functions (§7.2.6) ---------------------------------------------------
-    def helper_meas_share(self, ctx: bytes, agg_id: int, seed: bytes) -> Vec:
-        """A Helper's measurement share, expanded from its seed."""
-        dst = self.domain_separation_tag(USAGE_MEAS_SHARE, ctx)
-        return self.xof.expand_into_vec(self.field, seed, dst, bytes([agg_id]), self.flp.MEAS_LEN)
-
-    def helper_proofs_share(self, ctx: bytes, agg_id: int, seed: bytes) -> Vec:
-        """A Helper's proof share(s), expanded from its seed."""
-        dst = self.domain_separation_tag(USAGE_PROOF_SHARE, ctx)
-        return self.xof.expand_into_vec(
-            self.field, seed, dst, bytes([self.PROOFS, agg_id]), self.flp.PROOF_LEN * self.PROOFS
-        )
-
-    def expand_input_share(
-        self, ctx: bytes, agg_id: int, input_share: InputShare
-    ) -> tuple[Vec, Vec, bytes | None]:
-        """``(meas_share, proofs_share, blind)`` of an input share."""
-        if agg_id > 0:
-            if not isinstance(input_share, HelperShare):
-                raise ValueError
-            if len(input_share.seed) != self.xof.SEED_SIZE:
-                raise ValueError
-            return (
-                self.helper_meas_share(ctx, agg_id, input_share.seed),
-                self.helper_proofs_share(ctx, agg_id, input_share.seed),
-                input_share.blind,
-            )
-        if not isinstance(input_share, LeaderShare):
-            raise ValueError
-        p = self.field.MODULUS
-        meas, proofs = input_share.meas_share, input_share.proofs_share
-        if len(meas) != self.flp.MEAS_LEN or len(proofs) != self.flp.PROOF_LEN * self.PROOFS:
-            raise ValueError
-        if any(not 0 <= x < p for x in meas) or any(not 0 <= x < p for x in proofs):
-            raise ValueError
-        return list(meas), list(proofs), input_share.blind
-
-    def prove_rands(self, ctx: bytes, prove_seed: bytes) -> Vec:
-        """The prover randomness of every proof."""
-        dst = self.domain_separation_tag(USAGE_PROVE_RANDOMNESS, ctx)
-        length = self.flp.PROVE_RAND_LEN * self.PROOFS
-        return self.xof.expand_into_vec(self.field, prove_seed, dst, bytes([self.PROOFS]), length)
-
-    def query_rands(self, verify_key: bytes, ctx: bytes, nonce: bytes) -> Vec:
-        """The query randomness of every proof (secret to the aggregators)."""
-        dst = self.domain_separation_tag(USAGE_QUERY_RANDOMNESS, ctx)
-        length = self.flp.QUERY_RAND_LEN * self.PROOFS
-        binder = bytes([self.PROOFS]) + nonce
-        return self.xof.expand_into_vec(self.field, verify_key, dst, binder, length)
-
-    def joint_rand_part(
-        self, ctx: bytes, agg_id: int, blind: bytes, meas_share: Vec, nonce: bytes
-    ) -> bytes:
-        """One aggregator's joint-randomness part, bound to its measurement share."""
-        dst = self.domain_separation_tag(USAGE_JOINT_RAND_PART, ctx)
-        binder = bytes([agg_id]) + nonce + self.field.encode_vec(meas_share)
-        return self.xof.derive_seed(blind, dst, binder)
-
-    def joint_rand_seed(self, ctx: bytes, parts: Sequence[bytes]) -> bytes:
-        """The joint-randomness seed from all parts."""
-        dst = self.domain_separation_tag(USAGE_JOINT_RAND_SEED, ctx)
-        return self.xof.derive_seed(bytes(self.xof.SEED_SIZE), dst, b"".join(parts))
-
-    def joint_rands(self, ctx: bytes, seed: bytes) -> Vec:
-        """The joint randomness of every proof, from its seed."""
-        dst = self.domain_separation_tag(USAGE_JOINT_RANDOMNESS, ctx)
-        length = self.flp.JOINT_RAND_LEN * self.PROOFS
-        return self.xof.expand_into_vec(self.field, seed, dst, bytes([self.PROOFS]), length)

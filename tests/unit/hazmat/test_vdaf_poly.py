@@ -18,7 +18,8 @@ from datafed.hazmat import (
     ntt,
     poly_eval_batched,
 )
-from datafed.hazmat._ntt import inv_ntt_rows, lagrange_coeffs, ntt_rows
+from datafed.hazmat._lagrange import lagrange_coeffs
+from datafed.hazmat._ntt import inv_ntt_rows, ntt_rows
 
 FIELDS = [Field64, Field128]
 
