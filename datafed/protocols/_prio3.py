@@ -69,6 +69,10 @@ class Prio3(Prio3Aux, Prio3Codec, Generic[M, R]):
         if not 0 <= vdaf_id < 2**32:
             raise ValueError("VDAF id must fit in 32 bits")
         self.flp = FlpBBCGGI19(valid)
+        if self.flp.JOINT_RAND_LEN > 0 and valid.field.ENCODED_SIZE < 16 and proofs < 3:
+            # §9.7: joint randomness opens offline attacks on soundness; such circuits
+            # MUST use Field128, or Field64 with at least three proofs.
+            raise ValueError("a joint-randomness circuit over Field64 needs at least 3 proofs")
         self.field = valid.field
         self.ID = vdaf_id
         self.SHARES = shares

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from datafed.hazmat import Field64, SumVecCircuit
 from datafed.protocols import (
     HelperShare,
     LeaderShare,
@@ -112,6 +113,11 @@ def test_caller_errors_are_value_errors() -> None:
             Prio3Count(**bad)
     with pytest.raises(ValueError):
         Prio3(Prio3Count().flp.valid, shares=2, vdaf_id=0, proofs=0)
+    # §9.7: weak parameters are refused (joint randomness over Field64 needs 3 proofs).
+    weak = SumVecCircuit(Field64, 4, 3, 2)
+    with pytest.raises(ValueError):
+        Prio3(weak, shares=2, vdaf_id=0xFFFFFFFF, proofs=2)
+    assert run(Prio3(weak, shares=2, vdaf_id=0xFFFFFFFF, proofs=3), [[3, 2, 1, 0]]) == [3, 2, 1, 0]
 
 
 # -- attacks ------------------------------------------------------------------------
