@@ -29,7 +29,7 @@ from datafed.hazmat._dp import (
     sample_discrete_gaussian,
     sample_discrete_laplace,
 )
-from datafed.hazmat._field import Field64, Field128, NttField, next_power_of_2
+from datafed.hazmat._field import Field64, Field128, NttField
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
@@ -40,13 +40,7 @@ from datafed.hazmat._fixedpoint import (
     encode_int,
 )
 from datafed.hazmat._flp import FlpBBCGGI19
-from datafed.hazmat._flp_circuits import (
-    CountCircuit,
-    SumCircuit,
-    Valid,
-    decode_range_checked_int,
-    encode_range_checked_int,
-)
+from datafed.hazmat._flp_circuits import CountCircuit, SumCircuit, Valid
 from datafed.hazmat._flp_gadgets import Gadget, Mul, ParallelSum, PolyEval
 from datafed.hazmat._flp_vec_circuits import (
     HistogramCircuit,
@@ -62,8 +56,7 @@ from datafed.hazmat._he import (
     HePublicContext,
     HeResult,
 )
-from datafed.hazmat._lagrange import extend_values_to_power_of_2, poly_eval_batched
-from datafed.hazmat._ntt import double_evaluations_rows, inv_ntt, ntt
+from datafed.hazmat._ntt import inv_ntt, ntt
 from datafed.hazmat._packing import Packer
 from datafed.hazmat._paillier import (
     DEFAULT_MODULUS_BITS,
@@ -161,13 +154,9 @@ __all__ = [  # noqa: RUF022
     "ciphertext_to_phe",
     "decode_fixed",
     "decode_int",
-    "decode_range_checked_int",
     "derive_seed",
-    "double_evaluations_rows",
     "encode_fixed",
     "encode_int",
-    "encode_range_checked_int",
-    "extend_values_to_power_of_2",
     "format_dst",
     "gaussian_sigma2",
     "generate_paillier_keypair",
@@ -176,10 +165,8 @@ __all__ = [  # noqa: RUF022
     "is_valid_point",
     "laplace_scale",
     "mul64",
-    "next_power_of_2",
     "ntt",
     "optimal_chunk_length",
-    "poly_eval_batched",
     "prg_bytes",
     "prg_uint64",
     "private_key_from_jwk",

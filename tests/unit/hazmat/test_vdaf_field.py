@@ -14,9 +14,9 @@ from datafed.hazmat import (
     NttField,
     add64,
     mul64,
-    next_power_of_2,
     sub64,
 )
+from datafed.hazmat._field import next_power_of_2
 from datafed.hazmat._field_np import pow64
 
 FIELDS = [Field64, Field128]

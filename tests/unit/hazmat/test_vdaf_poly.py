@@ -8,18 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datafed.hazmat import (
-    Field64,
-    Field128,
-    NttField,
-    double_evaluations_rows,
-    extend_values_to_power_of_2,
-    inv_ntt,
-    ntt,
-    poly_eval_batched,
-)
-from datafed.hazmat._lagrange import lagrange_coeffs
-from datafed.hazmat._ntt import inv_ntt_rows, ntt_rows
+from datafed.hazmat import Field64, Field128, NttField, inv_ntt, ntt
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs, poly_eval_batched
+from datafed.hazmat._ntt import double_evaluations_rows, inv_ntt_rows, ntt_rows
 
 FIELDS = [Field64, Field128]
 
