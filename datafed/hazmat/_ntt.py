@@ -64,7 +64,7 @@ def _dft_list(a: list[int], powers: Vec, p: int) -> Vec:
             for j in range(m):
                 w = tw[j]
                 lo, hi = a[j::step], a[j + m :: step]
-                t = [h * w % p for h in hi]
+                t = hi if m == 1 else [h * w % p for h in hi]  # stage 1: twiddle 1
                 a[j::step] = [x + y for x, y in zip(lo, t, strict=True)]
                 a[j + m :: step] = [x - y for x, y in zip(lo, t, strict=True)]
         else:  # few blocks: one slice per block with the twiddle vector
@@ -89,7 +89,8 @@ def _dft_rows(rows: Any, powers: Vec, p: int) -> Any:
         tw[:] = powers[: n // 2 : n // step]
         view = a.reshape(count, n // step, 2, m)
         lo = view[:, :, 0, :]
-        t = view[:, :, 1, :] * tw % p
+        # The first stage's only twiddle is 1 (inputs are reduced): no product needed.
+        t = view[:, :, 1, :] if m == 1 else view[:, :, 1, :] * tw % p
         a = np.stack((lo + t, lo - t), axis=2).reshape(count, n)
         m = step
     return a % p
