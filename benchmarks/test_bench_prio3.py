@@ -226,3 +226,83 @@ def test_field_mul_vectorised(benchmark, bench_row, field):  # type: ignore[no-u
         oa, ob = np.array(a, dtype=object), np.array(b, dtype=object)
         out = benchmark.pedantic(lambda: oa * ob % p, rounds=20, iterations=1)
     assert int(out[0]) == a[0] * b[0] % p
+
+
+def _best(fn: Any, n: int) -> float:
+    """Best of 5 runs of ``n`` calls, CPU time per call in microseconds."""
+    import time
+
+    runs = []
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        runs.append((time.process_time() - start) / n)
+    return min(runs) * 1e6
+
+
+def _phases_of(name: str, vdaf: Prio3[Any, Any], m: Any, n: int) -> str:
+    nonce, rand = os.urandom(16), os.urandom(vdaf.RAND_SIZE)
+    public, shares = vdaf.shard(CTX, m, nonce, rand)
+    size = vdaf.xof.SEED_SIZE
+    seeds = [rand[i : i + size] for i in range(0, vdaf.RAND_SIZE, size)]
+    meas = vdaf.flp.encode(m)
+    jr = vdaf.uses_joint_rand
+    parts_seed = vdaf.joint_rand_seed(CTX, list(public)) if jr else b""
+
+    def xof_shard() -> None:
+        helper_meas = vdaf.helper_meas_share(CTX, 1, seeds[0])
+        vdaf.helper_proofs_share(CTX, 1, seeds[0])
+        vdaf.prove_rands(CTX, seeds[-1])
+        if jr:
+            p1 = vdaf.joint_rand_part(CTX, 1, seeds[1], helper_meas, nonce)
+            p0 = vdaf.joint_rand_part(CTX, 0, seeds[2], meas, nonce)
+            vdaf.joint_rands(CTX, vdaf.joint_rand_seed(CTX, [p0, p1]))
+
+    prove_rand = vdaf.prove_rands(CTX, seeds[-1])
+    joint = vdaf.joint_rands(CTX, parts_seed) if jr else []
+    expanded = [vdaf.expand_input_share(CTX, j, s) for j, s in enumerate(shares)]
+
+    def verify_both() -> None:
+        s0, v0 = vdaf.verify_init(KEY, CTX, 0, nonce, public, shares[0])
+        s1, v1 = vdaf.verify_init(KEY, CTX, 1, nonce, public, shares[1])
+        message = vdaf.verifier_shares_to_message(CTX, [v0, v1])
+        vdaf.verify_next(CTX, s0, message)
+        vdaf.verify_next(CTX, s1, message)
+
+    def xof_verify() -> None:
+        vdaf.expand_input_share(CTX, 1, shares[1])
+        vdaf.query_rands(KEY, CTX, nonce)
+        vdaf.query_rands(KEY, CTX, nonce)
+        if jr:
+            for j, (ms, _, blind) in enumerate(expanded):
+                assert blind is not None
+                vdaf.joint_rand_part(CTX, j, blind, ms, nonce)
+                vdaf.joint_rands(CTX, vdaf.joint_rand_seed(CTX, list(public)))
+
+    query_rand = vdaf.query_rands(KEY, CTX, nonce)
+
+    def queries() -> list[list[int]]:
+        return [vdaf.flp.query(ms, pf, query_rand, joint, 2) for ms, pf, _ in expanded]
+
+    p = vdaf.field.MODULUS
+    verifier = [(a + b) % p for a, b in zip(*queries(), strict=True)]
+    shard = _best(lambda: vdaf.shard(CTX, m, nonce, rand), n)
+    enc = _best(lambda: vdaf.flp.encode(m), n)
+    xs = _best(xof_shard, n)
+    prove = _best(lambda: vdaf.flp.prove(meas, prove_rand, joint), n)
+    verify = _best(verify_both, n)
+    xv = _best(xof_verify, n)
+    q = _best(queries, n)
+    dec = _best(lambda: vdaf.flp.decide(verifier), n)
+    return (
+        f"{name}: shard {shard:.0f} us (XOF {xs:.0f}, encode {enc:.0f}, prove {prove:.0f}, "
+        f"rest {shard - xs - enc - prove:.0f}); verify {verify:.0f} us (XOF {xv:.0f}, "
+        f"2 x query {q:.0f}, decide {dec:.0f}, rest {verify - xv - q - dec:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    # Where the time goes, per report (docs/prio3.md): python benchmarks/test_bench_prio3.py
+    for case, (instance, measurement, count) in CASES.items():
+        print(_phases_of(case, instance, measurement, max(count, 5)))
