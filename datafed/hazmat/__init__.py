@@ -4,7 +4,9 @@
 * CKKS / BFV vectors on TenSEAL (imported lazily, on first use);
 * additive sharing over ``Z_2^64`` with seed-compressed shares, Shamir over ``2^127 − 1``;
 * the prime-order edwards25519 group for ECDH-PSI;
-* exact discrete Laplace and Gaussian samplers.
+* exact discrete Laplace and Gaussian samplers;
+* the VDAF draft's fields (Field64, Field128), NTT, XOFs and fully linear proof
+  (validity circuits and gadgets) under Prio3 (``docs/prio3.md``).
 
 Use these through :mod:`datafed.protocols` and the client where a safe API exists.
 """
@@ -27,6 +29,8 @@ from datafed.hazmat._dp import (
     sample_discrete_gaussian,
     sample_discrete_laplace,
 )
+from datafed.hazmat._field import Field64, Field128, NttField
+from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
     RingArray,
@@ -34,6 +38,15 @@ from datafed.hazmat._fixedpoint import (
     decode_int,
     encode_fixed,
     encode_int,
+)
+from datafed.hazmat._flp import FlpBBCGGI19
+from datafed.hazmat._flp_circuits import CountCircuit, SumCircuit, Valid
+from datafed.hazmat._flp_gadgets import Gadget, Mul, ParallelSum, PolyEval
+from datafed.hazmat._flp_vec_circuits import (
+    HistogramCircuit,
+    MultihotCountVecCircuit,
+    SumVecCircuit,
+    optimal_chunk_length,
 )
 from datafed.hazmat._group import hash_to_group, is_valid_point, random_scalar, scalar_mult
 from datafed.hazmat._he import (
@@ -43,6 +56,7 @@ from datafed.hazmat._he import (
     HePublicContext,
     HeResult,
 )
+from datafed.hazmat._ntt import inv_ntt, ntt
 from datafed.hazmat._packing import Packer
 from datafed.hazmat._paillier import (
     DEFAULT_MODULUS_BITS,
@@ -74,6 +88,7 @@ from datafed.hazmat._shamir import (
     shamir_split,
     shamir_split_bytes,
 )
+from datafed.hazmat._xof import Xof, XofFixedKeyAes128, XofTurboShake128, format_dst
 from datafed.hazmat.errors import (
     DecryptionError,
     HazmatError,
@@ -83,7 +98,9 @@ from datafed.hazmat.errors import (
     PackingOverflow,
 )
 
-__all__ = [
+# RUF022 is exempted: ruff sorts Field64 before Field128 (natural order) while
+# tests/unit/hazmat/test_api.py checks plain string order; the list follows the test.
+__all__ = [  # noqa: RUF022
     "DEFAULT_MODULUS_BITS",
     "FRAC_BITS",
     "MIN_MODULUS_BITS",
@@ -91,28 +108,46 @@ __all__ = [
     "SEED_BYTES",
     "AdditiveShare",
     "BatchEncryptor",
+    "CountCircuit",
     "DecryptionError",
     "EncryptedVector",
+    "Field128",
+    "Field64",
     "FixedBaseTable",
+    "FlpBBCGGI19",
+    "Gadget",
     "HazmatError",
     "HeContext",
     "HeParams",
     "HePublicContext",
     "HeResult",
+    "HistogramCircuit",
     "InvalidCiphertext",
     "InvalidPoint",
     "InvalidShare",
+    "Mul",
+    "MultihotCountVecCircuit",
+    "NttField",
     "Packer",
     "PackingOverflow",
     "PaillierCiphertext",
     "PaillierPrivateKey",
     "PaillierPublicKey",
+    "ParallelSum",
+    "PolyEval",
     "RandomSource",
     "RingArray",
     "SeedShare",
     "ShamirShare",
+    "SumCircuit",
+    "SumVecCircuit",
     "SystemRandomSource",
+    "Valid",
     "VectorShare",
+    "Xof",
+    "XofFixedKeyAes128",
+    "XofTurboShake128",
+    "add64",
     "add_shares",
     "bernoulli_exp",
     "ciphertext_from_phe",
@@ -122,11 +157,16 @@ __all__ = [
     "derive_seed",
     "encode_fixed",
     "encode_int",
+    "format_dst",
     "gaussian_sigma2",
     "generate_paillier_keypair",
     "hash_to_group",
+    "inv_ntt",
     "is_valid_point",
     "laplace_scale",
+    "mul64",
+    "ntt",
+    "optimal_chunk_length",
     "prg_bytes",
     "prg_uint64",
     "private_key_from_jwk",
@@ -147,4 +187,5 @@ __all__ = [
     "shamir_split",
     "shamir_split_bytes",
     "split_additive",
+    "sub64",
 ]

@@ -1,0 +1,135 @@
+"""Lagrange-basis evaluation and extension (draft-irtf-cfrg-vdaf-20 §6.1.3.2).
+
+Polynomials of the FLP are kept as their values on the ``n``-th roots of unity.
+The results equal the draft's ``Lagrange.poly_eval_batched`` and
+``extend_values_to_power_of_2``; the computation differs:
+
+* evaluation at ``t`` goes through the Lagrange coefficients
+  ``c_i(t) = W^i * prod_{j != i}(W^j - t) * (-1)^(n-1) / n`` built from prefix and
+  suffix products (the closed form of the draft's loop, no inversion, valid also
+  when ``t`` is a node), then one inner product per polynomial;
+* extension multiplies by a cached interpolation matrix: the draft's barycentric
+  loop depends only on the field and the two lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datafed.hazmat._field import NttField, Vec, log2_exact
+
+_extend_cache: dict[tuple[str, int, int], list[Vec]] = {}
+
+
+def lagrange_coeffs(field: NttField, n: int, t: int) -> Vec:
+    """``c`` with ``p(t) = sum_i c[i] * v[i]`` for any ``v`` in the Lagrange basis.
+
+    The closed form of the draft's ``poly_eval_batched`` loop (§6.1.3.2):
+    ``c_i = W^i * prod_{j != i} (W^j - t) * (-1)^(n-1) / n``, from prefix and suffix
+    products (correct also when ``t`` is itself a root of unity).
+
+    Parameters
+    ----------
+    field : NttField
+        The field.
+    n : int
+        Number of evaluation points, a power of two.
+    t : int
+        The evaluation point.
+
+    Returns
+    -------
+    list of int
+        ``n`` coefficients.
+    """
+    p = field.MODULUS
+    nodes = field.nth_root_powers(n)
+    diffs = [(w - t) % p for w in nodes]
+    prefix = [1] * (n + 1)
+    for i in range(n):
+        prefix[i + 1] = prefix[i] * diffs[i] % p
+    suffix = [1] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = suffix[i + 1] * diffs[i] % p
+    factor = (-1) ** (n - 1) * field.inv(n) % p
+    return [nodes[i] * prefix[i] % p * suffix[i + 1] % p * factor % p for i in range(n)]
+
+
+def poly_eval_batched(field: NttField, polys: Sequence[Sequence[int]], t: int) -> Vec:
+    """Evaluate Lagrange-basis polynomials of one length at ``t`` (draft §6.1.3.2).
+
+    Parameters
+    ----------
+    field : NttField
+        The field.
+    polys : sequence of sequence of int
+        Polynomials of equal power-of-two length ``n``.
+    t : int
+        The point.
+
+    Returns
+    -------
+    list of int
+        ``p(t)`` for each polynomial.
+    """
+    n = len(polys[0])
+    if any(len(q) != n for q in polys):
+        raise ValueError("polynomials must have the same length")
+    c = lagrange_coeffs(field, n, t)
+    return [field.dot(c, q) for q in polys]
+
+
+def _extension_matrix(field: NttField, m: int, n: int) -> list[Vec]:
+    key = (field.name, m, n)
+    rows = _extend_cache.get(key)
+    if rows is None:
+        p = field.MODULUS
+        x = field.nth_root_powers(n)
+        # Barycentric weights of the first m nodes, then L_i(x_k) for each new node k.
+        weights = []
+        for i in range(m):
+            prod = 1
+            for j in range(m):
+                if j != i:
+                    prod = prod * (x[i] - x[j]) % p
+            weights.append(field.inv(prod))
+        rows = []
+        for k in range(m, n):
+            full = 1
+            for j in range(m):
+                full = full * (x[k] - x[j]) % p
+            rows.append(
+                [full * field.inv((x[k] - x[i]) % p) % p * weights[i] % p for i in range(m)]
+            )
+        _extend_cache[key] = rows
+    return rows
+
+
+def extend_values_to_power_of_2(field: NttField, values: Sequence[int], n: int) -> Vec:
+    """Append evaluations until there are ``n`` (draft §6.1.3.2).
+
+    The lowest-degree interpolant of the ``m = len(values)`` given points (at the
+    first ``m`` of the ``n``-th roots of unity) is evaluated at the other roots.
+
+    Parameters
+    ----------
+    field : NttField
+        The field.
+    values : sequence of int
+        The known evaluations.
+    n : int
+        Target length, a power of two ``>= m``.
+
+    Returns
+    -------
+    list of int
+        A new list of ``n`` evaluations.
+    """
+    log2_exact(n)
+    m = len(values)
+    if m > n:
+        raise ValueError("more values than the target length")
+    out = list(values)
+    for row in _extension_matrix(field, m, n):
+        out.append(field.dot(row, values))
+    return out
