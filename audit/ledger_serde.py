@@ -1,10 +1,15 @@
-"""Ledger RPC messages <-> domain values, for the servicer and the remote client."""
+"""``ledger.proto`` <-> domain values: the one place ledger messages meet the wire.
+
+Used by the node's LedgerService, the auditor's remote client, and every receipt a node
+attaches to an answer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from audit.note import NoteSignature, parse_note
+from audit.receipts import MAX_RECEIPT_ENTRIES, Receipt, ReceiptEntry
 from datafed.proto.v1 import ledger_pb2
 
 __all__ = [
@@ -14,6 +19,8 @@ __all__ = [
     "entries_from_proto",
     "entries_to_proto",
     "proof_hashes",
+    "receipt_from_proto",
+    "receipt_to_proto",
 ]
 
 MAX_ENTRIES_PER_CALL = 1000
@@ -78,3 +85,32 @@ def cosignature_from_proto(msg: ledger_pb2.AddCheckpointResponse, text: str) -> 
     if len(sigs) != 1:
         raise ValueError("expected exactly one cosignature line")
     return sigs[0]
+
+
+def receipt_to_proto(receipt: Receipt) -> ledger_pb2.Receipt:
+    """Return the wire form of ``receipt``."""
+    return ledger_pb2.Receipt(
+        checkpoint=receipt.checkpoint.encode(),
+        entries=[
+            ledger_pb2.ReceiptEntry(index=e.index, leaf=e.leaf, inclusion_proof=list(e.proof))
+            for e in receipt.entries
+        ],
+    )
+
+
+def receipt_from_proto(msg: ledger_pb2.Receipt) -> Receipt:
+    """Return the receipt in ``msg``; raise ValueError if it is malformed on the wire.
+
+    Only the shape is checked here; :func:`audit.receipts.verify_receipt` checks the proofs.
+    """
+    if len(msg.entries) > MAX_RECEIPT_ENTRIES:
+        raise ValueError(f"a receipt holds at most {MAX_RECEIPT_ENTRIES} entries")
+    try:
+        checkpoint = bytes(msg.checkpoint).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("receipt checkpoint is not UTF-8") from None
+    entries = tuple(
+        ReceiptEntry(int(e.index), bytes(e.leaf), tuple(bytes(h) for h in e.inclusion_proof))
+        for e in msg.entries
+    )
+    return Receipt(checkpoint, entries)

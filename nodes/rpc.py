@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from audit import Receipt
-from audit.receipt_serde import receipt_to_proto
+from audit.ledger_serde import receipt_to_proto
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, ledger_pb2, query_pb2
 from datafed.signing import RequestHeader, now_ms

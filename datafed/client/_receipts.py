@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import check_receipt
 from audit.errors import InvalidReceipt
-from audit.receipt_serde import receipt_from_proto
+from audit.ledger_serde import receipt_from_proto
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import ledger_pb2, query_pb2
 from datafed.query.result import NodeReceipt

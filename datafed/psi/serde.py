@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from audit.receipt_serde import receipt_to_proto
+from audit.ledger_serde import receipt_to_proto
 from audit.receipts import Receipt
 from datafed.proto.v1 import common_pb2, psi_pb2, query_pb2
 from datafed.psi._job import IdsColumn, PsiJob, ValuesColumns

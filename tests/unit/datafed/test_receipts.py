@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, ledger_origin
-from audit.receipt_serde import receipt_to_proto
+from audit.ledger_serde import receipt_to_proto
 from datafed.client._receipts import answer_digest, node_receipt
 from datafed.errors import ProtocolError
 from datafed.proto.v1 import protocol_pb2, query_pb2
