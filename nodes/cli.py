@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datafed.errors import DatafedError
+from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
 
@@ -44,7 +46,29 @@ def serve(
     def ready(address: str) -> None:
         print(f"READY node={cfg.node.name} address={address}", flush=True)
 
-    asyncio.run(_serve(cfg, on_ready=ready))
+    asyncio.run(_serve(cfg, on_ready=ready, config_path=config))
+
+
+@app.command()
+def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
+    """Make a serving node adopt this file's policies now (SIGHUP; recorded in its ledger).
+
+    The file is validated first; only dataset policies and sign-off grants may change.
+    """
+    from nodes.server import pid_file
+
+    cfg = load_node_config(config)
+    path = pid_file(cfg)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"node {cfg.node.name} is not serving from {path.parent}") from exc
+    out.print(
+        f"asked node {cfg.node.name} (pid {pid}) to reload its policy; the outcome is in its "
+        "log and ledger (operation policy_reload)",
+        markup=False,
+    )
 
 
 @app.command("check-config")

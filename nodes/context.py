@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, LedgerHead, ledger_origin
+from datafed.errors import ConfigError
 from datafed.pki import Identity, load_signing_key
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
@@ -131,6 +134,53 @@ class NodeContext:
         )
         return index
 
+    async def reload(self, config: NodeConfig) -> int:
+        """Adopt a new configuration's policies without a restart; return the ledger entry.
+
+        Only what the policy engine reads may change -- dataset policies (domains, DP,
+        allowlists...) and sign-off grants; a change to the node section, TLS files or
+        dataset sources needs a restart and is refused (ConfigError, recorded as denied).
+        The engine is rebuilt and replays the ledger, so budgets and used job ids carry
+        over under the new limits; requests already admitted finish under the old policy.
+        """
+        changed = _policy_changes(self.config, config)
+        reason = "policy reloaded: " + (", ".join(changed) or "no change")
+        try:
+            if _sources(self.config) != _sources(config):
+                raise ConfigError(
+                    "reload may change policies and sign-off grants only; the node section, "
+                    "TLS files or dataset sources changed: restart the node"
+                )
+        except ConfigError as exc:
+            await self.record(
+                caller=self.identity,
+                header=None,
+                dataset="",
+                operation="policy_reload",
+                protection="",
+                decision="denied",
+                reason=str(exc),
+                request_digest="",
+            )
+            raise
+        policy = PolicyEngine(
+            config, {n: self.store.columns(n) for n in self.store.names()}, self.name, self.tls.ca
+        )
+        policy.replay(self.ledger)
+        index = await self.record(
+            caller=self.identity,
+            header=None,
+            dataset="",
+            operation="policy_reload",
+            protection="",
+            decision="approved",
+            reason=reason[:1000],
+            request_digest="",
+            details={"config": _policy_digest(config)},
+        )
+        self.config, self.policy = config, policy
+        return index
+
     def head(self) -> LedgerHead:
         """The ledger's current head."""
         return self.ledger.head()
@@ -141,3 +191,35 @@ class NodeContext:
         self.nonces.close()
         self.history.close()
         self.store.close()
+
+
+def _sources(config: NodeConfig) -> object:
+    """What a reload may not change: the node section, TLS files, dataset sources."""
+    return (
+        config.node.model_dump(),
+        config.tls.model_dump(),
+        [d.model_dump(exclude={"policy"}) for d in config.datasets],
+        config.witness.model_dump() if config.witness else None,
+        config.publish.model_dump() if config.publish else None,
+    )
+
+
+def _policy_changes(old: NodeConfig, new: NodeConfig) -> list[str]:
+    """Names of the datasets whose policy changed, and ``signoff`` if the grants did."""
+    before = {d.name: d.policy for d in old.datasets}
+    out = [d.name for d in new.datasets if before.get(d.name) != d.policy]
+    if old.signoff != new.signoff:
+        out.append("signoff")
+    return out
+
+
+def _policy_digest(config: NodeConfig) -> str:
+    """SHA-256 of the policies and grants in force (what the ledger entry names)."""
+    body = json.dumps(
+        {
+            "datasets": {d.name: d.policy.model_dump(mode="json") for d in config.datasets},
+            "signoff": [g.model_dump(mode="json") for g in config.signoff],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()

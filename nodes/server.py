@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,9 +15,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
+from datafed.errors import DatafedError
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.tls import server_credentials
-from nodes.config import NodeConfig
+from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
 from nodes.protocol_servicer import add_protocol_service
@@ -24,7 +27,7 @@ from nodes.publish import Publisher, open_witness_store
 from nodes.query_servicer import QueryServicer
 from nodes.training_servicer import add_training_service
 
-__all__ = ["SERVICE_NAMES", "build_server", "serve"]
+__all__ = ["SERVICE_NAMES", "build_server", "pid_file", "reload_policy", "serve"]
 
 log = logging.getLogger("datafed.node")
 SERVICE_NAMES = (query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,)
@@ -58,8 +61,32 @@ async def build_server(
     return server, port, health
 
 
-async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the node until SIGINT/SIGTERM, then stop gracefully and close the ledger."""
+def pid_file(config: NodeConfig) -> Path:
+    """Where a serving node writes its process id (``datafed-node reload`` reads it)."""
+    return config.node.state_dir / "node.pid"
+
+
+async def reload_policy(ctx: NodeContext, path: Path) -> None:
+    """Re-read ``path`` and adopt its policies (SIGHUP); a bad file changes nothing."""
+    try:
+        index = await ctx.reload(load_node_config(path))
+    except DatafedError as exc:
+        log.error("policy reload refused, the node keeps its policy: %s", exc)
+        return
+    log.info("policy reloaded from %s (ledger entry %d)", path, index)
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    config_path: Path | None = None,
+) -> None:
+    """Run the node until SIGINT/SIGTERM, then stop gracefully and close the ledger.
+
+    With ``config_path``, SIGHUP re-reads it and adopts its policies without a restart
+    (:meth:`NodeContext.reload`, recorded in the ledger).
+    """
     ctx = NodeContext.open(config)
     witness = publisher = None
     try:
@@ -79,6 +106,16 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()
+        if config_path is not None:
+
+            def on_hup() -> None:
+                task = loop.create_task(reload_policy(ctx, config_path))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+        pid_file(config).write_text(f"{os.getpid()}\n")
         waiter = asyncio.create_task(server.wait_for_termination())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -90,6 +127,7 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = 
         waiter.cancel()
         stopper.cancel()
     finally:
+        pid_file(config).unlink(missing_ok=True)
         if witness is not None:
             witness.close()
         ctx.close()
