@@ -66,7 +66,9 @@ def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.t
     if found:
         for line in found:
             err.print(f"problem: {line}", markup=False, highlight=False, soft_wrap=True)
-        err.print(f"{len(found)} problem(s) in {config}", markup=False, highlight=False)
+        err.print(
+            f"{len(found)} problem(s) in {config}", markup=False, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1)
     store = DataStore(cfg.datasets, check=False)
     table = Table(title=Text(f"node {cfg.node.name} ({cfg.node.agency})"))
