@@ -13,6 +13,7 @@ master; the session stops when the last dataset using it closes.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -72,6 +73,7 @@ def acquire_session(master: str, conf: Mapping[str, str], app_name: str = "dataf
             builder = SparkSession.builder.master(master).appName(app_name)
             settings = dict(_DEFAULTS)
             if master.startswith("local"):
+                os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no external interface
                 settings["spark.driver.bindAddress"] = "127.0.0.1"
                 settings["spark.driver.host"] = "127.0.0.1"
             settings.update(conf)
