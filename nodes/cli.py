@@ -106,7 +106,7 @@ def import_(
     """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    from nodes.importer import import_files
+    from nodes.importer import Mode, import_files
 
     if replace and append:
         raise typer.BadParameter("give at most one of --replace and --append")
@@ -127,7 +127,7 @@ def import_(
             tasks[label] = bar.add_task(label, total=1.0)
         bar.update(tasks[label], completed=fraction)
 
-    mode = "replace" if replace else "append" if append else "create"
+    mode: Mode = "replace" if replace else "append" if append else "create"
     with bar:
         result = import_files(cfg, dataset, files, mode=mode, progress=progress)
     types = ", ".join(f"{c}:{t}" for c, t in result.types.items())

@@ -55,7 +55,9 @@ class Staged:
         self.con.close()
 
 
-def run_with_progress(con: Any, sql: str, params: list[Any], label: str, progress: Progress | None) -> None:
+def run_with_progress(
+    con: Any, sql: str, params: list[Any], label: str, progress: Progress | None
+) -> None:
     """Run one statement, reporting DuckDB's own progress estimate while it runs."""
     if progress is None:
         con.execute(sql, params)
@@ -184,7 +186,8 @@ def _bad(col: str, raw: str, ctype: str) -> str | None:
         return None
     if raw in ("text", "other"):
         pattern = PATTERNS[ctype].replace("'", "''")
-        return f"({c} IS NOT NULL AND {c}::VARCHAR <> '' AND NOT regexp_full_match({c}::VARCHAR, '{pattern}'))"
+        text = f"{c}::VARCHAR"
+        return f"({c} IS NOT NULL AND {text} <> '' AND NOT regexp_full_match({text}, '{pattern}'))"
     if ctype == "integer" and raw == "real":
         return f"({c} IS NOT NULL AND {c} <> round({c}))"
     if ctype == "boolean" and raw in ("integer", "real"):
@@ -200,6 +203,9 @@ def _cast(col: str, raw: str, ctype: str) -> str:
         c = f"NULLIF({c}::VARCHAR, '')"
     if ctype == "boolean":
         if raw in ("text", "other"):
-            return f"CASE WHEN lower({c}) IN ('1', 'true') THEN true WHEN lower({c}) IN ('0', 'false') THEN false END"
+            return (
+                f"CASE WHEN lower({c}) IN ('1', 'true') THEN true "
+                f"WHEN lower({c}) IN ('0', 'false') THEN false END"
+            )
         return f"({c} = 1)"
     return f"CAST({c} AS {_CAST[ctype]})"

@@ -222,7 +222,9 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _check_mode(exists: bool, current: list[tuple[str, str]] | None, staged: Staged, mode: Mode, table: str) -> None:
+def _check_mode(
+    exists: bool, current: list[tuple[str, str]] | None, staged: Staged, mode: Mode, table: str
+) -> None:
     if mode == "create" and exists:
         raise ImportError_(f"table {table!r} already exists: give --replace or --append")
     if mode == "append" and exists and current != list(staged.types.items()):

@@ -66,7 +66,9 @@ def preflight(cfg: NodeConfig) -> list[str]:
         try:
             store = open_dataset(ds)
         except DatafedError as exc:
-            out.append(str(exc) if str(exc).startswith("dataset ") else f"dataset {ds.name!r}: {exc}")
+            out.append(
+                str(exc) if str(exc).startswith("dataset ") else f"dataset {ds.name!r}: {exc}"
+            )
             continue
         try:
             out += problems(ds, store)

@@ -7,6 +7,6 @@ Spark through DataFrames) behind one protocol, :class:`nodes.stores.DatasetStore
 
 from __future__ import annotations
 
-from nodes.stores import DataStore, DatasetStore, GroupRow
+from nodes.stores import DatasetStore, DataStore, GroupRow
 
 __all__ = ["DataStore", "DatasetStore", "GroupRow"]

@@ -129,7 +129,10 @@ class DataStore:
                 if v is not None and not value_fits(t, v):
                     raise InvalidRequest(f"group domain value {v!r} is not a {t} ({col!r})")
             out.append(
-                tuple(float(v) if t == "real" and v is not None else v for t, v in zip(types, key, strict=True))  # type: ignore[arg-type]
+                tuple(
+                    float(v) if t == "real" and v is not None else v
+                    for t, v in zip(types, key, strict=True)
+                )  # type: ignore[arg-type]
             )
         return out
 

@@ -68,10 +68,15 @@ class Column:
 class DatasetStore(Protocol):
     """One dataset in one engine; every method blocks (servicers call it in a thread)."""
 
-    #: ``sqlite``, ``duckdb``, ``postgresql``, ``spark`` (or another SQLAlchemy dialect).
-    engine_name: str
-    #: The exposed columns, in order.
-    columns: Mapping[str, Column]
+    @property
+    def engine_name(self) -> str:
+        """``sqlite``, ``duckdb``, ``postgresql``, ``spark`` (or another SQLAlchemy dialect)."""
+        ...
+
+    @property
+    def columns(self) -> Mapping[str, Column]:
+        """The exposed columns, in order."""
+        ...
 
     def aggregate(
         self,

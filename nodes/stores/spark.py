@@ -108,7 +108,7 @@ class SparkDataset:
             from pyspark.sql import functions
         except ImportError as exc:
             raise missing_driver(cfg, exc) from None
-        self.F = functions
+        self.fn = functions
         assert cfg.spark is not None
         src = cfg.spark
         self.cfg = cfg
@@ -150,11 +150,13 @@ class SparkDataset:
                 )
             self.columns[name] = Column(name, ctype, schema[name])
         if cfg.row_id is not None and schema.get(cfg.row_id) != "integer":
-            raise ConfigError(f"dataset {cfg.name!r}: row_id {cfg.row_id!r} is not an integer column")
+            raise ConfigError(
+                f"dataset {cfg.name!r}: row_id {cfg.row_id!r} is not an integer column"
+            )
         self._c = {n: self._typed(c) for n, c in self.columns.items()}
 
     def _typed(self, c: Column) -> Any:
-        F = self.F
+        F = self.fn  # noqa: N806 - pyspark's usual name
         col = F.col(c.name)
         if not c.cast:
             return col
@@ -184,7 +186,7 @@ class SparkDataset:
     ) -> list[GroupRow]:
         """One :class:`GroupRow` per non-empty group, sorted by key."""
         check_spec(self.cfg.name, self.columns, spec)
-        F = self.F
+        F = self.fn  # noqa: N806 - pyspark's usual name
         df = self.df if spec.where is None else self.df.filter(self._predicate(spec.where))
         exprs = [F.count(F.lit(1)).alias("__rows")]
         exprs += [
@@ -208,15 +210,20 @@ class SparkDataset:
             return None
         check_spec(self.cfg.name, self.columns, spec)
         df = self.df if spec.where is None else self.df.filter(self._predicate(spec.where))
-        cols = [self._c[g].alias(f"k{i}") for i, g in enumerate(spec.group_by)]
-        sel = df.select(*cols, self.F.col(self.cfg.row_id))
+        ids = self.fn.collect_list(self.fn.col(self.cfg.row_id)).alias("ids")
+        if spec.group_by:
+            keys_ = [self._c[g].alias(f"k{i}") for i, g in enumerate(spec.group_by)]
+            res = df.groupBy(*keys_).agg(ids)
+        else:
+            res = df.agg(ids)
         types = [self.columns[g].type for g in spec.group_by]
-        found: dict[tuple[Any, ...], list[int]] = {tuple(k): [] for k in keys}
-        for row in self._run(lambda: sel.collect()):
+        wanted = {tuple(k) for k in keys}
+        found = {k: np.zeros(0, dtype=np.int64) for k in wanted}
+        for row in self._run(lambda: res.collect()):
             key = tuple(python_value(t, v) for t, v in zip(types, row[:-1], strict=True))
-            if key in found:
-                found[key].append(int(row[-1]))
-        return {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in found.items()}
+            if key in wanted and row[-1]:
+                found[key] = np.unique(np.asarray(row[-1], dtype=np.int64))
+        return found
 
     def read_rows(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Every row's values of ``columns``, typed."""
@@ -230,7 +237,7 @@ class SparkDataset:
 
     def nonconforming(self, columns: Sequence[str]) -> dict[str, tuple[int, Any]]:
         """Columns whose stored values do not fit their type: ``(count, an example)``."""
-        F = self.F
+        F = self.fn  # noqa: N806 - pyspark's usual name
         checks = [(n, b) for n in columns if (b := self._bad(self.columns[n])) is not None]
         if not checks:
             return {}
@@ -241,7 +248,9 @@ class SparkDataset:
             row = self.df.agg(*exprs).collect()[0]
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"dataset {self.cfg.name!r}: cannot check column types: {first}") from None
+            raise ConfigError(
+                f"dataset {self.cfg.name!r}: cannot check column types: {first}"
+            ) from None
         return {
             name: (int(row[2 * i]), row[2 * i + 1])
             for i, (name, _) in enumerate(checks)
@@ -249,7 +258,7 @@ class SparkDataset:
         }
 
     def _bad(self, c: Column) -> Any:
-        col = self.F.col(c.name)
+        col = self.fn.col(c.name)
         if not c.cast or c.type == "text" or c.stored == "boolean":
             return None
         if c.type == "real" and c.stored == "integer":
@@ -257,7 +266,7 @@ class SparkDataset:
         if c.stored == "text":
             return col.isNotNull() & (col != "") & ~col.rlike(PATTERNS[c.type])
         if c.type == "integer" and c.stored == "real":
-            return col.isNotNull() & (col != self.F.round(col))
+            return col.isNotNull() & (col != self.fn.round(col))
         if c.type == "boolean" and c.stored in ("integer", "real"):
             return col.isNotNull() & ~col.isin(0, 1)
         return col.isNotNull()
@@ -269,7 +278,7 @@ class SparkDataset:
             release_session()
 
     def _component(self, c: Component, bound: tuple[float, float] | None) -> Any:
-        F = self.F
+        F = self.fn  # noqa: N806 - pyspark's usual name
         if c.kind == "count":
             return F.count(F.lit(1)) if c.column == "*" else F.count(self._c[c.column])
         col = self._c[c.column]
@@ -288,7 +297,7 @@ class SparkDataset:
         return F.min(col) if c.kind == "min" else F.max(col)
 
     def _lit(self, column: str, value: object) -> Any:
-        return self.F.lit(literal(self.columns[column].type, column, value))
+        return self.fn.lit(literal(self.columns[column].type, column, value))
 
     def _predicate(self, p: Predicate) -> Any:
         if isinstance(p, Comparison):

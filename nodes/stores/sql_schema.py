@@ -85,7 +85,9 @@ def describe(
         pk: list[str] = []
         if engine.dialect.name == "duckdb":
             schema = _duckdb_schema(conn, name)
-            cols = [sa.Column(n, _SA_TYPES.get(t or "", sa.types.NullType)) for n, t in schema.items()]
+            cols = [
+                sa.Column(n, _SA_TYPES.get(t or "", sa.types.NullType)) for n, t in schema.items()
+            ]
         else:
             insp = sa.inspect(conn)
             try:
@@ -121,7 +123,7 @@ def _row_id(
     if len(pk) == 1 and schema.get(pk[0]) == "integer":
         return table.c[pk[0]]
     if dialect in ("sqlite", "duckdb"):
-        rowid = sa.literal_column("rowid")
+        rowid: sa.ColumnElement[Any] = sa.literal_column("rowid")
         try:
             conn.execute(sa.select(rowid).select_from(table).limit(0))
         except sa.exc.SQLAlchemyError:
@@ -140,7 +142,9 @@ def typed_expr(dialect: str, col: sa.ColumnElement[Any], c: Column) -> sa.Column
     if c.type == "boolean":
         if c.stored == "text":
             low = sa.func.lower(col)
-            return sa.case((low.in_(["1", "true"]), sa.true()), (low.in_(["0", "false"]), sa.false()))
+            return sa.case(
+                (low.in_(["1", "true"]), sa.true()), (low.in_(["0", "false"]), sa.false())
+            )
         return sa.case((col == 1, sa.true()), (col == 0, sa.false()))
     if c.type == "integer" and c.stored == "boolean":
         return sa.cast(col, sa.Integer)

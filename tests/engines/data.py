@@ -40,7 +40,10 @@ def arrow_table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]
 
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     return pa.table(
-        {n: pa.array(list(v), type=getattr(pa, _ARROW[t])()) for (n, t), v in zip(columns, cols, strict=True)}
+        {
+            n: pa.array(list(v), type=getattr(pa, _ARROW[t])())
+            for (n, t), v in zip(columns, cols, strict=True)
+        }
     )
 
 
@@ -68,7 +71,9 @@ def write(
         path = directory / f"{stem}-text.sqlite"
         path.unlink(missing_ok=True)
         with sqlite3.connect(path) as db:
-            db.execute(f'CREATE TABLE "{table}" ({", ".join(f"{chr(34)}{n}{chr(34)} TEXT" for n, _ in columns)})')
+            db.execute(
+                f'CREATE TABLE "{table}" ({", ".join(f"{chr(34)}{n}{chr(34)} TEXT" for n, _ in columns)})'
+            )
             marks = ", ".join("?" for _ in columns)
             # Numbers as text, a missing number as an empty cell; a missing text stays NULL.
             text = [t == "TEXT" for _, t in columns]

@@ -121,18 +121,49 @@ def start_pg() -> PgServer:
         os.chown(pwfile, kw["user"], kw["group"])
     data = root / "data"
     subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-U", ADMIN, "--pwfile", str(pwfile),
-         "--auth=scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"],
-        check=True, capture_output=True, **kw,
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            ADMIN,
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        check=True,
+        capture_output=True,
+        **kw,
     )
     pwfile.unlink()
     port = _free_port()
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(
-        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-         "-c", "synchronous_commit=off"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kw,
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kw,
     )
     server = PgServer(root, port, admin_password, proc)
     deadline = time.monotonic() + 60

@@ -13,16 +13,22 @@ BIN = Path(sys.executable).parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "datafed-node"), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "datafed-node"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
-def make(root: Path, *, policy: str, types: str = "{}", cert: str = "pki/node/water-north.crt") -> Path:
+def make(
+    root: Path, *, policy: str, types: str = "{}", cert: str = "pki/node/water-north.crt"
+) -> Path:
     if not (root / "pki" / "ca.crt").exists():
         pki.init_ca(root / "pki")
         pki.issue(root / "pki", "node", "water-north")
         with sqlite3.connect(root / "v.sqlite") as db:
             db.execute("CREATE TABLE visits (ward TEXT, year TEXT, cost TEXT)")
-            db.executemany("INSERT INTO visits VALUES (?, ?, ?)", [("a", "2023", "1.5"), ("b", "2024", "n/a")])
+            db.executemany(
+                "INSERT INTO visits VALUES (?, ?, ?)", [("a", "2023", "1.5"), ("b", "2024", "n/a")]
+            )
     toml = root / "node.toml"
     toml.write_text(
         f"""
@@ -62,8 +68,8 @@ def test_every_problem_on_its_own_line(tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert lines[-1] == f"7 problem(s) in {toml}"
-    problems = [l.removeprefix("problem: ") for l in lines[:-1]]
-    assert len(problems) == 7 and all(l.startswith("problem: ") for l in lines[:-1])
+    problems = [x.removeprefix("problem: ") for x in lines[:-1]]
+    assert len(problems) == 7 and all(x.startswith("problem: ") for x in lines[:-1])
     want = [
         "tls.cert: file not found",
         "allowed_columns names 'salary', which the dataset does not have",
@@ -85,7 +91,11 @@ def test_a_good_config_prints_its_datasets_with_types(tmp_path):
     make(tmp_path, policy="")
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("UPDATE visits SET cost = '2.5' WHERE cost = 'n/a'")
-    toml = make(tmp_path, types='{ year = "integer", cost = "real" }', policy='[datasets.policy.group_domains]\nyear = [2023, 2024]\n')
+    toml = make(
+        tmp_path,
+        types='{ year = "integer", cost = "real" }',
+        policy="[datasets.policy.group_domains]\nyear = [2023, 2024]\n",
+    )
     r = run("check-config", "--config", str(toml))
     assert r.returncode == 0, r.stderr
     assert "sqlite" in r.stdout and "year:integer" in r.stdout and "cost:real" in r.stdout

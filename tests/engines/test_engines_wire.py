@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,7 @@ def _dataset(name: str, keys: dict[str, Any], policy: str) -> list[str]:
     lines += [f"{k} = {_toml_value(v)}" for k, v in keys.items()]
     if spark:
         lines += ["[datasets.spark]", *(f"{k} = {_toml_value(v)}" for k, v in spark.items())]
-    return lines + ["[datasets.policy]", policy]
+    return [*lines, "[datasets.policy]", policy]
 
 
 POLICY = (
@@ -78,7 +77,9 @@ DP_POLICY = (
 def fed(tmp_path_factory, pg, spark) -> Iterator[tuple[LocalFederation, list]]:
     root = tmp_path_factory.mktemp("fed-engines")
     names = [f"node-{e}" for e in ENGINES]
-    specs = [NodeSpec(name=n, agency=n, datasets=[("unused", synth.PIPE_COLUMNS, [])]) for n in names]
+    specs = [
+        NodeSpec(name=n, agency=n, datasets=[("unused", synth.PIPE_COLUMNS, [])]) for n in names
+    ]
     local = LocalFederation.create(root, specs)
     union = []
     for i, (engine, node) in enumerate(zip(ENGINES, local.nodes, strict=True)):
@@ -87,9 +88,16 @@ def fed(tmp_path_factory, pg, spark) -> Iterator[tuple[LocalFederation, list]]:
         data = node.config.parent / "data"
         files = pki.party_paths(local.pki_dir, "node", node.spec.name)
         lines = [
-            "[node]", f'name = "{node.spec.name}"', 'listen = "127.0.0.1:0"', 'state_dir = "state"', "",
-            "[tls]", f'ca = "{local.pki_dir / "ca.crt"}"', f'cert = "{files.cert}"',
-            f'key = "{files.key}"', f'signing_key = "{files.signing_key}"',
+            "[node]",
+            f'name = "{node.spec.name}"',
+            'listen = "127.0.0.1:0"',
+            'state_dir = "state"',
+            "",
+            "[tls]",
+            f'ca = "{local.pki_dir / "ca.crt"}"',
+            f'cert = "{files.cert}"',
+            f'key = "{files.key}"',
+            f'signing_key = "{files.signing_key}"',
         ]
         keys = write(engine, data, "pipe_incidents", synth.PIPE_COLUMNS, rows, pg=pg, tag=f"-{i}")
         lines += _dataset("pipe_incidents", keys, POLICY)
@@ -106,8 +114,12 @@ def fed(tmp_path_factory, pg, spark) -> Iterator[tuple[LocalFederation, list]]:
 
 def _truth(union: list, sql: str) -> list[tuple]:
     db = sqlite3.connect(":memory:")
-    db.execute(f"CREATE TABLE pipe_incidents ({', '.join(f'{n} {t}' for n, t in synth.PIPE_COLUMNS)})")
-    db.executemany(f"INSERT INTO pipe_incidents VALUES ({', '.join('?' * len(synth.PIPE_COLUMNS))})", union)
+    db.execute(
+        f"CREATE TABLE pipe_incidents ({', '.join(f'{n} {t}' for n, t in synth.PIPE_COLUMNS)})"
+    )
+    db.executemany(
+        f"INSERT INTO pipe_incidents VALUES ({', '.join('?' * len(synth.PIPE_COLUMNS))})", union
+    )
     return sorted(db.execute(sql).fetchall())
 
 
@@ -129,7 +141,9 @@ def test_every_mode_gives_sqls_answer_over_the_union(fed, mode):
 def test_dp_clamps_text_imported_costs_as_numbers(fed):
     """Issue 10: SUM(cost) under DP clamped TEXT as text ('1000.0' < '100')."""
     local, _ = fed
-    r = Federation.from_file(local.fed_toml).query("SELECT SUM(cost) FROM visits", purpose=PURPOSE, protection="plain")
+    r = Federation.from_file(local.fed_toml).query(
+        "SELECT SUM(cost) FROM visits", purpose=PURPOSE, protection="plain"
+    )
     clamped = sum(min(c, 100.0) for i in range(len(ENGINES)) for *_, c in _visits(i))
     unclamped = sum(c for i in range(len(ENGINES)) for *_, c in _visits(i))
     sigma = r.noise_stddev["sum(cost)"]

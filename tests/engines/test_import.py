@@ -23,7 +23,9 @@ BIN = Path(sys.executable).parent
 CSV = "ward,year,cost,visits,opened\na,2023,10.5,3,2023-01-02\nb,2024,12,4,2023-02-03\nc,2023,,5,2023-03-04\n"
 
 
-def node_dir(root: Path, path: str = "data/visits.duckdb", types: str = '{ year = "integer" }') -> Path:
+def node_dir(
+    root: Path, path: str = "data/visits.duckdb", types: str = '{ year = "integer" }'
+) -> Path:
     if not (root / "pki" / "ca.crt").exists():
         pki.init_ca(root / "pki")
         pki.issue(root / "pki", "node", "water-north")
@@ -60,14 +62,30 @@ def test_csv_to_served_typed_dataset_with_ledger_entry(tmp_path, target):
     toml = node_dir(tmp_path, target)
     (tmp_path / "visits.csv").write_text(CSV)
     seen = []
-    result = import_files(load_node_config(toml), "visits", [tmp_path / "visits.csv"], progress=lambda s, f: seen.append((s, f)))
+    result = import_files(
+        load_node_config(toml),
+        "visits",
+        [tmp_path / "visits.csv"],
+        progress=lambda s, f: seen.append((s, f)),
+    )
     assert result.rows == 3 and result.engine == target.rsplit(".", 1)[1]
-    assert result.types == {"ward": "text", "year": "integer", "cost": "real", "visits": "integer", "opened": "text"}
-    assert any(s.startswith("hashing") for s, _ in seen) and any(s.startswith("reading") for s, _ in seen)
+    assert result.types == {
+        "ward": "text",
+        "year": "integer",
+        "cost": "real",
+        "visits": "integer",
+        "opened": "text",
+    }
+    assert any(s.startswith("hashing") for s, _ in seen) and any(
+        s.startswith("reading") for s, _ in seen
+    )
     store = DataStore(load_node_config(toml).datasets)  # serve's checks pass
     spec = parse_sql("SELECT year, SUM(cost), COUNT(cost) FROM visits GROUP BY year")
     groups = store.aggregate(spec, components(spec), 16)
-    assert [(g.key, g.values[0] / 2**16, g.values[1]) for g in groups] == [((2023,), 10.5, 1), ((2024,), 12.0, 1)]
+    assert [(g.key, g.values[0] / 2**16, g.values[1]) for g in groups] == [
+        ((2023,), 10.5, 1),
+        ((2024,), 12.0, 1),
+    ]
     store.close()
     (rec,) = records(tmp_path)
     assert (rec.operation, rec.decision, rec.requester_role) == ("import", "approved", "operator")
@@ -118,7 +136,10 @@ def test_parquet_append_replace_and_mismatch(tmp_path):
 
     toml = node_dir(tmp_path, types="{}")
     for i in range(2):
-        pq.write_table(pa.table({"ward": ["a", "b"], "year": [2023 + i, 2024], "cost": [1.5, 2.5]}), tmp_path / f"p{i}.parquet")
+        pq.write_table(
+            pa.table({"ward": ["a", "b"], "year": [2023 + i, 2024], "cost": [1.5, 2.5]}),
+            tmp_path / f"p{i}.parquet",
+        )
     cfg = load_node_config(toml)
     r = import_files(cfg, "visits", [tmp_path / "p0.parquet", tmp_path / "p1.parquet"])
     assert r.rows == 4 and [f[2] for f in r.files] == [2, 2]
@@ -130,7 +151,14 @@ def test_parquet_append_replace_and_mismatch(tmp_path):
         import_files(cfg, "visits", [tmp_path / "other.parquet"], mode="append")
     r = import_files(cfg, "visits", [tmp_path / "other.parquet"], mode="replace")
     assert r.types == {"ward": "text", "year": "text"} and r.rows == 1
-    assert [x.decision for x in records(tmp_path)] == ["approved", "approved", "approved", "denied", "denied", "approved"]
+    assert [x.decision for x in records(tmp_path)] == [
+        "approved",
+        "approved",
+        "approved",
+        "denied",
+        "denied",
+        "approved",
+    ]
 
 
 def test_import_refuses_while_the_node_holds_its_ledger(tmp_path):
@@ -139,7 +167,7 @@ def test_import_refuses_while_the_node_holds_its_ledger(tmp_path):
     key = load_signing_key(tmp_path / "pki/node/water-north.ed25519")
     (tmp_path / "state").mkdir()
     with Ledger.open(tmp_path / "state/ledger.sqlite", "datafed/ledger/water-north", key):
-        with pytest.raises(ConfigError, match="open by another writer.*stop the node"):
+        with pytest.raises(ConfigError, match=r"open by another writer.*stop the node"):
             import_files(load_node_config(toml), "visits", [tmp_path / "visits.csv"])
     assert not (tmp_path / "data/visits.duckdb").exists()
 
@@ -149,15 +177,23 @@ def test_cli_one_line_errors_and_literal_brackets(tmp_path):
     (tmp_path / "visits.csv").write_text(CSV)
 
     def run(*args):
-        return subprocess.run([str(BIN / "datafed-node"), *args], capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(BIN / "datafed-node"), *args], capture_output=True, text=True, timeout=120
+        )
 
     ok = run("import", "--config", str(toml), "--dataset", "visits", str(tmp_path / "visits.csv"))
     assert ok.returncode == 0, ok.stderr
     assert "imported 3 row(s) into dataset 'visits'" in ok.stdout and "ledger #0" in ok.stdout
     for args, fragment in [
-        (["--dataset", "nope", str(tmp_path / "visits.csv")], "no dataset 'nope' in node.toml (add a [[datasets]] entry first)"),
+        (
+            ["--dataset", "nope", str(tmp_path / "visits.csv")],
+            "no dataset 'nope' in node.toml (add a [[datasets]] entry first)",
+        ),
         (["--dataset", "visits", str(tmp_path / "missing.csv")], "missing.csv: file not found"),
-        (["--dataset", "visits", str(tmp_path / "visits.csv")], "already exists: give --replace or --append"),
+        (
+            ["--dataset", "visits", str(tmp_path / "visits.csv")],
+            "already exists: give --replace or --append",
+        ),
         (["--dataset", "visits", str(toml)], "unknown format"),
     ]:
         r = run("import", "--config", str(toml), *args)

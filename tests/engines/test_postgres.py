@@ -20,7 +20,9 @@ ROWS = [("a", 2023, 1.5), ("b", 2024, 2.5), ("b", 2024, None)]
 
 @pytest.fixture(scope="module")
 def url(pg):
-    return pg.create_table("pgtest", "visits", COLUMNS, ROWS, reader="pgreader", password="s3cret-Pg")
+    return pg.create_table(
+        "pgtest", "visits", COLUMNS, ROWS, reader="pgreader", password="s3cret-Pg"
+    )
 
 
 def ds(url: str, **kw) -> DatasetConfig:
@@ -30,21 +32,33 @@ def ds(url: str, **kw) -> DatasetConfig:
 def test_password_from_env_or_file(url, tmp_path, monkeypatch):
     monkeypatch.setenv("WATER_NORTH_PG", "s3cret-Pg")
     (tmp_path / "pg").write_text("s3cret-Pg\n")
-    for cfg in (ds(url, password_env="WATER_NORTH_PG"), DatasetConfig.model_validate({"name": "visits", "url": url, "password_file": "pg"}, context={"base_dir": tmp_path})):
+    for cfg in (
+        ds(url, password_env="WATER_NORTH_PG"),
+        DatasetConfig.model_validate(
+            {"name": "visits", "url": url, "password_file": "pg"}, context={"base_dir": tmp_path}
+        ),
+    ):
         store = DataStore([cfg])
         assert store.engine("visits") == "postgresql"
         spec = parse_sql("SELECT year, SUM(cost), COUNT(*) FROM visits GROUP BY year")
-        got = [(g.key, g.rows, g.values[0] / 2**16) for g in store.aggregate(spec, components(spec), 16)]
+        got = [
+            (g.key, g.rows, g.values[0] / 2**16)
+            for g in store.aggregate(spec, components(spec), 16)
+        ]
         assert got == [((2023,), 1, 1.5), ((2024,), 2, 2.5)]
         store.close()
 
 
 def test_credential_errors_are_one_line_and_never_show_the_password(url, tmp_path, monkeypatch):
     monkeypatch.delenv("WATER_NORTH_PG", raising=False)
-    with pytest.raises(ConfigError, match="environment variable WATER_NORTH_PG \\(password_env\\) is not set"):
+    with pytest.raises(
+        ConfigError, match="environment variable WATER_NORTH_PG \\(password_env\\) is not set"
+    ):
         DataStore([ds(url, password_env="WATER_NORTH_PG")])
-    missing = DatasetConfig.model_validate({"name": "visits", "url": url, "password_file": "nope"}, context={"base_dir": tmp_path})
-    with pytest.raises(ConfigError, match="password_file .*nope: No such file"):
+    missing = DatasetConfig.model_validate(
+        {"name": "visits", "url": url, "password_file": "nope"}, context={"base_dir": tmp_path}
+    )
+    with pytest.raises(ConfigError, match=r"password_file .*nope: No such file"):
         DataStore([missing])
     monkeypatch.setenv("WATER_NORTH_PG", "wrong-Secret-77")
     with pytest.raises(ConfigError) as info:
@@ -72,6 +86,8 @@ def test_the_node_reads_only(url, monkeypatch):
     spec = parse_sql("SELECT SUM(year) FROM visits WHERE ward IN ('a', 'b')")
     assert store.aggregate(spec, components(spec), 16)[0].values[0] == (2023 + 2024 * 2) << 16
     spec = parse_sql("SELECT COUNT(*) FROM visits WHERE ward = 5")
-    with pytest.raises(InvalidRequest, match="quoted string"):  # refused, not a PostgreSQL type error
+    with pytest.raises(
+        InvalidRequest, match="quoted string"
+    ):  # refused, not a PostgreSQL type error
         store.aggregate(spec, (), 16)
     store.close()

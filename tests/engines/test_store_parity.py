@@ -42,7 +42,9 @@ def stores(tmp_path_factory, pg, spark) -> Iterator[dict[str, DataStore]]:
     out = {}
     for engine in ENGINES:
         keys = write(engine, root, "pipe_incidents", synth.PIPE_COLUMNS, rows, pg=pg, tag="-parity")
-        cfg = DatasetConfig.model_validate({"name": "pipe_incidents", **keys}, context={"base_dir": root})
+        cfg = DatasetConfig.model_validate(
+            {"name": "pipe_incidents", **keys}, context={"base_dir": root}
+        )
         out[engine] = DataStore([cfg])
     yield out
     for s in out.values():
@@ -63,11 +65,22 @@ def _same(ref, got, comps):
 def test_engines_report_the_declared_types(stores):
     for engine, store in stores.items():
         assert store.column_types("pipe_incidents") == {
-            "segment_id": "text", "district": "text", "year": "integer", "month": "integer",
-            "material": "text", "diameter_mm": "integer", "bursts": "integer",
-            "repair_hours": "real", "pressure_drop_kpa": "real",
+            "segment_id": "text",
+            "district": "text",
+            "year": "integer",
+            "month": "integer",
+            "material": "text",
+            "diameter_mm": "integer",
+            "bursts": "integer",
+            "repair_hours": "real",
+            "pressure_drop_kpa": "real",
         }, engine
-    assert {s.engine("pipe_incidents") for s in stores.values()} == {"sqlite", "duckdb", "postgresql", "spark"}
+    assert {s.engine("pipe_incidents") for s in stores.values()} == {
+        "sqlite",
+        "duckdb",
+        "postgresql",
+        "spark",
+    }
 
 
 @pytest.mark.parametrize("sql", QUERIES)
@@ -82,14 +95,20 @@ def test_same_answer_on_every_engine(stores, sql, bounded):
     for engine in ENGINES[1:]:
         got = stores[engine].aggregate(spec, comps, BITS, bounds)
         _same(ref, got, comps)
-        assert all(type(v) is type(w) for g, h in zip(ref, got) for v, w in zip(g.key, h.key)), engine
+        assert all(
+            type(v) is type(w)
+            for g, h in zip(ref, got, strict=True)
+            for v, w in zip(g.key, h.key, strict=True)
+        ), engine
 
 
 def test_reference_equals_sqlite_itself(stores, tmp_path):
     """The typed-SQLite reference is what SQLite's own SQL answers (NULL keys included)."""
     sql = "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents GROUP BY material"
     got = stores["sqlite"].aggregate(parse_sql(sql), components(parse_sql(sql)), BITS)
-    path = Path(write("sqlite", tmp_path, "pipe_incidents", synth.PIPE_COLUMNS, pipe_rows("north"))["path"])
+    path = Path(
+        write("sqlite", tmp_path, "pipe_incidents", synth.PIPE_COLUMNS, pipe_rows("north"))["path"]
+    )
     with sqlite3.connect(path) as db:
         want = sorted(db.execute(sql).fetchall(), key=lambda r: (r[0] is None, r[0] or ""))
     assert [(g.key[0], g.values[0] >> BITS, g.rows) for g in got] == want
@@ -107,10 +126,17 @@ def test_row_ids_and_read_rows_agree(stores):
             continue
         sizes[engine] = {k: len(v) for k, v in ids.items()}
         rows = store.read_rows("pipe_incidents", ["year", "repair_hours", "material"])
-        assert sorted(rows, key=repr) == sorted(stores["sqlite"].read_rows("pipe_incidents", ["year", "repair_hours", "material"]), key=repr)
+        assert sorted(rows, key=repr) == sorted(
+            stores["sqlite"].read_rows("pipe_incidents", ["year", "repair_hours", "material"]),
+            key=repr,
+        )
     counts = {g.key: g.rows for g in stores["sqlite"].aggregate(spec, components(spec), BITS)}
     assert set(sizes) == {"sqlite", "sqlite-text", "duckdb"}
     assert all(s == counts for s in sizes.values())
     pg_rows = stores["postgresql"].read_rows("pipe_incidents", ["year", "month"])
     spark_rows = stores["spark"].read_rows("pipe_incidents", ["year", "month"])
-    assert sorted(pg_rows) == sorted(spark_rows) == sorted(stores["sqlite-text"].read_rows("pipe_incidents", ["year", "month"]))
+    assert (
+        sorted(pg_rows)
+        == sorted(spark_rows)
+        == sorted(stores["sqlite-text"].read_rows("pipe_incidents", ["year", "month"]))
+    )

@@ -13,8 +13,8 @@ import pytest
 
 from datafed.errors import ConfigError
 from datafed.query.components import components
-from datafed.query.sql import parse_sql
 from datafed.query.spec import Aggregate, InList, QuerySpec
+from datafed.query.sql import parse_sql
 from nodes.config import DatasetConfig
 from nodes.errors import InvalidRequest
 from nodes.stores import DataStore
@@ -34,7 +34,13 @@ def cfg(path: Path, **extra) -> DatasetConfig:
     return DatasetConfig.model_validate({"name": "visits", "path": str(path), **extra})
 
 
-ROWS = [("a", 2023, 9.5), ("a", 2024, 120.0), ("b", 2023, 1000.0), ("b", 2023, 70.25), ("c", 2024, 5.0)]
+ROWS = [
+    ("a", 2023, 9.5),
+    ("a", 2024, 120.0),
+    ("b", 2023, 1000.0),
+    ("b", 2023, 70.25),
+    ("c", 2024, 5.0),
+]
 TYPES = {"year": "integer", "cost": "real"}
 
 
@@ -71,7 +77,12 @@ def test_text_and_integer_nodes_give_one_key_type(tmp_path, text_store):
     """Issue 10: plain listed 2023 twice (TEXT '2023' at one node, INTEGER at the other)."""
     from datafed import synth
 
-    synth.write_table(tmp_path / "i.sqlite", "visits", (("ward", "TEXT"), ("year", "INTEGER"), ("cost", "REAL")), ROWS)
+    synth.write_table(
+        tmp_path / "i.sqlite",
+        "visits",
+        (("ward", "TEXT"), ("year", "INTEGER"), ("cost", "REAL")),
+        ROWS,
+    )
     typed = DataStore([cfg(tmp_path / "i.sqlite")])
     spec = parse_sql("SELECT year, SUM(cost) FROM visits GROUP BY year")
     a = text_store.aggregate(spec, components(spec), BITS)
@@ -106,34 +117,48 @@ def test_literals_compare_as_the_column_type(text_store):
 def test_undeclared_text_is_refused_where_it_would_be_wrong(tmp_path):
     """Without declared types, serve refuses the policy instead of answering wrongly."""
     text_table(tmp_path / "v.sqlite", ROWS)
-    policy = {"group_domains": {"year": [2023, 2024]}, "dp": {"epsilon_per_query": 1, "budget_epsilon": 5, "bounds": {"cost": [0, 100]}}}
+    policy = {
+        "group_domains": {"year": [2023, 2024]},
+        "dp": {"epsilon_per_query": 1, "budget_epsilon": 5, "bounds": {"cost": [0, 100]}},
+    }
     with pytest.raises(ConfigError) as info:
         DataStore([cfg(tmp_path / "v.sqlite", policy=policy)])
     assert "group_domains.year holds 2023 (int) but column 'year' is text" in str(info.value)
     assert "(and 1 more)" in str(info.value)
     store = DataStore([cfg(tmp_path / "v.sqlite")])
     spec = parse_sql("SELECT SUM(cost) FROM visits")
-    with pytest.raises(InvalidRequest, match="SUM\\(cost\\) needs a numeric column; 'cost' is text"):
+    with pytest.raises(
+        InvalidRequest, match="SUM\\(cost\\) needs a numeric column; 'cost' is text"
+    ):
         store.aggregate(spec, components(spec), BITS)
     store.close()
 
 
 @pytest.mark.parametrize(
     ("value", "declared", "shown"),
-    [("12abc", "integer", "'12abc'"), ("2023.5", "integer", "'2023.5'"), ("1,5", "real", "'1,5'"), ("yes", "boolean", "'yes'")],
+    [
+        ("12abc", "integer", "'12abc'"),
+        ("2023.5", "integer", "'2023.5'"),
+        ("1,5", "real", "'1,5'"),
+        ("yes", "boolean", "'yes'"),
+    ],
 )
 def test_nonconforming_values_are_refused_with_column_and_example(tmp_path, value, declared, shown):
     """SQLite's CAST would make '12abc' 12 and '2023.5' 2023: refused at open instead."""
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("CREATE TABLE visits (ward TEXT, x TEXT)")
-        db.executemany("INSERT INTO visits VALUES (?, ?)", [("a", "1"), ("b", value), ("c", ""), ("d", None)])
+        db.executemany(
+            "INSERT INTO visits VALUES (?, ?)", [("a", "1"), ("b", value), ("c", ""), ("d", None)]
+        )
     with pytest.raises(ConfigError) as info:
         DataStore([cfg(tmp_path / "v.sqlite", types={"x": declared})])
     msg = str(info.value)
     assert f"column 'x' is declared {declared} but 1 stored value(s) are not, e.g. {shown}" in msg
     assert "\n" not in msg
     # A column outside allowed_columns is not checked (and cannot be queried).
-    DataStore([cfg(tmp_path / "v.sqlite", types={"x": declared}, policy={"allowed_columns": ["ward"]})]).close()
+    DataStore(
+        [cfg(tmp_path / "v.sqlite", types={"x": declared}, policy={"allowed_columns": ["ward"]})]
+    ).close()
 
 
 def test_integer_column_holding_text_is_refused(tmp_path):
@@ -141,20 +166,33 @@ def test_integer_column_holding_text_is_refused(tmp_path):
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("CREATE TABLE visits (n INTEGER)")
         db.executemany("INSERT INTO visits VALUES (?)", [(1,), ("n/a",)])
-    with pytest.raises(ConfigError, match="column 'n' is declared integer but 1 stored value.*'n/a'"):
+    with pytest.raises(
+        ConfigError, match=r"column 'n' is declared integer but 1 stored value.*'n/a'"
+    ):
         DataStore([cfg(tmp_path / "v.sqlite")])
 
 
 def test_limits_are_clear_refusals_not_database_errors(text_store):
     """Issue 10: 32 aggregates hit SQLite's column limit as INTERNAL; 2M IN literals."""
-    aggs = tuple(Aggregate(func="histogram", column="cost", bins=tuple(float(j * 1000 + i) for i in range(65))) for j in range(32))
+    aggs = tuple(
+        Aggregate(
+            func="histogram", column="cost", bins=tuple(float(j * 1000 + i) for i in range(65))
+        )
+        for j in range(32)
+    )
     spec = QuerySpec(dataset="visits", aggregates=aggs)
     with pytest.raises(InvalidRequest, match="at most 512 per query"):
         text_store.aggregate(spec, components(spec), BITS)
     from datafed.query.spec import AnyOf
 
-    many = AnyOf(items=tuple(InList(column="year", values=tuple(range(i * 1000, i * 1000 + 1000))) for i in range(11)))
-    spec = QuerySpec(dataset="visits", aggregates=(Aggregate(func="count", column="*"),), where=many)
+    many = AnyOf(
+        items=tuple(
+            InList(column="year", values=tuple(range(i * 1000, i * 1000 + 1000))) for i in range(11)
+        )
+    )
+    spec = QuerySpec(
+        dataset="visits", aggregates=(Aggregate(func="count", column="*"),), where=many
+    )
     with pytest.raises(InvalidRequest, match="at most 10000"):
         text_store.aggregate(spec, (), BITS)
 
@@ -173,11 +211,18 @@ def test_engine_errors_are_mapped_not_internal(tmp_path):
 def test_boolean_and_null_keys(tmp_path):
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("CREATE TABLE visits (flag TEXT, v TEXT)")
-        db.executemany("INSERT INTO visits VALUES (?, ?)", [("true", "1"), ("0", "2"), ("FALSE", ""), (None, "4"), ("1", "5")])
+        db.executemany(
+            "INSERT INTO visits VALUES (?, ?)",
+            [("true", "1"), ("0", "2"), ("FALSE", ""), (None, "4"), ("1", "5")],
+        )
     store = DataStore([cfg(tmp_path / "v.sqlite", types={"flag": "boolean", "v": "integer"})])
     spec = parse_sql("SELECT flag, SUM(v), COUNT(v) FROM visits GROUP BY flag")
     groups = store.aggregate(spec, components(spec), BITS)
-    assert [(g.key, g.values[0] >> BITS, g.values[1]) for g in groups] == [((False,), 2, 1), ((True,), 6, 2), ((None,), 4, 1)]
+    assert [(g.key, g.values[0] >> BITS, g.values[1]) for g in groups] == [
+        ((False,), 2, 1),
+        ((True,), 6, 2),
+        ((None,), 4, 1),
+    ]
     spec = parse_sql("SELECT COUNT(*) FROM visits WHERE flag = TRUE")
     assert store.aggregate(spec, (), BITS)[0].rows == 2
     store.close()
