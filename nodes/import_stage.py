@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from datafed.errors import ConfigError, DatafedError
+from datafed.query.spec import check_identifier
 from nodes.config import DatasetConfig
 from nodes.stores.sql_schema import _duck_type
 from nodes.stores.types import PATTERNS
@@ -148,6 +149,16 @@ def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -
 def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
     described = con.execute("DESCRIBE raw").fetchall()
     raw = {str(r[0]): _duck_type(str(r[1])) for r in described if r[0] not in _META}
+    for name in raw:
+        # Column names come from the file: only plain identifiers reach SQL text (and only
+        # they can be queried at all).
+        try:
+            check_identifier(name)
+        except ValueError:
+            raise _error(
+                f"column name {name[:80]!r} is not an identifier (letters, digits and '_', "
+                "not starting with a digit; at most 64)"
+            ) from None
     for col in ds.types:
         if col not in raw:
             raise _error(f"types names column {col!r}, which the files do not have")

@@ -200,3 +200,12 @@ def test_cli_one_line_errors_and_literal_brackets(tmp_path):
         assert r.returncode == 2, r
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
         assert fragment in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("header", ['ward,"year"" INTEGER); DROP TABLE x; --",cost', "ward,1year,cost", "ward,a b,cost"])
+def test_hostile_column_names_are_refused(tmp_path, header):
+    toml = node_dir(tmp_path, types="{}")
+    (tmp_path / "h.csv").write_text(header + "\na,2023,1.5\n")
+    with pytest.raises(ImportError_, match="is not an identifier"):
+        import_files(load_node_config(toml), "visits", [tmp_path / "h.csv"])
+    assert not (tmp_path / "data/visits.duckdb").exists()

@@ -91,3 +91,21 @@ def test_the_node_reads_only(url, monkeypatch):
     ):  # refused, not a PostgreSQL type error
         store.aggregate(spec, (), 16)
     store.close()
+
+
+def test_a_database_that_goes_away_is_unavailable_not_internal(monkeypatch):
+    from nodes.errors import Unavailable
+    from tests.engines.pg import start_pg
+
+    server = start_pg()
+    try:
+        url = server.create_table("gone", "visits", COLUMNS, ROWS, reader="gonereader", password="pw-gone")
+        monkeypatch.setenv("GONE_PG", "pw-gone")
+        store = DataStore([ds(url, password_env="GONE_PG")])
+    finally:
+        server.stop()
+    spec = parse_sql("SELECT COUNT(*) FROM visits")
+    with pytest.raises(Unavailable, match="the node's postgresql database is unavailable") as info:
+        store.aggregate(spec, (), 16)
+    assert info.value.code.name == "UNAVAILABLE"
+    store.close()

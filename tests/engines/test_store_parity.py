@@ -140,3 +140,30 @@ def test_row_ids_and_read_rows_agree(stores):
         == sorted(spark_rows)
         == sorted(stores["sqlite-text"].read_rows("pipe_incidents", ["year", "month"]))
     )
+
+
+def test_hostile_literals_are_values_on_every_engine(stores):
+    """A string literal built to break out of SQL is a bound value: no rows, table intact."""
+    for engine, store in stores.items():
+        for sql in [
+            "SELECT COUNT(*) FROM pipe_incidents WHERE district = 'x''; DROP TABLE pipe_incidents; --'",
+            "SELECT COUNT(*) FROM pipe_incidents WHERE material IN ('steel'' OR 1=1 --', '\\\\')",
+        ]:
+            spec = parse_sql(sql)
+            assert store.aggregate(spec, (), BITS) == [], engine
+        assert store.aggregate(parse_sql("SELECT COUNT(*) FROM pipe_incidents"), (), BITS)[0].rows > 0
+
+
+def test_concurrent_queries_give_the_same_answer(stores):
+    """The servicers run queries in threads: every engine's connections are per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = parse_sql(QUERIES[0])
+    comps = components(spec)
+    for engine in ("duckdb", "sqlite", "postgresql"):
+        store = stores[engine]
+        want = store.aggregate(spec, comps, BITS)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: store.aggregate(spec, comps, BITS), range(16)))
+        assert all([g.key for g in r] == [g.key for g in want] for r in results), engine
+        assert all([g.rows for g in r] == [g.rows for g in want] for r in results), engine
