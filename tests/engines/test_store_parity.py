@@ -164,6 +164,6 @@ def test_concurrent_queries_give_the_same_answer(stores):
         store = stores[engine]
         want = store.aggregate(spec, comps, BITS)
         with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda _: store.aggregate(spec, comps, BITS), range(16)))
+            results = list(pool.map(lambda _, s=store: s.aggregate(spec, comps, BITS), range(16)))
         assert all([g.key for g in r] == [g.key for g in want] for r in results), engine
         assert all([g.rows for g in r] == [g.rows for g in want] for r in results), engine
