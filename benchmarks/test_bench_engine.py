@@ -1,8 +1,10 @@
 """Engine rows: the node's aggregate queries on each store, beside SQLite from the same run.
 
 ``engine.<name>`` measures ``DataStore.aggregate`` -- the node's own compile, run and
-encode path -- over ``DATAFED_BENCH_ENGINE_ROWS`` rows per node (default 1,000,000 and
-10,000,000) in 100 zones, for SQLite (the baseline, ``ratio`` 1), DuckDB, PostgreSQL (a
+encode path -- over ``DATAFED_BENCH_ENGINE_ROWS`` rows per node (``rows``; default
+1,000,000 and 10,000,000) in 100 zones, for two queries (``query``: ``sum`` is
+``SELECT zone, SUM(usage), COUNT(*) ... GROUP BY zone``, ``avg_max`` adds a filter, AVG
+and MAX), for SQLite (the baseline, ``ratio`` 1), DuckDB, PostgreSQL (a
 server the benchmark starts on loopback) and Spark (``local[2]`` over Parquet).  ``ratio``
 is SQLite's time over the engine's.  Select with ``make bench K=engine``; limit the
 engines with ``DATAFED_BENCH_ENGINES=sqlite,duckdb``.
@@ -28,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.engines.pg
 ROWS = [int(x) for x in os.environ.get("DATAFED_BENCH_ENGINE_ROWS", "1000000,10000000").split(",")]
 ENGINES = os.environ.get("DATAFED_BENCH_ENGINES", "sqlite,duckdb,postgresql,spark").split(",")
 QUERIES = {
-    "grouped_sum": "SELECT zone, SUM(usage), COUNT(*) FROM readings GROUP BY zone",
-    "filtered_avg_max": "SELECT zone, AVG(usage), MAX(usage) FROM readings "
+    "sum": "SELECT zone, SUM(usage), COUNT(*) FROM readings GROUP BY zone",
+    "avg_max": "SELECT zone, AVG(usage), MAX(usage) FROM readings "
     "WHERE usage BETWEEN 10 AND 60 AND zone < 50 GROUP BY zone",
 }
 ROUNDS = 3
@@ -87,7 +89,7 @@ def test_engine(benchmark, bench_row, stores, engine, rows, query):
         f"engine.{engine}",
         role="both" if engine == "sqlite" else "ours",
         unit="s",
-        params={"rows_per_node": rows, "query": query, "groups": 100},
+        params={"query": query, "rows": rows},
         pair=f"engine|{rows}|{query}",
         baseline_name="engine.sqlite",
     )
