@@ -163,27 +163,29 @@ def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
         if col not in raw:
             raise _error(f"types names column {col!r}, which the files do not have")
     final = {c: ds.types.get(c, t if t != "other" else "text") for c, t in raw.items()}
-    where = (
-        "(rowid - min(rowid) OVER (PARTITION BY filename) + 2)"
-        if kind == "csv"
-        else "(file_row_number + 1)"
-    )
     unit = "line" if kind == "csv" else "row"
     for col, ctype in final.items():
         bad = _bad(col, raw[col], ctype)
         if bad is None:
             continue
-        found = con.execute(
-            f'SELECT filename, n, v, c FROM (SELECT filename, {where} AS n, "{col}"::VARCHAR AS v, '
-            f"{bad} AS b, count(*) FILTER (WHERE {bad}) OVER () AS c FROM raw) WHERE b "
-            "ORDER BY filename, n LIMIT 1"
+        (count,) = con.execute(f"SELECT count(*) FROM raw WHERE {bad}").fetchone()
+        if not count:
+            continue
+        pos = "rowid" if kind == "csv" else "file_row_number"
+        fname, at, value = con.execute(
+            f'SELECT filename, {pos}, "{col}"::VARCHAR FROM raw WHERE {bad} ORDER BY {pos} LIMIT 1'
         ).fetchone()
-        if found is not None:
-            fname, n, value, count = found
-            raise _error(
-                f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
-                f"({count} row(s) do not fit; nothing imported)"
-            )
+        if kind == "csv":  # rows are staged in file order: line = row index + header
+            (first,) = con.execute(
+                "SELECT min(rowid) FROM raw WHERE filename = ?", [fname]
+            ).fetchone()
+            n = at - first + 2
+        else:
+            n = at + 1
+        raise _error(
+            f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
+            f"({count} row(s) do not fit; nothing imported)"
+        )
     exprs = ", ".join(f'{_cast(c, raw[c], t)} AS "{c}"' for c, t in final.items())
     con.execute(f"CREATE TEMP VIEW typed_rows AS SELECT {exprs} FROM raw ORDER BY rowid")
     per_file = dict(con.execute("SELECT filename, count(*) FROM raw GROUP BY filename").fetchall())
