@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from datafed.query.components import Component, encode_fixed
-from nodes.errors import InvalidRequest
+from nodes.errors import InvalidRequest, NodeError
 from nodes.stores.base import Column, GroupRow
 from nodes.stores.types import python_value, sort_key
 
@@ -56,7 +56,13 @@ def group_rows(
         count = int(row[nk])
         if count == 0 and nk == 0:
             continue  # an aggregate without GROUP BY over no rows still yields one row
-        key = tuple(python_value(t, v) for t, v in zip(key_types, row[:nk], strict=True))
+        try:
+            key = tuple(python_value(t, v) for t, v in zip(key_types, row[:nk], strict=True))
+        except (TypeError, ValueError):
+            # The data changed under the node since its type check at start.
+            raise NodeError(
+                "a stored group key does not fit its column's type (run check-config)"
+            ) from None
         values = tuple(_encode(c, v, bits) for c, v in zip(comps, row[nk + 1 :], strict=True))
         out.append(GroupRow(key=key, rows=count, values=values))
     out.sort(key=lambda g: sort_key(g.key))

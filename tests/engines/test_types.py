@@ -226,3 +226,22 @@ def test_boolean_and_null_keys(tmp_path):
     spec = parse_sql("SELECT COUNT(*) FROM visits WHERE flag = TRUE")
     assert store.aggregate(spec, (), BITS)[0].rows == 2
     store.close()
+
+
+def test_data_changed_after_the_check_is_a_clear_node_error(tmp_path):
+    """An agency writing 'n/a' into its SQLite file under a running node: a clear error.
+
+    (Values are checked when the node starts and by check-config; what changes later is
+    caught where it cannot be converted, never as a traceback.)
+    """
+    from datafed import synth
+    from nodes.errors import NodeError
+
+    synth.write_table(tmp_path / "i.sqlite", "visits", (("ward", "TEXT"), ("year", "INTEGER")), [("a", 2023)])
+    store = DataStore([cfg(tmp_path / "i.sqlite")])
+    with sqlite3.connect(tmp_path / "i.sqlite") as db:
+        db.execute("INSERT INTO visits VALUES ('d', 'n/a')")
+    spec = parse_sql("SELECT year, COUNT(*) FROM visits GROUP BY year")
+    with pytest.raises(NodeError, match=r"does not fit its column's type \(run check-config\)"):
+        store.aggregate(spec, components(spec), BITS)
+    store.close()
