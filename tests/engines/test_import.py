@@ -202,7 +202,9 @@ def test_cli_one_line_errors_and_literal_brackets(tmp_path):
         assert fragment in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("header", ['ward,"year"" INTEGER); DROP TABLE x; --",cost', "ward,1year,cost", "ward,a b,cost"])
+@pytest.mark.parametrize(
+    "header", ['ward,"year"" INTEGER); DROP TABLE x; --",cost', "ward,1year,cost", "ward,a b,cost"]
+)
 def test_hostile_column_names_are_refused(tmp_path, header):
     toml = node_dir(tmp_path, types="{}")
     (tmp_path / "h.csv").write_text(header + "\na,2023,1.5\n")

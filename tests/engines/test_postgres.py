@@ -99,7 +99,9 @@ def test_a_database_that_goes_away_is_unavailable_not_internal(monkeypatch):
 
     server = start_pg()
     try:
-        url = server.create_table("gone", "visits", COLUMNS, ROWS, reader="gonereader", password="pw-gone")
+        url = server.create_table(
+            "gone", "visits", COLUMNS, ROWS, reader="gonereader", password="pw-gone"
+        )
         monkeypatch.setenv("GONE_PG", "pw-gone")
         store = DataStore([ds(url, password_env="GONE_PG")])
     finally:

@@ -151,7 +151,9 @@ def test_hostile_literals_are_values_on_every_engine(stores):
         ]:
             spec = parse_sql(sql)
             assert store.aggregate(spec, (), BITS) == [], engine
-        assert store.aggregate(parse_sql("SELECT COUNT(*) FROM pipe_incidents"), (), BITS)[0].rows > 0
+        assert (
+            store.aggregate(parse_sql("SELECT COUNT(*) FROM pipe_incidents"), (), BITS)[0].rows > 0
+        )
 
 
 def test_concurrent_queries_give_the_same_answer(stores):

@@ -237,7 +237,9 @@ def test_data_changed_after_the_check_is_a_clear_node_error(tmp_path):
     from datafed import synth
     from nodes.errors import NodeError
 
-    synth.write_table(tmp_path / "i.sqlite", "visits", (("ward", "TEXT"), ("year", "INTEGER")), [("a", 2023)])
+    synth.write_table(
+        tmp_path / "i.sqlite", "visits", (("ward", "TEXT"), ("year", "INTEGER")), [("a", 2023)]
+    )
     store = DataStore([cfg(tmp_path / "i.sqlite")])
     with sqlite3.connect(tmp_path / "i.sqlite") as db:
         db.execute("INSERT INTO visits VALUES ('d', 'n/a')")
