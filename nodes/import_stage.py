@@ -84,9 +84,9 @@ def run_with_progress(
 
 
 def _error(message: str) -> DatafedError:
-    from nodes.importer import ImportError_
+    from nodes.importer import ImportRefused
 
-    return ImportError_(message)
+    return ImportRefused(message)
 
 
 def _rejects(con: Any) -> None:

@@ -33,7 +33,7 @@ from datafed.errors import ConfigError, DatafedError
 from nodes.config import DatasetConfig, NodeConfig
 from nodes.import_stage import Staged, stage
 
-__all__ = ["ImportError_", "ImportResult", "import_files"]
+__all__ = ["ImportRefused", "ImportResult", "import_files"]
 
 Mode = Literal["create", "replace", "append"]
 Progress = Callable[[str, float], None]
@@ -42,7 +42,7 @@ _SQLITE = {"integer": "INTEGER", "real": "REAL", "text": "TEXT", "boolean": "BOO
 _BATCH = 50_000
 
 
-class ImportError_(DatafedError):  # noqa: N801 - not the builtin ImportError
+class ImportRefused(DatafedError):
     """An import was refused; nothing was written (the message names file and line)."""
 
 
@@ -152,7 +152,7 @@ def import_files(
     ConfigError
         The dataset is not an embedded one, a file is missing or of an unknown format,
         the node's ledger is in use.
-    ImportError_
+    ImportRefused
         A row does not fit (names the file and line), or the table exists (``create``) or
         differs (``append``).  Nothing was written; the refusal is in the ledger.
     """
@@ -166,7 +166,7 @@ def import_files(
         digests = [sha256_file(p, progress) for p in paths]
         try:
             staged = stage(ds, paths, progress)
-        except ImportError_ as exc:
+        except ImportRefused as exc:
             files0 = [(p.name, d, 0) for p, d in zip(paths, digests, strict=True)]
             _record(ledger, cfg, ds, files0, "denied", str(exc), {"mode": mode})
             raise
@@ -199,7 +199,7 @@ def _write(
     created = not ds.path.exists()
     try:
         commit = writer(ds, staged, mode, progress)
-    except ImportError_ as exc:
+    except ImportRefused as exc:
         _record(ledger, cfg, ds, per_file, "denied", str(exc), details)
         if created:
             _remove(ds.path)
@@ -226,9 +226,9 @@ def _check_mode(
     exists: bool, current: list[tuple[str, str]] | None, staged: Staged, mode: Mode, table: str
 ) -> None:
     if mode == "create" and exists:
-        raise ImportError_(f"table {table!r} already exists: give --replace or --append")
+        raise ImportRefused(f"table {table!r} already exists: give --replace or --append")
     if mode == "append" and exists and current != list(staged.types.items()):
-        raise ImportError_(
+        raise ImportRefused(
             f"the files' columns {list(staged.types.items())} differ from table {table!r}: "
             f"{current}"
         )

@@ -16,7 +16,7 @@ from datafed.pki import load_signing_key
 from datafed.query.components import components
 from datafed.query.sql import parse_sql
 from nodes.config import load_node_config
-from nodes.importer import ImportError_, import_files
+from nodes.importer import ImportRefused, import_files
 from nodes.stores import DataStore
 
 BIN = Path(sys.executable).parent
@@ -110,7 +110,7 @@ def test_a_bad_row_refuses_the_whole_import_and_changes_nothing(tmp_path, bad_li
     before = db.read_bytes()
     lines = CSV.splitlines()
     (tmp_path / "bad.csv").write_text("\n".join([lines[0], lines[1], bad_line, *lines[2:]]) + "\n")
-    with pytest.raises(ImportError_) as info:
+    with pytest.raises(ImportRefused) as info:
         import_files(load_node_config(toml), "visits", [tmp_path / "bad.csv"], mode="replace")
     assert fragment in str(info.value) and "bad.csv" in str(info.value)
     assert db.read_bytes() == before
@@ -125,7 +125,7 @@ def test_a_bad_row_refuses_the_whole_import_and_changes_nothing(tmp_path, bad_li
 def test_refused_first_import_leaves_no_file(tmp_path):
     toml = node_dir(tmp_path, types='{ year = "integer", cost = "real" }')
     (tmp_path / "bad.csv").write_text("ward,year,cost\na,2023,1.5\nb,2024,n/a\n")
-    with pytest.raises(ImportError_, match="line 3: column 'cost': 'n/a' is not real"):
+    with pytest.raises(ImportRefused, match="line 3: column 'cost': 'n/a' is not real"):
         import_files(load_node_config(toml), "visits", [tmp_path / "bad.csv"])
     assert not (tmp_path / "data/visits.duckdb").exists()
 
@@ -144,10 +144,10 @@ def test_parquet_append_replace_and_mismatch(tmp_path):
     r = import_files(cfg, "visits", [tmp_path / "p0.parquet", tmp_path / "p1.parquet"])
     assert r.rows == 4 and [f[2] for f in r.files] == [2, 2]
     import_files(cfg, "visits", [tmp_path / "p0.parquet"], mode="append")
-    with pytest.raises(ImportError_, match="already exists"):
+    with pytest.raises(ImportRefused, match="already exists"):
         import_files(cfg, "visits", [tmp_path / "p0.parquet"])
     pq.write_table(pa.table({"ward": ["a"], "year": ["2023"]}), tmp_path / "other.parquet")
-    with pytest.raises(ImportError_, match="differ from table"):
+    with pytest.raises(ImportRefused, match="differ from table"):
         import_files(cfg, "visits", [tmp_path / "other.parquet"], mode="append")
     r = import_files(cfg, "visits", [tmp_path / "other.parquet"], mode="replace")
     assert r.types == {"ward": "text", "year": "text"} and r.rows == 1
@@ -208,6 +208,6 @@ def test_cli_one_line_errors_and_literal_brackets(tmp_path):
 def test_hostile_column_names_are_refused(tmp_path, header):
     toml = node_dir(tmp_path, types="{}")
     (tmp_path / "h.csv").write_text(header + "\na,2023,1.5\n")
-    with pytest.raises(ImportError_, match="is not an identifier"):
+    with pytest.raises(ImportRefused, match="is not an identifier"):
         import_files(load_node_config(toml), "visits", [tmp_path / "h.csv"])
     assert not (tmp_path / "data/visits.duckdb").exists()
