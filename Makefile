@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 K      ?=
 
-.PHONY: setup browser demo test lint types protocheck unit bench clean
+.PHONY: setup sysdeps demo test lint types protocheck unit bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing datafed with the tested constraints"
@@ -16,16 +16,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) browser
+setup: $(STAMP) sysdeps
 
-# Debian's chromium for the auditor's HTML report test (tests/integration/test_ledger_report_html.py);
-# playwright drives it and never downloads a browser of its own. Idempotent, quiet.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "==> installing chromium (apt-get) for the HTML report test"; \
+# System packages the tests use, from Debian where they are absent (idempotent, quiet):
+# PostgreSQL 15 and Java 17 (the PostgreSQL and Spark engine tests) and chromium (the
+# auditor's HTML report test; playwright drives it and never downloads a browser).
+sysdeps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
+	jv=$$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'); \
+	[ -n "$$jv" ] && [ "$$jv" -ge 17 ] || missing="$$missing openjdk-17-jre-headless"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing$$missing (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "==> missing:$$missing (install them for the engine and browser tests)"; \
+	  fi; \
+	fi
 
 demo: setup
 	$(BIN)/python examples/demo.py

@@ -1,24 +1,32 @@
 """Query latency per protection mode vs ``plain``: SUM + COUNT in 100 groups, 3 nodes.
 
-Three real node processes on loopback with mTLS, each over its own SQLite table of
-``DATAFED_BENCH_QUERY_ROWS`` rows (default 1,000,000, the issue's size).  Each row
-``query.<mode>`` pairs with ``query.plain`` from the same run (docs/bench.md); ``ratio`` is
-plain's latency over the mode's, so 1.0 means "as fast as plain".
+Three real node processes on loopback with mTLS, each over its own table of
+``DATAFED_BENCH_QUERY_ROWS`` rows (default 1,000,000, the issue's size) in
+``DATAFED_BENCH_QUERY_GROUPS`` zones (default 100).  ``query.plain`` runs once per storage
+engine (``engine`` parameter; ``DATAFED_BENCH_QUERY_ENGINES``, default ``duckdb,sqlite``),
+each its own pair; each row ``query.<mode>`` runs on ``DATAFED_BENCH_QUERY_MODE_ENGINE``
+(default ``duckdb``, the default store of imported datasets, so that the scan does not hide
+the protection's cost) and pairs with ``query.plain`` on that engine from the same run
+(docs/bench.md); ``ratio`` is plain's latency over the mode's, so 1.0 means "as fast as plain".
+Data is generated vectorised and cached (``benchmarks/engine_data.py``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np
 import pytest
+from engine_data import COLUMNS, duckdb_file, sqlite_file
 
 from datafed.client import Federation
 from datafed.local import LocalFederation, NodeSpec
 
 ROWS = int(os.environ.get("DATAFED_BENCH_QUERY_ROWS", "1000000"))
-GROUPS = 100
+GROUPS = int(os.environ.get("DATAFED_BENCH_QUERY_GROUPS", "100"))
+ENGINES = os.environ.get("DATAFED_BENCH_QUERY_ENGINES", "duckdb,sqlite").split(",")
+MODE_ENGINE = os.environ.get("DATAFED_BENCH_QUERY_MODE_ENGINE", "duckdb")
 NODES = ("meter-north", "meter-east", "meter-south")
 PURPOSE = "benchmark"
 SQL = "SELECT zone, SUM(usage), COUNT(*) FROM readings GROUP BY zone"
@@ -26,13 +34,6 @@ PARAMS = {"rows_per_node": ROWS, "groups": GROUPS, "nodes": len(NODES), "tls": T
 #: The modes measured against ``query.plain`` (paillier: 2048-bit key, packed, masked).
 MODES = ("paillier", "shares", "secagg", "ckks")
 ROUNDS = 5
-
-
-def _rows(seed: int) -> Iterator[tuple[int, float]]:
-    rng = np.random.default_rng(seed)
-    zones = rng.integers(0, GROUPS, ROWS).tolist()
-    usage = np.round(rng.gamma(2.0, 20.0, ROWS), 3).tolist()
-    return zip(zones, usage, strict=True)
 
 
 def _policy() -> str:
@@ -43,31 +44,55 @@ def _policy() -> str:
         'allowed_aggregates = ["sum", "count"]\n'
         'allowed_protections = ["plain", "paillier", "shares", "secagg", "ckks"]\n'
         "min_group_size = 1\n"
+        "person_level = false\n"
         "[datasets.policy.group_domains]\n"
         f"zone = [{zones}]\n"
     )
 
 
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+def _start(root: Path, cache: Path, engine: str) -> tuple[LocalFederation, Federation]:
     specs = [
         NodeSpec(
             name=name,
             agency=f"{name} metering office",
-            datasets=[("readings", (("zone", "INTEGER"), ("usage", "REAL")), _rows(i))],  # type: ignore[list-item]
+            datasets=[("readings", COLUMNS, [])],
             policy_toml=_policy(),
         )
-        for i, name in enumerate(NODES)
+        for name in NODES
     ]
-    local = LocalFederation.create(tmp_path_factory.mktemp("bench-modes"), specs)
+    local = LocalFederation.create(root, specs)
+    make = duckdb_file if engine == "duckdb" else sqlite_file
+    for i, node in enumerate(local.nodes):
+        data = make(cache, ROWS, seed=i, groups=GROUPS)
+        text = node.config.read_text().replace('path = "data/readings.sqlite"', f'path = "{data}"')
+        node.config.write_text(text)
     local.timeout_s = 300.0
     local.start()
+    client = Federation.from_file(local.fed_toml)
+    client.query(SQL, purpose=PURPOSE, protection="plain")  # warm the page cache
+    return local, client
+
+
+@pytest.fixture(scope="module")
+def feds(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Federation]]:
+    """One federation per engine, started on first use, stopped after the module."""
+    cache = Path(request.config.cache.mkdir("datafed-engine-data"))
+    started: dict[str, tuple[LocalFederation, Federation]] = {}
+
+    class Lazy(dict[str, Federation]):
+        def __missing__(self, engine: str) -> Federation:
+            root = tmp_path_factory.mktemp(f"bench-modes-{engine}")
+            started[engine] = _start(root, cache, engine)
+            self[engine] = started[engine][1]
+            return self[engine]
+
     try:
-        client = Federation.from_file(local.fed_toml)
-        client.query(SQL, purpose=PURPOSE, protection="plain")  # warm the page cache
-        yield client
+        yield Lazy()
     finally:
-        local.stop()
+        for local, _ in started.values():
+            local.stop()
 
 
 def _run(client: Federation, mode: str) -> list[tuple]:
@@ -75,29 +100,32 @@ def _run(client: Federation, mode: str) -> list[tuple]:
     return [tuple(r) for r in result.rows]
 
 
-def test_query_plain(benchmark, bench_row, fed):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_query_plain(benchmark, bench_row, feds, engine):
     bench_row(
         "query.plain",
         role="both",
         unit="s",
-        params=PARAMS,
-        pair="query",
+        params={**PARAMS, "engine": engine},
+        pair=f"query|{engine}",
         baseline_name="query.plain",
     )
+    fed = feds[engine]
     rows = benchmark.pedantic(_run, args=(fed, "plain"), rounds=ROUNDS, iterations=1)
     assert len(rows) == GROUPS and sum(r[2] for r in rows) == ROWS * len(NODES)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_query_mode(benchmark, bench_row, fed, mode):
+def test_query_mode(benchmark, bench_row, feds, mode):
     bench_row(
         f"query.{mode}",
         role="ours",
         unit="s",
-        params=PARAMS,
-        pair="query",
+        params={**PARAMS, "engine": MODE_ENGINE},
+        pair=f"query|{MODE_ENGINE}",
         baseline_name="query.plain",
     )
+    fed = feds[MODE_ENGINE]
     rows = benchmark.pedantic(_run, args=(fed, mode), rounds=ROUNDS, iterations=1)
     plain = _run(fed, "plain")
     assert [r[0] for r in rows] == [r[0] for r in plain]

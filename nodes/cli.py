@@ -11,7 +11,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
+from rich.text import Text
 
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
@@ -28,6 +31,8 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 register_fl(app)
+#: Files at least this large (bytes, all together) get a progress bar on import.
+LARGE_FILE = 16 * 1024 * 1024
 
 
 @app.command()
@@ -73,26 +78,91 @@ def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml"))
 
 @app.command("check-config")
 def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
-    """Validate a node configuration and open its datasets (no server is started)."""
-    from nodes.store import DataStore
+    """Check everything serve would (TLS files, datasets, policy columns, column types).
+
+    Prints one line per problem and exits with status 1, or a summary of the datasets.
+    """
+    from nodes.preflight import preflight
+    from nodes.stores import DataStore
 
     cfg = load_node_config(config)
-    store = DataStore(cfg.datasets)
-    table = Table(title=f"node {cfg.node.name} ({cfg.node.agency})")
-    for col in ("dataset", "columns", "requesters", "purposes", "protections", "k"):
+    found = preflight(cfg)
+    if found:
+        for line in found:
+            err.print(f"problem: {line}", markup=False, highlight=False, soft_wrap=True)
+        err.print(
+            f"{len(found)} problem(s) in {config}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    store = DataStore(cfg.datasets, check=False)
+    table = Table(title=Text(f"node {cfg.node.name} ({cfg.node.agency})"))
+    for col in ("dataset", "engine", "columns", "requesters", "purposes", "protections", "k"):
         table.add_column(col)
     for ds in cfg.datasets:
         p = ds.policy
-        table.add_row(
+        types = store.column_types(ds.name)
+        cells = [
             ds.name,
-            ", ".join(store.columns(ds.name)),
+            store.engine(ds.name),
+            ", ".join(f"{c}:{t}" for c, t in types.items()),
             ", ".join(p.allowed_requesters) or "(nobody)",
             ", ".join(p.allowed_purposes) or "(none)",
             ", ".join(p.allowed_protections),
             str(p.min_group_size),
-        )
+        ]
+        table.add_row(*(Text(c) for c in cells))
     store.close()
     out.print(table)
+
+
+@app.command("import")
+def import_(
+    files: list[Path] = typer.Argument(..., help="CSV (.csv, .csv.gz, .tsv) or Parquet files"),
+    config: Path = typer.Option(..., "--config", "-c", help="node.toml"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="the dataset to load into"),
+    replace: bool = typer.Option(False, "--replace", help="replace the table if it exists"),
+    append: bool = typer.Option(False, "--append", help="append to the existing table"),
+) -> None:
+    """Load CSV or Parquet files into a dataset's embedded store (DuckDB or SQLite), typed.
+
+    Column types come from node.toml (types) or are detected; a row that does not fit is
+    refused with its line and nothing is written.  Recorded in the node's ledger.
+    """
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from nodes.importer import Mode, import_files
+
+    if replace and append:
+        raise typer.BadParameter("give at most one of --replace and --append")
+    cfg = load_node_config(config)
+    size = sum(f.stat().st_size for f in files if f.is_file())
+    bar = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        console=err,
+        transient=True,
+        disable=size < LARGE_FILE,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def progress(label: str, fraction: float) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=1.0)
+        bar.update(tasks[label], completed=fraction)
+
+    mode: Mode = "replace" if replace else "append" if append else "create"
+    with bar:
+        result = import_files(cfg, dataset, files, mode=mode, progress=progress)
+    types = ", ".join(f"{c}:{t}" for c, t in result.types.items())
+    entries = ", ".join(f"#{i}" for i in result.ledger_indexes)
+    out.print(
+        f"imported {result.rows} row(s) into dataset {result.dataset!r} "
+        f"({result.engine}: {result.path}); columns {types}; ledger {entries}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:
@@ -100,8 +170,8 @@ def main() -> None:
     try:
         app()
     except DatafedError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -16,8 +16,11 @@ Example::
 
     [[datasets]]
     name = "pipe_incidents"
-    path = "data/water-north.sqlite"      # or url = "postgresql+psycopg://..."
+    path = "data/water-north.sqlite"      # SQLite; "x.duckdb" is DuckDB (docs/stores.md)
+    # or: url = "postgresql://reader@db:5432/water" with password_env = "WATER_NORTH_PG"
+    # or: [datasets.spark] master = "spark://...", parquet = "s3a://..." (docs/stores.md)
     columns = ["district", "year", "month", "material", "bursts", "repair_hours"]
+    types = { year = "integer", repair_hours = "real" }   # where the database has none
 
     [datasets.policy]
     allowed_requesters = ["alice"]
@@ -68,6 +71,7 @@ from datafed.query.spec import check_identifier
 from datafed.tls import PartyFiles
 
 __all__ = [
+    "ColumnTypeName",
     "DatasetConfig",
     "DatasetPolicy",
     "DpPolicy",
@@ -75,6 +79,7 @@ __all__ = [
     "NodeSection",
     "PublishSection",
     "PublishWitness",
+    "SparkSource",
     "WitnessSection",
     "load_node_config",
 ]
@@ -192,21 +197,107 @@ class DatasetPolicy(_Strict):
         return v
 
 
+#: Column types a dataset declares (docs/stores.md "Typed columns").
+ColumnTypeName = Literal["integer", "real", "text", "boolean"]
+#: The engines a dataset can live in (docs/stores.md).
+EngineName = Literal["sqlite", "duckdb", "postgresql", "spark"]
+_SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class SparkSource(_Strict):
+    """``[datasets.spark]``: a dataset read through Apache Spark (docs/stores.md).
+
+    Give exactly one of ``parquet`` (a file or directory, local or any URI Spark reads:
+    ``s3a://``, ``hdfs://``, ...) or ``catalog_table`` (a table of the session's catalogue,
+    e.g. ``sensors.readings``).  ``master`` is the cluster (``local[2]``,
+    ``spark://host:7077``, ``k8s://https://...``); ``conf`` is passed to the session
+    builder as is (``spark.executor.memory``, ``spark.sql.catalog.*``, ...).
+    """
+
+    master: str = Field(default="local[2]", min_length=1, max_length=1000)
+    parquet: str | None = Field(default=None, min_length=1, max_length=4000)
+    catalog_table: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$"
+    )
+    conf: dict[str, str] = {}
+    app_name: str = Field(default="datafed-node", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_source(self, info: ValidationInfo) -> SparkSource:
+        if (self.parquet is None) == (self.catalog_table is None):
+            raise ValueError("give exactly one of 'parquet' or 'catalog_table'")
+        if self.parquet is not None and "://" not in self.parquet:
+            ctx: dict[str, Any] = info.context or {}
+            self.parquet = str(resolve_path(Path(self.parquet), ctx.get("base_dir")))
+        return self
+
+
 class DatasetConfig(_Strict):
-    """One dataset this node serves: where it lives and its policy."""
+    """One dataset this node serves: where it lives, its column types and its policy.
+
+    The engine follows from the source unless ``engine`` names it: ``path`` is a SQLite
+    file when it ends in ``.sqlite``, ``.sqlite3`` or ``.db`` and a DuckDB file otherwise
+    (DuckDB is the default for new, imported datasets); ``url`` is any SQLAlchemy URL
+    (``postgresql://`` uses psycopg 3, the ``postgres`` extra); ``spark`` reads through
+    Spark.  A database password never has to sit in ``url``: name an environment variable
+    (``password_env``) or a file (``password_file``) that holds it.  ``types`` declares
+    column types where the database has none (e.g. a CSV imported as TEXT), and wins over
+    the database's own types; every exposed column is checked against it (docs/stores.md).
+    """
 
     name: Ident
     path: Annotated[Path, AfterValidator(_resolve)] | None = None
     url: str | None = None
+    spark: SparkSource | None = None
+    engine: EngineName | None = None
     table: Ident | None = None
     columns: list[Ident] | None = None
+    types: dict[Ident, ColumnTypeName] = {}
+    #: A column holding a stable, unique integer row id (for the differencing defence
+    #: where the engine has none of its own: PostgreSQL without an integer primary key,
+    #: Spark).
+    row_id: Ident | None = None
+    password_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    password_file: Annotated[Path, AfterValidator(_resolve)] | None = None
     policy: DatasetPolicy = DatasetPolicy()
 
     @model_validator(mode="after")
     def _source(self) -> DatasetConfig:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of 'path' (SQLite file) or 'url' (SQLAlchemy URL)")
+        if sum(x is not None for x in (self.path, self.url, self.spark)) != 1:
+            raise ValueError(
+                "give exactly one of 'path' (SQLite or DuckDB file), 'url' (SQLAlchemy URL) "
+                "or 'spark' (a [datasets.spark] table)"
+            )
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give at most one of 'password_env' or 'password_file'")
+        if (self.password_env or self.password_file) and self.url is None:
+            raise ValueError("'password_env'/'password_file' need a database 'url'")
+        inferred = self._inferred_engine()
+        if self.engine is not None and inferred is not None and self.engine != inferred:
+            raise ValueError(f"engine {self.engine!r} does not match the source ({inferred})")
+        if self.path is not None and self.engine not in (None, "sqlite", "duckdb"):
+            raise ValueError(f"engine {self.engine!r} needs a 'url' or 'spark', not a 'path'")
         return self
+
+    def _inferred_engine(self) -> str | None:
+        if self.spark is not None:
+            return "spark"
+        if self.url is not None:
+            scheme = self.url.split(":", 1)[0].split("+", 1)[0].lower()
+            return {"postgres": "postgresql"}.get(scheme, scheme)
+        return None
+
+    @property
+    def engine_name(self) -> str:
+        """The engine: ``sqlite``, ``duckdb``, ``postgresql``, ``spark`` or a SQLAlchemy dialect."""
+        if self.engine is not None:
+            return self.engine
+        inferred = self._inferred_engine()
+        if inferred is not None:
+            return inferred
+        assert self.path is not None
+        return "sqlite" if self.path.suffix.lower() in _SQLITE_SUFFIXES else "duckdb"
 
     @property
     def table_name(self) -> str:
@@ -214,10 +305,18 @@ class DatasetConfig(_Strict):
         return self.table or self.name
 
     def sqlalchemy_url(self) -> str:
-        """The SQLAlchemy URL; SQLite files are opened read-only."""
+        """The SQLAlchemy URL (without password); SQLite files are opened read-only.
+
+        A bare ``postgresql://`` URL selects psycopg 3.
+        """
         if self.url is not None:
+            scheme, sep, rest = self.url.partition("://")
+            if scheme.lower() in ("postgresql", "postgres") and sep:
+                return f"postgresql+psycopg://{rest}"
             return self.url
         assert self.path is not None
+        if self.engine_name == "duckdb":
+            return f"duckdb:///{self.path}"
         return f"sqlite:///file:{self.path}?mode=ro&uri=true"
 
 

@@ -53,7 +53,7 @@ def compute(
         keep = apply_min_group_size(policy, [g.rows for g in groups])
         suppressed = keep.count(False)
         groups = [g for g, k in zip(groups, keep, strict=True) if k]
-        if policy.differencing_defence and groups:
+        if policy.differencing_defence and policy.min_group_size > 1 and groups:
             groups = _settle(ctx, job, comps, policy.min_group_size, groups)
     if job.domain is None:
         keys = [g.key for g in groups]

@@ -1,0 +1,64 @@
+"""What ``serve`` refuses and ``check-config`` lists: a dataset that does not fit its policy.
+
+One line per problem, naming the dataset, the column and an example value:
+
+* a policy column (``allowed_columns``, ``group_domains``, ``dp.bounds``) that the dataset
+  does not expose;
+* a group domain value whose type is not the column's (``"2023"`` for an integer column
+  would match no group: the Paillier answer silently lost that node's rows);
+* DP bounds on a column that is not numeric (clamping text compares it as text);
+* stored values of an allowed column that do not fit the column's type.
+"""
+
+from __future__ import annotations
+
+from nodes.config import DatasetConfig
+from nodes.stores.base import DatasetStore
+from nodes.stores.types import NUMERIC, value_fits
+
+__all__ = ["problems"]
+
+
+def _policy_problems(cfg: DatasetConfig, ds: DatasetStore) -> list[str]:
+    out = []
+    cols = ds.columns
+    policy = cfg.policy
+    where = f"dataset {cfg.name!r}"
+    for col in policy.allowed_columns or []:
+        if col not in cols:
+            out.append(f"{where}: allowed_columns names {col!r}, which the dataset does not have")
+    for col, values in policy.group_domains.items():
+        if col not in cols:
+            out.append(f"{where}: group_domains names {col!r}, which the dataset does not have")
+            continue
+        ctype = cols[col].type
+        bad = [v for v in values if not value_fits(ctype, v)]
+        if bad:
+            out.append(
+                f"{where}: group_domains.{col} holds {bad[0]!r} "
+                f"({type(bad[0]).__name__}) but column {col!r} is {ctype}"
+            )
+    if policy.dp is not None:
+        for col in policy.dp.bounds:
+            if col not in cols:
+                out.append(f"{where}: dp.bounds names {col!r}, which the dataset does not have")
+            elif cols[col].type not in NUMERIC:
+                out.append(
+                    f"{where}: dp.bounds.{col}: column {col!r} is {cols[col].type}, not a "
+                    "number; declare its type in node.toml (types)"
+                )
+    return out
+
+
+def problems(cfg: DatasetConfig, ds: DatasetStore) -> list[str]:
+    """Every problem of one opened dataset, one line each (empty: the dataset conforms)."""
+    out = _policy_problems(cfg, ds)
+    allowed = cfg.policy.allowed_columns
+    names = [c for c in ds.columns if allowed is None or c in allowed]
+    for col, (count, example) in sorted(ds.nonconforming(names).items()):
+        c = ds.columns[col]
+        out.append(
+            f"dataset {cfg.name!r}: column {col!r} is declared {c.type} but {count} stored "
+            f"value(s) are not, e.g. {example!r}"
+        )
+    return out
