@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from datafed.cli_pki import register as register_pki
 from datafed.cli_psi import register as register_psi
 from datafed.cli_train import register as register_train
 from datafed.errors import DatafedError, RemoteError
@@ -22,10 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-pki_app = typer.Typer(
-    help="Federation CA: create it, issue party certificates.", no_args_is_help=True
-)
-app.add_typer(pki_app, name="pki")
+register_pki(app)
 register_psi(app)
 register_train(app)
 out = Console(soft_wrap=True)
@@ -34,31 +33,21 @@ err = Console(stderr=True)
 FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.toml)")
 
 
-@pki_app.command("init")
-def pki_init(
-    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
-    name: str = typer.Option("datafed federation CA", help="CA common name"),
-    force: bool = typer.Option(False, help="replace an existing CA"),
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"datafed {version('datafed')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
-    """Create the federation CA (ca.crt, ca.key)."""
-    from datafed.pki import init_ca
-
-    crt = init_ca(directory, name, force=force)
-    out.print(f"created CA {name!r}: {crt}")
-
-
-@pki_app.command("issue")
-def pki_issue(
-    name: str = typer.Argument(..., help="party name, e.g. water-north or alice"),
-    role: str = typer.Option(..., "--role", help="node, analyst, auditor or witness"),
-    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
-    host: list[str] = typer.Option([], "--host", help="extra DNS name or IP for the certificate"),
-) -> None:
-    """Issue a certificate, TLS key and Ed25519 signing key for a party."""
-    from datafed.pki import issue
-
-    files = issue(directory, role, name, hosts=tuple(host))
-    out.print(f"issued {role}:{name}: {files.cert}, {files.key}, {files.signing_key}")
+    """Datafed analyst client: protected queries across agency nodes."""
 
 
 @app.command()
@@ -155,8 +144,8 @@ def main() -> None:
     try:
         app()
     except RemoteError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(3)
     except (DatafedError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
