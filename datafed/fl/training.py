@@ -1,36 +1,53 @@
 """The analyst's entry points: ``train`` on a real federation, ``simulate`` on one machine.
 
 ``train`` signs one training request per node, writes a Flower App (whose ServerApp and
-ClientApp are the installed :mod:`datafed.fl.server_app` and :mod:`nodes.fl.client_app`,
-unless ``app`` names another Flower App directory), and submits it with ``flwr run`` to
-the SuperLink named in ``fed.toml`` over TLS. It streams the run's log, picks out the
-ServerApp's result line and returns a :class:`~datafed.fl.result.TrainResult`.
+ClientApp are the installed :mod:`datafed.fl.server_app` and, at every SuperNode, the
+ClientApp the app names -- :data:`~datafed.fl.settings.DEFAULT_CLIENTAPP` -- unless ``app``
+names another Flower App directory), and submits it with ``flwr run`` to a SuperLink over
+TLS: the one named in ``fed.toml`` or by ``superlink``, or one it starts itself for the
+job (``start_superlink``). It streams the run's log, reports each round
+(:mod:`datafed.fl.progress`), picks out the ServerApp's result line and returns a
+:class:`~datafed.fl.result.TrainResult`.
 
-``simulate`` runs the same ServerApp and ClientApp under Flower's simulation engine for
-many synthetic agencies (or over real nodes, for benchmarks).
+``simulate_settings`` runs the same ServerApp with a ClientApp the caller passes in (this
+package never imports the node side) under Flower's simulation engine, for many synthetic
+agencies or over real nodes (benchmarks).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datafed.client.config import FederationConfig
+from datafed.errors import ConfigError
 from datafed.fl.config import FlowerLink, load_fl_federation
 from datafed.fl.errors import TrainingFailed, TrainingRefused
+from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import new_job_id, sign_training_bundle
-from datafed.fl.result import TrainResult, find_result
-from datafed.fl.settings import RunSettings, fab_pyproject
+from datafed.fl.result import RESULT_MARKER, TrainResult, find_result
+from datafed.fl.settings import (
+    ANALYST_KEYS,
+    DEFAULT_CLIENTAPP,
+    ConfigValue,
+    RunSettings,
+    fab_pyproject,
+)
 from datafed.fl.spec import DpParams, TrainingSpec
+from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 
-__all__ = ["check_result", "simulate", "simulate_settings", "train"]
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+
+__all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
 
 
 def _toml(value: Any) -> str:
@@ -77,7 +94,11 @@ def _flwr_home(root: Path, link: FlowerLink, ca: Path) -> Path:
 
 
 def _run_flwr(
-    cmd: list[str], env: dict[str, str], timeout_s: float, progress: Callable[[str], None]
+    cmd: list[str],
+    env: dict[str, str],
+    timeout_s: float,
+    progress: Callable[[str], None],
+    on_progress: Callable[[Progress], None] | None,
 ) -> list[str]:
     lines: list[str] = []
     with subprocess.Popen(
@@ -85,15 +106,41 @@ def _run_flwr(
     ) as proc:
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-                if "DATAFED-FL-RESULT" not in line:
-                    progress(line.rstrip("\n"))
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                step = parse_progress(line)
+                if step is not None:
+                    if on_progress is not None:
+                        on_progress(step)
+                elif RESULT_MARKER not in line:
+                    progress(line)
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             raise TrainingFailed(f"the Flower run did not finish within {timeout_s:g}s") from exc
     return lines
+
+
+def _analyst_config(run_config: Mapping[str, ConfigValue] | None) -> dict[str, ConfigValue]:
+    cfg = dict(run_config or {})
+    refused = sorted(set(cfg) - set(ANALYST_KEYS))
+    if refused:
+        raise ConfigError(
+            f"run config key {refused[0]!r} cannot be set; settable: {', '.join(ANALYST_KEYS)}"
+        )
+    return cfg
+
+
+def _superlink_for(link: FlowerLink, ca: Path, root: Path) -> SuperLink:
+    if link.superlink_cert is None or link.superlink_key is None:
+        raise ConfigError(
+            "[flower] superlink_cert and superlink_key are needed to start a SuperLink "
+            "(a certificate with role superlink: datafed pki request NAME --role superlink)"
+        )
+    return SuperLink(
+        link.superlink, link.superlink_cert, link.superlink_key, ca, root / "superlink.log"
+    )
 
 
 def train(
@@ -112,15 +159,20 @@ def train(
     legal_basis: str = "",
     nodes: Sequence[str] | None = None,
     job_id: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    run_config: Mapping[str, ConfigValue] | None = None,
+    superlink: str | None = None,
+    start_superlink: bool = False,
     progress: Callable[[str], None] = lambda _line: None,
+    on_progress: Callable[[Progress], None] | None = None,
+    log_path: Path | None = None,
 ) -> TrainResult:
     """Train one model across the federation's nodes with Flower; return the result.
 
     Parameters
     ----------
     federation : str | Path | tuple[FederationConfig, FlowerLink]
-        ``fed.toml`` (with a ``[flower]`` table) or its loaded contents.
+        ``fed.toml`` (with a ``[flower]`` table unless ``superlink`` is given) or its
+        loaded contents.
     purpose : str
         Declared purpose; every node's policy must allow it.
     rounds : int
@@ -129,9 +181,10 @@ def train(
         A Flower App directory to run instead of datafed's own (its config must declare
         the keys of :class:`~datafed.fl.settings.RunSettings`).
     dataset, features, label : str
-        The dataset and columns to train on (identical at every node).
+        The dataset and the columns (by name) to train on, identical at every node.
     model : str
-        ``"mlp:16"`` etc. (see :func:`datafed.fl.model.parse_model`).
+        ``"mlp:16"`` (datafed's tabular MLP) or ``"package.module:factory"``, a
+        ``torch.nn.Module`` factory every node must list in ``allowed_models``.
     dp : DpParams, optional
         Local DP per update, charged to each node's privacy budget.
     secagg : bool
@@ -144,22 +197,46 @@ def train(
         Train on these nodes only (default: every node of the federation).
     job_id : str, optional
         The job's id (default: a fresh random one).
-    overrides : dict, optional
-        Further run-config values (e.g. ``{"local-epochs": 1, "stage-timeout": 60.0}``).
+    run_config : Mapping, optional
+        Run-config values as ``flwr run --run-config`` takes them, e.g.
+        ``{"lr": 0.01, "local-epochs": 1, "batch-size": 64}``; keys from
+        :data:`~datafed.fl.settings.ANALYST_KEYS`.
+    superlink : str, optional
+        ``host:port`` of the SuperLink to join (default: ``[flower] superlink``), or to
+        listen on with ``start_superlink``.
+    start_superlink : bool
+        Start the SuperLink for this job (``[flower] superlink_cert``/``superlink_key``)
+        and stop it afterwards; the nodes' SuperNodes must point at its address.
     progress : callable, optional
-        Called with each line of the run's log.
+        Called with each line of the run's log (progress and result lines excluded).
+    on_progress : callable, optional
+        Called with each :class:`~datafed.fl.progress.Progress` (job opened, each round).
+    log_path : Path, optional
+        Also write the run's whole log (and a started SuperLink's) there.
 
     Raises
     ------
+    ConfigError
+        If ``fed.toml`` or the run config is invalid.
     TrainingRefused
         If a node refused (names the node, status and reason).
     TrainingFailed
-        If the run failed or did not finish in ``[flower] connect_timeout_s``.
+        If the run failed (the ServerApp's cause) or did not finish in time.
     """
     fed, link = (
-        load_fl_federation(Path(federation)) if isinstance(federation, (str, Path)) else federation
+        load_fl_federation(Path(federation), superlink)
+        if isinstance(federation, (str, Path))
+        else federation
     )
-    spec = TrainingSpec(dataset, tuple(features), label, rounds, dp or DpParams(), model, secagg)
+    if superlink is not None and not isinstance(federation, (str, Path)):
+        link = link.model_copy(update={"superlink": superlink})
+    extra = _analyst_config(run_config)
+    try:
+        spec = TrainingSpec(
+            dataset, tuple(features), label, rounds, dp or DpParams(), model, secagg
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"training spec: {exc}") from exc
     job = job_id or new_job_id()
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes
@@ -174,15 +251,15 @@ def train(
         min_nodes=chosen,
         bundle=bundle,
     )
-    cfg = {**settings.to_run_config(), **(overrides or {})}
+    cfg = {**settings.to_run_config(), **extra}
     with tempfile.TemporaryDirectory(prefix="datafed-fl-") as tmp:
         root = Path(tmp)
         app_dir = Path(app) if app is not None else root / "app"
         if app is None:
             app_dir.mkdir()
             (app_dir / "pyproject.toml").write_text(fab_pyproject(), encoding="utf-8")
-        run_config = root / "run-config.toml"
-        run_config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
+        run_config_file = root / "run-config.toml"
+        run_config_file.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
         bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
         env = {
             **os.environ,
@@ -191,19 +268,84 @@ def train(
             "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen
         }
         flwr = str(Path(sys.executable).parent / "flwr")
-        cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config), "--stream"]
-        lines = _run_flwr(cmd, env, link.connect_timeout_s, progress)
+        cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config_file)]
+        cmd.append("--stream")
+        started = _superlink_for(link, fed.tls.ca, root) if start_superlink else None
+        try:
+            if started is not None:
+                try:
+                    started.start()
+                except (OSError, RuntimeError) as exc:
+                    raise TrainingFailed(str(exc)) from exc
+                progress(f"SuperLink started on {started.address}")
+            lines = _run_flwr(cmd, env, link.connect_timeout_s, progress, on_progress)
+        finally:
+            if started is not None:
+                started.stop()
+            if log_path is not None:
+                logs = [p for p in (root / "superlink.log",) if p.exists()]
+                text = "".join(p.read_text(errors="replace") for p in logs)
+                log_path.write_text(text + "\n".join(locals().get("lines", [])) + "\n")
     return check_result(find_result(lines), "\n".join(lines[-40:]))
+
+
+def load_client_app(reference: str = DEFAULT_CLIENTAPP) -> ClientApp:
+    """Import a ClientApp named ``"package.module:attribute"`` (as a Flower App names it).
+
+    Raises
+    ------
+    ConfigError
+        If it cannot be imported or is not a ``flwr.clientapp.ClientApp``.
+    """
+    from flwr.clientapp import ClientApp
+
+    module, sep, attr = reference.partition(":")
+    try:
+        if not sep:
+            raise ValueError("expected 'package.module:attribute'")
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load ClientApp {reference!r}: {exc}") from exc
+    if not isinstance(found, ClientApp):
+        raise ConfigError(f"{reference!r} is a {type(found).__name__}, not a Flower ClientApp")
+    return found
+
+
+def _with_run_config(inner: ClientApp, cfg: Mapping[str, ConfigValue]) -> ClientApp:
+    """``inner``, seeing ``cfg`` in every context's run config.
+
+    Flower's ``run_simulation`` gives ClientApps an empty run config and forbids changing
+    it, so each message sees a view of the context with ours; the view shares ``state``,
+    so SecAgg+ and the node's grant persist between messages as in a SuperNode.
+    """
+    from flwr.app import Context
+    from flwr.clientapp import ClientApp
+
+    values = dict(cfg)
+
+    class WithRunConfig(ClientApp):
+        def __call__(self, message: Any, context: Context) -> Any:
+            view = Context(
+                context.run_id,
+                context.node_id,
+                context.node_config,
+                context.state,
+                {**context.run_config, **values},
+                context.series_id,
+            )
+            return inner(message, view)
+
+    return WithRunConfig()
 
 
 def simulate_settings(
     settings: RunSettings,
     num_supernodes: int,
+    client_app: ClientApp,
     *,
-    plain: bool = False,
     backend_config: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Run datafed's ServerApp and ClientApp in Flower's simulation engine with ``settings``.
+    """Run datafed's ServerApp and ``client_app`` in Flower's simulation engine.
 
     Parameters
     ----------
@@ -211,18 +353,17 @@ def simulate_settings(
         The run config (``sim-data`` or ``sim-nodes`` says where partitions get data).
     num_supernodes : int
         Number of simulated SuperNodes (agencies).
-    plain : bool
-        Use the ClientApp without datafed's mods (the benchmark baseline).
+    client_app : flwr.clientapp.ClientApp
+        The ClientApp every simulated agency runs, e.g. ``nodes.fl.client_app.app`` (or
+        its mod-free ``plain_app`` for a baseline); see :func:`load_client_app`.
     backend_config : dict, optional
         Flower simulation backend config (default: one CPU per ClientApp).
     """
     from flwr.app import Context
-    from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
     from datafed.fl.server_app import main as server_main
-    from nodes.fl import client_app as client_module
 
     with tempfile.TemporaryDirectory(prefix="datafed-sim-") as tmp:
         out = Path(tmp) / "result.txt"
@@ -234,24 +375,9 @@ def simulate_settings(
             context.run_config.update(cfg)
             server_main(grid, context)
 
-        def inject(msg: Any, ctxt: Context, call_next: Any) -> Any:
-            # Flower forbids changing a ClientApp's run_config, so hand the rest of the
-            # chain a view with ours; it shares ``state``, so SecAgg+ and grants persist.
-            view = Context(
-                ctxt.run_id,
-                ctxt.node_id,
-                ctxt.node_config,
-                ctxt.state,
-                {**ctxt.run_config, **cfg},
-                ctxt.series_id,
-            )
-            return call_next(msg, view)
-
-        mods = client_module.PLAIN_MODS if plain else client_module.MODS
-        client = ClientApp(client_fn=client_module.client_fn, mods=[inject, *mods])
         run_simulation(
             server,
-            client,
+            _with_run_config(client_app, cfg),
             num_supernodes=num_supernodes,
             backend_config=backend_config or {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
         )
@@ -268,12 +394,14 @@ def simulate(
     model: str = "mlp:16",
     strategy: str = "fedavg",
     overrides: dict[str, Any] | None = None,
+    client_app: ClientApp | str = DEFAULT_CLIENTAPP,
 ) -> TrainResult:
     """Simulate ``agencies`` synthetic flood-risk agencies with Flower's simulation engine.
 
-    Every agency is a simulated SuperNode running the same ClientApp as in deployment,
-    over its own seeded, non-IID readings (:mod:`datafed.fl.synthetic`); no node
-    processes are started and no ledgers are written.
+    Every agency is a simulated SuperNode running ``client_app`` -- by default the
+    ClientApp a deployment names (:data:`~datafed.fl.settings.DEFAULT_CLIENTAPP`, loaded
+    by reference as Flower loads app components) -- over its own seeded, non-IID readings
+    (:mod:`datafed.fl.synthetic`); no node processes are started, no ledgers written.
     """
     settings = RunSettings(
         num_server_rounds=rounds,
@@ -286,4 +414,5 @@ def simulate(
     )
     if overrides:
         settings = RunSettings.from_run_config({**settings.to_run_config(), **overrides})
-    return simulate_settings(settings, agencies)
+    app = load_client_app(client_app) if isinstance(client_app, str) else client_app
+    return simulate_settings(settings, agencies, app)

@@ -6,6 +6,7 @@ The same dataset policy as queries (``[datasets.policy]`` in ``node.toml``) deci
 - the dataset must allow federated training: ``"training"`` among
   ``allowed_operations`` (default-deny, like every other use);
 - every feature and the label must be exposed and allowed (``allowed_columns``);
+- the model must be in ``allowed_models`` (a factory is code the node's SuperNode runs);
 - a dataset whose policy has a ``dp`` section releases nothing without noise: a training
   job on it must ask for DP (its epsilon then draws on the same budget as queries);
 - a dataset with fewer rows than ``min_group_size`` is never trained on (checked once the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from datafed.fl.spec import TrainingSpec
+from datafed.fl.spec import TrainingSpec, model_allowed
 from datafed.pki import Identity
 from nodes.config import NodeConfig
 from nodes.errors import InvalidRequest, NodeError, NotFound, PermissionDenied
@@ -74,6 +75,8 @@ def check_training(
             )
         if TRAINING_OPERATION not in policy.allowed_operations:
             raise PermissionDenied(f"federated training is not allowed on dataset {spec.dataset!r}")
+        if not model_allowed(spec.model, policy.allowed_models):  # a factory is code we run
+            raise PermissionDenied(f"model {spec.model!r} is not in allowed_models")
         if policy.dp is not None and not spec.dp.enabled:
             raise PermissionDenied(
                 f"dataset {spec.dataset!r} requires differential privacy: train with DP on"
