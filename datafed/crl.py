@@ -1,8 +1,9 @@
 """Issued certificates and their revocation: the operator's archive and list (X.509 CRL).
 
 Operator side: every certificate :func:`datafed.pki.sign` issues is archived as
-``issued/<serial>.crt`` in the CA directory; :func:`list_issued` shows them with their
-revocation state, :func:`revoke` adds a party's certificates to the revocation list and
+``issued/<serial>.crt`` in the CA directory; :func:`revoke` records a party's
+certificates as ``revoked/<serial>`` (the operator's own record, which no copy of a list
+can roll back), :func:`list_issued` shows every certificate with its revocation state and
 :func:`publish_crl` writes ``crl.pem``: an X.509 v2 CRL (RFC 5280 §5) signed by the CA,
 with a CRL number that only grows and a ``nextUpdate`` after which nodes stop trusting
 it. Copy ``crl.pem`` to every node (``tls.crl`` in node.toml).
@@ -78,6 +79,17 @@ def _read_crl(pki_dir: Path) -> x509.CertificateRevocationList | None:
     return x509.load_pem_x509_crl(path.read_bytes()) if path.exists() else None
 
 
+def _revoked(pki_dir: Path) -> dict[int, dt.datetime]:
+    """The operator's record of revocations: serial -> when (UTC)."""
+    out = {}
+    for path in pki_dir.glob("revoked/*"):
+        try:
+            out[int(path.name, 16)] = dt.datetime.fromisoformat(path.read_text().strip())
+        except ValueError:
+            continue
+    return out
+
+
 def _certificates(pki_dir: Path) -> dict[int, x509.Certificate]:
     # The archive, plus certificates issued before it existed (role folders).
     found: dict[int, x509.Certificate] = {}
@@ -93,7 +105,7 @@ def _certificates(pki_dir: Path) -> dict[int, x509.Certificate]:
 def list_issued(pki_dir: Path) -> list[IssuedCert]:
     """Every certificate the CA in ``pki_dir`` issued, by name then expiry."""
     ca, _ = load_ca(pki_dir)
-    crl = _read_crl(pki_dir)
+    revoked = _revoked(pki_dir)
     out = []
     for serial, cert in _certificates(pki_dir).items():
         if cert.issuer != ca.subject:
@@ -102,9 +114,11 @@ def list_issued(pki_dir: Path) -> list[IssuedCert]:
             ident = identity_from_pem(cert.public_bytes(serialization.Encoding.PEM))
         except PkiError:
             continue
-        entry = crl.get_revoked_certificate_by_serial_number(serial) if crl else None
-        revoked = entry.revocation_date_utc if entry is not None else None
-        out.append(IssuedCert(ident.name, ident.role, serial, cert.not_valid_after_utc, revoked))
+        out.append(
+            IssuedCert(
+                ident.name, ident.role, serial, cert.not_valid_after_utc, revoked.get(serial)
+            )
+        )
     return sorted(out, key=lambda c: (c.name, c.not_after, c.serial))
 
 
@@ -114,19 +128,29 @@ def holders(pki_dir: Path, name: str) -> list[IssuedCert]:
 
 
 def publish_crl(pki_dir: Path, add: tuple[int, ...] = (), *, days: int = CRL_DAYS) -> Path:
-    """Write ``crl.pem``: the revoked serials so far plus ``add``, with the next CRL number."""
+    """Record ``add`` as revoked and write ``crl.pem`` with every revocation so far.
+
+    The CRL number (also kept in ``crlnumber``, as openssl's CA does) only grows, so
+    nodes accept the new list and refuse an older one put back in its place.
+    """
     ca, key = load_ca(pki_dir)
     old = _read_crl(pki_dir)
     now = dt.datetime.now(dt.timezone.utc)
-    number = 1
-    entries: dict[int, x509.RevokedCertificate] = {}
-    if old is not None:
-        number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
-        entries = {r.serial_number: r for r in old}
     for serial in add:
+        mark = pki_dir / "revoked" / f"{serial:x}"
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        if not mark.exists():
+            mark.write_text(now.isoformat() + "\n")
+    revoked = _revoked(pki_dir)
+    counter = pki_dir / "crlnumber"
+    last = int(counter.read_text()) if counter.exists() else 0
+    number = 1 + max(RevocationList.number(old) if old is not None else 0, last)
+    counter.write_text(f"{number}\n")
+    entries: dict[int, x509.RevokedCertificate] = {r.serial_number: r for r in old or ()}
+    for serial, when in revoked.items():
         entries.setdefault(
             serial,
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build(),
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build(),
         )
     builder = (
         x509.CertificateRevocationListBuilder()

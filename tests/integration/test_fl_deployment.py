@@ -181,7 +181,7 @@ def test_three_secure_rounds_with_a_dropout_verify_and_trace(deployment, tmp_pat
         for n, recs in logs.items()
     }  # fmt: skip
     assert fits == {n: ["1", "2", "3"] if n != DROPPED else ["1", "2"] for n in everyone}
-    opened = {n: [r for r in recs if r.job_id == job_id][0] for n, recs in logs.items()}
+    opened = {n: next(r for r in recs if r.job_id == job_id) for n, recs in logs.items()}
     assert {r.details["model"] for r in opened.values()} == {LOGISTIC}
     lineage = model_lineage(model, logs)
     assert lineage.ok, format_lineage(lineage)

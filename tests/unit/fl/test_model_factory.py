@@ -136,7 +136,7 @@ def test_model_references_and_allowed_models():
     assert not model_allowed("tests.unit.fl.models:logistic2", [LOGISTIC])  # exact names only
     from datafed.fl.model import build_model, initial_weights
 
-    with pytest.raises(TypeError, match="not a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"not a torch\.nn\.Module"):
         build_model(3, "builtins:abs")  # callable, but makes no model
     with pytest.raises(ValueError, match="cannot import model factory"):
         build_model(3, "tests.unit.fl.nosuch:f")
