@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from datafed.fl.settings import DEFAULT_CLIENTAPP
-
 if TYPE_CHECKING:
     from datafed.fl.result import TrainResult
 
 __all__ = ["lineage", "register", "simulate", "superlink", "train"]
+
+#: datafed.fl.settings.DEFAULT_CLIENTAPP, spelled out so that ``datafed --help`` does not
+#: load the FL package (numpy); tests/unit/fl/test_cli.py checks they agree.
+DEFAULT_CLIENTAPP = "nodes.fl.client_app:app"
 
 out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, markup=False, highlight=False)

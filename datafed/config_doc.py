@@ -275,7 +275,7 @@ def annotated_toml(
                     raise KeyError(f"no example value for the required key {dotted}")
                 out.append(f"# {k.name} = ...")
             else:
-                value = "" if k.default == "unset" else k.default
-                out.append(f"# {k.name} = {value}".rstrip())
+                value = f"<{k.type}>" if k.default == "unset" else k.default
+                out.append(f"# {k.name} = {value}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

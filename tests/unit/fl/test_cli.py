@@ -100,3 +100,10 @@ def test_datafed_never_imports_nodes():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "nodes"]
     assert offenders == []
+
+
+def test_the_cli_names_the_same_default_clientapp_as_the_library():
+    from datafed import cli_train
+    from datafed.fl.settings import DEFAULT_CLIENTAPP
+
+    assert cli_train.DEFAULT_CLIENTAPP == DEFAULT_CLIENTAPP
