@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from datafed.fl.errors import LineageError, TrainingError, TrainingFailed, TrainingRefused
+from datafed.fl.progress import Progress
 from datafed.fl.result import RoundSummary, TrainResult
 from datafed.fl.spec import DpParams, TrainingSpec
 
@@ -22,6 +23,7 @@ __all__ = [
     "DpParams",
     "Lineage",
     "LineageError",
+    "Progress",
     "RoundSummary",
     "TrainResult",
     "TrainingError",

@@ -99,8 +99,9 @@ def _run_flwr(
     timeout_s: float,
     progress: Callable[[str], None],
     on_progress: Callable[[Progress], None] | None,
-) -> list[str]:
-    lines: list[str] = []
+    lines: list[str],
+) -> None:
+    """Run ``flwr run --stream``; collect its log in ``lines`` (kept if it times out)."""
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     ) as proc:
@@ -119,7 +120,6 @@ def _run_flwr(
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             raise TrainingFailed(f"the Flower run did not finish within {timeout_s:g}s") from exc
-    return lines
 
 
 def _analyst_config(run_config: Mapping[str, ConfigValue] | None) -> dict[str, ConfigValue]:
@@ -271,6 +271,7 @@ def train(
         cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config_file)]
         cmd.append("--stream")
         started = _superlink_for(link, fed.tls.ca, root) if start_superlink else None
+        lines: list[str] = []
         try:
             if started is not None:
                 try:
@@ -278,14 +279,14 @@ def train(
                 except (OSError, RuntimeError) as exc:
                     raise TrainingFailed(str(exc)) from exc
                 progress(f"SuperLink started on {started.address}")
-            lines = _run_flwr(cmd, env, link.connect_timeout_s, progress, on_progress)
+            _run_flwr(cmd, env, link.connect_timeout_s, progress, on_progress, lines)
         finally:
             if started is not None:
                 started.stop()
-            if log_path is not None:
-                logs = [p for p in (root / "superlink.log",) if p.exists()]
-                text = "".join(p.read_text(errors="replace") for p in logs)
-                log_path.write_text(text + "\n".join(locals().get("lines", [])) + "\n")
+            if log_path is not None:  # the SuperLink's own log first, then the run's
+                sl_log = root / "superlink.log"
+                text = sl_log.read_text(errors="replace") if sl_log.exists() else ""
+                log_path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
     return check_result(find_result(lines), "\n".join(lines[-40:]))
 
 
