@@ -104,7 +104,7 @@ def pki_revoke(
     days: int = typer.Option(30, "--days", min=1, help="days until the list must be renewed"),
 ) -> None:
     """Revoke a party's certificates and publish the revocation list (crl.pem)."""
-    from datafed.crl import CRL_FILE, revoke
+    from datafed.pki_registry import CRL_FILE, revoke
 
     number = None
     if serial is not None:
@@ -123,7 +123,7 @@ def pki_crl(
     days: int = typer.Option(30, "--days", min=1, help="days until the list must be renewed"),
 ) -> None:
     """Publish the revocation list again (before it expires) without revoking anything."""
-    from datafed.crl import publish_crl
+    from datafed.pki_registry import publish_crl
 
     out.print(f"published {publish_crl(directory, days=days)}")
 
@@ -131,7 +131,7 @@ def pki_crl(
 @pki_app.command("list")
 def pki_list(directory: Path = DIR_OPTION) -> None:
     """Show every certificate the CA issued: name, role, serial, expiry, revocation."""
-    from datafed.crl import list_issued
+    from datafed.pki_registry import list_issued
 
     table = Table(title=f"certificates issued by {directory / 'ca.crt'}")
     for col in ("name", "role", "serial", "expires", "revoked"):

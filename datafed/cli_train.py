@@ -159,7 +159,7 @@ def simulate(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Run the same Flower apps in Flower's simulation engine over synthetic agencies."""
-    from datafed.fl.training import simulate as run_simulate
+    from datafed.fl.simulation import simulate as run_simulate
 
     err.print(f"simulating {agencies} agencies ({rounds} rounds)...")
     result = run_simulate(agencies, rounds=rounds, seed=seed, secagg=secagg, client_app=clientapp)

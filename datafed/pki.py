@@ -243,7 +243,7 @@ def sign(
         If the request is malformed, does not prove possession of its keys, or names a
         party that already holds a valid certificate (unless ``force``).
     """
-    from datafed.crl import archive, holders
+    from datafed.pki_registry import archive, holders
     from datafed.pki_request import read_request
 
     req = read_request(csr_pem)
@@ -310,7 +310,7 @@ def issue(
         If the role or name is invalid, there is no CA, or the name already holds a valid
         certificate (unless ``force``).
     """
-    from datafed.crl import holders
+    from datafed.pki_registry import holders
 
     check_name(role, name)
     load_ca(pki_dir)

@@ -17,7 +17,8 @@ from datafed.fl.spec import DpParams, TrainingSpec
 
 if TYPE_CHECKING:
     from datafed.fl.lineage import Lineage, model_lineage
-    from datafed.fl.training import simulate, train
+    from datafed.fl.simulation import simulate
+    from datafed.fl.training import train
 
 __all__ = [
     "DpParams",
@@ -37,7 +38,7 @@ __all__ = [
 
 _LAZY = {
     "train": "datafed.fl.training",
-    "simulate": "datafed.fl.training",
+    "simulate": "datafed.fl.simulation",
     "model_lineage": "datafed.fl.lineage",
     "Lineage": "datafed.fl.lineage",
 }

@@ -1,4 +1,4 @@
-"""The analyst's entry points: ``train`` on a real federation, ``simulate`` on one machine.
+"""The analyst's entry point ``train``: one model across a real federation.
 
 ``train`` signs one training request per node, writes a Flower App (whose ServerApp and
 ClientApp are the installed :mod:`datafed.fl.server_app` and, at every SuperNode, the
@@ -9,43 +9,38 @@ job (``start_superlink``). It streams the run's log, reports each round
 (:mod:`datafed.fl.progress`), picks out the ServerApp's result line and returns a
 :class:`~datafed.fl.result.TrainResult`.
 
-``simulate_settings`` runs the same ServerApp with a ClientApp the caller passes in (this
-package never imports the node side) under Flower's simulation engine, for many synthetic
-agencies or over real nodes (benchmarks).
+The simulation engine's entry points (``simulate``, ``simulate_settings``) are in
+:mod:`datafed.fl.simulation` and ``check_result`` in :mod:`datafed.fl.result`; they are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from datafed.client.config import FederationConfig
 from datafed.errors import ConfigError
 from datafed.fl.config import FlowerLink, load_fl_federation
-from datafed.fl.errors import TrainingFailed, TrainingRefused
+from datafed.fl.errors import TrainingFailed
 from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import new_job_id, sign_training_bundle
-from datafed.fl.result import RESULT_MARKER, TrainResult, find_result
+from datafed.fl.result import RESULT_MARKER, TrainResult, check_result, find_result
 from datafed.fl.settings import (
     ANALYST_KEYS,
-    DEFAULT_CLIENTAPP,
     ConfigValue,
     RunSettings,
     fab_pyproject,
 )
+from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
-
-if TYPE_CHECKING:
-    from flwr.clientapp import ClientApp
 
 __all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
 
@@ -56,27 +51,6 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def check_result(result: TrainResult | None, output_tail: str = "") -> TrainResult:
-    """Return a completed result, or raise what went wrong.
-
-    Raises
-    ------
-    TrainingRefused
-        If nodes refused the job (each node's status and reason).
-    TrainingFailed
-        If the run failed or produced no result.
-    """
-    if result is None:
-        raise TrainingFailed(
-            f"the Flower run ended without a result; its output ends:\n{output_tail}"
-        )
-    if result.status == "refused":
-        raise TrainingRefused(result.refusals)
-    if result.status != "completed":
-        raise TrainingFailed(f"training job {result.job_id} failed: {result.error}")
-    return result
 
 
 def _flwr_home(root: Path, link: FlowerLink, ca: Path) -> Path:
@@ -288,132 +262,3 @@ def train(
                 text = sl_log.read_text(errors="replace") if sl_log.exists() else ""
                 log_path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
     return check_result(find_result(lines), "\n".join(lines[-40:]))
-
-
-def load_client_app(reference: str = DEFAULT_CLIENTAPP) -> ClientApp:
-    """Import a ClientApp named ``"package.module:attribute"`` (as a Flower App names it).
-
-    Raises
-    ------
-    ConfigError
-        If it cannot be imported or is not a ``flwr.clientapp.ClientApp``.
-    """
-    from flwr.clientapp import ClientApp
-
-    module, sep, attr = reference.partition(":")
-    try:
-        if not sep:
-            raise ValueError("expected 'package.module:attribute'")
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot load ClientApp {reference!r}: {exc}") from exc
-    if not isinstance(found, ClientApp):
-        raise ConfigError(f"{reference!r} is a {type(found).__name__}, not a Flower ClientApp")
-    return found
-
-
-def _with_run_config(inner: ClientApp, cfg: Mapping[str, ConfigValue]) -> ClientApp:
-    """``inner``, seeing ``cfg`` in every context's run config.
-
-    Flower's ``run_simulation`` gives ClientApps an empty run config and forbids changing
-    it, so each message sees a view of the context with ours; the view shares ``state``,
-    so SecAgg+ and the node's grant persist between messages as in a SuperNode.
-    """
-    from flwr.app import Context
-    from flwr.clientapp import ClientApp
-
-    values = dict(cfg)
-
-    class WithRunConfig(ClientApp):
-        def __call__(self, message: Any, context: Context) -> Any:
-            view = Context(
-                context.run_id,
-                context.node_id,
-                context.node_config,
-                context.state,
-                {**context.run_config, **values},
-                context.series_id,
-            )
-            return inner(message, view)
-
-    return WithRunConfig()
-
-
-def simulate_settings(
-    settings: RunSettings,
-    num_supernodes: int,
-    client_app: ClientApp,
-    *,
-    backend_config: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Run datafed's ServerApp and ``client_app`` in Flower's simulation engine.
-
-    Parameters
-    ----------
-    settings : RunSettings
-        The run config (``sim-data`` or ``sim-nodes`` says where partitions get data).
-    num_supernodes : int
-        Number of simulated SuperNodes (agencies).
-    client_app : flwr.clientapp.ClientApp
-        The ClientApp every simulated agency runs, e.g. ``nodes.fl.client_app.app`` (or
-        its mod-free ``plain_app`` for a baseline); see :func:`load_client_app`.
-    backend_config : dict, optional
-        Flower simulation backend config (default: one CPU per ClientApp).
-    """
-    from flwr.app import Context
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
-
-    from datafed.fl.server_app import main as server_main
-
-    with tempfile.TemporaryDirectory(prefix="datafed-sim-") as tmp:
-        out = Path(tmp) / "result.txt"
-        cfg = replace(settings, result_path=str(out)).to_run_config()
-        server = ServerApp()
-
-        @server.main()
-        def _main(grid: Grid, context: Context) -> None:
-            context.run_config.update(cfg)
-            server_main(grid, context)
-
-        run_simulation(
-            server,
-            _with_run_config(client_app, cfg),
-            num_supernodes=num_supernodes,
-            backend_config=backend_config or {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-        )
-        text = out.read_text(encoding="utf-8") if out.exists() else ""
-    return check_result(find_result(text.splitlines()), text[-2000:])
-
-
-def simulate(
-    agencies: int = 20,
-    *,
-    rounds: int = 3,
-    seed: int = 7,
-    secagg: bool = True,
-    model: str = "mlp:16",
-    strategy: str = "fedavg",
-    overrides: dict[str, Any] | None = None,
-    client_app: ClientApp | str = DEFAULT_CLIENTAPP,
-) -> TrainResult:
-    """Simulate ``agencies`` synthetic flood-risk agencies with Flower's simulation engine.
-
-    Every agency is a simulated SuperNode running ``client_app`` -- by default the
-    ClientApp a deployment names (:data:`~datafed.fl.settings.DEFAULT_CLIENTAPP`, loaded
-    by reference as Flower loads app components) -- over its own seeded, non-IID readings
-    (:mod:`datafed.fl.synthetic`); no node processes are started, no ledgers written.
-    """
-    settings = RunSettings(
-        num_server_rounds=rounds,
-        model=model,
-        secagg=secagg,
-        strategy=strategy,
-        min_nodes=agencies,
-        sim_data=f"flood:{seed}",
-        seed=seed,
-    )
-    if overrides:
-        settings = RunSettings.from_run_config({**settings.to_run_config(), **overrides})
-    app = load_client_app(client_app) if isinstance(client_app, str) else client_app
-    return simulate_settings(settings, agencies, app)

@@ -71,14 +71,14 @@ def federated(settings: RunSettings, agencies: int, engine: str) -> TrainResult:
     from nodes.fl.client_app import app  # the agencies' ClientApp, injected below
 
     if engine == "simulation":
-        from datafed.fl.training import simulate_settings
+        from datafed.fl.simulation import simulate_settings
 
         return simulate_settings(settings, agencies, app)
     from flwr.app import Context, RecordDict
 
     from datafed.fl.direct import DirectGrid
+    from datafed.fl.result import check_result
     from datafed.fl.server_app import run_job
-    from datafed.fl.training import check_result
 
     cfg = settings.to_run_config()
     parts = [{"partition-id": i, "num-partitions": agencies} for i in range(agencies)]

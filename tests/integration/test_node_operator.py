@@ -24,10 +24,10 @@ from audit.export import ExportDir, export_store
 from audit.records import decode_leaf
 from datafed import pki
 from datafed.client import Federation
-from datafed.crl import publish_crl
 from datafed.errors import RemoteError
 from datafed.fl.superlink import free_port
 from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki_registry import publish_crl
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.serde import header_to_proto, spec_to_proto

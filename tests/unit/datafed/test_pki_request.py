@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from datafed import pki
-from datafed.crl import list_issued, revoke
 from datafed.errors import PkiError
+from datafed.pki_registry import list_issued, revoke
 from datafed.pki_request import POSSESSION_OID, build_request, read_request
 
 

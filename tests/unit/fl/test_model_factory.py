@@ -17,12 +17,11 @@ from datafed.fl.errors import TrainingFailed
 from datafed.fl.local import flood_policy
 from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import new_job_id, sign_training_bundle
-from datafed.fl.result import find_result
+from datafed.fl.result import check_result, find_result
 from datafed.fl.server_app import describe_failure, main, run_job
 from datafed.fl.settings import RunSettings, parse_run_config
 from datafed.fl.spec import TrainingSpec, model_allowed
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
-from datafed.fl.training import check_result
 from datafed.local import LocalFederation
 from nodes.fl.client_app import app
 
