@@ -15,7 +15,7 @@ Private keys never need to leave the party: :func:`request` makes both keys and 
 certificate signing request (:mod:`datafed.pki_request`) at the agency, the federation
 operator checks and signs it with :func:`sign`. :func:`issue` does both in one directory
 (tests, demos, a single-operator federation). Every certificate signed is archived under
-``issued/`` in the CA directory, which :mod:`datafed.crl` lists and revokes from. See
+``issued/`` in the CA directory, which :mod:`datafed.pki_registry` lists and revokes. See
 docs/pki.md.
 """
 
