@@ -55,6 +55,8 @@ ANALYST_KEYS = (
     "secagg-max-weight",
     "secagg-clip",
 )
+#: Most local epochs per round a run may ask of every agency.
+MAX_LOCAL_EPOCHS = 100
 #: Flower's templates spell the learning rate ``learning-rate``; both are accepted.
 _ALIASES = {"learning-rate": "lr"}
 
@@ -100,8 +102,12 @@ class RunSettings:
             raise ValueError("SecAgg+ needs at least 2 nodes (min-nodes >= 2)")
         if not 0 < self.secagg_shares <= 1 or not 0 < self.secagg_threshold <= 1:
             raise ValueError("secagg-shares and secagg-threshold must be fractions in (0, 1]")
-        if self.local_epochs < 1 or self.batch_size < 1:
-            raise ValueError("local-epochs and batch-size must be at least 1")
+        # The run config is the analyst's, unsigned and unchecked by the nodes' policy:
+        # bound the work it can make every agency's SuperNode do per round.
+        if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
+            raise ValueError(f"local-epochs must be in [1, {MAX_LOCAL_EPOCHS}]")
+        if self.batch_size < 1:
+            raise ValueError("batch-size must be at least 1")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.eval_every < 0:

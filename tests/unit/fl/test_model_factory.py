@@ -153,6 +153,20 @@ def test_run_config_takes_flowers_form_and_refuses_what_the_analyst_may_not_set(
         ("lr", "expects key=value"),
         ("local-epochs=two", "must be int"),
         ("lr=0", "lr must be positive"),
+        ("local-epochs=100000", r"local-epochs must be in \[1, 100\]"),  # work at every agency
     ]:
         with pytest.raises(ValueError, match=msg):
             parse_run_config([bad])
+
+
+def test_agencies_refuse_a_run_config_asking_for_unbounded_work(flood_fed, runner):
+    # A hostile analyst (or SuperLink) submits the run with its own run config: the
+    # agencies' ClientApps parse it themselves and refuse to open the job.
+    nodes = [runner.start(n.config) for n in flood_fed.nodes]
+    job_id, s, grid, ctx = job(flood_fed, nodes, SPEC)
+    for node_ctx in grid.contexts.values():
+        node_ctx.run_config["local-epochs"] = 100_000
+    result = run_job(grid, ctx, s)
+    assert result.status == "refused" and len(result.refusals) == 3
+    assert all("local-epochs must be in [1, 100]" in r for r in result.refusals.values())
+    assert all(not recs for recs in job_records(nodes, job_id).values())  # nothing opened
