@@ -8,9 +8,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from audit.errors import EXIT_CODES_HELP, ExitCode
+from datafed.cli_pki import register as register_pki
 from datafed.cli_psi import register as register_psi
 from datafed.cli_train import register as register_train
 from datafed.errors import DatafedError
@@ -25,10 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-pki_app = typer.Typer(
-    help="Federation CA: create it, issue party certificates.", no_args_is_help=True
-)
-app.add_typer(pki_app, name="pki")
+register_pki(app)
 register_psi(app)
 register_train(app)
 out = Console(soft_wrap=True)
@@ -39,31 +38,21 @@ FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.
 PROTECTION_HELP = "protection mode (default paillier). " + describe_modes()
 
 
-@pki_app.command("init")
-def pki_init(
-    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
-    name: str = typer.Option("datafed federation CA", help="CA common name"),
-    force: bool = typer.Option(False, help="replace an existing CA"),
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"datafed {version('datafed')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
-    """Create the federation CA (ca.crt, ca.key)."""
-    from datafed.pki import init_ca
-
-    crt = init_ca(directory, name, force=force)
-    out.print(f"created CA {name!r}: {crt}")
-
-
-@pki_app.command("issue")
-def pki_issue(
-    name: str = typer.Argument(..., help="party name, e.g. water-north or alice"),
-    role: str = typer.Option(..., "--role", help="node, analyst, auditor or witness"),
-    directory: Path = typer.Option(Path("pki"), "--dir", help="where the CA lives"),
-    host: list[str] = typer.Option([], "--host", help="extra DNS name or IP for the certificate"),
-) -> None:
-    """Issue a certificate, TLS key and Ed25519 signing key for a party."""
-    from datafed.pki import issue
-
-    files = issue(directory, role, name, hosts=tuple(host))
-    out.print(f"issued {role}:{name}: {files.cert}, {files.key}, {files.signing_key}")
+    """Datafed analyst client: protected queries across agency nodes."""
 
 
 @app.command()
@@ -159,6 +148,6 @@ def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
     try:
         app()
-    except (DatafedError, OSError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    except (DatafedError, OSError) as exc:  # escape: messages print literally ("[a-z0-9]")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))

@@ -3,7 +3,8 @@
 Modes in which nodes protect data *for each other* (pairwise masks, sealed shares) learn
 their peers' certificates from the analyst's request.  A node never trusts those bytes
 as given: :func:`verify_peer` checks that the certificate was issued by the federation CA,
-is valid now and names the expected role.  X25519 keys are derived from the Ed25519
+is valid now, is not on a revocation list the node watches (:mod:`datafed.crl`) and
+names the expected role.  X25519 keys are derived from the Ed25519
 signing key bound in every certificate (RFC 7748 birational map, as libsodium's
 ``crypto_sign_ed25519_*_to_curve25519``), so no extra key distribution is needed.
 """
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from nacl import bindings
 
+from datafed.crl import check_not_revoked
 from datafed.errors import PkiError
 from datafed.pki import Identity, identity_from_pem
 
@@ -41,6 +43,7 @@ def verify_peer(pem: bytes, ca_pem: bytes, *, role: str = "node") -> Identity:
     now = dt.datetime.now(dt.timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise PkiError("peer certificate is expired or not yet valid")
+    check_not_revoked(pem)
     identity = identity_from_pem(pem)
     if identity.role != role:
         raise PkiError(f"peer certificate is for role {identity.role!r}, expected {role!r}")

@@ -1,21 +1,29 @@
-"""A small federation CA: issue X.509 certificates that carry a party's role and name.
+"""A small federation CA: certificates that carry a party's role, name and signing key.
 
-Every party (agency node, analyst, auditor, witness) gets
+Every party (agency node, analyst, auditor, witness, the Flower SuperLink) holds
 
 - a TLS key pair (ECDSA P-256) and a certificate signed by the federation CA, used for
-  mTLS on every gRPC connection, and
+  mTLS on every gRPC connection (and TLS on Flower's SuperLink), and
 - an Ed25519 signing key whose public half is bound into the same certificate in a private
   extension, used to sign requests (analyst), checkpoints and cosignatures (node, witness).
 
 The certificate's subject is ``CN=<name>, OU=<role>, O=datafed``; the SAN carries the URI
-``datafed:<role>:<name>``, the DNS name ``<name>`` and, for nodes, ``localhost`` and
-``127.0.0.1`` so loopback deployments verify.
+``datafed:<role>:<name>``, the DNS name ``<name>`` and, for servers (node, witness,
+superlink), ``localhost`` and ``127.0.0.1`` so loopback deployments verify.
+
+Private keys never need to leave the party: :func:`request` makes both keys and a
+certificate signing request (:mod:`datafed.pki_request`) at the agency, the federation
+operator checks and signs it with :func:`sign`. :func:`issue` does both in one directory
+(tests, demos, a single-operator federation). Every certificate signed is archived under
+``issued/`` in the CA directory, which :mod:`datafed.pki_registry` lists and revokes. See
+docs/pki.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +37,26 @@ from datafed.errors import PkiError
 
 __all__ = [
     "ROLES",
+    "SERVER_ROLES",
     "SIGNING_KEY_OID",
     "Identity",
     "IssuedFiles",
+    "check_name",
     "identity_from_pem",
     "init_ca",
     "issue",
+    "load_ca",
     "load_signing_key",
     "party_paths",
+    "request",
+    "sign",
+    "subject_names",
+    "write_private",
 ]
 
-ROLES = ("analyst", "auditor", "node", "witness")
+ROLES = ("analyst", "auditor", "node", "superlink", "witness")
+#: Roles that run servers: their certificates also name ``localhost`` and ``127.0.0.1``.
+SERVER_ROLES = ("node", "superlink", "witness")
 #: Ed25519 request/checkpoint signing key: a UUID-derived OID (ITU-T X.667, arc 2.25),
 #: which needs no registration.
 SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.100524368485012938255517780669548082437")
@@ -62,30 +79,41 @@ class Identity:
 
 @dataclass(frozen=True)
 class IssuedFiles:
-    """Paths written by :func:`issue`."""
+    """Where a party's certificate, TLS key, Ed25519 signing key and request live."""
 
     cert: Path
     key: Path
     signing_key: Path
 
+    @property
+    def csr(self) -> Path:
+        """The certificate signing request :func:`request` writes beside the keys."""
+        return self.cert.with_suffix(".csr")
+
 
 def party_paths(pki_dir: Path, role: str, name: str) -> IssuedFiles:
-    """Return where :func:`issue` stores the files of ``role``/``name`` under ``pki_dir``."""
+    """Return where the files of ``role``/``name`` live under ``pki_dir``."""
     base = pki_dir / role
     return IssuedFiles(base / f"{name}.crt", base / f"{name}.key", base / f"{name}.ed25519")
 
 
-def _check_name(name: str) -> None:
+def check_name(role: str, name: str) -> None:
+    """Raise :class:`PkiError` unless ``role`` is known and ``name`` is a valid party name."""
+    if role not in ROLES:
+        raise PkiError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     if not _NAME_RE.match(name):
         raise PkiError(
             f"invalid party name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-'"
         )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a private key file readable by its owner only (created 0600, never widened)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o600)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -125,12 +153,13 @@ def init_ca(pki_dir: Path, name: str = "datafed federation CA", *, force: bool =
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _pem_key(key))
+    write_private(key_path, _pem_key(key))
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return crt
 
 
-def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Load the CA certificate and key from ``pki_dir``; raise PkiError if there is none."""
     crt, key_path = pki_dir / "ca.crt", pki_dir / "ca.key"
     if not crt.exists() or not key_path.exists():
         raise PkiError(f"no CA in {pki_dir}: run 'datafed pki init' first")
@@ -141,41 +170,20 @@ def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
     return cert, key
 
 
-def issue(pki_dir: Path, role: str, name: str, *, hosts: tuple[str, ...] = ()) -> IssuedFiles:
-    """Issue a certificate, TLS key and Ed25519 signing key for ``role``/``name``.
-
-    Parameters
-    ----------
-    pki_dir
-        Directory holding the CA made by :func:`init_ca`.
-    role
-        One of :data:`ROLES`.
-    name
-        The party's name, e.g. ``water-north`` or ``alice``.
-    hosts
-        Extra DNS names or IP addresses for the SAN (nodes always get ``localhost``
-        and ``127.0.0.1``).
-    """
-    if role not in ROLES:
-        raise PkiError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-    _check_name(name)
-    ca_cert, ca_key = _load_ca(pki_dir)
-    tls_key = ec.generate_private_key(ec.SECP256R1())
-    sign_key = ed25519.Ed25519PrivateKey.generate()
-    sign_pub = sign_key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+def subject_names(
+    role: str, name: str, hosts: tuple[str, ...] = ()
+) -> tuple[x509.Name, list[x509.GeneralName]]:
+    """The subject and SAN entries of a party certificate (servers also get loopback)."""
     sans: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(f"datafed:{role}:{name}"),
         x509.DNSName(name),
     ]
-    all_hosts = (*hosts, "localhost", "127.0.0.1") if role in ("node", "witness") else hosts
+    all_hosts = (*hosts, "localhost", "127.0.0.1") if role in SERVER_ROLES else hosts
     for host in dict.fromkeys(all_hosts):
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.timezone.utc)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, name),
@@ -183,14 +191,83 @@ def issue(pki_dir: Path, role: str, name: str, *, hosts: tuple[str, ...] = ()) -
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "datafed"),
         ]
     )
+    return subject, sans
+
+
+def request(
+    agency_dir: Path,
+    role: str,
+    name: str,
+    *,
+    hosts: tuple[str, ...] = (),
+    force: bool = False,
+) -> IssuedFiles:
+    """Make a party's TLS key, Ed25519 signing key and signing request in ``agency_dir``.
+
+    Run at the agency: the private keys are written (0600) to :func:`party_paths` of
+    ``agency_dir`` and never leave it; send ``IssuedFiles.csr`` to the federation operator,
+    who answers with the certificate (:func:`sign`). The request proves possession of
+    both keys (see :mod:`datafed.pki_request`).
+
+    Raises
+    ------
+    PkiError
+        If the role or name is invalid, or keys for this party exist (without ``force``).
+    """
+    from datafed.pki_request import build_request
+
+    check_name(role, name)
+    files = party_paths(agency_dir, role, name)
+    if not force and (files.key.exists() or files.signing_key.exists()):
+        raise PkiError(f"keys for {role}:{name} already exist in {agency_dir}; pass force")
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    sign_key = ed25519.Ed25519PrivateKey.generate()
+    csr = build_request(role, name, hosts, tls_key, sign_key)
+    write_private(files.key, _pem_key(tls_key))
+    write_private(files.signing_key, _pem_key(sign_key))
+    files.csr.write_bytes(csr)
+    return files
+
+
+def sign(
+    pki_dir: Path, csr_pem: bytes, *, force: bool = False, days: int = _LEAF_DAYS
+) -> tuple[Identity, Path]:
+    """Check a signing request and issue its certificate with the federation CA.
+
+    The certificate is written to :func:`party_paths` of ``pki_dir`` and archived under
+    ``pki_dir/issued/`` (what ``datafed pki list`` and ``revoke`` read).
+
+    Raises
+    ------
+    PkiError
+        If the request is malformed, does not prove possession of its keys, or names a
+        party that already holds a valid certificate (unless ``force``).
+    """
+    from datafed.pki_registry import archive, holders
+    from datafed.pki_request import read_request
+
+    req = read_request(csr_pem)
+    ca_cert, ca_key = load_ca(pki_dir)
+    current = holders(pki_dir, req.name)
+    if current and not force:
+        held = ", ".join(f"{c.role}:{c.name} (serial {c.serial:x})" for c in current)
+        raise PkiError(
+            f"{req.name!r} already holds a valid certificate: {held}; "
+            "pass --force to issue another (the old one stays valid until revoked)"
+        )
+    subject, sans = subject_names(req.role, req.name, req.hosts)
+    now = dt.datetime.now(dt.timezone.utc)
+    sign_pub = req.signing_key.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(tls_key.public_key())
+        .public_key(req.tls_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
@@ -199,13 +276,48 @@ def issue(pki_dir: Path, role: str, name: str, *, hosts: tuple[str, ...] = ()) -
             ),
             critical=False,
         )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
         .add_extension(x509.UnrecognizedExtension(SIGNING_KEY_OID, sign_pub), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files = party_paths(pki_dir, role, name)
-    _write_private(files.key, _pem_key(tls_key))
-    _write_private(files.signing_key, _pem_key(sign_key))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    target = party_paths(pki_dir, req.role, req.name).cert
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(pem)
+    archive(pki_dir, cert)
+    return Identity(req.role, req.name, req.signing_key), target
+
+
+def issue(
+    pki_dir: Path,
+    role: str,
+    name: str,
+    *,
+    hosts: tuple[str, ...] = (),
+    force: bool = False,
+) -> IssuedFiles:
+    """Make keys, a request and its certificate for ``role``/``name`` all in ``pki_dir``.
+
+    The one-step path for tests, demos and federations run by a single operator; agencies
+    that keep their own keys use :func:`request` and :func:`sign` instead.
+
+    Raises
+    ------
+    PkiError
+        If the role or name is invalid, there is no CA, or the name already holds a valid
+        certificate (unless ``force``).
+    """
+    from datafed.pki_registry import holders
+
+    check_name(role, name)
+    load_ca(pki_dir)
+    if holders(pki_dir, name) and not force:
+        raise PkiError(f"{name!r} already holds a valid certificate; pass --force to re-issue")
+    files = request(pki_dir, role, name, hosts=hosts, force=True)
+    sign(pki_dir, files.csr.read_bytes(), force=True)
     return files
 
 

@@ -29,9 +29,13 @@ class PartyFiles(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: The federation CA certificate (``ca.crt``): the only CA this party trusts.
     ca: ResolvedPath
+    #: This party's certificate, issued by the federation CA.
     cert: ResolvedPath
+    #: The certificate's TLS private key (ECDSA P-256, PEM).
     key: ResolvedPath
+    #: The Ed25519 signing key bound into the certificate (PEM).
     signing_key: ResolvedPath
 
 

@@ -16,6 +16,7 @@ from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
+from audit.errors import EXIT_CODES_HELP, ExitCode
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
@@ -24,6 +25,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     help="Run an agency node: serve datasets under policy, record every data use.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,6 +35,49 @@ out = Console(soft_wrap=True)
 register_fl(app)
 #: Files at least this large (bytes, all together) get a progress bar on import.
 LARGE_FILE = 16 * 1024 * 1024
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"datafed-node {version('datafed')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Run an agency node: serve datasets under policy, record every data use."""
+
+
+@app.command()
+def init(
+    name: str = typer.Option(..., "--name", help="the node's name (its certificate's CN)"),
+    out_file: Path = typer.Option(Path("node.toml"), "--out", "-o", help="file to write"),
+    agency: str = typer.Option("", "--agency", help="the agency's human-readable name"),
+    pki: Path = typer.Option(Path("pki"), "--pki", help="folder of the node's keys"),
+    dataset: str = typer.Option("my_dataset", "--dataset", help="the first dataset's name"),
+    path: Path = typer.Option(
+        Path("data/my_dataset.sqlite"), "--path", help="the first dataset's SQLite file"
+    ),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Write an annotated node.toml: every key with its default and meaning."""
+    from datafed.errors import ConfigError
+    from datafed.pki import check_name
+    from nodes.template import node_toml
+
+    check_name("node", name)
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} exists; pass --force to overwrite it")
+    text = node_toml(name, agency=agency, pki_dir=pki, dataset=dataset, path=path)
+    out_file.write_text(text, encoding="utf-8")
+    load_node_config(out_file)  # what we wrote must validate
+    out.print(f"wrote {out_file}: edit the dataset and its policy, then run check-config")
 
 
 @app.command()
@@ -169,9 +214,6 @@ def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
     try:
         app()
-    except DatafedError as exc:
+    except (DatafedError, OSError) as exc:  # escape: messages print literally ("[a-z0-9]")
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except OSError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))

@@ -77,6 +77,7 @@ __all__ = [
     "DpPolicy",
     "NodeConfig",
     "NodeSection",
+    "NodeTlsFiles",
     "PublishSection",
     "PublishWitness",
     "SparkSource",
@@ -105,12 +106,16 @@ class DpPolicy(_Strict):
     discrete Laplace noise).
     """
 
+    #: Epsilon each released query spends (discrete Laplace noise scale follows from it).
     epsilon_per_query: float = Field(gt=0, le=10)
+    #: Total epsilon one requester may spend on this dataset, over queries and training.
     budget_epsilon: float = Field(gt=0)
+    #: Total delta per requester (used by training with Gaussian noise).
     budget_delta: float = Field(default=0.0, ge=0, lt=1)
     #: ``dataset``: one budget for every requester together, so colluding analysts cannot
     #: add up their budgets (one analyst can exhaust it for all); ``requester``: one each.
     budget_scope: Literal["dataset", "requester"] = "dataset"
+    #: Clamp range ``[low, high]`` per aggregated column; it sets the sensitivity.
     bounds: dict[Ident, tuple[float, float]] = {}
 
     @field_validator("bounds")
@@ -130,16 +135,24 @@ class DpPolicy(_Strict):
 class DatasetPolicy(_Strict):
     """Who may use a dataset, for what, and how."""
 
+    #: Analysts (certificate names) who may use the dataset; empty: nobody.
     allowed_requesters: list[PartyName] = []
+    #: Declared purposes accepted for this dataset; empty: none.
     allowed_purposes: list[str] = []
+    #: Columns that may be read (filtered, grouped, aggregated, trained on); unset: all.
     allowed_columns: list[Ident] | None = None
+    #: Aggregate functions a query may apply.
     allowed_aggregates: list[Literal["sum", "count", "avg", "var", "min", "max", "histogram"]] = [
         "sum",
         "count",
         "avg",
     ]
+    #: Protection modes results may leave in (``paillier``, ``shares``, ``secagg``,
+    #: ``ckks``, ``plain``).
     allowed_protections: list[str] = ["paillier"]
+    #: *k*: a group (or whole result) over fewer rows is suppressed or refused.
     min_group_size: int = Field(default=5, ge=1)
+    #: What happens to groups under *k*: ``suppress`` them or ``refuse`` the query.
     small_groups: Literal["suppress", "refuse"] = "suppress"
     #: Declared values of categorical columns: public metadata that lets protected
     #: modes align groups across nodes without revealing which node has which group.
@@ -153,6 +166,10 @@ class DatasetPolicy(_Strict):
     #: Exact datasets: a group whose row set differs from an earlier release by 1..k-1
     #: rows gets that release's values (never a refusal, which would be an oracle).
     differencing_defence: bool = True
+    #: Models a training job may use: ``"mlp"`` (datafed's tabular MLP, any widths) or
+    #: ``"package.module:factory"`` references. A factory is code this node's SuperNode
+    #: imports and runs, so list only code the agency installed and trusts (docs/training.md).
+    allowed_models: list[str] = ["mlp"]
     #: Agencies (node names) that must approve every use of this dataset.
     required_signoff: list[PartyName] = []
     #: Whether rows describe persons. Exact aggregates of person-level data fall to tracker
@@ -215,12 +232,17 @@ class SparkSource(_Strict):
     builder as is (``spark.executor.memory``, ``spark.sql.catalog.*``, ...).
     """
 
+    #: The Spark master: ``local[2]``, ``spark://host:7077``, ``k8s://https://...``.
     master: str = Field(default="local[2]", min_length=1, max_length=1000)
+    #: A Parquet file or directory (local, or any URI Spark reads); or ``catalog_table``.
     parquet: str | None = Field(default=None, min_length=1, max_length=4000)
+    #: A table of the session's catalogue, e.g. ``sensors.readings``; or ``parquet``.
     catalog_table: str | None = Field(
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$"
     )
+    #: Session settings passed to the builder as they are (``spark.executor.memory``, ...).
     conf: dict[str, str] = {}
+    #: The Spark application name (shown in the cluster's UI).
     app_name: str = Field(default="datafed-node", min_length=1, max_length=200)
 
     @model_validator(mode="after")
@@ -246,19 +268,29 @@ class DatasetConfig(_Strict):
     the database's own types; every exposed column is checked against it (docs/stores.md).
     """
 
+    #: The dataset's name, as analysts write it in ``FROM``.
     name: Ident
+    #: A SQLite file (opened read-only); give this or ``url``.
     path: Annotated[Path, AfterValidator(_resolve)] | None = None
+    #: Any SQLAlchemy URL, e.g. ``postgresql+psycopg://...``; give this or ``path``.
     url: str | None = None
+    #: Apache Spark over Parquet or a catalogue table, instead of ``path``/``url``.
     spark: SparkSource | None = None
+    #: The engine; default: from ``path`` (SQLite by suffix, else DuckDB) or ``url``.
     engine: EngineName | None = None
+    #: The table to read; default: the dataset's name.
     table: Ident | None = None
+    #: Columns exposed to analysts; default: every column of the table.
     columns: list[Ident] | None = None
+    #: Declared column types where the database has none (e.g. a CSV imported as TEXT).
     types: dict[Ident, ColumnTypeName] = {}
     #: A column holding a stable, unique integer row id (for the differencing defence
     #: where the engine has none of its own: PostgreSQL without an integer primary key,
     #: Spark).
     row_id: Ident | None = None
+    #: Environment variable holding the database password (never inline in ``url``).
     password_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    #: File holding the database password (its first line).
     password_file: Annotated[Path, AfterValidator(_resolve)] | None = None
     policy: DatasetPolicy = DatasetPolicy()
 
@@ -323,44 +355,72 @@ class DatasetConfig(_Strict):
 class NodeSection(_Strict):
     """Identity and listening address of the node."""
 
+    #: The node's name: the CN of its certificate and its ledger origin.
     name: PartyName
+    #: The agency's human-readable name, shown to analysts.
     agency: str = ""
+    #: ``host:port`` of the mTLS gRPC server (port 0: any free port).
     listen: str = Field(default="127.0.0.1:50051", pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    #: Folder of the ledger, replay cache and release history.
     state_dir: Annotated[Path, AfterValidator(_resolve)] = Path("state")
+    #: Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Requests served at once; more wait or are refused (RESOURCE_EXHAUSTED).
     max_concurrent_requests: int = Field(default=64, ge=1)
     #: Sign a ledger checkpoint at most this many seconds after any entry (docs/ledger.md).
     sign_within_s: float = Field(default=1.0, gt=0, le=3600)
+    #: Optional plaintext gRPC health endpoint for orchestrators (health service only, no
+    #: client certificate), e.g. ``"127.0.0.1:50052"``; unset: health only over mTLS.
+    health_listen: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class NodeTlsFiles(PartyFiles):
+    """``[tls]``: the node's CA, certificate, keys and, optionally, the CA's revocation list."""
+
+    #: The federation's revocation list (``datafed pki revoke`` publishes ``crl.pem``);
+    #: checked on every request and re-read when the file changes.
+    crl: Annotated[Path, AfterValidator(_resolve)] | None = None
 
 
 class SignOffGrant(_Strict):
     """Uses of another agency's dataset that this node approves when asked."""
 
+    #: The agency node whose dataset use this node approves.
     node: PartyName
+    #: That node's datasets the approval covers.
     datasets: list[Ident] = Field(min_length=1)
+    #: Analysts the approval covers.
     requesters: list[PartyName] = Field(min_length=1)
+    #: Purposes the approval covers.
     purposes: list[str] = Field(min_length=1)
 
 
 class WitnessSection(_Strict):
     """``[witness]``: the peer nodes whose logs this node witnesses (their certificates)."""
 
+    #: Certificates of the peer nodes whose logs this node witnesses.
     peers: list[Annotated[Path, AfterValidator(_resolve)]] = Field(min_length=1)
 
 
 class PublishWitness(_Strict):
     """One witness this node asks to cosign its checkpoints."""
 
+    #: The witness's name (its certificate's CN).
     name: PartyName
+    #: The witness's ``host:port``.
     address: str = Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    #: The witness's certificate (its key verifies the cosignatures).
     cert: Annotated[Path, AfterValidator(_resolve)]
+    #: The witness's certificate role.
     role: Literal["node", "witness"] = "node"
 
 
 class PublishSection(_Strict):
     """``[publish]``: the witnesses to ask and how often (seconds)."""
 
+    #: Seconds between requests for cosignatures.
     interval_s: float = Field(default=30.0, gt=0, le=86_400)
+    #: Deadline of each cosignature request, in seconds.
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     witnesses: list[PublishWitness] = Field(min_length=1)
 
@@ -376,7 +436,7 @@ class NodeConfig(_Strict):
     """The whole node configuration file."""
 
     node: NodeSection
-    tls: PartyFiles
+    tls: NodeTlsFiles
     datasets: list[DatasetConfig] = Field(min_length=1)
     #: What this node signs off on for other agencies (``[[signoff]]`` tables).
     signoff: list[SignOffGrant] = []

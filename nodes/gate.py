@@ -14,6 +14,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
+from datafed.crl import check_not_revoked
 from datafed.errors import PkiError, SignatureError
 from datafed.pki import Identity, identity_from_pem
 from datafed.proto.v1 import common_pb2
@@ -37,7 +38,7 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:  # type: ignor
     if not pems:
         raise Unauthenticated("no client certificate")
     try:
-        return identity_from_pem(pems[0])
+        return identity_from_pem(check_not_revoked(pems[0]))
     except PkiError as exc:
         raise Unauthenticated(str(exc)) from exc
 

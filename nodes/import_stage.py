@@ -16,7 +16,7 @@ from typing import Any
 from datafed.errors import ConfigError, DatafedError
 from datafed.query.spec import check_identifier
 from nodes.config import DatasetConfig
-from nodes.stores.sql_schema import _duck_type
+from nodes.stores.sql_schema import duck_type
 from nodes.stores.types import PATTERNS
 
 __all__ = ["Staged", "file_format", "run_with_progress", "stage"]
@@ -148,7 +148,7 @@ def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -
 
 def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
     described = con.execute("DESCRIBE raw").fetchall()
-    raw = {str(r[0]): _duck_type(str(r[1])) for r in described if r[0] not in _META}
+    raw = {str(r[0]): duck_type(str(r[1])) for r in described if r[0] not in _META}
     for name in raw:
         # Column names come from the file: only plain identifiers reach SQL text (and only
         # they can be queried at all).

@@ -236,7 +236,7 @@ def _write_duckdb(
     ds: DatasetConfig, staged: Staged, mode: Mode, progress: Progress | None
 ) -> Callable[[bool], None]:
     from nodes.import_stage import run_with_progress
-    from nodes.stores.sql_schema import _duck_type
+    from nodes.stores.sql_schema import duck_type
 
     assert ds.path is not None
     ds.path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +252,7 @@ def _write_duckdb(
             "ORDER BY ordinal_position",
             [table],
         ).fetchall()
-        current = [(str(n), _duck_type(str(t))) for n, t in found] if found else None
+        current = [(str(n), duck_type(str(t))) for n, t in found] if found else None
         _check_mode(bool(found), current, staged, mode, table)
         con.execute("BEGIN TRANSACTION")
         began = True

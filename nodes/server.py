@@ -1,4 +1,10 @@
-"""The agency node's gRPC server: mTLS required, health checking, reflection, graceful stop."""
+"""The agency node's gRPC server: mTLS required, health checking, reflection, graceful stop.
+
+Reflection lists every service the node serves. ``node.health_listen`` adds a second,
+plaintext port that serves only gRPC health checking (grpc.health.v1), for orchestrators
+that cannot present a client certificate; it shares the main server's health status.
+``tls.crl`` makes the gate refuse revoked certificates (:mod:`datafed.crl`).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,16 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
+from datafed.crl import unwatch_crl, watch_crl
 from datafed.errors import DatafedError
-from datafed.proto.v1 import query_pb2, query_pb2_grpc
+from datafed.proto.v1 import (
+    ledger_pb2,
+    protocol_pb2,
+    psi_pb2,
+    query_pb2,
+    query_pb2_grpc,
+    training_pb2,
+)
 from datafed.tls import server_credentials
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
@@ -27,10 +41,27 @@ from nodes.publish import Publisher, open_witness_store
 from nodes.query_servicer import QueryServicer
 from nodes.training_servicer import add_training_service
 
-__all__ = ["SERVICE_NAMES", "build_server", "pid_file", "reload_policy", "serve"]
+__all__ = [
+    "SERVICE_NAMES",
+    "build_server",
+    "pid_file",
+    "reload_policy",
+    "serve",
+    "start_health_server",
+]
 
 log = logging.getLogger("datafed.node")
-SERVICE_NAMES = (query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,)
+#: Every service a node serves (reflection lists them; health reports each).
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (query_pb2, "QueryService"),
+        (ledger_pb2, "LedgerService"),
+        (protocol_pb2, "ProtocolService"),
+        (psi_pb2, "PsiService"),
+        (training_pb2, "TrainingService"),
+    )
+)
 GRACE_S = 5.0
 
 
@@ -76,6 +107,19 @@ async def reload_policy(ctx: NodeContext, path: Path) -> None:
     log.info("policy reloaded from %s (ledger entry %d)", path, index)
 
 
+async def start_health_server(
+    listen: str, health: health_aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """Serve ``health`` alone, without TLS, on ``listen``; return the server and its port."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on node.health_listen {listen}")
+    await server.start()
+    return server, port
+
+
 async def serve(
     config: NodeConfig,
     *,
@@ -88,11 +132,17 @@ async def serve(
     (:meth:`NodeContext.reload`, recorded in the ledger).
     """
     ctx = NodeContext.open(config)
-    witness = publisher = None
+    witness = publisher = health_server = None
+    crl = config.tls.crl
     try:
+        if crl is not None:
+            watch_crl(crl, ctx.tls.ca)
         witness = open_witness_store(ctx)
         server, port, health = await build_server(ctx, witness)
         await server.start()
+        if config.node.health_listen:
+            health_server, hport = await start_health_server(config.node.health_listen, health)
+            log.info("health (plaintext) on port %d", hport)
         if (publisher := Publisher.open(ctx)) is not None:
             publisher.start()
         for name in ("", *SERVICE_NAMES):
@@ -122,12 +172,16 @@ async def serve(
         log.info("node %s shutting down", ctx.name)
         await health.enter_graceful_shutdown()
         await server.stop(GRACE_S)
+        if health_server is not None:
+            await health_server.stop(0)
         if publisher is not None:
             await publisher.stop()  # one last round, then close the channels
         waiter.cancel()
         stopper.cancel()
     finally:
         pid_file(config).unlink(missing_ok=True)
+        if crl is not None:
+            unwatch_crl(crl)
         if witness is not None:
             witness.close()
         ctx.close()

@@ -147,6 +147,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 protection=spec.protection,
                 epsilon=0.0,  # each round's release spends its own epsilon (RecordRound)
                 dp_requested=spec.dp.enabled,
+                model=spec.model,
                 details=_open_details(spec, str(caller)),
             )
             ctx.policy.check(use)

@@ -40,7 +40,9 @@ class NodeEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: The node's name, as in its certificate.
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    #: The node's ``host:port``.
     address: str
 
     @field_validator("address")
@@ -56,12 +58,16 @@ class FederationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: Your name, as in your certificate (requests are signed as it).
     analyst: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     tls: PartyFiles
+    #: The agency nodes queries fan out to (``[[nodes]]`` tables).
     nodes: list[NodeEndpoint] = Field(min_length=1)
     #: Agencies asked only for sign-off (not queried), e.g. a regulator's node.
     approvers: list[NodeEndpoint] = []
+    #: Deadline of each request to a node, in seconds.
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Fractional bits when protected modes encode decimals as integers.
     fixed_point_bits: int = Field(default=16, ge=0, le=32)
     #: Options of each protection mode, ``[modes.<name>]`` (see :mod:`datafed.modes`).
     modes: dict[str, dict[str, Any]] = {}

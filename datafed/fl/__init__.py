@@ -11,17 +11,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from datafed.fl.errors import LineageError, TrainingError, TrainingFailed, TrainingRefused
+from datafed.fl.progress import Progress
 from datafed.fl.result import RoundSummary, TrainResult
 from datafed.fl.spec import DpParams, TrainingSpec
 
 if TYPE_CHECKING:
     from datafed.fl.lineage import Lineage, model_lineage
-    from datafed.fl.training import simulate, train
+    from datafed.fl.simulation import simulate
+    from datafed.fl.training import train
 
 __all__ = [
     "DpParams",
     "Lineage",
     "LineageError",
+    "Progress",
     "RoundSummary",
     "TrainResult",
     "TrainingError",
@@ -35,7 +38,7 @@ __all__ = [
 
 _LAZY = {
     "train": "datafed.fl.training",
-    "simulate": "datafed.fl.training",
+    "simulate": "datafed.fl.simulation",
     "model_lineage": "datafed.fl.lineage",
     "Lineage": "datafed.fl.lineage",
 }

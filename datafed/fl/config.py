@@ -3,13 +3,17 @@
 Example (added to the federation file of :mod:`datafed.client.config`)::
 
     [flower]
-    superlink = "127.0.0.1:9093"     # the SuperLink's Control API (HTTPS)
+    superlink = "127.0.0.1:9093"     # the SuperLink's HTTPS API (flwr run, SuperNodes)
     root_certificates = "pki/ca.crt" # default: the federation CA from [tls]
     connect_timeout_s = 600          # how long `train` waits for the whole run
+    # only for `datafed train --start-superlink` (the analyst runs the SuperLink):
+    superlink_cert = "pki/superlink/superlink.crt"
+    superlink_key = "pki/superlink/superlink.key"
 
-The SuperLink's TLS certificate is issued by the federation CA like every other party's,
-so the analyst trusts exactly the CA it already trusts. ``insecure = true`` exists for
-local experiments only and is reported loudly.
+The SuperLink's TLS certificate is issued by the federation CA like every other party's
+(role ``superlink``), so the analyst trusts exactly the CA it already trusts.
+``insecure = true`` exists for local experiments only and is reported loudly.
+``datafed train --superlink HOST:PORT`` joins a SuperLink without a ``[flower]`` table.
 """
 
 from __future__ import annotations
@@ -44,19 +48,38 @@ class FlowerLink(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: The SuperLink's ``host:port`` (Flower's HTTPS API: ``flwr run`` and SuperNodes).
     superlink: str = Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    #: CA that verifies the SuperLink's certificate; default: ``tls.ca``.
     root_certificates: Annotated[Path | None, AfterValidator(_resolve)] = None
+    #: Talk to the SuperLink without TLS (local experiments only; loudly reported).
     insecure: bool = False
+    #: How long ``datafed train`` waits for the whole run, in seconds.
     connect_timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    #: Certificate (role ``superlink``) of the SuperLink ``train --start-superlink`` runs.
+    superlink_cert: Annotated[Path | None, AfterValidator(_resolve)] = None
+    #: Its TLS key.
+    superlink_key: Annotated[Path | None, AfterValidator(_resolve)] = None
 
 
-def load_fl_federation(path: Path) -> tuple[FederationConfig, FlowerLink]:
+def load_fl_federation(
+    path: Path, superlink: str | None = None
+) -> tuple[FederationConfig, FlowerLink]:
     """Load ``fed.toml``: the federation (nodes, analyst identity) and its ``[flower]`` table.
+
+    Parameters
+    ----------
+    path : Path
+        The federation file.
+    superlink : str, optional
+        A SuperLink ``host:port`` that replaces ``[flower] superlink`` (the table may then
+        be absent).
 
     Raises
     ------
     ConfigError
-        If the file is missing or invalid, or has no ``[flower]`` table.
+        If the file is missing or invalid, or has no ``[flower]`` table and no
+        ``superlink`` is given.
     """
     from datafed.client.config import FederationConfig  # that module may import this one
 
@@ -67,10 +90,15 @@ def load_fl_federation(path: Path) -> tuple[FederationConfig, FlowerLink]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     flower = raw.get("flower")
+    if flower is None and superlink is not None:
+        flower = {}
     if not isinstance(flower, dict):
         raise ConfigError(
-            f"{path}: flower: a 'flower' table with the SuperLink address is required"
+            f"{path}: flower: a 'flower' table with the SuperLink address is required "
+            "(or pass --superlink HOST:PORT)"
         )
+    if superlink is not None:
+        flower = {**flower, "superlink": superlink}
     if "flower" not in FederationConfig.model_fields:
         raw = {k: v for k, v in raw.items() if k != "flower"}
     fed = validate_model(raw, FederationConfig, source=str(path), base_dir=path.parent)

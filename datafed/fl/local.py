@@ -23,14 +23,21 @@ def flood_policy(
     training: bool = True,
     requesters: tuple[str, ...] = ("alice",),
     min_group_size: int = 5,
+    models: tuple[str, ...] = ("mlp",),
 ) -> str:
-    """The ``[datasets.policy]`` body of a flood office's readings table."""
+    """The ``[datasets.policy]`` body of a flood office's readings table.
+
+    ``models`` become ``allowed_models``: the built-in ``"mlp"`` and any model factories
+    (``"package.module:factory"``) the office lets its SuperNode run.
+    """
     operations = '["query", "training"]' if training else '["query"]'
     names = ", ".join(f'"{r}"' for r in requesters)
+    allowed = ", ".join(f'"{m}"' for m in models)
     return (
         f"allowed_requesters = [{names}]\n"
         f'allowed_purposes = ["{FLOOD_PURPOSE}"]\n'
         f"allowed_operations = {operations}\n"
+        f"allowed_models = [{allowed}]\n"
         f"min_group_size = {min_group_size}\n"
         "person_level = false  # gauge readings describe places, not persons\n"
     )

@@ -1,16 +1,26 @@
-"""The tabular PyTorch model trained across agencies, and its local train/evaluate steps.
+"""The PyTorch model trained across agencies, and its local train/evaluate steps.
 
-A small multilayer perceptron for binary outcomes (``"mlp:16"`` is one hidden layer of
-16 units; ``"mlp:"`` or ``"mlp:0"`` is logistic regression). Weights travel as Flower
-``NDArrays`` in ``state_dict`` order, always float32, so every party hashes the same bytes
-(:func:`datafed.fl.digest.arrays_digest`).
+The model is named in the signed training spec (:func:`datafed.fl.spec.check_model_ref`):
+
+- ``"mlp:16"`` -- datafed's small multilayer perceptron for binary outcomes (one hidden
+  layer of 16 units; ``"mlp:32,16"`` two; ``"mlp:"`` logistic regression), the default;
+- ``"package.module:factory"`` -- any importable callable ``factory(n_features)``
+  returning a ``torch.nn.Module`` that maps ``(batch, n_features)`` float32 features to
+  one logit per row (binary cross-entropy with logits is the loss). It runs where the
+  model is built: the analyst's ServerApp (initial weights, seeded) and each node's
+  ClientApp -- only where the node's ``allowed_models`` lists it (docs/training.md).
+
+Weights travel as Flower ``NDArrays`` in ``state_dict`` order, always float32, so every
+party hashes the same bytes (:func:`datafed.fl.digest.arrays_digest`).
 
 This module imports torch; the rest of :mod:`datafed.fl` does not need it at import time.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +28,15 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from datafed.fl.spec import check_model_ref, is_builtin_model
+
 __all__ = [
     "LocalTraining",
     "build_model",
     "evaluate_model",
     "get_weights",
     "initial_weights",
+    "load_factory",
     "parse_model",
     "set_weights",
     "train_model",
@@ -69,6 +82,24 @@ def parse_model(model: str) -> tuple[int, ...]:
     return tuple(widths)
 
 
+def load_factory(model: str) -> Callable[[int], nn.Module]:
+    """Import the factory named ``"package.module:factory"``.
+
+    Raises
+    ------
+    ValueError
+        If the reference is malformed, or the module or attribute cannot be imported.
+    """
+    module, _, attr = check_model_ref(model).partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import model factory {model!r}: {exc}") from exc
+    if not callable(factory):
+        raise ValueError(f"model factory {model!r} is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
 def build_model(n_features: int, model: str = "mlp:16", seed: int = 0) -> nn.Module:
     """Build the network with seeded initial weights.
 
@@ -77,12 +108,28 @@ def build_model(n_features: int, model: str = "mlp:16", seed: int = 0) -> nn.Mod
     n_features : int
         Number of input features.
     model : str
-        Model name, see :func:`parse_model`.
+        ``"mlp:..."`` (see :func:`parse_model`) or ``"package.module:factory"``.
     seed : int
-        Seed for the initial weights (the analyst's global model 0).
+        Seed for the initial weights (the analyst's global model 0); a factory is
+        called with torch's global generator seeded with it.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the model name is invalid or a factory does not return a ``torch.nn.Module``.
     """
     if n_features < 1:
         raise ValueError(f"n_features must be at least 1, got {n_features}")
+    if not is_builtin_model(model):
+        factory = load_factory(model)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = factory(n_features)
+        if not isinstance(net, nn.Module):
+            raise TypeError(
+                f"model factory {model!r} returned {type(net).__name__}, not a torch.nn.Module"
+            )
+        return net
     gen = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
     width = n_features

@@ -22,8 +22,9 @@ import numpy.typing as npt
 
 from datafed.errors import ProtocolError
 from datafed.fl.digest import arrays_digest
+from datafed.fl.errors import TrainingFailed, TrainingRefused
 
-__all__ = ["RESULT_MARKER", "RoundSummary", "TrainResult", "find_result"]
+__all__ = ["RESULT_MARKER", "RoundSummary", "TrainResult", "check_result", "find_result"]
 
 RESULT_MARKER = "DATAFED-FL-RESULT "
 MAX_RESULT_BYTES = 8 << 20
@@ -178,3 +179,24 @@ def find_result(lines: Iterable[str]) -> TrainResult | None:
             raise ProtocolError("training result line is corrupt") from exc
         found = TrainResult.from_json(data)
     return found
+
+
+def check_result(result: TrainResult | None, output_tail: str = "") -> TrainResult:
+    """Return a completed result, or raise what went wrong.
+
+    Raises
+    ------
+    TrainingRefused
+        If nodes refused the job (each node's status and reason).
+    TrainingFailed
+        If the run failed or produced no result.
+    """
+    if result is None:
+        raise TrainingFailed(
+            f"the Flower run ended without a result; its output ends:\n{output_tail}"
+        )
+    if result.status == "refused":
+        raise TrainingRefused(result.refusals)
+    if result.status != "completed":
+        raise TrainingFailed(f"training job {result.job_id} failed: {result.error}")
+    return result

@@ -26,11 +26,39 @@ Keys (kebab-case, as Flower writes them)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["RunSettings", "fab_pyproject"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ANALYST_KEYS", "DEFAULT_CLIENTAPP", "RunSettings", "fab_pyproject", "parse_run_config"]
+
+#: The ClientApp a datafed Flower App names (installed at every SuperNode, by reference).
+DEFAULT_CLIENTAPP = "nodes.fl.client_app:app"
+#: Run-config keys an analyst may set with ``--run-config`` (``flwr run`` style). The
+#: others follow from the signed spec (rounds, model, features, SecAgg+) or are datafed's.
+ANALYST_KEYS = (
+    "local-epochs",
+    "batch-size",
+    "lr",
+    "seed",
+    "strategy",
+    "eval-every",
+    "stage-timeout",
+    "secagg-shares",
+    "secagg-threshold",
+    "secagg-max-weight",
+    "secagg-clip",
+)
+#: Most local epochs per round a run may ask of every agency.
+MAX_LOCAL_EPOCHS = 100
+#: Flower's templates spell the learning rate ``learning-rate``; both are accepted.
+_ALIASES = {"learning-rate": "lr"}
 
 ConfigValue = bool | int | float | str
 
@@ -74,6 +102,14 @@ class RunSettings:
             raise ValueError("SecAgg+ needs at least 2 nodes (min-nodes >= 2)")
         if not 0 < self.secagg_shares <= 1 or not 0 < self.secagg_threshold <= 1:
             raise ValueError("secagg-shares and secagg-threshold must be fractions in (0, 1]")
+        # The run config is the analyst's, unsigned and unchecked by the nodes' policy:
+        # bound the work it can make every agency's SuperNode do per round.
+        if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
+            raise ValueError(f"local-epochs must be in [1, {MAX_LOCAL_EPOCHS}]")
+        if self.batch_size < 1:
+            raise ValueError("batch-size must be at least 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
         if self.eval_every < 0:
             raise ValueError(f"eval-every must be >= 0, got {self.eval_every}")
         if self.stage_timeout < 0:
@@ -117,6 +153,42 @@ class RunSettings:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
 
+def parse_run_config(items: Sequence[str]) -> dict[str, ConfigValue]:
+    """Parse ``key=value`` pairs as ``flwr run --run-config`` takes them.
+
+    Each item holds one or more space-separated pairs; values are TOML (``lr=0.01``,
+    ``strategy="fedprox"``; a bare word is taken as a string).
+
+    Raises
+    ------
+    ValueError
+        If a pair is malformed, its key is not one of :data:`ANALYST_KEYS`, or its value
+        has the wrong type.
+    """
+    out: dict[str, ConfigValue] = {}
+    for item in items:
+        for pair in item.split():
+            key, sep, text = pair.partition("=")
+            key = _ALIASES.get(key.strip(), key.strip())
+            if not sep or not key or not text:
+                raise ValueError(f"--run-config expects key=value, got {pair!r}")
+            if key not in ANALYST_KEYS:
+                settable = ", ".join(ANALYST_KEYS)
+                raise ValueError(f"run config key {key!r} cannot be set here; settable: {settable}")
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = text
+            if not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"run config {key!r} must be a number, boolean or string")
+            out[key] = value
+    try:
+        RunSettings.from_run_config(out)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
+    return out
+
+
 def _toml_value(value: ConfigValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -128,7 +200,7 @@ def _toml_value(value: ConfigValue) -> str:
 
 def fab_pyproject(
     serverapp: str = "datafed.fl.server_app:app",
-    clientapp: str = "nodes.fl.client_app:app",
+    clientapp: str = DEFAULT_CLIENTAPP,
     name: str = "datafed-fl",
     version: str = "1.0.0",
 ) -> str:

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["PHASES", "DpParams", "RoundEntry", "TrainingGrant", "TrainingSpec"]
+__all__ = [
+    "BUILTIN_MODEL",
+    "PHASES",
+    "DpParams",
+    "RoundEntry",
+    "TrainingGrant",
+    "TrainingSpec",
+    "check_model_ref",
+    "is_builtin_model",
+    "model_allowed",
+]
 
 #: Round phases a node records: an update leaves ("fit") or metrics leave ("evaluate").
 PHASES = ("fit", "evaluate")
@@ -20,6 +31,45 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_ROUNDS = 1000
 MAX_FEATURES = 256
+#: The built-in tabular MLP: ``"mlp:16"`` (one hidden layer of 16), ``"mlp:32,16"``, ``"mlp:"``.
+BUILTIN_MODEL = "mlp"
+_BUILTIN_REF = re.compile(r"mlp:[0-9,]{0,64}")
+# ``package.module:factory`` -- an importable torch.nn.Module factory (as flwr's
+# ``module:attr`` component references are written).
+_FACTORY_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+MAX_MODEL_REF = 200
+
+
+def check_model_ref(model: str) -> str:
+    """Return ``model`` if it names the built-in MLP or an importable factory, else raise.
+
+    ``"mlp:H1,H2,..."`` is datafed's tabular MLP; ``"package.module:factory"`` names a
+    callable ``factory(n_features) -> torch.nn.Module`` with one output (a logit).
+    """
+    ok = isinstance(model, str) and len(model) <= MAX_MODEL_REF
+    if ok and model.startswith("mlp:"):  # the built-in's name is never a factory's module
+        ok = _BUILTIN_REF.fullmatch(model) is not None
+    if not ok or not (_BUILTIN_REF.fullmatch(model) or _FACTORY_REF.fullmatch(model)):
+        raise ValueError(
+            f"model must be 'mlp:16' (widths) or 'package.module:factory', got {model!r}"
+        )
+    return model
+
+
+def is_builtin_model(model: str) -> bool:
+    """Whether ``model`` names datafed's built-in MLP (``"mlp:..."``)."""
+    return _BUILTIN_REF.fullmatch(model) is not None
+
+
+def model_allowed(model: str, allowed: Sequence[str]) -> bool:
+    """Whether a node's ``allowed_models`` admits ``model``.
+
+    ``"mlp"`` admits the built-in MLP at any widths; a factory must be listed exactly
+    (``"package.module:factory"``): it is code the node's SuperNode will import and run.
+    """
+    if _BUILTIN_REF.fullmatch(model):
+        return BUILTIN_MODEL in allowed
+    return model in allowed
 
 
 def check_identifier(name: str) -> str:
@@ -110,8 +160,7 @@ class TrainingSpec:
             raise TypeError(f"rounds must be an int, got {type(self.rounds).__name__}")
         if not 1 <= self.rounds <= MAX_ROUNDS:
             raise ValueError(f"rounds must be in [1, {MAX_ROUNDS}], got {self.rounds}")
-        if not self.model or len(self.model) > 64:
-            raise ValueError("model must be 1-64 characters")
+        check_model_ref(self.model)
 
     @property
     def protection(self) -> str:

@@ -13,6 +13,7 @@ ledgers hold the same digests, which is what lets an auditor check the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from datafed.fl.digest import arrays_digest
+from datafed.fl.progress import Progress
 
 __all__ = [
     "KEY_MODEL_IN",
@@ -113,6 +115,8 @@ class AuditedStrategy(Strategy):
     eval_every : int
         Federated evaluation every ``eval_every`` rounds (0: after the last round only).
         Only the nodes whose updates made the round's aggregate evaluate it.
+    on_progress : callable, optional
+        Called with a :class:`~datafed.fl.progress.Progress` after each fit and evaluation.
     """
 
     def __init__(
@@ -121,8 +125,10 @@ class AuditedStrategy(Strategy):
         node_names: dict[int, str] | None = None,
         num_rounds: int = 1,
         eval_every: int = 1,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.inner = inner
+        self.on_progress = on_progress
         self.node_names = dict(node_names or {})
         self.num_rounds = num_rounds
         self.eval_every = eval_every
@@ -175,6 +181,7 @@ class AuditedStrategy(Strategy):
         log.participants.sort()
         log.failures.extend(_failure_text(f) for f in failures)
         params, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        self._report(server_round, "fit", log.participants, len(log.failures), {})
         if params is None:
             return None, metrics
         arrays = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(params)]
@@ -211,7 +218,15 @@ class AuditedStrategy(Strategy):
         loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
         log.eval_loss = loss
         log.eval_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        shown = {**({"loss": float(loss)} if loss is not None else {}), **log.eval_metrics}
+        self._report(server_round, "evaluate", log.eval_participants, len(failures), shown)
         return loss, metrics
+
+    def _report(
+        self, rnd: int, phase: str, nodes: list[str], failures: int, metrics: dict[str, float]
+    ) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(phase, rnd, self.num_rounds, tuple(nodes), failures, metrics))
 
     def evaluate(
         self, server_round: int, parameters: Parameters

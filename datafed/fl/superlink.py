@@ -1,10 +1,14 @@
-"""Starting and stopping Flower processes: the SuperLink command, free ports, clean stops.
+"""Starting and stopping Flower processes: the SuperLink, free ports, clean stops.
 
 The SuperLink (Flower's coordinator: Fleet, Control and Runtime APIs on one HTTPS port)
-runs wherever the federation operator or the analyst chooses. Its TLS certificate comes
-from the federation CA, so SuperNodes and the analyst verify it with the CA they already
+runs wherever the federation operator or the analyst chooses: ``datafed superlink`` for a
+standing one, or ``datafed train --start-superlink`` for one that lives as long as the
+analyst's job (:class:`SuperLink`). Its TLS certificate comes from the federation CA
+(role ``superlink``), so SuperNodes and the analyst verify it with the CA they already
 trust. ``--disable-runtime-dependency-installation``: apps are installed code, never
-fetched at run time.
+fetched at run time. Every Flower program is started from this interpreter's own
+``bin`` folder, and so are the programs they start (``PATH`` is set for them), so nothing
+depends on the virtualenv being activated.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 __all__ = [
+    "SuperLink",
+    "child_env",
     "free_port",
+    "split_address",
     "start_process",
     "stop_process",
     "superlink_command",
@@ -100,12 +108,12 @@ def start_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=_child_env(),
+            env=child_env(),
             start_new_session=True,
         )
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment for Flower processes: this interpreter's scripts first on PATH.
 
     SuperLink and SuperNode start ``flower-superexec`` / ``flwr-clientapp`` by name, which
@@ -137,3 +145,80 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
         pass
     proc.wait()
     return proc.returncode
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)`` (IPv6 hosts in brackets)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class SuperLink:
+    """A ``flower-superlink`` process with the federation's TLS files, as a context manager.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port`` to listen on (the address SuperNodes and ``flwr run`` use).
+    certfile, keyfile, ca_certfile : Path
+        Its certificate (role ``superlink``), TLS key and the federation CA.
+    log : Path
+        Where its output goes.
+    """
+
+    def __init__(
+        self, address: str, certfile: Path, keyfile: Path, ca_certfile: Path, log: Path
+    ) -> None:
+        self.host, self.port = split_address(address)
+        self.files = (certfile, keyfile, ca_certfile)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the running SuperLink."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Start it and wait until it accepts connections; return its address.
+
+        Raises
+        ------
+        RuntimeError
+            If it exits or does not listen within ``timeout_s`` (with its log's tail).
+        """
+        for f in self.files:
+            if not f.exists():
+                raise FileNotFoundError(f"SuperLink TLS file not found: {f}")
+        cert, key, ca = self.files
+        cmd = superlink_command(
+            host=self.host, port=self.port, certfile=cert, keyfile=key, ca_certfile=ca
+        )
+        self.proc = start_process(cmd, self.log, cwd=self.log.parent)
+        try:
+            wait_for_port(self.host, self.port, timeout_s, self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+            raise RuntimeError(f"the SuperLink did not start: {exc}\n{tail}") from exc
+        return self.address
+
+    def stop(self) -> None:
+        """Stop it and everything it started."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> SuperLink:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,13 +1,17 @@
-"""The analyst's entry points: ``train`` on a real federation, ``simulate`` on one machine.
+"""The analyst's entry point ``train``: one model across a real federation.
 
 ``train`` signs one training request per node, writes a Flower App (whose ServerApp and
-ClientApp are the installed :mod:`datafed.fl.server_app` and :mod:`nodes.fl.client_app`,
-unless ``app`` names another Flower App directory), and submits it with ``flwr run`` to
-the SuperLink named in ``fed.toml`` over TLS. It streams the run's log, picks out the
-ServerApp's result line and returns a :class:`~datafed.fl.result.TrainResult`.
+ClientApp are the installed :mod:`datafed.fl.server_app` and, at every SuperNode, the
+ClientApp the app names -- :data:`~datafed.fl.settings.DEFAULT_CLIENTAPP` -- unless ``app``
+names another Flower App directory), and submits it with ``flwr run`` to a SuperLink over
+TLS: the one named in ``fed.toml`` or by ``superlink``, or one it starts itself for the
+job (``start_superlink``). It streams the run's log, reports each round
+(:mod:`datafed.fl.progress`), picks out the ServerApp's result line and returns a
+:class:`~datafed.fl.result.TrainResult`.
 
-``simulate`` runs the same ServerApp and ClientApp under Flower's simulation engine for
-many synthetic agencies (or over real nodes, for benchmarks).
+The simulation engine's entry points (``simulate``, ``simulate_settings``) are in
+:mod:`datafed.fl.simulation` and ``check_result`` in :mod:`datafed.fl.result`; they are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -16,21 +20,29 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from datafed.client.config import FederationConfig
+from datafed.errors import ConfigError
 from datafed.fl.config import FlowerLink, load_fl_federation
-from datafed.fl.errors import TrainingFailed, TrainingRefused
+from datafed.fl.errors import TrainingFailed
+from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import new_job_id, sign_training_bundle
-from datafed.fl.result import TrainResult, find_result
-from datafed.fl.settings import RunSettings, fab_pyproject
+from datafed.fl.result import RESULT_MARKER, TrainResult, check_result, find_result
+from datafed.fl.settings import (
+    ANALYST_KEYS,
+    ConfigValue,
+    RunSettings,
+    fab_pyproject,
+)
+from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
+from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 
-__all__ = ["check_result", "simulate", "simulate_settings", "train"]
+__all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
 
 
 def _toml(value: Any) -> str:
@@ -39,27 +51,6 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def check_result(result: TrainResult | None, output_tail: str = "") -> TrainResult:
-    """Return a completed result, or raise what went wrong.
-
-    Raises
-    ------
-    TrainingRefused
-        If nodes refused the job (each node's status and reason).
-    TrainingFailed
-        If the run failed or produced no result.
-    """
-    if result is None:
-        raise TrainingFailed(
-            f"the Flower run ended without a result; its output ends:\n{output_tail}"
-        )
-    if result.status == "refused":
-        raise TrainingRefused(result.refusals)
-    if result.status != "completed":
-        raise TrainingFailed(f"training job {result.job_id} failed: {result.error}")
-    return result
 
 
 def _flwr_home(root: Path, link: FlowerLink, ca: Path) -> Path:
@@ -77,23 +68,53 @@ def _flwr_home(root: Path, link: FlowerLink, ca: Path) -> Path:
 
 
 def _run_flwr(
-    cmd: list[str], env: dict[str, str], timeout_s: float, progress: Callable[[str], None]
-) -> list[str]:
-    lines: list[str] = []
+    cmd: list[str],
+    env: dict[str, str],
+    timeout_s: float,
+    progress: Callable[[str], None],
+    on_progress: Callable[[Progress], None] | None,
+    lines: list[str],
+) -> None:
+    """Run ``flwr run --stream``; collect its log in ``lines`` (kept if it times out)."""
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     ) as proc:
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-                if "DATAFED-FL-RESULT" not in line:
-                    progress(line.rstrip("\n"))
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                step = parse_progress(line)
+                if step is not None:
+                    if on_progress is not None:
+                        on_progress(step)
+                elif RESULT_MARKER not in line:
+                    progress(line)
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             raise TrainingFailed(f"the Flower run did not finish within {timeout_s:g}s") from exc
-    return lines
+
+
+def _analyst_config(run_config: Mapping[str, ConfigValue] | None) -> dict[str, ConfigValue]:
+    cfg = dict(run_config or {})
+    refused = sorted(set(cfg) - set(ANALYST_KEYS))
+    if refused:
+        raise ConfigError(
+            f"run config key {refused[0]!r} cannot be set; settable: {', '.join(ANALYST_KEYS)}"
+        )
+    return cfg
+
+
+def _superlink_for(link: FlowerLink, ca: Path, root: Path) -> SuperLink:
+    if link.superlink_cert is None or link.superlink_key is None:
+        raise ConfigError(
+            "[flower] superlink_cert and superlink_key are needed to start a SuperLink "
+            "(a certificate with role superlink: datafed pki request NAME --role superlink)"
+        )
+    return SuperLink(
+        link.superlink, link.superlink_cert, link.superlink_key, ca, root / "superlink.log"
+    )
 
 
 def train(
@@ -112,15 +133,20 @@ def train(
     legal_basis: str = "",
     nodes: Sequence[str] | None = None,
     job_id: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    run_config: Mapping[str, ConfigValue] | None = None,
+    superlink: str | None = None,
+    start_superlink: bool = False,
     progress: Callable[[str], None] = lambda _line: None,
+    on_progress: Callable[[Progress], None] | None = None,
+    log_path: Path | None = None,
 ) -> TrainResult:
     """Train one model across the federation's nodes with Flower; return the result.
 
     Parameters
     ----------
     federation : str | Path | tuple[FederationConfig, FlowerLink]
-        ``fed.toml`` (with a ``[flower]`` table) or its loaded contents.
+        ``fed.toml`` (with a ``[flower]`` table unless ``superlink`` is given) or its
+        loaded contents.
     purpose : str
         Declared purpose; every node's policy must allow it.
     rounds : int
@@ -129,9 +155,10 @@ def train(
         A Flower App directory to run instead of datafed's own (its config must declare
         the keys of :class:`~datafed.fl.settings.RunSettings`).
     dataset, features, label : str
-        The dataset and columns to train on (identical at every node).
+        The dataset and the columns (by name) to train on, identical at every node.
     model : str
-        ``"mlp:16"`` etc. (see :func:`datafed.fl.model.parse_model`).
+        ``"mlp:16"`` (datafed's tabular MLP) or ``"package.module:factory"``, a
+        ``torch.nn.Module`` factory every node must list in ``allowed_models``.
     dp : DpParams, optional
         Local DP per update, charged to each node's privacy budget.
     secagg : bool
@@ -144,22 +171,46 @@ def train(
         Train on these nodes only (default: every node of the federation).
     job_id : str, optional
         The job's id (default: a fresh random one).
-    overrides : dict, optional
-        Further run-config values (e.g. ``{"local-epochs": 1, "stage-timeout": 60.0}``).
+    run_config : Mapping, optional
+        Run-config values as ``flwr run --run-config`` takes them, e.g.
+        ``{"lr": 0.01, "local-epochs": 1, "batch-size": 64}``; keys from
+        :data:`~datafed.fl.settings.ANALYST_KEYS`.
+    superlink : str, optional
+        ``host:port`` of the SuperLink to join (default: ``[flower] superlink``), or to
+        listen on with ``start_superlink``.
+    start_superlink : bool
+        Start the SuperLink for this job (``[flower] superlink_cert``/``superlink_key``)
+        and stop it afterwards; the nodes' SuperNodes must point at its address.
     progress : callable, optional
-        Called with each line of the run's log.
+        Called with each line of the run's log (progress and result lines excluded).
+    on_progress : callable, optional
+        Called with each :class:`~datafed.fl.progress.Progress` (job opened, each round).
+    log_path : Path, optional
+        Also write the run's whole log (and a started SuperLink's) there.
 
     Raises
     ------
+    ConfigError
+        If ``fed.toml`` or the run config is invalid.
     TrainingRefused
         If a node refused (names the node, status and reason).
     TrainingFailed
-        If the run failed or did not finish in ``[flower] connect_timeout_s``.
+        If the run failed (the ServerApp's cause) or did not finish in time.
     """
     fed, link = (
-        load_fl_federation(Path(federation)) if isinstance(federation, (str, Path)) else federation
+        load_fl_federation(Path(federation), superlink)
+        if isinstance(federation, (str, Path))
+        else federation
     )
-    spec = TrainingSpec(dataset, tuple(features), label, rounds, dp or DpParams(), model, secagg)
+    if superlink is not None and not isinstance(federation, (str, Path)):
+        link = link.model_copy(update={"superlink": superlink})
+    extra = _analyst_config(run_config)
+    try:
+        spec = TrainingSpec(
+            dataset, tuple(features), label, rounds, dp or DpParams(), model, secagg
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"training spec: {exc}") from exc
     job = job_id or new_job_id()
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes
@@ -174,15 +225,15 @@ def train(
         min_nodes=chosen,
         bundle=bundle,
     )
-    cfg = {**settings.to_run_config(), **(overrides or {})}
+    cfg = {**settings.to_run_config(), **extra}
     with tempfile.TemporaryDirectory(prefix="datafed-fl-") as tmp:
         root = Path(tmp)
         app_dir = Path(app) if app is not None else root / "app"
         if app is None:
             app_dir.mkdir()
             (app_dir / "pyproject.toml").write_text(fab_pyproject(), encoding="utf-8")
-        run_config = root / "run-config.toml"
-        run_config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
+        run_config_file = root / "run-config.toml"
+        run_config_file.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
         bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
         env = {
             **os.environ,
@@ -191,99 +242,23 @@ def train(
             "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen
         }
         flwr = str(Path(sys.executable).parent / "flwr")
-        cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config), "--stream"]
-        lines = _run_flwr(cmd, env, link.connect_timeout_s, progress)
+        cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config_file)]
+        cmd.append("--stream")
+        started = _superlink_for(link, fed.tls.ca, root) if start_superlink else None
+        lines: list[str] = []
+        try:
+            if started is not None:
+                try:
+                    started.start()
+                except (OSError, RuntimeError) as exc:
+                    raise TrainingFailed(str(exc)) from exc
+                progress(f"SuperLink started on {started.address}")
+            _run_flwr(cmd, env, link.connect_timeout_s, progress, on_progress, lines)
+        finally:
+            if started is not None:
+                started.stop()
+            if log_path is not None:  # the SuperLink's own log first, then the run's
+                sl_log = root / "superlink.log"
+                text = sl_log.read_text(errors="replace") if sl_log.exists() else ""
+                log_path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
     return check_result(find_result(lines), "\n".join(lines[-40:]))
-
-
-def simulate_settings(
-    settings: RunSettings,
-    num_supernodes: int,
-    *,
-    plain: bool = False,
-    backend_config: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Run datafed's ServerApp and ClientApp in Flower's simulation engine with ``settings``.
-
-    Parameters
-    ----------
-    settings : RunSettings
-        The run config (``sim-data`` or ``sim-nodes`` says where partitions get data).
-    num_supernodes : int
-        Number of simulated SuperNodes (agencies).
-    plain : bool
-        Use the ClientApp without datafed's mods (the benchmark baseline).
-    backend_config : dict, optional
-        Flower simulation backend config (default: one CPU per ClientApp).
-    """
-    from flwr.app import Context
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
-
-    from datafed.fl.server_app import main as server_main
-    from nodes.fl import client_app as client_module
-
-    with tempfile.TemporaryDirectory(prefix="datafed-sim-") as tmp:
-        out = Path(tmp) / "result.txt"
-        cfg = replace(settings, result_path=str(out)).to_run_config()
-        server = ServerApp()
-
-        @server.main()
-        def _main(grid: Grid, context: Context) -> None:
-            context.run_config.update(cfg)
-            server_main(grid, context)
-
-        def inject(msg: Any, ctxt: Context, call_next: Any) -> Any:
-            # Flower forbids changing a ClientApp's run_config, so hand the rest of the
-            # chain a view with ours; it shares ``state``, so SecAgg+ and grants persist.
-            view = Context(
-                ctxt.run_id,
-                ctxt.node_id,
-                ctxt.node_config,
-                ctxt.state,
-                {**ctxt.run_config, **cfg},
-                ctxt.series_id,
-            )
-            return call_next(msg, view)
-
-        mods = client_module.PLAIN_MODS if plain else client_module.MODS
-        client = ClientApp(client_fn=client_module.client_fn, mods=[inject, *mods])
-        run_simulation(
-            server,
-            client,
-            num_supernodes=num_supernodes,
-            backend_config=backend_config or {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-        )
-        text = out.read_text(encoding="utf-8") if out.exists() else ""
-    return check_result(find_result(text.splitlines()), text[-2000:])
-
-
-def simulate(
-    agencies: int = 20,
-    *,
-    rounds: int = 3,
-    seed: int = 7,
-    secagg: bool = True,
-    model: str = "mlp:16",
-    strategy: str = "fedavg",
-    overrides: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Simulate ``agencies`` synthetic flood-risk agencies with Flower's simulation engine.
-
-    Every agency is a simulated SuperNode running the same ClientApp as in deployment,
-    over its own seeded, non-IID readings (:mod:`datafed.fl.synthetic`); no node
-    processes are started and no ledgers are written.
-    """
-    settings = RunSettings(
-        num_server_rounds=rounds,
-        model=model,
-        secagg=secagg,
-        strategy=strategy,
-        min_nodes=agencies,
-        sim_data=f"flood:{seed}",
-        seed=seed,
-    )
-    if overrides:
-        settings = RunSettings.from_run_config({**settings.to_run_config(), **overrides})
-    return simulate_settings(settings, agencies)

@@ -160,7 +160,8 @@ def open_job(grid: Grid, node_ids: list[int], job_id: str, timeout_s: float | No
             out.refusals[f"node-id-{nid}"] = f"ERROR: {reply.error.reason}"
             continue
         rec = reply.content.config_records.get(OPEN_RECORD, ConfigRecord())
-        node = str(rec.get("node", f"node-id-{nid}"))
+        # a ClientApp that cannot even read its job names no node: keep each one apart
+        node = str(rec.get("node", "")) or f"node-id-{nid}"
         status = str(rec.get("status", ""))
         if status == "approved":
             out.approved[nid] = node

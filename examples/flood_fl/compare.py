@@ -68,16 +68,17 @@ def settings_for(agencies: int, rounds: int, seed: int, epochs: int) -> RunSetti
 
 def federated(settings: RunSettings, agencies: int, engine: str) -> TrainResult:
     """Train with datafed's ServerApp and ClientApp on ``engine`` (simulation or direct)."""
-    if engine == "simulation":
-        from datafed.fl.training import simulate_settings
+    from nodes.fl.client_app import app  # the agencies' ClientApp, injected below
 
-        return simulate_settings(settings, agencies)
+    if engine == "simulation":
+        from datafed.fl.simulation import simulate_settings
+
+        return simulate_settings(settings, agencies, app)
     from flwr.app import Context, RecordDict
 
     from datafed.fl.direct import DirectGrid
+    from datafed.fl.result import check_result
     from datafed.fl.server_app import run_job
-    from datafed.fl.training import check_result
-    from nodes.fl.client_app import app
 
     cfg = settings.to_run_config()
     parts = [{"partition-id": i, "num-partitions": agencies} for i in range(agencies)]

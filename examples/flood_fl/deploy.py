@@ -76,10 +76,8 @@ def run(root: Path, rounds: int = 2, say: Callable[[str], None] = print) -> str:
             flower.fed_toml,
             purpose=FLOOD_PURPOSE,
             rounds=rounds,
-            overrides={"eval-every": 0, "local-epochs": 1},
-            progress=lambda line: (
-                say("   " + line[line.index("[ROUND") :].strip()) if "[ROUND" in line else None
-            ),
+            run_config={"eval-every": 0, "local-epochs": 1},
+            on_progress=lambda step: say("   " + step.describe()),
         )
         say(f"   done in {time.monotonic() - t0:.0f}s: model {result.model_sha256}")
         say(f"   federated accuracy (nodes' own data): {result.accuracy:.3f}")

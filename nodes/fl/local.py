@@ -1,10 +1,10 @@
 """A whole Flower deployment on one machine, beside a :class:`~datafed.local.LocalFederation`.
 
 For ``make demo``, the integration tests, the examples and anyone trying federated
-training locally: a real ``flower-superlink`` process (TLS, certificate from the
-federation CA) and one real ``flower-supernode`` process per agency node, each wired to
-its own node. Every process binds to 127.0.0.1 on a free port chosen at run time and is
-stopped (with everything it spawned) by :meth:`LocalFlower.stop`.
+training locally: a real ``flower-superlink`` process (TLS, a certificate with role
+``superlink`` from the federation CA) and one real ``flower-supernode`` process per agency
+node, each wired to its own node. Every process binds to 127.0.0.1 on a free port chosen
+at run time and is stopped (with everything it spawned) by :meth:`LocalFlower.stop`.
 
 >>> with LocalFederation.create(root, specs) as fed, LocalFlower(fed) as flower:  # doctest: +SKIP
 ...     fed.start(); flower.start()
@@ -18,13 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from datafed import pki
-from datafed.fl.superlink import (
-    free_port,
-    start_process,
-    stop_process,
-    superlink_command,
-    wait_for_port,
-)
+from datafed.fl.superlink import SuperLink, free_port, start_process, stop_process
 from datafed.local import LocalFederation, LocalNode
 from nodes.fl.supernode import supernode_command
 
@@ -48,7 +42,7 @@ class LocalFlower:
     def __init__(self, fed: LocalFederation) -> None:
         self.fed = fed
         self.root = fed.root / "flower"
-        self.superlink: subprocess.Popen[bytes] | None = None
+        self.superlink: SuperLink | None = None
         self.superlink_address = ""
         self.supernodes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -57,25 +51,25 @@ class LocalFlower:
         """The analyst's federation file with its ``[flower]`` table."""
         return self.fed.root / "fed-train.toml"
 
-    def _superlink_files(self) -> pki.IssuedFiles:
-        files = pki.party_paths(self.fed.pki_dir, "node", SUPERLINK_NAME)
+    def superlink_files(self) -> pki.IssuedFiles:
+        """The SuperLink's certificate and keys (role ``superlink``), issued on first use."""
+        files = pki.party_paths(self.fed.pki_dir, "superlink", SUPERLINK_NAME)
         if not files.cert.exists():
-            pki.issue(self.fed.pki_dir, "node", SUPERLINK_NAME)
+            pki.issue(self.fed.pki_dir, "superlink", SUPERLINK_NAME, force=True)
         return files
 
     def start_superlink(self, timeout_s: float = 60.0) -> str:
         """Start the SuperLink with TLS; return its ``host:port``."""
-        files = self._superlink_files()
-        port = free_port()
-        cmd = superlink_command(
-            port=port,
-            certfile=files.cert,
-            keyfile=files.key,
-            ca_certfile=self.fed.pki_dir / "ca.crt",
+        files = self.superlink_files()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.superlink = SuperLink(
+            f"127.0.0.1:{free_port()}",
+            files.cert,
+            files.key,
+            self.fed.pki_dir / "ca.crt",
+            self.root / "superlink.log",
         )
-        self.superlink = start_process(cmd, self.root / "superlink.log", cwd=self.root)
-        wait_for_port("127.0.0.1", port, timeout_s, self.superlink)
-        self.superlink_address = f"127.0.0.1:{port}"
+        self.superlink_address = self.superlink.start(timeout_s)
         return self.superlink_address
 
     def start_supernode(self, node: LocalNode) -> subprocess.Popen[bytes]:
@@ -129,7 +123,7 @@ class LocalFlower:
         for name in list(self.supernodes):
             self.stop_supernode(name)
         if self.superlink is not None:
-            stop_process(self.superlink)
+            self.superlink.stop()
             self.superlink = None
 
     def __enter__(self) -> LocalFlower:

@@ -71,6 +71,8 @@ class Use:
         Training: whether the job trains with differential privacy.
     summed
         Intersection-sum: the columns whose values are summed (bounded under DP).
+    model
+        Training: the model factory the node's SuperNode would run.
     details
         Public details recorded with the approval (no data-dependent facts).
     """
@@ -87,6 +89,7 @@ class Use:
     epsilon: float | None = None
     dp_requested: bool = False
     summed: frozenset[str] = frozenset()
+    model: str = ""
     details: Mapping[str, str] = field(default_factory=dict)
 
 

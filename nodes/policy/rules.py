@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from datafed.fl.spec import model_allowed
 from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy.dp import check_dp
@@ -147,6 +148,8 @@ def _intersection_sum(use: Use, policy: DatasetPolicy) -> None:
 
 
 def _training(use: Use, policy: DatasetPolicy) -> None:
+    if not model_allowed(use.model, policy.allowed_models):  # a factory is code the node runs
+        raise PermissionDenied(f"model {use.model!r} is not in allowed_models")
     if policy.dp is not None and not use.dp_requested:
         raise PermissionDenied(
             f"dataset {use.dataset!r} requires differential privacy: train with DP on"

@@ -20,7 +20,7 @@ from nodes.config import DatasetConfig
 from nodes.stores.base import Column
 from nodes.stores.types import PATTERNS
 
-__all__ = ["describe", "nonconforming_expr", "stored_type", "typed_expr"]
+__all__ = ["describe", "duck_type", "nonconforming_expr", "stored_type", "typed_expr"]
 
 _DUCK_INT = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
 _DUCK_REAL = ("FLOAT", "DOUBLE", "REAL", "DECIMAL")
@@ -47,7 +47,8 @@ def stored_type(t: sa.types.TypeEngine[Any]) -> str | None:
     return "other"
 
 
-def _duck_type(name: str) -> str:
+def duck_type(name: str) -> str:
+    """Our column type of a DuckDB type name (``BIGINT`` -> ``integer``, ...)."""
     base = name.upper().split("(", 1)[0].strip()
     if base.lstrip("U") in _DUCK_INT:
         return "integer"
@@ -73,7 +74,7 @@ def _duckdb_schema(conn: sa.Connection, table: str) -> dict[str, str | None]:
         .where(ic.c.table_name == table, ic.c.table_schema == sa.func.current_schema())
         .order_by(ic.c.ordinal_position)
     )
-    return {str(n): _duck_type(str(t)) for n, t in conn.execute(stmt)}
+    return {str(n): duck_type(str(t)) for n, t in conn.execute(stmt)}
 
 
 def describe(

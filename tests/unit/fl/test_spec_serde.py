@@ -52,7 +52,10 @@ def test_spec_grant_round_round_trip():
         ({"label_column": "a"}, ValueError, "also a feature"),
         ({"rounds": 0}, ValueError, r"rounds must be in \[1, 1000\], got 0"),
         ({"rounds": True}, TypeError, "rounds must be an int"),
-        ({"model": ""}, ValueError, "1-64 characters"),
+        ({"model": ""}, ValueError, "model must be"),
+        ({"model": "mlp:abc"}, ValueError, "model must be"),  # the built-in's name is reserved
+        ({"model": "os.path:join;rm"}, ValueError, "model must be"),
+        ({"model": "pkg.mod:" + "f" * 200}, ValueError, "model must be"),
     ],
 )
 def test_bad_specs_are_refused(kwargs, error, match):
