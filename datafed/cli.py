@@ -180,7 +180,7 @@ def show_nodes(statuses: list[NodeStatus]) -> None:
                 table.add_column(col)
             for c in d.columns:
                 table.add_row(Text(c.name), Text(c.type), Text(c.description))
-            out.print(Padding(table, (0, 0, 0, 4)))
+            out.print(Padding(table, (0, 0, 0, 4), expand=False))
             for line in access_lines(d.access):
                 say(f"    {line}")
 
@@ -193,8 +193,13 @@ def access_lines(a: DatasetAccess) -> list[str]:
         f"purposes: {', '.join(a.purposes) or 'none'}",
         f"operations: {', '.join(a.operations)}; aggregates: {', '.join(a.aggregates)}",
         f"protections: {', '.join(a.protections)}",
-        f"k (min group size): {a.min_group_size} ({a.small_groups} smaller groups); "
-        f"min participants: {a.min_participants}"
+        f"k (min group size): {a.min_group_size} "
+        + (
+            "(groups with a noisy count under k are flagged); "
+            if a.dp
+            else f"({a.small_groups} smaller groups at each node); "
+        )
+        + f"min participants: {a.min_participants}"
         + (f"; required: {', '.join(a.required_participants)}" if a.required_participants else ""),
     ]
     if a.columns:

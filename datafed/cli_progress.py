@@ -66,8 +66,8 @@ def live_steps(
         return
     progress = Progress(
         SpinnerColumn(finished_text=" "),
-        TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False),
         console=console,
     )
     with progress:

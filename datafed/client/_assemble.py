@@ -139,7 +139,7 @@ def assemble(
         if not hidden and noisy and dp_k is not None:
             n = group_rows_count(spec, t)
             hidden = n is not None and n < dp_k
-        values = (None,) * width if hidden else finalize_exact(spec, t, bits)
+        values = (None,) * width if hidden else finalize_exact(spec, t, bits, len(answers))
         exact.append((*key, *values))
         rows.append((*key, *(float(v) if isinstance(v, Decimal) else v for v in values)))
         flags.append(hidden)

@@ -141,18 +141,21 @@ def decode_fixed(value: int, bits: int) -> float:
     return value / (1 << bits)
 
 
-def fixed_decimal(value: int, bits: int) -> Decimal:
-    """The shortest decimal that encodes to the fixed-point integer ``value``.
+def fixed_decimal(value: int, bits: int, roundings: int = 1) -> Decimal:
+    """The shortest decimal within the rounding of the fixed-point integer ``value``.
 
     ``value / 2**bits`` is a finite decimal, but one with up to ``bits`` digits that the
-    encoding does not hold (30810.07 is stored as 30810.07000732421875); this is the
-    decimal with the fewest digits whose encoding is ``value`` -- the way ``repr`` prints
-    a float, at the fixed-point resolution.  Integers come back without a fraction.
+    data did not have (30810.07 is stored as 30810.07000732421875).  Each encoding rounds
+    by at most half a unit (2^-(bits+1)); a total of ``roundings`` encoded values (a SUM
+    over that many nodes) is within ``roundings`` half-units of the true total.  This
+    returns the decimal with the fewest digits in that interval -- the way ``repr`` prints
+    a float -- so decimal inputs come back as written (0.1 + 0.2 + 30810.07 over three
+    nodes is 30810.37).  Integers come back without a fraction.
     """
     with localcontext() as ctx:
         ctx.prec = 80
         exact = Decimal(value) / (1 << bits)
-        half = Decimal(1) / (2 << bits)
+        half = Decimal(max(roundings, 1)) / (2 << bits)
         for digits in range(bits + 1):
             short = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
             if abs(short - exact) < half:
@@ -165,13 +168,14 @@ def _count(totals: Mapping[Component, int], column: str) -> int:
 
 
 def finalize_exact(
-    spec: QuerySpec, totals: Mapping[Component, int], bits: int
+    spec: QuerySpec, totals: Mapping[Component, int], bits: int, nodes: int = 1
 ) -> tuple[Exact, ...]:
     """Each aggregate of ``spec`` from one group's component totals, exactly.
 
-    SUM, MIN and MAX are :class:`~decimal.Decimal` (:func:`fixed_decimal`), COUNT and
-    histogram bins ``int``, AVG and VAR ``float``; NULL (``None``) where SQL has NULL: no
-    non-null value (a non-null count below 1), or fewer than two for VAR.
+    SUM, MIN and MAX are :class:`~decimal.Decimal` (:func:`fixed_decimal`; a SUM adds one
+    rounding per node of ``nodes``), COUNT and histogram bins ``int``, AVG and VAR
+    ``float``; NULL (``None``) where SQL has NULL: no non-null value (a non-null count
+    below 1), or fewer than two for VAR.
     """
     out: list[Exact] = []
     for agg in spec.aggregates:
@@ -185,7 +189,8 @@ def finalize_exact(
         n = _count(totals, col)
         if agg.func == "sum" or agg.func == "min" or agg.func == "max":
             raw = totals[Component(agg.func, col)]
-            out.append(fixed_decimal(raw, bits) if n >= 1 else None)
+            roundings = nodes if agg.func == "sum" else 1
+            out.append(fixed_decimal(raw, bits, roundings) if n >= 1 else None)
             continue
         s = decode_fixed(totals[Component("sum", col)], bits)
         if agg.func == "avg":
@@ -197,11 +202,11 @@ def finalize_exact(
 
 
 def finalize(
-    spec: QuerySpec, totals: Mapping[Component, int], bits: int
+    spec: QuerySpec, totals: Mapping[Component, int], bits: int, nodes: int = 1
 ) -> tuple[float | int | None, ...]:
     """:func:`finalize_exact` with every decimal as the nearest ``float``."""
     return tuple(
-        float(v) if isinstance(v, Decimal) else v for v in finalize_exact(spec, totals, bits)
+        float(v) if isinstance(v, Decimal) else v for v in finalize_exact(spec, totals, bits, nodes)
     )
 
 
