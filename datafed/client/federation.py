@@ -29,7 +29,14 @@ from datafed.client._session import ProtocolSession
 from datafed.client._transport import Transport
 from datafed.client.config import FederationConfig, load_federation
 from datafed.client.nodeinfo import NodeInfo, NodeStatus, node_info_from_proto
-from datafed.client.progress import Progress, ReportingSession, Step, ignore, reported
+from datafed.client.progress import (
+    CURRENT,
+    Progress,
+    ReportingSession,
+    Step,
+    ignore,
+    reported,
+)
 from datafed.errors import DatafedError, PkiError, ProtocolError, QueryError
 from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
 from datafed.peers import verify_peer
@@ -37,6 +44,7 @@ from datafed.pki import load_signing_key
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import reported_components
+from datafed.query.post import PostProcess
 from datafed.query.result import NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_query
@@ -180,12 +188,28 @@ class Federation:
         if not purpose:
             raise QueryError("a purpose is required")
         report = progress or ignore
+        token = CURRENT.set(report)  # the per-node steps report through it (tasks copy it)
+        try:
+            return await self._aquery(spec, post, purpose, protection, legal_basis, job_id)
+        finally:
+            CURRENT.reset(token)
+
+    async def _aquery(
+        self,
+        spec: QuerySpec,
+        post: PostProcess | None,
+        purpose: str,
+        protection: str,
+        legal_basis: str,
+        job_id: str | None,
+    ) -> QueryResult:
+        report = CURRENT.get()
         mode = self._mode(protection)
         comps = reported_components(spec)
         if mode.additive_only and not all(c.additive for c in comps):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         async with self.transport() as transport:
-            infos = await self._infos(transport, report)
+            infos = await self._infos(transport)
             keys = self._log_keys(infos)
             roster = tuple(n.name for n in self.config.nodes)
             domain = self._domain(spec, infos) if spec.group_by and mode.hides_groups else None
@@ -223,7 +247,7 @@ class Federation:
             )
             job = _Job(spec, statement, pmsg, purpose, legal_basis)
             signoffs = await self._signoffs(transport, job, infos)
-            answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys, report)
+            answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
             combined = None
             steps: tuple[NodeReceipt, ...] = ()
             if isinstance(mode, SteppedMode):  # the answers start a protocol among the nodes
@@ -270,13 +294,12 @@ class Federation:
         spec_msg: query_pb2.QuerySpec,
         signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
         keys: Mapping[str, ed25519.Ed25519PublicKey],
-        report: Progress = ignore,
     ) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
         """Send every node of the roster its signed request; check every receipt."""
         timeout = self.config.timeout_s
         digests: dict[str, str] = {}
 
-        @reported(report, "query")
+        @reported(CURRENT.get(), "query")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
             signed = transport.sign(
                 query_pb2.QueryRequestBody(
@@ -465,10 +488,10 @@ class Federation:
                 )
             )
 
-    async def _infos(self, transport: Transport, report: Progress = ignore) -> list[NodeInfo]:
+    async def _infos(self, transport: Transport) -> list[NodeInfo]:
         timeout = self.config.timeout_s
 
-        @reported(report, "node info")
+        @reported(CURRENT.get(), "node info")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
             reply: query_pb2.NodeInfoResponse = await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(
                 query_pb2.NodeInfoRequest(), timeout=timeout

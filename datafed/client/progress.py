@@ -10,12 +10,13 @@ the analyst's own work: key generation, decryption) and carries nothing from the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from datafed.modes import StepSession
 
-__all__ = ["Progress", "ReportingSession", "Step", "ignore", "reported"]
+__all__ = ["CURRENT", "Progress", "ReportingSession", "Step", "ignore", "reported"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ Progress = Callable[[Step], None]
 
 def ignore(_step: Step) -> None:
     """The default callback: report nothing."""
+
+
+#: The callback of the job running in this context (tasks the job starts inherit it).
+CURRENT: ContextVar[Progress] = ContextVar("datafed_progress", default=ignore)
 
 
 C = TypeVar("C")
