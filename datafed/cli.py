@@ -77,8 +77,7 @@ def _cell(v: object) -> str:
 def query(
     sql: str = typer.Argument(
         ...,
-        help="SELECT aggregates FROM dataset [WHERE ...] [GROUP BY ...] [HAVING ...] "
-        "[ORDER BY ...] [LIMIT n]",
+        help="the query, in the SQL subset of docs/analyst.md",
     ),
     federation: Path = FED_OPTION,
     purpose: str = typer.Option(..., "--purpose", help="declared purpose, checked by every node"),
@@ -89,7 +88,12 @@ def query(
     ),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Run one protected query across every node of the federation."""
+    """Run one protected query across every node of the federation.
+
+    SQL: SELECT group columns and SUM, COUNT, AVG, VAR, MIN, MAX, HISTOGRAM of a column
+    FROM one dataset, with WHERE, GROUP BY, HAVING, ORDER BY and LIMIT (docs/analyst.md).
+    A live line per node shows each step on stderr unless --quiet.
+    """
     from datafed.client import Federation
 
     fed = Federation.from_file(federation)
