@@ -51,6 +51,25 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"datafed-audit {version('datafed')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Verify data-use ledgers and report on them."""
+
+
 out = Console(markup=False, highlight=False, soft_wrap=True)
 
 POLICY = typer.Option(..., "--policy", "-p", help="the auditor's policy file (pinned keys)")

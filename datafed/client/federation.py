@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +37,13 @@ from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_sql
 from datafed.serde import literal_from_proto, literal_to_proto, spec_to_proto
 from datafed.signing import MAX_LIFETIME_MS
-from datafed.statement import SignedJobStatement, sign_job_statement
+from datafed.statement import SignedJobStatement, new_job_id, sign_job_statement
 from datafed.tls import TlsMaterial
 
 __all__ = ["Federation", "NodeInfo", "new_job_id"]
 
 #: Most groups a protected GROUP BY may span (the cartesian product of declared values).
 MAX_GROUPS = 10_000
-
-
-def new_job_id() -> str:
-    """Return a fresh random job id."""
-    return f"job-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ import pytest
 
 from datafed import pki
 from datafed.client.config import FederationConfig, NodeEndpoint
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.serde import bundle_from_text
 from datafed.fl.spec import DpParams, RoundEntry, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.proto.v1 import common_pb2
+from datafed.statement import new_job_id
 from datafed.tls import PartyFiles
 from nodes.fl.errors import GatewayRefused
 from nodes.fl.grpc_gateway import GrpcGateway
@@ -42,7 +43,7 @@ def request_for(fed, node, spec=SPEC, purpose=PURPOSE, analyst="alice", job_id=N
         fed_config(fed, analyst, pki_dir),
         spec,
         purpose=purpose,
-        job_id=job_id or new_job_id(),
+        job_id=job_id or new_job_id("fl"),
         nodes=[node.name],
     )
     bundle = bundle_from_text(text)
