@@ -109,13 +109,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         except NodeError as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
-        head = self.ctx.head()
         return query_pb2.NodeInfoResponse(
             node=self.ctx.name,
             agency=self.ctx.config.node.agency,
             datasets=[self._dataset_info(n) for n in self.ctx.store.names()],
-            ledger=query_pb2.LedgerHead(
-                origin=head.origin, size=head.size, root_hash=head.root_hash
-            ),
+            ledger=self.ctx.head_proto(),
             certificate_pem=self.ctx.tls.cert,
         )

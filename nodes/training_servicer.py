@@ -37,7 +37,7 @@ from datafed.fl.serde import grant_to_proto, parse_training_body, round_from_pro
 from datafed.fl.spec import RoundEntry, TrainingGrant, TrainingSpec
 from datafed.peers import verify_peer
 from datafed.pki import Identity
-from datafed.proto.v1 import query_pb2, training_pb2, training_pb2_grpc
+from datafed.proto.v1 import training_pb2, training_pb2_grpc
 from datafed.signing import RequestHeader
 from nodes.context import NodeContext
 from nodes.errors import (
@@ -103,13 +103,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             job = self._jobs.get(digest)
         if job is None:
             job = await self._open(request, context, digest)
-        head = self.ctx.head()
         grant = grant_to_proto(
             TrainingGrant(self.ctx.name, job.header.job_id, job.spec, len(job.y), digest)
         )
-        grant.ledger.CopyFrom(
-            query_pb2.LedgerHead(origin=head.origin, size=head.size, root_hash=head.root_hash)
-        )
+        grant.ledger.CopyFrom(self.ctx.head_proto())
         yield training_pb2.TrainingData(grant=grant)
         for start in range(0, len(job.y), ROWS_PER_CHUNK):
             rows = training_pb2.TrainingRows(
