@@ -39,6 +39,7 @@ __all__ = [
     "print_report",
     "progress_run",
     "verified_logs",
+    "version_option",
 ]
 
 app = typer.Typer(
@@ -53,20 +54,23 @@ app = typer.Typer(
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
+def version_option(program: str) -> Any:
+    """The ``--version`` option of ``program`` (one definition for the three commands)."""
 
-        out.print(f"datafed-audit {version('datafed')}")
-        raise typer.Exit()
+    def show(value: bool) -> None:
+        if value:
+            from importlib.metadata import version
+
+            print(f"{program} {version('datafed')}")
+            raise typer.Exit()
+
+    return typer.Option(
+        False, "--version", callback=show, is_eager=True, help="print the version and exit"
+    )
 
 
 @app.callback()
-def _root(
-    show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
-    ),
-) -> None:
+def _root(show_version: bool = version_option("datafed-audit")) -> None:
     """Verify data-use ledgers and report on them."""
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from audit.cli_common import version_option
 from audit.errors import EXIT_CODES_HELP, ExitCode
 from datafed.cli_pki import register as register_pki
 from datafed.cli_psi import register as register_psi
@@ -38,20 +39,8 @@ FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.
 PROTECTION_HELP = "protection mode (default paillier). " + describe_modes()
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        print(f"datafed {version('datafed')}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
-    ),
-) -> None:
+def _root(show_version: bool = version_option("datafed")) -> None:
     """Datafed analyst client: protected queries across agency nodes."""
 
 
