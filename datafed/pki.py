@@ -39,7 +39,7 @@ __all__ = [
     "party_paths",
 ]
 
-ROLES = ("analyst", "auditor", "node", "witness")
+ROLES = ("analyst", "auditor", "gateway", "node", "witness")
 #: Ed25519 request/checkpoint signing key: a UUID-derived OID (ITU-T X.667, arc 2.25),
 #: which needs no registration.
 SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.100524368485012938255517780669548082437")

@@ -50,6 +50,7 @@ default-deny: a dataset with no allowed requester or purpose answers nobody.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -63,11 +64,15 @@ from pydantic import (
     model_validator,
 )
 
+from datafed.collect import DpSpec, TaskSpec
 from datafed.config import load_toml_model, resolve_path
 from datafed.query.spec import check_identifier
 from datafed.tls import PartyFiles
 
 __all__ = [
+    "CollectConfig",
+    "CollectDpConfig",
+    "CollectPeer",
     "DatasetConfig",
     "DatasetPolicy",
     "DpPolicy",
@@ -273,18 +278,123 @@ class PublishSection(_Strict):
         return self
 
 
+# -- [[collect]]: collection tasks (docs/collect.md) ---------------------------------------
+class CollectPeer(_Strict):
+    """One aggregator of a collection task: its name, certificate and (Helper) address."""
+
+    name: PartyName
+    cert: Annotated[Path, AfterValidator(_resolve)]
+    address: str = Field(default="", pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d{1,5})?$")
+
+
+class CollectCollector(_Strict):
+    """An analyst allowed to fetch a task's windows, and for which purposes."""
+
+    name: PartyName
+    purposes: list[str] = Field(min_length=1)
+
+
+class CollectDpConfig(_Strict):
+    """Noise each aggregator adds at every release, charged to the collector's budget."""
+
+    mechanism: Literal["laplace", "gaussian"] = "laplace"
+    epsilon: float | None = Field(default=None, gt=0, le=10)
+    rho: float | None = Field(default=None, gt=0, le=10)
+    delta: float = Field(default=1e-9, gt=0, lt=1)
+    contributions: int = Field(default=1, ge=1, le=100_000)
+    budget_epsilon: float = Field(gt=0)
+    #: ``task``: one budget for every collector (colluders share it); ``requester``: one each.
+    budget_scope: Literal["task", "requester"] = "task"
+
+
+class CollectConfig(_Strict):
+    """``[[collect]]``: a collection task this node aggregates, as Leader or Helper."""
+
+    name: Ident
+    vdaf: Literal["count", "sum", "sumvec", "histogram", "multihotcountvec"]
+    max_measurement: int | None = Field(default=None, ge=1)
+    length: int | None = Field(default=None, ge=1, le=100_000)
+    max_weight: int | None = Field(default=None, ge=1)
+    chunk_length: int | None = Field(default=None, ge=1)
+    time_precision_s: int = Field(default=300, ge=1, le=86_400 * 31)
+    min_batch_size: int = Field(default=100, ge=1)
+    start: datetime | int | None = None
+    end: datetime | int | None = None
+    max_skew_s: int = Field(default=60, ge=0, le=86_400)
+    #: A window closes once reports this far past its end have arrived, or this long
+    #: (wall clock) after the later of its end and its first report (docs/collect.md).
+    close_after_s: int = Field(default=60, ge=0, le=86_400)
+    #: Most reports per aggregation job, and per upload request.
+    job_size: int = Field(default=500, ge=1, le=10_000)
+    max_upload: int = Field(default=2_000, ge=1, le=100_000)
+    leader: CollectPeer
+    helper: CollectPeer
+    #: Gateways (certificate role ``gateway``) that may upload; empty: any gateway.
+    uploaders: list[PartyName] = []
+    collectors: list[CollectCollector] = []
+    dp: CollectDpConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CollectConfig:
+        if self.close_after_s < self.max_skew_s:
+            raise ValueError("close_after_s must be at least max_skew_s")
+        if self.dp and (self.dp.epsilon is None) == (self.dp.mechanism == "laplace"):
+            raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
+        if self.dp and (self.dp.rho is None) == (self.dp.mechanism == "gaussian"):
+            raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
+        self.spec()  # the VDAF parameters make a task
+        return self
+
+    def spec(self) -> TaskSpec:
+        """The task's public parameters (what its task ID digests)."""
+
+        def secs(v: datetime | int | None) -> int | None:
+            if isinstance(v, datetime):
+                if v.tzinfo is None:
+                    raise ValueError("give start/end with a time zone (e.g. ...Z)")
+                return int(v.timestamp())
+            return v
+
+        dp = None
+        if self.dp is not None:
+            d = self.dp
+            dp = DpSpec(d.mechanism, d.epsilon, d.rho, d.delta, d.contributions)
+        return TaskSpec(
+            name=self.name,
+            vdaf=self.vdaf,
+            leader=self.leader.name,
+            helper=self.helper.name,
+            time_precision=self.time_precision_s,
+            min_batch_size=self.min_batch_size,
+            max_measurement=self.max_measurement,
+            length=self.length,
+            max_weight=self.max_weight,
+            chunk_length=self.chunk_length,
+            start=secs(self.start),
+            end=secs(self.end),
+            max_skew=self.max_skew_s,
+            dp=dp,
+        )
+
+    def collector_purposes(self, name: str) -> list[str] | None:
+        """The purposes ``name`` may collect for, or ``None`` if it is no collector."""
+        return next((c.purposes for c in self.collectors if c.name == name), None)
+
+
 class NodeConfig(_Strict):
     """The whole node configuration file."""
 
     node: NodeSection
     tls: PartyFiles
-    datasets: list[DatasetConfig] = Field(min_length=1)
+    datasets: list[DatasetConfig] = []
     #: What this node signs off on for other agencies (``[[signoff]]`` tables).
     signoff: list[SignOffGrant] = []
     #: Logs of peer nodes this node witnesses (``[witness]``).
     witness: WitnessSection | None = None
     #: Witnesses this node publishes its checkpoints to (``[publish]``).
     publish: PublishSection | None = None
+    #: Collection tasks this node aggregates (``[[collect]]``, docs/collect.md).
+    collect: list[CollectConfig] = []
 
     @model_validator(mode="after")
     def _unique(self) -> NodeConfig:
@@ -293,7 +403,21 @@ class NodeConfig(_Strict):
             raise ValueError("dataset names must be unique")
         if self.publish and any(w.name == self.node.name for w in self.publish.witnesses):
             raise ValueError("publish.witnesses: a node cannot witness its own log")
+        tasks = [t.name for t in self.collect]
+        if len(set(tasks)) != len(tasks) or set(tasks) & set(names):
+            raise ValueError("collect: task names must be unique and differ from dataset names")
+        for t in self.collect:
+            if self.node.name not in (t.leader.name, t.helper.name):
+                raise ValueError(f"collect {t.name!r}: this node is neither leader nor helper")
+            if t.leader.name == self.node.name and not t.helper.address:
+                raise ValueError(f"collect {t.name!r}: the leader needs helper.address")
+        if not self.datasets and not self.collect:
+            raise ValueError("give at least one dataset or collection task")
         return self
+
+    def collect_task(self, name: str) -> CollectConfig | None:
+        """Return the collection task called ``name``, if any."""
+        return next((t for t in self.collect if t.name == name), None)
 
     def dataset(self, name: str) -> DatasetConfig | None:
         """Return the dataset called ``name``, if any."""

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from audit.witness import WitnessStore
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.tls import server_credentials
+from nodes.collect import CollectService
 from nodes.config import NodeConfig
 from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
@@ -61,11 +62,14 @@ async def build_server(
 async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the node until SIGINT/SIGTERM, then stop gracefully and close the ledger."""
     ctx = NodeContext.open(config)
-    witness = publisher = None
+    witness = publisher = collect = None
     try:
         witness = open_witness_store(ctx)
         server, port, health = await build_server(ctx, witness)
+        collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
+        collect.register(server)
         await server.start()
+        collect.start()
         if (publisher := Publisher.open(ctx)) is not None:
             publisher.start()
         for name in ("", *SERVICE_NAMES):
@@ -85,6 +89,7 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = 
         log.info("node %s shutting down", ctx.name)
         await health.enter_graceful_shutdown()
         await server.stop(GRACE_S)
+        await collect.stop()
         if publisher is not None:
             await publisher.stop()  # one last round, then close the channels
         waiter.cancel()
@@ -92,4 +97,6 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None] | None = 
     finally:
         if witness is not None:
             witness.close()
+        if collect is not None:
+            collect.close()
         ctx.close()
