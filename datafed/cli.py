@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audit.errors import EXIT_CODES_HELP, ExitCode
+from datafed.cli_collect import register as register_collect
 from datafed.cli_psi import register as register_psi
 from datafed.cli_train import register as register_train
 from datafed.errors import DatafedError
@@ -31,6 +32,7 @@ pki_app = typer.Typer(
 app.add_typer(pki_app, name="pki")
 register_psi(app)
 register_train(app)
+register_collect(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 

@@ -7,7 +7,8 @@ known address, also after the Helper restarts), issues gateway certificates, app
 ``gateway-<name>.toml`` per gateway::
 
     fed = LocalFederation.create(root, water_district_specs()[:2])
-    gateways = add_collection(fed, [LocalTask("water-use", 'vdaf = "count"\\n', ...)])
+    task = LocalTask("water-use", 'vdaf = "count"', "water-north", "water-east")
+    gateways = add_collection(fed, [task])
     fed.start()
     uploader = Uploader.from_file(gateways["gw-city"])
 """
@@ -107,7 +108,10 @@ def add_collection(
 
 
 def _block(
-    fed: LocalFederation, t: LocalTask, ports: Mapping[str, int], collectors: Mapping[str, Sequence[str]]
+    fed: LocalFederation,
+    t: LocalTask,
+    ports: Mapping[str, int],
+    collectors: Mapping[str, Sequence[str]],
 ) -> str:
     lines = ["", "[[collect]]", f'name = "{t.name}"', t.body.strip()]
     for role, name in (("leader", t.leader), ("helper", t.helper)):

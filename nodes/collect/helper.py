@@ -87,34 +87,36 @@ def run_job(
                 SealedShare(bytes(m.helper_enc), bytes(m.helper_ciphertext)),
             )
         except SealError:
-            share = b""  # undecodable: the state machine rejects it; relabelled below
-            undecryptable.add(rid)
+            undecryptable.add(rid)  # rejected below; its ID is not burnt (it was not proven)
+            continue
         inits.append(VerifyInit(rid, m.time, public, share, bytes(m.payload)))
     try:
         resp = helper.handle_init(AggregationJobInit(rt.task_id, job_id, tuple(inits)), now)
     except InvalidMessage as exc:
         raise InvalidRequest("malformed aggregation job; nothing was aggregated") from exc
+    answers = {v.report_id: v for v in resp.verify_resps}
     out = collect_pb2.AggregateInitResponse(job_id=job_id)
-    relabel: dict[int, int] = {}
-    seen = []
-    for m, v in zip(body.inits, resp.verify_resps, strict=True):
-        error = v.error.value if v.error is not None else ""
-        if v.error is ReportError.VDAF_VERIFY_ERROR and v.report_id in undecryptable:
-            error = DECRYPT_ERROR
+    seen, undecrypted_in = [], dict[int, int]()
+    for m in body.inits:
+        rid = bytes(m.report_id)
+        if rid in undecryptable:
             w = rt.task.window(m.time)
-            relabel[w] = relabel.get(w, 0) + 1
+            undecrypted_in[w] = undecrypted_in.get(w, 0) + 1
+            out.resps.add(report_id=rid, error=DECRYPT_ERROR)
+            continue
+        v = answers[rid]
         if v.payload is not None or v.error is ReportError.VDAF_VERIFY_ERROR:
-            seen.append(v.report_id)  # went through verification: never again
-        out.resps.add(report_id=v.report_id, payload=v.payload or b"", error=error)
-    deltas = {}
+            seen.append(rid)  # went through verification: never again
+        out.resps.add(
+            report_id=rid, payload=v.payload or b"", error=v.error.value if v.error else ""
+        )
+    deltas: dict[int, WindowDelta] = {}
     for stats in helper.windows():
-        bucket = helper.bucket(stats.start)
+        b = helper.bucket(stats.start)
         rejected = {e.value: n for e, n in stats.rejected.items()}
-        if relabel.get(stats.start):
-            rejected[ReportError.VDAF_VERIFY_ERROR.value] -= relabel[stats.start]
-            rejected[DECRYPT_ERROR] = relabel[stats.start]
-        rejected = {k: n for k, n in rejected.items() if n}
-        deltas[stats.start] = WindowDelta(bucket.agg_share, bucket.count, bucket.checksum, rejected)
+        deltas[stats.start] = WindowDelta(b.agg_share, b.count, b.checksum, rejected)
+    for w, n in undecrypted_in.items():
+        deltas.setdefault(w, WindowDelta()).rejected[DECRYPT_ERROR] = n
     rt.store.commit_helper_job(
         job_id, digest, out.SerializeToString(), seen, deltas, int(time.time() * 1000)
     )

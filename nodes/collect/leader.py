@@ -207,6 +207,8 @@ class LeaderLoop:
             assert req is not None
             before = {w.start: dict(w.rejected) for w in leader.windows()}
             jobs.append(_Job(body, leader, req.job_id, [r for r, _ in again], before))
+        if jobs:
+            log.info("collect %s: resending %d stored job(s)", self.rt.name, len(jobs))
         return jobs
 
     async def _drive(self, job: _Job) -> None:
