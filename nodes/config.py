@@ -310,7 +310,8 @@ class CollectDpConfig(_Strict):
 class CollectConfig(_Strict):
     """``[[collect]]``: a collection task this node aggregates, as Leader or Helper."""
 
-    name: Ident
+    #: Also the task's file name (``state_dir/collect/<name>.sqlite``) and ledger dataset.
+    name: PartyName
     vdaf: Literal["count", "sum", "sumvec", "histogram", "multihotcountvec"]
     max_measurement: int | None = Field(default=None, ge=1)
     length: int | None = Field(default=None, ge=1, le=100_000)
