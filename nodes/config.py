@@ -326,7 +326,7 @@ class CollectConfig(_Strict):
     #: (wall clock) after the later of its end and its first report (docs/collect.md).
     close_after_s: int = Field(default=60, ge=0, le=86_400)
     #: Most reports per aggregation job, and per upload request.
-    job_size: int = Field(default=500, ge=1, le=10_000)
+    job_size: int = Field(default=1000, ge=1, le=10_000)
     max_upload: int = Field(default=2_000, ge=1, le=100_000)
     leader: CollectPeer
     helper: CollectPeer

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,9 +106,13 @@ class DeviceTask:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """Statuses of an upload, one per report in order (``accepted``, ``duplicate``, ...)."""
+    """Statuses of an upload, one per report in order (``accepted``, ``duplicate``, ...).
+
+    ``batch_seconds``: how long each upload request took, retries included.
+    """
 
     statuses: tuple[str, ...]
+    batch_seconds: tuple[float, ...] = ()
 
     @property
     def accepted(self) -> int:
@@ -178,11 +183,12 @@ class Uploader:
         gate = asyncio.Semaphore(concurrency)
         chunks = [reports[i : i + batch] for i in range(0, len(reports), batch)]
 
-        async def one(chunk: Sequence[SealedReport]) -> list[str]:
+        async def one(chunk: Sequence[SealedReport]) -> tuple[list[str], float]:
             async with gate:
+                start = time.perf_counter()
                 for attempt in range(retries + 1):
                     try:
-                        return await self._send(task, chunk)
+                        return await self._send(task, chunk), time.perf_counter() - start
                     except NodeUnavailable:
                         if attempt == retries:
                             raise
@@ -190,7 +196,8 @@ class Uploader:
             raise AssertionError("unreachable")
 
         parts = await asyncio.gather(*(one(c) for c in chunks))
-        return UploadResult(tuple(s for part in parts for s in part))
+        statuses = tuple(s for part, _ in parts for s in part)
+        return UploadResult(statuses, tuple(t for _, t in parts))
 
     async def _send(self, task: DeviceTask, chunk: Sequence[SealedReport]) -> list[str]:
         req = collect_pb2.UploadRequest(task=task.spec.name)
