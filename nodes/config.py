@@ -323,7 +323,7 @@ class CollectConfig(_Strict):
     end: datetime | int | None = None
     max_skew_s: int = Field(default=60, ge=0, le=86_400)
     #: A window closes once reports this far past its end have arrived, or this long
-    #: (wall clock) after the later of its end and its first report (docs/collect.md).
+    #: (wall clock) after the later of its end and its last report (docs/collect.md).
     close_after_s: int = Field(default=60, ge=0, le=86_400)
     #: Most reports per aggregation job, and per upload request.
     job_size: int = Field(default=1000, ge=1, le=10_000)

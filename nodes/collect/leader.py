@@ -17,12 +17,7 @@ with the same response, and the Leader rebuilds its side of the job from the sam
 reports (its first verification step is deterministic), so a report is counted exactly
 once at both.
 
-The closer marks a window ``closing`` once it is due -- reports at least
-``close_after_s`` past its end have arrived (event time), or that long has passed on the
-wall clock since the later of its end and its first report -- after which uploads for it
-are refused; when none of its reports is pending or in a job any more, the Helper closes
-it (same count and checksum, :mod:`nodes.collect.helper`), then the Leader: each records
-the window's entry (:mod:`nodes.collect.entries`).
+A third task closes windows as they fall due (:mod:`nodes.collect.closer`).
 """
 
 from __future__ import annotations
@@ -39,17 +34,15 @@ from datafed.errors import RemoteError
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.protocols import (
     AggregationJobResp,
-    InvalidBatchSize,
     InvalidMessage,
     Leader,
     Report,
     ReportError,
     VerifyResp,
 )
-from datafed.signing import RequestHeader, now_ms
-from nodes.collect.entries import record_window
-from nodes.collect.helper import DECRYPT_ERROR, body_digest
-from nodes.collect.runtime import TaskRuntime, close_job_id
+from nodes.collect.closer import close_due
+from nodes.collect.helper import DECRYPT_ERROR
+from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import ReportRow, WindowDelta
 from nodes.context import NodeContext
 
@@ -215,7 +208,7 @@ class LeaderLoop:
         backoff = 0.2
         while not self._stopping:
             try:
-                resp = await self._call("AggregateInit", job.body, f"agg-{job.job_id.hex()}")
+                resp = await self.call("AggregateInit", job.body, f"agg-{job.job_id.hex()}")
                 await asyncio.to_thread(self._finish, job, resp)
                 self._wake.set()
                 return
@@ -224,7 +217,8 @@ class LeaderLoop:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _call(self, rpc: str, body: Any, job_id: str) -> Any:
+    async def call(self, rpc: str, body: Any, job_id: str) -> Any:
+        """Send ``body`` (a fresh header added) as a signed ``rpc`` to the Helper."""
         helper = self.rt.config.helper.name
         msg = type(body)()
         msg.CopyFrom(body)
@@ -272,7 +266,7 @@ class LeaderLoop:
     async def _closer(self) -> None:
         while not self._stopping:
             try:
-                await self._close_due()
+                await close_due(self)
             except asyncio.CancelledError:
                 raise
             except RemoteError as exc:
@@ -280,69 +274,3 @@ class LeaderLoop:
             except Exception:
                 log.exception("collect %s: window closer failed", self.rt.name)
             await asyncio.sleep(0.25)
-
-    async def _close_due(self) -> None:
-        rt, p, after = self.rt, self.rt.spec.time_precision, self.rt.config.close_after_s
-        now = time.time()
-        for w in await asyncio.to_thread(rt.store.windows, where="state != 'closed'"):
-            end = w.start + p
-            if w.state == "open":
-                seen = max(end, w.first_seen_ms / 1000)
-                if rt.watermark < end + after and now < seen + after:
-                    continue
-                await asyncio.to_thread(rt.store.set_state, w.start, "closing")
-            if await asyncio.to_thread(rt.store.unfinished, w.start):
-                self._wake.set()
-                continue
-            await self._close(w.start)
-
-    async def _close(self, start: int) -> None:
-        rt = self.rt
-        row = await asyncio.to_thread(rt.store.window, start)
-        assert row is not None
-        leader = Leader(rt.task, rt.verify_key)
-        bucket = leader.bucket(start)
-        bucket.agg_share, bucket.count, bucket.checksum = row.agg, row.count, row.checksum
-        try:
-            leader.collect(start, rt.spec.time_precision)
-            releasable = True
-        except InvalidBatchSize:
-            releasable = False
-        body = collect_pb2.CloseWindowRequest(
-            task=rt.name,
-            task_id=rt.task_id,
-            window_start=start,
-            report_count=row.count,
-            checksum=row.checksum,
-        )
-        digest, job = body_digest(body), close_job_id(rt.name, start)
-        resp = await self._call("CloseWindow", body, job)
-        if resp.report_count != row.count:
-            log.error(
-                "collect %s: window %d: the Helper counts %d", rt.name, start, resp.report_count
-            )
-            return
-        uploads = await asyncio.to_thread(rt.store.upload_rejections)
-        t = now_ms()
-        header = RequestHeader(self.ctx.name, self.ctx.name, job, b"", t, t, PURPOSE)
-        index = await record_window(
-            self.ctx,
-            rt,
-            row,
-            caller=self.ctx.identity,
-            header=header,
-            close_digest=digest,
-            share_digest=rt.share_digest(row.agg),
-            releasable=releasable,
-            upload_rejected=uploads,
-        )
-        await asyncio.to_thread(rt.store.forget_upload_rejections, uploads)
-        await asyncio.to_thread(
-            rt.store.close_window,
-            start,
-            share_digest=rt.share_digest(row.agg),
-            close_digest=digest,
-            releasable=releasable,
-            close_index=index,
-        )
-        log.info("collect %s: window %d closed (%d reports)", rt.name, start, row.count)

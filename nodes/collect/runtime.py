@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from datafed.collect import TaskSpec
+from datafed.errors import ConfigError
 from datafed.peers import shared_secret, verify_peer, x25519_private
 from datafed.pki import Identity
 from datafed.protocols import CollectTask, Prio3
@@ -79,10 +80,12 @@ class TaskRuntime:
         for name, pem in pems.items():
             ident = verify_peer(pem, ctx.tls.ca, role="node")
             if ident.name != name:
-                raise ValueError(f"collect {config.name!r}: {name}'s certificate is {ident.name}'s")
+                raise ConfigError(
+                    f"collect {config.name!r}: {name}'s certificate is {ident.name}'s"
+                )
         own = verify_peer(pems[ctx.name], ctx.tls.ca, role="node")
         if own.signing_key != ctx.identity.signing_key:
-            raise ValueError(
+            raise ConfigError(
                 f"collect {config.name!r}: the certificate named for {ctx.name} is not ours"
             )
         other = config.helper.name if role == "leader" else config.leader.name

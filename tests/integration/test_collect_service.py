@@ -290,6 +290,12 @@ def test_attack_leader_rebinding_a_helper_share_is_rejected_by_the_helper(fed) -
         )
         honest = await signed(rogue, HELPER, "AggregateInit", job(init(rid, w(0) + 1)))
         again = await signed(rogue, HELPER, "AggregateInit", job(init(rid, w(0) + 1)))
+        lie = collect_pb2.CloseWindowRequest(
+            task="probe", task_id=dt.spec.task_id, window_start=w(0), report_count=7
+        )
+        lie.checksum = bytes(32)  # the Leader claims reports the Helper never verified
+        with pytest.raises(RemoteError, match="disagree on the reports"):
+            await signed(rogue, HELPER, "CloseWindow", lie)
         await rogue.aclose()
         return moved, honest, again
 
@@ -297,8 +303,12 @@ def test_attack_leader_rebinding_a_helper_share_is_rejected_by_the_helper(fed) -
     assert [r.error for r in moved.resps] == ["hpke_decrypt_error", "hpke_decrypt_error"]
     assert honest.resps[0].error == "" and honest.resps[0].payload  # the true binding verifies
     assert again.resps[0].error == "report_replayed"
-    denied = [r for r in ledger_records(fed, HELPER) if r.decision == "denied"]
-    assert any("repeats a report ID" in r.reason for r in denied)
+    records = ledger_records(fed, HELPER)
+    denied = [r.reason for r in records if r.decision == "denied"]
+    assert any("repeats a report ID" in r for r in denied)
+    assert any("disagree" in r for r in denied)
+    closes = [r for r in records if r.operation == "collect_window" and r.decision == "approved"]
+    assert not [r for r in closes if r.dataset == "probe"]  # the lie closed nothing
 
 
 def _verify_key(fed):

@@ -175,5 +175,5 @@ def test_store_statuses_watermark_and_window_merge(tmp_path: Path) -> None:
     )
     assert store.unfinished(900) == 0 and store.pending(10) == []
     store.close()
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ConfigError, match="another configuration"):
         CollectStore(tmp_path / "t.sqlite", b"\x02" * 32, vdaf)
