@@ -44,6 +44,10 @@ in ``state_dir/witness.sqlite``.  ``[publish]`` makes the node ask each listed w
 ``interval_s`` seconds and once at shutdown, to cosign its latest checkpoint; cosignatures
 are stored on the ledger, refusals are logged (a fork or inconsistency as an error).
 
+``[[collect]]`` blocks declare the collection tasks this node aggregates as Leader or
+Helper (VDAF, window, minimum batch size, collectors, optional noise): docs/collect.md.
+A node that only aggregates needs no ``[[datasets]]``.
+
 Relative paths resolve against the directory of the config file.  The policy is
 default-deny: a dataset with no allowed requester or purpose answers nobody.
 """
