@@ -157,15 +157,17 @@ class LeaderLoop:
         req = leader.start_job(now)
         inits = req.verify_inits if req is not None else ()
         sent = [v.report_id for v in inits]
-        rejected = [r.report_id for r in rows if r.report_id not in set(sent)]
+        went = set(sent)
+        rejected = [r.report_id for r in rows if r.report_id not in went]
         before = {w.start: dict(w.rejected) for w in leader.windows()}
         deltas = {
             w: WindowDelta(rejected={e.value: n for e, n in rej.items()})
             for w, rej in before.items()
             if rej
         }
+        times = {r.report_id: r.time for r in rows}
         for rid in refused:  # counted as malformed
-            w = rt.task.window(next(r.time for r in rows if r.report_id == rid))
+            w = rt.task.window(times[rid])
             d = deltas.setdefault(w, WindowDelta())
             d.rejected["invalid_message"] = d.rejected.get("invalid_message", 0) + 1
         body = collect_pb2.AggregateInitRequest(

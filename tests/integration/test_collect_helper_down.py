@@ -3,7 +3,9 @@
 While the Helper is down the Leader keeps accepting and storing uploads, its jobs wait,
 and no window closes (a window needs both aggregators). The Leader is then stopped with
 jobs open; both come back, the Leader resends its stored jobs (the Helper answers a job
-it already ran with the same response), and every report is counted exactly once.
+it already ran with the same response), and every report is counted exactly once. Last,
+the Leader goes down during an upload: the gateway resends the same reports until it is
+back.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from datafed.collect import Collector
+from datafed.collect import Collector, Uploader
 from datafed.proto.v1 import collect_pb2
 
 from .collect_harness import (
@@ -21,6 +23,7 @@ from .collect_harness import (
     T0,
     WINDOW,
     collect_federation,
+    gateway_file,
     make_task,
     party,
     signed,
@@ -39,7 +42,7 @@ def test_helper_down_uploads_accepted_then_both_catch_up_nothing_lost(tmp_path) 
     try:
         nodes = {n.spec.name: n for n in fed.nodes}
         first = [(1, w(0) + i) for i in range(20)] + [(0, w(1) + i) for i in range(10)]
-        asyncio.run(upload(fed, "meters", first))
+        dt, _ = asyncio.run(upload(fed, "meters", first))
         fed.stop_node(nodes[HELPER])
         later = [(1, w(0) + 30 + i) for i in range(15)] + [(1, w(1) + 30 + i) for i in range(5)]
         _, statuses = asyncio.run(upload(fed, "meters", [*later, (0, w(2) + 40)]))
@@ -70,6 +73,23 @@ def test_helper_down_uploads_accepted_then_both_catch_up_nothing_lost(tmp_path) 
         for node in (LEADER, HELPER):
             closes = [r for r in ledger_records(fed, node) if r.operation == "collect_window"]
             assert [r.details["window"] for r in closes] == [str(w(0)), str(w(1))]
+
+        # The Leader itself goes down while a gateway uploads: the gateway retries the
+        # same reports until it is back; they are stored once.
+        fed.stop_node(nodes[LEADER])
+
+        async def upload_through_restart() -> list[str]:
+            async with Uploader.from_file(gateway_file(fed)) as up:
+                sending = asyncio.create_task(
+                    up.upload(dt, dt.shard_many([(1, w(5) + i) for i in range(10)]), retries=10)
+                )
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(fed.start_node, nodes[LEADER])
+                result = await sending
+                assert min(result.batch_seconds) > 0.5  # it waited for the Leader: retried
+                return list(result.statuses)
+
+        assert asyncio.run(upload_through_restart()) == ["accepted"] * 10
     finally:
         codes = fed.stop()
         assert all(c in (0, None) for c in codes), f"nodes exited with {codes}"

@@ -70,10 +70,12 @@ def w(i: int) -> int:
 
 
 def close_entries(fed, node, name):
+    """The window entries (``approved``) of task ``name`` in ``node``'s ledger."""
+    records = ledger_records(fed, node)
     return [
         r
-        for r in ledger_records(fed, node)
-        if r.operation == "collect_window" and r.dataset == name
+        for r in records
+        if (r.operation, r.decision, r.dataset) == ("collect_window", "approved", name)
     ]
 
 
