@@ -13,6 +13,7 @@ from rich.table import Table
 
 from audit.cli_common import version_option
 from audit.errors import EXIT_CODES_HELP, ExitCode
+from datafed.cli_collect import register as register_collect
 from datafed.cli_pki import register as register_pki
 from datafed.cli_psi import register as register_psi
 from datafed.cli_train import register as register_train
@@ -31,6 +32,7 @@ app = typer.Typer(
 register_pki(app)
 register_psi(app)
 register_train(app)
+register_collect(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 

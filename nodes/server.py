@@ -24,6 +24,7 @@ from audit.witness import WitnessStore
 from datafed.crl import unwatch_crl, watch_crl
 from datafed.errors import DatafedError
 from datafed.proto.v1 import (
+    collect_pb2,
     ledger_pb2,
     protocol_pb2,
     psi_pb2,
@@ -32,6 +33,7 @@ from datafed.proto.v1 import (
     training_pb2,
 )
 from datafed.tls import server_credentials
+from nodes.collect import CollectService
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
@@ -60,6 +62,7 @@ SERVICE_NAMES = tuple(
         (protocol_pb2, "ProtocolService"),
         (psi_pb2, "PsiService"),
         (training_pb2, "TrainingService"),
+        (collect_pb2, "CollectService"),
     )
 )
 GRACE_S = 5.0
@@ -132,14 +135,17 @@ async def serve(
     (:meth:`NodeContext.reload`, recorded in the ledger).
     """
     ctx = NodeContext.open(config)
-    witness = publisher = health_server = None
+    witness = publisher = health_server = collect = None
     crl = config.tls.crl
     try:
         if crl is not None:
             watch_crl(crl, ctx.tls.ca)
         witness = open_witness_store(ctx)
         server, port, health = await build_server(ctx, witness)
+        collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
+        collect.register(server)
         await server.start()
+        collect.start()
         if config.node.health_listen:
             health_server, hport = await start_health_server(config.node.health_listen, health)
             log.info("health (plaintext) on port %d", hport)
@@ -172,6 +178,7 @@ async def serve(
         log.info("node %s shutting down", ctx.name)
         await health.enter_graceful_shutdown()
         await server.stop(GRACE_S)
+        await collect.stop()
         if health_server is not None:
             await health_server.stop(0)
         if publisher is not None:
@@ -184,4 +191,6 @@ async def serve(
             unwatch_crl(crl)
         if witness is not None:
             witness.close()
+        if collect is not None:
+            collect.close()
         ctx.close()
