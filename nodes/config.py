@@ -71,6 +71,7 @@ __all__ = [
     "DatasetConfig",
     "DatasetPolicy",
     "DpPolicy",
+    "LimitsSection",
     "NodeConfig",
     "NodeSection",
     "PublishSection",
@@ -160,6 +161,11 @@ class DatasetPolicy(_Strict):
     #: Nodes every job on this dataset must include (e.g. all the federation's districts,
     #: so that totals over different subsets of nodes cannot be subtracted).
     required_participants: list[PartyName] = []
+    #: Paillier modulus sizes (bits) an analyst's key may have: each size fixes the memory
+    #: and CPU one key costs the node (docs/policy.md#limits; NIST SP 800-57: >= 2048).
+    paillier_bits: list[Annotated[int, Field(ge=2048, le=8192)]] = Field(
+        default=[2048, 3072], min_length=1
+    )
 
     @field_validator("allowed_protections")
     @classmethod
@@ -273,6 +279,51 @@ class PublishSection(_Strict):
         return self
 
 
+# ------------------------------------------------------------------------- [limits]
+class LimitsSection(_Strict):
+    """``[limits]``: what one request may cost this node (``docs/policy.md#limits``).
+
+    Every limit is checked before admission where the request alone decides it, so a
+    refusal spends no budget and says nothing about the data.
+    """
+
+    #: Request size, per field of a query.
+    max_spec_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_predicate_nodes: int = Field(default=256, ge=1, le=4096)
+    #: Literals in a WHERE clause in all (SQLite binds at most 32766 parameters).
+    max_where_values: int = Field(default=4096, ge=1, le=30_000)
+    max_domain_keys: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_params_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_statement_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_signoff_bytes: int = Field(default=16 * 1024, ge=1024)
+    #: Cost of an answer: values per group (SQLite returns at most 2000 columns), groups
+    #: times values, Paillier ciphertexts, and bytes (``None``: the message limit).
+    max_components: int = Field(default=512, ge=1, le=1900)
+    max_values: int = Field(default=200_000, ge=1)
+    max_groups: int = Field(default=10_000, ge=1)
+    max_ciphertexts: int = Field(default=4096, ge=1)
+    max_answer_bytes: int | None = Field(default=None, ge=1024)
+    #: Protocol state: open jobs of stepped modes, pending intersection-sums.
+    max_open_jobs: int = Field(default=256, ge=1)
+    max_open_jobs_per_requester: int = Field(default=16, ge=1)
+    max_pending_intersections: int = Field(default=16, ge=1)
+    max_pending_intersections_per_requester: int = Field(default=4, ge=1)
+    #: Analysts' Paillier keys: their DJN tables in bytes, keys per requester, idle expiry.
+    paillier_cache_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    paillier_keys_per_requester: int = Field(default=1, ge=1, le=16)
+    paillier_key_idle_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _per_requester(self) -> LimitsSection:
+        if self.max_open_jobs_per_requester > self.max_open_jobs:
+            raise ValueError("max_open_jobs_per_requester must not exceed max_open_jobs")
+        if self.max_pending_intersections_per_requester > self.max_pending_intersections:
+            raise ValueError(
+                "max_pending_intersections_per_requester must not exceed max_pending_intersections"
+            )
+        return self
+
+
 class NodeConfig(_Strict):
     """The whole node configuration file."""
 
@@ -285,6 +336,8 @@ class NodeConfig(_Strict):
     witness: WitnessSection | None = None
     #: Witnesses this node publishes its checkpoints to (``[publish]``).
     publish: PublishSection | None = None
+    #: What one request may cost this node (``[limits]``).
+    limits: LimitsSection = LimitsSection()
 
     @model_validator(mode="after")
     def _unique(self) -> NodeConfig:

@@ -114,7 +114,10 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     def __init__(self, ctx: NodeContext, pool: Pool | None = None) -> None:
         self.ctx = ctx
         self.pool = pool or Pool()
-        self.jobs = PendingJobs()
+        lim = ctx.config.limits
+        self.jobs = PendingJobs(
+            lim.max_pending_intersections, lim.max_pending_intersections_per_requester
+        )
 
     # ----------------------------------------------------------------- helpers
     def _open(self, call: SignedCall, cls: type[M]) -> tuple[RequestHeader, psi_serde.StepRequest]:

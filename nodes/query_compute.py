@@ -26,6 +26,7 @@ from datafed.serde import literal_to_proto
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest
 from nodes.jobs import JobBinding
+from nodes.limits import check_groups
 from nodes.policy import Grant, ReleasedGroup
 from nodes.policy.dp import add_noise
 from nodes.policy.rules import apply_min_group_size
@@ -48,6 +49,8 @@ def compute(
     comps = components(spec)
     dp = policy.dp
     groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    if job.domain is None:
+        check_groups(len(groups), ctx.config.limits)  # keys the answer reveals anyway
     suppressed = 0
     if dp is None:
         keep = apply_min_group_size(policy, [g.rows for g in groups])
@@ -123,6 +126,7 @@ def _protect(
         fixed_point_bits=job.fixed_point_bits,
         stash=stash,
         min_participants=grant.policy.min_participants,
+        requester=header.requester,
     )
     try:
         return job.mode.protect(env, job.params, flat)

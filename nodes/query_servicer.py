@@ -24,7 +24,7 @@ from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
 from nodes.gate import peer_identity
 from nodes.policy.signoff import Signer, grant_signoff, parse_signoff_request
 from nodes.query_compute import answer_digest, compute
-from nodes.query_job import decode_query, parse_query
+from nodes.query_job import open_query_async
 from nodes.rpc import signed_call
 
 __all__ = ["QueryServicer"]
@@ -43,9 +43,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.QueryResponse:
         """Answer one signed, protected aggregate query."""
         async with signed_call(self.ctx, context, request, "query") as call:
-            body = call.open(parse_query)
-            call.protection = body.protection.mode[:32]
-            job = decode_query(self.ctx.name, call, body)
+            # Opened, bounded, decoded and costed off the event loop (nodes.limits).
+            job = await open_query_async(self.ctx, call, peer_identity(context))
             grant = await call.admit(job.use)
             response, facts = await call.compute(compute, self.ctx, grant, job)
             await call.release(answer_digest(response), "released", private=facts)
