@@ -76,6 +76,8 @@ def parse_sql(sql: str) -> QuerySpec:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
     except SqlglotError as exc:
         raise QueryError(f"cannot parse SQL: {_first_line(exc)}") from exc
+    except RecursionError:  # sqlglot descends once per parenthesis or NOT
+        raise QueryError("the query is nested too deeply") from None
     if len(trees) != 1:
         raise QueryError(f"expected exactly one statement, got {len(trees)}")
     tree = trees[0]
