@@ -19,7 +19,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from datafed.errors import QueryError, SignatureError
+from datafed.errors import ProtocolError, QueryError, SignatureError
 from datafed.modes import ProtectionMode, SteppedMode, mode_class
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
@@ -132,7 +132,7 @@ def decode_query(
             max_conditions=limits.max_predicate_nodes,
             max_values=limits.max_where_values,
         )
-    except QueryError as exc:
+    except (QueryError, ProtocolError) as exc:  # both documented by datafed.serde
         raise InvalidRequest(str(exc)) from exc
     call.dataset = spec.dataset
     mode, domain = _protection(body.protection, spec, limits.max_domain_keys)
