@@ -48,7 +48,10 @@ def compute(
     spec, policy, bits = job.spec, grant.policy, job.fixed_point_bits
     comps = components(spec)
     dp = policy.dp
-    groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    try:
+        groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    except ValueError as exc:  # a value the fixed-point encoding refuses (text, infinity)
+        raise InvalidRequest(str(exc)) from exc
     if job.domain is None:
         check_groups(len(groups), ctx.config.limits)  # keys the answer reveals anyway
     suppressed = 0
