@@ -283,8 +283,16 @@ def _in_list(node: exp.In, *, negated: bool) -> InList:
 
 
 def _literal(node: Any) -> Scalar:
+    value = _value(node)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(1 << 63) <= value < 1 << 63:
+        # What the wire (int64) and the databases hold; larger is a clean refusal here.
+        raise QueryError(f"integer {value} does not fit in 64 bits")
+    return value
+
+
+def _value(node: Any) -> Scalar:
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = _literal(node.this)
+        value = _value(node.this)
         assert isinstance(value, (int, float))
         return -value
     if isinstance(node, exp.Boolean):

@@ -8,6 +8,7 @@ decoding it gives the same spec.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -125,3 +126,10 @@ def test_deep_nesting_is_a_clean_error() -> None:
     for depth in (50, 400, 4000):
         for shape in ("(" * depth + "year = 1" + ")" * depth, "NOT " * depth + "year = 1"):
             _check(f"SELECT COUNT(*) FROM pipe_incidents WHERE {shape}"[:10_000])
+
+
+def test_integers_beyond_64_bits_are_refused() -> None:
+    for sql in ("year = 22222222222222222024", "year IN (1, -9223372036854775809)"):
+        with pytest.raises(QueryError, match="does not fit in 64 bits"):
+            parse_sql(f"SELECT COUNT(*) FROM pipe_incidents WHERE {sql}")
+    _check("SELECT COUNT(*) FROM pipe_incidents WHERE year = -9223372036854775808")
