@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError, StatementError
+
 from datafed.modes import NodeEnv, SteppedMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, components
@@ -52,6 +54,12 @@ def compute(
         groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
     except ValueError as exc:  # a value the fixed-point encoding refuses (text, infinity)
         raise InvalidRequest(str(exc)) from exc
+    except StatementError as exc:
+        if isinstance(exc, DBAPIError) or not isinstance(exc.orig, (ValueError, TypeError)):
+            raise  # the database's own errors (nodes/store.py maps those)
+        # A literal SQLAlchemy cannot bind to its column's type ('steel' for a REAL column,
+        # 33 after True in one IN list): the request's fault, said without the data.
+        raise InvalidRequest("a value in the query does not fit its column's type") from exc
     if job.domain is None:
         check_groups(len(groups), ctx.config.limits)  # keys the answer reveals anyway
     suppressed = 0
