@@ -67,9 +67,14 @@ _UINT = (0, 1, 2, 3, 64, 1 << 31, (1 << 32) - 1)
 _UINT64 = (*_UINT, (1 << 64) - 1, 1 << 53)
 
 text = st.one_of(st.sampled_from(WORDS), st.text(max_size=40))
-blobs = st.one_of(
-    st.just(b""), st.binary(max_size=64), st.binary(min_size=250, max_size=520)
-)
+blobs = st.one_of(st.just(b""), st.binary(max_size=64), st.binary(min_size=250, max_size=520))
+
+
+def _repeated(f: FieldDescriptor) -> bool:
+    is_repeated = getattr(f, "is_repeated", None)  # protobuf >= 6; ``label`` before
+    if is_repeated is not None:
+        return bool(is_repeated)
+    return bool(f.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def _scalar(f: FieldDescriptor) -> st.SearchStrategy[Any]:
@@ -111,12 +116,12 @@ def _fill(draw: st.DrawFn, cls: type[Message], depth: int) -> Message:
             if depth <= 0:
                 continue
             sub = _fill(GetMessageClass(f.message_type), depth - 1)
-            if f.label == FieldDescriptor.LABEL_REPEATED:
+            if _repeated(f):
                 getattr(msg, f.name).extend(draw(st.lists(sub, max_size=4)))
             else:
                 getattr(msg, f.name).CopyFrom(draw(sub))
             continue
-        if f.label == FieldDescriptor.LABEL_REPEATED:
+        if _repeated(f):
             getattr(msg, f.name).extend(draw(st.lists(_scalar(f), max_size=6)))
         else:
             setattr(msg, f.name, draw(_scalar(f)))
