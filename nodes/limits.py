@@ -49,6 +49,7 @@ __all__ = [
     "QuotaExceeded",
     "check_cost",
     "check_groups",
+    "check_key_size",
     "check_paillier_key",
     "check_query_fields",
     "estimate",
@@ -246,7 +247,11 @@ def check_paillier_key(params: bytes, policy: DatasetPolicy, dataset: str) -> in
         check_paillier_modulus(n)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    bits = n.bit_length()
+    return check_key_size(n.bit_length(), policy, dataset)
+
+
+def check_key_size(bits: int, policy: DatasetPolicy, dataset: str) -> int:
+    """``bits`` if the dataset's policy allows Paillier keys of that size, else refuse."""
     if bits not in policy.paillier_bits:
         allowed = ", ".join(str(b) for b in sorted(policy.paillier_bits))
         raise PermissionDenied(

@@ -47,6 +47,7 @@ from datafed.signing import RequestHeader
 from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, PermissionDenied
+from nodes.limits import check_key_size
 from nodes.policy import Grant, Use
 from nodes.psi_jobs import PendingJob, PendingJobs
 from nodes.rpc import SignedCall, signed_call
@@ -245,6 +246,12 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             call.details["peer"] = job.ids.node
             cols = [job.values.id_column, job.values.value_column]
             ctx.policy.check(self._use(call, job.values.dataset, cols, [cols[1]]))
+            # This side encrypts under the analyst's key: only the sizes the policy allows.
+            check_key_size(
+                job.paillier_n.bit_length(),
+                ctx.policy.policy(job.values.dataset),
+                job.values.dataset,
+            )
             peer = self._verify(step.peer, job, job.ids.node, "blind")
             if peer.count > MAX_SET_SIZE:
                 raise InvalidRequest(f"set of {peer.count} exceeds the limit of {MAX_SET_SIZE}")

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -245,27 +246,39 @@ def test_one_analyst_cannot_fill_the_protocol_job_table(fed):
     assert r.rows[0][0] == 3 * 40 * 36
 
 
-def _blind(fed: LocalFederation, analyst: str, job_id: str) -> list:
-    n = _modulus(2048, 5)
-    job = PsiJob(
+def _psi_job(job_id: str, bits: int = 2048) -> PsiJob:
+    return PsiJob(
         job_id,
         IdsColumn("water-north", "taxpayers", "person_id"),
         ValuesColumns("water-east", "loans", "person_id", "amount"),
-        n,
+        _modulus(bits, 5),
     )
+
+
+def _psi_stub(fed: LocalFederation, analyst: str, node: int) -> tuple[grpc.Channel, Any]:
     files = party_paths(fed.pki_dir, "analyst", analyst)
-    key = load_signing_key(files.signing_key)
-    header = header_to_proto(new_header(analyst, "water-north", job_id, PURPOSE))
-    data = psi_serde.blind_body(header, job)
-    signed = common_pb2.SignedRequest(body=data, signature=sign_body(data, key))
     creds = grpc.ssl_channel_credentials(
         (fed.pki_dir / "ca.crt").read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
     )
-    node = fed.nodes[0]
-    with grpc.secure_channel(
-        node.address, creds, options=[("grpc.ssl_target_name_override", node.spec.name)]
-    ) as ch:
-        return list(psi_pb2_grpc.PsiServiceStub(ch).Blind(signed, timeout=60))
+    target = fed.nodes[node]
+    ch = grpc.secure_channel(
+        target.address, creds, options=[("grpc.ssl_target_name_override", target.spec.name)]
+    )
+    return ch, psi_pb2_grpc.PsiServiceStub(ch)
+
+
+def _psi_sign(fed: LocalFederation, analyst: str, data: bytes) -> common_pb2.SignedRequest:
+    key = load_signing_key(party_paths(fed.pki_dir, "analyst", analyst).signing_key)
+    return common_pb2.SignedRequest(body=data, signature=sign_body(data, key))
+
+
+def _blind(fed: LocalFederation, analyst: str, job_id: str, bits: int = 2048) -> list:
+    job = _psi_job(job_id, bits)
+    header = header_to_proto(new_header(analyst, "water-north", job_id, PURPOSE))
+    signed = _psi_sign(fed, analyst, psi_serde.blind_body(header, job))
+    ch, stub = _psi_stub(fed, analyst, 0)
+    with ch:
+        return list(stub.Blind(signed, timeout=60))
 
 
 def test_one_analyst_cannot_fill_the_intersection_table(fed):
@@ -368,3 +381,20 @@ def _digest(signed: common_pb2.SignedRequest) -> str:
     import hashlib
 
     return hashlib.sha256(signed.body).hexdigest()
+
+
+def test_intersection_key_size_outside_the_policy_is_refused_before_admission(fed):
+    """The values node encrypts under the analyst's key: only the policy's key sizes."""
+    job = _psi_job("job-psi-8192", bits=8192)
+    frames = _blind(fed, "bob", job.job_id, bits=8192)  # the ids side encrypts nothing
+    peer, _ = psi_serde.reply_from_proto(frames[0].reply)
+    points = b"".join(f.chunk for f in frames[1:])
+    header = header_to_proto(new_header("bob", "water-east", job.job_id, PURPOSE))
+    signed = _psi_sign(fed, "bob", psi_serde.relay_body("exchange", header, job, peer, points))
+    before = _size(fed, "water-east")
+    ch, stub = _psi_stub(fed, "bob", 1)
+    with ch, pytest.raises(grpc.RpcError) as err:
+        list(stub.Exchange(psi_serde.upload_frames(signed, points), timeout=60))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "8192 bits" in err.value.details() and "paillier_bits" in err.value.details()
+    assert [r.decision for r in _records(fed, "water-east", before)] == ["denied"]
