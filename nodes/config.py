@@ -26,6 +26,11 @@ Example::
     allowed_protections = ["paillier"]
     min_group_size = 5
 
+    [limits]                              # optional: what one request may cost (defaults shown)
+    max_values = 200000                   # groups x values per answer
+    max_open_jobs_per_requester = 16
+    paillier_cache_bytes = 536870912      # analysts' Paillier key tables, all together
+
     [witness]                             # optional: witness the logs of these peer nodes
     peers = ["pki/node/water-east.crt", "pki/node/water-south.crt"]
 
@@ -44,6 +49,8 @@ in ``state_dir/witness.sqlite``.  ``[publish]`` makes the node ask each listed w
 ``interval_s`` seconds and once at shutdown, to cosign its latest checkpoint; cosignatures
 are stored on the ledger, refusals are logged (a fork or inconsistency as an error).
 
+``[limits]`` bounds the cost of one request (every field and default:
+``docs/policy.md#limits``); a dataset's ``paillier_bits`` lists the key sizes it accepts.
 Relative paths resolve against the directory of the config file.  The policy is
 default-deny: a dataset with no allowed requester or purpose answers nobody.
 """
