@@ -263,6 +263,10 @@ def _predicate(node: exp.Expression, depth: int = 0) -> Predicate:
     op = _CMP_TYPES.get(type(node))
     if op is not None:
         left, right = node.this, node.expression
+        if op not in ("=", "!=") and isinstance(
+            left if isinstance(right, exp.Column) else right, exp.Boolean
+        ):
+            raise QueryError(f"a boolean can only be compared with = or !=, not {op!r}")
         if isinstance(left, exp.Column):
             return Comparison(column=_column(left, "WHERE"), op=op, value=_literal(right))  # type: ignore[arg-type]
         if isinstance(right, exp.Column):

@@ -335,6 +335,11 @@ def test_findings_stay_fixed(site: Site) -> None:
                 column="repair_hours", op="=", value=lit(string_value="steel")
             )
         ),
+        query_pb2.Predicate(  # an order on a boolean: repair_hours < true
+            comparison=query_pb2.Comparison(
+                column="repair_hours", op="<", value=lit(bool_value=True)
+            )
+        ),
         query_pb2.Predicate(  # True, then 33, in one IN list
             in_list=query_pb2.InList(
                 column="year", values=[lit(bool_value=True), lit(int_value=33)]

@@ -133,3 +133,10 @@ def test_integers_beyond_64_bits_are_refused() -> None:
         with pytest.raises(QueryError, match="does not fit in 64 bits"):
             parse_sql(f"SELECT COUNT(*) FROM pipe_incidents WHERE {sql}")
     _check("SELECT COUNT(*) FROM pipe_incidents WHERE year = -9223372036854775808")
+
+
+def test_booleans_have_no_order() -> None:
+    for cond in ("year < TRUE", "FALSE >= year", "year BETWEEN 1 AND 2 AND bursts > FALSE"):
+        with pytest.raises(QueryError, match="boolean can only be compared with = or !="):
+            parse_sql(f"SELECT COUNT(*) FROM pipe_incidents WHERE {cond}")
+    _check("SELECT COUNT(*) FROM pipe_incidents WHERE year = TRUE")
