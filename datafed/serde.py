@@ -143,11 +143,7 @@ def _pred_from_proto(msg: query_pb2.Predicate, depth: int = 0) -> Predicate:
     kind = msg.WhichOneof("kind")
     if kind == "comparison":
         c = msg.comparison
-        value = _required(c.value, "comparison")
-        if isinstance(value, bool) and c.op not in ("=", "!="):
-            # SQL has no order on booleans; a node's compiler refuses it (found by fuzzing)
-            raise QueryError(f"a boolean can only be compared with = or !=, not {c.op!r}")
-        return Comparison(column=c.column, op=c.op, value=value)  # type: ignore[arg-type]
+        return Comparison(column=c.column, op=c.op, value=_required(c.value, "comparison"))  # type: ignore[arg-type]
     if kind == "in_list":
         i = msg.in_list
         values = tuple(_required(v, "IN list") for v in i.values)

@@ -24,7 +24,7 @@ from datafed.modes import ProtectionMode, SteppedMode, mode_class
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
 from datafed.query.components import components
-from datafed.query.spec import QuerySpec, Scalar
+from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
 from datafed.serde import literal_from_proto, spec_from_proto
 from datafed.signing import MAX_LIFETIME_MS, now_ms
 from datafed.statement import SignedJobStatement, message_digest, open_job_statement
@@ -134,6 +134,7 @@ def decode_query(
         )
     except (QueryError, ProtocolError) as exc:  # both documented by datafed.serde
         raise InvalidRequest(str(exc)) from exc
+    _no_order_on_booleans(spec.where)
     call.dataset = spec.dataset
     mode, domain = _protection(body.protection, spec, limits.max_domain_keys)
     if not body.HasField("statement"):
@@ -166,6 +167,19 @@ def decode_query(
         statement,
         use,
     )
+
+
+def _no_order_on_booleans(where: Predicate | None) -> None:
+    """Refuse ``x < true``: SQL has no order on booleans and SQLAlchemy cannot compile it."""
+    stack = [where] if where is not None else []
+    while stack:
+        p = stack.pop()
+        if isinstance(p, (AllOf, AnyOf)):
+            stack.extend(p.items)
+        elif isinstance(p, Not):
+            stack.append(p.item)
+        elif isinstance(p, Comparison) and isinstance(p.value, bool) and p.op not in ("=", "!="):
+            raise InvalidRequest(f"a boolean can only be compared with = or !=, not {p.op!r}")
 
 
 def _protection(
