@@ -314,7 +314,7 @@ class LimitsSection(_Strict):
     max_open_jobs: int = Field(default=256, ge=1)
     max_open_jobs_per_requester: int = Field(default=16, ge=1)
     max_pending_intersections: int = Field(default=16, ge=1)
-    max_pending_intersections_per_requester: int = Field(default=4, ge=1)
+    max_pending_intersections_per_requester: int = Field(default=8, ge=1)
     #: Analysts' Paillier keys: their DJN tables in bytes, keys per requester, idle expiry.
     paillier_cache_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     paillier_keys_per_requester: int = Field(default=1, ge=1, le=16)

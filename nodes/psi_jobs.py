@@ -27,7 +27,7 @@ __all__ = [
 #: Jobs the ids side keeps between Blind and Intersect; more are refused (UNAVAILABLE).
 MAX_PENDING_JOBS = 16
 #: Of which one requester may hold (more are refused: RESOURCE_EXHAUSTED).
-PENDING_PER_REQUESTER = 4
+PENDING_PER_REQUESTER = 8
 #: How long a blinded job waits for its Intersect step.
 PENDING_TTL_S = 900.0
 OPERATION = "intersection_sum"

@@ -282,12 +282,12 @@ def _blind(fed: LocalFederation, analyst: str, job_id: str, bits: int = 2048) ->
 
 
 def test_one_analyst_cannot_fill_the_intersection_table(fed):
-    """Blinded jobs that never finish: 4 per requester; bob's intersection-sum still runs."""
-    for i in range(4):
+    """Blinded jobs that never finish: 8 per requester; bob's intersection-sum still runs."""
+    for i in range(8):
         assert _blind(fed, "alice", f"job-psi-{i}")
     before = _size(fed, "water-north")
     with pytest.raises(grpc.RpcError) as err:
-        _blind(fed, "alice", "job-psi-4")
+        _blind(fed, "alice", "job-psi-8")
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_pending_intersections_per_requester" in err.value.details()
     assert [r.decision for r in _records(fed, "water-north", before)] == ["denied"]
