@@ -11,7 +11,6 @@ only auditors read -- and the answer leaves with its receipt.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import grpc
@@ -25,7 +24,7 @@ from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
 from nodes.gate import peer_identity
 from nodes.policy.signoff import Signer, grant_signoff, parse_signoff_request
 from nodes.query_compute import answer_digest, compute
-from nodes.query_job import QueryJob, decode_query, parse_query
+from nodes.query_job import open_query_async
 from nodes.rpc import signed_call
 
 __all__ = ["QueryServicer"]
@@ -44,23 +43,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.QueryResponse:
         """Answer one signed, protected aggregate query."""
         async with signed_call(self.ctx, context, request, "query") as call:
-            body = call.open(parse_query)
-            call.protection = body.protection.mode[:32]
-            job = decode_query(self.ctx.name, call, body)
-            job = self._typed(job)  # refusals that read no data come before admission
+            # Opened, bounded, decoded, typed and costed off the event loop (nodes.limits).
+            job = await open_query_async(self.ctx, call, peer_identity(context))
             grant = await call.admit(job.use)
             response, facts = await call.compute(compute, self.ctx, grant, job)
             await call.release(answer_digest(response), "released", private=facts)
             response.receipt.CopyFrom(await call.receipt())
             response.ledger.CopyFrom(call.head())
             return response
-
-    def _typed(self, job: QueryJob) -> QueryJob:
-        """Refuse what the dataset cannot run, and type the group domain, before admission."""
-        self.ctx.store.check(job.spec)
-        if job.domain is None:
-            return job
-        return dataclasses.replace(job, domain=self.ctx.store.typed_keys(job.spec, job.domain))
 
     async def GrantSignOff(  # noqa: N802 - gRPC method name
         self,

@@ -37,6 +37,7 @@ from nodes.collect import CollectService
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
+from nodes.limits import install as install_limits
 from nodes.protocol_servicer import add_protocol_service
 from nodes.psi_servicer import add_psi_service
 from nodes.publish import Publisher, open_witness_store
@@ -72,6 +73,7 @@ async def build_server(
     ctx: NodeContext, witness: WitnessStore | None = None
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """Create the server with every service registered; return it and its bound port."""
+    install_limits(ctx)  # [limits]: job quotas, Paillier key cache (docs/policy.md#limits)
     limit = ctx.config.node.max_message_bytes
     server = grpc.aio.server(
         options=[
