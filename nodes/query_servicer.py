@@ -63,6 +63,12 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             body = call.open(parse_signoff_request)
             assert call.identity is not None and call.header is not None
             call.dataset = f"{body.target_node[:64]}/{body.dataset[:64]}"
+            limit = ctx.config.limits.max_statement_bytes
+            if body.statement.ByteSize() > limit:
+                raise InvalidRequest(
+                    f"the job statement is larger than {limit:,} bytes "
+                    "(limits.max_statement_bytes)"
+                )
             try:
                 statement = open_job_statement(body.statement, call.identity.signing_key)
             except SignatureError as exc:

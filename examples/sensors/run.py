@@ -72,8 +72,6 @@ def federation(root: Path, t0: int) -> tuple[LocalFederation, dict[str, Path]]:
         NodeSpec(LEADER, "City Water Utility", []),
         NodeSpec(HELPER, "City Statistics Bureau", []),
     ]
-    for spec in specs:  # LocalFederation makes a node's folder with its data; these have none
-        (root / "nodes" / spec.name).mkdir(parents=True, exist_ok=True)
     fed = LocalFederation.create(root, specs)
     gateways = add_collection(
         fed,
