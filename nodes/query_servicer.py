@@ -66,8 +66,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             limit = ctx.config.limits.max_statement_bytes
             if body.statement.ByteSize() > limit:
                 raise InvalidRequest(
-                    f"the job statement is larger than {limit:,} bytes "
-                    "(limits.max_statement_bytes)"
+                    f"the job statement is larger than {limit:,} bytes (limits.max_statement_bytes)"
                 )
             try:
                 statement = open_job_statement(body.statement, call.identity.signing_key)
