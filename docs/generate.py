@@ -6,8 +6,8 @@ Usage::
     python docs/generate.py --check   # fail if the committed page is not current
 
 Keys, types, defaults and constraints come from the models (:mod:`nodes.config`,
-:mod:`datafed.client.config`, :mod:`datafed.fl.config`, :mod:`audit.policy`), meanings from their ``#:``
-comments (:mod:`datafed.config_doc`); the page is never edited by hand.
+:mod:`datafed.client.config`, :mod:`datafed.fl.config`, :mod:`audit.policy`), meanings
+from their ``#:`` comments (:mod:`datafed.config_doc`); the page is never edited by hand.
 """
 
 from __future__ import annotations
