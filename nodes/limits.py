@@ -30,9 +30,16 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from datafed.hazmat import Packer
-from datafed.modes import ProtectionMode, check_paillier_modulus
-from datafed.modes._paillier import VALUE_BITS
-from datafed.modes._paillier_keys import KEY_CACHE
+from datafed.modes import (
+    PAILLIER_KEY_CACHE as KEY_CACHE,
+)
+from datafed.modes import (
+    PAILLIER_VALUE_BITS as VALUE_BITS,
+)
+from datafed.modes import (
+    ProtectionMode,
+    check_paillier_modulus,
+)
 from datafed.proto.v1 import modes_pb2, protocol_pb2, query_pb2
 from datafed.query.components import Component
 from datafed.query.spec import QuerySpec

@@ -30,8 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from datafed.hazmat import FixedBaseTable, PaillierPublicKey
-from datafed.hazmat._djn import exponent_bits, window_bits
+from datafed.hazmat import FixedBaseTable, PaillierPublicKey, exponent_bits, window_bits
 
 __all__ = ["KEY_CACHE", "ONE_OFF_WINDOW", "PaillierKeyCache", "table_bytes"]
 

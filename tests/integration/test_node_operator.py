@@ -104,7 +104,7 @@ def test_reflection_lists_every_service_the_node_serves(fed):
         (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     listed = {s.name for s in reply.list_services_response.service}
     assert listed == {
-        "datafed.proto.v1.QueryService", "datafed.proto.v1.LedgerService", "datafed.proto.v1.ProtocolService",
+        "datafed.proto.v1.QueryService", "datafed.proto.v1.LedgerService", "datafed.proto.v1.CollectService", "datafed.proto.v1.ProtocolService",
         "datafed.proto.v1.PsiService", "datafed.proto.v1.TrainingService", "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }  # fmt: skip
