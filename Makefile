@@ -60,5 +60,11 @@ test: setup lint types protocheck unit
 bench: setup
 	$(BIN)/python -m pytest -q benchmarks $(if $(K),-k "$(K)") --benchmark-columns=mean,ops,rounds
 
+# Long fuzzing (tests/fuzz): FUZZ_EXAMPLES per target, fresh seeds each run; a failure is
+# kept in .hypothesis/ and replays first next time. make test runs the same targets bounded.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	DATAFED_FUZZ=long DATAFED_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz $(if $(K),-k "$(K)")
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .benchmarks bench-results.json

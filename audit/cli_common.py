@@ -39,6 +39,7 @@ __all__ = [
     "print_report",
     "progress_run",
     "verified_logs",
+    "version_option",
 ]
 
 app = typer.Typer(
@@ -51,6 +52,28 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def version_option(program: str) -> Any:
+    """The ``--version`` option of ``program`` (one definition for the three commands)."""
+
+    def show(value: bool) -> None:
+        if value:
+            from importlib.metadata import version
+
+            print(f"{program} {version('datafed')}")
+            raise typer.Exit()
+
+    return typer.Option(
+        False, "--version", callback=show, is_eager=True, help="print the version and exit"
+    )
+
+
+@app.callback()
+def _root(show_version: bool = version_option("datafed-audit")) -> None:
+    """Verify data-use ledgers and report on them."""
+
+
 out = Console(markup=False, highlight=False, soft_wrap=True)
 
 POLICY = typer.Option(..., "--policy", "-p", help="the auditor's policy file (pinned keys)")

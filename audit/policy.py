@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, Verifier, parse_vkey
 
 if sys.version_info >= (3, 11):
@@ -38,9 +40,31 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "PolicyFile"]
 
-_KEYS = {"quorum", "logs", "witnesses", "state", "agencies", "budgets"}
+
+class PolicyFile(BaseModel):
+    """The auditor's policy file: pinned logs and witnesses, the quorum, report labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Log keys to pin, one per node (C2SP verifier keys of type 0x01, from
+    #: ``datafed-audit vkey NODE.crt``); a log's key name is its origin.
+    logs: list[str] = Field(min_length=1)
+    #: Witness cosigning keys (type 0x04, ``datafed-audit vkey --witness``).
+    witnesses: list[str] = []
+    #: How many of ``witnesses`` must have cosigned a checkpoint (k of n); 0 is refused
+    #: unless ``--no-witnesses`` (then an operator could rewrite its log undetectably).
+    quorum: int = Field(default=0, ge=0)
+    #: File of the last verified size and root of each log (rollback and rewrite check).
+    state: str | None = None
+    #: The city's names for the nodes, used in reports (``water-north = "..."``).
+    agencies: dict[str, str] = {}
+    #: Agreed epsilon per dataset, for reports: ``"node/dataset"`` or ``"dataset"``.
+    budgets: dict[str, float] = {}
+
+
+_KEYS = set(PolicyFile.model_fields)
 
 
 @dataclass(frozen=True)

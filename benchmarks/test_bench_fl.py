@@ -23,13 +23,14 @@ import pytest
 from datafed.client.config import FederationConfig, NodeEndpoint
 from datafed.fl.direct import DirectGrid, RoundDriver
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.settings import RunSettings
 from datafed.fl.spec import TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.fl.workflow import open_job
 from datafed.local import LocalFederation
 from datafed.pki import party_paths
+from datafed.statement import new_job_id
 from datafed.tls import PartyFiles
 from nodes.fl.client_app import app, plain_app
 
@@ -65,7 +66,7 @@ def ours_driver(fed: LocalFederation) -> RoundDriver:
         nodes=[NodeEndpoint(name=n.spec.name, address=n.address) for n in fed.nodes],
     )
     spec = TrainingSpec(FLOOD_TABLE, FLOOD_FEATURES, FLOOD_LABEL, rounds=1000)
-    job = new_job_id()
+    job = new_job_id("fl")
     settings = _settings(bundle=sign_training_bundle(fc, spec, purpose=FLOOD_PURPOSE, job_id=job))
     node_cfgs = [
         {"datafed-node-config": str(n.config), "datafed-node-address": n.address} for n in fed.nodes

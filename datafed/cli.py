@@ -14,7 +14,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from audit.cli_common import version_option
 from audit.errors import EXIT_CODES_HELP, ExitCode
+from datafed.cli_collect import register as register_collect
 from datafed.cli_pki import register as register_pki
 from datafed.cli_progress import live_steps
 from datafed.cli_psi import register as register_psi
@@ -35,6 +37,7 @@ app = typer.Typer(
 register_pki(app)
 register_psi(app)
 register_train(app)
+register_collect(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
@@ -43,20 +46,8 @@ FED_OPTION = typer.Option(..., "--federation", "-f", help="federation file (fed.
 PROTECTION_HELP = "protection mode (default paillier). " + describe_modes()
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        print(f"datafed {version('datafed')}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
-    ),
-) -> None:
+def _root(show_version: bool = version_option("datafed")) -> None:
     """Datafed analyst client: protected queries across agency nodes."""
 
 

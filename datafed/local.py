@@ -234,6 +234,7 @@ class LocalFederation:
 
     def _write_node(self, spec: NodeSpec) -> LocalNode:
         ndir = self.root / "nodes" / spec.name
+        ndir.mkdir(parents=True, exist_ok=True)  # also for a node that only aggregates
         files = pki.party_paths(self.pki_dir, "node", spec.name)
         lines = [
             "[node]",

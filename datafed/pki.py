@@ -54,7 +54,7 @@ __all__ = [
     "write_private",
 ]
 
-ROLES = ("analyst", "auditor", "node", "superlink", "witness")
+ROLES = ("analyst", "auditor", "gateway", "node", "superlink", "witness")
 #: Roles that run servers: their certificates also name ``localhost`` and ``127.0.0.1``.
 SERVER_ROLES = ("node", "superlink", "witness")
 #: Ed25519 request/checkpoint signing key: a UUID-derived OID (ITU-T X.667, arc 2.25),

@@ -28,15 +28,24 @@ from datafed.signing import RequestHeader
 
 __all__ = [
     "MAX_PREDICATE_DEPTH",
+    "MAX_PREDICATE_NODES",
+    "MAX_WHERE_VALUES",
     "header_from_proto",
     "header_to_proto",
     "literal_from_proto",
     "literal_to_proto",
     "spec_from_proto",
     "spec_to_proto",
+    "where_size",
 ]
 
 MAX_PREDICATE_DEPTH = 16
+#: Conditions (predicate nodes) a WHERE may hold: the SQL front end's 10,000 characters
+#: make at most a few hundred; more is a crafted spec (``docs/policy.md#limits``).
+MAX_PREDICATE_NODES = 256
+#: Literal values a WHERE may hold in all (IN lists, comparisons, BETWEEN bounds): each
+#: is one bound parameter, and SQLite binds at most 32,766 per statement.
+MAX_WHERE_VALUES = 4096
 
 
 def literal_to_proto(value: Scalar | None) -> common_pb2.Literal:
@@ -168,8 +177,58 @@ def spec_to_proto(spec: QuerySpec) -> query_pb2.QuerySpec:
     return msg
 
 
-def spec_from_proto(msg: query_pb2.QuerySpec) -> QuerySpec:
-    """Decode and validate a query spec."""
+def where_size(msg: query_pb2.Predicate, stop: int = MAX_PREDICATE_NODES) -> tuple[int, int]:
+    """Count a WHERE message's conditions and literal values, without recursion.
+
+    Counting stops as soon as more than ``stop`` conditions are seen (the count returned
+    is then above ``stop``, and the values may be undercounted), so a crafted tree costs
+    little to refuse.
+    """
+    nodes = values = 0
+    stack = [msg]
+    while stack:
+        p = stack.pop()
+        nodes += 1
+        kind = p.WhichOneof("kind")
+        if kind == "in_list":
+            values += len(p.in_list.values)
+        elif kind == "comparison":
+            values += 1
+        elif kind == "between":
+            values += 2
+        elif kind in ("all_of", "any_of"):
+            items = p.all_of.items if kind == "all_of" else p.any_of.items
+            if nodes + len(stack) + len(items) > stop:
+                return nodes + len(stack) + len(items), values
+            stack.extend(items)
+        elif kind == "negate":
+            stack.append(p.negate)
+        if nodes > stop:
+            break
+    return nodes, values
+
+
+def spec_from_proto(
+    msg: query_pb2.QuerySpec,
+    *,
+    max_conditions: int = MAX_PREDICATE_NODES,
+    max_values: int = MAX_WHERE_VALUES,
+) -> QuerySpec:
+    """Decode and validate a query spec; the WHERE may hold at most the given sizes.
+
+    Raises
+    ------
+    QueryError
+        The spec does not validate, or its WHERE is too large or malformed.
+    """
+    if msg.HasField("where"):
+        nodes, values = where_size(msg.where, max_conditions)
+        if nodes > max_conditions:
+            raise QueryError(f"the WHERE clause has more than {max_conditions:,} conditions")
+        if values > max_values:
+            raise QueryError(
+                f"the WHERE clause holds {values:,} values; at most {max_values:,} are accepted"
+            )
     try:
         where = _pred_from_proto(msg.where) if msg.HasField("where") else None
         return QuerySpec(

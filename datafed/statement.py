@@ -16,6 +16,7 @@ See ``docs/invisibility.md``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ __all__ = [
     "JobStatement",
     "SignedJobStatement",
     "message_digest",
+    "new_job_id",
     "open_job_statement",
     "sign_job_statement",
 ]
@@ -41,6 +43,14 @@ __all__ = [
 STATEMENT_CONTEXT = b"datafed/v1/job-statement\x00"
 #: Most nodes one job may name (as many as a protected query may span).
 MAX_ROSTER = 64
+
+
+def new_job_id(prefix: str = "job") -> str:
+    """A fresh random job id: ``prefix``, a dash and 16 hex digits (``job-…``, ``fl-…``).
+
+    Nodes admit each job id once per requester, so every job needs a new one.
+    """
+    return f"{prefix}-{secrets.token_hex(8)}"
 
 
 def message_digest(msg: Message) -> bytes:

@@ -16,6 +16,7 @@ from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
+from audit.cli_common import version_option
 from audit.errors import EXIT_CODES_HELP, ExitCode
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
@@ -37,20 +38,8 @@ register_fl(app)
 LARGE_FILE = 16 * 1024 * 1024
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        print(f"datafed-node {version('datafed')}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
-    ),
-) -> None:
+def _root(show_version: bool = version_option("datafed-node")) -> None:
     """Run an agency node: serve datasets under policy, record every data use."""
 
 

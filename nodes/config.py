@@ -31,6 +31,11 @@ Example::
     allowed_protections = ["paillier"]
     min_group_size = 5
 
+    [limits]                              # optional: what one request may cost (defaults shown)
+    max_values = 200000                   # groups x values per answer
+    max_open_jobs_per_requester = 16
+    paillier_cache_bytes = 536870912      # analysts' Paillier key tables, all together
+
     [witness]                             # optional: witness the logs of these peer nodes
     peers = ["pki/node/water-east.crt", "pki/node/water-south.crt"]
 
@@ -49,12 +54,19 @@ in ``state_dir/witness.sqlite``.  ``[publish]`` makes the node ask each listed w
 ``interval_s`` seconds and once at shutdown, to cosign its latest checkpoint; cosignatures
 are stored on the ledger, refusals are logged (a fork or inconsistency as an error).
 
+``[[collect]]`` blocks declare the collection tasks this node aggregates as Leader or
+Helper (VDAF, window, minimum batch size, collectors, optional noise): docs/collect.md.
+A node that only aggregates needs no ``[[datasets]]``.
+
+``[limits]`` bounds the cost of one request (every field and default:
+``docs/policy.md#limits``); a dataset's ``paillier_bits`` lists the key sizes it accepts.
 Relative paths resolve against the directory of the config file.  The policy is
 default-deny: a dataset with no allowed requester or purpose answers nobody.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,15 +80,20 @@ from pydantic import (
     model_validator,
 )
 
+from datafed.collect import DpSpec, TaskSpec
 from datafed.config import load_toml_model, resolve_path
 from datafed.query.spec import check_identifier
 from datafed.tls import PartyFiles
 
 __all__ = [
+    "CollectConfig",
+    "CollectDpConfig",
+    "CollectPeer",
     "ColumnTypeName",
     "DatasetConfig",
     "DatasetPolicy",
     "DpPolicy",
+    "LimitsSection",
     "NodeConfig",
     "NodeSection",
     "NodeTlsFiles",
@@ -184,6 +201,11 @@ class DatasetPolicy(_Strict):
     #: Nodes every job on this dataset must include (e.g. all the federation's districts,
     #: so that totals over different subsets of nodes cannot be subtracted).
     required_participants: list[PartyName] = []
+    #: Paillier modulus sizes (bits) an analyst's key may have: each size fixes the memory
+    #: and CPU one key costs the node (docs/policy.md#limits; NIST SP 800-57: >= 2048).
+    paillier_bits: list[Annotated[int, Field(ge=2048, le=8192)]] = Field(
+        default=[2048, 3072], min_length=1
+    )
 
     @field_validator("allowed_protections")
     @classmethod
@@ -443,18 +465,215 @@ class PublishSection(_Strict):
         return self
 
 
+# -- [[collect]]: collection tasks (docs/collect.md) ---------------------------------------
+class CollectPeer(_Strict):
+    """One aggregator of a collection task: its name, certificate and (Helper) address."""
+
+    #: The aggregator node's name.
+    name: PartyName
+    #: Its certificate (its key seals the Helper's shares and derives the verify key).
+    cert: Annotated[Path, AfterValidator(_resolve)]
+    #: ``host:port`` the Leader reaches the Helper at (the Helper's own entry: empty).
+    address: str = Field(default="", pattern=r"^([A-Za-z0-9.\-\[\]:]+:\d{1,5})?$")
+
+
+class CollectCollector(_Strict):
+    """An analyst allowed to fetch a task's windows, and for which purposes."""
+
+    #: The analyst's name (its certificate's).
+    name: PartyName
+    #: The purposes it may fetch windows for.
+    purposes: list[str] = Field(min_length=1)
+
+
+class CollectDpConfig(_Strict):
+    """Noise each aggregator adds at every release, charged to the collector's budget."""
+
+    #: Discrete Laplace (pure epsilon) or discrete Gaussian (zCDP rho) noise.
+    mechanism: Literal["laplace", "gaussian"] = "laplace"
+    #: Epsilon of one release (Laplace).
+    epsilon: float | None = Field(default=None, gt=0, le=10)
+    #: zCDP rho of one release (Gaussian).
+    rho: float | None = Field(default=None, gt=0, le=10)
+    #: Delta when rho is converted to (epsilon, delta) for the budget (Gaussian).
+    delta: float = Field(default=1e-9, gt=0, lt=1)
+    #: Reports one device may send per window (the sensitivity).
+    contributions: int = Field(default=1, ge=1, le=100_000)
+    #: Total epsilon the task's releases may spend.
+    budget_epsilon: float = Field(gt=0)
+    #: ``task``: one budget for every collector (colluders share it); ``requester``: one each.
+    budget_scope: Literal["task", "requester"] = "task"
+
+
+class CollectConfig(_Strict):
+    """``[[collect]]``: a collection task this node aggregates, as Leader or Helper."""
+
+    #: Also the task's file name (``state_dir/collect/<name>.sqlite``) and ledger dataset.
+    name: PartyName
+    #: The Prio3 variant (docs/prio3.md).
+    vdaf: Literal["count", "sum", "sumvec", "histogram", "multihotcountvec"]
+    #: Sum: the largest measurement a device may report.
+    max_measurement: int | None = Field(default=None, ge=1)
+    #: SumVec, Histogram, MultihotCountVec: the vector length (buckets).
+    length: int | None = Field(default=None, ge=1, le=100_000)
+    #: MultihotCountVec: the most ones one report may hold.
+    max_weight: int | None = Field(default=None, ge=1)
+    #: Vector variants: the gadget chunk length (default: the draft's optimum).
+    chunk_length: int | None = Field(default=None, ge=1)
+    #: Window length in seconds: reports are aggregated per window.
+    time_precision_s: int = Field(default=300, ge=1, le=86_400 * 31)
+    #: Fewest valid reports a window needs before it is released.
+    min_batch_size: int = Field(default=100, ge=1)
+    #: First report time the task accepts (ISO time with zone, or seconds).
+    start: datetime | int | None = None
+    #: Last report time the task accepts.
+    end: datetime | int | None = None
+    #: How far a report's time may lie ahead of the Leader's clock, in seconds.
+    max_skew_s: int = Field(default=60, ge=0, le=86_400)
+    #: A window closes once reports this far past its end have arrived, or this long
+    #: (wall clock) after the later of its end and its last report (docs/collect.md).
+    close_after_s: int = Field(default=60, ge=0, le=86_400)
+    #: Most reports per aggregation job, and per upload request.
+    job_size: int = Field(default=1000, ge=1, le=10_000)
+    #: Most reports one upload request may carry.
+    max_upload: int = Field(default=2_000, ge=1, le=100_000)
+    #: The Leader aggregator (takes uploads, drives the Helper).
+    leader: CollectPeer
+    #: The Helper aggregator (another agency).
+    helper: CollectPeer
+    #: Gateways (certificate role ``gateway``) that may upload; empty: any gateway.
+    uploaders: list[PartyName] = []
+    #: Analysts who may fetch windows, with their purposes (``[[collect.collectors]]``).
+    collectors: list[CollectCollector] = []
+    #: Noise added at every release (``[collect.dp]``); none: exact windows.
+    dp: CollectDpConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CollectConfig:
+        if self.close_after_s < self.max_skew_s:
+            raise ValueError("close_after_s must be at least max_skew_s")
+        if self.dp and (self.dp.epsilon is None) == (self.dp.mechanism == "laplace"):
+            raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
+        if self.dp and (self.dp.rho is None) == (self.dp.mechanism == "gaussian"):
+            raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
+        self.spec()  # the VDAF parameters make a task
+        return self
+
+    def spec(self) -> TaskSpec:
+        """The task's public parameters (what its task ID digests)."""
+
+        def secs(v: datetime | int | None) -> int | None:
+            if isinstance(v, datetime):
+                if v.tzinfo is None:
+                    raise ValueError("give start/end with a time zone (e.g. ...Z)")
+                return int(v.timestamp())
+            return v
+
+        dp = None
+        if self.dp is not None:
+            d = self.dp
+            dp = DpSpec(d.mechanism, d.epsilon, d.rho, d.delta, d.contributions)
+        return TaskSpec(
+            name=self.name,
+            vdaf=self.vdaf,
+            leader=self.leader.name,
+            helper=self.helper.name,
+            time_precision=self.time_precision_s,
+            min_batch_size=self.min_batch_size,
+            max_measurement=self.max_measurement,
+            length=self.length,
+            max_weight=self.max_weight,
+            chunk_length=self.chunk_length,
+            start=secs(self.start),
+            end=secs(self.end),
+            max_skew=self.max_skew_s,
+            dp=dp,
+        )
+
+    def collector_purposes(self, name: str) -> list[str] | None:
+        """The purposes ``name`` may collect for, or ``None`` if it is no collector."""
+        return next((c.purposes for c in self.collectors if c.name == name), None)
+
+
+# ------------------------------------------------------------------------- [limits]
+class LimitsSection(_Strict):
+    """``[limits]``: what one request may cost this node (``docs/policy.md#limits``).
+
+    Every limit is checked before admission where the request alone decides it, so a
+    refusal spends no budget and says nothing about the data.
+    """
+
+    #: Largest query spec, in bytes.
+    max_spec_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Most conditions in a WHERE clause.
+    max_predicate_nodes: int = Field(default=256, ge=1, le=4096)
+    #: Literals in a WHERE clause in all (SQLite binds at most 32766 parameters).
+    max_where_values: int = Field(default=4096, ge=1, le=30_000)
+    #: Most declared group keys a protected GROUP BY may span.
+    max_domain_keys: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Largest protection parameters (a public key, certificates), in bytes.
+    max_params_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Largest job statement, in bytes.
+    max_statement_bytes: int = Field(default=16 * 1024, ge=1024)
+    #: Largest sign-off, in bytes.
+    max_signoff_bytes: int = Field(default=16 * 1024, ge=1024)
+    #: Cost of an answer: values per group (SQLite returns at most 2000 columns), groups
+    #: times values, Paillier ciphertexts, and bytes (``None``: the message limit).
+    max_components: int = Field(default=512, ge=1, le=1900)
+    #: Most values (groups x components) in one answer.
+    max_values: int = Field(default=200_000, ge=1)
+    #: Most groups in one answer.
+    max_groups: int = Field(default=10_000, ge=1)
+    #: Most Paillier ciphertexts in one answer.
+    max_ciphertexts: int = Field(default=4096, ge=1)
+    #: Largest answer in bytes (``None``: the node's message limit).
+    max_answer_bytes: int | None = Field(default=None, ge=1024)
+    #: Protocol state: open jobs of stepped modes, pending intersection-sums.
+    max_open_jobs: int = Field(default=256, ge=1)
+    #: Open stepped-mode jobs one requester may hold.
+    max_open_jobs_per_requester: int = Field(default=16, ge=1)
+    #: Intersection-sums waiting for their last step, in all.
+    max_pending_intersections: int = Field(default=16, ge=1)
+    #: Intersection-sums waiting for their last step, per requester.
+    max_pending_intersections_per_requester: int = Field(default=8, ge=1)
+    #: Analysts' Paillier keys: their DJN tables in bytes, keys per requester, idle expiry.
+    paillier_cache_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    #: Cached Paillier keys per requester (a new one evicts the requester's own).
+    paillier_keys_per_requester: int = Field(default=1, ge=1, le=16)
+    #: Seconds a cached key must lie idle before another requester's may evict it.
+    paillier_key_idle_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _per_requester(self) -> LimitsSection:
+        if self.max_open_jobs_per_requester > self.max_open_jobs:
+            raise ValueError("max_open_jobs_per_requester must not exceed max_open_jobs")
+        if self.max_pending_intersections_per_requester > self.max_pending_intersections:
+            raise ValueError(
+                "max_pending_intersections_per_requester must not exceed max_pending_intersections"
+            )
+        return self
+
+
 class NodeConfig(_Strict):
     """The whole node configuration file."""
 
+    #: ``[node]``: identity, address, limits of the server.
     node: NodeSection
+    #: ``[tls]``: the CA, the node's certificate and keys, the revocation list.
     tls: NodeTlsFiles
-    datasets: list[DatasetConfig] = Field(min_length=1)
+    #: ``[[datasets]]``: what the node serves (none on a node that only aggregates
+    #: collection tasks).
+    datasets: list[DatasetConfig] = []
     #: What this node signs off on for other agencies (``[[signoff]]`` tables).
     signoff: list[SignOffGrant] = []
     #: Logs of peer nodes this node witnesses (``[witness]``).
     witness: WitnessSection | None = None
     #: Witnesses this node publishes its checkpoints to (``[publish]``).
     publish: PublishSection | None = None
+    #: Collection tasks this node aggregates (``[[collect]]``, docs/collect.md).
+    collect: list[CollectConfig] = []
+    #: What one request may cost this node (``[limits]``).
+    limits: LimitsSection = LimitsSection()
 
     @model_validator(mode="after")
     def _unique(self) -> NodeConfig:
@@ -463,7 +682,21 @@ class NodeConfig(_Strict):
             raise ValueError("dataset names must be unique")
         if self.publish and any(w.name == self.node.name for w in self.publish.witnesses):
             raise ValueError("publish.witnesses: a node cannot witness its own log")
+        tasks = [t.name for t in self.collect]
+        if len(set(tasks)) != len(tasks) or set(tasks) & set(names):
+            raise ValueError("collect: task names must be unique and differ from dataset names")
+        for t in self.collect:
+            if self.node.name not in (t.leader.name, t.helper.name):
+                raise ValueError(f"collect {t.name!r}: this node is neither leader nor helper")
+            if t.leader.name == self.node.name and not t.helper.address:
+                raise ValueError(f"collect {t.name!r}: the leader needs helper.address")
+        if not self.datasets and not self.collect:
+            raise ValueError("give at least one dataset or collection task")
         return self
+
+    def collect_task(self, name: str) -> CollectConfig | None:
+        """Return the collection task called ``name``, if any."""
+        return next((t for t in self.collect if t.name == name), None)
 
     def dataset(self, name: str) -> DatasetConfig | None:
         """Return the dataset called ``name``, if any."""

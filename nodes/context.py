@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from audit import DataUseRecord, Ledger, LedgerHead, ledger_origin
 from datafed.errors import ConfigError
 from datafed.pki import Identity, load_signing_key
+from datafed.proto.v1 import query_pb2
 from datafed.signing import RequestHeader, now_ms
 from datafed.tls import TlsMaterial
 from nodes.config import NodeConfig
@@ -184,6 +185,16 @@ class NodeContext:
     def head(self) -> LedgerHead:
         """The ledger's current head."""
         return self.ledger.head()
+
+    def head_proto(self, indexes: Sequence[int] = ()) -> query_pb2.LedgerHead:
+        """The ledger's current head on the wire, naming ``indexes`` (the one builder)."""
+        head = self.ledger.head()
+        return query_pb2.LedgerHead(
+            origin=head.origin,
+            size=head.size,
+            root_hash=head.root_hash,
+            entry_indexes=list(indexes),
+        )
 
     def close(self) -> None:
         """Close the ledger, replay cache and data store."""

@@ -2,9 +2,12 @@
 
 A multi-step mode's Query leaves state behind (secagg keys and the vector to mask, an
 aggregator's list of participants); the later ``Step`` calls of the same requester and
-job find it here.  The table holds at most ``max_jobs`` jobs, each for ``ttl_ms`` at
-most; a job is dropped when its last step succeeds.  Nothing here is persisted: a node
-that restarts forgets its open jobs, which the protocols treat as a dropout.
+job find it here.  The table holds at most ``max_jobs`` jobs, and at most
+``per_requester`` of one requester, so that one analyst who never finishes its jobs
+cannot lock the others out (``[limits]``, ``docs/policy.md#limits``); each job lives
+``ttl_ms`` at most and is dropped when its last step succeeds.  Nothing here is
+persisted: a node that restarts forgets its open jobs, which the protocols treat as a
+dropout.
 """
 
 from __future__ import annotations
@@ -14,10 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from datafed.signing import RequestHeader, now_ms
+from nodes.errors import Unavailable
+from nodes.limits import QuotaExceeded
 
-__all__ = ["DEFAULT_MAX_JOBS", "DEFAULT_TTL_MS", "Job", "JobBinding", "JobTable"]
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "DEFAULT_PER_REQUESTER",
+    "DEFAULT_TTL_MS",
+    "Job",
+    "JobBinding",
+    "JobTable",
+]
 
 DEFAULT_MAX_JOBS = 256
+#: Open jobs one requester may hold (``limits.max_open_jobs_per_requester``).
+DEFAULT_PER_REQUESTER = 16
 #: As long as the longest request validity (datafed.signing.MAX_LIFETIME_MS).
 DEFAULT_TTL_MS = 600_000
 
@@ -88,18 +102,23 @@ class _Stash:
 
 
 class JobTable:
-    """Open jobs by ``(requester, job_id)``; thread-safe."""
+    """Open jobs by ``(requester, job_id)``, bounded in all and per requester; thread-safe."""
 
     def __init__(
         self,
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
+        per_requester: int = DEFAULT_PER_REQUESTER,
         ttl_ms: int = DEFAULT_TTL_MS,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        if max_jobs < 1 or ttl_ms < 1:
-            raise ValueError(f"max_jobs and ttl_ms must be positive, got {max_jobs}, {ttl_ms}")
+        if max_jobs < 1 or ttl_ms < 1 or per_requester < 1:
+            raise ValueError(
+                f"max_jobs, per_requester and ttl_ms must be positive, got "
+                f"{max_jobs}, {per_requester}, {ttl_ms}"
+            )
         self.max_jobs = max_jobs
+        self.per_requester = min(per_requester, max_jobs)
         self.ttl_ms = ttl_ms
         self.clock = clock
         self._jobs: dict[tuple[str, str], Job] = {}
@@ -113,17 +132,33 @@ class JobTable:
         for key in [k for k, j in self._jobs.items() if j.expires_at_ms <= now]:
             del self._jobs[key]
 
+    def _room(self, requester: str) -> None:
+        """Raise if ``requester`` may not open one more job (lock held, table purged)."""
+        held = sum(1 for r, _ in self._jobs if r == requester)
+        if held >= self.per_requester:
+            raise QuotaExceeded(
+                f"{requester} already has {held} unfinished protocol jobs at this node "
+                f"(limits.max_open_jobs_per_requester); finish or let them expire first"
+            )
+        if len(self._jobs) >= self.max_jobs:
+            raise Unavailable(
+                f"this node holds {self.max_jobs} open protocol jobs; try again later"
+            )
+
+    def ensure_room(self, requester: str) -> None:
+        """Refuse early (before admission) a job that :meth:`add` would refuse for room."""
+        with self._lock:
+            self._purge(self.clock())
+            self._room(requester)
+
     def add(self, job: Job) -> None:
-        """File ``job``; ValueError if it is already open or the table is full."""
+        """File ``job``: ValueError if already open, QuotaExceeded/Unavailable if no room."""
         key = (job.requester, job.job_id)
         with self._lock:
             self._purge(self.clock())
             if key in self._jobs:
                 raise ValueError(f"job {job.job_id!r} already has protocol state at this node")
-            if len(self._jobs) >= self.max_jobs:
-                raise ValueError(
-                    f"this node holds {self.max_jobs} open protocol jobs; try again later"
-                )
+            self._room(job.requester)
             self._jobs[key] = job
 
     def get(self, requester: str, job_id: str) -> Job | None:

@@ -47,6 +47,7 @@ from datafed.signing import RequestHeader
 from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, PermissionDenied
+from nodes.limits import check_key_size
 from nodes.policy import Grant, Use
 from nodes.psi_jobs import PendingJob, PendingJobs
 from nodes.rpc import SignedCall, signed_call
@@ -114,7 +115,10 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     def __init__(self, ctx: NodeContext, pool: Pool | None = None) -> None:
         self.ctx = ctx
         self.pool = pool or Pool()
-        self.jobs = PendingJobs()
+        lim = ctx.config.limits
+        self.jobs = PendingJobs(
+            lim.max_pending_intersections, lim.max_pending_intersections_per_requester
+        )
 
     # ----------------------------------------------------------------- helpers
     def _open(self, call: SignedCall, cls: type[M]) -> tuple[RequestHeader, psi_serde.StepRequest]:
@@ -244,6 +248,12 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             call.details["peer"] = job.ids.node
             cols = [job.values.id_column, job.values.value_column]
             ctx.policy.check(self._use(call, job.values.dataset, cols, [cols[1]]))
+            # This side encrypts under the analyst's key: only the sizes the policy allows.
+            check_key_size(
+                job.paillier_n.bit_length(),
+                ctx.policy.policy(job.values.dataset),
+                job.values.dataset,
+            )
             peer = self._verify(step.peer, job, job.ids.node, "blind")
             if peer.count > MAX_SET_SIZE:
                 raise InvalidRequest(f"set of {peer.count} exceeds the limit of {MAX_SET_SIZE}")

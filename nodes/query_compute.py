@@ -25,6 +25,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, StatementError
+
 from datafed.modes import NodeEnv, SteppedMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, components, reported_components
@@ -33,6 +35,7 @@ from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest
 from nodes.jobs import JobBinding
+from nodes.limits import check_groups
 from nodes.policy import Grant, ReleasedGroup
 from nodes.policy.dp import add_noise
 from nodes.policy.rules import apply_min_group_size
@@ -91,7 +94,18 @@ def compute(
     spec, policy, bits = job.spec, grant.policy, job.fixed_point_bits
     comps = components(spec)
     dp = policy.dp
-    groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    try:
+        groups = ctx.store.aggregate(spec, comps, bits, dp.bounds if dp is not None else None)
+    except ValueError as exc:  # a value the fixed-point encoding refuses (text, infinity)
+        raise InvalidRequest(str(exc)) from exc
+    except StatementError as exc:
+        if isinstance(exc, DBAPIError) or not isinstance(exc.orig, (ValueError, TypeError)):
+            raise  # the database's own errors (nodes/store.py maps those)
+        # A literal SQLAlchemy cannot bind to its column's type ('steel' for a REAL column,
+        # 33 after True in one IN list): the request's fault, said without the data.
+        raise InvalidRequest("a value in the query does not fit its column's type") from exc
+    if job.domain is None:
+        check_groups(len(groups), ctx.config.limits)  # keys the answer reveals anyway
     small: list[Key] = []
     if dp is None:
         keep = apply_min_group_size(policy, [g.rows for g in groups])
@@ -161,6 +175,7 @@ def _protect(
         fixed_point_bits=job.fixed_point_bits,
         stash=stash,
         min_participants=grant.policy.min_participants,
+        requester=header.requester,
     )
     try:
         return job.mode.protect(env, job.params, flat)

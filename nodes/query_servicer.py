@@ -11,7 +11,6 @@ only auditors read -- and the answer leaves with its receipt.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import grpc
@@ -27,7 +26,7 @@ from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
 from nodes.gate import peer_identity
 from nodes.policy.signoff import Signer, grant_signoff, parse_signoff_request
 from nodes.query_compute import answer_digest, compute
-from nodes.query_job import QueryJob, decode_query, parse_query
+from nodes.query_job import open_query_async
 from nodes.rpc import signed_call
 
 __all__ = ["QueryServicer"]
@@ -46,23 +45,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.QueryResponse:
         """Answer one signed, protected aggregate query."""
         async with signed_call(self.ctx, context, request, "query") as call:
-            body = call.open(parse_query)
-            call.protection = body.protection.mode[:32]
-            job = decode_query(self.ctx.name, call, body)
-            job = self._typed(job)  # refusals that read no data come before admission
+            # Opened, bounded, decoded, typed and costed off the event loop (nodes.limits).
+            job = await open_query_async(self.ctx, call, peer_identity(context))
             grant = await call.admit(job.use)
             response, facts = await call.compute(compute, self.ctx, grant, job)
             await call.release(answer_digest(response), "released", private=facts)
             response.receipt.CopyFrom(await call.receipt())
             response.ledger.CopyFrom(call.head())
             return response
-
-    def _typed(self, job: QueryJob) -> QueryJob:
-        """Refuse what the dataset cannot run, and type the group domain, before admission."""
-        self.ctx.store.check(job.spec)
-        if job.domain is None:
-            return job
-        return dataclasses.replace(job, domain=self.ctx.store.typed_keys(job.spec, job.domain))
 
     async def GrantSignOff(  # noqa: N802 - gRPC method name
         self,
@@ -75,6 +65,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             body = call.open(parse_signoff_request)
             assert call.identity is not None and call.header is not None
             call.dataset = f"{body.target_node[:64]}/{body.dataset[:64]}"
+            limit = ctx.config.limits.max_statement_bytes
+            if body.statement.ByteSize() > limit:
+                raise InvalidRequest(
+                    f"the job statement is larger than {limit:,} bytes (limits.max_statement_bytes)"
+                )
             try:
                 statement = open_job_statement(body.statement, call.identity.signing_key)
             except SignatureError as exc:
@@ -153,14 +148,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         except NodeError as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
-        head = self.ctx.head()
         return query_pb2.NodeInfoResponse(
             node=self.ctx.name,
             agency=self.ctx.config.node.agency,
             datasets=[self._dataset_info(n, caller) for n in self.ctx.store.names()],
             caller=str(caller),
-            ledger=query_pb2.LedgerHead(
-                origin=head.origin, size=head.size, root_hash=head.root_hash
-            ),
+            ledger=self.ctx.head_proto(),
             certificate_pem=self.ctx.tls.cert,
         )

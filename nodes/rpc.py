@@ -138,13 +138,7 @@ class SignedCall:
 
     def head(self, indexes: Sequence[int] | None = None) -> query_pb2.LedgerHead:
         """The ledger head, naming this call's entries (or ``indexes``)."""
-        head = self.ctx.head()
-        return query_pb2.LedgerHead(
-            origin=head.origin,
-            size=head.size,
-            root_hash=head.root_hash,
-            entry_indexes=list(self.indexes if indexes is None else indexes),
-        )
+        return self.ctx.head_proto(self.indexes if indexes is None else indexes)
 
     async def proof(self, indexes: Sequence[int] | None = None) -> Receipt:
         """A receipt proving this call's entries (or ``indexes``) under a signed checkpoint."""

@@ -24,6 +24,7 @@ from audit.witness import WitnessStore
 from datafed.crl import unwatch_crl, watch_crl
 from datafed.errors import DatafedError
 from datafed.proto.v1 import (
+    collect_pb2,
     ledger_pb2,
     protocol_pb2,
     psi_pb2,
@@ -32,9 +33,11 @@ from datafed.proto.v1 import (
     training_pb2,
 )
 from datafed.tls import server_credentials
+from nodes.collect import CollectService
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
 from nodes.ledger_servicer import add_ledger_services
+from nodes.limits import install as install_limits
 from nodes.protocol_servicer import add_protocol_service
 from nodes.psi_servicer import add_psi_service
 from nodes.publish import Publisher, open_witness_store
@@ -60,6 +63,7 @@ SERVICE_NAMES = tuple(
         (protocol_pb2, "ProtocolService"),
         (psi_pb2, "PsiService"),
         (training_pb2, "TrainingService"),
+        (collect_pb2, "CollectService"),
     )
 )
 GRACE_S = 5.0
@@ -69,6 +73,7 @@ async def build_server(
     ctx: NodeContext, witness: WitnessStore | None = None
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """Create the server with every service registered; return it and its bound port."""
+    install_limits(ctx)  # [limits]: job quotas, Paillier key cache (docs/policy.md#limits)
     limit = ctx.config.node.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -132,14 +137,17 @@ async def serve(
     (:meth:`NodeContext.reload`, recorded in the ledger).
     """
     ctx = NodeContext.open(config)
-    witness = publisher = health_server = None
+    witness = publisher = health_server = collect = None
     crl = config.tls.crl
     try:
         if crl is not None:
             watch_crl(crl, ctx.tls.ca)
         witness = open_witness_store(ctx)
         server, port, health = await build_server(ctx, witness)
+        collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
+        collect.register(server)
         await server.start()
+        collect.start()
         if config.node.health_listen:
             health_server, hport = await start_health_server(config.node.health_listen, health)
             log.info("health (plaintext) on port %d", hport)
@@ -172,6 +180,7 @@ async def serve(
         log.info("node %s shutting down", ctx.name)
         await health.enter_graceful_shutdown()
         await server.stop(GRACE_S)
+        await collect.stop()
         if health_server is not None:
             await health_server.stop(0)
         if publisher is not None:
@@ -184,4 +193,6 @@ async def serve(
             unwatch_crl(crl)
         if witness is not None:
             witness.close()
+        if collect is not None:
+            collect.close()
         ctx.close()

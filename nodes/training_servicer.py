@@ -37,7 +37,7 @@ from datafed.fl.serde import grant_to_proto, parse_training_body, round_from_pro
 from datafed.fl.spec import RoundEntry, TrainingGrant, TrainingSpec
 from datafed.peers import verify_peer
 from datafed.pki import Identity
-from datafed.proto.v1 import query_pb2, training_pb2, training_pb2_grpc
+from datafed.proto.v1 import training_pb2, training_pb2_grpc
 from datafed.signing import RequestHeader
 from nodes.context import NodeContext
 from nodes.errors import (
@@ -45,6 +45,7 @@ from nodes.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from nodes.gate import peer_identity, request_digest
 from nodes.policy import Use
@@ -54,7 +55,6 @@ __all__ = ["ROWS_PER_CHUNK", "TrainingServicer", "add_training_service", "traini
 
 log = logging.getLogger("datafed.node")
 ROWS_PER_CHUNK = 4096
-MAX_OPEN_JOBS = 256
 
 
 @dataclass
@@ -103,13 +103,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             job = self._jobs.get(digest)
         if job is None:
             job = await self._open(request, context, digest)
-        head = self.ctx.head()
         grant = grant_to_proto(
             TrainingGrant(self.ctx.name, job.header.job_id, job.spec, len(job.y), digest)
         )
-        grant.ledger.CopyFrom(
-            query_pb2.LedgerHead(origin=head.origin, size=head.size, root_hash=head.root_hash)
-        )
+        grant.ledger.CopyFrom(self.ctx.head_proto())
         yield training_pb2.TrainingData(grant=grant)
         for start in range(0, len(job.y), ROWS_PER_CHUNK):
             rows = training_pb2.TrainingRows(
@@ -152,16 +149,32 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             )
             ctx.policy.check(use)
             ctx.policy.budget.check(analyst.name, spec.dataset, spec.epsilon_total)
+            await self._make_room(analyst.name)
             grant = await call.admit(use)
             rows = await call.compute(ctx.store.read_rows, spec.dataset, spec.columns)
             data = _matrix(rows, len(spec.columns), grant.policy.min_group_size, spec.dataset)
             job = _Job(analyst, call.header, spec, digest, data[:, :-1].copy(), data[:, -1].copy())
             async with self._lock:
                 self._jobs[digest] = job
-                while len(self._jobs) > MAX_OPEN_JOBS:
-                    self._jobs.popitem(last=False)
             return job
         raise AssertionError("unreachable")  # signed_call aborts on every failure
+
+    async def _make_room(self, requester: str) -> None:
+        """Room for one more open job of ``requester`` (``[limits]``), before admission.
+
+        A requester at its quota gives way with its own oldest job; nobody can push out
+        another requester's jobs: a full table refuses new ones until jobs finish.
+        """
+        limits = self.ctx.config.limits
+        async with self._lock:
+            mine = [d for d, j in self._jobs.items() if j.analyst.name == requester]
+            while len(mine) >= limits.max_open_jobs_per_requester:
+                del self._jobs[mine.pop(0)]
+            if len(self._jobs) >= limits.max_open_jobs:
+                raise Unavailable(
+                    f"this node holds {limits.max_open_jobs} open training jobs "
+                    "(limits.max_open_jobs); try again later"
+                )
 
     # ----------------------------------------------------------------- rounds
     async def RecordRound(  # noqa: N802 - gRPC method name

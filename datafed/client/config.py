@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datafed.config import load_toml_model
+from datafed.fl.config import FlowerLink
 from datafed.tls import PartyFiles
 
 __all__ = ["FederationConfig", "NodeEndpoint", "load_federation"]
@@ -71,6 +72,8 @@ class FederationConfig(BaseModel):
     fixed_point_bits: int = Field(default=16, ge=0, le=32)
     #: Options of each protection mode, ``[modes.<name>]`` (see :mod:`datafed.modes`).
     modes: dict[str, dict[str, Any]] = {}
+    #: Where the Flower SuperLink is, for ``datafed train`` (``[flower]``, docs/training.md).
+    flower: FlowerLink | None = None
 
     @field_validator("modes")
     @classmethod

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
-import secrets
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_query
 from datafed.serde import literal_to_proto, spec_to_proto
 from datafed.signing import MAX_LIFETIME_MS
-from datafed.statement import SignedJobStatement, sign_job_statement
+from datafed.statement import SignedJobStatement, new_job_id, sign_job_statement
 from datafed.tls import TlsMaterial
 
 __all__ = ["Federation", "NodeInfo", "NodeStatus", "new_job_id", "run_sync"]
@@ -74,11 +73,6 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datafed") as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def new_job_id() -> str:
-    """Return a fresh random job id."""
-    return f"job-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,13 @@ The SuperLink's TLS certificate is issued by the federation CA like every other 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from datafed.config import resolve_path, validate_model
+from datafed.config import resolve_path
 from datafed.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 only
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from datafed.client.config import FederationConfig
@@ -81,26 +75,16 @@ def load_fl_federation(
         If the file is missing or invalid, or has no ``[flower]`` table and no
         ``superlink`` is given.
     """
-    from datafed.client.config import FederationConfig  # that module may import this one
+    from datafed.client.config import load_federation  # that module imports this one
 
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    flower = raw.get("flower")
-    if flower is None and superlink is not None:
-        flower = {}
-    if not isinstance(flower, dict):
+    fed = load_federation(path)  # fed.toml is parsed once, [flower] with the rest
+    link = fed.flower
+    if superlink is not None:
+        base = link.model_dump() if link is not None else {}
+        link = FlowerLink.model_validate({**base, "superlink": superlink})
+    if link is None:
         raise ConfigError(
             f"{path}: flower: a 'flower' table with the SuperLink address is required "
             "(or pass --superlink HOST:PORT)"
         )
-    if superlink is not None:
-        flower = {**flower, "superlink": superlink}
-    if "flower" not in FederationConfig.model_fields:
-        raw = {k: v for k, v in raw.items() if k != "flower"}
-    fed = validate_model(raw, FederationConfig, source=str(path), base_dir=path.parent)
-    link = validate_model(flower, FlowerLink, source=f"{path} (flower table)", base_dir=path.parent)
     return fed, link

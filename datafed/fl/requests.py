@@ -9,7 +9,6 @@ start within it; later rounds refer to the open job).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 
 from datafed.client.config import FederationConfig
@@ -20,12 +19,7 @@ from datafed.proto.v1 import common_pb2, training_pb2
 from datafed.serde import header_to_proto
 from datafed.signing import MAX_LIFETIME_MS, new_header, sign_body
 
-__all__ = ["new_job_id", "sign_training_bundle"]
-
-
-def new_job_id() -> str:
-    """A fresh random job id (``fl-`` and 16 hex digits)."""
-    return f"fl-{secrets.token_hex(8)}"
+__all__ = ["sign_training_bundle"]
 
 
 def sign_training_bundle(

@@ -29,7 +29,7 @@ from datafed.errors import ConfigError
 from datafed.fl.config import FlowerLink, load_fl_federation
 from datafed.fl.errors import TrainingFailed
 from datafed.fl.progress import Progress, parse_progress
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.result import RESULT_MARKER, TrainResult, check_result, find_result
 from datafed.fl.settings import (
     ANALYST_KEYS,
@@ -41,6 +41,7 @@ from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+from datafed.statement import new_job_id
 
 __all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
 
@@ -211,7 +212,7 @@ def train(
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"training spec: {exc}") from exc
-    job = job_id or new_job_id()
+    job = job_id or new_job_id("fl")
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes
     )

@@ -19,7 +19,7 @@ from datafed.hazmat._additive import (
     reconstruct_additive,
     split_additive,
 )
-from datafed.hazmat._djn import FixedBaseTable
+from datafed.hazmat._djn import FixedBaseTable, exponent_bits, window_bits
 from datafed.hazmat._dp import (
     RandomSource,
     SystemRandomSource,
@@ -157,6 +157,7 @@ __all__ = [  # noqa: RUF022
     "derive_seed",
     "encode_fixed",
     "encode_int",
+    "exponent_bits",
     "format_dst",
     "gaussian_sigma2",
     "generate_paillier_keypair",
@@ -188,4 +189,5 @@ __all__ = [  # noqa: RUF022
     "shamir_split_bytes",
     "split_additive",
     "sub64",
+    "window_bits",
 ]

@@ -9,7 +9,9 @@ from datafed.modes._base import (
     SteppedMode,
 )
 from datafed.modes._ckks import CkksMode
+from datafed.modes._paillier import VALUE_BITS as PAILLIER_VALUE_BITS
 from datafed.modes._paillier import PaillierMode, check_paillier_modulus
+from datafed.modes._paillier_keys import KEY_CACHE as PAILLIER_KEY_CACHE
 from datafed.modes._plain import PlainMode
 from datafed.modes._secagg import SecAggMode
 from datafed.modes._shares import SharesMode
@@ -17,6 +19,8 @@ from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 
 __all__ = [
     "MODES",
+    "PAILLIER_KEY_CACHE",
+    "PAILLIER_VALUE_BITS",
     "CkksMode",
     "Combined",
     "JobStash",

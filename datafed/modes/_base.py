@@ -83,6 +83,8 @@ class NodeEnv:
     stash: JobStash | None = None
     #: The fewest nodes whose data may make up a released total (dataset policy).
     min_participants: int = 2
+    #: Who asked (the authenticated requester): whose quota a cached key counts against.
+    requester: str = ""
 
 
 class ProtectionMode(ABC):

@@ -29,11 +29,10 @@ from pydantic import Field
 from datafed.errors import ProtocolError
 from datafed.hazmat import EncryptedVector, HeContext, HeParams, HePublicContext
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode
-from datafed.modes._envelope import check_roster, open_sealed, peers, seal
+from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
 from datafed.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.modes.errors import InvalidEnvelope
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
@@ -156,24 +155,9 @@ class CkksMode(SteppedMode):
             raise ValueError("this node is not the aggregator of this job")
         if state.done:
             raise ValueError("this job's ciphertexts were already aggregated")
-        try:
-            bundle = protocol_pb2.SealedBundle.FromString(payload)
-        except DecodeError as exc:
-            raise ValueError("malformed ciphertext bundle") from exc
-        if len(bundle.items) != len(state.participants):
-            raise ValueError(
-                f"expected one ciphertext from each of {len(state.participants)} participants, "
-                f"got {len(bundle.items)}"
-            )
-        vectors: dict[str, EncryptedVector] = {}
-        try:
-            for item in bundle.items:
-                sender, body = open_sealed(env, cls.name, state.participants, item)
-                vectors[sender] = cls._load(state, body)
-        except InvalidEnvelope as exc:
-            raise ValueError("a ciphertext does not open or verify") from exc
-        if len(vectors) != len(state.participants):
-            raise ValueError("a participant's ciphertext is missing or repeated")
+        vectors = open_from_each(
+            env, cls.name, state.participants, payload, "ciphertext", lambda b: cls._load(state, b)
+        )
         first, *rest = vectors.values()
         try:
             for vec in rest:

@@ -12,7 +12,8 @@ issued by the federation CA.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from google.protobuf.message import DecodeError
@@ -20,13 +21,24 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from datafed.errors import PkiError
+from datafed.hazmat.errors import HazmatError
 from datafed.modes._base import NodeEnv
 from datafed.modes.errors import InvalidEnvelope
 from datafed.peers import verify_peer, x25519_private, x25519_public
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
 
-__all__ = ["ENVELOPE_CONTEXT", "MAX_PARTICIPANTS", "check_roster", "open_sealed", "peers", "seal"]
+__all__ = [
+    "ENVELOPE_CONTEXT",
+    "MAX_PARTICIPANTS",
+    "check_roster",
+    "open_from_each",
+    "open_sealed",
+    "peers",
+    "seal",
+]
+
+T = TypeVar("T")
 
 #: Domain separation: an envelope signature is never a valid request or checkpoint one.
 ENVELOPE_CONTEXT = b"datafed/v1/sealed-envelope\x00"
@@ -118,3 +130,43 @@ def open_sealed(
     ):
         raise InvalidEnvelope
     return inner.sender, bytes(inner.body)
+
+
+def open_from_each(
+    env: NodeEnv,
+    mode: str,
+    participants: Mapping[str, Identity],
+    payload: bytes,
+    what: str,
+    parse: Callable[[bytes], T],
+) -> dict[str, T]:
+    """An aggregator's input: one envelope from every participant, opened and parsed.
+
+    ``payload`` is the relayed ``SealedBundle``; ``parse`` reads one body (ValueError if
+    bad, with its own message). Refuses, with ValueError naming ``what``, a malformed
+    bundle, a count other than one per participant, an envelope that does not open or
+    verify (another job, statement, mode or recipient) or parse, and a participant missing
+    or repeated.
+    """
+    try:
+        bundle = protocol_pb2.SealedBundle.FromString(payload)
+    except DecodeError as exc:
+        raise ValueError(f"malformed {what} bundle") from exc
+    if len(bundle.items) != len(participants):
+        raise ValueError(
+            f"expected one {what} from each of {len(participants)} participants, "
+            f"got {len(bundle.items)}"
+        )
+    out: dict[str, T] = {}
+    for item in bundle.items:
+        try:
+            sender, body = open_sealed(env, mode, participants, item)
+        except InvalidEnvelope as exc:
+            raise ValueError(f"a {what} does not open or verify") from exc
+        try:
+            out[sender] = parse(body)  # a ValueError of the parser keeps its own message
+        except (DecodeError, HazmatError) as exc:
+            raise ValueError(f"a {what} does not parse") from exc
+    if len(out) != len(participants):
+        raise ValueError(f"a participant's {what} is missing or repeated")
+    return out

@@ -39,6 +39,7 @@ from datafed.hazmat import (
     prg_bytes,
 )
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode
+from datafed.modes._paillier_keys import KEY_CACHE
 from datafed.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
@@ -53,7 +54,6 @@ MAX_PEERS = 64
 #: Extra PRG bytes per mask so reducing mod n leaves a bias below 2^-128.
 _MASK_EXTRA_BYTES = 16
 _MASK_LABEL = b"datafed/v1/paillier-zero-sum-mask"
-_KEY_CACHE: dict[int, PaillierPublicKey] = {}
 
 
 def check_paillier_modulus(n: int) -> None:
@@ -65,16 +65,6 @@ def check_paillier_modulus(n: int) -> None:
         raise ValueError(f"Paillier modulus must be at most {MAX_PAILLIER_BITS} bits, got {bits}")
     if n % 2 == 0:
         raise ValueError("Paillier modulus must be odd")
-
-
-def _public_key(n: int) -> PaillierPublicKey:
-    """A cached public key, so the DJN fixed-base table is built once per analyst key."""
-    key = _KEY_CACHE.get(n)
-    if key is None:
-        if len(_KEY_CACHE) >= 16:
-            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
-        key = _KEY_CACHE[n] = PaillierPublicKey(n)
-    return key
 
 
 def _packer(n: int, parties: int) -> Packer:
@@ -166,8 +156,9 @@ class PaillierMode(OneShotMode):
         packer = _packer(n, len(peers))
         plaintexts = packer.pack(list(values))
         masks = _masks(env, n, peers, len(plaintexts))
-        pub = _public_key(n)
-        cts = [pub.encrypt((p + m) % n) for p, m in zip(plaintexts, masks, strict=True)]
+        # The analyst's key comes from the node's bounded cache (docs/policy.md#limits).
+        with KEY_CACHE.use(env.requester, n) as pub:
+            cts = [pub.encrypt((p + m) % n) for p, m in zip(plaintexts, masks, strict=True)]
         return modes_pb2.PaillierPayload(
             ciphertexts=[c.to_bytes() for c in cts]
         ).SerializeToString()

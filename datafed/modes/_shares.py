@@ -24,10 +24,10 @@ from google.protobuf.message import DecodeError
 from pydantic import Field
 
 from datafed.errors import ProtocolError
-from datafed.hazmat import SEED_BYTES, InvalidShare, SeedShare, VectorShare, add_shares
+from datafed.hazmat import SEED_BYTES, SeedShare, VectorShare, add_shares
 from datafed.hazmat import split_additive as _split
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
-from datafed.modes._envelope import check_roster, open_sealed, peers, seal
+from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import (
     check_ring,
     ring_from_bytes,
@@ -36,7 +36,6 @@ from datafed.modes._integrity import (
 )
 from datafed.modes._relay import collect_sealed
 from datafed.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.modes.errors import InvalidEnvelope
 from datafed.pki import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
@@ -147,24 +146,14 @@ class SharesMode(SteppedMode):
             raise ValueError("this node is not an aggregator of this job")
         if state.done:
             raise ValueError("this job's shares were already aggregated")
-        try:
-            bundle = protocol_pb2.SealedBundle.FromString(payload)
-        except DecodeError as exc:
-            raise ValueError("malformed share bundle") from exc
-        if len(bundle.items) != len(state.participants):
-            raise ValueError(
-                f"expected one share from each of {len(state.participants)} participants, "
-                f"got {len(bundle.items)}"
-            )
-        shares: dict[str, SeedShare | VectorShare] = {}
-        try:
-            for item in bundle.items:
-                sender, body = open_sealed(env, cls.name, state.participants, item)
-                shares[sender] = _read_share(body, state.index, state.length)
-        except (InvalidEnvelope, DecodeError, InvalidShare) as exc:
-            raise ValueError("a share does not open, verify or parse") from exc
-        if len(shares) != len(state.participants):
-            raise ValueError("a participant's share is missing or repeated")
+        shares = open_from_each(
+            env,
+            cls.name,
+            state.participants,
+            payload,
+            "share",
+            lambda body: _read_share(body, state.index, state.length),
+        )
         total = add_shares([shares[name] for name in sorted(shares)])
         state.done = True
         return protocol_pb2.ShareSum(vector=ring_to_bytes(total.values)).SerializeToString()

@@ -126,9 +126,11 @@ def reported_components(spec: QuerySpec) -> tuple[Component, ...]:
 
 
 def encode_fixed(value: float | int | None, bits: int) -> int:
-    """Encode a number as a fixed-point integer (``None`` as 0)."""
+    """Encode a number as a fixed-point integer (``None`` as 0); ValueError if not a number."""
     if value is None:
         return 0
+    if isinstance(value, (str, bytes, bytearray, memoryview)):  # MIN/MAX over a text column
+        raise ValueError(f"cannot aggregate {type(value).__name__} values as numbers")
     if isinstance(value, int):
         return value << bits
     if not math.isfinite(value):

@@ -18,6 +18,14 @@ window functions, functions in filters, several statements, ...) is refused with
 :class:`~datafed.errors.QueryError` that names the construct in SQL's words and lists
 what the subset supports.  The SQL text itself never reaches a database: nodes compile
 the spec to SQLAlchemy Core.
+
+Sizes are bounded with messages that say which bound (``docs/policy.md#limits``): at most
+:data:`MAX_SQL_LENGTH` characters, :data:`MAX_AGGREGATES` aggregates, 64 bins per
+HISTOGRAM, :data:`MAX_OUTPUT_VALUES` values per group, 1000 values per IN list, and a
+WHERE of at most :data:`~datafed.serde.MAX_PREDICATE_NODES` conditions,
+:data:`~datafed.serde.MAX_WHERE_VALUES` values and
+:data:`~datafed.serde.MAX_PREDICATE_DEPTH` levels (chains of AND or OR are one level) --
+the defaults a node accepts, so a query the front end takes is not refused for its size.
 """
 
 from __future__ import annotations
@@ -29,8 +37,12 @@ from pydantic import ValidationError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+# serde imports the spec (and so this package): read its bounds when a query is parsed.
+from datafed import serde as _wire
 from datafed.errors import QueryError
+from datafed.query.components import components
 from datafed.query.spec import (
+    MAX_BINS,
     Aggregate,
     AllOf,
     AnyOf,
@@ -43,9 +55,25 @@ from datafed.query.spec import (
     Scalar,
 )
 
-__all__ = ["MAX_SQL_LENGTH", "SUBSET", "ParsedQuery", "parse_query", "parse_sql"]
+__all__ = [
+    "MAX_AGGREGATES",
+    "MAX_OUTPUT_VALUES",
+    "MAX_SQL_LENGTH",
+    "SUBSET",
+    "ParsedQuery",
+    "parse_query",
+    "parse_sql",
+]
 
 MAX_SQL_LENGTH = 10_000
+#: Aggregates in one SELECT (the spec's bound).
+MAX_AGGREGATES = 32
+#: Values per group (aggregates' components; each HISTOGRAM bin counts one): a node's
+#: default ``limits.max_components`` (SQLite returns at most 2000 columns).
+MAX_OUTPUT_VALUES = 512
+#: Values in one IN list, and conditions joined by one AND or OR (the spec's bounds).
+_MAX_IN_VALUES = 1000
+_MAX_ITEMS = 64
 #: What the subset supports, in every refusal.
 SUBSET = (
     "datafed supports SELECT [group columns,] SUM, COUNT, AVG, VAR, MIN, MAX or HISTOGRAM "
@@ -137,6 +165,8 @@ def parse_query(sql: str) -> ParsedQuery:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
     except SqlglotError as exc:
         raise QueryError(f"cannot parse SQL: {_first_line(exc)}") from exc
+    except RecursionError:  # sqlglot descends once per parenthesis or NOT
+        raise QueryError("the query is nested too deeply") from None
     if len(trees) != 1:
         raise QueryError(f"expected exactly one statement, got {len(trees)}")
     tree = trees[0]
@@ -147,10 +177,29 @@ def parse_query(sql: str) -> ParsedQuery:
         names = ", ".join(_CLAUSES.get(e, e.upper().replace("_", " ")) for e in extra)
         raise unsupported(names)
     try:
-        return sql_clauses.Builder(tree).build()
+        parsed = sql_clauses.Builder(tree).build()
     except ValidationError as exc:
         err = exc.errors()[0]
         raise QueryError(f"invalid query: {err['msg']}") from exc
+    _check_size(parsed.spec)
+    return parsed
+
+
+def _check_size(spec: QuerySpec) -> None:
+    """Refuse a spec larger than a node accepts by default (see module docs)."""
+    values = len(components(spec))
+    if values > MAX_OUTPUT_VALUES:
+        raise QueryError(
+            f"the query asks for {values} values per group (each HISTOGRAM bin counts one); "
+            f"at most {MAX_OUTPUT_VALUES}"
+        )
+    if spec.where is not None:
+        most, most_values = _wire.MAX_PREDICATE_NODES, _wire.MAX_WHERE_VALUES
+        nodes, literals = _wire.where_size(_wire.spec_to_proto(spec).where, most)
+        if nodes > most:
+            raise QueryError(f"the WHERE clause has more than {most} conditions")
+        if literals > most_values:
+            raise QueryError(f"the WHERE clause holds {literals} values; at most {most_values}")
 
 
 def _first_line(exc: Exception) -> str:
@@ -193,6 +242,11 @@ def _aggregate(node: exp.Expression) -> Aggregate:
         args = list(node.expressions)
         if len(args) < 3:
             raise QueryError("HISTOGRAM(column, edge0, edge1, ...) needs a column and 2+ edges")
+        if len(args) - 2 > MAX_BINS:
+            raise QueryError(
+                f"HISTOGRAM takes at most {MAX_BINS} bins ({MAX_BINS + 1} edges), "
+                f"got {len(args) - 2}"
+            )
         edges = []
         for a in args[1:]:
             v = _literal(a)
@@ -217,18 +271,44 @@ def _aggregate(node: exp.Expression) -> Aggregate:
     return Aggregate(func=func, column=_column(arg, func.upper()))  # type: ignore[arg-type]
 
 
-def _predicate(node: exp.Expression) -> Predicate:
-    if isinstance(node, exp.Paren):
-        return _predicate(node.this)
-    if isinstance(node, exp.And):
-        return AllOf(items=(_predicate(node.this), _predicate(node.expression)))
-    if isinstance(node, exp.Or):
-        return AnyOf(items=(_predicate(node.this), _predicate(node.expression)))
+def _chain(node: exp.Expression, kind: type[exp.Expression]) -> list[exp.Expression]:
+    """The operands of a chain ``a AND b AND (c AND d)`` (no recursion: chains are long)."""
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        while isinstance(n, exp.Paren):
+            n = n.this
+        if isinstance(n, kind):
+            stack.extend((n.expression, n.this))
+        else:
+            out.append(n)
+    return out
+
+
+def _predicate(node: exp.Expression, depth: int = 0) -> Predicate:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if depth > _wire.MAX_PREDICATE_DEPTH:
+        raise QueryError(
+            f"the WHERE clause is nested deeper than {_wire.MAX_PREDICATE_DEPTH} levels"
+        )
+    if isinstance(node, (exp.And, exp.Or)):
+        items = _chain(node, type(node))
+        if len(items) > _MAX_ITEMS:
+            word = "AND" if isinstance(node, exp.And) else "OR"
+            raise QueryError(
+                f"at most {_MAX_ITEMS} conditions may be joined by {word} at one level, "
+                f"got {len(items)}"
+            )
+        preds = tuple(_predicate(i, depth + 1) for i in items)
+        return AllOf(items=preds) if isinstance(node, exp.And) else AnyOf(items=preds)
     if isinstance(node, exp.Not):
         inner = node.this
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
         if isinstance(inner, exp.In):
             return _in_list(inner, negated=True)
-        return Not(item=_predicate(inner))
+        return Not(item=_predicate(inner, depth + 1))
     if isinstance(node, exp.In):
         return _in_list(node, negated=False)
     if isinstance(node, exp.Between):
@@ -240,6 +320,10 @@ def _predicate(node: exp.Expression) -> Predicate:
     op = _CMP_TYPES.get(type(node))
     if op is not None:
         left, right = node.this, node.expression
+        if op not in ("=", "!=") and isinstance(
+            left if isinstance(right, exp.Column) else right, exp.Boolean
+        ):
+            raise QueryError(f"a boolean can only be compared with = or !=, not {op!r}")
         if isinstance(left, exp.Column):
             return Comparison(column=_column(left, "WHERE"), op=op, value=_literal(right))  # type: ignore[arg-type]
         if isinstance(right, exp.Column):
@@ -251,13 +335,25 @@ def _predicate(node: exp.Expression) -> Predicate:
 def _in_list(node: exp.In, *, negated: bool) -> InList:
     if node.args.get("query") is not None:
         raise QueryError("subqueries are not supported in IN")
+    if len(node.expressions) > _MAX_IN_VALUES:
+        raise QueryError(
+            f"an IN list holds at most {_MAX_IN_VALUES} values, got {len(node.expressions)}"
+        )
     values = tuple(_literal(v) for v in node.expressions)
     return InList(column=_column(node.this, "IN"), values=values, negated=negated)
 
 
 def _literal(node: Any) -> Scalar:
+    value = _value(node)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(1 << 63) <= value < 1 << 63:
+        # What the wire (int64) and the databases hold; larger is a clean refusal here.
+        raise QueryError(f"integer {value} does not fit in 64 bits")
+    return value
+
+
+def _value(node: Any) -> Scalar:
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = _literal(node.this)
+        value = _value(node.this)
         assert isinstance(value, (int, float))
         return -value
     if isinstance(node, exp.Boolean):

@@ -58,6 +58,10 @@ class Builder:
         )
         if not self.aggregates:
             raise QueryError("the query selects no aggregate (SUM, COUNT, AVG, VAR, MIN, MAX)")
+        if len(self.aggregates) > sql.MAX_AGGREGATES:
+            raise QueryError(
+                f"a query has at most {sql.MAX_AGGREGATES} aggregates, got {len(self.aggregates)}"
+            )
         where = self.tree.args.get("where")
         spec = QuerySpec(
             dataset=self.dataset,

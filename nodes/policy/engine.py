@@ -26,7 +26,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from audit import Ledger
 from audit.records import decode_leaf
@@ -43,9 +43,9 @@ from nodes.policy.signoff import check_signoffs
 
 __all__ = ["ADMITTING_OPERATIONS", "Grant", "Operation", "PolicyEngine", "Recorder", "Use"]
 
-Operation = Literal["query", "intersection_sum", "training"]
+Operation = Literal["query", "intersection_sum", "training", "collect"]
 #: Ledger operations whose ``approved`` entries claim a job id (``fl_train`` is training).
-ADMITTING_OPERATIONS = frozenset({"query", "intersection_sum", "fl_train"})
+ADMITTING_OPERATIONS = frozenset({"query", "intersection_sum", "fl_train", "collect"})
 _REPLAY_CHUNK = 1024
 
 
@@ -142,7 +142,7 @@ class PolicyEngine:
         self._columns = dict(columns)
         self._node = node
         self._ca = ca_pem
-        self.budget = LedgerBudget(dp_limits(config), shared_budgets(config))
+        self.budget = LedgerBudget(*_with_collect_budgets(config))
         self._claimed: set[tuple[str, str]] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -174,7 +174,8 @@ class PolicyEngine:
     async def admit(self, use: Use, record: Recorder) -> Grant:
         """Admit ``use`` or raise the refusal (see module docs); ``record`` writes entries."""
         reason = self.check(use)
-        policy = self.policy(use.dataset)
+        # A collection task has no dataset policy: its rules are the task's (rules._collect).
+        policy = self.policy(use.dataset) if use.operation != "collect" else DatasetPolicy()
         details = dict(use.details)
         if use.statement is not None:
             details["statement"] = use.statement.digest
@@ -216,3 +217,19 @@ class PolicyEngine:
             index = await record()
             self.budget.charge(requester, dataset, epsilon)
         return index
+
+
+def _with_collect_budgets(config: NodeConfig) -> tuple[Any, Any]:
+    """Budget limits and scopes of datasets, and of collection tasks with noise."""
+    limits, shared = dp_limits(config), shared_budgets(config)
+    tasks = {t.name: t.dp for t in config.collect if t.dp is not None}
+
+    def limit(name: str) -> tuple[float, float] | None:
+        dp = tasks.get(name)
+        return (dp.budget_epsilon, 0.0) if dp is not None else limits(name)
+
+    def scope(name: str) -> bool:
+        dp = tasks.get(name)
+        return dp.budget_scope == "task" if dp is not None else shared(name)
+
+    return limit, scope

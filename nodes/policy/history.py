@@ -83,11 +83,20 @@ def sketch(ids: IdArray, secret: bytes) -> npt.NDArray[np.void]:
     return cells
 
 
-def sketch_distance(a: npt.NDArray[np.void], b: npt.NDArray[np.void], secret: bytes) -> int | None:
-    """``|S Δ T|`` from two sketches, or ``None`` if it is too large to decode."""
+def sketch_distance(
+    a: npt.NDArray[np.void], b: npt.NDArray[np.void], secret: bytes, limit: int = CELLS
+) -> int | None:
+    """``|S Δ T|`` from two sketches if it is below ``limit``, else ``None``.
+
+    Each differing row touches three cells, so a difference below ``limit`` leaves fewer
+    than ``3 * limit`` non-empty cells: anything with more is far apart at once. Otherwise
+    the difference is peeled, at most ``limit`` rows.
+    """
     count = a["count"] - b["count"]
     ids = a["ids"] ^ b["ids"]
     check = a["check"] ^ b["check"]
+    if np.count_nonzero((count != 0) | (ids != 0) | (check != 0)) >= 3 * limit:
+        return None
     k = _keys(secret)
     found = 0
     while True:
@@ -104,11 +113,25 @@ def sketch_distance(a: npt.NDArray[np.void], b: npt.NDArray[np.void], secret: by
             ids[cell] ^= value[0]
             check[cell] ^= vcheck
         found += 1
-        if found > CELLS:
+        if found >= limit:
             return None
     if count.any() or ids.any() or check.any():
         return None
     return found
+
+
+def _near(mine: npt.NDArray[np.void], blobs: list[bytes], limit: int) -> npt.NDArray[np.bool_]:
+    """Which stored sketches could be fewer than ``limit`` rows from ``mine`` (vectorised)."""
+    if not blobs:
+        return np.zeros(0, dtype=bool)
+    theirs = np.frombuffer(b"".join(blobs), dtype=_DTYPE).reshape(len(blobs), CELLS)
+    busy = (
+        (theirs["count"] != mine["count"])
+        | (theirs["ids"] != mine["ids"])
+        | (theirs["check"] != mine["check"])
+    )
+    near: npt.NDArray[np.bool_] = np.count_nonzero(busy, axis=1) < 3 * limit
+    return near
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,8 @@ class ReleaseHistory:
         self._db.execute("CREATE INDEX IF NOT EXISTS released_by_size ON released (dataset, size)")
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        #: One connection: its transactions (one per release) are taken one at a time.
+        self._writes = threading.Lock()
 
     def _lock(self, dataset: str) -> threading.Lock:
         with self._guard:
@@ -160,9 +185,15 @@ class ReleaseHistory:
         """
         k = min(k, MAX_K)
         out = []
-        with self._lock(dataset):
-            for group in groups:
-                out.append(self._settle_one(dataset, k, group))
+        with self._lock(dataset), self._writes:
+            self._db.execute("BEGIN IMMEDIATE")  # one durable commit per release, not per group
+            try:
+                for group in groups:
+                    out.append(self._settle_one(dataset, k, group))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         return out
 
     def _settle_one(self, dataset: str, k: int, group: ReleasedGroup) -> dict[str, int]:
@@ -178,8 +209,11 @@ class ReleaseHistory:
         ).fetchall()
         substituted: set[str] = set()
         identical = False
-        for _, blob, released in rows:
-            d = sketch_distance(mine, np.frombuffer(blob, dtype=_DTYPE), self._secret)
+        close = _near(mine, [blob for _, blob, _ in rows], k)
+        for (_, blob, released), maybe in zip(rows, close, strict=True):
+            if not maybe:
+                continue
+            d = sketch_distance(mine, np.frombuffer(blob, dtype=_DTYPE), self._secret, limit=k)
             if d == 0:
                 identical = True
             elif d is not None and d < k:

@@ -17,6 +17,9 @@ The rules, in the order they are checked (``docs/policy.md``):
    and under DP it releases only what DP can (no MIN/MAX, every summed column bounded);
    an intersection-sum: no required sign-off (it carries none); a training job: DP on
    where the dataset requires it, and the model among ``allowed_models`` if set.
+
+A ``collect`` use names a collection task instead of a dataset: after the role, the task
+must exist and list the requester among its collectors, for the purpose (docs/collect.md).
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ OPERATION_NAMES = {
     "query": "aggregate queries",
     "intersection_sum": "intersection_sum",
     "training": "federated training",
+    "collect": "collection",
 }
 _ROLE_VERBS = {
     "query": "run queries",
     "intersection_sum": "run intersection-sums",
     "training": "train models",
+    "collect": "collect windows",
 }
 
 
@@ -71,6 +76,8 @@ def check(use: Use, config: NodeConfig, exposed: Sequence[str] | None) -> str:
         raise PermissionDenied(
             f"role {use.requester.role!r} may not {_ROLE_VERBS[use.operation]}; need 'analyst'"
         )
+    if use.operation == "collect":  # a collection task, not a dataset (docs/collect.md)
+        return _collect(use, config)
     ds = dataset_of(config, use.dataset, exposed)
     policy = ds.policy
     if use.operation not in policy.allowed_operations:
@@ -154,6 +161,18 @@ def _training(use: Use, policy: DatasetPolicy) -> None:
         raise PermissionDenied(
             f"dataset {use.dataset!r} requires differential privacy: train with DP on"
         )
+
+
+def _collect(use: Use, config: NodeConfig) -> str:
+    task = config.collect_task(use.dataset)
+    if task is None:
+        raise NotFound(f"unknown collection task {use.dataset!r}")
+    purposes = task.collector_purposes(use.requester.name)
+    if purposes is None:
+        raise PermissionDenied(f"requester {use.requester.name!r} may not collect {use.dataset!r}")
+    if use.header.purpose not in purposes:
+        raise PermissionDenied(f"purpose {use.header.purpose!r} is not allowed for {use.dataset!r}")
+    return "task allows collection"
 
 
 def apply_min_group_size(policy: DatasetPolicy, rows: Sequence[int]) -> list[bool]:

@@ -14,6 +14,7 @@ master; the session stops when the last dataset using it closes.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -74,6 +75,8 @@ def acquire_session(master: str, conf: Mapping[str, str], app_name: str = "dataf
             settings = dict(_DEFAULTS)
             if master.startswith("local"):
                 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no external interface
+                # Local Python workers run this interpreter (not whatever python3 PATH finds).
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
                 settings["spark.driver.bindAddress"] = "127.0.0.1"
                 settings["spark.driver.host"] = "127.0.0.1"
             settings.update(conf)

@@ -53,14 +53,16 @@ def signed_query(
     lifetime_ms: int = 60_000,
     sign_offs: Sequence[query_pb2.SignOff] = (),
     statement: SignedJobStatement | None = None,
+    spec: query_pb2.QuerySpec | None = None,
 ) -> Signed:
     """A query for ``node`` signed by ``analyst``, with its own job statement.
 
     ``statement_sql``/``statement_protection``: what the statement says, when it should
-    differ from what the body carries; ``roster`` defaults to every node of ``fed``.
+    differ from what the body carries; ``roster`` defaults to every node of ``fed``;
+    ``spec``: a hand-built spec to send instead of ``sql``'s (one the front end refuses).
     """
     key = load_signing_key(party_paths(fed.pki_dir, "analyst", analyst).signing_key)
-    spec = spec_to_proto(parse_sql(sql))
+    spec = spec if spec is not None else spec_to_proto(parse_sql(sql))
     pmsg = protection or query_pb2.Protection(mode="plain", fixed_point_bits=16)
     h = header or new_header(analyst, node, job_id, purpose, lifetime_ms=lifetime_ms)
     st = statement or sign_job_statement(

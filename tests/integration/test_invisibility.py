@@ -29,7 +29,7 @@ from datafed.client.federation import _Job
 from datafed.errors import ProtocolError, RemoteError
 from datafed.local import LocalFederation, NodeSpec
 from datafed.pki import load_signing_key, party_paths
-from datafed.proto.v1 import query_pb2, query_pb2_grpc
+from datafed.proto.v1 import modes_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.serde import spec_to_proto
 from datafed.statement import sign_job_statement
@@ -106,8 +106,13 @@ def test_oracle_probes_are_charged_and_learn_nothing(city):
     s = f"SELECT SUM(income), COUNT(*) FROM {ds} WHERE household <= 4"
     first = alice(city).query(s, purpose=PURPOSE, protection="plain")
     assert first.epsilon == {f"water-{d}": 1.0 for d in DISTRICTS}
-    # A probe that fails after admission (garbage Paillier parameters) still spends.
-    bad = query_pb2.Protection(mode="paillier", fixed_point_bits=16, params=b"\x0a\x01\x07")
+    # A probe that fails after admission (Paillier parameters naming no participant; a
+    # key of an allowed size, so the limits checked before admission pass) still spends.
+    n = (1 << 2047) | 1
+    params = modes_pb2.PaillierParams(n=n.to_bytes(256, "big"), value_bits=64)
+    bad = query_pb2.Protection(
+        mode="paillier", fixed_point_bits=16, params=params.SerializeToString()
+    )
     bad.domain.add()
     probe = signed_query(city, "water-north", s, job_id="job-probe-0", protection=bad)
     ch, stub = query_stub(city, 0)

@@ -1,6 +1,6 @@
 """A real ``datafed-node serve`` process as operators and orchestrators meet it.
 
-One node (its own CA, analysts alice and bob) with ``node.health_listen`` and ``tls.crl``
+Two nodes (their own CA, analysts alice and bob); the first with ``node.health_listen`` and ``tls.crl``
 set: health answers without a certificate on its own plaintext port and nothing else
 does; reflection over mTLS lists every service; a certificate revoked with
 ``datafed pki revoke`` is refused on the next request and the refusal is in the ledger.
@@ -41,10 +41,19 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    spec = water_district_specs()[0]
-    spec = replace(spec, policy_toml=spec.policy_toml.replace('["alice"]', '["alice", "bob"]'))
+    # Two districts (a query names at least min_participants = 2 nodes); node 0 is the one
+    # with the health port and the revocation list.
+    specs = [
+        replace(
+            spec,
+            policy_toml=spec.policy_toml.replace('["alice"]', '["alice", "bob"]').replace(
+                "min_group_size = 3\n", "min_group_size = 3\nmin_participants = 2\n"
+            ),
+        )
+        for spec in water_district_specs()[:2]
+    ]
     fed = LocalFederation.create(
-        tmp_path_factory.mktemp("operator"), [spec], analysts=("alice", "bob")
+        tmp_path_factory.mktemp("operator"), specs, analysts=("alice", "bob")
     )
     node = fed.nodes[0]
     crl = node.config.parent / "crl.pem"  # the node's copy of what the operator publishes
@@ -95,7 +104,7 @@ def test_reflection_lists_every_service_the_node_serves(fed):
         (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     listed = {s.name for s in reply.list_services_response.service}
     assert listed == {
-        "datafed.proto.v1.QueryService", "datafed.proto.v1.LedgerService", "datafed.proto.v1.ProtocolService",
+        "datafed.proto.v1.QueryService", "datafed.proto.v1.LedgerService", "datafed.proto.v1.CollectService", "datafed.proto.v1.ProtocolService",
         "datafed.proto.v1.PsiService", "datafed.proto.v1.TrainingService", "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }  # fmt: skip

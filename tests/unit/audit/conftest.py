@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,20 @@ def ledger(tmp_path: Path, key: Ed25519PrivateKey) -> Any:
     led = Ledger.open(tmp_path / "ledger.db", ORIGIN, key)
     yield led
     led.close()
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``datafed-audit ARGV`` in-process: its exit code, stdout and stderr."""
+    from audit.cli import main
+
+    old = sys.argv
+    sys.argv = ["datafed-audit", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

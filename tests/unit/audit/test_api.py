@@ -47,3 +47,29 @@ def test_merkle_math_does_no_io() -> None:
     }
     assert imported <= {"__future__", "hashlib", "collections", "typing", "audit"}
     assert "open(" not in src and "print(" not in src
+
+
+def test_the_policy_file_model_is_what_the_parser_reads(tmp_path: Path) -> None:
+    """The generated reference documents audit.policy.PolicyFile; the parser takes exactly it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from audit.checkpoint import log_verifier
+    from audit.note import raw_public_key
+    from audit.policy import Policy, PolicyFile
+
+    key = raw_public_key(Ed25519PrivateKey.generate().public_key())
+    vkey = log_verifier("datafed/ledger/water-north", key).vkey()
+    full = {
+        "logs": [vkey],
+        "witnesses": [],
+        "quorum": 0,
+        "state": "state.json",
+        "agencies": {"water-north": "Water (north)"},
+        "budgets": {"pipe_incidents": 2.0},
+    }
+    assert set(full) == set(PolicyFile.model_fields)
+    PolicyFile.model_validate(full)
+    policy = Policy.from_dict(full, base=tmp_path)
+    assert policy.agencies == full["agencies"] and policy.budgets == full["budgets"]
+    with pytest.raises(ValueError, match="unknown field 'extra'"):
+        Policy.from_dict({**full, "extra": 1})

@@ -6,30 +6,17 @@ import csv
 import dataclasses
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from audit.cli import main
 from audit.export import ExportDir
 from audit.records import decode_leaf, encode_body, encode_leaf
 
 from .city import BRACKETS, EVIL_NAME, FORMULA, NODES, Records, build_city, statement
+from .conftest import run_cli
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["datafed-audit", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,29 +9,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import Ledger
-from audit.cli import main
 from audit.export import export_store
 from audit.witness import WitnessStore
 
-from .conftest import make_record
+from .conftest import make_record, run_cli
 
 ORIGIN = "datafed/ledger/water-north"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x21" * 32)
 WKEY = Ed25519PrivateKey.from_private_bytes(b"\x22" * 32)
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["datafed-audit", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ received (``vkey`` reads certificates, checked against the CA).
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -16,30 +15,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import Ledger, WitnessRefusal
-from audit.cli import main
 from audit.export import export_store, read_private
 from audit.private import encode_opening
 from audit.witness import WitnessStore
 
-from .conftest import make_record
+from .conftest import make_record, run_cli
 
 ORIGIN = "datafed/ledger/water-north"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x51" * 32)
 WKEY = Ed25519PrivateKey.from_private_bytes(b"\x52" * 32)
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["datafed-audit", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 def policies(root: Path, led: Ledger, witness: WitnessStore) -> tuple[str, str]:

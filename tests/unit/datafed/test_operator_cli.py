@@ -54,7 +54,7 @@ def test_agency_requests_operator_signs_and_a_held_name_needs_force(tmp_path):
 
 def test_versions():
     expected = version("datafed")
-    for cmd in ("datafed", "datafed-node"):
+    for cmd in ("datafed", "datafed-node", "datafed-audit"):
         got = run(cmd, "--version")
         assert got.returncode == 0 and got.stdout.strip() == f"{cmd} {expected}"
 
@@ -106,3 +106,12 @@ def test_an_undocumented_field_fails_generation():
     assert [k.name for k in next(iter(sections(Documented))).keys] == ["a"]
     with pytest.raises(MissingDescription, match=r"Undocumented\.b is undocumented"):
         list(sections(Undocumented))
+
+
+def test_every_command_lists_the_one_table_of_exit_codes():
+    from audit.errors import EXIT_CODES_HELP
+
+    for cmd in ("datafed", "datafed-node", "datafed-audit"):
+        got = run(cmd, "--help")
+        assert got.returncode == 0
+        assert " ".join(EXIT_CODES_HELP.split()[:4]) in " ".join(got.stdout.split())

@@ -15,12 +15,13 @@ from audit.usage import reconcile
 from datafed.fl.direct import DirectGrid
 from datafed.fl.errors import TrainingRefused
 from datafed.fl.lineage import format_lineage, model_lineage
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.server_app import run_job
 from datafed.fl.settings import RunSettings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.fl.training import check_result
+from datafed.statement import new_job_id
 from nodes.fl.client_app import app
 from nodes.policy.budget import LedgerBudget
 
@@ -32,7 +33,7 @@ _RUN = iter(range(5000, 6000))
 
 
 def run(fed, nodes, *, spec=SPEC, purpose=PURPOSE, grid_cls=DirectGrid, **settings):
-    job = new_job_id()
+    job = new_job_id("fl")
     bundle = sign_training_bundle(fed_config(fed), spec, purpose=purpose, job_id=job)
     s = RunSettings(
         num_server_rounds=spec.rounds, min_nodes=len(nodes), bundle=bundle, local_epochs=1,
@@ -134,7 +135,7 @@ def test_dropout_round_completes_and_ledgers_show_who_took_part(flood_fed, nodes
 
 def test_nodes_refuse_rounds_beyond_the_approved_ones(flood_fed, nodes):
     # The ServerApp (at the SuperLink) asks for 3 rounds; the analyst signed for 2.
-    job = new_job_id()
+    job = new_job_id("fl")
     bundle = sign_training_bundle(fed_config(flood_fed), SPEC, purpose=PURPOSE, job_id=job)
     s = RunSettings(num_server_rounds=3, min_nodes=3, bundle=bundle, local_epochs=1, eval_every=0)
     cfg = s.to_run_config()

@@ -16,7 +16,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_train_without_a_flower_table_is_a_one_line_error(tmp_path):
     fed = tmp_path / "fed.toml"
-    fed.write_text('analyst = "alice"\n')
+    fed.write_text(
+        'analyst = "alice"\n[tls]\nca = "ca.crt"\ncert = "a.crt"\nkey = "a.key"\n'
+        'signing_key = "a.ed25519"\n[[nodes]]\nname = "n1"\naddress = "127.0.0.1:1"\n'
+    )
     got = run(str(BIN / "datafed"), "train", "-f", str(fed), "--purpose", "x", "--rounds", "1")
     assert got.returncode == 2
     assert "flower: a 'flower' table with the SuperLink address is required" in got.stderr

@@ -16,13 +16,14 @@ from datafed.fl.direct import DirectGrid
 from datafed.fl.errors import TrainingFailed
 from datafed.fl.local import flood_policy
 from datafed.fl.progress import Progress, parse_progress
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.result import check_result, find_result
 from datafed.fl.server_app import describe_failure, main, run_job
 from datafed.fl.settings import RunSettings, parse_run_config
 from datafed.fl.spec import TrainingSpec, model_allowed
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.local import LocalFederation
+from datafed.statement import new_job_id
 from nodes.fl.client_app import app
 
 from . import models
@@ -39,7 +40,7 @@ _RUN = iter(range(7000, 8000))
 
 def job(fed, nodes, spec, **settings):
     """A signed job's settings and a DirectGrid over ``nodes``."""
-    job_id = new_job_id()
+    job_id = new_job_id("fl")
     bundle = sign_training_bundle(fed_config(fed), spec, purpose=PURPOSE, job_id=job_id)
     s = RunSettings(
         num_server_rounds=spec.rounds, min_nodes=len(nodes), bundle=bundle, local_epochs=1,

@@ -9,11 +9,12 @@ import pytest
 
 from datafed import pki
 from datafed.client.config import FederationConfig, NodeEndpoint
-from datafed.fl.requests import new_job_id, sign_training_bundle
+from datafed.fl.requests import sign_training_bundle
 from datafed.fl.serde import bundle_from_text
 from datafed.fl.spec import DpParams, RoundEntry, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.proto.v1 import common_pb2
+from datafed.statement import new_job_id
 from datafed.tls import PartyFiles
 from nodes.fl.errors import GatewayRefused
 from nodes.fl.grpc_gateway import GrpcGateway
@@ -42,7 +43,7 @@ def request_for(fed, node, spec=SPEC, purpose=PURPOSE, analyst="alice", job_id=N
         fed_config(fed, analyst, pki_dir),
         spec,
         purpose=purpose,
-        job_id=job_id or new_job_id(),
+        job_id=job_id or new_job_id("fl"),
         nodes=[node.name],
     )
     bundle = bundle_from_text(text)
@@ -217,3 +218,39 @@ def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner
     gw.record(RoundEntry(job, 1, "fit", H, H, 10, True))
     # The node's one budget (shared with queries) saw the charge.
     assert node.ctx.policy.budget.spent("alice", FLOOD_TABLE) == 0.5
+
+
+def test_one_analyst_cannot_push_out_anothers_training_jobs(tmp_path, runner):
+    """Open jobs are bounded per requester: alice's flood evicts only alice's own jobs."""
+    from datafed.fl.local import flood_policy
+    from datafed.local import LocalFederation
+    from nodes.config import LimitsSection
+
+    from .conftest import flood_specs
+
+    flood_fed = LocalFederation.create(
+        tmp_path,
+        flood_specs(1, policy=flood_policy(requesters=("alice", "bob"))),
+        analysts=("alice", "bob"),
+    )
+    node = runner.start(flood_fed.nodes[0].config)
+    node.ctx.config.limits = LimitsSection(max_open_jobs=3, max_open_jobs_per_requester=2)
+    gw = gateway(flood_fed, node)
+    bob_req, bob_cert, bob_job = request_for(flood_fed, node, analyst="bob")
+    gw.open(bob_req, bob_cert, with_rows=False)
+    alice_jobs = []
+    for _ in range(4):  # twice alice's quota
+        req, cert, job = request_for(flood_fed, node)
+        gw.open(req, cert, with_rows=False)
+        alice_jobs.append(job)
+    held = {j.header.job_id for j in node.servicer._jobs.values()}
+    assert held == {bob_job, *alice_jobs[-2:]}  # alice's oldest gave way, bob's stayed
+    with pytest.raises(GatewayRefused, match="no open training job"):
+        gw.record(RoundEntry(alice_jobs[0], 1, "fit", H, H, 10, True))
+    gw.record(RoundEntry(bob_job, 1, "fit", H, H, 10, True))
+    carol_req, carol_cert, _ = request_for(flood_fed, node, analyst="bob")
+    node.ctx.config.limits = LimitsSection(max_open_jobs=3, max_open_jobs_per_requester=3)
+    with pytest.raises(GatewayRefused) as info:  # the table is full: refused, nobody evicted
+        gw.open(carol_req, carol_cert, with_rows=False)
+    assert info.value.code == "UNAVAILABLE"
+    assert {j.header.job_id for j in node.servicer._jobs.values()} == held

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from datafed.signing import RequestHeader
+from nodes.errors import Unavailable
 from nodes.jobs import JobBinding, JobTable
+from nodes.limits import QuotaExceeded
 
 BOUND = JobBinding("ab" * 32, ("water-north", "water-east", "water-south"), 3)
 
@@ -58,11 +60,30 @@ def test_bounded_and_expiring():
     table = JobTable(max_jobs=2, ttl_ms=100, clock=clock)
     table.stash(header(job="a"), "d", "ckks", BOUND).put(1)
     table.stash(header(job="b"), "d", "ckks", BOUND).put(2)
-    with pytest.raises(ValueError, match="holds 2 open protocol jobs; try again later"):
-        table.stash(header(job="c"), "d", "ckks", BOUND).put(3)
+    with pytest.raises(Unavailable, match="holds 2 open protocol jobs; try again later"):
+        table.stash(header("bob", job="c"), "d", "ckks", BOUND).put(3)
     clock.now += 100
     assert table.get("alice", "a") is None
-    table.stash(header(job="c"), "d", "ckks", BOUND).put(3)
+    table.stash(header("bob", job="c"), "d", "ckks", BOUND).put(3)
     assert len(table) == 1
     with pytest.raises(ValueError, match="must be positive"):
         JobTable(max_jobs=0)
+
+
+def test_one_requester_cannot_fill_the_table():
+    """A requester holds at most per_requester open jobs; the others keep their room."""
+    clock = Clock()
+    table = JobTable(max_jobs=4, per_requester=2, ttl_ms=100, clock=clock)
+    table.stash(header(job="a"), "d", "shares", BOUND).put(1)
+    table.stash(header(job="b"), "d", "shares", BOUND).put(2)
+    with pytest.raises(QuotaExceeded, match="alice already has 2 unfinished protocol jobs"):
+        table.ensure_room("alice")
+    with pytest.raises(QuotaExceeded, match="max_open_jobs_per_requester"):
+        table.stash(header(job="c"), "d", "shares", BOUND).put(3)
+    table.ensure_room("bob")
+    table.stash(header("bob", job="a"), "d", "shares", BOUND).put(4)
+    table.drop("alice", "a")  # a finished job frees its requester's room
+    table.stash(header(job="c"), "d", "shares", BOUND).put(3)
+    clock.now += 100  # and so does expiry
+    table.ensure_room("alice")
+    assert len(table) == 0

@@ -278,7 +278,7 @@ def test_check_psi(tmp_path, policy, who, purpose, dataset, columns, error, mess
 
 
 def test_pending_jobs_are_bounded_single_use_and_expire() -> None:
-    jobs = PendingJobs(limit=2)
+    jobs = PendingJobs(limit=2, per_requester=2)
     mk = lambda who: PendingJob(None, who, "p", b"", 0)  # type: ignore[arg-type]  # noqa: E731
     jobs.put("j1", mk("alice"))
     with pytest.raises(InvalidRequest, match="job 'j1' is already in progress"):

@@ -1,0 +1,128 @@
+"""Collection tasks on a local federation (tests, the sensors example, the benchmark).
+
+:func:`add_collection` takes a :class:`datafed.local.LocalFederation` created but not yet
+started, pins its aggregators to fixed free ports (the Leader must reach the Helper at a
+known address, also after the Helper restarts), issues gateway certificates, appends one
+``[[collect]]`` block per task to both aggregators' ``node.toml`` and writes one
+``gateway-<name>.toml`` per gateway::
+
+    fed = LocalFederation.create(root, water_district_specs()[:2])
+    task = LocalTask("water-use", 'vdaf = "count"', "water-north", "water-east")
+    gateways = add_collection(fed, [task])
+    fed.start()
+    uploader = Uploader.from_file(gateways["gw-city"])
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from datafed import pki
+from datafed.local import LocalFederation
+
+__all__ = ["LocalTask", "add_collection"]
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """One task: its name, its ``[[collect]]`` body (TOML lines) and its two aggregators."""
+
+    name: str
+    body: str
+    leader: str
+    helper: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def add_collection(
+    fed: LocalFederation,
+    tasks: Sequence[LocalTask],
+    *,
+    gateways: Sequence[str] = ("gw-city",),
+    collectors: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Path]:
+    """Configure ``tasks`` on ``fed`` (see module docs); return each gateway's file.
+
+    Parameters
+    ----------
+    collectors
+        Analyst -> purposes it may collect for (default: ``alice`` for
+        ``service-planning``); each analyst gets a certificate if it has none.
+    """
+    collectors = collectors or {"alice": ["service-planning"]}
+    nodes = {n.spec.name: n for n in fed.nodes}
+    ports: dict[str, int] = {}
+    for node in nodes.values():
+        text = node.config.read_text()
+        if 'listen = "127.0.0.1:0"' in text:
+            ports[node.spec.name] = _free_port()
+            text = text.replace(
+                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{ports[node.spec.name]}"'
+            )
+            node.config.write_text(text)
+        else:
+            ports[node.spec.name] = int(text.split('listen = "127.0.0.1:', 1)[1].split('"')[0])
+    for role, names in (("gateway", gateways), ("analyst", list(collectors))):
+        for name in names:
+            if not pki.party_paths(fed.pki_dir, role, name).cert.exists():
+                pki.issue(fed.pki_dir, role, name)
+    for t in tasks:
+        block = _block(fed, t, ports, collectors)
+        for name in (t.leader, t.helper):
+            node = nodes[name]
+            node.config.write_text(node.config.read_text() + block)
+    out = {}
+    for gw in gateways:
+        files = pki.party_paths(fed.pki_dir, "gateway", gw)
+        leaders = sorted({t.leader for t in tasks})
+        path = fed.root / f"gateway-{gw}.toml"
+        path.write_text(
+            "\n".join(
+                [
+                    f'gateway = "{gw}"',
+                    f"timeout_s = {fed.timeout_s}",
+                    "",
+                    "[tls]",
+                    f'ca = "{fed.pki_dir / "ca.crt"}"',
+                    f'cert = "{files.cert}"',
+                    f'key = "{files.key}"',
+                    f'signing_key = "{files.signing_key}"',
+                    "",
+                    "[leader]",
+                    f'name = "{leaders[0]}"',
+                    f'address = "127.0.0.1:{ports[leaders[0]]}"',
+                ]
+            )
+            + "\n"
+        )
+        out[gw] = path
+    return out
+
+
+def _block(
+    fed: LocalFederation,
+    t: LocalTask,
+    ports: Mapping[str, int],
+    collectors: Mapping[str, Sequence[str]],
+) -> str:
+    lines = ["", "[[collect]]", f'name = "{t.name}"', t.body.strip()]
+    for role, name in (("leader", t.leader), ("helper", t.helper)):
+        cert = pki.party_paths(fed.pki_dir, "node", name).cert
+        lines += [
+            f"[collect.{role}]",
+            f'name = "{name}"',
+            f'cert = "{cert}"',
+            f'address = "127.0.0.1:{ports[name]}"',
+        ]
+    for analyst, purposes in collectors.items():
+        listed = ", ".join(f'"{p}"' for p in purposes)
+        lines += ["[[collect.collectors]]", f'name = "{analyst}"', f"purposes = [{listed}]"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,199 @@
+"""Analysts' Paillier public keys at a node: a cache bounded in bytes, keys and time.
+
+Encrypting under an analyst's key is fast only with the key's DJN fixed-base table
+(:mod:`datafed.hazmat._djn`), and the table is large: measured 59 MiB for a 2048-bit
+modulus, 70 MiB at 3072 and 265 MiB at 8192 (``docs/policy.md#limits``; the table
+budget of the hazmat module counts limbs, not Python objects, and is exceeded above
+3072 bits). A node that kept a table for every modulus it was sent could be grown by
+one analyst sending fresh moduli. So :class:`PaillierKeyCache`:
+
+- caches a key on its *second* use by the same requester; a first use (and any key the
+  cache cannot hold) gets a one-off key with a narrow table (window 5: about 1/20 of
+  the memory, ~2x slower per encryption), freed with its answer -- so fresh moduli build
+  no large table at all;
+- holds at most ``per_requester`` keys of one requester: caching a new key evicts that
+  requester's own least recently used idle key, never another requester's;
+- holds at most ``max_bytes`` of tables in all, estimated *before* they are built
+  (:func:`table_bytes`); idle keys older than ``idle_s`` make room, nothing else does;
+- never evicts a key in use (so every cached table is counted while it exists).
+
+Memory for Paillier keys is thus at most ``max_bytes`` plus one narrow table per
+answer being computed. The node sets the limits from ``[limits]`` in ``node.toml``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from datafed.hazmat import FixedBaseTable, PaillierPublicKey, exponent_bits, window_bits
+
+__all__ = ["KEY_CACHE", "ONE_OFF_WINDOW", "PaillierKeyCache", "table_bytes"]
+
+#: Window of a one-off key's table (2048 bits: ~1.4 MiB, built in ~0.15 s).
+ONE_OFF_WINDOW = 5
+#: Bytes per table entry beyond the value's limbs: the gmpy2 object, its allocation
+#: rounding and the list slot (measured 75-78 bytes at 2048-8192 bits; rounded up).
+_ENTRY_OVERHEAD = 96
+#: Most requesters remembered as having shown a key once (a second use caches it).
+_MAX_SEEN = 1024
+
+
+def table_bytes(bits: int, window: int | None = None) -> int:
+    """Estimated memory of the DJN table of a ``bits``-bit key (``window``: default width).
+
+    Mirrors :class:`~datafed.hazmat.FixedBaseTable`: ``ceil(e / w)`` rows of ``2^w``
+    entries of ``n^2``, ``e`` the short exponent's length.
+    """
+    exp = exponent_bits(bits, strict=False)
+    entry = (2 * bits + 7) // 8
+    w = window or window_bits(exp, entry)
+    return -(-exp // w) * (1 << w) * (entry + _ENTRY_OVERHEAD)
+
+
+class _OneOffKey(PaillierPublicKey):
+    """A public key whose fixed-base table uses narrow windows (see module docs)."""
+
+    def precompute(self) -> None:
+        """Build the narrow table on first use."""
+        if self._table is None:
+            bits = exponent_bits(self.bits, strict=self.strict)
+            self._table = FixedBaseTable(self.djn_base, self._n2, bits, window=ONE_OFF_WINDOW)
+
+
+class _SharedKey(PaillierPublicKey):
+    """A cached key: concurrent first encryptions build its (large) table once."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self._build = threading.Lock()
+
+    def precompute(self) -> None:
+        """Build the table on first use, once."""
+        if self._table is None:
+            with self._build:
+                super().precompute()
+
+
+@dataclass
+class _Entry:
+    owner: str
+    key: PaillierPublicKey
+    size: int
+    used_at: float
+    users: int = 0
+
+
+class PaillierKeyCache:
+    """Public keys with their DJN tables, bounded per requester and in bytes (module docs).
+
+    Parameters
+    ----------
+    max_bytes
+        Most bytes of tables held in all (estimated with :func:`table_bytes`).
+    per_requester
+        Most keys held for one requester.
+    idle_s
+        Seconds after which an unused key may be dropped to make room.
+    clock
+        Monotonic seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = 512 << 20,
+        per_requester: int = 1,
+        idle_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self._entries: dict[tuple[str, int], _Entry] = {}
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self.configure(max_bytes=max_bytes, per_requester=per_requester, idle_s=idle_s)
+
+    def configure(self, *, max_bytes: int, per_requester: int, idle_s: float) -> None:
+        """Set the limits (a node does this once from ``[limits]``); ValueError if invalid."""
+        if max_bytes < 0 or per_requester < 1 or idle_s <= 0:
+            raise ValueError("max_bytes >= 0, per_requester >= 1 and idle_s > 0 are required")
+        with self._lock:
+            self.max_bytes, self.per_requester, self.idle_s = max_bytes, per_requester, idle_s
+
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes of the cached tables."""
+        with self._lock:
+            return sum(e.size for e in self._entries.values())
+
+    def keys_of(self, owner: str) -> list[int]:
+        """The moduli cached for ``owner`` (least recently used first)."""
+        with self._lock:
+            mine = sorted((e.used_at, n) for (o, n), e in self._entries.items() if o == owner)
+        return [n for _, n in mine]
+
+    def clear(self) -> None:
+        """Forget every key not in use."""
+        with self._lock:
+            for k in [k for k, e in self._entries.items() if e.users == 0]:
+                del self._entries[k]
+            self._seen.clear()
+
+    @contextmanager
+    def use(self, owner: str, n: int) -> Iterator[PaillierPublicKey]:
+        """The key ``n`` of ``owner`` for the duration of one answer (see module docs)."""
+        key, entry = self._acquire(owner, n)
+        try:
+            yield key
+        finally:
+            if entry is not None:
+                with self._lock:
+                    entry.users -= 1
+                    entry.used_at = self.clock()
+
+    def _acquire(self, owner: str, n: int) -> tuple[PaillierPublicKey, _Entry | None]:
+        with self._lock:
+            now = self.clock()
+            entry = self._entries.get((owner, n))
+            if entry is not None:
+                entry.users += 1
+                entry.used_at = now
+                return entry.key, entry
+            if self._seen.get(owner) != n:  # first use: no large table for a fresh key
+                self._seen[owner] = n
+                self._seen.move_to_end(owner)
+                while len(self._seen) > _MAX_SEEN:
+                    self._seen.popitem(last=False)
+                return _OneOffKey(n), None
+            size = table_bytes(n.bit_length())
+            if not self._room(owner, size, now):
+                return _OneOffKey(n), None
+            entry = _Entry(owner, _SharedKey(n), size, now, 1)
+            self._entries[(owner, n)] = entry
+            return entry.key, entry
+
+    def _room(self, owner: str, size: int, now: float) -> bool:
+        """Make room for one more key of ``owner`` (lock held); False if there is none."""
+        mine = sorted(
+            (e.used_at, k) for k, e in self._entries.items() if e.owner == owner and e.users == 0
+        )
+        held = sum(1 for e in self._entries.values() if e.owner == owner)
+        for _, k in mine:  # the requester's own idle keys, least recently used first
+            if held < self.per_requester:
+                break
+            del self._entries[k]
+            held -= 1
+        if held >= self.per_requester:
+            return False
+        for k in [
+            k for k, e in self._entries.items() if e.users == 0 and now - e.used_at > self.idle_s
+        ]:
+            del self._entries[k]
+        return sum(e.size for e in self._entries.values()) + size <= self.max_bytes
+
+
+#: The node's one cache (configured by the node from ``[limits]``).
+KEY_CACHE = PaillierKeyCache()

@@ -1,0 +1,209 @@
+"""The node's CollectService: every collection RPC through the one signed-RPC pipeline.
+
+================  ==========================  ================================================
+RPC               who may call                what it does
+================  ==========================  ================================================
+GetTask           any party of the federation the task's parameters and both certificates
+Upload            a ``gateway`` (the task's   reports checked and stored durably at the Leader
+                  ``uploaders`` if listed)    (:mod:`.upload`), a status per report
+AggregateInit     the task's Leader node      one aggregation job at the Helper (:mod:`.helper`)
+CloseWindow       the task's Leader node      closes one window at the Helper, ledgered
+ListWindows       the task's collectors       closed windows, releasable or not
+GetWindow         the task's collectors       one window's aggregate share (:mod:`.release`)
+================  ==========================  ================================================
+
+Each method runs inside :func:`nodes.rpc.signed_call`: certificate, signature, header and
+nonce first; any refusal is recorded ``denied`` with its reason and sent as one gRPC
+status with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from datafed.collect import spec_to_proto
+from datafed.proto.v1 import collect_pb2, collect_pb2_grpc, common_pb2
+from nodes.collect.entries import OPERATION, record_window
+from nodes.collect.helper import body_digest, close_at_helper, run_job
+from nodes.collect.release import collect_use, get_window
+from nodes.collect.runtime import TaskRuntime
+from nodes.collect.upload import STATUS, store_uploads
+from nodes.context import NodeContext
+from nodes.errors import InvalidRequest, NotFound, PermissionDenied
+from nodes.rpc import SignedCall, signed_call
+
+__all__ = ["CollectServicer"]
+
+M = TypeVar("M", bound=Message)
+Context = Any  # grpc.aio.ServicerContext
+
+
+def _parser(cls: type[M]) -> Callable[[bytes], tuple[common_pb2.RequestHeader, M]]:
+    def parse(body: bytes) -> tuple[common_pb2.RequestHeader, M]:
+        msg = cls.FromString(body)
+        return msg.header, msg  # type: ignore[attr-defined]
+
+    return parse
+
+
+class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
+    """gRPC CollectService of one node (see module docs).
+
+    Parameters
+    ----------
+    ctx : NodeContext
+        The node.
+    tasks : dict
+        Task name -> runtime, every ``[[collect]]`` task of the node.
+    wake : callable
+        ``wake(task)``: reports arrived at the Leader of ``task``.
+    """
+
+    def __init__(
+        self, ctx: NodeContext, tasks: dict[str, TaskRuntime], wake: Callable[[str], None]
+    ) -> None:
+        self.ctx, self.tasks, self._wake = ctx, tasks, wake
+
+    def _task(self, call: SignedCall, name: str, role: str | None = None) -> TaskRuntime:
+        rt = self.tasks.get(name)
+        if rt is None:
+            raise NotFound(f"unknown collection task {name[:64]!r}")
+        call.dataset, call.protection = rt.name, "prio3"
+        if role is not None and rt.role != role:
+            other = rt.config.leader.name if role == "leader" else rt.config.helper.name
+            raise InvalidRequest(f"{self.ctx.name} is not the {role} of {rt.name!r}; {other} is")
+        return rt
+
+    def _from_leader(self, call: SignedCall, rt: TaskRuntime) -> None:
+        ident = call.identity
+        assert ident is not None
+        if ident.role != "node" or ident.name != rt.config.leader.name:
+            raise PermissionDenied(f"only {rt.config.leader.name}, the task's leader, may do this")
+
+    async def GetTask(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.GetTaskResponse:
+        """The task's public parameters and both aggregators' certificates."""
+        async with signed_call(self.ctx, context, request, "collect_task") as call:
+            body = call.open(_parser(collect_pb2.GetTaskRequest))
+            rt = self._task(call, body.task)
+            return collect_pb2.GetTaskResponse(
+                params=spec_to_proto(rt.spec),
+                task_id=rt.task_id,
+                leader_certificate_pem=rt.leader_pem,
+                helper_certificate_pem=rt.helper_pem,
+            )
+
+    async def Upload(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.UploadResponse:
+        """Check and store a gateway's reports; one status per report."""
+        async with signed_call(self.ctx, context, request, "collect_upload") as call:
+            body = call.open(_parser(collect_pb2.UploadRequest))
+            rt = self._task(call, body.task, "leader")
+            ident = call.identity
+            assert ident is not None
+            if ident.role != "gateway":
+                raise PermissionDenied(
+                    f"role {ident.role!r} may not upload reports; need 'gateway'"
+                )
+            if rt.config.uploaders and ident.name not in rt.config.uploaders:
+                raise PermissionDenied(f"gateway {ident.name!r} may not upload to {rt.name!r}")
+            if len(body.reports) > rt.config.max_upload:
+                raise InvalidRequest(f"at most {rt.config.max_upload} reports per upload")
+            statuses = await asyncio.to_thread(store_uploads, rt, body.reports)
+            self._wake(rt.name)
+            codes = [STATUS[s] for s in statuses]
+            ok = sum(c in (collect_pb2.ACCEPTED, collect_pb2.DUPLICATE) for c in codes)
+            return collect_pb2.UploadResponse(statuses=codes, accepted=ok)
+
+    async def AggregateInit(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.AggregateInitResponse:
+        """Run one aggregation job at the Helper (or answer it again)."""
+        async with signed_call(self.ctx, context, request, "collect_aggregate") as call:
+            body = call.open(_parser(collect_pb2.AggregateInitRequest))
+            rt = self._task(call, body.task, "helper")
+            self._from_leader(call, rt)
+            async with rt.lock:  # one job at a time: the replay checks see every commit
+                return await asyncio.to_thread(run_job, rt, body, int(time.time()))
+
+    async def CloseWindow(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.CloseWindowResponse:
+        """Close one window at the Helper after checking the Leader's count and checksum."""
+        async with signed_call(self.ctx, context, request, OPERATION) as call:
+            body = call.open(_parser(collect_pb2.CloseWindowRequest))
+            rt = self._task(call, body.task, "helper")
+            self._from_leader(call, rt)
+            digest = body_digest(body)
+            async with rt.lock:
+                closed = await asyncio.to_thread(close_at_helper, rt, body, digest)
+                if closed.fresh:
+                    assert call.identity is not None and call.header is not None
+                    index = await record_window(
+                        self.ctx,
+                        rt,
+                        closed.row,
+                        caller=call.identity,
+                        header=call.header,
+                        close_digest=digest,
+                        share_digest=closed.share_digest,
+                        releasable=closed.releasable,
+                    )
+                    await asyncio.to_thread(
+                        rt.store.close_window,
+                        body.window_start,
+                        share_digest=closed.share_digest,
+                        close_digest=digest,
+                        releasable=closed.releasable,
+                        close_index=index,
+                    )
+            return collect_pb2.CloseWindowResponse(
+                report_count=closed.row.count,
+                rejected_count=closed.row.rejected_count,
+                share_digest=closed.share_digest,
+            )
+
+    async def ListWindows(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.ListWindowsResponse:
+        """The task's closed windows (collectors only)."""
+        async with signed_call(self.ctx, context, request, "collect") as call:
+            body = call.open(_parser(collect_pb2.ListWindowsRequest))
+            rt = self._task(call, body.task)
+            self.ctx.policy.check(collect_use(call, rt, body.since))
+            rows = await asyncio.to_thread(
+                rt.store.windows, where="state = 'closed' AND start >= ?", args=(body.since,)
+            )
+            out = collect_pb2.ListWindowsResponse()
+            for r in rows:
+                out.windows.add(
+                    start=r.start, duration=rt.spec.time_precision, releasable=r.releasable
+                )
+            return out
+
+    async def GetWindow(  # noqa: N802 - gRPC method name
+        self, request: common_pb2.SignedRequest, context: Context
+    ) -> collect_pb2.GetWindowResponse:
+        """Release one closed window's aggregate share to a collector."""
+        async with signed_call(self.ctx, context, request, "collect") as call:
+            body = call.open(_parser(collect_pb2.GetWindowRequest))
+            rt = self._task(call, body.task)
+            return await get_window(call, rt, body)
+
+
+def add_servicer(
+    server: grpc.aio.Server,
+    ctx: NodeContext,
+    tasks: dict[str, TaskRuntime],
+    wake: Callable[[str], None],
+) -> None:
+    """Register the CollectService on ``server``."""
+    collect_pb2_grpc.add_CollectServiceServicer_to_server(CollectServicer(ctx, tasks, wake), server)

@@ -1,0 +1,248 @@
+"""A task's SQLite file, the part both aggregators share: windows, meta, transactions.
+
+:class:`WindowStore` opens the file (WAL, ``synchronous=FULL``: every commit is fsynced),
+refuses a file written for another task ID, and keeps one row per window -- its state
+(``open``, ``closing``, ``closed``), aggregate share, report count, checksum, rejections
+by reason and, once closed, the digests and ledger index of its entry.
+:class:`nodes.collect.storage.CollectStore` adds the reports and jobs of each role.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datafed.errors import ConfigError
+from datafed.protocols import Prio3
+
+__all__ = ["WindowDelta", "WindowRow", "WindowStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+  seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
+  window INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL, job BLOB,
+  public BLOB, leader BLOB, enc BLOB, ct BLOB);
+CREATE INDEX IF NOT EXISTS reports_open ON reports (state, window) WHERE state < 2;
+CREATE TABLE IF NOT EXISTS jobs (id BLOB PRIMARY KEY, request BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS helper_jobs (
+  id BLOB PRIMARY KEY, digest BLOB NOT NULL, response BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+  start INTEGER PRIMARY KEY, state TEXT NOT NULL, last_seen_ms INTEGER NOT NULL,
+  agg BLOB, count INTEGER NOT NULL DEFAULT 0, checksum BLOB NOT NULL,
+  rejected TEXT NOT NULL DEFAULT '{}', share_digest TEXT NOT NULL DEFAULT '',
+  close_digest TEXT NOT NULL DEFAULT '', releasable INTEGER NOT NULL DEFAULT 0,
+  close_index INTEGER NOT NULL DEFAULT -1);
+CREATE TABLE IF NOT EXISTS upload_rejected (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class WindowDelta:
+    """What one job adds to one window: output shares, count, checksum, rejections."""
+
+    agg: list[int] | None = None
+    count: int = 0
+    checksum: bytes = bytes(32)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    """One window as stored."""
+
+    start: int
+    state: str  # open | closing | closed
+    last_seen_ms: int
+    agg: list[int]
+    count: int
+    checksum: bytes
+    rejected: dict[str, int]
+    share_digest: str
+    close_digest: str
+    releasable: bool
+    #: The ledger index of the window's close entry (-1 while open).
+    close_index: int
+
+    @property
+    def rejected_count(self) -> int:
+        """Every rejection in the window."""
+        return sum(self.rejected.values())
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+class WindowStore:
+    """The windows and meta of one task's file (see module docs).
+
+    Parameters
+    ----------
+    path : Path
+        The database file (created with its directory).
+    task_id : bytes
+        The task's ID; a file made for another task ID is refused.
+    vdaf : Prio3
+        The task's VDAF (to merge aggregate shares).
+    """
+
+    def __init__(self, path: Path, task_id: bytes, vdaf: Prio3[Any, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._vdaf = vdaf
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'task_id'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('task_id', ?)", (task_id,))
+        elif bytes(row[0]) != task_id:
+            self._db.close()
+            raise ConfigError(
+                f"{path} belongs to another configuration of this task (its task ID differs); "
+                "a changed task needs a new name"
+            )
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db, self._lock)
+
+    def get_meta_int(self, key: str, default: int) -> int:
+        """An integer kept in ``meta`` (the watermark)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def set_meta_int(self, key: str, value: int) -> None:
+        """Keep an integer in ``meta``."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- windows -------------------------------------------------------------------------
+    def _merge(self, db: sqlite3.Connection, deltas: dict[int, WindowDelta]) -> None:
+        for w, d in deltas.items():
+            row = db.execute(
+                "SELECT agg, count, checksum, rejected FROM windows WHERE start = ?", (w,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"window {w} has no row")
+            agg = self._vdaf.decode_agg_share(bytes(row[0])) if row[0] else self._vdaf.agg_init()
+            if d.agg is not None:
+                agg = self._vdaf.merge([agg, d.agg])
+            rejected = json.loads(row[3])
+            for k, v in d.rejected.items():
+                rejected[k] = rejected.get(k, 0) + v
+            db.execute(
+                "UPDATE windows SET agg = ?, count = ?, checksum = ?, rejected = ? WHERE start = ?",
+                (
+                    self._vdaf.encode_agg_share(agg),
+                    row[1] + d.count,
+                    _xor(bytes(row[2]), d.checksum),
+                    json.dumps(rejected, sort_keys=True),
+                    w,
+                ),
+            )
+
+    def window(self, start: int) -> WindowRow | None:
+        """One window, if it has a row."""
+        rows = self.windows(where="start = ?", args=(start,))
+        return rows[0] if rows else None
+
+    def windows(self, *, where: str = "1", args: Sequence[Any] = ()) -> list[WindowRow]:
+        """Windows matching an SQL condition (``where`` is code, never input), oldest first."""
+        q = (
+            "SELECT start, state, last_seen_ms, agg, count, checksum, rejected, share_digest, "
+            f"close_digest, releasable, close_index FROM windows WHERE {where} ORDER BY start"
+        )
+        with self._lock:
+            rows = self._db.execute(q, tuple(args)).fetchall()
+        vdaf = self._vdaf
+        return [
+            WindowRow(
+                r[0],
+                r[1],
+                r[2],
+                vdaf.decode_agg_share(bytes(r[3])) if r[3] else vdaf.agg_init(),
+                r[4],
+                bytes(r[5]),
+                json.loads(r[6]),
+                r[7],
+                r[8],
+                bool(r[9]),
+                r[10],
+            )
+            for r in rows
+        ]
+
+    def closed_among(self, starts: Iterable[int]) -> set[int]:
+        """Which of the window ``starts`` are closed (or closing: no more reports)."""
+        wanted = sorted(set(starts))
+        out: set[int] = set()
+        with self._lock:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                q = f"SELECT start FROM windows WHERE state = 'closed' AND start IN ({marks})"
+                out.update(r[0] for r in self._db.execute(q, chunk))
+        return out
+
+    def ensure_window(self, start: int, now_ms: int) -> None:
+        """Create an empty open window (a window closes even without reports)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO windows (start, state, last_seen_ms, checksum) "
+                "VALUES (?, 'open', ?, ?)",
+                (start, now_ms, bytes(32)),
+            )
+
+    def set_state(self, start: int, state: str) -> None:
+        """Move a window to ``closing`` (no more uploads) or back."""
+        with self._tx() as db:
+            db.execute("UPDATE windows SET state = ? WHERE start = ?", (state, start))
+
+    def close_window(
+        self,
+        start: int,
+        *,
+        share_digest: str,
+        close_digest: str,
+        releasable: bool,
+        close_index: int,
+    ) -> None:
+        """Mark a window closed for good, with its ledger entry's index and digests."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE windows SET state = 'closed', share_digest = ?, close_digest = ?, "
+                "releasable = ?, close_index = ? WHERE start = ?",
+                (share_digest, close_digest, int(releasable), close_index, start),
+            )
+
+
+class _Tx:
+    """``with store._tx() as db``: one locked transaction, committed durably or rolled back."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db, self._lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        finally:
+            self._lock.release()

@@ -1,0 +1,179 @@
+"""A node's ``[[collect]]`` block, the ``collect`` rules and budget, and the task's file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from datafed.errors import ConfigError
+from datafed.pki import Identity, identity_from_pem, party_paths
+from datafed.signing import new_header
+from nodes.collect.storage import CollectStore, WindowDelta
+from nodes.config import load_node_config
+from nodes.errors import BudgetExhausted, NotFound, PermissionDenied
+from nodes.policy import PolicyEngine, Use
+
+NODE = """
+[node]
+name = "water-north"
+listen = "127.0.0.1:0"
+
+[tls]
+ca = "ca.crt"
+cert = "n.crt"
+key = "n.key"
+signing_key = "n.ed25519"
+
+[[collect]]
+name = "water-use"
+vdaf = "sum"
+max_measurement = 255
+time_precision_s = 300
+min_batch_size = 10
+start = 2026-01-01T00:00:00Z
+max_skew_s = 60
+close_after_s = 60
+
+[collect.leader]
+name = "water-north"
+cert = "n.crt"
+
+[collect.helper]
+name = "water-east"
+cert = "e.crt"
+address = "10.0.0.2:50051"
+
+[[collect.collectors]]
+name = "alice"
+purposes = ["consumption"]
+
+[collect.dp]
+epsilon = 0.5
+budget_epsilon = 1.0
+budget_scope = "requester"
+"""
+
+
+def load(tmp_path: Path, text: str = NODE):
+    (tmp_path / "node.toml").write_text(text)
+    return load_node_config(tmp_path / "node.toml")
+
+
+def test_a_node_with_only_a_collection_task_loads(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    task = cfg.collect_task("water-use")
+    assert task is not None and not cfg.datasets
+    spec = task.spec()
+    assert (spec.vdaf, spec.start, spec.leader, spec.helper) == (
+        "sum",
+        1_767_225_600,
+        "water-north",
+        "water-east",
+    )
+    assert task.helper.cert == (tmp_path / "e.crt").resolve()
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            lambda s: s.replace('name = "water-north"\ncert', 'name = "water-south"\ncert'),
+            "neither",
+        ),
+        (lambda s: s.replace('address = "10.0.0.2:50051"\n', ""), "helper.address"),
+        (lambda s: s.replace("max_measurement = 255\n", ""), "max_measurement"),
+        (lambda s: s.replace("close_after_s = 60", "close_after_s = 10"), "close_after_s"),
+        (lambda s: s.replace("epsilon = 0.5", "rho = 0.5"), "laplace takes epsilon"),
+        (lambda s: s.replace('vdaf = "sum"', 'vdaf = "median"'), "vdaf"),
+        (lambda s: s.replace("2026-01-01T00:00:00Z", "2026-01-01T00:00:00"), "time zone"),
+        (lambda s: s + '\n[[collect]]\nname = "water-use"\n', "collect"),
+    ],
+)
+def test_a_bad_collect_block_names_the_problem(tmp_path: Path, edit, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, edit(NODE))
+    assert fragment in str(info.value)
+
+
+@pytest.fixture
+def identities(pki_dir: Path) -> dict[str, Identity]:
+    from datafed import pki
+
+    for role, name in (("analyst", "bob"), ("gateway", "gw")):
+        if not party_paths(pki_dir, role, name).cert.exists():
+            pki.issue(pki_dir, role, name)
+    out = {}
+    for role, name in (("analyst", "alice"), ("analyst", "bob"), ("gateway", "gw")):
+        out[name] = identity_from_pem(party_paths(pki_dir, role, name).cert.read_bytes())
+    return out
+
+
+def use(who: Identity, purpose: str = "consumption", task: str = "water-use") -> Use:
+    header = new_header(who.name, "water-north", f"job-{time.monotonic_ns()}", purpose)
+    return Use("collect", who, header, task, protection="prio3", epsilon=0.5)
+
+
+def test_collect_rules_and_budget(tmp_path: Path, identities: dict[str, Identity]) -> None:
+    cfg = load(tmp_path)
+    engine = PolicyEngine(cfg, {}, "water-north", b"")
+    with pytest.raises(PermissionDenied, match="need 'analyst'"):
+        engine.check(use(identities["gw"]))
+    with pytest.raises(NotFound, match="unknown collection task"):
+        engine.check(use(identities["alice"], task="nope"))
+    with pytest.raises(PermissionDenied, match="may not collect"):
+        engine.check(use(identities["bob"]))
+    with pytest.raises(PermissionDenied, match="purpose 'spying'"):
+        engine.check(use(identities["alice"], "spying"))
+    entries: list[dict[str, object]] = []
+
+    async def record(**kw: object) -> int:
+        entries.append(kw)
+        return len(entries) - 1
+
+    async def admit_three() -> None:
+        for _ in range(2):  # budget 1.0 = 2 x 0.5
+            grant = await engine.admit(use(identities["alice"]), record)
+            assert grant.epsilon == 0.5
+        with pytest.raises(BudgetExhausted):
+            await engine.admit(use(identities["alice"]), record)
+
+    asyncio.run(admit_three())
+    assert [e["decision"] for e in entries] == ["approved", "approved"]
+    assert engine.budget.spent("alice", "water-use") == 1.0
+
+
+def test_store_statuses_watermark_and_window_merge(tmp_path: Path) -> None:
+    from datafed.protocols import Prio3Count
+
+    vdaf = Prio3Count()
+    store = CollectStore(tmp_path / "t.sqlite", b"\x01" * 32, vdaf)
+    shares = (b"", b"l", b"e", b"c")
+    rows = [(bytes([i]) * 16, 1000 + i, 900, bytes([i]) * 32, shares) for i in range(3)]
+    assert store.insert_reports(rows, ["invalid_message"], 1) == ["accepted"] * 3
+    again = [rows[0], (rows[1][0], 1001, 900, b"\xff" * 32, shares)]
+    assert store.insert_reports(again, [], 2) == ["duplicate", "report_replayed"]
+    assert store.get_meta_int("watermark", 0) == 1002
+    assert store.upload_rejections() == {"invalid_message": 1, "report_replayed": 1}
+    store.set_state(900, "closing")
+    late = (b"\x09" * 16, 1100, 900, b"\x09" * 32, shares)
+    assert store.insert_reports([late], [], 3) == ["batch_collected"]
+    assert store.unfinished(900) == 3
+    store.start_job(b"j" * 16, b"request", [r[0] for r in rows], [], {})
+    delta = WindowDelta([1], 3, b"\x05" * 32, {"vdaf_verify_error": 1})
+    store.finish_job(b"j" * 16, [r[0] for r in rows], {900: delta})
+    store.finish_job(b"k" * 16, [], {900: WindowDelta([2], 1, b"\x05" * 32, {})})
+    row = store.window(900)
+    assert row is not None
+    assert (row.agg, row.count, row.checksum, row.rejected) == (
+        [3],
+        4,
+        bytes(32),
+        {"vdaf_verify_error": 1},
+    )
+    assert store.unfinished(900) == 0 and store.pending(10) == []
+    store.close()
+    with pytest.raises(ConfigError, match="another configuration"):
+        CollectStore(tmp_path / "t.sqlite", b"\x02" * 32, vdaf)
