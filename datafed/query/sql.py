@@ -40,7 +40,7 @@ from sqlglot.errors import SqlglotError
 # serde imports the spec (and so this package): read its bounds when a query is parsed.
 from datafed import serde as _wire
 from datafed.errors import QueryError
-from datafed.query.components import components
+from datafed.query.components import reported_components
 from datafed.query.spec import (
     MAX_BINS,
     Aggregate,
@@ -68,8 +68,9 @@ __all__ = [
 MAX_SQL_LENGTH = 10_000
 #: Aggregates in one SELECT (the spec's bound).
 MAX_AGGREGATES = 32
-#: Values per group (aggregates' components; each HISTOGRAM bin counts one): a node's
-#: default ``limits.max_components`` (SQLite returns at most 2000 columns).
+#: Values per group (aggregates' components and the suppression indicator; each HISTOGRAM
+#: bin counts one): a node's default ``limits.max_components`` (SQLite returns at most
+#: 2000 columns).
 MAX_OUTPUT_VALUES = 512
 #: Values in one IN list, and conditions joined by one AND or OR (the spec's bounds).
 _MAX_IN_VALUES = 1000
@@ -187,7 +188,7 @@ def parse_query(sql: str) -> ParsedQuery:
 
 def _check_size(spec: QuerySpec) -> None:
     """Refuse a spec larger than a node accepts by default (see module docs)."""
-    values = len(components(spec))
+    values = len(reported_components(spec))
     if values > MAX_OUTPUT_VALUES:
         raise QueryError(
             f"the query asks for {values} values per group (each HISTOGRAM bin counts one); "
