@@ -12,6 +12,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from datafed.cli_progress import live_steps
+
 __all__ = ["register"]
 
 out = Console(soft_wrap=True)
@@ -37,6 +39,7 @@ def intersection_sum(
         0.0, "--timeout", help="deadline per step in seconds (default: at least 600)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr"),
 ) -> None:
     """Sum one node's values over the identifiers it shares with another node.
 
@@ -52,13 +55,14 @@ def intersection_sum(
     except ValueError as exc:
         raise QueryError(str(exc)) from exc
     fed = Federation.from_file(federation)
-    with err.status(f"intersection-sum of {id_ref.node} and {value_ref.node}..."):
+    with live_steps(err, quiet=quiet) as progress:
         result = fed.intersection_sum(
             (id_ref.node, id_ref.dataset, id_ref.column),
             (value_ref.node, value_ref.dataset, value_ref.id_column, value_ref.value_column),
             purpose=purpose,
             legal_basis=legal_basis,
             timeout_s=timeout_s or None,
+            progress=progress,
         )
     ledgers = [
         {

@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
+from datafed.cli_progress import live_steps
+from datafed.client.progress import Step
+
 if TYPE_CHECKING:
+    from datafed.fl.progress import Progress
     from datafed.fl.result import TrainResult
 
 __all__ = ["lineage", "register", "simulate", "superlink", "train"]
@@ -117,29 +122,51 @@ def train(
         dp = DpParams.local(dp_epsilon, dp_delta, dp_clip) if dp_epsilon > 0 else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    result = run_train(
-        federation,
-        purpose=purpose,
-        rounds=rounds,
-        app=app,
-        dataset=dataset,
-        features=[f.strip() for f in features.split(",") if f.strip()],
-        label=label,
-        model=model,
-        dp=dp,
-        secagg=secagg,
-        strategy=strategy,
-        legal_basis=legal_basis,
-        run_config=extra,
-        superlink=superlink,
-        start_superlink=start_superlink,
-        progress=(lambda _line: None) if quiet else _flower_line,
-        on_progress=None if quiet else (lambda step: err.print("  " + step.describe())),
-        log_path=log_file,
-    )
+    with live_steps(err, quiet=quiet, keep=1) as steps:
+        result = run_train(
+            federation,
+            purpose=purpose,
+            rounds=rounds,
+            app=app,
+            dataset=dataset,
+            features=[f.strip() for f in features.split(",") if f.strip()],
+            label=label,
+            model=model,
+            dp=dp,
+            secagg=secagg,
+            strategy=strategy,
+            legal_basis=legal_basis,
+            run_config=extra,
+            superlink=superlink,
+            start_superlink=start_superlink,
+            progress=(lambda _line: None) if quiet else _flower_line,
+            on_progress=None if steps is None else _round_lines(steps),
+            log_path=log_file,
+        )
     if save_model is not None:
         _save(result, save_model)
     _print_result(result, as_json)
+
+
+def _round_lines(steps: Callable[[Step], None]) -> Callable[[Progress], None]:
+    """Each training step as a printed line and on each node's live line."""
+
+    def show(p: Progress) -> None:
+        err.print("  " + p.describe())
+        for step in training_steps(p):
+            steps(step)
+
+    return show
+
+
+def training_steps(p: Progress) -> list[Step]:
+    """The live-line steps of one training progress report: one per node it names."""
+    if p.phase == "open":
+        name = "approved"
+    else:
+        verb = "trained" if p.phase == "fit" else "evaluated"
+        name = f"round {p.round}/{p.rounds} {verb}"
+    return [Step(node, name, "done") for node in p.nodes]
 
 
 def _flower_line(line: str) -> None:

@@ -21,6 +21,8 @@ Example::
     # or: [datasets.spark] master = "spark://...", parquet = "s3a://..." (docs/stores.md)
     columns = ["district", "year", "month", "material", "bursts", "repair_hours"]
     types = { year = "integer", repair_hours = "real" }   # where the database has none
+    description = "Pipe bursts per segment and month"      # shown by `datafed nodes`
+    column_descriptions = { repair_hours = "hours from report to repair" }
 
     [datasets.policy]
     allowed_requesters = ["alice"]
@@ -306,6 +308,11 @@ class DatasetConfig(_Strict):
     columns: list[Ident] | None = None
     #: Declared column types where the database has none (e.g. a CSV imported as TEXT).
     types: dict[Ident, ColumnTypeName] = {}
+    #: What the dataset holds, shown to analysts by ``datafed nodes`` (public metadata).
+    description: str = Field(default="", max_length=2000)
+    #: What each column means (unit, coding, source), shown to analysts by ``datafed
+    #: nodes`` beside its type (public metadata; never data).
+    column_descriptions: dict[Ident, Annotated[str, Field(max_length=500)]] = {}
     #: A column holding a stable, unique integer row id (for the differencing defence
     #: where the engine has none of its own: PostgreSQL without an integer primary key,
     #: Spark).
@@ -327,6 +334,10 @@ class DatasetConfig(_Strict):
             raise ValueError("give at most one of 'password_env' or 'password_file'")
         if (self.password_env or self.password_file) and self.url is None:
             raise ValueError("'password_env'/'password_file' need a database 'url'")
+        if self.columns is not None:
+            unknown = sorted(set(self.column_descriptions) - set(self.columns))
+            if unknown:
+                raise ValueError(f"column_descriptions names columns not exposed: {unknown}")
         inferred = self._inferred_engine()
         if self.engine is not None and inferred is not None and self.engine != inferred:
             raise ValueError(f"engine {self.engine!r} does not match the source ({inferred})")

@@ -2,11 +2,16 @@
 
 Runs off the event loop after admission (:mod:`nodes.query_servicer`):
 
-1. the local aggregate through the store (SUMs clamped to the DP bounds under DP);
-2. exact datasets: groups under ``min_group_size`` suppressed (or the query refused), and
-   the differencing defence (:mod:`nodes.policy.history`) settles each released group's
-   values atomically; DP datasets: discrete Laplace noise instead (exact-count suppression
-   would break the DP guarantee, ``docs/policy.md``);
+1. the local aggregate through the store (SUMs clamped to the DP bounds under DP), with
+   the non-null count of every column whose aggregate can be NULL
+   (:func:`datafed.query.components.components`);
+2. exact datasets: groups under ``min_group_size`` suppressed (or the query refused) --
+   each suppressed group is reported with zeros and the suppression indicator 1, so the
+   analyst sees *that* it was suppressed, combined under the mode's protection with the
+   other nodes' indicators, never as an empty group -- and the differencing defence
+   (:mod:`nodes.policy.history`) settles each released group's values atomically; DP
+   datasets: discrete Laplace noise instead (exact-count suppression would break the DP
+   guarantee, ``docs/policy.md``), the indicator is always 0 and gets no noise;
 3. the values aligned on the declared group domain (modes that hide groups) and protected
    by the mode, bound to the job statement's digest and roster.
 
@@ -18,13 +23,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from datafed.modes import NodeEnv, SteppedMode
 from datafed.proto.v1 import query_pb2
-from datafed.query.components import Component, components
+from datafed.query.components import Component, components, reported_components
 from datafed.serde import literal_to_proto
+from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest
 from nodes.jobs import JobBinding
@@ -34,13 +41,50 @@ from nodes.policy.dp import add_noise
 from nodes.policy.rules import apply_min_group_size
 from nodes.query_job import QueryJob
 from nodes.store import GroupRow
+from nodes.stores.types import sort_key
 
-__all__ = ["answer_digest", "compute"]
+__all__ = ["answer_digest", "compute", "local_vector"]
+
+Key = tuple[Any, ...]
 
 
 def answer_digest(response: query_pb2.QueryResponse) -> str:
     """Hex SHA-256 of an answer before its ledger head and receipt are attached."""
     return hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
+
+
+def local_vector(
+    released: Sequence[GroupRow],
+    suppressed: Sequence[Key],
+    width: int,
+    domain: Sequence[Key] | None,
+) -> tuple[list[Key], list[int]]:
+    """The keys a node reports and its group-major values, the indicator last per group.
+
+    ``released`` groups report their ``width`` values and 0; ``suppressed`` keys report
+    zeros and 1.  With a ``domain`` (modes that hide groups) every declared key is
+    reported in order, zeros and 0 where the node has no rows; without one the node's own
+    groups, sorted by key.
+    """
+    rows: dict[Key, tuple[int, ...]] = {g.key: (*g.values, 0) for g in released}
+    rows.update({k: (0,) * width + (1,) for k in suppressed})
+    keys = list(domain) if domain is not None else sorted(rows, key=sort_key)
+    empty = (0,) * (width + 1)
+    return keys, [v for k in keys for v in rows.get(k, empty)]
+
+
+def _noisy(
+    flat: list[int], comps: Sequence[Component], dp: DpPolicy, bits: int
+) -> tuple[list[int], list[float]]:
+    """Noise every data component; the suppression indicator stays 0, without noise."""
+    width = len(comps) + 1
+    data = [v for i, v in enumerate(flat) if i % width != width - 1]
+    noisy, stddev = add_noise(data, comps, dp, bits)
+    out: list[int] = []
+    for g in range(len(flat) // width):
+        out += noisy[g * len(comps) : (g + 1) * len(comps)]
+        out.append(0)
+    return out, [*stddev, 0.0]
 
 
 def compute(
@@ -62,29 +106,23 @@ def compute(
         raise InvalidRequest("a value in the query does not fit its column's type") from exc
     if job.domain is None:
         check_groups(len(groups), ctx.config.limits)  # keys the answer reveals anyway
-    suppressed = 0
+    small: list[Key] = []
     if dp is None:
         keep = apply_min_group_size(policy, [g.rows for g in groups])
-        suppressed = keep.count(False)
+        small = [g.key for g, k in zip(groups, keep, strict=True) if not k]
         groups = [g for g, k in zip(groups, keep, strict=True) if k]
         if policy.differencing_defence and policy.min_group_size > 1 and groups:
             groups = _settle(ctx, job, comps, policy.min_group_size, groups)
-    if job.domain is None:
-        keys = [g.key for g in groups]
-        flat = [v for g in groups for v in g.values]
-    else:
-        by_key = {g.key: g.values for g in groups}
-        zeros = (0,) * len(comps)
-        keys = list(job.domain)
-        flat = [v for k in keys for v in by_key.get(k, zeros)]
+    keys, flat = local_vector(groups, small, len(comps), job.domain)
     stddev: list[float] = []
     if dp is not None:
-        flat, stddev = add_noise(flat, comps, dp, bits)
-    payload = _protect(ctx, grant, job, comps, flat)
+        flat, stddev = _noisy(flat, comps, dp, bits)
+    wire = reported_components(spec)
+    payload = _protect(ctx, grant, job, wire, flat)
     response = query_pb2.QueryResponse(
         node=ctx.name,
         job_id=job.statement.statement.job_id,
-        components=[c.label for c in comps],
+        components=[c.label for c in wire],
         fixed_point_bits=bits,
         payload=payload,
         epsilon=grant.epsilon,
@@ -92,7 +130,7 @@ def compute(
     )
     for k in keys:
         response.groups.add().values.extend(literal_to_proto(v) for v in k)
-    facts = {"groups_released": str(len(groups)), "groups_suppressed": str(suppressed)}
+    facts = {"groups_released": str(len(groups)), "groups_suppressed": str(len(small))}
     return response, facts
 
 

@@ -24,7 +24,7 @@ from datafed.errors import ProtocolError, QueryError, SignatureError
 from datafed.modes import ProtectionMode, SteppedMode, mode_class
 from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
-from datafed.query.components import components
+from datafed.query.components import reported_components
 from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
 from datafed.serde import literal_from_proto, spec_from_proto
 from datafed.signing import MAX_LIFETIME_MS, now_ms
@@ -104,7 +104,7 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     domain_bytes = sum(k.ByteSize() for k in body.protection.domain)
     cost = estimate(
         job.spec,
-        components(job.spec),
+        reported_components(job.spec),
         job.mode,
         job.params,
         None if job.domain is None else len(job.domain),

@@ -16,9 +16,11 @@ import hashlib
 import grpc
 
 from datafed.errors import SignatureError
+from datafed.pki import Identity
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.serde import literal_to_proto
 from datafed.statement import open_job_statement
+from nodes.config import DatasetPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
 from nodes.gate import peer_identity
@@ -84,30 +86,73 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             return signed
 
-    def _dataset_info(self, name: str) -> query_pb2.DatasetInfo:
-        info = query_pb2.DatasetInfo(name=name, columns=list(self.ctx.store.columns(name)))
+    def _dataset_info(self, name: str, caller: Identity) -> query_pb2.DatasetInfo:
+        store = self.ctx.store
+        info = query_pb2.DatasetInfo(name=name, columns=list(store.columns(name)))
         cfg = self.ctx.config.dataset(name)
-        if cfg is not None:
-            info.required_signoff.extend(cfg.policy.required_signoff)
-        for col, values in (cfg.policy.group_domains if cfg else {}).items():
+        types = store.column_types(name)
+        notes = cfg.column_descriptions if cfg is not None else {}
+        for col in info.columns:
+            info.column_info.add(name=col, type=types[col], description=notes.get(col, ""))
+        if cfg is None:
+            return info
+        info.description = cfg.description
+        info.required_signoff.extend(cfg.policy.required_signoff)
+        for col, values in cfg.policy.group_domains.items():
             info.group_domains.add(column=col, values=[literal_to_proto(v) for v in values])
+        info.access.CopyFrom(self._access(name, cfg.policy, caller))
         return info
+
+    def _access(
+        self, name: str, policy: DatasetPolicy, caller: Identity
+    ) -> query_pb2.DatasetAccess:
+        """What ``caller`` may do with dataset ``name`` (policy only, never data)."""
+        if caller.role != "analyst" or caller.name not in policy.allowed_requesters:
+            return query_pb2.DatasetAccess(allowed=False)
+        access = query_pb2.DatasetAccess(
+            allowed=True,
+            purposes=policy.allowed_purposes,
+            aggregates=policy.allowed_aggregates,
+            protections=policy.allowed_protections,
+            operations=policy.allowed_operations,
+            columns=policy.allowed_columns or [],
+            min_group_size=policy.min_group_size,
+            small_groups=policy.small_groups,
+            min_participants=policy.min_participants,
+            required_participants=policy.required_participants,
+        )
+        dp = policy.dp
+        if dp is not None:
+            # The epsilon left in the budget the caller draws on (its own or the dataset's
+            # shared one): what a refusal for an exhausted budget would tell it anyway.
+            spent = self.ctx.policy.budget.spent(caller.name, name)
+            access.dp = True
+            access.epsilon_per_query = dp.epsilon_per_query
+            access.budget_epsilon = dp.budget_epsilon
+            access.budget_left = max(0.0, dp.budget_epsilon - spent)
+            access.budget_scope = dp.budget_scope
+        return access
 
     async def NodeInfo(  # noqa: N802 - gRPC method name
         self,
         request: query_pb2.NodeInfoRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> query_pb2.NodeInfoResponse:
-        """Describe the node's datasets and ledger head (no data is read)."""
+        """Describe the datasets, what the caller may do, and the ledger head (reads no data).
+
+        The caller is known from its certificate; what it may do comes from the policy
+        (and, under DP, the epsilon left in its budget).  Row counts are never given.
+        """
         try:
-            peer_identity(context)
+            caller = peer_identity(context)
         except NodeError as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
         return query_pb2.NodeInfoResponse(
             node=self.ctx.name,
             agency=self.ctx.config.node.agency,
-            datasets=[self._dataset_info(n) for n in self.ctx.store.names()],
+            datasets=[self._dataset_info(n, caller) for n in self.ctx.store.names()],
+            caller=str(caller),
             ledger=self.ctx.head_proto(),
             certificate_pem=self.ctx.tls.cert,
         )

@@ -1,31 +1,36 @@
-"""Checking node answers and combining them into one :class:`QueryResult`."""
+"""Checking node answers and combining them into one :class:`QueryResult`.
+
+Per group, the totals of every reported component (:mod:`datafed.query.components`):
+sums across nodes, except MIN and MAX under ``plain``, merged across nodes while skipping
+a node whose non-null count is 0 (its 0 is a NULL, not a value).  A group whose
+suppression indicator is positive -- a node suppressed it -- is flagged and its values
+withheld; on a DP dataset a group whose noisy row count is below the policy's *k* is
+flagged the same way (post-processing of a DP release; ``docs/policy.md``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
+from datafed.client.nodeinfo import ledger_head
 from datafed.errors import ProtocolError
 from datafed.modes import Combined, OneShotMode, ProtectionMode
 from datafed.proto.v1 import query_pb2
-from datafed.query.components import Component, finalize, output_labels
-from datafed.query.result import LedgerHeadInfo, QueryResult
+from datafed.query.components import (
+    SUPPRESSED,
+    Component,
+    finalize_exact,
+    group_rows_count,
+    output_labels,
+)
+from datafed.query.result import QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.serde import literal_from_proto
 
 __all__ = ["GroupKey", "assemble", "ledger_head"]
 
 GroupKey = tuple[Scalar | None, ...]
-
-
-def ledger_head(node: str, msg: query_pb2.LedgerHead) -> LedgerHeadInfo:
-    """Convert a node's ledger head."""
-    return LedgerHeadInfo(
-        node=node,
-        origin=msg.origin,
-        size=msg.size,
-        root_hash=bytes(msg.root_hash),
-        entry_indexes=tuple(msg.entry_indexes),
-    )
 
 
 def _keys(answer: query_pb2.QueryResponse, width: int) -> list[GroupKey]:
@@ -49,9 +54,18 @@ def _check(
 
 
 def _merge(comps: Sequence[Component], a: list[int], b: list[int]) -> list[int]:
+    """One group's values of two nodes: sums, and MIN/MAX over the nodes with values."""
+    where = {c: i for i, c in enumerate(comps)}
     out = []
     for c, x, y in zip(comps, a, b, strict=True):
-        out.append(min(x, y) if c.kind == "min" else max(x, y) if c.kind == "max" else x + y)
+        if c.kind not in ("min", "max"):
+            out.append(x + y)
+            continue
+        n = where[Component("count", c.column)]
+        if a[n] <= 0 or b[n] <= 0:  # a node without a non-null value reported NULL as 0
+            out.append(y if a[n] <= 0 else x)
+        else:
+            out.append(min(x, y) if c.kind == "min" else max(x, y))
     return out
 
 
@@ -102,30 +116,47 @@ def assemble(
     domain: Sequence[GroupKey] | None,
     answers: Sequence[query_pb2.QueryResponse],
     combined: Combined | None = None,
+    *,
+    dp_k: int | None = None,
 ) -> QueryResult:
     """Check every answer, combine per group, finalize the aggregates.
 
-    ``combined``: the totals of a multi-step mode (:meth:`ProtectionMode.finish`).
+    ``comps`` are the reported components
+    (:func:`~datafed.query.components.reported_components`); ``combined``: the totals of
+    a multi-step mode (:meth:`ProtectionMode.finish`); ``dp_k``: the *k* of the DP
+    datasets among the nodes, to flag groups whose noisy count is below it.
     """
     for a in answers:
         _check(a, comps, bits, job)
     flat = combined.values if combined is not None else None
     totals = combine_groups(mode, comps, len(spec.group_by), domain, answers, flat)
-    rows = [
-        (*key, *finalize(spec, dict(zip(comps, totals[key], strict=True)), bits))
-        for key in sorted(totals, key=_sort_key)
-    ]
+    noisy = any(a.noise_stddev for a in answers)
+    width = len(output_labels(spec))
+    rows, exact, flags = [], [], []
+    for key in sorted(totals, key=_sort_key):
+        t = dict(zip(comps, totals[key], strict=True))
+        hidden = t.get(SUPPRESSED, 0) > 0
+        if not hidden and noisy and dp_k is not None:
+            n = group_rows_count(spec, t)
+            hidden = n is not None and n < dp_k
+        values = (None,) * width if hidden else finalize_exact(spec, t, bits, len(answers))
+        exact.append((*key, *values))
+        rows.append((*key, *(float(v) if isinstance(v, Decimal) else v for v in values)))
+        flags.append(hidden)
     if not spec.group_by and not rows:
-        rows.append(
-            tuple(
-                0 if a.func in ("count", "histogram") else None
-                for a in spec.aggregates
-                for _ in a.labels
-            )
+        empty = tuple(
+            0 if a.func in ("count", "histogram") else None
+            for a in spec.aggregates
+            for _ in a.labels
         )
+        rows.append(empty)
+        exact.append(empty)
+        flags.append(False)
     return QueryResult(
         columns=(*spec.group_by, *output_labels(spec)),
         rows=tuple(rows),
+        exact_rows=tuple(exact),
+        suppressed=tuple(flags),
         protection=mode.name,
         job_id=job,
         nodes=combined.nodes if combined is not None else tuple(a.node for a in answers),

@@ -11,11 +11,13 @@ stepped mode's protocol; combine and finish the aggregates.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -25,38 +27,52 @@ from datafed.client._receipts import answer_digest, node_receipt
 from datafed.client._session import ProtocolSession
 from datafed.client._transport import Transport
 from datafed.client.config import FederationConfig, load_federation
-from datafed.errors import PkiError, ProtocolError, QueryError
+from datafed.client.nodeinfo import NodeInfo, NodeStatus, node_info_from_proto
+from datafed.client.progress import (
+    CURRENT,
+    Progress,
+    ReportingSession,
+    Step,
+    ignore,
+    reported,
+)
+from datafed.errors import DatafedError, PkiError, ProtocolError, QueryError
 from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
 from datafed.peers import verify_peer
 from datafed.pki import load_signing_key
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
-from datafed.query.components import components
-from datafed.query.result import LedgerHeadInfo, NodeReceipt, QueryResult
+from datafed.query.components import reported_components
+from datafed.query.post import PostProcess
+from datafed.query.result import NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
-from datafed.query.sql import parse_sql
-from datafed.serde import literal_from_proto, literal_to_proto, spec_to_proto
+from datafed.query.sql import parse_query
+from datafed.serde import literal_to_proto, spec_to_proto
 from datafed.signing import MAX_LIFETIME_MS
 from datafed.statement import SignedJobStatement, new_job_id, sign_job_statement
 from datafed.tls import TlsMaterial
 
-__all__ = ["Federation", "NodeInfo", "new_job_id"]
+__all__ = ["Federation", "NodeInfo", "NodeStatus", "new_job_id", "run_sync"]
 
 #: Most groups a protected GROUP BY may span (the cartesian product of declared values).
 MAX_GROUPS = 10_000
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    """What a node says about itself: its datasets and its ledger head."""
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, even inside a running event loop.
 
-    node: str
-    agency: str
-    datasets: dict[str, tuple[str, ...]]
-    ledger: LedgerHeadInfo
-    group_domains: dict[str, dict[str, tuple[Scalar, ...]]]
-    certificate_pem: bytes
-    required_signoff: dict[str, tuple[str, ...]]
+    Outside an event loop this is :func:`asyncio.run`.  Inside one (a Jupyter cell runs
+    in the kernel's loop) a second ``asyncio.run`` would fail and nesting loops is
+    unsafe, so the coroutine runs on a private loop in a worker thread while the caller
+    waits; ``await fed.aquery(...)`` is the form that keeps the caller's loop free.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datafed") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @dataclass(frozen=True)
@@ -112,13 +128,19 @@ class Federation:
         protection: str = "paillier",
         legal_basis: str = "",
         job_id: str | None = None,
+        progress: Progress | None = None,
     ) -> QueryResult:
         """Run a protected query on every node and return the combined result.
+
+        Works in plain scripts and inside a running event loop (a Jupyter cell): see
+        :func:`run_sync`; in async code ``await`` :meth:`aquery` instead.
 
         Parameters
         ----------
         sql
-            A query in the supported SQL subset, or a ready :class:`QuerySpec`.
+            A query in the supported SQL subset (``docs/analyst.md``), or a ready
+            :class:`QuerySpec`.  Aliases, HAVING, ORDER BY and LIMIT are applied here, to
+            the released result.
         purpose
             The declared purpose; every node's policy must allow it.
         protection
@@ -127,10 +149,17 @@ class Federation:
             Recorded in every node's ledger.
         job_id
             A job id (default: a fresh random one); nodes refuse one they have seen.
+        progress
+            Called with each :class:`~datafed.client.progress.Step` as the job advances.
         """
-        return asyncio.run(
+        return run_sync(
             self.aquery(
-                sql, purpose=purpose, protection=protection, legal_basis=legal_basis, job_id=job_id
+                sql,
+                purpose=purpose,
+                protection=protection,
+                legal_basis=legal_basis,
+                job_id=job_id,
+                progress=progress,
             )
         )
 
@@ -142,13 +171,35 @@ class Federation:
         protection: str = "paillier",
         legal_basis: str = "",
         job_id: str | None = None,
+        progress: Progress | None = None,
     ) -> QueryResult:
-        """Async form of :meth:`query`."""
-        spec = parse_sql(sql) if isinstance(sql, str) else sql
+        """Async form of :meth:`query`: ``result = await fed.aquery(sql, purpose=...)``."""
+        if isinstance(sql, str):
+            parsed = parse_query(sql)
+            spec, post = parsed.spec, parsed.post
+        else:
+            spec, post = sql, None
         if not purpose:
             raise QueryError("a purpose is required")
+        report = progress or ignore
+        token = CURRENT.set(report)  # the per-node steps report through it (tasks copy it)
+        try:
+            return await self._aquery(spec, post, purpose, protection, legal_basis, job_id)
+        finally:
+            CURRENT.reset(token)
+
+    async def _aquery(
+        self,
+        spec: QuerySpec,
+        post: PostProcess | None,
+        purpose: str,
+        protection: str,
+        legal_basis: str,
+        job_id: str | None,
+    ) -> QueryResult:
+        report = CURRENT.get()
         mode = self._mode(protection)
-        comps = components(spec)
+        comps = reported_components(spec)
         if mode.additive_only and not all(c.additive for c in comps):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         async with self.transport() as transport:
@@ -164,11 +215,13 @@ class Federation:
                 nodes=roster,
                 certificates={i.node: i.certificate_pem for i in infos},
             )
+            report(Step("", f"{mode.name} parameters", "start"))
             pmsg = query_pb2.Protection(
                 mode=mode.name,
                 fixed_point_bits=self.config.fixed_point_bits,
                 params=await mode.params(ctx),
             )
+            report(Step("", f"{mode.name} parameters", "done"))
             for key in domain or ():
                 pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
             spec_msg = spec_to_proto(spec)
@@ -202,16 +255,28 @@ class Federation:
                     legal_basis=legal_basis,
                 )
                 combined = await mode.finish(
-                    session,
+                    ReportingSession(session, mode.steps, report),
                     [NodeAnswer(a.node, bytes(a.payload)) for a in answers],
                     comps,
                     len(domain or ()),
                     self.config.fixed_point_bits,
                 )
                 steps = tuple(session.receipts)
+        report(Step("", "combine", "start"))
         result = _assemble.assemble(
-            spec, comps, mode, self.config.fixed_point_bits, job_id, domain, answers, combined
+            spec,
+            comps,
+            mode,
+            self.config.fixed_point_bits,
+            job_id,
+            domain,
+            answers,
+            combined,
+            dp_k=_dp_threshold(spec.dataset, infos),
         )
+        if post is not None:
+            result = result.postprocess(post)
+        report(Step("", "combine", "done"))
         return dataclasses.replace(
             result, receipts=receipts, step_receipts=steps, statement=statement.digest
         )
@@ -228,6 +293,7 @@ class Federation:
         timeout = self.config.timeout_s
         digests: dict[str, str] = {}
 
+        @reported(CURRENT.get(), "query")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
             signed = transport.sign(
                 query_pb2.QueryRequestBody(
@@ -312,6 +378,7 @@ class Federation:
         legal_basis: str = "",
         job_id: str | None = None,
         timeout_s: float | None = None,
+        progress: Progress | None = None,
     ) -> IntersectionSumResult:
         """Sum one node's values over the identifiers it shares with another node.
 
@@ -327,13 +394,15 @@ class Federation:
             Reuse a job id (default: a fresh random one).
         timeout_s
             Deadline of each step (default: the federation's, at least 600 s).
+        progress
+            Called with each :class:`~datafed.client.progress.Step` as the job advances.
 
         Returns
         -------
         IntersectionSumResult
             The intersection size and the sum (nothing else; see :mod:`datafed.psi`).
         """
-        return asyncio.run(
+        return run_sync(
             self.aintersection_sum(
                 ids,
                 values,
@@ -341,6 +410,7 @@ class Federation:
                 legal_basis=legal_basis,
                 job_id=job_id,
                 timeout_s=timeout_s,
+                progress=progress,
             )
         )
 
@@ -353,6 +423,7 @@ class Federation:
         legal_basis: str = "",
         job_id: str | None = None,
         timeout_s: float | None = None,
+        progress: Progress | None = None,
     ) -> IntersectionSumResult:
         """Async form of :meth:`intersection_sum`."""
         from datafed.client.psi import run_intersection_sum
@@ -365,21 +436,56 @@ class Federation:
             legal_basis=legal_basis,
             job_id=job_id or new_job_id(),
             timeout_s=timeout_s,
+            progress=progress or ignore,
         )
 
     # -------------------------------------------------------------- node info
     def node_info(self) -> list[NodeInfo]:
         """Ask every node for its datasets, declared group values and ledger head."""
-        return asyncio.run(self.anode_info())
+        return run_sync(self.anode_info())
 
     async def anode_info(self) -> list[NodeInfo]:
-        """Async form of :meth:`node_info`."""
+        """Async form of :meth:`node_info` (fails if a node does not answer)."""
         async with self.transport() as transport:
             return await self._infos(transport)
+
+    def discover(self) -> list[NodeStatus]:
+        """Every node's datasets, typed columns and what this analyst may do there.
+
+        A node that does not answer is listed with the reason instead of failing the
+        call (``datafed nodes``).
+        """
+        return run_sync(self.adiscover())
+
+    async def adiscover(self) -> list[NodeStatus]:
+        """Async form of :meth:`discover`."""
+        timeout = self.config.timeout_s
+
+        async def one(transport: Transport, node: str, address: str) -> NodeStatus:
+            async def rpc(ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
+                return await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(  # type: ignore[no-any-return]
+                    query_pb2.NodeInfoRequest(), timeout=timeout
+                )
+
+            try:
+                reply = await transport.call(node, rpc)
+            except DatafedError as exc:
+                return NodeStatus(node, address, None, str(exc))
+            if reply.node != node:
+                return NodeStatus(node, address, None, f"answers as {reply.node!r}")
+            return NodeStatus(node, address, node_info_from_proto(reply))
+
+        async with self.transport() as transport:
+            return list(
+                await asyncio.gather(
+                    *(one(transport, n.name, n.address) for n in self.config.nodes)
+                )
+            )
 
     async def _infos(self, transport: Transport) -> list[NodeInfo]:
         timeout = self.config.timeout_s
 
+        @reported(CURRENT.get(), "node info")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
             reply: query_pb2.NodeInfoResponse = await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(
                 query_pb2.NodeInfoRequest(), timeout=timeout
@@ -390,7 +496,7 @@ class Federation:
             return reply
 
         answers = await transport.fan_out([n.name for n in self.config.nodes], one)
-        return [_node_info(a) for a in answers]
+        return [node_info_from_proto(a) for a in answers]
 
     # ---------------------------------------------------------------- sign-off
     async def _signoffs(
@@ -439,19 +545,11 @@ class Federation:
         return result
 
 
-def _node_info(a: query_pb2.NodeInfoResponse) -> NodeInfo:
-    return NodeInfo(
-        node=a.node,
-        agency=a.agency,
-        datasets={d.name: tuple(d.columns) for d in a.datasets},
-        ledger=_assemble.ledger_head(a.node, a.ledger),
-        group_domains={
-            d.name: {
-                g.column: tuple(v for v in map(literal_from_proto, g.values) if v is not None)
-                for g in d.group_domains
-            }
-            for d in a.datasets
-        },
-        certificate_pem=bytes(a.certificate_pem),
-        required_signoff={d.name: tuple(d.required_signoff) for d in a.datasets},
-    )
+def _dp_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
+    """The largest *k* among the nodes whose ``dataset`` is under DP (``None``: no DP)."""
+    ks = [
+        d.access.min_group_size
+        for i in infos
+        if (d := i.described.get(dataset)) is not None and d.access.dp
+    ]
+    return max(ks) if ks else None

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport, map_errors
+from datafed.client.progress import Progress, Step, ignore
 from datafed.errors import PkiError, ProtocolError, QueryError
 from datafed.hazmat import (
     HazmatError,
@@ -224,6 +226,7 @@ async def run_intersection_sum(
     legal_basis: str = "",
     job_id: str,
     timeout_s: float | None = None,
+    progress: Progress = ignore,
 ) -> IntersectionSumResult:
     """Run one intersection-sum job (see :meth:`Federation.aintersection_sum`).
 
@@ -241,6 +244,9 @@ async def run_intersection_sum(
         The job id.
     timeout_s
         Deadline of each step (default: the federation's, at least 600 s).
+    progress
+        Called at the start and end of each step (key generation, blind, exchange,
+        intersect).
 
     Returns
     -------
@@ -254,7 +260,9 @@ async def run_intersection_sum(
     for name in (i_col.node, v_col.node):
         if name not in names:
             raise QueryError(f"node {name!r} is not in the federation file")
+    progress(Step("", "paillier key", "start"))
     keys = await _keypair(fed)
+    progress(Step("", "paillier key", "done"))
     try:
         job = PsiJob(job_id, i_col, v_col, keys[0].n, fed.config.fixed_point_bits)
     except ValueError as exc:
@@ -266,11 +274,20 @@ async def run_intersection_sum(
             side: psi_pb2_grpc.PsiServiceStub(transport.channel(name))
             for side, name in (("ids", i_col.node), ("values", v_col.node))
         }
-        with map_errors(transport.endpoint(i_col.node), timeout):
+        with (
+            map_errors(transport.endpoint(i_col.node), timeout),
+            _step(progress, i_col.node, "blind"),
+        ):
             b_st, points, _ = await relay.blind(stubs["ids"], timeout)
-        with map_errors(transport.endpoint(v_col.node), timeout):
+        with (
+            map_errors(transport.endpoint(v_col.node), timeout),
+            _step(progress, v_col.node, "exchange"),
+        ):
             e_st, sealed, e_reply = await relay.exchange(stubs["values"], timeout, b_st, points)
-        with map_errors(transport.endpoint(i_col.node), timeout):
+        with (
+            map_errors(transport.endpoint(i_col.node), timeout),
+            _step(progress, i_col.node, "intersect"),
+        ):
             i_reply = await relay.intersect(stubs["ids"], timeout, e_st, sealed)
     receipts = (
         relay.receipt(i_reply, b_st, ("blind", "intersect"), bytes(i_reply.encrypted_sum)),
@@ -295,6 +312,17 @@ async def run_intersection_sum(
         noise_stddev=sd_sum,
         size_noise_stddev=sd_size,
     )
+
+
+@contextmanager
+def _step(progress: Progress, node: str, name: str) -> Iterator[None]:
+    progress(Step(node, name, "start"))
+    try:
+        yield
+    except BaseException:
+        progress(Step(node, name, "failed"))
+        raise
+    progress(Step(node, name, "done"))
 
 
 def _dp_terms(

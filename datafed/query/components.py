@@ -1,9 +1,24 @@
 """Components: the additive quantities a node computes so the client can finish aggregates.
 
-``AVG(x)`` becomes ``sum(x)`` and ``count(*)``; ``VAR(x)`` adds ``sumsq(x)``.  Sums are
+``AVG(x)`` becomes ``sum(x)`` and ``count(x)``; ``VAR(x)`` adds ``sumsq(x)``.  Sums are
 encoded in fixed point (``round(v * 2**bits)``) so that protected values add exactly;
 counts are plain integers.  The client derives the same component list from the spec and
 checks that every node returned exactly it.
+
+NULL semantics (SQL's, over the union of every node's rows; ``docs/analyst.md``): an
+aggregate ignores NULLs, and ``SUM``, ``AVG``, ``MIN`` and ``MAX`` of a group with no
+non-null value are NULL (``VAR`` needs two values; ``COUNT`` is 0).  A node reports a NULL
+sum, minimum or maximum as 0, so every aggregate that can be NULL carries the non-null
+count of its column, ``count(x)``, under the same protection as its value: the client
+reads NULL where that total is 0 (under DP: below 1, post-processing of the noisy count),
+and a node whose ``count(x)`` is 0 takes no part in a MIN/MAX merge.  One ``count(x)``
+serves every aggregate of ``x``; ``COUNT(*)`` cannot stand in for it (rows where ``x`` is
+NULL count there).
+
+Every node also reports :data:`SUPPRESSED` per group: 1 where it suppressed the group
+(fewer than ``min_group_size`` rows on an exact dataset), else 0.  It adds up under the
+mode's protection like any count, so the analyst learns how many nodes suppressed a
+group, never which (``docs/policy.md``, "Suppression").
 """
 
 from __future__ import annotations
@@ -11,25 +26,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Literal
 
 from datafed.query.spec import QuerySpec
 
 __all__ = [
     "DEFAULT_FIXED_POINT_BITS",
+    "SUPPRESSED",
     "Component",
     "components",
     "decode_fixed",
     "encode_fixed",
     "finalize",
+    "finalize_exact",
+    "fixed_decimal",
+    "group_rows_count",
     "histogram_bins",
     "output_labels",
+    "reported_components",
 ]
 
 #: Fractional bits of the fixed-point encoding (docs/parameters.md: scale 2^16).
 DEFAULT_FIXED_POINT_BITS = 16
 
-ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin"]
+ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin", "suppressed"]
+Exact = Decimal | int | float | None
 
 
 @dataclass(frozen=True, order=True)
@@ -53,12 +75,16 @@ class Component:
     @property
     def additive(self) -> bool:
         """Whether totals across nodes are sums of the nodes' values."""
-        return self.kind in ("sum", "count", "sumsq", "bin")
+        return self.kind in ("sum", "count", "sumsq", "bin", "suppressed")
 
     @property
     def scaled(self) -> bool:
         """Whether the value is fixed-point encoded (everything but counts)."""
-        return self.kind not in ("count", "bin")
+        return self.kind not in ("count", "bin", "suppressed")
+
+
+#: The per-group suppression indicator every node reports last (see module docs).
+SUPPRESSED = Component("suppressed", "*")
 
 
 def histogram_bins(column: str, edges: Sequence[float]) -> tuple[Component, ...]:
@@ -70,26 +96,33 @@ def histogram_bins(column: str, edges: Sequence[float]) -> tuple[Component, ...]
 
 
 def components(spec: QuerySpec) -> tuple[Component, ...]:
-    """Return the components needed for ``spec``'s aggregates, without duplicates."""
+    """The components a store computes for ``spec``'s aggregates, without duplicates.
+
+    Every aggregate that can be NULL brings its column's non-null count (module docs).
+    """
     out: dict[Component, None] = {}
     for agg in spec.aggregates:
         col = agg.column
         if agg.func == "count":
-            out[Component("count", "*" if col == "*" else col)] = None
-        elif agg.func == "sum":
-            out[Component("sum", col)] = None
-        elif agg.func == "avg":
+            out[Component("count", col)] = None
+        elif agg.func == "histogram":
+            out.update(dict.fromkeys(histogram_bins(col, agg.bins)))
+        elif agg.func in ("sum", "avg"):
             out[Component("sum", col)] = None
             out[Component("count", col)] = None
         elif agg.func == "var":
             out[Component("sum", col)] = None
             out[Component("sumsq", col)] = None
             out[Component("count", col)] = None
-        elif agg.func == "histogram":
-            out.update(dict.fromkeys(histogram_bins(col, agg.bins)))
-        else:
-            out[Component(agg.func, col)] = None
+        else:  # min, max
+            out[Component("min" if agg.func == "min" else "max", col)] = None
+            out[Component("count", col)] = None
     return tuple(out)
+
+
+def reported_components(spec: QuerySpec) -> tuple[Component, ...]:
+    """What every node reports per group: :func:`components` and :data:`SUPPRESSED`."""
+    return (*components(spec), SUPPRESSED)
 
 
 def encode_fixed(value: float | int | None, bits: int) -> int:
@@ -110,34 +143,90 @@ def decode_fixed(value: int, bits: int) -> float:
     return value / (1 << bits)
 
 
-def finalize(
-    spec: QuerySpec, totals: Mapping[Component, int], bits: int
-) -> tuple[float | int | None, ...]:
-    """Compute each aggregate of ``spec`` from the decoded component totals of one group."""
+def fixed_decimal(value: int, bits: int, roundings: int = 1) -> Decimal:
+    """The shortest decimal within the rounding of the fixed-point integer ``value``.
 
-    def val(c: Component) -> float | int:
-        raw = totals[c]
-        return raw if not c.scaled else decode_fixed(raw, bits)
+    ``value / 2**bits`` is a finite decimal, but one with up to ``bits`` digits that the
+    data did not have (30810.07 is stored as 30810.07000732421875).  Each encoding rounds
+    by at most half a unit (2^-(bits+1)); a total of ``roundings`` encoded values (a SUM
+    over that many nodes) is within ``roundings`` half-units of the true total.  This
+    returns the decimal with the fewest digits in that interval -- the way ``repr`` prints
+    a float -- so decimal inputs come back as written (0.1 + 0.2 + 30810.07 over three
+    nodes is 30810.37).  Integers come back without a fraction.
+    """
+    with localcontext() as ctx:
+        ctx.prec = 80
+        exact = Decimal(value) / (1 << bits)
+        half = Decimal(max(roundings, 1)) / (2 << bits)
+        for digits in range(bits + 1):
+            short = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
+            if abs(short - exact) < half:
+                return short + 0  # + 0 turns -0 into 0
+        return exact
 
-    out: list[float | int | None] = []
+
+def _count(totals: Mapping[Component, int], column: str) -> int:
+    return int(totals[Component("count", column)])
+
+
+def finalize_exact(
+    spec: QuerySpec, totals: Mapping[Component, int], bits: int, nodes: int = 1
+) -> tuple[Exact, ...]:
+    """Each aggregate of ``spec`` from one group's component totals, exactly.
+
+    SUM, MIN and MAX are :class:`~decimal.Decimal` (:func:`fixed_decimal`; a SUM adds one
+    rounding per node of ``nodes``), COUNT and histogram bins ``int``, AVG and VAR
+    ``float``; NULL (``None``) where SQL has NULL: no non-null value (a non-null count
+    below 1), or fewer than two for VAR.
+    """
+    out: list[Exact] = []
     for agg in spec.aggregates:
         col = agg.column
         if agg.func == "count":
-            out.append(int(val(Component("count", col))))
-        elif agg.func == "sum":
-            out.append(val(Component("sum", col)))
-        elif agg.func == "avg":
-            n = val(Component("count", col))
-            out.append(val(Component("sum", col)) / n if n else None)
-        elif agg.func == "var":
-            n = val(Component("count", col))
-            s, sq = val(Component("sum", col)), val(Component("sumsq", col))
-            out.append(max(0.0, (sq - s * s / n) / (n - 1)) if n > 1 else None)
-        elif agg.func == "histogram":
+            out.append(_count(totals, col))
+            continue
+        if agg.func == "histogram":
             out.extend(int(totals[c]) for c in histogram_bins(col, agg.bins))
-        else:
-            out.append(val(Component(agg.func, col)))
+            continue
+        n = _count(totals, col)
+        if agg.func == "sum" or agg.func == "min" or agg.func == "max":
+            raw = totals[Component(agg.func, col)]
+            roundings = nodes if agg.func == "sum" else 1
+            out.append(fixed_decimal(raw, bits, roundings) if n >= 1 else None)
+            continue
+        s = decode_fixed(totals[Component("sum", col)], bits)
+        if agg.func == "avg":
+            out.append(s / n if n >= 1 else None)
+        else:  # var: the sample variance, as PostgreSQL's VAR_SAMP
+            sq = decode_fixed(totals[Component("sumsq", col)], bits)
+            out.append(max(0.0, (sq - s * s / n) / (n - 1)) if n >= 2 else None)
     return tuple(out)
+
+
+def finalize(
+    spec: QuerySpec, totals: Mapping[Component, int], bits: int, nodes: int = 1
+) -> tuple[float | int | None, ...]:
+    """:func:`finalize_exact` with every decimal as the nearest ``float``."""
+    return tuple(
+        float(v) if isinstance(v, Decimal) else v for v in finalize_exact(spec, totals, bits, nodes)
+    )
+
+
+def group_rows_count(spec: QuerySpec, totals: Mapping[Component, int]) -> int | None:
+    """The best count of a group's rows the components hold (``None``: none do).
+
+    ``count(*)`` when the query has it, else the largest non-null count, else the sum of
+    the histogram bins (each is a row count of its own).  Used to flag small groups of DP
+    datasets from their noisy counts (``docs/policy.md``).
+    """
+    star = Component("count", "*")
+    if star in totals:
+        return int(totals[star])
+    counts = [int(v) for c, v in totals.items() if c.kind == "count"]
+    if counts:
+        return max(counts)
+    bins = [int(v) for c, v in totals.items() if c.kind == "bin"]
+    return sum(bins) if bins else None
 
 
 def output_labels(spec: QuerySpec) -> tuple[str, ...]:

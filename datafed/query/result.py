@@ -1,13 +1,32 @@
-"""The analyst's view of a finished query."""
+"""The analyst's view of a finished query: rows, flags, exact values, JSON and pandas.
+
+Values in :attr:`QueryResult.rows` are Python numbers (``int`` counts, ``float`` sums and
+averages, ``None`` for SQL's NULL).  :attr:`QueryResult.exact_rows` holds the same values
+with every fixed-point value (SUM, MIN, MAX) as the exact :class:`~decimal.Decimal` the
+encoding denotes (:func:`datafed.query.components.fixed_decimal`); :meth:`to_json`
+writes those as JSON numbers with exactly their digits (``30810.07``, never
+``30810.07000732422``).  The JSON schema is in ``docs/analyst.md``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from audit import DataUseRecord
+from datafed.query.post import PostProcess
 from datafed.query.spec import Scalar
 
-__all__ = ["LedgerHeadInfo", "NodeReceipt", "QueryResult"]
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["LedgerHeadInfo", "NodeReceipt", "QueryResult", "dumps_exact"]
+
+Cell = Scalar | Decimal | None
 
 
 @dataclass(frozen=True)
@@ -37,9 +56,17 @@ class QueryResult:
     Attributes
     ----------
     columns
-        Group-by columns followed by one label per aggregate.
+        The output columns: SELECT's, in its order, under their aliases (a query given as
+        a :class:`~datafed.query.spec.QuerySpec`: GROUP BY columns, then one label per
+        aggregate).
     rows
-        One tuple per group (a single row without GROUP BY).
+        One tuple per group (a single row without GROUP BY); ``None`` is SQL's NULL.
+    suppressed
+        Per row: whether its values were withheld -- a node suppressed the group (fewer
+        than the policy's *k* rows there) or, on a DP dataset, its noisy count is below
+        *k*.  Its values are then all ``None``; it is never shown as 0 nor left out.
+    exact_rows
+        :attr:`rows` with SUM, MIN and MAX as exact decimals (module docs).
     protection
         The protection mode used.
     job_id
@@ -71,7 +98,105 @@ class QueryResult:
     step_receipts: tuple[NodeReceipt, ...] = field(default=())
     #: Hex digest of the job statement every node admitted and recorded.
     statement: str = ""
+    suppressed: tuple[bool, ...] = field(default=())
+    exact_rows: tuple[tuple[Cell, ...], ...] = field(default=())
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def postprocess(self, post: PostProcess) -> QueryResult:
+        """Apply SELECT's aliases and order, HAVING, ORDER BY and LIMIT (client side)."""
+        exact = self.exact_rows or self.rows
+        flags = self.suppressed or (False,) * len(self.rows)
+        picked, cols = post.plan(self.columns, exact, flags)
+        sources = {o.name: o.source for o in post.outputs}
+        return replace(
+            self,
+            columns=tuple(o.name for o in post.outputs),
+            rows=tuple(tuple(self.rows[r][c] for c in cols) for r in picked),
+            exact_rows=tuple(tuple(exact[r][c] for c in cols) for r in picked),
+            suppressed=tuple(flags[r] for r in picked),
+            noise_stddev={
+                name: self.noise_stddev[src]
+                for name, src in sources.items()
+                if src in self.noise_stddev
+            },
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as the JSON object of ``datafed query --json`` (docs/analyst.md)."""
+        return {
+            "columns": list(self.columns),
+            "rows": [list(r) for r in (self.exact_rows or self.rows)],
+            "suppressed": list(self.suppressed or (False,) * len(self.rows)),
+            "protection": self.protection,
+            "job_id": self.job_id,
+            "statement": self.statement,
+            "nodes": list(self.nodes),
+            "error_bound": self.error_bound,
+            "noise_stddev": dict(self.noise_stddev),
+            "epsilon": dict(self.epsilon),
+            "ledgers": [
+                {
+                    "node": h.node,
+                    "size": h.size,
+                    "root_hash": h.root_hash.hex(),
+                    "entries": list(h.entry_indexes),
+                }
+                for h in self.ledgers
+            ],
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text, decimals with exactly their digits."""
+        return dumps_exact(self.to_dict())
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The rows as a DataFrame, with a ``suppressed`` column and the result's facts.
+
+        Columns get pandas' nullable types (NULL is ``<NA>``, counts stay integers);
+        ``df.attrs`` holds ``protection``, ``job_id``, ``error_bound`` (CKKS),
+        ``noise_stddev`` and ``epsilon`` (DP).  Needs pandas: ``pip install
+        'datafed[pandas]'``.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ModuleNotFoundError(
+                "QueryResult.to_pandas() needs pandas: pip install 'datafed[pandas]'"
+            ) from None
+        rows = [[float(v) if isinstance(v, Decimal) else v for v in r] for r in self.rows]
+        df = pd.DataFrame(rows, columns=list(self.columns), dtype=object).convert_dtypes()
+        flag = "suppressed" if "suppressed" not in self.columns else "_suppressed"
+        df[flag] = pd.array(self.suppressed or (False,) * len(self.rows), dtype="boolean")
+        df.attrs.update(
+            protection=self.protection,
+            job_id=self.job_id,
+            error_bound=self.error_bound,
+            noise_stddev=dict(self.noise_stddev),
+            epsilon=dict(self.epsilon),
+        )
+        return df
+
+
+def dumps_exact(value: Any) -> str:
+    """JSON text in which every :class:`~decimal.Decimal` is a number with its own digits.
+
+    ``json`` writes floats by ``repr`` and refuses decimals; a decimal here is written as
+    its plain notation (no exponent), so a reader with ``parse_float=Decimal`` gets it
+    back exactly and any other reader gets the nearest double.
+    """
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot write {value} as JSON")
+        text = format(value, "f")
+        return text if text not in ("-0", "0") else "0"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"cannot write {value} as JSON")
+    if isinstance(value, Mapping):
+        items = (f"{json.dumps(str(k))}: {dumps_exact(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return "[" + ", ".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(value)

@@ -1,16 +1,23 @@
 """SQL front end: a safe subset of SELECT, parsed with sqlglot into a :class:`QuerySpec`.
 
-Accepted::
+Accepted (``docs/analyst.md`` has examples)::
 
-    SELECT <group columns>, SUM(x), COUNT(*), COUNT(x), AVG(x), VAR(x) | VARIANCE(x), MIN(x),
-           MAX(x), HISTOGRAM(x, edge0, edge1, ...)
+    SELECT <group columns>, SUM(x), COUNT(*), COUNT(x), AVG(x), VAR(x) | VARIANCE(x) |
+           VAR_SAMP(x), MIN(x), MAX(x), HISTOGRAM(x, edge0, edge1, ...)   [AS alias]
     FROM <dataset>
     [WHERE <col op literal | col [NOT] IN (...) | col BETWEEN a AND b, joined by AND / OR / NOT>]
     [GROUP BY <columns>]
+    [HAVING <aggregate, group column or alias op literal, ... joined by AND / OR / NOT>]
+    [ORDER BY <output column, alias, position or aggregate> [ASC | DESC] [NULLS FIRST | LAST]]
+    [LIMIT n [OFFSET m]]
 
-Everything else (joins, subqueries, functions in filters, HAVING, ORDER BY, LIMIT, several
-statements, ...) is refused with a :class:`~datafed.errors.QueryError` naming the construct.
-The SQL text itself never reaches a database: nodes compile the spec to SQLAlchemy Core.
+:func:`parse_query` returns the :class:`QuerySpec` the nodes compute and the
+:class:`~datafed.query.post.PostProcess` the client applies to the released result
+(aliases, HAVING, ORDER BY, LIMIT).  Everything else (joins, subqueries, DISTINCT, CASE,
+window functions, functions in filters, several statements, ...) is refused with a
+:class:`~datafed.errors.QueryError` that names the construct in SQL's words and lists
+what the subset supports.  The SQL text itself never reaches a database: nodes compile
+the spec to SQLAlchemy Core.
 
 Sizes are bounded with messages that say which bound (``docs/policy.md#limits``): at most
 :data:`MAX_SQL_LENGTH` characters, :data:`MAX_AGGREGATES` aggregates, 64 bins per
@@ -33,7 +40,7 @@ from sqlglot.errors import SqlglotError
 # serde imports the spec (and so this package): read its bounds when a query is parsed.
 from datafed import serde as _wire
 from datafed.errors import QueryError
-from datafed.query.components import components
+from datafed.query.components import reported_components
 from datafed.query.spec import (
     MAX_BINS,
     Aggregate,
@@ -48,24 +55,68 @@ from datafed.query.spec import (
     Scalar,
 )
 
-__all__ = ["MAX_AGGREGATES", "MAX_OUTPUT_VALUES", "MAX_SQL_LENGTH", "parse_sql"]
+__all__ = [
+    "MAX_AGGREGATES",
+    "MAX_OUTPUT_VALUES",
+    "MAX_SQL_LENGTH",
+    "SUBSET",
+    "ParsedQuery",
+    "parse_query",
+    "parse_sql",
+]
 
 MAX_SQL_LENGTH = 10_000
 #: Aggregates in one SELECT (the spec's bound).
 MAX_AGGREGATES = 32
-#: Values per group (aggregates' components; each HISTOGRAM bin counts one): a node's
-#: default ``limits.max_components`` (SQLite returns at most 2000 columns).
+#: Values per group (aggregates' components and the suppression indicator; each HISTOGRAM
+#: bin counts one): a node's default ``limits.max_components`` (SQLite returns at most
+#: 2000 columns).
 MAX_OUTPUT_VALUES = 512
 #: Values in one IN list, and conditions joined by one AND or OR (the spec's bounds).
 _MAX_IN_VALUES = 1000
 _MAX_ITEMS = 64
-_ALLOWED_SELECT_ARGS = {"expressions", "from_", "from", "where", "group", "kind"}
+#: What the subset supports, in every refusal.
+SUBSET = (
+    "datafed supports SELECT [group columns,] SUM, COUNT, AVG, VAR, MIN, MAX or HISTOGRAM "
+    "of one column [AS alias] FROM one dataset [WHERE column op literal, IN, BETWEEN, "
+    "AND/OR/NOT] [GROUP BY columns] [HAVING ...] [ORDER BY ...] [LIMIT n [OFFSET m]]"
+)
+_ALLOWED_SELECT_ARGS = {
+    "expressions",
+    "from_",
+    "from",
+    "where",
+    "group",
+    "kind",
+    "having",
+    "order",
+    "limit",
+    "offset",
+}
+#: sqlglot's names of clauses, in SQL's words (a refusal never shows parser internals).
+_CLAUSES = {
+    "joins": "JOIN (use intersection-sum for a cross-agency join)",
+    "distinct": "SELECT DISTINCT",
+    "with_": "WITH (common table expressions)",
+    "with": "WITH (common table expressions)",
+    "windows": "WINDOW",
+    "qualify": "QUALIFY",
+    "laterals": "LATERAL",
+    "pivots": "PIVOT",
+    "sample": "TABLESAMPLE",
+    "locks": "FOR UPDATE",
+    "into": "SELECT INTO",
+    "hint": "optimizer hints",
+    "exclude": "EXCLUDE",
+    "operation_modifiers": "query modifiers",
+    "connect": "CONNECT BY",
+    "match": "MATCH_RECOGNIZE",
+}
 _AGG_TYPES: dict[type[exp.Expression], str] = {
     exp.Sum: "sum",
     exp.Count: "count",
     exp.Avg: "avg",
     exp.Variance: "var",
-    exp.VariancePop: "var",
     exp.Min: "min",
     exp.Max: "max",
 }
@@ -80,8 +131,27 @@ _CMP_TYPES: dict[type[exp.Expression], str] = {
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
+def unsupported(what: str) -> QueryError:
+    """A refusal that names ``what`` and lists what the subset supports."""
+    return QueryError(f"{what} is not supported; {SUBSET}")
+
+
 def parse_sql(sql: str) -> QuerySpec:
-    """Parse one aggregate query into a :class:`QuerySpec`.
+    """Parse one aggregate query into the :class:`QuerySpec` the nodes compute.
+
+    Aliases, HAVING, ORDER BY and LIMIT are applied by the client
+    (:func:`parse_query`); this returns only the spec.
+
+    Raises
+    ------
+    QueryError
+        If the text is not a single SELECT in the supported subset.
+    """
+    return parse_query(sql).spec
+
+
+def parse_query(sql: str) -> ParsedQuery:
+    """Parse one query into its spec and its client-side post-processing.
 
     Raises
     ------
@@ -105,19 +175,20 @@ def parse_sql(sql: str) -> QuerySpec:
         raise QueryError(f"only SELECT is supported, got {tree.key.upper()}")
     extra = sorted(k for k, v in tree.args.items() if v and k not in _ALLOWED_SELECT_ARGS)
     if extra:
-        raise QueryError(f"unsupported clause(s): {', '.join(e.upper() for e in extra)}")
+        names = ", ".join(_CLAUSES.get(e, e.upper().replace("_", " ")) for e in extra)
+        raise unsupported(names)
     try:
-        spec = _build(tree)
+        parsed = sql_clauses.Builder(tree).build()
     except ValidationError as exc:
         err = exc.errors()[0]
         raise QueryError(f"invalid query: {err['msg']}") from exc
-    _check_size(spec)
-    return spec
+    _check_size(parsed.spec)
+    return parsed
 
 
 def _check_size(spec: QuerySpec) -> None:
     """Refuse a spec larger than a node accepts by default (see module docs)."""
-    values = len(components(spec))
+    values = len(reported_components(spec))
     if values > MAX_OUTPUT_VALUES:
         raise QueryError(
             f"the query asks for {values} values per group (each HISTOGRAM bin counts one); "
@@ -136,31 +207,6 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _build(tree: exp.Select) -> QuerySpec:
-    dataset = _dataset(tree)
-    group_by = tuple(
-        _column(e, "GROUP BY") for e in (tree.args.get("group") or exp.Group()).expressions
-    )
-    aggregates: list[Aggregate] = []
-    for item in tree.expressions:
-        node = item.this if isinstance(item, exp.Alias) else item
-        if isinstance(node, exp.Column):
-            name = _column(node, "SELECT")
-            if name not in group_by:
-                raise QueryError(f"column {name!r} in SELECT must be aggregated or in GROUP BY")
-            continue
-        aggregates.append(_aggregate(node))
-    if not aggregates:
-        raise QueryError("the query selects no aggregate (SUM, COUNT, AVG, VAR, MIN, MAX)")
-    if len(aggregates) > MAX_AGGREGATES:
-        raise QueryError(f"a query has at most {MAX_AGGREGATES} aggregates, got {len(aggregates)}")
-    where = tree.args.get("where")
-    predicate = _predicate(where.this) if where is not None else None
-    return QuerySpec(
-        dataset=dataset, aggregates=tuple(aggregates), group_by=group_by, where=predicate
-    )
-
-
 def _dataset(tree: exp.Select) -> str:
     src = tree.args.get("from_") or tree.args.get("from")
     if src is None:
@@ -169,7 +215,7 @@ def _dataset(tree: exp.Select) -> str:
     if not isinstance(table, exp.Table) or table.args.get("db") or table.args.get("catalog"):
         raise QueryError("FROM must name exactly one dataset (no subqueries or schemas)")
     if table.args.get("joins") or tree.args.get("joins"):
-        raise QueryError("joins are not supported; use intersection-sum for cross-agency joins")
+        raise unsupported(_CLAUSES["joins"])
     return str(table.name)
 
 
@@ -180,6 +226,18 @@ def _column(node: exp.Expression, where: str) -> str:
 
 
 def _aggregate(node: exp.Expression) -> Aggregate:
+    if isinstance(node, exp.Window):
+        raise unsupported("a window function (OVER)")
+    if isinstance(node, exp.Case) or (isinstance(node, exp.If)):
+        raise unsupported("CASE (filter rows with WHERE, split them with GROUP BY)")
+    if isinstance(node, exp.Count) and (
+        node.args.get("distinct") or isinstance(node.this, exp.Distinct)
+    ):
+        raise unsupported("COUNT(DISTINCT ...) (distinct counts do not add up across nodes)")
+    if isinstance(node, exp.VariancePop):
+        raise unsupported("VAR_POP (VAR, VARIANCE and VAR_SAMP give the sample variance)")
+    if isinstance(node, (exp.Stddev, exp.StddevPop, exp.StddevSamp)):
+        raise unsupported("STDDEV (use VAR, the sample variance)")
     func = _AGG_TYPES.get(type(node))
     if func is None and isinstance(node, exp.Anonymous) and str(node.name).upper() == "HISTOGRAM":
         args = list(node.expressions)
@@ -202,11 +260,11 @@ def _aggregate(node: exp.Expression) -> Aggregate:
     else:
         arg = node.this if func is not None else None
     if func is None:
-        raise QueryError(f"unsupported expression in SELECT: {node.sql()!r}")
-    if isinstance(node, exp.Count) and node.args.get("distinct"):
-        raise QueryError("COUNT(DISTINCT ...) is not supported")
+        raise QueryError(f"unsupported expression in SELECT: {node.sql()!r}; {SUBSET}")
     if isinstance(arg, exp.Distinct):
-        raise QueryError(f"{func.upper()}(DISTINCT ...) is not supported")
+        raise unsupported(f"{func.upper()}(DISTINCT ...)")
+    if isinstance(arg, (exp.Case, exp.If)):
+        raise unsupported("CASE (filter rows with WHERE, split them with GROUP BY)")
     if isinstance(arg, exp.Star):
         return Aggregate(func=func, column="*")  # type: ignore[arg-type]
     if arg is None:
@@ -313,3 +371,7 @@ def _value(node: Any) -> Scalar:
             return float(text)
         except ValueError as exc:
             raise QueryError(f"bad number {text!r}") from exc
+
+
+from datafed.query import sql_clauses  # noqa: E402 - it uses this module's helpers
+from datafed.query.sql_clauses import ParsedQuery  # noqa: E402

@@ -4,6 +4,11 @@ Keys become values of their column's type; counts become ints; sums, minima and 
 are fixed-point encoded from exact ints where the engine summed integers (a ``Decimal``
 from PostgreSQL or a ``HUGEINT`` from DuckDB included), so that the same rows give the
 same :class:`GroupRow` on every engine.  Groups are sorted by key.
+
+NULL: an engine's SUM, MIN or MAX of a group without a non-null value is NULL; it is
+encoded as 0, and the column's non-null count -- which every aggregate that can be NULL
+brings along (:func:`datafed.query.components.components`) -- is 0 beside it, so the
+client answers NULL and a MIN/MAX merge across nodes skips it (no phantom 0).
 """
 
 from __future__ import annotations

@@ -150,6 +150,9 @@ def test_three_secure_rounds_with_a_dropout_verify_and_trace(deployment, tmp_pat
     assert progress[1].startswith("round 1/3: 3 node(s) trained")
     assert progress[-2].startswith(f"round 3/3: 2 node(s) trained ({', '.join(rest)})")
     assert progress[-1].startswith("round 3/3: 2 node(s) evaluated") and "accuracy" in progress[-1]
+    # and one live line per node with its latest step (issue 14): the dropped node's is round 2
+    assert any(f"{DROPPED}: round 2/3 " in ln for ln in lines), lines[-4:]
+    assert any(ln.endswith(f"{rest[0]}: round 3/3 evaluated ✓") for ln in lines), lines[-4:]
     assert [tuple(r["participants"]) for r in result["rounds"]] == [everyone, everyone, rest]
     assert all(not r["mismatches"] for r in result["rounds"])
     assert result["settings"]["model"] == LOGISTIC and result["settings"]["lr"] == 0.05

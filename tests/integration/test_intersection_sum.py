@@ -202,6 +202,9 @@ def test_cli_prints_the_same_result(fin):
     size, total = _cleartext(fin)
     assert (got["intersection_size"], int(got["sum_fixed"])) == (size, total)
     assert [h["node"] for h in got["ledgers"]] == ["tax-bureau", "city-bank"]
+    # a live line per node and step on stderr (issue 14), none with --quiet
+    assert "tax-bureau: blind ✓ · intersect ✓" in out.stderr
+    assert "city-bank: exchange ✓" in out.stderr and "analyst: paillier key ✓" in out.stderr
     bad = subprocess.run(
         [
             str(exe),
@@ -220,6 +223,12 @@ def test_cli_prints_the_same_result(fin):
         timeout=120,
     )
     assert bad.returncode == 2 and "expected node:dataset:id_column" in bad.stderr
+    quiet = subprocess.run(
+        [str(exe), "intersection-sum", "-f", str(fin.fed_toml), "--ids", ":".join(IDS),
+         "--values", ":".join(VALUES), "--purpose", FINANCE_PURPOSE, "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert quiet.returncode == 0 and quiet.stderr == "" and "intersection size" in quiet.stdout
 
 
 # ------------------------------------------------------------------ refusals

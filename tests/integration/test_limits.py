@@ -190,9 +190,9 @@ def test_costly_queries_are_refused_before_admission(fed):
     wide = query_pb2.QuerySpec(dataset="pipe_incidents", aggregates=_histograms(32))
     s = signed_query(fed, name, spec=wide, job_id="job-wide")
     assert "max_components" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
-    # A 10,000-key domain x 8 HISTOGRAMs x 64 bins: 5 million values (minutes of Paillier).
+    # A 10,000-key domain x 7 HISTOGRAMs x 64 bins: 4.5 million values (minutes of Paillier).
     grouped = query_pb2.QuerySpec(
-        dataset="pipe_incidents", group_by=["year"], aggregates=_histograms(8)
+        dataset="pipe_incidents", group_by=["year"], aggregates=_histograms(7)
     )
     protection = _paillier(fed, _modulus(2048, 1))
     domain = _domain_protection("paillier", 10_000, protection.params)

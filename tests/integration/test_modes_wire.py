@@ -27,6 +27,8 @@ from datafed.modes._envelope import open_sealed, peers
 from datafed.modes.errors import InvalidEnvelope
 from datafed.pki import load_signing_key, party_paths
 from datafed.proto.v1 import protocol_pb2
+from datafed.query.components import Component, reported_components
+from datafed.query.sql import parse_sql
 
 MODES = ("shares", "secagg", "ckks")
 GROUPED = (
@@ -140,6 +142,9 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
     client = Federation.from_file(fed.fed_toml)
     r = client.query(GROUPED, purpose=PURPOSE, protection="shares")
     a, b, _ = names(fed)
+    # where count(*) sits in the group-major vector: 4 groups x the reported components
+    comps = reported_components(parse_sql(GROUPED))
+    positions = [g * len(comps) + comps.index(Component("count", "*")) for g in range(4)]
     assert sorted(s[0] for s in seen) == sorted([a, b])  # the two aggregators, once each
     certs = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]
     senders = {i.name: i for i in peers(_env(fed, a, r.job_id, r.statement), certs, "participant")}
@@ -156,7 +161,7 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
             assert share.WhichOneof("share") == ("seed" if agg == a else "vector")
         # An aggregator's sum alone is not the total (it is uniformly random).
         vec = protocol_pb2.ShareSum.FromString(reply).vector
-        counts = [int.from_bytes(vec[8 * i : 8 * i + 8], "little") for i in range(1, 8, 2)]
+        counts = [int.from_bytes(vec[8 * i : 8 * i + 8], "little") for i in positions]
         assert sorted(counts) != sorted(row[2] for row in r.rows)
     total = [
         sum(
@@ -166,7 +171,7 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
             for s in seen
         )
         % (1 << 64)
-        for i in range(1, 8, 2)
+        for i in positions
     ]
     assert sorted(total) == sorted(row[2] for row in r.rows)  # domain order vs sorted rows
 

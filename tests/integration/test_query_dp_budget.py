@@ -54,9 +54,10 @@ def test_noise_budget_refusal_and_restart(dp_fed):
         r = alice.query(SQL, purpose=PURPOSE, protection="paillier")
         assert r.epsilon == {n.spec.name: 0.5 for n in dp_fed.nodes}
         sd_sum, sd_count = r.noise_stddev["sum(bursts)"], r.noise_stddev["count(*)"]
-        # eps per component 0.25: Laplace scale 3/0.25 = 12 (sum), 1/0.25 = 4 (count), 3 nodes
-        assert sd_sum == pytest.approx((3 * 2 * 12**2) ** 0.5)
-        assert sd_count == pytest.approx((3 * 2 * 4**2) ** 0.5)
+        # three components -- sum(bursts), its non-null count (SQL's NULL), count(*) -- so
+        # eps 0.5/3 each: Laplace scale 3*6 = 18 (sum), 1*6 = 6 (count), 3 nodes
+        assert sd_sum == pytest.approx((3 * 2 * 18**2) ** 0.5)
+        assert sd_count == pytest.approx((3 * 2 * 6**2) ** 0.5)
         assert abs(r.rows[0][0] - want_sum) < 10 * sd_sum
         assert abs(r.rows[0][1] - want_count) < 10 * sd_count
         # admission is spending: the epsilon is on the approved entry, before any data

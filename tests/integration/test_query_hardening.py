@@ -203,7 +203,8 @@ def test_differencing_attack_gets_the_earlier_answer(local_fed):
     first = fed.query(base, purpose=PURPOSE, protection="plain")
     victim = "(segment_id IN ('north-0007', 'east-0007', 'south-0007') AND month = 3)"
     truth = fed.query(f"{base} AND {victim}", purpose=PURPOSE, protection="plain")
-    assert truth.rows == ((None, 0),)  # 3 rows < k: suppressed at every node
+    # 3 rows < k: suppressed at every node, and shown as suppressed (not as an empty set)
+    assert truth.rows == ((None, None),) and truth.suppressed == (True,)
     before = sizes(local_fed)
     probe = fed.query(f"{base} AND NOT {victim}", purpose=PURPOSE, protection="plain")
     assert probe.rows == first.rows  # not first minus the victim's rows

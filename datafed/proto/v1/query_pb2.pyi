@@ -576,6 +576,113 @@ class GroupDomain(_message.Message):
 Global___GroupDomain: _TypeAlias = GroupDomain  # noqa: Y015
 
 @_typing.final
+class ColumnInfo(_message.Message):
+    """One exposed column: its declared type and the operator's description (public metadata)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    """integer | real | text | boolean"""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ColumnInfo: _TypeAlias = ColumnInfo  # noqa: Y015
+
+@_typing.final
+class DatasetAccess(_message.Message):
+    """What the calling analyst (the node knows it from its certificate) may do with a
+    dataset, from the node's policy.  Never data: no row counts; budget_left is the
+    epsilon left in the budget the caller draws on (its own, or the dataset's shared one).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    AGGREGATES_FIELD_NUMBER: _builtins.int
+    PROTECTIONS_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    MIN_GROUP_SIZE_FIELD_NUMBER: _builtins.int
+    SMALL_GROUPS_FIELD_NUMBER: _builtins.int
+    MIN_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    REQUIRED_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    DP_FIELD_NUMBER: _builtins.int
+    EPSILON_PER_QUERY_FIELD_NUMBER: _builtins.int
+    BUDGET_EPSILON_FIELD_NUMBER: _builtins.int
+    BUDGET_LEFT_FIELD_NUMBER: _builtins.int
+    BUDGET_SCOPE_FIELD_NUMBER: _builtins.int
+    allowed: _builtins.bool
+    """the caller is an allowed requester; if not, nothing else is set"""
+    min_group_size: _builtins.int
+    """k"""
+    small_groups: _builtins.str
+    """suppress | refuse"""
+    min_participants: _builtins.int
+    dp: _builtins.bool
+    """releases carry differential-privacy noise"""
+    epsilon_per_query: _builtins.float
+    budget_epsilon: _builtins.float
+    budget_left: _builtins.float
+    budget_scope: _builtins.str
+    """dataset | requester"""
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def aggregates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def protections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """columns it may read; empty: every column"""
+
+    @_builtins.property
+    def required_participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        allowed: _builtins.bool = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
+        aggregates: _abc.Iterable[_builtins.str] | None = ...,
+        protections: _abc.Iterable[_builtins.str] | None = ...,
+        operations: _abc.Iterable[_builtins.str] | None = ...,
+        columns: _abc.Iterable[_builtins.str] | None = ...,
+        min_group_size: _builtins.int = ...,
+        small_groups: _builtins.str = ...,
+        min_participants: _builtins.int = ...,
+        required_participants: _abc.Iterable[_builtins.str] | None = ...,
+        dp: _builtins.bool = ...,
+        epsilon_per_query: _builtins.float = ...,
+        budget_epsilon: _builtins.float = ...,
+        budget_left: _builtins.float = ...,
+        budget_scope: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregates", b"aggregates", "allowed", b"allowed", "budget_epsilon", b"budget_epsilon", "budget_left", b"budget_left", "budget_scope", b"budget_scope", "columns", b"columns", "dp", b"dp", "epsilon_per_query", b"epsilon_per_query", "min_group_size", b"min_group_size", "min_participants", b"min_participants", "operations", b"operations", "protections", b"protections", "purposes", b"purposes", "required_participants", b"required_participants", "small_groups", b"small_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetAccess: _TypeAlias = DatasetAccess  # noqa: Y015
+
+@_typing.final
 class DatasetInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -583,7 +690,11 @@ class DatasetInfo(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     GROUP_DOMAINS_FIELD_NUMBER: _builtins.int
     REQUIRED_SIGNOFF_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    COLUMN_INFO_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    description: _builtins.str
     @_builtins.property
     def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -592,6 +703,12 @@ class DatasetInfo(_message.Message):
     def required_signoff(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """agencies that must approve each use"""
 
+    @_builtins.property
+    def column_info(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnInfo]:
+        """the columns of `columns`, in order, typed"""
+
+    @_builtins.property
+    def access(self) -> Global___DatasetAccess: ...
     def __init__(
         self,
         *,
@@ -599,10 +716,13 @@ class DatasetInfo(_message.Message):
         columns: _abc.Iterable[_builtins.str] | None = ...,
         group_domains: _abc.Iterable[Global___GroupDomain] | None = ...,
         required_signoff: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+        column_info: _abc.Iterable[Global___ColumnInfo] | None = ...,
+        access: Global___DatasetAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "group_domains", b"group_domains", "name", b"name", "required_signoff", b"required_signoff"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "column_info", b"column_info", "columns", b"columns", "description", b"description", "group_domains", b"group_domains", "name", b"name", "required_signoff", b"required_signoff"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,10 +737,13 @@ class NodeInfoResponse(_message.Message):
     DATASETS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     agency: _builtins.str
     certificate_pem: _builtins.bytes
     """the node's certificate, for peer keys in protected modes"""
+    caller: _builtins.str
+    """the caller as the node identified it (role:name)"""
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetInfo]: ...
     @_builtins.property
@@ -633,10 +756,11 @@ class NodeInfoResponse(_message.Message):
         datasets: _abc.Iterable[Global___DatasetInfo] | None = ...,
         ledger: Global___LedgerHead | None = ...,
         certificate_pem: _builtins.bytes = ...,
+        caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "certificate_pem", b"certificate_pem", "datasets", b"datasets", "ledger", b"ledger", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "caller", b"caller", "certificate_pem", b"certificate_pem", "datasets", b"datasets", "ledger", b"ledger", "node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,7 +63,8 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def NodeInfo(self, request, context):
-        """Names the node's datasets and ledger head (no data).
+        """Names the node's datasets, their typed columns, what the caller may do, and the
+        ledger head (no data).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,7 +35,9 @@ class QueryServiceStub:
     Query: _grpc.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.QueryResponse]
     """Runs a signed, protected aggregate query over one local dataset."""
     NodeInfo: _grpc.UnaryUnaryMultiCallable[_query_pb2.NodeInfoRequest, _query_pb2.NodeInfoResponse]
-    """Names the node's datasets and ledger head (no data)."""
+    """Names the node's datasets, their typed columns, what the caller may do, and the
+    ledger head (no data).
+    """
     GrantSignOff: _grpc.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.SignOff]
     """Approves (or refuses) another node's dataset use; recorded in this node's ledger."""
 
@@ -45,7 +47,9 @@ class QueryServiceAsyncStub(QueryServiceStub):
     Query: _aio.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.QueryResponse]  # type: ignore[assignment]
     """Runs a signed, protected aggregate query over one local dataset."""
     NodeInfo: _aio.UnaryUnaryMultiCallable[_query_pb2.NodeInfoRequest, _query_pb2.NodeInfoResponse]  # type: ignore[assignment]
-    """Names the node's datasets and ledger head (no data)."""
+    """Names the node's datasets, their typed columns, what the caller may do, and the
+    ledger head (no data).
+    """
     GrantSignOff: _aio.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _query_pb2.SignOff]  # type: ignore[assignment]
     """Approves (or refuses) another node's dataset use; recorded in this node's ledger."""
 
@@ -64,7 +68,9 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.NodeInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.NodeInfoResponse, _abc.Awaitable[_query_pb2.NodeInfoResponse]]:
-        """Names the node's datasets and ledger head (no data)."""
+        """Names the node's datasets, their typed columns, what the caller may do, and the
+        ledger head (no data).
+        """
 
     @_abc_1.abstractmethod
     def GrantSignOff(

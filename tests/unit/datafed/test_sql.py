@@ -39,10 +39,10 @@ def test_group_by_and_every_condition_form():
         ("", "empty"),
         ("SELECT SUM(a) FROM t; DROP TABLE t", "exactly one statement"),
         ("DELETE FROM t", "only SELECT"),
-        ("SELECT SUM(a) FROM t JOIN u ON t.k = u.k", "JOINS"),
-        ("SELECT SUM(a) FROM t ORDER BY a", "ORDER"),
-        ("SELECT SUM(a) FROM t LIMIT 1", "LIMIT"),
-        ("SELECT SUM(a) FROM t GROUP BY b HAVING SUM(a) > 1", "HAVING"),
+        ("SELECT SUM(a) FROM t JOIN u ON t.k = u.k", "JOIN (use intersection-sum"),
+        ("SELECT SUM(a) FROM t ORDER BY a", "ORDER BY may name GROUP BY columns"),
+        ("SELECT SUM(a) FROM t LIMIT -1", "LIMIT takes a non-negative integer"),
+        ("SELECT SUM(a) FROM t GROUP BY b HAVING a > 1", "'a' is none of them"),
         ("SELECT a FROM t", "must be aggregated"),
         ("SELECT * FROM t", "unsupported expression"),
         ("SELECT SUM(a) FROM (SELECT * FROM t)", "exactly one dataset"),
@@ -105,3 +105,22 @@ def test_histogram_parses_and_validates():
     ]:
         with pytest.raises(QueryError, match=msg):
             parse_sql(bad)
+
+
+def _histograms(n: int) -> str:
+    edges = ", ".join(str(e) for e in range(65))  # 64 bins each
+    return ", ".join(f"HISTOGRAM(c{i}, {edges})" for i in range(n))
+
+
+def test_the_front_end_refuses_what_a_node_would_count_as_too_wide():
+    # 7 x 64 bins + the suppression indicator = 449 values: accepted
+    assert len(parse_sql(f"SELECT {_histograms(7)} FROM t").aggregates) == 7
+    # 8 x 64 bins + the suppression indicator = 513 values: over the node's default 512
+    with pytest.raises(QueryError, match=r"513 values per group.*at most 512"):
+        parse_sql(f"SELECT {_histograms(8)} FROM t")
+
+
+def test_the_front_end_bounds_the_number_of_aggregates():
+    many = ", ".join(f"SUM(c{i})" for i in range(33))
+    with pytest.raises(QueryError, match="at most 32 aggregates, got 33"):
+        parse_sql(f"SELECT {many} FROM t")

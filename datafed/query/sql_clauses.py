@@ -1,0 +1,197 @@
+"""The clauses of a SELECT in the SQL subset: SELECT list, HAVING, ORDER BY and LIMIT.
+
+:class:`Builder` turns a parsed SELECT (checked by :func:`datafed.query.sql.parse_query`)
+into the :class:`~datafed.query.spec.QuerySpec` the nodes compute and the
+:class:`~datafed.query.post.PostProcess` the client applies to the released result.
+HAVING and ORDER BY may name GROUP BY columns, SELECT aliases and aggregates; an aggregate
+they name that SELECT does not is computed by the nodes too (so the policy sees it) and
+left out of the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from datafed.errors import QueryError
+from datafed.query import post, sql
+from datafed.query.spec import Aggregate, QuerySpec
+
+__all__ = ["Builder", "ParsedQuery"]
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A parsed query: what the nodes compute and what the client does to the result."""
+
+    spec: QuerySpec
+    post: post.PostProcess
+
+
+class Builder:
+    """Turns one checked SELECT tree into a spec and its post-processing."""
+
+    def __init__(self, tree: exp.Select) -> None:
+        self.tree = tree
+        self.dataset = sql._dataset(tree)
+        self.group_by = tuple(
+            sql._column(e, "GROUP BY") for e in (tree.args.get("group") or exp.Group()).expressions
+        )
+        self.aggregates: dict[Aggregate, None] = {}
+        self.outputs: list[post.Output] = []
+        self.aliases: dict[str, str] = {}  # alias -> base column
+
+    def build(self) -> ParsedQuery:
+        """The spec and post-processing of the tree (QueryError if out of the subset)."""
+        for item in self.tree.expressions:
+            alias = str(item.alias) if isinstance(item, exp.Alias) else None
+            node = item.this if isinstance(item, exp.Alias) else item
+            outs = self._select(node, alias)
+            self.outputs += outs
+            if alias is not None and len(outs) == 1:
+                self.aliases.setdefault(alias, outs[0].source)
+        having = self.tree.args.get("having")
+        cond = self._condition(having.this) if having is not None else None
+        order = tuple(
+            self._order(o) for o in (self.tree.args.get("order") or exp.Order()).expressions
+        )
+        if not self.aggregates:
+            raise QueryError("the query selects no aggregate (SUM, COUNT, AVG, VAR, MIN, MAX)")
+        if len(self.aggregates) > sql.MAX_AGGREGATES:
+            raise QueryError(
+                f"a query has at most {sql.MAX_AGGREGATES} aggregates, got {len(self.aggregates)}"
+            )
+        where = self.tree.args.get("where")
+        spec = QuerySpec(
+            dataset=self.dataset,
+            aggregates=tuple(self.aggregates),
+            group_by=self.group_by,
+            where=sql._predicate(where.this) if where is not None else None,
+        )
+        return ParsedQuery(
+            spec,
+            post.PostProcess(
+                tuple(self.outputs),
+                having=cond,
+                order=order,
+                limit=_count_clause(self.tree, "limit"),
+                offset=_count_clause(self.tree, "offset") or 0,
+            ),
+        )
+
+    def _select(self, node: exp.Expression, alias: str | None) -> list[post.Output]:
+        if isinstance(node, exp.Column):
+            name = sql._column(node, "SELECT")
+            if name not in self.group_by:
+                raise QueryError(f"column {name!r} in SELECT must be aggregated or in GROUP BY")
+            return [post.Output(alias or name, name)]
+        agg = self._add(node)
+        if agg.func == "histogram":
+            prefix = len(f"histogram({agg.column})")
+            return [post.Output(f"{alias}{lb[prefix:]}" if alias else lb, lb) for lb in agg.labels]
+        return [post.Output(alias or agg.label, agg.label)]
+
+    def _add(self, node: exp.Expression) -> Aggregate:
+        agg = sql._aggregate(node)
+        self.aggregates.setdefault(agg, None)
+        return agg
+
+    def _ref(self, node: exp.Expression, clause: str) -> str:
+        """The base column an expression of HAVING or ORDER BY names."""
+        if isinstance(node, exp.Column) and not node.table:
+            name = str(node.name)
+            if name in self.aliases:
+                return self.aliases[name]
+            if name in self.group_by:
+                return name
+            raise QueryError(
+                f"{clause} may name GROUP BY columns, aggregates and SELECT aliases; "
+                f"{name!r} is none of them"
+            )
+        agg = self._add(node)
+        if agg.func == "histogram":
+            raise sql.unsupported(f"HISTOGRAM in {clause}")
+        return agg.label
+
+    def _order(self, node: exp.Expression) -> post.OrderKey:
+        assert isinstance(node, exp.Ordered)
+        term = node.this
+        if isinstance(term, exp.Literal) and not term.is_string:
+            pos = sql._literal(term)
+            if not isinstance(pos, int) or not 1 <= pos <= len(self.outputs):
+                raise QueryError(f"ORDER BY {term.sql()} is not a position in the SELECT list")
+            source = self.outputs[pos - 1].source
+        else:
+            source = self._ref(term, "ORDER BY")
+        desc = bool(node.args.get("desc"))
+        nulls_first = node.args.get("nulls_first")
+        return post.OrderKey(
+            source, desc, bool(nulls_first) if nulls_first is not None else not desc
+        )
+
+    def _condition(self, node: exp.Expression) -> post.Cond:
+        if isinstance(node, exp.Paren):
+            return self._condition(node.this)
+        if isinstance(node, exp.And):
+            return post.And((self._condition(node.this), self._condition(node.expression)))
+        if isinstance(node, exp.Or):
+            return post.Or((self._condition(node.this), self._condition(node.expression)))
+        if isinstance(node, exp.Not):
+            inner = node.this
+            if isinstance(inner, exp.Is):
+                return post.IsNull(self._ref(inner.this, "HAVING"), negated=True)
+            if isinstance(inner, exp.In):
+                return _negated(self._in(inner))
+            return post.Not(self._condition(inner))
+        if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            return post.IsNull(self._ref(node.this, "HAVING"))
+        if isinstance(node, exp.In):
+            return self._in(node)
+        if isinstance(node, exp.Between):
+            return post.Between(
+                self._ref(node.this, "HAVING"),
+                _value(node.args["low"]),
+                _value(node.args["high"]),
+            )
+        op = sql._CMP_TYPES.get(type(node))
+        if op is not None:
+            left, right = node.this, node.expression
+            if _is_value(right):
+                return post.Cmp(self._ref(left, "HAVING"), op, _value(right))  # type: ignore[arg-type]
+            if _is_value(left):
+                return post.Cmp(self._ref(right, "HAVING"), sql._FLIP[op], _value(left))  # type: ignore[arg-type]
+            raise QueryError(f"HAVING compares with a literal value: {node.sql()!r}")
+        raise QueryError(f"sql.unsupported condition in HAVING: {node.sql()!r}; {sql.SUBSET}")
+
+    def _in(self, node: exp.In) -> post.InSet:
+        if node.args.get("query") is not None:
+            raise sql.unsupported("a subquery in IN")
+        values = tuple(_value(v) for v in node.expressions)
+        return post.InSet(self._ref(node.this, "HAVING"), values)
+
+
+def _negated(cond: post.InSet) -> post.InSet:
+    return post.InSet(cond.source, cond.values, negated=True)
+
+
+def _is_value(node: exp.Expression) -> bool:
+    return isinstance(node, (exp.Literal, exp.Boolean, exp.Null)) or (
+        isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal)
+    )
+
+
+def _value(node: exp.Expression) -> post.Value:
+    return None if isinstance(node, exp.Null) else sql._literal(node)
+
+
+def _count_clause(tree: exp.Select, name: str) -> int | None:
+    clause = tree.args.get(name)
+    if clause is None:
+        return None
+    value = (
+        sql._literal(clause.expression) if isinstance(clause.expression, exp.Expression) else None
+    )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise QueryError(f"{name.upper()} takes a non-negative integer")
+    return value
