@@ -5,7 +5,8 @@ Every node serves four datasets (SQLite files, real ``datafed-node serve`` proce
 ``visits``   a seeded random table of :mod:`tests.sql_cases` split over the nodes (k = 1);
 ``nulls``    issue 10's rows: node A holds ``cost`` NULL twice, node B 2.0 and 5.0 (k = 1);
 ``wards``    small groups for suppression (k = 3), with a description per column;
-``dp_visits`` a person-level table under differential privacy (k = 10, epsilon 1 a query).
+``dp_visits`` a person-level table under differential privacy (k = 10, epsilon 10 a
+              query: little enough noise that an empty ward's noisy count never reaches k).
 
 ``alice`` may use all four; ``bob`` only ``visits``.
 """
@@ -59,8 +60,8 @@ def _policy(k: int, requesters: str = '["alice"]', extra: str = "") -> str:
 EXACT = "person_level = false  # synthetic rows about wards, for the arithmetic\n"
 DP = (
     "[datasets.policy.dp]\n"
-    "epsilon_per_query = 1.0\n"
-    "budget_epsilon = 50.0\n"
+    "epsilon_per_query = 10.0\n"
+    "budget_epsilon = 1000.0\n"
     'budget_scope = "requester"\n'
     "bounds = { cost = [-10.0, 20.0] }\n"
 )

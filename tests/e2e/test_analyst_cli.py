@@ -128,7 +128,7 @@ def test_nodes_shows_columns_access_and_a_down_node(fed, tmp_path):
     assert "water-west" in proc.stdout and "DOWN" in proc.stdout
     assert "treatment cost in EUR [incl. VAT]" in proc.stdout  # printed literally
     assert "k (min group size): 3" in proc.stdout
-    assert "differential privacy: epsilon 1 per query" in proc.stdout
+    assert "differential privacy: epsilon 10 per query" in proc.stdout
     proc = run("datafed", "nodes", "--federation", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
     nodes = {n["node"]: n for n in json.loads(proc.stdout)}
@@ -141,7 +141,7 @@ def test_nodes_shows_columns_access_and_a_down_node(fed, tmp_path):
     } in wards["columns"]
     assert wards["access"]["purposes"] == [PURPOSE] and wards["access"]["min_group_size"] == 3
     dp = next(d for d in nodes["water-north"]["datasets"] if d["name"] == "dp_visits")
-    assert dp["access"]["dp"]["budget_left"] <= 50.0
+    assert dp["access"]["dp"]["budget_left"] <= 1000.0
     assert "rows" not in json.dumps(nodes)  # metadata only: no row counts anywhere
 
 

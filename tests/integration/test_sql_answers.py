@@ -203,11 +203,11 @@ def test_discover_shows_columns_and_what_this_analyst_may_do(fed, alice):
     assert (wards.access.min_group_size, wards.access.min_participants) == (3, 3)
     assert "ckks" in wards.access.protections and not wards.access.dp
     dp = info.described["dp_visits"].access
-    assert dp.dp and dp.epsilon_per_query == 1.0 and dp.budget_scope == "requester"
+    assert dp.dp and dp.epsilon_per_query == 10.0 and dp.budget_scope == "requester"
     alice.query("SELECT COUNT(*) FROM dp_visits", purpose=PURPOSE, protection="paillier")
     after = {s.node: s for s in alice.discover()}
     left = after[fed.nodes[0].spec.name].info.described["dp_visits"].access.budget_left
-    assert left == pytest.approx(dp.budget_left - 1.0)
+    assert left == pytest.approx(dp.budget_left - 10.0)
 
 
 def test_discover_tells_a_refused_analyst_nothing_of_the_policy(fed):
