@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport, map_errors
+from datafed.client.nodeinfo import ledger_head
 from datafed.client.progress import Progress, Step, ignore
 from datafed.errors import PkiError, ProtocolError, QueryError
 from datafed.hazmat import (
@@ -304,8 +305,8 @@ async def run_intersection_sum(
         fixed_point_bits=bits,
         job_id=job.job_id,
         ledgers=(
-            psi_serde.ledger_from_proto(i_col.node, i_reply.ledger),
-            psi_serde.ledger_from_proto(v_col.node, e_reply.ledger),
+            ledger_head(i_col.node, i_reply.ledger),
+            ledger_head(v_col.node, e_reply.ledger),
         ),
         receipts=receipts,
         epsilon=epsilon,

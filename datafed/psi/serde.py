@@ -17,7 +17,6 @@ from audit.receipts import Receipt
 from datafed.proto.v1 import common_pb2, psi_pb2, query_pb2
 from datafed.psi._job import IdsColumn, PsiJob, ValuesColumns
 from datafed.psi._statement import Statement
-from datafed.query.result import LedgerHeadInfo
 
 __all__ = [
     "CHUNK_BYTES",
@@ -29,7 +28,6 @@ __all__ = [
     "intersect_reply",
     "job_from_proto",
     "job_to_proto",
-    "ledger_from_proto",
     "relay_body",
     "reply_from_proto",
     "step_from_proto",
@@ -237,17 +235,6 @@ def intersect_reply(
         encrypted_sum=encrypted_sum,
         ledger=ledger,
         receipt=receipt_to_proto(receipt),
-    )
-
-
-def ledger_from_proto(node: str, msg: query_pb2.LedgerHead) -> LedgerHeadInfo:
-    """Convert a node's ledger head."""
-    return LedgerHeadInfo(
-        node=node,
-        origin=msg.origin,
-        size=msg.size,
-        root_hash=bytes(msg.root_hash),
-        entry_indexes=tuple(msg.entry_indexes),
     )
 
 
