@@ -28,7 +28,9 @@ def _secagg(xs: dict[int, np.ndarray]) -> np.ndarray:
         server.receive_masked(clients[i].masked_input(fwd[i], xs[i]))
     survivors = server.survivors()
     for i in survivors.clients:
-        server.receive_unmask(clients[i].unmask(survivors))
+        clients[i].consistency(survivors)
+    for i in survivors.clients:
+        server.receive_unmask(clients[i].unmask(survivors, survivors.clients))
     return server.result()
 
 

@@ -3,7 +3,9 @@
 Node side: the Query advertises two fresh X25519 keys, signed with the node's certificate
 key (round 0); the steps run the client rounds of :class:`~datafed.protocols.SecAggClient`:
 ``share-keys`` (Shamir shares of the masking key and self-mask seed, AES-GCM encrypted to
-each peer), ``masked-input`` (the vector plus its checksum slot, masked) and ``unmask``.
+each peer), ``masked-input`` (the vector plus its checksum slot, masked), ``consistency``
+(the node signs the survivor set U3 it is shown, once) and ``unmask`` (only for that U3,
+and only when at least ``t`` survivors' signatures over it verify).
 Client side: the analyst runs :class:`~datafed.protocols.SecAggServer`, relaying each
 round; a node that cannot be reached in a round drops out, and the total of the survivors
 still comes out while at least ``t`` remain (``2t > n``).
@@ -12,9 +14,10 @@ Who learns what: the analyst sees signed public keys, ciphertexts between nodes 
 vectors (each uniformly random) and learns the survivors' total; a node learns nothing of
 the others' values.  Trust: semi-honest, threshold ``t`` of ``n`` (docs/invisibility.md).  Because
 every advertised key is signed and checked by the peers, the analyst cannot substitute
-keys to open the shares sent between nodes.  Not done: Bonawitz's consistency-check round
-(nodes signing U3), so an analyst that lied about who survived could unmask a node it
-called dropped; the semi-honest model excludes that.
+keys to open the shares sent between nodes; because every node signs one survivor set and
+unmasks only with ``t`` signatures on it (``2t > n``), an analyst that tells some nodes a
+node survived and others that it dropped cannot collect both kinds of its shares
+(Bonawitz's consistency check, ``datafed.protocols``).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class SecAggMode(SteppedMode):
 
     name = "secagg"
     summary = "Bonawitz masking among the nodes, survives dropouts: the analyst learns the total"
-    steps = ("share-keys", "masked-input", "unmask")
+    steps = ("share-keys", "masked-input", "consistency", "unmask")
     Options = _SecAggOptions
 
     @classmethod
@@ -129,7 +132,7 @@ class SecAggMode(SteppedMode):
 
     @classmethod
     def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
-        """Rounds 1-3 of the client state machine; any failure ends this node's part."""
+        """Rounds 1-4 of the client state machine; any failure ends this node's part."""
         if not isinstance(state, _NodeState):
             raise ValueError("this node holds no secagg state for this job")
         if round_ != state.next_round:
@@ -145,22 +148,34 @@ class SecAggMode(SteppedMode):
                 out = protocol_pb2.SecAggMasked(
                     client_id=masked.sender, masked=masked.masked
                 ).SerializeToString()
-            else:
-                survivors = protocol_pb2.SecAggSurvivors.FromString(payload)
-                if len(survivors.clients) > n:
+            elif round_ == 3:
+                msg = protocol_pb2.SecAggSurvivors.FromString(payload)
+                if len(msg.clients) > n:
                     raise ValueError("too many survivors")
-                if len(set(survivors.clients)) < env.min_participants:
+                if len(set(msg.clients)) < env.min_participants:
                     # Unmasking for fewer survivors would release a total of too few nodes.
                     raise ValueError(
                         f"fewer than {env.min_participants} survivors; this node does not unmask"
                     )
-                shares = state.client.unmask(Survivors(tuple(survivors.clients)))
+                survivors = Survivors(tuple(msg.clients))
+                state.client.consistency(survivors)
+                out = protocol_pb2.SecAggConsistency(
+                    client_id=state.client.client_id,
+                    signature=env.signing_key.sign(wire.consistency_digest(env.binding, survivors)),
+                ).SerializeToString()
+            else:
+                request = protocol_pb2.SecAggUnmaskRequest.FromString(payload)
+                if len(request.clients) > n or len(request.signatures) > n:
+                    raise ValueError("too many survivors")
+                keys = [p.signing_key for p in state.participants]
+                survivors, signers = wire.consistency_signers(request, env.binding, keys)
+                shares = state.client.unmask(survivors, signers)
                 out = wire.unmask_to_proto(shares).SerializeToString()
         except DecodeError as exc:
             raise ValueError(f"malformed secagg round {round_} message") from exc
         except MachineError as exc:
             raise ValueError(f"secagg round {round_} refused: {exc}") from exc
-        state.next_round = round_ + 1 if round_ < 3 else 0
+        state.next_round = round_ + 1 if round_ < 4 else 0
         return out
 
     @staticmethod
@@ -204,7 +219,8 @@ class SecAggMode(SteppedMode):
             run = _Rounds(session, server, names, n)
             await run.share_keys(roster)
             await run.masked_inputs()
-            u3 = await run.unmask()
+            u3, signatures = await run.consistency()
+            await run.unmask(u3, signatures)
             total = server.result()
         except MachineError as exc:
             raise ProtocolError(f"secure aggregation failed: {exc}") from exc
@@ -285,16 +301,39 @@ class _Rounds:
             except (DecodeError, ValueError, MachineError) as exc:
                 raise self._bad(i, 2) from exc
 
-    async def unmask(self) -> tuple[int, ...]:
-        """Round 3: the survivors U3 reveal the shares that remove the masks."""
+    async def consistency(self) -> tuple[tuple[int, ...], list[protocol_pb2.SecAggConsistency]]:
+        """Round 3: every survivor signs the survivor set U3 (those reached form U4)."""
         survivors = self.server.survivors()
         raw = protocol_pb2.SecAggSurvivors(clients=survivors.clients).SerializeToString()
+        signatures = []
         for i, reply in (await self._round(3, dict.fromkeys(survivors.clients, raw))).items():
+            try:
+                msg = protocol_pb2.SecAggConsistency.FromString(reply)
+                if msg.client_id != i:
+                    raise ValueError("wrong sender")
+            except (DecodeError, ValueError) as exc:
+                raise self._bad(i, 3) from exc
+            signatures.append(msg)
+        return survivors.clients, signatures
+
+    async def unmask(
+        self, u3: tuple[int, ...], signatures: list[protocol_pb2.SecAggConsistency]
+    ) -> None:
+        """Round 4: the signers, shown each other's signatures, reveal the unmasking shares."""
+        raw = protocol_pb2.SecAggUnmaskRequest(
+            clients=u3, signatures=signatures
+        ).SerializeToString()
+        signers = [s.client_id for s in signatures]
+        if len(signers) < self.server.threshold:
+            raise ProtocolError(
+                f"only {len(signers)} node(s) signed the survivor set, "
+                f"need {self.server.threshold}"
+            )
+        for i, reply in (await self._round(4, dict.fromkeys(signers, raw))).items():
             try:
                 msg = wire.unmask_from_proto(reply, self.n)
                 if msg.sender != i:
                     raise ValueError("wrong sender")
                 self.server.receive_unmask(msg)
             except (DecodeError, ValueError, MachineError) as exc:
-                raise self._bad(i, 3) from exc
-        return survivors.clients
+                raise self._bad(i, 4) from exc

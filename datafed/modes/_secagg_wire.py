@@ -18,15 +18,20 @@ from datafed.protocols import (
     ForwardedShares,
     MaskedInput,
     ShareKeys,
+    Survivors,
     UnmaskShares,
+    consistency_message,
 )
 
 __all__ = [
     "ADVERTISE_CONTEXT",
+    "CONSISTENCY_CONTEXT",
     "advertise_digest",
     "advertise_from_proto",
     "ciphertexts_from_proto",
     "ciphertexts_to_proto",
+    "consistency_digest",
+    "consistency_signers",
     "forwarded_from_proto",
     "masked_from_proto",
     "share_keys_from_proto",
@@ -36,6 +41,8 @@ __all__ = [
 
 #: Domain separation of a node's signature over its advertised secagg keys.
 ADVERTISE_CONTEXT = b"datafed/v1/secagg-advertise\x00"
+#: Domain separation of a node's round-3 signature over the survivor set.
+CONSISTENCY_CONTEXT = b"datafed/v1/secagg-consistency\x00"
 #: X25519 public keys are 32 bytes (RFC 7748 §5).
 KEY_BYTES = 32
 #: Shamir shares of a 32-byte key: a length element and three 15-byte chunks.
@@ -54,6 +61,36 @@ def advertise_digest(binding: str, client_id: int, c_public: bytes, s_public: by
         + c_public
         + s_public
     )
+
+
+def consistency_digest(binding: str, survivors: Survivors) -> bytes:
+    """The bytes a node signs in round 3: context, job, the protocol's survivor message."""
+    return CONSISTENCY_CONTEXT + binding.encode() + b"\x00" + consistency_message(survivors)
+
+
+def consistency_signers(
+    request: protocol_pb2.SecAggUnmaskRequest,
+    binding: str,
+    keys: Sequence[ed25519.Ed25519PublicKey],
+) -> tuple[Survivors, frozenset[int]]:
+    """Check round 4's signatures (client id ``i`` signs with ``keys[i - 1]``).
+
+    Returns the survivor set and the ids whose signatures over it verify; an unknown id,
+    a repeated one or a signature that does not verify is a ValueError (a relaying
+    analyst that forges or mixes signatures is caught here, not counted).
+    """
+    survivors = Survivors(tuple(request.clients))
+    digest = consistency_digest(binding, survivors)
+    signers: set[int] = set()
+    for item in request.signatures:
+        if not 1 <= item.client_id <= len(keys) or item.client_id in signers:
+            raise ValueError("round 4 names an unknown or repeated signer")
+        try:
+            keys[item.client_id - 1].verify(bytes(item.signature), digest)
+        except Exception as exc:  # cryptography's InvalidSignature
+            raise ValueError("a survivor-set signature does not verify") from exc
+        signers.add(item.client_id)
+    return survivors, frozenset(signers)
 
 
 def advertise_from_proto(

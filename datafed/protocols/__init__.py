@@ -69,6 +69,7 @@ from datafed.protocols._secagg_messages import (
     ShareKeys,
     Survivors,
     UnmaskShares,
+    consistency_message,
 )
 from datafed.protocols._secagg_server import SecAggServer
 from datafed.protocols.errors import (
@@ -133,6 +134,7 @@ __all__ = [
     "VerifyResp",
     "VerifyState",
     "WindowStats",
+    "consistency_message",
     "shard_report",
     "unshard_collection",
 ]

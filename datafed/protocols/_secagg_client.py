@@ -3,7 +3,9 @@
 Each method is one round; it takes the server's last message and returns the
 client's next one.  A client that drops out simply stops being called.  The
 client refuses to reveal, for the same peer, both the self-mask share and the
-mask-key share: that pair would let the server unmask a single input.  A client
+mask-key share: that pair would let the server unmask a single input; and it
+unmasks only for the one survivor set U3 it was shown in the consistency round,
+vouched for by at least ``t`` signers (``_secagg_messages``).  A client
 that rejects a message (``InvalidMessage``, ``ProtocolAbort``) has aborted: its
 round does not rewind.
 """
@@ -11,6 +13,7 @@ round does not rewind.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +33,7 @@ from datafed.protocols._secagg_messages import (
     Survivors,
     UnmaskShares,
     agree,
+    consistency_message,
     decode_share_pair,
     encode_share_pair,
     pairwise_mask,
@@ -99,6 +103,7 @@ class SecAggClient:
         self._s_shares: dict[int, ShamirShare] = {}
         self._b_shares: dict[int, ShamirShare] = {}
         self._u2: frozenset[int] = frozenset()
+        self._u3: frozenset[int] = frozenset()
 
     def _advance(self, expected: int) -> None:
         if self._round != expected:
@@ -210,8 +215,8 @@ class SecAggClient:
             (np.add if self.client_id < v else np.subtract)(y, mask, out=y)
         return MaskedInput(self.client_id, ring_to_bytes(y))
 
-    def unmask(self, survivors: Survivors) -> UnmaskShares:
-        """Round 3: reveal self-mask shares of survivors, mask-key shares of dropouts.
+    def consistency(self, survivors: Survivors) -> bytes:
+        """Round 3: accept U3 (once) and return the message this client signs.
 
         Parameters
         ----------
@@ -220,8 +225,9 @@ class SecAggClient:
 
         Returns
         -------
-        UnmaskShares
-            The shares, never both kinds for the same client.
+        bytes
+            :func:`~datafed.protocols.consistency_message` of U3, for the caller to
+            sign with this client's long-term key.
         """
         self._advance(3)
         u3 = frozenset(survivors.clients)
@@ -229,6 +235,31 @@ class SecAggClient:
             raise InvalidMessage
         if len(u3) < self.threshold:
             raise ProtocolAbort(f"only {len(u3)} clients survived, need {self.threshold}")
+        self._u3 = u3
+        return consistency_message(survivors)
+
+    def unmask(self, survivors: Survivors, signers: Collection[int]) -> UnmaskShares:
+        """Round 4: reveal self-mask shares of survivors, mask-key shares of dropouts.
+
+        Parameters
+        ----------
+        survivors : Survivors
+            U3 again: it must be the set of round 3.
+        signers : collection of int
+            The clients whose signatures over round 3's message the caller has
+            verified (U4); at least ``t``, all in U3.
+
+        Returns
+        -------
+        UnmaskShares
+            The shares, never both kinds for the same client.
+        """
+        self._advance(4)
+        u3, u4 = frozenset(survivors.clients), frozenset(signers)
+        if len(u3) != len(survivors.clients) or u3 != self._u3 or not u4 <= u3:
+            raise InvalidMessage
+        if len(u4) < self.threshold:
+            raise ProtocolAbort(f"only {len(u4)} clients vouched for U3, need {self.threshold}")
         assert self._own_s_share is not None and self._own_b_share is not None
         b_shares = {**self._b_shares, self.client_id: self._own_b_share}
         self_mask = tuple((v, b_shares[v]) for v in sorted(u3))

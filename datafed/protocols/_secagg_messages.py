@@ -1,13 +1,22 @@
 """Messages of the secure-aggregation protocol, and the crypto both sides share.
 
 Rounds follow Bonawitz et al., "Practical Secure Aggregation for
-Privacy-Preserving Machine Learning" (CCS 2017), Figure 4, semi-honest variant
-(no signatures, no consistency-check round):
+Privacy-Preserving Machine Learning" (CCS 2017), Figure 4, with the consistency
+check of its active-adversary variant (round 3):
 
 0. ``AdvertiseKeys``  client → server, then ``KeyRoster`` server → clients (U1)
 1. ``ShareKeys``      client → server, then ``ForwardedShares`` server → client (U2)
 2. ``MaskedInput``    client → server, then ``Survivors`` server → clients (U3)
-3. ``UnmaskShares``   client → server; the server outputs ``Σ_{u∈U3} x_u``.
+3. consistency        each client in U3 signs :func:`consistency_message` of U3; the
+                      server hands the signatures of U4 ⊆ U3 (at least ``t``) back
+4. ``UnmaskShares``   client → server; the server outputs ``Σ_{u∈U3} x_u``.
+
+Signing and checking signatures is the caller's (the clients' long-term keys live
+outside this state machine); the client only unmasks once ``t`` signers vouch for
+the same U3 it saw, and it sees U3 once.  Two different survivor sets would thus
+need ``2t > n`` distinct signers, so a server cannot tell some clients that ``u``
+survived (collecting ``u``'s self-mask shares) and others that it dropped
+(collecting its mask-key shares).
 
 Vectors are elements of ``Z_2^64``, carried as little-endian ``uint64`` bytes.
 """
@@ -27,6 +36,9 @@ MASK_LABEL = b"datafed secagg v1 pairwise mask"
 
 AEAD_LABEL = b"datafed secagg v1 share encryption"
 """HKDF info for the AES-GCM keys that carry Shamir shares between clients."""
+
+CONSISTENCY_LABEL = b"datafed secagg v1 consistency\x00"
+"""Prefix of the round-3 message that every survivor signs."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,14 @@ class Survivors:
     clients: tuple[int, ...]
 
 
+def consistency_message(survivors: Survivors) -> bytes:
+    """Round 3: the bytes every client in U3 signs -- a label and the sorted ids of U3."""
+    return CONSISTENCY_LABEL + b"".join(c.to_bytes(4, "big") for c in sorted(survivors.clients))
+
+
 @dataclass(frozen=True)
 class UnmaskShares:
-    """Round 3: self-mask shares of survivors and mask-key shares of dropped clients."""
+    """Round 4: self-mask shares of survivors and mask-key shares of dropped clients."""
 
     sender: int
     self_mask_shares: tuple[tuple[int, ShamirShare], ...]

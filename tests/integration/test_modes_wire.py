@@ -108,7 +108,7 @@ def test_mode_matches_plain_and_records_its_steps(fed, mode):
     else:
         assert grouped.rows == plain_g.rows and total.rows == plain_t.rows
         assert grouped.error_bound is None
-    steps = {"shares": [1, 1, 0], "secagg": [3, 3, 3], "ckks": [1, 0, 0]}[mode]
+    steps = {"shares": [1, 1, 0], "secagg": [4, 4, 4], "ckks": [1, 0, 0]}[mode]
     for node, extra in zip(names(fed), steps, strict=True):
         assert after[node] == before[node] + 2 * (2 + extra)  # two queries
         # The analyst verified a receipt for every step each node ran.
@@ -116,7 +116,13 @@ def test_mode_matches_plain_and_records_its_steps(fed, mode):
     for receipt in grouped.step_receipts:
         (record,) = receipt.records
         assert record.decision == "released" and record.job_id == grouped.job_id
-        assert record.details["step"] in {"aggregate", "share-keys", "masked-input", "unmask"}
+        assert record.details["step"] in {
+            "aggregate",
+            "share-keys",
+            "masked-input",
+            "consistency",
+            "unmask",
+        }
 
 
 def _capture(monkeypatch) -> list[tuple[str, int, bytes, bytes]]:
@@ -292,11 +298,11 @@ def test_steps_are_in_the_ledgers(fed):
             records[node.spec.name] = [ledger.get_record(i) for i in range(ledger.head().size)]
     steps = [r for recs in records.values() for r in recs if "step" in r.details]
     released = {r.details["step"] for r in steps if r.decision == "released"}
-    assert released == {"aggregate", "share-keys", "masked-input", "unmask"}
+    assert released == {"aggregate", "share-keys", "masked-input", "consistency", "unmask"}
     for r in steps:
         assert r.operation == "query" and r.protection in MODES and len(r.request_digest) == 64
         if r.decision == "released":
-            assert len(r.result_digest) == 64 and r.details["step_round"] in {"1", "2", "3"}
+            assert len(r.result_digest) == 64 and r.details["step_round"] in {"1", "2", "3", "4"}
         else:
             assert r.decision == "denied" and r.reason.startswith("INVALID_ARGUMENT")
     by_job = {}

@@ -516,6 +516,58 @@ class SecAggSurvivors(_message.Message):
 Global___SecAggSurvivors: _TypeAlias = SecAggSurvivors  # noqa: Y015
 
 @_typing.final
+class SecAggConsistency(_message.Message):
+    """Round 3 (consistency): a survivor's signature, with its certificate key, over the job
+    binding and the sorted survivor set it was shown (docs/invisibility.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.int
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggConsistency: _TypeAlias = SecAggConsistency  # noqa: Y015
+
+@_typing.final
+class SecAggUnmaskRequest(_message.Message):
+    """Round 4 request: the survivor set again and the signatures of at least t survivors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggConsistency]: ...
+    def __init__(
+        self,
+        *,
+        clients: _abc.Iterable[_builtins.int] | None = ...,
+        signatures: _abc.Iterable[Global___SecAggConsistency] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggUnmaskRequest: _TypeAlias = SecAggUnmaskRequest  # noqa: Y015
+
+@_typing.final
 class SecAggShamirShare(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -43,13 +43,13 @@ def test_totals_equal_plain(mode_pki, vecs):
     run = Harness(mode_pki).run(SecAggMode(), vals)
     assert run.combined.values == plain_total(vals)
     assert run.combined.nodes == NODES
-    assert [r.round for r in run.session.log] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert [r.round for r in run.session.log] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
 
 
-@pytest.mark.parametrize(("dropped", "at_round"), [(C, 2), (A, 2), (B, 3)])
+@pytest.mark.parametrize(("dropped", "at_round"), [(C, 2), (A, 2), (B, 3), (B, 4)])
 def test_total_survives_a_dropout(mode_pki, dropped, at_round):
     """A node lost before its masked input leaves the survivors' total; one lost while
-    unmasking still counts (its masked input arrived)."""
+    signing the survivor set or unmasking still counts (its masked input arrived)."""
     vals = values([10, 1, 20, 2], [100, 1, 200, 2], [1000, 1, 2000, 2])
     run = Harness(mode_pki).run(SecAggMode(), vals, drop_at={dropped: at_round})
     survivors = [n for n in NODES if n != dropped] if at_round == 2 else list(NODES)
@@ -123,8 +123,13 @@ def test_rounds_in_order_and_a_failed_round_is_final(mode_pki):
         ),
         (
             3,
-            protocol_pb2.SecAggUnmask(client_id=1).SerializeToString(),
+            protocol_pb2.SecAggConsistency(client_id=2).SerializeToString(),
             "invalid secagg round 3 reply",
+        ),
+        (
+            4,
+            protocol_pb2.SecAggUnmask(client_id=1).SerializeToString(),
+            "invalid secagg round 4 reply",
         ),
     ],
 )
@@ -134,6 +139,44 @@ def test_garbage_from_a_node_is_refused(mode_pki, round_, reply, match):
 
     with pytest.raises(ProtocolError, match=match):
         Harness(mode_pki).run(SecAggMode(), values([1, 1], [2, 1], [3, 1]), tamper_reply=tamper)
+
+
+def _two_stories(node: str, round_: int, payload: bytes) -> bytes:
+    """A hostile analyst: C is told that B dropped, A and B that everyone survived."""
+    if round_ == 3 and node == C:
+        return protocol_pb2.SecAggSurvivors(clients=[1, 3]).SerializeToString()
+    if round_ != 4:
+        return payload
+    request = protocol_pb2.SecAggUnmaskRequest.FromString(payload)
+    signatures = {s.client_id: s for s in request.signatures}
+    if node == C:  # C unmasks for {A, C}: it would reveal B's mask-key share
+        return protocol_pb2.SecAggUnmaskRequest(
+            clients=[1, 3], signatures=[signatures[3]]
+        ).SerializeToString()
+    return protocol_pb2.SecAggUnmaskRequest(  # A and B reveal B's self-mask shares
+        clients=[1, 2, 3], signatures=[signatures[1], signatures[2]]
+    ).SerializeToString()
+
+
+def test_an_analyst_telling_two_survivor_stories_cannot_unmask_one_node(mode_pki):
+    """Bonawitz's consistency check: C signed only {A, C}; A's signature is on the full
+    set, so C finds one signer where t = 2 are needed and reveals nothing."""
+    with pytest.raises(ValueError, match="only 1 clients vouched for U3, need 2"):
+        Harness(mode_pki).run(
+            SecAggMode(), values([1, 1], [2, 1], [3, 1]), tamper_request=_two_stories
+        )
+
+
+def test_forged_or_mixed_survivor_signatures_are_refused(mode_pki):
+    def tamper(node: str, round_: int, payload: bytes) -> bytes:
+        if round_ != 4:
+            return payload
+        request = protocol_pb2.SecAggUnmaskRequest.FromString(payload)
+        request.signatures[1].signature = request.signatures[0].signature  # A's, as B's
+        return request.SerializeToString()
+
+    with pytest.raises(ValueError, match="signature does not verify"):
+        Harness(mode_pki).run(SecAggMode(), values([1, 1], [2, 1], [3, 1]), tamper_request=tamper)
 
 
 def test_garbage_masked_input_of_right_shape_fails_the_checksum(mode_pki):

@@ -45,8 +45,10 @@ def run(drops: dict[int, set[int]]) -> tuple[np.ndarray, set[int], SecAggServer,
         seen["masked"].append(msg)
         server.receive_masked(msg)
     survivors = server.survivors()
-    for i in live(3):
-        server.receive_unmask(clients[i].unmask(survivors))
+    signers = [i for i in live(3) if clients[i].consistency(survivors)]
+    for i in live(4):
+        if i in signers:
+            server.receive_unmask(clients[i].unmask(survivors, signers))
     return server.result(), set(survivors.clients), server, {"xs": xs, **seen}
 
 
@@ -57,7 +59,7 @@ def _expected(xs: dict[int, np.ndarray], ids: set[int]) -> np.ndarray:
     return total
 
 
-@pytest.mark.parametrize("round_", [None, 0, 1, 2, 3])
+@pytest.mark.parametrize("round_", [None, 0, 1, 2, 3, 4])
 def test_exact_sum_with_dropouts_at_each_round(round_: int | None) -> None:
     drops = {} if round_ is None else {round_: {2, 5, 9, 10}}  # n - t = 4 dropouts
     result, survivors, _, seen = run(drops)
@@ -92,7 +94,9 @@ def test_fixed_point_sum() -> None:
         server.receive_masked(c.masked_input(fwd[c.client_id], encode_fixed([k, -1.5, 0.25])))
     surv = server.survivors()
     for c in clients:
-        server.receive_unmask(c.unmask(surv))
+        c.consistency(surv)
+    for c in clients:
+        server.receive_unmask(c.unmask(surv, surv.clients))
     assert decode_fixed(server.result()).tolist() == [3.0, -4.5, 0.75]
 
 
@@ -134,13 +138,68 @@ def test_client_refuses_to_unmask_a_survivor_twice() -> None:
         server.receive_masked(c.masked_input(fwd[i], np.full(4, i, dtype=np.uint64)))
     # a server that lies about U3 (a client it never heard in round 1) is refused
     with pytest.raises(InvalidMessage):
-        clients[1].unmask(Survivors((1, 2, 3, 99)))
+        clients[1].consistency(Survivors((1, 2, 3, 99)))
     # shares are never released twice
-    shares = clients[2].unmask(Survivors((1, 2, 3)))
+    clients[2].consistency(Survivors((1, 2, 3)))
+    shares = clients[2].unmask(Survivors((1, 2, 3)), (1, 2, 3))
     assert {v for v, _ in shares.self_mask_shares} == {1, 2, 3}
     assert {v for v, _ in shares.key_shares} == {4}
     with pytest.raises(RoundError):
-        clients[2].unmask(Survivors((1, 2, 3, 4)))
+        clients[2].unmask(Survivors((1, 2, 3, 4)), (1, 2, 3, 4))
+
+
+def _masked(n: int, t: int) -> tuple[dict[int, SecAggClient], SecAggServer]:
+    clients = {i: SecAggClient(i, threshold=t, vector_length=4) for i in range(1, n + 1)}
+    server = SecAggServer(threshold=t, vector_length=4)
+    for c in clients.values():
+        server.receive_advertise(c.advertise_keys())
+    roster = server.roster()
+    for c in clients.values():
+        server.receive_shares(c.share_keys(roster))
+    fwd = server.forward()
+    for i, c in clients.items():
+        server.receive_masked(c.masked_input(fwd[i], np.full(4, i, dtype=np.uint64)))
+    return clients, server
+
+
+def test_a_client_unmasks_only_the_survivor_set_it_was_shown_with_t_signers() -> None:
+    clients, _ = _masked(5, 3)
+    u3 = Survivors((1, 2, 3, 4, 5))
+    msg = clients[1].consistency(u3)
+    assert msg == clients[2].consistency(Survivors((5, 4, 3, 2, 1)))  # order-free
+    assert msg != clients[3].consistency(Survivors((1, 2, 3, 4)))
+    # shown U3 in round 3, asked to unmask for another set: refused
+    with pytest.raises(InvalidMessage):
+        clients[3].unmask(u3, (1, 2, 3))
+    # fewer than t signers, or signers outside U3: refused
+    with pytest.raises(ProtocolAbort, match="only 2 clients vouched"):
+        clients[1].unmask(u3, (1, 2))
+    with pytest.raises(InvalidMessage):
+        clients[2].unmask(u3, (1, 2, 6))
+
+
+def test_a_server_telling_two_stories_cannot_unmask_one_input() -> None:
+    """The attack the consistency round stops (Bonawitz et al. 2017, active variant).
+
+    The server tells some clients that client 5 survived (to collect its self-mask
+    shares) and others that it dropped (to collect its mask-key shares): with both it
+    could remove 5's masks alone.  Every client sees U3 once, so the two stories need two
+    disjoint groups of at least t signers, and 2t > n leaves too few clients.
+    """
+    clients, _ = _masked(5, 3)
+    with_5, without_5 = Survivors((1, 2, 3, 4, 5)), Survivors((1, 2, 3, 4))
+    signed_with = {i for i in (1, 2, 3) if clients[i].consistency(with_5)}
+    signed_without = {i for i in (4,) if clients[i].consistency(without_5)}
+    # client 3 already signed one story: it cannot sign the other
+    with pytest.raises(RoundError):
+        clients[3].consistency(without_5)
+    assert len(signed_without) < 3  # too few vouch for the second story
+    with pytest.raises(ProtocolAbort):
+        clients[4].unmask(without_5, signed_without | {1, 2} - signed_with)
+    # the first story alone releases 5's self-mask shares, never its mask-key shares
+    shares = clients[1].unmask(with_5, signed_with)
+    assert 5 in {v for v, _ in shares.self_mask_shares}
+    assert 5 not in {v for v, _ in shares.key_shares}
 
 
 def _round1(n: int) -> tuple[dict[int, SecAggClient], dict[int, ForwardedShares]]:
@@ -172,7 +231,9 @@ def test_swapped_senders_rejected() -> None:
 def test_round_order_and_parameters() -> None:
     client = SecAggClient(1, threshold=2, vector_length=2)
     with pytest.raises(RoundError):
-        client.unmask(Survivors((1,)))
+        client.consistency(Survivors((1,)))
+    with pytest.raises(RoundError):
+        client.unmask(Survivors((1,)), (1,))
     server = SecAggServer(threshold=2, vector_length=2)
     with pytest.raises(RoundError):
         server.result()
