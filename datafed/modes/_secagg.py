@@ -326,8 +326,7 @@ class _Rounds:
         signers = [s.client_id for s in signatures]
         if len(signers) < self.server.threshold:
             raise ProtocolError(
-                f"only {len(signers)} node(s) signed the survivor set, "
-                f"need {self.server.threshold}"
+                f"only {len(signers)} node(s) signed the survivor set, need {self.server.threshold}"
             )
         for i, reply in (await self._round(4, dict.fromkeys(signers, raw))).items():
             try:
