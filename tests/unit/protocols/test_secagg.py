@@ -126,16 +126,7 @@ def test_server_view_of_an_input_is_masked() -> None:
 
 
 def test_client_refuses_to_unmask_a_survivor_twice() -> None:
-    clients = {i: SecAggClient(i, threshold=3, vector_length=4) for i in (1, 2, 3, 4)}
-    server = SecAggServer(threshold=3, vector_length=4)
-    for c in clients.values():
-        server.receive_advertise(c.advertise_keys())
-    roster = server.roster()
-    for c in clients.values():
-        server.receive_shares(c.share_keys(roster))
-    fwd = server.forward()
-    for i, c in clients.items():
-        server.receive_masked(c.masked_input(fwd[i], np.full(4, i, dtype=np.uint64)))
+    clients, _ = _masked(4, 3)
     # a server that lies about U3 (a client it never heard in round 1) is refused
     with pytest.raises(InvalidMessage):
         clients[1].consistency(Survivors((1, 2, 3, 99)))
