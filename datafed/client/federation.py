@@ -32,9 +32,9 @@ from datafed.client.progress import (
     CURRENT,
     Progress,
     ReportingSession,
-    Step,
     ignore,
     reported,
+    reporting,
 )
 from datafed.errors import DatafedError, PkiError, ProtocolError, QueryError
 from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
@@ -215,13 +215,12 @@ class Federation:
                 nodes=roster,
                 certificates={i.node: i.certificate_pem for i in infos},
             )
-            report(Step("", f"{mode.name} parameters", "start"))
-            pmsg = query_pb2.Protection(
-                mode=mode.name,
-                fixed_point_bits=self.config.fixed_point_bits,
-                params=await mode.params(ctx),
-            )
-            report(Step("", f"{mode.name} parameters", "done"))
+            with reporting(report, "", f"{mode.name} parameters"):
+                pmsg = query_pb2.Protection(
+                    mode=mode.name,
+                    fixed_point_bits=self.config.fixed_point_bits,
+                    params=await mode.params(ctx),
+                )
             for key in domain or ():
                 pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
             spec_msg = spec_to_proto(spec)
@@ -262,21 +261,20 @@ class Federation:
                     self.config.fixed_point_bits,
                 )
                 steps = tuple(session.receipts)
-        report(Step("", "combine", "start"))
-        result = _assemble.assemble(
-            spec,
-            comps,
-            mode,
-            self.config.fixed_point_bits,
-            job_id,
-            domain,
-            answers,
-            combined,
-            dp_k=_dp_threshold(spec.dataset, infos),
-        )
-        if post is not None:
-            result = result.postprocess(post)
-        report(Step("", "combine", "done"))
+        with reporting(report, "", "combine"):
+            result = _assemble.assemble(
+                spec,
+                comps,
+                mode,
+                self.config.fixed_point_bits,
+                job_id,
+                domain,
+                answers,
+                combined,
+                dp_k=_dp_threshold(spec.dataset, infos),
+            )
+            if post is not None:
+                result = result.postprocess(post)
         return dataclasses.replace(
             result, receipts=receipts, step_receipts=steps, statement=statement.digest
         )

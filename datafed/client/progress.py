@@ -9,14 +9,23 @@ the analyst's own work: key generation, decryption) and carries nothing from the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from datafed.modes import StepSession
 
-__all__ = ["CURRENT", "Progress", "ReportingSession", "Step", "ignore", "reported"]
+__all__ = [
+    "CURRENT",
+    "Progress",
+    "ReportingSession",
+    "Step",
+    "ignore",
+    "reported",
+    "reporting",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,18 @@ C = TypeVar("C")
 T = TypeVar("T")
 
 
+@contextmanager
+def reporting(report: Progress, node: str, step: str) -> Iterator[None]:
+    """Report ``step`` at ``node`` as started, then done or failed (the error propagates)."""
+    report(Step(node, step, "start"))
+    try:
+        yield
+    except BaseException:
+        report(Step(node, step, "failed"))
+        raise
+    report(Step(node, step, "done"))
+
+
 def reported(
     report: Progress, step: str
 ) -> Callable[[Callable[[str, C], Awaitable[T]]], Callable[[str, C], Awaitable[T]]]:
@@ -50,14 +71,8 @@ def reported(
 
     def wrap(fn: Callable[[str, C], Awaitable[T]]) -> Callable[[str, C], Awaitable[T]]:
         async def call(node: str, ch: C) -> T:
-            report(Step(node, step, "start"))
-            try:
-                out = await fn(node, ch)
-            except BaseException:
-                report(Step(node, step, "failed"))
-                raise
-            report(Step(node, step, "done"))
-            return out
+            with reporting(report, node, step):
+                return await fn(node, ch)
 
         return call
 
@@ -77,11 +92,5 @@ class ReportingSession:
     async def step(self, node: str, round_: int, payload: bytes) -> bytes:
         """Relay one step to ``node``, reporting it by the mode's name for the round."""
         name = self._names[round_ - 1] if 0 < round_ <= len(self._names) else f"step {round_}"
-        self._report(Step(node, name, "start"))
-        try:
-            out = await self._inner.step(node, round_, payload)
-        except BaseException:
-            self._report(Step(node, name, "failed"))
-            raise
-        self._report(Step(node, name, "done"))
-        return out
+        with reporting(self._report, node, name):
+            return await self._inner.step(node, round_, payload)

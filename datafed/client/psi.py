@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, Callable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport, map_errors
 from datafed.client.nodeinfo import ledger_head
-from datafed.client.progress import Progress, Step, ignore
+from datafed.client.progress import Progress, ignore, reporting
 from datafed.errors import PkiError, ProtocolError, QueryError
 from datafed.hazmat import (
     HazmatError,
@@ -261,9 +260,8 @@ async def run_intersection_sum(
     for name in (i_col.node, v_col.node):
         if name not in names:
             raise QueryError(f"node {name!r} is not in the federation file")
-    progress(Step("", "paillier key", "start"))
-    keys = await _keypair(fed)
-    progress(Step("", "paillier key", "done"))
+    with reporting(progress, "", "paillier key"):
+        keys = await _keypair(fed)
     try:
         job = PsiJob(job_id, i_col, v_col, keys[0].n, fed.config.fixed_point_bits)
     except ValueError as exc:
@@ -277,17 +275,17 @@ async def run_intersection_sum(
         }
         with (
             map_errors(transport.endpoint(i_col.node), timeout),
-            _step(progress, i_col.node, "blind"),
+            reporting(progress, i_col.node, "blind"),
         ):
             b_st, points, _ = await relay.blind(stubs["ids"], timeout)
         with (
             map_errors(transport.endpoint(v_col.node), timeout),
-            _step(progress, v_col.node, "exchange"),
+            reporting(progress, v_col.node, "exchange"),
         ):
             e_st, sealed, e_reply = await relay.exchange(stubs["values"], timeout, b_st, points)
         with (
             map_errors(transport.endpoint(i_col.node), timeout),
-            _step(progress, i_col.node, "intersect"),
+            reporting(progress, i_col.node, "intersect"),
         ):
             i_reply = await relay.intersect(stubs["ids"], timeout, e_st, sealed)
     receipts = (
@@ -313,17 +311,6 @@ async def run_intersection_sum(
         noise_stddev=sd_sum,
         size_noise_stddev=sd_size,
     )
-
-
-@contextmanager
-def _step(progress: Progress, node: str, name: str) -> Iterator[None]:
-    progress(Step(node, name, "start"))
-    try:
-        yield
-    except BaseException:
-        progress(Step(node, name, "failed"))
-        raise
-    progress(Step(node, name, "done"))
 
 
 def _dp_terms(
