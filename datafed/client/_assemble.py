@@ -53,16 +53,23 @@ def _check(
         raise ProtocolError(f"node {answer.node!r} used another fixed-point scale")
 
 
-def _merge(comps: Sequence[Component], a: list[int], b: list[int]) -> list[int]:
-    """One group's values of two nodes: sums, and MIN/MAX over the nodes with values."""
+def _counts_of(comps: Sequence[Component]) -> list[int | None]:
+    """For each MIN/MAX component the index of its column's non-null count, else None."""
     where = {c: i for i, c in enumerate(comps)}
+    return [
+        where[Component("count", c.column)] if c.kind in ("min", "max") else None for c in comps
+    ]
+
+
+def _merge(
+    comps: Sequence[Component], counts: Sequence[int | None], a: list[int], b: list[int]
+) -> list[int]:
+    """One group's values of two nodes: sums, and MIN/MAX over the nodes with values."""
     out = []
-    for c, x, y in zip(comps, a, b, strict=True):
-        if c.kind not in ("min", "max"):
+    for c, n, x, y in zip(comps, counts, a, b, strict=True):
+        if n is None:
             out.append(x + y)
-            continue
-        n = where[Component("count", c.column)]
-        if a[n] <= 0 or b[n] <= 0:  # a node without a non-null value reported NULL as 0
+        elif a[n] <= 0 or b[n] <= 0:  # a node without a non-null value reported NULL as 0
             out.append(y if a[n] <= 0 else x)
         else:
             out.append(min(x, y) if c.kind == "min" else max(x, y))
@@ -98,12 +105,13 @@ def combine_groups(
     if combined is not None or not isinstance(mode, OneShotMode):
         raise ProtocolError(f"protection {mode.name!r} needs a shared group domain")
     totals: dict[GroupKey, list[int]] = {}
+    counts = _counts_of(comps)
     for a in answers:
         keys = _keys(a, width)
         flat = mode.combine([a.payload], comps, len(keys))
         for i, k in enumerate(keys):
             vals = flat[i * c : (i + 1) * c]
-            totals[k] = _merge(comps, totals[k], vals) if k in totals else vals
+            totals[k] = _merge(comps, counts, totals[k], vals) if k in totals else vals
     return totals
 
 
