@@ -1,7 +1,7 @@
 """Public keys to pin, read from a node's certificate (or from a key file).
 
 A datafed party certificate binds the party's Ed25519 signing key in a non-critical X.509
-extension (OID :data:`SIGNING_KEY_OID`, defined by the federation PKI, ``datafed.pki``;
+extension (OID :data:`SIGNING_KEY_OID`, defined by the federation PKI, ``datafed.pki.ca``;
 repeated here because :mod:`audit` imports nothing from the rest of the repository).  An
 auditor receives certificates, not private keys, so ``datafed-audit vkey`` reads the key
 from there; with ``--ca`` it also checks that the federation CA issued the certificate.
@@ -25,7 +25,7 @@ from audit.note import raw_public_key
 
 __all__ = ["SIGNING_KEY_OID", "FoundKey", "public_key_of"]
 
-#: The datafed signing-key extension (same value as ``datafed.pki.SIGNING_KEY_OID``).
+#: The datafed signing-key extension (same value as ``datafed.pki.ca.SIGNING_KEY_OID``).
 SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.100524368485012938255517780669548082437")
 
 

@@ -30,9 +30,9 @@ import pytest
 
 from datafed.collect import Collector, DeviceTask, SealedReport, ShareOpener, Uploader
 from datafed.collect.local import LocalTask, add_collection
-from datafed.local import LocalFederation, water_district_specs
-from datafed.peers import x25519_private
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import LocalFederation, water_district_specs
+from datafed.pki.ca import load_signing_key, party_paths
+from datafed.pki.peers import x25519_private
 from datafed.protocols import AggregationJobInit, Helper, Leader, Report, VerifyInit
 
 N = 20_000
@@ -190,7 +190,7 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
 
     from datafed import pki
     from datafed.collect import ReportBinding, TaskSpec, report_digest, seal_shares
-    from datafed.peers import x25519_public
+    from datafed.pki.peers import x25519_public
     from datafed.proto.v1 import collect_pb2
     from datafed.protocols import shard_report
     from datafed.protocols._pingpong import helper_init, leader_continued, leader_init

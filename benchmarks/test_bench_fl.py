@@ -28,10 +28,10 @@ from datafed.fl.settings import RunSettings
 from datafed.fl.spec import TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.fl.workflow import open_job
-from datafed.local import LocalFederation
-from datafed.pki import party_paths
-from datafed.statement import new_job_id
-from datafed.tls import PartyFiles
+from datafed.local.federation import LocalFederation
+from datafed.pki.ca import party_paths
+from datafed.pki.tls import PartyFiles
+from datafed.wire.statement import new_job_id
 from nodes.fl.client_app import app, plain_app
 
 NODES = 3

@@ -25,7 +25,7 @@ import pytest
 from datafed.client import Federation
 from datafed.client import psi as client_psi
 from datafed.hazmat import BatchEncryptor, generate_paillier_keypair
-from datafed.local import FINANCE_PURPOSE, LocalFederation, finance_specs
+from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, finance_specs
 from datafed.protocols import PsiParty1, PsiParty2
 from datafed.psi import identifier_set, value_pairs
 

@@ -21,7 +21,7 @@ import pytest
 from engine_data import COLUMNS, duckdb_file, sqlite_file
 
 from datafed.client import Federation
-from datafed.local import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation, NodeSpec
 
 ROWS = int(os.environ.get("DATAFED_BENCH_QUERY_ROWS", "1000000"))
 GROUPS = int(os.environ.get("DATAFED_BENCH_QUERY_GROUPS", "100"))

@@ -7,7 +7,7 @@ Usage::
 
 Keys, types, defaults and constraints come from the models (:mod:`nodes.config`,
 :mod:`datafed.client.config`, :mod:`datafed.fl.config`, :mod:`audit.policy`), meanings
-from their ``#:`` comments (:mod:`datafed.config_doc`); the page is never edited by hand.
+from their ``#:`` comments (:mod:`datafed.config.doc`); the page is never edited by hand.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def render() -> str:
     sys.path.insert(0, str(ROOT))
     from audit.policy import PolicyFile
     from datafed.client.config import FederationConfig
-    from datafed.config_doc import reference_markdown, sections
+    from datafed.config.doc import reference_markdown, sections
     from datafed.fl.config import FlowerLink
     from nodes.config import NodeConfig
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from datafed.local import (
+from datafed.local.federation import (
     DEFAULT_DISTRICTS,
     FINANCE_PURPOSE,
     PURPOSE,

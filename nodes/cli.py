@@ -16,7 +16,7 @@ from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
-from audit.cli_common import version_option
+from audit.cli.common import version_option
 from audit.errors import EXIT_CODES_HELP, ExitCode
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
@@ -57,8 +57,8 @@ def init(
 ) -> None:
     """Write an annotated node.toml: every key with its default and meaning."""
     from datafed.errors import ConfigError
-    from datafed.pki import check_name
-    from nodes.template import node_toml
+    from datafed.pki.ca import check_name
+    from nodes.config.template import node_toml
 
     check_name("node", name)
     if out_file.exists() and not force:
@@ -116,7 +116,7 @@ def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.t
 
     Prints one line per problem and exits with status 1, or a summary of the datasets.
     """
-    from nodes.preflight import preflight
+    from nodes.config.preflight import preflight
     from nodes.stores import DataStore
 
     cfg = load_node_config(config)
@@ -164,7 +164,7 @@ def import_(
     """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    from nodes.importer import Mode, import_files
+    from nodes.importer.load import Mode, import_files
 
     if replace and append:
         raise typer.BadParameter("give at most one of --replace and --append")

@@ -13,15 +13,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, LedgerHead, ledger_origin
 from datafed.errors import ConfigError
-from datafed.pki import Identity, load_signing_key
+from datafed.pki.ca import Identity, load_signing_key
+from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2
-from datafed.signing import RequestHeader, now_ms
-from datafed.tls import TlsMaterial
+from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
-from nodes.jobs import JobTable
 from nodes.policy import PolicyEngine, ReleaseHistory
+from nodes.query.jobs import JobTable
 from nodes.replay import NonceStore
-from nodes.store import DataStore
+from nodes.stores import DataStore
 
 __all__ = ["NodeContext"]
 

@@ -14,12 +14,12 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from datafed.crl import check_not_revoked
 from datafed.errors import PkiError, SignatureError
-from datafed.pki import Identity, identity_from_pem
+from datafed.pki.ca import Identity, identity_from_pem
+from datafed.pki.crl import check_not_revoked
 from datafed.proto.v1 import common_pb2
-from datafed.serde import header_from_proto
-from datafed.signing import MAX_LIFETIME_MS, NONCE_BYTES, RequestHeader, verify_body
+from datafed.wire.serde import header_from_proto
+from datafed.wire.signing import MAX_LIFETIME_MS, NONCE_BYTES, RequestHeader, verify_body
 from nodes.errors import InvalidRequest, Unauthenticated
 from nodes.replay import NonceStore
 

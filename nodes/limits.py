@@ -13,8 +13,8 @@ says nothing about the data (it is no oracle):
 - Paillier key sizes (:func:`check_paillier_key`): only the sizes the dataset's policy
   allows (``paillier_bits``); the keys themselves live in a bounded cache
   (:mod:`datafed.modes._paillier_keys`);
-- quotas per requester (:class:`QuotaExceeded`): open protocol jobs (:mod:`nodes.jobs`)
-  and pending intersection-sums (:mod:`nodes.psi_jobs`).
+- quotas per requester (:class:`QuotaExceeded`): open protocol jobs (:mod:`nodes.query.jobs`)
+  and pending intersection-sums (:mod:`nodes.psi.jobs`).
 
 The limits, their defaults and why are listed in ``docs/policy.md#limits``.
 """
@@ -43,7 +43,7 @@ from datafed.modes import (
 from datafed.proto.v1 import modes_pb2, protocol_pb2, query_pb2
 from datafed.query.components import Component
 from datafed.query.spec import QuerySpec
-from datafed.serde import where_size
+from datafed.wire.serde import where_size
 from nodes.config import DatasetPolicy, LimitsSection
 from nodes.errors import InvalidRequest, NodeError, PermissionDenied
 
@@ -85,7 +85,7 @@ class QuotaExceeded(NodeError):
 
 def install(ctx: NodeContext) -> None:
     """Apply ``[limits]`` to a node's job table and Paillier key cache (at start)."""
-    from nodes.jobs import JobTable
+    from nodes.query.jobs import JobTable
 
     lim = ctx.config.limits
     ctx.jobs = JobTable(max_jobs=lim.max_open_jobs, per_requester=lim.max_open_jobs_per_requester)

@@ -28,9 +28,9 @@ import grpc
 
 from audit import Receipt
 from audit.ledger_serde import receipt_to_proto
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, ledger_pb2, query_pb2
-from datafed.signing import RequestHeader, now_ms
+from datafed.wire.signing import RequestHeader, now_ms
 from nodes.context import NodeContext
 from nodes.errors import NodeError, status_of
 from nodes.gate import open_signed, peer_identity, request_digest

@@ -3,7 +3,7 @@
 Reflection lists every service the node serves. ``node.health_listen`` adds a second,
 plaintext port that serves only gRPC health checking (grpc.health.v1), for orchestrators
 that cannot present a client certificate; it shares the main server's health status.
-``tls.crl`` makes the gate refuse revoked certificates (:mod:`datafed.crl`).
+``tls.crl`` makes the gate refuse revoked certificates (:mod:`datafed.pki.crl`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
-from datafed.crl import unwatch_crl, watch_crl
 from datafed.errors import DatafedError
+from datafed.pki.crl import unwatch_crl, watch_crl
+from datafed.pki.tls import server_credentials
 from datafed.proto.v1 import (
     collect_pb2,
     ledger_pb2,
@@ -32,17 +33,16 @@ from datafed.proto.v1 import (
     query_pb2_grpc,
     training_pb2,
 )
-from datafed.tls import server_credentials
 from nodes.collect import CollectService
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
-from nodes.ledger_servicer import add_ledger_services
+from nodes.fl.servicer import add_training_service
+from nodes.ledger.publish import Publisher, open_witness_store
+from nodes.ledger.servicer import add_ledger_services
 from nodes.limits import install as install_limits
-from nodes.protocol_servicer import add_protocol_service
-from nodes.psi_servicer import add_psi_service
-from nodes.publish import Publisher, open_witness_store
-from nodes.query_servicer import QueryServicer
-from nodes.training_servicer import add_training_service
+from nodes.psi.servicer import add_psi_service
+from nodes.query.servicer import QueryServicer
+from nodes.query.steps import add_protocol_service
 
 __all__ = [
     "SERVICE_NAMES",

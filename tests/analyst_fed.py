@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from datafed.local import PURPOSE, LocalFederation, NodeSpec
+from datafed.local.federation import PURPOSE, LocalFederation, NodeSpec
 from tests import sql_cases
 from tests.sql_cases import COLUMNS, NODES
 

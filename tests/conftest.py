@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datafed.local import LocalFederation
+from datafed.local.federation import LocalFederation
 
 
 @pytest.fixture(scope="session")

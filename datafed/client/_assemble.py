@@ -26,7 +26,7 @@ from datafed.query.components import (
 )
 from datafed.query.result import QueryResult
 from datafed.query.spec import QuerySpec, Scalar
-from datafed.serde import literal_from_proto
+from datafed.wire.serde import literal_from_proto
 
 __all__ = ["GroupKey", "assemble", "ledger_head"]
 

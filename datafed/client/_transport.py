@@ -27,10 +27,10 @@ from google.protobuf.message import Message
 
 from datafed.client.config import FederationConfig, NodeEndpoint
 from datafed.errors import NodeUnavailable, QueryError, RemoteError
+from datafed.pki.tls import TlsMaterial, channel_credentials
 from datafed.proto.v1 import common_pb2
-from datafed.serde import header_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.tls import TlsMaterial, channel_credentials
+from datafed.wire.serde import header_to_proto
+from datafed.wire.signing import new_header, sign_body
 
 __all__ = ["MAX_MESSAGE_BYTES", "SignedBody", "Transport", "map_errors"]
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datafed.config import load_toml_model
+from datafed.config.load import load_toml_model
 from datafed.fl.config import FlowerLink
-from datafed.tls import PartyFiles
+from datafed.pki.tls import PartyFiles
 
 __all__ = ["FederationConfig", "NodeEndpoint", "load_federation"]
 

@@ -38,8 +38,9 @@ from datafed.client.progress import (
 )
 from datafed.errors import DatafedError, PkiError, ProtocolError, QueryError
 from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
-from datafed.peers import verify_peer
-from datafed.pki import load_signing_key
+from datafed.pki.ca import load_signing_key
+from datafed.pki.peers import verify_peer
+from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import reported_components
@@ -47,10 +48,9 @@ from datafed.query.post import PostProcess
 from datafed.query.result import NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.query.sql import parse_query
-from datafed.serde import literal_to_proto, spec_to_proto
-from datafed.signing import MAX_LIFETIME_MS
-from datafed.statement import SignedJobStatement, new_job_id, sign_job_statement
-from datafed.tls import TlsMaterial
+from datafed.wire.serde import literal_to_proto, spec_to_proto
+from datafed.wire.signing import MAX_LIFETIME_MS
+from datafed.wire.statement import SignedJobStatement, new_job_id, sign_job_statement
 
 __all__ = ["Federation", "NodeInfo", "NodeStatus", "new_job_id", "run_sync"]
 

@@ -15,7 +15,7 @@ from typing import Any
 from datafed.proto.v1 import query_pb2
 from datafed.query.result import LedgerHeadInfo
 from datafed.query.spec import Scalar
-from datafed.serde import literal_from_proto
+from datafed.wire.serde import literal_from_proto
 
 __all__ = [
     "ColumnInfo",

@@ -26,7 +26,7 @@ from datafed.hazmat import (
     PaillierPublicKey,
     generate_paillier_keypair,
 )
-from datafed.pki import identity_from_pem
+from datafed.pki.ca import identity_from_pem
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
     VALUE_BOUND,

@@ -37,10 +37,10 @@ from datafed.collect._upload import DeviceTask, check_task
 from datafed.collect._wire import answer_digest
 from datafed.collect.errors import CollectError
 from datafed.errors import RemoteError
-from datafed.pki import load_signing_key
+from datafed.pki.ca import load_signing_key
+from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.query.result import NodeReceipt
-from datafed.tls import TlsMaterial
 
 __all__ = ["Collector", "Window", "WindowInfo"]
 

@@ -10,7 +10,7 @@ kept libraries only (``cryptography``):
 
     enc    = X25519 public key of a fresh ephemeral secret e
     shared = X25519(e, pk_helper)           pk_helper: from the Ed25519 key in the
-                                            Helper's certificate (datafed/peers.py)
+                                            Helper's certificate (datafed/pki/peers.py)
     prk    = HKDF-Extract(salt = enc || pk_helper, ikm = shared)
     key    = HKDF-Expand(prk, LABEL || task_id || report_id || u64(time), 32)
     aad    = LABEL || task_id || report_id || u64(time) || u32(len(public)) || public
@@ -93,7 +93,7 @@ def seal_shares(
     Parameters
     ----------
     recipient : bytes
-        The Helper's 32-byte X25519 public key (:func:`datafed.peers.x25519_public`).
+        The Helper's 32-byte X25519 public key (:func:`datafed.pki.peers.x25519_public`).
     items : sequence of (ReportBinding, bytes)
         Each report's binding and its encoded Helper input share.
 
@@ -120,7 +120,7 @@ class ShareOpener:
     Parameters
     ----------
     private : bytes
-        The Helper's 32-byte X25519 secret (:func:`datafed.peers.x25519_private`).
+        The Helper's 32-byte X25519 secret (:func:`datafed.pki.peers.x25519_private`).
     """
 
     def __init__(self, private: bytes) -> None:

@@ -47,13 +47,13 @@ from datafed.collect._seal import ReportBinding, seal_shares
 from datafed.collect._task import TaskSpec
 from datafed.collect._wire import SealedReport, spec_from_proto
 from datafed.collect.errors import CollectError
-from datafed.config import load_toml_model
+from datafed.config.load import load_toml_model
 from datafed.errors import NodeUnavailable, PkiError
-from datafed.peers import verify_peer, x25519_public
-from datafed.pki import Identity, load_signing_key
+from datafed.pki.ca import Identity, load_signing_key
+from datafed.pki.peers import verify_peer, x25519_public
+from datafed.pki.tls import PartyFiles, TlsMaterial
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.protocols import CollectTask, Report, shard_report
-from datafed.tls import PartyFiles, TlsMaterial
 
 __all__ = ["DeviceTask", "GatewayConfig", "UploadResult", "Uploader"]
 

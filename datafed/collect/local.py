@@ -1,6 +1,6 @@
 """Collection tasks on a local federation (tests, the sensors example, the benchmark).
 
-:func:`add_collection` takes a :class:`datafed.local.LocalFederation` created but not yet
+:func:`add_collection` takes a :class:`datafed.local.federation.LocalFederation` created but not yet
 started, pins its aggregators to fixed free ports (the Leader must reach the Helper at a
 known address, also after the Helper restarts), issues gateway certificates, appends one
 ``[[collect]]`` block per task to both aggregators' ``node.toml`` and writes one
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datafed import pki
-from datafed.local import LocalFederation
+from datafed.local.federation import LocalFederation
 
 __all__ = ["LocalTask", "add_collection"]
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from datafed.config import resolve_path
+from datafed.config.load import resolve_path
 from datafed.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -1,16 +1,17 @@
 """District flood offices for a local federation (demo, examples, tests).
 
-Each office is a :class:`~datafed.local.NodeSpec` serving its own seeded, non-IID
+Each office is a :class:`~datafed.local.federation.NodeSpec` serving its own seeded, non-IID
 ``flood_readings`` table (:mod:`datafed.fl.synthetic`) under a policy that lets analyst
 ``alice`` train flood-risk models (``allowed_operations`` includes ``"training"``) and
 run the usual protected queries. Start them with
-:class:`~datafed.local.LocalFederation`; add Flower with :class:`nodes.fl.local.LocalFlower`.
+:class:`~datafed.local.federation.LocalFederation`; add Flower with
+:class:`nodes.fl.local.LocalFlower`.
 """
 
 from __future__ import annotations
 
 from datafed.fl.synthetic import FLOOD_COLUMNS, FLOOD_TABLE, flood_profiles, flood_rows
-from datafed.local import NodeSpec
+from datafed.local.federation import NodeSpec
 
 __all__ = ["FLOOD_PURPOSE", "flood_node_specs", "flood_policy"]
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from datafed.client.config import FederationConfig
 from datafed.fl.serde import bundle_to_text, spec_to_proto
 from datafed.fl.spec import TrainingSpec
-from datafed.pki import load_signing_key
+from datafed.pki.ca import load_signing_key
 from datafed.proto.v1 import common_pb2, training_pb2
-from datafed.serde import header_to_proto
-from datafed.signing import MAX_LIFETIME_MS, new_header, sign_body
+from datafed.wire.serde import header_to_proto
+from datafed.wire.signing import MAX_LIFETIME_MS, new_header, sign_body
 
 __all__ = ["sign_training_bundle"]
 

@@ -41,7 +41,7 @@ from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
-from datafed.statement import new_job_id
+from datafed.wire.statement import new_job_id
 
 __all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
 

@@ -60,7 +60,7 @@ class ModeContext:
     nodes: tuple[str, ...]
     #: Each participating node's certificate (PEM), as it presented it.
     certificates: Mapping[str, bytes]
-    #: Hex digest of the job statement every participant receives (see datafed.statement).
+    #: Hex digest of the job statement every participant receives (see datafed.wire.statement).
     binding: str = ""
 
 

@@ -33,7 +33,7 @@ from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
 from datafed.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
 

@@ -4,7 +4,7 @@ Nodes never connect to each other; the analyst's client relays.  What one node s
 another is an ``Envelope`` (job, statement digest, mode, sender, recipient, body) signed
 with the sender's Ed25519 certificate key, then put in a libsodium sealed box (X25519 +
 XSalsa20-Poly1305, libsodium ``crypto_box_seal``) for the recipient's X25519 key, which
-is derived from the Ed25519 key in the recipient's certificate (:mod:`datafed.peers`).
+is derived from the Ed25519 key in the recipient's certificate (:mod:`datafed.pki.peers`).
 So the analyst can neither read a share nor forge, replay (other job or statement) or
 redirect one: every check is made by the recipient, which trusts only certificates
 issued by the federation CA.
@@ -24,8 +24,8 @@ from datafed.errors import PkiError
 from datafed.hazmat.errors import HazmatError
 from datafed.modes._base import NodeEnv
 from datafed.modes.errors import InvalidEnvelope
-from datafed.peers import verify_peer, x25519_private, x25519_public
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
+from datafed.pki.peers import verify_peer, x25519_private, x25519_public
 from datafed.proto.v1 import protocol_pb2
 
 __all__ = [

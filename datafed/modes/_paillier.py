@@ -40,7 +40,7 @@ from datafed.hazmat import (
 )
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode
 from datafed.modes._paillier_keys import KEY_CACHE
-from datafed.peers import shared_secret, verify_peer
+from datafed.pki.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
 

@@ -36,7 +36,7 @@ from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, 
 from datafed.modes._envelope import check_roster, peers
 from datafed.modes._integrity import check_ring, with_ring_checksum
 from datafed.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.protocols import (
     AdvertiseKeys,

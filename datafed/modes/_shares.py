@@ -36,7 +36,7 @@ from datafed.modes._integrity import (
 )
 from datafed.modes._relay import collect_sealed
 from datafed.modes._steps import Combined, NodeAnswer, StepSession
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
 

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.errors import PkiError
-from datafed.peers import verify_peer
+from datafed.pki.peers import verify_peer
 from datafed.psi.errors import InvalidPsiMessage
 
 __all__ = ["STATEMENT_CONTEXT", "Statement", "StatementBody", "sign_statement", "verify_statement"]

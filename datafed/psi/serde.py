@@ -114,7 +114,7 @@ def blind_body(header: common_pb2.RequestHeader, job: PsiJob) -> bytes:
     Parameters
     ----------
     header
-        The request header (from :func:`datafed.serde.header_to_proto`).
+        The request header (from :func:`datafed.wire.serde.header_to_proto`).
     job
         The job.
 

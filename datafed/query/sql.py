@@ -22,9 +22,9 @@ the spec to SQLAlchemy Core.
 Sizes are bounded with messages that say which bound (``docs/policy.md#limits``): at most
 :data:`MAX_SQL_LENGTH` characters, :data:`MAX_AGGREGATES` aggregates, 64 bins per
 HISTOGRAM, :data:`MAX_OUTPUT_VALUES` values per group, 1000 values per IN list, and a
-WHERE of at most :data:`~datafed.serde.MAX_PREDICATE_NODES` conditions,
-:data:`~datafed.serde.MAX_WHERE_VALUES` values and
-:data:`~datafed.serde.MAX_PREDICATE_DEPTH` levels (chains of AND or OR are one level) --
+WHERE of at most :data:`~datafed.wire.serde.MAX_PREDICATE_NODES` conditions,
+:data:`~datafed.wire.serde.MAX_WHERE_VALUES` values and
+:data:`~datafed.wire.serde.MAX_PREDICATE_DEPTH` levels (chains of AND or OR are one level) --
 the defaults a node accepts, so a query the front end takes is not refused for its size.
 """
 
@@ -37,8 +37,6 @@ from pydantic import ValidationError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-# serde imports the spec (and so this package): read its bounds when a query is parsed.
-from datafed import serde as _wire
 from datafed.errors import QueryError
 from datafed.query.components import reported_components
 from datafed.query.spec import (
@@ -54,6 +52,9 @@ from datafed.query.spec import (
     QuerySpec,
     Scalar,
 )
+
+# serde imports the spec (and so this package): read its bounds when a query is parsed.
+from datafed.wire import serde as _wire
 
 __all__ = [
     "MAX_AGGREGATES",

@@ -27,7 +27,7 @@ from datafed import pki
 from datafed.fl import model_lineage, train
 from datafed.fl.lineage import format_lineage
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs
-from datafed.local import LocalFederation
+from datafed.local.federation import LocalFederation
 from nodes.fl.local import LocalFlower
 
 BIN = Path(sys.executable).parent

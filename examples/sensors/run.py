@@ -38,7 +38,7 @@ from audit.remote import LedgerClient, mtls_channel
 from datafed import pki
 from datafed.collect import Collector, Uploader, Window
 from datafed.collect.local import LocalTask, add_collection
-from datafed.local import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation, NodeSpec
 
 BIN = Path(sys.executable).parent
 LEADER, HELPER = "city-water", "city-stats"

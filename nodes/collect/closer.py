@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import InvalidBatchSize, Leader
-from datafed.signing import RequestHeader, now_ms
+from datafed.wire.signing import RequestHeader, now_ms
 from nodes.collect.entries import record_window
 from nodes.collect.helper import body_digest
 from nodes.collect.runtime import close_job_id

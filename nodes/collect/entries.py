@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from datafed.pki import Identity
-from datafed.signing import RequestHeader
+from datafed.pki.ca import Identity
+from datafed.wire.signing import RequestHeader
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import WindowRow
 from nodes.context import NodeContext

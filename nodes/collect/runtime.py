@@ -4,11 +4,11 @@ Built once at start from a ``[[collect]]`` block (:class:`nodes.config.CollectCo
 
 * the task's public parameters and ID (:class:`datafed.collect.TaskSpec`);
 * the other aggregator's identity, from the certificate the block names, checked
-  against the federation CA (:func:`datafed.peers.verify_peer`);
+  against the federation CA (:func:`datafed.pki.peers.verify_peer`);
 * the **verification key** the two aggregators share and nobody else knows
   (draft-irtf-cfrg-vdaf §9.1: random, secret from clients, fixed before any report):
   HKDF-SHA256 of their X25519 agreement (each side's Ed25519 certificate key mapped to
-  X25519, ``datafed/peers.py``), salted with the task ID, so it needs no distribution
+  X25519, ``datafed/pki/peers.py``), salted with the task ID, so it needs no distribution
   and a changed task gets a new key;
 * the Helper's X25519 secret, to open the input shares sealed to it;
 * the task's SQLite file (:class:`nodes.collect.storage.CollectStore`).
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from datafed.collect import TaskSpec
 from datafed.errors import ConfigError
-from datafed.peers import shared_secret, verify_peer, x25519_private
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
+from datafed.pki.peers import shared_secret, verify_peer, x25519_private
 from datafed.protocols import CollectTask, Prio3
 from nodes.collect.storage import CollectStore
 from nodes.config import CollectConfig

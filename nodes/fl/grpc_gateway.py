@@ -22,8 +22,8 @@ import numpy as np
 from datafed.errors import ProtocolError
 from datafed.fl.serde import grant_from_proto, round_to_proto
 from datafed.fl.spec import RoundEntry
+from datafed.pki.tls import TlsMaterial, channel_credentials
 from datafed.proto.v1 import common_pb2, training_pb2, training_pb2_grpc
-from datafed.tls import TlsMaterial, channel_credentials
 from nodes.config import load_node_config
 from nodes.fl.errors import GatewayRefused, GatewayUnavailable
 from nodes.fl.gateway import Receipt, TrainingData

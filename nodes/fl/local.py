@@ -1,4 +1,6 @@
-"""A whole Flower deployment on one machine, beside a :class:`~datafed.local.LocalFederation`.
+"""A whole Flower deployment on one machine, beside a local federation.
+
+It runs beside a :class:`~datafed.local.federation.LocalFederation`.
 
 For ``make demo``, the integration tests, the examples and anyone trying federated
 training locally: a real ``flower-superlink`` process (TLS, a certificate with role
@@ -19,7 +21,7 @@ from types import TracebackType
 
 from datafed import pki
 from datafed.fl.superlink import SuperLink, free_port, start_process, stop_process
-from datafed.local import LocalFederation, LocalNode
+from datafed.local.federation import LocalFederation, LocalNode
 from nodes.fl.supernode import supernode_command
 
 __all__ = ["SUPERLINK_NAME", "LocalFlower"]

@@ -30,11 +30,11 @@ from typing import Any, Literal, Protocol
 
 from audit import Ledger
 from audit.records import decode_leaf
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import query_pb2
 from datafed.query.spec import QuerySpec
-from datafed.signing import RequestHeader
-from datafed.statement import SignedJobStatement
+from datafed.wire.signing import RequestHeader
+from datafed.wire.statement import SignedJobStatement
 from nodes.config import DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest
 from nodes.policy import rules

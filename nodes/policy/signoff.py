@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed.errors import SignatureError
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
-from datafed.signing import RequestHeader, now_ms
-from datafed.signoff import sign_signoff, verify_signoff
-from datafed.statement import SignedJobStatement
+from datafed.wire.signing import RequestHeader, now_ms
+from datafed.wire.signoff import sign_signoff, verify_signoff
+from datafed.wire.statement import SignedJobStatement
 from nodes.config import NodeConfig
 from nodes.errors import InvalidRequest, PermissionDenied
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from datafed.local import PURPOSE, LocalFederation, _free_port
+from datafed.local.federation import PURPOSE, LocalFederation, _free_port
 from tests import analyst_fed
 from tests.e2e.test_cli import assert_one_line_error, run
 

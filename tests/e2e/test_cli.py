@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datafed.local import PURPOSE
+from datafed.local.federation import PURPOSE
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

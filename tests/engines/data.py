@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datafed import synth
+from datafed.local import synth
 
 ENGINES = ("sqlite", "sqlite-text", "duckdb", "postgresql", "spark")
 _ARROW = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}

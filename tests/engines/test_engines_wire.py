@@ -20,7 +20,7 @@ import pytest
 
 from datafed import pki, synth
 from datafed.client import Federation
-from datafed.local import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation, NodeSpec
 from tests.engines.data import ENGINES, pipe_rows, write
 
 PURPOSE = "service-planning"

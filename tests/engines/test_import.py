@@ -12,11 +12,11 @@ import pytest
 from audit import Ledger
 from datafed import pki
 from datafed.errors import ConfigError
-from datafed.pki import load_signing_key
+from datafed.pki.ca import load_signing_key
 from datafed.query.components import components
 from datafed.query.sql import parse_sql
 from nodes.config import load_node_config
-from nodes.importer import ImportRefused, import_files
+from nodes.importer.load import ImportRefused, import_files
 from nodes.stores import DataStore
 
 BIN = Path(sys.executable).parent

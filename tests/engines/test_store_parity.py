@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from datafed import synth
+from datafed.local import synth
 from datafed.query.components import components
 from datafed.query.sql import parse_sql
 from nodes.config import DatasetConfig

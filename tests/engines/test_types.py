@@ -75,7 +75,7 @@ def test_text_year_groups_as_the_declared_integer(text_store):
 
 def test_text_and_integer_nodes_give_one_key_type(tmp_path, text_store):
     """Issue 10: plain listed 2023 twice (TEXT '2023' at one node, INTEGER at the other)."""
-    from datafed import synth
+    from datafed.local import synth
 
     synth.write_table(
         tmp_path / "i.sqlite",
@@ -234,7 +234,7 @@ def test_data_changed_after_the_check_is_a_clear_node_error(tmp_path):
     (Values are checked when the node starts and by check-config; what changes later is
     caught where it cannot be converted, never as a traceback.)
     """
-    from datafed import synth
+    from datafed.local import synth
     from nodes.errors import NodeError
 
     synth.write_table(

@@ -18,18 +18,18 @@ from hypothesis import strategies as st
 from datafed.errors import DatafedError, ProtocolError, QueryError, SignatureError
 from datafed.fl import serde as fl_serde
 from datafed.modes import MODES, NodeEnv, SteppedMode
-from datafed.pki import identity_from_pem, load_signing_key, party_paths
+from datafed.pki.ca import identity_from_pem, load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, protocol_pb2, psi_pb2, query_pb2, training_pb2
 from datafed.psi import serde as psi_serde
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_from_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.signoff import verify_signoff
-from datafed.statement import STATEMENT_CONTEXT, JobStatement, open_job_statement
+from datafed.wire.serde import header_to_proto, spec_from_proto, spec_to_proto
+from datafed.wire.signing import new_header, sign_body
+from datafed.wire.signoff import verify_signoff
+from datafed.wire.statement import STATEMENT_CONTEXT, JobStatement, open_job_statement
 from nodes.errors import NodeError
 from nodes.gate import open_signed
 from nodes.policy.signoff import parse_signoff_request
-from nodes.query_job import parse_query
+from nodes.query.job import parse_query
 from nodes.replay import NonceStore
 from tests.fuzz.protos import messages, mutated
 from tests.fuzz.settings import fuzz
@@ -50,7 +50,7 @@ def _same_on_the_wire(a: query_pb2.QuerySpec, b: query_pb2.QuerySpec) -> bool:
 def _spec(msg: query_pb2.QuerySpec) -> None:
     try:
         spec = spec_from_proto(msg)
-    except (QueryError, ProtocolError):  # both documented (datafed.serde)
+    except (QueryError, ProtocolError):  # both documented (datafed.wire.serde)
         return
     again = spec_to_proto(spec)
     assert _same_on_the_wire(again, spec_to_proto(spec_from_proto(again)))
@@ -138,7 +138,7 @@ def test_open_signed_any_body(alice, nonces, case) -> None:  # type: ignore[no-u
     (_, parse, _cls), body = case
     key, identity = alice
     signed = common_pb2.SignedRequest(body=body, signature=sign_body(body, key))
-    from datafed.signing import now_ms
+    from datafed.wire.signing import now_ms
 
     try:
         open_signed(signed, identity, "water-north", nonces, now_ms(), parse)

@@ -30,11 +30,11 @@ from audit.checkpoint import log_verifier
 from audit.export import ExportDir, export_store
 from audit.policy import Policy
 from audit.verify import verify_log
-from datafed import synth
 from datafed.client import Federation
 from datafed.hazmat import HeContext
-from datafed.local import LocalFederation, NodeSpec
-from datafed.pki import load_signing_key, party_paths
+from datafed.local import synth
+from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import (
     common_pb2,
     ledger_pb2,
@@ -51,9 +51,9 @@ from datafed.proto.v1 import (
 )
 from datafed.psi import IdsColumn, PsiJob, ValuesColumns
 from datafed.psi import serde as psi_serde
-from datafed.serde import header_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.statement import sign_job_statement
+from datafed.wire.serde import header_to_proto
+from datafed.wire.signing import new_header, sign_body
+from datafed.wire.statement import sign_job_statement
 from tests.fuzz.protos import messages, mutated
 from tests.fuzz.settings import fuzz
 from tests.fuzz.specs import literals, mostly, specs

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from datafed.errors import QueryError
 from datafed.query.spec import QuerySpec
 from datafed.query.sql import parse_sql
-from datafed.serde import spec_from_proto, spec_to_proto
+from datafed.wire.serde import spec_from_proto, spec_to_proto
 from tests.fuzz.settings import fuzz
 
 COLUMNS = ("year", "bursts", "material", "repair_hours", '"year"', "t.year", "1", "*")

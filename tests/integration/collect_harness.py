@@ -19,11 +19,11 @@ from datafed.client import FederationConfig, NodeEndpoint, Transport
 from datafed.collect import Collector, DeviceTask, Uploader
 from datafed.collect.local import LocalTask, add_collection
 from datafed.hazmat import Field64, SumCircuit
-from datafed.local import LocalFederation, water_district_specs
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import LocalFederation, water_district_specs
+from datafed.pki.ca import load_signing_key, party_paths
+from datafed.pki.tls import PartyFiles, TlsMaterial
 from datafed.proto.v1 import collect_pb2_grpc
 from datafed.protocols import Prio3
-from datafed.tls import PartyFiles, TlsMaterial
 
 LEADER, HELPER = "water-north", "water-east"
 PURPOSE = "service-planning"

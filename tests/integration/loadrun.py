@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit import DataUseRecord
-from datafed import synth
 from datafed.client import Federation
 from datafed.errors import DatafedError
-from datafed.local import LocalFederation, NodeSpec
+from datafed.local import synth
+from datafed.local.federation import LocalFederation, NodeSpec
 from tests.integration.raw import PURPOSE, ledger_records
 
 ANALYSTS = ("alice", "bob", "carol")

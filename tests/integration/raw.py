@@ -17,13 +17,13 @@ import grpc
 
 from audit import DataUseRecord, decode_leaf
 from audit.remote import LedgerClient, mtls_channel
-from datafed.local import LocalFederation
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import LocalFederation
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
-from datafed.signing import RequestHeader, new_header, sign_body
-from datafed.statement import SignedJobStatement, sign_job_statement
+from datafed.wire.serde import header_to_proto, spec_to_proto
+from datafed.wire.signing import RequestHeader, new_header, sign_body
+from datafed.wire.statement import SignedJobStatement, sign_job_statement
 
 PURPOSE = "service-planning"
 

@@ -18,11 +18,11 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from datafed.cli import app
+from datafed.cli.app import app
 from datafed.collect import Collector, Uploader
 from datafed.errors import RemoteError
-from datafed.peers import verify_peer
-from datafed.pki import load_signing_key, party_paths
+from datafed.pki.ca import load_signing_key, party_paths
+from datafed.pki.peers import verify_peer
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import Leader, Report, shard_report
 from nodes.collect.runtime import verify_key_of

@@ -32,7 +32,7 @@ from datafed import pki
 from datafed.fl.lineage import format_lineage, model_lineage
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs, flood_policy
 from datafed.fl.superlink import free_port
-from datafed.local import LocalFederation
+from datafed.local.federation import LocalFederation
 from nodes.context import ledger_origin
 from nodes.fl.local import LocalFlower
 

@@ -25,14 +25,14 @@ from datafed.client import psi as client_psi
 from datafed.client._transport import Transport
 from datafed.errors import QueryError, RemoteError
 from datafed.hazmat import generate_paillier_keypair, hash_to_group
-from datafed.local import FINANCE_PURPOSE, LocalFederation, finance_specs
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, finance_specs
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, psi_pb2_grpc
 from datafed.psi import IdsColumn, PsiJob, StatementBody, ValuesColumns, sign_statement
 from datafed.psi import serde as psi_serde
-from datafed.serde import header_to_proto
-from datafed.signing import new_header, sign_body
-from nodes.psi_servicer import MAX_SET_SIZE
+from datafed.wire.serde import header_to_proto
+from datafed.wire.signing import new_header, sign_body
+from nodes.psi.servicer import MAX_SET_SIZE
 
 IDS = ("tax-bureau", "taxpayers", "person_id")
 VALUES = ("city-bank", "loans", "person_id", "amount")

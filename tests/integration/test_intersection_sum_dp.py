@@ -9,7 +9,7 @@ import pytest
 
 from datafed.client import Federation
 from datafed.errors import RemoteError
-from datafed.local import FINANCE_PURPOSE, LocalFederation, finance_specs
+from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, finance_specs
 
 IDS = ("tax-bureau", "taxpayers", "person_id")
 VALUES = ("city-bank", "loans", "person_id", "amount")

@@ -22,17 +22,17 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from datafed import synth
 from datafed.client import Federation
 from datafed.client._receipts import answer_digest, node_receipt
 from datafed.client.federation import _Job
 from datafed.errors import ProtocolError, RemoteError
-from datafed.local import LocalFederation, NodeSpec
-from datafed.pki import load_signing_key, party_paths
+from datafed.local import synth
+from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import modes_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
-from datafed.serde import spec_to_proto
-from datafed.statement import sign_job_statement
+from datafed.wire.serde import spec_to_proto
+from datafed.wire.statement import sign_job_statement
 from tests.integration.raw import PURPOSE, ledger_records, query_stub, signed_query
 
 DISTRICTS = ("north", "east", "south")

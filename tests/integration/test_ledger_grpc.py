@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import Ledger, WitnessRefusal
 from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from audit.cli import main as audit_main
+from audit.cli.app import main as audit_main
 from audit.private import decode_opening
 from audit.remote import LedgerClient, RemoteError, mtls_channel, request_cosignature
 from audit.witness import WitnessStore
 from datafed import pki
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
-from nodes.ledger_servicer import add_ledger_services
+from nodes.ledger.servicer import add_ledger_services
 from tests.unit.audit.conftest import make_record
 
 ORIGIN = "datafed/ledger/water-north"

@@ -25,7 +25,7 @@ from audit.remote import mtls_channel
 from audit.verify import verify_log
 from audit.vkeys import public_key_of
 from datafed import pki
-from datafed.local import LocalFederation, water_district_specs
+from datafed.local.federation import LocalFederation, water_district_specs
 from datafed.proto.v1 import common_pb2, query_pb2_grpc
 
 

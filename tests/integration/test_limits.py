@@ -21,16 +21,16 @@ import grpc
 import pytest
 
 from audit import decode_leaf
-from datafed import synth
 from datafed.client import Federation
 from datafed.hazmat import HeContext
-from datafed.local import LocalFederation, LocalNode, water_district_specs
-from datafed.pki import load_signing_key, party_paths
+from datafed.local import synth
+from datafed.local.federation import LocalFederation, LocalNode, water_district_specs
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, modes_pb2, protocol_pb2, psi_pb2_grpc, query_pb2
 from datafed.psi import IdsColumn, PsiJob, ValuesColumns
 from datafed.psi import serde as psi_serde
-from datafed.serde import header_to_proto
-from datafed.signing import new_header, sign_body
+from datafed.wire.serde import header_to_proto
+from datafed.wire.signing import new_header, sign_body
 from tests.integration.raw import PURPOSE, query_stub, signed_query
 
 MiB = 1 << 20

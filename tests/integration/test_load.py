@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from datafed.local import LocalFederation
+from datafed.local.federation import LocalFederation
 from tests.integration import loadrun
 
 

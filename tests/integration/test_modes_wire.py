@@ -21,11 +21,11 @@ from audit import Ledger
 from datafed.client import Federation
 from datafed.client._session import ProtocolSession
 from datafed.errors import NodeUnavailable, ProtocolError, RemoteError
-from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
 from datafed.modes import NodeEnv
 from datafed.modes._envelope import open_sealed, peers
 from datafed.modes.errors import InvalidEnvelope
-from datafed.pki import load_signing_key, party_paths
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component, reported_components
 from datafed.query.sql import parse_sql

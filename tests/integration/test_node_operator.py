@@ -26,12 +26,12 @@ from datafed import pki
 from datafed.client import Federation
 from datafed.errors import RemoteError
 from datafed.fl.superlink import free_port
-from datafed.local import PURPOSE, LocalFederation, water_district_specs
-from datafed.pki_registry import publish_crl
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki.registry import publish_crl
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
+from datafed.wire.serde import header_to_proto, spec_to_proto
+from datafed.wire.signing import new_header, sign_body
 from nodes.server import SERVICE_NAMES
 
 BIN = Path(sys.executable).parent

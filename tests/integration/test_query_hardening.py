@@ -11,13 +11,13 @@ import pytest
 from datafed import pki
 from datafed.client import Federation
 from datafed.errors import QueryError, RemoteError
-from datafed.local import PURPOSE
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import PURPOSE
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
-from datafed.serde import header_to_proto, spec_to_proto
-from datafed.signing import new_header, sign_body
-from datafed.statement import sign_job_statement
+from datafed.wire.serde import header_to_proto, spec_to_proto
+from datafed.wire.signing import new_header, sign_body
+from datafed.wire.statement import sign_job_statement
 
 INJECTIONS = [
     "x'; DROP TABLE pipe_incidents; --",

@@ -12,8 +12,8 @@ from audit import Ledger
 from datafed import pki
 from datafed.client import Federation
 from datafed.errors import NodeUnavailable, RemoteError
-from datafed.local import PURPOSE, LocalFederation
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import PURPOSE, LocalFederation
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2, query_pb2_grpc
 from tests.integration.raw import signed_query
 

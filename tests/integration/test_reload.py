@@ -12,7 +12,7 @@ import pytest
 
 from datafed.client import Federation
 from datafed.errors import RemoteError
-from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
 from tests.integration.raw import ledger_records
 
 SQL = "SELECT COUNT(*) FROM pipe_incidents"

@@ -8,8 +8,8 @@ import pytest
 from audit import Ledger
 from datafed.client import Federation
 from datafed.errors import RemoteError
-from datafed.local import PURPOSE, LocalFederation, water_district_specs
-from datafed.pki import load_signing_key, party_paths
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import query_pb2
 from tests.integration.raw import query_stub, signed_query
 
@@ -98,7 +98,7 @@ def test_missing_or_forged_signoff_refused(fed):
         and "needs sign-off by water-east" in err.value.details()
     )
     # a statement "signed" by the analyst itself, claiming to be water-east
-    from datafed.signoff import sign_signoff
+    from datafed.wire.signoff import sign_signoff
 
     files = party_paths(fed.pki_dir, "analyst", "alice")
     forged = sign_signoff(

@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 
 from datafed.client import Federation
-from datafed.local import PURPOSE, LocalFederation, _free_port
+from datafed.local.federation import PURPOSE, LocalFederation, _free_port
 from datafed.proto.v1 import modes_pb2, query_pb2
 from tests import analyst_fed, sql_cases
 from tests.integration.raw import query_stub, signed_query

@@ -17,9 +17,9 @@ from audit.note import raw_public_key
 from audit.remote import LedgerClient, mtls_channel
 from datafed import pki
 from datafed.client import Federation
-from datafed.local import PURPOSE, LocalFederation, water_district_specs
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
 from nodes.context import ledger_origin
-from nodes.publish import witness_name
+from nodes.ledger.publish import witness_name
 
 BIN = Path(sys.executable).parent
 SQL = "SELECT SUM(bursts), COUNT(*) FROM pipe_incidents WHERE year = 2024"

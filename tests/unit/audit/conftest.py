@@ -56,7 +56,7 @@ def ledger(tmp_path: Path, key: Ed25519PrivateKey) -> Any:
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run ``datafed-audit ARGV`` in-process: its exit code, stdout and stderr."""
-    from audit.cli import main
+    from audit.cli.app import main
 
     old = sys.argv
     sys.argv = ["datafed-audit", *argv]

@@ -31,8 +31,8 @@ from datafed.collect import (
     spec_from_proto,
     spec_to_proto,
 )
-from datafed.peers import x25519_private, x25519_public
-from datafed.pki import identity_from_pem, load_signing_key, party_paths
+from datafed.pki.ca import identity_from_pem, load_signing_key, party_paths
+from datafed.pki.peers import x25519_private, x25519_public
 
 BASE = TaskSpec(
     name="water-use",

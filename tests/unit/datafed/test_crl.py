@@ -11,10 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from datafed import pki
-from datafed.crl import RevocationList, check_not_revoked, unwatch_crl, watch_crl
 from datafed.errors import PkiError
-from datafed.peers import verify_peer
-from datafed.pki_registry import CRL_FILE, list_issued, publish_crl, revoke
+from datafed.pki.crl import RevocationList, check_not_revoked, unwatch_crl, watch_crl
+from datafed.pki.peers import verify_peer
+from datafed.pki.registry import CRL_FILE, list_issued, publish_crl, revoke
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from datafed.config_doc import MissingDescription, sections
+from datafed.config.doc import MissingDescription, sections
 from nodes.config import NodeConfig, load_node_config
 
 BIN = Path(sys.executable).parent

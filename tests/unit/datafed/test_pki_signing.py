@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed import pki
 from datafed.errors import PkiError, SignatureError
-from datafed.signing import MAX_LIFETIME_MS, new_header, sign_body, verify_body
+from datafed.wire.signing import MAX_LIFETIME_MS, new_header, sign_body, verify_body
 
 
 def test_issued_certificate_carries_role_name_and_signing_key(pki_dir):

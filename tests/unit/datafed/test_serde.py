@@ -14,7 +14,7 @@ from datafed.query.spec import (
     Not,
     QuerySpec,
 )
-from datafed.serde import spec_from_proto, spec_to_proto
+from datafed.wire.serde import spec_from_proto, spec_to_proto
 
 idents = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 scalars = st.one_of(

@@ -19,11 +19,11 @@ import pytest
 
 from datafed import pki
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs, flood_policy
-from datafed.local import LocalFederation, NodeSpec
-from datafed.tls import TlsMaterial, server_credentials
+from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.pki.tls import TlsMaterial, server_credentials
 from nodes.config import load_node_config
 from nodes.context import NodeContext
-from nodes.training_servicer import TrainingServicer, add_training_service
+from nodes.fl.servicer import TrainingServicer, add_training_service
 
 PURPOSE = FLOOD_PURPOSE
 POLICY = flood_policy()
@@ -99,7 +99,7 @@ def runner() -> Iterator[NodeRunner]:
 def node_tls(fed: LocalFederation, name: str) -> TlsMaterial:
     """The TLS material a party would present (from the federation's PKI)."""
     files = pki.party_paths(fed.pki_dir, "node", name)
-    from datafed.tls import PartyFiles
+    from datafed.pki.tls import PartyFiles
 
     return TlsMaterial.load(
         PartyFiles(

@@ -21,7 +21,7 @@ from datafed.fl.settings import RunSettings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.fl.training import check_result
-from datafed.statement import new_job_id
+from datafed.wire.statement import new_job_id
 from nodes.fl.client_app import app
 from nodes.policy.budget import LedgerBudget
 
@@ -167,7 +167,7 @@ def test_lineage_command_on_ledger_exports(flood_fed, nodes, tmp_path):
     from typer.testing import CliRunner
 
     from audit.export import export_store
-    from datafed.cli_train import register
+    from datafed.cli.train import register
 
     job, result = run(flood_fed, nodes, eval_every=0)
     result = check_result(result)

@@ -106,7 +106,7 @@ def test_datafed_never_imports_nodes():
 
 
 def test_the_cli_names_the_same_default_clientapp_as_the_library():
-    from datafed import cli_train
+    from datafed.cli import train as cli_train
     from datafed.fl.settings import DEFAULT_CLIENTAPP
 
     assert cli_train.DEFAULT_CLIENTAPP == DEFAULT_CLIENTAPP

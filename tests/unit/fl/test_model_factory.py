@@ -22,8 +22,8 @@ from datafed.fl.server_app import describe_failure, main, run_job
 from datafed.fl.settings import RunSettings, parse_run_config
 from datafed.fl.spec import TrainingSpec, model_allowed
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
-from datafed.local import LocalFederation
-from datafed.statement import new_job_id
+from datafed.local.federation import LocalFederation
+from datafed.wire.statement import new_job_id
 from nodes.fl.client_app import app
 
 from . import models

@@ -13,9 +13,9 @@ from datafed.fl.requests import sign_training_bundle
 from datafed.fl.serde import bundle_from_text
 from datafed.fl.spec import DpParams, RoundEntry, TrainingSpec
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+from datafed.pki.tls import PartyFiles
 from datafed.proto.v1 import common_pb2
-from datafed.statement import new_job_id
-from datafed.tls import PartyFiles
+from datafed.wire.statement import new_job_id
 from nodes.fl.errors import GatewayRefused
 from nodes.fl.grpc_gateway import GrpcGateway
 from nodes.policy.budget import LedgerBudget
@@ -180,7 +180,7 @@ def test_tampered_replayed_and_foreign_requests_are_unauthenticated(flood_fed, c
 
 
 def test_dataset_without_training_operation_refuses(tmp_path, runner):
-    from datafed.local import LocalFederation
+    from datafed.local.federation import LocalFederation
 
     from .conftest import POLICY, flood_specs
 
@@ -195,7 +195,7 @@ def test_dataset_without_training_operation_refuses(tmp_path, runner):
 
 
 def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner):
-    from datafed.local import LocalFederation
+    from datafed.local.federation import LocalFederation
 
     from .conftest import POLICY, flood_specs
 
@@ -223,7 +223,7 @@ def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner
 def test_one_analyst_cannot_push_out_anothers_training_jobs(tmp_path, runner):
     """Open jobs are bounded per requester: alice's flood evicts only alice's own jobs."""
     from datafed.fl.local import flood_policy
-    from datafed.local import LocalFederation
+    from datafed.local.federation import LocalFederation
     from nodes.config import LimitsSection
 
     from .conftest import flood_specs

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from datafed.errors import ConfigError
-from datafed.pki import Identity, identity_from_pem, party_paths
-from datafed.signing import new_header
+from datafed.pki.ca import Identity, identity_from_pem, party_paths
+from datafed.wire.signing import new_header
 from nodes.collect.storage import CollectStore, WindowDelta
 from nodes.config import load_node_config
 from nodes.errors import BudgetExhausted, NotFound, PermissionDenied

@@ -2,16 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from datafed import synth
 from datafed.errors import ConfigError
-from datafed.pki import Identity, identity_from_pem, party_paths
+from datafed.local import synth
+from datafed.pki.ca import Identity, identity_from_pem, party_paths
 from datafed.query.components import components
 from datafed.query.sql import parse_sql
 from nodes.config import load_node_config
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy import Use
 from nodes.policy.rules import apply_min_group_size, check
-from nodes.store import DataStore
+from nodes.stores import DataStore
 
 BASE = """
 [node]
@@ -141,8 +141,8 @@ def _ident(pki_dir, role="analyst", name="alice") -> Identity:
 
 
 def _query_use(identity, purpose, spec, protection, roster=("a", "b", "c")):
-    from datafed.signing import new_header
-    from datafed.statement import JobStatement, SignedJobStatement
+    from datafed.wire.signing import new_header
+    from datafed.wire.statement import JobStatement, SignedJobStatement
 
     st = JobStatement(
         "job",
@@ -239,7 +239,7 @@ def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
 
 
 def test_min_group_size_suppress_and_refuse(node_dir):
-    from nodes.store import GroupRow
+    from nodes.stores import GroupRow
 
     cfg = load_node_config(node_dir / "node.toml")
     groups = [GroupRow(("a",), 2, (1,)), GroupRow(("b",), 3, (1,))]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from datafed.signing import RequestHeader
+from datafed.wire.signing import RequestHeader
 from nodes.errors import Unavailable
-from nodes.jobs import JobBinding, JobTable
 from nodes.limits import QuotaExceeded
+from nodes.query.jobs import JobBinding, JobTable
 
 BOUND = JobBinding("ab" * 32, ("water-north", "water-east", "water-south"), 3)
 

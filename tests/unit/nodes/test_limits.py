@@ -16,11 +16,11 @@ from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2
 from datafed.query.components import reported_components
 from datafed.query.spec import Aggregate, QuerySpec
 from datafed.query.sql import parse_sql
-from datafed.serde import where_size
+from datafed.wire.serde import where_size
 from nodes.config import DatasetPolicy, LimitsSection
 from nodes.errors import InvalidRequest, PermissionDenied, Unavailable
 from nodes.limits import QuotaExceeded, check_cost, check_paillier_key, check_query_fields, estimate
-from nodes.psi_jobs import PendingJob, PendingJobs
+from nodes.psi.jobs import PendingJob, PendingJobs
 
 MiB = 1 << 20
 LIMITS = LimitsSection()

@@ -9,10 +9,10 @@ import pytest
 
 from datafed import pki
 from datafed.errors import ConfigError, PkiError
-from datafed.local import LocalFederation, water_district_specs
+from datafed.local.federation import LocalFederation, water_district_specs
 from nodes.config import load_node_config
 from nodes.context import NodeContext
-from nodes.publish import Publisher, open_witness_store, witness_name
+from nodes.ledger.publish import Publisher, open_witness_store, witness_name
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """SQL's answers, in memory: every protection mode against SQLite over the union of the rows.
 
 Each node is a real SQLite file behind the real store (:class:`nodes.stores.DataStore`) and
-the node's real local step (:func:`nodes.query_compute.local_vector`); every mode protects
+the node's real local step (:func:`nodes.query.compute.local_vector`); every mode protects
 with real keys and certificates (``mode_harness``); the client's real assembly and
 post-processing (:mod:`datafed.client._assemble`, :mod:`datafed.query.post`) combine the
 answers.  Only the network is left out (``tests/integration/test_sql_answers.py`` runs a
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from datafed import synth
 from datafed.client import _assemble
+from datafed.local import synth
 from datafed.modes import (
     CkksMode,
     NodeAnswer,
@@ -37,9 +37,9 @@ from datafed.proto.v1 import query_pb2
 from datafed.query.components import components, reported_components
 from datafed.query.result import QueryResult
 from datafed.query.sql import parse_query
-from datafed.serde import literal_to_proto
+from datafed.wire.serde import literal_to_proto
 from nodes.config import DatasetConfig
-from nodes.query_compute import local_vector
+from nodes.query.compute import local_vector
 from nodes.stores import DataStore
 from tests import sql_cases
 from tests.sql_cases import COLUMNS, DOMAINS, NODES, Case

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import datafed.psi
-from datafed.pki import Identity
+from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, psi_pb2
 from datafed.psi import (
     IdsColumn,
@@ -25,7 +25,7 @@ from nodes.config import DatasetConfig, DatasetPolicy, DpPolicy, NodeConfig, Nod
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied, Unavailable
 from nodes.policy import Use
 from nodes.policy.rules import check
-from nodes.psi_jobs import PendingJob, PendingJobs
+from nodes.psi.jobs import PendingJob, PendingJobs
 
 N = (1 << 2047) + 1
 names = st.from_regex(r"[a-z0-9][a-z0-9-]{0,12}", fullmatch=True)
@@ -259,7 +259,7 @@ ALLOW = {
     ],
 )
 def test_check_psi(tmp_path, policy, who, purpose, dataset, columns, error, message) -> None:
-    from datafed.signing import new_header
+    from datafed.wire.signing import new_header
 
     config = _config(tmp_path, **policy)
     exposed = ["person_id", "district"] if dataset == "taxpayers" else None

@@ -1,0 +1,12 @@
+"""``datafed-audit``: the auditor's command.
+
+:mod:`audit.cli.app` holds the commands on logs (verify, prove, consistency, export, vkey,
+...), :mod:`audit.cli.read` those that read records (report, jobs, reconcile, lineage), and
+:mod:`audit.cli.common` what they share (the app, literal output, options, trust).
+"""
+
+from __future__ import annotations
+
+from audit.cli.app import main
+
+__all__ = ["main"]

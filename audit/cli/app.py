@@ -1,0 +1,350 @@
+"""``datafed-audit``: the auditor's command (verify, prove, consistency, export, vkey, ...).
+
+Trust comes from the auditor's policy file (``--policy``), never from the data under check.
+Expected failures print one line and exit non-zero: 1 when verification found problems
+(each named, with its entry index or checkpoint size), 2 for bad input or an unreachable
+node.  The commands that read records (report, reconcile, jobs, lineage) live in
+:mod:`audit.cli.read` and verify each export first.  docs/audit.md is the walk-through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from audit import merkle
+from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
+from audit.cli.common import (
+    ALLOW_TAIL,
+    CA,
+    CERT,
+    KEY,
+    NAME,
+    NO_WITNESSES,
+    NODE,
+    POLICY,
+    Fail,
+    app,
+    err,
+    load_policy,
+    out,
+    print_report,
+    progress_run,
+)
+from audit.errors import AuditError, ExitCode, InvalidSignature
+from audit.export import ExportDir, MemorySource, export_store, write_export
+from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, vkey
+from audit.policy import Policy
+from audit.records import DataUseRecord, decode_leaf
+from audit.verify import LogSource, save_state, verify_log
+from audit.vkeys import public_key_of
+
+__all__ = ["app", "main"]
+
+
+def _fetch(
+    node: str,
+    name: str | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    extra: Callable[[int], None] | None = None,
+) -> MemorySource:
+    from audit.remote import LedgerClient, mtls_channel
+
+    if not (ca and cert and key):
+        raise Fail("--node needs --ca, --cert and --key (mTLS)")
+
+    async def run() -> MemorySource:
+        async with mtls_channel(node, ca, cert, key, name) as channel:
+            client = LedgerClient(channel)
+            note = await client.checkpoint()
+            try:
+                size = Checkpoint.parse(parse_note(note)[0]).size
+            except (InvalidSignature, ValueError):
+                raise Fail(f"node {node} returned a malformed checkpoint") from None
+            leaves, private = await client.entries_with_private(0, size, extra)
+            return MemorySource(leaves, [(f"{node} checkpoint", note.encode())], private=private)
+
+    return asyncio.run(run())
+
+
+def _source(
+    path: Path | None,
+    node: str | None,
+    tls: tuple[Any, ...],
+    progress: Callable[[int], None] | None = None,
+) -> LogSource:
+    if (path is None) == (node is None):
+        raise Fail("give exactly one of an export directory or --node")
+    if node is not None:
+        return _fetch(node, tls[0], tls[1], tls[2], tls[3], extra=progress)
+    assert path is not None
+    return ExportDir(path)
+
+
+@app.command()
+def verify(
+    export: Path = typer.Argument(None, help="export directory (offline)"),
+    policy: Path = POLICY,
+    node: str = NODE,
+    server_name: str = NAME,
+    ca: Path = CA,
+    cert: Path = CERT,
+    key: Path = KEY,
+    checkpoint: list[Path] = typer.Option(
+        [], "--checkpoint", help="extra checkpoint note(s) seen elsewhere"
+    ),
+    deep: bool = typer.Option(False, help="also decode every record canonically"),
+    no_witnesses: bool = NO_WITNESSES,
+    allow_unsigned_tail: bool = ALLOW_TAIL,
+) -> None:
+    """Verify every entry, private part, the tree, every signature, cosignature and quorum."""
+    pol = load_policy(policy, no_witnesses)
+    tls = (server_name, ca, cert, key)
+
+    def run(step: Callable[[int], None]) -> Any:
+        src = _source(export, node, tls, step)
+        if checkpoint:
+            extra = [(str(p.name), p.read_bytes()) for p in checkpoint]
+            src = MemorySource(
+                [x for c in src.leaf_chunks(1 << 16) for x in c],
+                src.checkpoint_notes() + extra,
+                src.stored_hashes(),
+                private=src.private_parts(),
+            )
+        return verify_log(
+            src, pol, deep=deep, progress=step, allow_unsigned_tail=allow_unsigned_tail
+        )
+
+    report = progress_run(None, "verifying", run)
+    print_report(report)
+    if not report.ok:
+        out.print(f"{report.origin}: {len(report.findings)} problem(s) in {report.entries} entries")
+        if report.origin in pol.logs:
+            out.print(report.quorum_line())
+        raise typer.Exit(ExitCode.FAILED_CHECK)
+    latest = report.latest
+    if pol.state is not None and latest is not None:
+        save_state(pol.state, report.origin, latest)
+    size = latest.size if latest else 0
+    out.print(
+        f"OK {report.origin}: {report.entries} entries, {len(report.checkpoints)} "
+        f"checkpoint(s) up to size {size}, {report.private} private part(s) checked"
+    )
+    out.print(report.quorum_line())
+
+
+def _pinned(pol: Policy, note: bytes, label: str) -> OpenedCheckpoint:
+    try:
+        origin = Checkpoint.parse(parse_note(note)[0]).origin
+    except (InvalidSignature, ValueError):
+        raise Fail(f"{label}: not a signed checkpoint") from None
+    if origin not in pol.logs:
+        raise Fail(f"{label}: log {origin!r} is not pinned in the policy")
+    try:
+        return open_checkpoint(note, pol.logs[origin])
+    except InvalidSignature:
+        raise Fail(
+            f"{label}: checkpoint signature does not verify against the pinned key"
+        ) from None
+
+
+class _LeafHashes:
+    """A HashReader over all leaf hashes (for proofs computed from an export)."""
+
+    def __init__(self, hashes: list[bytes]) -> None:
+        self.hashes = hashes
+
+    def get_hashes(self, ids: Any) -> list[bytes]:
+        return [merkle.perfect_root(self.hashes[i << lvl : (i + 1) << lvl]) for lvl, i in ids]
+
+
+def _export_leaves(path: Path) -> tuple[ExportDir, list[bytes]]:
+    exp = ExportDir(path)
+    return exp, exp.leaves()
+
+
+@app.command()
+def prove(
+    export: Path = typer.Argument(None, help="export directory (offline)"),
+    index: int = typer.Option(..., "--index", help="entry index"),
+    policy: Path = POLICY,
+    node: str = NODE,
+    server_name: str = NAME,
+    ca: Path = CA,
+    cert: Path = CERT,
+    key: Path = KEY,
+) -> None:
+    """Prove (and check) that entry INDEX is in the log under its latest signed checkpoint."""
+    pol = Policy.load(policy)  # a proof needs the log key only
+    if (export is None) == (node is None):
+        raise Fail("give exactly one of an export directory or --node")
+    if node is not None:
+        from audit.remote import LedgerClient, mtls_channel
+
+        if not (ca and cert and key):
+            raise Fail("--node needs --ca, --cert and --key (mTLS)")
+
+        async def fetch() -> tuple[bytes, bytes, list[bytes]]:
+            async with mtls_channel(node, ca, cert, key, server_name) as ch:
+                c = LedgerClient(ch)
+                note = (await c.checkpoint()).encode()
+                size = _pinned(pol, note, "node checkpoint").checkpoint.size
+                if not 0 <= index < size:
+                    raise Fail(f"entry index must be in [0, {size}), got {index}")
+                return (
+                    note,
+                    (await c.entries(index, index + 1))[0],
+                    await c.inclusion_proof(index, size),
+                )
+
+        note, leaf, proof = asyncio.run(fetch())
+        cp = _pinned(pol, note, "node checkpoint").checkpoint
+    else:
+        exp, leaves = _export_leaves(export)
+        notes = exp.checkpoint_notes()
+        if not notes:
+            raise Fail("the export holds no checkpoint")
+        cp = _pinned(pol, notes[-1][1], notes[-1][0]).checkpoint
+        if not 0 <= index < min(cp.size, len(leaves)):
+            raise Fail(f"entry index must be in [0, {cp.size}), got {index}")
+        hashes = [merkle.hash_leaf(x) for x in leaves[: cp.size]]
+        leaf, proof = leaves[index], merkle.inclusion_proof(index, cp.size, _LeafHashes(hashes))
+    try:
+        merkle.verify_inclusion(merkle.hash_leaf(leaf), index, cp.size, proof, cp.root_hash)
+        _, record = decode_leaf(leaf)
+    except AuditError as exc:
+        out.print(f"FAIL inclusion of entry {index} at checkpoint size {cp.size}: {exc}")
+        raise typer.Exit(ExitCode.FAILED_CHECK) from None
+    out.print(json.dumps(_record_json(record), indent=2, sort_keys=True))
+    out.print(
+        f"OK entry {index} is included in {cp.origin} at size {cp.size} "
+        f"({len(proof)} proof hashes: {' '.join(h.hex()[:16] for h in proof)})"
+    )
+
+
+@app.command()
+def consistency(
+    old: Path = typer.Argument(..., help="older checkpoint note"),
+    new: Path = typer.Argument(..., help="newer checkpoint note"),
+    export: Path = typer.Option(None, "--export", help="export directory to prove from"),
+    policy: Path = POLICY,
+    node: str = NODE,
+    server_name: str = NAME,
+    ca: Path = CA,
+    cert: Path = CERT,
+    key: Path = KEY,
+) -> None:
+    """Check that checkpoint NEW extends checkpoint OLD (RFC 9162 consistency proof)."""
+    pol = Policy.load(policy)
+    a = _pinned(pol, old.read_bytes(), old.name).checkpoint
+    b = _pinned(pol, new.read_bytes(), new.name).checkpoint
+    if a.origin != b.origin:
+        raise Fail(f"checkpoints are of different logs: {a.origin!r} and {b.origin!r}")
+    if not 0 < a.size <= b.size:
+        raise Fail(f"need 0 < old size <= new size, got {a.size} and {b.size}")
+    if (export is None) == (node is None):
+        raise Fail("give exactly one of --export or --node")
+    if node is not None:
+        from audit.remote import LedgerClient, mtls_channel
+
+        if not (ca and cert and key):
+            raise Fail("--node needs --ca, --cert and --key (mTLS)")
+
+        async def fetch() -> list[bytes]:
+            async with mtls_channel(node, ca, cert, key, server_name) as ch:
+                return await LedgerClient(ch).consistency_proof(a.size, b.size)
+
+        proof = asyncio.run(fetch())
+    else:
+        _, leaves = _export_leaves(export)
+        if len(leaves) < b.size:
+            raise Fail(f"the export holds {len(leaves)} entries, fewer than {b.size}")
+        hashes = [merkle.hash_leaf(x) for x in leaves[: b.size]]
+        proof = merkle.consistency_proof(a.size, b.size, _LeafHashes(hashes))
+    try:
+        merkle.verify_consistency(a.size, b.size, proof, a.root_hash, b.root_hash)
+    except AuditError:
+        out.print(f"FAIL fork: size {b.size} does not extend size {a.size} of {a.origin}")
+        raise typer.Exit(ExitCode.FAILED_CHECK) from None
+    out.print(f"OK {a.origin}: size {b.size} is consistent with size {a.size}")
+
+
+@app.command()
+def export(
+    out_dir: Path = typer.Argument(..., help="new directory to write"),
+    db: Path = typer.Option(None, "--db", help="the node's ledger database (offline)"),
+    node: str = NODE,
+    server_name: str = NAME,
+    ca: Path = CA,
+    cert: Path = CERT,
+    key: Path = KEY,
+) -> None:
+    """Write a self-contained export directory of a log (from its database or a node)."""
+    if (db is None) == (node is None):
+        raise Fail("give exactly one of --db or --node")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise Fail(f"export directory {out_dir} exists and is not empty")
+    if db is not None:
+        export_store(db, out_dir)
+    else:
+        src = progress_run(
+            None, "fetching", lambda step: _fetch(node, server_name, ca, cert, key, step)
+        )
+        origin = ""
+        try:
+            origin = Checkpoint.parse(parse_note(src.notes[0][1])[0]).origin
+            size = Checkpoint.parse(parse_note(src.notes[0][1])[0]).size
+        except (InvalidSignature, ValueError):
+            raise Fail("node returned a malformed checkpoint") from None
+        write_export(out_dir, origin, src.leaves, [(size, src.notes[0][1])], None, src.private)
+    exp = ExportDir(out_dir)
+    out.print(
+        f"exported {exp.count()} entries, {len(exp.private_parts())} private part(s) and "
+        f"{len(exp.checkpoint_notes())} checkpoint(s) to {out_dir} (private parts are for "
+        "auditors only)"
+    )
+
+
+def _record_json(r: DataUseRecord) -> dict[str, Any]:
+    return {k: (dict(v) if k == "details" else v) for k, v in r.__dict__.items()}
+
+
+@app.command("vkey")
+def vkey_cmd(
+    source: Path = typer.Argument(
+        ..., help="a node's certificate (PEM), or an Ed25519 key file (private or public PEM)"
+    ),
+    name: str = typer.Option(
+        None, "--name", help="key name (default from a certificate: datafed/ledger/<node>)"
+    ),
+    witness: bool = typer.Option(False, "--witness", help="cosignature (0x04) witness key"),
+    ca: Path = typer.Option(None, "--ca", help="check the certificate against this CA (PEM)"),
+) -> None:
+    """Print the C2SP verifier key to pin in a policy file, from a certificate or key file."""
+    found = public_key_of(source.read_bytes(), source.name, witness=witness, ca=ca)
+    if name is None and found.name is None:
+        raise Fail(f"{source.name} is a key file: give the key name with --name")
+    out.print(vkey(name or found.name or "", SIG_COSIGNATURE_V1 if witness else SIG_ED25519,
+                   found.key))  # fmt: skip
+
+
+from audit.cli import read as cli_read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
+
+_ = cli_read
+
+
+def main() -> None:
+    """Console entry point: one-line errors for expected failures, never a traceback."""
+    try:
+        app()
+    except (Fail, ValueError, AuditError, OSError) as exc:
+        err.print("error: " + " ".join(str(exc).split()))
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))

@@ -1,0 +1,344 @@
+"""The auditor's report: data use, privacy spent, denials, verification, data circulation.
+
+Built only from verified logs (``datafed-audit report`` verifies each export against the
+pinned policy first).  :func:`build_report` returns plain data (JSON-ready);
+:mod:`audit.report.html` renders it as one self-contained page, :func:`records_csv` gives
+every entry as a spreadsheet row.  Terms (docs/audit.md):
+
+- a *use* is one operation admitted at one node: a distinct ``(node, job, operation,
+  dataset)`` with an ``approved`` or ``released`` entry (an entry without a job id is a use
+  of its own), dated by its first such entry;
+- *epsilon spent* is the sum of the epsilon written on the entries, as the node's own
+  budget counts it; the *budget* comes from the policy's ``[budgets]``, else from a
+  ``budget_epsilon`` detail the node recorded;
+- a *cross-agency job* draws on the data of two or more agencies (nodes); a *cross-domain
+  join* is an intersection-sum, which links one agency's records to another's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from audit.policy import Policy
+from audit.records import DataUseRecord
+from audit.usage import STATEMENT_KEY, list_jobs
+from audit.verify import VerifyReport
+
+__all__ = ["JOIN_OPERATIONS", "build_report", "records_csv"]
+
+#: Operations that join records of two agencies (cross-domain joins).
+JOIN_OPERATIONS = frozenset({"intersection_sum"})
+MAX_DENIAL_ROWS = 200
+_USE = frozenset({"approved", "released"})
+
+
+def _utc(ms: int, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime(fmt)
+
+
+def _bucketing(times: Sequence[int]) -> tuple[str, str]:
+    span_days = (max(times) - min(times)) / 86_400_000 if times else 0
+    if span_days <= 2:
+        return "hour", "%Y-%m-%d %H:00"
+    if span_days <= 120:
+        return "day", "%Y-%m-%d"
+    return "month", "%Y-%m"
+
+
+def _uses(logs: Mapping[str, Sequence[DataUseRecord]]) -> list[tuple[str, DataUseRecord]]:
+    seen: set[tuple[str, str, str, str]] = set()
+    out = []
+    for node, recs in logs.items():
+        for i, r in enumerate(recs):
+            if r.decision not in _USE:
+                continue
+            key = (node, r.job_id or f"#{i}", r.operation, r.dataset)
+            if key not in seen:
+                seen.add(key)
+                out.append((node, r))
+    return out
+
+
+def _over_time(uses: list[tuple[str, DataUseRecord]], agency: Any) -> dict[str, Any]:
+    times = [r.time_ms for _, r in uses]
+    unit, fmt = _bucketing(times)
+    labels = sorted({_utc(t, fmt) for t in times})
+    at = {label: k for k, label in enumerate(labels)}
+    by: dict[str, dict[str, list[int]]] = {}
+    for dim in ("requester", "purpose", "dataset"):
+        series: dict[str, list[int]] = defaultdict(lambda: [0] * len(labels))
+        for node, r in uses:
+            key = f"{agency(node)}: {r.dataset}" if dim == "dataset" else getattr(r, dim)
+            series[key or "(none)"][at[_utc(r.time_ms, fmt)]] += 1
+        by[dim] = dict(sorted(series.items()))
+    return {"unit": unit, "buckets": labels, "by": by}
+
+
+def _epsilon(
+    logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy, agency: Any
+) -> list[dict[str, Any]]:
+    spent: dict[tuple[str, str, str], float] = defaultdict(float)
+    count: Counter[tuple[str, str, str]] = Counter()
+    recorded: dict[tuple[str, str, str], float] = {}
+    for node, recs in logs.items():
+        for r in recs:
+            key = (r.requester, node, r.dataset)
+            if r.epsilon > 0:
+                spent[key] += r.epsilon
+                count[key] += 1
+            if "budget_epsilon" in r.details:
+                try:
+                    recorded[key] = float(r.details["budget_epsilon"])
+                except ValueError:
+                    pass
+    rows = []
+    for key in sorted(spent):
+        requester, node, dataset = key
+        budget = policy.budget(node, dataset)
+        rows.append(
+            {
+                "requester": requester,
+                "node": node,
+                "agency": agency(node),
+                "dataset": dataset,
+                "spent": round(spent[key], 12),
+                "budget": budget if budget is not None else recorded.get(key),
+                "charges": count[key],
+            }
+        )
+    return rows
+
+
+def _denials(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    by_requester: Counter[str] = Counter()
+    rows = []
+    for node, recs in logs.items():
+        for i, r in enumerate(recs):
+            if r.decision != "denied":
+                continue
+            reasons[r.reason[:120] or "(no reason)"] += 1
+            by_requester[r.requester] += 1
+            rows.append((r.time_ms, node, i, r))
+    rows.sort(key=lambda x: x[0], reverse=True)
+    return {
+        "total": sum(reasons.values()),
+        "by_reason": [{"reason": k, "count": v} for k, v in reasons.most_common(15)],
+        "by_requester": [{"requester": k, "count": v} for k, v in by_requester.most_common()],
+        "recent": [
+            {
+                "time": _utc(t),
+                "node": node,
+                "agency": agency(node),
+                "index": i,
+                "requester": r.requester,
+                "dataset": r.dataset,
+                "purpose": r.purpose,
+                "operation": r.operation,
+                "reason": r.reason,
+            }
+            for t, node, i, r in rows[:MAX_DENIAL_ROWS]
+        ],
+    }
+
+
+def _circulation(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
+    # data that circulated: jobs with a use (an approval or a release), not refused ones
+    jobs = [j for j in list_jobs(logs) if _USE & set(j.decisions)]
+    pairs: Counter[tuple[str, str]] = Counter()
+    purposes: dict[str, dict[str, Any]] = {}
+    joined: Counter[tuple[str, str]] = Counter()
+    reach: dict[str, set[str]] = defaultdict(set)
+    cross = joins = 0
+    for job in jobs:
+        agencies = sorted({agency(n) for n in job.nodes})
+        is_cross = len(agencies) >= 2
+        is_join = bool(JOIN_OPERATIONS & set(job.operations))
+        cross += is_cross
+        joins += is_join
+        for a, b in itertools.combinations(agencies, 2):
+            pairs[(a, b)] += 1
+            pairs[(b, a)] += 1
+        for requester in job.requesters:
+            reach[requester].update(agencies)
+        for purpose in job.purposes or ["(none)"]:
+            p = purposes.setdefault(
+                purpose, {"purpose": purpose, "jobs": 0, "cross_agency": 0, "joins": 0, "a": set()}
+            )
+            p["jobs"] += 1
+            p["cross_agency"] += is_cross
+            p["joins"] += is_join
+            p["a"].update(agencies)
+        if is_join:
+            sides = sorted(
+                {
+                    f"{agency(n)}: {r.dataset}"
+                    for n in job.nodes
+                    for r in logs[n]
+                    if r.job_id == job.job_id and r.operation in JOIN_OPERATIONS
+                }
+            )
+            for a, b in itertools.combinations(sides, 2):
+                joined[(a, b)] += 1
+    names = sorted({agency(n) for n in logs})
+    return {
+        "agencies": names,
+        "jobs": len(jobs),
+        "cross_agency_jobs": cross,
+        "cross_domain_joins": joins,
+        "pairs": [{"a": a, "b": b, "jobs": v} for (a, b), v in sorted(pairs.items()) if a < b],
+        "by_purpose": [
+            {k: (len(v) if k == "a" else v) for k, v in p.items()} | {"agencies": len(p["a"])}
+            for _, p in sorted(purposes.items())
+        ],
+        "joined_datasets": [{"a": a, "b": b, "jobs": v} for (a, b), v in sorted(joined.items())],
+        "requester_reach": [{"requester": k, "agencies": len(v)} for k, v in sorted(reach.items())],
+    }
+
+
+def _verification(
+    logs: Mapping[str, Sequence[DataUseRecord]], reports: Mapping[str, VerifyReport], agency: Any
+) -> list[dict[str, Any]]:
+    out = []
+    for node in sorted(reports):
+        rep = reports[node]
+        latest = rep.latest.size if rep.latest else 0
+        out.append(
+            {
+                "node": node,
+                "agency": agency(node),
+                "origin": rep.origin,
+                "entries": rep.entries,
+                "checkpoints": len(rep.checkpoints),
+                "signed_up_to": latest,
+                "witnessed_up_to": rep.witnessed,
+                "quorum": rep.quorum,
+                "witnesses": rep.witnesses,
+                "quorum_line": rep.quorum_line(),
+                "private_parts_checked": rep.private,
+                "statements": sum(1 for r in logs.get(node, ()) if STATEMENT_KEY in r.details),
+                "ok": rep.ok,
+                "warnings": list(rep.warnings),
+            }
+        )
+    return out
+
+
+def build_report(
+    logs: Mapping[str, Sequence[DataUseRecord]],
+    reports: Mapping[str, VerifyReport],
+    policy: Policy,
+) -> dict[str, Any]:
+    """Return the report as plain data (see the module docstring for its terms).
+
+    Parameters
+    ----------
+    logs : Mapping[str, Sequence[DataUseRecord]]
+        Each node's records in index order (from verified exports).
+    reports : Mapping[str, VerifyReport]
+        The verification report of each node's log.
+    policy : Policy
+        The auditor's policy (agency names, budgets, quorum).
+    """
+
+    def agency(node: str) -> str:
+        return policy.agencies.get(node, node)
+
+    records = [r for recs in logs.values() for r in recs]
+    decisions = Counter(r.decision for r in records)
+    uses = _uses(logs)
+    times = [r.time_ms for r in records]
+    return {
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "period": [_utc(min(times)), _utc(max(times))] if times else [],
+        "totals": {
+            "logs": len(logs),
+            "entries": len(records),
+            "uses": len(uses),
+            "approved": decisions["approved"],
+            "released": decisions["released"],
+            "denied": decisions["denied"],
+            "epsilon": round(sum(r.epsilon for r in records), 12),
+        },
+        "verification": _verification(logs, reports, agency),
+        "uses_over_time": _over_time(uses, agency),
+        "epsilon": _epsilon(logs, policy, agency),
+        "denials": _denials(logs, agency),
+        "circulation": _circulation(logs, agency),
+    }
+
+
+CSV_FIELDS = (
+    "node",
+    "index",
+    "time_utc",
+    "requester",
+    "requester_role",
+    "dataset",
+    "purpose",
+    "legal_basis",
+    "operation",
+    "protection",
+    "decision",
+    "reason",
+    "epsilon",
+    "job_id",
+    "statement",
+    "request_digest",
+    "result_digest",
+    "private_commitment",
+)
+
+
+def _cell(value: object) -> object:
+    """Defuse a spreadsheet formula: prefix ``'`` to text starting with = + - @ TAB CR.
+
+    OWASP "CSV injection": requester names and purposes come from requests.
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def records_csv(logs: Mapping[str, Sequence[DataUseRecord]]) -> str:
+    """Return every entry as one CSV row (``CSV_FIELDS``), by node then index.
+
+    Text cells that a spreadsheet would run as a formula are defused (see ``_cell``).
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for node in sorted(logs):
+        for i, r in enumerate(logs[node]):
+            w.writerow(
+                map(
+                    _cell,
+                    [
+                        node,
+                        i,
+                        _utc(r.time_ms, "%Y-%m-%dT%H:%M:%S"),
+                        r.requester,
+                        r.requester_role,
+                        r.dataset,
+                        r.purpose,
+                        r.legal_basis,
+                        r.operation,
+                        r.protection,
+                        r.decision,
+                        r.reason,
+                        repr(r.epsilon),
+                        r.job_id,
+                        r.details.get(STATEMENT_KEY, ""),
+                        r.request_digest,
+                        r.result_digest,
+                        r.private_commitment,
+                    ],
+                ),
+            )
+    return buf.getvalue()

@@ -1,0 +1,304 @@
+"""The node's TrainingService: serve the node's own SuperNode, record every round.
+
+Only the node's own Flower SuperNode may call (its certificate: role ``node``, this
+node's name). Both calls run the node's one pipeline (:mod:`nodes.rpc`):
+
+``OpenTraining``
+    The analyst's certificate (carried in the request) is checked against the federation
+    CA; signature, header and nonce as for queries; the policy engine admits the use
+    (operation ``training``, recorded as ``fl_train``) once the job's whole epsilon is
+    seen to fit the budget; only then are the rows read; a dataset below
+    ``min_group_size`` rows is refused (``denied`` recorded); the grant and the rows are
+    streamed back. Presenting the same signed request again (each round's ClientApp does)
+    streams the same grant and rows without a new entry: it is the same admitted use.
+``RecordRound``
+    The round must belong to an open job and not exceed its approved rounds; each fit
+    round is a release that spends its own epsilon (DP on): the policy engine checks,
+    records ``released`` (``fl_round`` for an update, ``fl_evaluate`` for metrics) with
+    the job's request digest and the hashes of the model received and of what leaves, and
+    charges, in one critical section. A refusal is recorded as ``denied``.
+
+Register with :func:`add_training_service` (one call in the node server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from datafed.errors import PkiError
+from datafed.fl.serde import grant_to_proto, parse_training_body, round_from_proto, spec_from_proto
+from datafed.fl.spec import RoundEntry, TrainingGrant, TrainingSpec
+from datafed.pki.ca import Identity
+from datafed.pki.peers import verify_peer
+from datafed.proto.v1 import training_pb2, training_pb2_grpc
+from datafed.wire.signing import RequestHeader
+from nodes.context import NodeContext
+from nodes.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from nodes.gate import peer_identity, request_digest
+from nodes.policy import Use
+from nodes.rpc import SignedCall, signed_call
+
+__all__ = ["ROWS_PER_CHUNK", "TrainingServicer", "add_training_service", "training_service_name"]
+
+log = logging.getLogger("datafed.node")
+ROWS_PER_CHUNK = 4096
+
+
+@dataclass
+class _Job:
+    analyst: Identity
+    header: RequestHeader
+    spec: TrainingSpec
+    digest: str
+    x: np.ndarray[tuple[int, int], np.dtype[np.float64]]
+    y: np.ndarray[tuple[int], np.dtype[np.float64]]
+    recorded: set[tuple[int, str]] = field(default_factory=set)
+
+
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+    """gRPC TrainingService of one agency node.
+
+    Parameters
+    ----------
+    ctx : NodeContext
+        The node's shared state (config, store, ledger, policy engine).
+    """
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def _own_supernode(self, context: grpc.aio.ServicerContext) -> Identity:  # type: ignore[type-arg]
+        caller = peer_identity(context)
+        if caller.role != "node" or caller.name != self.ctx.name:
+            raise PermissionDenied(
+                f"training data is served only to node {self.ctx.name!r}'s own SuperNode, "
+                f"not to {caller}"
+            )
+        return caller
+
+    # ------------------------------------------------------------------ open
+    async def OpenTraining(  # noqa: N802 - gRPC method name
+        self,
+        request: training_pb2.OpenTrainingRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[training_pb2.TrainingData]:
+        """Check and record the analyst's request; stream the grant and approved rows."""
+        digest = request_digest(request.request)
+        async with self._lock:
+            job = self._jobs.get(digest)
+        if job is None:
+            job = await self._open(request, context, digest)
+        grant = grant_to_proto(
+            TrainingGrant(self.ctx.name, job.header.job_id, job.spec, len(job.y), digest)
+        )
+        grant.ledger.CopyFrom(self.ctx.head_proto())
+        yield training_pb2.TrainingData(grant=grant)
+        for start in range(0, len(job.y), ROWS_PER_CHUNK):
+            rows = training_pb2.TrainingRows(
+                features=job.x[start : start + ROWS_PER_CHUNK].ravel().tolist(),
+                labels=job.y[start : start + ROWS_PER_CHUNK].tolist(),
+            )
+            yield training_pb2.TrainingData(rows=rows)
+
+    async def _open(
+        self,
+        request: training_pb2.OpenTrainingRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        digest: str,
+    ) -> _Job:
+        ctx = self.ctx
+        async with signed_call(ctx, context, request.request, "fl_train", protection="fl") as call:
+            caller = self._own_supernode(context)
+            try:  # the analyst is not on this connection: check its certificate ourselves
+                analyst = verify_peer(request.requester_cert, ctx.tls.ca, role="analyst")
+            except PkiError as exc:
+                raise Unauthenticated(f"requester certificate: {exc}") from exc
+            body = call.open(parse_training_body, identity=analyst)
+            assert call.header is not None
+            try:
+                spec = spec_from_proto(body.spec)
+            except (ValueError, TypeError) as exc:
+                raise InvalidRequest(f"invalid training spec: {exc}") from exc
+            call.dataset, call.protection = spec.dataset, spec.protection
+            use = Use(
+                operation="training",
+                requester=analyst,
+                header=call.header,
+                dataset=spec.dataset,
+                columns=frozenset(spec.columns),
+                protection=spec.protection,
+                epsilon=0.0,  # each round's release spends its own epsilon (RecordRound)
+                dp_requested=spec.dp.enabled,
+                model=spec.model,
+                details=_open_details(spec, str(caller)),
+            )
+            ctx.policy.check(use)
+            ctx.policy.budget.check(analyst.name, spec.dataset, spec.epsilon_total)
+            await self._make_room(analyst.name)
+            grant = await call.admit(use)
+            rows = await call.compute(ctx.store.read_rows, spec.dataset, spec.columns)
+            data = _matrix(rows, len(spec.columns), grant.policy.min_group_size, spec.dataset)
+            job = _Job(analyst, call.header, spec, digest, data[:, :-1].copy(), data[:, -1].copy())
+            async with self._lock:
+                self._jobs[digest] = job
+            return job
+        raise AssertionError("unreachable")  # signed_call aborts on every failure
+
+    async def _make_room(self, requester: str) -> None:
+        """Room for one more open job of ``requester`` (``[limits]``), before admission.
+
+        A requester at its quota gives way with its own oldest job; nobody can push out
+        another requester's jobs: a full table refuses new ones until jobs finish.
+        """
+        limits = self.ctx.config.limits
+        async with self._lock:
+            mine = [d for d, j in self._jobs.items() if j.analyst.name == requester]
+            while len(mine) >= limits.max_open_jobs_per_requester:
+                del self._jobs[mine.pop(0)]
+            if len(self._jobs) >= limits.max_open_jobs:
+                raise Unavailable(
+                    f"this node holds {limits.max_open_jobs} open training jobs "
+                    "(limits.max_open_jobs); try again later"
+                )
+
+    # ----------------------------------------------------------------- rounds
+    async def RecordRound(  # noqa: N802 - gRPC method name
+        self,
+        request: training_pb2.RecordRoundRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> training_pb2.RecordRoundResponse:
+        """Record one round of an open job (charging its epsilon when DP is on)."""
+        operation = "fl_evaluate" if request.phase == "evaluate" else "fl_round"
+        async with signed_call(self.ctx, context, None, operation, protection="fl") as call:
+            self._own_supernode(context)
+            try:
+                entry = round_from_proto(request)
+            except (ValueError, TypeError) as exc:
+                raise InvalidRequest(f"invalid round record: {exc}") from exc
+            call.details.update(_details(entry, None))
+            async with self._lock:
+                job = next(
+                    (j for j in self._jobs.values() if j.header.job_id == entry.job_id), None
+                )
+                if job is None:
+                    raise NotFound(f"no open training job {entry.job_id!r} at this node")
+                _adopt(call, job, entry)
+                self._check_round(job, entry)
+                epsilon = self._epsilon(job, entry)
+
+                def record() -> Awaitable[int]:
+                    return call.record(
+                        decision="released",
+                        reason=f"round {entry.round} {entry.phase}: {entry.num_examples} examples",
+                        epsilon=epsilon,
+                        result_digest=entry.update_out_sha256,
+                    )
+
+                index = await self.ctx.policy.charge(
+                    job.analyst.name, job.spec.dataset, epsilon, record
+                )
+                job.recorded.add((entry.round, entry.phase))
+            return training_pb2.RecordRoundResponse(
+                entry_index=index, epsilon_charged=epsilon, ledger=call.head()
+            )
+        raise AssertionError("unreachable")  # signed_call aborts on every failure
+
+    @staticmethod
+    def _check_round(job: _Job, entry: RoundEntry) -> None:
+        if not 1 <= entry.round <= job.spec.rounds:
+            raise PermissionDenied(
+                f"round {entry.round} is outside the {job.spec.rounds} round(s) approved "
+                f"for job {entry.job_id!r}"
+            )
+        if (entry.round, entry.phase) in job.recorded:
+            raise PermissionDenied(f"round {entry.round} ({entry.phase}) was already recorded")
+        if entry.num_examples > len(job.y):
+            raise InvalidRequest("num_examples exceeds the rows granted")
+        if entry.phase == "fit" and entry.secagg != job.spec.secagg:
+            raise PermissionDenied(
+                f"job {entry.job_id!r} was approved {'with' if job.spec.secagg else 'without'} "
+                "SecAgg+; this round does not match"
+            )
+
+    @staticmethod
+    def _epsilon(job: _Job, entry: RoundEntry) -> float:
+        dp = job.spec.dp
+        return dp.epsilon_per_round if dp.enabled and entry.phase == "fit" else 0.0
+
+
+def _open_details(spec: TrainingSpec, supernode: str) -> dict[str, str]:
+    return {
+        "rounds": str(spec.rounds),
+        "features": ",".join(spec.feature_columns),
+        "label": spec.label_column,
+        "model": spec.model,
+        "dp": spec.dp.describe(),
+        "secagg": "yes" if spec.secagg else "no",
+        "supernode": supernode,
+    }
+
+
+def _matrix(
+    rows: list[tuple[object, ...]], width: int, k: int, dataset: str
+) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
+    """The granted rows as a float matrix; refuse too few rows or non-numeric values."""
+    if len(rows) < k:
+        raise PermissionDenied(f"dataset {dataset!r} has fewer than {k} rows")
+    try:
+        data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("training columns must be numeric and never null") from exc
+    if not np.isfinite(data).all():
+        raise InvalidRequest("training columns must be numeric and never null")
+    return data
+
+
+def _adopt(call: SignedCall, job: _Job, entry: RoundEntry) -> None:
+    """Record a round as the job's: the analyst, header and request digest of its opening."""
+    call.identity, call.header, call.digest = job.analyst, job.header, job.digest
+    call.dataset, call.protection = job.spec.dataset, job.spec.protection
+    call.details.update(_details(entry, job))
+
+
+def _details(entry: RoundEntry | None, job: _Job | None) -> dict[str, str]:
+    if entry is None:
+        return {}
+    out = {
+        "round": str(entry.round),
+        "phase": entry.phase,
+        "model_in": entry.model_in_sha256,
+        "update_out": entry.update_out_sha256,
+        "num_examples": str(entry.num_examples),
+    }
+    if job is not None:
+        out["secagg"] = "yes" if job.spec.secagg else "no"
+        out["dp"] = job.spec.dp.describe()
+        out["rounds_approved"] = str(job.spec.rounds)
+    return out
+
+
+def add_training_service(server: grpc.aio.Server, node_context: NodeContext) -> TrainingServicer:
+    """Register the TrainingService on the node's gRPC server; return the servicer."""
+    servicer = TrainingServicer(node_context)
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
+    return servicer
+
+
+def training_service_name() -> str:
+    """Full name of the service (for health checking and reflection)."""
+    return training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
