@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,128 @@ OUTSIDE = ("../" + "shared", '".." / "' + 'shared"')
 def test_nothing_reads_outside_the_repository(path: Path) -> None:
     text = path.read_text()
     assert not any(o in text for o in OUTSIDE), f"{_id(path)} reads outside the repository"
+
+
+# -- the shape of the tree (docs/architecture.md "Packages and the layering rule") ----------
+#: A module longer than this, or a function longer than ``MAX_FUNCTION_LINES`` (its
+#: docstring not counted), says why at its top: ``Why long:`` in its docstring.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+WHY_LONG = "Why long:"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the repository's modules it imports, anywhere in it (lazy imports too)."""
+    names = {module_name(p): p for p in ALL}
+
+    def owner(m: str) -> str | None:
+        while m and m not in names:
+            m = m.rpartition(".")[0]
+        return m or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        deps = set()
+        for _, m in imports(path):
+            found = m if m in names else owner(m)
+            if found and found != name:
+                deps.add(found)
+        graph[name] = deps
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative: every component of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[v] = min(low[v], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_strongly_connected_finds_a_circle_and_only_circles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert strongly_connected(graph) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles() -> None:
+    """No module reaches itself through imports, lazy imports and TYPE_CHECKING included."""
+    circles = strongly_connected(import_graph())
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def _long_functions(path: Path) -> Iterator[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            doc = ast.get_docstring(node) or ""
+            start = body[1].lineno if doc and len(body) > 1 else body[0].lineno
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            lines -= start - body[0].lineno  # the docstring does not count
+            if lines > MAX_FUNCTION_LINES and WHY_LONG not in doc:
+                yield node.name, lines
+
+
+@pytest.mark.parametrize("path", ALL, ids=_id)
+def test_modules_and_functions_are_short_or_say_why(path: Path) -> None:
+    text = path.read_text()
+    n = len(text.splitlines())
+    doc = ast.get_docstring(ast.parse(text)) or ""
+    assert n <= MAX_MODULE_LINES or WHY_LONG in doc, (
+        f"{_id(path)} has {n} lines: split it, or say why in its docstring ({WHY_LONG!r})"
+    )
+    long = list(_long_functions(path))
+    assert not long, f"{_id(path)}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+DOC_FILES = [
+    "README.md",
+    *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")),
+]
+REPO_PATH = re.compile(
+    r"(?<![\w/.-])((?:datafed|nodes|audit|tests|benchmarks|examples|docs)/[\w/.-]*\w\.(?:py|md|toml))"
+)
+
+
+@pytest.mark.parametrize("doc", DOC_FILES)
+def test_docs_name_only_files_that_exist(doc: str) -> None:
+    """Every repository path the docs name is there (the docs follow the tree)."""
+    missing = sorted(
+        {m for m in REPO_PATH.findall((ROOT / doc).read_text()) if not (ROOT / m).exists()}
+    )
+    assert not missing, f"{doc} names files that do not exist: {missing}"

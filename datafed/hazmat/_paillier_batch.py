@@ -10,7 +10,6 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from types import TracebackType
 from typing import Any
 
 from datafed.hazmat._paillier import PaillierCiphertext, PaillierPublicKey
@@ -93,10 +92,5 @@ class BatchEncryptor:
     def __enter__(self) -> BatchEncryptor:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -16,40 +16,7 @@ Inside this package, modules import each other's submodules, never this facade.
 
 from __future__ import annotations
 
-from datafed.pki.ca import (
-    ROLES,
-    SERVER_ROLES,
-    SIGNING_KEY_OID,
-    Identity,
-    IssuedFiles,
-    check_name,
-    identity_from_pem,
-    init_ca,
-    issue,
-    load_ca,
-    load_signing_key,
-    party_paths,
-    request,
-    sign,
-    subject_names,
-    write_private,
-)
+from datafed.pki import ca
+from datafed.pki.ca import *  # noqa: F403 - the CA's public names (listed once, in ca.__all__)
 
-__all__ = [
-    "ROLES",
-    "SERVER_ROLES",
-    "SIGNING_KEY_OID",
-    "Identity",
-    "IssuedFiles",
-    "check_name",
-    "identity_from_pem",
-    "init_ca",
-    "issue",
-    "load_ca",
-    "load_signing_key",
-    "party_paths",
-    "request",
-    "sign",
-    "subject_names",
-    "write_private",
-]
+__all__ = ca.__all__

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 from datafed import pki
 from datafed.fl.superlink import SuperLink, free_port, start_process, stop_process
@@ -131,10 +130,5 @@ class LocalFlower:
     def __enter__(self) -> LocalFlower:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
