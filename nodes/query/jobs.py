@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from datafed.wire.signing import RequestHeader, now_ms
-from nodes.errors import Unavailable
-from nodes.limits import QuotaExceeded
+from nodes.errors import QuotaExceeded, Unavailable
 
 __all__ = [
     "DEFAULT_MAX_JOBS",
