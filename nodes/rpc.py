@@ -22,9 +22,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from audit import Receipt
 from audit.ledger_serde import receipt_to_proto
@@ -36,12 +37,25 @@ from nodes.errors import NodeError, status_of
 from nodes.gate import open_signed, peer_identity, request_digest
 from nodes.policy import Grant, Use
 
-__all__ = ["SignedCall", "signed_call"]
+__all__ = ["Context", "SignedCall", "parser", "signed_call"]
 
 log = logging.getLogger("datafed.node")
 M = TypeVar("M")
+B = TypeVar("B", bound=Message)
 T = TypeVar("T")
 Parse = Callable[[bytes], tuple[common_pb2.RequestHeader, M]]
+#: What a servicer method is handed with each request (grpc.aio's servicer context).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def parser(cls: type[B]) -> Parse[B]:
+    """The ``parse`` of :meth:`SignedCall.open` for a body message ``cls`` holding its header."""
+
+    def parse(body: bytes) -> tuple[common_pb2.RequestHeader, B]:
+        msg = cls.FromString(body)
+        return msg.header, msg  # type: ignore[attr-defined]
+
+    return parse
 
 
 class SignedCall:
