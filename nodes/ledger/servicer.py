@@ -107,28 +107,46 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def _read(self, start: int, end: int) -> tuple[list[bytes], dict[int, bytes]]:
         return self.ledger.leaves(start, end), self.ledger.private_parts(start, end)
 
+    async def _proof(
+        self,
+        context: Any,
+        rpc: str,
+        prove: Callable[[int, int], list[bytes]],
+        first: int,
+        size: int,
+    ) -> tuple[int, list[bytes]]:
+        """``prove(first, size)`` off the event loop (``size`` 0: current); bad input aborts."""
+        await self._guard(context, rpc)
+        size = size or self.ledger.head().size
+        try:
+            return size, await asyncio.to_thread(prove, first, size)
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     async def GetInclusionProof(  # noqa: N802 - gRPC method name
         self, request: ledger_pb2.GetInclusionProofRequest, context: Any
     ) -> ledger_pb2.InclusionProof:
         """Return the inclusion proof of ``index`` in the tree of ``tree_size`` (0: current)."""
-        await self._guard(context, "GetInclusionProof")
-        size = request.tree_size or self.ledger.head().size
-        try:
-            hashes = await asyncio.to_thread(self.ledger.inclusion_proof, request.index, size)
-        except ValueError as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        size, hashes = await self._proof(
+            context,
+            "GetInclusionProof",
+            self.ledger.inclusion_proof,
+            request.index,
+            request.tree_size,
+        )
         return ledger_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes)
 
     async def GetConsistencyProof(  # noqa: N802 - gRPC method name
         self, request: ledger_pb2.GetConsistencyProofRequest, context: Any
     ) -> ledger_pb2.ConsistencyProof:
         """Return the consistency proof from ``size1`` to ``size2`` (0: current)."""
-        await self._guard(context, "GetConsistencyProof")
-        size2 = request.size2 or self.ledger.head().size
-        try:
-            hashes = await asyncio.to_thread(self.ledger.consistency_proof, request.size1, size2)
-        except ValueError as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        size2, hashes = await self._proof(
+            context,
+            "GetConsistencyProof",
+            self.ledger.consistency_proof,
+            request.size1,
+            request.size2,
+        )
         return ledger_pb2.ConsistencyProof(size1=request.size1, size2=size2, hashes=hashes)
 
     async def AddCheckpoint(  # noqa: N802 - gRPC method name
