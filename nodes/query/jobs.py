@@ -54,6 +54,11 @@ class Job:
     min_participants: int = 2
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def bound(self) -> JobBinding:
+        """What this job's steps are bound to."""
+        return JobBinding(self.binding, self.roster, self.min_participants)
+
     def run(self, step: Callable[[object], bytes]) -> bytes:
         """Run ``step`` on the state, one step of this job at a time."""
         with self.lock:
