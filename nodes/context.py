@@ -13,13 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from audit import DataUseRecord, Ledger, LedgerHead, ledger_origin
 from datafed.errors import ConfigError
+from datafed.modes import NodeEnv
 from datafed.pki.ca import Identity, load_signing_key
 from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
 from nodes.policy import PolicyEngine, ReleaseHistory
-from nodes.query.jobs import JobTable
+from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
 from nodes.stores import DataStore
 
@@ -153,34 +154,45 @@ class NodeContext:
                     "TLS files or dataset sources changed: restart the node"
                 )
         except ConfigError as exc:
-            await self.record(
-                caller=self.identity,
-                header=None,
-                dataset="",
-                operation="policy_reload",
-                protection="",
-                decision="denied",
-                reason=str(exc),
-                request_digest="",
-            )
+            await self._record_reload("denied", str(exc))
             raise
         policy = PolicyEngine(
             config, {n: self.store.columns(n) for n in self.store.names()}, self.name, self.tls.ca
         )
         policy.replay(self.ledger)
-        index = await self.record(
+        index = await self._record_reload(
+            "approved", reason[:1000], {"config": _policy_digest(config)}
+        )
+        self.config, self.policy = config, policy
+        return index
+
+    async def _record_reload(
+        self, decision: str, reason: str, details: Mapping[str, str] | None = None
+    ) -> int:
+        """The ledger entry of a policy reload, by this node itself."""
+        return await self.record(
             caller=self.identity,
             header=None,
             dataset="",
             operation="policy_reload",
             protection="",
-            decision="approved",
-            reason=reason[:1000],
+            decision=decision,
+            reason=reason,
             request_digest="",
-            details={"config": _policy_digest(config)},
+            details=details,
         )
-        self.config, self.policy = config, policy
-        return index
+
+    def mode_env(self, job_id: str, bound: JobBinding) -> NodeEnv:
+        """The environment a protection mode runs in for ``job_id``, bound to its statement."""
+        return NodeEnv(
+            self.name,
+            job_id,
+            self.signing_key,
+            self.tls.ca,
+            binding=bound.binding,
+            roster=bound.roster,
+            min_participants=bound.min_participants,
+        )
 
     def head(self) -> LedgerHead:
         """The ledger's current head."""

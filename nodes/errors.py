@@ -8,6 +8,7 @@ Hierarchy (status code in brackets)::
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
     ├── PermissionDenied              [PERMISSION_DENIED] policy refuses requester/purpose/...
     ├── BudgetExhausted               [RESOURCE_EXHAUSTED] privacy budget would be exceeded
+    ├── QuotaExceeded                 [RESOURCE_EXHAUSTED] a requester's share of jobs is used
     └── Unavailable                   [UNAVAILABLE]       the node is shutting down
 
 :func:`status_of` is the single place where errors become status codes.
@@ -25,6 +26,7 @@ __all__ = [
     "NodeError",
     "NotFound",
     "PermissionDenied",
+    "QuotaExceeded",
     "Unauthenticated",
     "Unavailable",
     "status_of",
@@ -63,6 +65,12 @@ class PermissionDenied(NodeError):
 
 class BudgetExhausted(NodeError):
     """The privacy budget would be exceeded."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class QuotaExceeded(NodeError):
+    """A requester used up its share of a node resource (open jobs, pending jobs)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

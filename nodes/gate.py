@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -23,15 +23,17 @@ from datafed.wire.signing import MAX_LIFETIME_MS, NONCE_BYTES, RequestHeader, ve
 from nodes.errors import InvalidRequest, Unauthenticated
 from nodes.replay import NonceStore
 
-__all__ = ["CLOCK_SKEW_MS", "open_signed", "peer_identity", "request_digest"]
+__all__ = ["CLOCK_SKEW_MS", "Context", "open_signed", "peer_identity", "request_digest"]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Tolerated difference between the caller's clock and ours.
 CLOCK_SKEW_MS = 30_000
 M = TypeVar("M")
+#: What a servicer method is handed with each request (grpc.aio's servicer context).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> Identity:  # type: ignore[type-arg]
+def peer_identity(context: Context) -> Identity:
     """Return the identity from the TLS client certificate, or raise Unauthenticated."""
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert") or []

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from datafed.hazmat import Packer
@@ -45,7 +44,7 @@ from datafed.query.components import Component
 from datafed.query.spec import QuerySpec
 from datafed.wire.serde import where_size
 from nodes.config import DatasetPolicy, LimitsSection
-from nodes.errors import InvalidRequest, NodeError, PermissionDenied
+from nodes.errors import InvalidRequest, PermissionDenied, QuotaExceeded
 
 if TYPE_CHECKING:
     from nodes.context import NodeContext
@@ -75,12 +74,6 @@ _CKKS_MIN_SLOTS = 4096
 _CKKS_MIN_CIPHERTEXT = 2 * 8192 * 2 * 8
 #: Bytes a group key takes when no domain declares it (a plain GROUP BY).
 _KEY_BYTES = 16
-
-
-class QuotaExceeded(NodeError):
-    """A requester used up its share of a node resource (open jobs, pending jobs)."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def install(ctx: NodeContext) -> None:

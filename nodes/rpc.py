@@ -25,23 +25,37 @@ from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from audit import Receipt
 from audit.ledger_serde import receipt_to_proto
+from datafed.errors import SignatureError
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, ledger_pb2, query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
+from datafed.wire.statement import SignedJobStatement, open_job_statement
 from nodes.context import NodeContext
-from nodes.errors import NodeError, status_of
-from nodes.gate import open_signed, peer_identity, request_digest
+from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
+from nodes.gate import Context, open_signed, peer_identity, request_digest
 from nodes.policy import Grant, Use
 
-__all__ = ["SignedCall", "signed_call"]
+__all__ = ["Context", "SignedCall", "parser", "signed_call"]
 
 log = logging.getLogger("datafed.node")
 M = TypeVar("M")
+B = TypeVar("B", bound=Message)
 T = TypeVar("T")
 Parse = Callable[[bytes], tuple[common_pb2.RequestHeader, M]]
+
+
+def parser(cls: type[B]) -> Parse[B]:
+    """The ``parse`` of :meth:`SignedCall.open` for a body message ``cls`` holding its header."""
+
+    def parse(body: bytes) -> tuple[common_pb2.RequestHeader, B]:
+        msg = cls.FromString(body)
+        return msg.header, msg  # type: ignore[attr-defined]
+
+    return parse
 
 
 class SignedCall:
@@ -50,7 +64,7 @@ class SignedCall:
     def __init__(
         self,
         ctx: NodeContext,
-        context: Any,
+        context: Context,
         signed: common_pb2.SignedRequest | None,
         operation: str,
         protection: str = "",
@@ -81,6 +95,18 @@ class SignedCall:
             self.signed, self.identity, self.ctx.name, self.ctx.nonces, now_ms(), parse
         )
         return body
+
+    def open_statement(self, msg: common_pb2.SignedStatement) -> SignedJobStatement:
+        """Verify the requester's job statement; every later entry of the call names it."""
+        assert self.identity is not None
+        try:
+            statement = open_job_statement(msg, self.identity.signing_key)
+        except SignatureError as exc:
+            raise Unauthenticated("the job statement does not verify") from exc
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        self.details["statement"] = statement.digest
+        return statement
 
     async def record(
         self,
@@ -160,7 +186,7 @@ class SignedCall:
 @asynccontextmanager
 async def signed_call(
     ctx: NodeContext,
-    context: Any,
+    context: Context,
     signed: common_pb2.SignedRequest | None,
     operation: str,
     *,

@@ -125,6 +125,76 @@ async def start_health_server(
     return server, port
 
 
+class _Serving:
+    """The parts of one serving node, started in order and stopped in order (:func:`serve`)."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.witness: WitnessStore | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health: health_aio.HealthServicer | None = None
+        self.collect: CollectService | None = None
+        self.health_server: grpc.aio.Server | None = None
+        self.publisher: Publisher | None = None
+
+    async def start(self) -> int:
+        """Witness store, services, collection tasks, health port, publisher; return the port."""
+        ctx, node = self.ctx, self.ctx.config.node
+        self.witness = open_witness_store(ctx)
+        server, port, health = await build_server(ctx, self.witness)
+        self.server, self.health = server, health
+        self.collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
+        self.collect.register(server)
+        await server.start()
+        self.collect.start()
+        if node.health_listen:
+            self.health_server, hport = await start_health_server(node.health_listen, health)
+            log.info("health (plaintext) on port %d", hport)
+        if (publisher := Publisher.open(ctx)) is not None:
+            self.publisher = publisher
+            publisher.start()
+        for name in ("", *SERVICE_NAMES):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self) -> None:
+        """Stop serving gracefully: health first, then the server, tasks and publisher."""
+        assert self.server is not None and self.health is not None and self.collect is not None
+        log.info("node %s shutting down", self.ctx.name)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(GRACE_S)
+        await self.collect.stop()
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        if self.publisher is not None:
+            await self.publisher.stop()  # one last round, then close the channels
+
+    def close(self) -> None:
+        """Close what was opened (also after a failed start)."""
+        if self.witness is not None:
+            self.witness.close()
+        if self.collect is not None:
+            self.collect.close()
+
+
+def _handle_signals(ctx: NodeContext, config_path: Path | None) -> asyncio.Event:
+    """SIGINT/SIGTERM set the returned event; with ``config_path``, SIGHUP reloads policies."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if config_path is not None:
+
+        def on_hup() -> None:
+            task = loop.create_task(reload_policy(ctx, config_path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    return stop
+
+
 async def serve(
     config: NodeConfig,
     *,
@@ -137,62 +207,29 @@ async def serve(
     (:meth:`NodeContext.reload`, recorded in the ledger).
     """
     ctx = NodeContext.open(config)
-    witness = publisher = health_server = collect = None
+    node = _Serving(ctx)
     crl = config.tls.crl
     try:
         if crl is not None:
             watch_crl(crl, ctx.tls.ca)
-        witness = open_witness_store(ctx)
-        server, port, health = await build_server(ctx, witness)
-        collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
-        collect.register(server)
-        await server.start()
-        collect.start()
-        if config.node.health_listen:
-            health_server, hport = await start_health_server(config.node.health_listen, health)
-            log.info("health (plaintext) on port %d", hport)
-        if (publisher := Publisher.open(ctx)) is not None:
-            publisher.start()
-        for name in ("", *SERVICE_NAMES):
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        port = await node.start()
         host = config.node.listen.rsplit(":", 1)[0]
         address = f"{host}:{port}"
         log.info("node %s serving on %s (mTLS required)", ctx.name, address)
         if on_ready is not None:
             on_ready(address)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        reloads: set[asyncio.Task[None]] = set()
-        if config_path is not None:
-
-            def on_hup() -> None:
-                task = loop.create_task(reload_policy(ctx, config_path))
-                reloads.add(task)
-                task.add_done_callback(reloads.discard)
-
-            loop.add_signal_handler(signal.SIGHUP, on_hup)
+        stop = _handle_signals(ctx, config_path)
         pid_file(config).write_text(f"{os.getpid()}\n")
-        waiter = asyncio.create_task(server.wait_for_termination())
+        assert node.server is not None
+        waiter = asyncio.create_task(node.server.wait_for_termination())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("node %s shutting down", ctx.name)
-        await health.enter_graceful_shutdown()
-        await server.stop(GRACE_S)
-        await collect.stop()
-        if health_server is not None:
-            await health_server.stop(0)
-        if publisher is not None:
-            await publisher.stop()  # one last round, then close the channels
+        await node.stop()
         waiter.cancel()
         stopper.cancel()
     finally:
         pid_file(config).unlink(missing_ok=True)
         if crl is not None:
             unwatch_crl(crl)
-        if witness is not None:
-            witness.close()
-        if collect is not None:
-            collect.close()
+        node.close()
         ctx.close()

@@ -15,25 +15,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import InvalidBatchSize, Leader
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.collect.entries import record_window
 from nodes.collect.helper import body_digest
-from nodes.collect.runtime import close_job_id
+from nodes.collect.runtime import TaskRuntime, close_job_id
+from nodes.context import NodeContext
 
-if TYPE_CHECKING:
-    from nodes.collect.leader import LeaderLoop
-
-__all__ = ["close_due", "close_window"]
+__all__ = ["ClosingLoop", "close_due", "close_window"]
 
 log = logging.getLogger("datafed.node")
 PURPOSE = "collect"
 
 
-async def close_due(loop: LeaderLoop) -> None:
+class ClosingLoop(Protocol):
+    """What the closer needs of the Leader's loop (:class:`nodes.collect.leader.LeaderLoop`)."""
+
+    ctx: NodeContext
+    rt: TaskRuntime
+
+    def wake(self) -> None:
+        """Have the aggregation workers look for pending reports now."""
+        ...
+
+    async def call(self, rpc: str, body: Any, job_id: str) -> Any:
+        """Send ``body`` as a signed ``rpc`` to the task's Helper; return its answer."""
+        ...
+
+
+async def close_due(loop: ClosingLoop) -> None:
     """Mark due windows ``closing``; close those with nothing pending (see module docs)."""
     rt, p, after = loop.rt, loop.rt.spec.time_precision, loop.rt.config.close_after_s
     now = time.time()
@@ -50,7 +63,7 @@ async def close_due(loop: LeaderLoop) -> None:
         await close_window(loop, w.start)
 
 
-async def close_window(loop: LeaderLoop, start: int) -> None:
+async def close_window(loop: ClosingLoop, start: int) -> None:
     """Close one window at the Helper, then here; each writes the window's entry."""
     rt = loop.rt
     row = await asyncio.to_thread(rt.store.window, start)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from datafed.collect import ReportBinding, SealedShare, SealError, ShareOpener
@@ -28,10 +29,12 @@ from datafed.proto.v1 import collect_pb2
 from datafed.protocols import (
     AggregateShareReq,
     AggregationJobInit,
+    AggregationJobResp,
     BatchMismatch,
     Helper,
     InvalidBatchSize,
     InvalidMessage,
+    Leader,
     ReportError,
     VerifyInit,
 )
@@ -39,7 +42,7 @@ from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import WindowDelta, WindowRow
 from nodes.errors import InvalidRequest
 
-__all__ = ["ClosedWindow", "body_digest", "close_at_helper", "run_job"]
+__all__ = ["ClosedWindow", "body_digest", "close_at_helper", "run_job", "window_deltas"]
 
 DECRYPT_ERROR = "hpke_decrypt_error"
 
@@ -56,10 +59,7 @@ def run_job(
     rt: TaskRuntime, body: collect_pb2.AggregateInitRequest, now: int
 ) -> collect_pb2.AggregateInitResponse:
     """Process (or answer again) one aggregation job, durably; blocking (run in a thread)."""
-    if bytes(body.task_id) != rt.task_id:
-        raise InvalidRequest(
-            f"task {rt.name!r} has another task ID here: the aggregators' configurations differ"
-        )
+    _same_task(rt, body)
     job_id = bytes(body.job_id)
     if len(job_id) != 16:
         raise InvalidRequest("aggregation job id must be 16 bytes")
@@ -77,6 +77,34 @@ def run_job(
     helper.close(tuple(rt.store.closed_among(windows)))
     for rid in rt.store.seen_among(ids):
         helper.mark_seen(rid)
+    inits, undecryptable = _open_shares(rt, body)
+    try:
+        resp = helper.handle_init(AggregationJobInit(rt.task_id, job_id, tuple(inits)), now)
+    except InvalidMessage as exc:
+        raise InvalidRequest("malformed aggregation job; nothing was aggregated") from exc
+    out, seen, undecrypted_in = _answer(rt, body, resp, undecryptable)
+    deltas = window_deltas(helper)
+    for w, n in undecrypted_in.items():
+        deltas.setdefault(w, WindowDelta()).rejected[DECRYPT_ERROR] = n
+    rt.store.commit_helper_job(
+        job_id, digest, out.SerializeToString(), seen, deltas, int(time.time() * 1000)
+    )
+    return out
+
+
+def _same_task(
+    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest | collect_pb2.CloseWindowRequest
+) -> None:
+    if bytes(body.task_id) != rt.task_id:
+        raise InvalidRequest(
+            f"task {rt.name!r} has another task ID here: the aggregators' configurations differ"
+        )
+
+
+def _open_shares(
+    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest
+) -> tuple[list[VerifyInit], set[bytes]]:
+    """Open each report's sealed Helper share; the IDs of those that do not open."""
     opener = ShareOpener(rt.x25519)
     inits, undecryptable = [], set()
     for m in body.inits:
@@ -90,12 +118,18 @@ def run_job(
             undecryptable.add(rid)  # rejected below; its ID is not burnt (it was not proven)
             continue
         inits.append(VerifyInit(rid, m.time, public, share, bytes(m.payload)))
-    try:
-        resp = helper.handle_init(AggregationJobInit(rt.task_id, job_id, tuple(inits)), now)
-    except InvalidMessage as exc:
-        raise InvalidRequest("malformed aggregation job; nothing was aggregated") from exc
+    return inits, undecryptable
+
+
+def _answer(
+    rt: TaskRuntime,
+    body: collect_pb2.AggregateInitRequest,
+    resp: AggregationJobResp,
+    undecryptable: set[bytes],
+) -> tuple[collect_pb2.AggregateInitResponse, list[bytes], dict[int, int]]:
+    """The answer, report by report; the IDs verified and undecryptable reports per window."""
     answers = {v.report_id: v for v in resp.verify_resps}
-    out = collect_pb2.AggregateInitResponse(job_id=job_id)
+    out = collect_pb2.AggregateInitResponse(job_id=body.job_id)
     seen, undecrypted_in = [], dict[int, int]()
     for m in body.inits:
         rid = bytes(m.report_id)
@@ -110,17 +144,23 @@ def run_job(
         out.resps.add(
             report_id=rid, payload=v.payload or b"", error=v.error.value if v.error else ""
         )
+    return out, seen, undecrypted_in
+
+
+def window_deltas(
+    machine: Leader | Helper, before: Mapping[int, Mapping[ReportError, int]] | None = None
+) -> dict[int, WindowDelta]:
+    """What a job changed in each window of ``machine``: its aggregate and new rejections.
+
+    ``before``: the rejections each window held before the job (none by default).
+    """
     deltas: dict[int, WindowDelta] = {}
-    for stats in helper.windows():
-        b = helper.bucket(stats.start)
-        rejected = {e.value: n for e, n in stats.rejected.items()}
+    for stats in machine.windows():
+        b = machine.bucket(stats.start)
+        old = (before or {}).get(stats.start, {})
+        rejected = {e.value: n - old.get(e, 0) for e, n in stats.rejected.items()}
         deltas[stats.start] = WindowDelta(b.agg_share, b.count, b.checksum, rejected)
-    for w, n in undecrypted_in.items():
-        deltas.setdefault(w, WindowDelta()).rejected[DECRYPT_ERROR] = n
-    rt.store.commit_helper_job(
-        job_id, digest, out.SerializeToString(), seen, deltas, int(time.time() * 1000)
-    )
-    return out
+    return deltas
 
 
 @dataclass(frozen=True)
@@ -141,10 +181,7 @@ def close_at_helper(
     The window is not marked closed here: the caller records the ledger entry first,
     then :meth:`~nodes.collect.storage.CollectStore.close_window`.
     """
-    if bytes(body.task_id) != rt.task_id:
-        raise InvalidRequest(
-            f"task {rt.name!r} has another task ID here: the aggregators' configurations differ"
-        )
+    _same_task(rt, body)
     p, start = rt.spec.time_precision, body.window_start
     if start < 0 or start % p:
         raise InvalidRequest(f"a window starts at a multiple of {p} s")

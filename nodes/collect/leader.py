@@ -41,7 +41,7 @@ from datafed.protocols import (
     VerifyResp,
 )
 from nodes.collect.closer import close_due
-from nodes.collect.helper import DECRYPT_ERROR
+from nodes.collect.helper import DECRYPT_ERROR, window_deltas
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import ReportRow, WindowDelta
 from nodes.context import NodeContext
@@ -250,12 +250,7 @@ class LeaderLoop:
                     raise InvalidMessage from exc
             verify.append(VerifyResp(rid, None if error else bytes(m.payload), error))
         job.leader.finish_job(AggregationJobResp(job.machine_job_id, tuple(verify)))
-        deltas: dict[int, WindowDelta] = {}
-        for stats in job.leader.windows():
-            b = job.leader.bucket(stats.start)
-            old = job.before.get(stats.start, {})
-            rejected = {e.value: n - old.get(e, 0) for e, n in stats.rejected.items()}
-            deltas[stats.start] = WindowDelta(b.agg_share, b.count, b.checksum, rejected)
+        deltas = window_deltas(job.leader, job.before)
         for rid in undecryptable:
             d = deltas[rt.task.window(times[rid])]
             d.rejected[ReportError.VDAF_VERIFY_ERROR.value] -= 1

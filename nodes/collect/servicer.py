@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -36,20 +37,11 @@ from nodes.collect.runtime import TaskRuntime
 from nodes.collect.upload import STATUS, store_uploads
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
-from nodes.rpc import SignedCall, signed_call
+from nodes.rpc import Context, SignedCall, parser, signed_call
 
 __all__ = ["CollectServicer"]
 
 M = TypeVar("M", bound=Message)
-Context = Any  # grpc.aio.ServicerContext
-
-
-def _parser(cls: type[M]) -> Callable[[bytes], tuple[common_pb2.RequestHeader, M]]:
-    def parse(body: bytes) -> tuple[common_pb2.RequestHeader, M]:
-        msg = cls.FromString(body)
-        return msg.header, msg  # type: ignore[attr-defined]
-
-    return parse
 
 
 class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
@@ -86,13 +78,32 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         if ident.role != "node" or ident.name != rt.config.leader.name:
             raise PermissionDenied(f"only {rt.config.leader.name}, the task's leader, may do this")
 
+    @asynccontextmanager
+    async def _rpc(
+        self,
+        context: Context,
+        request: common_pb2.SignedRequest,
+        operation: str,
+        cls: type[M],
+        role: str | None = None,
+    ) -> AsyncIterator[tuple[SignedCall, M, TaskRuntime]]:
+        """One signed call about a task: opened, its task found, this node in ``role``.
+
+        The Helper's RPCs are the task's Leader's alone.
+        """
+        async with signed_call(self.ctx, context, request, operation) as call:
+            body = call.open(parser(cls))
+            rt = self._task(call, body.task, role)  # type: ignore[attr-defined]
+            if role == "helper":
+                self._from_leader(call, rt)
+            yield call, body, rt
+
     async def GetTask(  # noqa: N802 - gRPC method name
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.GetTaskResponse:
         """The task's public parameters and both aggregators' certificates."""
-        async with signed_call(self.ctx, context, request, "collect_task") as call:
-            body = call.open(_parser(collect_pb2.GetTaskRequest))
-            rt = self._task(call, body.task)
+        msg = collect_pb2.GetTaskRequest
+        async with self._rpc(context, request, "collect_task", msg) as (_, _, rt):
             return collect_pb2.GetTaskResponse(
                 params=spec_to_proto(rt.spec),
                 task_id=rt.task_id,
@@ -104,9 +115,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.UploadResponse:
         """Check and store a gateway's reports; one status per report."""
-        async with signed_call(self.ctx, context, request, "collect_upload") as call:
-            body = call.open(_parser(collect_pb2.UploadRequest))
-            rt = self._task(call, body.task, "leader")
+        msg = collect_pb2.UploadRequest
+        async with self._rpc(context, request, "collect_upload", msg, "leader") as (call, body, rt):
             ident = call.identity
             assert ident is not None
             if ident.role != "gateway":
@@ -127,10 +137,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.AggregateInitResponse:
         """Run one aggregation job at the Helper (or answer it again)."""
-        async with signed_call(self.ctx, context, request, "collect_aggregate") as call:
-            body = call.open(_parser(collect_pb2.AggregateInitRequest))
-            rt = self._task(call, body.task, "helper")
-            self._from_leader(call, rt)
+        msg = collect_pb2.AggregateInitRequest
+        async with self._rpc(context, request, "collect_aggregate", msg, "helper") as (_, body, rt):
             async with rt.lock:  # one job at a time: the replay checks see every commit
                 return await asyncio.to_thread(run_job, rt, body, int(time.time()))
 
@@ -138,10 +146,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.CloseWindowResponse:
         """Close one window at the Helper after checking the Leader's count and checksum."""
-        async with signed_call(self.ctx, context, request, OPERATION) as call:
-            body = call.open(_parser(collect_pb2.CloseWindowRequest))
-            rt = self._task(call, body.task, "helper")
-            self._from_leader(call, rt)
+        msg = collect_pb2.CloseWindowRequest
+        async with self._rpc(context, request, OPERATION, msg, "helper") as (call, body, rt):
             digest = body_digest(body)
             async with rt.lock:
                 closed = await asyncio.to_thread(close_at_helper, rt, body, digest)
@@ -175,9 +181,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.ListWindowsResponse:
         """The task's closed windows (collectors only)."""
-        async with signed_call(self.ctx, context, request, "collect") as call:
-            body = call.open(_parser(collect_pb2.ListWindowsRequest))
-            rt = self._task(call, body.task)
+        msg = collect_pb2.ListWindowsRequest
+        async with self._rpc(context, request, "collect", msg) as (call, body, rt):
             self.ctx.policy.check(collect_use(call, rt, body.since))
             rows = await asyncio.to_thread(
                 rt.store.windows, where="state = 'closed' AND start >= ?", args=(body.since,)
@@ -193,9 +198,8 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         self, request: common_pb2.SignedRequest, context: Context
     ) -> collect_pb2.GetWindowResponse:
         """Release one closed window's aggregate share to a collector."""
-        async with signed_call(self.ctx, context, request, "collect") as call:
-            body = call.open(_parser(collect_pb2.GetWindowRequest))
-            rt = self._task(call, body.task)
+        msg = collect_pb2.GetWindowRequest
+        async with self._rpc(context, request, "collect", msg) as (call, body, rt):
             return await get_window(call, rt, body)
 
 

@@ -9,38 +9,22 @@
   memory. It exists so Flower's simulation engine can run the same ClientApp for 20
   agencies without 20 node processes; it is never used by a SuperNode.
 
-:func:`gateway_for` picks one from the SuperNode's ``node_config`` and the run config.
+:func:`nodes.fl.connect.gateway_for` picks one from the SuperNode's ``node_config`` and
+the run config.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from datafed.fl.settings import RunSettings
 from datafed.fl.spec import RoundEntry, TrainingGrant
 from datafed.proto.v1 import common_pb2
-from nodes.fl.errors import ClientAppError
 
-__all__ = [
-    "NODE_ADDRESS_KEY",
-    "NODE_CONFIG_KEY",
-    "NodeGateway",
-    "Receipt",
-    "TrainingData",
-    "gateway_for",
-]
-
-#: ``--node-config`` keys a datafed SuperNode is started with.
-NODE_CONFIG_KEY = "datafed-node-config"
-NODE_ADDRESS_KEY = "datafed-node-address"
+__all__ = ["NodeGateway", "Receipt", "TrainingData"]
 
 Floats = npt.NDArray[np.float32]
 
@@ -89,64 +73,3 @@ class NodeGateway(Protocol):
     def record(self, entry: RoundEntry) -> Receipt:
         """Record one round at the node before anything leaves; raise GatewayRefused if refused."""
         ...
-
-
-_CACHE: dict[tuple[str, ...], NodeGateway] = {}
-_LOCK = threading.Lock()
-
-
-def _cached(key: tuple[str, ...], make: Any) -> NodeGateway:
-    with _LOCK:
-        gw = _CACHE.get(key)
-        if gw is None:
-            gw = _CACHE[key] = make()
-        return gw
-
-
-def gateway_for(node_config: Mapping[str, Any], settings: RunSettings) -> NodeGateway:
-    """Choose the gateway for this SuperNode (or simulated partition).
-
-    Parameters
-    ----------
-    node_config : Mapping[str, Any]
-        The SuperNode's ``--node-config``: ``datafed-node-config`` (path of the node's
-        ``node.toml``) and optionally ``datafed-node-address``; in simulation Flower
-        sets ``partition-id`` and ``num-partitions`` instead.
-    settings : RunSettings
-        The run's settings (``sim-nodes`` / ``sim-data`` for simulations).
-
-    Raises
-    ------
-    ClientAppError
-        If neither a node nor simulation data is configured.
-    """
-    if NODE_CONFIG_KEY in node_config:
-        path = str(node_config[NODE_CONFIG_KEY])
-        address = str(node_config.get(NODE_ADDRESS_KEY, ""))
-        return _cached(("grpc", path, address), lambda: _grpc(Path(path), address))
-    partition = node_config.get("partition-id")
-    if isinstance(partition, int) and settings.sim_nodes:
-        entries = json.loads(settings.sim_nodes)
-        if not isinstance(entries, list) or not 0 <= partition < len(entries):
-            raise ClientAppError(f"sim-nodes has no entry for partition {partition}")
-        path, address = str(entries[partition][0]), str(entries[partition][1])
-        return _cached(("grpc", path, address), lambda: _grpc(Path(path), address))
-    if isinstance(partition, int) and settings.sim_data:
-        from nodes.fl.sim_gateway import SyntheticGateway
-
-        count = int(node_config.get("num-partitions", partition + 1))
-        spec = settings.sim_data
-        return _cached(
-            ("sim", spec, str(partition), str(count)),
-            lambda: SyntheticGateway.from_spec(spec, partition, count),
-        )
-    raise ClientAppError(
-        f"this SuperNode has no datafed node: start it with --node-config "
-        f"'{NODE_CONFIG_KEY}=\"/path/node.toml\"' (see nodes.fl.supernode)"
-    )
-
-
-def _grpc(path: Path, address: str) -> NodeGateway:
-    from nodes.fl.grpc_gateway import GrpcGateway
-
-    return GrpcGateway.from_node_config(path, address or None)

@@ -18,8 +18,9 @@ from datafed.fl.serde import bundle_from_text
 from datafed.fl.settings import RunSettings
 from datafed.fl.spec import DpParams, TrainingGrant
 from datafed.proto.v1 import common_pb2
+from nodes.fl.connect import gateway_for
 from nodes.fl.errors import ClientAppError
-from nodes.fl.gateway import NodeGateway, gateway_for
+from nodes.fl.gateway import NodeGateway
 
 __all__ = ["GRANT_RECORD", "GrantInfo", "JobContext", "job_context", "load_grant", "store_grant"]
 

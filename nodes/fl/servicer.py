@@ -49,7 +49,7 @@ from nodes.errors import (
 )
 from nodes.gate import peer_identity, request_digest
 from nodes.policy import Use
-from nodes.rpc import SignedCall, signed_call
+from nodes.rpc import Context, SignedCall, signed_call
 
 __all__ = ["ROWS_PER_CHUNK", "TrainingServicer", "add_training_service", "training_service_name"]
 
@@ -82,7 +82,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._lock = asyncio.Lock()
 
-    def _own_supernode(self, context: grpc.aio.ServicerContext) -> Identity:  # type: ignore[type-arg]
+    def _own_supernode(self, context: Context) -> Identity:
         caller = peer_identity(context)
         if caller.role != "node" or caller.name != self.ctx.name:
             raise PermissionDenied(
@@ -93,9 +93,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ open
     async def OpenTraining(  # noqa: N802 - gRPC method name
-        self,
-        request: training_pb2.OpenTrainingRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: training_pb2.OpenTrainingRequest, context: Context
     ) -> AsyncIterator[training_pb2.TrainingData]:
         """Check and record the analyst's request; stream the grant and approved rows."""
         digest = request_digest(request.request)
@@ -118,7 +116,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     async def _open(
         self,
         request: training_pb2.OpenTrainingRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: Context,
         digest: str,
     ) -> _Job:
         ctx = self.ctx
@@ -178,9 +176,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     # ----------------------------------------------------------------- rounds
     async def RecordRound(  # noqa: N802 - gRPC method name
-        self,
-        request: training_pb2.RecordRoundRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: training_pb2.RecordRoundRequest, context: Context
     ) -> training_pb2.RecordRoundResponse:
         """Record one round of an open job (charging its epsilon when DP is on)."""
         operation = "fl_evaluate" if request.phase == "evaluate" else "fl_round"

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from nodes.fl.gateway import NODE_ADDRESS_KEY, NODE_CONFIG_KEY
+from nodes.fl.connect import NODE_ADDRESS_KEY, NODE_CONFIG_KEY
 
 __all__ = ["node_config_arg", "run_supernode", "supernode_command"]
 

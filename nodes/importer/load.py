@@ -31,19 +31,14 @@ from typing import Any, Literal
 
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import DatasetConfig, NodeConfig
-from nodes.importer.stage import Staged, stage
+from nodes.importer.stage import ImportRefused, Progress, Staged, run_with_progress, stage
 
 __all__ = ["ImportRefused", "ImportResult", "import_files"]
 
 Mode = Literal["create", "replace", "append"]
-Progress = Callable[[str, float], None]
 _DUCK = {"integer": "BIGINT", "real": "DOUBLE", "text": "VARCHAR", "boolean": "BOOLEAN"}
 _SQLITE = {"integer": "INTEGER", "real": "REAL", "text": "TEXT", "boolean": "BOOLEAN"}
 _BATCH = 50_000
-
-
-class ImportRefused(DatafedError):
-    """An import was refused; nothing was written (the message names file and line)."""
 
 
 @dataclass
@@ -235,7 +230,6 @@ def _check_mode(
 def _write_duckdb(
     ds: DatasetConfig, staged: Staged, mode: Mode, progress: Progress | None
 ) -> Callable[[bool], None]:
-    from nodes.importer.stage import run_with_progress
     from nodes.stores.sql_schema import duck_type
 
     assert ds.path is not None

@@ -19,11 +19,15 @@ from nodes.config import DatasetConfig
 from nodes.stores.sql_schema import duck_type
 from nodes.stores.types import PATTERNS
 
-__all__ = ["Staged", "file_format", "run_with_progress", "stage"]
+__all__ = ["ImportRefused", "Progress", "Staged", "file_format", "run_with_progress", "stage"]
 
 Progress = Callable[[str, float], None]
 _CAST = {"integer": "BIGINT", "real": "DOUBLE", "text": "VARCHAR"}
 _META = ("filename", "file_row_number")
+
+
+class ImportRefused(DatafedError):
+    """An import was refused; nothing was written (the message names file and line)."""
 
 
 def file_format(path: Path) -> str:
@@ -83,12 +87,6 @@ def run_with_progress(
         raise box["error"]
 
 
-def _error(message: str) -> DatafedError:
-    from nodes.importer.load import ImportRefused
-
-    return ImportRefused(message)
-
-
 def _rejects(con: Any) -> None:
     row = con.execute(
         "SELECT s.file_path, e.line, e.column_name, e.error_type, e.csv_line, "
@@ -99,7 +97,7 @@ def _rejects(con: Any) -> None:
         return
     path, line, column, kind, text, count = row
     what = f"column {column!r} " if column else ""
-    raise _error(
+    raise ImportRefused(
         f"{Path(path).name} line {line}: {what}does not fit ({str(kind).lower()}): "
         f"{str(text)[:200]!r} "
         f"({count} row(s) refused; nothing imported)"
@@ -137,7 +135,7 @@ def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -
         try:
             run_with_progress(con, sql, [files], label, progress)
         except duckdb.Error as exc:
-            raise _error(f"cannot read {label[8:]}: {str(exc).splitlines()[0]}") from None
+            raise ImportRefused(f"cannot read {label[8:]}: {str(exc).splitlines()[0]}") from None
         if kind == "csv":
             _rejects(con)
         return _check(con, ds, kind)
@@ -155,13 +153,13 @@ def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
         try:
             check_identifier(name)
         except ValueError:
-            raise _error(
+            raise ImportRefused(
                 f"column name {name[:80]!r} is not an identifier (letters, digits and '_', "
                 "not starting with a digit; at most 64)"
             ) from None
     for col in ds.types:
         if col not in raw:
-            raise _error(f"types names column {col!r}, which the files do not have")
+            raise ImportRefused(f"types names column {col!r}, which the files do not have")
     final = {c: ds.types.get(c, t if t != "other" else "text") for c, t in raw.items()}
     unit = "line" if kind == "csv" else "row"
     for col, ctype in final.items():
@@ -182,7 +180,7 @@ def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
             n = at - first + 2
         else:
             n = at + 1
-        raise _error(
+        raise ImportRefused(
             f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
             f"({count} row(s) do not fit; nothing imported)"
         )

@@ -25,7 +25,7 @@ from audit.ledger_serde import (
 from audit.witness import WitnessStore
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 from nodes.errors import NodeError
-from nodes.gate import peer_identity
+from nodes.gate import Context, peer_identity
 
 __all__ = ["LEDGER_SERVICE_NAME", "READ_ROLES", "add_ledger_services", "role_check"]
 
@@ -48,14 +48,14 @@ _REFUSAL_CODES = {
 Authorize = Callable[[Any, str], None]
 
 
-def role_check(context: Any, rpc: str) -> None:
+def role_check(context: Context, rpc: str) -> None:
     """Default authorisation: the client certificate's role must be allowed for ``rpc``."""
     identity = peer_identity(context)
     if identity.role not in READ_ROLES[rpc]:
         raise PermissionError(f"role {identity.role} may not call {rpc}")
 
 
-async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort always raises
 
@@ -70,7 +70,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.witness = witness
         self.authorize = authorize
 
-    async def _guard(self, context: Any, rpc: str) -> None:
+    async def _guard(self, context: Context, rpc: str) -> None:
         if self.authorize is None:
             return
         try:
@@ -81,7 +81,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             await _abort(context, exc.code, str(exc))
 
     async def GetCheckpoint(  # noqa: N802 - gRPC method name
-        self, request: ledger_pb2.GetCheckpointRequest, context: Any
+        self, request: ledger_pb2.GetCheckpointRequest, context: Context
     ) -> ledger_pb2.SignedCheckpoint:
         """Return the latest signed checkpoint (signing one for the current size if needed)."""
         await self._guard(context, "GetCheckpoint")
@@ -89,7 +89,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.SignedCheckpoint(note=note.encode())
 
     async def GetEntries(  # noqa: N802 - gRPC method name
-        self, request: ledger_pb2.GetEntriesRequest, context: Any
+        self, request: ledger_pb2.GetEntriesRequest, context: Context
     ) -> ledger_pb2.GetEntriesResponse:
         """Return leaves ``[start, end)`` and their private parts (at most 1000, all logged)."""
         await self._guard(context, "GetEntries")
@@ -107,32 +107,50 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def _read(self, start: int, end: int) -> tuple[list[bytes], dict[int, bytes]]:
         return self.ledger.leaves(start, end), self.ledger.private_parts(start, end)
 
-    async def GetInclusionProof(  # noqa: N802 - gRPC method name
-        self, request: ledger_pb2.GetInclusionProofRequest, context: Any
-    ) -> ledger_pb2.InclusionProof:
-        """Return the inclusion proof of ``index`` in the tree of ``tree_size`` (0: current)."""
-        await self._guard(context, "GetInclusionProof")
-        size = request.tree_size or self.ledger.head().size
+    async def _proof(
+        self,
+        context: Context,
+        rpc: str,
+        prove: Callable[[int, int], list[bytes]],
+        first: int,
+        size: int,
+    ) -> tuple[int, list[bytes]]:
+        """``prove(first, size)`` off the event loop (``size`` 0: current); bad input aborts."""
+        await self._guard(context, rpc)
+        size = size or self.ledger.head().size
         try:
-            hashes = await asyncio.to_thread(self.ledger.inclusion_proof, request.index, size)
+            return size, await asyncio.to_thread(prove, first, size)
         except ValueError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def GetInclusionProof(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetInclusionProofRequest, context: Context
+    ) -> ledger_pb2.InclusionProof:
+        """Return the inclusion proof of ``index`` in the tree of ``tree_size`` (0: current)."""
+        size, hashes = await self._proof(
+            context,
+            "GetInclusionProof",
+            self.ledger.inclusion_proof,
+            request.index,
+            request.tree_size,
+        )
         return ledger_pb2.InclusionProof(index=request.index, tree_size=size, hashes=hashes)
 
     async def GetConsistencyProof(  # noqa: N802 - gRPC method name
-        self, request: ledger_pb2.GetConsistencyProofRequest, context: Any
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: Context
     ) -> ledger_pb2.ConsistencyProof:
         """Return the consistency proof from ``size1`` to ``size2`` (0: current)."""
-        await self._guard(context, "GetConsistencyProof")
-        size2 = request.size2 or self.ledger.head().size
-        try:
-            hashes = await asyncio.to_thread(self.ledger.consistency_proof, request.size1, size2)
-        except ValueError as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        size2, hashes = await self._proof(
+            context,
+            "GetConsistencyProof",
+            self.ledger.consistency_proof,
+            request.size1,
+            request.size2,
+        )
         return ledger_pb2.ConsistencyProof(size1=request.size1, size2=size2, hashes=hashes)
 
     async def AddCheckpoint(  # noqa: N802 - gRPC method name
-        self, request: ledger_pb2.AddCheckpointRequest, context: Any
+        self, request: ledger_pb2.AddCheckpointRequest, context: Context
     ) -> ledger_pb2.AddCheckpointResponse:
         """Cosign another log's checkpoint if it is consistent with what this witness holds."""
         await self._guard(context, "AddCheckpoint")

@@ -25,72 +25,24 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from audit import Ledger
 from audit.records import decode_leaf
-from datafed.pki.ca import Identity
-from datafed.proto.v1 import query_pb2
-from datafed.query.spec import QuerySpec
-from datafed.wire.signing import RequestHeader
-from datafed.wire.statement import SignedJobStatement
 from nodes.config import DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest
-from nodes.policy import rules
 from nodes.policy.budget import LedgerBudget, dp_limits, shared_budgets
+from nodes.policy.rules import check as check_rules
+from nodes.policy.rules import dataset_of
 from nodes.policy.signoff import check_signoffs
+from nodes.policy.use import Operation, Use
 
 __all__ = ["ADMITTING_OPERATIONS", "Grant", "Operation", "PolicyEngine", "Recorder", "Use"]
 
-Operation = Literal["query", "intersection_sum", "training", "collect"]
 #: Ledger operations whose ``approved`` entries claim a job id (``fl_train`` is training).
 ADMITTING_OPERATIONS = frozenset({"query", "intersection_sum", "fl_train", "collect"})
 _REPLAY_CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class Use:
-    """One requested use of a dataset, as the policy engine sees it.
-
-    Attributes
-    ----------
-    operation
-        ``query``, ``intersection_sum`` or ``training``.
-    requester, header
-        The authenticated caller and its signed request header.
-    dataset, columns
-        What is read.
-    protection
-        The protection mode (queries) or how the use is protected (recorded).
-    spec, statement, signoffs
-        Queries: the spec, the job statement and the approvals of other agencies.
-    epsilon
-        What the use spends under DP; ``None``: the dataset's ``epsilon_per_query``.
-    dp_requested
-        Training: whether the job trains with differential privacy.
-    summed
-        Intersection-sum: the columns whose values are summed (bounded under DP).
-    model
-        Training: the model factory the node's SuperNode would run.
-    details
-        Public details recorded with the approval (no data-dependent facts).
-    """
-
-    operation: Operation
-    requester: Identity
-    header: RequestHeader
-    dataset: str
-    columns: frozenset[str] = frozenset()
-    protection: str = ""
-    spec: QuerySpec | None = None
-    statement: SignedJobStatement | None = None
-    signoffs: Sequence[query_pb2.SignOff] = ()
-    epsilon: float | None = None
-    dp_requested: bool = False
-    summed: frozenset[str] = frozenset()
-    model: str = ""
-    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,11 +110,11 @@ class PolicyEngine:
 
     def policy(self, dataset: str) -> DatasetPolicy:
         """The policy of a served dataset (NotFound otherwise)."""
-        return rules.dataset_of(self.config, dataset, self._columns.get(dataset)).policy
+        return dataset_of(self.config, dataset, self._columns.get(dataset)).policy
 
     def check(self, use: Use) -> str:
         """The pure rules alone (no state, nothing recorded): the reason, or the refusal."""
-        return rules.check(use, self.config, self._columns.get(use.dataset))
+        return check_rules(use, self.config, self._columns.get(use.dataset))
 
     def epsilon_of(self, use: Use) -> float:
         """What ``use`` spends: its own epsilon, or the dataset's per-query epsilon under DP."""

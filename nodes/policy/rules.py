@@ -1,6 +1,6 @@
 """The dataset policy's rules: may this requester use this dataset, this way, for this purpose.
 
-Pure (no I/O, no state): :func:`check` takes one :class:`~nodes.policy.engine.Use` of any
+Pure (no I/O, no state): :func:`check` takes one :class:`~nodes.policy.use.Use` of any
 operation -- an aggregate query, one side of an intersection-sum, a training job -- and
 either returns the reason to record with the approval or raises the
 :class:`~nodes.errors.NodeError` to send. What needs state (budget, job ids, sign-offs
@@ -25,15 +25,12 @@ must exist and list the requester among its collectors, for the purpose (docs/co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from datafed.fl.spec import model_allowed
 from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy.dp import check_dp
-
-if TYPE_CHECKING:
-    from nodes.policy.engine import Use
+from nodes.policy.use import Use
 
 __all__ = ["OPERATION_NAMES", "apply_min_group_size", "check", "dataset_of"]
 

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from datafed.psi import IdsParty
-from nodes.errors import InvalidRequest, NotFound, Unavailable
-from nodes.limits import QuotaExceeded
+from nodes.errors import InvalidRequest, NotFound, QuotaExceeded, Unavailable
 
 __all__ = [
     "MAX_PENDING_JOBS",

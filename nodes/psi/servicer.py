@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ from nodes.errors import InvalidRequest, NodeError, PermissionDenied
 from nodes.limits import check_key_size
 from nodes.policy import Grant, Use
 from nodes.psi.jobs import PendingJob, PendingJobs
-from nodes.rpc import SignedCall, signed_call
+from nodes.rpc import Context, SignedCall, parser, signed_call
 
 __all__ = ["MAX_SET_SIZE", "PsiServicer", "add_psi_service"]
 
@@ -62,14 +62,6 @@ _SEAL = 48
 OPERATION = "intersection_sum"
 PROTECTION = "ecdh-psi+paillier"
 M = TypeVar("M", bound=Message)
-
-
-def _parser(cls: type[M]) -> Callable[[bytes], tuple[common_pb2.RequestHeader, M]]:
-    def parse(body: bytes) -> tuple[common_pb2.RequestHeader, M]:
-        msg = cls.FromString(body)
-        return msg.header, msg  # type: ignore[attr-defined]
-
-    return parse
 
 
 def _sha(data: bytes) -> str:
@@ -122,7 +114,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
 
     # ----------------------------------------------------------------- helpers
     def _open(self, call: SignedCall, cls: type[M]) -> tuple[RequestHeader, psi_serde.StepRequest]:
-        msg = call.open(_parser(cls))
+        msg = call.open(parser(cls))
         assert call.header is not None
         try:
             return call.header, psi_serde.step_from_proto(msg)  # type: ignore[arg-type]
@@ -197,21 +189,82 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             return None
         return frame.request
 
+    @asynccontextmanager
+    async def _step(
+        self,
+        context: Context,
+        signed: common_pb2.SignedRequest | None,
+        cls: type[M],
+        role: str,
+        step: str,
+    ) -> AsyncIterator[tuple[SignedCall, RequestHeader, psi_serde.StepRequest]]:
+        """One step's signed call, opened: this node's ``role`` dataset and the job digest."""
+        async with signed_call(self.ctx, context, signed, OPERATION, protection=PROTECTION) as call:
+            call.details.update(role=role, step=step)
+            if signed is None:
+                raise InvalidRequest("the first frame must carry the signed request")
+            header, req = self._open(call, cls)
+            job = req.job
+            call.dataset = job.ids.dataset if role == "ids" else job.values.dataset
+            call.details["statement"] = job.digest().hex()  # the job both nodes sign
+            yield call, header, req
+
+    def _our_side(self, call: SignedCall, job: PsiJob, role: str) -> None:
+        """This node must be the job's ``role`` side; the other side is the peer."""
+        mine, peer = (job.ids, job.values) if role == "ids" else (job.values, job.ids)
+        if mine.node != self.ctx.name:
+            raise InvalidRequest(f"node {self.ctx.name!r} is not the {role} side of this job")
+        call.details["peer"] = peer.node
+
+    async def _seal(
+        self,
+        call: SignedCall,
+        grant: Grant,
+        step: psi_serde.StepRequest,
+        peer: StatementBody,
+        points: bytes,
+    ) -> tuple[StatementBody, bytes]:
+        """The values side's work: its pairs (clamped under DP), sealed for the ids node."""
+        job = step.job
+        rows = await call.compute(
+            self.ctx.store.read_rows,
+            job.values.dataset,
+            [job.values.id_column, job.values.value_column],
+        )
+        pairs = value_pairs(rows, job.fixed_point_bits)
+        dp = grant.policy.dp
+        stated: dict[str, Any] = {}
+        if dp is not None:
+            bounds = dp.bounds[job.values.value_column]
+            pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
+            stated = {
+                "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
+                "dp_epsilon": repr(dp.epsilon_per_query),
+            }
+        assert step.peer is not None
+        return await call.compute(
+            functools.partial(
+                exchange,
+                job,
+                pairs,
+                peer,
+                step.peer.digest,
+                points,
+                min_intersection=grant.policy.min_group_size,
+                pool=self.pool,
+                **stated,
+            )
+        )
+
     # ------------------------------------------------------------------- steps
     async def Blind(  # noqa: N802 - gRPC method name
-        self, request: common_pb2.SignedRequest, context: Any
+        self, request: common_pb2.SignedRequest, context: Context
     ) -> AsyncIterator[psi_pb2.PsiDownload]:
         """Step 1, ids side: blind the identifier column."""
-        ctx = self.ctx
-        async with signed_call(ctx, context, request, OPERATION, protection=PROTECTION) as call:
-            call.details.update(role="ids", step="blind")
-            header, step = self._open(call, psi_pb2.PsiBlindRequest)
+        ctx, msg = self.ctx, psi_pb2.PsiBlindRequest
+        async with self._step(context, request, msg, "ids", "blind") as (call, header, step):
             job = step.job
-            call.dataset = job.ids.dataset
-            call.details["statement"] = job.digest().hex()  # the job both nodes sign
-            if job.ids.node != ctx.name:
-                raise InvalidRequest(f"node {ctx.name!r} is not the ids side of this job")
-            call.details["peer"] = job.values.node
+            self._our_side(call, job, "ids")
             self.jobs.ensure_room(header.requester, job.job_id)
             grant = await self._admit(call, job.ids.dataset, [job.ids.column], ())
             with _translated("identifiers"):
@@ -230,22 +283,14 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             yield frame
 
     async def Exchange(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Any
+        self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Context
     ) -> AsyncIterator[psi_pb2.PsiDownload]:
         """Step 2, values side: double-blind the relayed points, seal own pairs for the peer."""
-        ctx = self.ctx
+        ctx, msg = self.ctx, psi_pb2.PsiExchangeRequest
         signed = await self._first(request_iterator)
-        async with signed_call(ctx, context, signed, OPERATION, protection=PROTECTION) as call:
-            call.details.update(role="values", step="exchange")
-            if signed is None:
-                raise InvalidRequest("the first frame must carry the signed request")
-            _, step = self._open(call, psi_pb2.PsiExchangeRequest)
+        async with self._step(context, signed, msg, "values", "exchange") as (call, _, step):
             job = step.job
-            call.dataset = job.values.dataset
-            call.details["statement"] = job.digest().hex()
-            if job.values.node != ctx.name:
-                raise InvalidRequest(f"node {ctx.name!r} is not the values side of this job")
-            call.details["peer"] = job.ids.node
+            self._our_side(call, job, "values")
             cols = [job.values.id_column, job.values.value_column]
             ctx.policy.check(self._use(call, job.values.dataset, cols, [cols[1]]))
             # This side encrypts under the analyst's key: only the sizes the policy allows.
@@ -262,30 +307,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             _match(peer, job, points, "ids")
             grant = await self._admit(call, job.values.dataset, cols, [cols[1]])
             with _translated("blinded points"):
-                rows = await call.compute(ctx.store.read_rows, job.values.dataset, cols)
-                pairs = value_pairs(rows, job.fixed_point_bits)
-                dp = grant.policy.dp
-                stated: dict[str, Any] = {}
-                if dp is not None:
-                    bounds = dp.bounds[job.values.value_column]
-                    pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
-                    stated = {
-                        "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
-                        "dp_epsilon": repr(dp.epsilon_per_query),
-                    }
-                body, sealed = await call.compute(
-                    functools.partial(
-                        exchange,
-                        job,
-                        pairs,
-                        peer,
-                        step.peer.digest,
-                        points,
-                        min_intersection=grant.policy.min_group_size,
-                        pool=self.pool,
-                        **stated,
-                    )
-                )
+                body, sealed = await self._seal(call, grant, step, peer, points)
                 statement = self._sign(body)
             call.details["pairs"] = str(body.pairs)
             await call.release(
@@ -299,19 +321,13 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             yield frame
 
     async def Intersect(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Any
+        self, request_iterator: AsyncIterator[psi_pb2.PsiUpload], context: Context
     ) -> psi_pb2.PsiIntersectReply:
         """Step 3, ids side: open the sealed box, intersect, return the encrypted sum."""
-        ctx = self.ctx
+        ctx, msg = self.ctx, psi_pb2.PsiIntersectRequest
         signed = await self._first(request_iterator)
-        async with signed_call(ctx, context, signed, OPERATION, protection=PROTECTION) as call:
-            call.details.update(role="ids", step="intersect")
-            if signed is None:
-                raise InvalidRequest("the first frame must carry the signed request")
-            header, step = self._open(call, psi_pb2.PsiIntersectRequest)
+        async with self._step(context, signed, msg, "ids", "intersect") as (call, header, step):
             job = step.job
-            call.dataset = job.ids.dataset
-            call.details["statement"] = job.digest().hex()
             pending = self.jobs.pop(header.requester, job.job_id)
             if pending.party.job != job:
                 raise InvalidRequest("the job differs from the one this node blinded for")

@@ -21,13 +21,14 @@ groups were released and suppressed): data-dependent, so never in the analyst's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from datafed.modes import NodeEnv, SteppedMode
+from datafed.modes import SteppedMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import Component, components, reported_components
 from datafed.wire.serde import literal_to_proto
@@ -164,17 +165,11 @@ def _protect(
         if issubclass(job.mode, SteppedMode)
         else None
     )
-    env = NodeEnv(
-        ctx.name,
-        header.job_id,
-        ctx.signing_key,
-        ctx.tls.ca,
-        binding=st.digest,
-        roster=st.statement.roster,
+    env = dataclasses.replace(
+        ctx.mode_env(header.job_id, bound),
         components=tuple(comps),
         fixed_point_bits=job.fixed_point_bits,
         stash=stash,
-        min_participants=grant.policy.min_participants,
         requester=header.requester,
     )
     try:

@@ -20,7 +20,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from datafed.errors import ProtocolError, QueryError, SignatureError
+from datafed.errors import ProtocolError, QueryError
 from datafed.modes import ProtectionMode, SteppedMode, mode_class
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
@@ -28,7 +28,7 @@ from datafed.query.components import reported_components
 from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto, spec_from_proto
 from datafed.wire.signing import MAX_LIFETIME_MS, now_ms
-from datafed.wire.statement import SignedJobStatement, message_digest, open_job_statement
+from datafed.wire.statement import SignedJobStatement, message_digest
 from nodes.config import LimitsSection
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, Unauthenticated
@@ -143,13 +143,7 @@ def decode_query(
     mode, domain = _protection(body.protection, spec, limits.max_domain_keys)
     if not body.HasField("statement"):
         raise InvalidRequest("a query must carry its job statement")
-    try:
-        statement = open_job_statement(body.statement, call.identity.signing_key)
-    except SignatureError as exc:
-        raise Unauthenticated("the job statement does not verify") from exc
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from exc
-    call.details["statement"] = statement.digest
+    statement = call.open_statement(body.statement)
     _match(node, call, body, statement)
     use = Use(
         operation="query",

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from datafed.wire.signing import RequestHeader, now_ms
-from nodes.errors import Unavailable
-from nodes.limits import QuotaExceeded
+from nodes.errors import QuotaExceeded, Unavailable
 
 __all__ = [
     "DEFAULT_MAX_JOBS",
@@ -54,6 +53,11 @@ class Job:
     roster: tuple[str, ...] = ()
     min_participants: int = 2
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def bound(self) -> JobBinding:
+        """What this job's steps are bound to."""
+        return JobBinding(self.binding, self.roster, self.min_participants)
 
     def run(self, step: Callable[[object], bytes]) -> bytes:
         """Run ``step`` on the state, one step of this job at a time."""

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
-
-from datafed.errors import SignatureError
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
 from datafed.wire.serde import literal_to_proto
-from datafed.wire.statement import open_job_statement
 from nodes.config import DatasetPolicy
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
+from nodes.errors import InvalidRequest, NodeError, status_of
 from nodes.gate import peer_identity
 from nodes.policy.signoff import Signer, grant_signoff, parse_signoff_request
 from nodes.query.compute import answer_digest, compute
 from nodes.query.job import open_query_async
-from nodes.rpc import signed_call
+from nodes.rpc import Context, signed_call
 
 __all__ = ["QueryServicer"]
 
@@ -39,9 +35,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.ctx = ctx
 
     async def Query(  # noqa: N802 - gRPC method name
-        self,
-        request: common_pb2.SignedRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: common_pb2.SignedRequest, context: Context
     ) -> query_pb2.QueryResponse:
         """Answer one signed, protected aggregate query."""
         async with signed_call(self.ctx, context, request, "query") as call:
@@ -55,9 +49,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             return response
 
     async def GrantSignOff(  # noqa: N802 - gRPC method name
-        self,
-        request: common_pb2.SignedRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: common_pb2.SignedRequest, context: Context
     ) -> query_pb2.SignOff:
         """Approve one job on another node's dataset if this node's grants allow it."""
         ctx = self.ctx
@@ -70,13 +62,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 raise InvalidRequest(
                     f"the job statement is larger than {limit:,} bytes (limits.max_statement_bytes)"
                 )
-            try:
-                statement = open_job_statement(body.statement, call.identity.signing_key)
-            except SignatureError as exc:
-                raise Unauthenticated("the job statement does not verify") from exc
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from exc
-            call.details["statement"] = statement.digest
+            statement = call.open_statement(body.statement)
             signer = Signer(ctx.name, ctx.signing_key, ctx.tls.cert)
             signed = grant_signoff(ctx.config, signer, call.identity, call.header, body, statement)
             await call.record(
@@ -134,9 +120,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return access
 
     async def NodeInfo(  # noqa: N802 - gRPC method name
-        self,
-        request: query_pb2.NodeInfoRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: query_pb2.NodeInfoRequest, context: Context
     ) -> query_pb2.NodeInfoResponse:
         """Describe the datasets, what the caller may do, and the ledger head (reads no data).
 

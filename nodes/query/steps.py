@@ -26,13 +26,13 @@ from typing import Any
 import grpc
 
 from datafed.errors import ProtocolError
-from datafed.modes import NodeEnv, SteppedMode, mode_class
+from datafed.modes import SteppedMode, mode_class
 from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc
 from datafed.wire.signing import RequestHeader
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest
 from nodes.query.jobs import Job
-from nodes.rpc import SignedCall, signed_call
+from nodes.rpc import Context, SignedCall, signed_call
 
 __all__ = ["ProtocolServicer", "add_protocol_service"]
 
@@ -73,9 +73,7 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         return job, cls, cls.steps[body.round - 1]
 
     async def Step(  # noqa: N802 - gRPC method name
-        self,
-        request: common_pb2.SignedRequest,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        self, request: common_pb2.SignedRequest, context: Context
     ) -> protocol_pb2.StepResponse:
         """Run one signed step of an open job."""
         async with signed_call(self.ctx, context, request, "query") as call:
@@ -108,16 +106,7 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
         header: RequestHeader,
         body: protocol_pb2.StepRequestBody,
     ) -> bytes:
-        ctx = self.ctx
-        env = NodeEnv(
-            ctx.name,
-            header.job_id,
-            ctx.signing_key,
-            ctx.tls.ca,
-            binding=job.binding,
-            roster=job.roster,
-            min_participants=job.min_participants,
-        )
+        env = self.ctx.mode_env(header.job_id, job.bound)
         payload, round_ = bytes(body.payload), body.round
 
         def step(state: Any) -> bytes:
