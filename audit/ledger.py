@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, add_signatures, open_checkpoint, sign_checkpoint
 from audit.checkpoint import log_verifier as _log_verifier
 from audit.committer import Committer, Ticket

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.errors import InvalidRecord, InvalidSignature
 from audit.findings import Finding, VerifyReport, load_state, save_state

@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.cli.common import (
     ALLOW_TAIL,
@@ -336,9 +336,7 @@ def vkey_cmd(
                    found.key))  # fmt: skip
 
 
-from audit.cli import read as cli_read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
-
-_ = cli_read
+import audit.cli.read  # noqa: E402, F401 - registers jobs, report, reconcile, lineage (after)
 
 
 def main() -> None:
