@@ -28,6 +28,9 @@ from audit.records import DataUseRecord
 
 __all__ = ["Lineage", "LineageRound", "format_lineage", "model_lineage"]
 
+#: One job's records, by node.
+_Records = Mapping[str, Sequence[DataUseRecord]]
+
 
 @dataclass(frozen=True)
 class LineageRound:
@@ -104,6 +107,37 @@ def model_lineage(model_sha256: str, logs: Mapping[str, Sequence[DataUseRecord]]
     job, final = _job_of(model_sha256, logs)
     mine = {n: [r for r in recs if r.job_id == job] for n, recs in logs.items()}
     problems: list[str] = []
+    decisions, approvals = _decisions(mine)
+    per_round, epsilon = _released_updates(mine, approvals, problems)
+    rounds = _rounds(final, per_round, _evaluated_models(mine), problems)
+    evaluated = tuple(
+        sorted(
+            n
+            for n, recs in mine.items()
+            for r in recs
+            if r.operation == "fl_evaluate" and r.details.get("model_in") == model_sha256
+        )
+    )
+    head = next(iter(approvals.values()), None) or next(
+        (r for recs in mine.values() for r in recs), None
+    )
+    return Lineage(
+        model_sha256=model_sha256,
+        job_id=job,
+        requester=head.requester if head else "",
+        purpose=head.purpose if head else "",
+        dataset=head.dataset if head else "",
+        decisions=decisions,
+        rounds=tuple(rounds),
+        evaluated_by=evaluated,
+        final_round=final,
+        epsilon=epsilon,
+        problems=tuple(problems),
+    )
+
+
+def _decisions(mine: _Records) -> tuple[dict[str, str], dict[str, DataUseRecord]]:
+    """Each node's last ``fl_train`` decision (with its reason if denied) and its approval."""
     decisions: dict[str, str] = {}
     approvals: dict[str, DataUseRecord] = {}
     for node, recs in sorted(mine.items()):
@@ -115,6 +149,13 @@ def model_lineage(model_sha256: str, logs: Mapping[str, Sequence[DataUseRecord]]
             )
             if any(r.decision == "approved" for r in opens):
                 approvals[node] = next(r for r in opens if r.decision == "approved")
+    return decisions, approvals
+
+
+def _released_updates(
+    mine: _Records, approvals: Mapping[str, DataUseRecord], problems: list[str]
+) -> tuple[dict[int, list[tuple[str, DataUseRecord]]], dict[str, float]]:
+    """Each released update by round, and epsilon by node; each checked against its approval."""
     per_round: dict[int, list[tuple[str, DataUseRecord]]] = defaultdict(list)
     epsilon: dict[str, float] = defaultdict(float)
     for node, recs in sorted(mine.items()):
@@ -132,6 +173,11 @@ def model_lineage(model_sha256: str, logs: Mapping[str, Sequence[DataUseRecord]]
                 problems.append(f"request-mismatch at {node}: round {r.details.get('round')}")
             elif int(r.details.get("round", "0")) > int(approval.details.get("rounds", "0")):
                 problems.append(f"beyond-approved-rounds at {node}: round {r.details.get('round')}")
+    return per_round, dict(epsilon)
+
+
+def _evaluated_models(mine: _Records) -> dict[int, set[str]]:
+    """The digests of the models evaluated after each round."""
     evaluated_models: dict[int, set[str]] = defaultdict(set)
     for recs in mine.values():
         for r in recs:
@@ -139,6 +185,16 @@ def model_lineage(model_sha256: str, logs: Mapping[str, Sequence[DataUseRecord]]
                 evaluated_models[int(r.details.get("round", "0"))].add(
                     r.details.get("model_in", "")
                 )
+    return evaluated_models
+
+
+def _rounds(
+    final: int,
+    per_round: Mapping[int, list[tuple[str, DataUseRecord]]],
+    evaluated_models: Mapping[int, set[str]],
+    problems: list[str],
+) -> list[LineageRound]:
+    """Rounds 1 to ``final``: each recorded, on one global model, chained to the last one."""
     rounds = []
     for rnd in range(1, final + 1):
         entries = per_round.get(rnd, [])
@@ -162,30 +218,7 @@ def model_lineage(model_sha256: str, logs: Mapping[str, Sequence[DataUseRecord]]
                 epsilon={n: r.epsilon for n, r in entries},
             )
         )
-    evaluated = tuple(
-        sorted(
-            n
-            for n, recs in mine.items()
-            for r in recs
-            if r.operation == "fl_evaluate" and r.details.get("model_in") == model_sha256
-        )
-    )
-    head = next(iter(approvals.values()), None) or next(
-        (r for recs in mine.values() for r in recs), None
-    )
-    return Lineage(
-        model_sha256=model_sha256,
-        job_id=job,
-        requester=head.requester if head else "",
-        purpose=head.purpose if head else "",
-        dataset=head.dataset if head else "",
-        decisions=decisions,
-        rounds=tuple(rounds),
-        evaluated_by=evaluated,
-        final_round=final,
-        epsilon=dict(epsilon),
-        problems=tuple(problems),
-    )
+    return rounds
 
 
 def format_lineage(lin: Lineage) -> str:

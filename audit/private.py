@@ -18,9 +18,12 @@ later open it to another map.  The decoder accepts only canonical openings.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 from collections.abc import Mapping
+
+from audit.records import StrReader, put_strs
 
 __all__ = [
     "PRIVATE_TAG",
@@ -73,11 +76,7 @@ def encode_opening(salt: bytes, details: Mapping[str, str]) -> bytes:
     items = _check(details)
     out = bytearray(salt)
     out += _U32.pack(len(items))
-    for k, v in items.items():
-        for s in (k, v):
-            raw = s.encode("utf-8")
-            out += _U32.pack(len(raw))
-            out += raw
+    put_strs(out, itertools.chain.from_iterable(items.items()))
     return bytes(out)
 
 
@@ -101,26 +100,13 @@ def decode_opening(opening: bytes) -> tuple[bytes, dict[str, str]]:
     """
     data = bytes(opening)
     try:
-        salt, pos = data[:SALT_BYTES], SALT_BYTES
-        (count,) = _U32.unpack_from(data, pos)
-        pos += 4
+        salt = data[:SALT_BYTES]
+        (count,) = _U32.unpack_from(data, SALT_BYTES)
         if count > MAX_PRIVATE_ITEMS:
             raise ValueError("too many items")
-        details: dict[str, str] = {}
-
-        def take() -> str:
-            nonlocal pos
-            (n,) = _U32.unpack_from(data, pos)
-            if n > MAX_PRIVATE_STRING or pos + 4 + n > len(data):
-                raise ValueError("bad string length")
-            s = data[pos + 4 : pos + 4 + n].decode("utf-8")
-            pos += 4 + n
-            return s
-
-        for _ in range(count):
-            key = take()
-            details[key] = take()
-        if pos != len(data) or encode_opening(salt, details) != data:
+        strs = StrReader(data, SALT_BYTES + 4, MAX_PRIVATE_STRING)
+        details = strs.take_map(count)
+        if strs.pos != len(data) or encode_opening(salt, details) != data:
             raise ValueError("not canonical")
     except (struct.error, UnicodeDecodeError, ValueError, TypeError):
         raise ValueError("not a canonical private-part opening") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import log_verifier, open_checkpoint
 from audit.errors import AuditError, InvalidReceipt
 from audit.note import Verifier, raw_public_key

@@ -23,10 +23,12 @@ leaves (written before private parts existed) decode to records without a commit
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from audit.errors import InvalidRecord
@@ -37,9 +39,11 @@ __all__ = [
     "LEAF_TAG",
     "SCHEMA_VERSION",
     "DataUseRecord",
+    "StrReader",
     "decode_leaf",
     "encode_body",
     "encode_leaf",
+    "put_strs",
 ]
 
 #: Domain separation tag of a data-use leaf (never a prefix of another datafed encoding).
@@ -73,6 +77,7 @@ _STR_FIELDS = (
     "job_id",
     "reason",
 )
+_STR_VALUES = operator.attrgetter(*_STR_FIELDS)
 
 
 @dataclass(frozen=True, eq=True)
@@ -162,34 +167,52 @@ def encode_body(record: DataUseRecord) -> bytes:
     return head + _encode_fields(record)
 
 
-def _encode_fields(record: DataUseRecord) -> bytes:
-    r, out, pack = record, bytearray(), _U32.pack
-    fields = (
-        r.node,
-        r.requester,
-        r.requester_role,
-        r.dataset,
-        r.purpose,
-        r.legal_basis,
-        r.operation,
-        r.protection,
-        r.request_digest,
-        r.result_digest,
-        r.decision,
-        r.job_id,
-        r.reason,
-    )  # the order of _STR_FIELDS
-    for value in fields:
-        raw = value.encode("utf-8")
+def _encode_fields(r: DataUseRecord) -> bytes:
+    out = bytearray()
+    put_strs(out, _STR_VALUES(r))
+    out += _TAIL.pack(r.epsilon, r.time_ms, len(r.details))
+    put_strs(out, itertools.chain.from_iterable(r.details.items()))  # sorted in __post_init__
+    return bytes(out)
+
+
+def put_strs(out: bytearray, strings: Iterable[str]) -> None:
+    """Append each of ``strings`` to ``out`` as ``str(s) = u32(len(utf8(s))) || utf8(s)``."""
+    pack = _U32.pack
+    for s in strings:
+        raw = s.encode("utf-8")
         out += pack(len(raw))
         out += raw
-    out += _TAIL.pack(r.epsilon, r.time_ms, len(r.details))
-    for k, v in r.details.items():  # sorted in __post_init__
-        for value in (k, v):
-            raw = value.encode("utf-8")
-            out += pack(len(raw))
-            out += raw
-    return bytes(out)
+
+
+class StrReader:
+    """Reads ``str(s)`` items of ``data`` from ``pos`` on, each at most ``limit`` UTF-8 bytes.
+
+    A short or malformed item raises ``ValueError`` (a ``UnicodeDecodeError`` for bad
+    UTF-8) or ``struct.error``.
+    """
+
+    __slots__ = ("data", "limit", "pos")
+
+    def __init__(self, data: bytes, pos: int, limit: int) -> None:
+        self.data, self.pos, self.limit = data, pos, limit
+
+    def take(self) -> str:
+        """Return the next string."""
+        data, pos = self.data, self.pos
+        (n,) = _U32.unpack_from(data, pos)
+        if n > self.limit or pos + 4 + n > len(data):
+            raise ValueError("bad string length")
+        s = data[pos + 4 : pos + 4 + n].decode("utf-8")
+        self.pos = pos + 4 + n
+        return s
+
+    def take_map(self, count: int) -> dict[str, str]:
+        """Return the next ``count`` key and value pairs, in order."""
+        out = {}
+        for _ in range(count):
+            k = self.take()
+            out[k] = self.take()
+        return out
 
 
 def encode_leaf(index: int, body: bytes) -> bytes:
@@ -258,26 +281,14 @@ def _decode(leaf: bytes) -> tuple[int, int, DataUseRecord]:
             pos += 1
         else:
             raise ValueError("bad commitment flag")
-
-    def take_str() -> str:
-        nonlocal pos
-        (n,) = _U32.unpack_from(leaf, pos)
-        if n > MAX_STRING_BYTES or pos + 4 + n > len(leaf):
-            raise ValueError("bad string length")
-        s = leaf[pos + 4 : pos + 4 + n].decode("utf-8")
-        pos += 4 + n
-        return s
-
-    values = {name: take_str() for name in _STR_FIELDS}
-    epsilon, time_ms, count = _TAIL.unpack_from(leaf, pos)
-    pos += _TAIL.size
+    strs = StrReader(leaf, pos, MAX_STRING_BYTES)
+    values = {name: strs.take() for name in _STR_FIELDS}
+    epsilon, time_ms, count = _TAIL.unpack_from(leaf, strs.pos)
+    strs.pos += _TAIL.size
     if count > MAX_DETAILS:
         raise ValueError("too many details")
-    details = {}
-    for _ in range(count):
-        k = take_str()
-        details[k] = take_str()
-    if pos != len(leaf):
+    details = strs.take_map(count)
+    if strs.pos != len(leaf):
         raise ValueError("trailing bytes")
     rec = DataUseRecord(
         **values,

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.errors import InvalidRecord, InvalidSignature
 from audit.findings import Finding, VerifyReport, load_state, save_state
@@ -292,6 +292,24 @@ def verify_log(
         report.add("quorum-not-met", f"no checkpoint is cosigned by {policy.quorum} witnesses")
     state = load_state(policy.state).get(report.origin)
     wanted = {c.size for c in report.checkpoints} | ({state[0]} if state else set())
+    scan = _scan_log(source, wanted, deep, progress, report)
+    _classify_misplaced(scan.misplaced, report)
+    _check_uncommitted_private(scan, report)
+    _check_roots(scan, wanted, report)
+    if state is not None:
+        _check_history(state, scan, report)
+    _check_signed_tail(policy, report, allow_unsigned_tail)
+    return report
+
+
+def _scan_log(
+    source: LogSource,
+    wanted: set[int],
+    deep: bool,
+    progress: Callable[[int], None] | None,
+    report: VerifyReport,
+) -> _Scan:
+    """Read the private parts, then scan every leaf in chunks (``report.entries``: how many)."""
     stored = source.stored_hashes()
     scan, n = _Scan(), 0
     try:
@@ -310,13 +328,22 @@ def verify_log(
     report.entries = n
     if stored is not None and len(stored) != 32 * n:
         report.add("export-inconsistent", f"{len(stored) // 32} stored hashes for {n} entries")
-    _classify_misplaced(scan.misplaced, report)
+    return scan
+
+
+def _check_uncommitted_private(scan: _Scan, report: VerifyReport) -> None:
+    """A private part given for an entry whose leaf commits to none is a mismatch."""
     for i in sorted(set(scan.openings) - scan.committed):
         report.add(
             "private-mismatch",
             "a private part is given for an entry without a commitment",
             index=i,
         )
+
+
+def _check_roots(scan: _Scan, wanted: set[int], report: VerifyReport) -> None:
+    """Each signed checkpoint's root against the root recomputed from the entries."""
+    n = report.entries
     if 0 in wanted:
         scan.roots[0] = merkle.EMPTY_ROOT
     for cp in report.checkpoints:
@@ -324,15 +351,20 @@ def verify_log(
             report.add("log-truncated", f"signed for {cp.size} entries, log has {n}", size=cp.size)
         elif scan.roots[cp.size] != cp.root_hash:
             report.add("root-mismatch", "entries do not hash to the signed root", size=cp.size)
-    if state is not None:
-        latest = report.latest
-        if state[0] > max(n, latest.size if latest else 0):
-            report.add(
-                "log-rolled-back", f"verified at size {state[0]} before, now {n}", size=state[0]
-            )
-        elif state[0] <= n and scan.roots.get(state[0]) != state[1]:
-            report.add("log-rewritten", "history differs from the previous audit", size=state[0])
-    latest = report.latest
+
+
+def _check_history(state: tuple[int, bytes], scan: _Scan, report: VerifyReport) -> None:
+    """The log against the ``(size, root)`` verified before: neither shrunk nor rewritten."""
+    n, latest = report.entries, report.latest
+    if state[0] > max(n, latest.size if latest else 0):
+        report.add("log-rolled-back", f"verified at size {state[0]} before, now {n}", size=state[0])
+    elif state[0] <= n and scan.roots.get(state[0]) != state[1]:
+        report.add("log-rewritten", "history differs from the previous audit", size=state[0])
+
+
+def _check_signed_tail(policy: Policy, report: VerifyReport, allow_unsigned_tail: bool) -> None:
+    """Entries after the newest checkpoint, and a newest checkpoint without a witness quorum."""
+    n, latest = report.entries, report.latest
     signed = latest.size if latest is not None else 0
     if signed < n:
         text = f"{n - signed} entries after the newest checkpoint (size {signed}) are unsigned"
@@ -342,4 +374,3 @@ def verify_log(
             report.add("unsigned-tail", text, index=signed)
     if policy.quorum and latest is not None and latest.size not in report.published:
         report.warnings.append(f"latest checkpoint (size {latest.size}) lacks a witness quorum")
-    return report

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, cosign, open_checkpoint, witness_verifier
 from audit.errors import InvalidProof, InvalidSignature, WitnessRefusal
 from audit.note import NoteSignature, Verifier, check_key_name, parse_note

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from audit import merkle
+import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.cli.common import (
     ALLOW_TAIL,
@@ -37,6 +38,7 @@ from audit.cli.common import (
     print_report,
     progress_run,
 )
+from audit.cli.groups import OptionGroup, option, with_groups
 from audit.errors import AuditError, ExitCode, InvalidSignature
 from audit.export import ExportDir, MemorySource, export_store, write_export
 from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, vkey
@@ -45,59 +47,87 @@ from audit.records import DataUseRecord, decode_leaf
 from audit.verify import LogSource, save_state, verify_log
 from audit.vkeys import public_key_of
 
+if TYPE_CHECKING:
+    from audit.remote import LedgerClient
+
 __all__ = ["app", "main"]
 
+T = TypeVar("T")
 
-def _fetch(
-    node: str,
-    name: str | None,
-    ca: Path | None,
-    cert: Path | None,
-    key: Path | None,
-    extra: Callable[[int], None] | None = None,
-) -> MemorySource:
-    from audit.remote import LedgerClient, mtls_channel
 
-    if not (ca and cert and key):
-        raise Fail("--node needs --ca, --cert and --key (mTLS)")
+@dataclass(frozen=True)
+class Remote:
+    """``--node`` (the log is read online, over mTLS) and the auditor's TLS options."""
 
-    async def run() -> MemorySource:
-        async with mtls_channel(node, ca, cert, key, name) as channel:
-            client = LedgerClient(channel)
-            note = await client.checkpoint()
-            try:
-                size = Checkpoint.parse(parse_note(note)[0]).size
-            except (InvalidSignature, ValueError):
-                raise Fail(f"node {node} returned a malformed checkpoint") from None
-            leaves, private = await client.entries_with_private(0, size, extra)
-            return MemorySource(leaves, [(f"{node} checkpoint", note.encode())], private=private)
+    node: str | None
+    server_name: str | None
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
 
-    return asyncio.run(run())
+    def check_one_of(self, path: Path | None, what: str) -> None:
+        """Refuse both or neither of ``path`` (``what``: its option) and ``--node``."""
+        if (path is None) == (self.node is None):
+            raise Fail(f"give exactly one of {what} or --node")
+
+    def run(self, talk: Callable[[LedgerClient], Awaitable[T]]) -> T:
+        """Run ``talk`` with a client of the node's LedgerService (mTLS); return its result."""
+        from audit.remote import LedgerClient, mtls_channel
+
+        node, ca, cert, key = self.node, self.ca, self.cert, self.key
+        if not (ca and cert and key):
+            raise Fail("--node needs --ca, --cert and --key (mTLS)")
+        assert node is not None
+
+        async def run() -> T:
+            async with mtls_channel(node, ca, cert, key, self.server_name) as channel:
+                return await talk(LedgerClient(channel))
+
+        return asyncio.run(run())
+
+
+#: ``remote: Remote = REMOTE``: the --node options of a command (see :mod:`audit.cli.groups`).
+REMOTE: Any = OptionGroup(
+    Remote,
+    (
+        option("node", str, NODE),
+        option("server_name", str, NAME),
+        option("ca", Path, CA),
+        option("cert", Path, CERT),
+        option("key", Path, KEY),
+    ),
+)
+
+
+def _fetch(remote: Remote, extra: Callable[[int], None] | None = None) -> MemorySource:
+    async def fetch(client: LedgerClient) -> MemorySource:
+        note = await client.checkpoint()
+        try:
+            size = Checkpoint.parse(parse_note(note)[0]).size
+        except (InvalidSignature, ValueError):
+            raise Fail(f"node {remote.node} returned a malformed checkpoint") from None
+        leaves, private = await client.entries_with_private(0, size, extra)
+        return MemorySource(leaves, [(f"{remote.node} checkpoint", note.encode())], private=private)
+
+    return remote.run(fetch)
 
 
 def _source(
-    path: Path | None,
-    node: str | None,
-    tls: tuple[Any, ...],
-    progress: Callable[[int], None] | None = None,
+    path: Path | None, remote: Remote, progress: Callable[[int], None] | None = None
 ) -> LogSource:
-    if (path is None) == (node is None):
-        raise Fail("give exactly one of an export directory or --node")
-    if node is not None:
-        return _fetch(node, tls[0], tls[1], tls[2], tls[3], extra=progress)
+    remote.check_one_of(path, "an export directory")
+    if remote.node is not None:
+        return _fetch(remote, extra=progress)
     assert path is not None
     return ExportDir(path)
 
 
 @app.command()
+@with_groups
 def verify(
     export: Path = typer.Argument(None, help="export directory (offline)"),
     policy: Path = POLICY,
-    node: str = NODE,
-    server_name: str = NAME,
-    ca: Path = CA,
-    cert: Path = CERT,
-    key: Path = KEY,
+    remote: Remote = REMOTE,
     checkpoint: list[Path] = typer.Option(
         [], "--checkpoint", help="extra checkpoint note(s) seen elsewhere"
     ),
@@ -107,10 +137,9 @@ def verify(
 ) -> None:
     """Verify every entry, private part, the tree, every signature, cosignature and quorum."""
     pol = load_policy(policy, no_witnesses)
-    tls = (server_name, ca, cert, key)
 
     def run(step: Callable[[int], None]) -> Any:
-        src = _source(export, node, tls, step)
+        src = _source(export, remote, step)
         if checkpoint:
             extra = [(str(p.name), p.read_bytes()) for p in checkpoint]
             src = MemorySource(
@@ -157,10 +186,10 @@ def _pinned(pol: Policy, note: bytes, label: str) -> OpenedCheckpoint:
 
 
 class _LeafHashes:
-    """A HashReader over all leaf hashes (for proofs computed from an export)."""
+    """A HashReader over the hashes of ``leaves`` (for proofs computed from an export)."""
 
-    def __init__(self, hashes: list[bytes]) -> None:
-        self.hashes = hashes
+    def __init__(self, leaves: list[bytes]) -> None:
+        self.hashes = [merkle.hash_leaf(x) for x in leaves]
 
     def get_hashes(self, ids: Any) -> list[bytes]:
         return [merkle.perfect_root(self.hashes[i << lvl : (i + 1) << lvl]) for lvl, i in ids]
@@ -172,40 +201,30 @@ def _export_leaves(path: Path) -> tuple[ExportDir, list[bytes]]:
 
 
 @app.command()
+@with_groups
 def prove(
     export: Path = typer.Argument(None, help="export directory (offline)"),
     index: int = typer.Option(..., "--index", help="entry index"),
     policy: Path = POLICY,
-    node: str = NODE,
-    server_name: str = NAME,
-    ca: Path = CA,
-    cert: Path = CERT,
-    key: Path = KEY,
+    remote: Remote = REMOTE,
 ) -> None:
     """Prove (and check) that entry INDEX is in the log under its latest signed checkpoint."""
     pol = Policy.load(policy)  # a proof needs the log key only
-    if (export is None) == (node is None):
-        raise Fail("give exactly one of an export directory or --node")
-    if node is not None:
-        from audit.remote import LedgerClient, mtls_channel
+    remote.check_one_of(export, "an export directory")
+    if remote.node is not None:
 
-        if not (ca and cert and key):
-            raise Fail("--node needs --ca, --cert and --key (mTLS)")
+        async def fetch(c: LedgerClient) -> tuple[bytes, bytes, list[bytes]]:
+            note = (await c.checkpoint()).encode()
+            size = _pinned(pol, note, "node checkpoint").checkpoint.size
+            if not 0 <= index < size:
+                raise Fail(f"entry index must be in [0, {size}), got {index}")
+            return (
+                note,
+                (await c.entries(index, index + 1))[0],
+                await c.inclusion_proof(index, size),
+            )
 
-        async def fetch() -> tuple[bytes, bytes, list[bytes]]:
-            async with mtls_channel(node, ca, cert, key, server_name) as ch:
-                c = LedgerClient(ch)
-                note = (await c.checkpoint()).encode()
-                size = _pinned(pol, note, "node checkpoint").checkpoint.size
-                if not 0 <= index < size:
-                    raise Fail(f"entry index must be in [0, {size}), got {index}")
-                return (
-                    note,
-                    (await c.entries(index, index + 1))[0],
-                    await c.inclusion_proof(index, size),
-                )
-
-        note, leaf, proof = asyncio.run(fetch())
+        note, leaf, proof = remote.run(fetch)
         cp = _pinned(pol, note, "node checkpoint").checkpoint
     else:
         exp, leaves = _export_leaves(export)
@@ -215,8 +234,8 @@ def prove(
         cp = _pinned(pol, notes[-1][1], notes[-1][0]).checkpoint
         if not 0 <= index < min(cp.size, len(leaves)):
             raise Fail(f"entry index must be in [0, {cp.size}), got {index}")
-        hashes = [merkle.hash_leaf(x) for x in leaves[: cp.size]]
-        leaf, proof = leaves[index], merkle.inclusion_proof(index, cp.size, _LeafHashes(hashes))
+        leaf = leaves[index]
+        proof = merkle.inclusion_proof(index, cp.size, _LeafHashes(leaves[: cp.size]))
     try:
         merkle.verify_inclusion(merkle.hash_leaf(leaf), index, cp.size, proof, cp.root_hash)
         _, record = decode_leaf(leaf)
@@ -231,16 +250,13 @@ def prove(
 
 
 @app.command()
+@with_groups
 def consistency(
     old: Path = typer.Argument(..., help="older checkpoint note"),
     new: Path = typer.Argument(..., help="newer checkpoint note"),
     export: Path = typer.Option(None, "--export", help="export directory to prove from"),
     policy: Path = POLICY,
-    node: str = NODE,
-    server_name: str = NAME,
-    ca: Path = CA,
-    cert: Path = CERT,
-    key: Path = KEY,
+    remote: Remote = REMOTE,
 ) -> None:
     """Check that checkpoint NEW extends checkpoint OLD (RFC 9162 consistency proof)."""
     pol = Policy.load(policy)
@@ -250,25 +266,14 @@ def consistency(
         raise Fail(f"checkpoints are of different logs: {a.origin!r} and {b.origin!r}")
     if not 0 < a.size <= b.size:
         raise Fail(f"need 0 < old size <= new size, got {a.size} and {b.size}")
-    if (export is None) == (node is None):
-        raise Fail("give exactly one of --export or --node")
-    if node is not None:
-        from audit.remote import LedgerClient, mtls_channel
-
-        if not (ca and cert and key):
-            raise Fail("--node needs --ca, --cert and --key (mTLS)")
-
-        async def fetch() -> list[bytes]:
-            async with mtls_channel(node, ca, cert, key, server_name) as ch:
-                return await LedgerClient(ch).consistency_proof(a.size, b.size)
-
-        proof = asyncio.run(fetch())
+    remote.check_one_of(export, "--export")
+    if remote.node is not None:
+        proof = remote.run(lambda c: c.consistency_proof(a.size, b.size))
     else:
         _, leaves = _export_leaves(export)
         if len(leaves) < b.size:
             raise Fail(f"the export holds {len(leaves)} entries, fewer than {b.size}")
-        hashes = [merkle.hash_leaf(x) for x in leaves[: b.size]]
-        proof = merkle.consistency_proof(a.size, b.size, _LeafHashes(hashes))
+        proof = merkle.consistency_proof(a.size, b.size, _LeafHashes(leaves[: b.size]))
     try:
         merkle.verify_consistency(a.size, b.size, proof, a.root_hash, b.root_hash)
     except AuditError:
@@ -278,26 +283,20 @@ def consistency(
 
 
 @app.command()
+@with_groups
 def export(
     out_dir: Path = typer.Argument(..., help="new directory to write"),
     db: Path = typer.Option(None, "--db", help="the node's ledger database (offline)"),
-    node: str = NODE,
-    server_name: str = NAME,
-    ca: Path = CA,
-    cert: Path = CERT,
-    key: Path = KEY,
+    remote: Remote = REMOTE,
 ) -> None:
     """Write a self-contained export directory of a log (from its database or a node)."""
-    if (db is None) == (node is None):
-        raise Fail("give exactly one of --db or --node")
+    remote.check_one_of(db, "--db")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise Fail(f"export directory {out_dir} exists and is not empty")
     if db is not None:
         export_store(db, out_dir)
     else:
-        src = progress_run(
-            None, "fetching", lambda step: _fetch(node, server_name, ca, cert, key, step)
-        )
+        src = progress_run(None, "fetching", lambda step: _fetch(remote, step))
         origin = ""
         try:
             origin = Checkpoint.parse(parse_note(src.notes[0][1])[0]).origin
@@ -336,9 +335,7 @@ def vkey_cmd(
                    found.key))  # fmt: skip
 
 
-from audit.cli import read as cli_read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
-
-_ = cli_read
+import audit.cli.read  # noqa: E402, F401 - registers jobs, report, reconcile, lineage (after)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,55 @@ from audit.cli.common import (
     out,
     verified_logs,
 )
+from audit.cli.groups import OptionGroup, option, with_groups
+from audit.policy import Policy
 from audit.records import DataUseRecord
 from audit.report.build import build_report, records_csv
 from audit.report.html import render_html
 from audit.usage import STATEMENT_KEY, list_jobs, summarize
 from audit.usage import reconcile as _reconcile
+from audit.verify import VerifyReport
 
 __all__ = ["jobs", "lineage", "reconcile", "report"]
 
-EXPORTS = typer.Argument(..., help="export directories of the nodes (datafed-audit export)")
+#: Each node's records (index order), by node.
+_Records = dict[str, list[DataUseRecord]]
+
+
+@dataclass(frozen=True)
+class Exports:
+    """The export directories a command reads, and the auditor's trust to verify them with."""
+
+    exports: list[Path]
+    policy: Path
+    no_witnesses: bool
+    allow_unsigned_tail: bool
+
+    def verified(self) -> tuple[Policy, _Records, dict[str, VerifyReport]]:
+        """The policy, and each node's records and report, once every export verified."""
+        pol = load_policy(self.policy, self.no_witnesses)
+        allow = self.allow_unsigned_tail
+        logs, reports = verified_logs(self.exports, pol, allow_unsigned_tail=allow)
+        return pol, logs, reports
+
+
+#: ``exports: Exports = EXPORTS``: the export directories and --policy where the parameter
+#: stands, --no-witnesses and --allow-unsigned-tail last (see :mod:`audit.cli.groups`).
+EXPORTS: Any = OptionGroup(
+    Exports,
+    (
+        option(
+            "exports",
+            list[Path],
+            typer.Argument(..., help="export directories of the nodes (datafed-audit export)"),
+        ),
+        option("policy", Path, POLICY),
+    ),
+    last=(
+        option("no_witnesses", bool, NO_WITNESSES),
+        option("allow_unsigned_tail", bool, ALLOW_TAIL),
+    ),
+)
 
 
 def _utc(ms: int) -> str:
@@ -50,24 +91,21 @@ def _write(target: str, text: str, what: str) -> None:
 
 
 @app.command()
+@with_groups
 def report(
-    exports: list[Path] = EXPORTS,
-    policy: Path = POLICY,
+    exports: Exports = EXPORTS,
     by: list[str] = typer.Option(
         ["requester", "dataset", "purpose"], "--by", help="group the text tables by field"
     ),
     html: Path = typer.Option(None, "--html", help="write a self-contained HTML page"),
     json_out: str = typer.Option(None, "--json", help="write the report as JSON ('-': stdout)"),
     csv_out: str = typer.Option(None, "--csv", help="write every entry as CSV ('-': stdout)"),
-    no_witnesses: bool = NO_WITNESSES,
-    allow_unsigned_tail: bool = ALLOW_TAIL,
 ) -> None:
     """Report data use (after verifying every export): tables, or --html/--json/--csv files."""
     for field_name in by:
         if field_name not in DataUseRecord.__dataclass_fields__ or field_name == "details":
             raise Fail(f"cannot group by {field_name!r}")
-    pol = load_policy(policy, no_witnesses)
-    logs, reports = verified_logs(exports, pol, allow_unsigned_tail=allow_unsigned_tail)
+    pol, logs, reports = exports.verified()
     if html or json_out or csv_out:
         data = build_report(logs, reports, pol)
         if html:
@@ -98,16 +136,13 @@ def report(
 
 
 @app.command()
+@with_groups
 def jobs(
-    exports: list[Path] = EXPORTS,
-    policy: Path = POLICY,
+    exports: Exports = EXPORTS,
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-    no_witnesses: bool = NO_WITNESSES,
-    allow_unsigned_tail: bool = ALLOW_TAIL,
 ) -> None:
     """List the job ids in the logs: nodes, requester, purpose, time and decisions."""
-    pol = load_policy(policy, no_witnesses)
-    logs, _ = verified_logs(exports, pol, allow_unsigned_tail=allow_unsigned_tail)
+    _, logs, _ = exports.verified()
     rows = list_jobs(logs)
     if as_json:
         data: list[dict[str, Any]] = [
@@ -133,16 +168,13 @@ def jobs(
 
 
 @app.command()
+@with_groups
 def reconcile(
     job_id: str = typer.Argument(..., help="the job to reconcile"),
-    exports: list[Path] = EXPORTS,
-    policy: Path = POLICY,
-    no_witnesses: bool = NO_WITNESSES,
-    allow_unsigned_tail: bool = ALLOW_TAIL,
+    exports: Exports = EXPORTS,
 ) -> None:
     """Check that every node of a job recorded it alike: requester, purpose, statement, rounds."""
-    pol = load_policy(policy, no_witnesses)
-    logs, _ = verified_logs(exports, pol, allow_unsigned_tail=allow_unsigned_tail)
+    _, logs, _ = exports.verified()
     problems = _reconcile(job_id, logs)
     table = Table(title=f"job {job_id}")
     for col in ("node", "entry indexes", "decisions", "statement"):
@@ -167,18 +199,15 @@ def reconcile(
 
 
 @app.command()
+@with_groups
 def lineage(
     model_sha256: str = typer.Argument(..., help="the model's SHA-256 (from the training result)"),
-    exports: list[Path] = EXPORTS,
-    policy: Path = POLICY,
-    no_witnesses: bool = NO_WITNESSES,
-    allow_unsigned_tail: bool = ALLOW_TAIL,
+    exports: Exports = EXPORTS,
 ) -> None:
     """Trace a model through the ledgers: its job, every round, participant and decision."""
     from audit.lineage import format_lineage, model_lineage
 
-    pol = load_policy(policy, no_witnesses)
-    logs, _ = verified_logs(exports, pol, allow_unsigned_tail=allow_unsigned_tail)
+    _, logs, _ = exports.verified()
     found = model_lineage(model_sha256.strip().lower(), logs)
     out.print(format_lineage(found))
     if not found.ok:

@@ -316,29 +316,17 @@ def records_csv(logs: Mapping[str, Sequence[DataUseRecord]]) -> str:
     w.writerow(CSV_FIELDS)
     for node in sorted(logs):
         for i, r in enumerate(logs[node]):
-            w.writerow(
-                map(
-                    _cell,
-                    [
-                        node,
-                        i,
-                        _utc(r.time_ms, "%Y-%m-%dT%H:%M:%S"),
-                        r.requester,
-                        r.requester_role,
-                        r.dataset,
-                        r.purpose,
-                        r.legal_basis,
-                        r.operation,
-                        r.protection,
-                        r.decision,
-                        r.reason,
-                        repr(r.epsilon),
-                        r.job_id,
-                        r.details.get(STATEMENT_KEY, ""),
-                        r.request_digest,
-                        r.result_digest,
-                        r.private_commitment,
-                    ],
-                ),
-            )
+            w.writerow(map(_cell, _csv_row(node, i, r)))
     return buf.getvalue()
+
+
+def _csv_row(node: str, index: int, r: DataUseRecord) -> list[object]:
+    """The cells of one entry, in the order of ``CSV_FIELDS``: the rest are record fields."""
+    made: dict[str, object] = {
+        "node": node,
+        "index": index,
+        "time_utc": _utc(r.time_ms, "%Y-%m-%dT%H:%M:%S"),
+        "epsilon": repr(r.epsilon),
+        "statement": r.details.get(STATEMENT_KEY, ""),
+    }
+    return [made[f] if f in made else getattr(r, f) for f in CSV_FIELDS]

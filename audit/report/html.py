@@ -54,13 +54,19 @@ def _kpis(items: Sequence[tuple[str, Any]]) -> str:
     )
 
 
+def _section(anchor: str, title: str, note: str) -> list[str]:
+    """The opening of a section: its title (linked as ``#anchor``) and a note (HTML) under it."""
+    return [f'<h2 id="{anchor}">{title}</h2>', f'<p class="note">{note}</p>']
+
+
 def _verification(rows: list[dict[str, Any]]) -> str:
-    out = [
-        '<h2 id="verification">Verification of each log</h2>',
-        '<p class="note">Every log below was verified against the auditor\'s pinned keys '
-        "before this report read it: every entry, the Merkle tree, every signature and "
-        "cosignature, and each private part against the commitment in its entry.</p>",
-    ]
+    out = _section(
+        "verification",
+        "Verification of each log",
+        "Every log below was verified against the auditor's pinned keys before this report "
+        "read it: every entry, the Merkle tree, every signature and cosignature, and each "
+        "private part against the commitment in its entry.",
+    )
     body = []
     for r in rows:
         status = '<span class="ok">verified</span>' if r["ok"] else '<span class="bad">FAIL</span>'
@@ -88,11 +94,12 @@ def _verification(rows: list[dict[str, Any]]) -> str:
 
 def _use(data: dict[str, Any]) -> str:
     t = data["uses_over_time"]
-    out = [
-        '<h2 id="use">Data use over time</h2>',
-        f'<p class="note">Uses per {escape(t["unit"])}: one operation admitted at one '
-        "agency (a query, a protocol job, an intersection-sum, a training job).</p>",
-    ]
+    out = _section(
+        "use",
+        "Data use over time",
+        f"Uses per {escape(t['unit'])}: one operation admitted at one agency (a query, a "
+        "protocol job, an intersection-sum, a training job).",
+    )
     titles = {"requester": "by requester", "purpose": "by purpose", "dataset": "by dataset"}
     for dim, title in titles.items():
         out.append(f"<h3>{title.capitalize()}</h3>")
@@ -101,12 +108,13 @@ def _use(data: dict[str, Any]) -> str:
 
 
 def _epsilon(rows: list[dict[str, Any]]) -> str:
-    out = [
-        '<h2 id="privacy">Privacy budget: epsilon spent against budget</h2>',
-        '<p class="note">Per requester and dataset, the differential-privacy epsilon '
-        "written on the entries (what each agency charged). The dark mark is the agreed "
-        "budget; a bar beyond it is over budget.</p>",
-    ]
+    out = _section(
+        "privacy",
+        "Privacy budget: epsilon spent against budget",
+        "Per requester and dataset, the differential-privacy epsilon written on the entries "
+        "(what each agency charged). The dark mark is the agreed budget; a bar beyond it is "
+        "over budget.",
+    )
     bars = [(f"{r['requester']} · {r['agency']}: {r['dataset']}", [r["spent"]]) for r in rows]
     limits = [r["budget"] for r in rows]
     out.append(
@@ -140,10 +148,11 @@ def _epsilon(rows: list[dict[str, Any]]) -> str:
 
 
 def _denials(d: dict[str, Any]) -> str:
-    out = [
-        '<h2 id="denials">Denials and their reasons</h2>',
-        f'<p class="note">{d["total"]} request(s) refused by the agencies\' policies.</p>',
-    ]
+    out = _section(
+        "denials",
+        "Denials and their reasons",
+        f"{d['total']} request(s) refused by the agencies' policies.",
+    )
     bars = [(r["reason"], [r["count"]]) for r in d["by_reason"]]
     out.append(svg.hbars("denials", "Denials by reason", bars, ["denials"]))
     if d["recent"]:
@@ -172,10 +181,13 @@ def _denials(d: dict[str, Any]) -> str:
 def _circulation(c: dict[str, Any]) -> str:
     share = f"{100 * c['cross_agency_jobs'] / c['jobs']:.0f}%" if c["jobs"] else "-"
     out = [
-        '<h2 id="circulation">Data circulation across the city</h2>',
-        '<p class="note">How data moves between departments and agencies without being '
-        "handed over: jobs that draw on several agencies' data, and cross-domain joins "
-        "(intersection-sums linking one agency's records to another's).</p>",
+        *_section(
+            "circulation",
+            "Data circulation across the city",
+            "How data moves between departments and agencies without being handed over: jobs "
+            "that draw on several agencies' data, and cross-domain joins (intersection-sums "
+            "linking one agency's records to another's).",
+        ),
         _kpis(
             [
                 ("jobs", c["jobs"]),
