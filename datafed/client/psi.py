@@ -13,8 +13,9 @@ import hashlib
 import weakref
 from collections.abc import AsyncIterable, Callable
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from datafed.client._connection import Connection
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport, map_errors
 from datafed.client.nodeinfo import ledger_head
@@ -26,7 +27,7 @@ from datafed.hazmat import (
     PaillierPublicKey,
     generate_paillier_keypair,
 )
-from datafed.pki.ca import identity_from_pem
+from datafed.pki.identity import identity_from_pem
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
     VALUE_BOUND,
@@ -45,21 +46,18 @@ from datafed.psi import (
 from datafed.psi import serde as psi_serde
 from datafed.query.result import NodeReceipt
 
-if TYPE_CHECKING:
-    from datafed.client.federation import Federation
-
 __all__ = ["MIN_STEP_TIMEOUT_S", "run_intersection_sum"]
 
 #: Each step's deadline is at least this long: a large set takes minutes to blind and encrypt.
 MIN_STEP_TIMEOUT_S = 600.0
 _SEAL = 48
 _POINT = 32
-_KEYS: weakref.WeakKeyDictionary[Federation, tuple[PaillierPublicKey, PaillierPrivateKey]] = (
+_KEYS: weakref.WeakKeyDictionary[Connection, tuple[PaillierPublicKey, PaillierPrivateKey]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _keypair(fed: Federation) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+async def _keypair(fed: Connection) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
     keys = _KEYS.get(fed)
     if keys is None:
         keys = await asyncio.to_thread(generate_paillier_keypair, fed.config.paillier_bits)
@@ -85,7 +83,7 @@ class _Relay:
     """One job's three steps over two channels."""
 
     def __init__(
-        self, fed: Federation, transport: Transport, job: PsiJob, purpose: str, legal_basis: str
+        self, fed: Connection, transport: Transport, job: PsiJob, purpose: str, legal_basis: str
     ) -> None:
         self.fed, self.transport, self.job = fed, transport, job
         self.purpose, self.legal_basis = purpose, legal_basis
@@ -218,7 +216,7 @@ def _open_sum(
 
 
 async def run_intersection_sum(
-    fed: Federation,
+    fed: Connection,
     ids: IdsColumn | tuple[str, str, str] | str,
     values: ValuesColumns | tuple[str, str, str, str] | str,
     *,
