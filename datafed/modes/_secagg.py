@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from pydantic import Field
 
+import datafed.modes._secagg_wire as wire
 from datafed.errors import NodeUnavailable, ProtocolError
 from datafed.hazmat import RingArray
-from datafed.modes import _secagg_wire as wire
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
 from datafed.modes._envelope import check_roster, peers
 from datafed.modes._integrity import check_ring, with_ring_checksum
