@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -79,6 +81,17 @@ def _columns(
     return i, v
 
 
+@dataclass(frozen=True)
+class _Replies:
+    """What the three steps returned: the two signed statements, the sealed box, two replies."""
+
+    blind_statement: Statement
+    exchange_statement: Statement
+    sealed: bytes
+    exchange: psi_pb2.PsiStepReply
+    intersect: psi_pb2.PsiIntersectReply
+
+
 class _Relay:
     """One job's three steps over two channels."""
 
@@ -92,6 +105,27 @@ class _Relay:
         self.digests: dict[str, str] = {}
         #: Each step's verified statement body.
         self.bodies: dict[str, StatementBody] = {}
+
+    async def run(self, progress: Progress, timeout: float) -> _Replies:
+        """Blind at the ids node, exchange at the values node, intersect at the ids node."""
+        ids, values = self.job.ids.node, self.job.values.node
+        stubs = {
+            side: psi_pb2_grpc.PsiServiceStub(self.transport.channel(name))
+            for side, name in (("ids", ids), ("values", values))
+        }
+        with self._step(progress, ids, "blind", timeout):
+            b_st, points, _ = await self.blind(stubs["ids"], timeout)
+        with self._step(progress, values, "exchange", timeout):
+            e_st, sealed, e_reply = await self.exchange(stubs["values"], timeout, b_st, points)
+        with self._step(progress, ids, "intersect", timeout):
+            i_reply = await self.intersect(stubs["ids"], timeout, e_st, sealed)
+        return _Replies(b_st, e_st, sealed, e_reply, i_reply)
+
+    @contextmanager
+    def _step(self, progress: Progress, node: str, step: str, timeout: float) -> Iterator[None]:
+        """One step's gRPC errors mapped for ``node``, its start and end reported."""
+        with map_errors(self.transport.endpoint(node), timeout), reporting(progress, node, step):
+            yield
 
     def _signed(
         self, step: str, node: str, body: Callable[[common_pb2.RequestHeader], bytes]
@@ -267,42 +301,31 @@ async def run_intersection_sum(
     timeout = timeout_s or max(fed.config.timeout_s, MIN_STEP_TIMEOUT_S)
     async with fed.transport() as transport:
         relay = _Relay(fed, transport, job, purpose, legal_basis)
-        stubs = {
-            side: psi_pb2_grpc.PsiServiceStub(transport.channel(name))
-            for side, name in (("ids", i_col.node), ("values", v_col.node))
-        }
-        with (
-            map_errors(transport.endpoint(i_col.node), timeout),
-            reporting(progress, i_col.node, "blind"),
-        ):
-            b_st, points, _ = await relay.blind(stubs["ids"], timeout)
-        with (
-            map_errors(transport.endpoint(v_col.node), timeout),
-            reporting(progress, v_col.node, "exchange"),
-        ):
-            e_st, sealed, e_reply = await relay.exchange(stubs["values"], timeout, b_st, points)
-        with (
-            map_errors(transport.endpoint(i_col.node), timeout),
-            reporting(progress, i_col.node, "intersect"),
-        ):
-            i_reply = await relay.intersect(stubs["ids"], timeout, e_st, sealed)
+        replies = await relay.run(progress, timeout)
     receipts = (
-        relay.receipt(i_reply, b_st, ("blind", "intersect"), bytes(i_reply.encrypted_sum)),
-        relay.receipt(e_reply, e_st, ("exchange", "exchange"), sealed),
+        relay.receipt(
+            replies.intersect,
+            replies.blind_statement,
+            ("blind", "intersect"),
+            bytes(replies.intersect.encrypted_sum),
+        ),
+        relay.receipt(
+            replies.exchange, replies.exchange_statement, ("exchange", "exchange"), replies.sealed
+        ),
     )
     epsilon, noise = _dp_terms(relay.bodies["exchange"], receipts)
-    total = _open_sum(keys, i_reply, noise)
+    total = _open_sum(keys, replies.intersect, noise)
     bits = job.fixed_point_bits
     sd_sum, sd_size = noise.stddevs(bits) if noise is not None else (0.0, 0.0)
     return IntersectionSumResult(
-        intersection_size=i_reply.intersection_size,
+        intersection_size=replies.intersect.intersection_size,
         sum=total / (1 << bits),
         sum_fixed=total,
         fixed_point_bits=bits,
         job_id=job.job_id,
         ledgers=(
-            ledger_head(i_col.node, i_reply.ledger),
-            ledger_head(v_col.node, e_reply.ledger),
+            ledger_head(i_col.node, replies.intersect.ledger),
+            ledger_head(v_col.node, replies.exchange.ledger),
         ),
         receipts=receipts,
         epsilon=epsilon,
