@@ -32,7 +32,7 @@ from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
@@ -191,20 +191,15 @@ class CkksMode(SteppedMode):
         return protocol_pb2.CkksParams(
             public_context=context.public_bytes(),
             aggregator_certificate=ctx.certificates[ctx.nodes[0]],
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            participant_certificates=ctx.certificates_of(ctx.nodes),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Have the aggregator add the ciphertexts; decrypt, check and round the sum."""
         context = await self._keys()
-        length = n_groups * len(comps) + 1
+        length = totals.length
         ((aggregator, bundle),) = _one_aggregator(answers).items()
         raw = await session.step(aggregator, _ROUND_AGGREGATE, bundle.SerializeToString())
         try:
@@ -218,7 +213,7 @@ class CkksMode(SteppedMode):
         except Exception as exc:  # TenSEAL raises assorted types on bad ciphertexts
             raise ProtocolError(f"aggregator {aggregator!r} returned a malformed sum") from exc
         check_real(session.binding, np.asarray(result.values, dtype=np.float64), result.error_bound)
-        values, bound = _to_fixed(result.values[:-1], result.error_bound, comps, bits)
+        values, bound = _to_fixed(result.values[:-1], result.error_bound, totals.comps, totals.bits)
         return Combined(values, tuple(a.node for a in answers), bound)
 
 

@@ -35,7 +35,7 @@ from datafed.hazmat import RingArray
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
 from datafed.modes._envelope import check_roster, peers
 from datafed.modes._integrity import check_ring, with_ring_checksum
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.protocols import (
@@ -46,7 +46,6 @@ from datafed.protocols import (
     SecAggServer,
     Survivors,
 )
-from datafed.query.components import Component
 
 __all__ = ["SecAggMode", "default_threshold"]
 
@@ -199,21 +198,16 @@ class SecAggMode(SteppedMode):
     async def params(self, ctx: ModeContext) -> bytes:
         """Every node participates, client id = position + 1; threshold a majority."""
         return protocol_pb2.SecAggParams(
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            participant_certificates=ctx.certificates_of(ctx.nodes),
             threshold=self._threshold(len(ctx.nodes)),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Run the server rounds; nodes unreachable in a round drop out."""
         n = len(answers)
-        server = SecAggServer(threshold=self._threshold(n), vector_length=n_groups * len(comps) + 1)
+        server = SecAggServer(threshold=self._threshold(n), vector_length=totals.length)
         names, roster = _advertised(server, answers)
         try:
             run = _Rounds(session, server, names, n)

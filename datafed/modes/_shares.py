@@ -35,10 +35,9 @@ from datafed.modes._integrity import (
     with_ring_checksum,
 )
 from datafed.modes._relay import collect_sealed
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.components import Component
 
 __all__ = ["MAX_AGGREGATORS", "SharesMode"]
 
@@ -167,20 +166,15 @@ class SharesMode(SteppedMode):
                 f"{len(ctx.nodes)}"
             )
         return protocol_pb2.SharesParams(
-            aggregator_certificates=[ctx.certificates[n] for n in ctx.nodes[: self.aggregators]],
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            aggregator_certificates=ctx.certificates_of(ctx.nodes[: self.aggregators]),
+            participant_certificates=ctx.certificates_of(ctx.nodes),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Relay each aggregator its sealed shares, add the sums, check the checksum."""
-        length = n_groups * len(comps) + 1
+        length = totals.length
         per_aggregator = collect_sealed(answers)
         replies = await asyncio.gather(
             *(
