@@ -25,9 +25,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datafed.errors import ConfigError
@@ -42,9 +43,11 @@ __all__ = [
     "ProtectionMode",
     "SteppedMode",
     "check_int64",
+    "read_params",
 ]
 
 _INT64 = 1 << 63
+M = TypeVar("M", bound=Message)
 
 
 class ModeOptions(BaseModel):
@@ -176,6 +179,14 @@ class SteppedMode(ProtectionMode):
         self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """The mode's client side of :meth:`finish`, for totals laid out as ``totals``."""
+
+
+def read_params(message_type: type[M], params: bytes, mode: str) -> M:
+    """A mode's parameters as the node received them; ValueError if they do not parse."""
+    try:
+        return message_type.FromString(params)
+    except DecodeError as exc:
+        raise ValueError(f"malformed {mode} parameters") from exc
 
 
 def check_int64(values: Sequence[int]) -> None:

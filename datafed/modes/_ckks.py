@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import DecodeError
 from pydantic import Field
 
 from datafed.errors import ProtocolError
 from datafed.hazmat import EncryptedVector, HeContext, HeParams, HePublicContext
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, read_params
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
@@ -82,10 +81,7 @@ def _load_context(raw: bytes, parties: int) -> HePublicContext:
 def _parse_params(
     env: NodeEnv, params: bytes
 ) -> tuple[protocol_pb2.CkksParams, Identity, list[Identity]]:
-    try:
-        msg = protocol_pb2.CkksParams.FromString(params)
-    except DecodeError as exc:
-        raise ValueError("malformed CKKS parameters") from exc
+    msg = read_params(protocol_pb2.CkksParams, params, "CKKS")
     (aggregator,) = peers(env, [msg.aggregator_certificate], "aggregator")
     participants = peers(env, msg.participant_certificates, "participant")
     if len(participants) < 2:  # else the aggregator's "sum" would be one node's ciphertext

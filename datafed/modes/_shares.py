@@ -26,7 +26,14 @@ from pydantic import Field
 from datafed.errors import ProtocolError
 from datafed.hazmat import SEED_BYTES, SeedShare, VectorShare, add_shares
 from datafed.hazmat import split_additive as _split
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
+from datafed.modes._base import (
+    ModeContext,
+    ModeOptions,
+    NodeEnv,
+    SteppedMode,
+    check_int64,
+    read_params,
+)
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import (
     check_ring,
@@ -54,10 +61,7 @@ class _AggregatorState:
 
 
 def _parse_params(env: NodeEnv, params: bytes) -> tuple[list[Identity], list[Identity]]:
-    try:
-        msg = protocol_pb2.SharesParams.FromString(params)
-    except DecodeError as exc:
-        raise ValueError("malformed shares parameters") from exc
+    msg = read_params(protocol_pb2.SharesParams, params, "shares")
     aggregators = peers(env, msg.aggregator_certificates, "aggregator")
     if not 2 <= len(aggregators) <= MAX_AGGREGATORS:
         raise ValueError(
