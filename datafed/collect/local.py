@@ -95,16 +95,11 @@ def _fix_ports(nodes: Iterable[LocalNode]) -> dict[str, int]:
 
 def _gateway_toml(fed: LocalFederation, gw: str, leader: str, port: int) -> str:
     """The gateway's file: its certificate and keys, and the leader it uploads to."""
-    files = pki.party_paths(fed.pki_dir, "gateway", gw)
     lines = [
         f'gateway = "{gw}"',
         f"timeout_s = {fed.timeout_s}",
         "",
-        "[tls]",
-        f'ca = "{fed.pki_dir / "ca.crt"}"',
-        f'cert = "{files.cert}"',
-        f'key = "{files.key}"',
-        f'signing_key = "{files.signing_key}"',
+        *fed.tls_table("gateway", gw),
         "",
         "[leader]",
         f'name = "{leader}"',
