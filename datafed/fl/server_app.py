@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,19 @@ def run_job(
     else:
         approved = set(node_ids)
     audited = _train(grid, context, settings, init, names, approved, on_progress)
-    return _result(job_id, context, settings, audited.final_arrays or init, audited, rows)
+    weights = audited.final_arrays or init
+    rounds, error = _rounds(audited)
+    return TrainResult(
+        job_id=job_id,
+        status="failed" if error else "completed",
+        error=error,
+        model_sha256=arrays_digest(weights),
+        weights=[w.astype("float32") for w in weights],
+        rounds=rounds,
+        nodes=rows,
+        settings=_public_settings(settings),
+        run_id=str(context.run_id),
+    )
 
 
 def _open(
@@ -167,32 +179,14 @@ def _train(
     return audited
 
 
-def _result(
-    job_id: str,
-    context: Context,
-    settings: RunSettings,
-    weights: Sequence[npt.NDArray[Any]],
-    audited: AuditedStrategy,
-    rows: dict[str, int],
-) -> TrainResult:
-    """The run's result: completed, or failed naming the rounds that produced no aggregate."""
+def _rounds(audited: AuditedStrategy) -> tuple[tuple[RoundSummary, ...], str]:
+    """Each round's summary, and why the job failed if a round produced no aggregate."""
     rounds = tuple(RoundSummary.from_json(r.to_json()) for _, r in sorted(audited.rounds.items()))
     lost = [r for r in rounds if not r.model_out]
-    error = ""
-    if lost:
-        why = next((f for r in lost for f in r.failures), "no node's update arrived")
-        error = f"round(s) {', '.join(str(r.round) for r in lost)} produced no aggregate: {why}"
-    return TrainResult(
-        job_id=job_id,
-        status="failed" if lost else "completed",
-        error=error,
-        model_sha256=arrays_digest(weights),
-        weights=[w.astype("float32") for w in weights],
-        rounds=rounds,
-        nodes=rows,
-        settings=_public_settings(settings),
-        run_id=str(context.run_id),
-    )
+    if not lost:
+        return rounds, ""
+    why = next((f for r in lost for f in r.failures), "no node's update arrived")
+    return rounds, f"round(s) {', '.join(str(r.round) for r in lost)} produced no aggregate: {why}"
 
 
 @app.main()
