@@ -7,9 +7,9 @@ suppression indicator is positive -- a node suppressed it -- is flagged and its 
 withheld; on a DP dataset a group whose noisy row count is below the policy's *k* is
 flagged the same way (post-processing of a DP release; ``docs/policy.md``).
 
-Before the query is sent, :func:`group_domain` fixes the groups a protected GROUP BY
-reports (every node reports every group, so the payloads combine) and
-:func:`dp_threshold` the *k* the DP flagging uses.
+Before the query is sent, :func:`reported_groups` fixes the groups a mode that hides
+them reports (every node reports every group of :func:`group_domain`, so the payloads
+combine) and :func:`dp_threshold` the *k* the DP flagging uses.
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ from datafed.query.result import QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto
 
-__all__ = ["MAX_GROUPS", "GroupKey", "assemble", "dp_threshold", "group_domain", "ledger_head"]
+__all__ = [
+    "MAX_GROUPS",
+    "GroupKey",
+    "assemble",
+    "dp_threshold",
+    "group_domain",
+    "ledger_head",
+    "reported_groups",
+]
 
 GroupKey = tuple[Scalar | None, ...]
 #: Most groups a protected GROUP BY may span (the cartesian product of declared values).
@@ -241,3 +249,14 @@ def dp_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
         if (d := i.described.get(dataset)) is not None and d.access.dp
     ]
     return max(ks) if ks else None
+
+
+def reported_groups(
+    spec: QuerySpec, mode: ProtectionMode, infos: Sequence[NodeInfo]
+) -> list[GroupKey] | None:
+    """The groups every node reports under a mode that hides them (``None``: any it has)."""
+    if not mode.hides_groups:
+        return None
+    if spec.group_by:
+        return group_domain(spec, infos)
+    return [()]  # one group; every node reports it, so the payloads combine

@@ -1,31 +1,26 @@
-"""One query's requests to the nodes: its job, the sign-offs it needs, its fan-out.
+"""One query's job and the sign-offs it needs before it fans out.
 
 :class:`QueryJob` is what every request of a query carries (the signed job statement,
 the protection, the purpose and legal basis). :func:`collect_signoffs` asks the approvers
-the nodes' policies name, each sign-off bound to the statement; :func:`ask_nodes` sends
-every node of the roster its own signed request and checks each receipt.
-:class:`~datafed.client.federation.Federation` runs them in that order.
+the nodes' policies name, each sign-off bound to the statement;
+:class:`~datafed.client.federation.Federation` then sends every node its request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from datafed.client._receipts import answer_digest, node_receipt
 from datafed.client._transport import Transport
 from datafed.client.nodeinfo import NodeInfo
-from datafed.client.progress import CURRENT, reported
-from datafed.errors import ProtocolError, QueryError
+from datafed.errors import QueryError
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
-from datafed.query.result import NodeReceipt
 from datafed.query.spec import QuerySpec
 from datafed.wire.statement import SignedJobStatement
 
-__all__ = ["QueryJob", "ask_nodes", "collect_signoffs"]
+__all__ = ["QueryJob", "collect_signoffs"]
 
 
 @dataclass(frozen=True)
@@ -87,49 +82,3 @@ async def collect_signoffs(
         for target, grant in pairs:
             result.setdefault(target, []).append(grant)
     return result
-
-
-async def ask_nodes(
-    transport: Transport,
-    job: QueryJob,
-    spec_msg: query_pb2.QuerySpec,
-    signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
-    keys: Mapping[str, ed25519.Ed25519PublicKey],
-) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
-    """Send every node of the roster its signed request; check every receipt."""
-    timeout = transport.config.timeout_s
-    digests: dict[str, str] = {}
-
-    @reported(CURRENT.get(), "query")
-    async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
-        signed = transport.sign(
-            query_pb2.QueryRequestBody(
-                header=transport.header(node, job.job_id, job.purpose, job.legal_basis),
-                spec=spec_msg,
-                protection=job.protection,
-                sign_offs=signoffs.get(node, []),
-                statement=job.statement.to_proto(),
-            )
-        )
-        digests[node] = signed.digest
-        reply: query_pb2.QueryResponse = await query_pb2_grpc.QueryServiceStub(ch).Query(
-            signed.request, timeout=timeout
-        )
-        if reply.node != node:
-            raise ProtocolError(f"node {node!r} answered as {reply.node!r}")
-        return reply
-
-    answers = await transport.fan_out(job.statement.statement.roster, one)
-    receipts = tuple(
-        node_receipt(
-            a.node,
-            keys[a.node],
-            a.receipt if a.HasField("receipt") else None,
-            job_id=job.job_id,
-            request_digests=[digests[a.node]] * 2,
-            decisions=["approved", "released"],
-            result_digest=answer_digest(a),
-        )
-        for a in answers
-    )
-    return answers, receipts

@@ -14,18 +14,27 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from datafed.client._assemble import GroupKey, assemble, dp_threshold, group_domain
+from datafed.client._assemble import GroupKey, assemble, dp_threshold, reported_groups
 from datafed.client._connection import Connection, run_sync
-from datafed.client._query import QueryJob, ask_nodes, collect_signoffs
+from datafed.client._query import QueryJob, collect_signoffs
+from datafed.client._receipts import answer_digest, node_receipt
 from datafed.client._session import ProtocolSession
 from datafed.client._transport import Transport
 from datafed.client.config import FederationConfig, load_federation
 from datafed.client.nodeinfo import NodeInfo, NodeStatus
-from datafed.client.progress import CURRENT, Progress, ReportingSession, ignore, reporting
+from datafed.client.progress import (
+    CURRENT,
+    Progress,
+    ReportingSession,
+    ignore,
+    reported,
+    reporting,
+)
 from datafed.client.psi import run_intersection_sum
-from datafed.errors import QueryError
+from datafed.errors import ProtocolError, QueryError
 from datafed.modes import (
     Combined,
     ModeContext,
@@ -34,7 +43,7 @@ from datafed.modes import (
     SteppedMode,
     mode_class,
 )
-from datafed.proto.v1 import query_pb2
+from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import Component, reported_components
 from datafed.query.post import PostProcess
@@ -157,7 +166,7 @@ class Federation(Connection):
         async with self.transport() as transport:
             infos = await self._infos(transport)
             keys = self._log_keys(infos)
-            domain = _groups(spec, mode, infos)
+            domain = reported_groups(spec, mode, infos)
             job, spec_msg = await self._open_job(
                 spec, mode, infos, domain, job_id or new_job_id(), purpose, legal_basis
             )
@@ -272,7 +281,42 @@ class Federation(Connection):
         keys: Mapping[str, ed25519.Ed25519PublicKey],
     ) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
         """Send every node of the roster its signed request; check every receipt."""
-        return await ask_nodes(transport, job, spec_msg, signoffs, keys)
+        timeout = self.config.timeout_s
+        digests: dict[str, str] = {}
+
+        @reported(CURRENT.get(), "query")
+        async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
+            signed = transport.sign(
+                query_pb2.QueryRequestBody(
+                    header=transport.header(node, job.job_id, job.purpose, job.legal_basis),
+                    spec=spec_msg,
+                    protection=job.protection,
+                    sign_offs=signoffs.get(node, []),
+                    statement=job.statement.to_proto(),
+                )
+            )
+            digests[node] = signed.digest
+            reply: query_pb2.QueryResponse = await query_pb2_grpc.QueryServiceStub(ch).Query(
+                signed.request, timeout=timeout
+            )
+            if reply.node != node:
+                raise ProtocolError(f"node {node!r} answered as {reply.node!r}")
+            return reply
+
+        answers = await transport.fan_out(job.statement.statement.roster, one)
+        receipts = tuple(
+            node_receipt(
+                a.node,
+                keys[a.node],
+                a.receipt if a.HasField("receipt") else None,
+                job_id=job.job_id,
+                request_digests=[digests[a.node]] * 2,
+                decisions=["approved", "released"],
+                result_digest=answer_digest(a),
+            )
+            for a in answers
+        )
+        return answers, receipts
 
     def _mode(self, name: str) -> ProtectionMode:
         if name not in self._modes:
@@ -351,14 +395,3 @@ class Federation(Connection):
             timeout_s=timeout_s,
             progress=progress or ignore,
         )
-
-
-def _groups(
-    spec: QuerySpec, mode: ProtectionMode, infos: Sequence[NodeInfo]
-) -> list[GroupKey] | None:
-    """The groups every node reports under a mode that hides them (``None``: any it has)."""
-    if not mode.hides_groups:
-        return None
-    if spec.group_by:
-        return group_domain(spec, infos)
-    return [()]  # one group; every node reports it, so the payloads combine
