@@ -51,7 +51,10 @@ M = TypeVar("M", bound=Message)
 
 
 class ModeOptions(BaseModel):
-    """A mode's client options from ``[modes.<name>]`` (none by default)."""
+    """A mode's client options from ``[modes.<name>]`` (none by default).
+
+    Each field is an argument of the mode's constructor, under the same name.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,7 +127,8 @@ class ProtectionMode(ABC):
 
     @classmethod
     def _from(cls, options: ModeOptions) -> ProtectionMode:
-        return cls()
+        """The client side for validated options: each option is a constructor argument."""
+        return cls(**dict(options))
 
     @staticmethod
     @abstractmethod

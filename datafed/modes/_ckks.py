@@ -117,11 +117,6 @@ class CkksMode(SteppedMode):
     steps = ("aggregate",)
     Options = _CkksOptions
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> CkksMode:
-        assert isinstance(options, _CkksOptions)
-        return cls(options.value_bound)
-
     def __init__(self, value_bound: float = DEFAULT_VALUE_BOUND) -> None:
         if not 0 < value_bound < 2.0**52:
             raise ValueError(f"value_bound must be in (0, 2^52), got {value_bound}")

@@ -133,11 +133,6 @@ class PaillierMode(OneShotMode):
         self._lock = threading.Lock()
         self._parties = 0
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> PaillierMode:
-        assert isinstance(options, _PaillierOptions)
-        return cls(options.bits)
-
     # ------------------------------------------------------------------ node side
     @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:

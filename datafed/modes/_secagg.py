@@ -90,11 +90,6 @@ class SecAggMode(SteppedMode):
     steps = ("share-keys", "masked-input", "consistency", "unmask")
     Options = _SecAggOptions
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> SecAggMode:
-        assert isinstance(options, _SecAggOptions)
-        return cls(options.threshold)
-
     def __init__(self, threshold: int | None = None) -> None:
         if threshold is not None and threshold < 2:
             raise ValueError(f"secagg threshold must be at least 2, got {threshold}")

@@ -110,11 +110,6 @@ class SharesMode(SteppedMode):
     steps = ("aggregate",)
     Options = _SharesOptions
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> SharesMode:
-        assert isinstance(options, _SharesOptions)
-        return cls(options.aggregators)
-
     def __init__(self, aggregators: int = 2) -> None:
         if not 2 <= aggregators <= MAX_AGGREGATORS:
             raise ValueError(
