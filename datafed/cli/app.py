@@ -6,6 +6,7 @@ import json
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -24,6 +25,9 @@ from datafed.cli.train import register as register_train
 from datafed.client.nodeinfo import DatasetAccess, NodeStatus
 from datafed.errors import DatafedError
 from datafed.modes import describe_modes
+
+if TYPE_CHECKING:
+    from datafed.query.result import QueryResult
 
 __all__ = ["app", "main"]
 
@@ -99,6 +103,12 @@ def query(
     if as_json:
         print(result.to_json())
         return
+    _print_table(result)
+    _print_notes(result)
+
+
+def _print_table(result: QueryResult) -> None:
+    """The result's rows as a table, a suppressed group marked, and what suppression means."""
     flags = result.suppressed or (False,) * len(result.rows)
     table = Table(
         title=Text(
@@ -118,6 +128,10 @@ def query(
             f"  suppressed: {sum(flags)} group(s) withheld (values NULL): fewer than the "
             "policy's minimum group size at some node, or under DP a noisy count below it"
         )
+
+
+def _print_notes(result: QueryResult) -> None:
+    """Ledger heads, receipts, the CKKS error bound and DP noise, one line each."""
     for h in result.ledgers:
         root = h.root_hash.hex()[:16]
         say(f"  ledger {h.node}: size {h.size}, root {root}…, entries {list(h.entry_indexes)}")

@@ -30,6 +30,7 @@ FED = typer.Option(..., "--federation", "-f", help="federation file (fed.toml)")
 TASK = typer.Option(..., "--task", "-t", help="collection task name")
 PURPOSE = typer.Option(..., "--purpose", help="declared purpose, checked by both aggregators")
 LABELS = typer.Option("", "--labels", help="comma-separated names of a vector's elements")
+SINCE = typer.Option("0", "--since", help="first window (seconds or ISO 8601)")
 
 
 def _parse_time(text: str) -> int:
@@ -103,7 +104,7 @@ def watch(
     federation: Path = FED,
     task: str = TASK,
     purpose: str = PURPOSE,
-    since: str = typer.Option("0", "--since", help="first window (seconds or ISO 8601)"),
+    since: str = SINCE,
     count: int = typer.Option(0, "--count", help="stop after this many windows (0: never)"),
     labels: str = LABELS,
 ) -> None:
@@ -169,7 +170,7 @@ def windows(
     federation: Path = FED,
     task: str = TASK,
     purpose: str = PURPOSE,
-    since: str = typer.Option("0", "--since", help="first window (seconds or ISO 8601)"),
+    since: str = SINCE,
 ) -> None:
     """List the closed windows of TASK (releasable or below the minimum batch size)."""
     from datafed.collect import Collector

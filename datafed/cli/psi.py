@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from datafed.cli.progress import live_steps
+
+if TYPE_CHECKING:
+    from datafed.psi import IntersectionSumResult
 
 __all__ = ["register"]
 
@@ -64,6 +68,11 @@ def intersection_sum(
             timeout_s=timeout_s or None,
             progress=progress,
         )
+    _print_result(result, value_ref.dataset, value_ref.value_column, as_json)
+
+
+def _print_result(result: IntersectionSumResult, dataset: str, column: str, as_json: bool) -> None:
+    """The size, the sum and both ledger heads, as JSON or as lines."""
     ledgers = [
         {
             "node": h.node,
@@ -86,7 +95,7 @@ def intersection_sum(
         return
     out.print(f"intersection-sum (job {result.job_id})")
     out.print(f"  intersection size: {result.intersection_size}")
-    out.print(f"  sum of {value_ref.dataset}.{value_ref.value_column}: {result.sum:,.4f}")
+    out.print(f"  sum of {dataset}.{column}: {result.sum:,.4f}")
     for h in ledgers:
         out.print(
             f"  ledger {h['node']}: size {h['size']}, root {str(h['root_hash'])[:16]}…, "

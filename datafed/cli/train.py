@@ -25,14 +25,18 @@ from datafed.cli.progress import live_steps
 from datafed.client.progress import Step
 
 if TYPE_CHECKING:
+    from datafed.fl import DpParams
     from datafed.fl.progress import Progress
     from datafed.fl.result import TrainResult
+    from datafed.fl.settings import ConfigValue
 
 __all__ = ["lineage", "register", "simulate", "superlink", "train"]
 
 #: datafed.fl.settings.DEFAULT_CLIENTAPP, spelled out so that ``datafed --help`` does not
 #: load the FL package (numpy); tests/unit/fl/test_cli.py checks they agree.
 DEFAULT_CLIENTAPP = "nodes.fl.client_app:app"
+#: datafed.fl.synthetic.FLOOD_FEATURES, spelled out for the same reason.
+FEATURES = "rain_1h_cm,rain_24h_cm,river_level_m,tide_m,drain_blockage,elevation_m"
 
 out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, markup=False, highlight=False)
@@ -94,9 +98,7 @@ def train(
     ),
     dataset: str = typer.Option("flood_readings", "--dataset", help="dataset at every node"),
     features: str = typer.Option(
-        "rain_1h_cm,rain_24h_cm,river_level_m,tide_m,drain_blockage,elevation_m",
-        "--features",
-        help="comma-separated feature column names",
+        FEATURES, "--features", help="comma-separated feature column names"
     ),
     label: str = typer.Option("flooded", "--label", help="binary label column name"),
     app: Path = typer.Option(None, "--app", help="a Flower App directory (default: datafed's)"),
@@ -112,16 +114,9 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train one model across the federation's agencies; no row leaves any agency."""
-    from datafed.errors import ConfigError
-    from datafed.fl import DpParams
-    from datafed.fl.settings import parse_run_config
     from datafed.fl.training import train as run_train
 
-    try:
-        extra = parse_run_config(run_config)
-        dp = DpParams.local(dp_epsilon, dp_delta, dp_clip) if dp_epsilon > 0 else None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    extra, dp = _run_options(run_config, dp_epsilon, dp_delta, dp_clip)
     with live_steps(err, quiet=quiet, keep=1) as steps:
         result = run_train(
             federation,
@@ -143,9 +138,30 @@ def train(
             on_progress=None if steps is None else _round_lines(steps),
             log_path=log_file,
         )
+    _output(result, save_model, as_json)
+
+
+def _output(result: TrainResult, save_model: Path | None, as_json: bool) -> None:
+    """Write the weights if ``--save-model`` asks for them, then print the result."""
     if save_model is not None:
         _save(result, save_model)
     _print_result(result, as_json)
+
+
+def _run_options(
+    run_config: list[str], dp_epsilon: float, dp_delta: float, dp_clip: float
+) -> tuple[dict[str, ConfigValue], DpParams | None]:
+    """The ``--run-config`` pairs and the local DP parameters (none unless epsilon > 0)."""
+    from datafed.errors import ConfigError
+    from datafed.fl import DpParams
+    from datafed.fl.settings import parse_run_config
+
+    try:
+        extra = parse_run_config(run_config)
+        dp = DpParams.local(dp_epsilon, dp_delta, dp_clip) if dp_epsilon > 0 else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return extra, dp
 
 
 def _round_lines(steps: Callable[[Step], None]) -> Callable[[Progress], None]:

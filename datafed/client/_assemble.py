@@ -6,15 +6,20 @@ a node whose non-null count is 0 (its 0 is a NULL, not a value).  A group whose
 suppression indicator is positive -- a node suppressed it -- is flagged and its values
 withheld; on a DP dataset a group whose noisy row count is below the policy's *k* is
 flagged the same way (post-processing of a DP release; ``docs/policy.md``).
+
+Before the query is sent, :func:`reported_groups` fixes the groups a mode that hides
+them reports (every node reports every group of :func:`group_domain`, so the payloads
+combine) and :func:`dp_threshold` the *k* the DP flagging uses.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from decimal import Decimal
 
-from datafed.client.nodeinfo import ledger_head
-from datafed.errors import ProtocolError
+from datafed.client.nodeinfo import NodeInfo, ledger_head
+from datafed.errors import ProtocolError, QueryError
 from datafed.modes import Combined, OneShotMode, ProtectionMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import (
@@ -28,9 +33,19 @@ from datafed.query.result import QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto
 
-__all__ = ["GroupKey", "assemble", "ledger_head"]
+__all__ = [
+    "MAX_GROUPS",
+    "GroupKey",
+    "assemble",
+    "dp_threshold",
+    "group_domain",
+    "ledger_head",
+    "reported_groups",
+]
 
 GroupKey = tuple[Scalar | None, ...]
+#: Most groups a protected GROUP BY may span (the cartesian product of declared values).
+MAX_GROUPS = 10_000
 
 
 def _keys(answer: query_pb2.QueryResponse, width: int) -> list[GroupKey]:
@@ -204,3 +219,44 @@ def _sort_key(key: GroupKey) -> tuple[tuple[int, float, str], ...]:
         else:
             out.append((2, 0.0, str(k)))
     return tuple(out)
+
+
+def group_domain(spec: QuerySpec, infos: Sequence[NodeInfo]) -> list[GroupKey]:
+    """The union of every node's declared values for the GROUP BY columns."""
+    per_column: list[list[Scalar]] = []
+    for col in spec.group_by:
+        values: dict[Scalar, None] = {}
+        for info in infos:
+            declared = info.group_domains.get(spec.dataset, {}).get(col)
+            if declared is None:
+                raise QueryError(
+                    f"GROUP BY {col} under a protected mode needs every node to declare "
+                    f"the values of {col!r} (policy group_domains); {info.node!r} does not"
+                )
+            values.update(dict.fromkeys(declared))
+        per_column.append(list(values))
+    domain: list[GroupKey] = [tuple(k) for k in itertools.product(*per_column)]
+    if len(domain) > MAX_GROUPS:
+        raise QueryError(f"GROUP BY spans {len(domain)} groups; at most {MAX_GROUPS}")
+    return domain
+
+
+def dp_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
+    """The largest *k* among the nodes whose ``dataset`` is under DP (``None``: no DP)."""
+    ks = [
+        d.access.min_group_size
+        for i in infos
+        if (d := i.described.get(dataset)) is not None and d.access.dp
+    ]
+    return max(ks) if ks else None
+
+
+def reported_groups(
+    spec: QuerySpec, mode: ProtectionMode, infos: Sequence[NodeInfo]
+) -> list[GroupKey] | None:
+    """The groups every node reports under a mode that hides them (``None``: any it has)."""
+    if not mode.hides_groups:
+        return None
+    if spec.group_by:
+        return group_domain(spec, infos)
+    return [()]  # one group; every node reports it, so the payloads combine

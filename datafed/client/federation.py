@@ -10,24 +10,21 @@ stepped mode's protocol; combine and finish the aggregates.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
-import itertools
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from datafed.client import _assemble
+from datafed.client._assemble import GroupKey, assemble, dp_threshold, reported_groups
+from datafed.client._connection import Connection, run_sync
+from datafed.client._query import QueryJob, collect_signoffs
 from datafed.client._receipts import answer_digest, node_receipt
 from datafed.client._session import ProtocolSession
 from datafed.client._transport import Transport
 from datafed.client.config import FederationConfig, load_federation
-from datafed.client.nodeinfo import NodeInfo, NodeStatus, node_info_from_proto
+from datafed.client.nodeinfo import NodeInfo, NodeStatus
 from datafed.client.progress import (
     CURRENT,
     Progress,
@@ -36,61 +33,31 @@ from datafed.client.progress import (
     reported,
     reporting,
 )
-from datafed.errors import DatafedError, PkiError, ProtocolError, QueryError
-from datafed.modes import ModeContext, NodeAnswer, ProtectionMode, SteppedMode, mode_class
-from datafed.pki.ca import load_signing_key
-from datafed.pki.peers import verify_peer
-from datafed.pki.tls import TlsMaterial
+from datafed.client.psi import run_intersection_sum
+from datafed.errors import ProtocolError, QueryError
+from datafed.modes import (
+    Combined,
+    ModeContext,
+    NodeAnswer,
+    ProtectionMode,
+    SteppedMode,
+    mode_class,
+)
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
-from datafed.query.components import reported_components
+from datafed.query.components import Component, reported_components
 from datafed.query.post import PostProcess
 from datafed.query.result import NodeReceipt, QueryResult
-from datafed.query.spec import QuerySpec, Scalar
+from datafed.query.spec import QuerySpec
 from datafed.query.sql import parse_query
 from datafed.wire.serde import literal_to_proto, spec_to_proto
 from datafed.wire.signing import MAX_LIFETIME_MS
-from datafed.wire.statement import SignedJobStatement, new_job_id, sign_job_statement
+from datafed.wire.statement import new_job_id, sign_job_statement
 
 __all__ = ["Federation", "NodeInfo", "NodeStatus", "new_job_id", "run_sync"]
 
-#: Most groups a protected GROUP BY may span (the cartesian product of declared values).
-MAX_GROUPS = 10_000
-T = TypeVar("T")
 
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code, even inside a running event loop.
-
-    Outside an event loop this is :func:`asyncio.run`.  Inside one (a Jupyter cell runs
-    in the kernel's loop) a second ``asyncio.run`` would fail and nesting loops is
-    unsafe, so the coroutine runs on a private loop in a worker thread while the caller
-    waits; ``await fed.aquery(...)`` is the form that keeps the caller's loop free.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datafed") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What one query sends: its statement, protection and the requests' common parts."""
-
-    spec: QuerySpec
-    statement: SignedJobStatement
-    protection: query_pb2.Protection
-    purpose: str
-    legal_basis: str
-
-    @property
-    def job_id(self) -> str:
-        return self.statement.statement.job_id
-
-
-class Federation:
+class Federation(Connection):
     """A set of agency nodes the analyst can query.
 
     Parameters
@@ -105,19 +72,13 @@ class Federation:
     """
 
     def __init__(self, config: FederationConfig) -> None:
-        self.config = config
-        self._tls = TlsMaterial.load(config.tls)
-        self._signing_key = load_signing_key(config.tls.signing_key)
+        super().__init__(config)
         self._modes: dict[str, ProtectionMode] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> Federation:
         """Load a federation file and connect lazily."""
         return cls(load_federation(Path(path)))
-
-    def transport(self) -> Transport:
-        """A transport (pooled channels, signer, error map) for one job; close it after."""
-        return Transport(self.config, self._tls, self._signing_key)
 
     # ----------------------------------------------------------------- queries
     def query(
@@ -205,84 +166,116 @@ class Federation:
         async with self.transport() as transport:
             infos = await self._infos(transport)
             keys = self._log_keys(infos)
-            roster = tuple(n.name for n in self.config.nodes)
-            domain = self._domain(spec, infos) if spec.group_by and mode.hides_groups else None
-            if domain is None and mode.hides_groups:
-                domain = [()]  # one group; every node reports it, so the payloads combine
-            job_id = job_id or new_job_id()
-            ctx = ModeContext(
-                job_id=job_id,
-                nodes=roster,
-                certificates={i.node: i.certificate_pem for i in infos},
+            domain = reported_groups(spec, mode, infos)
+            job, spec_msg = await self._open_job(
+                spec, mode, infos, domain, job_id or new_job_id(), purpose, legal_basis
             )
-            with reporting(report, "", f"{mode.name} parameters"):
-                pmsg = query_pb2.Protection(
-                    mode=mode.name,
-                    fixed_point_bits=self.config.fixed_point_bits,
-                    params=await mode.params(ctx),
-                )
-            for key in domain or ():
-                pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
-            spec_msg = spec_to_proto(spec)
-            statement = sign_job_statement(
-                self._signing_key,
-                job_id=job_id,
-                requester=self.config.analyst,
-                purpose=purpose,
-                operation="query",
-                dataset=spec.dataset,
-                spec=spec_msg,
-                protection=mode.name,
-                protection_msg=pmsg,
-                roster=roster,
-                lifetime_ms=MAX_LIFETIME_MS,
-                legal_basis=legal_basis,
-            )
-            job = _Job(spec, statement, pmsg, purpose, legal_basis)
             signoffs = await self._signoffs(transport, job, infos)
             answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
-            combined = None
-            steps: tuple[NodeReceipt, ...] = ()
-            if isinstance(mode, SteppedMode):  # the answers start a protocol among the nodes
-                session = ProtocolSession(
-                    transport,
-                    job_id=job_id,
-                    mode=mode.name,
-                    purpose=purpose,
-                    binding=statement.digest,
-                    keys=keys,
-                    legal_basis=legal_basis,
-                )
-                combined = await mode.finish(
-                    ReportingSession(session, mode.steps, report),
-                    [NodeAnswer(a.node, bytes(a.payload)) for a in answers],
-                    comps,
-                    len(domain or ()),
-                    self.config.fixed_point_bits,
-                )
-                steps = tuple(session.receipts)
+            combined, steps = await self._run_protocol(
+                transport, mode, job, keys, answers, comps, domain
+            )
         with reporting(report, "", "combine"):
-            result = _assemble.assemble(
+            result = assemble(
                 spec,
                 comps,
                 mode,
                 self.config.fixed_point_bits,
-                job_id,
+                job.job_id,
                 domain,
                 answers,
                 combined,
-                dp_k=_dp_threshold(spec.dataset, infos),
+                dp_k=dp_threshold(spec.dataset, infos),
             )
             if post is not None:
                 result = result.postprocess(post)
         return dataclasses.replace(
-            result, receipts=receipts, step_receipts=steps, statement=statement.digest
+            result, receipts=receipts, step_receipts=steps, statement=job.statement.digest
         )
+
+    async def _open_job(
+        self,
+        spec: QuerySpec,
+        mode: ProtectionMode,
+        infos: Sequence[NodeInfo],
+        domain: list[GroupKey] | None,
+        job_id: str,
+        purpose: str,
+        legal_basis: str,
+    ) -> tuple[QueryJob, query_pb2.QuerySpec]:
+        """The job's protection parameters and its signed statement (spec, roster, mode)."""
+        roster = tuple(n.name for n in self.config.nodes)
+        ctx = ModeContext(
+            job_id=job_id,
+            nodes=roster,
+            certificates={i.node: i.certificate_pem for i in infos},
+        )
+        with reporting(CURRENT.get(), "", f"{mode.name} parameters"):
+            pmsg = query_pb2.Protection(
+                mode=mode.name,
+                fixed_point_bits=self.config.fixed_point_bits,
+                params=await mode.params(ctx),
+            )
+        for key in domain or ():
+            pmsg.domain.add().values.extend(literal_to_proto(v) for v in key)
+        spec_msg = spec_to_proto(spec)
+        statement = sign_job_statement(
+            self._signing_key,
+            job_id=job_id,
+            requester=self.config.analyst,
+            purpose=purpose,
+            operation="query",
+            dataset=spec.dataset,
+            spec=spec_msg,
+            protection=mode.name,
+            protection_msg=pmsg,
+            roster=roster,
+            lifetime_ms=MAX_LIFETIME_MS,
+            legal_basis=legal_basis,
+        )
+        return QueryJob(spec, statement, pmsg, purpose, legal_basis), spec_msg
+
+    async def _run_protocol(
+        self,
+        transport: Transport,
+        mode: ProtectionMode,
+        job: QueryJob,
+        keys: Mapping[str, ed25519.Ed25519PublicKey],
+        answers: Sequence[query_pb2.QueryResponse],
+        comps: Sequence[Component],
+        domain: list[GroupKey] | None,
+    ) -> tuple[Combined | None, tuple[NodeReceipt, ...]]:
+        """A stepped mode's protocol among the nodes, started by their answers."""
+        if not isinstance(mode, SteppedMode):
+            return None, ()
+        session = ProtocolSession(
+            transport,
+            job_id=job.job_id,
+            mode=mode.name,
+            purpose=job.purpose,
+            binding=job.statement.digest,
+            keys=keys,
+            legal_basis=job.legal_basis,
+        )
+        combined = await mode.finish(
+            ReportingSession(session, mode.steps, CURRENT.get()),
+            [NodeAnswer(a.node, bytes(a.payload)) for a in answers],
+            comps,
+            len(domain or ()),
+            self.config.fixed_point_bits,
+        )
+        return combined, tuple(session.receipts)
+
+    async def _signoffs(
+        self, transport: Transport, job: QueryJob, infos: Sequence[NodeInfo]
+    ) -> dict[str, list[query_pb2.SignOff]]:
+        """The sign-offs the nodes' policies require, bound to the job (target -> grants)."""
+        return await collect_signoffs(transport, job, infos)
 
     async def _ask(
         self,
         transport: Transport,
-        job: _Job,
+        job: QueryJob,
         spec_msg: query_pb2.QuerySpec,
         signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
         keys: Mapping[str, ed25519.Ed25519PublicKey],
@@ -325,19 +318,6 @@ class Federation:
         )
         return answers, receipts
 
-    def _log_keys(self, infos: Sequence[NodeInfo]) -> dict[str, ed25519.Ed25519PublicKey]:
-        """Each node's log key, from the certificate it presented, verified against our CA."""
-        keys = {}
-        for info in infos:
-            try:
-                identity = verify_peer(info.certificate_pem, self._tls.ca)
-            except PkiError as exc:
-                raise ProtocolError(f"node {info.node!r}: {exc}") from exc
-            if identity.name != info.node:
-                raise ProtocolError(f"node {info.node!r} presents {identity}'s certificate")
-            keys[info.node] = identity.signing_key
-        return keys
-
     def _mode(self, name: str) -> ProtectionMode:
         if name not in self._modes:
             try:
@@ -346,25 +326,6 @@ class Federation:
                 raise QueryError(str(exc)) from exc
             self._modes[name] = cls.from_options(self.config.modes.get(name))
         return self._modes[name]
-
-    def _domain(self, spec: QuerySpec, infos: Sequence[NodeInfo]) -> list[_assemble.GroupKey]:
-        """The union of every node's declared values for the GROUP BY columns."""
-        per_column: list[list[Scalar]] = []
-        for col in spec.group_by:
-            values: dict[Scalar, None] = {}
-            for info in infos:
-                declared = info.group_domains.get(spec.dataset, {}).get(col)
-                if declared is None:
-                    raise QueryError(
-                        f"GROUP BY {col} under a protected mode needs every node to declare "
-                        f"the values of {col!r} (policy group_domains); {info.node!r} does not"
-                    )
-                values.update(dict.fromkeys(declared))
-            per_column.append(list(values))
-        domain: list[_assemble.GroupKey] = [tuple(k) for k in itertools.product(*per_column)]
-        if len(domain) > MAX_GROUPS:
-            raise QueryError(f"GROUP BY spans {len(domain)} groups; at most {MAX_GROUPS}")
-        return domain
 
     # ------------------------------------------------------- intersection-sum
     def intersection_sum(
@@ -424,8 +385,6 @@ class Federation:
         progress: Progress | None = None,
     ) -> IntersectionSumResult:
         """Async form of :meth:`intersection_sum`."""
-        from datafed.client.psi import run_intersection_sum
-
         return await run_intersection_sum(
             self,
             ids,
@@ -436,118 +395,3 @@ class Federation:
             timeout_s=timeout_s,
             progress=progress or ignore,
         )
-
-    # -------------------------------------------------------------- node info
-    def node_info(self) -> list[NodeInfo]:
-        """Ask every node for its datasets, declared group values and ledger head."""
-        return run_sync(self.anode_info())
-
-    async def anode_info(self) -> list[NodeInfo]:
-        """Async form of :meth:`node_info` (fails if a node does not answer)."""
-        async with self.transport() as transport:
-            return await self._infos(transport)
-
-    def discover(self) -> list[NodeStatus]:
-        """Every node's datasets, typed columns and what this analyst may do there.
-
-        A node that does not answer is listed with the reason instead of failing the
-        call (``datafed nodes``).
-        """
-        return run_sync(self.adiscover())
-
-    async def adiscover(self) -> list[NodeStatus]:
-        """Async form of :meth:`discover`."""
-        timeout = self.config.timeout_s
-
-        async def one(transport: Transport, node: str, address: str) -> NodeStatus:
-            async def rpc(ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
-                return await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(  # type: ignore[no-any-return]
-                    query_pb2.NodeInfoRequest(), timeout=timeout
-                )
-
-            try:
-                reply = await transport.call(node, rpc)
-            except DatafedError as exc:
-                return NodeStatus(node, address, None, str(exc))
-            if reply.node != node:
-                return NodeStatus(node, address, None, f"answers as {reply.node!r}")
-            return NodeStatus(node, address, node_info_from_proto(reply))
-
-        async with self.transport() as transport:
-            return list(
-                await asyncio.gather(
-                    *(one(transport, n.name, n.address) for n in self.config.nodes)
-                )
-            )
-
-    async def _infos(self, transport: Transport) -> list[NodeInfo]:
-        timeout = self.config.timeout_s
-
-        @reported(CURRENT.get(), "node info")
-        async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.NodeInfoResponse:
-            reply: query_pb2.NodeInfoResponse = await query_pb2_grpc.QueryServiceStub(ch).NodeInfo(
-                query_pb2.NodeInfoRequest(), timeout=timeout
-            )
-            if reply.node != node:
-                address = transport.endpoint(node).address
-                raise ProtocolError(f"node at {address} calls itself {reply.node!r}, not {node!r}")
-            return reply
-
-        answers = await transport.fan_out([n.name for n in self.config.nodes], one)
-        return [node_info_from_proto(a) for a in answers]
-
-    # ---------------------------------------------------------------- sign-off
-    async def _signoffs(
-        self, transport: Transport, job: _Job, infos: Sequence[NodeInfo]
-    ) -> dict[str, list[query_pb2.SignOff]]:
-        """Ask every approver a node requires for the job's dataset; target -> sign-offs.
-
-        Each sign-off binds the job statement's digest: it approves this one query.
-        """
-        dataset = job.spec.dataset
-        wanted: dict[str, list[str]] = {}  # approver -> target nodes
-        for info in infos:
-            for approver in info.required_signoff.get(dataset, ()):
-                wanted.setdefault(approver, []).append(info.node)
-        if not wanted:
-            return {}
-        known = {e.name for e in (*self.config.approvers, *self.config.nodes)}
-        missing = sorted(set(wanted) - known)
-        if missing:
-            raise QueryError(
-                f"{dataset!r} needs sign-off by {', '.join(missing)}: add them to "
-                "[[approvers]] in the federation file"
-            )
-        timeout = self.config.timeout_s
-
-        async def ask(approver: str, ch: grpc.aio.Channel) -> list[tuple[str, query_pb2.SignOff]]:
-            out = []
-            stub = query_pb2_grpc.QueryServiceStub(ch)
-            for target in wanted[approver]:
-                signed = transport.sign(
-                    query_pb2.SignOffRequestBody(
-                        header=transport.header(approver, job.job_id, job.purpose, job.legal_basis),
-                        target_node=target,
-                        dataset=dataset,
-                        statement=job.statement.to_proto(),
-                    )
-                )
-                grant: query_pb2.SignOff = await stub.GrantSignOff(signed.request, timeout=timeout)
-                out.append((target, grant))
-            return out
-
-        result: dict[str, list[query_pb2.SignOff]] = {}
-        for pairs in await transport.fan_out(sorted(wanted), ask):
-            for target, grant in pairs:
-                result.setdefault(target, []).append(grant)
-        return result
-
-
-def _dp_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
-    """The largest *k* among the nodes whose ``dataset`` is under DP (``None``: no DP)."""
-    ks = [
-        d.access.min_group_size
-        for i in infos
-        if (d := i.described.get(dataset)) is not None and d.access.dp
-    ]
-    return max(ks) if ks else None

@@ -15,6 +15,7 @@ from typing import Any
 from datafed.proto.v1 import query_pb2
 from datafed.query.result import LedgerHeadInfo
 from datafed.query.spec import Scalar
+from datafed.wire.fields import from_message
 from datafed.wire.serde import literal_from_proto
 
 __all__ = [
@@ -163,35 +164,13 @@ class NodeStatus:
 
 def ledger_head(node: str, msg: query_pb2.LedgerHead) -> LedgerHeadInfo:
     """Convert a node's ledger head."""
-    return LedgerHeadInfo(
-        node=node,
-        origin=msg.origin,
-        size=msg.size,
-        root_hash=bytes(msg.root_hash),
-        entry_indexes=tuple(msg.entry_indexes),
-    )
+    return from_message(LedgerHeadInfo, msg, node=node)
 
 
 def _access(msg: query_pb2.DatasetAccess) -> DatasetAccess:
     if not msg.allowed:
         return DatasetAccess()
-    return DatasetAccess(
-        allowed=True,
-        purposes=tuple(msg.purposes),
-        aggregates=tuple(msg.aggregates),
-        protections=tuple(msg.protections),
-        operations=tuple(msg.operations),
-        columns=tuple(msg.columns),
-        min_group_size=msg.min_group_size,
-        small_groups=msg.small_groups,
-        min_participants=msg.min_participants,
-        required_participants=tuple(msg.required_participants),
-        dp=msg.dp,
-        epsilon_per_query=msg.epsilon_per_query,
-        budget_epsilon=msg.budget_epsilon,
-        budget_left=msg.budget_left,
-        budget_scope=msg.budget_scope,
-    )
+    return from_message(DatasetAccess, msg)
 
 
 def _domains(d: query_pb2.DatasetInfo) -> dict[str, tuple[Scalar, ...]]:

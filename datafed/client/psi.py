@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from datafed.client._connection import Connection
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport, map_errors
 from datafed.client.nodeinfo import ledger_head
@@ -26,7 +29,7 @@ from datafed.hazmat import (
     PaillierPublicKey,
     generate_paillier_keypair,
 )
-from datafed.pki.ca import identity_from_pem
+from datafed.pki.identity import identity_from_pem
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
     VALUE_BOUND,
@@ -45,21 +48,18 @@ from datafed.psi import (
 from datafed.psi import serde as psi_serde
 from datafed.query.result import NodeReceipt
 
-if TYPE_CHECKING:
-    from datafed.client.federation import Federation
-
 __all__ = ["MIN_STEP_TIMEOUT_S", "run_intersection_sum"]
 
 #: Each step's deadline is at least this long: a large set takes minutes to blind and encrypt.
 MIN_STEP_TIMEOUT_S = 600.0
 _SEAL = 48
 _POINT = 32
-_KEYS: weakref.WeakKeyDictionary[Federation, tuple[PaillierPublicKey, PaillierPrivateKey]] = (
+_KEYS: weakref.WeakKeyDictionary[Connection, tuple[PaillierPublicKey, PaillierPrivateKey]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _keypair(fed: Federation) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+async def _keypair(fed: Connection) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
     keys = _KEYS.get(fed)
     if keys is None:
         keys = await asyncio.to_thread(generate_paillier_keypair, fed.config.paillier_bits)
@@ -81,11 +81,22 @@ def _columns(
     return i, v
 
 
+@dataclass(frozen=True)
+class _Replies:
+    """What the three steps returned: the two signed statements, the sealed box, two replies."""
+
+    blind_statement: Statement
+    exchange_statement: Statement
+    sealed: bytes
+    exchange: psi_pb2.PsiStepReply
+    intersect: psi_pb2.PsiIntersectReply
+
+
 class _Relay:
     """One job's three steps over two channels."""
 
     def __init__(
-        self, fed: Federation, transport: Transport, job: PsiJob, purpose: str, legal_basis: str
+        self, fed: Connection, transport: Transport, job: PsiJob, purpose: str, legal_basis: str
     ) -> None:
         self.fed, self.transport, self.job = fed, transport, job
         self.purpose, self.legal_basis = purpose, legal_basis
@@ -94,6 +105,27 @@ class _Relay:
         self.digests: dict[str, str] = {}
         #: Each step's verified statement body.
         self.bodies: dict[str, StatementBody] = {}
+
+    async def run(self, progress: Progress, timeout: float) -> _Replies:
+        """Blind at the ids node, exchange at the values node, intersect at the ids node."""
+        ids, values = self.job.ids.node, self.job.values.node
+        stubs = {
+            side: psi_pb2_grpc.PsiServiceStub(self.transport.channel(name))
+            for side, name in (("ids", ids), ("values", values))
+        }
+        with self._step(progress, ids, "blind", timeout):
+            b_st, points, _ = await self.blind(stubs["ids"], timeout)
+        with self._step(progress, values, "exchange", timeout):
+            e_st, sealed, e_reply = await self.exchange(stubs["values"], timeout, b_st, points)
+        with self._step(progress, ids, "intersect", timeout):
+            i_reply = await self.intersect(stubs["ids"], timeout, e_st, sealed)
+        return _Replies(b_st, e_st, sealed, e_reply, i_reply)
+
+    @contextmanager
+    def _step(self, progress: Progress, node: str, step: str, timeout: float) -> Iterator[None]:
+        """One step's gRPC errors mapped for ``node``, its start and end reported."""
+        with map_errors(self.transport.endpoint(node), timeout), reporting(progress, node, step):
+            yield
 
     def _signed(
         self, step: str, node: str, body: Callable[[common_pb2.RequestHeader], bytes]
@@ -218,7 +250,7 @@ def _open_sum(
 
 
 async def run_intersection_sum(
-    fed: Federation,
+    fed: Connection,
     ids: IdsColumn | tuple[str, str, str] | str,
     values: ValuesColumns | tuple[str, str, str, str] | str,
     *,
@@ -269,42 +301,31 @@ async def run_intersection_sum(
     timeout = timeout_s or max(fed.config.timeout_s, MIN_STEP_TIMEOUT_S)
     async with fed.transport() as transport:
         relay = _Relay(fed, transport, job, purpose, legal_basis)
-        stubs = {
-            side: psi_pb2_grpc.PsiServiceStub(transport.channel(name))
-            for side, name in (("ids", i_col.node), ("values", v_col.node))
-        }
-        with (
-            map_errors(transport.endpoint(i_col.node), timeout),
-            reporting(progress, i_col.node, "blind"),
-        ):
-            b_st, points, _ = await relay.blind(stubs["ids"], timeout)
-        with (
-            map_errors(transport.endpoint(v_col.node), timeout),
-            reporting(progress, v_col.node, "exchange"),
-        ):
-            e_st, sealed, e_reply = await relay.exchange(stubs["values"], timeout, b_st, points)
-        with (
-            map_errors(transport.endpoint(i_col.node), timeout),
-            reporting(progress, i_col.node, "intersect"),
-        ):
-            i_reply = await relay.intersect(stubs["ids"], timeout, e_st, sealed)
+        replies = await relay.run(progress, timeout)
     receipts = (
-        relay.receipt(i_reply, b_st, ("blind", "intersect"), bytes(i_reply.encrypted_sum)),
-        relay.receipt(e_reply, e_st, ("exchange", "exchange"), sealed),
+        relay.receipt(
+            replies.intersect,
+            replies.blind_statement,
+            ("blind", "intersect"),
+            bytes(replies.intersect.encrypted_sum),
+        ),
+        relay.receipt(
+            replies.exchange, replies.exchange_statement, ("exchange", "exchange"), replies.sealed
+        ),
     )
     epsilon, noise = _dp_terms(relay.bodies["exchange"], receipts)
-    total = _open_sum(keys, i_reply, noise)
+    total = _open_sum(keys, replies.intersect, noise)
     bits = job.fixed_point_bits
     sd_sum, sd_size = noise.stddevs(bits) if noise is not None else (0.0, 0.0)
     return IntersectionSumResult(
-        intersection_size=i_reply.intersection_size,
+        intersection_size=replies.intersect.intersection_size,
         sum=total / (1 << bits),
         sum_fixed=total,
         fixed_point_bits=bits,
         job_id=job.job_id,
         ledgers=(
-            ledger_head(i_col.node, i_reply.ledger),
-            ledger_head(v_col.node, e_reply.ledger),
+            ledger_head(i_col.node, replies.intersect.ledger),
+            ledger_head(v_col.node, replies.exchange.ledger),
         ),
         receipts=receipts,
         epsilon=epsilon,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datafed.collect._seal import ReportBinding, SealedShare
 from datafed.collect._task import DpSpec, TaskSpec
 from datafed.proto.v1 import collect_pb2
+from datafed.wire.fields import from_message, to_message
 
 __all__ = [
     "SealedReport",
@@ -21,6 +22,19 @@ __all__ = [
     "spec_from_proto",
     "spec_to_proto",
 ]
+
+
+#: TaskSpec fields that differ on the wire: (field, wire name, optional: -1 when absent).
+_RENAMED = (
+    ("time_precision", "time_precision_s", False),
+    ("max_measurement", "max_measurement", True),
+    ("length", "length", True),
+    ("max_weight", "max_weight", True),
+    ("chunk_length", "chunk_length", True),
+    ("start", "start_s", True),
+    ("end", "end_s", True),
+    ("max_skew", "max_skew_s", False),
+)
 
 
 def _opt(v: int | None) -> int:
@@ -33,64 +47,42 @@ def _get(v: int) -> int | None:
 
 def spec_to_proto(spec: TaskSpec) -> collect_pb2.CollectTaskParams:
     """The wire form of a task's parameters."""
-    msg = collect_pb2.CollectTaskParams(
-        name=spec.name,
-        vdaf=spec.vdaf,
-        leader=spec.leader,
-        helper=spec.helper,
-        time_precision_s=spec.time_precision,
-        min_batch_size=spec.min_batch_size,
-        max_measurement=_opt(spec.max_measurement),
-        length=_opt(spec.length),
-        max_weight=_opt(spec.max_weight),
-        chunk_length=_opt(spec.chunk_length),
-        start_s=_opt(spec.start),
-        end_s=_opt(spec.end),
-        max_skew_s=spec.max_skew,
-    )
-    if spec.dp is not None:
-        d = spec.dp
-        msg.dp.CopyFrom(
-            collect_pb2.CollectDp(
-                mechanism=d.mechanism,
-                epsilon=-1.0 if d.epsilon is None else d.epsilon,
-                rho=-1.0 if d.rho is None else d.rho,
-                delta=d.delta,
-                contributions=d.contributions,
-            )
-        )
-    return msg
+    renamed = {
+        wire: _opt(getattr(spec, name)) if optional else getattr(spec, name)
+        for name, wire, optional in _RENAMED
+    }
+    return to_message(collect_pb2.CollectTaskParams, spec, dp=_dp_to_proto(spec.dp), **renamed)
 
 
 def spec_from_proto(msg: collect_pb2.CollectTaskParams) -> TaskSpec:
     """A task's parameters from the wire (ValueError if they do not make a task)."""
-    dp = None
-    if msg.HasField("dp"):
-        d = msg.dp
-        if d.mechanism not in ("laplace", "gaussian"):
-            raise ValueError(f"unknown noise mechanism {d.mechanism!r}")
-        dp = DpSpec(
-            d.mechanism,  # type: ignore[arg-type]
-            epsilon=None if d.epsilon < 0 else d.epsilon,
-            rho=None if d.rho < 0 else d.rho,
-            delta=d.delta,
-            contributions=d.contributions,
-        )
-    return TaskSpec(
-        name=msg.name,
-        vdaf=msg.vdaf,
-        leader=msg.leader,
-        helper=msg.helper,
-        time_precision=msg.time_precision_s,
-        min_batch_size=msg.min_batch_size,
-        max_measurement=_get(msg.max_measurement),
-        length=_get(msg.length),
-        max_weight=_get(msg.max_weight),
-        chunk_length=_get(msg.chunk_length),
-        start=_get(msg.start_s),
-        end=_get(msg.end_s),
-        max_skew=msg.max_skew_s,
-        dp=dp,
+    dp = _dp_from_proto(msg.dp) if msg.HasField("dp") else None
+    renamed = {
+        name: _get(getattr(msg, wire)) if optional else getattr(msg, wire)
+        for name, wire, optional in _RENAMED
+    }
+    return from_message(TaskSpec, msg, dp=dp, **renamed)
+
+
+def _dp_to_proto(d: DpSpec | None) -> collect_pb2.CollectDp | None:
+    if d is None:
+        return None
+    return to_message(
+        collect_pb2.CollectDp,
+        d,
+        epsilon=-1.0 if d.epsilon is None else d.epsilon,
+        rho=-1.0 if d.rho is None else d.rho,
+    )
+
+
+def _dp_from_proto(d: collect_pb2.CollectDp) -> DpSpec:
+    if d.mechanism not in ("laplace", "gaussian"):
+        raise ValueError(f"unknown noise mechanism {d.mechanism!r}")
+    return from_message(
+        DpSpec,
+        d,
+        epsilon=None if d.epsilon < 0 else d.epsilon,
+        rho=None if d.rho < 0 else d.rho,
     )
 
 

@@ -16,12 +16,12 @@ known address, also after the Helper restarts), issues gateway certificates, app
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from datafed import pki
-from datafed.local.federation import LocalFederation
+from datafed.local.federation import LocalFederation, LocalNode
 
 __all__ = ["LocalTask", "add_collection"]
 
@@ -59,17 +59,7 @@ def add_collection(
     """
     collectors = collectors or {"alice": ["service-planning"]}
     nodes = {n.spec.name: n for n in fed.nodes}
-    ports: dict[str, int] = {}
-    for node in nodes.values():
-        text = node.config.read_text()
-        if 'listen = "127.0.0.1:0"' in text:
-            ports[node.spec.name] = _free_port()
-            text = text.replace(
-                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{ports[node.spec.name]}"'
-            )
-            node.config.write_text(text)
-        else:
-            ports[node.spec.name] = int(text.split('listen = "127.0.0.1:', 1)[1].split('"')[0])
+    ports = _fix_ports(nodes.values())
     for role, names in (("gateway", gateways), ("analyst", list(collectors))):
         for name in names:
             if not pki.party_paths(fed.pki_dir, role, name).cert.exists():
@@ -80,31 +70,42 @@ def add_collection(
             node = nodes[name]
             node.config.write_text(node.config.read_text() + block)
     out = {}
+    leaders = sorted({t.leader for t in tasks})
     for gw in gateways:
-        files = pki.party_paths(fed.pki_dir, "gateway", gw)
-        leaders = sorted({t.leader for t in tasks})
-        path = fed.root / f"gateway-{gw}.toml"
-        path.write_text(
-            "\n".join(
-                [
-                    f'gateway = "{gw}"',
-                    f"timeout_s = {fed.timeout_s}",
-                    "",
-                    "[tls]",
-                    f'ca = "{fed.pki_dir / "ca.crt"}"',
-                    f'cert = "{files.cert}"',
-                    f'key = "{files.key}"',
-                    f'signing_key = "{files.signing_key}"',
-                    "",
-                    "[leader]",
-                    f'name = "{leaders[0]}"',
-                    f'address = "127.0.0.1:{ports[leaders[0]]}"',
-                ]
-            )
-            + "\n"
-        )
-        out[gw] = path
+        out[gw] = fed.root / f"gateway-{gw}.toml"
+        out[gw].write_text(_gateway_toml(fed, gw, leaders[0], ports[leaders[0]]))
     return out
+
+
+def _fix_ports(nodes: Iterable[LocalNode]) -> dict[str, int]:
+    """Each node's port, a free one written into its config where it listens on port 0."""
+    ports: dict[str, int] = {}
+    for node in nodes:
+        text = node.config.read_text()
+        if 'listen = "127.0.0.1:0"' in text:
+            ports[node.spec.name] = _free_port()
+            text = text.replace(
+                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{ports[node.spec.name]}"'
+            )
+            node.config.write_text(text)
+        else:
+            ports[node.spec.name] = int(text.split('listen = "127.0.0.1:', 1)[1].split('"')[0])
+    return ports
+
+
+def _gateway_toml(fed: LocalFederation, gw: str, leader: str, port: int) -> str:
+    """The gateway's file: its certificate and keys, and the leader it uploads to."""
+    lines = [
+        f'gateway = "{gw}"',
+        f"timeout_s = {fed.timeout_s}",
+        "",
+        *fed.tls_table("gateway", gw),
+        "",
+        "[leader]",
+        f'name = "{leader}"',
+        f'address = "127.0.0.1:{port}"',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _block(

@@ -13,23 +13,20 @@ Example (added to the federation file of :mod:`datafed.client.config`)::
 The SuperLink's TLS certificate is issued by the federation CA like every other party's
 (role ``superlink``), so the analyst trusts exactly the CA it already trusts.
 ``insecure = true`` exists for local experiments only and is reported loudly.
-``datafed train --superlink HOST:PORT`` joins a SuperLink without a ``[flower]`` table.
+``datafed train --superlink HOST:PORT`` joins a SuperLink without a ``[flower]`` table
+(:func:`datafed.fl.training.load_fl_federation` reads the file with the table).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from datafed.config.load import resolve_path
-from datafed.errors import ConfigError
 
-if TYPE_CHECKING:
-    from datafed.client.config import FederationConfig
-
-__all__ = ["FlowerLink", "load_fl_federation"]
+__all__ = ["FlowerLink"]
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -54,37 +51,3 @@ class FlowerLink(BaseModel):
     superlink_cert: Annotated[Path | None, AfterValidator(_resolve)] = None
     #: Its TLS key.
     superlink_key: Annotated[Path | None, AfterValidator(_resolve)] = None
-
-
-def load_fl_federation(
-    path: Path, superlink: str | None = None
-) -> tuple[FederationConfig, FlowerLink]:
-    """Load ``fed.toml``: the federation (nodes, analyst identity) and its ``[flower]`` table.
-
-    Parameters
-    ----------
-    path : Path
-        The federation file.
-    superlink : str, optional
-        A SuperLink ``host:port`` that replaces ``[flower] superlink`` (the table may then
-        be absent).
-
-    Raises
-    ------
-    ConfigError
-        If the file is missing or invalid, or has no ``[flower]`` table and no
-        ``superlink`` is given.
-    """
-    from datafed.client.config import load_federation  # that module imports this one
-
-    fed = load_federation(path)  # fed.toml is parsed once, [flower] with the rest
-    link = fed.flower
-    if superlink is not None:
-        base = link.model_dump() if link is not None else {}
-        link = FlowerLink.model_validate({**base, "superlink": superlink})
-    if link is None:
-        raise ConfigError(
-            f"{path}: flower: a 'flower' table with the SuperLink address is required "
-            "(or pass --superlink HOST:PORT)"
-        )
-    return fed, link

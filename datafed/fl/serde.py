@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from datafed.errors import ProtocolError
 from datafed.fl.spec import DpParams, RoundEntry, TrainingGrant, TrainingSpec
 from datafed.proto.v1 import common_pb2, training_pb2
+from datafed.wire.fields import from_message, to_message
 
 __all__ = [
     "bundle_from_text",
@@ -34,43 +35,27 @@ MAX_BUNDLE_BYTES = 1 << 20
 
 def dp_to_proto(dp: DpParams) -> training_pb2.DpParams:
     """Encode DP parameters."""
-    return training_pb2.DpParams(
-        enabled=dp.enabled,
-        epsilon_per_round=dp.epsilon_per_round,
-        delta=dp.delta,
-        clipping_norm=dp.clipping_norm,
-    )
+    return to_message(training_pb2.DpParams, dp)
 
 
 def dp_from_proto(msg: training_pb2.DpParams) -> DpParams:
     """Decode DP parameters; raise ValueError on an inconsistent set."""
-    return DpParams(msg.enabled, msg.epsilon_per_round, msg.delta, msg.clipping_norm)
+    return from_message(DpParams, msg)
 
 
 def spec_to_proto(spec: TrainingSpec) -> training_pb2.TrainingSpec:
     """Encode a training spec."""
-    return training_pb2.TrainingSpec(
-        dataset=spec.dataset,
-        feature_columns=list(spec.feature_columns),
-        label_column=spec.label_column,
-        rounds=spec.rounds,
-        dp=dp_to_proto(spec.dp),
-        model=spec.model,
-        secagg=spec.secagg,
-    )
+    return to_message(training_pb2.TrainingSpec, spec, dp=dp_to_proto(spec.dp))
 
 
 def spec_from_proto(msg: training_pb2.TrainingSpec) -> TrainingSpec:
     """Decode a training spec; raise ValueError/TypeError if it is invalid."""
-    return TrainingSpec(
-        dataset=msg.dataset,
-        feature_columns=tuple(msg.feature_columns),
-        label_column=msg.label_column,
-        rounds=int(msg.rounds),
-        dp=dp_from_proto(msg.dp),
-        model=msg.model,
-        secagg=msg.secagg,
-    )
+    return _spec(msg)
+
+
+def _spec(msg: training_pb2.TrainingSpec | training_pb2.TrainingGrant) -> TrainingSpec:
+    """The training spec a spec message, or a grant (which repeats its fields), holds."""
+    return from_message(TrainingSpec, msg, dp=dp_from_proto(msg.dp))
 
 
 def parse_training_body(
@@ -83,34 +68,21 @@ def parse_training_body(
 
 def grant_to_proto(grant: TrainingGrant) -> training_pb2.TrainingGrant:
     """Encode a node's grant (without its ledger head, which the servicer adds)."""
-    s = grant.spec
-    return training_pb2.TrainingGrant(
+    return to_message(
+        training_pb2.TrainingGrant,
+        grant.spec,
         node=grant.node,
         job_id=grant.job_id,
-        dataset=s.dataset,
-        feature_columns=list(s.feature_columns),
-        label_column=s.label_column,
-        rounds=s.rounds,
-        dp=dp_to_proto(s.dp),
+        dp=dp_to_proto(grant.spec.dp),
         num_rows=grant.num_rows,
         request_sha256=grant.request_sha256,
-        model=s.model,
-        secagg=s.secagg,
     )
 
 
 def grant_from_proto(msg: training_pb2.TrainingGrant) -> TrainingGrant:
     """Decode a grant; raise :class:`ProtocolError` if the node sent something invalid."""
     try:
-        spec = TrainingSpec(
-            dataset=msg.dataset,
-            feature_columns=tuple(msg.feature_columns),
-            label_column=msg.label_column,
-            rounds=int(msg.rounds),
-            dp=dp_from_proto(msg.dp),
-            model=msg.model,
-            secagg=msg.secagg,
-        )
+        spec = _spec(msg)
         return TrainingGrant(msg.node, msg.job_id, spec, int(msg.num_rows), msg.request_sha256)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"invalid training grant: {exc}") from exc
@@ -118,28 +90,12 @@ def grant_from_proto(msg: training_pb2.TrainingGrant) -> TrainingGrant:
 
 def round_to_proto(entry: RoundEntry) -> training_pb2.RecordRoundRequest:
     """Encode a round entry."""
-    return training_pb2.RecordRoundRequest(
-        job_id=entry.job_id,
-        round=entry.round,
-        phase=entry.phase,
-        model_in_sha256=entry.model_in_sha256,
-        update_out_sha256=entry.update_out_sha256,
-        num_examples=entry.num_examples,
-        secagg=entry.secagg,
-    )
+    return to_message(training_pb2.RecordRoundRequest, entry)
 
 
 def round_from_proto(msg: training_pb2.RecordRoundRequest) -> RoundEntry:
     """Decode a round entry; raise ValueError if it is invalid."""
-    return RoundEntry(
-        job_id=msg.job_id,
-        round=int(msg.round),
-        phase=msg.phase,
-        model_in_sha256=msg.model_in_sha256,
-        update_out_sha256=msg.update_out_sha256,
-        num_examples=int(msg.num_examples),
-        secagg=msg.secagg,
-    )
+    return from_message(RoundEntry, msg)
 
 
 def bundle_to_text(

@@ -19,7 +19,9 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy.typing as npt
 from flwr.app import Context
 from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
@@ -33,7 +35,7 @@ from datafed.fl.serde import bundle_from_text
 from datafed.fl.settings import RunSettings
 from datafed.fl.strategies import make_strategy
 from datafed.fl.strategy import ApprovedClientManager, AuditedStrategy
-from datafed.fl.workflow import PromptGrid, build_workflow, open_job, wait_for_nodes
+from datafed.fl.workflow import OpenOutcome, PromptGrid, build_workflow, open_job, wait_for_nodes
 
 __all__ = ["app", "describe_failure", "run_job"]
 
@@ -98,21 +100,10 @@ def run_job(
         bundle = bundle_from_text(settings.bundle)
         job_id, expected = bundle.job_id, max(expected, len(bundle.requests))
     node_ids = wait_for_nodes(grid, expected, CONNECT_TIMEOUT_S)
-    timeout = settings.stage_timeout or None
     names: dict[int, str] = {}
     rows: dict[str, int] = {}
     if settings.datafed:
-        opened = open_job(grid, node_ids, job_id, timeout)
-        if on_progress is not None:
-            on_progress(
-                Progress(
-                    "open",
-                    0,
-                    settings.num_server_rounds,
-                    tuple(sorted(opened.approved.values())),
-                    len(opened.refusals),
-                )
-            )
+        opened = _open(grid, node_ids, job_id, settings, on_progress)
         if opened.refusals:
             return TrainResult(
                 job_id, "refused", refusals=opened.refusals, settings=_public_settings(settings)
@@ -125,6 +116,54 @@ def run_job(
         approved = set(opened.approved)
     else:
         approved = set(node_ids)
+    audited = _train(grid, context, settings, init, names, approved, on_progress)
+    weights = audited.final_arrays or init
+    rounds, error = _rounds(audited)
+    return TrainResult(
+        job_id=job_id,
+        status="failed" if error else "completed",
+        error=error,
+        model_sha256=arrays_digest(weights),
+        weights=[w.astype("float32") for w in weights],
+        rounds=rounds,
+        nodes=rows,
+        settings=_public_settings(settings),
+        run_id=str(context.run_id),
+    )
+
+
+def _open(
+    grid: Grid,
+    node_ids: list[int],
+    job_id: str,
+    settings: RunSettings,
+    on_progress: Callable[[Progress], None] | None,
+) -> OpenOutcome:
+    """Open the job at every node; report who approved and how many refused."""
+    opened = open_job(grid, node_ids, job_id, settings.stage_timeout or None)
+    if on_progress is not None:
+        on_progress(
+            Progress(
+                "open",
+                0,
+                settings.num_server_rounds,
+                tuple(sorted(opened.approved.values())),
+                len(opened.refusals),
+            )
+        )
+    return opened
+
+
+def _train(
+    grid: Grid,
+    context: Context,
+    settings: RunSettings,
+    init: list[npt.NDArray[Any]],
+    names: dict[int, str],
+    approved: set[int],
+    on_progress: Callable[[Progress], None] | None,
+) -> AuditedStrategy:
+    """Run the rounds on the approved nodes; the audited strategy holds what happened."""
     min_clients = min(len(approved), 2 if settings.secagg else 1)
     inner = make_strategy(settings.strategy, ndarrays_to_parameters(init), min_clients)
     audited = AuditedStrategy(
@@ -137,24 +176,17 @@ def run_job(
         client_manager=ApprovedClientManager(approved),
     )
     build_workflow(settings)(grid, legacy)
-    weights = audited.final_arrays or init
+    return audited
+
+
+def _rounds(audited: AuditedStrategy) -> tuple[tuple[RoundSummary, ...], str]:
+    """Each round's summary, and why the job failed if a round produced no aggregate."""
     rounds = tuple(RoundSummary.from_json(r.to_json()) for _, r in sorted(audited.rounds.items()))
     lost = [r for r in rounds if not r.model_out]
-    error = ""
-    if lost:
-        why = next((f for r in lost for f in r.failures), "no node's update arrived")
-        error = f"round(s) {', '.join(str(r.round) for r in lost)} produced no aggregate: {why}"
-    return TrainResult(
-        job_id=job_id,
-        status="failed" if lost else "completed",
-        error=error,
-        model_sha256=arrays_digest(weights),
-        weights=[w.astype("float32") for w in weights],
-        rounds=rounds,
-        nodes=rows,
-        settings=_public_settings(settings),
-        run_id=str(context.run_id),
-    )
+    if not lost:
+        return rounds, ""
+    why = next((f for r in lost for f in r.failures), "no node's update arrived")
+    return rounds, f"round(s) {', '.join(str(r.round) for r in lost)} produced no aggregate: {why}"
 
 
 @app.main()

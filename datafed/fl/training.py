@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datafed.client.config import FederationConfig
+from datafed.client.config import FederationConfig, load_federation
 from datafed.errors import ConfigError
-from datafed.fl.config import FlowerLink, load_fl_federation
+from datafed.fl.config import FlowerLink
 from datafed.fl.errors import TrainingFailed
 from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import sign_training_bundle
@@ -43,7 +43,14 @@ from datafed.fl.superlink import SuperLink
 from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.wire.statement import new_job_id
 
-__all__ = ["check_result", "load_client_app", "simulate", "simulate_settings", "train"]
+__all__ = [
+    "check_result",
+    "load_client_app",
+    "load_fl_federation",
+    "simulate",
+    "simulate_settings",
+    "train",
+]
 
 
 def _toml(value: Any) -> str:
@@ -116,6 +123,59 @@ def _superlink_for(link: FlowerLink, ca: Path, root: Path) -> SuperLink:
     return SuperLink(
         link.superlink, link.superlink_cert, link.superlink_key, ca, root / "superlink.log"
     )
+
+
+def _federation(
+    federation: str | Path | tuple[FederationConfig, FlowerLink], superlink: str | None
+) -> tuple[FederationConfig, FlowerLink]:
+    """The federation and its ``[flower]`` table, ``superlink`` replacing its address."""
+    if isinstance(federation, (str, Path)):
+        return load_fl_federation(Path(federation), superlink)
+    fed, link = federation
+    if superlink is not None:
+        link = link.model_copy(update={"superlink": superlink})
+    return fed, link
+
+
+def _flwr_run(
+    root: Path, app: str | Path | None, cfg: Mapping[str, ConfigValue], link: FlowerLink, ca: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Write the app (datafed's own unless ``app``) and run config under ``root``.
+
+    Returns the ``flwr run --stream`` command and its environment (a ``FLWR_HOME`` that
+    names the SuperLink).
+    """
+    app_dir = Path(app) if app is not None else root / "app"
+    if app is None:
+        app_dir.mkdir()
+        (app_dir / "pyproject.toml").write_text(fab_pyproject(), encoding="utf-8")
+    run_config_file = root / "run-config.toml"
+    run_config_file.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
+    bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(_flwr_home(root, link, ca)),
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen
+    }
+    flwr = str(Path(sys.executable).parent / "flwr")
+    cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config_file)]
+    cmd.append("--stream")
+    return cmd, env
+
+
+def _start(superlink: SuperLink, progress: Callable[[str], None]) -> None:
+    try:
+        superlink.start()
+    except (OSError, RuntimeError) as exc:
+        raise TrainingFailed(str(exc)) from exc
+    progress(f"SuperLink started on {superlink.address}")
+
+
+def _write_log(path: Path, superlink_log: Path, lines: Sequence[str]) -> None:
+    """Write a started SuperLink's own log first, then the run's."""
+    text = superlink_log.read_text(errors="replace") if superlink_log.exists() else ""
+    path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
 
 
 def train(
@@ -198,13 +258,7 @@ def train(
     TrainingFailed
         If the run failed (the ServerApp's cause) or did not finish in time.
     """
-    fed, link = (
-        load_fl_federation(Path(federation), superlink)
-        if isinstance(federation, (str, Path))
-        else federation
-    )
-    if superlink is not None and not isinstance(federation, (str, Path)):
-        link = link.model_copy(update={"superlink": superlink})
+    fed, link = _federation(federation, superlink)
     extra = _analyst_config(run_config)
     try:
         spec = TrainingSpec(
@@ -216,50 +270,60 @@ def train(
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes
     )
-    chosen = len(nodes) if nodes is not None else len(fed.nodes)
     settings = RunSettings(
         num_server_rounds=rounds,
         model=model,
         n_features=len(spec.feature_columns),
         secagg=secagg,
         strategy=strategy,
-        min_nodes=chosen,
+        min_nodes=len(nodes) if nodes is not None else len(fed.nodes),
         bundle=bundle,
     )
     cfg = {**settings.to_run_config(), **extra}
     with tempfile.TemporaryDirectory(prefix="datafed-fl-") as tmp:
         root = Path(tmp)
-        app_dir = Path(app) if app is not None else root / "app"
-        if app is None:
-            app_dir.mkdir()
-            (app_dir / "pyproject.toml").write_text(fab_pyproject(), encoding="utf-8")
-        run_config_file = root / "run-config.toml"
-        run_config_file.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
-        bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
-        env = {
-            **os.environ,
-            "FLWR_HOME": str(_flwr_home(root, link, fed.tls.ca)),
-            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen
-        }
-        flwr = str(Path(sys.executable).parent / "flwr")
-        cmd = [flwr, "run", str(app_dir), "datafed", "--run-config", str(run_config_file)]
-        cmd.append("--stream")
+        cmd, env = _flwr_run(root, app, cfg, link, fed.tls.ca)
         started = _superlink_for(link, fed.tls.ca, root) if start_superlink else None
         lines: list[str] = []
         try:
             if started is not None:
-                try:
-                    started.start()
-                except (OSError, RuntimeError) as exc:
-                    raise TrainingFailed(str(exc)) from exc
-                progress(f"SuperLink started on {started.address}")
+                _start(started, progress)
             _run_flwr(cmd, env, link.connect_timeout_s, progress, on_progress, lines)
         finally:
             if started is not None:
                 started.stop()
-            if log_path is not None:  # the SuperLink's own log first, then the run's
-                sl_log = root / "superlink.log"
-                text = sl_log.read_text(errors="replace") if sl_log.exists() else ""
-                log_path.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+            if log_path is not None:
+                _write_log(log_path, root / "superlink.log", lines)
     return check_result(find_result(lines), "\n".join(lines[-40:]))
+
+
+def load_fl_federation(
+    path: Path, superlink: str | None = None
+) -> tuple[FederationConfig, FlowerLink]:
+    """Load ``fed.toml``: the federation (nodes, analyst identity) and its ``[flower]`` table.
+
+    Parameters
+    ----------
+    path : Path
+        The federation file.
+    superlink : str, optional
+        A SuperLink ``host:port`` that replaces ``[flower] superlink`` (the table may then
+        be absent).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or invalid, or has no ``[flower]`` table and no
+        ``superlink`` is given.
+    """
+    fed = load_federation(path)  # fed.toml is parsed once, [flower] with the rest
+    link = fed.flower
+    if superlink is not None:
+        base = link.model_dump() if link is not None else {}
+        link = FlowerLink.model_validate({**base, "superlink": superlink})
+    if link is None:
+        raise ConfigError(
+            f"{path}: flower: a 'flower' table with the SuperLink address is required "
+            "(or pass --superlink HOST:PORT)"
+        )
+    return fed, link

@@ -63,7 +63,6 @@ from datafed.hazmat._paillier import (
     MIN_MODULUS_BITS,
     PaillierCiphertext,
     PaillierPublicKey,
-    generate_paillier_keypair,
 )
 from datafed.hazmat._paillier_batch import BatchEncryptor
 from datafed.hazmat._paillier_interop import (
@@ -78,6 +77,7 @@ from datafed.hazmat._paillier_interop import (
     public_key_to_jwk,
     public_key_to_phe,
 )
+from datafed.hazmat._paillier_keygen import generate_paillier_keypair
 from datafed.hazmat._paillier_private import PaillierPrivateKey
 from datafed.hazmat._prg import SEED_BYTES, derive_seed, prg_bytes, prg_uint64
 from datafed.hazmat._shamir import (

@@ -45,6 +45,13 @@ def _as_fraction(value: Rational, name: str) -> Fraction:
     return Fraction(value)
 
 
+def _positive(value: Rational, name: str) -> Fraction:
+    f = _as_fraction(value, name)
+    if f <= 0:
+        raise ValueError(f"{name} must be positive, got {f}")
+    return f
+
+
 def _bernoulli(p: Fraction, rng: RandomSource) -> bool:
     """Return True with probability ``p`` in ``[0, 1]``."""
     return rng.randbelow(p.denominator) < p.numerator
@@ -98,11 +105,9 @@ def sample_discrete_laplace(scale: Rational, rng: RandomSource | None = None) ->
     Returns
     -------
     int
-        The sample.
+        A discrete Laplace sample, symmetric about 0.
     """
-    b = _as_fraction(scale, "scale")
-    if b <= 0:
-        raise ValueError(f"scale must be positive, got {b}")
+    b = _positive(scale, "scale")
     source = rng if rng is not None else SystemRandomSource()
     t, s = b.numerator, b.denominator
     while True:
@@ -130,11 +135,9 @@ def sample_discrete_gaussian(sigma2: Rational, rng: RandomSource | None = None) 
     Returns
     -------
     int
-        The sample.
+        A discrete Gaussian sample, mean 0.
     """
-    var = _as_fraction(sigma2, "sigma2")
-    if var <= 0:
-        raise ValueError(f"sigma2 must be positive, got {var}")
+    var = _positive(sigma2, "sigma2")
     source = rng if rng is not None else SystemRandomSource()
     t = isqrt(var.numerator // var.denominator) + 1  # ⌊σ⌋ + 1
     while True:

@@ -11,17 +11,13 @@ Rev. 5, Table 2); the default is 3072 bits (128-bit security).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gmpy2
 
 from datafed.hazmat._djn import FixedBaseTable, exponent_bits, random_base
 from datafed.hazmat.errors import InvalidCiphertext
-
-if TYPE_CHECKING:  # the private key module imports this one
-    from datafed.hazmat._paillier_private import PaillierPrivateKey
 
 MIN_MODULUS_BITS = 2048
 """Smallest modulus accepted: 112-bit security (NIST SP 800-57 Part 1 Rev. 5, Table 2)."""
@@ -380,44 +376,6 @@ class PaillierPublicKey:
         if len(data) != self.ciphertext_bytes:
             raise InvalidCiphertext
         return self.ciphertext_from_int(int.from_bytes(data, "big"))
-
-
-def _random_prime(bits: int) -> Any:
-    # The two top bits are set so that the product of two such primes has exactly 2·bits bits.
-    while True:
-        start = secrets.randbits(bits) | (3 << (bits - 2)) | 1
-        p = gmpy2.next_prime(start)
-        if p.bit_length() == bits:
-            return p
-
-
-def generate_paillier_keypair(
-    bits: int = DEFAULT_MODULUS_BITS, *, strict: bool = False
-) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
-    """Generate a Paillier key pair with a ``bits``-bit modulus.
-
-    Parameters
-    ----------
-    bits : int, optional
-        Modulus length, at least 2048 and even; default 3072.
-    strict : bool, optional
-        Full-length encryption randomness (see :mod:`datafed.hazmat._djn`).
-
-    Returns
-    -------
-    tuple of (PaillierPublicKey, PaillierPrivateKey)
-        The key pair.
-    """
-    from datafed.hazmat._paillier_private import PaillierPrivateKey
-
-    check_modulus_bits(bits)
-    while True:
-        p, q = _random_prime(bits // 2), _random_prime(bits // 2)
-        n = p * q
-        if p != q and gmpy2.gcd(n, (p - 1) * (q - 1)) == 1 and n.bit_length() == bits:
-            break
-    public = PaillierPublicKey(int(n), strict=strict)
-    return public, PaillierPrivateKey(public, int(p), int(q))
 
 
 def check_ciphertexts(

@@ -232,10 +232,20 @@ class LocalFederation:
             progress(f"issuing {role}:{name}")
             pki.issue(self.pki_dir, role, name)
 
+    def tls_table(self, role: str, name: str) -> list[str]:
+        """The ``[tls]`` table of a party's config file: the CA, its certificate and keys."""
+        files = pki.party_paths(self.pki_dir, role, name)
+        return [
+            "[tls]",
+            f'ca = "{self.pki_dir / "ca.crt"}"',
+            f'cert = "{files.cert}"',
+            f'key = "{files.key}"',
+            f'signing_key = "{files.signing_key}"',
+        ]
+
     def _write_node(self, spec: NodeSpec) -> LocalNode:
         ndir = self.root / "nodes" / spec.name
         ndir.mkdir(parents=True, exist_ok=True)  # also for a node that only aggregates
-        files = pki.party_paths(self.pki_dir, "node", spec.name)
         lines = [
             "[node]",
             f'name = "{spec.name}"',
@@ -243,11 +253,7 @@ class LocalFederation:
             'listen = "127.0.0.1:0"',
             'state_dir = "state"',
             "",
-            "[tls]",
-            f'ca = "{self.pki_dir / "ca.crt"}"',
-            f'cert = "{files.cert}"',
-            f'key = "{files.key}"',
-            f'signing_key = "{files.signing_key}"',
+            *self.tls_table("node", spec.name),
         ]
         for name, columns, rows in spec.datasets:
             synth.write_table(ndir / "data" / f"{name}.sqlite", name, columns, rows)
@@ -259,16 +265,11 @@ class LocalFederation:
 
     def write_fed_toml(self, analyst: str = ANALYST, path: Path | None = None) -> Path:
         """Write the analyst's federation file with the nodes' live addresses."""
-        files = pki.party_paths(self.pki_dir, "analyst", analyst)
         lines = [
             f'analyst = "{analyst}"',
             f"timeout_s = {self.timeout_s}",
             "",
-            "[tls]",
-            f'ca = "{self.pki_dir / "ca.crt"}"',
-            f'cert = "{files.cert}"',
-            f'key = "{files.key}"',
-            f'signing_key = "{files.signing_key}"',
+            *self.tls_table("analyst", analyst),
         ]
         for node in self.nodes:
             lines += ["", "[[nodes]]", f'name = "{node.spec.name}"', f'address = "{node.address}"']

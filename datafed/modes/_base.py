@@ -9,7 +9,9 @@ ways, hence two kinds of mode (see ``docs/modes.md``):
   with the mode's own client state such as a private key): ``plain``, ``paillier``;
 - :class:`SteppedMode` -- the payloads start a protocol among the nodes, relayed by the
   client as signed ``Step`` calls (:meth:`SteppedMode.step` at a node,
-  :meth:`SteppedMode.finish` at the client): ``shares``, ``secagg``, ``ckks``.
+  :meth:`SteppedMode.finish` at the client, which a mode implements as
+  :meth:`SteppedMode.run_steps` over the vector's :class:`~datafed.modes._steps.Totals`):
+  ``shares``, ``secagg``, ``ckks``.
 
 Every mode binds what it produces to the job statement's digest (``binding``): masks,
 checksums and sealed envelopes derive from it, so nodes that were given different
@@ -23,13 +25,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datafed.errors import ConfigError
-from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession, Totals
 from datafed.query.components import Component
 
 __all__ = [
@@ -40,13 +43,18 @@ __all__ = [
     "ProtectionMode",
     "SteppedMode",
     "check_int64",
+    "read_params",
 ]
 
 _INT64 = 1 << 63
+M = TypeVar("M", bound=Message)
 
 
 class ModeOptions(BaseModel):
-    """A mode's client options from ``[modes.<name>]`` (none by default)."""
+    """A mode's client options from ``[modes.<name>]`` (none by default).
+
+    Each field is an argument of the mode's constructor, under the same name.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +70,10 @@ class ModeContext:
     certificates: Mapping[str, bytes]
     #: Hex digest of the job statement every participant receives (see datafed.wire.statement).
     binding: str = ""
+
+    def certificates_of(self, nodes: Sequence[str]) -> list[bytes]:
+        """The certificates of ``nodes``, in that order."""
+        return [self.certificates[n] for n in nodes]
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,8 @@ class ProtectionMode(ABC):
 
     @classmethod
     def _from(cls, options: ModeOptions) -> ProtectionMode:
-        return cls()
+        """The client side for validated options: each option is a constructor argument."""
+        return cls(**dict(options))
 
     @staticmethod
     @abstractmethod
@@ -154,7 +167,6 @@ class SteppedMode(ProtectionMode):
     def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
         """Run node-side step ``round_`` of a job on its stashed state; ValueError if bad."""
 
-    @abstractmethod
     async def finish(
         self,
         session: StepSession,
@@ -164,6 +176,21 @@ class SteppedMode(ProtectionMode):
         bits: int,
     ) -> Combined:
         """Drive the steps through ``session`` and return the totals (client side)."""
+        return await self.run_steps(session, answers, Totals(tuple(comps), n_groups, bits))
+
+    @abstractmethod
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
+    ) -> Combined:
+        """The mode's client side of :meth:`finish`, for totals laid out as ``totals``."""
+
+
+def read_params(message_type: type[M], params: bytes, mode: str) -> M:
+    """A mode's parameters as the node received them; ValueError if they do not parse."""
+    try:
+        return message_type.FromString(params)
+    except DecodeError as exc:
+        raise ValueError(f"malformed {mode} parameters") from exc
 
 
 def check_int64(values: Sequence[int]) -> None:

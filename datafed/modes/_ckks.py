@@ -23,16 +23,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import DecodeError
 from pydantic import Field
 
 from datafed.errors import ProtocolError
 from datafed.hazmat import EncryptedVector, HeContext, HeParams, HePublicContext
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, read_params
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
@@ -82,10 +81,7 @@ def _load_context(raw: bytes, parties: int) -> HePublicContext:
 def _parse_params(
     env: NodeEnv, params: bytes
 ) -> tuple[protocol_pb2.CkksParams, Identity, list[Identity]]:
-    try:
-        msg = protocol_pb2.CkksParams.FromString(params)
-    except DecodeError as exc:
-        raise ValueError("malformed CKKS parameters") from exc
+    msg = read_params(protocol_pb2.CkksParams, params, "CKKS")
     (aggregator,) = peers(env, [msg.aggregator_certificate], "aggregator")
     participants = peers(env, msg.participant_certificates, "participant")
     if len(participants) < 2:  # else the aggregator's "sum" would be one node's ciphertext
@@ -120,11 +116,6 @@ class CkksMode(SteppedMode):
     summary = "CKKS vectors added by one aggregator node: the analyst learns the total (approx.)"
     steps = ("aggregate",)
     Options = _CkksOptions
-
-    @classmethod
-    def _from(cls, options: ModeOptions) -> CkksMode:
-        assert isinstance(options, _CkksOptions)
-        return cls(options.value_bound)
 
     def __init__(self, value_bound: float = DEFAULT_VALUE_BOUND) -> None:
         if not 0 < value_bound < 2.0**52:
@@ -191,20 +182,15 @@ class CkksMode(SteppedMode):
         return protocol_pb2.CkksParams(
             public_context=context.public_bytes(),
             aggregator_certificate=ctx.certificates[ctx.nodes[0]],
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            participant_certificates=ctx.certificates_of(ctx.nodes),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Have the aggregator add the ciphertexts; decrypt, check and round the sum."""
         context = await self._keys()
-        length = n_groups * len(comps) + 1
+        length = totals.length
         ((aggregator, bundle),) = _one_aggregator(answers).items()
         raw = await session.step(aggregator, _ROUND_AGGREGATE, bundle.SerializeToString())
         try:
@@ -218,7 +204,7 @@ class CkksMode(SteppedMode):
         except Exception as exc:  # TenSEAL raises assorted types on bad ciphertexts
             raise ProtocolError(f"aggregator {aggregator!r} returned a malformed sum") from exc
         check_real(session.binding, np.asarray(result.values, dtype=np.float64), result.error_bound)
-        values, bound = _to_fixed(result.values[:-1], result.error_bound, comps, bits)
+        values, bound = _to_fixed(result.values[:-1], result.error_bound, totals.comps, totals.bits)
         return Combined(values, tuple(a.node for a in answers), bound)
 
 

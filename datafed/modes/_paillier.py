@@ -38,7 +38,7 @@ from datafed.hazmat import (
     generate_paillier_keypair,
     prg_bytes,
 )
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode
+from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode, read_params
 from datafed.modes._paillier_keys import KEY_CACHE
 from datafed.pki.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
@@ -133,19 +133,11 @@ class PaillierMode(OneShotMode):
         self._lock = threading.Lock()
         self._parties = 0
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> PaillierMode:
-        assert isinstance(options, _PaillierOptions)
-        return cls(options.bits)
-
     # ------------------------------------------------------------------ node side
     @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Pack, mask and encrypt ``values`` for the analyst's key in ``params``."""
-        try:
-            msg = modes_pb2.PaillierParams.FromString(params)
-        except DecodeError as exc:
-            raise ValueError("malformed Paillier parameters") from exc
+        msg = read_params(modes_pb2.PaillierParams, params, "Paillier")
         n = int.from_bytes(msg.n, "big")
         check_paillier_modulus(n)
         if msg.value_bits != VALUE_BITS:

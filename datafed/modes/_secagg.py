@@ -23,19 +23,27 @@ node survived and others that it dropped cannot collect both kinds of its shares
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 from pydantic import Field
 
+import datafed.modes._secagg_wire as wire
 from datafed.errors import NodeUnavailable, ProtocolError
 from datafed.hazmat import RingArray
-from datafed.modes import _secagg_wire as wire
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
+from datafed.modes._base import (
+    ModeContext,
+    ModeOptions,
+    NodeEnv,
+    SteppedMode,
+    check_int64,
+    read_params,
+)
 from datafed.modes._envelope import check_roster, peers
 from datafed.modes._integrity import check_ring, with_ring_checksum
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.protocols import (
@@ -46,7 +54,6 @@ from datafed.protocols import (
     SecAggServer,
     Survivors,
 )
-from datafed.query.components import Component
 
 __all__ = ["SecAggMode", "default_threshold"]
 
@@ -83,11 +90,6 @@ class SecAggMode(SteppedMode):
     steps = ("share-keys", "masked-input", "consistency", "unmask")
     Options = _SecAggOptions
 
-    @classmethod
-    def _from(cls, options: ModeOptions) -> SecAggMode:
-        assert isinstance(options, _SecAggOptions)
-        return cls(options.threshold)
-
     def __init__(self, threshold: int | None = None) -> None:
         if threshold is not None and threshold < 2:
             raise ValueError(f"secagg threshold must be at least 2, got {threshold}")
@@ -105,10 +107,7 @@ class SecAggMode(SteppedMode):
     @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Round 0: keep the masked-to-be vector, advertise two signed public keys."""
-        try:
-            msg = protocol_pb2.SecAggParams.FromString(params)
-        except DecodeError as exc:
-            raise ValueError("malformed secagg parameters") from exc
+        msg = read_params(protocol_pb2.SecAggParams, params, "secagg")
         participants = peers(env, msg.participant_certificates, "participant")
         check_roster(env, participants)
         _check_threshold(msg.threshold, len(participants))
@@ -199,21 +198,16 @@ class SecAggMode(SteppedMode):
     async def params(self, ctx: ModeContext) -> bytes:
         """Every node participates, client id = position + 1; threshold a majority."""
         return protocol_pb2.SecAggParams(
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            participant_certificates=ctx.certificates_of(ctx.nodes),
             threshold=self._threshold(len(ctx.nodes)),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Run the server rounds; nodes unreachable in a round drop out."""
         n = len(answers)
-        server = SecAggServer(threshold=self._threshold(n), vector_length=n_groups * len(comps) + 1)
+        server = SecAggServer(threshold=self._threshold(n), vector_length=totals.length)
         names, roster = _advertised(server, answers)
         try:
             run = _Rounds(session, server, names, n)
@@ -243,6 +237,17 @@ def _advertised(
     return names, roster
 
 
+class _FromNode(Protocol):
+    """A round's message that names the client that sent it."""
+
+    @property
+    def sender(self) -> int:
+        """The sending client's id."""
+
+
+_Sent = TypeVar("_Sent", bound=_FromNode)
+
+
 @dataclass
 class _Rounds:
     """The server's rounds over a step session, with dropout handling."""
@@ -268,6 +273,23 @@ class _Rounds:
             out[i] = r
         return out
 
+    def _accept(
+        self,
+        round_: int,
+        replies: Mapping[int, bytes],
+        decode: Callable[[bytes], _Sent],
+        receive: Callable[[_Sent], object],
+    ) -> None:
+        """Decode each node's reply, check that node sent it, and hand it to the server."""
+        for i, reply in replies.items():
+            try:
+                msg = decode(reply)
+                if msg.sender != i:
+                    raise ValueError("wrong sender")
+                receive(msg)
+            except (DecodeError, ValueError, MachineError) as exc:
+                raise self._bad(i, round_) from exc
+
     def _bad(self, i: int, round_: int) -> ProtocolError:
         return ProtocolError(f"node {self.names[i]!r} sent an invalid secagg round {round_} reply")
 
@@ -275,14 +297,10 @@ class _Rounds:
         """Round 1: every node Shamir-shares its keys to the others."""
         self.server.roster()
         raw = roster.SerializeToString()
-        for i, reply in (await self._round(1, dict.fromkeys(self.names, raw))).items():
-            try:
-                msg = wire.share_keys_from_proto(reply, self.n)
-                if msg.sender != i:
-                    raise ValueError("wrong sender")
-                self.server.receive_shares(msg)
-            except (DecodeError, ValueError, MachineError) as exc:
-                raise self._bad(i, 1) from exc
+        replies = await self._round(1, dict.fromkeys(self.names, raw))
+        self._accept(
+            1, replies, lambda r: wire.share_keys_from_proto(r, self.n), self.server.receive_shares
+        )
 
     async def masked_inputs(self) -> None:
         """Round 2: every node in U2 gets its peers' shares and sends its masked input."""
@@ -292,14 +310,8 @@ class _Rounds:
             ).SerializeToString()
             for i, f in self.server.forward().items()
         }
-        for i, reply in (await self._round(2, requests)).items():
-            try:
-                msg = wire.masked_from_proto(reply)
-                if msg.sender != i:
-                    raise ValueError("wrong sender")
-                self.server.receive_masked(msg)
-            except (DecodeError, ValueError, MachineError) as exc:
-                raise self._bad(i, 2) from exc
+        replies = await self._round(2, requests)
+        self._accept(2, replies, wire.masked_from_proto, self.server.receive_masked)
 
     async def consistency(self) -> tuple[tuple[int, ...], list[protocol_pb2.SecAggConsistency]]:
         """Round 3: every survivor signs the survivor set U3 (those reached form U4)."""
@@ -328,11 +340,7 @@ class _Rounds:
             raise ProtocolError(
                 f"only {len(signers)} node(s) signed the survivor set, need {self.server.threshold}"
             )
-        for i, reply in (await self._round(4, dict.fromkeys(signers, raw))).items():
-            try:
-                msg = wire.unmask_from_proto(reply, self.n)
-                if msg.sender != i:
-                    raise ValueError("wrong sender")
-                self.server.receive_unmask(msg)
-            except (DecodeError, ValueError, MachineError) as exc:
-                raise self._bad(i, 4) from exc
+        replies = await self._round(4, dict.fromkeys(signers, raw))
+        self._accept(
+            4, replies, lambda r: wire.unmask_from_proto(r, self.n), self.server.receive_unmask
+        )

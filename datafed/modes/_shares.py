@@ -26,7 +26,14 @@ from pydantic import Field
 from datafed.errors import ProtocolError
 from datafed.hazmat import SEED_BYTES, SeedShare, VectorShare, add_shares
 from datafed.hazmat import split_additive as _split
-from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, check_int64
+from datafed.modes._base import (
+    ModeContext,
+    ModeOptions,
+    NodeEnv,
+    SteppedMode,
+    check_int64,
+    read_params,
+)
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import (
     check_ring,
@@ -35,10 +42,9 @@ from datafed.modes._integrity import (
     with_ring_checksum,
 )
 from datafed.modes._relay import collect_sealed
-from datafed.modes._steps import Combined, NodeAnswer, StepSession
+from datafed.modes._steps import Combined, NodeAnswer, StepSession, Totals
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.components import Component
 
 __all__ = ["MAX_AGGREGATORS", "SharesMode"]
 
@@ -55,10 +61,7 @@ class _AggregatorState:
 
 
 def _parse_params(env: NodeEnv, params: bytes) -> tuple[list[Identity], list[Identity]]:
-    try:
-        msg = protocol_pb2.SharesParams.FromString(params)
-    except DecodeError as exc:
-        raise ValueError("malformed shares parameters") from exc
+    msg = read_params(protocol_pb2.SharesParams, params, "shares")
     aggregators = peers(env, msg.aggregator_certificates, "aggregator")
     if not 2 <= len(aggregators) <= MAX_AGGREGATORS:
         raise ValueError(
@@ -106,11 +109,6 @@ class SharesMode(SteppedMode):
     summary = "additive shares summed by >= 2 aggregator nodes: the analyst learns the total"
     steps = ("aggregate",)
     Options = _SharesOptions
-
-    @classmethod
-    def _from(cls, options: ModeOptions) -> SharesMode:
-        assert isinstance(options, _SharesOptions)
-        return cls(options.aggregators)
 
     def __init__(self, aggregators: int = 2) -> None:
         if not 2 <= aggregators <= MAX_AGGREGATORS:
@@ -167,20 +165,15 @@ class SharesMode(SteppedMode):
                 f"{len(ctx.nodes)}"
             )
         return protocol_pb2.SharesParams(
-            aggregator_certificates=[ctx.certificates[n] for n in ctx.nodes[: self.aggregators]],
-            participant_certificates=[ctx.certificates[n] for n in ctx.nodes],
+            aggregator_certificates=ctx.certificates_of(ctx.nodes[: self.aggregators]),
+            participant_certificates=ctx.certificates_of(ctx.nodes),
         ).SerializeToString()
 
-    async def finish(
-        self,
-        session: StepSession,
-        answers: Sequence[NodeAnswer],
-        comps: Sequence[Component],
-        n_groups: int,
-        bits: int,
+    async def run_steps(
+        self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals
     ) -> Combined:
         """Relay each aggregator its sealed shares, add the sums, check the checksum."""
-        length = n_groups * len(comps) + 1
+        length = totals.length
         per_aggregator = collect_sealed(answers)
         replies = await asyncio.gather(
             *(

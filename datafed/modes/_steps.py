@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Combined", "JobStash", "NodeAnswer", "StepSession"]
+from datafed.query.components import Component
+
+__all__ = ["Combined", "JobStash", "NodeAnswer", "StepSession", "Totals"]
 
 
 class JobStash(Protocol):
@@ -67,3 +69,27 @@ class Combined:
     values: list[int]
     nodes: tuple[str, ...]
     error_bound: float | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """How a job's totals lie in one vector: groups x components, then one integrity value.
+
+    Attributes
+    ----------
+    comps
+        The components of every group, in order.
+    n_groups
+        Groups the vector holds, group-major.
+    bits
+        Fractional bits of the fixed-point components.
+    """
+
+    comps: tuple[Component, ...]
+    n_groups: int
+    bits: int
+
+    @property
+    def length(self) -> int:
+        """Values in the vector: every group's components and the integrity value after them."""
+        return self.n_groups * len(self.comps) + 1

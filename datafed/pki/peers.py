@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.serialization import (
 from nacl import bindings
 
 from datafed.errors import PkiError
-from datafed.pki.ca import Identity, identity_from_pem
 from datafed.pki.crl import check_not_revoked
+from datafed.pki.identity import Identity, identity_from_pem
 
 __all__ = ["shared_secret", "verify_peer", "x25519_private", "x25519_public"]
 

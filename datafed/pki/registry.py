@@ -20,8 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from datafed.errors import PkiError
-from datafed.pki.ca import identity_from_pem, load_ca
 from datafed.pki.crl import RevocationList
+from datafed.pki.files import load_ca
+from datafed.pki.identity import identity_from_pem
 
 __all__ = [
     "CRL_DAYS",

@@ -6,7 +6,7 @@ The request carries
 - the subject and SAN the certificate will have (role, name, hosts), signed with the
   party's TLS key -- PKCS#10's own proof that the requester holds that key;
 - the Ed25519 signing key's public half in the same private extension
-  (:data:`datafed.pki.ca.SIGNING_KEY_OID`) the certificate will carry, and
+  (:data:`datafed.pki.identity.SIGNING_KEY_OID`) the certificate will carry, and
 - a second private extension (:data:`POSSESSION_OID`) holding an Ed25519 signature over
   ``POSSESSION_CONTEXT || SPKI(TLS key) || role || 0x00 || name``: proof that whoever
   made the request also holds the signing key, bound to this very TLS key and party.
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from datafed.errors import PkiError
-from datafed.pki.ca import SIGNING_KEY_OID, check_name, subject_names
+from datafed.pki.identity import SIGNING_KEY_OID, check_name, subject_names
 
 __all__ = [
     "POSSESSION_CONTEXT",

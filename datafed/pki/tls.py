@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 from datafed.config.load import resolve_path
 from datafed.errors import PkiError
-from datafed.pki.ca import Identity, identity_from_pem
+from datafed.pki.identity import Identity, identity_from_pem
 
 __all__ = ["PartyFiles", "TlsMaterial", "channel_credentials", "server_credentials"]
 

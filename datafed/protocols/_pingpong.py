@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datafed.protocols._prio3 import Prio3
-from datafed.protocols._prio3_types import ReportRejected, Vec, VerifyState
+from datafed.protocols._prio3_types import ReportRejected, Vec, VerifierShare, VerifyState
 
 INITIALIZE, CONTINUE, FINISH = 0, 1, 2
 
@@ -93,6 +93,26 @@ def decode_message(data: bytes) -> tuple[int, list[bytes]]:
     return kind, fields
 
 
+def _verify_init(
+    vdaf: Prio3[Any, Any],
+    agg_id: int,
+    verify_key: bytes,
+    ctx: bytes,
+    nonce: bytes,
+    public_share: bytes,
+    input_share: bytes,
+) -> tuple[VerifyState, VerifierShare]:
+    """Aggregator ``agg_id``'s verify_init on the encoded public share and input share."""
+    return vdaf.verify_init(
+        verify_key,
+        ctx,
+        agg_id,
+        nonce,
+        vdaf.decode_public_share(public_share),
+        vdaf.decode_input_share(agg_id, input_share),
+    )
+
+
 def leader_init(
     vdaf: Prio3[Any, Any],
     verify_key: bytes,
@@ -103,14 +123,7 @@ def leader_init(
 ) -> Continued | Rejected:
     """The Leader's first step: its verifier share in an ``initialize`` message."""
     try:
-        state, share = vdaf.verify_init(
-            verify_key,
-            ctx,
-            0,
-            nonce,
-            vdaf.decode_public_share(public_share),
-            vdaf.decode_input_share(0, input_share),
-        )
+        state, share = _verify_init(vdaf, 0, verify_key, ctx, nonce, public_share, input_share)
     except ReportRejected:
         return Rejected()
     return Continued(state, 0, encode_message(INITIALIZE, vdaf.encode_verifier_share(share)))
@@ -127,14 +140,7 @@ def helper_init(
 ) -> FinishedWithOutbound | Rejected:
     """The Helper's step on the Leader's ``initialize``: finish, answer ``finish``."""
     try:
-        state, share = vdaf.verify_init(
-            verify_key,
-            ctx,
-            1,
-            nonce,
-            vdaf.decode_public_share(public_share),
-            vdaf.decode_input_share(1, input_share),
-        )
+        state, share = _verify_init(vdaf, 1, verify_key, ctx, nonce, public_share, input_share)
         kind, fields = decode_message(inbound)
         if kind != INITIALIZE:
             return Rejected()

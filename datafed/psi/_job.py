@@ -67,41 +67,21 @@ class ValuesColumns:
 
 
 def parse_ids(text: str) -> IdsColumn:
-    """Parse ``node:dataset:column`` (the CLI's ``--ids``).
-
-    Parameters
-    ----------
-    text
-        The reference.
-
-    Returns
-    -------
-    IdsColumn
-        The parsed reference.
-    """
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise ValueError(f"expected node:dataset:id_column, got {text!r}")
-    return IdsColumn(*parts)
+    """Parse ``node:dataset:column`` (the CLI's ``--ids``); ValueError if malformed."""
+    return IdsColumn(*_split(text, "node:dataset:id_column"))
 
 
 def parse_values(text: str) -> ValuesColumns:
-    """Parse ``node:dataset:id_column:value_column`` (the CLI's ``--values``).
+    """Parse ``node:dataset:id_column:value_column`` (the CLI's ``--values``); ValueError too."""
+    return ValuesColumns(*_split(text, "node:dataset:id_column:value_column"))
 
-    Parameters
-    ----------
-    text
-        The reference.
 
-    Returns
-    -------
-    ValuesColumns
-        The parsed reference.
-    """
+def _split(text: str, form: str) -> list[str]:
+    """``text`` cut at ``:`` into the parts ``form`` names; ValueError if the count differs."""
     parts = text.split(":")
-    if len(parts) != 4:
-        raise ValueError(f"expected node:dataset:id_column:value_column, got {text!r}")
-    return ValuesColumns(*parts)
+    if len(parts) != form.count(":") + 1:
+        raise ValueError(f"expected {form}, got {text!r}")
+    return parts
 
 
 def _lp(data: bytes) -> bytes:

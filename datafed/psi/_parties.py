@@ -124,33 +124,8 @@ class IdsParty:
             If the intersection is smaller than the minimum.
         """
         pk = PaillierPublicKey(self.job.paillier_n)
-        width = pk.ciphertext_bytes
-        n, m = self.count, peer.pairs
-        if (
-            not self.blind_digest
-            or peer.job_digest != self.job.digest()
-            or peer.peer_digest != peer_of
-            or peer.count != n
-            or peer.payload_digest != _sha256(sealed)
-            or len(sealed) != _SEAL_OVERHEAD + n * POINT_BYTES + m * (POINT_BYTES + width)
-        ):
-            raise InvalidPsiMessage
-        try:
-            plain = SealedBox(self._box_key).decrypt(sealed)
-        except CryptoError as exc:
-            raise InvalidPsiMessage from exc
-        split = n * POINT_BYTES
-        double = plain[:split]
-        theirs = {double[i : i + POINT_BYTES] for i in range(0, split, POINT_BYTES)}
-        if len(theirs) != n:
-            raise InvalidPsiMessage
-        mine = multiply_points(self._pool, self._key, plain[split : split + m * POINT_BYTES])
-        base = split + m * POINT_BYTES
-        matches = [
-            plain[base + j * width : base + (j + 1) * width]
-            for j in range(m)
-            if mine[j * POINT_BYTES : (j + 1) * POINT_BYTES] in theirs
-        ]
+        plain = self._open(peer, peer_of, sealed, pk.ciphertext_bytes)
+        matches = self._matches(plain, peer.pairs, pk.ciphertext_bytes)
         size = len(matches)
         if size < max(min_intersection, peer.min_intersection):
             raise PermissionError(
@@ -166,6 +141,43 @@ class IdsParty:
         # product and adds the noise in one step.
         noise = pk.encrypt_with_r(sum_noise, _unit(pk.n))
         return size, pk.raw_add(total, noise).to_bytes()
+
+    def _open(self, peer: StatementBody, peer_of: bytes, sealed: bytes, width: int) -> bytes:
+        """The box's plaintext, once the box and its statement answer this job's blind step."""
+        n, m = self.count, peer.pairs
+        if (
+            not self.blind_digest
+            or peer.job_digest != self.job.digest()
+            or peer.peer_digest != peer_of
+            or peer.count != n
+            or peer.payload_digest != _sha256(sealed)
+            or len(sealed) != _SEAL_OVERHEAD + n * POINT_BYTES + m * (POINT_BYTES + width)
+        ):
+            raise InvalidPsiMessage
+        try:
+            return SealedBox(self._box_key).decrypt(sealed)
+        except CryptoError as exc:
+            raise InvalidPsiMessage from exc
+
+    def _matches(self, plain: bytes, m: int, width: int) -> list[bytes]:
+        """The values node's ciphertexts whose identifier this node holds too.
+
+        ``plain`` is this node's ``n`` points double-blinded, then the values node's ``m``
+        points (blinded once more here) and its ``m`` ciphertexts in the same order.
+        """
+        n = self.count
+        split = n * POINT_BYTES
+        double = plain[:split]
+        theirs = {double[i : i + POINT_BYTES] for i in range(0, split, POINT_BYTES)}
+        if len(theirs) != n:
+            raise InvalidPsiMessage
+        mine = multiply_points(self._pool, self._key, plain[split : split + m * POINT_BYTES])
+        base = split + m * POINT_BYTES
+        return [
+            plain[base + j * width : base + (j + 1) * width]
+            for j in range(m)
+            if mine[j * POINT_BYTES : (j + 1) * POINT_BYTES] in theirs
+        ]
 
 
 def exchange(
@@ -208,17 +220,7 @@ def exchange(
         The exchange statement and the sealed box.
     """
     pool = pool or Pool(1)
-    if peer.job_digest != job.digest() or len(peer.recipient_key) != 32:
-        raise InvalidPsiMessage
-    if len(points) != peer.count * POINT_BYTES or _sha256(points) != peer.payload_digest:
-        raise InvalidPsiMessage
-    received = {points[i : i + POINT_BYTES] for i in range(0, len(points), POINT_BYTES)}
-    if len(received) != peer.count:
-        raise InvalidPsiMessage
-    if len({w for w, _ in pairs}) != len(pairs):
-        raise ValueError("identifiers on the values side must be distinct")
-    if any(not -VALUE_BOUND < t < VALUE_BOUND for _, t in pairs):
-        raise ValueError("every encoded value must satisfy |value| < 2^64")
+    _check_exchange(job, pairs, peer, points)
     key = random_scalar()
     double = bytearray(multiply_points(pool, key, points))
     _shuffle_points(double)
@@ -242,6 +244,23 @@ def exchange(
         dp_epsilon=dp_epsilon if dp_sensitivity else "",
     )
     return body, bytes(sealed)
+
+
+def _check_exchange(
+    job: PsiJob, pairs: Sequence[tuple[bytes, int]], peer: StatementBody, points: bytes
+) -> None:
+    """Raise unless the blind statement and points answer this job and ``pairs`` fit it."""
+    if peer.job_digest != job.digest() or len(peer.recipient_key) != 32:
+        raise InvalidPsiMessage
+    if len(points) != peer.count * POINT_BYTES or _sha256(points) != peer.payload_digest:
+        raise InvalidPsiMessage
+    received = {points[i : i + POINT_BYTES] for i in range(0, len(points), POINT_BYTES)}
+    if len(received) != peer.count:
+        raise InvalidPsiMessage
+    if len({w for w, _ in pairs}) != len(pairs):
+        raise ValueError("identifiers on the values side must be distinct")
+    if any(not -VALUE_BOUND < t < VALUE_BOUND for _, t in pairs):
+        raise ValueError("every encoded value must satisfy |value| < 2^64")
 
 
 def _unit(n: int) -> int:

@@ -14,9 +14,21 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+import datafed.query.post as post
 from datafed.errors import QueryError
-from datafed.query import post, sql
 from datafed.query.spec import Aggregate, QuerySpec
+from datafed.query.sql_terms import (
+    CMP_TYPES,
+    FLIP,
+    MAX_AGGREGATES,
+    SUBSET,
+    aggregate,
+    column,
+    dataset,
+    literal,
+    predicate,
+    unsupported,
+)
 
 __all__ = ["Builder", "ParsedQuery"]
 
@@ -34,9 +46,9 @@ class Builder:
 
     def __init__(self, tree: exp.Select) -> None:
         self.tree = tree
-        self.dataset = sql._dataset(tree)
+        self.dataset = dataset(tree)
         self.group_by = tuple(
-            sql._column(e, "GROUP BY") for e in (tree.args.get("group") or exp.Group()).expressions
+            column(e, "GROUP BY") for e in (tree.args.get("group") or exp.Group()).expressions
         )
         self.aggregates: dict[Aggregate, None] = {}
         self.outputs: list[post.Output] = []
@@ -58,16 +70,16 @@ class Builder:
         )
         if not self.aggregates:
             raise QueryError("the query selects no aggregate (SUM, COUNT, AVG, VAR, MIN, MAX)")
-        if len(self.aggregates) > sql.MAX_AGGREGATES:
+        if len(self.aggregates) > MAX_AGGREGATES:
             raise QueryError(
-                f"a query has at most {sql.MAX_AGGREGATES} aggregates, got {len(self.aggregates)}"
+                f"a query has at most {MAX_AGGREGATES} aggregates, got {len(self.aggregates)}"
             )
         where = self.tree.args.get("where")
         spec = QuerySpec(
             dataset=self.dataset,
             aggregates=tuple(self.aggregates),
             group_by=self.group_by,
-            where=sql._predicate(where.this) if where is not None else None,
+            where=predicate(where.this) if where is not None else None,
         )
         return ParsedQuery(
             spec,
@@ -82,7 +94,7 @@ class Builder:
 
     def _select(self, node: exp.Expression, alias: str | None) -> list[post.Output]:
         if isinstance(node, exp.Column):
-            name = sql._column(node, "SELECT")
+            name = column(node, "SELECT")
             if name not in self.group_by:
                 raise QueryError(f"column {name!r} in SELECT must be aggregated or in GROUP BY")
             return [post.Output(alias or name, name)]
@@ -93,7 +105,7 @@ class Builder:
         return [post.Output(alias or agg.label, agg.label)]
 
     def _add(self, node: exp.Expression) -> Aggregate:
-        agg = sql._aggregate(node)
+        agg = aggregate(node)
         self.aggregates.setdefault(agg, None)
         return agg
 
@@ -111,14 +123,14 @@ class Builder:
             )
         agg = self._add(node)
         if agg.func == "histogram":
-            raise sql.unsupported(f"HISTOGRAM in {clause}")
+            raise unsupported(f"HISTOGRAM in {clause}")
         return agg.label
 
     def _order(self, node: exp.Expression) -> post.OrderKey:
         assert isinstance(node, exp.Ordered)
         term = node.this
         if isinstance(term, exp.Literal) and not term.is_string:
-            pos = sql._literal(term)
+            pos = literal(term)
             if not isinstance(pos, int) or not 1 <= pos <= len(self.outputs):
                 raise QueryError(f"ORDER BY {term.sql()} is not a position in the SELECT list")
             source = self.outputs[pos - 1].source
@@ -154,19 +166,19 @@ class Builder:
                 _value(node.args["low"]),
                 _value(node.args["high"]),
             )
-        op = sql._CMP_TYPES.get(type(node))
+        op = CMP_TYPES.get(type(node))
         if op is not None:
             left, right = node.this, node.expression
             if _is_value(right):
                 return post.Cmp(self._ref(left, "HAVING"), op, _value(right))  # type: ignore[arg-type]
             if _is_value(left):
-                return post.Cmp(self._ref(right, "HAVING"), sql._FLIP[op], _value(left))  # type: ignore[arg-type]
+                return post.Cmp(self._ref(right, "HAVING"), FLIP[op], _value(left))  # type: ignore[arg-type]
             raise QueryError(f"HAVING compares with a literal value: {node.sql()!r}")
-        raise QueryError(f"sql.unsupported condition in HAVING: {node.sql()!r}; {sql.SUBSET}")
+        raise QueryError(f"sql.unsupported condition in HAVING: {node.sql()!r}; {SUBSET}")
 
     def _in(self, node: exp.In) -> post.InSet:
         if node.args.get("query") is not None:
-            raise sql.unsupported("a subquery in IN")
+            raise unsupported("a subquery in IN")
         values = tuple(_value(v) for v in node.expressions)
         return post.InSet(self._ref(node.this, "HAVING"), values)
 
@@ -182,16 +194,14 @@ def _is_value(node: exp.Expression) -> bool:
 
 
 def _value(node: exp.Expression) -> post.Value:
-    return None if isinstance(node, exp.Null) else sql._literal(node)
+    return None if isinstance(node, exp.Null) else literal(node)
 
 
 def _count_clause(tree: exp.Select, name: str) -> int | None:
     clause = tree.args.get(name)
     if clause is None:
         return None
-    value = (
-        sql._literal(clause.expression) if isinstance(clause.expression, exp.Expression) else None
-    )
+    value = literal(clause.expression) if isinstance(clause.expression, exp.Expression) else None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise QueryError(f"{name.upper()} takes a non-negative integer")
     return value

@@ -24,6 +24,7 @@ from datafed.query.spec import (
     QuerySpec,
     Scalar,
 )
+from datafed.wire.fields import from_message, to_message
 from datafed.wire.signing import RequestHeader
 
 __all__ = [
@@ -84,30 +85,12 @@ def _required(msg: common_pb2.Literal, what: str) -> Scalar:
 
 def header_to_proto(h: RequestHeader) -> common_pb2.RequestHeader:
     """Encode a request header."""
-    return common_pb2.RequestHeader(
-        requester=h.requester,
-        node=h.node,
-        job_id=h.job_id,
-        nonce=h.nonce,
-        issued_at_ms=h.issued_at_ms,
-        expires_at_ms=h.expires_at_ms,
-        purpose=h.purpose,
-        legal_basis=h.legal_basis,
-    )
+    return to_message(common_pb2.RequestHeader, h)
 
 
 def header_from_proto(msg: common_pb2.RequestHeader) -> RequestHeader:
     """Decode a request header."""
-    return RequestHeader(
-        requester=msg.requester,
-        node=msg.node,
-        job_id=msg.job_id,
-        nonce=bytes(msg.nonce),
-        issued_at_ms=msg.issued_at_ms,
-        expires_at_ms=msg.expires_at_ms,
-        purpose=msg.purpose,
-        legal_basis=msg.legal_basis,
-    )
+    return from_message(RequestHeader, msg)
 
 
 def _pred_to_proto(p: Predicate) -> query_pb2.Predicate:

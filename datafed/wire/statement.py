@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from datafed.errors import SignatureError
 from datafed.proto.v1 import common_pb2
+from datafed.wire.fields import from_message, to_message
 from datafed.wire.signing import now_ms
 
 __all__ = [
@@ -77,20 +78,7 @@ class JobStatement:
 
     def to_proto(self) -> common_pb2.JobStatement:
         """The wire form."""
-        return common_pb2.JobStatement(
-            job_id=self.job_id,
-            requester=self.requester,
-            purpose=self.purpose,
-            legal_basis=self.legal_basis,
-            operation=self.operation,
-            dataset=self.dataset,
-            spec_digest=self.spec_digest,
-            protection=self.protection,
-            protection_digest=self.protection_digest,
-            roster=list(self.roster),
-            issued_at_ms=self.issued_at_ms,
-            expires_at_ms=self.expires_at_ms,
-        )
+        return to_message(common_pb2.JobStatement, self)
 
     @classmethod
     def from_proto(cls, msg: common_pb2.JobStatement) -> JobStatement:
@@ -100,20 +88,7 @@ class JobStatement:
             raise ValueError(f"a roster names 1-{MAX_ROSTER} distinct nodes")
         if len(msg.spec_digest) != 32 or len(msg.protection_digest) != 32:
             raise ValueError("statement digests must be 32 bytes")
-        return cls(
-            job_id=msg.job_id,
-            requester=msg.requester,
-            purpose=msg.purpose,
-            operation=msg.operation,
-            dataset=msg.dataset,
-            spec_digest=bytes(msg.spec_digest),
-            protection=msg.protection,
-            protection_digest=bytes(msg.protection_digest),
-            roster=roster,
-            issued_at_ms=msg.issued_at_ms,
-            expires_at_ms=msg.expires_at_ms,
-            legal_basis=msg.legal_basis,
-        )
+        return from_message(cls, msg, roster=roster)
 
 
 @dataclass(frozen=True)

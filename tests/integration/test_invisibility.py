@@ -23,8 +23,8 @@ import grpc
 import pytest
 
 from datafed.client import Federation
+from datafed.client._query import QueryJob as _Job
 from datafed.client._receipts import answer_digest, node_receipt
-from datafed.client.federation import _Job
 from datafed.errors import ProtocolError, RemoteError
 from datafed.local import synth
 from datafed.local.federation import LocalFederation, NodeSpec
