@@ -7,7 +7,7 @@ credentials and peer identities:
   here: ``from datafed import pki; pki.issue(...)``);
 - :mod:`datafed.pki.identity` -- what a certificate says: role, name, signing key;
 - :mod:`datafed.pki.files` -- where a party's and the CA's key and certificate files live;
-- :mod:`datafed.pki.request` -- certificate signing requests that prove possession of both keys;
+- :mod:`datafed.pki.csr` -- certificate signing requests that prove possession of both keys;
 - :mod:`datafed.pki.registry` -- the CA's register of issued and revoked certificates, its CRL;
 - :mod:`datafed.pki.crl` -- revocation at the node, checked on every request;
 - :mod:`datafed.pki.tls` -- mTLS credentials for gRPC from a party's files;

@@ -12,7 +12,7 @@ What a certificate says (subject, SAN, the signing-key extension) is
 :mod:`datafed.pki.files`. Both are re-exported here.
 
 Private keys never need to leave the party: :func:`request` makes both keys and a
-certificate signing request (:mod:`datafed.pki.request`) at the agency, the federation
+certificate signing request (:mod:`datafed.pki.csr`) at the agency, the federation
 operator checks and signs it with :func:`sign`. :func:`issue` does both in one directory
 (tests, demos, a single-operator federation). Every certificate signed is archived under
 ``issued/`` in the CA directory, which :mod:`datafed.pki.registry` lists and revokes. See
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from datafed.errors import PkiError
+from datafed.pki.csr import build_request, read_request
 from datafed.pki.files import (
     IssuedFiles,
     load_ca,
@@ -48,7 +49,6 @@ from datafed.pki.identity import (
     subject_names,
 )
 from datafed.pki.registry import archive, holders
-from datafed.pki.request import build_request, read_request
 
 __all__ = [
     "ROLES",
@@ -120,7 +120,7 @@ def request(
     Run at the agency: the private keys are written (0600) to :func:`party_paths` of
     ``agency_dir`` and never leave it; send ``IssuedFiles.csr`` to the federation operator,
     who answers with the certificate (:func:`sign`). The request proves possession of
-    both keys (see :mod:`datafed.pki.request`).
+    both keys (see :mod:`datafed.pki.csr`).
 
     Raises
     ------

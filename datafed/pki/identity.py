@@ -4,7 +4,7 @@ The certificate's subject is ``CN=<name>, OU=<role>, O=datafed``; the SAN carrie
 ``datafed:<role>:<name>``, the DNS name ``<name>`` and, for servers (node, witness,
 superlink), ``localhost`` and ``127.0.0.1`` so loopback deployments verify. The Ed25519
 signing key's public half is bound in the private extension :data:`SIGNING_KEY_OID`.
-Certificate requests (:mod:`datafed.pki.request`), the CA (:mod:`datafed.pki.ca`) and its
+Certificate requests (:mod:`datafed.pki.csr`), the CA (:mod:`datafed.pki.ca`) and its
 register (:mod:`datafed.pki.registry`) all build on these names.
 """
 

@@ -12,8 +12,8 @@ from cryptography.x509.oid import NameOID
 
 from datafed import pki
 from datafed.errors import PkiError
+from datafed.pki.csr import POSSESSION_OID, build_request, read_request
 from datafed.pki.registry import list_issued, revoke
-from datafed.pki.request import POSSESSION_OID, build_request, read_request
 
 
 @pytest.fixture
