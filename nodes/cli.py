@@ -6,31 +6,22 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
-from audit.cli.common import version_option
-from audit.errors import EXIT_CODES_HELP, ExitCode
+from audit.cli.common import command_app, run_main, version_option
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    help="Run an agency node: serve datasets under policy, record every data use.",
-    epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("Run an agency node: serve datasets under policy, record every data use.")
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 register_fl(app)
@@ -201,8 +192,4 @@ def import_(
 
 def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
-    try:
-        app()
-    except (DatafedError, OSError) as exc:  # escape: messages print literally ("[a-z0-9]")
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
+    run_main(app, (DatafedError, OSError))

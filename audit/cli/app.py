@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,11 @@ from audit.cli.common import (
     POLICY,
     Fail,
     app,
-    err,
     load_policy,
     out,
     print_report,
     progress_run,
+    run_main,
 )
 from audit.cli.groups import OptionGroup, option, with_groups
 from audit.errors import AuditError, ExitCode, InvalidSignature
@@ -340,8 +339,4 @@ import audit.cli.read  # noqa: E402, F401 - registers jobs, report, reconcile, l
 
 def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
-    try:
-        app()
-    except (Fail, ValueError, AuditError, OSError) as exc:
-        err.print("error: " + " ".join(str(exc).split()))
-        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
+    run_main(app, (Fail, ValueError, AuditError, OSError), markup=False)

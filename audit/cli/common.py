@@ -8,15 +8,17 @@ Output is printed literally (``markup=False``): ledger values and error texts ma
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
-from audit.errors import EXIT_CODES_HELP, AuditError
+from audit.errors import EXIT_CODES_HELP, AuditError, ExitCode
 from audit.export import ExportDir
 from audit.policy import Policy
 from audit.records import DataUseRecord, decode_leaf
@@ -33,25 +35,60 @@ __all__ = [
     "POLICY",
     "Fail",
     "app",
+    "command_app",
     "err",
     "load_policy",
     "out",
     "print_report",
     "progress_run",
+    "run_main",
     "verified_logs",
     "version_option",
 ]
 
-app = typer.Typer(
-    help="Verify data-use ledgers and report on them: entries, checkpoints, cosignatures, "
+
+def command_app(help: str, **options: Any) -> typer.Typer:
+    """The root of one of the three commands: its help, the exit codes, no completion.
+
+    Tracebacks are never shown (``main`` prints one-line errors); ``options`` are further
+    :class:`typer.Typer` settings.
+    """
+    return typer.Typer(
+        help=help,
+        epilog=EXIT_CODES_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        **options,
+    )
+
+
+app = command_app(
+    "Verify data-use ledgers and report on them: entries, checkpoints, cosignatures, "
     "private parts, proofs, jobs, reports.",
-    epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def run_main(
+    root: typer.Typer, expected: tuple[type[BaseException], ...], *, markup: bool = True
+) -> None:
+    """Run a command; an ``expected`` failure prints one line and exits with its code.
+
+    The line is literal (``escape``: a message may hold ``[a-z0-9]``); the exit code is the
+    error's ``exit_code``, else :data:`ExitCode.USAGE`.  Anything else is a bug and keeps
+    its traceback.
+    """
+    try:
+        root()
+    except expected as exc:
+        text = " ".join(str(exc).split()) if not markup else escape(str(exc))
+        if markup:
+            Console(stderr=True).print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+        else:
+            err.print("error: " + text)
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
 
 
 def version_option(program: str) -> Any:

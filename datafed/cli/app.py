@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from audit.cli.common import version_option
-from audit.errors import EXIT_CODES_HELP, ExitCode
+from audit.cli.common import command_app, run_main, version_option
+from audit.errors import ExitCode
 from datafed.cli.collect import register as register_collect
 from datafed.cli.pki import register as register_pki
 from datafed.cli.progress import live_steps
@@ -31,13 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    help="datafed analyst client: protected queries across agency nodes.",
-    epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("datafed analyst client: protected queries across agency nodes.")
 register_pki(app)
 register_psi(app)
 register_train(app)
@@ -223,8 +215,4 @@ def access_lines(a: DatasetAccess) -> list[str]:
 
 def main() -> None:
     """Console entry point: one-line errors for expected failures, never a traceback."""
-    try:
-        app()
-    except (DatafedError, OSError) as exc:  # escape: messages print literally ("[a-z0-9]")
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
+    run_main(app, (DatafedError, OSError))

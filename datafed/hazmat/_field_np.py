@@ -33,15 +33,7 @@ _S32 = np.uint64(32)
 def add64(a: U64, b: U64) -> U64:
     """``(a + b) mod p`` element-wise for reduced Field64 arrays.
 
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
-
-    Returns
-    -------
-    numpy.ndarray
-        The reduced sums.
+    ``a`` and ``b`` are ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
     """
     s = a + b
     # A wrapped sum lost 2^64 = eps (mod p); it is below 2^64 - eps, so adding eps is safe.
@@ -53,15 +45,7 @@ def add64(a: U64, b: U64) -> U64:
 def sub64(a: U64, b: U64) -> U64:
     """``(a - b) mod p`` element-wise for reduced Field64 arrays.
 
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
-
-    Returns
-    -------
-    numpy.ndarray
-        The reduced differences.
+    ``a`` and ``b`` are ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
     """
     d = a - b
     # A borrow added 2^64; a - b + p = d - 2^64 + p = d - eps.
@@ -72,15 +56,7 @@ def sub64(a: U64, b: U64) -> U64:
 def mul64(a: U64, b: U64) -> U64:
     """``(a * b) mod p`` element-wise for reduced Field64 arrays (128-bit safe).
 
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
-
-    Returns
-    -------
-    numpy.ndarray
-        The reduced products.
+    ``a`` and ``b`` are ``uint64`` arrays with elements in ``[0, p)`` (broadcastable).
     """
     a0, a1 = a & _LO32, a >> _S32
     b0, b1 = b & _LO32, b >> _S32

@@ -56,21 +56,9 @@ def lagrange_coeffs(field: NttField, n: int, t: int) -> Vec:
 
 
 def poly_eval_batched(field: NttField, polys: Sequence[Sequence[int]], t: int) -> Vec:
-    """Evaluate Lagrange-basis polynomials of one length at ``t`` (draft §6.1.3.2).
+    """``p(t)`` for each Lagrange-basis polynomial ``p`` of ``polys`` (draft §6.1.3.2).
 
-    Parameters
-    ----------
-    field : NttField
-        The field.
-    polys : sequence of sequence of int
-        Polynomials of equal power-of-two length ``n``.
-    t : int
-        The point.
-
-    Returns
-    -------
-    list of int
-        ``p(t)`` for each polynomial.
+    The polynomials all have the same power-of-two length ``n``.
     """
     n = len(polys[0])
     if any(len(q) != n for q in polys):

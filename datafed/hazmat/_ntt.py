@@ -186,19 +186,7 @@ def double_evaluations_rows(field: NttField, rows: Sequence[Sequence[int]]) -> l
 
     The interpolant of each row is evaluated on the coset ``s * W_n^i``; the result
     interleaves the given (even) and the new (odd) points, which are the
-    ``2n``-th roots of unity in order.
-
-    Parameters
-    ----------
-    field : NttField
-        The field.
-    rows : sequence of sequence of int
-        Rows of equal power-of-two length ``n``.
-
-    Returns
-    -------
-    list of list of int
-        ``2n`` evaluations per row.
+    ``2n``-th roots of unity in order. The rows all have the same power-of-two length.
     """
     if not rows:
         return []

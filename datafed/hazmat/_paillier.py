@@ -280,36 +280,16 @@ class PaillierPublicKey:
         return PaillierCiphertext(self, acc)
 
     def add_plain(self, c: PaillierCiphertext, m: int) -> PaillierCiphertext:
-        """Return an encryption of ``Dec(c) + m`` (not re-randomized).
+        """An encryption of ``Dec(c) + m`` for ``c`` under this key, ``m`` in range.
 
-        Parameters
-        ----------
-        c : PaillierCiphertext
-            A ciphertext under this key.
-        m : int
-            A plaintext in range.
-
-        Returns
-        -------
-        PaillierCiphertext
-            The shifted ciphertext.
+        The result is not re-randomized (:meth:`rerandomize` it before it leaves).
         """
         return PaillierCiphertext(self, gmpy2.f_mod(self._own(c) * self._plain(m), self._n2))
 
     def mul_plain(self, c: PaillierCiphertext, k: int) -> PaillierCiphertext:
-        """Return an encryption of ``k · Dec(c) mod n`` (``c^k mod n²``).
+        """An encryption of ``k · Dec(c) mod n`` (``c^k mod n²``; a negative ``k`` mod ``n``).
 
-        Parameters
-        ----------
-        c : PaillierCiphertext
-            A ciphertext under this key.
-        k : int
-            A scalar; negatives are taken mod ``n``.
-
-        Returns
-        -------
-        PaillierCiphertext
-            The scaled ciphertext.
+        The result is not re-randomized.
         """
         return PaillierCiphertext(self, gmpy2.powmod(self._own(c), k % self.n, self._n2))
 
@@ -354,22 +334,10 @@ class PaillierPublicKey:
         return PaillierCiphertext(self, c)
 
     def ciphertext_from_bytes(self, data: bytes) -> PaillierCiphertext:
-        """Validate a fixed-length big-endian ciphertext from the wire.
+        """Validate a big-endian ciphertext of exactly :attr:`ciphertext_bytes` bytes.
 
-        Parameters
-        ----------
-        data : bytes
-            Exactly :attr:`ciphertext_bytes` bytes.
-
-        Returns
-        -------
-        PaillierCiphertext
-            The ciphertext.
-
-        Raises
-        ------
-        InvalidCiphertext
-            If the length is wrong or the value is not in ``Z*_{n²}``.
+        Raises :class:`InvalidCiphertext` if the length is wrong or the value is not in
+        ``Z*_{n²}``.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"ciphertext must be bytes, got {type(data).__name__}")

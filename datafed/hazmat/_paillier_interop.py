@@ -33,35 +33,14 @@ def _unb64(text: Any, field: str) -> int:
 
 
 def public_key_to_phe(key: PaillierPublicKey) -> phe.PaillierPublicKey:
-    """Return the ``phe`` public key object for ``key``.
-
-    Parameters
-    ----------
-    key : PaillierPublicKey
-        Our public key.
-
-    Returns
-    -------
-    phe.PaillierPublicKey
-        The equivalent ``phe`` key.
-    """
+    """Return the ``phe`` public key object for ``key``."""
     return phe.PaillierPublicKey(key.n)
 
 
 def public_key_from_phe(key: phe.PaillierPublicKey, *, strict: bool = False) -> PaillierPublicKey:
     """Return our public key for a ``phe`` public key.
 
-    Parameters
-    ----------
-    key : phe.PaillierPublicKey
-        The ``phe`` key.
-    strict : bool, optional
-        Full-length encryption randomness.
-
-    Returns
-    -------
-    PaillierPublicKey
-        Our key.
+    ``strict``: full-length encryption randomness.
     """
     if key.g != key.n + 1:
         raise ValueError("only phe keys with g = n + 1 are supported")
@@ -69,51 +48,19 @@ def public_key_from_phe(key: phe.PaillierPublicKey, *, strict: bool = False) -> 
 
 
 def private_key_to_phe(key: PaillierPrivateKey) -> phe.PaillierPrivateKey:
-    """Return the ``phe`` private key object for ``key``.
-
-    Parameters
-    ----------
-    key : PaillierPrivateKey
-        Our private key.
-
-    Returns
-    -------
-    phe.PaillierPrivateKey
-        The equivalent ``phe`` key.
-    """
+    """Return the ``phe`` private key object for ``key``."""
     return phe.PaillierPrivateKey(public_key_to_phe(key.public_key), key.p, key.q)
 
 
 def private_key_from_phe(key: phe.PaillierPrivateKey) -> PaillierPrivateKey:
-    """Return our private key for a ``phe`` private key.
-
-    Parameters
-    ----------
-    key : phe.PaillierPrivateKey
-        The ``phe`` key.
-
-    Returns
-    -------
-    PaillierPrivateKey
-        Our key.
-    """
+    """Return our private key for a ``phe`` private key."""
     return PaillierPrivateKey(public_key_from_phe(key.public_key), int(key.p), int(key.q))
 
 
 def public_key_to_jwk(key: PaillierPublicKey, *, kid: str | None = None) -> dict[str, Any]:
     """Return ``key`` in ``phe``'s JWK form.
 
-    Parameters
-    ----------
-    key : PaillierPublicKey
-        The key.
-    kid : str, optional
-        A key identifier to include.
-
-    Returns
-    -------
-    dict
-        The JWK (JSON-serializable).
+    ``kid``: a key identifier to include.
     """
     jwk: dict[str, Any] = {"kty": "DAJ", "alg": "PAI-GN1", "key_ops": ["encrypt"], "n": _b64(key.n)}
     if kid is not None:
@@ -124,17 +71,7 @@ def public_key_to_jwk(key: PaillierPublicKey, *, kid: str | None = None) -> dict
 def public_key_from_jwk(jwk: dict[str, Any], *, strict: bool = False) -> PaillierPublicKey:
     """Parse a public key in ``phe``'s JWK form.
 
-    Parameters
-    ----------
-    jwk : dict
-        The JWK.
-    strict : bool, optional
-        Full-length encryption randomness.
-
-    Returns
-    -------
-    PaillierPublicKey
-        The key.
+    ``strict``: full-length encryption randomness.
     """
     if not isinstance(jwk, dict):
         raise TypeError(f"JWK must be a dict, got {type(jwk).__name__}")
@@ -146,17 +83,7 @@ def public_key_from_jwk(jwk: dict[str, Any], *, strict: bool = False) -> Paillie
 def private_key_to_jwk(key: PaillierPrivateKey, *, kid: str | None = None) -> dict[str, Any]:
     """Return ``key`` in ``phe``'s JWK form (with its public key under ``pub``).
 
-    Parameters
-    ----------
-    key : PaillierPrivateKey
-        The key.
-    kid : str, optional
-        A key identifier to include.
-
-    Returns
-    -------
-    dict
-        The JWK (JSON-serializable; contains the secret primes).
+    ``kid``: a key identifier to include.
     """
     jwk: dict[str, Any] = {
         "kty": "DAJ",
@@ -171,18 +98,7 @@ def private_key_to_jwk(key: PaillierPrivateKey, *, kid: str | None = None) -> di
 
 
 def private_key_from_jwk(jwk: dict[str, Any]) -> PaillierPrivateKey:
-    """Parse a private key in ``phe``'s JWK form.
-
-    Parameters
-    ----------
-    jwk : dict
-        The JWK.
-
-    Returns
-    -------
-    PaillierPrivateKey
-        The key.
-    """
+    """Parse a private key in ``phe``'s JWK form."""
     if not isinstance(jwk, dict):
         raise TypeError(f"JWK must be a dict, got {type(jwk).__name__}")
     if jwk.get("kty") != "DAJ" or "decrypt" not in jwk.get("key_ops", []):
@@ -192,36 +108,12 @@ def private_key_from_jwk(jwk: dict[str, Any]) -> PaillierPrivateKey:
 
 
 def ciphertext_to_phe(c: PaillierCiphertext) -> phe.EncryptedNumber:
-    """Return ``c`` as a ``phe`` ``EncryptedNumber`` (exponent 0, an integer).
-
-    Parameters
-    ----------
-    c : PaillierCiphertext
-        Our ciphertext.
-
-    Returns
-    -------
-    phe.EncryptedNumber
-        The same ciphertext for ``phe``.
-    """
+    """Return ``c`` as a ``phe`` ``EncryptedNumber`` (exponent 0, an integer)."""
     return phe.EncryptedNumber(public_key_to_phe(c.public_key), int(c.value), exponent=0)
 
 
 def ciphertext_from_phe(key: PaillierPublicKey, number: phe.EncryptedNumber) -> PaillierCiphertext:
-    """Import a ``phe`` ``EncryptedNumber`` of an integer (exponent 0), validated.
-
-    Parameters
-    ----------
-    key : PaillierPublicKey
-        Our public key (must equal the number's key).
-    number : phe.EncryptedNumber
-        The ``phe`` ciphertext.
-
-    Returns
-    -------
-    PaillierCiphertext
-        The ciphertext under ``key``.
-    """
+    """Import a ``phe`` ``EncryptedNumber`` of an integer (exponent 0), validated."""
     if not isinstance(number, phe.EncryptedNumber):
         raise TypeError(f"expected phe.EncryptedNumber, got {type(number).__name__}")
     if number.public_key.n != key.n:

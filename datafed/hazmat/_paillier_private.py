@@ -106,17 +106,9 @@ class PaillierPrivateKey:
         return self.decrypt_many([c])[0]
 
     def decrypt_signed(self, c: PaillierCiphertext) -> int:
-        """Decrypt ``c`` to a signed plaintext in ``(−n/2, n/2]``.
+        """Decrypt ``c`` to a signed plaintext in ``(−n/2, n/2]`` (above ``n // 2``: negative).
 
-        Parameters
-        ----------
-        c : PaillierCiphertext
-            A ciphertext under this key's public key.
-
-        Returns
-        -------
-        int
-            The plaintext, values above ``n // 2`` read as negative.
+        Raises :class:`DecryptionError` as :meth:`decrypt` does.
         """
         m = self.decrypt(c)
         return m - self.public_key.n if m > self.public_key.n // 2 else m

@@ -109,14 +109,8 @@ class Xof:
 class XofTurboShake128(Xof):
     """XofTurboShake128 (draft §6.2.1): a stream read with :meth:`next`.
 
-    Parameters
-    ----------
-    seed : bytes
-        At most 255 bytes (``SEED_SIZE`` = 32 by default).
-    dst : bytes
-        Domain separation tag, at most 65535 bytes.
-    binder : bytes
-        Binder string.
+    ``seed`` has at most 255 bytes (``SEED_SIZE`` = 32 by default), ``dst`` (the domain
+    separation tag) at most 65535; ``binder`` is the binder string.
     """
 
     SEED_SIZE = 32
@@ -145,14 +139,8 @@ class XofFixedKeyAes128(Xof):
     ``σ(lo || hi) = hi || (hi ⊕ lo)`` (the circular correlation-robust hash of
     GKWWY20 §4.2) and ``k = TurboSHAKE128(le16(len(dst)) || dst || binder, 2, 16)``.
 
-    Parameters
-    ----------
-    seed : bytes
-        Exactly 16 bytes.
-    dst : bytes
-        Domain separation tag, at most 65535 bytes.
-    binder : bytes
-        Binder string.
+    ``seed`` has exactly 16 bytes, ``dst`` (the domain separation tag) at most 65535;
+    ``binder`` is the binder string.
     """
 
     SEED_SIZE = 16

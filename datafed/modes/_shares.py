@@ -23,17 +23,10 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from pydantic import Field
 
+import datafed.modes._base as base
 from datafed.errors import ProtocolError
 from datafed.hazmat import SEED_BYTES, SeedShare, VectorShare, add_shares
 from datafed.hazmat import split_additive as _split
-from datafed.modes._base import (
-    ModeContext,
-    ModeOptions,
-    NodeEnv,
-    SteppedMode,
-    check_int64,
-    read_params,
-)
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import (
     check_ring,
@@ -60,8 +53,8 @@ class _AggregatorState:
     done: bool = field(default=False)
 
 
-def _parse_params(env: NodeEnv, params: bytes) -> tuple[list[Identity], list[Identity]]:
-    msg = read_params(protocol_pb2.SharesParams, params, "shares")
+def _parse_params(env: base.NodeEnv, params: bytes) -> tuple[list[Identity], list[Identity]]:
+    msg = base.read_params(protocol_pb2.SharesParams, params, "shares")
     aggregators = peers(env, msg.aggregator_certificates, "aggregator")
     if not 2 <= len(aggregators) <= MAX_AGGREGATORS:
         raise ValueError(
@@ -96,13 +89,13 @@ def _read_share(body: bytes, index: int, length: int) -> SeedShare | VectorShare
     raise ValueError("malformed share")
 
 
-class _SharesOptions(ModeOptions):
+class _SharesOptions(base.ModeOptions):
     """``[modes.shares]``: how many nodes aggregate (the first ones of the roster)."""
 
     aggregators: int = Field(default=2, ge=2, le=MAX_AGGREGATORS)
 
 
-class SharesMode(SteppedMode):
+class SharesMode(base.SteppedMode):
     """Additive shares to ``aggregators`` nodes; the analyst adds their sums."""
 
     name = "shares"
@@ -119,10 +112,10 @@ class SharesMode(SteppedMode):
 
     # ------------------------------------------------------------------ node side
     @staticmethod
-    def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
+    def protect(env: base.NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Split ``values`` (and their checksum) into shares sealed to each aggregator."""
         aggregators, participants = _parse_params(env, params)
-        check_int64(values)
+        base.check_int64(values)
         ring = with_ring_checksum(env.binding, values)
         mine = [i for i, a in enumerate(aggregators) if a.name == env.node]
         if mine:
@@ -138,7 +131,7 @@ class SharesMode(SteppedMode):
         return out.SerializeToString()
 
     @classmethod
-    def step(cls, env: NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
+    def step(cls, env: base.NodeEnv, state: object, round_: int, payload: bytes) -> bytes:
         """Aggregate: open one share from every participant, return their sum (once)."""
         if not isinstance(state, _AggregatorState) or round_ != _ROUND_AGGREGATE:
             raise ValueError("this node is not an aggregator of this job")
@@ -157,7 +150,7 @@ class SharesMode(SteppedMode):
         return protocol_pb2.ShareSum(vector=ring_to_bytes(total.values)).SerializeToString()
 
     # ---------------------------------------------------------------- client side
-    async def params(self, ctx: ModeContext) -> bytes:
+    async def params(self, ctx: base.ModeContext) -> bytes:
         """The first ``aggregators`` nodes aggregate; every node participates."""
         if len(ctx.nodes) < self.aggregators:
             raise ProtocolError(

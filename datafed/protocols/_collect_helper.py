@@ -30,12 +30,7 @@ from datafed.protocols.errors import InvalidMessage
 class Helper(AggregatorState):
     """The Helper aggregator (aggregator id 1) of one task.
 
-    Parameters
-    ----------
-    task : CollectTask
-        The task.
-    verify_key : bytes
-        The VDAF verification key shared with the Leader (secret).
+    ``verify_key`` is the VDAF verification key the Helper shares with the Leader (secret).
     """
 
     def __init__(self, task: CollectTask, verify_key: bytes) -> None:

@@ -43,12 +43,7 @@ class JobOutcome:
 class Leader(AggregatorState):
     """The Leader aggregator (aggregator id 0) of one task.
 
-    Parameters
-    ----------
-    task : CollectTask
-        The task.
-    verify_key : bytes
-        The VDAF verification key shared with the Helper (secret).
+    ``verify_key`` is the VDAF verification key the Leader shares with the Helper (secret).
     """
 
     def __init__(self, task: CollectTask, verify_key: bytes) -> None:

@@ -10,15 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import datafed.protocols._prio3_types as shares
 from datafed.hazmat import FlpBBCGGI19, HazmatError, NttField, Xof
-from datafed.protocols._prio3_types import (
-    HelperShare,
-    InputShare,
-    LeaderShare,
-    ReportRejected,
-    Vec,
-    VerifierShare,
-)
 
 
 class Prio3Codec:
@@ -31,13 +24,13 @@ class Prio3Codec:
     PROOFS: int
     uses_joint_rand: bool
 
-    def _vec(self, data: bytes, length: int) -> Vec:
+    def _vec(self, data: bytes, length: int) -> shares.Vec:
         if len(data) != length * self.field.ENCODED_SIZE:
-            raise ReportRejected
+            raise shares.ReportRejected
         try:
             return self.field.decode_vec(data)
         except HazmatError as exc:
-            raise ReportRejected from exc
+            raise shares.ReportRejected from exc
 
     # -- public share (§7.2.7.1) ----------------------------------------------------
     def encode_public_share(self, public_share: Sequence[bytes] | None) -> bytes:
@@ -49,21 +42,21 @@ class Prio3Codec:
         size = self.xof.SEED_SIZE
         if not self.uses_joint_rand:
             if data:
-                raise ReportRejected
+                raise shares.ReportRejected
             return None
         if len(data) != size * self.SHARES:
-            raise ReportRejected
+            raise shares.ReportRejected
         return [data[i : i + size] for i in range(0, len(data), size)]
 
     # -- input shares (§7.2.7.2) ---------------------------------------------------
-    def encode_input_share(self, share: InputShare) -> bytes:
+    def encode_input_share(self, share: shares.InputShare) -> bytes:
         """Leader: measurement and proof shares (+ blind); Helper: seed (+ blind)."""
         blind = share.blind or b""
-        if isinstance(share, LeaderShare):
+        if isinstance(share, shares.LeaderShare):
             return self.field.encode_vec(share.meas_share + share.proofs_share) + blind
         return share.seed + blind
 
-    def decode_input_share(self, agg_id: int, data: bytes) -> InputShare:
+    def decode_input_share(self, agg_id: int, data: bytes) -> shares.InputShare:
         """Inverse of :meth:`encode_input_share` for aggregator ``agg_id``."""
         size = self.xof.SEED_SIZE
         blind_len = size if self.uses_joint_rand else 0
@@ -72,25 +65,25 @@ class Prio3Codec:
         if agg_id == 0:
             meas_len = self.flp.MEAS_LEN
             both = self._vec(body, meas_len + self.flp.PROOF_LEN * self.PROOFS)
-            return LeaderShare(both[:meas_len], both[meas_len:], blind)
+            return shares.LeaderShare(both[:meas_len], both[meas_len:], blind)
         if len(data) != size + blind_len:
-            raise ReportRejected
-        return HelperShare(body, blind)
+            raise shares.ReportRejected
+        return shares.HelperShare(body, blind)
 
     # -- verification messages (§7.2.7.3, §7.2.7.4) -------------------------------------
-    def encode_verifier_share(self, share: VerifierShare) -> bytes:
+    def encode_verifier_share(self, share: shares.VerifierShare) -> bytes:
         """The verifier shares (+ the joint-randomness part)."""
         return self.field.encode_vec(share.verifiers_share) + (share.joint_rand_part or b"")
 
-    def decode_verifier_share(self, data: bytes) -> VerifierShare:
+    def decode_verifier_share(self, data: bytes) -> shares.VerifierShare:
         """Inverse of :meth:`encode_verifier_share`."""
         part_len = self.xof.SEED_SIZE if self.uses_joint_rand else 0
         length = self.flp.VERIFIER_LEN * self.PROOFS
         if len(data) != length * self.field.ENCODED_SIZE + part_len:
-            raise ReportRejected
+            raise shares.ReportRejected
         split = len(data) - part_len
         part = data[split:] if self.uses_joint_rand else None
-        return VerifierShare(self._vec(data[:split], length), part)
+        return shares.VerifierShare(self._vec(data[:split], length), part)
 
     def encode_verifier_message(self, message: bytes | None) -> bytes:
         """The joint-randomness seed (empty without joint randomness)."""
@@ -100,17 +93,17 @@ class Prio3Codec:
         """Inverse of :meth:`encode_verifier_message`."""
         if not self.uses_joint_rand:
             if data:
-                raise ReportRejected
+                raise shares.ReportRejected
             return None
         if len(data) != self.xof.SEED_SIZE:
-            raise ReportRejected
+            raise shares.ReportRejected
         return data
 
     # -- aggregation (§7.2.7.5) ---------------------------------------------------------
-    def encode_agg_share(self, agg_share: Vec) -> bytes:
+    def encode_agg_share(self, agg_share: shares.Vec) -> bytes:
         """``OUTPUT_LEN`` field elements (also the encoding of an output share)."""
         return self.field.encode_vec(agg_share)
 
-    def decode_agg_share(self, data: bytes) -> Vec:
+    def decode_agg_share(self, data: bytes) -> shares.Vec:
         """Inverse of :meth:`encode_agg_share`."""
         return self._vec(data, self.flp.OUTPUT_LEN)

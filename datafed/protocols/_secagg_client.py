@@ -22,23 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+import datafed.protocols._secagg_messages as messages
 from datafed.hazmat import SEED_BYTES, ShamirShare, derive_seed, prg_uint64, shamir_split_bytes
-from datafed.protocols._secagg_messages import (
-    AEAD_LABEL,
-    AdvertiseKeys,
-    ForwardedShares,
-    KeyRoster,
-    MaskedInput,
-    ShareKeys,
-    Survivors,
-    UnmaskShares,
-    agree,
-    consistency_message,
-    decode_share_pair,
-    encode_share_pair,
-    pairwise_mask,
-    ring_to_bytes,
-)
 from datafed.protocols.errors import InvalidMessage, ProtocolAbort, RoundError
 
 
@@ -96,7 +81,7 @@ class SecAggClient:
         self._c_key = X25519PrivateKey.generate()
         self._s_key = X25519PrivateKey.generate()
         self._round = 0
-        self._roster: dict[int, AdvertiseKeys] = {}
+        self._roster: dict[int, messages.AdvertiseKeys] = {}
         self._self_seed = b""
         self._own_s_share: ShamirShare | None = None
         self._own_b_share: ShamirShare | None = None
@@ -110,28 +95,30 @@ class SecAggClient:
             raise RoundError(f"secagg client is in round {self._round}, not {expected}")
         self._round += 1
 
-    def advertise_keys(self) -> AdvertiseKeys:
+    def advertise_keys(self) -> messages.AdvertiseKeys:
         """Round 0: publish the encryption and masking public keys.
 
         Returns
         -------
-        AdvertiseKeys
+        messages.AdvertiseKeys
             The message for the server.
         """
         self._advance(0)
-        return AdvertiseKeys(self.client_id, _raw_public(self._c_key), _raw_public(self._s_key))
+        return messages.AdvertiseKeys(
+            self.client_id, _raw_public(self._c_key), _raw_public(self._s_key)
+        )
 
-    def share_keys(self, roster: KeyRoster) -> ShareKeys:
+    def share_keys(self, roster: messages.KeyRoster) -> messages.ShareKeys:
         """Round 1: Shamir-share the masking key and a fresh self-mask seed to U1.
 
         Parameters
         ----------
-        roster : KeyRoster
+        roster : messages.KeyRoster
             Every client's keys, including this client's own.
 
         Returns
         -------
-        ShareKeys
+        messages.ShareKeys
             One AES-GCM ciphertext per other client.
         """
         self._advance(1)
@@ -159,40 +146,46 @@ class SecAggClient:
             if v == self.client_id:
                 self._own_s_share, self._own_b_share = s_share, b_share
                 continue
-            key = derive_seed(agree(self._c_key, keys[v].c_public), AEAD_LABEL, length=32)
+            key = derive_seed(
+                messages.agree(self._c_key, keys[v].c_public), messages.AEAD_LABEL, length=32
+            )
             nonce = secrets.token_bytes(12)
-            plain = encode_share_pair(self.client_id, v, s_share, b_share)
+            plain = messages.encode_share_pair(self.client_id, v, s_share, b_share)
             sealed = nonce + AESGCM(key).encrypt(nonce, plain, _aad(self.client_id, v))
             out.append((v, sealed))
-        return ShareKeys(self.client_id, tuple(out))
+        return messages.ShareKeys(self.client_id, tuple(out))
 
     def _open(self, sender: int, sealed: bytes) -> None:
         peer = self._roster.get(sender)
         if peer is None or sender == self.client_id or len(sealed) < 12:
             raise InvalidMessage
-        key = derive_seed(agree(self._c_key, peer.c_public), AEAD_LABEL, length=32)
+        key = derive_seed(
+            messages.agree(self._c_key, peer.c_public), messages.AEAD_LABEL, length=32
+        )
         try:
             plain = AESGCM(key).decrypt(sealed[:12], sealed[12:], _aad(sender, self.client_id))
         except InvalidTag as exc:
             raise InvalidMessage from exc
-        u, v, s_share, b_share = decode_share_pair(plain, self.client_id)
+        u, v, s_share, b_share = messages.decode_share_pair(plain, self.client_id)
         if (u, v) != (sender, self.client_id):
             raise InvalidMessage
         self._s_shares[sender], self._b_shares[sender] = s_share, b_share
 
-    def masked_input(self, forwarded: ForwardedShares, x: npt.ArrayLike) -> MaskedInput:
+    def masked_input(
+        self, forwarded: messages.ForwardedShares, x: npt.ArrayLike
+    ) -> messages.MaskedInput:
         """Round 2: store peers' shares and send ``y = x + PRG(b) + Σ ±PRG(s_uv)``.
 
         Parameters
         ----------
-        forwarded : ForwardedShares
+        forwarded : messages.ForwardedShares
             The shares other clients addressed to this one (their senders form U2).
         x : array_like
             The ``uint64`` input vector (see :func:`~datafed.hazmat.encode_fixed`).
 
         Returns
         -------
-        MaskedInput
+        messages.MaskedInput
             The masked vector.
         """
         self._advance(2)
@@ -210,17 +203,19 @@ class SecAggClient:
         y = vec.copy()
         np.add(y, prg_uint64(self._self_seed, self.vector_length), out=y)
         for v in self._u2 - {self.client_id}:
-            mask = pairwise_mask(agree(self._s_key, self._roster[v].s_public), self.vector_length)
+            mask = messages.pairwise_mask(
+                messages.agree(self._s_key, self._roster[v].s_public), self.vector_length
+            )
             # p_uv is added by the smaller id and subtracted by the larger: they cancel in the sum.
             (np.add if self.client_id < v else np.subtract)(y, mask, out=y)
-        return MaskedInput(self.client_id, ring_to_bytes(y))
+        return messages.MaskedInput(self.client_id, messages.ring_to_bytes(y))
 
-    def consistency(self, survivors: Survivors) -> bytes:
+    def consistency(self, survivors: messages.Survivors) -> bytes:
         """Round 3: accept U3 (once) and return the message this client signs.
 
         Parameters
         ----------
-        survivors : Survivors
+        survivors : messages.Survivors
             U3: the clients whose masked inputs the server holds.
 
         Returns
@@ -236,14 +231,16 @@ class SecAggClient:
         if len(u3) < self.threshold:
             raise ProtocolAbort(f"only {len(u3)} clients survived, need {self.threshold}")
         self._u3 = u3
-        return consistency_message(survivors)
+        return messages.consistency_message(survivors)
 
-    def unmask(self, survivors: Survivors, signers: Collection[int]) -> UnmaskShares:
+    def unmask(
+        self, survivors: messages.Survivors, signers: Collection[int]
+    ) -> messages.UnmaskShares:
         """Round 4: reveal self-mask shares of survivors, mask-key shares of dropouts.
 
         Parameters
         ----------
-        survivors : Survivors
+        survivors : messages.Survivors
             U3 again: it must be the set of round 3.
         signers : collection of int
             The clients whose signatures over round 3's message the caller has
@@ -251,7 +248,7 @@ class SecAggClient:
 
         Returns
         -------
-        UnmaskShares
+        messages.UnmaskShares
             The shares, never both kinds for the same client.
         """
         self._advance(4)
@@ -264,4 +261,4 @@ class SecAggClient:
         b_shares = {**self._b_shares, self.client_id: self._own_b_share}
         self_mask = tuple((v, b_shares[v]) for v in sorted(u3))
         keys = tuple((v, self._s_shares[v]) for v in sorted(self._u2 - u3))
-        return UnmaskShares(self.client_id, self_mask, keys)
+        return messages.UnmaskShares(self.client_id, self_mask, keys)

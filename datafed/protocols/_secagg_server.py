@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+import datafed.protocols._secagg_messages as messages
 from datafed.hazmat import (
     InvalidShare,
     RingArray,
@@ -19,18 +20,6 @@ from datafed.hazmat import (
     shamir_reconstruct_bytes,
 )
 from datafed.protocols._secagg_client import check_parameters
-from datafed.protocols._secagg_messages import (
-    AdvertiseKeys,
-    ForwardedShares,
-    KeyRoster,
-    MaskedInput,
-    ShareKeys,
-    Survivors,
-    UnmaskShares,
-    agree,
-    pairwise_mask,
-    ring_from_bytes,
-)
 from datafed.protocols.errors import InvalidMessage, ProtocolAbort, RoundError
 
 
@@ -50,10 +39,10 @@ class SecAggServer:
         self.threshold = threshold
         self.vector_length = vector_length
         self._round = 0
-        self._keys: dict[int, AdvertiseKeys] = {}
-        self._shares: dict[int, ShareKeys] = {}
+        self._keys: dict[int, messages.AdvertiseKeys] = {}
+        self._shares: dict[int, messages.ShareKeys] = {}
         self._masked: dict[int, RingArray] = {}
-        self._unmask: dict[int, UnmaskShares] = {}
+        self._unmask: dict[int, messages.UnmaskShares] = {}
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
@@ -67,21 +56,21 @@ class SecAggServer:
             raise ProtocolAbort(f"only {count} clients {what}, need {self.threshold}")
         self._round += 1
 
-    def receive_advertise(self, msg: AdvertiseKeys) -> None:
+    def receive_advertise(self, msg: messages.AdvertiseKeys) -> None:
         """Round 0: record a client's public keys."""
         self._expect(0)
         if msg.sender in self._keys or not 0 < msg.sender < 1 << 32:
             raise InvalidMessage
         self._keys[msg.sender] = msg
 
-    def roster(self) -> KeyRoster:
+    def roster(self) -> messages.KeyRoster:
         """Close round 0 and return U1's keys for every client in U1."""
         self._expect(0)
         self._close(len(self._keys), "advertised keys")
         self._u1 = frozenset(self._keys)
-        return KeyRoster(tuple(self._keys[i] for i in sorted(self._keys)))
+        return messages.KeyRoster(tuple(self._keys[i] for i in sorted(self._keys)))
 
-    def receive_shares(self, msg: ShareKeys) -> None:
+    def receive_shares(self, msg: messages.ShareKeys) -> None:
         """Round 1: record a client's encrypted shares for its peers."""
         self._expect(1)
         recipients = [v for v, _ in msg.ciphertexts]
@@ -91,7 +80,7 @@ class SecAggServer:
             raise InvalidMessage
         self._shares[msg.sender] = msg
 
-    def forward(self) -> dict[int, ForwardedShares]:
+    def forward(self) -> dict[int, messages.ForwardedShares]:
         """Close round 1 and return, per client in U2, the ciphertexts addressed to it."""
         self._expect(1)
         self._close(len(self._shares), "shared keys")
@@ -101,23 +90,23 @@ class SecAggServer:
             for v, sealed in self._shares[sender].ciphertexts:
                 if v in out:
                     out[v].append((sender, sealed))
-        return {v: ForwardedShares(v, tuple(cts)) for v, cts in out.items()}
+        return {v: messages.ForwardedShares(v, tuple(cts)) for v, cts in out.items()}
 
-    def receive_masked(self, msg: MaskedInput) -> None:
+    def receive_masked(self, msg: messages.MaskedInput) -> None:
         """Round 2: record a client's masked input."""
         self._expect(2)
         if msg.sender not in self._u2 or msg.sender in self._masked:
             raise InvalidMessage
-        self._masked[msg.sender] = ring_from_bytes(msg.masked, self.vector_length)
+        self._masked[msg.sender] = messages.ring_from_bytes(msg.masked, self.vector_length)
 
-    def survivors(self) -> Survivors:
+    def survivors(self) -> messages.Survivors:
         """Close round 2 and return U3, the clients whose masked input arrived."""
         self._expect(2)
         self._close(len(self._masked), "sent masked inputs")
         self._u3 = frozenset(self._masked)
-        return Survivors(tuple(sorted(self._u3)))
+        return messages.Survivors(tuple(sorted(self._u3)))
 
-    def receive_unmask(self, msg: UnmaskShares) -> None:
+    def receive_unmask(self, msg: messages.UnmaskShares) -> None:
         """Round 3: record a survivor's unmasking shares."""
         self._expect(3)
         if msg.sender not in self._u3 or msg.sender in self._unmask:
@@ -165,7 +154,9 @@ class SecAggServer:
                 raw = shamir_reconstruct_bytes(self._collect(v, False), self.threshold)
                 key = X25519PrivateKey.from_private_bytes(raw)
                 for u in sorted(self._u3):
-                    mask = pairwise_mask(agree(key, self._keys[u].s_public), self.vector_length)
+                    mask = messages.pairwise_mask(
+                        messages.agree(key, self._keys[u].s_public), self.vector_length
+                    )
                     # u added p_uv when u < v, subtracted it when u > v: undo that.
                     (np.subtract if u < v else np.add)(total, mask, out=total)
         except (InvalidShare, ValueError) as exc:

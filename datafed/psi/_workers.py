@@ -124,21 +124,9 @@ class Pool:
 
 
 def blind_items(pool: Pool, key: bytes, items: Sequence[bytes]) -> bytes:
-    """Return ``H(item)^key`` for every item, concatenated, in order.
+    """Return ``H(item)^key`` for every item, concatenated, in order (32 bytes each).
 
-    Parameters
-    ----------
-    pool
-        Where to run.
-    key
-        A 32-byte scalar.
-    items
-        Canonical identifier encodings.
-
-    Returns
-    -------
-    bytes
-        ``len(items) * 32`` bytes.
+    ``key`` is a 32-byte scalar; ``items`` are canonical identifier encodings.
     """
     return b"".join(
         pool.map(_blind_chunk, (key,), [list(c) for c in pool._chunked(items, pool.chunk)])

@@ -21,7 +21,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import NDArrays, Scalar
 
 from datafed.fl.strategy import KEY_ROUND
-from nodes.fl.gateway import TrainingData
+from nodes.fl.gateway import Presented, TrainingData
 from nodes.fl.job import job_context
 from nodes.fl.mods import dp_mod, ledger_mod, open_mod, secagg_mod
 
@@ -35,7 +35,9 @@ class DatafedClient(NumPyClient):
         self.job = job_context(context)
 
     def _data(self) -> TrainingData:
-        data = self.job.gateway.open(self.job.request, self.job.requester_cert, with_rows=True)
+        data = self.job.gateway.open(
+            Presented(self.job.request, self.job.requester_cert), with_rows=True
+        )
         if data.x is None or data.y is None or len(data.y) == 0:
             raise ValueError(f"node {self.job.gateway.node!r} granted no rows")
         return data

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from datafed.fl.spec import RoundEntry, TrainingGrant
 from datafed.proto.v1 import common_pb2
 
-__all__ = ["NodeGateway", "Receipt", "TrainingData"]
+__all__ = ["NodeGateway", "Presented", "Receipt", "TrainingData"]
 
 Floats = npt.NDArray[np.float32]
 
@@ -54,13 +54,7 @@ class NodeGateway(Protocol):
         """The node's name."""
         ...
 
-    def open(
-        self,
-        request: common_pb2.SignedRequest | None,
-        requester_cert: bytes,
-        *,
-        with_rows: bool,
-    ) -> TrainingData:
+    def open(self, presented: Presented, *, with_rows: bool) -> TrainingData:
         """Present the analyst's signed request; return the grant (and rows).
 
         Raises
@@ -73,3 +67,11 @@ class NodeGateway(Protocol):
     def record(self, entry: RoundEntry) -> Receipt:
         """Record one round at the node before anything leaves; raise GatewayRefused if refused."""
         ...
+
+
+@dataclass(frozen=True)
+class Presented:
+    """What a SuperNode presents to its node: the analyst's signed request and certificate."""
+
+    request: common_pb2.SignedRequest | None
+    requester_cert: bytes

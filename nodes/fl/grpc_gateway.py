@@ -23,10 +23,10 @@ from datafed.errors import ProtocolError
 from datafed.fl.serde import grant_from_proto, round_to_proto
 from datafed.fl.spec import RoundEntry
 from datafed.pki.tls import TlsMaterial, channel_credentials
-from datafed.proto.v1 import common_pb2, training_pb2, training_pb2_grpc
+from datafed.proto.v1 import training_pb2, training_pb2_grpc
 from nodes.config import load_node_config
 from nodes.fl.errors import GatewayRefused, GatewayUnavailable
-from nodes.fl.gateway import Receipt, TrainingData
+from nodes.fl.gateway import Presented, Receipt, TrainingData
 
 __all__ = ["GrpcGateway"]
 
@@ -93,21 +93,18 @@ class GrpcGateway:
             )
         return GatewayRefused(code.name, details)
 
-    def open(
-        self,
-        request: common_pb2.SignedRequest | None,
-        requester_cert: bytes,
-        *,
-        with_rows: bool,
-    ) -> TrainingData:
+    def open(self, presented: Presented, *, with_rows: bool) -> TrainingData:
         """Present the analyst's request; return the grant and, if asked, the rows."""
+        request = presented.request
         if request is None:
             raise GatewayRefused("INVALID_ARGUMENT", "no signed training request for this node")
         key = hashlib.sha256(request.body + b"\x00" + request.signature).digest()
         if with_rows and key in self._rows:
             return self._rows[key]
         call = self._stub.OpenTraining(
-            training_pb2.OpenTrainingRequest(request=request, requester_cert=requester_cert),
+            training_pb2.OpenTrainingRequest(
+                request=request, requester_cert=presented.requester_cert
+            ),
             timeout=self.timeout_s,
         )
         try:

@@ -34,6 +34,7 @@ from datafed.fl.spec import RoundEntry
 from datafed.fl.strategy import KEY_MODEL_IN, KEY_NODE, KEY_ROUND, KEY_UPDATE
 from datafed.fl.workflow import OPEN_MESSAGE_TYPE, OPEN_RECORD
 from nodes.fl.errors import ClientAppError, GatewayRefused
+from nodes.fl.gateway import Presented
 from nodes.fl.job import JobContext, job_context, load_grant, store_grant
 
 __all__ = ["dp_mod", "ledger_mod", "open_mod", "secagg_mod"]
@@ -70,7 +71,7 @@ def _open(msg: Message, ctxt: Context) -> Message:
             reason=f"open asks for job {asked!r} but the signed requests are for {job.job_id!r}",
         )
     try:
-        data = job.gateway.open(job.request, job.requester_cert, with_rows=False)
+        data = job.gateway.open(Presented(job.request, job.requester_cert), with_rows=False)
     except GatewayRefused as exc:
         log.warning("node %s refused job %s: %s", node, job.job_id, exc)
         return _open_reply(msg, node=node, status="refused", code=exc.code, reason=exc.reason)

@@ -24,7 +24,7 @@ from datafed.fl.synthetic import (
 )
 from datafed.proto.v1 import common_pb2, training_pb2
 from nodes.fl.errors import ClientAppError, GatewayRefused
-from nodes.fl.gateway import Receipt, TrainingData
+from nodes.fl.gateway import Presented, Receipt, TrainingData
 
 __all__ = ["SyntheticGateway"]
 
@@ -65,14 +65,9 @@ class SyntheticGateway:
         except (ValueError, TypeError) as exc:
             raise GatewayRefused("INVALID_ARGUMENT", str(exc)) from exc
 
-    def open(
-        self,
-        request: common_pb2.SignedRequest | None,
-        requester_cert: bytes,
-        *,
-        with_rows: bool,
-    ) -> TrainingData:
+    def open(self, presented: Presented, *, with_rows: bool) -> TrainingData:
         """Grant the request; return the agency's readings when asked."""
+        request = presented.request
         spec = self._spec(request)
         if spec.columns != (*FLOOD_FEATURES, FLOOD_LABEL) or spec.dataset != FLOOD_TABLE:
             raise GatewayRefused(

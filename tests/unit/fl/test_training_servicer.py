@@ -17,6 +17,7 @@ from datafed.pki.tls import PartyFiles
 from datafed.proto.v1 import common_pb2
 from datafed.wire.statement import new_job_id
 from nodes.fl.errors import GatewayRefused
+from nodes.fl.gateway import Presented
 from nodes.fl.grpc_gateway import GrpcGateway
 from nodes.policy.budget import LedgerBudget
 
@@ -68,7 +69,7 @@ def test_open_streams_rows_and_records_one_approval(flood_fed, coastal):
     start = coastal.ctx.ledger.head().size
     req, cert, job = request_for(flood_fed, coastal)
     gw = gateway(flood_fed, coastal)
-    data = gw.open(req, cert, with_rows=True)
+    data = gw.open(Presented(req, cert), with_rows=True)
     assert data.grant.node == coastal.name and data.grant.job_id == job
     assert data.x.shape == (900, len(FLOOD_FEATURES)) and data.y.shape == (900,)
     assert set(data.y.tolist()) <= {0.0, 1.0}
@@ -82,7 +83,7 @@ def test_open_streams_rows_and_records_one_approval(flood_fed, coastal):
     assert rec.request_digest == hashlib.sha256(req.body).hexdigest()
     assert rec.protection == "fl-secagg" and rec.details["rounds"] == "2"
     # The same signed request again (each round's ClientApp) is the same use: no new entry.
-    again = gw.open(req, cert, with_rows=False)
+    again = gw.open(Presented(req, cert), with_rows=False)
     assert again.grant == data.grant and again.x is None
     assert coastal.ctx.ledger.head().size == start + 1
 
@@ -94,7 +95,7 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
     req, cert, job = request_for(flood_fed, node, spec)
     gw = gateway(flood_fed, node)
-    gw.open(req, cert, with_rows=False)
+    gw.open(Presented(req, cert), with_rows=False)
     start = node.ctx.ledger.head().size
     r1 = gw.record(RoundEntry(job, 1, "fit", H, "cd" * 32, 500, True))
     assert r1.epsilon_charged == 0.5 and r1.entry_index == start
@@ -125,7 +126,7 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     req2, cert2, _ = request_for(flood_fed, node, spec)
     size = node.ctx.ledger.head().size
     with pytest.raises(GatewayRefused) as info:
-        gw.open(req2, cert2, with_rows=True)
+        gw.open(Presented(req2, cert2), with_rows=True)
     assert info.value.code == "RESOURCE_EXHAUSTED"
     (denied,) = records(node, size)
     assert (denied.operation, denied.decision) == ("fl_train", "denied")
@@ -144,7 +145,7 @@ def test_policy_refusals_are_recorded(flood_fed, coastal, change, code, why):
     start = coastal.ctx.ledger.head().size
     req, cert, job = request_for(flood_fed, coastal, **change)
     with pytest.raises(GatewayRefused, match=why) as info:
-        gateway(flood_fed, coastal).open(req, cert, with_rows=True)
+        gateway(flood_fed, coastal).open(Presented(req, cert), with_rows=True)
     assert info.value.code == code
     (rec,) = records(coastal, start)
     assert (rec.operation, rec.decision, rec.job_id) == ("fl_train", "denied", job)
@@ -155,7 +156,7 @@ def test_only_the_nodes_own_supernode_is_served(flood_fed, coastal):
     req, cert, _ = request_for(flood_fed, coastal)
     other = flood_fed.nodes[1].spec.name
     with pytest.raises(GatewayRefused, match="own SuperNode") as info:
-        gateway(flood_fed, coastal, caller=other).open(req, cert, with_rows=True)
+        gateway(flood_fed, coastal, caller=other).open(Presented(req, cert), with_rows=True)
     assert info.value.code == "PERMISSION_DENIED"
 
 
@@ -164,18 +165,18 @@ def test_tampered_replayed_and_foreign_requests_are_unauthenticated(flood_fed, c
     req, cert, _ = request_for(flood_fed, coastal)
     bad = common_pb2.SignedRequest(body=req.body, signature=bytes(64))
     with pytest.raises(GatewayRefused, match="signature") as info:
-        gw.open(bad, cert, with_rows=False)
+        gw.open(Presented(bad, cert), with_rows=False)
     assert info.value.code == "UNAUTHENTICATED"
     # A foreign CA's analyst named alice: the certificate does not chain to our CA.
     pki.init_ca(tmp_path)
     pki.issue(tmp_path, "analyst", "alice")
     freq, fcert, _ = request_for(flood_fed, coastal, pki_dir=tmp_path)
     with pytest.raises(GatewayRefused, match="not issued by the federation CA"):
-        gw.open(freq, fcert, with_rows=False)
+        gw.open(Presented(freq, fcert), with_rows=False)
     # Someone else's certificate with alice's request: signature does not verify.
     bob_cert = pki.party_paths(flood_fed.pki_dir, "analyst", "bob").cert.read_bytes()
     with pytest.raises(GatewayRefused) as info:
-        gw.open(req, bob_cert, with_rows=False)
+        gw.open(Presented(req, bob_cert), with_rows=False)
     assert info.value.code == "UNAUTHENTICATED"
 
 
@@ -190,7 +191,7 @@ def test_dataset_without_training_operation_refuses(tmp_path, runner):
     node = runner.start(fed.nodes[0].config)
     req, cert, _ = request_for(fed, node)
     with pytest.raises(GatewayRefused, match="does not allow federated training") as info:
-        gateway(fed, node).open(req, cert, with_rows=True)
+        gateway(fed, node).open(Presented(req, cert), with_rows=True)
     assert info.value.code == "PERMISSION_DENIED"
 
 
@@ -205,16 +206,16 @@ def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner
     gw = gateway(fed, node)
     req, cert, _ = request_for(fed, node)
     with pytest.raises(GatewayRefused, match="requires differential privacy") as info:
-        gw.open(req, cert, with_rows=False)
+        gw.open(Presented(req, cert), with_rows=False)
     assert info.value.code == "PERMISSION_DENIED"
     too_much = replace(SPEC, rounds=4, dp=DpParams.local(0.5))  # 2.0 > the 1.5 budget
     req, cert, _ = request_for(fed, node, too_much)
     with pytest.raises(GatewayRefused) as info:
-        gw.open(req, cert, with_rows=False)
+        gw.open(Presented(req, cert), with_rows=False)
     assert info.value.code == "RESOURCE_EXHAUSTED"
     spec = replace(SPEC, dp=DpParams.local(0.5))
     req, cert, job = request_for(fed, node, spec)
-    gw.open(req, cert, with_rows=False)
+    gw.open(Presented(req, cert), with_rows=False)
     gw.record(RoundEntry(job, 1, "fit", H, H, 10, True))
     # The node's one budget (shared with queries) saw the charge.
     assert node.ctx.policy.budget.spent("alice", FLOOD_TABLE) == 0.5
@@ -237,11 +238,11 @@ def test_one_analyst_cannot_push_out_anothers_training_jobs(tmp_path, runner):
     node.ctx.config.limits = LimitsSection(max_open_jobs=3, max_open_jobs_per_requester=2)
     gw = gateway(flood_fed, node)
     bob_req, bob_cert, bob_job = request_for(flood_fed, node, analyst="bob")
-    gw.open(bob_req, bob_cert, with_rows=False)
+    gw.open(Presented(bob_req, bob_cert), with_rows=False)
     alice_jobs = []
     for _ in range(4):  # twice alice's quota
         req, cert, job = request_for(flood_fed, node)
-        gw.open(req, cert, with_rows=False)
+        gw.open(Presented(req, cert), with_rows=False)
         alice_jobs.append(job)
     held = {j.header.job_id for j in node.servicer._jobs.values()}
     assert held == {bob_job, *alice_jobs[-2:]}  # alice's oldest gave way, bob's stayed
@@ -251,6 +252,6 @@ def test_one_analyst_cannot_push_out_anothers_training_jobs(tmp_path, runner):
     carol_req, carol_cert, _ = request_for(flood_fed, node, analyst="bob")
     node.ctx.config.limits = LimitsSection(max_open_jobs=3, max_open_jobs_per_requester=3)
     with pytest.raises(GatewayRefused) as info:  # the table is full: refused, nobody evicted
-        gw.open(carol_req, carol_cert, with_rows=False)
+        gw.open(Presented(carol_req, carol_cert), with_rows=False)
     assert info.value.code == "UNAVAILABLE"
     assert {j.header.job_id for j in node.servicer._jobs.values()} == held
