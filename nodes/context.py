@@ -19,7 +19,7 @@ from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
-from nodes.policy import PolicyEngine, ReleaseHistory
+from nodes.policy import PolicyEngine
 from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
 from nodes.stores import DataStore
@@ -41,8 +41,6 @@ class NodeContext:
     nonces: NonceStore
     #: Admission of every use: rules, sign-offs, job ids and privacy budgets.
     policy: PolicyEngine
-    #: Released row sets of exact datasets, for the differencing defence.
-    history: ReleaseHistory
     #: Open jobs of stepped protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
 
@@ -71,8 +69,7 @@ class NodeContext:
         )
         policy.replay(ledger)
         nonces = NonceStore(state / "nonces.sqlite")
-        history = ReleaseHistory(state / "released.sqlite")
-        return cls(config, tls, key, store, ledger, nonces, policy, history)
+        return cls(config, tls, key, store, ledger, nonces, policy)
 
     @property
     def name(self) -> str:
@@ -192,6 +189,7 @@ class NodeContext:
             binding=bound.binding,
             roster=bound.roster,
             min_participants=bound.min_participants,
+            required=bound.required,
         )
 
     def head(self) -> LedgerHead:
@@ -212,7 +210,6 @@ class NodeContext:
         """Close the ledger, replay cache and data store."""
         self.ledger.close()
         self.nonces.close()
-        self.history.close()
         self.store.close()
 
 

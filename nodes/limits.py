@@ -44,7 +44,7 @@ from datafed.query.components import Component
 from datafed.query.spec import QuerySpec
 from datafed.wire.serde import where_size
 from nodes.config import DatasetPolicy, LimitsSection
-from nodes.errors import InvalidRequest, PermissionDenied, QuotaExceeded
+from nodes.errors import InvalidRequest, PermissionDenied, QuotaExceeded, RequestFault
 
 if TYPE_CHECKING:
     from nodes.context import NodeContext
@@ -234,7 +234,7 @@ def check_groups(groups: int, limits: LimitsSection) -> None:
     tells the analyst no more than the answer would have.
     """
     if groups > limits.max_groups:
-        raise InvalidRequest(
+        raise RequestFault(
             f"the query has more than {limits.max_groups:,} groups (limits.max_groups); "
             "declare a group domain or group by fewer columns"
         )

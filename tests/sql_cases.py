@@ -8,9 +8,10 @@ fixed-point encoding (2^-16) holds them exactly and SUMs compare exactly; the ta
 NULLs (in values and in group keys), negative values, and declared group values no row
 has (empty groups).
 
-Documented differences the comparison applies (``docs/analyst.md``): modes that hide
-groups report one row per *declared* group key -- an empty one with COUNT 0 and NULL
-elsewhere -- and rows whose group key is NULL are in no group there.
+Documented differences the comparison applies (``docs/analyst.md``): where a node reports
+a domain (modes that hide groups) the answer has one row per *declared* group key -- an
+empty one with COUNT 0 and NULL elsewhere -- and one *remainder* row, key all NULL, that
+aggregates every row whose key is NULL or undeclared (``datafed.query.domain``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class Case:
     kinds: tuple[str, ...]  # per output column after the group columns
     empty: tuple[Any, ...]  # per output column: its value in an empty group
     ordered: bool
+    #: SQLite's text of the aggregates and of the WHERE clause (" WHERE ..." or "").
+    aggregates_sqlite: str = ""
+    where: str = ""
 
 
 def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None = None) -> Case:
@@ -144,6 +148,8 @@ def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None 
         tuple(k for a in aggs for k in [a[3]] * a[2]),
         tuple(e for a in aggs for e in [a[4]] * a[2]),
         ordered,
+        ", ".join(a[1] for a in aggs),
+        where,
     )
 
 
@@ -185,10 +191,24 @@ def expected(
     """SQLite's rows, with the documented difference of modes that hide groups applied."""
     if not (hides_groups and case.group_by):
         return sqlite_answer(parts, case.sqlite)
-    width = len(case.group_by)
-    got = {r[:width]: r for r in sqlite_answer(parts, case.sqlite, drop_null_keys=case.group_by)}
+    got = {r[: len(case.group_by)]: r for r in sqlite_answer(parts, case.sqlite)}
     keys = itertools.product(*(DOMAINS[g] for g in case.group_by))
-    return [got.get(key, (*key, *case.empty)) for key in keys]
+    return [*(got.get(key, (*key, *case.empty)) for key in keys), remainder(case, parts)]
+
+
+def remainder(case: Case, parts: dict[str, list[tuple[Any, ...]]]) -> tuple[Any, ...]:
+    """SQLite's aggregates over the rows whose GROUP BY key is NULL or undeclared."""
+    declared = " AND ".join(
+        f"{g} IN ({', '.join(repr(v) for v in DOMAINS[g])})" for g in case.group_by
+    )
+    rest = f"NOT COALESCE({declared}, 0)"
+    where = (
+        f" WHERE ({case.where.removeprefix(' WHERE ')}) AND {rest}"
+        if case.where
+        else f" WHERE {rest}"
+    )
+    (row,) = sqlite_answer(parts, f"SELECT {case.aggregates_sqlite} FROM visits{where}")
+    return ((None,) * len(case.group_by)) + tuple(row)
 
 
 def same(got: Any, want: Any, kind: str, *, tolerance: float = 0.0) -> bool:

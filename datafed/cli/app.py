@@ -198,11 +198,13 @@ def access_lines(a: DatasetAccess) -> list[str]:
         + (
             "(groups with a noisy count under k are flagged); "
             if a.dp
-            else f"({a.small_groups} smaller groups at each node); "
+            else "(groups with fewer rows over all nodes are flagged); "
         )
         + f"min participants: {a.min_participants}"
         + (f"; required: {', '.join(a.required_participants)}" if a.required_participants else ""),
     ]
+    if a.consortium:
+        lines.append(f"exact data: every query names exactly {', '.join(a.consortium)}")
     if a.columns:
         lines.append(f"columns you may read: {', '.join(a.columns)}")
     if a.dp:

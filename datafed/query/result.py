@@ -62,9 +62,12 @@ class QueryResult:
     rows
         One tuple per group (a single row without GROUP BY); ``None`` is SQL's NULL.
     suppressed
-        Per row: whether its values were withheld -- a node suppressed the group (fewer
-        than the policy's *k* rows there) or, on a DP dataset, its noisy count is below
-        *k*.  Its values are then all ``None``; it is never shown as 0 nor left out.
+        Per row: whether its values were withheld -- its row count over all the job's
+        nodes is below the largest *k* of the nodes' policies (on a DP dataset its noisy
+        count).  Its values are then all ``None``; it is never shown as 0 nor left out.
+    remainder
+        Per row: whether it is the remainder group of a declared domain -- the rows whose
+        GROUP BY key is NULL or not among the declared values (its key is all NULL).
     exact_rows
         :attr:`rows` with SUM, MIN and MAX as exact decimals (module docs).
     protection
@@ -99,6 +102,7 @@ class QueryResult:
     #: Hex digest of the job statement every node admitted and recorded.
     statement: str = ""
     suppressed: tuple[bool, ...] = field(default=())
+    remainder: tuple[bool, ...] = field(default=())
     exact_rows: tuple[tuple[Cell, ...], ...] = field(default=())
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
@@ -109,6 +113,7 @@ class QueryResult:
         """Apply SELECT's aliases and order, HAVING, ORDER BY and LIMIT (client side)."""
         exact = self.exact_rows or self.rows
         flags = self.suppressed or (False,) * len(self.rows)
+        rest = self.remainder or (False,) * len(self.rows)
         picked, cols = post.plan(self.columns, exact, flags)
         sources = {o.name: o.source for o in post.outputs}
         return replace(
@@ -117,6 +122,7 @@ class QueryResult:
             rows=tuple(tuple(self.rows[r][c] for c in cols) for r in picked),
             exact_rows=tuple(tuple(exact[r][c] for c in cols) for r in picked),
             suppressed=tuple(flags[r] for r in picked),
+            remainder=tuple(rest[r] for r in picked),
             noise_stddev={
                 name: self.noise_stddev[src]
                 for name, src in sources.items()

@@ -36,7 +36,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from datafed.errors import QueryError
-from datafed.query.components import reported_components
+from datafed.query.components import components
 from datafed.query.spec import QuerySpec
 from datafed.query.sql_clauses import Builder, ParsedQuery
 from datafed.query.sql_terms import CLAUSES, MAX_AGGREGATES, SUBSET, unsupported
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 MAX_SQL_LENGTH = 10_000
-#: Values per group (aggregates' components and the suppression indicator; each HISTOGRAM
+#: Values per group (aggregates' components and their non-null counts; each HISTOGRAM
 #: bin counts one): a node's default ``limits.max_components`` (SQLite returns at most
 #: 2000 columns).
 MAX_OUTPUT_VALUES = 512
@@ -125,7 +125,7 @@ def parse_query(sql: str) -> ParsedQuery:
 
 def _check_size(spec: QuerySpec) -> None:
     """Refuse a spec larger than a node accepts by default (see module docs)."""
-    values = len(reported_components(spec))
+    values = len(components(spec))
     if values > MAX_OUTPUT_VALUES:
         raise QueryError(
             f"the query asks for {values} values per group (each HISTOGRAM bin counts one); "

@@ -72,10 +72,10 @@ class DatasetPolicy(Strict):
     #: Protection modes results may leave in (``paillier``, ``shares``, ``secagg``,
     #: ``ckks``, ``plain``).
     allowed_protections: list[str] = ["paillier"]
-    #: *k*: a group (or whole result) over fewer rows is suppressed or refused.
+    #: *k*: a group whose combined row count over the job's nodes is below it is shown as
+    #: suppressed (DP: its noisy count; exact data: applied by the analyst's client, a
+    #: publication rule, not a protection -- docs/invisibility.md).
     min_group_size: int = Field(default=5, ge=1)
-    #: What happens to groups under *k*: ``suppress`` them or ``refuse`` the query.
-    small_groups: Literal["suppress", "refuse"] = "suppress"
     #: Declared values of categorical columns: public metadata that lets protected
     #: modes align groups across nodes without revealing which node has which group.
     group_domains: dict[Ident, list[bool | int | float | str]] = {}
@@ -85,9 +85,10 @@ class DatasetPolicy(Strict):
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
     #: Differential privacy; ``None`` releases exact aggregates.
     dp: DpPolicy | None = None
-    #: Exact datasets: a group whose row set differs from an earlier release by 1..k-1
-    #: rows gets that release's values (never a refusal, which would be an oracle).
-    differencing_defence: bool = True
+    #: Exact datasets: every node that serves this dataset. A query on exact data names
+    #: exactly these nodes, so a total is never over a subset that another total could be
+    #: subtracted from (docs/invisibility.md). Required for an exact dataset.
+    consortium: list[PartyName] = []
     #: Models a training job may use: ``"mlp"`` (datafed's tabular MLP, any widths) or
     #: ``"package.module:factory"`` references. A factory is code this node's SuperNode
     #: imports and runs, so list only code the agency installed and trusts (docs/training.md).
@@ -120,6 +121,15 @@ class DatasetPolicy(Strict):
             raise ValueError(f"unknown protection mode(s) {unknown}; known: {sorted(MODES)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in _REMOVED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} was removed: {why} (docs/invisibility.md)")
+        return data
+
     @model_validator(mode="after")
     def _person_level(self) -> DatasetPolicy:
         if self.person_level and self.dp is None and self.allowed_requesters:
@@ -128,6 +138,13 @@ class DatasetPolicy(Strict):
                 "[datasets.policy.dp] section: exact aggregates of persons fall to tracker "
                 "attacks; set person_level = false only for data that is not about persons"
             )
+        if self.dp is None and self.allowed_requesters and "query" in self.allowed_operations:
+            if not self.consortium:
+                raise ValueError(
+                    "an exact dataset (no [datasets.policy.dp]) needs its consortium: the "
+                    "names of every node that serves it (consortium = [...]); its totals are "
+                    "released over exactly those nodes"
+                )
         return self
 
     @field_validator("group_domains")
@@ -140,6 +157,14 @@ class DatasetPolicy(Strict):
                 raise ValueError(f"group_domains.{col}: give 1-10000 distinct values")
         return v
 
+
+#: Policy keys of earlier releases, refused with the reason they went.
+_REMOVED_KEYS = {
+    "small_groups": "groups are no longer suppressed per node -- min_group_size applies to "
+    "the combined group, and a per-node refusal after admission was an oracle",
+    "differencing_defence": "it substituted earlier values without a mark and a second "
+    "column bypassed it; exact data is protected by the consortium rule, rows only by DP",
+}
 
 #: Column types a dataset declares (docs/stores.md "Typed columns").
 ColumnTypeName = Literal["integer", "real", "text", "boolean"]

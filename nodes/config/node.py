@@ -22,7 +22,7 @@ class NodeSection(Strict):
     agency: str = ""
     #: ``host:port`` of the mTLS gRPC server (port 0: any free port).
     listen: HostPort = "127.0.0.1:50051"
-    #: Folder of the ledger, replay cache and release history.
+    #: Folder of the ledger, the replay cache and the witness and collection state.
     state_dir: ResolvedPath = Path("state")
     #: Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)

@@ -67,11 +67,17 @@ class Job:
 
 @dataclass(frozen=True)
 class JobBinding:
-    """What a job's steps are bound to: its statement's digest and roster, and ``k`` nodes."""
+    """What a job's steps are bound to: its statement's digest and roster, and ``k`` nodes.
+
+    ``required``: the nodes every released total must include (the consortium of exact
+    data, the ``required_participants`` under DP); a stepped mode releases nothing without
+    any of them.
+    """
 
     binding: str
     roster: tuple[str, ...]
     min_participants: int
+    required: tuple[str, ...] = ()
 
 
 class _Stash:

@@ -27,7 +27,7 @@ from datafed.modes._envelope import open_sealed, peers
 from datafed.modes.errors import InvalidEnvelope
 from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.components import Component, reported_components
+from datafed.query.components import Component, components
 from datafed.query.sql import parse_sql
 
 MODES = ("shares", "secagg", "ckks")
@@ -149,7 +149,7 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
     r = client.query(GROUPED, purpose=PURPOSE, protection="shares")
     a, b, _ = names(fed)
     # where count(*) sits in the group-major vector: 4 groups x the reported components
-    comps = reported_components(parse_sql(GROUPED))
+    comps = components(parse_sql(GROUPED))
     positions = [g * len(comps) + comps.index(Component("count", "*")) for g in range(4)]
     assert sorted(s[0] for s in seen) == sorted([a, b])  # the two aggregators, once each
     certs = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]

@@ -113,11 +113,11 @@ def _histograms(n: int) -> str:
 
 
 def test_the_front_end_refuses_what_a_node_would_count_as_too_wide():
-    # 7 x 64 bins + the suppression indicator = 449 values: accepted
-    assert len(parse_sql(f"SELECT {_histograms(7)} FROM t").aggregates) == 7
-    # 8 x 64 bins + the suppression indicator = 513 values: over the node's default 512
+    # 8 x 64 bins = 512 values: accepted
+    assert len(parse_sql(f"SELECT {_histograms(8)} FROM t").aggregates) == 8
+    # 8 x 64 bins and a row count = 513 values: over the node's default 512
     with pytest.raises(QueryError, match=r"513 values per group.*at most 512"):
-        parse_sql(f"SELECT {_histograms(8)} FROM t")
+        parse_sql(f"SELECT {_histograms(8)}, COUNT(*) FROM t")
 
 
 def test_the_front_end_bounds_the_number_of_aggregates():
