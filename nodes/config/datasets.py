@@ -241,15 +241,21 @@ class DatasetConfig(Strict):
     #: What each column means (unit, coding, source), shown to analysts by ``datafed
     #: nodes`` beside its type (public metadata; never data).
     column_descriptions: dict[Ident, Annotated[str, Field(max_length=500)]] = {}
-    #: A column holding a stable, unique integer row id (for the differencing defence
-    #: where the engine has none of its own: PostgreSQL without an integer primary key,
-    #: Spark).
-    row_id: Ident | None = None
     #: Environment variable holding the database password (never inline in ``url``).
     password_env: str | None = Field(default=None, pattern=_ENV_NAME)
     #: File holding the database password (its first line).
     password_file: ResolvedPath | None = None
     policy: DatasetPolicy = DatasetPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "row_id" in data:
+            raise ValueError(
+                "row_id was removed: it served the differencing defence, which is gone "
+                "(docs/invisibility.md); delete the key"
+            )
+        return data
 
     @model_validator(mode="after")
     def _source(self) -> DatasetConfig:

@@ -14,9 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from datafed.query.components import Component, components
 from datafed.query.spec import QuerySpec
 from nodes.errors import InvalidRequest
@@ -86,12 +83,6 @@ class DatasetStore(Protocol):
         bounds: Mapping[str, tuple[float, float]] | None,
     ) -> list[GroupRow]:
         """One :class:`GroupRow` per non-empty group, sorted by key (``spec`` is checked)."""
-        ...
-
-    def row_ids(
-        self, spec: QuerySpec, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], npt.NDArray[np.int64]] | None:
-        """Sorted row ids of each group in ``keys`` (``None`` if rows have no stable id)."""
         ...
 
     def read_rows(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -57,7 +57,6 @@ POLICY = (
     'allowed_aggregates = ["sum", "count", "avg"]\n'
     f"allowed_protections = {list(MODES)!r}\n".replace("'", '"')
     + "min_group_size = 1\n"
-    "differencing_defence = false\n"
     "person_level = false  # exact answers, compared with SQLite over the union\n"
     "[datasets.policy.group_domains]\n"
     "year = [2023, 2024]\n"

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodes.release.query import local_vector
 
 from datafed.client import _assemble
 from datafed.local import synth
@@ -41,6 +40,7 @@ from datafed.query.result import QueryResult
 from datafed.query.sql import parse_query
 from datafed.wire.serde import literal_to_proto
 from nodes.config import DatasetConfig
+from nodes.release.query import local_vector
 from nodes.stores import DataStore
 from tests import sql_cases
 from tests.sql_cases import COLUMNS, DOMAINS, NODES, Case
