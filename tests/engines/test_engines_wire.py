@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from datafed import pki, synth
+from datafed import pki
 from datafed.client import Federation
+from datafed.local import synth
 from datafed.local.federation import LocalFederation, NodeSpec
 from tests.engines.data import ENGINES, pipe_rows, write
 
