@@ -4,8 +4,9 @@ Hierarchy (status code in brackets)::
 
     NodeError                         [INTERNAL]  (a datafed.errors.DatafedError)
     ├── InvalidRequest                [INVALID_ARGUMENT]  malformed request, unknown column
-    │   └── RequestFault              [INVALID_ARGUMENT]  the request's own fault, shown
-    │                                                     even after admission
+    │   └── RequestFault              [INVALID_ARGUMENT]  the request's own fault, found
+    │                                                     while a release runs
+    ├── ReleaseFailed                 [ABORTED]           a release failed: one fixed text
     ├── NotFound                      [NOT_FOUND]         unknown dataset
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
     ├── PermissionDenied              [PERMISSION_DENIED] policy refuses requester/purpose/...
@@ -15,10 +16,10 @@ Hierarchy (status code in brackets)::
 
 :func:`status_of` is the single place where errors become status codes.
 
-After a use is admitted a refusal could tell the caller something about the data, so
-:mod:`nodes.rpc` sends one fixed text instead (:data:`AFTER_ADMISSION`) and keeps the
-real reason in the ledger entry's private part -- except for a :class:`RequestFault`,
-whose text depends only on the request.
+Only the release gate (``nodes/release/``) reads data, so only its failures can depend
+on the data: the gate turns every failure but a :class:`RequestFault` (the request's own,
+said without the data) into :class:`ReleaseFailed`, whose text is fixed; the real reason
+goes to the ledger entry's private part (:mod:`nodes.rpc`).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import grpc
 from datafed.errors import DatafedError
 
 __all__ = [
-    "AFTER_ADMISSION",
     "BudgetExhausted",
     "InvalidRequest",
     "NodeError",
     "NotFound",
     "PermissionDenied",
     "QuotaExceeded",
+    "ReleaseFailed",
     "RequestFault",
     "Unauthenticated",
     "Unavailable",
@@ -46,16 +47,20 @@ class NodeError(DatafedError):
     """Base of node errors; the message is safe to send to the caller before admission."""
 
     code = grpc.StatusCode.INTERNAL
-    #: Whether the text may reach the caller after the use was admitted (module docs).
-    shown_after_admission = False
 
 
-#: What a caller reads when its use failed after admission, whatever the reason.
-AFTER_ADMISSION = (
-    grpc.StatusCode.ABORTED,
-    "the job failed at this node after it was admitted; what it was admitted with is spent "
-    "(the reason is in the node's ledger, for its auditors)",
-)
+class ReleaseFailed(NodeError):
+    """A release failed after admission; the caller reads one fixed text (module docs)."""
+
+    code = grpc.StatusCode.ABORTED
+
+    def __init__(self, private_reason: str) -> None:
+        super().__init__(
+            "the job failed at this node after it was admitted; what it was admitted with is "
+            "spent (the reason is in the node's ledger, for its auditors)"
+        )
+        #: What went wrong, for the ledger entry's private part only.
+        self.private_reason = private_reason
 
 
 class InvalidRequest(NodeError):
@@ -67,11 +72,9 @@ class InvalidRequest(NodeError):
 class RequestFault(InvalidRequest):
     """The request's own fault, found only while it runs, and said without the data.
 
-    Its text may reach the caller even after admission (a literal that does not bind to
-    its column's type; more groups than a mode that shows every group may carry).
+    Its text reaches the caller (a literal that does not bind to its column's type; more
+    groups than a mode that shows every group may carry).
     """
-
-    shown_after_admission = True
 
 
 class NotFound(NodeError):

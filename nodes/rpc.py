@@ -35,7 +35,7 @@ from datafed.proto.v1 import common_pb2, ledger_pb2, query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from datafed.wire.statement import SignedJobStatement, open_job_statement
 from nodes.context import NodeContext
-from nodes.errors import AFTER_ADMISSION, InvalidRequest, NodeError, Unauthenticated, status_of
+from nodes.errors import InvalidRequest, NodeError, ReleaseFailed, Unauthenticated, status_of
 from nodes.gate import Context, open_signed, peer_identity, request_digest
 from nodes.policy import Grant, Use
 
@@ -83,8 +83,6 @@ class SignedCall:
         self.details: dict[str, str] = {}
         #: This call's entries, in order (what its receipt proves).
         self.indexes: list[int] = []
-        #: Whether the use was admitted in this call (from then on refusals say nothing).
-        self.admitted = False
 
     def open(self, parse: Parse[M], *, identity: Identity | None = None) -> M:
         """Authenticate and parse the signed request (see :func:`nodes.gate.open_signed`).
@@ -141,9 +139,7 @@ class SignedCall:
     async def admit(self, use: Use) -> Grant:
         """Ask the policy engine; the ``approved`` entry is this call's."""
         self.dataset = use.dataset
-        grant = await self.ctx.policy.admit(use, self.record)
-        self.admitted = True
-        return grant
+        return await self.ctx.policy.admit(use, self.record)
 
     async def release(
         self,
@@ -182,19 +178,12 @@ class SignedCall:
     async def deny(self, exc: NodeError) -> NoReturn:
         """Record ``exc`` as ``denied``, then abort the RPC with its status.
 
-        After admission the caller reads :data:`~nodes.errors.AFTER_ADMISSION` whatever
-        went wrong (a refusal then could be an oracle on the data); the real reason goes
-        to the entry's private part. A :class:`~nodes.errors.RequestFault` keeps its text.
+        A release that failed (:class:`~nodes.errors.ReleaseFailed`) says one fixed text;
+        its real reason goes to the entry's private part, for auditors only.
         """
         code, message = status_of(exc)
-        if self.admitted and not exc.shown_after_admission:
-            real = f"{code.name}: {message}"
-            code, message = AFTER_ADMISSION
-            await self.record(
-                decision="denied", reason=f"{code.name}: {message}", private={"reason": real}
-            )
-        else:
-            await self.record(decision="denied", reason=f"{code.name}: {message}")
+        private = {"reason": exc.private_reason} if isinstance(exc, ReleaseFailed) else None
+        await self.record(decision="denied", reason=f"{code.name}: {message}", private=private)
         await self.context.abort(code, message)
         raise AssertionError("unreachable")  # abort() always raises
 

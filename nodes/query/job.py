@@ -103,35 +103,33 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     policy = ctx.policy.policy(job.spec.dataset)
     if job.mode.name == "paillier":
         check_paillier_key(job.params, policy, job.spec.dataset)
-    ctx.store.check(job.spec)  # what the dataset cannot run (types, columns): no data read
-    job = dataclasses.replace(job, domain=_own_domain(ctx, job, policy, limits))
+    declared = _declared(job, policy, limits)
     domain_bytes = sum(k.ByteSize() for k in body.protection.domain)
     cost = estimate(
         job.spec,
         components(job.spec),
         job.mode,
         job.params,
-        None if job.domain is None else len(job.domain),
+        None if declared is None else len(declared),
         domain_bytes,
         len(job.statement.statement.roster),
         limits,
     )
     check_cost(cost, limits, ctx.config.node.max_message_bytes)
+    ctx.store.check(job.spec)  # what the dataset cannot run (types, columns): no data read
+    job = dataclasses.replace(job, domain=_own_domain(ctx, job, declared))
     if issubclass(job.mode, SteppedMode):
         ctx.jobs.ensure_room(identity.name)
     return job
 
 
-def _own_domain(
-    ctx: NodeContext, job: QueryJob, policy: DatasetPolicy, limits: LimitsSection
-) -> list[GroupKey] | None:
+def _declared(job: QueryJob, policy: DatasetPolicy, limits: LimitsSection) -> list[GroupKey] | None:
     """The groups this node reports: its own declared domain, never the analyst's.
 
     Where the node reports a domain (``nodes.policy.rules.reports_domain``) it is the
-    declared one and its remainder (:mod:`datafed.query.domain`); a domain in the request
-    must be exactly that, in that order (the analyst controls no keys, duplicates or
-    multiplicities). Elsewhere (exact data, a mode that shows each node's groups) the node
-    reports its own groups and a request may not name any.
+    declared one and its remainder (:mod:`datafed.query.domain`). Elsewhere (exact data,
+    a mode that shows each node's groups) the node reports its own groups (``None``) and a
+    request may not name any.
     """
     if not reports_domain(policy, job.mode.name):
         if job.domain is not None:
@@ -141,11 +139,23 @@ def _own_domain(
             )
         return None
     try:
-        declared = declared_domain(
+        return declared_domain(
             job.spec.group_by, policy.group_domains, limit=limits.max_domain_keys
         )
     except QueryError as exc:
         raise PermissionDenied(str(exc)) from exc
+
+
+def _own_domain(
+    ctx: NodeContext, job: QueryJob, declared: list[GroupKey] | None
+) -> list[GroupKey] | None:
+    """The declared domain typed as its columns; a request's must be exactly it.
+
+    The analyst controls no keys, duplicates or multiplicities: a domain in the request
+    is refused unless it is the node's own, in the same order.
+    """
+    if declared is None:
+        return None
     own = ctx.store.typed_keys(job.spec, declared)
     if job.domain is not None and ctx.store.typed_keys(job.spec, job.domain) != own:
         raise InvalidRequest(

@@ -45,6 +45,7 @@ from nodes.policy import Grant
 from nodes.policy.dp import add_noise
 from nodes.query.job import QueryJob
 from nodes.query.jobs import JobBinding
+from nodes.release.guard import one_text
 from nodes.rpc import SignedCall
 from nodes.stores import GroupRow
 from nodes.stores.types import sort_key
@@ -101,6 +102,7 @@ def saturate(values: Sequence[int], low: int = -INT64, high: int = INT64 - 1) ->
     return [min(max(v, low), high) for v in values]
 
 
+@one_text
 def _answer(
     ctx: NodeContext, grant: Grant, job: QueryJob
 ) -> tuple[query_pb2.QueryResponse, dict[str, str]]:
