@@ -109,7 +109,8 @@ class QueryResult:
         """Apply SELECT's aliases and order, HAVING, ORDER BY and LIMIT (client side)."""
         exact = self.exact_rows or self.rows
         flags = self.suppressed or (False,) * len(self.rows)
-        picked, cols = post.plan(self.columns, exact, flags)
+        plan = post.plan(self.columns, exact, flags)
+        picked, cols = plan.rows, plan.columns
         sources = {o.name: o.source for o in post.outputs}
         return replace(
             self,

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from datafed.client import _assemble
+from datafed.client.nodeinfo import ColumnInfo
 from datafed.local import synth
 from datafed.modes import (
     CkksMode,
@@ -135,7 +136,12 @@ class Federation:
                 )
             )
         result = _assemble.assemble(spec, wire, mode, BITS, h.job_id, domain, answers, combined)
-        return result.postprocess(parsed.post)
+        return result.postprocess(parsed.post.bind(self.described()))
+
+    def described(self) -> dict[str, list[ColumnInfo]]:
+        """Each node's columns of ``visits`` with their types, as its NodeInfo says."""
+        types = {n: s.column_types("visits").items() for n, s in self.stores.items()}
+        return {n: [ColumnInfo(c, t) for c, t in cols] for n, cols in types.items()}
 
 
 def check(case: Case, result: QueryResult, want: list[tuple[Any, ...]], tolerance: float) -> None:
