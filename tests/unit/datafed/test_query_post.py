@@ -374,3 +374,90 @@ def test_having_resolves_names_and_coerces_literals_like_sqlite():
     r, _ = _released(db, AGREE[0])
     with pytest.raises(QueryError, match=r"PostProcess\.bind"):
         r.postprocess(parse_query(AGREE[0]).post)
+
+
+# ------------------------------------------------------------ LIMIT's cut and the marks
+#: A combined result: ward b suppressed (values NULL), the remainder group (key NULL).
+MARKED = QueryResult(
+    columns=("zone", "count(*)"),
+    rows=(("a", 5), ("b", None), ("c", 2), ("d", 7), (None, 9)),
+    suppressed=(False, True, False, False, False),
+    remainder=(False, False, False, False, True),
+    protection="plain",
+    job_id="j",
+    nodes=("node-a",),
+)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "ORDER BY n DESC LIMIT 2",  # the suppressed row (NULL) sorts last and is cut
+        "ORDER BY n LIMIT 2",  # ... first, and is kept
+        "ORDER BY n DESC NULLS FIRST LIMIT 3 OFFSET 1",
+        "ORDER BY zone LIMIT 0",
+        "HAVING COUNT(*) > 4 ORDER BY zone DESC LIMIT 1",
+        "ORDER BY n LIMIT 2 OFFSET 9",
+        "ORDER BY zone LIMIT 10",
+        "ORDER BY zone",
+    ],
+)
+def test_limit_reports_what_it_cut(tail):
+    """LIMIT and OFFSET never cut silently: the result counts what HAVING kept and they
+    left out, suppressed and remainder rows ordered, cut and counted like any row."""
+    sql = f"SELECT zone, COUNT(*) AS n FROM t GROUP BY zone {tail}"
+    out = MARKED.postprocess(parse_query(sql).post)
+    db = sqlite3.connect(":memory:")  # SQLite over the same groups: what it returns, cuts
+    db.execute("CREATE TABLE r (zone TEXT, n INTEGER)")
+    db.executemany("INSERT INTO r VALUES (?, ?)", MARKED.rows)
+    having = "WHERE n > 4 OR n IS NULL" if "HAVING" in tail else ""  # suppressed: kept
+    order = tail[tail.index("ORDER BY") :]
+    want = db.execute(f"SELECT zone, n FROM r {having} {order}").fetchall()
+    every = db.execute(f"SELECT COUNT(*) FROM r {having}").fetchone()[0]
+    assert [tuple(r) for r in out.rows] == want
+    assert out.cut_by_limit == every - len(want)
+    flags = {r[0]: (s, m) for r, s, m in zip(MARKED.rows, *MARKED.flags(), strict=True)}
+    assert list(zip(out.suppressed, out.remainder, strict=True)) == [flags[r[0]] for r in want]
+    again = out.postprocess(post.PostProcess.identity(out.columns))
+    assert again.cut_by_limit == out.cut_by_limit  # later post-processing keeps the count
+
+
+def test_marks_reach_table_json_and_pandas(monkeypatch):
+    """Each row's marks (suppressed, remainder) and LIMIT's cut reach every output."""
+    import importlib
+    import io
+
+    from rich.console import Console
+
+    app = importlib.import_module("datafed.cli.app")  # the module; the package exports the app
+
+    sql = "SELECT zone, COUNT(*) AS n FROM t GROUP BY zone ORDER BY n DESC NULLS FIRST LIMIT 3"
+    out = MARKED.postprocess(parse_query(sql).post)
+    assert out.rows == (("b", None), (None, 9), ("d", 7)) and out.cut_by_limit == 2
+    data = json.loads(out.to_json())
+    assert data["suppressed"] == [True, False, False]
+    assert data["remainder"] == [False, True, False]
+    assert data["cut_by_limit"] == 2
+    df = out.to_pandas()
+    assert list(df.columns) == ["zone", "n", "_suppressed", "_remainder"]
+    assert df["_suppressed"].tolist() == [True, False, False]
+    assert df["_remainder"].tolist() == [False, True, False]
+    assert df.attrs["cut_by_limit"] == 2
+    assert df.attrs["marks"] == {"suppressed": "_suppressed", "remainder": "_remainder"}
+    clash = QueryResult(("_remainder", "n"), (("a", 1),), "plain", "j", ()).to_pandas()
+    assert list(clash.columns) == ["_remainder", "n", "_suppressed", "__remainder"]
+    assert clash.attrs["marks"]["remainder"] == "__remainder" and not clash.attrs["cut_by_limit"]
+    screen = io.StringIO()
+    monkeypatch.setattr(app, "out", Console(file=screen, width=200))
+    app._print_table(out)
+    text = screen.getvalue()
+    lines = {ln.split("│")[1].strip(): ln for ln in text.splitlines() if ln.count("│") > 3}
+    assert lines["b"].rstrip(" │").endswith("suppressed")
+    assert lines["NULL"].rstrip(" │").endswith("remainder")
+    assert "suppressed" not in lines["d"] and "remainder" not in lines["d"]
+    assert "suppressed: 1 group(s) withheld" in text and "remainder: the row marked" in text
+    assert "limit: 2 more row(s) that HAVING kept were left out by LIMIT/OFFSET (5 in all)" in text
+    screen.truncate(0)
+    plain = QueryResult(("n",), ((3,),), "plain", "j", ())
+    app._print_table(plain)  # no marks: no note column, no lines
+    assert "note" not in screen.getvalue() and "limit:" not in screen.getvalue()

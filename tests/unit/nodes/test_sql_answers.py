@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,10 @@ def test_random_queries_equal_sqlite_over_the_union(name, modes, mode_pki, tmp_p
                 want = sql_cases.expected(case, parts, mode.hides_groups)
                 tolerance = (result.error_bound or 0.0) + (1e-6 if name == "ckks" else 0.0)
                 check(case, result, want, tolerance)
+                if " LIMIT " in case.sqlite:  # what LIMIT cut is counted
+                    whole = replace(case, sqlite=case.sqlite.rsplit(" LIMIT ", 1)[0])
+                    every = sql_cases.expected(whole, parts, mode.hides_groups)
+                    assert result.cut_by_limit == len(every) - len(want), case.sql
         finally:
             fed.close()
 
