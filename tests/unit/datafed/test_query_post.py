@@ -376,6 +376,22 @@ def test_having_resolves_names_and_coerces_literals_like_sqlite():
         r.postprocess(parse_query(AGREE[0]).post)
 
 
+@pytest.mark.parametrize(
+    ("described", "fragment"),
+    [
+        ({"a": [ColumnInfo("year", "integer")], "b": [ColumnInfo("year", "text")]}, "differ"),
+        ({"a": [ColumnInfo("year", "")]}, "node a does not report"),
+        ({"a": [ColumnInfo("zone", "text")]}, "no node describes"),
+    ],
+)
+def test_bind_needs_one_type_per_column_from_the_nodes(described, fragment):
+    parsed = parse_query("SELECT year, COUNT(*) FROM t GROUP BY year HAVING year = '2023'")
+    with pytest.raises(QueryError, match=fragment):
+        parsed.post.bind(described)
+    bound = parsed.post.bind({"a": [ColumnInfo("YEAR", "integer")], "b": []})
+    assert bound.having == post.Cmp("year", "=", 2023)  # names ignore case, as SQL's
+
+
 # ------------------------------------------------------------ LIMIT's cut and the marks
 #: A combined result: ward b suppressed (values NULL), the remainder group (key NULL).
 MARKED = QueryResult(
