@@ -63,6 +63,20 @@ WHERE = [
     "visits IS NOT NULL",  # refused by the front end: kept out below
 ]
 WHERE = [w for w in WHERE if "IS" not in w]
+#: (GROUP BY column it needs, HAVING): literals of other types than what they compare
+#: with ('2023' against an integer column, 3.0 against a count), NULL, three-valued logic.
+HAVING = [
+    ("", "COUNT(*) > {k}"),
+    ("", "COUNT(*) >= {k}.0"),
+    ("", "COUNT(*) IN ({k}, NULL) OR COUNT(*) > {k2}"),
+    ("", "NOT COUNT(*) <= {k} AND SUM(visits) IS NOT NULL"),
+    ("", "COUNT(cost) BETWEEN {k} AND {k2}.5"),
+    ("year", "year IN ('2023', {year})"),
+    ("year", "year > 2022.5 OR COUNT(*) > {k}"),
+    ("year", "year != ' 2023 ' AND COUNT(*) >= {k}"),
+    ("zone", "zone != 'e' AND COUNT(*) >= {k}"),
+    ("zone", "zone IS NULL OR zone BETWEEN 'a' AND 'o'"),
+]
 
 
 def table(rng: random.Random, rows: int, *, null_keys: bool = True) -> list[tuple[Any, ...]]:
@@ -126,8 +140,10 @@ def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None 
     if post:
         if rng.random() < 0.5:
             k = rng.randint(1, 12)
-            tail += f" HAVING COUNT(*) > {k}"
-            tail_sqlite += f" HAVING COUNT(*) > {k}"
+            forms = [h for g, h in HAVING if g in ("", *group)]
+            having = rng.choice(forms).format(k=k, k2=2 * k, year=rng.choice([2022, 2024]))
+            tail += f" HAVING {having}"
+            tail_sqlite += f" HAVING {having}"
         if group and rng.random() < 0.7:
             first = rng.choice(
                 [f"{i + 1}" for i, a in enumerate(select) if "VAR" not in a and "HIST" not in a]

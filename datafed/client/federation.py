@@ -165,6 +165,9 @@ class Federation(Connection):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         async with self.transport() as transport:
             infos = await self._infos(transport)
+            if post is not None:  # HAVING's literals take the columns' types (query.post)
+                ds = {i.node: i.described.get(spec.dataset) for i in infos}
+                post = post.bind({n: d.columns for n, d in ds.items() if d is not None})
             keys = self._log_keys(infos)
             domain = reported_groups(spec, mode, infos)
             job, spec_msg = await self._open_job(

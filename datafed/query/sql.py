@@ -13,11 +13,14 @@ Accepted (``docs/analyst.md`` has examples)::
 
 :func:`parse_query` returns the :class:`QuerySpec` the nodes compute and the
 :class:`~datafed.query.post.PostProcess` the client applies to the released result
-(aliases, HAVING, ORDER BY, LIMIT).  Everything else (joins, subqueries, DISTINCT, CASE,
-window functions, functions in filters, several statements, ...) is refused with a
-:class:`~datafed.errors.QueryError` that names the construct in SQL's words and lists
-what the subset supports.  The SQL text itself never reaches a database: nodes compile
-the spec to SQLAlchemy Core.
+(aliases, HAVING, ORDER BY, LIMIT).  Names and literals there are read as SQLite reads
+them or refused (:mod:`datafed.query.sql_clauses`); literals HAVING compares with GROUP
+BY columns take the columns' types once the nodes described the dataset
+(:meth:`~datafed.query.post.PostProcess.bind`, before the query is sent).  Everything
+else (joins, subqueries, DISTINCT, CASE, window functions, functions in filters, several
+statements, ...) is refused with a :class:`~datafed.errors.QueryError` that names the
+construct in SQL's words and lists what the subset supports.  The SQL text itself never
+reaches a database: nodes compile the spec to SQLAlchemy Core.
 
 Sizes are bounded with messages that say which bound (``docs/policy.md#limits``): at most
 :data:`MAX_SQL_LENGTH` characters, :data:`MAX_AGGREGATES` aggregates, 64 bins per

@@ -174,8 +174,8 @@ async def test_query_works_inside_a_running_event_loop(alice):
 def test_to_pandas_has_flags_bounds_and_exact_json(alice, monkeypatch):
     r = alice.query(WARDS, purpose=PURPOSE, protection="ckks")
     df = r.to_pandas()
-    assert list(df.columns) == ["zone", "count(*)", "sum(cost)", "suppressed"]
-    assert df.set_index("zone")["suppressed"].to_dict() == {
+    assert list(df.columns) == ["zone", "count(*)", "sum(cost)", "_suppressed", "_remainder"]
+    assert df.set_index("zone")["_suppressed"].to_dict() == {
         "n": True,
         "e": False,
         "s": True,

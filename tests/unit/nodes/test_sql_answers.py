@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datafed.client import _assemble
+from datafed.client.nodeinfo import ColumnInfo
 from datafed.local import synth
 from datafed.modes import (
     CkksMode,
@@ -132,7 +134,12 @@ class Federation:
         result = _assemble.assemble(
             spec, wire, mode, BITS, h.job_id, domain, answers, combined, k=k if k > 1 else None
         )
-        return result.postprocess(parsed.post)
+        return result.postprocess(parsed.post.bind(self.described()))
+
+    def described(self) -> dict[str, list[ColumnInfo]]:
+        """Each node's columns of ``visits`` with their types, as its NodeInfo says."""
+        types = {n: s.column_types("visits").items() for n, s in self.stores.items()}
+        return {n: [ColumnInfo(c, t) for c, t in cols] for n, cols in types.items()}
 
 
 def check(case: Case, result: QueryResult, want: list[tuple[Any, ...]], tolerance: float) -> None:
@@ -164,6 +171,10 @@ def test_random_queries_equal_sqlite_over_the_union(name, modes, mode_pki, tmp_p
                 want = sql_cases.expected(case, parts, mode.hides_groups)
                 tolerance = (result.error_bound or 0.0) + (1e-6 if name == "ckks" else 0.0)
                 check(case, result, want, tolerance)
+                if " LIMIT " in case.sqlite:  # what LIMIT cut is counted
+                    whole = replace(case, sqlite=case.sqlite.rsplit(" LIMIT ", 1)[0])
+                    every = sql_cases.expected(whole, parts, mode.hides_groups)
+                    assert result.cut_by_limit == len(every) - len(want), case.sql
         finally:
             fed.close()
 
