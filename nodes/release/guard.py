@@ -10,6 +10,7 @@ reason is kept for the ledger entry's private part.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -18,6 +19,7 @@ from nodes.errors import NodeError, ReleaseFailed, RequestFault, Unavailable, st
 
 __all__ = ["one_text"]
 
+log = logging.getLogger("datafed.node")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -33,8 +35,10 @@ def one_text(fn: Callable[P, T]) -> Callable[P, T]:
             raise
         except NodeError as exc:
             code, message = status_of(exc)
-            raise ReleaseFailed(f"{code.name}: {message}") from exc
+            reason = f"{code.name}: {message}"
         except Exception as exc:
-            raise ReleaseFailed(f"{type(exc).__name__}: {exc}"[:1000]) from exc
+            reason = f"{type(exc).__name__}: {exc}"[:1000]
+        log.warning("a release failed after admission: %s", reason)
+        raise ReleaseFailed(reason)
 
     return guarded

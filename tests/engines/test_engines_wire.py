@@ -21,7 +21,7 @@ import pytest
 from datafed import pki
 from datafed.client import Federation
 from datafed.local import synth
-from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation, NodeSpec, with_consortium
 from tests.engines.data import ENGINES, pipe_rows, write
 
 PURPOSE = "service-planning"
@@ -101,7 +101,7 @@ def fed(tmp_path_factory, pg, spark) -> Iterator[tuple[LocalFederation, list]]:
             f'signing_key = "{files.signing_key}"',
         ]
         keys = write(engine, data, "pipe_incidents", synth.PIPE_COLUMNS, rows, pg=pg, tag=f"-{i}")
-        lines += _dataset("pipe_incidents", keys, POLICY)
+        lines += _dataset("pipe_incidents", keys, with_consortium(POLICY, names))
         vkeys = write(engine, data, "visits", VISIT_COLUMNS, _visits(i), pg=pg, tag=f"-{i}")
         lines += _dataset("visits", vkeys, DP_POLICY)
         node.config.write_text("\n".join(lines) + "\n")
