@@ -129,8 +129,8 @@ def mark_lines(result: QueryResult) -> list[str]:
     lines = []
     if any(suppressed):
         lines.append(
-            f"  suppressed: {sum(suppressed)} group(s) withheld (values NULL): fewer than the "
-            "policy's minimum group size at some node, or under DP a noisy count below it"
+            f"  suppressed: {sum(suppressed)} group(s) withheld (values NULL): fewer rows over "
+            "all the job's nodes than the policy's minimum group size (under DP: a noisy count)"
         )
     if any(remainder):
         lines.append(
