@@ -6,7 +6,7 @@ cosign.  gRPC errors are translated here, at the boundary, into :mod:`audit.erro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from audit.ledger_serde import (
     entries_from_proto,
     proof_hashes,
 )
-from audit.note import NoteSignature, Verifier
+from audit.note import NoteSignature, Verifier, parse_note
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 
 __all__ = ["LedgerClient", "RemoteError", "mtls_channel", "request_cosignature"]
@@ -93,6 +93,24 @@ class LedgerClient:
         req = ledger_pb2.GetConsistencyProofRequest(size1=size1, size2=size2)
         msg = await self._call(self.stub.GetConsistencyProof, req)
         return self._hashes(msg.hashes)
+
+    async def witnessed(self, origins: Sequence[str] = ()) -> dict[str, bytes]:
+        """The witness's newest cosigned checkpoint of each of ``origins`` (default: all).
+
+        The notes are returned by the origin their text names, unverified (the caller
+        checks them against its pinned keys).
+        """
+        req = ledger_pb2.GetWitnessedCheckpointsRequest(origins=list(origins))
+        msg = await self._call(self.stub.GetWitnessedCheckpoints, req)
+        out: dict[str, bytes] = {}
+        for cp in msg.checkpoints:
+            note = bytes(cp.note)
+            try:
+                origin = parse_note(note)[0].split("\n", 1)[0]
+            except InvalidSignature:
+                raise RemoteError("witness answered with a malformed checkpoint") from None
+            out.setdefault(origin, note)
+        return out
 
     async def add_checkpoint(self, note: str, old_size: int, proof: list[bytes]) -> NoteSignature:
         """Ask the witness behind this channel to cosign ``note``.

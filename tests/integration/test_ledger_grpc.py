@@ -239,3 +239,29 @@ async def test_auditor_cli_online(
         _cli, ["verify", "-p", str(policy), "--no-witnesses", "--node", site.node_addr, *bad_tls]
     )
     assert code == 2
+
+
+async def test_witnessed_checkpoints_over_grpc(site: Site) -> None:
+    """A witness serves the newest checkpoint it cosigned of each log, with its cosignature."""
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        await request_cosignature(site.ledger, LedgerClient(ch), site.witness.verifier)
+    for role, name in (("auditor", "audrey"), ("node", "water-north"), ("witness", "wendy")):
+        async with site.channel(role, name, site.witness_addr, "regulator") as ch:
+            notes = await LedgerClient(ch).witnessed()
+            assert await LedgerClient(ch).witnessed(["datafed/ledger/other"]) == {}
+        opened = open_checkpoint(notes[ORIGIN], site.ledger.verifier)
+        assert list(notes) == [ORIGIN] and opened.checkpoint.size == 25
+        assert opened.cosigners([site.witness.verifier]) == {site.witness.name}
+    async with site.channel("analyst", "alice", site.witness_addr, "regulator") as ch:
+        with pytest.raises(RemoteError, match="PERMISSION_DENIED"):
+            await LedgerClient(ch).witnessed()
+    async with site.channel("auditor", "audrey", site.node_addr, "water-north") as ch:
+        with pytest.raises(RemoteError, match="UNIMPLEMENTED: this node is not a witness"):
+            await LedgerClient(ch).witnessed()
+    async with site.channel("auditor", "audrey", site.witness_addr, "regulator") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        for origins in (["o"] * 101, ["o" * 1025]):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                req = ledger_pb2.GetWitnessedCheckpointsRequest(origins=origins)
+                await stub.GetWitnessedCheckpoints(req, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
