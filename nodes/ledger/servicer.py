@@ -2,9 +2,10 @@
 
 Thin over :mod:`audit`: every call validates its arguments first (bad input is
 ``INVALID_ARGUMENT`` and writes nothing), reads through the ledger off the event loop and
-converts with :mod:`audit.ledger_serde`.  ``AddCheckpoint`` is served only where the node is
-also a witness (``witness`` given); a refusal carries the witness's size in the trailing
-metadata key ``witness-size``.
+converts with :mod:`audit.ledger_serde`.  ``AddCheckpoint`` and ``GetWitnessedCheckpoints``
+are served only where the node is also a witness (``witness`` given); a refusal carries the
+witness's size in the trailing metadata key ``witness-size``.  ``GetWitnessedCheckpoints``
+lets an auditor check a log against the newest checkpoint this witness cosigned of it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "GetInclusionProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "GetConsistencyProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "AddCheckpoint": frozenset({"node"}),
+    "GetWitnessedCheckpoints": frozenset({"auditor", "node", "witness"}),
 }
+#: Bounds of a ``GetWitnessedCheckpoints`` request.
+MAX_ORIGINS_PER_CALL = 100
+MAX_ORIGIN_BYTES = 1024
 _REFUSAL_CODES = {
     "unknown-origin": grpc.StatusCode.NOT_FOUND,
     "conflict": grpc.StatusCode.FAILED_PRECONDITION,
@@ -169,6 +174,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             code = _REFUSAL_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
             await _abort(context, code, f"witness refused: {exc.reason}")
         return cosignature_to_proto(sig)
+
+    async def GetWitnessedCheckpoints(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetWitnessedCheckpointsRequest, context: Context
+    ) -> ledger_pb2.WitnessedCheckpoints:
+        """Return the newest checkpoint this witness cosigned of each log asked for."""
+        await self._guard(context, "GetWitnessedCheckpoints")
+        if self.witness is None:
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this node is not a witness")
+        origins = list(request.origins)
+        if len(origins) > MAX_ORIGINS_PER_CALL or any(
+            len(o.encode()) > MAX_ORIGIN_BYTES for o in origins
+        ):
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_ORIGINS_PER_CALL} origins of at most {MAX_ORIGIN_BYTES} bytes",
+            )
+        notes = await asyncio.to_thread(self.witness.newest, origins or None)
+        return ledger_pb2.WitnessedCheckpoints(
+            checkpoints=[ledger_pb2.SignedCheckpoint(note=n.encode()) for n in notes.values()]
+        )
 
 
 def add_ledger_services(
