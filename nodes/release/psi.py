@@ -31,7 +31,14 @@ from datafed.psi import DpNoise, StatementBody, clamp_pairs, fixed_bound
 from nodes.config import DatasetPolicy, DpPolicy
 from nodes.errors import InvalidRequest, PermissionDenied
 
-__all__ = ["IntersectionRelease", "draw", "ids_min_intersection", "ids_noise", "values_side"]
+__all__ = [
+    "IntersectionRelease",
+    "draw",
+    "ids_min_intersection",
+    "ids_noise",
+    "noise_for",
+    "values_side",
+]
 
 Pairs = list[tuple[bytes, int]]
 
@@ -55,6 +62,15 @@ def values_side(
 def ids_noise(dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise | None:
     """The noise the ids node adds: calibrated to the smaller of the two nodes' epsilons.
 
+    ``peer`` is the values node's verified statement (its ``dp_sensitivity`` and
+    ``dp_epsilon``; see :func:`noise_for`).
+    """
+    return noise_for(dp, peer.dp_sensitivity, peer.dp_epsilon, dataset)
+
+
+def noise_for(dp: DpPolicy | None, sensitivity: int, stated: str, dataset: str) -> DpNoise | None:
+    """The ids node's noise for a values node that stated ``sensitivity`` and ``stated``.
+
     Raises
     ------
     PermissionDenied
@@ -63,7 +79,7 @@ def ids_noise(dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise
     InvalidRequest
         The values node stated an epsilon outside ``(0, 10]``.
     """
-    if not peer.dp_sensitivity:
+    if not sensitivity:
         if dp is not None:
             raise PermissionDenied(
                 f"dataset {dataset!r} requires differential privacy but the values node "
@@ -71,13 +87,13 @@ def ids_noise(dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise
             )
         return None
     try:
-        theirs = Fraction(peer.dp_epsilon)
+        theirs = Fraction(stated)
         if not 0 < theirs <= 10:
             raise ValueError
     except (ValueError, ZeroDivisionError) as exc:
         raise InvalidRequest("the values node stated an invalid epsilon") from exc
     eps = min(theirs, Fraction(repr(dp.epsilon_per_query))) if dp is not None else theirs
-    return DpNoise(str(eps), peer.dp_sensitivity)
+    return DpNoise(str(eps), sensitivity)
 
 
 def ids_min_intersection(policy: DatasetPolicy, noise: DpNoise | None) -> int:
