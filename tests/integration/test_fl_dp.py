@@ -199,3 +199,32 @@ def test_training_delta_outside_the_policy_is_refused_before_admission(dpflood, 
         recs = records(dpflood, node, who.job)
         assert [(r.operation, r.decision, r.epsilon) for r in recs] == [("fl_train", "denied", 0.0)]
         assert "delta" not in recs[0].details
+
+
+def test_a_dp_job_trains_under_secagg_where_evaluation_is_refused(dpflood):
+    """The ServerApp's own workflow end to end: updates released under DP and SecAgg+;
+    only the office that allows it evaluates, the others' refusals do not fail the job."""
+    from flwr.app import Context, RecordDict
+
+    from datafed.fl.server_app import run_job
+    from datafed.fl.training import check_result
+
+    spec = TrainingSpec(
+        FLOOD_TABLE, FLOOD_FEATURES, FLOOD_LABEL, rounds=1, dp=DpParams.local(EPS, DELTA, 1.0)
+    )
+    job = new_job_id("fl")
+    bundle = sign_training_bundle(fed_config(dpflood), spec, purpose=FLOOD_PURPOSE, job_id=job)
+    s = RunSettings(num_server_rounds=1, min_nodes=3, bundle=bundle, local_epochs=1)
+    cfgs = [
+        {"datafed-node-config": str(n.config), "datafed-node-address": n.address}
+        for n in dpflood.nodes
+    ]
+    grid = DirectGrid(app, cfgs, s.to_run_config(), run_id=next(_RUN))
+    result = check_result(
+        run_job(grid, Context(grid.run.run_id, 0, {}, RecordDict(), s.to_run_config()), s)
+    )
+    (only,) = result.rounds
+    assert len(only.participants) == 3 and not only.mismatches
+    assert only.num_examples == 3 * 100_000  # constant weights, not row counts
+    assert only.eval_participants == (EVALUATES,)
+    assert set(result.nodes.values()) == {0}
