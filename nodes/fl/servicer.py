@@ -57,7 +57,7 @@ from nodes.errors import (
 from nodes.gate import peer_identity, request_digest
 from nodes.policy import Use
 from nodes.policy.budget import delta_details
-from nodes.release.training import evaluation_terms, job_cost, round_cost
+from nodes.release.training import evaluation_terms, job_cost, round_cost, training_rows
 from nodes.rpc import Context, SignedCall, signed_call
 
 __all__ = ["ROWS_PER_CHUNK", "TrainingServicer", "add_training_service", "training_service_name"]
@@ -168,19 +168,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             ctx.policy.check_job(analyst.name, spec.dataset, *job_cost(spec))
             await self._make_room(analyst.name)
             grant = await call.admit(use)
-            rows = await call.compute(ctx.store.read_rows, spec.dataset, spec.columns)
-            dp = spec.dp.enabled or grant.policy.dp is not None
-            k = 0 if dp else grant.policy.min_group_size
-            data = _matrix(rows, len(spec.columns), k, spec.dataset, dp=dp)
-            job = _Job(
-                analyst,
-                call.header,
-                spec,
-                digest,
-                data[:, :-1].copy(),
-                data[:, -1].copy(),
-                evaluation_terms(grant.policy),
-            )
+            x, y = await call.compute(training_rows, ctx.store, spec, grant.policy)
+            job = _Job(analyst, call.header, spec, digest, x, y, evaluation_terms(grant.policy))
             async with self._lock:
                 self._jobs[digest] = job
             return job
@@ -276,38 +265,6 @@ def _open_details(spec: TrainingSpec, supernode: str) -> dict[str, str]:
         "secagg": "yes" if spec.secagg else "no",
         "supernode": supernode,
     }
-
-
-def _matrix(
-    rows: list[tuple[object, ...]], width: int, k: int, dataset: str, *, dp: bool
-) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
-    """The granted rows as a float matrix.
-
-    Exact data: too few rows or a non-numeric value is refused. Under DP nothing is
-    refused on the rows (that would tell whether a row exists): a row with a value that is
-    not a finite number is left out, each row on its own.
-    """
-    if len(rows) < k:
-        raise PermissionDenied(f"dataset {dataset!r} has fewer than {k} rows")
-    if dp:
-        kept = [v for v in (_numeric(r) for r in rows) if v is not None]
-        return np.asarray(kept, dtype=np.float64).reshape(len(kept), width)
-    try:
-        data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest("training columns must be numeric and never null") from exc
-    if not np.isfinite(data).all():
-        raise InvalidRequest("training columns must be numeric and never null")
-    return data
-
-
-def _numeric(row: tuple[object, ...]) -> list[float] | None:
-    """``row`` as finite floats, or ``None``."""
-    try:
-        values = [float(v) for v in row]  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return values if all(np.isfinite(values)) else None
 
 
 def _adopt(call: SignedCall, job: _Job, entry: RoundEntry) -> None:

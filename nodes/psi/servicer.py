@@ -34,9 +34,7 @@ from datafed.psi import (
     Statement,
     StatementBody,
     exchange,
-    identifier_set,
     sign_statement,
-    value_pairs,
     verify_statement,
 )
 from datafed.psi import serde as psi_serde
@@ -46,7 +44,7 @@ from nodes.errors import InvalidRequest, NodeError, PermissionDenied
 from nodes.limits import check_key_size
 from nodes.policy import Grant, Use
 from nodes.psi.jobs import PendingJob, PendingJobs
-from nodes.release.psi import draw, ids_min_intersection, ids_noise, values_side
+from nodes.release.psi import draw, ids_min_intersection, ids_noise, read_identifiers, read_values
 from nodes.rpc import Context, SignedCall, parser, signed_call
 
 __all__ = ["MAX_SET_SIZE", "PsiServicer", "add_psi_service"]
@@ -205,17 +203,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     ) -> tuple[StatementBody, bytes]:
         """The values side's work: its pairs (clamped under DP), sealed for the ids node."""
         job = step.job
-        rows = await call.compute(
-            self.ctx.store.read_rows,
-            job.values.dataset,
-            [job.values.id_column, job.values.value_column],
-        )
-        pairs, stated, minimum = values_side(
-            value_pairs(rows, job.fixed_point_bits),
-            grant.policy,
-            job.values.value_column,
-            job.fixed_point_bits,
-        )
+        pairs, stated, minimum = await call.compute(read_values, self.ctx.store, job, grant.policy)
         assert step.peer is not None
         return await call.compute(
             functools.partial(
@@ -243,8 +231,8 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             self.jobs.ensure_room(header.requester, job.job_id)
             grant = await self._admit(call, job.ids.dataset, [job.ids.column], ())
             with _translated("identifiers"):
-                rows = await call.compute(ctx.store.read_rows, job.ids.dataset, [job.ids.column])
-                party = IdsParty(job, identifier_set(r[0] for r in rows), self.pool)
+                ids = await call.compute(read_identifiers, ctx.store, job)
+                party = IdsParty(job, ids, self.pool)
                 body, points = await call.compute(party.blind)
                 statement = self._sign(body)
                 self.jobs.put(

@@ -22,25 +22,61 @@ datasets (no DP anywhere) keep the minimum. Cost: each DP node charges its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from datafed.hazmat import RandomSource
-from datafed.psi import DpNoise, StatementBody, clamp_pairs, fixed_bound
+from datafed.psi import (
+    DpNoise,
+    PsiJob,
+    StatementBody,
+    clamp_pairs,
+    fixed_bound,
+    identifier_set,
+    value_pairs,
+)
 from nodes.config import DatasetPolicy, DpPolicy
 from nodes.errors import InvalidRequest, PermissionDenied
 
 __all__ = [
     "IntersectionRelease",
+    "RowReader",
     "draw",
     "ids_min_intersection",
     "ids_noise",
     "noise_for",
+    "read_identifiers",
+    "read_values",
     "values_side",
 ]
 
 Pairs = list[tuple[bytes, int]]
+
+
+class RowReader(Protocol):
+    """The node's store, as these functions read it (:class:`nodes.stores.DataStore`)."""
+
+    def read_rows(self, dataset: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Every row's values of ``columns``."""
+        ...
+
+
+def read_identifiers(store: RowReader, job: PsiJob) -> list[bytes]:
+    """The ids side's identifiers (the dataset read, after admission)."""
+    rows = store.read_rows(job.ids.dataset, [job.ids.column])
+    return identifier_set(r[0] for r in rows)
+
+
+def read_values(
+    store: RowReader, job: PsiJob, policy: DatasetPolicy
+) -> tuple[Pairs, dict[str, Any], int]:
+    """The values side's pairs as they may leave (:func:`values_side`), read after admission."""
+    side = job.values
+    rows = store.read_rows(side.dataset, [side.id_column, side.value_column])
+    bits = job.fixed_point_bits
+    return values_side(value_pairs(rows, bits), policy, side.value_column, bits)
 
 
 def values_side(

@@ -29,6 +29,12 @@ with the job's ``epsilon_per_round``.
 
 **The open reply** carries no row count under DP (:func:`open_reply_rows`).
 
+**The rows** go to the node's own SuperNode only (:func:`training_rows` reads them after
+admission). On exact data too few rows (``min_group_size``) or a value that is not a
+number is refused; under DP nothing is refused on the rows -- a refusal would tell whether
+a row exists -- rows with a value that is not a finite number are left out, each on its
+own, and few rows or none are trained on all the same.
+
 Without DP (an exact dataset, a job without DP) updates and metrics leave as computed.
 Composition over rounds is basic: a job of ``r`` rounds spends at most ``r`` times the
 round's cost for its updates, and as much again if every round is evaluated.
@@ -41,6 +47,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,11 +55,12 @@ import numpy.typing as npt
 from datafed.fl.spec import EVALUATION_LOSS_BOUND, DpParams, TrainingGrant, TrainingSpec
 from datafed.hazmat import RandomSource, sample_discrete_laplace
 from nodes.config import DatasetPolicy
-from nodes.errors import PermissionDenied
+from nodes.errors import InvalidRequest, PermissionDenied
 
 __all__ = [
     "FIXED_BITS",
     "EvaluationRelease",
+    "RowReader",
     "clip_update",
     "evaluation_terms",
     "fit_weight",
@@ -61,6 +69,7 @@ __all__ = [
     "release_evaluation",
     "release_update",
     "round_cost",
+    "training_rows",
     "update_sigma",
 ]
 
@@ -227,3 +236,49 @@ def round_cost(spec: TrainingSpec, phase: str, policy: DatasetPolicy) -> tuple[f
 def open_reply_rows(grant: TrainingGrant) -> dict[str, int]:
     """What the ClientApp's open reply may say about the node's rows: nothing under DP."""
     return {} if grant.spec.dp.enabled else {"num-rows": grant.num_rows}
+
+
+class RowReader(Protocol):
+    """The node's store, as :func:`training_rows` reads it (:class:`nodes.stores.DataStore`)."""
+
+    def read_rows(self, dataset: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Every row's values of ``columns``."""
+        ...
+
+
+def training_rows(
+    store: RowReader, spec: TrainingSpec, policy: DatasetPolicy
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The granted rows as ``(features, labels)``, read after admission (see module docs).
+
+    Raises
+    ------
+    PermissionDenied, InvalidRequest
+        Exact data only: fewer than ``min_group_size`` rows, a value that is not a number.
+    """
+    rows = store.read_rows(spec.dataset, spec.columns)
+    width = len(spec.columns)
+    if spec.dp.enabled or policy.dp is not None:
+        kept = [v for v in map(_numeric, rows) if v is not None]
+        data = np.asarray(kept, dtype=np.float64).reshape(len(kept), width)
+    else:
+        if len(rows) < policy.min_group_size:
+            raise PermissionDenied(
+                f"dataset {spec.dataset!r} has fewer than {policy.min_group_size} rows"
+            )
+        try:
+            data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest("training columns must be numeric and never null") from exc
+        if not np.isfinite(data).all():
+            raise InvalidRequest("training columns must be numeric and never null")
+    return data[:, :-1].copy(), data[:, -1].copy()
+
+
+def _numeric(row: tuple[Any, ...]) -> list[float] | None:
+    """``row`` as finite floats, or ``None``."""
+    try:
+        values = [float(v) for v in row]
+    except (TypeError, ValueError):
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
