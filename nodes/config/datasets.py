@@ -32,8 +32,19 @@ class DpPolicy(Strict):
     epsilon_per_query: float = Field(gt=0, le=10)
     #: Total epsilon one requester may spend on this dataset, over queries and training.
     budget_epsilon: float = Field(gt=0)
-    #: Total delta per requester (used by training with Gaussian noise).
+    #: Total delta of the budget (Gaussian noise spends delta: training's updates); the
+    #: accountant sums epsilons and deltas (basic composition, docs/policy.md).
     budget_delta: float = Field(default=0.0, ge=0, lt=1)
+    #: Most delta one job may spend, all its releases together (training: rounds x its
+    #: delta); a request over it is refused before admission. Default: ``budget_delta``.
+    max_delta_per_job: float | None = Field(default=None, ge=0, lt=1)
+    #: Whether federated evaluation may leave this dataset: each evaluation's loss,
+    #: accuracy and row count are noised (discrete Laplace) and charged like a training
+    #: round (docs/training.md). ``false``: every evaluation is refused before anything runs.
+    allow_evaluation: bool = False
+    #: Evaluation: each row's loss is clipped to ``[0, evaluation_loss_bound]`` (the
+    #: sensitivity of the released loss sum).
+    evaluation_loss_bound: float = Field(default=2.0, gt=0, le=100)
     #: ``dataset``: one budget for every requester together, so colluding analysts cannot
     #: add up their budgets (one analyst can exhaust it for all); ``requester``: one each.
     budget_scope: Literal["dataset", "requester"] = "dataset"
@@ -48,10 +59,21 @@ class DpPolicy(Strict):
                 raise ValueError(f"bounds.{col}: low must not exceed high")
         return v
 
+    @model_validator(mode="after")
+    def _delta(self) -> DpPolicy:
+        if self.max_delta_per_job is not None and self.max_delta_per_job > self.budget_delta:
+            raise ValueError("max_delta_per_job must not exceed budget_delta")
+        return self
+
     @property
     def budget(self) -> tuple[float, float]:
         """``(epsilon, delta)`` of one budget (per dataset or per requester)."""
         return self.budget_epsilon, self.budget_delta
+
+    @property
+    def delta_per_job(self) -> float:
+        """The most delta one job may spend (``max_delta_per_job``, else ``budget_delta``)."""
+        return self.budget_delta if self.max_delta_per_job is None else self.max_delta_per_job
 
 
 class DatasetPolicy(Strict):
