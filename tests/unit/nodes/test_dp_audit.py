@@ -224,3 +224,51 @@ def test_a_collection_window_with_half_the_noise_is_flagged(monkeypatch) -> None
     spec = _task(DpSpec("laplace", epsilon=EPS, contributions=2))
     monkeypatch.setattr(TaskSpec, "noise_scale", lambda self: ("laplace", Fraction(2)))  # not 4
     assert _audit_window(spec, EPS, 0).violations
+
+
+# ----------------------------------------------------------------------- query
+def _query_release(tmp_path, noise: float = 1.0):
+    """The query rule of ``nodes/release/query.py`` over a real store: aggregate, lay on the
+    declared domain and its remainder, noise every group (``noise`` scales the noise)."""
+    from datafed.local import synth
+    from datafed.query.components import components
+    from datafed.query.domain import declared_domain
+    from datafed.query.sql import parse_sql
+    from nodes.config import DatasetConfig
+    from nodes.release.query import local_vector
+    from nodes.stores import DataStore
+
+    people = synth.residents("north", seed=4, count=40)
+    outlier = (10_000, "north", 60, 9, 400_000.0)  # the one person D' adds: the maximum income
+    stores = []
+    for i, rows in enumerate((people, [*people, outlier])):
+        path = tmp_path / f"d{i}.sqlite"
+        synth.write_table(path, "residents", synth.RESIDENT_COLUMNS, rows)
+        stores.append(DataStore([DatasetConfig(name="residents", path=path)]))
+    spec = parse_sql("SELECT district, COUNT(*), SUM(income) FROM residents GROUP BY district")
+    comps = components(spec)
+    dp = DpPolicy(epsilon_per_query=EPS, budget_epsilon=10, bounds={"income": (0, 400_000)})
+    domain = stores[0].typed_keys(spec, declared_domain(spec.group_by, {"district": ["north"]}))
+    scaled = dp.model_copy(update={"epsilon_per_query": EPS / noise})
+    from nodes.policy.dp import add_noise
+
+    def release(store, rng: Seeded) -> list[int]:
+        groups = store.aggregate(spec, comps, 16, dp.bounds)
+        _, flat = local_vector(groups, len(comps), domain)
+        return add_noise(flat, comps, scaled, 16, rng.source)[0]
+
+    # sensitivities in fixed point: 1 per count, the bound per sum (the group of the person)
+    units = [1.0 if c.kind == "count" else 400_000.0 * 2**16 for c in comps]
+    parts = lambda out: [float(v) for v in out[: len(comps)]]  # noqa: E731  (group "north")
+    stats = {c.label: (lambda out, i=i: float(out[i])) for i, c in enumerate(comps)}
+    stats["joint"] = norm_sum(parts, units)
+    return release, stores, stats
+
+
+@pytest.mark.parametrize(("noise", "private"), [(1.0, True), (1 / 4, False)])
+def test_a_query_release_is_dp(tmp_path, noise, private) -> None:
+    """The query's release on a person-level dataset: every group of the node's own domain
+    noised at the policy's epsilon (issue 17: the analyst picks no key or multiplicity)."""
+    release, (d, d_prime), stats = _query_release(tmp_path, noise)
+    result = audit(release, d, d_prime, stats, epsilon=EPS, delta=0, trials=3000)
+    assert (not result.violations) is private, result
