@@ -61,9 +61,7 @@ def add_noise(
     """
     eps_c = Fraction(repr(dp.epsilon_per_query)) / len(comps)
     scales = [sensitivity(c, dp, bits) / eps_c for c in comps]
-    noisy = [
-        v + sample_discrete_laplace(scales[i % len(comps)], rng) for i, v in enumerate(values)
-    ]
+    noisy = [v + sample_discrete_laplace(scales[i % len(comps)], rng) for i, v in enumerate(values)]
     stddevs = [
         math.sqrt(2) * float(s) / (1 << bits if c.scaled else 1)
         for c, s in zip(comps, scales, strict=True)
