@@ -80,11 +80,14 @@ _KEY_BYTES = 16
 
 
 def install(ctx: NodeContext) -> None:
-    """Apply ``[limits]`` to a node's job table and Paillier key cache (at start)."""
+    """Apply ``[limits]`` to a node's job table, compute threads and Paillier key cache."""
+    from nodes.fair import FairPool
     from nodes.query.jobs import JobTable
 
     lim = ctx.config.limits
     ctx.jobs = JobTable(max_jobs=lim.max_open_jobs, per_requester=lim.max_open_jobs_per_requester)
+    ctx.fair.close()
+    ctx.fair = FairPool(lim.compute_threads, lim.compute_threads_per_requester)
     KEY_CACHE.configure(
         max_bytes=lim.paillier_cache_bytes,
         per_requester=lim.paillier_keys_per_requester,

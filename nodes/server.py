@@ -82,7 +82,7 @@ async def build_server(
     ctx: NodeContext, witness: WitnessStore | None = None
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """Create the server with every service registered; return it and its bound port."""
-    install_limits(ctx)  # [limits]: job quotas, Paillier key cache (docs/policy.md#limits)
+    install_limits(ctx)  # [limits]: job quotas, compute threads, Paillier key cache
     server = grpc.aio.server(
         interceptors=[CallGuard(ctx)],  # shares, deadlines, refusals recorded
         options=server_options(ctx.config.node),
@@ -267,4 +267,5 @@ async def serve(
         if crl is not None:
             unwatch_crl(crl)
         node.close()
+        ctx.fair.close()
         ctx.close()
