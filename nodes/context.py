@@ -19,6 +19,7 @@ from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
+from nodes.fair import FairPool
 from nodes.policy import PolicyEngine
 from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
@@ -43,6 +44,8 @@ class NodeContext:
     policy: PolicyEngine
     #: Open jobs of stepped protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
+    #: Threads for the blocking work of calls, shared fairly across requesters.
+    fair: FairPool = field(default_factory=FairPool)
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:

@@ -11,7 +11,8 @@ Hierarchy (status code in brackets)::
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
     ├── PermissionDenied              [PERMISSION_DENIED] policy refuses requester/purpose/...
     ├── BudgetExhausted               [RESOURCE_EXHAUSTED] privacy budget would be exceeded
-    ├── QuotaExceeded                 [RESOURCE_EXHAUSTED] a requester's share of jobs is used
+    ├── QuotaExceeded                 [RESOURCE_EXHAUSTED] a requester's share is used up
+    ├── DeadlineExceeded              [DEADLINE_EXCEEDED] a request or call ran past its time
     └── Unavailable                   [UNAVAILABLE]       the node is shutting down
 
 :func:`status_of` is the single place where errors become status codes.
@@ -30,6 +31,7 @@ from datafed.errors import DatafedError
 
 __all__ = [
     "BudgetExhausted",
+    "DeadlineExceeded",
     "InvalidRequest",
     "NodeError",
     "NotFound",
@@ -102,9 +104,15 @@ class BudgetExhausted(NodeError):
 
 
 class QuotaExceeded(NodeError):
-    """A requester used up its share of a node resource (open jobs, pending jobs)."""
+    """A requester used up its share of a node resource (open jobs, calls in flight)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(NodeError):
+    """A call's request did not arrive in time, or the call ran past the node's limit."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class Unavailable(NodeError):

@@ -137,9 +137,18 @@ class SignedCall:
         return index
 
     async def admit(self, use: Use) -> Grant:
-        """Ask the policy engine; the ``approved`` entry is this call's."""
+        """Ask the policy engine; the ``approved`` entry is this call's.
+
+        Admission runs to its end even if the call is cut meanwhile (its caller gone, a
+        deadline): an ``approved`` entry is always matched by its epsilon charged.
+        """
         self.dataset = use.dataset
-        return await self.ctx.policy.admit(use, self.record)
+        admission = asyncio.ensure_future(self.ctx.policy.admit(use, self.record))
+        try:
+            return await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            admission.add_done_callback(_retrieve)
+            raise
 
     async def release(
         self,
@@ -159,8 +168,13 @@ class SignedCall:
         )
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work (a dataset read, crypto) off the event loop."""
-        return await asyncio.to_thread(fn, *args)
+        """Run blocking work (a dataset read, crypto) off the event loop, in turn.
+
+        The node's compute threads are shared fairly across requesters
+        (:class:`nodes.fair.FairPool`): this call's requester waits for its turn.
+        """
+        who = str(self.identity) if self.identity is not None else "unknown"
+        return await self.ctx.fair.run(who, fn, *args)
 
     def head(self, indexes: Sequence[int] | None = None) -> query_pb2.LedgerHead:
         """The ledger head, naming this call's entries (or ``indexes``)."""
@@ -186,6 +200,12 @@ class SignedCall:
         await self.record(decision="denied", reason=f"{code.name}: {message}", private=private)
         await self.context.abort(code, message)
         raise AssertionError("unreachable")  # abort() always raises
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read the outcome of work nobody awaits any more (no "never retrieved" warning)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("admission of a cut call ended with: %s", task.exception())
 
 
 @asynccontextmanager
