@@ -207,13 +207,23 @@ class PolicyEngine:
         evaluation): the budget is checked, ``record`` appends the entry (which must carry
         ``epsilon`` and :func:`~nodes.policy.budget.delta_details` of ``delta``, so that
         a restart replays the charge), and the cost is charged, in the same critical
-        section as admissions of the dataset.
+        section as admissions of the dataset. A cancelled caller does not interrupt it: once
+        the entry is appended the charge follows (the ledger and the budget never differ).
         """
-        async with self._locks[dataset]:
-            self.budget.check(requester, dataset, epsilon, delta)
-            index = await record()
-            self.budget.charge(requester, dataset, epsilon, delta)
-        return index
+
+        async def section() -> int:
+            async with self._locks[dataset]:
+                self.budget.check(requester, dataset, epsilon, delta)
+                index = await record()
+                self.budget.charge(requester, dataset, epsilon, delta)
+            return index
+
+        task = asyncio.ensure_future(section())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
 
 
 def _with_collect_budgets(config: NodeConfig) -> tuple[Any, Any]:
