@@ -297,12 +297,14 @@ def test_one_requesters_heavy_queries_do_not_starve_another(fed):
     # Bob asks once all eight of alice's queries are admitted (and so in the node's hands).
     _wait_for(
         "alice's eight queries to be admitted",
-        lambda: bool(errors)
-        or sum(
-            r.decision == "approved" and r.requester == "alice"
-            for r in _records(fed, north, before)
-        )
-        == 8,
+        lambda: (
+            bool(errors)
+            or sum(
+                r.decision == "approved" and r.requester == "alice"
+                for r in _records(fed, north, before)
+            )
+            == 8
+        ),
     )
     assert errors == []
     bob = threading.Thread(target=ask, args=("bob", _heavy(fed, "bob", "job-heavy-bob")))
