@@ -60,8 +60,11 @@ def _print_result(result: TrainResult, as_json: bool) -> None:
             f"  round {r.round}: {len(r.participants)} node(s) "
             f"({', '.join(r.participants)}){dropped}{extra}"
         )
-    out.print(f"  model {result.model_sha256}")
-    out.print("  trace it: datafed-audit export ... then datafed lineage MODEL EXPORT_DIR...")
+    out.print(f"  model {result.model_sha256} (its lineage key)")
+    out.print(
+        "  trace it: datafed-audit export ..., then datafed-audit lineage MODEL EXPORT_DIR... "
+        "-p POLICY (MODEL: this key, or datafed model-digest FILE of a saved model)"
+    )
 
 
 def _save(result: TrainResult, path: Path) -> None:
@@ -146,6 +149,12 @@ def _output(result: TrainResult, save_model: Path | None, as_json: bool) -> None
     """Write the weights if ``--save-model`` asks for them, then print the result."""
     if save_model is not None:
         _save(result, save_model)
+        if model_key(save_model) != result.model_sha256:  # the file must name the model
+            from datafed.errors import ProtocolError
+
+            raise ProtocolError(f"{save_model} does not hash to the model's lineage key")
+        err.print(f"saved the model to {save_model} (datafed model-digest {save_model} prints "
+                  "its lineage key)")  # fmt: skip
     _print_result(result, as_json)
 
 
@@ -210,24 +219,39 @@ def simulate(
     _print_result(result, as_json)
 
 
-def lineage(
-    model_sha256: str = typer.Argument(..., help="the model's digest (from the training result)"),
-    exports: list[Path] = typer.Argument(..., help="ledger export directories of the nodes"),
-) -> None:
-    """Trace a model through the nodes' ledgers: job, rounds, participants, decisions."""
-    from audit.export import ExportDir
-    from audit.records import decode_leaf
-    from datafed.fl.lineage import format_lineage, model_lineage
+LINEAGE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-    logs = {}
-    for path in exports:
-        exp = ExportDir(path)
-        recs = [decode_leaf(leaf)[1] for chunk in exp.leaf_chunks(4096) for leaf in chunk]
-        logs[recs[0].node if recs else path.name] = recs
-    found = model_lineage(model_sha256.strip().lower(), logs)
-    out.print(format_lineage(found))
-    if not found.ok:
-        raise typer.Exit(1)
+
+def lineage(ctx: typer.Context) -> None:
+    """Same as datafed-audit lineage (verifies every export against the pinned policy first).
+
+    datafed lineage MODEL EXPORT_DIR... -p POLICY: MODEL is the model's lineage key
+    (printed by datafed train) or its saved .npz file. See datafed-audit lineage --help.
+    """
+    from audit.cli import main as audit_main
+
+    args = list(ctx.args)
+    if args and not args[0].startswith("-") and Path(args[0]).is_file():
+        args[0] = model_key(Path(args[0]))
+    saved, sys.argv = sys.argv, ["datafed-audit", "lineage", *args]
+    try:
+        audit_main()
+    finally:
+        sys.argv = saved
+
+
+def model_key(path: Path) -> str:
+    """The lineage key of a saved model file: the digest the nodes' ledgers record."""
+    from datafed.fl.digest import file_digest
+
+    return file_digest(path)
+
+
+def model_digest(
+    path: Path = typer.Argument(..., help="a model saved by datafed train --save-model (.npz)"),
+) -> None:
+    """Print a saved model's lineage key (the digest the nodes' ledgers record for it)."""
+    out.print(model_key(path))
 
 
 def superlink(
@@ -268,5 +292,6 @@ def register(app: typer.Typer) -> None:
     """
     app.command("train")(train)
     app.command("simulate")(simulate)
-    app.command("lineage")(lineage)
+    app.command("lineage", context_settings=LINEAGE_CONTEXT, add_help_option=False)(lineage)
+    app.command("model-digest")(model_digest)
     app.command("superlink")(superlink)
