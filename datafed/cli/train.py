@@ -35,8 +35,6 @@ __all__ = ["lineage", "register", "simulate", "superlink", "train"]
 #: datafed.fl.settings.DEFAULT_CLIENTAPP, spelled out so that ``datafed --help`` does not
 #: load the FL package (numpy); tests/unit/fl/test_cli.py checks they agree.
 DEFAULT_CLIENTAPP = "nodes.fl.client_app:app"
-#: datafed.fl.synthetic.FLOOD_FEATURES, spelled out for the same reason.
-FEATURES = "rain_1h_cm,rain_24h_cm,river_level_m,tide_m,drain_blockage,elevation_m"
 
 out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, markup=False, highlight=False)
@@ -100,11 +98,11 @@ def train(
     model: str = typer.Option(
         "mlp:16", "--model", help="mlp:WIDTHS or package.module:factory (a torch.nn.Module)"
     ),
-    dataset: str = typer.Option("flood_readings", "--dataset", help="dataset at every node"),
+    dataset: str = typer.Option(..., "--dataset", help="dataset at every node"),
     features: str = typer.Option(
-        FEATURES, "--features", help="comma-separated feature column names"
+        ..., "--features", help="comma-separated feature column names (numeric)"
     ),
-    label: str = typer.Option("flooded", "--label", help="binary label column name"),
+    label: str = typer.Option(..., "--label", help="binary label column name (0/1)"),
     app: Path = typer.Option(None, "--app", help="a Flower App directory (default: datafed's)"),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedadam, ... or mod:fn"),
     secagg: bool = typer.Option(True, "--secagg/--no-secagg", help="Flower SecAgg+ (default on)"),
@@ -117,7 +115,11 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Train one model across the federation's agencies; no row leaves any agency."""
+    """Train one model across the federation's agencies; no row leaves any agency.
+
+    Every node's published policy is checked first (dataset, purpose, columns, DP,
+    budget): a refusal comes before any Flower run starts (exit 3).
+    """
     from datafed.fl.training import train as run_train
 
     extra, dp = _run_options(run_config, dp_epsilon, dp_delta, dp_clip)
