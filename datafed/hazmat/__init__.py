@@ -30,6 +30,7 @@ from datafed.hazmat._dp import (
     sample_discrete_laplace,
 )
 from datafed.hazmat._field import Field64, Field128, NttField
+from datafed.hazmat._field_cols import decode_columns, encode_columns
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
@@ -40,6 +41,7 @@ from datafed.hazmat._fixedpoint import (
     encode_int,
 )
 from datafed.hazmat._flp import FlpBBCGGI19
+from datafed.hazmat._flp_batch import decide_columns, query_columns
 from datafed.hazmat._flp_circuits import CountCircuit, SumCircuit, Valid
 from datafed.hazmat._flp_gadgets import Gadget, Mul, ParallelSum, PolyEval
 from datafed.hazmat._flp_vec_circuits import (
@@ -88,7 +90,14 @@ from datafed.hazmat._shamir import (
     shamir_split,
     shamir_split_bytes,
 )
-from datafed.hazmat._xof import Xof, XofFixedKeyAes128, XofTurboShake128, format_dst
+from datafed.hazmat._xof import (
+    TurboShake,
+    Xof,
+    XofFixedKeyAes128,
+    XofTurboShake128,
+    format_dst,
+    xof_many,
+)
 from datafed.hazmat.errors import (
     DecryptionError,
     HazmatError,
@@ -142,6 +151,7 @@ __all__ = [  # noqa: RUF022
     "SumCircuit",
     "SumVecCircuit",
     "SystemRandomSource",
+    "TurboShake",
     "Valid",
     "VectorShare",
     "Xof",
@@ -152,9 +162,12 @@ __all__ = [  # noqa: RUF022
     "bernoulli_exp",
     "ciphertext_from_phe",
     "ciphertext_to_phe",
+    "decide_columns",
+    "decode_columns",
     "decode_fixed",
     "decode_int",
     "derive_seed",
+    "encode_columns",
     "encode_fixed",
     "encode_int",
     "exponent_bits",
@@ -178,6 +191,7 @@ __all__ = [  # noqa: RUF022
     "public_key_from_phe",
     "public_key_to_jwk",
     "public_key_to_phe",
+    "query_columns",
     "random_scalar",
     "reconstruct_additive",
     "sample_discrete_gaussian",
@@ -190,4 +204,5 @@ __all__ = [  # noqa: RUF022
     "split_additive",
     "sub64",
     "window_bits",
+    "xof_many",
 ]
