@@ -11,7 +11,6 @@ the answer leaves; refusals are counted there and recorded in the next window en
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from datafed.collect import ENC_SIZE, TAG_SIZE, report_digest
@@ -52,8 +51,11 @@ def _check(rt: TaskRuntime, r: collect_pb2.CollectReport, now: int) -> str | Non
 
 
 def store_uploads(rt: TaskRuntime, reports: Sequence[collect_pb2.CollectReport]) -> list[str]:
-    """Check and durably store one upload; return a status per report (blocking)."""
-    now = int(time.time())
+    """Check and durably store one upload; return a status per report (blocking).
+
+    Time is the database's clock: every front end of the aggregator judges alike.
+    """
+    now = rt.store.now_ms() // 1000
     statuses: list[str | None] = [_check(rt, r, now) for r in reports]
     rows = [
         (
@@ -72,8 +74,6 @@ def store_uploads(rt: TaskRuntime, reports: Sequence[collect_pb2.CollectReport])
         if s is None
     ]
     refused = [s for s in statuses if s is not None]
-    inserted = rt.store.insert_reports(rows, refused, now * 1000)
-    newest = max((r[1] for r, s in zip(rows, inserted, strict=True) if s == "accepted"), default=0)
-    rt.watermark = max(rt.watermark, newest)
+    inserted = rt.store.insert_reports(rows, refused)
     stored = iter(inserted)
     return [s if s is not None else next(stored) for s in statuses]
