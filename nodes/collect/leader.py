@@ -228,7 +228,14 @@ class LeaderLoop:
         self._stopping = False
 
     def start(self) -> None:
-        """Start the drivers and the closer on the running event loop."""
+        """Start the drivers and the closer on the running event loop.
+
+        On SQLite (one process) the jobs stored before a restart are taken over at once.
+        """
+        if self.rt.store.db.dialect == "sqlite" and self.drivers:
+            n = self.rt.store.release_leases()
+            if n:
+                log.info("collect %s: resending %d stored job(s)", self.rt.name, n)
         self._tasks = [asyncio.create_task(self._worker(d)) for d in self.drivers]
         if self.closer:
             self._tasks.append(asyncio.create_task(self._closer()))

@@ -233,6 +233,12 @@ class CollectStore(WindowStore):
             ).fetchall()
         return job_id, generation, [_report(r) for r in rows]
 
+    def release_leases(self) -> int:
+        """Free every job's lease (one process restarting: no one else holds them)."""
+        with self._tx() as db:
+            rows = db.execute("UPDATE jobs SET lease_until_ms = 0 RETURNING id").fetchall()
+        return len(rows)
+
     def renew_job(self, job_id: bytes, generation: int, lease_ms: int) -> bool:
         """Extend a job's lease; ``False`` if another worker took it over."""
         with self._tx() as db:
