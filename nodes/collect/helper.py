@@ -38,6 +38,7 @@ from datafed.protocols import (
     WindowSum,
     helper_run,
 )
+from nodes.collect.packed import Inits, pack_resps, read_inits
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import Replayed, WindowDelta, WindowRow
 from nodes.errors import InvalidRequest, Unavailable
@@ -79,16 +80,16 @@ def run_job(
     done = rt.store.helper_job(job_id)
     if done is not None:
         return _same_job(done, digest)
-    ids = [bytes(m.report_id) for m in body.inits]
+    inits = read_inits(body)
+    ids, times = inits.ids, inits.times
     if len(set(ids)) != len(ids):
         raise InvalidRequest("an aggregation job repeats a report ID; nothing was aggregated")
-    times = [int(m.time) for m in body.inits]
     windows = sorted({rt.task.window(t) for t in times})
-    shares = _open_shares(rt, body)
+    shares = _open_shares(rt, inits)
     seen = rt.store.seen_among(ids)
     now = rt.store.now_ms() // 1000 if now is None else now  # the database's clock
     for _ in range(5):
-        out, run = _answer(rt, body, shares, seen, rt.store.closed_among(windows), now)
+        out, run = _answer(rt, body, inits, shares, seen, rt.store.closed_among(windows), now)
         deltas = {
             w: WindowDelta(s.agg, s.count, s.checksum, s.rejected) for w, s in run.sums.items()
         }
@@ -143,18 +144,15 @@ def _same_task(
         )
 
 
-def _open_shares(rt: TaskRuntime, body: collect_pb2.AggregateInitRequest) -> list[bytes | None]:
+def _open_shares(rt: TaskRuntime, inits: Inits) -> list[bytes | None]:
     """Open each report's sealed Helper share; ``None`` for one that does not open."""
-    opener = ShareOpener(rt.x25519)
+    opener, tid = ShareOpener(rt.x25519), rt.task_id
     out: list[bytes | None] = []
-    for m in body.inits:
+    for rid, t, public, enc, ct in zip(
+        inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts, strict=True
+    ):
         try:
-            out.append(
-                opener.open(
-                    ReportBinding(rt.task_id, bytes(m.report_id), m.time, bytes(m.public_share)),
-                    SealedShare(bytes(m.helper_enc), bytes(m.helper_ciphertext)),
-                )
-            )
+            out.append(opener.open(ReportBinding(tid, rid, t, public), SealedShare(enc, ct)))
         except SealError:
             out.append(None)  # rejected; its ID is not burnt (it was not proven)
     return out
@@ -163,30 +161,38 @@ def _open_shares(rt: TaskRuntime, body: collect_pb2.AggregateInitRequest) -> lis
 def _answer(
     rt: TaskRuntime,
     body: collect_pb2.AggregateInitRequest,
+    inits: Inits,
     shares: list[bytes | None],
     seen: set[bytes],
     closed: set[int],
     now: int,
 ) -> tuple[collect_pb2.AggregateInitResponse, HelperRun]:
-    """The answer, report by report, and what the job commits."""
+    """The answer, report by report (in the job's own form), and what the job commits."""
     run = helper_run(
         rt.task,
         rt.verify_key,
-        [bytes(m.report_id) for m in body.inits],
-        [int(m.time) for m in body.inits],
-        [bytes(m.public_share) for m in body.inits],
+        inits.ids,
+        inits.times,
+        inits.public_shares,
         shares,
-        [bytes(m.payload) for m in body.inits],
+        inits.payloads,
         seen=seen,
         closed=closed,
         now=now,
     )
-    out = collect_pb2.AggregateInitResponse(job_id=body.job_id)
-    for m, share, (error, payload) in zip(body.inits, shares, run.answers, strict=True):
+    answers = []
+    for t, share, (error, payload) in zip(inits.times, shares, run.answers, strict=True):
         if share is None and not error:
             error = DECRYPT_ERROR
-            run.sums.setdefault(rt.task.window(m.time), WindowSum()).reject(DECRYPT_ERROR)
-        out.resps.add(report_id=m.report_id, payload=payload, error=error)
+            run.sums.setdefault(rt.task.window(t), WindowSum()).reject(DECRYPT_ERROR)
+        answers.append((error, payload))
+    out = collect_pb2.AggregateInitResponse(job_id=body.job_id)
+    if body.HasField("packed"):
+        size = 5 + (rt.vdaf.xof.SEED_SIZE if rt.vdaf.uses_joint_rand else 0)  # a finish message
+        pack_resps(out, answers, size)
+    else:
+        for rid, (error, payload) in zip(inits.ids, answers, strict=True):
+            out.resps.add(report_id=rid, payload=payload, error=error)
     return out, run
 
 

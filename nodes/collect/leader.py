@@ -42,6 +42,7 @@ from datafed.protocols import LeaderStart, ReportError, WindowSum, leader_finish
 from nodes.collect.closer import close_due
 from nodes.collect.db import StoreUnavailable
 from nodes.collect.helper import DECRYPT_ERROR
+from nodes.collect.packed import Inits, pack_inits, read_resps
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import ReportRow, WindowDelta
 from nodes.context import NodeContext
@@ -140,16 +141,16 @@ class JobDriver:
             closed,
         )
         body = collect_pb2.AggregateInitRequest(task=rt.name, task_id=rt.task_id, job_id=job_id)
-        for j, payload in zip(start.sent, start.payloads, strict=True):
-            r = rows[j]
-            body.inits.add(
-                report_id=r.report_id,
-                time=r.time,
-                public_share=r.public_share,
-                helper_enc=r.enc,
-                helper_ciphertext=r.ciphertext,
-                payload=payload,
-            )
+        sent = [rows[j] for j in start.sent]
+        inits = Inits(
+            [r.report_id for r in sent],
+            [r.time for r in sent],
+            [r.public_share for r in sent],
+            [r.enc for r in sent],
+            [r.ciphertext for r in sent],
+            start.payloads,
+        )
+        pack_inits(body, inits)
         return _Job(job_id, generation, rows, start, body)
 
     async def step(self) -> bool:
@@ -180,17 +181,18 @@ class JobDriver:
         rt, rows = self.rt, job.rows
         if job.start.sent and bytes(resp.job_id) != job.job_id:
             raise ValueError("the Helper answered another job")
-        sent_ids = [rows[j].report_id for j in job.start.sent]
-        if [bytes(m.report_id) for m in resp.resps] != sent_ids:
-            raise ValueError("the Helper's answer does not list the job's reports")
         answers, undecryptable = [], []
-        for j, m in zip(job.start.sent, resp.resps, strict=True):
-            if m.error == DECRYPT_ERROR:
+        got = read_resps(resp, len(job.start.sent)) if job.start.sent else []
+        if len(got) != len(job.start.sent):
+            raise ValueError("the Helper's answer does not list the job's reports")
+        for j, (error, payload) in zip(job.start.sent, got, strict=True):
+            if error == DECRYPT_ERROR:
                 undecryptable.append(j)
                 answers.append((ReportError.VDAF_VERIFY_ERROR.value, b""))
             else:
-                ReportError(m.error) if m.error else None  # an unknown error raises ValueError
-                answers.append((m.error, bytes(m.payload)))
+                if error:
+                    ReportError(error)  # an unknown error raises ValueError
+                answers.append((error, payload))
         times = [r.time for r in rows]
         sums = leader_finish(rt.task, job.start, [r.report_id for r in rows], times, answers, set())
         for j in undecryptable:

@@ -33,6 +33,7 @@ one whose job was taken over commits nothing, so a report is counted exactly onc
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,30 +95,42 @@ class CollectStore(WindowStore):
         wait for the other's commit, and it then finds a duplicate.
         """
         out: list[str] = []
+        token = secrets.token_bytes(8)  # marks this transaction's inserts (a claim overwrites)
         with self._tx() as db:
             now = self.db.now_ms(db) if now_ms is None else now_ms
             windows = sorted({r[2] for r in rows})
             self._ensure_windows(db, windows, now)
             closed = self._not_open(db, windows)
-            for rid, time, window, digest, shares in rows:
+            fresh = [r for r in rows if r[2] not in closed]
+            db.executemany(
+                "INSERT INTO reports (id, time, window, digest, state, job, public, leader, "
+                "enc, ct) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                [(rid, t, w, d, token, *sh) for rid, t, w, d, sh in fresh],
+            )
+            stored = self._by_id(db, "SELECT id, digest, job FROM reports", [r[0] for r in fresh])
+            for rid, _, window, digest, _ in rows:
                 if window in closed:
                     out.append("batch_collected")
                     continue
-                got = db.execute(
-                    "INSERT INTO reports (id, time, window, digest, state, public, leader, "
-                    "enc, ct) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
-                    "RETURNING seq",
-                    (rid, time, window, digest, *shares),
-                ).fetchone()
-                if got is None:
-                    old = db.execute("SELECT digest FROM reports WHERE id = ?", (rid,)).fetchone()
-                    out.append("duplicate" if bytes(old[0]) == digest else "report_replayed")
-                    continue
-                out.append("accepted")
+                old_digest, job = stored[rid]
+                if job is not None and bytes(job) == token:
+                    out.append("accepted")
+                else:
+                    out.append("duplicate" if bytes(old_digest) == digest else "report_replayed")
             self._seen_windows(db, rows, out, now)
-            self._count_refusals(
-                db, [*refused, *(o for o in out if o not in ("accepted", "duplicate"))]
-            )
+            refusals = [*refused, *(o for o in out if o not in ("accepted", "duplicate"))]
+            self._count_refusals(db, refusals)
+        return out
+
+    @staticmethod
+    def _by_id(db: Cursor, select: str, ids: Sequence[bytes]) -> dict[bytes, tuple[Any, ...]]:
+        """``select`` (its first column the ID) of the rows whose ID is among ``ids``."""
+        out: dict[bytes, tuple[Any, ...]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(f"{select} WHERE id IN ({marks})", chunk).fetchall():
+                out[bytes(row[0])] = tuple(row[1:])
         return out
 
     def _ensure_windows(self, db: Cursor, windows: Sequence[int], now: int) -> None:
@@ -343,14 +356,14 @@ class CollectStore(WindowStore):
             self._ensure_windows(db, sorted(set(windows)), now)
             if self.closed_in(db, sorted(set(windows)), lock=True):
                 raise Replayed(set())
-            fresh = set()
-            for rid in seen:
-                if db.execute(
-                    "INSERT INTO seen VALUES (?) ON CONFLICT (id) DO NOTHING RETURNING id", (rid,)
-                ).fetchone():
-                    fresh.add(rid)
-            if len(fresh) != len(seen):
-                raise Replayed(set(seen) - fresh)
+            db.executemany(
+                "INSERT INTO seen VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                [(r, job_id) for r in seen],
+            )
+            owners = self._by_id(db, "SELECT id, job FROM seen", list(seen))
+            taken = {r for r in seen if bytes(owners[r][0]) != job_id}
+            if taken:  # verified by another job first (that process committed before us)
+                raise Replayed(taken)
             self._merge(db, deltas)
         return None
 
