@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ __all__ = ["LeaderLoop"]
 
 log = logging.getLogger("datafed.node")
 PURPOSE = "collect"
+#: Clock difference a job driver tolerates (the gate's tolerance is 30 s).
+MAX_SKEW_S = 20.0
 
 
 @dataclass
@@ -112,9 +115,38 @@ class JobDriver:
         self.rt, self.link = rt, link
         self.lease_ms = int(lease_s * 1000)
         self.owner = owner_name()
+        self._clock_checked = -1e9
+        self._skewed = False
+
+    def clock_skew(self) -> float:
+        """This process's clock minus the database's, in seconds."""
+        return time.time() - self.rt.store.now_ms() / 1000
+
+    def _stands_aside(self) -> bool:
+        """Whether this worker's clock is too far off to sign for the task (checked often).
+
+        Leases and report times follow the database's clock, but the Helper checks the
+        time in every signed request against its own: a worker whose clock is off by more
+        than that tolerance would hold jobs it can never finish, so it takes none and
+        says why; the other workers do the aggregation.
+        """
+        if time.monotonic() - self._clock_checked > 10.0:
+            self._clock_checked = time.monotonic()
+            skew = self.clock_skew()
+            was, self._skewed = self._skewed, abs(skew) > MAX_SKEW_S
+            if self._skewed and not was:
+                log.error(
+                    "collect %s: this process's clock is %+.0f s off the database's; it takes "
+                    "no jobs until its clock is fixed (NTP)",
+                    self.rt.name,
+                    skew,
+                )
+        return self._skewed
 
     def _claim(self) -> _Job | None:
         rt = self.rt
+        if self._stands_aside():
+            return None
         got = rt.store.reclaim_job(self.owner, self.lease_ms)
         if got is not None:
             job_id, generation, rows = got

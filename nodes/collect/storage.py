@@ -103,7 +103,7 @@ class CollectStore(WindowStore):
             closed = self._not_open(db, windows)
             fresh = [r for r in rows if r[2] not in closed]
             db.executemany(
-                "INSERT INTO reports (id, time, window, digest, state, job, public, leader, "
+                "INSERT INTO reports (id, time, win, digest, state, job, public, leader, "
                 "enc, ct) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 [(rid, t, w, d, token, *sh) for rid, t, w, d, sh in fresh],
             )
@@ -293,7 +293,7 @@ class CollectStore(WindowStore):
         """Reports of ``window`` still pending or in a job."""
         with self._tx() as db:
             (n,) = db.execute(
-                "SELECT COUNT(*) FROM reports WHERE state < 2 AND window = ?", (window,)
+                "SELECT COUNT(*) FROM reports WHERE state < 2 AND win = ?", (window,)
             ).fetchone()
         return int(n)
 

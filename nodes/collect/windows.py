@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS task (id BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
   seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
-  window INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL, job BLOB,
+  win INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL, job BLOB,
   public BLOB, leader BLOB, enc BLOB, ct BLOB);
-CREATE INDEX IF NOT EXISTS reports_open ON reports (state, window) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS reports_open ON reports (state, win) WHERE state < 2;
 CREATE INDEX IF NOT EXISTS reports_job ON reports (job) WHERE state = 1;
 CREATE TABLE IF NOT EXISTS jobs (
   id BLOB PRIMARY KEY, owner TEXT NOT NULL, generation INTEGER NOT NULL,
