@@ -86,7 +86,7 @@ def test_delivery_to_a_webhook_a_command_and_the_collectors_log(tmp_path: Path) 
     got: list[dict[str, object]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
