@@ -88,19 +88,27 @@ class CollectService:
         for loop in self.loops.values():
             loop.start()
         if self.workers and self.tasks:
-            assert self.config_path is not None
-            exe = Path(sys.executable).parent / "datafed-node"
-            cmd = [str(exe), "collect-worker", "--config", str(self.config_path)]
-            for _ in range(self.workers):
-                self.processes.append(
-                    subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ})
-                )
+            self.processes = [self._spawn() for _ in range(self.workers)]
             log.info("collect: %d worker process(es) started", self.workers)
         if self.ctx.config.collect_service.database and self.tasks:
             self._drain = asyncio.create_task(self._drain_outboxes())
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        assert self.config_path is not None
+        exe = Path(sys.executable).parent / "datafed-node"
+        cmd = [str(exe), "collect-worker", "--config", str(self.config_path)]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ})
+
+    def _supervise(self) -> None:
+        """Start a worker again in place of one that died (its jobs lease out meanwhile)."""
+        for i, p in enumerate(self.processes):
+            if p.poll() is not None:
+                log.warning("collect: worker %d exited (%s); starting another", p.pid, p.returncode)
+                self.processes[i] = self._spawn()
+
     async def _drain_outboxes(self) -> None:
         while True:
+            self._supervise()
             for rt in self.tasks.values():
                 try:
                     await drain_outbox(self.ctx, rt)
@@ -110,6 +118,11 @@ class CollectService:
 
     async def stop(self) -> None:
         """Stop the loops and workers; what is stored stays for the next start."""
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+            self._drain = None
         for loop in self.loops.values():
             await loop.stop()
         for p in self.processes:

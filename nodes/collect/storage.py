@@ -117,9 +117,13 @@ class CollectStore(WindowStore):
                     out.append("accepted")
                 else:
                     out.append("duplicate" if bytes(old_digest) == digest else "report_replayed")
-            self._seen_windows(db, rows, out, now)
             refusals = [*refused, *(o for o in out if o not in ("accepted", "duplicate"))]
             self._count_refusals(db, refusals)
+        # Then, apart (the upload above holds its windows' rows shared; turning that into
+        # an update would deadlock two uploads): the windows' last arrival, the watermark.
+        # Both only say when a window may close; a crash in between closes it no later.
+        with self._tx() as db:
+            self._seen_windows(db, rows, out, now)
         return out
 
     @staticmethod

@@ -199,9 +199,12 @@ class WindowStore:
             return self.closed_in(cur, wanted)
 
     def closed_in(self, cur: Cursor, starts: Sequence[int], *, lock: bool = False) -> set[int]:
-        """:meth:`closed_among` inside a transaction; ``lock``: hold the rows (PostgreSQL)."""
+        """:meth:`closed_among` inside a transaction; ``lock``: hold the rows for update.
+
+        PostgreSQL only; the rows are taken in window order, as every writer takes them.
+        """
         out: set[int] = set()
-        share = " FOR SHARE" if lock and self.db.dialect == "postgresql" else ""
+        share = " FOR UPDATE" if lock and self.db.dialect == "postgresql" else ""
         for i in range(0, len(starts), 500):
             chunk = list(starts[i : i + 500])
             marks = ",".join("?" * len(chunk))

@@ -161,7 +161,15 @@ async def _serve_front(ctx: WorkerContext, listen: str) -> tuple[grpc.aio.Server
 async def run_worker(config_path: Path, *, listen: str = "", jobs: bool = True) -> None:
     """One worker process until SIGINT/SIGTERM (see module docs)."""
     cfg = load_node_config(config_path)
-    ctx = WorkerContext.open_worker(cfg)
+    pause = 0.5
+    while True:  # the database may be down (restarting): wait for it
+        try:
+            ctx = WorkerContext.open_worker(cfg)
+            break
+        except StoreUnavailable as exc:
+            log.warning("collect worker: %s; retrying", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
     svc = cfg.collect_service
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -67,7 +67,8 @@ def test_two_leaders_claiming_the_same_job_commit_it_once(pg: PgServer) -> None:
     got: dict[str, list[bytes]] = {}
 
     def claim(name: str, store: CollectStore) -> None:  # at the same moment
-        got[name] = [r.report_id for r in store.claim_job(name.encode() * 16, 25, name, 200)[1]]
+        lease = 200 if name == "a" else 60_000  # a's worker will stall past its lease
+        got[name] = [r.report_id for r in store.claim_job(name.encode() * 16, 25, name, lease)[1]]
 
     threads = [threading.Thread(target=claim, args=(n, s)) for n, s in (("a", a), ("b", b))]
     for t in threads:
@@ -113,7 +114,8 @@ def test_worker_killed_mid_job_loses_nothing_counts_nothing_twice(
         nodes = {n.spec.name: n for n in fed.nodes}
         fed.stop_node(nodes[HELPER])  # jobs stay claimed, resent with back-off
         items = [(i % 2, w(0) + i % 50) for i in range(120)] + [(1, w(1) + i) for i in range(30)]
-        asyncio.run(_upload(fed.root / "gateway-gw-city.toml", "meters", items))
+        gw = fed.root / "gateway-gw-city.toml"
+        asyncio.run(_upload(gw, "meters", items))
         deadline, owners = time.monotonic() + 30, []
         while not owners and time.monotonic() < deadline:
             owners = query(pg, fed, LEADER, "SELECT owner FROM jobs")
@@ -122,6 +124,7 @@ def test_worker_killed_mid_job_loses_nothing_counts_nothing_twice(
         victim = int(owners[0][0].rsplit(":", 1)[1])
         os.kill(victim, signal.SIGKILL)  # mid-job: claimed, sent, not committed
         fed.start_node(nodes[HELPER])
+        asyncio.run(_upload(gw, "meters", [(0, w(3))]))  # moves the watermark past both
         asyncio.run(wait_closed(fed, "meters", [w(0), w(1)], timeout=60))
         assert asyncio.run(_counts(fed, "meters", [w(0), w(1)])) == [(60, 120), (30, 30)]
         assert "taking over job" in nodes[LEADER].log.read_text(errors="replace")
@@ -142,6 +145,7 @@ def test_database_restarted_mid_window_counts_every_report_once(
         later = [(0, w(0) + 40 + i % 10) for i in range(50)] + [(1, w(1) + i) for i in range(20)]
         statuses = asyncio.run(_upload(gw, "meters", later))
         assert set(statuses) == {"accepted"}
+        asyncio.run(_upload(gw, "meters", [(0, w(3))]))  # moves the watermark past both
         asyncio.run(wait_closed(fed, "meters", [w(0), w(1)], timeout=60))
         assert asyncio.run(_counts(fed, "meters", [w(0), w(1)])) == [(100, 150), (20, 20)]
     finally:
