@@ -86,6 +86,9 @@ def collect_worker(
         "", "--listen", help="also serve uploads on this address (an upload front end)"
     ),
     jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="run aggregation jobs"),
+    parent: int = typer.Option(
+        0, "--parent", help="stop when this process (the `serve` that started it) is gone"
+    ),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR"),
 ) -> None:
     """Aggregate collection tasks beside `serve`, over the node's PostgreSQL database.
@@ -102,7 +105,7 @@ def collect_worker(
     cfg = load_node_config(config)
     if not cfg.collect_service.database:
         raise ConfigError("collect-worker needs [collect_service] database = postgresql://...")
-    asyncio.run(run_worker(config, listen=listen, jobs=jobs))
+    asyncio.run(run_worker(config, listen=listen, jobs=jobs, parent=parent))
 
 
 @app.command()

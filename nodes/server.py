@@ -252,10 +252,10 @@ async def serve(
         port = await node.start()
         host = config.node.listen.rsplit(":", 1)[0]
         address = f"{host}:{port}"
+        stop = _handle_signals(ctx, config_path)  # before READY: a stop then is graceful
         log.info("node %s serving on %s (mTLS required)", ctx.name, address)
         if on_ready is not None:
             on_ready(address)
-        stop = _handle_signals(ctx, config_path)
         pid_file(config).write_text(f"{os.getpid()}\n")
         assert node.server is not None
         waiter = asyncio.create_task(node.server.wait_for_termination())

@@ -30,7 +30,7 @@ from datafed.hazmat._dp import (
     sample_discrete_laplace,
 )
 from datafed.hazmat._field import Field64, Field128, NttField
-from datafed.hazmat._field_cols import decode_columns, encode_columns
+from datafed.hazmat._field_cols import Cols, Mask, decode_columns, encode_columns, stack
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
@@ -41,7 +41,7 @@ from datafed.hazmat._fixedpoint import (
     encode_int,
 )
 from datafed.hazmat._flp import FlpBBCGGI19
-from datafed.hazmat._flp_batch import decide_columns, query_columns
+from datafed.hazmat._flp_batch import decide_columns, query_columns, rows_of, sum_rows
 from datafed.hazmat._flp_circuits import CountCircuit, SumCircuit, Valid
 from datafed.hazmat._flp_gadgets import Gadget, Mul, ParallelSum, PolyEval
 from datafed.hazmat._flp_vec_circuits import (
@@ -117,6 +117,7 @@ __all__ = [  # noqa: RUF022
     "SEED_BYTES",
     "AdditiveShare",
     "BatchEncryptor",
+    "Cols",
     "CountCircuit",
     "DecryptionError",
     "EncryptedVector",
@@ -134,6 +135,7 @@ __all__ = [  # noqa: RUF022
     "InvalidCiphertext",
     "InvalidPoint",
     "InvalidShare",
+    "Mask",
     "Mul",
     "MultihotCountVecCircuit",
     "NttField",
@@ -194,6 +196,7 @@ __all__ = [  # noqa: RUF022
     "query_columns",
     "random_scalar",
     "reconstruct_additive",
+    "rows_of",
     "sample_discrete_gaussian",
     "sample_discrete_laplace",
     "scalar_mult",
@@ -202,7 +205,9 @@ __all__ = [  # noqa: RUF022
     "shamir_split",
     "shamir_split_bytes",
     "split_additive",
+    "stack",
     "sub64",
+    "sum_rows",
     "window_bits",
     "xof_many",
 ]

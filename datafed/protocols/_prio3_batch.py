@@ -20,9 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from datafed.hazmat import Field128, xof_many
-from datafed.hazmat._field_cols import Cols, Mask, decode_columns, encode_columns, stack
-from datafed.hazmat._flp_batch import decide_columns, query_columns, rows_of, sum_rows
+from datafed.hazmat import (
+    Cols,
+    Field128,
+    Mask,
+    decide_columns,
+    decode_columns,
+    encode_columns,
+    query_columns,
+    rows_of,
+    stack,
+    sum_rows,
+    xof_many,
+)
 from datafed.protocols._prio3 import Prio3
 from datafed.protocols._prio3_aux import (
     USAGE_JOINT_RAND_PART,

@@ -97,6 +97,7 @@ class CollectService:
         assert self.config_path is not None
         exe = Path(sys.executable).parent / "datafed-node"
         cmd = [str(exe), "collect-worker", "--config", str(self.config_path)]
+        cmd += ["--parent", str(os.getpid())]  # a worker outlives no serve, even one killed
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ})
 
     def _supervise(self) -> None:

@@ -16,7 +16,8 @@ other machines -- do the aggregation:
 database; ``--no-jobs`` makes it a front end only. A worker holds no ledger: a request it
 refuses is kept in the task's outbox, and ``serve`` appends it to the ledger
 (:func:`drain_outbox`). A worker killed mid-job loses nothing: its job's lease runs out
-and another worker takes the job over.
+and another worker takes the job over. A worker ``serve`` started (``--parent PID``) stops
+when that ``serve`` is gone, even one killed without a chance to stop it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -158,23 +160,43 @@ async def _serve_front(ctx: WorkerContext, listen: str) -> tuple[grpc.aio.Server
     return server, port
 
 
-async def run_worker(config_path: Path, *, listen: str = "", jobs: bool = True) -> None:
-    """One worker process until SIGINT/SIGTERM (see module docs)."""
+def orphaned(parent: int) -> bool:
+    """Whether the ``serve`` that started this worker (``parent``; 0: none) is gone."""
+    return parent > 0 and os.getppid() != parent
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if orphaned(parent):
+            log.warning("collect worker: its serve (%d) is gone; stopping", parent)
+            stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def run_worker(
+    config_path: Path, *, listen: str = "", jobs: bool = True, parent: int = 0
+) -> None:
+    """One worker process until SIGINT/SIGTERM, or until ``parent`` is gone (module docs)."""
     cfg = load_node_config(config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     pause = 0.5
     while True:  # the database may be down (restarting): wait for it
+        if stop.is_set() or orphaned(parent):
+            return
         try:
             ctx = WorkerContext.open_worker(cfg)
             break
         except StoreUnavailable as exc:
             log.warning("collect worker: %s; retrying", exc)
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
             pause = min(pause * 2, 5.0)
     svc = cfg.collect_service
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(parent, stop))
     loops: list[LeaderLoop] = []
     tasks: list[asyncio.Task[None]] = []
     server = None
@@ -194,6 +216,7 @@ async def run_worker(config_path: Path, *, listen: str = "", jobs: bool = True) 
     log.info("collect worker of %s started (%s)", cfg.node.name, owner_name())
     started = time.monotonic()
     await stop.wait()
+    await watchdog
     for lp in loops:
         await lp.stop()
     for t in tasks:

@@ -9,6 +9,7 @@ or a worker under a skewed clock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import secrets
@@ -90,13 +91,50 @@ class Worker:
     log: Path
 
     def stop(self) -> None:
+        """SIGTERM to its process group (a wrapper such as faketime forks the worker)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def strays(root: Path) -> list[int]:
+    """Processes still running with a ``--config`` under ``root`` (none once all stopped)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(a.startswith(str(root).encode()) for a in cmd):
+            out.append(int(d.name))
+    return out
+
+
+def stop_all(fed: LocalFederation, *workers: Worker, wait_s: float = 10.0) -> None:
+    """Stop ``workers`` and the federation; assert that no process of it is left running.
+
+    ``serve`` stops its own workers; one it could not (it was killed) stops by itself when
+    it sees its ``serve`` gone. Any process left after ``wait_s`` is killed and reported.
+    """
+    for wk in workers:
+        wk.stop()
+    fed.stop()
+    deadline = time.monotonic() + wait_s
+    while (left := strays(fed.root)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running after the federation stopped: {left}"
 
 
 def start_worker(

@@ -30,6 +30,8 @@ from tests.engines.collect_pg import (
     pg_federation,
     query,
     start_worker,
+    stop_all,
+    strays,
 )
 from tests.engines.pg import ADMIN, PgServer
 from tests.integration.collect_harness import PURPOSE, T0, WINDOW, make_task, wait_closed
@@ -129,8 +131,16 @@ def test_worker_killed_mid_job_loses_nothing_counts_nothing_twice(
         assert asyncio.run(_counts(fed, "meters", [w(0), w(1)])) == [(60, 120), (30, 30)]
         assert "taking over job" in nodes[LEADER].log.read_text(errors="replace")
         assert query(pg, fed, LEADER, "SELECT count(*) FROM jobs") == [(0,)]
+        serve = nodes[LEADER].process
+        assert serve is not None and strays(nodes[LEADER].config.parent) != [serve.pid]
+        os.kill(serve.pid, signal.SIGKILL)  # serve itself killed: its workers stop by themselves
+        serve.wait()
+        deadline = time.monotonic() + 10
+        while strays(nodes[LEADER].config.parent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert strays(nodes[LEADER].config.parent) == []
     finally:
-        fed.stop()
+        stop_all(fed)
 
 
 def test_database_restarted_mid_window_counts_every_report_once(
@@ -149,7 +159,7 @@ def test_database_restarted_mid_window_counts_every_report_once(
         asyncio.run(wait_closed(fed, "meters", [w(0), w(1)], timeout=60))
         assert asyncio.run(_counts(fed, "meters", [w(0), w(1)])) == [(100, 150), (20, 20)]
     finally:
-        fed.stop()
+        stop_all(fed)
 
 
 def test_report_uploaded_twice_to_two_front_ends_at_once_is_stored_once(
@@ -174,8 +184,7 @@ def test_report_uploaded_twice_to_two_front_ends_at_once_is_stored_once(
         asyncio.run(wait_closed(fed, "meters", [w(0)], timeout=60))
         assert asyncio.run(_counts(fed, "meters", [w(0)])) == [(40, 40)]
     finally:
-        front.stop()
-        fed.stop()
+        stop_all(fed, front)
 
 
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed")
@@ -197,5 +206,4 @@ def test_clock_skewed_worker_takes_no_job_and_decides_nothing_by_its_clock(
         log = skewed.log.read_text(errors="replace")
         assert "off the database's" in log and "taking over" not in log
     finally:
-        skewed.stop()
-        fed.stop()
+        stop_all(fed, skewed)
