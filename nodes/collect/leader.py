@@ -122,7 +122,7 @@ class JobDriver:
         """This process's clock minus the database's, in seconds."""
         return time.time() - self.rt.store.now_ms() / 1000
 
-    def _stands_aside(self) -> bool:
+    def stands_aside(self) -> bool:
         """Whether this worker's clock is too far off to sign for the task (checked often).
 
         Leases and report times follow the database's clock, but the Helper checks the
@@ -145,7 +145,7 @@ class JobDriver:
 
     def _claim(self) -> _Job | None:
         rt = self.rt
-        if self._stands_aside():
+        if self.stands_aside():
             return None
         got = rt.store.reclaim_job(self.owner, self.lease_ms)
         if got is not None:

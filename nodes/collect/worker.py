@@ -209,6 +209,9 @@ async def run_worker(
         for rt in ctx.tasks.values():
             if rt.role == "leader":
                 lp = LeaderLoop(ctx, rt, drivers=svc.drivers, closer=False, lease_s=svc.lease_s)
+                if lp.drivers:  # a clock far off is said at once, not at the first job
+                    with contextlib.suppress(StoreUnavailable):
+                        await asyncio.to_thread(lp.drivers[0].stands_aside)
                 lp.start()
                 loops.append(lp)
             else:
