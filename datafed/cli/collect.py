@@ -90,7 +90,7 @@ async def _watch(
 
     async with Collector.from_file(federation) as col:
         spec = (await col.task(task)).spec
-        alerts = load_alerts(alerts_file, {task: spec}) if alerts_file else None
+        alerts = load_alerts(alerts_file, {task: spec}, watching=task) if alerts_file else None
         width = _width(spec)
         title = (
             f"{task}: {spec.vdaf} per {spec.time_precision} s window, {spec.leader} + {spec.helper}"

@@ -305,8 +305,12 @@ class Alerts:
         return fired
 
 
-def load_alerts(path: Path, specs: dict[str, TaskSpec]) -> Alerts:
-    """Read ``alerts.toml`` and bind its rules to the tasks' columns (AlertError if unusable)."""
+def load_alerts(path: Path, specs: dict[str, TaskSpec], *, watching: str = "") -> Alerts:
+    """Read ``alerts.toml`` and bind its rules to the tasks' columns (AlertError if unusable).
+
+    With ``watching``, only that task's rules are bound (a file may hold rules for several
+    tasks); a file with none for it is refused, as a watch it would not serve.
+    """
     try:
         cfg = load_toml_model(path, AlertsFile)
     except CollectError:
@@ -314,7 +318,10 @@ def load_alerts(path: Path, specs: dict[str, TaskSpec]) -> Alerts:
     except Exception as exc:
         raise AlertError(f"{path}: {exc}") from exc
     rules: list[AlertRule] = []
-    for rc in cfg.rules:
+    chosen = [rc for rc in cfg.rules if not watching or rc.task == watching]
+    if watching and not chosen:
+        raise AlertError(f"{path}: no rule for task {watching!r}")
+    for rc in chosen:
         spec = specs.get(rc.task)
         if spec is None:
             raise AlertError(f"rule {rc.name!r}: unknown task {rc.task!r}")

@@ -48,6 +48,8 @@ def test_a_rule_on_a_column_that_does_not_exist_is_refused_before_watching(tmp_p
         load_alerts(_file(tmp_path, bad), {"pressure": _spec()})
     with pytest.raises(AlertError, match="unknown task"):
         load_alerts(_file(tmp_path, LOW.replace('task = "pressure"', 'task = "flow"')), {})
+    with pytest.raises(AlertError, match="no rule for task 'flow'"):
+        load_alerts(_file(tmp_path, LOW), {"pressure": _spec()}, watching="flow")
     with pytest.raises(AlertError, match="loopback"):
         load_alerts(_file(tmp_path, LOW, '["webhook:http://10.0.0.9/x"]'), {"pressure": _spec()})
 
