@@ -10,7 +10,8 @@ Rows (one op = one report), all paired with one baseline measured in the same ru
 * ``collect.e2e.pg``: the same with each aggregator on PostgreSQL (a real server on
   loopback, one database each) and ``workers`` = 1 or 2 aggregation worker processes per
   aggregator beside its ``serve`` (param ``workers``); the CPU per report includes the
-  database server's;
+  database server's, and ``wal_bytes_per_report`` the write-ahead log both databases
+  wrote (what a PostgreSQL primary must sustain);
 * ``collect.e2e.batch``: the aggregation alone through the batched pure functions the
   nodes drive (:func:`~datafed.protocols.leader_start`, ``helper_run``, ``leader_finish``),
   shares opened, one process, no network, storage or ledger.
@@ -166,11 +167,22 @@ def _e2e(
                     return
                 await asyncio.sleep(0.05)
 
+    wal = [0]
+
+    def lsn() -> str:
+        with pg.connect() as conn:
+            return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+
     def run(r: int, reports: list[SealedReport]) -> None:
         before = {k: _tree_cpu(p) for k, p in pids.items()}
+        start = lsn() if pg is not None else ""
         asyncio.run(once(r, reports))
         for k, p in pids.items():
             cpu[k] += _tree_cpu(p) - before[k]
+        if pg is not None:
+            with pg.connect() as conn:
+                q = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)"
+                wal[0] += int(conn.execute(q, (start,)).fetchone()[0])
 
     benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
     per = {k: round(v / (3 * N) * 1e6, 1) for k, v in cpu.items()}
@@ -179,7 +191,14 @@ def _e2e(
         "upload_p99_ms": round(_pct(lat, 99), 1),
         "leader_cpu_us_per_report": per["water-north"],
         "helper_cpu_us_per_report": per["water-east"],
-        **({"database_cpu_us_per_report": per["postgresql"]} if pg is not None else {}),
+        **(
+            {
+                "database_cpu_us_per_report": per["postgresql"],
+                "wal_bytes_per_report": round(wal[0] / (3 * N)),
+            }
+            if pg is not None
+            else {}
+        ),
         "load_average": round(os.getloadavg()[0], 2),
     }
 
@@ -364,13 +383,13 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     from datafed.collect import ReportBinding, TaskSpec, report_digest, seal_shares
     from datafed.pki.peers import x25519_public
     from datafed.proto.v1 import collect_pb2
-    from datafed.protocols import shard_report
-    from datafed.protocols._pingpong import helper_init, leader_continued, leader_init
-    from nodes.collect.storage import CollectStore
+    from datafed.protocols import helper_run, leader_finish, leader_start, shard_report
+    from nodes.collect.db import SqliteDb
+    from nodes.collect.storage import SCHEMA, CollectStore
 
     spec = TaskSpec("bench", "count", "a", "b", WINDOW, 10)
     task = spec.collect_task()
-    vdaf, ctx, key, tid = task.vdaf, task.ctx, os.urandom(32), spec.task_id
+    vdaf, key, tid = task.vdaf, os.urandom(32), spec.task_id
     tmp = Path(tempfile.mkdtemp())
     pki.init_ca(tmp)
     ident = pki.identity_from_pem(pki.issue(tmp, "node", "b").cert.read_bytes())
@@ -404,7 +423,7 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
         ],
     )
     digests = clock("upload: report digests", lambda: [report_digest(m) for m in parsed])
-    store = CollectStore(tmp / "s.sqlite", tid, vdaf)
+    store = CollectStore(SqliteDb(tmp / "s.sqlite", SCHEMA), tid, vdaf)
     rows = [
         (
             m.report_id,
@@ -419,31 +438,28 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
         "upload: store (SQLite, fsync per 500)",
         lambda: [store.insert_reports(rows[i : i + 500], [], 0) for i in range(0, n, 500)],
     )
-    states = clock(
-        "leader: leader_init",
-        lambda: [
-            leader_init(vdaf, key, ctx, r.report_id, r.public_share, r.leader_share)
-            for r in reports
-        ],
+    ids, times = [r.report_id for r in reports], [r.time for r in reports]
+    publics = [r.public_share for r in reports]
+    start = clock(
+        "leader: leader_start (batched)",
+        lambda: leader_start(
+            task, key, ids, times, publics, [r.leader_share for r in reports], set()
+        ),
     )
     opener = ShareOpener(private)
-    shares = clock(
+    shares: list[bytes | None] = clock(
         "helper: open the sealed share",
         lambda: [opener.open(b, sh) for b, sh in zip(binds, sealed, strict=True)],
     )
-    helped = clock(
-        "helper: helper_init",
-        lambda: [
-            helper_init(vdaf, key, ctx, r.report_id, r.public_share, h, st.outbound)
-            for r, h, st in zip(reports, shares, states, strict=True)
-        ],
+    run = clock(
+        "helper: helper_run (batched)",
+        lambda: helper_run(
+            task, key, ids, times, publics, shares, start.payloads, seen=set(), closed=set(), now=T0
+        ),
     )
     clock(
-        "leader: leader_continued",
-        lambda: [
-            leader_continued(vdaf, ctx, st, hs.outbound)
-            for st, hs in zip(states, helped, strict=True)
-        ],
+        "leader: leader_finish (batched)",
+        lambda: leader_finish(task, start, ids, times, run.answers, set()),
     )
     for name, us in steps.items():
         print(f"{name:<42} {us:8.1f} us/report")
