@@ -40,6 +40,11 @@ CASES: list[tuple[str, Prio3[Any, Any], Callable[[random.Random], Any]]] = [
         Prio3MultihotCountVec(6, 3),
         lambda r: [r.random() < 0.3 for _ in range(3)] + [False] * 3,
     ),
+    (  # long enough for the query to run report by report (BY_REPORT_FROM)
+        "sumvec-long",
+        Prio3SumVec(600, 1),
+        lambda r: [r.randrange(2) for _ in range(600)],
+    ),
     (
         "sumvec-multiproof-field64",
         Prio3(SumVecCircuit(Field64, 3, 1, 2), shares=2, vdaf_id=0xFFFFFFFF, proofs=3),
