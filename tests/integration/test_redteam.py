@@ -411,19 +411,21 @@ def _node_sum(city: LocalFederation, node: int, sql: str) -> int:
 
 
 @pytest.mark.parametrize("bundle", ["only-target", "target-thrice"])
-def test_shares_aggregators_sum_every_participant_exactly_once(city, monkeypatch, bundle):
-    """Channel: protocol payloads (`shares`). The analyst relays each node's sealed share
-    to each aggregator (round 1: a SealedBundle, one item per participant). Handing both
-    aggregators a bundle with only the target's item -- or the target's item three times,
-    3 being invertible mod 2^64 -- would make their ShareSums add up to one node's exact
-    SUM on exact data, which `shares` promises to hide. Safe: the aggregator refuses."""
+@pytest.mark.parametrize("mode", ["shares", "ckks"])
+def test_aggregators_take_every_participant_exactly_once(city, monkeypatch, mode, bundle):
+    """Channel: protocol payloads (`shares`, `ckks`). The analyst relays each node's sealed
+    contribution to the aggregator(s) (round 1: a SealedBundle, one item per
+    participant). Handing them a bundle with only the target's item -- or the target's
+    item three times, 3 being invertible mod 2^64 -- would make what comes back one
+    node's exact SUM on exact data: under `shares` the two ShareSums add up to it, under
+    `ckks` the analyst decrypts it with its own key. Safe: the aggregator refuses."""
     from datafed.pki.ca import load_signing_key
     from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc
     from datafed.wire.signing import sign_body
 
     target = 2  # water-south's item
     key = load_signing_key(party_paths(city.pki_dir, "analyst", "alice").signing_key)
-    sums: list[bytes] = []
+    answered: list[bytes] = []
     calls: list[int] = []
     orig = protocol_pb2_grpc.ProtocolServiceStub
 
@@ -433,7 +435,7 @@ def test_shares_aggregators_sum_every_participant_exactly_once(city, monkeypatch
 
         def Step(self, req: common_pb2.SignedRequest, **kw: object) -> object:  # noqa: N802
             body = protocol_pb2.StepRequestBody.FromString(req.body)
-            if body.mode == "shares" and body.round == 1:
+            if body.mode == mode and body.round == 1:
                 calls.append(body.round)
                 items = list(protocol_pb2.SealedBundle.FromString(body.payload).items)
                 keep = [items[target]] * (1 if bundle == "only-target" else len(items))
@@ -441,28 +443,57 @@ def test_shares_aggregators_sum_every_participant_exactly_once(city, monkeypatch
                 raw = body.SerializeToString()
                 req = common_pb2.SignedRequest(body=raw, signature=sign_body(raw, key))
                 reply = self.stub.Step(req, **kw)
-                sums.append(reply.payload)
+                answered.append(reply.payload)
                 return reply
             return self.stub.Step(req, **kw)
 
     monkeypatch.setattr(protocol_pb2_grpc, "ProtocolServiceStub", Evil)
+    sql = "SELECT SUM(bursts) FROM pipe_incidents"
+    result = None
     try:
-        alice(city).query(
-            "SELECT SUM(bursts) FROM pipe_incidents", purpose=PURPOSE, protection="shares"
-        )
+        result = alice(city).query(sql, purpose=PURPOSE, protection=mode)
     except Exception:  # the client may notice; the question is what leaked
         pass
-    want = _node_sum(city, target, "SELECT SUM(bursts) FROM pipe_incidents")
-    mult = 1 if bundle == "only-target" else len(NODES)
-    if len(sums) >= 2:
-        vecs = [protocol_pb2.ShareSum.FromString(p).vector for p in sums]
+    want = _node_sum(city, target, sql) * (1 if bundle == "only-target" else len(NODES))
+    assert calls
+    if mode == "shares" and len(answered) >= 2:
+        vecs = [protocol_pb2.ShareSum.FromString(p).vector for p in answered]
         total = [
             (sum(int.from_bytes(v[i : i + 8], "little") for v in vecs)) % 2**64
             for i in range(0, len(vecs[0]), 8)
         ]
-        leaked = (want * mult * 2**16) % 2**64 in total or (want * mult) % 2**64 in total
-        assert not leaked, f"water-south's exact SUM(bursts)={want} from the aggregators' sums"
-    assert calls and len(sums) < 2
+        assert (want * 2**16) % 2**64 not in total, f"water-south's SUM(bursts): {want}"
+    if result is not None:
+        assert round(float(result.rows[0][0] or 0)) != want, f"water-south's SUM: {want}"
+    assert not answered, "an aggregator summed a bundle that is not one item per participant"
+
+
+# ------------------------- probe 12b: shares with one node named as both aggregators
+def test_shares_with_one_aggregator_named_twice_releases_nothing(city):
+    """Channel: protocol payloads (`shares`). SharesParams names the aggregators; naming
+    water-north twice would seal both of water-east's shares to water-north, a curious
+    node that then holds water-east's exact value. Safe: nothing leaves water-east."""
+    from datafed.proto.v1 import protocol_pb2
+
+    def cert(name: str) -> bytes:
+        return party_paths(city.pki_dir, "node", name).cert.read_bytes()
+
+    params = protocol_pb2.SharesParams(
+        aggregator_certificates=[cert(NODES[0]), cert(NODES[0])],
+        participant_certificates=[cert(n) for n in NODES],
+    )
+    pmsg = query_pb2.Protection(
+        mode="shares", fixed_point_bits=16, params=params.SerializeToString()
+    )
+    err = refusal(
+        city,
+        "job-shares-twice",
+        node=1,
+        sql="SELECT SUM(bursts) FROM pipe_incidents",
+        protection=pmsg,
+    )
+    assert err is not None
+    assert "released" not in decisions(city, NODES[1], "job-shares-twice")
 
 
 # ------------------- probe 13: a request's own fault, found after admission on DP data
@@ -510,3 +541,83 @@ def test_every_dp_release_is_charged_once_at_its_epsilon(city):
     assert set(r.epsilon.values()) == {EPS}
     assert math.isclose(before - left(), EPS)
     assert r.noise_stddev
+
+
+# ------------------------------ probe 15: the Intersect step of an intersection-sum again
+@pytest.fixture(scope="module")
+def finance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    from datafed.local.federation import finance_specs
+
+    specs = finance_specs(taxpayers=200, loans=100, exact=True)
+    for s in specs:
+        s.policy_toml = s.policy_toml.replace("person_level = false\n", "")
+        s.policy_toml += "[datasets.policy.dp]\nepsilon_per_query = 1.0\nbudget_epsilon = 100.0\n"
+        if s.name == "city-bank":
+            s.policy_toml += "bounds = { amount = [0, 1000000] }\n"
+    fed = LocalFederation.create(tmp_path_factory.mktemp("redteam-psi"), specs)
+    fed.start()
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
+def test_an_intersect_step_replayed_draws_no_fresh_noise(finance, monkeypatch):
+    """Channel: intersection-sum (PSI). The noisy size and sum leave in the Intersect
+    step; one admission must not answer the step again with fresh noise (re-signed with
+    a fresh nonce): k answers averaged would shrink the noise by sqrt(k) for one charge."""
+    import os
+
+    from datafed.local.federation import FINANCE_PURPOSE
+    from datafed.pki.ca import load_signing_key
+    from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
+    from datafed.wire.signing import sign_body
+
+    key = load_signing_key(party_paths(finance.pki_dir, "analyst", "alice").signing_key)
+    frames: list[psi_pb2.PsiUpload] = []
+    orig = psi_pb2_grpc.PsiServiceStub
+
+    class Spy:
+        def __init__(self, ch: grpc.Channel) -> None:
+            self.stub = orig(ch)
+            self.Blind = self.stub.Blind
+            self.Exchange = self.stub.Exchange
+
+        def Intersect(self, it: object, **kw: object) -> object:  # noqa: N802
+            got = list(it)  # type: ignore[call-overload]
+            frames.extend(got)
+            return self.stub.Intersect(iter(got), **kw)
+
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", Spy)
+    fed = Federation.from_file(finance.fed_toml)
+    first = fed.intersection_sum(
+        ("tax-bureau", "taxpayers", "person_id"),
+        ("city-bank", "loans", "person_id", "amount"),
+        purpose=FINANCE_PURPOSE,
+    )
+    assert frames
+    node = psi_pb2.PsiIntersectRequest.FromString(frames[0].request.body).header.node
+    ch, _ = query_stub(finance, [n.spec.name for n in finance.nodes].index(node))
+    stub = orig(ch)
+    sizes = []
+    for _ in range(3):
+        body = psi_pb2.PsiIntersectRequest.FromString(frames[0].request.body)
+        body.header.nonce = os.urandom(16)
+        raw = body.SerializeToString()
+        again = [
+            psi_pb2.PsiUpload(
+                request=common_pb2.SignedRequest(body=raw, signature=sign_body(raw, key))
+            )
+        ]
+        again += frames[1:]
+        try:
+            reply = stub.Intersect(iter(again), timeout=60)
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+            continue
+        sizes.append(reply.intersection_size)
+    ch.close()
+    # safe: refused, or the very same release again (no fresh draw)
+    assert len(set(sizes)) <= 1, (
+        f"fresh noisy sizes {sizes} for one charge (first: {first.intersection_size})"
+    )
