@@ -11,6 +11,7 @@ analyst holding a valid certificate and signing key (hand-made requests through
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -621,3 +622,67 @@ def test_an_intersect_step_replayed_draws_no_fresh_noise(finance, monkeypatch):
     assert len(set(sizes)) <= 1, (
         f"fresh noisy sizes {sizes} for one charge (first: {first.intersection_size})"
     )
+
+
+# ------------------- probe 16: the operator edits a private part (the real reasons)
+def _audit(*args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "datafed-audit"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("edit", ["rewrite", "delete"])
+def test_an_edited_private_part_fails_verify(city, tmp_path, edit):
+    """Channel: ledger verification. The private parts (the real reason of a failure,
+    per-node facts) sit beside the log, committed to by a salted hash in the leaf. An
+    operator who rewrites or drops one -- to hide why a job failed -- must fail verify."""
+    import sqlite3
+
+    n = _paillier_n()
+    job = f"job-private-{edit}"
+    pmsg = _paillier(city, n, value_bits=2)  # fails after admission: the reason is private
+    assert refusal(city, job, sql="SELECT SUM(bursts) FROM pipe_incidents", protection=pmsg)
+    node = city.nodes[0]
+    db = tmp_path / "ledger.sqlite"
+    time.sleep(2.5)  # the node signs a checkpoint within sign_within_s (1 s)
+    with (
+        sqlite3.connect(node.config.parent / "state" / "ledger.sqlite") as src,
+        sqlite3.connect(db) as dst,
+    ):
+        src.backup(dst)
+    with sqlite3.connect(db) as c:
+        count = c.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        assert count > 0, [r[0] for r in c.execute("SELECT name FROM sqlite_master")]
+    key = party_paths(city.pki_dir, "node", node.spec.name).signing_key
+    rc, out = _audit("export", str(tmp_path / "honest"), "--db", str(db))
+    assert rc == 0, out
+    rc, vkey = _audit("vkey", str(key), "--name", f"datafed/ledger/{node.spec.name}")
+    assert rc == 0, vkey
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'quorum = 0\nlogs = ["{vkey.strip()}"]\n')
+    flags = ["-p", str(policy), "--no-witnesses", "--allow-unsigned-tail"]
+    rc, out = _audit("verify", str(tmp_path / "honest"), *flags)
+    assert rc == 0, out  # the control: the honest copy verifies
+    with sqlite3.connect(db) as c:
+        cols = [r[1] for r in c.execute("PRAGMA table_info(private)")]
+        idx = max(i for (i,) in c.execute(f"SELECT {cols[0]} FROM private"))
+        if edit == "delete":
+            c.execute(f"DELETE FROM private WHERE {cols[0]} = ?", (idx,))
+        else:
+            (blob,) = c.execute(
+                f"SELECT {cols[1]} FROM private WHERE {cols[0]} = ?", (idx,)
+            ).fetchone()
+            forged = (blob[:-1] + b"X") if isinstance(blob, bytes) else blob[:-1] + "X"
+            c.execute(f"UPDATE private SET {cols[1]} = ? WHERE {cols[0]} = ?", (forged, idx))
+    rc, out = _audit("export", str(tmp_path / "edited"), "--db", str(db))
+    assert rc == 0, out
+    rc, out = _audit("verify", str(tmp_path / "edited"), *flags)
+    assert rc != 0 and "private-mismatch" in out, out
