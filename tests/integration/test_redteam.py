@@ -686,3 +686,101 @@ def test_an_edited_private_part_fails_verify(city, tmp_path, edit):
     assert rc == 0, out
     rc, out = _audit("verify", str(tmp_path / "edited"), *flags)
     assert rc != 0 and "private-mismatch" in out, out
+
+
+# --------------------------- probe 17: analyst-chosen secagg threshold and Paillier size
+@pytest.mark.parametrize("threshold", [0, 1, 4])
+def test_a_secagg_threshold_without_an_honest_majority_is_refused(city, threshold):
+    """Channel: protocol parameters (`secagg`). The consistency round stops two survivor
+    stories only when 2t > n; a threshold of 1 of 3 would let the relaying analyst unmask
+    one node's input. Safe: refused, nothing released."""
+    from datafed.proto.v1 import protocol_pb2
+
+    certs = [party_paths(city.pki_dir, "node", name).cert.read_bytes() for name in NODES]
+    params = protocol_pb2.SecAggParams(participant_certificates=certs, threshold=threshold)
+    pmsg = query_pb2.Protection(
+        mode="secagg", fixed_point_bits=16, params=params.SerializeToString()
+    )
+    job = f"job-secagg-t{threshold}"
+    err = refusal(city, job, sql="SELECT SUM(bursts) FROM pipe_incidents", protection=pmsg)
+    assert err is not None, f"threshold {threshold} of {len(NODES)} accepted"
+    assert "released" not in decisions(city, NODES[0], job)
+
+
+def test_a_weak_paillier_modulus_is_refused_before_admission(city):
+    """Channel: protocol parameters (`paillier`). A 512-bit modulus the analyst factors in
+    minutes is no protection of what a node encrypts (a node's masked share is only as
+    hidden as the masks; the key size is the policy's). Safe: refused before admission."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    n = (
+        rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        .private_numbers()
+        .public_numbers.n
+    )
+    err = refusal(
+        city, "job-weak-n", sql="SELECT SUM(income) FROM residents", protection=_paillier(city, n)
+    )
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert decisions(city, NODES[0], "job-weak-n") == ["denied"]
+
+
+# ------------------------------- probe 18: training rounds beyond the admitted job
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    from datafed.fl.local import flood_node_specs
+    from tests.integration.test_fl_dp import EVALUATES, POLICY
+
+    specs = flood_node_specs(3)
+    for s in specs:
+        s.policy_toml = POLICY + ("allow_evaluation = true\n" if s.name == EVALUATES else "")
+    fed = LocalFederation.create(tmp_path_factory.mktemp("redteam-flood"), specs)
+    fed.start()
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
+def test_fit_rounds_beyond_the_admitted_job_are_not_released(flood):
+    """Channel: training updates. A job admitted for ONE round at delta 6e-5 (the policy's
+    max_delta_per_job is 1e-4) is sent round 1 twice, then rounds 2 and 3, by the
+    analyst's own ServerApp: each extra fit is a fresh noisy update of the same rows.
+    Safe: at most `rounds` updates leave per node, and the job's delta stays within
+    max_delta_per_job (1e-4), as checked at admission."""
+    import numpy as np
+    from flwr.app.message_type import MessageType
+
+    from datafed.fl.spec import DpParams, TrainingSpec
+    from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+    from tests.integration.test_fl_dp import LOGISTIC, analyst, records
+
+    spec = TrainingSpec(
+        FLOOD_TABLE,
+        FLOOD_FEATURES,
+        FLOOD_LABEL,
+        rounds=1,
+        model=LOGISTIC,
+        dp=DpParams.local(0.5, 6e-5, 1.0),
+        secagg=False,
+    )
+    who, opened = analyst(flood, spec)
+    assert who.names and not opened["refusals"]
+    weights = [np.zeros((1, len(FLOOD_FEATURES)), np.float32), np.zeros(1, np.float32)]
+    updates: dict[str, int] = {}
+    for rnd in (1, 1, 2, 3):
+        for node, reply in who.send(MessageType.TRAIN, weights, rnd).items():
+            updates[node] = updates.get(node, 0) + (not reply.has_error())
+    for node in who.names.values():
+        fits = [
+            r
+            for r in records(flood, node, who.job)
+            if r.operation == "fl_round" and r.decision == "released"
+        ]
+        delta = sum(float(r.details.get("delta", 0)) for r in fits)
+        assert updates[node] <= spec.rounds and len(fits) <= spec.rounds, (
+            node,
+            updates[node],
+            len(fits),
+        )
+        assert delta <= 1e-4, (node, delta)
