@@ -784,3 +784,27 @@ def test_fit_rounds_beyond_the_admitted_job_are_not_released(flood):
             len(fits),
         )
         assert delta <= 1e-4, (node, delta)
+
+
+# ------------------------------------ probe 19: a replay after the node restarts
+def test_a_request_replayed_after_a_restart_is_refused(city):
+    """Channel: budget accounting. The replay cache of a node may live in memory; the job
+    ids it claimed are replayed from the ledger. The same signed bytes (a ten-minute
+    lifetime), sent again after a restart, must not draw a second noisy release."""
+    sql = "SELECT SUM(income) FROM residents"
+    probe = signed_query(city, NODES[2], sql, job_id="job-restart-replay", lifetime_ms=600_000)
+    ch, stub = query_stub(city, 2)
+    with ch:
+        first = plain_values(stub.Query(probe.request, timeout=60))
+    node = city.nodes[2]
+    city.stop_node(node)
+    city.start_node(node)
+    city.write_fed_toml()
+    ch, stub = query_stub(city, 2)
+    with ch:
+        try:
+            again = plain_values(stub.Query(probe.request, timeout=60))
+        except grpc.RpcError:
+            again = first
+    assert again == first
+    assert decisions(city, NODES[2], "job-restart-replay").count("approved") == 1
