@@ -808,3 +808,40 @@ def test_a_request_replayed_after_a_restart_is_refused(city):
             again = first
     assert again == first
     assert decisions(city, NODES[2], "job-restart-replay").count("approved") == 1
+
+
+# ------------------------- probe 20: a requester name other than the certificate's
+@pytest.mark.parametrize("who", ["header", "header-and-statement"])
+def test_a_request_naming_another_requester_is_refused(city, who):
+    """Channel: budget accounting (`budget_scope = "requester"`). Alice's certificate and key
+    sign a request whose header (and statement) say `mallory`: were the budget keyed by the
+    name in the request, every new name would be a fresh budget. Safe: refused, nothing
+    admitted under either name."""
+    from datafed.pki.ca import load_signing_key
+    from datafed.wire.signing import new_header
+    from datafed.wire.statement import sign_job_statement
+
+    job = f"job-mallory-{who}"
+    h = new_header("mallory", NODES[0], job, PURPOSE, lifetime_ms=60_000)
+    statement = None
+    if who == "header-and-statement":
+        key = load_signing_key(party_paths(city.pki_dir, "analyst", "alice").signing_key)
+        spec = spec_to_proto(parse_sql("SELECT SUM(income) FROM residents"))
+        pmsg = query_pb2.Protection(mode="plain", fixed_point_bits=16)
+        statement = sign_job_statement(
+            key,
+            job_id=job,
+            requester="mallory",
+            purpose=PURPOSE,
+            operation="query",
+            dataset="residents",
+            spec=spec,
+            protection="plain",
+            protection_msg=pmsg,
+            roster=NODES,
+            lifetime_ms=60_000,
+            legal_basis=h.legal_basis,
+        )
+    err = refusal(city, job, sql="SELECT SUM(income) FROM residents", header=h, statement=statement)
+    assert err is not None
+    assert "approved" not in decisions(city, NODES[0], job)
