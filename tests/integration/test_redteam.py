@@ -880,3 +880,25 @@ def test_reported_error_bounds_and_noise_do_not_depend_on_the_rows(city, dataset
         r = fed.query(sql.format(cond), purpose=PURPOSE, protection="ckks")
         seen.append((r.error_bound, r.noise_stddev, r.epsilon))
     assert seen[0] == seen[1]
+
+
+# -------------------- probe 22: a domain of empty keys on a query without GROUP BY
+@pytest.mark.parametrize("keys", [2, 1000])
+def test_a_domain_on_a_query_without_group_by_is_refused(city, keys):
+    """Channel: the analyst's domain (17.1's class, another door). 17.1 closed copies of a
+    GROUP BY key; a query WITHOUT GROUP BY has one group, and a domain of `keys` empty keys
+    would, if honoured, draw `keys` fresh noises of the one total for one epsilon. Safe:
+    refused before admission, or one noisy total."""
+    pmsg = query_pb2.Protection(mode="plain", fixed_point_bits=16)
+    pmsg.domain.extend([query_pb2.GroupKey()] * keys)
+    job = f"job-empty-domain-{keys}"
+    err = refusal(city, job, sql="SELECT COUNT(*) FROM residents", protection=pmsg)
+    if err is not None:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert decisions(city, NODES[0], job) == ["denied"]
+        return
+    resp = ask(city, job + "-b", sql="SELECT COUNT(*) FROM residents", protection=pmsg)
+    assert (
+        len(resp.groups) <= 1
+        and len(set(modes_pb2.PlainPayload.FromString(resp.payload).values)) <= 1
+    )
