@@ -30,7 +30,13 @@ from datafed.proto.v1 import (
 )
 from datafed.query.sql import parse_sql
 from datafed.wire.serde import spec_to_proto
-from tests.integration.raw import PURPOSE, ledger_records, query_stub, signed_query
+from tests.integration.raw import (
+    PURPOSE,
+    failing_after_admission,
+    ledger_records,
+    query_stub,
+    signed_query,
+)
 
 DISTRICTS = ("north", "east", "south")
 NODES = tuple(f"water-{d}" for d in DISTRICTS)
@@ -497,15 +503,7 @@ def test_shares_with_one_aggregator_named_twice_releases_nothing(city):
     assert "released" not in decisions(city, NODES[1], "job-shares-twice")
 
 
-# ------------------- probe 13: a request's own fault, found after admission on DP data
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding 1: malformed protection parameters (Paillier value_bits != 64 "
-    "or peer certificates that are not the roster's nodes, a shares aggregator named twice, "
-    "a secagg threshold without 2t > n) are faults of the request alone, yet they are found "
-    "after admission: ABORTED and the DP budget charged (epsilon_per_query each), not "
-    "refused before admission as docs/invisibility.md says",
-)
+# ------------- probe 13 (finding 1, fixed): a request's own fault, refused before admission
 def test_malformed_protection_params_are_refused_before_admission_on_dp_data(city):
     """Channel: budget accounting. docs/invisibility.md: a request's own faults are decided
     before admission, from the request alone (recorded `denied`, nothing charged)."""
@@ -528,6 +526,13 @@ def test_malformed_protection_params_are_refused_before_admission_on_dp_data(cit
             mode="secagg", fixed_point_bits=16, params=secagg.SerializeToString()
         ),
     }
+    fed = alice(city)
+
+    def left() -> float:
+        info = next(s for s in fed.discover() if s.node == NODES[0]).info
+        return float(info.described["residents"].access.budget_left)
+
+    before = left()
     failures = {}
     for job, pmsg in probes.items():
         err = refusal(city, job, sql="SELECT SUM(income) FROM residents", protection=pmsg)
@@ -535,6 +540,7 @@ def test_malformed_protection_params_are_refused_before_admission_on_dp_data(cit
         if err.code() == grpc.StatusCode.ABORTED or decisions(city, NODES[0], job) != ["denied"]:
             failures[job] = (err.code().name, decisions(city, NODES[0], job))
     assert not failures, failures
+    assert left() == before  # nothing charged
 
 
 # ----------------------- probe 14: one charge per release, whatever the release holds
@@ -663,9 +669,8 @@ def test_an_edited_private_part_fails_verify(city, tmp_path, edit):
     operator who rewrites or drops one -- to hide why a job failed -- must fail verify."""
     import sqlite3
 
-    n = _paillier_n()
     job = f"job-private-{edit}"
-    pmsg = _paillier(city, n, value_bits=2)  # fails after admission: the reason is private
+    pmsg = failing_after_admission(city)  # fails after admission: the reason is private
     assert refusal(city, job, sql="SELECT SUM(bursts) FROM pipe_incidents", protection=pmsg)
     node = city.nodes[0]
     db = tmp_path / "ledger.sqlite"
