@@ -1,0 +1,162 @@
+"""Issue 17's second red team: channels the first one did not probe.
+
+Written from the documentation (``README.md``, ``docs/``), the public wire format
+(``protos/``) and the test helpers only, never the product source. Each test is one
+probe of "data available but invisible" against real nodes (mTLS on 127.0.0.1) and
+asserts the SAFE behaviour; a test marked ``xfail(strict=True)`` is a finding: it fails
+on today's code. Three small federations, one per area the first red team left out:
+
+- **Prio3 live collection** (``docs/collect.md``): two aggregators, a task under
+  Laplace noise; the collector (analyst ``alice``) probes windows.
+- **intersection-sum** (``docs/invisibility.md``, ``docs/policy.md``): a DP and an
+  exact dataset on each side, so a job can mix them.
+- **witnesses** (``docs/audit.md``): three nodes cosigning each other's ledgers; an
+  operator edits its own ledger and a witness's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from audit import decode_leaf
+from datafed.collect import Collector
+from datafed.errors import RemoteError
+from datafed.local.federation import LocalFederation
+from datafed.proto.v1 import collect_pb2
+
+from .collect_harness import (
+    HELPER,
+    LEADER,
+    PURPOSE,
+    T0,
+    WINDOW,
+    collect_federation,
+    make_task,
+    party,
+    signed,
+    upload,
+    wait_closed,
+)
+from .raw import ledger_records
+
+# ---------------------------------------------------------------- Prio3 collection
+
+TASK = "rt-private"
+EPS = 1.0
+DP_TASK = f'\n[collect.dp]\nmechanism = "laplace"\nepsilon = {EPS}\nbudget_epsilon = 100.0\n'
+
+
+def w(i: int) -> int:
+    return T0 + i * WINDOW
+
+
+@pytest.fixture(scope="module")
+def agg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """Two aggregators of one Prio3Count task under Laplace noise (min batch 5).
+
+    Reports: 3 in window 0, none in window 1, 1 in window 2, a tick late in window 4
+    that moves the Leader's watermark past windows 0-2 (close_after_s = 30)."""
+    fed = collect_federation(tmp_path_factory.mktemp("rt-collect"), [make_task(TASK, DP_TASK)])
+    try:
+        items = [(1, w(0) + i) for i in range(3)] + [(1, w(2) + 5), (0, w(4) + 50)]
+        _, statuses = asyncio.run(upload(fed, TASK, items))
+        assert statuses == ["accepted"] * len(items)
+        asyncio.run(wait_closed(fed, TASK, [w(0), w(2)]))
+        yield fed
+    finally:
+        fed.stop()
+
+
+def spent(fed: LocalFederation, node: str) -> float:
+    return sum(r.epsilon for r in ledger_records(fed, node) if r.dataset == TASK)
+
+
+async def _listed(fed: LocalFederation) -> list[Any]:
+    async with Collector.from_file(fed.fed_toml) as col:
+        return list(await col.windows(TASK, purpose=PURPOSE))
+
+
+async def _get(fed: LocalFederation, start: int) -> Any:
+    async with Collector.from_file(fed.fed_toml) as col:
+        return await col.get(TASK, start, purpose=PURPOSE)
+
+
+def _raw_window(fed: LocalFederation, node: str, start: int) -> collect_pb2.GetWindowResponse:
+    req = collect_pb2.GetWindowRequest(task=TASK, window_start=start)
+    return asyncio.run(signed(party(fed, "analyst", "alice", node), node, "GetWindow", req))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding 1: under DP, a window in which no device reported is never "
+    "closed, listed or released ('not closed', uncharged) while a window with one report "
+    "is: whether any device reported in a window leaves exactly, for free",
+)
+def test_a_window_without_reports_is_listed_and_released_like_any_other(agg):
+    """Channel: window existence (ListWindows, GetWindow's refusal) on a noisy task.
+    Window 1 (no report) lies between windows 0 (3 reports) and 2 (1 report), all past
+    the watermark. Safe: which windows close does not depend on the reports -- window 1
+    is listed, and its fetch is answered (noised, charged) like window 2's."""
+    listed = {x.start for x in asyncio.run(_listed(agg))}
+    assert {w(0), w(2)} <= listed
+    before = spent(agg, LEADER)
+    outcome: dict[int, str] = {}
+    for start in (w(1), w(2)):
+        try:
+            r = asyncio.run(_get(agg, start))
+            outcome[start] = f"released, eps {sorted(r.epsilon.values())}"
+        except RemoteError as e:
+            outcome[start] = f"refused {e.code}: {e}"
+    charged = spent(agg, LEADER) - before
+    assert w(1) in listed and outcome[w(1)].startswith("released"), (outcome, charged)
+
+
+def test_a_dp_window_answer_carries_no_count_checksum_or_share_digest(agg):
+    """Channel: the raw GetWindow answer and its close receipt, and ListWindows'
+    `releasable`, for a window of ONE report (below min_batch_size 5) at each
+    aggregator. Safe: no report or rejected count, no checksum, no digest of the
+    un-noised share (a collector could search noise values against it), no count or
+    releasability in the close entry's public details, `releasable` true."""
+    listed = {x.start: x for x in asyncio.run(_listed(agg))}
+    assert listed[w(2)].releasable and listed[w(0)].releasable
+    for node in (LEADER, HELPER):
+        r = _raw_window(agg, node, w(2))
+        assert (r.report_count, r.rejected_count, dict(r.rejected)) == (0, 0, {}), node
+        assert not r.checksum and not r.share_digest, node
+        assert r.noise == "laplace" and r.epsilon == EPS and r.noise_stddev > 0
+        for rec in (decode_leaf(e.leaf)[1] for e in r.close_receipt.entries):
+            keys = " ".join(rec.details)
+            assert "report" not in keys and "reject" not in keys, dict(rec.details)
+            assert "releasable" not in keys and not rec.result_digest, dict(rec.details)
+
+
+def test_re_collecting_a_window_for_fresh_noise_is_charged_every_time(agg):
+    """Channel: collector re-fetching one closed window for fresh noise (averaging k
+    answers shrinks the noise by sqrt(k)), at both aggregators and at one alone. Safe:
+    every fetch is charged its epsilon at every aggregator asked, and each answer is a
+    fresh draw (no cached value to difference against)."""
+    lead, helper = spent(agg, LEADER), spent(agg, HELPER)
+    results = [asyncio.run(_get(agg, w(0))).result for _ in range(3)]
+    assert spent(agg, LEADER) - lead == pytest.approx(3 * EPS)
+    assert spent(agg, HELPER) - helper == pytest.approx(3 * EPS)
+    shares = {_raw_window(agg, LEADER, w(0)).aggregate_share for _ in range(2)}
+    assert spent(agg, LEADER) - lead == pytest.approx(5 * EPS)
+    assert spent(agg, HELPER) - helper == pytest.approx(3 * EPS)
+    assert len(shares) == 2 or len(set(results)) > 1
+
+
+@pytest.mark.parametrize("offset", [1, WINDOW // 2, -1])
+def test_a_window_start_off_the_grid_is_refused_before_admission(agg, offset):
+    """Channel: window boundaries. A collector asking for a window that overlaps a
+    closed one (start not on the task's grid) must not get a second, differently
+    bounded aggregate of the same reports. Safe: refused INVALID_ARGUMENT, nothing
+    charged at either aggregator."""
+    before = spent(agg, LEADER), spent(agg, HELPER)
+    with pytest.raises(RemoteError) as info:
+        asyncio.run(_get(agg, w(2) + offset))
+    assert info.value.code == "INVALID_ARGUMENT", str(info.value)
+    assert (spent(agg, LEADER), spent(agg, HELPER)) == before
