@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 from audit import decode_leaf
+from datafed.client import Federation
 from datafed.collect import Collector
 from datafed.errors import RemoteError
-from datafed.local.federation import LocalFederation
+from datafed.local import synth
+from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, NodeSpec
 from datafed.proto.v1 import collect_pb2
 
 from .collect_harness import (
@@ -160,3 +162,136 @@ def test_a_window_start_off_the_grid_is_refused_before_admission(agg, offset):
         asyncio.run(_get(agg, w(2) + offset))
     assert info.value.code == "INVALID_ARGUMENT", str(info.value)
     assert (spent(agg, LEADER), spent(agg, HELPER)) == before
+
+
+# ---------------------------------------------------------------- intersection-sum
+
+PSI_HEAD = (
+    'allowed_requesters = ["alice"]\n'
+    f'allowed_purposes = ["{FINANCE_PURPOSE}"]\n'
+    'allowed_operations = ["query", "intersection_sum"]\n'
+    'allowed_protections = ["paillier"]\n'
+    "min_group_size = 5\n"
+)
+PSI_DP = {
+    "tax-dp": "epsilon_per_query = 0.5\nbudget_epsilon = 100.0\n",
+    "bank-dp": "epsilon_per_query = 1.0\nbudget_epsilon = 100.0\n"
+    "bounds = { amount = [0, 1000000.0] }\n",
+}
+TAX = {
+    "tax-dp": ("tax-dp", "taxpayers", "person_id"),
+    "tax-exact": ("tax-exact", "taxpayers", "person_id"),
+}
+BANK = {
+    "bank-dp": ("bank-dp", "loans", "person_id", "amount"),
+    "bank-exact": ("bank-exact", "loans", "person_id", "amount"),
+}
+
+
+@pytest.fixture(scope="module")
+def psi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """The same taxpayers and loans, each once under DP and once exact (data about
+    things, `person_level = false`), so that one job can mix the two."""
+    tax = synth.taxpayers(seed=7, count=200)
+    bank = synth.loans(seed=7, count=100, id_space=200)
+
+    def spec(name: str, table: str, cols: Any, rows: Any) -> NodeSpec:
+        policy = PSI_HEAD + (
+            "[datasets.policy.dp]\n" + PSI_DP[name] if name in PSI_DP else "person_level = false\n"
+        )
+        return NodeSpec(name=name, agency=name, datasets=[(table, cols, rows)], policy_toml=policy)
+
+    specs = [
+        spec("tax-dp", "taxpayers", synth.TAXPAYER_COLUMNS, tax),
+        spec("tax-exact", "taxpayers", synth.TAXPAYER_COLUMNS, tax),
+        spec("bank-dp", "loans", synth.LOAN_COLUMNS, bank),
+        spec("bank-exact", "loans", synth.LOAN_COLUMNS, bank),
+    ]
+    fed = LocalFederation.create(tmp_path_factory.mktemp("rt-psi"), specs)
+    fed.start()
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
+def psi_spent(fed: LocalFederation, node: str) -> float:
+    return sum(r.epsilon for r in ledger_records(fed, node))
+
+
+def _psi_twice(fed: LocalFederation, ids: tuple[str, ...], values: tuple[str, ...]) -> list[Any]:
+    client = Federation.from_file(fed.fed_toml)
+    out = []
+    for _ in range(2):
+        try:
+            out.append(client.intersection_sum(ids, values, purpose=FINANCE_PURPOSE))  # type: ignore[arg-type]
+        except RemoteError as e:  # a refusal is safe too
+            out.append(e)
+    return out
+
+
+def _noised_or_refused(results: list[Any]) -> str:
+    """'' if every result is a refusal or noisy (fresh draws); else what leaked."""
+    answers = [r for r in results if not isinstance(r, RemoteError)]
+    if not answers:
+        return ""
+    sums = {r.sum_fixed for r in answers}
+    sizes = {r.intersection_size for r in answers}
+    noise = [(r.noise_stddev, r.size_noise_stddev) for r in answers]
+    if len(answers) == 2 and (len(sums) == 1 or len(sizes) == 1):
+        return f"the same sum/size twice: sums {sums}, sizes {sizes}, noise {noise}"
+    if any(n <= 0 or s <= 0 for n, s in noise):
+        return f"no noise: {noise}"
+    return ""
+
+
+def test_a_dp_values_side_joined_with_an_exact_ids_side_is_noised_and_charged(psi):
+    """Channel: intersection-sum with a mixed job. The values side (`bank-dp`) is
+    person-level under DP, the ids side exact; if only a DP ids side noised the sum,
+    the analyst would read the exact sum of a DP dataset's amounts over the join.
+    Safe: refused, or noised (fresh each job) and charged at the DP side."""
+    before = psi_spent(psi, "bank-dp")
+    results = _psi_twice(psi, TAX["tax-exact"], BANK["bank-dp"])
+    assert not _noised_or_refused(results), _noised_or_refused(results)
+    answered = sum(not isinstance(r, RemoteError) for r in results)
+    assert psi_spent(psi, "bank-dp") - before >= answered * 1.0
+
+
+def test_a_dp_ids_side_joined_with_an_exact_values_side_is_noised_and_charged(psi):
+    """Channel: the mirror image. The ids side (`tax-dp`) is under DP; its rows decide
+    the intersection size and which amounts enter the sum (a membership test of its
+    persons). Safe: refused, or size AND sum noised and charged at the ids side."""
+    before = psi_spent(psi, "tax-dp")
+    results = _psi_twice(psi, TAX["tax-dp"], BANK["bank-exact"])
+    assert not _noised_or_refused(results), _noised_or_refused(results)
+    answered = sum(not isinstance(r, RemoteError) for r in results)
+    assert psi_spent(psi, "tax-dp") - before >= answered * 0.5
+
+
+def test_a_blind_step_never_followed_is_charged_at_the_ids_side(psi, monkeypatch):
+    """Channel: the Blind step's payload (the ids side's blinded set: its size is the
+    exact number of distinct ids, accepted in invisibility.md). An analyst who stops
+    after Blind, job after job, must pay for each: safe when every Blind is charged its
+    epsilon at admission, even though Exchange and Intersect never run."""
+    from datafed.proto.v1 import psi_pb2_grpc
+
+    orig = psi_pb2_grpc.PsiServiceStub
+
+    class StopAfterBlind:
+        def __init__(self, ch: Any) -> None:
+            self.stub = orig(ch)
+            self.Blind = self.stub.Blind
+
+        def Exchange(self, it: Any, **kw: Any) -> Any:  # noqa: N802
+            raise RuntimeError("the analyst stops here")
+
+        def Intersect(self, it: Any, **kw: Any) -> Any:  # noqa: N802
+            raise RuntimeError("the analyst stops here")
+
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", StopAfterBlind)
+    client = Federation.from_file(psi.fed_toml)
+    before = psi_spent(psi, "tax-dp"), psi_spent(psi, "bank-dp")
+    for _ in range(2):
+        with pytest.raises(Exception):  # noqa: B017
+            client.intersection_sum(TAX["tax-dp"], BANK["bank-dp"], purpose=FINANCE_PURPOSE)  # type: ignore[arg-type]
+    assert psi_spent(psi, "tax-dp") - before[0] == pytest.approx(2 * 0.5)
