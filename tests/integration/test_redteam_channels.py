@@ -17,7 +17,11 @@ on today's code. Three small federations, one per area the first red team left o
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +31,12 @@ from datafed.client import Federation
 from datafed.collect import Collector
 from datafed.errors import RemoteError
 from datafed.local import synth
-from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, NodeSpec
+from datafed.local.federation import (
+    FINANCE_PURPOSE,
+    LocalFederation,
+    NodeSpec,
+    water_district_specs,
+)
 from datafed.proto.v1 import collect_pb2
 
 from .collect_harness import (
@@ -44,6 +53,15 @@ from .collect_harness import (
     wait_closed,
 )
 from .raw import ledger_records
+from .test_witness_verify import (
+    audit_cli,
+    auditor_tls,
+    ledger_db,
+    policy_for,
+    query,
+    truncate_ledger,
+    witnessed_size,
+)
 
 # ---------------------------------------------------------------- Prio3 collection
 
@@ -295,3 +313,114 @@ def test_a_blind_step_never_followed_is_charged_at_the_ids_side(psi, monkeypatch
         with pytest.raises(Exception):  # noqa: B017
             client.intersection_sum(TAX["tax-dp"], BANK["bank-dp"], purpose=FINANCE_PURPOSE)  # type: ignore[arg-type]
     assert psi_spent(psi, "tax-dp") - before[0] == pytest.approx(2 * 0.5)
+
+
+# ---------------------------------------------------------------- witnesses
+
+
+@pytest.fixture(scope="module")
+def wfed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """Three nodes witnessing each other's ledgers (publishing every 0.5 s)."""
+    specs = water_district_specs(segments=20)
+    root = tmp_path_factory.mktemp("rt-witness")
+    with LocalFederation.create(root, specs, witnesses=True, publish_interval_s=0.5) as fed:
+        fed.start()
+        yield fed
+
+
+def _export_states(fed: LocalFederation, victim: Any, out: Path) -> tuple[Path, Path]:
+    """Each other node's witness state, one online and one from its database."""
+    a, b = (n for n in fed.nodes if n is not victim)
+    tls = ["--server-name", a.spec.name, *auditor_tls(fed)]
+    done = audit_cli("witness-export", str(out / "a.json"), "--node", a.address, *tls)
+    assert done.returncode == 0, done.stdout + done.stderr
+    db = b.config.parent / "state" / "witness.sqlite"
+    done = audit_cli("witness-export", str(out / "b.json"), "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / "a.json", out / "b.json"
+
+
+def _verify(fed: LocalFederation, victim: Any, out: Path, quorum: int, *states: Path) -> Any:
+    export = out / f"export-{time.monotonic_ns()}"
+    done = audit_cli("export", str(export), "--db", str(ledger_db(victim)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    policy = policy_for(fed, victim, out / f"policy-{quorum}.toml")
+    policy.write_text(policy.read_text().replace("quorum = 2", f"quorum = {quorum}"))
+    flags = [x for s in states for x in ("--witness-state", str(s))]
+    return audit_cli("verify", str(export), "-p", str(policy), *flags)
+
+
+def test_one_witness_state_given_twice_counts_once_toward_the_quorum(wfed, tmp_path):
+    """Channel: `verify --witness-state` and the quorum. The operator under audit hands
+    over (or the auditor mistakenly takes) the same witness's state twice, the second
+    under another file name, for a quorum of 2 of 2. Safe: the quorum counts distinct
+    witnesses -- 1 of 2, `witness-unavailable`, verify fails."""
+    victim = wfed.nodes[0]
+    query(wfed)
+    witnessed_size(wfed, victim)
+    a, _ = _export_states(wfed, victim, tmp_path)
+    copy = tmp_path / "a-copy.json"
+    copy.write_bytes(a.read_bytes())
+    done = _verify(wfed, victim, tmp_path, 2, a, copy)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "witness-unavailable" in done.stdout, done.stdout
+
+
+def test_a_forged_witness_state_file_is_refused(wfed, tmp_path):
+    """Channel: a witness-state file edited by the operator under audit (it claims the
+    witness holds a smaller, older checkpoint of its log). Safe: the file is refused
+    (`witness-state-invalid`), never believed, and the quorum is not met with it."""
+    import json
+
+    victim = wfed.nodes[0]
+    query(wfed)
+    witnessed_size(wfed, victim)
+    a, b = _export_states(wfed, victim, tmp_path)
+    data = json.loads(b.read_text())
+    origin = f"datafed/ledger/{victim.spec.name}"
+    lines = data["checkpoints"][origin].split("\n")
+    lines[1] = str(int(lines[1]) - 1)  # the size line of the note
+    data["checkpoints"][origin] = "\n".join(lines)
+    forged = tmp_path / "b-forged.json"
+    forged.write_text(json.dumps(data))
+    done = _verify(wfed, victim, tmp_path, 2, a, forged)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "witness-state-invalid" in done.stdout or "witness-unavailable" in done.stdout
+
+
+def _backup(src: Path, dst: Path) -> None:
+    with sqlite3.connect(src) as s, sqlite3.connect(dst) as d:
+        s.backup(d)
+
+
+def test_a_witness_operator_rolling_back_its_state_does_not_pass_a_truncated_log(wfed, tmp_path):
+    """Channel: a witness's own database. The victim's operator truncates its log back to
+    size `seen`; a colluding witness operator restores an old copy of its witness.sqlite
+    (it then holds `seen` again, and cosigns the cut log). Safe: the other, honest
+    witness's newest checkpoint fails verify -- with quorum 2, and with quorum 1 where
+    the rolled-back witness alone would meet it."""
+    victim, colluder = wfed.nodes[2], wfed.nodes[0]
+    query(wfed)
+    seen = witnessed_size(wfed, victim)
+    wdb = colluder.config.parent / "state" / "witness.sqlite"
+    old = tmp_path / "witness-old.sqlite"
+    _backup(wdb, old)
+    query(wfed, 2)
+    newest = witnessed_size(wfed, victim)
+    assert newest > seen
+    wfed.stop_node(victim)
+    truncate_ledger(ledger_db(victim), seen)
+    wfed.start_node(victim)
+    wfed.stop_node(colluder)
+    for suffix in ("-wal", "-shm"):
+        Path(str(wdb) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(old, wdb)
+    wfed.start_node(colluder)
+    time.sleep(2)  # a few publications: the cut log is offered to both witnesses
+    rolled, honest_state = _export_states(wfed, victim, tmp_path)  # colluder first
+    for quorum in (2, 1):
+        done = _verify(wfed, victim, tmp_path, quorum, honest_state, rolled)
+        assert done.returncode == 1, (quorum, done.stdout + done.stderr)
+        assert "log-behind-witness" in done.stdout, done.stdout
+    alone = _verify(wfed, victim, tmp_path, 1, rolled)
+    print("rolled-back witness alone, quorum 1:", alone.returncode, alone.stdout[-600:])
