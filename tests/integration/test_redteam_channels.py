@@ -424,3 +424,84 @@ def test_a_witness_operator_rolling_back_its_state_does_not_pass_a_truncated_log
         assert "log-behind-witness" in done.stdout, done.stdout
     alone = _verify(wfed, victim, tmp_path, 1, rolled)
     print("rolled-back witness alone, quorum 1:", alone.returncode, alone.stdout[-600:])
+
+
+# ---------------------------------------------------------------- federated training
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """Three flood offices under the DP policy of `test_fl_dp` (budget 20, 0.5 a
+    release); only `flood-coastal` allows evaluation."""
+    from datafed.fl.local import flood_node_specs
+
+    from .test_fl_dp import EVALUATES, POLICY
+
+    specs = flood_node_specs(3)
+    for s in specs:
+        s.policy_toml = POLICY + ("allow_evaluation = true\n" if s.name == EVALUATES else "")
+    fed = LocalFederation.create(tmp_path_factory.mktemp("rt-flood"), specs)
+    fed.start()
+    try:
+        yield fed
+    finally:
+        fed.stop()
+
+
+def test_evaluations_beyond_the_admitted_rounds_are_each_charged(flood):
+    """Channel: training evaluation, rounds vs charge. A job admitted for ONE round has
+    the analyst's own ServerApp ask the evaluating office for evaluations of rounds 1, 1,
+    2 and 7 with the same hand-made weights (each a fresh noisy row count, loss sum and
+    correct count). Safe: every evaluation that leaves is charged its epsilon (recorded
+    released with epsilon > 0), or refused."""
+    import numpy as np
+    from flwr.app.message_type import MessageType
+
+    from datafed.fl.spec import DpParams, TrainingSpec
+    from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+
+    from .test_fl_dp import EVALUATES, LOGISTIC, analyst, records
+
+    spec = TrainingSpec(
+        FLOOD_TABLE,
+        FLOOD_FEATURES,
+        FLOOD_LABEL,
+        rounds=1,
+        model=LOGISTIC,
+        dp=DpParams.local(0.5, 1e-5, 1.0),
+        secagg=False,
+    )
+    who, opened = analyst(flood, spec)
+    assert who.names and not opened["refusals"]
+    weights = [np.zeros((1, len(FLOOD_FEATURES)), np.float32), np.ones(1, np.float32)]
+    answered = 0
+    for rnd in (1, 1, 2, 7):
+        reply = who.send(MessageType.EVALUATE, weights, rnd)[EVALUATES]
+        answered += not reply.has_error()
+    evals = [r for r in records(flood, EVALUATES, who.job) if r.operation == "fl_evaluate"]
+    charged = [r for r in evals if r.decision == "released" and r.epsilon > 0]
+    assert len(charged) >= answered, [(r.decision, r.epsilon) for r in evals]
+
+
+def test_a_job_whose_rounds_exceed_the_budget_is_refused_before_admission(flood):
+    """Channel: budget accounting of training. 41 rounds x 0.5 = 20.5 > the budget of 20
+    (each round's delta 2e-6, the job's 8.2e-5 within max_delta_per_job 1e-4). Safe:
+    refused before admission at every node, nothing charged."""
+    from datafed.fl.spec import DpParams, TrainingSpec
+    from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
+
+    from .test_fl_dp import LOGISTIC, analyst, records
+
+    spec = TrainingSpec(
+        FLOOD_TABLE,
+        FLOOD_FEATURES,
+        FLOOD_LABEL,
+        rounds=41,
+        model=LOGISTIC,
+        dp=DpParams.local(0.5, 2e-6, 1.0),
+        secagg=False,
+    )
+    who, opened = analyst(flood, spec)
+    assert not who.names, opened
+    for node in opened["refusals"]:  # type: ignore[attr-defined]
+        assert [r.epsilon for r in records(flood, node, who.job)] == [0.0]
