@@ -182,6 +182,32 @@ def test_a_window_start_off_the_grid_is_refused_before_admission(agg, offset):
     assert (spent(agg, LEADER), spent(agg, HELPER)) == before
 
 
+def test_the_collect_cli_prints_no_count_under_dp(agg):
+    """Channel: `datafed collect get --json` and `datafed collect windows`, the
+    collector's CLI output, for the one-report window (below min_batch_size 5). Safe:
+    no report or rejection count, checksum or share digest in what is printed; the
+    window listed releasable like any other."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from datafed.cli.app import app
+
+    runner = CliRunner()
+    base = ["-f", str(agg.fed_toml), "-t", TASK, "--purpose", PURPOSE]
+    got = runner.invoke(app, ["collect", "get", *base, "-w", str(w(2)), "--json"])
+    assert got.exit_code == 0, got.output
+    out = json.loads(got.output)
+    flat = json.dumps(out)
+    for key in ("report_count", "rejected_count"):
+        assert out.get(key, 0) in (0, None), (key, out.get(key))
+    assert not out.get("rejected"), out.get("rejected")
+    assert not out.get("checksum") and not out.get("share_digest"), flat[:600]
+    listed = runner.invoke(app, ["collect", "windows", *base])
+    assert listed.exit_code == 0, listed.output
+    assert str(w(2)) in listed.output and "not releasable" not in listed.output, listed.output
+
+
 # ---------------------------------------------------------------- intersection-sum
 
 PSI_HEAD = (
@@ -505,3 +531,76 @@ def test_a_job_whose_rounds_exceed_the_budget_is_refused_before_admission(flood)
     assert not who.names, opened
     for node in opened["refusals"]:  # type: ignore[attr-defined]
         assert [r.epsilon for r in records(flood, node, who.job)] == [0.0]
+
+
+def _blind_payload_bytes(fed: LocalFederation, ids: tuple[str, ...], monkeypatch: Any) -> int:
+    """Run one intersection-sum as the analyst, stopping after Blind; the size in bytes
+    of the blinded set the ids node sent (as relayed through the analyst)."""
+    from datafed.proto.v1 import psi_pb2_grpc
+
+    orig = psi_pb2_grpc.PsiServiceStub
+    seen: list[int] = []
+
+    class Spy:
+        def __init__(self, ch: Any) -> None:
+            self.stub = orig(ch)
+
+        def Blind(self, req: Any, **kw: Any) -> Any:  # noqa: N802
+            call = self.stub.Blind(req, **kw)
+
+            async def frames() -> Any:
+                async for frame in call:
+                    if frame.HasField("reply"):
+                        seen.append(frame.reply.payload.size)
+                    yield frame
+
+            return frames()
+
+        def Exchange(self, it: Any, **kw: Any) -> Any:  # noqa: N802
+            raise RuntimeError("the analyst stops here")
+
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", Spy)
+    client = Federation.from_file(fed.fed_toml)
+    with pytest.raises(Exception):  # noqa: B017
+        client.intersection_sum(ids, BANK["bank-dp"], purpose=FINANCE_PURPOSE)  # type: ignore[arg-type]
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", orig)
+    return sum(seen)
+
+
+def _distinct(fed: LocalFederation, node: str, column: str) -> int:
+    path = fed.root / "nodes" / node / "data" / "taxpayers.sqlite"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return int(db.execute(f"SELECT COUNT(DISTINCT {column}) FROM taxpayers").fetchone()[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding 2: the ids side of an intersection-sum blinds whatever TEXT or "
+    "INTEGER column the analyst names as identifier, so the Blind payload's size (32 bytes a "
+    "point) is the exact COUNT(DISTINCT c) of that column of a DP dataset (district: 6, "
+    "compliant: 2), charged 0.5 but un-noised; invisibility.md accepts |V| of identifiers only",
+)
+def test_an_intersection_sum_id_column_must_be_an_identifier(psi, monkeypatch):
+    """Channel: intersection-sum set sizes. `invisibility.md` accepts that the analyst
+    learns |V|, the number of identifiers, from the payload size. Here the analyst names
+    other columns of the DP taxpayers as "identifier" (`declared_revenue`, `district`,
+    `compliant`) and reads each Blind payload's size (`PsiStepReply.payload.size`, 32
+    bytes a point; the REAL column is refused, the TEXT and INTEGER ones are blinded). Safe: a column that is not the
+    dataset's identifier is refused before admission (or the set padded), so no exact
+    distinct count of an arbitrary column leaves."""
+    per_point: set[float] = set()
+    leaked: dict[str, tuple[int, int]] = {}
+    for column in ("person_id", "declared_revenue", "district", "compliant"):
+        try:
+            size = _blind_payload_bytes(psi, ("tax-dp", "taxpayers", column), monkeypatch)
+        except Exception:  # refused: safe for that column
+            continue
+        exact = _distinct(psi, "tax-dp", column)
+        if size and exact:
+            per_point.add(size / exact)
+            if column != "person_id":
+                leaked[column] = (size, exact)
+    # one fixed point size: size / exact distinct count is the same for every column
+    assert not (leaked and len(per_point) == 1), (
+        f"payload bytes / exact COUNT(DISTINCT) = {per_point} for {leaked}"
+    )
