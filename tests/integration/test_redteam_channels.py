@@ -68,6 +68,8 @@ from .test_witness_verify import (
 TASK = "rt-private"
 EPS = 1.0
 DP_TASK = f'\n[collect.dp]\nmechanism = "laplace"\nepsilon = {EPS}\nbudget_epsilon = 100.0\n'
+SCOPE = "rt-scope"  # budget for ONE release, budget_scope left at its default
+DP_SCOPE = f'\n[collect.dp]\nmechanism = "laplace"\nepsilon = {EPS}\nbudget_epsilon = {EPS}\n'
 
 
 def w(i: int) -> int:
@@ -80,12 +82,17 @@ def agg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
 
     Reports: 3 in window 0, none in window 1, 1 in window 2, a tick late in window 4
     that moves the Leader's watermark past windows 0-2 (close_after_s = 30)."""
-    fed = collect_federation(tmp_path_factory.mktemp("rt-collect"), [make_task(TASK, DP_TASK)])
+    tasks = [make_task(TASK, DP_TASK), make_task(SCOPE, DP_SCOPE)]
+    collectors = {"alice": [PURPOSE], "bob": [PURPOSE]}
+    fed = collect_federation(tmp_path_factory.mktemp("rt-collect"), tasks, collectors=collectors)
     try:
         items = [(1, w(0) + i) for i in range(3)] + [(1, w(2) + 5), (0, w(4) + 50)]
         _, statuses = asyncio.run(upload(fed, TASK, items))
         assert statuses == ["accepted"] * len(items)
+        _, statuses = asyncio.run(upload(fed, SCOPE, [(1, w(0) + 1), (0, w(2) + 50)]))
+        assert statuses == ["accepted"] * 2
         asyncio.run(wait_closed(fed, TASK, [w(0), w(2)]))
+        asyncio.run(wait_closed(fed, SCOPE, [w(0)]))
         yield fed
     finally:
         fed.stop()
@@ -180,6 +187,24 @@ def test_a_window_start_off_the_grid_is_refused_before_admission(agg, offset):
         asyncio.run(_get(agg, w(2) + offset))
     assert info.value.code == "INVALID_ARGUMENT", str(info.value)
     assert (spent(agg, LEADER), spent(agg, HELPER)) == before
+
+
+def test_a_second_collector_does_not_get_a_fresh_budget_for_the_same_window(agg):
+    """Channel: collection budgets and colluding collectors. `alice` and `bob` may both
+    collect a task whose budget holds ONE release (budget_scope left at its default,
+    documented as one budget for every collector). Each re-fetch of a window is a fresh
+    noise draw; with a budget per collector, k colluders average k draws. Safe: bob is
+    refused (RESOURCE_EXHAUSTED) once alice spent the task's budget."""
+
+    async def get(fed_toml: Path) -> Any:
+        async with Collector.from_file(fed_toml) as col:
+            return await col.get(SCOPE, w(0), purpose=PURPOSE)
+
+    first = asyncio.run(get(agg.fed_toml))
+    assert first.epsilon == {LEADER: EPS, HELPER: EPS}
+    with pytest.raises(RemoteError) as info:
+        asyncio.run(get(agg.write_fed_toml("bob")))
+    assert info.value.code == "RESOURCE_EXHAUSTED", str(info.value)
 
 
 def test_the_collect_cli_prints_no_count_under_dp(agg):
