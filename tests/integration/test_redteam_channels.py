@@ -629,3 +629,70 @@ def test_an_intersection_sum_id_column_must_be_an_identifier(psi, monkeypatch):
     assert not (leaked and len(per_point) == 1), (
         f"payload bytes / exact COUNT(DISTINCT) = {per_point} for {leaked}"
     )
+
+
+def _exchange_payload_bytes(fed: LocalFederation, values: tuple[str, ...], monkeypatch: Any) -> int:
+    """One intersection-sum stopped before Intersect; the Exchange payload's size."""
+    from datafed.proto.v1 import psi_pb2_grpc
+
+    orig = psi_pb2_grpc.PsiServiceStub
+    seen: list[int] = []
+
+    class Spy:
+        def __init__(self, ch: Any) -> None:
+            self.stub = orig(ch)
+            self.Blind = self.stub.Blind
+
+        def Exchange(self, it: Any, **kw: Any) -> Any:  # noqa: N802
+            call = self.stub.Exchange(it, **kw)
+
+            async def frames() -> Any:
+                async for frame in call:
+                    if frame.HasField("reply"):
+                        seen.append(frame.reply.payload.size)
+                    yield frame
+
+            return frames()
+
+        def Intersect(self, it: Any, **kw: Any) -> Any:  # noqa: N802
+            raise RuntimeError("the analyst stops here")
+
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", Spy)
+    client = Federation.from_file(fed.fed_toml)
+    with pytest.raises(Exception):  # noqa: B017
+        client.intersection_sum(TAX["tax-dp"], values, purpose=FINANCE_PURPOSE)  # type: ignore[arg-type]
+    monkeypatch.setattr(psi_pb2_grpc, "PsiServiceStub", orig)
+    return sum(seen)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding 2b: the values side likewise takes any TEXT or INTEGER column "
+    "as identifier; the Exchange payload's size is affine in that column's exact COUNT("
+    "DISTINCT) at the DP bank (sector, term_months), charged 1.0 but un-noised",
+)
+def test_an_intersection_sum_values_id_column_must_be_an_identifier(psi, monkeypatch):
+    """Channel: the values side's set size |W|. The analyst names `sector` and
+    `term_months` of the DP loans as the values side's identifier, and reads the
+    Exchange payload's size (relayed through it). Safe: refused before admission, or a
+    size that does not follow the column's exact distinct count."""
+    path = psi.root / "nodes" / "bank-dp" / "data" / "loans.sqlite"
+
+    def distinct(column: str) -> int:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return int(db.execute(f"SELECT COUNT(DISTINCT {column}) FROM loans").fetchone()[0])
+
+    points: dict[str, tuple[int, int]] = {}
+    for column in ("person_id", "sector", "term_months"):
+        try:
+            size = _exchange_payload_bytes(psi, ("bank-dp", "loans", column, "amount"), monkeypatch)
+        except Exception:  # refused: safe for that column
+            continue
+        if size:
+            points[column] = (distinct(column), size)
+    (n1, s1), *rest = sorted(points.values())
+    affine = False
+    if len(rest) >= 2 and rest[-1][0] != n1:
+        per = (rest[-1][1] - s1) / (rest[-1][0] - n1)
+        affine = all(s == s1 + per * (n - n1) for n, s in rest)
+    assert not affine, f"(exact distinct, payload bytes) per column: {points}"
