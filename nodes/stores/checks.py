@@ -2,7 +2,8 @@
 
 One line per problem, naming the dataset, the column and an example value:
 
-* a policy column (``allowed_columns``, ``group_domains``, ``dp.bounds``) that the dataset
+* a policy column (``allowed_columns``, ``identifier_columns``, ``group_domains``,
+  ``dp.bounds``) that the dataset
   does not expose;
 * a group domain value whose type is not the column's (``"2023"`` for an integer column
   would match no group: the Paillier answer silently lost that node's rows);
@@ -27,6 +28,11 @@ def _policy_problems(cfg: DatasetConfig, ds: DatasetStore) -> list[str]:
     for col in policy.allowed_columns or []:
         if col not in cols:
             out.append(f"{where}: allowed_columns names {col!r}, which the dataset does not have")
+    for col in policy.identifier_columns:
+        if col not in cols:
+            out.append(
+                f"{where}: identifier_columns names {col!r}, which the dataset does not have"
+            )
     for col, values in policy.group_domains.items():
         if col not in cols:
             out.append(f"{where}: group_domains names {col!r}, which the dataset does not have")
