@@ -41,23 +41,58 @@ def init(
     agency: str = typer.Option("", "--agency", help="the agency's human-readable name"),
     pki: Path = typer.Option(Path("pki"), "--pki", help="folder of the node's keys"),
     dataset: str = typer.Option("my_dataset", "--dataset", help="the first dataset's name"),
-    path: Path = typer.Option(
-        Path("data/my_dataset.sqlite"), "--path", help="the first dataset's SQLite file"
+    path: Path | None = typer.Option(
+        None,
+        "--path",
+        help="the first dataset's file: .duckdb DuckDB, .sqlite SQLite "
+        "(default data/<dataset>.duckdb)",
+    ),
+    peer: list[str] = typer.Option(
+        [],
+        "--peer",
+        help="NAME=HOST:PORT of a peer node that witnesses this node's log and whose log "
+        "this node witnesses (repeat; its certificate goes to <pki>/node/NAME.crt)",
     ),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
-    """Write an annotated node.toml: every key with its default and meaning."""
+    """Write an annotated node.toml: every key with its default and meaning.
+
+    Secure defaults: the revocation list (tls.crl = <pki>/crl.pem), witnesses for every
+    --peer ([witness] and [publish]; none is an explicit choice check-config warns about)
+    and DuckDB for the first dataset.
+    """
     from datafed.errors import ConfigError
     from datafed.pki.ca import check_name
     from nodes.config.template import node_toml
 
     check_name("node", name)
+    peers = [_peer(p) for p in peer]
     if out_file.exists() and not force:
         raise ConfigError(f"{out_file} exists; pass --force to overwrite it")
-    text = node_toml(name, agency=agency, pki_dir=pki, dataset=dataset, path=path)
+    text = node_toml(name, agency=agency, pki_dir=pki, dataset=dataset, path=path, peers=peers)
     out_file.write_text(text, encoding="utf-8")
     load_node_config(out_file)  # what we wrote must validate
     out.print(f"wrote {out_file}: edit the dataset and its policy, then run check-config")
+    if not peers:
+        err.print(
+            "warning: no --peer: nobody will witness this node's log (check-config warns "
+            "until [publish] is set)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _peer(text: str) -> tuple[str, str]:
+    """``NAME=HOST:PORT`` of ``init --peer``, checked."""
+    from datafed.pki.ca import check_name
+
+    name, sep, address = text.partition("=")
+    host, colon, port = address.rpartition(":")
+    if not sep or not colon or not host or not port.isdigit():
+        raise typer.BadParameter(f"--peer {text!r}: give NAME=HOST:PORT")
+    check_name("node", name)
+    return name, address
 
 
 @app.command()
@@ -102,18 +137,34 @@ def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml"))
 
 
 @app.command("check-config")
-def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
-    """Check everything serve would (TLS files, datasets, policy columns, column types).
+def check_config(
+    config: Path = typer.Option(..., "--config", "-c", help="node.toml"),
+    strict: bool = typer.Option(False, "--strict", help="warnings fail the check too"),
+) -> None:
+    """Check everything serve would (TLS files, CRL, datasets, policy columns, column types).
 
     Prints one line per problem and exits with status 1, or a summary of the datasets and
-    of the node's shares and deadlines.
+    of the node's shares and deadlines.  What weakens security or audit (no revocation
+    list, no witnesses, plaintext ports beyond loopback, ...) is printed as a warning;
+    with --strict a warning fails the check (status 1).
     """
-    from nodes.config.preflight import preflight
+    from nodes.config.preflight import preflight, warnings
     from nodes.limits import shares
     from nodes.stores import DataStore
 
     cfg = load_node_config(config)
+    cautions = warnings(cfg)
+    for line in cautions:
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     found = preflight(cfg)
+    if strict and cautions and not found:
+        err.print(
+            f"{len(cautions)} warning(s) in {config} (--strict)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     if found:
         for line in found:
             err.print(f"problem: {line}", markup=False, highlight=False, soft_wrap=True)
