@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from pathlib import Path
 
 import typer
@@ -61,7 +59,6 @@ def init(
     --peer ([witness] and [publish]; none is an explicit choice check-config warns about)
     and DuckDB for the first dataset.
     """
-    from datafed.errors import ConfigError
     from datafed.pki.ca import check_name
     from nodes.config.template import node_toml
 
@@ -115,24 +112,38 @@ def serve(
 
 
 @app.command()
-def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
-    """Make a serving node adopt this file's policies now (SIGHUP; recorded in its ledger).
+def reload(
+    config: Path = typer.Option(..., "--config", "-c", help="node.toml"),
+    timeout: float = typer.Option(60.0, "--timeout", help="seconds to wait for the decision"),
+) -> None:
+    """Make a serving node adopt this file's policies now; print the node's decision.
 
-    The file is validated first; only dataset policies and sign-off grants may change.
+    The node runs exactly what check-config runs, and only dataset policies and sign-off
+    grants may change.  Exit status 0: adopted; 1: refused (the reason is printed); either
+    way the decision is in its ledger (operation policy_reload).
     """
+    from nodes.config.preflight import warnings
+    from nodes.reload import ask_reload
     from nodes.server import pid_file
 
     cfg = load_node_config(config)
-    path = pid_file(cfg)
-    try:
-        pid = int(path.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"node {cfg.node.name} is not serving from {path.parent}") from exc
+    for line in warnings(cfg):
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+    outcome = ask_reload(cfg, pid_file(cfg), timeout)
+    if outcome.decision != "approved":
+        err.print(
+            f"node {cfg.node.name} refused the reload and keeps its policy: {outcome.reason} "
+            f"(ledger entry {outcome.index})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     out.print(
-        f"asked node {cfg.node.name} (pid {pid}) to reload its policy; the outcome is in its "
-        "log and ledger (operation policy_reload)",
+        f"node {cfg.node.name} adopted {config} (ledger entry {outcome.index})",
         markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

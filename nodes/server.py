@@ -23,7 +23,6 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
-from datafed.errors import DatafedError
 from datafed.pki.crl import unwatch_crl, watch_crl
 from datafed.pki.tls import server_credentials
 from datafed.proto.v1 import (
@@ -36,7 +35,7 @@ from datafed.proto.v1 import (
     training_pb2,
 )
 from nodes.collect import CollectService
-from nodes.config import NodeConfig, NodeSection, load_node_config
+from nodes.config import NodeConfig, NodeSection
 from nodes.context import NodeContext
 from nodes.fl.servicer import add_training_service
 from nodes.intercept import CallGuard
@@ -46,6 +45,7 @@ from nodes.limits import install as install_limits
 from nodes.psi.servicer import add_psi_service
 from nodes.query.servicer import QueryServicer
 from nodes.query.steps import add_protocol_service
+from nodes.reload import reload_policy
 
 __all__ = [
     "SERVICE_NAMES",
@@ -137,16 +137,6 @@ def pid_file(config: NodeConfig) -> Path:
     return config.node.state_dir / "node.pid"
 
 
-async def reload_policy(ctx: NodeContext, path: Path) -> None:
-    """Re-read ``path`` and adopt its policies (SIGHUP); a bad file changes nothing."""
-    try:
-        index = await ctx.reload(load_node_config(path))
-    except DatafedError as exc:
-        log.error("policy reload refused, the node keeps its policy: %s", exc)
-        return
-    log.info("policy reloaded from %s (ledger entry %d)", path, index)
-
-
 async def start_health_server(
     listen: str, health: health_aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
@@ -212,6 +202,10 @@ class _Serving:
             self.collect.close()
 
 
+async def _reload(ctx: NodeContext, path: Path) -> None:
+    await reload_policy(ctx, path)
+
+
 def _handle_signals(ctx: NodeContext, config_path: Path | None) -> asyncio.Event:
     """SIGINT/SIGTERM set the returned event; with ``config_path``, SIGHUP reloads policies."""
     stop = asyncio.Event()
@@ -222,7 +216,7 @@ def _handle_signals(ctx: NodeContext, config_path: Path | None) -> asyncio.Event
     if config_path is not None:
 
         def on_hup() -> None:
-            task = loop.create_task(reload_policy(ctx, config_path))
+            task = loop.create_task(_reload(ctx, config_path))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 

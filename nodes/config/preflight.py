@@ -9,10 +9,12 @@ columns' types, and that every allowed column's stored values fit their type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from datafed.errors import DatafedError
 from nodes.config import DatasetConfig, NodeConfig
+from nodes.stores.base import DatasetStore
 
 __all__ = ["preflight", "warnings"]
 
@@ -82,15 +84,20 @@ def _peer_problems(cfg: NodeConfig) -> list[str]:
     return out
 
 
-def preflight(cfg: NodeConfig) -> list[str]:
-    """Every problem ``serve`` would stop at, one line each (empty: ready to serve)."""
+def preflight(cfg: NodeConfig, stores: Mapping[str, DatasetStore] | None = None) -> list[str]:
+    """Every problem ``serve`` would stop at, one line each (empty: ready to serve).
+
+    ``check-config`` opens each dataset; a serving node's ``reload`` passes the ``stores``
+    it has open (its dataset sources cannot change without a restart).
+    """
     from nodes.stores import open_dataset
     from nodes.stores.checks import problems
 
     out = _tls_problems(cfg) + _peer_problems(cfg)
     for ds in cfg.datasets:
+        opened = stores.get(ds.name) if stores is not None else None
         try:
-            store = open_dataset(ds)
+            store = opened or open_dataset(ds)
         except DatafedError as exc:
             out.append(
                 str(exc) if str(exc).startswith("dataset ") else f"dataset {ds.name!r}: {exc}"
@@ -101,7 +108,8 @@ def preflight(cfg: NodeConfig) -> list[str]:
         except DatafedError as exc:
             out.append(str(exc))
         finally:
-            store.close()
+            if opened is None:
+                store.close()
     return out
 
 
