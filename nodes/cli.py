@@ -212,11 +212,23 @@ def import_(
     dataset: str = typer.Option(..., "--dataset", "-d", help="the dataset to load into"),
     replace: bool = typer.Option(False, "--replace", help="replace the table if it exists"),
     append: bool = typer.Option(False, "--append", help="append to the existing table"),
+    na: list[str] = typer.Option(
+        [],
+        "--na",
+        help="CSV text meaning a missing value, besides the dataset's import_na "
+        "(repeat: --na n/a --na NA)",
+    ),
+    skip_headers: bool = typer.Option(
+        True,
+        "--skip-headers/--keep-headers",
+        help="drop CSV lines that repeat the header (concatenated exports)",
+    ),
 ) -> None:
     """Load CSV or Parquet files into a dataset's embedded store (DuckDB or SQLite), typed.
 
-    Column types come from node.toml (types) or are detected; a row that does not fit is
-    refused with its line and nothing is written.  Recorded in the node's ledger.
+    Column types come from node.toml (types) or are detected, and the decision is shown
+    per column; missing-value tokens (--na, import_na) become NULL; a row that does not
+    fit is refused with its line and nothing is written.  Recorded in the node's ledger.
     """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -243,7 +255,17 @@ def import_(
 
     mode: Mode = "replace" if replace else "append" if append else "create"
     with bar:
-        result = import_files(cfg, dataset, files, mode=mode, progress=progress)
+        result = import_files(
+            cfg, dataset, files, mode=mode, progress=progress, na=na, skip_headers=skip_headers
+        )
+    table = Table(title=Text(f"columns of {result.dataset}"))
+    for col in ("column", "type", "missing", "why"):
+        table.add_column(col)
+    for c, t in result.types.items():
+        table.add_row(Text(c), Text(t), str(result.missing.get(c, 0)), Text(result.decisions[c]))
+    out.print(table)
+    if result.skipped_headers:
+        out.print(f"skipped {result.skipped_headers} line(s) repeating the header", markup=False)
     types = ", ".join(f"{c}:{t}" for c, t in result.types.items())
     entries = ", ".join(f"#{i}" for i in result.ledger_indexes)
     out.print(
