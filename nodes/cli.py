@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import typer
@@ -16,6 +15,7 @@ from audit.cli.common import command_app, run_main, version_option
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
+from nodes.importer.load import ImportResult
 
 __all__ = ["app", "main"]
 
@@ -96,13 +96,20 @@ def _peer(text: str) -> tuple[str, str]:
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="node.toml"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR"),
+    log_format: str = typer.Option(
+        "text",
+        "--log-format",
+        envvar="DATAFED_LOG_FORMAT",
+        help="text, or json: one JSON object per line",
+    ),
 ) -> None:
     """Serve the node's datasets over gRPC with mTLS until interrupted."""
+    from nodes.jsonlog import configure_logging
     from nodes.server import serve as _serve
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    configure_logging(log_level, log_format)
     cfg = load_node_config(config)
 
     def ready(address: str) -> None:
@@ -258,6 +265,11 @@ def import_(
         result = import_files(
             cfg, dataset, files, mode=mode, progress=progress, na=na, skip_headers=skip_headers
         )
+    _print_import(result)
+
+
+def _print_import(result: ImportResult) -> None:
+    """Each column's type, missing values and why; then the one-line summary."""
     table = Table(title=Text(f"columns of {result.dataset}"))
     for col in ("column", "type", "missing", "why"):
         table.add_column(col)

@@ -22,6 +22,7 @@ from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
 from nodes.fair import FairPool
+from nodes.metrics import Metrics
 from nodes.policy import PolicyEngine
 from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
@@ -56,6 +57,8 @@ class NodeContext:
     jobs: JobTable = field(default_factory=JobTable)
     #: Threads for the blocking work of calls, shared fairly across requesters.
     fair: FairPool = field(default_factory=FairPool)
+    #: Counters and histograms for ``node.metrics_listen`` (:mod:`nodes.metrics`).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -135,6 +138,7 @@ class NodeContext:
             details=dict(details or {}),
         )
         index = await self.ledger.append_async(record, private=private)
+        self.metrics.record(operation, decision)
         log.info(
             "ledger[%d] %s %s by %s on %r: %s",
             index,

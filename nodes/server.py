@@ -42,6 +42,7 @@ from nodes.intercept import CallGuard
 from nodes.ledger.publish import Publisher, open_witness_store
 from nodes.ledger.servicer import add_ledger_services
 from nodes.limits import install as install_limits
+from nodes.metrics_http import start_metrics_server
 from nodes.psi.servicer import add_psi_service
 from nodes.query.servicer import QueryServicer
 from nodes.query.steps import add_protocol_service
@@ -160,6 +161,7 @@ class _Serving:
         self.health: health_aio.HealthServicer | None = None
         self.collect: CollectService | None = None
         self.health_server: grpc.aio.Server | None = None
+        self.metrics_server: asyncio.Server | None = None
         self.publisher: Publisher | None = None
 
     async def start(self) -> int:
@@ -175,6 +177,8 @@ class _Serving:
         if node.health_listen:
             self.health_server, hport = await start_health_server(node.health_listen, health)
             log.info("health (plaintext) on port %d", hport)
+        if node.metrics_listen:
+            self.metrics_server, _ = await start_metrics_server(ctx, node.metrics_listen)
         if (publisher := Publisher.open(ctx)) is not None:
             self.publisher = publisher
             publisher.start()
@@ -191,6 +195,9 @@ class _Serving:
         await self.collect.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            await self.metrics_server.wait_closed()
         if self.publisher is not None:
             await self.publisher.stop()  # one last round, then close the channels
 

@@ -146,7 +146,11 @@ def _loopback(address: str) -> bool:
 def _exposure_warnings(cfg: NodeConfig) -> list[str]:
     """Plaintext ports beyond loopback, private keys others can read."""
     out = []
-    for key, address in (("node.health_listen", cfg.node.health_listen),):
+    listeners = (
+        ("node.health_listen", cfg.node.health_listen),
+        ("node.metrics_listen", cfg.node.metrics_listen),
+    )
+    for key, address in listeners:
         if address and not _loopback(address):
             out.append(
                 f"{key} = {address!r} is plaintext and reachable beyond this host "

@@ -117,7 +117,11 @@ def test_check_config_warns_about_what_weakens_security(site: Path, tmp_path: Pa
     cfg = tmp_path / "weak.toml"
     text = (site / "node.toml").read_text()
     text = text.replace('crl = "pki/crl.pem"\n', "")
-    text = text.replace("[node]\n", '[node]\nhealth_listen = "0.0.0.0:50052"\n', 1)
+    text = text.replace(
+        "[node]\n",
+        '[node]\nhealth_listen = "0.0.0.0:50052"\nmetrics_listen = "10.1.2.3:9464"\n',
+        1,
+    )
     text = text.replace("pki/", f"{site}/pki/").replace("data/", f"{site}/data/")
     cfg.write_text(text)
     bad = node_cli(site, "init", "--name", "water-north", "--peer", "water-east", "-o", "x.toml")
@@ -127,3 +131,4 @@ def test_check_config_warns_about_what_weakens_security(site: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "warning: tls.crl is not set" in done.stderr
     assert "warning: node.health_listen = '0.0.0.0:50052' is plaintext" in done.stderr
+    assert "warning: node.metrics_listen = '10.1.2.3:9464' is plaintext" in done.stderr
