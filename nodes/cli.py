@@ -13,6 +13,7 @@ from rich.text import Text
 
 from audit.cli.common import command_app, run_main, version_option
 from datafed.errors import ConfigError, DatafedError
+from nodes.cli_ops import register as register_ops
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
 from nodes.importer.load import ImportResult
@@ -23,6 +24,7 @@ app = command_app("Run an agency node: serve datasets under policy, record every
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 register_fl(app)
+register_ops(app)
 #: Files at least this large (bytes, all together) get a progress bar on import.
 LARGE_FILE = 16 * 1024 * 1024
 

@@ -32,6 +32,8 @@ def _tls_problems(cfg: NodeConfig) -> list[str]:
             out.append(f"{field}: file not found: {path}")
     if out:
         return out
+    from cryptography.hazmat.primitives import serialization
+
     from datafed.pki.ca import load_signing_key
     from datafed.pki.tls import TlsMaterial
 
@@ -39,7 +41,13 @@ def _tls_problems(cfg: NodeConfig) -> list[str]:
         tls = TlsMaterial.load(cfg.tls)
         if tls.identity.role != "node" or tls.identity.name != cfg.node.name:
             out.append(f"tls.cert is for {tls.identity}, but this node is node:{cfg.node.name}")
-        load_signing_key(cfg.tls.signing_key)
+        raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        bound = tls.identity.signing_key.public_bytes(*raw)
+        if load_signing_key(cfg.tls.signing_key).public_key().public_bytes(*raw) != bound:
+            out.append(
+                "tls.cert binds another Ed25519 key than tls.signing_key (the ledger's key): "
+                "renew with `datafed-node renew request`"
+            )
     except DatafedError as exc:
         out.append(f"tls: {exc}")
     if cfg.tls.crl is not None:
