@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,7 +17,9 @@ from datafed.errors import ConfigError, DatafedError
 from nodes.cli_ops import register as register_ops
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
-from nodes.importer.load import ImportResult
+
+if TYPE_CHECKING:
+    from nodes.importer.load import ImportResult
 
 __all__ = ["app", "main"]
 

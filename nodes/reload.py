@@ -57,7 +57,11 @@ async def reload_policy(ctx: NodeContext, path: Path) -> ReloadOutcome:
             config = load_node_config(path)
         except DatafedError as exc:
             await ctx.refuse_reload(f"{path.name}: {exc}")
-        index = await ctx.reload(config)
+        try:
+            index = await ctx.reload(config)
+        except (OSError, ValueError) as exc:  # a check that could not run: refuse, say why
+            log.exception("policy reload check failed")
+            await ctx.refuse_reload(f"the checks could not run: {exc}")
         outcome = ReloadOutcome("approved", f"policy reloaded from {path}", index, token)
         log.info("policy reloaded from %s (ledger entry %d)", path, index)
     except ReloadRefused as exc:
