@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,10 +143,9 @@ def collect_worker(
     front end (docs/collect.md).
     """
     from nodes.collect.worker import run_worker
+    from nodes.jsonlog import configure_logging
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(log_level, os.environ.get("DATAFED_LOG_FORMAT", "text"))
     cfg = load_node_config(config)
     if not cfg.collect_service.database:
         raise ConfigError("collect-worker needs [collect_service] database = postgresql://...")
