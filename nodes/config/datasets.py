@@ -269,6 +269,9 @@ class DatasetConfig(Strict):
     columns: list[Ident] | None = None
     #: Declared column types where the database has none (e.g. a CSV imported as TEXT).
     types: dict[Ident, ColumnTypeName] = {}
+    #: CSV import: the text that means a missing value (NULL), e.g. ``["", "n/a", "NA"]``;
+    #: ``datafed-node import --na`` adds more.
+    import_na: list[Annotated[str, Field(max_length=32)]] = Field(default=[""], max_length=64)
     #: What the dataset holds, shown to analysts by ``datafed nodes`` (public metadata).
     description: str = Field(default="", max_length=2000)
     #: What each column means (unit, coding, source), shown to analysts by ``datafed
