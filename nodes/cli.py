@@ -18,6 +18,7 @@ from audit.cli.common import command_app, run_main, version_option
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
+from nodes.partners_cli import register as register_partners
 
 __all__ = ["app", "main"]
 
@@ -25,6 +26,7 @@ app = command_app("Run an agency node: serve datasets under policy, record every
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 register_fl(app)
+register_partners(app)
 #: Files at least this large (bytes, all together) get a progress bar on import.
 LARGE_FILE = 16 * 1024 * 1024
 

@@ -16,6 +16,7 @@ from datafed.errors import ConfigError
 from datafed.modes import NodeEnv
 from datafed.pki.ca import Identity, load_signing_key
 from datafed.pki.tls import TlsMaterial
+from datafed.pki.trust import TrustStore
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
@@ -46,6 +47,8 @@ class NodeContext:
     jobs: JobTable = field(default_factory=JobTable)
     #: Threads for the blocking work of calls, shared fairly across requesters.
     fair: FairPool = field(default_factory=FairPool)
+    #: The CAs trusted now: home and recognised partners (docs/federation.md).
+    trust: TrustStore | None = None
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -56,6 +59,7 @@ class NodeContext:
 
             raise PkiError(
                 f"tls.cert is for {tls.identity}, but this node is node:{config.node.name}"
+                " (in a named federation, node.name is qualified: 'shanghai:water-north')"
             )
         key = load_signing_key(config.tls.signing_key)
         state: Path = config.node.state_dir
@@ -72,12 +76,18 @@ class NodeContext:
         )
         policy.replay(ledger)
         nonces = NonceStore(state / "nonces.sqlite")
-        return cls(config, tls, key, store, ledger, nonces, policy)
+        trust = TrustStore(tls.ca, state / "partners")
+        return cls(config, tls, key, store, ledger, nonces, policy, trust=trust)
 
     @property
     def name(self) -> str:
         """This node's name."""
         return self.config.node.name
+
+    @property
+    def anchors_pem(self) -> bytes:
+        """The CAs this node trusts now, home first (peers' certificates are checked on it)."""
+        return self.trust.anchors_pem() if self.trust is not None else self.tls.ca
 
     @property
     def identity(self) -> Identity:
@@ -188,7 +198,7 @@ class NodeContext:
             self.name,
             job_id,
             self.signing_key,
-            self.tls.ca,
+            self.anchors_pem,
             binding=bound.binding,
             roster=bound.roster,
             min_participants=bound.min_participants,

@@ -78,18 +78,18 @@ class TaskRuntime:
         role: Literal["leader", "helper"] = "leader" if config.leader.name == ctx.name else "helper"
         pems = {p.name: p.cert.read_bytes() for p in (config.leader, config.helper)}
         for name, pem in pems.items():
-            ident = verify_peer(pem, ctx.tls.ca, role="node")
+            ident = verify_peer(pem, ctx.anchors_pem, role="node")
             if ident.name != name:
                 raise ConfigError(
                     f"collect {config.name!r}: {name}'s certificate is {ident.name}'s"
                 )
-        own = verify_peer(pems[ctx.name], ctx.tls.ca, role="node")
+        own = verify_peer(pems[ctx.name], ctx.anchors_pem, role="node")
         if own.signing_key != ctx.identity.signing_key:
             raise ConfigError(
                 f"collect {config.name!r}: the certificate named for {ctx.name} is not ours"
             )
         other = config.helper.name if role == "leader" else config.leader.name
-        peer = verify_peer(pems[other], ctx.tls.ca, role="node")
+        peer = verify_peer(pems[other], ctx.anchors_pem, role="node")
         task = spec.collect_task()
         path = ctx.config.node.state_dir / "collect" / f"{config.name}.sqlite"
         store = CollectStore(path, spec.task_id, task.vdaf)
