@@ -9,6 +9,9 @@ with a clear error, recorded as denied where it reached a node, and changes noth
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +19,16 @@ from pathlib import Path
 import pytest
 
 from audit.export import ExportDir, export_store
+from audit.note import SIG_ED25519, vkey
 from audit.records import DataUseRecord, decode_leaf
+from audit.vkeys import public_key_of
 from datafed import pki
 from datafed.client import Federation
 from datafed.errors import DatafedError, RemoteError
 from datafed.local.cities import CITIES, PURPOSE, SHARED_PURPOSE, TwoCities
 from datafed.pki.registry import list_issued, publish_crl
 
+BIN = Path(sys.executable).parent
 SQL = "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents GROUP BY material"
 ALL_NODES = {f"{c}:{n}" for c, names in CITIES.items() for n in names}
 
@@ -265,3 +271,35 @@ def test_withdrawing_recognition_stops_every_partner_request_at_once_and_is_reco
     wait_for(lambda: records(cities, "shanghai", "water-north", tmp_path)[-1].operation
              in ("partner_added", "query"))  # fmt: skip
     assert fed.query(SQL, purpose=SHARED_PURPOSE).rows  # recognised again
+
+
+def test_each_citys_auditor_reconciles_the_cross_city_job_with_keys_from_the_partner_bundle(
+    cities, tmp_path
+):
+    job = analyst(cities, "suzhou").query(SQL, purpose=SHARED_PURPOSE).job_id
+    for city in CITIES:  # each city's auditor, on exports of all five ledgers
+        partner = next(c for c in CITIES if c != city)
+        logs, exports = [], []
+        for c, names in CITIES.items():
+            ca = cities.cities[c].pki_dir / "ca.crt" if c == city else cities.bundle(c)
+            for n in names:
+                cert = pki.party_paths(cities.cities[c].pki_dir, "node", n).cert
+                found = public_key_of(cert.read_bytes(), cert.name, ca=ca)
+                assert found.name == f"datafed/ledger/{c}:{n}"
+                logs.append(vkey(found.name, SIG_ED25519, found.key))
+                db = cities.cities[c].root / "nodes" / n / "state" / "ledger.sqlite"
+                exports.append(str(export_store(db, tmp_path / city / f"{c}-{n}")))
+        policy = tmp_path / f"{city}-policy.toml"
+        policy.write_text(f"quorum = 0\nlogs = {json.dumps(logs)}\nwitnesses = []\n")
+        done = subprocess.run(
+            [str(BIN / "datafed-audit"), "reconcile", job, *exports, "-p", str(policy),
+             "--no-witnesses"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"OK job {job} reconciles across 5 node(s)" in done.stdout
+        assert f"{partner}:water" in done.stdout and f"{city}:water" in done.stdout
+    # the partner bundle does not vouch for a certificate its CA did not issue
+    rogue = pki.party_paths(cities.cities["shanghai"].pki_dir, "node", "water-north").cert
+    with pytest.raises(ValueError, match="not issued by the CA"):
+        public_key_of(rogue.read_bytes(), rogue.name, ca=cities.bundle("suzhou"))
