@@ -78,9 +78,16 @@ def parse_values(text: str) -> ValuesColumns:
 
 
 def _split(text: str, form: str) -> list[str]:
-    """``text`` cut at ``:`` into the parts ``form`` names; ValueError if the count differs."""
+    """``text`` cut at ``:`` into the parts ``form`` names; ValueError if the count differs.
+
+    The node may be qualified by its federation (``suzhou:water-wujiang:...``,
+    docs/federation.md): one ``:`` more than ``form`` joins the first two parts.
+    """
     parts = text.split(":")
-    if len(parts) != form.count(":") + 1:
+    want = form.count(":") + 1
+    if len(parts) == want + 1:
+        parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
+    if len(parts) != want:
         raise ValueError(f"expected {form}, got {text!r}")
     return parts
 
