@@ -21,12 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from datafed.errors import ProtocolError, QueryError
-from datafed.modes import ProtectionMode, SteppedMode, mode_class
+from datafed.modes import NodeEnv, ProtectionMode, SteppedMode, mode_class
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
 from datafed.query.components import components
 from datafed.query.domain import GroupKey, declared_domain
-from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
+from datafed.query.spec import Comparison, Predicate, QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto, spec_from_proto
 from datafed.wire.signing import MAX_LIFETIME_MS, now_ms
 from datafed.wire.statement import SignedJobStatement, message_digest
@@ -39,6 +39,7 @@ from nodes.partners import check_roster
 from nodes.policy import Use
 from nodes.policy.rules import reports_domain
 from nodes.rpc import SignedCall
+from nodes.stores.types import terms
 
 __all__ = [
     "MAX_DOMAIN",
@@ -120,9 +121,31 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     check_cost(cost, limits, ctx.config.node.max_message_bytes)
     ctx.store.check(job.spec)  # what the dataset cannot run (types, columns): no data read
     job = dataclasses.replace(job, domain=_own_domain(ctx, job, declared))
+    _check_params(ctx, job)
     if issubclass(job.mode, SteppedMode):
         ctx.jobs.ensure_room(identity.name)
     return job
+
+
+def _check_params(ctx: NodeContext, job: QueryJob) -> None:
+    """The protection's parameters, checked before admission: they depend on no row.
+
+    A fault of the request's own (a value width, participants other than the roster, one
+    aggregator named twice, a threshold without an honest majority) is refused here,
+    charged nothing, rather than failing after admission (red team finding 1).
+    """
+    env = NodeEnv(
+        ctx.name,
+        job.statement.statement.job_id,
+        ctx.signing_key,
+        ctx.tls.ca,
+        binding="",
+        roster=tuple(job.statement.statement.roster),
+    )
+    try:
+        job.mode.check_params(env, job.params)
+    except ValueError as exc:
+        raise InvalidRequest(f"protection {job.mode.name!r}: {exc}") from exc
 
 
 def _declared(job: QueryJob, policy: DatasetPolicy, limits: LimitsSection) -> list[GroupKey] | None:
@@ -216,14 +239,8 @@ def decode_query(
 
 def _no_order_on_booleans(where: Predicate | None) -> None:
     """Refuse ``x < true``: SQL has no order on booleans and SQLAlchemy cannot compile it."""
-    stack = [where] if where is not None else []
-    while stack:
-        p = stack.pop()
-        if isinstance(p, (AllOf, AnyOf)):
-            stack.extend(p.items)
-        elif isinstance(p, Not):
-            stack.append(p.item)
-        elif isinstance(p, Comparison) and isinstance(p.value, bool) and p.op not in ("=", "!="):
+    for p in terms(where):
+        if isinstance(p, Comparison) and isinstance(p.value, bool) and p.op not in ("=", "!="):
             raise InvalidRequest(f"a boolean can only be compared with = or !=, not {p.op!r}")
 
 
