@@ -67,6 +67,8 @@ def _policy(home: str, partner: str) -> str:
 ACCOUNT_COLUMNS = (("person_id", "TEXT"), ("usage_m3", "REAL"))
 #: ``usage_m3`` is bounded for DP: accounts describe persons.
 USAGE_BOUND = 60.0
+#: The epsilon the partner city's analysts may spend on ``commuter_accounts``, together.
+PARTNER_EPSILON = 2.0
 
 
 def commuter_accounts(city: str, seed: int = 7, people: int = 200) -> list[tuple[str, float]]:
@@ -93,6 +95,7 @@ def _accounts_policy(home: str, partner: str) -> str:
         f'allowed_purposes = ["{SHARED_PURPOSE}"]\n'
         'allowed_protections = ["paillier"]\n'
         'allowed_operations = ["intersection_sum"]\n'
+        f"budget_epsilon = {PARTNER_EPSILON}  # inside the dataset's 20\n"
     )
 
 

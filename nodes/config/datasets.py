@@ -92,6 +92,10 @@ class PartnerPolicy(Strict):
     allowed_protections: list[str] = Field(min_length=1)
     #: Operations they may run (each also in ``allowed_operations``).
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
+    #: DP datasets: the most epsilon this federation's analysts may spend on the dataset,
+    #: all together; charged to the dataset's own budget too (one accountant), so a
+    #: partner never adds budget. Unset: only the dataset's budget limits them.
+    budget_epsilon: float | None = Field(default=None, gt=0)
 
 
 class DatasetPolicy(Strict):

@@ -138,7 +138,7 @@ def _check_params(ctx: NodeContext, job: QueryJob) -> None:
         ctx.name,
         job.statement.statement.job_id,
         ctx.signing_key,
-        ctx.tls.ca,
+        ctx.anchors_pem,
         binding="",
         roster=tuple(job.statement.statement.roster),
     )

@@ -25,7 +25,7 @@ from audit.vkeys import public_key_of
 from datafed import pki
 from datafed.client import Federation
 from datafed.errors import DatafedError, RemoteError
-from datafed.local.cities import CITIES, PURPOSE, SHARED_PURPOSE, TwoCities
+from datafed.local.cities import CITIES, PARTNER_EPSILON, PURPOSE, SHARED_PURPOSE, TwoCities
 from datafed.pki.registry import list_issued, publish_crl
 
 BIN = Path(sys.executable).parent
@@ -116,6 +116,19 @@ def test_a_cross_city_intersection_sum(cities):
         purpose=SHARED_PURPOSE,
     )
     assert 60 <= result.intersection_size <= 140  # about 100 commuters hold both accounts
+
+
+def test_a_partner_federation_has_its_own_epsilon_cap_inside_the_dataset_budget(cities):
+    suzhou, shanghai = analyst(cities, "suzhou"), analyst(cities, "shanghai")
+    ids = ("suzhou:water-wujiang", "commuter_accounts", "person_id")
+    values = ("shanghai:water-north", "commuter_accounts", "person_id", "usage_m3")
+    runs = 0  # epsilon 1 each at Shanghai's node (an earlier test may have spent some)
+    with pytest.raises(RemoteError, match="partner federation 'suzhou''s privacy budget"):
+        for _ in range(int(PARTNER_EPSILON) + 1):
+            suzhou.intersection_sum(ids, values, purpose=SHARED_PURPOSE)
+            runs += 1
+    assert 1 <= runs <= PARTNER_EPSILON
+    shanghai.intersection_sum(ids, values, purpose=SHARED_PURPOSE)  # the home city's still runs
 
 
 def test_a_partner_ca_cannot_issue_a_home_name(cities, tmp_path, monkeypatch):
