@@ -18,11 +18,13 @@ a consortium of all five offices (exact data: a total is always over the whole b
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datafed import pki
 from datafed.local import synth
 from datafed.local.federation import LocalFederation, NodeSpec
 from datafed.pki.trust import PartnerBundle
@@ -39,6 +41,13 @@ SHARED_PURPOSE = "taihu-basin-planning"
 #: A purpose each city keeps for its own analysts.
 PURPOSE = "service-planning"
 ANALYST = "alice"
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _policy(home: str, partner: str) -> str:
@@ -141,8 +150,15 @@ class TwoCities:
         *,
         segments: int = 60,
         progress: Callable[[str], None] = lambda _msg: None,
+        witnesses: bool = False,
+        publish_interval_s: float = 1.0,
     ) -> TwoCities:
-        """Make both CAs, certificates, data and node configs (nothing recognised yet)."""
+        """Make both CAs, certificates, data and node configs (nothing recognised yet).
+
+        With ``witnesses=True`` every node witnesses the *other* city's logs and asks the
+        other city's nodes to cosign its own every ``publish_interval_s`` seconds (the
+        nodes then listen on fixed free ports; recognise before starting them).
+        """
         root = root.resolve()
         cities = {
             city: LocalFederation.create(
@@ -153,7 +169,34 @@ class TwoCities:
             )
             for city in CITIES
         }
-        return cls(root, cities)
+        made = cls(root, cities)
+        if witnesses:
+            made._cross_witnessing(publish_interval_s)
+        return made
+
+    def _cross_witnessing(self, interval_s: float) -> None:
+        """Fixed ports; ``[witness]`` and ``[publish]`` naming the other city's nodes."""
+        ports = {
+            fed.qname(n.spec.name): _free_port() for fed in self.cities.values() for n in fed.nodes
+        }
+        for city, fed in self.cities.items():
+            other = next(o for c, o in self.cities.items() if c != city)
+            certs = {
+                other.qname(n.spec.name): pki.party_paths(other.pki_dir, "node", n.spec.name).cert
+                for n in other.nodes
+            }
+            peers = ", ".join(f'"{c}"' for c in certs.values())
+            for node in fed.nodes:
+                text = node.config.read_text().replace(
+                    'listen = "127.0.0.1:0"',
+                    f'listen = "127.0.0.1:{ports[fed.qname(node.spec.name)]}"',
+                )
+                lines = ["", "[witness]", f"peers = [{peers}]", "", "[publish]"]
+                lines.append(f"interval_s = {interval_s}")
+                for name, cert in certs.items():
+                    lines += ["", "[[publish.witnesses]]", f'name = "{name}"']
+                    lines += [f'address = "127.0.0.1:{ports[name]}"', f'cert = "{cert}"']
+                node.config.write_text(text + "\n".join(lines) + "\n")
 
     def bundle(self, city: str) -> Path:
         """Write ``city``'s trust bundle (what ``datafed pki bundle`` writes); return it."""

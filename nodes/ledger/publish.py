@@ -163,6 +163,8 @@ def _target(ctx: NodeContext, w: PublishWitness, timeout_s: float) -> _Target:
 
         raise PkiError(f"publish.witnesses: {w.cert.name} is for {identity}, not {w.name}")
     files = ctx.config.tls
-    channel = mtls_channel(w.address, files.ca, files.cert, files.key, server_name=w.name)
+    channel = mtls_channel(  # the partners' CAs too: witnesses may be across the border
+        w.address, ctx.anchors_pem, files.cert, files.key, server_name=w.name
+    )
     verifier = witness_verifier(witness_name(w.name), _raw(identity))
     return _Target(w.name, verifier, LedgerClient(channel, timeout_s), channel)
