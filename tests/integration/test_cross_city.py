@@ -316,3 +316,20 @@ def test_each_citys_auditor_reconciles_the_cross_city_job_with_keys_from_the_par
     rogue = pki.party_paths(cities.cities["shanghai"].pki_dir, "node", "water-north").cert
     with pytest.raises(ValueError, match="not issued by the CA"):
         public_key_of(rogue.read_bytes(), rogue.name, ca=cities.bundle("suzhou"))
+
+
+def test_the_partners_command_lists_and_refuses_a_bundle_of_the_home_federation(cities):
+    node = cities.cities["shanghai"].nodes[0].config
+    cmd = [str(BIN / "datafed-node"), "partners"]
+    done = subprocess.run([*cmd, "add", str(cities.bundle("shanghai")), "-c", str(node)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "cannot be the home federation 'shanghai'" in done.stderr
+    listed = subprocess.run([*cmd, "list", "-c", str(node)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert listed.returncode == 0 and "node shanghai:water-north of federation 'shanghai'" in (
+        listed.stdout
+    )
+    assert "  suzhou  CA sha256 " in listed.stdout
+    gone = subprocess.run([*cmd, "remove", "hangzhou", "-c", str(node)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert gone.returncode == 2 and "'hangzhou' is not a partner" in gone.stderr
