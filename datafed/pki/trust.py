@@ -176,7 +176,7 @@ class PartnerBundle:
         The node keeps the withdrawn CA so that its parties' calls reach the gate and are
         refused there, with a clear error and a ledger entry, instead of failing in TLS.
         """
-        path = folder / f"{federation}{BUNDLE_SUFFIX}"
+        path = folder / f"{check_federation(federation)}{BUNDLE_SUFFIX}"
         if not path.exists():
             return False
         (folder / WITHDRAWN).mkdir(exist_ok=True)
