@@ -36,11 +36,19 @@ class RemoteError(AuditError):
 
 
 def mtls_channel(
-    address: str, ca: Path, cert: Path, key: Path, server_name: str | None = None
+    address: str, ca: Path | bytes, cert: Path, key: Path, server_name: str | None = None
 ) -> grpc.aio.Channel:
-    """Open an mTLS channel to ``address`` with the federation CA and the caller's cert/key."""
+    """Open an mTLS channel to ``address`` with the federation CA and the caller's cert/key.
+
+    ``ca``: the CA file, or the PEM of the CAs trusted (home and recognised partners'); a
+    qualified ``server_name`` (``suzhou:water-wujiang``) is checked as its local part, the
+    DNS name its certificate carries.
+    """
+    roots = ca if isinstance(ca, bytes) else Path(ca).read_bytes()
+    if server_name:
+        server_name = server_name.rpartition(":")[2]
     creds = grpc.ssl_channel_credentials(
-        root_certificates=Path(ca).read_bytes(),
+        root_certificates=roots,
         private_key=Path(key).read_bytes(),
         certificate_chain=Path(cert).read_bytes(),
     )

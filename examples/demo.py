@@ -13,7 +13,10 @@ inclusion proofs) that the client verifies.  Four scenes:
    a faulty device group is rejected, counted and ledgered, and a burst main in the south
    fires the analyst's one pressure alert (``examples/sensors``);
 4. three flood offices: a short federated training run on Flower (SecAgg+), and the
-   model's lineage traced through the ledgers by the auditor.
+   model's lineage traced through the ledgers by the auditor;
+5. two cities, two federations (Shanghai, Suzhou): recognition by trust bundles, a
+   cross-city query and intersection-sum, both auditors reconciling the joint job, then
+   recognition withdrawn and the next partner query refused (``examples/cities``).
 """
 
 from __future__ import annotations
@@ -119,6 +122,15 @@ def flood_scene() -> None:
     run_flood(ROOT / "flood", rounds=2, say=lambda m: print(f"    {m}", flush=True))
 
 
+def cities_scene() -> list[int | None]:
+    """Shanghai and Suzhou: two federations that recognise each other (docs/federation.md)."""
+    step("two cities, two CAs: cross-city jobs, both auditors, recognition withdrawn")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cities.run import run as run_cities
+
+    return run_cities(ROOT / "cities", say=lambda m: print(f"    {m}", flush=True))
+
+
 def main() -> int:
     t0 = time.monotonic()
     shutil.rmtree(ROOT, ignore_errors=True)
@@ -198,6 +210,7 @@ def main() -> int:
     codes += finance_scene()
     codes += sensors_scene()
     flood_scene()
+    codes += cities_scene()
     print(f"\ndemo finished in {time.monotonic() - t0:.1f}s")
     return 0 if all(c == 0 for c in codes) else 1
 

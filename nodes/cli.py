@@ -18,6 +18,7 @@ from datafed.errors import ConfigError, DatafedError
 from nodes.cli_ops import register as register_ops
 from nodes.config import load_node_config
 from nodes.fl.cli import register as register_fl
+from nodes.partners_cli import register as register_partners
 
 if TYPE_CHECKING:
     from nodes.importer.load import ImportResult
@@ -29,6 +30,7 @@ err = Console(stderr=True)
 out = Console(soft_wrap=True)
 register_fl(app)
 register_ops(app)
+register_partners(app)
 #: Files at least this large (bytes, all together) get a progress bar on import.
 LARGE_FILE = 16 * 1024 * 1024
 

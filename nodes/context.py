@@ -18,6 +18,7 @@ from datafed.errors import ConfigError
 from datafed.modes import NodeEnv
 from datafed.pki.ca import Identity, load_signing_key
 from datafed.pki.tls import TlsMaterial
+from datafed.pki.trust import TrustStore
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
@@ -59,6 +60,8 @@ class NodeContext:
     fair: FairPool = field(default_factory=FairPool)
     #: Counters and histograms for ``node.metrics_listen`` (:mod:`nodes.metrics`).
     metrics: Metrics = field(default_factory=Metrics)
+    #: The CAs trusted now: home and recognised partners (docs/federation.md).
+    trust: TrustStore | None = None
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -69,6 +72,7 @@ class NodeContext:
 
             raise PkiError(
                 f"tls.cert is for {tls.identity}, but this node is node:{config.node.name}"
+                " (in a named federation, node.name is qualified: 'shanghai:water-north')"
             )
         key = load_signing_key(config.tls.signing_key)
         state: Path = config.node.state_dir
@@ -85,12 +89,18 @@ class NodeContext:
         )
         policy.replay(ledger)
         nonces = NonceStore(state / "nonces.sqlite")
-        return cls(config, tls, key, store, ledger, nonces, policy)
+        trust = TrustStore(tls.ca, state / "partners")
+        return cls(config, tls, key, store, ledger, nonces, policy, trust=trust)
 
     @property
     def name(self) -> str:
         """This node's name."""
         return self.config.node.name
+
+    @property
+    def anchors_pem(self) -> bytes:
+        """The CAs this node trusts now, home first (peers' certificates are checked on it)."""
+        return self.trust.anchors_pem() if self.trust is not None else self.tls.ca
 
     @property
     def identity(self) -> Identity:
@@ -213,7 +223,7 @@ class NodeContext:
             self.name,
             job_id,
             self.signing_key,
-            self.tls.ca,
+            self.anchors_pem,
             binding=bound.binding,
             roster=bound.roster,
             min_participants=bound.min_participants,

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from datafed.errors import PkiError, SignatureError
 from datafed.pki.ca import Identity, identity_from_pem
 from datafed.pki.crl import check_not_revoked
+from datafed.pki.trust import TrustStore
 from datafed.proto.v1 import common_pb2
 from datafed.wire.serde import header_from_proto
 from datafed.wire.signing import MAX_LIFETIME_MS, NONCE_BYTES, RequestHeader, verify_body
@@ -40,13 +41,21 @@ M = TypeVar("M")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-def peer_identity(context: Context) -> Identity:
-    """Return the identity from the TLS client certificate, or raise Unauthenticated."""
+def peer_identity(context: Context, trust: TrustStore | None = None) -> Identity:
+    """Return the identity from the TLS client certificate, or raise Unauthenticated.
+
+    With ``trust`` (a node's live :class:`~datafed.pki.trust.TrustStore`) the certificate
+    is checked again on every call against the CAs trusted *now*: a partner whose
+    recognition was withdrawn is refused at once, on connections already open too, and
+    a certificate naming another federation than its issuer's never passes.
+    """
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert") or []
     if not pems:
         raise Unauthenticated("no client certificate")
     try:
+        if trust is not None:
+            return trust.identify(pems[0])
         return identity_from_pem(check_not_revoked(pems[0]))
     except PkiError as exc:
         raise Unauthenticated(str(exc)) from exc

@@ -90,7 +90,7 @@ class SignedCall:
         ``identity``: the requester when it is not the TLS peer (a SuperNode relaying an
         analyst's request); by default the peer certificate's identity.
         """
-        self.identity = identity or peer_identity(self.context)
+        self.identity = identity or peer_identity(self.context, self.ctx.trust)
         self.header, body = open_signed(
             self.signed, self.identity, self.ctx.name, self.ctx.nonces, now_ms(), parse
         )

@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
 from datafed.pki.crl import unwatch_crl, watch_crl
-from datafed.pki.tls import server_credentials
 from datafed.proto.v1 import (
     collect_pb2,
     ledger_pb2,
@@ -40,9 +39,11 @@ from nodes.context import NodeContext
 from nodes.fl.servicer import add_training_service
 from nodes.intercept import CallGuard
 from nodes.ledger.publish import Publisher, open_witness_store
-from nodes.ledger.servicer import add_ledger_services
+from nodes.ledger.servicer import add_ledger_services, role_check
 from nodes.limits import install as install_limits
 from nodes.metrics_http import start_metrics_server
+from nodes.partners import server_credentials
+from nodes.partners import watch as watch_partners
 from nodes.psi.servicer import add_psi_service
 from nodes.query.servicer import QueryServicer
 from nodes.query.steps import add_protocol_service
@@ -90,7 +91,9 @@ async def build_server(
         maximum_concurrent_rpcs=backstop(ctx.config.node),
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(ctx), server)
-    add_ledger_services(server, ctx.ledger, witness)
+    add_ledger_services(
+        server, ctx.ledger, witness, authorize=lambda c, rpc: role_check(c, rpc, ctx.trust)
+    )
     add_protocol_service(server, ctx)
     add_psi_service(server, ctx)
     add_training_service(server, ctx)
@@ -98,7 +101,7 @@ async def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
-    port = server.add_secure_port(ctx.config.node.listen, server_credentials(ctx.tls))
+    port = server.add_secure_port(ctx.config.node.listen, server_credentials(ctx))
     if port == 0:
         raise OSError(f"cannot listen on {ctx.config.node.listen}")
     return server, port, health
@@ -164,6 +167,8 @@ class _Serving:
         self.health_server: grpc.aio.Server | None = None
         self.metrics_server: asyncio.Server | None = None
         self.publisher: Publisher | None = None
+        self.partners_stop = asyncio.Event()
+        self.partners: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Witness store, services, collection tasks, health port, publisher; return the port."""
@@ -175,6 +180,7 @@ class _Serving:
         self.collect = CollectService.open(ctx, self.config_path)
         self.collect.register(server)
         await server.start()
+        self.partners = asyncio.create_task(watch_partners(ctx, self.partners_stop))
         self.collect.start()
         if node.health_listen:
             self.health_server, hport = await start_health_server(node.health_listen, health)
@@ -194,6 +200,9 @@ class _Serving:
         log.info("node %s shutting down", self.ctx.name)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(GRACE_S)
+        self.partners_stop.set()
+        if self.partners is not None:
+            await self.partners
         await self.collect.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -209,6 +218,8 @@ class _Serving:
             self.witness.close()
         if self.collect is not None:
             self.collect.close()
+        if self.ctx.trust is not None:
+            self.ctx.trust.close()
 
 
 async def _reload(ctx: NodeContext, path: Path) -> None:

@@ -325,7 +325,9 @@ def vkey_cmd(
         None, "--name", help="key name (default from a certificate: datafed/ledger/<node>)"
     ),
     witness: bool = typer.Option(False, "--witness", help="cosignature (0x04) witness key"),
-    ca: Path = typer.Option(None, "--ca", help="check the certificate against this CA (PEM)"),
+    ca: Path = typer.Option(
+        None, "--ca", help="check the certificate against this CA (PEM) or partner trust bundle"
+    ),
 ) -> None:
     """Print the C2SP verifier key to pin in a policy file, from a certificate or key file."""
     found = public_key_of(source.read_bytes(), source.name, witness=witness, ca=ca)

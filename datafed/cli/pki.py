@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
@@ -37,12 +38,48 @@ def pki_init(
     directory: Path = DIR_OPTION,
     name: str = typer.Option("datafed federation CA", help="CA common name"),
     force: bool = typer.Option(False, help="replace an existing CA"),
+    federation: str = typer.Option(
+        "datafed",
+        "--federation",
+        help="the trust domain's name (e.g. shanghai): names become shanghai:alice",
+    ),
 ) -> None:
     """Create the federation CA (ca.crt, ca.key)."""
     from datafed.pki.ca import init_ca
 
-    crt = init_ca(directory, name, force=force)
-    out.print(f"created CA {name!r}: {crt}")
+    crt = init_ca(directory, name, force=force, federation=federation)
+    out.print(f"created CA {name!r} of federation {federation!r}: {crt}")
+
+
+@pki_app.command("bundle")
+def pki_bundle(
+    directory: Path = DIR_OPTION,
+    out_file: Path = typer.Option(..., "--out", "-o", help="the bundle file to write"),
+    crl: Path | None = typer.Option(
+        None, "--crl", help="where partners will find this federation's CRL (a local path)"
+    ),
+) -> None:
+    """Write this federation's trust bundle for partner operators (docs/federation.md)."""
+    from datafed.pki.identity import ca_federation
+    from datafed.pki.trust import PartnerBundle
+
+    ca_pem = (directory / "ca.crt").read_bytes() if (directory / "ca.crt").exists() else b""
+    if not ca_pem:
+        raise PkiError(f"no CA in {directory}: run 'datafed pki init' first")
+    bundle = PartnerBundle(ca_federation(x509_cert(ca_pem)), ca_pem, crl)
+    out_file.write_text(bundle.to_json(), encoding="utf-8")
+    out.print(
+        f"wrote the trust bundle of federation {bundle.federation!r} to {out_file}\n"
+        f"CA sha256 {bundle.fingerprint} (partners compare it with you before adding)"
+    )
+
+
+def x509_cert(pem: bytes) -> x509.Certificate:
+    """A PEM certificate (PkiError if it is not one)."""
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise PkiError("not a PEM certificate") from exc
 
 
 @pki_app.command("issue")

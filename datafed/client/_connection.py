@@ -24,7 +24,7 @@ from datafed.client.progress import CURRENT, reported
 from datafed.errors import DatafedError, PkiError, ProtocolError
 from datafed.pki.files import load_signing_key
 from datafed.pki.peers import verify_peer
-from datafed.pki.tls import TlsMaterial
+from datafed.pki.tls import TlsMaterial, with_partners
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 
 __all__ = ["Connection", "run_sync"]
@@ -59,7 +59,7 @@ class Connection:
 
     def __init__(self, config: FederationConfig) -> None:
         self.config = config
-        self._tls = TlsMaterial.load(config.tls)
+        self._tls = with_partners(TlsMaterial.load(config.tls), config.partners)
         self._signing_key = load_signing_key(config.tls.signing_key)
 
     def transport(self) -> Transport:

@@ -33,6 +33,7 @@ from datafed.errors import (
     QueryError,
     RemoteError,
 )
+from datafed.pki.identity import split_name
 from datafed.pki.tls import TlsMaterial, channel_credentials
 from datafed.proto.v1 import common_pb2
 from datafed.wire.serde import header_to_proto
@@ -128,7 +129,7 @@ class Transport:
             endpoint.address,
             creds,
             options=[
-                ("grpc.ssl_target_name_override", endpoint.name),
+                ("grpc.ssl_target_name_override", split_name(endpoint.name)[1]),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],

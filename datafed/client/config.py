@@ -17,6 +17,10 @@ Example::
     [[nodes]]
     name = "water-north"
     address = "127.0.0.1:50051"
+
+In a named federation every name is qualified (``analyst = "shanghai:alice"``,
+``name = "suzhou:water-1"``) and ``partners`` lists the trust bundles of the partner
+federations whose nodes this analyst calls (docs/federation.md).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datafed.config.load import load_toml_model
+from datafed.config.load import ResolvedPath, load_toml_model
 from datafed.fl.config import FlowerLink
+from datafed.pki.identity import PARTY_NAME_PATTERN
 from datafed.pki.tls import PartyFiles
 
 __all__ = ["FederationConfig", "NodeEndpoint", "load_federation"]
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+#: A party's name, qualified by its federation in a named one (``suzhou:alice``).
+_PARTY = PARTY_NAME_PATTERN
 
 
 class NodeEndpoint(BaseModel):
@@ -41,8 +48,8 @@ class NodeEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: The node's name, as in its certificate.
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    #: The node's name, as in its certificate (qualified in a named federation).
+    name: str = Field(pattern=_PARTY)
     #: The node's ``host:port``.
     address: str
 
@@ -59,9 +66,13 @@ class FederationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Your name, as in your certificate (requests are signed as it).
-    analyst: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    #: Your name, as in your certificate (requests are signed as it; qualified in a named
+    #: federation: ``shanghai:alice``).
+    analyst: str = Field(pattern=_PARTY)
     tls: PartyFiles
+    #: Trust bundles of partner federations whose nodes you call (``datafed pki bundle``
+    #: writes them; docs/federation.md).
+    partners: list[ResolvedPath] = []
     #: The agency nodes queries fan out to (``[[nodes]]`` tables).
     nodes: list[NodeEndpoint] = Field(min_length=1)
     #: Agencies asked only for sign-off (not queried), e.g. a regulator's node.

@@ -50,6 +50,7 @@ from datafed.collect.errors import CollectError
 from datafed.config.load import load_toml_model
 from datafed.errors import NodeUnavailable, PkiError
 from datafed.pki.ca import Identity, load_signing_key
+from datafed.pki.identity import PARTY_NAME_PATTERN
 from datafed.pki.peers import verify_peer, x25519_public
 from datafed.pki.tls import PartyFiles, TlsMaterial
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
@@ -65,7 +66,7 @@ class GatewayConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gateway: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    gateway: str = Field(pattern=PARTY_NAME_PATTERN)
     tls: PartyFiles
     leader: NodeEndpoint
     timeout_s: float = Field(default=30.0, gt=0, le=3600)

@@ -27,6 +27,7 @@ from typing import Any
 from datafed import pki
 from datafed.errors import DatafedError
 from datafed.local import synth
+from datafed.pki.identity import qualify
 
 __all__ = [
     "DEFAULT_DISTRICTS",
@@ -189,6 +190,16 @@ class LocalFederation:
     nodes: list[LocalNode] = field(default_factory=list)
     timeout_s: float = 30.0
     paillier_bits: int = 2048
+    #: The trust domain (docs/federation.md): names are qualified unless it is the default.
+    federation: str = pki.DEFAULT_FEDERATION
+    #: Partner trust bundles the analysts' fed.toml lists.
+    partner_bundles: list[Path] = field(default_factory=list)
+    #: Nodes of partner federations the analysts' fed.toml lists too: ``(name, address)``.
+    partner_nodes: list[tuple[str, str]] = field(default_factory=list)
+
+    def qname(self, name: str) -> str:
+        """``name`` as this federation's certificates speak it (``shanghai:alice``)."""
+        return qualify(self.federation, name)
 
     @property
     def pki_dir(self) -> Path:
@@ -210,18 +221,22 @@ class LocalFederation:
         progress: Callable[[str], None] = lambda _msg: None,
         witnesses: bool = False,
         publish_interval_s: float = 2.0,
+        federation: str = pki.DEFAULT_FEDERATION,
     ) -> LocalFederation:
         """Make the CA, certificates, data files and node configs under ``root``.
 
         With ``witnesses=True`` every node witnesses the logs of all the others and asks
         them to cosign its checkpoints every ``publish_interval_s`` seconds (``[witness]``
         and ``[publish]`` in each node.toml); the nodes then listen on fixed free ports.
+        ``federation`` names the trust domain: every name in the files is then qualified
+        (``shanghai:water-north``; specs and policies must use qualified names too).
         """
         root.mkdir(parents=True, exist_ok=True)
-        fed = cls(root=root.resolve())
+        fed = cls(root=root.resolve(), federation=federation)
         if not (fed.pki_dir / "ca.crt").exists():
             progress("creating the federation CA")
-            pki.init_ca(fed.pki_dir, "city data bureau federation CA")
+            title = "city data bureau federation CA"
+            pki.init_ca(fed.pki_dir, f"{federation} {title}", federation=federation)
         for role, name in [("analyst", a) for a in analysts] + [("auditor", "regulator")]:
             fed._ensure_party(role, name, progress)
         specs = list(specs if specs is not None else water_district_specs())
@@ -245,7 +260,7 @@ class LocalFederation:
             lines = ["", "[witness]", "peers = [" + ", ".join(f'"{certs[p]}"' for p in peers)]
             lines += ["]", "", "[publish]", f"interval_s = {interval_s}"]
             for p in peers:
-                lines += ["", "[[publish.witnesses]]", f'name = "{p}"']
+                lines += ["", "[[publish.witnesses]]", f'name = "{self.qname(p)}"']
                 lines += [f'address = "127.0.0.1:{ports[p]}"', f'cert = "{certs[p]}"']
             node.config.write_text(text + "\n".join(lines) + "\n")
 
@@ -271,7 +286,7 @@ class LocalFederation:
         ndir.mkdir(parents=True, exist_ok=True)  # also for a node that only aggregates
         lines = [
             "[node]",
-            f'name = "{spec.name}"',
+            f'name = "{self.qname(spec.name)}"',
             f'agency = "{spec.agency}"',
             'listen = "127.0.0.1:0"',
             'state_dir = "state"',
@@ -282,7 +297,8 @@ class LocalFederation:
             synth.write_table(ndir / "data" / f"{name}.sqlite", name, columns, rows)
             lines += ["", "[[datasets]]", f'name = "{name}"', f'path = "data/{name}.sqlite"']
             policy = spec.dataset_policies.get(name, spec.policy_toml)
-            lines += ["", "[datasets.policy]", with_consortium(policy, servers[name])]
+            members = [self.qname(n) for n in servers[name]]
+            lines += ["", "[datasets.policy]", with_consortium(policy, members)]
         config = ndir / "node.toml"
         config.write_text("\n".join(lines) + "\n")
         return LocalNode(spec=spec, config=config, log=ndir / "node.log")
@@ -290,13 +306,15 @@ class LocalFederation:
     def write_fed_toml(self, analyst: str = ANALYST, path: Path | None = None) -> Path:
         """Write the analyst's federation file with the nodes' live addresses."""
         lines = [
-            f'analyst = "{analyst}"',
+            f'analyst = "{self.qname(analyst)}"',
             f"timeout_s = {self.timeout_s}",
-            "",
-            *self.tls_table("analyst", analyst),
         ]
-        for node in self.nodes:
-            lines += ["", "[[nodes]]", f'name = "{node.spec.name}"', f'address = "{node.address}"']
+        if self.partner_bundles:
+            lines.append("partners = [" + ", ".join(f'"{b}"' for b in self.partner_bundles) + "]")
+        lines += ["", *self.tls_table("analyst", analyst)]
+        nodes = [(self.qname(n.spec.name), n.address) for n in self.nodes]
+        for name, address in [*nodes, *self.partner_nodes]:
+            lines += ["", "[[nodes]]", f'name = "{name}"', f'address = "{address}"']
         lines += ["", "[modes.paillier]", f"bits = {self.paillier_bits}"]
         target = path or (
             self.fed_toml if analyst == ANALYST else self.root / f"fed-{analyst}.toml"

@@ -40,22 +40,30 @@ from datafed.pki.files import (
     write_private,
 )
 from datafed.pki.identity import (
+    DEFAULT_FEDERATION,
     ROLES,
     SERVER_ROLES,
     SIGNING_KEY_OID,
     Identity,
+    ca_federation,
+    check_federation,
     check_name,
+    federation_uri,
     identity_from_pem,
+    qualify,
     subject_names,
 )
 from datafed.pki.registry import archive, holders
 
 __all__ = [
+    "DEFAULT_FEDERATION",
     "ROLES",
     "SERVER_ROLES",
     "SIGNING_KEY_OID",
     "Identity",
     "IssuedFiles",
+    "ca_federation",
+    "check_federation",
     "check_name",
     "identity_from_pem",
     "init_ca",
@@ -73,8 +81,20 @@ _CA_DAYS = 3650
 _LEAF_DAYS = 397
 
 
-def init_ca(pki_dir: Path, name: str = "datafed federation CA", *, force: bool = False) -> Path:
-    """Create the federation CA (``ca.crt``, ``ca.key``) in ``pki_dir``; return the cert path."""
+def init_ca(
+    pki_dir: Path,
+    name: str = "datafed federation CA",
+    *,
+    force: bool = False,
+    federation: str = DEFAULT_FEDERATION,
+) -> Path:
+    """Create the federation CA (``ca.crt``, ``ca.key``) in ``pki_dir``; return the cert path.
+
+    ``federation`` names the trust domain (docs/federation.md): the CA certificate carries
+    ``datafed://<federation>`` and every certificate it signs is stamped with it, so its
+    parties' names are qualified (``shanghai:alice``). The default keeps bare names.
+    """
+    check_federation(federation)
     crt, key_path = pki_dir / "ca.crt", pki_dir / "ca.key"
     if crt.exists() and not force:
         raise PkiError(f"a CA already exists at {crt}; pass force to replace it")
@@ -86,9 +106,12 @@ def init_ca(pki_dir: Path, name: str = "datafed federation CA", *, force: bool =
         ]
     )
     now = dt.datetime.now(dt.timezone.utc)
+    builder = x509.CertificateBuilder()
+    if federation != DEFAULT_FEDERATION:
+        uri = x509.UniformResourceIdentifier(federation_uri(federation))
+        builder = builder.add_extension(x509.SubjectAlternativeName([uri]), critical=False)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
+        builder.subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -163,7 +186,8 @@ def sign(
             f"{req.name!r} already holds a valid certificate: {held}; "
             "pass --force to issue another (the old one stays valid until revoked)"
         )
-    subject, sans = subject_names(req.role, req.name, req.hosts)
+    federation = ca_federation(ca_cert)
+    subject, sans = subject_names(req.role, req.name, req.hosts, federation)
     now = dt.datetime.now(dt.timezone.utc)
     sign_pub = req.signing_key.public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -196,7 +220,7 @@ def sign(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(pem)
     archive(pki_dir, cert)
-    return Identity(req.role, req.name, req.signing_key), target
+    return Identity(req.role, qualify(federation, req.name), req.signing_key, federation), target
 
 
 def issue(

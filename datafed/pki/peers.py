@@ -2,18 +2,16 @@
 
 Modes in which nodes protect data *for each other* (pairwise masks, sealed shares) learn
 their peers' certificates from the analyst's request.  A node never trusts those bytes
-as given: :func:`verify_peer` checks that the certificate was issued by the federation CA,
-is valid now, is not on a revocation list the node watches (:mod:`datafed.pki.crl`) and
-names the expected role.  X25519 keys are derived from the Ed25519
-signing key bound in every certificate (RFC 7748 birational map, as libsodium's
-``crypto_sign_ed25519_*_to_curve25519``), so no extra key distribution is needed.
+as given: :func:`verify_peer` checks that the certificate was issued by a trusted CA (home
+or a recognised partner's) in its own federation, is valid now, is not on a revocation
+list the node watches (:mod:`datafed.pki.crl`) and names the expected role.  X25519 keys
+are derived from the Ed25519 signing key bound in every certificate (RFC 7748 birational
+map, as libsodium's ``crypto_sign_ed25519_*_to_curve25519``), so no extra key
+distribution is needed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -24,27 +22,20 @@ from cryptography.hazmat.primitives.serialization import (
 from nacl import bindings
 
 from datafed.errors import PkiError
-from datafed.pki.crl import check_not_revoked
-from datafed.pki.identity import Identity, identity_from_pem
+from datafed.pki.identity import Identity
+from datafed.pki.trust import load_anchors, verify_chain
 
 __all__ = ["shared_secret", "verify_peer", "x25519_private", "x25519_public"]
 
 
 def verify_peer(pem: bytes, ca_pem: bytes, *, role: str = "node") -> Identity:
-    """Return the identity of a peer certificate issued by the CA; raise PkiError otherwise."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-        ca = x509.load_pem_x509_certificate(ca_pem)
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError) as exc:
-        raise PkiError("peer certificate is not issued by the federation CA") from exc
-    except Exception as exc:  # InvalidSignature has no common base with ValueError
-        raise PkiError("peer certificate is not issued by the federation CA") from exc
-    now = dt.datetime.now(dt.timezone.utc)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise PkiError("peer certificate is expired or not yet valid")
-    check_not_revoked(pem)
-    identity = identity_from_pem(pem)
+    """Return the identity of a peer certificate issued by a trusted CA; raise PkiError otherwise.
+
+    ``ca_pem`` holds the CAs trusted (the home CA, then any recognised partner's, as
+    :meth:`datafed.pki.trust.TrustStore.anchors_pem` gives them); the certificate must name
+    its issuer's federation (:func:`datafed.pki.trust.verify_chain`).
+    """
+    identity = verify_chain(pem, load_anchors(ca_pem))
     if identity.role != role:
         raise PkiError(f"peer certificate is for role {identity.role!r}, expected {role!r}")
     return identity

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from datafed.errors import PkiError
 from datafed.pki.crl import RevocationList
 from datafed.pki.files import load_ca
-from datafed.pki.identity import identity_from_pem
+from datafed.pki.identity import identity_from_pem, split_name
 
 __all__ = [
     "CRL_DAYS",
@@ -113,7 +113,8 @@ def list_issued(pki_dir: Path) -> list[IssuedCert]:
 
 def holders(pki_dir: Path, name: str) -> list[IssuedCert]:
     """The valid (unrevoked, unexpired) certificates issued to ``name``, in any role."""
-    return [c for c in list_issued(pki_dir) if c.name == name and c.valid]
+    local = split_name(name)[1]
+    return [c for c in list_issued(pki_dir) if split_name(c.name)[1] == local and c.valid]
 
 
 def publish_crl(pki_dir: Path, add: tuple[int, ...] = (), *, days: int = CRL_DAYS) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +14,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 from datafed.config.load import resolve_path
 from datafed.errors import PkiError
 from datafed.pki.identity import Identity, identity_from_pem
+from datafed.pki.trust import PartnerBundle
 
-__all__ = ["PartyFiles", "TlsMaterial", "channel_credentials", "server_credentials"]
+__all__ = [
+    "PartyFiles",
+    "TlsMaterial",
+    "channel_credentials",
+    "server_credentials",
+    "with_partners",
+]
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -59,6 +68,22 @@ class TlsMaterial:
             except FileNotFoundError as exc:
                 raise PkiError(f"tls.{name}: file not found: {path}") from exc
         return cls(identity=identity_from_pem(data["cert"]), **data)
+
+
+def with_partners(tls: TlsMaterial, bundles: Sequence[Path]) -> TlsMaterial:
+    """``tls`` trusting also the partner federations of ``bundles`` (docs/federation.md).
+
+    Raises
+    ------
+    PkiError
+        A bundle that cannot be read or recognised (see
+        :meth:`datafed.pki.trust.PartnerBundle.check`).
+    """
+    extra = b""
+    for path in bundles:
+        bundle = PartnerBundle.read(path).check(tls.identity.federation)
+        extra += bundle.ca_pem
+    return dataclasses.replace(tls, ca=tls.ca + extra) if extra else tls
 
 
 def server_credentials(tls: TlsMaterial) -> grpc.ServerCredentials:

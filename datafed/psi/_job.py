@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from datafed.pki.identity import PARTY_NAME_PATTERN
 from datafed.query.result import LedgerHeadInfo, NodeReceipt
 from datafed.query.spec import check_identifier
 
@@ -26,7 +27,7 @@ MIN_PAILLIER_BITS = 2048
 #: Bounds the work a node does per ciphertext for an analyst-chosen key.
 MAX_PAILLIER_BITS = 8192
 MAX_FIXED_POINT_BITS = 32
-_NODE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NODE = re.compile(PARTY_NAME_PATTERN)
 _JOB = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JOB_CONTEXT = b"datafed/v1/psi-job\x00"
 
@@ -77,9 +78,16 @@ def parse_values(text: str) -> ValuesColumns:
 
 
 def _split(text: str, form: str) -> list[str]:
-    """``text`` cut at ``:`` into the parts ``form`` names; ValueError if the count differs."""
+    """``text`` cut at ``:`` into the parts ``form`` names; ValueError if the count differs.
+
+    The node may be qualified by its federation (``suzhou:water-wujiang:...``,
+    docs/federation.md): one ``:`` more than ``form`` joins the first two parts.
+    """
     parts = text.split(":")
-    if len(parts) != form.count(":") + 1:
+    want = form.count(":") + 1
+    if len(parts) == want + 1:
+        parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
+    if len(parts) != want:
         raise ValueError(f"expected {form}, got {text!r}")
     return parts
 

@@ -16,6 +16,7 @@ __all__ = [
     "DatasetPolicy",
     "DpPolicy",
     "EngineName",
+    "PartnerPolicy",
     "SparkSource",
 ]
 
@@ -76,10 +77,33 @@ class DpPolicy(Strict):
         return self.budget_delta if self.max_delta_per_job is None else self.max_delta_per_job
 
 
+class PartnerPolicy(Strict):
+    """``[datasets.policy.partners.<federation>]``: what a partner federation's analysts may do.
+
+    A requester of another federation is admitted only if its federation has this section
+    *and* its qualified name is in ``allowed_requesters`` (docs/federation.md); what it
+    asks must be allowed both here and by the dataset's own lists.
+    """
+
+    #: Purposes the partner's analysts may declare (each also in ``allowed_purposes``).
+    allowed_purposes: list[str] = Field(min_length=1)
+    #: Protection modes their queries' results may leave in (each also in
+    #: ``allowed_protections``).
+    allowed_protections: list[str] = Field(min_length=1)
+    #: Operations they may run (each also in ``allowed_operations``).
+    allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
+    #: DP datasets: the most epsilon this federation's analysts may spend on the dataset,
+    #: all together; charged to the dataset's own budget too (one accountant), so a
+    #: partner never adds budget. Unset: only the dataset's budget limits them.
+    budget_epsilon: float | None = Field(default=None, gt=0)
+
+
 class DatasetPolicy(Strict):
     """Who may use a dataset, for what, and how."""
 
-    #: Analysts (certificate names) who may use the dataset; empty: nobody.
+    #: Analysts (certificate names) who may use the dataset; empty: nobody. A partner
+    #: federation's analyst is named qualified (``suzhou:alice``) and needs its
+    #: ``partners.<federation>`` section too.
     allowed_requesters: list[PartyName] = []
     #: Declared purposes accepted for this dataset; empty: none.
     allowed_purposes: list[str] = []
@@ -137,6 +161,9 @@ class DatasetPolicy(Strict):
     paillier_bits: list[Annotated[int, Field(ge=2048, le=8192)]] = Field(
         default=[2048, 3072], min_length=1
     )
+    #: What each recognised partner federation may do (``[datasets.policy.partners.<name>]``);
+    #: a federation without a section gets nothing (docs/federation.md).
+    partners: dict[str, PartnerPolicy] = {}
 
     @field_validator("allowed_protections")
     @classmethod

@@ -142,7 +142,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         async with signed_call(ctx, context, request.request, "fl_train", protection="fl") as call:
             caller = self._own_supernode(context)
             try:  # the analyst is not on this connection: check its certificate ourselves
-                analyst = verify_peer(request.requester_cert, ctx.tls.ca, role="analyst")
+                analyst = verify_peer(request.requester_cert, ctx.anchors_pem, role="analyst")
             except PkiError as exc:
                 raise Unauthenticated(f"requester certificate: {exc}") from exc
             body = call.open(parse_training_body, identity=analyst)

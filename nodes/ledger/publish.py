@@ -56,7 +56,7 @@ def open_witness_store(ctx: NodeContext) -> WitnessStore | None:
         return None
     logs: list[Verifier] = []
     for path in section.peers:
-        peer = verify_peer(path.read_bytes(), ctx.tls.ca, role="node")
+        peer = verify_peer(path.read_bytes(), ctx.anchors_pem, role="node")
         if peer.name == ctx.name:
             raise ValueError(f"witness.peers: node {ctx.name} cannot witness its own log")
         logs.append(log_verifier(ledger_origin(peer.name), _raw(peer)))
@@ -157,12 +157,14 @@ class Publisher:
 
 
 def _target(ctx: NodeContext, w: PublishWitness, timeout_s: float) -> _Target:
-    identity = verify_peer(w.cert.read_bytes(), ctx.tls.ca, role=w.role)
+    identity = verify_peer(w.cert.read_bytes(), ctx.anchors_pem, role=w.role)
     if identity.name != w.name:
         from datafed.errors import PkiError
 
         raise PkiError(f"publish.witnesses: {w.cert.name} is for {identity}, not {w.name}")
     files = ctx.config.tls
-    channel = mtls_channel(w.address, files.ca, files.cert, files.key, server_name=w.name)
+    channel = mtls_channel(  # the partners' CAs too: witnesses may be across the border
+        w.address, ctx.anchors_pem, files.cert, files.key, server_name=w.name
+    )
     verifier = witness_verifier(witness_name(w.name), _raw(identity))
     return _Target(w.name, verifier, LedgerClient(channel, timeout_s), channel)

@@ -27,6 +27,7 @@ from audit.ledger_serde import (
     proof_hashes,
 )
 from audit.witness import WitnessStore
+from datafed.pki.trust import TrustStore
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 from nodes.errors import NodeError
 from nodes.gate import Context, peer_identity
@@ -68,9 +69,12 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
 
 
-def role_check(context: Context, rpc: str) -> None:
-    """Default authorisation: the client certificate's role must be allowed for ``rpc``."""
-    identity = peer_identity(context)
+def role_check(context: Context, rpc: str, trust: TrustStore | None = None) -> None:
+    """Default authorisation: the client certificate's role must be allowed for ``rpc``.
+
+    ``trust``: the node's live trust (home and recognised partners' CAs), checked first.
+    """
+    identity = peer_identity(context, trust)
     if identity.role not in READ_ROLES[rpc]:
         raise PermissionError(f"role {identity.role} may not call {rpc}")
 

@@ -25,12 +25,22 @@ import threading
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 
+from datafed.pki.identity import split_name
 from datafed.protocols import PrivacyAccountant
 from datafed.protocols import errors as protocol_errors
 from nodes.config import NodeConfig
 from nodes.errors import BudgetExhausted
 
-__all__ = ["LedgerBudget", "delta_details", "dp_limits", "recorded_delta", "shared_budgets"]
+__all__ = [
+    "LedgerBudget",
+    "delta_details",
+    "dp_limits",
+    "partner_caps",
+    "recorded_delta",
+    "shared_budgets",
+]
+#: ``(requester, dataset) -> (federation, epsilon cap)`` of a partner's analyst, else None.
+PartnerCap = Callable[[str, str], "tuple[str, float] | None"]
 
 Limit = tuple[float, float] | None
 Key = tuple[str, str]
@@ -71,13 +81,23 @@ class LedgerBudget:
         ``dataset -> bool``: whether every requester draws on one budget of the dataset
         (``budget_scope = "dataset"``, so colluding requesters cannot add up budgets)
         rather than each on its own.
+    partner_cap : callable
+        :data:`PartnerCap`: a partner federation's epsilon cap on a dataset
+        (``partners.<federation>.budget_epsilon``, docs/federation.md). A partner's spend
+        is charged to the same budget as everyone's (one accountant) and, besides, may
+        not take its federation past the cap.
     """
 
     def __init__(
-        self, limits: Callable[[str], Limit], shared: Callable[[str], bool] = lambda ds: False
+        self,
+        limits: Callable[[str], Limit],
+        shared: Callable[[str], bool] = lambda ds: False,
+        partner_cap: PartnerCap = lambda requester, ds: None,
     ) -> None:
         self._limits = limits
         self._shared = shared
+        self._partner_cap = partner_cap
+        self._partner_spent: dict[tuple[str, str], float] = {}
         self._books: dict[Key, PrivacyAccountant] = {}
         self._unlimited: dict[Key, tuple[float, float]] = {}
         self._exhausted: set[Key] = set()
@@ -108,6 +128,10 @@ class LedgerBudget:
         """Count an (epsilon, delta) already spent (an entry of the ledger, read at start)."""
         if epsilon <= 0 and delta <= 0:
             return
+        cap = self._partner_cap(requester, dataset)
+        if cap is not None:
+            fed_key = (cap[0], dataset)
+            self._partner_spent[fed_key] = self._partner_spent.get(fed_key, 0.0) + epsilon
         key = self._key(requester, dataset)
         book = self._book(key)
         if book is None:
@@ -168,11 +192,22 @@ class LedgerBudget:
                     f"epsilon={epsilon:g}, delta={delta:g}; left {float(left_eps):g}, "
                     f"{float(left_delta):g}"
                 )
+            cap = self._partner_cap(requester, dataset)
+            if cap is not None:
+                spent = self._partner_spent.get((cap[0], dataset), 0.0)
+                if spent + epsilon > cap[1] + 1e-12:
+                    raise BudgetExhausted(
+                        f"partner federation {cap[0]!r}'s privacy budget on {dataset!r} is "
+                        f"exhausted: asked epsilon={epsilon:g}; left {max(0.0, cap[1] - spent):g}"
+                    )
             if spend:
                 try:
                     book.charge(epsilon, delta, label="operation")
                 except protocol_errors.BudgetExceeded as exc:
                     raise BudgetExhausted(str(exc)) from exc
+                if cap is not None:
+                    spent = self._partner_spent.get((cap[0], dataset), 0.0)
+                    self._partner_spent[(cap[0], dataset)] = spent + epsilon
 
     def check(self, requester: str, dataset: str, epsilon: float, delta: float = 0.0) -> None:
         """Raise :class:`BudgetExhausted` if ``(epsilon, delta)`` more would not fit."""
@@ -205,3 +240,20 @@ def dp_limits(config: NodeConfig) -> Callable[[str], Limit]:
         return ds.policy.dp.budget
 
     return limit
+
+
+def partner_caps(config: NodeConfig) -> PartnerCap:
+    """:data:`PartnerCap` from each policy's ``partners.<federation>.budget_epsilon``."""
+    home = split_name(config.node.name)[0]
+
+    def cap(requester: str, dataset: str) -> tuple[str, float] | None:
+        federation = split_name(requester)[0]
+        ds = config.dataset(dataset)
+        if federation == home or ds is None:
+            return None
+        partner = ds.policy.partners.get(federation)
+        if partner is None or partner.budget_epsilon is None:
+            return None
+        return federation, partner.budget_epsilon
+
+    return cap

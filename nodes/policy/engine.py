@@ -37,6 +37,7 @@ from nodes.policy.budget import (
     LedgerBudget,
     delta_details,
     dp_limits,
+    partner_caps,
     recorded_delta,
     shared_budgets,
 )
@@ -102,7 +103,7 @@ class PolicyEngine:
         self._columns = dict(columns)
         self._node = node
         self._ca = ca_pem
-        self.budget = LedgerBudget(*_with_collect_budgets(config))
+        self.budget = LedgerBudget(*_with_collect_budgets(config), partner_caps(config))
         self._claimed: set[tuple[str, str]] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 

@@ -10,7 +10,9 @@ The rules, in the order they are checked (``docs/policy.md``):
 
 1. the caller's role is ``analyst``;
 2. the dataset exists and allows the operation (``allowed_operations``, default-deny);
-3. the requester and the purpose are allowed;
+3. the requester and the purpose are allowed; a requester of a partner federation
+   (docs/federation.md) also by its federation's ``partners.<name>`` section (operation,
+   purpose, protection);
 4. every column read exists and is allowed (``allowed_columns``);
 5. per operation -- a query: its aggregates and protection are allowed, its job statement
    names at least ``min_participants`` nodes and every ``required_participants`` node --
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 
 from datafed.fl.spec import model_allowed
 from datafed.modes import mode_class
+from datafed.pki.identity import split_name
 from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy.dp import check_dp
@@ -92,6 +95,7 @@ def check(use: Use, config: NodeConfig, exposed: Sequence[str] | None) -> str:
         raise PermissionDenied(
             f"purpose {use.header.purpose!r} is not allowed for dataset {use.dataset!r}"
         )
+    _partner(use, policy, split_name(config.node.name)[0])
     _columns(use, policy, exposed or ())
     if use.operation == "query":
         _query(use, policy)
@@ -100,6 +104,35 @@ def check(use: Use, config: NodeConfig, exposed: Sequence[str] | None) -> str:
     else:
         _training(use, policy)
     return f"policy allows {use.operation}"
+
+
+def _partner(use: Use, policy: DatasetPolicy, home: str) -> None:
+    """A partner federation's analyst: its federation's section must allow the use."""
+    federation = use.requester.federation
+    if federation == home:
+        return
+    partner = policy.partners.get(federation)
+    if partner is None:
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} admits nothing from partner federation {federation!r} "
+            f"(no [datasets.policy.partners.{federation}] section)"
+        )
+    if use.operation not in partner.allowed_operations:
+        raise PermissionDenied(
+            f"partner federation {federation!r} may not run {OPERATION_NAMES[use.operation]} "
+            f"on {use.dataset!r}"
+        )
+    if use.header.purpose not in partner.allowed_purposes:
+        raise PermissionDenied(
+            f"purpose {use.header.purpose!r} is not allowed to partner federation "
+            f"{federation!r} on {use.dataset!r} (allowed: {', '.join(partner.allowed_purposes)})"
+        )
+    if use.operation == "query" and use.protection not in partner.allowed_protections:
+        raise PermissionDenied(
+            f"protection {use.protection!r} is not allowed to partner federation "
+            f"{federation!r} on {use.dataset!r} "
+            f"(allowed: {', '.join(partner.allowed_protections)})"
+        )
 
 
 def _columns(use: Use, policy: DatasetPolicy, exposed: Sequence[str]) -> None:

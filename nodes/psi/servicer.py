@@ -136,7 +136,9 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     def _verify(self, st: Statement | None, job: PsiJob, node: str, step: Any) -> StatementBody:
         try:
             assert st is not None
-            return verify_statement(st, self.ctx.tls.ca, node=node, job_id=job.job_id, step=step)
+            return verify_statement(
+                st, self.ctx.anchors_pem, node=node, job_id=job.job_id, step=step
+            )
         except InvalidPsiMessage as exc:
             raise InvalidRequest(f"the relayed statement of node {node!r} does not verify") from exc
 

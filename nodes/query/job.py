@@ -35,6 +35,7 @@ from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from nodes.gate import CLOCK_SKEW_MS
 from nodes.limits import check_cost, check_paillier_key, check_query_fields, estimate
+from nodes.partners import check_roster
 from nodes.policy import Use
 from nodes.policy.dp import check_dp_range
 from nodes.policy.rules import reports_domain
@@ -102,6 +103,7 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     call.protection = body.protection.mode[:32]
     check_query_fields(body, limits)
     job = decode_query(ctx.name, call, body, limits)
+    check_roster(ctx, job.statement.statement.roster)  # every participant recognised here
     policy = ctx.policy.policy(job.spec.dataset)
     if job.mode.name == "paillier":
         check_paillier_key(job.params, policy, job.spec.dataset)
@@ -139,7 +141,7 @@ def _check_params(ctx: NodeContext, job: QueryJob) -> None:
         ctx.name,
         job.statement.statement.job_id,
         ctx.signing_key,
-        ctx.tls.ca,
+        ctx.anchors_pem,
         binding="",
         roster=tuple(job.statement.statement.roster),
     )

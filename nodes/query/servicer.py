@@ -40,7 +40,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         """Answer one signed, protected aggregate query."""
         async with signed_call(self.ctx, context, request, "query") as call:
             # Opened, bounded, decoded, typed and costed off the event loop (nodes.limits).
-            job = await open_query_async(self.ctx, call, peer_identity(context))
+            job = await open_query_async(self.ctx, call, peer_identity(context, self.ctx.trust))
             grant = await call.admit(job.use)
             response = await release_query(self.ctx, call, grant, job)  # the release gate
             response.receipt.CopyFrom(await call.receipt())
@@ -94,12 +94,21 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         """What ``caller`` may do with dataset ``name`` (policy only, never data)."""
         if caller.role != "analyst" or caller.name not in policy.allowed_requesters:
             return query_pb2.DatasetAccess(allowed=False)
+        purposes, protections = policy.allowed_purposes, policy.allowed_protections
+        operations: list[str] = list(policy.allowed_operations)
+        if self.ctx.trust is not None and caller.federation != self.ctx.trust.federation:
+            partner = policy.partners.get(caller.federation)  # docs/federation.md
+            if partner is None:
+                return query_pb2.DatasetAccess(allowed=False)
+            purposes = [p for p in purposes if p in partner.allowed_purposes]
+            protections = [p for p in protections if p in partner.allowed_protections]
+            operations = [o for o in operations if o in partner.allowed_operations]
         access = query_pb2.DatasetAccess(
             allowed=True,
-            purposes=policy.allowed_purposes,
+            purposes=purposes,
             aggregates=policy.allowed_aggregates,
-            protections=policy.allowed_protections,
-            operations=policy.allowed_operations,
+            protections=protections,
+            operations=operations,
             columns=policy.allowed_columns or [],
             min_group_size=policy.min_group_size,
             consortium=policy.consortium,
@@ -127,9 +136,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         (and, under DP, the epsilon left in its budget).  Row counts are never given.
         """
         try:
-            caller = peer_identity(context)
+            caller = peer_identity(context, self.ctx.trust)
         except NodeError as exc:
             code, message = status_of(exc)
+            await self.ctx.record(  # a refused certificate is on the ledger (issue 19)
+                caller=None,
+                header=None,
+                dataset="",
+                operation="node_info",
+                protection="",
+                decision="denied",
+                reason=f"{code.name}: {message}",
+                request_digest="",
+            )
             await context.abort(code, message)
         return query_pb2.NodeInfoResponse(
             node=self.ctx.name,

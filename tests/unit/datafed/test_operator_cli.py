@@ -76,7 +76,7 @@ def test_node_init_writes_every_key_with_its_meaning_and_the_file_validates(tmp_
     target.write_text(text.replace('name = "water-north"', 'name = "Water North"'))
     one_line_error(
         run("datafed-node", "check-config", "-c", str(target)),
-        "node.name: String should match pattern '^[a-z0-9][a-z0-9._-]{0,62}$'",
+        "node.name: String should match pattern '^([a-z][a-z0-9-]{0,30}:)?[a-z0-9][a-z0-9._-]{0,62}$'",
     )
 
 
