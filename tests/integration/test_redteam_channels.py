@@ -234,6 +234,7 @@ PSI_HEAD = (
     'allowed_requesters = ["alice"]\n'
     f'allowed_purposes = ["{FINANCE_PURPOSE}"]\n'
     'allowed_operations = ["query", "intersection_sum"]\n'
+    'identifier_columns = ["person_id"]\n'
     'allowed_protections = ["paillier"]\n'
     "min_group_size = 5\n"
 )
@@ -593,15 +594,8 @@ def _distinct(fed: LocalFederation, node: str, column: str) -> int:
         return int(db.execute(f"SELECT COUNT(DISTINCT {column}) FROM taxpayers").fetchone()[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding 2: the ids side of an intersection-sum blinds whatever TEXT or "
-    "INTEGER column the analyst names as identifier, so the Blind payload's size (32 bytes a "
-    "point) is the exact COUNT(DISTINCT c) of that column of a DP dataset (district: 6, "
-    "compliant: 2), charged 0.5 but un-noised; invisibility.md accepts |V| of identifiers only",
-)
 def test_an_intersection_sum_id_column_must_be_an_identifier(psi, monkeypatch):
-    """Channel: intersection-sum set sizes. `invisibility.md` accepts that the analyst
+    """Finding 2 (fixed: policy identifier_columns). Channel: intersection-sum set sizes. `invisibility.md` accepts that the analyst
     learns |V|, the number of identifiers, from the payload size. Here the analyst names
     other columns of the DP taxpayers as "identifier" (`declared_revenue`, `district`,
     `compliant`) and reads each Blind payload's size (`PsiStepReply.payload.size`, 32
@@ -660,14 +654,8 @@ def _exchange_payload_bytes(fed: LocalFederation, values: tuple[str, ...], monke
     return sum(seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding 2b: the values side likewise takes any TEXT or INTEGER column "
-    "as identifier; the Exchange payload's size is affine in that column's exact COUNT("
-    "DISTINCT) at the DP bank (sector, term_months), charged 1.0 but un-noised",
-)
 def test_an_intersection_sum_values_id_column_must_be_an_identifier(psi, monkeypatch):
-    """Channel: the values side's set size |W|. The analyst names `sector` and
+    """Finding 2b (fixed: policy identifier_columns). Channel: the values side's set size |W|. The analyst names `sector` and
     `term_months` of the DP loans as the values side's identifier, and reads the
     Exchange payload's size (relayed through it). Safe: refused before admission, or a
     size that does not follow the column's exact distinct count."""
