@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sizes import size
 
 from datafed.client.config import FederationConfig, NodeEndpoint
 from datafed.fl.direct import DirectGrid, RoundDriver
@@ -35,7 +36,7 @@ from datafed.wire.statement import new_job_id
 from nodes.fl.client_app import app, plain_app
 
 NODES = 3
-ROUNDS = 7
+ROUNDS = size(7, 1)
 LOCAL_EPOCHS = 2
 PARAMS = {"nodes": NODES, "rows": 1640, "model": "mlp:16", "local_epochs": LOCAL_EPOCHS}
 

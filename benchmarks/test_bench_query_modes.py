@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 from engine_data import COLUMNS, duckdb_file, sqlite_file
+from sizes import env_size, size
 
 from datafed.client import Federation
 from datafed.local.federation import LocalFederation, NodeSpec
 
-ROWS = int(os.environ.get("DATAFED_BENCH_QUERY_ROWS", "1000000"))
-GROUPS = int(os.environ.get("DATAFED_BENCH_QUERY_GROUPS", "100"))
+ROWS = int(env_size("DATAFED_BENCH_QUERY_ROWS", "1000000", "2000"))
+GROUPS = int(env_size("DATAFED_BENCH_QUERY_GROUPS", "100", "10"))
 ENGINES = os.environ.get("DATAFED_BENCH_QUERY_ENGINES", "duckdb,sqlite").split(",")
 MODE_ENGINE = os.environ.get("DATAFED_BENCH_QUERY_MODE_ENGINE", "duckdb")
 NODES = ("meter-north", "meter-east", "meter-south")
@@ -33,7 +34,7 @@ SQL = "SELECT zone, SUM(usage), COUNT(*) FROM readings GROUP BY zone"
 PARAMS = {"rows_per_node": ROWS, "groups": GROUPS, "nodes": len(NODES), "tls": True}
 #: The modes measured against ``query.plain`` (paillier: 2048-bit key, packed, masked).
 MODES = ("paillier", "shares", "secagg", "ckks")
-ROUNDS = 5
+ROUNDS = size(5, 1)
 
 
 def _policy() -> str:
