@@ -13,11 +13,12 @@ import binascii
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from audit.checkpoint import Checkpoint
 
-__all__ = ["Finding", "VerifyReport", "load_state", "save_state"]
+__all__ = ["Finding", "VerifyReport", "WitnessHeld", "load_state", "save_state", "utc_time"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,33 @@ class Finding:
         return f"{self.code}{where}: {self.message}"
 
 
+@dataclass(frozen=True)
+class WitnessHeld:
+    """A witness's newest cosigned checkpoint of the log, verified against the policy.
+
+    ``timestamp`` is the cosignature's (seconds since the epoch), ``source`` where it came
+    from (an address, a witness state file).
+    """
+
+    witness: str
+    checkpoint: Checkpoint
+    timestamp: int
+    source: str
+
+    def when(self) -> str:
+        """The cosignature's time in UTC."""
+        return utc_time(self.timestamp)
+
+
+def utc_time(seconds: int) -> str:
+    """``seconds`` since the epoch as a UTC time (the raw number if it is out of range)."""
+    try:
+        at = datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"at time {seconds}"
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 @dataclass
 class VerifyReport:
     """The outcome of :func:`verify_log`."""
@@ -55,6 +83,10 @@ class VerifyReport:
     cosigned: dict[int, int] = field(default_factory=dict)
     #: Entries that carry a private part (each checked against its commitment).
     private: int = 0
+    #: The witnesses' newest checkpoints of the log (``None``: the witnesses were not asked).
+    witness_held: list[WitnessHeld] | None = None
+    #: Pinned witnesses that did not vouch for the log, each with why.
+    witness_missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +119,22 @@ class VerifyReport:
                 f"witnessed (latest checkpoint cosigned by {got})"
             )
         return f"{head} — NOT met by any checkpoint"
+
+    def witness_lines(self) -> list[str]:
+        """What each pinned witness holds of the log (none if the witnesses were not asked)."""
+        if self.witness_held is None:
+            return []
+        vouching = len({h.witness for h in self.witness_held})
+        lines = [
+            f"witnesses consulted: {vouching} of {self.witnesses} hold a cosigned checkpoint "
+            f"of this log (quorum {self.quorum})"
+        ]
+        for h in sorted(self.witness_held, key=lambda h: (h.witness, h.checkpoint.size)):
+            lines.append(
+                f"  {h.witness}: size {h.checkpoint.size}, cosigned {h.when()} ({h.source})"
+            )
+        lines += [f"  {m}" for m in self.witness_missing]
+        return lines
 
     def add(
         self, code: str, message: str, *, index: int | None = None, size: int | None = None

@@ -8,6 +8,9 @@ Trust anchors come only from here, never from the data under check::
     witnesses = ["datafed/witness/regulator+5e6f7a8b+BA..."]   # cosigner keys (type 0x04)
     state = "audit-state.json"   # optional: last verified size/root per log (rollback check)
 
+    [witness_addresses]          # optional: where ``verify --node`` asks each witness (mTLS)
+    "datafed/witness/regulator" = "10.0.0.9:50051"
+
     [agencies]                   # optional: the city's names for the nodes, for reports
     water-north = "Water Department (north)"
 
@@ -20,7 +23,10 @@ origin.  ``datafed-audit vkey`` prints them from a node's certificate (or key fi
 
 A quorum of 0 means no witness vouches for the logs: their operators could rewrite them
 undetectably.  :meth:`Policy.require_witnesses` refuses such a policy unless the auditor
-says so explicitly (``--no-witnesses``), see docs/audit.md.
+says so explicitly (``--no-witnesses``), see docs/audit.md.  With a quorum, ``verify`` also
+asks the witnesses for their newest cosigned checkpoint of the log (online at
+``witness_addresses``, the TLS name being the last part of the witness's name, or from
+exported witness state files; :mod:`audit.witness_state`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class PolicyFile(BaseModel):
     quorum: int = Field(default=0, ge=0)
     #: File of the last verified size and root of each log (rollback and rewrite check).
     state: str | None = None
+    #: ``host:port`` of pinned witnesses, by witness name: ``verify --node`` asks them for
+    #: their newest cosigned checkpoint of the log (TLS name: the name's last part).
+    witness_addresses: dict[str, str] = {}
     #: The city's names for the nodes, used in reports (``water-north = "..."``).
     agencies: dict[str, str] = {}
     #: Agreed epsilon per dataset, for reports: ``"node/dataset"`` or ``"dataset"``.
@@ -71,7 +80,8 @@ _KEYS = set(PolicyFile.model_fields)
 class Policy:
     """Pinned ``logs`` (origin -> key), ``witnesses``, ``quorum`` and ``state`` path.
 
-    ``agencies`` (node -> name) and ``budgets`` (dataset -> epsilon) label reports.
+    ``agencies`` (node -> name) and ``budgets`` (dataset -> epsilon) label reports;
+    ``witness_addresses`` (witness name -> ``host:port``) are where witnesses are asked.
     """
 
     logs: dict[str, Verifier]
@@ -80,6 +90,7 @@ class Policy:
     state: Path | None = None
     agencies: dict[str, str] = field(default_factory=dict)
     budgets: dict[str, float] = field(default_factory=dict)
+    witness_addresses: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.quorum <= len(self.witnesses):
@@ -87,6 +98,13 @@ class Policy:
                 f"policy: quorum must be between 0 and the {len(self.witnesses)} witnesses, "
                 f"got {self.quorum}"
             )
+        names = {w.name for w in self.witnesses}
+        for name, address in self.witness_addresses.items():
+            if name not in names:
+                raise ValueError(f"policy: witness_addresses names {name!r}, not a pinned witness")
+            host, sep, port = address.rpartition(":")
+            if not host or not sep or not port.isdigit():
+                raise ValueError(f"policy: witness_addresses.{name} must be host:port")
 
     def require_witnesses(self, no_witnesses: bool) -> None:
         """Refuse a policy without a witness quorum unless ``no_witnesses`` accepts it.
@@ -141,7 +159,8 @@ class Policy:
         budgets = _table(data, "budgets", float)
         if not all(math.isfinite(b) and b >= 0 for b in budgets.values()):
             raise ValueError("policy: budgets must be finite numbers >= 0")
-        return cls(by_origin, tuple(witnesses), quorum, state_path, agencies, budgets)
+        addresses = _table(data, "witness_addresses", str)
+        return cls(by_origin, tuple(witnesses), quorum, state_path, agencies, budgets, addresses)
 
 
 def _table(data: dict[str, Any], name: str, kind: type) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Client of a node's LedgerService (grpc.aio): fetch checkpoints, entries, proofs; witnessing.
 
-Used by the auditor's ``datafed-audit verify --node`` and by nodes asking witnesses to
+Used by the auditor's ``datafed-audit verify --node`` (which also asks the witnesses for
+their newest cosigned checkpoints, :func:`ask_witnesses`) and by nodes asking witnesses to
 cosign.  gRPC errors are translated here, at the boundary, into :mod:`audit.errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ from audit.ledger_serde import (
     entries_from_proto,
     proof_hashes,
 )
-from audit.note import NoteSignature, Verifier
+from audit.note import NoteSignature, Verifier, parse_note
+from audit.policy import Policy
+from audit.witness_state import WitnessView
 from datafed.proto.v1 import ledger_pb2, ledger_pb2_grpc
 
-__all__ = ["LedgerClient", "RemoteError", "mtls_channel", "request_cosignature"]
+__all__ = ["LedgerClient", "RemoteError", "ask_witnesses", "mtls_channel", "request_cosignature"]
 
 
 class RemoteError(AuditError):
@@ -93,6 +97,24 @@ class LedgerClient:
         req = ledger_pb2.GetConsistencyProofRequest(size1=size1, size2=size2)
         msg = await self._call(self.stub.GetConsistencyProof, req)
         return self._hashes(msg.hashes)
+
+    async def witnessed(self, origins: Sequence[str] = ()) -> dict[str, bytes]:
+        """The witness's newest cosigned checkpoint of each of ``origins`` (default: all).
+
+        The notes are returned by the origin their text names, unverified (the caller
+        checks them against its pinned keys).
+        """
+        req = ledger_pb2.GetWitnessedCheckpointsRequest(origins=list(origins))
+        msg = await self._call(self.stub.GetWitnessedCheckpoints, req)
+        out: dict[str, bytes] = {}
+        for cp in msg.checkpoints:
+            note = bytes(cp.note)
+            try:
+                origin = parse_note(note)[0].split("\n", 1)[0]
+            except InvalidSignature:
+                raise RemoteError("witness answered with a malformed checkpoint") from None
+            out.setdefault(origin, note)
+        return out
 
     async def add_checkpoint(self, note: str, old_size: int, proof: list[bytes]) -> NoteSignature:
         """Ask the witness behind this channel to cosign ``note``.
@@ -180,3 +202,31 @@ async def request_cosignature(ledger: Ledger, client: LedgerClient, witness: Ver
     if not valid:
         raise RemoteError("witness answered with a cosignature that does not verify")
     return ledger.add_cosignatures(size, [sig])
+
+
+def _server_name(witness: str) -> str:
+    """The TLS name of a witness's node: the last part of its key name."""
+    return witness.rsplit("/", 1)[-1]
+
+
+async def ask_witnesses(
+    policy: Policy, origin: str, tls: tuple[Path, Path, Path], timeout: float = 15.0
+) -> list[WitnessView]:
+    """Ask each witness with an address in ``policy`` for its newest checkpoint of ``origin``.
+
+    ``tls`` is the auditor's ``(ca, cert, key)``.  A witness that cannot be reached (or
+    answers with an error) gives a view saying so; nothing it says is verified here.
+    """
+    ca, cert, key = tls
+
+    async def ask(name: str, address: str) -> WitnessView:
+        try:
+            async with mtls_channel(address, ca, cert, key, _server_name(name)) as channel:
+                notes = await LedgerClient(channel, timeout).witnessed([origin])
+        except RemoteError as exc:
+            return WitnessView(name, address, problem=f"unreachable or refused: {exc}")
+        return WitnessView(name, address, {o: n for o, n in notes.items() if o == origin})
+
+    names = dict.fromkeys(w.name for w in policy.witnesses)
+    asks = [ask(n, policy.witness_addresses[n]) for n in names if n in policy.witness_addresses]
+    return list(await asyncio.gather(*asks))

@@ -26,6 +26,11 @@ checkpoint size).  Codes:
                               the commitment in its leaf, or is given for an entry without one
 ``unsigned-tail``             entries after the newest checkpoint are covered by no signature
                               (a warning instead with ``allow_unsigned_tail``)
+``log-behind-witness``        the log is shorter than a checkpoint a witness cosigned
+``witness-inconsistent``      the log does not extend a checkpoint a witness cosigned
+``witness-state-invalid``     a witness's checkpoint does not verify against the pinned keys
+``witness-unavailable``       fewer than the quorum of witnesses vouch for the log
+                              (the last four with ``witnesses``: :mod:`audit.witness_state`)
 
 The report also says how far the witnesses vouch for the log (:meth:`VerifyReport.quorum_line`):
 entries that no checkpoint with the policy's witness quorum covers rest on the operator's
@@ -35,7 +40,7 @@ signature alone, and an operator can rewrite them undetectably (docs/ledger.md).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +52,7 @@ from audit.note import parse_note
 from audit.policy import Policy
 from audit.private import commitment, decode_opening
 from audit.records import LEAF_PREFIXES, decode_leaf
+from audit.witness_state import WitnessView, check_views, compare_with_witnesses
 
 __all__ = ["Finding", "LogSource", "VerifyReport", "load_state", "save_state", "verify_log"]
 
@@ -257,6 +263,7 @@ def verify_log(
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
     allow_unsigned_tail: bool = False,
+    witnesses: Sequence[WitnessView] | None = None,
 ) -> VerifyReport:
     """Verify every entry, checkpoint, cosignature and the tree of one log.
 
@@ -275,6 +282,9 @@ def verify_log(
     allow_unsigned_tail : bool
         Report entries after the newest checkpoint as a warning, not an ``unsigned-tail``
         finding (a node signs within a bounded delay, so a fresh export may have some).
+    witnesses : sequence of WitnessView, optional
+        What the pinned witnesses hold (their newest cosigned checkpoints, obtained
+        before the log): the log must extend each, and ``quorum`` of them must vouch.
 
     Returns
     -------
@@ -291,7 +301,9 @@ def verify_log(
     if policy.quorum and not report.published:
         report.add("quorum-not-met", f"no checkpoint is cosigned by {policy.quorum} witnesses")
     state = load_state(policy.state).get(report.origin)
+    held = [] if witnesses is None else check_views(witnesses, policy, report)
     wanted = {c.size for c in report.checkpoints} | ({state[0]} if state else set())
+    wanted |= {h.checkpoint.size for h in held}
     scan = _scan_log(source, wanted, deep, progress, report)
     _classify_misplaced(scan.misplaced, report)
     _check_uncommitted_private(scan, report)
@@ -299,6 +311,8 @@ def verify_log(
     if state is not None:
         _check_history(state, scan, report)
     _check_signed_tail(policy, report, allow_unsigned_tail)
+    if witnesses is not None:
+        compare_with_witnesses(held, scan.roots, scan.tree.root(), report)
     return report
 
 

@@ -105,9 +105,11 @@ def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml"))
 def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
     """Check everything serve would (TLS files, datasets, policy columns, column types).
 
-    Prints one line per problem and exits with status 1, or a summary of the datasets.
+    Prints one line per problem and exits with status 1, or a summary of the datasets and
+    of the node's shares and deadlines.
     """
     from nodes.config.preflight import preflight
+    from nodes.limits import shares
     from nodes.stores import DataStore
 
     cfg = load_node_config(config)
@@ -138,6 +140,7 @@ def check_config(config: Path = typer.Option(..., "--config", "-c", help="node.t
         table.add_row(*(Text(c) for c in cells))
     store.close()
     out.print(table)
+    out.print(shares(cfg), markup=False, highlight=False)  # docs/policy.md#limits
 
 
 @app.command("import")

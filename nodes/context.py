@@ -19,7 +19,8 @@ from datafed.pki.tls import TlsMaterial
 from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
-from nodes.policy import PolicyEngine, ReleaseHistory
+from nodes.fair import FairPool
+from nodes.policy import PolicyEngine
 from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
 from nodes.stores import DataStore
@@ -41,10 +42,10 @@ class NodeContext:
     nonces: NonceStore
     #: Admission of every use: rules, sign-offs, job ids and privacy budgets.
     policy: PolicyEngine
-    #: Released row sets of exact datasets, for the differencing defence.
-    history: ReleaseHistory
     #: Open jobs of stepped protection modes (in memory, bounded, expiring).
     jobs: JobTable = field(default_factory=JobTable)
+    #: Threads for the blocking work of calls, shared fairly across requesters.
+    fair: FairPool = field(default_factory=FairPool)
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -71,8 +72,7 @@ class NodeContext:
         )
         policy.replay(ledger)
         nonces = NonceStore(state / "nonces.sqlite")
-        history = ReleaseHistory(state / "released.sqlite")
-        return cls(config, tls, key, store, ledger, nonces, policy, history)
+        return cls(config, tls, key, store, ledger, nonces, policy)
 
     @property
     def name(self) -> str:
@@ -192,6 +192,7 @@ class NodeContext:
             binding=bound.binding,
             roster=bound.roster,
             min_participants=bound.min_participants,
+            required=bound.required,
         )
 
     def head(self) -> LedgerHead:
@@ -212,7 +213,6 @@ class NodeContext:
         """Close the ledger, replay cache and data store."""
         self.ledger.close()
         self.nonces.close()
-        self.history.close()
         self.store.close()
 
 

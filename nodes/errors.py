@@ -4,14 +4,23 @@ Hierarchy (status code in brackets)::
 
     NodeError                         [INTERNAL]  (a datafed.errors.DatafedError)
     ├── InvalidRequest                [INVALID_ARGUMENT]  malformed request, unknown column
+    │   └── RequestFault              [INVALID_ARGUMENT]  the request's own fault, found
+    │                                                     while a release runs
+    ├── ReleaseFailed                 [ABORTED]           a release failed: one fixed text
     ├── NotFound                      [NOT_FOUND]         unknown dataset
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
     ├── PermissionDenied              [PERMISSION_DENIED] policy refuses requester/purpose/...
     ├── BudgetExhausted               [RESOURCE_EXHAUSTED] privacy budget would be exceeded
-    ├── QuotaExceeded                 [RESOURCE_EXHAUSTED] a requester's share of jobs is used
+    ├── QuotaExceeded                 [RESOURCE_EXHAUSTED] a requester's share is used up
+    ├── DeadlineExceeded              [DEADLINE_EXCEEDED] a request or call ran past its time
     └── Unavailable                   [UNAVAILABLE]       the node is shutting down
 
 :func:`status_of` is the single place where errors become status codes.
+
+Only the release gate (``nodes/release/``) reads data, so only its failures can depend
+on the data: the gate turns every failure but a :class:`RequestFault` (the request's own,
+said without the data) into :class:`ReleaseFailed`, whose text is fixed; the real reason
+goes to the ledger entry's private part (:mod:`nodes.rpc`).
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ from datafed.errors import DatafedError
 
 __all__ = [
     "BudgetExhausted",
+    "DeadlineExceeded",
     "InvalidRequest",
     "NodeError",
     "NotFound",
     "PermissionDenied",
     "QuotaExceeded",
+    "ReleaseFailed",
+    "RequestFault",
     "Unauthenticated",
     "Unavailable",
     "status_of",
@@ -34,15 +46,37 @@ __all__ = [
 
 
 class NodeError(DatafedError):
-    """Base of node errors; the message is safe to send to the caller."""
+    """Base of node errors; the message is safe to send to the caller before admission."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class ReleaseFailed(NodeError):
+    """A release failed after admission; the caller reads one fixed text (module docs)."""
+
+    code = grpc.StatusCode.ABORTED
+
+    def __init__(self, private_reason: str) -> None:
+        super().__init__(
+            "the job failed at this node after it was admitted; what it was admitted with is "
+            "spent (the reason is in the node's ledger, for its auditors)"
+        )
+        #: What went wrong, for the ledger entry's private part only.
+        self.private_reason = private_reason
 
 
 class InvalidRequest(NodeError):
     """The request is malformed or names something that does not exist in the dataset."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class RequestFault(InvalidRequest):
+    """The request's own fault, found only while it runs, and said without the data.
+
+    Its text reaches the caller (a literal that does not bind to its column's type; more
+    groups than a mode that shows every group may carry).
+    """
 
 
 class NotFound(NodeError):
@@ -70,9 +104,15 @@ class BudgetExhausted(NodeError):
 
 
 class QuotaExceeded(NodeError):
-    """A requester used up its share of a node resource (open jobs, pending jobs)."""
+    """A requester used up its share of a node resource (open jobs, calls in flight)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(NodeError):
+    """A call's request did not arrive in time, or the call ran past the node's limit."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class Unavailable(NodeError):

@@ -23,7 +23,14 @@ from datafed.wire.signing import MAX_LIFETIME_MS, NONCE_BYTES, RequestHeader, ve
 from nodes.errors import InvalidRequest, Unauthenticated
 from nodes.replay import NonceStore
 
-__all__ = ["CLOCK_SKEW_MS", "Context", "open_signed", "peer_identity", "request_digest"]
+__all__ = [
+    "CLOCK_SKEW_MS",
+    "Context",
+    "certificate_identity",
+    "open_signed",
+    "peer_identity",
+    "request_digest",
+]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Tolerated difference between the caller's clock and ours.
@@ -43,6 +50,20 @@ def peer_identity(context: Context) -> Identity:
         return identity_from_pem(check_not_revoked(pems[0]))
     except PkiError as exc:
         raise Unauthenticated(str(exc)) from exc
+
+
+def certificate_identity(context: Context) -> Identity | None:
+    """Whom the TLS client certificate names, revoked or not (``None``: no datafed certificate).
+
+    Known from the headers on: what a node's capacity is shared by (:mod:`nodes.intercept`)
+    and whom a refusal for capacity names. Not an authentication: :func:`peer_identity`
+    is, and every handler still calls it.
+    """
+    pems = context.auth_context().get("x509_pem_cert") or []
+    try:
+        return identity_from_pem(pems[0]) if pems else None
+    except PkiError:
+        return None
 
 
 def request_digest(signed: common_pb2.SignedRequest) -> str:

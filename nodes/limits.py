@@ -14,7 +14,9 @@ says nothing about the data (it is no oracle):
   allows (``paillier_bits``); the keys themselves live in a bounded cache
   (:mod:`datafed.modes._paillier_keys`);
 - quotas per requester (:class:`QuotaExceeded`): open protocol jobs (:mod:`nodes.query.jobs`)
-  and pending intersection-sums (:mod:`nodes.psi.jobs`).
+  and pending intersection-sums (:mod:`nodes.psi.jobs`);
+- shares per requester of the node itself (:mod:`nodes.fair`, :mod:`nodes.intercept`):
+  calls in flight, compute threads, and the deadlines of every call.
 
 The limits, their defaults and why are listed in ``docs/policy.md#limits``.
 """
@@ -43,8 +45,8 @@ from datafed.proto.v1 import modes_pb2, protocol_pb2, query_pb2
 from datafed.query.components import Component
 from datafed.query.spec import QuerySpec
 from datafed.wire.serde import where_size
-from nodes.config import DatasetPolicy, LimitsSection
-from nodes.errors import InvalidRequest, PermissionDenied, QuotaExceeded
+from nodes.config import DatasetPolicy, LimitsSection, NodeConfig
+from nodes.errors import InvalidRequest, PermissionDenied, QuotaExceeded, RequestFault
 
 if TYPE_CHECKING:
     from nodes.context import NodeContext
@@ -60,6 +62,7 @@ __all__ = [
     "check_query_fields",
     "estimate",
     "install",
+    "shares",
 ]
 
 #: Room left in a message for the answer's receipt, ledger head and framing.
@@ -77,15 +80,31 @@ _KEY_BYTES = 16
 
 
 def install(ctx: NodeContext) -> None:
-    """Apply ``[limits]`` to a node's job table and Paillier key cache (at start)."""
+    """Apply ``[limits]`` to a node's job table, compute threads and Paillier key cache."""
+    from nodes.fair import FairPool
     from nodes.query.jobs import JobTable
 
     lim = ctx.config.limits
     ctx.jobs = JobTable(max_jobs=lim.max_open_jobs, per_requester=lim.max_open_jobs_per_requester)
+    ctx.fair.close()
+    ctx.fair = FairPool(lim.compute_threads, lim.compute_threads_per_requester)
     KEY_CACHE.configure(
         max_bytes=lim.paillier_cache_bytes,
         per_requester=lim.paillier_keys_per_requester,
         idle_s=lim.paillier_key_idle_s,
+    )
+
+
+def shares(cfg: NodeConfig) -> str:
+    """The node's shares and deadlines in one line (``check-config`` prints it)."""
+    node, lim = cfg.node, cfg.limits
+    return (
+        f"shares: {node.max_concurrent_requests} analysts' calls in flight "
+        f"({node.max_requests_per_requester} per requester, "
+        f"{node.max_waiting_per_requester} more waiting), {node.reserved_requests} kept "
+        f"for auditors, witnesses and nodes; requests within {node.request_timeout_s:g}s, "
+        f"calls within {node.call_timeout_s:g}s; {lim.compute_threads} compute threads "
+        f"({lim.compute_threads_per_requester} per requester)"
     )
 
 
@@ -234,7 +253,7 @@ def check_groups(groups: int, limits: LimitsSection) -> None:
     tells the analyst no more than the answer would have.
     """
     if groups > limits.max_groups:
-        raise InvalidRequest(
+        raise RequestFault(
             f"the query has more than {limits.max_groups:,} groups (limits.max_groups); "
             "declare a group domain or group by fewer columns"
         )

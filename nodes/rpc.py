@@ -35,7 +35,7 @@ from datafed.proto.v1 import common_pb2, ledger_pb2, query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from datafed.wire.statement import SignedJobStatement, open_job_statement
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, NodeError, Unauthenticated, status_of
+from nodes.errors import InvalidRequest, NodeError, ReleaseFailed, Unauthenticated, status_of
 from nodes.gate import Context, open_signed, peer_identity, request_digest
 from nodes.policy import Grant, Use
 
@@ -137,9 +137,18 @@ class SignedCall:
         return index
 
     async def admit(self, use: Use) -> Grant:
-        """Ask the policy engine; the ``approved`` entry is this call's."""
+        """Ask the policy engine; the ``approved`` entry is this call's.
+
+        Admission runs to its end even if the call is cut meanwhile (its caller gone, a
+        deadline): an ``approved`` entry is always matched by its epsilon charged.
+        """
         self.dataset = use.dataset
-        return await self.ctx.policy.admit(use, self.record)
+        admission = asyncio.ensure_future(self.ctx.policy.admit(use, self.record))
+        try:
+            return await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            admission.add_done_callback(_retrieve)
+            raise
 
     async def release(
         self,
@@ -159,8 +168,13 @@ class SignedCall:
         )
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work (a dataset read, crypto) off the event loop."""
-        return await asyncio.to_thread(fn, *args)
+        """Run blocking work (a dataset read, crypto) off the event loop, in turn.
+
+        The node's compute threads are shared fairly across requesters
+        (:class:`nodes.fair.FairPool`): this call's requester waits for its turn.
+        """
+        who = str(self.identity) if self.identity is not None else "unknown"
+        return await self.ctx.fair.run(who, fn, *args)
 
     def head(self, indexes: Sequence[int] | None = None) -> query_pb2.LedgerHead:
         """The ledger head, naming this call's entries (or ``indexes``)."""
@@ -176,11 +190,22 @@ class SignedCall:
         return receipt_to_proto(await self.proof(indexes))
 
     async def deny(self, exc: NodeError) -> NoReturn:
-        """Record ``exc`` as ``denied``, then abort the RPC with its status."""
+        """Record ``exc`` as ``denied``, then abort the RPC with its status.
+
+        A release that failed (:class:`~nodes.errors.ReleaseFailed`) says one fixed text;
+        its real reason goes to the entry's private part, for auditors only.
+        """
         code, message = status_of(exc)
-        await self.record(decision="denied", reason=f"{code.name}: {message}")
+        private = {"reason": exc.private_reason} if isinstance(exc, ReleaseFailed) else None
+        await self.record(decision="denied", reason=f"{code.name}: {message}", private=private)
         await self.context.abort(code, message)
         raise AssertionError("unreachable")  # abort() always raises
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read the outcome of work nobody awaits any more (no "never retrieved" warning)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("admission of a cut call ended with: %s", task.exception())
 
 
 @asynccontextmanager

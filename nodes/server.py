@@ -4,6 +4,8 @@ Reflection lists every service the node serves. ``node.health_listen`` adds a se
 plaintext port that serves only gRPC health checking (grpc.health.v1), for orchestrators
 that cannot present a client certificate; it shares the main server's health status.
 ``tls.crl`` makes the gate refuse revoked certificates (:mod:`datafed.pki.crl`).
+Every call passes :class:`nodes.intercept.CallGuard` first: a fair share of the node per
+requester, places kept for auditors and witnesses, deadlines, every refusal recorded.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from datafed.proto.v1 import (
     training_pb2,
 )
 from nodes.collect import CollectService
-from nodes.config import NodeConfig, load_node_config
+from nodes.config import NodeConfig, NodeSection, load_node_config
 from nodes.context import NodeContext
 from nodes.fl.servicer import add_training_service
+from nodes.intercept import CallGuard
 from nodes.ledger.publish import Publisher, open_witness_store
 from nodes.ledger.servicer import add_ledger_services
 from nodes.limits import install as install_limits
@@ -46,10 +49,12 @@ from nodes.query.steps import add_protocol_service
 
 __all__ = [
     "SERVICE_NAMES",
+    "backstop",
     "build_server",
     "pid_file",
     "reload_policy",
     "serve",
+    "server_options",
     "start_health_server",
 ]
 
@@ -67,20 +72,21 @@ SERVICE_NAMES = tuple(
     )
 )
 GRACE_S = 5.0
+#: Connections without calls close after this long (clients reconnect when they need to).
+IDLE_CONNECTION_MS = 300_000
+#: :func:`backstop` is this many times the places and one requester's waiting line.
+BACKSTOP_FACTOR = 8
 
 
 async def build_server(
     ctx: NodeContext, witness: WitnessStore | None = None
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """Create the server with every service registered; return it and its bound port."""
-    install_limits(ctx)  # [limits]: job quotas, Paillier key cache (docs/policy.md#limits)
-    limit = ctx.config.node.max_message_bytes
+    install_limits(ctx)  # [limits]: job quotas, compute threads, Paillier key cache
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ],
-        maximum_concurrent_rpcs=ctx.config.node.max_concurrent_requests,
+        interceptors=[CallGuard(ctx)],  # shares, deadlines, refusals recorded
+        options=server_options(ctx.config.node),
+        maximum_concurrent_rpcs=backstop(ctx.config.node),
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(ctx), server)
     add_ledger_services(server, ctx.ledger, witness)
@@ -95,6 +101,35 @@ async def build_server(
     if port == 0:
         raise OSError(f"cannot listen on {ctx.config.node.listen}")
     return server, port, health
+
+
+def server_options(node: NodeSection) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments (docs/policy.md#limits).
+
+    One connection carries at most ``max_requests_per_requester`` calls at once (HTTP/2
+    SETTINGS_MAX_CONCURRENT_STREAMS: more wait at the caller, they are not refused);
+    connections without calls close after five minutes; the node pings a quiet
+    connection every minute and drops one that does not answer in 20 seconds.
+    """
+    return [
+        ("grpc.max_receive_message_length", node.max_message_bytes),
+        ("grpc.max_send_message_length", node.max_message_bytes),
+        ("grpc.max_concurrent_streams", node.max_requests_per_requester),
+        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+
+
+def backstop(node: NodeSection) -> int:
+    """The gRPC server's own limit on calls alive at once, far above what the guard admits.
+
+    :class:`CallGuard` admits, refuses and records every call; this limit, which refuses
+    without a record, only bounds a flood of calls being refused faster than the
+    refusals are written.
+    """
+    places = node.max_concurrent_requests + node.reserved_requests
+    return BACKSTOP_FACTOR * (places + node.max_waiting_per_requester)
 
 
 def pid_file(config: NodeConfig) -> Path:
@@ -232,4 +267,5 @@ async def serve(
         if crl is not None:
             unwatch_crl(crl)
         node.close()
+        ctx.fair.close()
         ctx.close()

@@ -8,9 +8,10 @@ fixed-point encoding (2^-16) holds them exactly and SUMs compare exactly; the ta
 NULLs (in values and in group keys), negative values, and declared group values no row
 has (empty groups).
 
-Documented differences the comparison applies (``docs/analyst.md``): modes that hide
-groups report one row per *declared* group key -- an empty one with COUNT 0 and NULL
-elsewhere -- and rows whose group key is NULL are in no group there.
+Documented differences the comparison applies (``docs/analyst.md``): where a node reports
+a domain (modes that hide groups) the answer has one row per *declared* group key -- an
+empty one with COUNT 0 and NULL elsewhere -- and one *remainder* row, key all NULL, that
+aggregates every row whose key is NULL or undeclared (``datafed.query.domain``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ WHERE = [
     "visits IS NOT NULL",  # refused by the front end: kept out below
 ]
 WHERE = [w for w in WHERE if "IS" not in w]
+#: (GROUP BY column it needs, HAVING): literals of other types than what they compare
+#: with ('2023' against an integer column, 3.0 against a count), NULL, three-valued logic.
+HAVING = [
+    ("", "COUNT(*) > {k}"),
+    ("", "COUNT(*) >= {k}.0"),
+    ("", "COUNT(*) IN ({k}, NULL) OR COUNT(*) > {k2}"),
+    ("", "NOT COUNT(*) <= {k} AND SUM(visits) IS NOT NULL"),
+    ("", "COUNT(cost) BETWEEN {k} AND {k2}.5"),
+    ("year", "year IN ('2023', {year})"),
+    ("year", "year > 2022.5 OR COUNT(*) > {k}"),
+    ("year", "year != ' 2023 ' AND COUNT(*) >= {k}"),
+    ("zone", "zone != 'e' AND COUNT(*) >= {k}"),
+    ("zone", "zone IS NULL OR zone BETWEEN 'a' AND 'o'"),
+]
 
 
 def table(rng: random.Random, rows: int, *, null_keys: bool = True) -> list[tuple[Any, ...]]:
@@ -99,6 +114,9 @@ class Case:
     kinds: tuple[str, ...]  # per output column after the group columns
     empty: tuple[Any, ...]  # per output column: its value in an empty group
     ordered: bool
+    #: SQLite's text of the aggregates and of the WHERE clause (" WHERE ..." or "").
+    aggregates_sqlite: str = ""
+    where: str = ""
 
 
 def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None = None) -> Case:
@@ -122,8 +140,10 @@ def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None 
     if post:
         if rng.random() < 0.5:
             k = rng.randint(1, 12)
-            tail += f" HAVING COUNT(*) > {k}"
-            tail_sqlite += f" HAVING COUNT(*) > {k}"
+            forms = [h for g, h in HAVING if g in ("", *group)]
+            having = rng.choice(forms).format(k=k, k2=2 * k, year=rng.choice([2022, 2024]))
+            tail += f" HAVING {having}"
+            tail_sqlite += f" HAVING {having}"
         if group and rng.random() < 0.7:
             first = rng.choice(
                 [f"{i + 1}" for i, a in enumerate(select) if "VAR" not in a and "HIST" not in a]
@@ -144,6 +164,8 @@ def query(rng: random.Random, *, minmax: bool, post: bool, grouped: bool | None 
         tuple(k for a in aggs for k in [a[3]] * a[2]),
         tuple(e for a in aggs for e in [a[4]] * a[2]),
         ordered,
+        ", ".join(a[1] for a in aggs),
+        where,
     )
 
 
@@ -185,10 +207,24 @@ def expected(
     """SQLite's rows, with the documented difference of modes that hide groups applied."""
     if not (hides_groups and case.group_by):
         return sqlite_answer(parts, case.sqlite)
-    width = len(case.group_by)
-    got = {r[:width]: r for r in sqlite_answer(parts, case.sqlite, drop_null_keys=case.group_by)}
+    got = {r[: len(case.group_by)]: r for r in sqlite_answer(parts, case.sqlite)}
     keys = itertools.product(*(DOMAINS[g] for g in case.group_by))
-    return [got.get(key, (*key, *case.empty)) for key in keys]
+    return [*(got.get(key, (*key, *case.empty)) for key in keys), remainder(case, parts)]
+
+
+def remainder(case: Case, parts: dict[str, list[tuple[Any, ...]]]) -> tuple[Any, ...]:
+    """SQLite's aggregates over the rows whose GROUP BY key is NULL or undeclared."""
+    declared = " AND ".join(
+        f"{g} IN ({', '.join(repr(v) for v in DOMAINS[g])})" for g in case.group_by
+    )
+    rest = f"NOT COALESCE({declared}, 0)"
+    where = (
+        f" WHERE ({case.where.removeprefix(' WHERE ')}) AND {rest}"
+        if case.where
+        else f" WHERE {rest}"
+    )
+    (row,) = sqlite_answer(parts, f"SELECT {case.aggregates_sqlite} FROM visits{where}")
+    return ((None,) * len(case.group_by)) + tuple(row)
 
 
 def same(got: Any, want: Any, kind: str, *, tolerance: float = 0.0) -> bool:

@@ -261,3 +261,35 @@ def test_docs_name_only_files_that_exist(doc: str) -> None:
         {m for m in REPO_PATH.findall((ROOT / doc).read_text()) if not (ROOT / m).exists()}
     )
     assert not missing, f"{doc} names files that do not exist: {missing}"
+
+
+# -- the release gate (docs/invisibility.md, nodes/release/) --------------------------------
+#: A store's methods that read a dataset's rows.
+STORE_READS = {"aggregate", "read_rows"}
+GATE = ("nodes/release/", "nodes/stores/")
+
+
+def _store_reads(path: Path) -> list[tuple[int, str]]:
+    """Every ``<...store>.aggregate`` / ``.read_rows`` in ``path``, called or passed on."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in STORE_READS:
+            receiver = ast.unparse(node.value)
+            if receiver.split(".")[-1].endswith("store"):
+                out.append((node.lineno, f"{receiver}.{node.attr}"))
+    return out
+
+
+def test_the_store_read_check_finds_a_read() -> None:
+    path = ROOT / "nodes" / "release" / "query.py"
+    assert any(call.endswith("store.aggregate") for _, call in _store_reads(path))
+
+
+@pytest.mark.parametrize("path", modules("nodes"), ids=_id)
+def test_only_the_release_gate_reads_datasets(path: Path) -> None:
+    """No code outside the gate (and the stores) reads a dataset: every value derived from
+    rows leaves the node through ``nodes/release/`` (its rule applied, its release recorded)."""
+    if _id(path).startswith(GATE):
+        return
+    reads = _store_reads(path)
+    assert not reads, f"{_id(path)} reads a dataset outside nodes/release/: {reads}"

@@ -9,10 +9,8 @@ node.  The commands that read records (report, reconcile, jobs, lineage) live in
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,14 +20,11 @@ import audit.merkle as merkle
 from audit.checkpoint import Checkpoint, OpenedCheckpoint, open_checkpoint
 from audit.cli.common import (
     ALLOW_TAIL,
-    CA,
-    CERT,
-    KEY,
-    NAME,
     NO_WITNESSES,
-    NODE,
     POLICY,
+    REMOTE,
     Fail,
+    Remote,
     app,
     load_policy,
     out,
@@ -37,14 +32,15 @@ from audit.cli.common import (
     progress_run,
     run_main,
 )
-from audit.cli.groups import OptionGroup, option, with_groups
+from audit.cli.groups import with_groups
 from audit.errors import AuditError, ExitCode, InvalidSignature
 from audit.export import ExportDir, MemorySource, export_store, write_export
 from audit.note import SIG_COSIGNATURE_V1, SIG_ED25519, parse_note, vkey
 from audit.policy import Policy
 from audit.records import DataUseRecord, decode_leaf
-from audit.verify import LogSource, save_state, verify_log
+from audit.verify import LogSource, VerifyReport, save_state, verify_log
 from audit.vkeys import public_key_of
+from audit.witness_state import WitnessView, read_state_file
 
 if TYPE_CHECKING:
     from audit.remote import LedgerClient
@@ -54,71 +50,47 @@ __all__ = ["app", "main"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Remote:
-    """``--node`` (the log is read online, over mTLS) and the auditor's TLS options."""
-
-    node: str | None
-    server_name: str | None
-    ca: Path | None
-    cert: Path | None
-    key: Path | None
-
-    def check_one_of(self, path: Path | None, what: str) -> None:
-        """Refuse both or neither of ``path`` (``what``: its option) and ``--node``."""
-        if (path is None) == (self.node is None):
-            raise Fail(f"give exactly one of {what} or --node")
-
-    def run(self, talk: Callable[[LedgerClient], Awaitable[T]]) -> T:
-        """Run ``talk`` with a client of the node's LedgerService (mTLS); return its result."""
-        from audit.remote import LedgerClient, mtls_channel
-
-        node, ca, cert, key = self.node, self.ca, self.cert, self.key
-        if not (ca and cert and key):
-            raise Fail("--node needs --ca, --cert and --key (mTLS)")
-        assert node is not None
-
-        async def run() -> T:
-            async with mtls_channel(node, ca, cert, key, self.server_name) as channel:
-                return await talk(LedgerClient(channel))
-
-        return asyncio.run(run())
+#: ``origin -> views``: what the witnesses hold of a log, asked before the log is read.
+AskWitnesses = Callable[[str], Awaitable[list[WitnessView]]]
 
 
-#: ``remote: Remote = REMOTE``: the --node options of a command (see :mod:`audit.cli.groups`).
-REMOTE: Any = OptionGroup(
-    Remote,
-    (
-        option("node", str, NODE),
-        option("server_name", str, NAME),
-        option("ca", Path, CA),
-        option("cert", Path, CERT),
-        option("key", Path, KEY),
-    ),
-)
+def _head(note: str, remote: Remote) -> Checkpoint:
+    try:
+        return Checkpoint.parse(parse_note(note)[0])
+    except (InvalidSignature, ValueError):
+        raise Fail(f"node {remote.node} returned a malformed checkpoint") from None
 
 
-def _fetch(remote: Remote, extra: Callable[[int], None] | None = None) -> MemorySource:
-    async def fetch(client: LedgerClient) -> MemorySource:
+def _fetch(
+    remote: Remote, extra: Callable[[int], None] | None = None, ask: AskWitnesses | None = None
+) -> tuple[MemorySource, list[WitnessView]]:
+    """Read the node's log, after asking the witnesses (``ask``) what they hold of it.
+
+    In that order an honest log is at least as long as anything the witnesses hold.
+    """
+
+    async def fetch(client: LedgerClient) -> tuple[MemorySource, list[WitnessView]]:
         note = await client.checkpoint()
-        try:
-            size = Checkpoint.parse(parse_note(note)[0]).size
-        except (InvalidSignature, ValueError):
-            raise Fail(f"node {remote.node} returned a malformed checkpoint") from None
+        views: list[WitnessView] = []
+        if ask is not None:
+            views = await ask(_head(note, remote).origin)
+            note = await client.checkpoint()
+        size = _head(note, remote).size
         leaves, private = await client.entries_with_private(0, size, extra)
-        return MemorySource(leaves, [(f"{remote.node} checkpoint", note.encode())], private=private)
+        notes = [(f"{remote.node} checkpoint", note.encode())]
+        return MemorySource(leaves, notes, private=private), views
 
     return remote.run(fetch)
 
 
-def _source(
-    path: Path | None, remote: Remote, progress: Callable[[int], None] | None = None
-) -> LogSource:
-    remote.check_one_of(path, "an export directory")
-    if remote.node is not None:
-        return _fetch(remote, extra=progress)
-    assert path is not None
-    return ExportDir(path)
+def _asker(pol: Policy, remote: Remote) -> AskWitnesses | None:
+    """Ask the policy's witnesses online (with ``--node``, where the policy has addresses)."""
+    if remote.node is None or not pol.witnesses or not pol.witness_addresses:
+        return None
+    from audit.remote import ask_witnesses
+
+    tls = remote.tls()
+    return lambda origin: ask_witnesses(pol, origin, tls)
 
 
 @app.command()
@@ -130,15 +102,29 @@ def verify(
     checkpoint: list[Path] = typer.Option(
         [], "--checkpoint", help="extra checkpoint note(s) seen elsewhere"
     ),
+    witness_state: list[Path] = typer.Option(
+        [],
+        "--witness-state",
+        help="a witness's state from witness-export, taken before the log (once per witness)",
+    ),
     deep: bool = typer.Option(False, help="also decode every record canonically"),
     no_witnesses: bool = NO_WITNESSES,
     allow_unsigned_tail: bool = ALLOW_TAIL,
 ) -> None:
-    """Verify every entry, private part, the tree, every signature, cosignature and quorum."""
+    """Verify entries, private parts, tree, signatures, quorum, and the log against witnesses."""
     pol = load_policy(policy, no_witnesses)
+    files = [read_state_file(p) for p in witness_state]
+    if files and not pol.witnesses:
+        raise Fail("--witness-state: the policy pins no witness to check it against")
+    remote.check_one_of(export, "an export directory")
 
     def run(step: Callable[[int], None]) -> Any:
-        src = _source(export, remote, step)
+        src: LogSource
+        if remote.node is not None:
+            src, online = _fetch(remote, step, _asker(pol, remote))
+        else:
+            assert export is not None
+            src, online = ExportDir(export), []
         if checkpoint:
             extra = [(str(p.name), p.read_bytes()) for p in checkpoint]
             src = MemorySource(
@@ -147,16 +133,29 @@ def verify(
                 src.stored_hashes(),
                 private=src.private_parts(),
             )
+        views = [*files, *online] if pol.witnesses else None
         return verify_log(
-            src, pol, deep=deep, progress=step, allow_unsigned_tail=allow_unsigned_tail
+            src,
+            pol,
+            deep=deep,
+            progress=step,
+            allow_unsigned_tail=allow_unsigned_tail,
+            witnesses=views,
         )
 
     report = progress_run(None, "verifying", run)
+    _print_verified(report, pol)
+
+
+def _print_verified(report: VerifyReport, pol: Policy) -> None:
+    """Print the findings and the summary; exit 1 if anything failed, else save the state."""
     print_report(report)
     if not report.ok:
         out.print(f"{report.origin}: {len(report.findings)} problem(s) in {report.entries} entries")
         if report.origin in pol.logs:
             out.print(report.quorum_line())
+            for line in report.witness_lines():
+                out.print(line)
         raise typer.Exit(ExitCode.FAILED_CHECK)
     latest = report.latest
     if pol.state is not None and latest is not None:
@@ -167,6 +166,8 @@ def verify(
         f"checkpoint(s) up to size {size}, {report.private} private part(s) checked"
     )
     out.print(report.quorum_line())
+    for line in report.witness_lines():
+        out.print(line)
 
 
 def _pinned(pol: Policy, note: bytes, label: str) -> OpenedCheckpoint:
@@ -295,7 +296,7 @@ def export(
     if db is not None:
         export_store(db, out_dir)
     else:
-        src = progress_run(None, "fetching", lambda step: _fetch(remote, step))
+        src = progress_run(None, "fetching", lambda step: _fetch(remote, step)[0])
         origin = ""
         try:
             origin = Checkpoint.parse(parse_note(src.notes[0][1])[0]).origin
@@ -334,7 +335,8 @@ def vkey_cmd(
                    found.key))  # fmt: skip
 
 
-import audit.cli.read  # noqa: E402, F401 - registers jobs, report, reconcile, lineage (after)
+import audit.cli.read  # noqa: E402 - registers jobs, report, reconcile, lineage (after)
+import audit.cli.witnesses  # noqa: E402, F401 - registers witness-export (after)
 
 
 def main() -> None:

@@ -8,21 +8,27 @@ Output is printed literally (``markup=False``): ledger values and error texts ma
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
+from audit.cli.groups import OptionGroup, option
 from audit.errors import EXIT_CODES_HELP, AuditError, ExitCode
 from audit.export import ExportDir
 from audit.policy import Policy
 from audit.records import DataUseRecord, decode_leaf
 from audit.verify import VerifyReport, verify_log
+
+if TYPE_CHECKING:
+    from audit.remote import LedgerClient
 
 __all__ = [
     "ALLOW_TAIL",
@@ -33,7 +39,9 @@ __all__ = [
     "NODE",
     "NO_WITNESSES",
     "POLICY",
+    "REMOTE",
     "Fail",
+    "Remote",
     "app",
     "command_app",
     "err",
@@ -132,6 +140,58 @@ ALLOW_TAIL = typer.Option(
 
 class Fail(Exception):
     """A one-line error for the user (exit code 2)."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """``--node`` (the log is read online, over mTLS) and the auditor's TLS options."""
+
+    node: str | None
+    server_name: str | None
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+
+    def check_one_of(self, path: Path | None, what: str) -> None:
+        """Refuse both or neither of ``path`` (``what``: its option) and ``--node``."""
+        if (path is None) == (self.node is None):
+            raise Fail(f"give exactly one of {what} or --node")
+
+    def tls(self) -> tuple[Path, Path, Path]:
+        """The auditor's ``(ca, cert, key)``; :class:`Fail` unless all three are given."""
+        if not (self.ca and self.cert and self.key):
+            raise Fail("--node needs --ca, --cert and --key (mTLS)")
+        return self.ca, self.cert, self.key
+
+    def run(self, talk: Callable[[LedgerClient], Awaitable[T]]) -> T:
+        """Run ``talk`` with a client of the node's LedgerService (mTLS); return its result."""
+        from audit.remote import LedgerClient, mtls_channel
+
+        node = self.node
+        ca, cert, key = self.tls()
+        assert node is not None
+
+        async def run() -> T:
+            async with mtls_channel(node, ca, cert, key, self.server_name) as channel:
+                return await talk(LedgerClient(channel))
+
+        return asyncio.run(run())
+
+
+#: ``remote: Remote = REMOTE``: the --node options of a command (see :mod:`audit.cli.groups`).
+REMOTE: Any = OptionGroup(
+    Remote,
+    (
+        option("node", str, NODE),
+        option("server_name", str, NAME),
+        option("ca", Path, CA),
+        option("cert", Path, CERT),
+        option("key", Path, KEY),
+    ),
+)
 
 
 def load_policy(path: Path, no_witnesses: bool) -> Policy:

@@ -100,8 +100,12 @@ def query(
 
 
 def _print_table(result: QueryResult) -> None:
-    """The result's rows as a table, a suppressed group marked, and what suppression means."""
-    flags = result.suppressed or (False,) * len(result.rows)
+    """The result's rows as a table, each row's marks in a note column, what they mean."""
+    suppressed, remainder = result.flags()
+    notes = [
+        ", ".join(m for m, on in (("suppressed", s), ("remainder", r)) if on)
+        for s, r in zip(suppressed, remainder, strict=True)
+    ]
     table = Table(
         title=Text(
             f"{result.protection} query over {', '.join(result.nodes)} (job {result.job_id})"
@@ -109,17 +113,36 @@ def _print_table(result: QueryResult) -> None:
     )
     for col in result.columns:
         table.add_column(Text(col), justify="right")
-    if any(flags):
+    if any(notes):
         table.add_column("note")
-    for row, hidden in zip(result.exact_rows or result.rows, flags, strict=True):
+    for row, note in zip(result.exact_rows or result.rows, notes, strict=True):
         cells = [Text(_cell(v)) for v in row]
-        table.add_row(*cells, *((Text("suppressed" if hidden else ""),) if any(flags) else ()))
+        table.add_row(*cells, *((Text(note),) if any(notes) else ()))
     out.print(table)
-    if any(flags):
-        say(
-            f"  suppressed: {sum(flags)} group(s) withheld (values NULL): fewer than the "
-            "policy's minimum group size at some node, or under DP a noisy count below it"
+    for line in mark_lines(result):
+        say(line)
+
+
+def mark_lines(result: QueryResult) -> list[str]:
+    """One line per mark the result carries: suppressed rows, the remainder, LIMIT's cut."""
+    suppressed, remainder = result.flags()
+    lines = []
+    if any(suppressed):
+        lines.append(
+            f"  suppressed: {sum(suppressed)} group(s) withheld (values NULL): fewer rows over "
+            "all the job's nodes than the policy's minimum group size (under DP: a noisy count)"
         )
+    if any(remainder):
+        lines.append(
+            "  remainder: the row marked holds every row whose GROUP BY value is NULL or not "
+            "among the declared values (its key is shown as NULL)"
+        )
+    if result.cut_by_limit:
+        lines.append(
+            f"  limit: {result.cut_by_limit} more row(s) that HAVING kept were left out by "
+            f"LIMIT/OFFSET ({len(result.rows) + result.cut_by_limit} in all)"
+        )
+    return lines
 
 
 def _print_notes(result: QueryResult) -> None:
@@ -198,11 +221,13 @@ def access_lines(a: DatasetAccess) -> list[str]:
         + (
             "(groups with a noisy count under k are flagged); "
             if a.dp
-            else f"({a.small_groups} smaller groups at each node); "
+            else "(groups with fewer rows over all nodes are flagged); "
         )
         + f"min participants: {a.min_participants}"
         + (f"; required: {', '.join(a.required_participants)}" if a.required_participants else ""),
     ]
+    if a.consortium:
+        lines.append(f"exact data: every query names exactly {', '.join(a.consortium)}")
     if a.columns:
         lines.append(f"columns you may read: {', '.join(a.columns)}")
     if a.dp:

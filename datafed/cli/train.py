@@ -50,7 +50,8 @@ def _print_result(result: TrainResult, as_json: bool) -> None:
         return
     out.print(f"job {result.job_id}: {result.status}")
     for node, rows in sorted(result.nodes.items()):
-        out.print(f"  node {node}: {rows} rows approved")
+        # a DP node's open reply carries no row count (nodes/release/training.py)
+        out.print(f"  node {node}: " + (f"{rows} rows approved" if rows else "approved (DP)"))
     for r in result.rounds:
         acc = r.eval_metrics.get("accuracy")
         extra = f", federated accuracy {acc:.3f}" if acc is not None else ""

@@ -2,19 +2,20 @@
 
 Per group, the totals of every reported component (:mod:`datafed.query.components`):
 sums across nodes, except MIN and MAX under ``plain``, merged across nodes while skipping
-a node whose non-null count is 0 (its 0 is a NULL, not a value).  A group whose
-suppression indicator is positive -- a node suppressed it -- is flagged and its values
-withheld; on a DP dataset a group whose noisy row count is below the policy's *k* is
-flagged the same way (post-processing of a DP release; ``docs/policy.md``).
+a node whose non-null count is 0 (its 0 is a NULL, not a value).  A group whose combined
+row count is below the largest *k* (``min_group_size``) of the nodes is flagged
+suppressed and its values withheld -- on a DP dataset its noisy count (post-processing of
+a DP release), on exact data its exact count (a publication rule applied here, on the
+combined group; ``docs/invisibility.md``).  The remainder group of a domain (rows whose
+key is NULL or undeclared, :mod:`datafed.query.domain`) is flagged as such.
 
-Before the query is sent, :func:`reported_groups` fixes the groups a mode that hides
-them reports (every node reports every group of :func:`group_domain`, so the payloads
-combine) and :func:`dp_threshold` the *k* the DP flagging uses.
+Before the query is sent, :func:`reported_groups` fixes the groups the nodes report
+where they report a domain (every node the same :func:`group_domain`, so the payloads
+combine) and :func:`group_threshold` the *k* the flagging uses.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -23,12 +24,12 @@ from datafed.errors import ProtocolError, QueryError
 from datafed.modes import Combined, OneShotMode, ProtectionMode
 from datafed.proto.v1 import query_pb2
 from datafed.query.components import (
-    SUPPRESSED,
     Component,
     finalize_exact,
     group_rows_count,
     output_labels,
 )
+from datafed.query.domain import MAX_DOMAIN_GROUPS, GroupKey, declared_domain, is_remainder
 from datafed.query.result import QueryResult
 from datafed.query.spec import QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto
@@ -37,15 +38,14 @@ __all__ = [
     "MAX_GROUPS",
     "GroupKey",
     "assemble",
-    "dp_threshold",
     "group_domain",
+    "group_threshold",
     "ledger_head",
     "reported_groups",
 ]
 
-GroupKey = tuple[Scalar | None, ...]
-#: Most groups a protected GROUP BY may span (the cartesian product of declared values).
-MAX_GROUPS = 10_000
+#: Most groups a reported domain may span (declared keys and the remainder).
+MAX_GROUPS = MAX_DOMAIN_GROUPS
 
 
 def _keys(answer: query_pb2.QueryResponse, width: int) -> list[GroupKey]:
@@ -140,32 +140,33 @@ def assemble(
     answers: Sequence[query_pb2.QueryResponse],
     combined: Combined | None = None,
     *,
-    dp_k: int | None = None,
+    k: int | None = None,
 ) -> QueryResult:
     """Check every answer, combine per group, finalize the aggregates.
 
-    ``comps`` are the reported components
-    (:func:`~datafed.query.components.reported_components`); ``combined``: the totals of
-    a multi-step mode (:meth:`ProtectionMode.finish`); ``dp_k``: the *k* of the DP
-    datasets among the nodes, to flag groups whose noisy count is below it.
+    ``comps`` are the components every node reports
+    (:func:`~datafed.query.components.components`); ``combined``: the totals of a
+    multi-step mode (:meth:`ProtectionMode.finish`); ``k``: the largest ``min_group_size``
+    among the nodes, to flag groups whose combined row count is below it (module docs).
     """
     for a in answers:
         _check(a, comps, bits, job)
     flat = combined.values if combined is not None else None
     totals = combine_groups(mode, comps, len(spec.group_by), domain, answers, flat)
-    noisy = any(a.noise_stddev for a in answers)
     width = len(output_labels(spec))
-    rows, exact, flags = [], [], []
-    for key in sorted(totals, key=_sort_key):
+    noisy = any(a.noise_stddev for a in answers)
+    rows, exact, flags, rest = [], [], [], []
+    last = domain is not None  # the remainder of a domain comes last
+    for key in sorted(totals, key=lambda g: (last and is_remainder(g), _sort_key(g))):
         t = dict(zip(comps, totals[key], strict=True))
-        hidden = t.get(SUPPRESSED, 0) > 0
-        if not hidden and noisy and dp_k is not None:
-            n = group_rows_count(spec, t)
-            hidden = n is not None and n < dp_k
+        n = group_rows_count(spec, t) if k is not None else None
+        # Under DP the noisy count decides; exact data: an empty group shows its zeros.
+        hidden = n is not None and k is not None and n < k and (noisy or n > 0)
         values = (None,) * width if hidden else finalize_exact(spec, t, bits, len(answers))
         exact.append((*key, *values))
         rows.append((*key, *(float(v) if isinstance(v, Decimal) else v for v in values)))
         flags.append(hidden)
+        rest.append(domain is not None and is_remainder(key))
     if not spec.group_by and not rows:
         empty = tuple(
             0 if a.func in ("count", "histogram") else None
@@ -175,11 +176,13 @@ def assemble(
         rows.append(empty)
         exact.append(empty)
         flags.append(False)
+        rest.append(False)
     return QueryResult(
         columns=(*spec.group_by, *output_labels(spec)),
         rows=tuple(rows),
         exact_rows=tuple(exact),
         suppressed=tuple(flags),
+        remainder=tuple(rest),
         protection=mode.name,
         job_id=job,
         nodes=combined.nodes if combined is not None else tuple(a.node for a in answers),
@@ -222,41 +225,50 @@ def _sort_key(key: GroupKey) -> tuple[tuple[int, float, str], ...]:
 
 
 def group_domain(spec: QuerySpec, infos: Sequence[NodeInfo]) -> list[GroupKey]:
-    """The union of every node's declared values for the GROUP BY columns."""
-    per_column: list[list[Scalar]] = []
+    """The domain every node reports: the declared values, the same at every node.
+
+    Each node reports its *own* declared domain (:mod:`datafed.query.domain`), so the nodes
+    of a job must declare the same values for every GROUP BY column; a node that does not
+    is named here, before anything is sent.
+    """
+    declared: dict[str, list[Scalar]] = {}
     for col in spec.group_by:
-        values: dict[Scalar, None] = {}
+        seen: dict[str, frozenset[Scalar]] = {}
         for info in infos:
-            declared = info.group_domains.get(spec.dataset, {}).get(col)
-            if declared is None:
+            values = info.group_domains.get(spec.dataset, {}).get(col)
+            if not values:
                 raise QueryError(
-                    f"GROUP BY {col} under a protected mode needs every node to declare "
-                    f"the values of {col!r} (policy group_domains); {info.node!r} does not"
+                    f"GROUP BY {col} here needs every node to declare the values of {col!r} "
+                    f"(policy group_domains); {info.node!r} does not"
                 )
-            values.update(dict.fromkeys(declared))
-        per_column.append(list(values))
-    domain: list[GroupKey] = [tuple(k) for k in itertools.product(*per_column)]
-    if len(domain) > MAX_GROUPS:
-        raise QueryError(f"GROUP BY spans {len(domain)} groups; at most {MAX_GROUPS}")
-    return domain
+            seen[info.node] = frozenset(values)
+            declared.setdefault(col, list(values))
+        if len(set(seen.values())) > 1:
+            raise QueryError(
+                f"the nodes declare different values for {col!r} (policy group_domains): "
+                + "; ".join(f"{n}: {sorted(map(str, v))}" for n, v in sorted(seen.items()))
+            )
+    return declared_domain(spec.group_by, declared, limit=MAX_GROUPS)
 
 
-def dp_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
-    """The largest *k* among the nodes whose ``dataset`` is under DP (``None``: no DP)."""
-    ks = [
-        d.access.min_group_size
-        for i in infos
-        if (d := i.described.get(dataset)) is not None and d.access.dp
-    ]
+def group_threshold(dataset: str, infos: Sequence[NodeInfo]) -> int | None:
+    """The largest *k* (``min_group_size``) among the nodes that describe ``dataset``."""
+    ks = [d.access.min_group_size for i in infos if (d := i.described.get(dataset)) is not None]
     return max(ks) if ks else None
+
+
+def _is_dp(dataset: str, infos: Sequence[NodeInfo]) -> bool:
+    return any((d := i.described.get(dataset)) is not None and d.access.dp for i in infos)
 
 
 def reported_groups(
     spec: QuerySpec, mode: ProtectionMode, infos: Sequence[NodeInfo]
 ) -> list[GroupKey] | None:
-    """The groups every node reports under a mode that hides them (``None``: any it has)."""
-    if not mode.hides_groups:
+    """The groups every node reports where it reports a domain (``None``: its own groups).
+
+    Modes that hide groups report the domain; so does every mode on a DP dataset (which
+    keys a node has is data). Without a GROUP BY the domain is the one empty key.
+    """
+    if not (mode.hides_groups or _is_dp(spec.dataset, infos)):
         return None
-    if spec.group_by:
-        return group_domain(spec, infos)
-    return [()]  # one group; every node reports it, so the payloads combine
+    return group_domain(spec, infos)

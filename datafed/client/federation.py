@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from datafed.client._assemble import GroupKey, assemble, dp_threshold, reported_groups
+from datafed.client._assemble import GroupKey, assemble, group_threshold, reported_groups
 from datafed.client._connection import Connection, run_sync
 from datafed.client._query import QueryJob, collect_signoffs
 from datafed.client._receipts import answer_digest, node_receipt
@@ -45,7 +45,7 @@ from datafed.modes import (
 )
 from datafed.proto.v1 import query_pb2, query_pb2_grpc
 from datafed.psi import IntersectionSumResult
-from datafed.query.components import Component, reported_components
+from datafed.query.components import Component, components
 from datafed.query.post import PostProcess
 from datafed.query.result import NodeReceipt, QueryResult
 from datafed.query.spec import QuerySpec
@@ -160,11 +160,14 @@ class Federation(Connection):
     ) -> QueryResult:
         report = CURRENT.get()
         mode = self._mode(protection)
-        comps = reported_components(spec)
+        comps = components(spec)
         if mode.additive_only and not all(c.additive for c in comps):
             raise QueryError(f"MIN and MAX are not available with protection {protection!r}")
         async with self.transport() as transport:
             infos = await self._infos(transport)
+            if post is not None:  # HAVING's literals take the columns' types (query.post)
+                ds = {i.node: i.described.get(spec.dataset) for i in infos}
+                post = post.bind({n: d.columns for n, d in ds.items() if d is not None})
             keys = self._log_keys(infos)
             domain = reported_groups(spec, mode, infos)
             job, spec_msg = await self._open_job(
@@ -185,7 +188,7 @@ class Federation(Connection):
                 domain,
                 answers,
                 combined,
-                dp_k=dp_threshold(spec.dataset, infos),
+                k=group_threshold(spec.dataset, infos),
             )
             if post is not None:
                 result = result.postprocess(post)

@@ -54,7 +54,8 @@ class DatasetAccess:
     operations: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
     min_group_size: int = 0
-    small_groups: str = ""
+    #: Exact data: the nodes every query names, exactly (empty under DP).
+    consortium: tuple[str, ...] = ()
     min_participants: int = 0
     required_participants: tuple[str, ...] = ()
     dp: bool = False
@@ -75,7 +76,7 @@ class DatasetAccess:
             "operations": list(self.operations),
             "columns": list(self.columns) or None,
             "min_group_size": self.min_group_size,
-            "small_groups": self.small_groups,
+            "consortium": list(self.consortium),
             "min_participants": self.min_participants,
             "required_participants": list(self.required_participants),
             "dp": None,

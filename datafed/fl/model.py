@@ -34,6 +34,7 @@ __all__ = [
     "LocalTraining",
     "build_model",
     "evaluate_model",
+    "evaluate_rows",
     "get_weights",
     "initial_weights",
     "load_factory",
@@ -208,3 +209,18 @@ def evaluate_model(net: nn.Module, x: Floats, y: Floats) -> tuple[float, float]:
         loss = float(nn.functional.binary_cross_entropy_with_logits(logits, yt).item())
         acc = float(((logits > 0).float() == yt).float().mean().item())
     return loss, acc
+
+
+def evaluate_rows(
+    net: nn.Module, x: Floats, y: Floats
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each row's binary cross-entropy and whether it is classified right (none: empty)."""
+    if len(x) == 0:
+        return np.zeros(0, np.float64), np.zeros(0, np.bool_)
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(np.asarray(x, np.float32))).squeeze(-1)
+        yt = torch.from_numpy(np.asarray(y, np.float32))
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, yt, reduction="none")
+        right = (logits > 0).float() == yt
+    return losses.numpy().astype(np.float64), right.numpy().astype(np.bool_)

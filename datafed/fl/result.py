@@ -82,7 +82,8 @@ class TrainResult:
     rounds : tuple[RoundSummary, ...]
         Per round: digests in and out, participants, failures, federated evaluation.
     nodes : dict[str, int]
-        Nodes that approved the job and how many rows each trained on.
+        Nodes that approved the job and how many rows each trained on (0: not disclosed,
+        as under DP).
     refusals : dict[str, str]
         Node -> ``"<STATUS>: <reason>"`` for nodes that refused.
     settings : dict[str, Any]

@@ -12,7 +12,13 @@ import binascii
 from google.protobuf.message import DecodeError
 
 from datafed.errors import ProtocolError
-from datafed.fl.spec import DpParams, RoundEntry, TrainingGrant, TrainingSpec
+from datafed.fl.spec import (
+    EVALUATION_LOSS_BOUND,
+    DpParams,
+    RoundEntry,
+    TrainingGrant,
+    TrainingSpec,
+)
 from datafed.proto.v1 import common_pb2, training_pb2
 from datafed.wire.fields import from_message, to_message
 
@@ -76,6 +82,8 @@ def grant_to_proto(grant: TrainingGrant) -> training_pb2.TrainingGrant:
         dp=dp_to_proto(grant.spec.dp),
         num_rows=grant.num_rows,
         request_sha256=grant.request_sha256,
+        evaluation_refused=grant.evaluation_refused,
+        evaluation_loss_bound=grant.evaluation_loss_bound,
     )
 
 
@@ -83,7 +91,16 @@ def grant_from_proto(msg: training_pb2.TrainingGrant) -> TrainingGrant:
     """Decode a grant; raise :class:`ProtocolError` if the node sent something invalid."""
     try:
         spec = _spec(msg)
-        return TrainingGrant(msg.node, msg.job_id, spec, int(msg.num_rows), msg.request_sha256)
+        bound = msg.evaluation_loss_bound or EVALUATION_LOSS_BOUND
+        return TrainingGrant(
+            msg.node,
+            msg.job_id,
+            spec,
+            int(msg.num_rows),
+            msg.request_sha256,
+            evaluation_refused=msg.evaluation_refused,
+            evaluation_loss_bound=bound,
+        )
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"invalid training grant: {exc}") from exc
 

@@ -38,6 +38,9 @@ _BUILTIN_REF = re.compile(r"mlp:[0-9,]{0,64}")
 # ``module:attr`` component references are written).
 _FACTORY_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 MAX_MODEL_REF = 200
+#: Evaluation under DP: each row's loss is clipped to ``[0, bound]`` (a node's policy may
+#: set another, ``evaluation_loss_bound``).
+EVALUATION_LOSS_BOUND = 2.0
 
 
 def check_model_ref(model: str) -> str:
@@ -174,25 +177,44 @@ class TrainingSpec:
 
     @property
     def epsilon_total(self) -> float:
-        """Privacy budget the whole job would spend at one node (0 without DP)."""
+        """Epsilon the job's updates spend at one node in all (0 without DP).
+
+        Each evaluation, where a node allows it, spends ``epsilon_per_round`` more.
+        """
         return self.dp.epsilon_per_round * self.rounds if self.dp.enabled else 0.0
+
+    @property
+    def delta_total(self) -> float:
+        """Delta the job's updates spend at one node in all (basic composition; 0 without DP)."""
+        return self.dp.delta * self.rounds if self.dp.enabled else 0.0
 
 
 @dataclass(frozen=True)
 class TrainingGrant:
-    """A node's approval of a job: the spec it enforces and the rows it will serve."""
+    """A node's approval of a job: the spec it enforces and the rows it will serve.
+
+    It goes to the node's own SuperNode only (which receives the rows anyway); what the
+    ClientApp tells the analyst's ServerApp leaves through :mod:`nodes.release.training`.
+    ``evaluation_refused``: the dataset's DP policy does not allow federated evaluation;
+    ``evaluation_loss_bound``: under DP, each row's loss is clipped to ``[0, bound]``.
+    """
 
     node: str
     job_id: str
     spec: TrainingSpec
     num_rows: int
     request_sha256: str
+    evaluation_refused: bool = False
+    evaluation_loss_bound: float = EVALUATION_LOSS_BOUND
 
     def __post_init__(self) -> None:
         if not _HEX64.fullmatch(self.request_sha256):
             raise ValueError("request_sha256 must be 64 lowercase hex digits")
         if self.num_rows < 0:
             raise ValueError(f"num_rows must be >= 0, got {self.num_rows}")
+        bound = self.evaluation_loss_bound
+        if not (isinstance(bound, (int, float)) and math.isfinite(bound) and bound > 0):
+            raise ValueError(f"evaluation_loss_bound must be positive, got {bound!r}")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,26 @@ def _default_policy(
     )
 
 
+def _servers(specs: Sequence[NodeSpec]) -> dict[str, list[str]]:
+    """Dataset name -> the nodes that serve it, in order."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        for name, _, _ in spec.datasets:
+            out.setdefault(name, []).append(spec.name)
+    return out
+
+
+def with_consortium(policy: str, nodes: Sequence[str]) -> str:
+    """An exact dataset's ``[datasets.policy]`` body with its consortium: every serving node.
+
+    A body that names its own consortium, or has a DP section, is left as it is.
+    """
+    if "consortium" in policy or "[datasets.policy.dp]" in policy:
+        return policy
+    names = ", ".join(f'"{n}"' for n in nodes)
+    return f"consortium = [{names}]\n{policy}"
+
+
 def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
     """Three district water offices, each with its own pipe-incident table."""
     out = []
@@ -118,10 +138,11 @@ FINANCE_DP = {
 
 
 def _finance_policy(node: str, exact: bool) -> str:
+    operations = '["intersection_sum"]' if exact else '["query", "intersection_sum"]'
     head = (
         f'allowed_requesters = ["{ANALYST}"]\n'
         f'allowed_purposes = ["{FINANCE_PURPOSE}"]\n'
-        'allowed_operations = ["query", "intersection_sum"]\n'
+        f"allowed_operations = {operations}\n"
         'allowed_protections = ["paillier"]\n'
         "min_group_size = 5\n"
     )
@@ -202,10 +223,11 @@ class LocalFederation:
             pki.init_ca(fed.pki_dir, "city data bureau federation CA")
         for role, name in [("analyst", a) for a in analysts] + [("auditor", "regulator")]:
             fed._ensure_party(role, name, progress)
-        for spec in specs if specs is not None else water_district_specs():
+        specs = list(specs if specs is not None else water_district_specs())
+        for spec in specs:
             fed._ensure_party("node", spec.name, progress)
             progress(f"writing node:{spec.name}'s synthetic data and node.toml")
-            fed.nodes.append(fed._write_node(spec))
+            fed.nodes.append(fed._write_node(spec, _servers(specs)))
         if witnesses:
             fed._add_witnessing(publish_interval_s)
         return fed
@@ -243,7 +265,7 @@ class LocalFederation:
             f'signing_key = "{files.signing_key}"',
         ]
 
-    def _write_node(self, spec: NodeSpec) -> LocalNode:
+    def _write_node(self, spec: NodeSpec, servers: dict[str, list[str]]) -> LocalNode:
         ndir = self.root / "nodes" / spec.name
         ndir.mkdir(parents=True, exist_ok=True)  # also for a node that only aggregates
         lines = [
@@ -258,7 +280,8 @@ class LocalFederation:
         for name, columns, rows in spec.datasets:
             synth.write_table(ndir / "data" / f"{name}.sqlite", name, columns, rows)
             lines += ["", "[[datasets]]", f'name = "{name}"', f'path = "data/{name}.sqlite"']
-            lines += ["", "[datasets.policy]", spec.dataset_policies.get(name, spec.policy_toml)]
+            policy = spec.dataset_policies.get(name, spec.policy_toml)
+            lines += ["", "[datasets.policy]", with_consortium(policy, servers[name])]
         config = ndir / "node.toml"
         config.write_text("\n".join(lines) + "\n")
         return LocalNode(spec=spec, config=config, log=ndir / "node.log")

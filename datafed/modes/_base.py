@@ -95,6 +95,9 @@ class NodeEnv:
     stash: JobStash | None = None
     #: The fewest nodes whose data may make up a released total (dataset policy).
     min_participants: int = 2
+    #: Nodes whose data every released total must include (dataset policy): a mode that
+    #: survives dropouts releases nothing without any of them.
+    required: tuple[str, ...] = ()
     #: Who asked (the authenticated requester): whose quota a cached key counts against.
     requester: str = ""
 

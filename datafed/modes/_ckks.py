@@ -93,13 +93,19 @@ def _parse_params(
     return msg, aggregator, participants
 
 
-def _reals(env: NodeEnv, values: Sequence[int]) -> npt.NDArray[np.float64]:
+def _reals(env: NodeEnv, values: Sequence[int], bound: float) -> npt.NDArray[np.float64]:
+    """The values as reals saturated at ``±bound`` (the analyst's), and their checksum.
+
+    A value beyond the bound is carried as the bound, never refused: after admission a
+    refusal would tell the analyst that this node's aggregate exceeds a bound it chose
+    (``docs/invisibility.md``). The checksum's weights keep it within the bound too.
+    """
     comps = env.components
     if not comps or len(values) % len(comps):
         raise ValueError("ckks needs the component of every value")
     sum_scale = 2.0**-env.fixed_point_bits
     factors = np.tile([sum_scale if c.scaled else 1.0 for c in comps], len(values) // len(comps))
-    x = np.asarray([float(v) for v in values], dtype=np.float64) * factors
+    x = np.clip(np.asarray([float(v) for v in values], dtype=np.float64) * factors, -bound, bound)
     return np.append(x, np.dot(real_weights(env.binding, x.size), x))
 
 
@@ -129,8 +135,8 @@ class CkksMode(SteppedMode):
         """Encrypt the values as reals and seal the ciphertext to the aggregator."""
         msg, aggregator, participants = _parse_params(env, params)
         context = _load_context(bytes(msg.public_context), len(participants))
-        x = _reals(env, values)
-        encrypted = context.encrypt(x)  # ValueError names the bound if a value exceeds it
+        x = _reals(env, values, context.params.value_bound)
+        encrypted = context.encrypt(x)
         if aggregator.name == env.node:
             if env.stash is None:
                 raise ValueError("this node cannot keep protocol state for an aggregator")

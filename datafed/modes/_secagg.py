@@ -68,6 +68,21 @@ def _check_threshold(t: int, n: int) -> None:
         raise ValueError(f"secagg threshold must satisfy 2 <= t <= n < 2t, got t={t}, n={n}")
 
 
+def _check_required(env: NodeEnv, state: _NodeState, survivors: Sequence[int]) -> None:
+    """Refuse to unmask a total that lacks a node the dataset requires (a dropout told)."""
+    alive = set(survivors)
+    lost = [
+        p.name
+        for i, p in enumerate(state.participants)
+        if p.name in env.required and i + 1 not in alive
+    ]
+    if lost:
+        raise ValueError(
+            f"required node(s) {', '.join(sorted(lost))} did not survive; this node does not "
+            "unmask a total without them"
+        )
+
+
 @dataclass
 class _NodeState:
     client: SecAggClient
@@ -156,6 +171,7 @@ class SecAggMode(SteppedMode):
                     raise ValueError(
                         f"fewer than {env.min_participants} survivors; this node does not unmask"
                     )
+                _check_required(env, state, msg.clients)
                 survivors = Survivors(tuple(msg.clients))
                 state.client.consistency(survivors)
                 out = protocol_pb2.SecAggConsistency(

@@ -15,15 +15,20 @@ A node whose dataset policy has a DP section protects its rows as follows.
 * The release is calibrated to ``eps = min`` of the DP nodes' epsilons, split evenly
   between the sum and the size (sequential composition): it is ``eps``-DP for each DP node,
   and each DP node charges its **own** epsilon per operation to the budget of
-  (requester, dataset), recorded on its ``released`` entry.  If only the ids node has DP,
-  the values are unbounded and no noise can hide one identifier's value: refused.
+  (requester, dataset), recorded on its ``approved`` entry (delta 0).  If only the ids
+  node has DP, the values are unbounded and no noise can hide one identifier's value:
+  refused.
+* Under DP nothing is refused on the rows: neither node applies its minimum group size to
+  the intersection (a refusal on the exact size would tell whether one identifier is in
+  it); the noise protects a small intersection.  The node-side calls are in
+  :mod:`nodes.release.psi`.
 
 What DP covers: the analyst's view of the released size and sum, and anything derived
 from them.  What it does not cover: the ids node sees the exact intersection size and the
 values node's pair count ``|W|``; the values node sees ``|V|``; the analyst sees ``|V|`` and
-``|W|`` (set cardinalities, stated in the signed statements); the minimum-size refusal is
-decided on the exact size; and a values node charges its budget when it seals its
-pairs, even if the ids node later refuses (spending is conservative).  The noise is
+``|W|`` (set cardinalities, stated in the signed statements); and a values node charges
+its budget when it seals its pairs, even if the ids node later refuses (spending is
+conservative).  The noise is
 trusted to an honest ids node (the semi-honest model of :mod:`datafed.psi`).
 """
 
@@ -33,7 +38,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from datafed.hazmat import sample_discrete_laplace
+from datafed.hazmat import RandomSource, sample_discrete_laplace
 
 __all__ = ["DpNoise", "clamp_pairs", "fixed_bound"]
 
@@ -115,9 +120,15 @@ class DpNoise:
         """Laplace scale of the size noise: ``1 / (eps/2)``."""
         return 1 / (Fraction(self.epsilon) / 2)
 
-    def draw(self) -> tuple[int, int]:
-        """Draw ``(sum noise, size noise)``, exact discrete Laplace integers."""
-        return sample_discrete_laplace(self.sum_scale), sample_discrete_laplace(self.size_scale)
+    def draw(self, rng: RandomSource | None = None) -> tuple[int, int]:
+        """Draw ``(sum noise, size noise)``, exact discrete Laplace integers.
+
+        ``rng``: tests only (default: the OS CSPRNG).
+        """
+        return (
+            sample_discrete_laplace(self.sum_scale, rng),
+            sample_discrete_laplace(self.size_scale, rng),
+        )
 
     def stddevs(self, bits: int) -> tuple[float, float]:
         """Standard deviations ``(sum in value units, size)``; ``sqrt(2)·scale`` as for queries."""

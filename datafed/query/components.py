@@ -15,10 +15,9 @@ and a node whose ``count(x)`` is 0 takes no part in a MIN/MAX merge.  One ``coun
 serves every aggregate of ``x``; ``COUNT(*)`` cannot stand in for it (rows where ``x`` is
 NULL count there).
 
-Every node also reports :data:`SUPPRESSED` per group: 1 where it suppressed the group
-(fewer than ``min_group_size`` rows on an exact dataset), else 0.  It adds up under the
-mode's protection like any count, so the analyst learns how many nodes suppressed a
-group, never which (``docs/policy.md``, "Suppression").
+A node reports exactly these components per group, nothing else: no node withholds or
+flags a group of its own (``docs/invisibility.md``); a group under ``min_group_size`` is
+decided on the combined count, by the client.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from datafed.query.spec import QuerySpec
 
 __all__ = [
     "DEFAULT_FIXED_POINT_BITS",
-    "SUPPRESSED",
     "Component",
     "components",
     "decode_fixed",
@@ -44,13 +42,12 @@ __all__ = [
     "group_rows_count",
     "histogram_bins",
     "output_labels",
-    "reported_components",
 ]
 
 #: Fractional bits of the fixed-point encoding (docs/parameters.md: scale 2^16).
 DEFAULT_FIXED_POINT_BITS = 16
 
-ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin", "suppressed"]
+ComponentKind = Literal["sum", "count", "sumsq", "min", "max", "bin"]
 Exact = Decimal | int | float | None
 
 
@@ -75,16 +72,12 @@ class Component:
     @property
     def additive(self) -> bool:
         """Whether totals across nodes are sums of the nodes' values."""
-        return self.kind in ("sum", "count", "sumsq", "bin", "suppressed")
+        return self.kind in ("sum", "count", "sumsq", "bin")
 
     @property
     def scaled(self) -> bool:
         """Whether the value is fixed-point encoded (everything but counts)."""
-        return self.kind not in ("count", "bin", "suppressed")
-
-
-#: The per-group suppression indicator every node reports last (see module docs).
-SUPPRESSED = Component("suppressed", "*")
+        return self.kind not in ("count", "bin")
 
 
 def histogram_bins(column: str, edges: Sequence[float]) -> tuple[Component, ...]:
@@ -118,11 +111,6 @@ def components(spec: QuerySpec) -> tuple[Component, ...]:
             out[Component("min" if agg.func == "min" else "max", col)] = None
             out[Component("count", col)] = None
     return tuple(out)
-
-
-def reported_components(spec: QuerySpec) -> tuple[Component, ...]:
-    """What every node reports per group: :func:`components` and :data:`SUPPRESSED`."""
-    return (*components(spec), SUPPRESSED)
 
 
 def encode_fixed(value: float | int | None, bits: int) -> int:

@@ -6,6 +6,14 @@ with every fixed-point value (SUM, MIN, MAX) as the exact :class:`~decimal.Decim
 encoding denotes (:func:`datafed.query.components.fixed_decimal`); :meth:`to_json`
 writes those as JSON numbers with exactly their digits (``30810.07``, never
 ``30810.07000732422``).  The JSON schema is in ``docs/analyst.md``.
+
+A row may carry marks -- :attr:`QueryResult.suppressed` (values withheld) and
+:attr:`QueryResult.remainder` (the group of rows whose GROUP BY key is NULL or not
+declared) -- and the result :attr:`QueryResult.cut_by_limit` (rows LIMIT and OFFSET left
+out).  Every output shows them: :meth:`~QueryResult.to_dict` and
+:meth:`~QueryResult.to_json` as keys, :meth:`~QueryResult.to_pandas` as boolean columns
+``_suppressed`` and ``_remainder`` and ``attrs["cut_by_limit"]``, the ``datafed query``
+table as a note column and lines under it.
 """
 
 from __future__ import annotations
@@ -62,9 +70,15 @@ class QueryResult:
     rows
         One tuple per group (a single row without GROUP BY); ``None`` is SQL's NULL.
     suppressed
-        Per row: whether its values were withheld -- a node suppressed the group (fewer
-        than the policy's *k* rows there) or, on a DP dataset, its noisy count is below
-        *k*.  Its values are then all ``None``; it is never shown as 0 nor left out.
+        Per row: whether its values were withheld -- its row count over all the job's
+        nodes is below the largest *k* of the nodes' policies (on a DP dataset its noisy
+        count).  Its values are then all ``None``; it is never shown as 0 nor left out.
+    remainder
+        Per row: whether it is the remainder group, holding the rows whose GROUP BY key
+        is NULL or not among the declared values (its key is all ``None``); empty: none.
+    cut_by_limit
+        How many rows HAVING kept that LIMIT and OFFSET left out (0: none); suppressed
+        and remainder rows are ordered, cut and counted like any row.
     exact_rows
         :attr:`rows` with SUM, MIN and MAX as exact decimals (module docs).
     protection
@@ -100,23 +114,40 @@ class QueryResult:
     statement: str = ""
     suppressed: tuple[bool, ...] = field(default=())
     exact_rows: tuple[tuple[Cell, ...], ...] = field(default=())
+    remainder: tuple[bool, ...] = field(default=())
+    cut_by_limit: int = 0
 
     def as_dicts(self) -> list[dict[str, Scalar | None]]:
         """Rows as dictionaries keyed by column label."""
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
+    def flags(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+        """Per row: (suppressed, remainder), all-False where the result holds none."""
+        none = (False,) * len(self.rows)
+        return self.suppressed or none, self.remainder or none
+
     def postprocess(self, post: PostProcess) -> QueryResult:
-        """Apply SELECT's aliases and order, HAVING, ORDER BY and LIMIT (client side)."""
+        """Apply SELECT's aliases and order, HAVING, ORDER BY and LIMIT (client side).
+
+        Raises
+        ------
+        QueryError
+            If HAVING needed the dataset's column types and ``post`` is not bound
+            (:meth:`PostProcess.bind <datafed.query.post.PostProcess.bind>`).
+        """
         exact = self.exact_rows or self.rows
-        flags = self.suppressed or (False,) * len(self.rows)
-        picked, cols = post.plan(self.columns, exact, flags)
+        suppressed, remainder = self.flags()
+        plan = post.plan(self.columns, exact, suppressed)
+        picked, cols = plan.rows, plan.columns
         sources = {o.name: o.source for o in post.outputs}
         return replace(
             self,
             columns=tuple(o.name for o in post.outputs),
             rows=tuple(tuple(self.rows[r][c] for c in cols) for r in picked),
             exact_rows=tuple(tuple(exact[r][c] for c in cols) for r in picked),
-            suppressed=tuple(flags[r] for r in picked),
+            suppressed=tuple(suppressed[r] for r in picked),
+            remainder=tuple(remainder[r] for r in picked),
+            cut_by_limit=self.cut_by_limit + plan.cut,
             noise_stddev={
                 name: self.noise_stddev[src]
                 for name, src in sources.items()
@@ -126,10 +157,13 @@ class QueryResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as the JSON object of ``datafed query --json`` (docs/analyst.md)."""
+        suppressed, remainder = self.flags()
         return {
             "columns": list(self.columns),
             "rows": [list(r) for r in (self.exact_rows or self.rows)],
-            "suppressed": list(self.suppressed or (False,) * len(self.rows)),
+            "suppressed": list(suppressed),
+            "remainder": list(remainder),
+            "cut_by_limit": self.cut_by_limit,
             "protection": self.protection,
             "job_id": self.job_id,
             "statement": self.statement,
@@ -153,11 +187,13 @@ class QueryResult:
         return dumps_exact(self.to_dict())
 
     def to_pandas(self) -> pandas.DataFrame:
-        """The rows as a DataFrame, with a ``suppressed`` column and the result's facts.
+        """The rows as a DataFrame, with the rows' marks and the result's facts.
 
-        Columns get pandas' nullable types (NULL is ``<NA>``, counts stay integers);
-        ``df.attrs`` holds ``protection``, ``job_id``, ``error_bound`` (CKKS),
-        ``noise_stddev`` and ``epsilon`` (DP).  Needs pandas: ``pip install
+        Columns get pandas' nullable types (NULL is ``<NA>``, counts stay integers), then
+        two boolean columns: ``_suppressed`` and ``_remainder`` (one more ``_`` in front
+        while an output column has the name; ``attrs["marks"]`` names them).
+        ``df.attrs`` holds ``protection``, ``job_id``, ``cut_by_limit``, ``error_bound``
+        (CKKS), ``noise_stddev`` and ``epsilon`` (DP).  Needs pandas: ``pip install
         'datafed[pandas]'``.
         """
         try:
@@ -168,11 +204,18 @@ class QueryResult:
             ) from None
         rows = [[float(v) if isinstance(v, Decimal) else v for v in r] for r in self.rows]
         df = pd.DataFrame(rows, columns=list(self.columns), dtype=object).convert_dtypes()
-        flag = "suppressed" if "suppressed" not in self.columns else "_suppressed"
-        df[flag] = pd.array(self.suppressed or (False,) * len(self.rows), dtype="boolean")
+        marks = {}
+        for mark, flags in zip(("suppressed", "remainder"), self.flags(), strict=True):
+            name = f"_{mark}"
+            while name in self.columns:
+                name = f"_{name}"
+            df[name] = pd.array(flags, dtype="boolean")
+            marks[mark] = name
         df.attrs.update(
             protection=self.protection,
             job_id=self.job_id,
+            cut_by_limit=self.cut_by_limit,
+            marks=marks,
             error_bound=self.error_bound,
             noise_stddev=dict(self.noise_stddev),
             epsilon=dict(self.epsilon),

@@ -13,11 +13,14 @@ Accepted (``docs/analyst.md`` has examples)::
 
 :func:`parse_query` returns the :class:`QuerySpec` the nodes compute and the
 :class:`~datafed.query.post.PostProcess` the client applies to the released result
-(aliases, HAVING, ORDER BY, LIMIT).  Everything else (joins, subqueries, DISTINCT, CASE,
-window functions, functions in filters, several statements, ...) is refused with a
-:class:`~datafed.errors.QueryError` that names the construct in SQL's words and lists
-what the subset supports.  The SQL text itself never reaches a database: nodes compile
-the spec to SQLAlchemy Core.
+(aliases, HAVING, ORDER BY, LIMIT).  Names and literals there are read as SQLite reads
+them or refused (:mod:`datafed.query.sql_clauses`); literals HAVING compares with GROUP
+BY columns take the columns' types once the nodes described the dataset
+(:meth:`~datafed.query.post.PostProcess.bind`, before the query is sent).  Everything
+else (joins, subqueries, DISTINCT, CASE, window functions, functions in filters, several
+statements, ...) is refused with a :class:`~datafed.errors.QueryError` that names the
+construct in SQL's words and lists what the subset supports.  The SQL text itself never
+reaches a database: nodes compile the spec to SQLAlchemy Core.
 
 Sizes are bounded with messages that say which bound (``docs/policy.md#limits``): at most
 :data:`MAX_SQL_LENGTH` characters, :data:`MAX_AGGREGATES` aggregates, 64 bins per
@@ -36,7 +39,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from datafed.errors import QueryError
-from datafed.query.components import reported_components
+from datafed.query.components import components
 from datafed.query.spec import QuerySpec
 from datafed.query.sql_clauses import Builder, ParsedQuery
 from datafed.query.sql_terms import CLAUSES, MAX_AGGREGATES, SUBSET, unsupported
@@ -55,7 +58,7 @@ __all__ = [
 ]
 
 MAX_SQL_LENGTH = 10_000
-#: Values per group (aggregates' components and the suppression indicator; each HISTOGRAM
+#: Values per group (aggregates' components and their non-null counts; each HISTOGRAM
 #: bin counts one): a node's default ``limits.max_components`` (SQLite returns at most
 #: 2000 columns).
 MAX_OUTPUT_VALUES = 512
@@ -125,7 +128,7 @@ def parse_query(sql: str) -> ParsedQuery:
 
 def _check_size(spec: QuerySpec) -> None:
     """Refuse a spec larger than a node accepts by default (see module docs)."""
-    values = len(reported_components(spec))
+    values = len(components(spec))
     if values > MAX_OUTPUT_VALUES:
         raise QueryError(
             f"the query asks for {values} values per group (each HISTOGRAM bin counts one); "

@@ -5,7 +5,9 @@ digest (SHA-256 of the Leader's close request without its header: the task ID, t
 window, the Leader's report count and checksum) and the requester (the Leader node), so
 ``datafed-audit reconcile`` lines them up, and a collector checks both before it trusts
 a window. The result digest is the SHA-256 of that aggregator's (un-noised) aggregate
-share; the details are public: counts of reports aggregated and rejected, by reason.
+share; the details are public: counts of reports aggregated and rejected, by reason. On a
+task with noise those are data the collector must not see (:mod:`nodes.release.collect`):
+the counts, the rejections and the share digest go to the entry's private part instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datafed.wire.signing import RequestHeader
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import WindowRow
 from nodes.context import NodeContext
+from nodes.release.collect import close_entry
 
 __all__ = ["OPERATION", "record_window"]
 
@@ -43,16 +46,20 @@ async def record_window(
     )
     if not releasable:
         reason += f"; fewer than {rt.spec.min_batch_size} reports: never released"
-    details = {
-        "task": rt.name,
-        "task_id": rt.task_id.hex(),
-        "window": str(row.start),
-        "duration": str(rt.spec.time_precision),
+    facts = {
         "reports": str(row.count),
         "rejected": str(row.rejected_count),
         "releasable": "true" if releasable else "false",
         **{f"rejected.{k}": str(v) for k, v in sorted(row.rejected.items())},
         **{f"upload_rejected.{k}": str(v) for k, v in sorted((upload_rejected or {}).items())},
+    }
+    public, private, share_digest, reason = close_entry(rt.spec, facts, share_digest, reason)
+    details = {
+        "task": rt.name,
+        "task_id": rt.task_id.hex(),
+        "window": str(row.start),
+        "duration": str(rt.spec.time_precision),
+        **public,
     }
     return await ctx.record(
         caller=caller,
@@ -65,4 +72,5 @@ async def record_window(
         request_digest=close_digest,
         result_digest=share_digest,
         details=details,
+        private=private,
     )

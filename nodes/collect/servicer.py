@@ -37,6 +37,7 @@ from nodes.collect.runtime import TaskRuntime
 from nodes.collect.upload import STATUS, store_uploads
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
+from nodes.release.collect import releasable
 from nodes.rpc import Context, SignedCall, parser, signed_call
 
 __all__ = ["CollectServicer"]
@@ -188,9 +189,11 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 rt.store.windows, where="state = 'closed' AND start >= ?", args=(body.since,)
             )
             out = collect_pb2.ListWindowsResponse()
-            for r in rows:
+            for r in rows:  # under DP every closed window is releasable (nodes.release.collect)
                 out.windows.add(
-                    start=r.start, duration=rt.spec.time_precision, releasable=r.releasable
+                    start=r.start,
+                    duration=rt.spec.time_precision,
+                    releasable=releasable(rt.spec, r),
                 )
             return out
 

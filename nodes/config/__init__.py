@@ -148,6 +148,12 @@ class NodeConfig(Strict):
                 raise ValueError(f"collect {t.name!r}: this node is neither leader nor helper")
             if t.leader.name == self.node.name and not t.helper.address:
                 raise ValueError(f"collect {t.name!r}: the leader needs helper.address")
+        for d in self.datasets:
+            if d.policy.consortium and self.node.name not in d.policy.consortium:
+                raise ValueError(
+                    f"datasets {d.name!r}: the consortium must name this node "
+                    f"({self.node.name!r}), which serves the dataset"
+                )
         if not self.datasets and not self.collect:
             raise ValueError("give at least one dataset or collection task")
         return self

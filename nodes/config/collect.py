@@ -49,6 +49,8 @@ class CollectDpConfig(Strict):
     contributions: int = Field(default=1, ge=1, le=100_000)
     #: Total epsilon the task's releases may spend.
     budget_epsilon: float = Field(gt=0)
+    #: Total delta the task's releases may spend (Gaussian: each release spends ``delta``).
+    budget_delta: float = Field(default=0.0, ge=0, lt=1)
     #: ``task``: one budget for every collector (colluders share it); ``requester``: one each.
     budget_scope: Literal["task", "requester"] = "task"
 
@@ -104,6 +106,8 @@ class CollectConfig(Strict):
             raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
         if self.dp and (self.dp.rho is None) == (self.dp.mechanism == "gaussian"):
             raise ValueError("dp: laplace takes epsilon (no rho), gaussian takes rho")
+        if self.dp and self.dp.mechanism == "gaussian" and self.dp.budget_delta < self.dp.delta:
+            raise ValueError("dp: gaussian releases spend delta: budget_delta must be >= delta")
         self.spec()  # the VDAF parameters make a task
         return self
 

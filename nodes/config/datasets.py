@@ -32,8 +32,19 @@ class DpPolicy(Strict):
     epsilon_per_query: float = Field(gt=0, le=10)
     #: Total epsilon one requester may spend on this dataset, over queries and training.
     budget_epsilon: float = Field(gt=0)
-    #: Total delta per requester (used by training with Gaussian noise).
+    #: Total delta of the budget (Gaussian noise spends delta: training's updates); the
+    #: accountant sums epsilons and deltas (basic composition, docs/policy.md).
     budget_delta: float = Field(default=0.0, ge=0, lt=1)
+    #: Most delta one job may spend, all its releases together (training: rounds x its
+    #: delta); a request over it is refused before admission. Default: ``budget_delta``.
+    max_delta_per_job: float | None = Field(default=None, ge=0, lt=1)
+    #: Whether federated evaluation may leave this dataset: each evaluation's loss,
+    #: accuracy and row count are noised (discrete Laplace) and charged like a training
+    #: round (docs/training.md). ``false``: every evaluation is refused before anything runs.
+    allow_evaluation: bool = False
+    #: Evaluation: each row's loss is clipped to ``[0, evaluation_loss_bound]`` (the
+    #: sensitivity of the released loss sum).
+    evaluation_loss_bound: float = Field(default=2.0, gt=0, le=100)
     #: ``dataset``: one budget for every requester together, so colluding analysts cannot
     #: add up their budgets (one analyst can exhaust it for all); ``requester``: one each.
     budget_scope: Literal["dataset", "requester"] = "dataset"
@@ -48,10 +59,21 @@ class DpPolicy(Strict):
                 raise ValueError(f"bounds.{col}: low must not exceed high")
         return v
 
+    @model_validator(mode="after")
+    def _delta(self) -> DpPolicy:
+        if self.max_delta_per_job is not None and self.max_delta_per_job > self.budget_delta:
+            raise ValueError("max_delta_per_job must not exceed budget_delta")
+        return self
+
     @property
     def budget(self) -> tuple[float, float]:
         """``(epsilon, delta)`` of one budget (per dataset or per requester)."""
         return self.budget_epsilon, self.budget_delta
+
+    @property
+    def delta_per_job(self) -> float:
+        """The most delta one job may spend (``max_delta_per_job``, else ``budget_delta``)."""
+        return self.budget_delta if self.max_delta_per_job is None else self.max_delta_per_job
 
 
 class DatasetPolicy(Strict):
@@ -72,10 +94,10 @@ class DatasetPolicy(Strict):
     #: Protection modes results may leave in (``paillier``, ``shares``, ``secagg``,
     #: ``ckks``, ``plain``).
     allowed_protections: list[str] = ["paillier"]
-    #: *k*: a group (or whole result) over fewer rows is suppressed or refused.
+    #: *k*: a group whose combined row count over the job's nodes is below it is shown as
+    #: suppressed (DP: its noisy count; exact data: applied by the analyst's client, a
+    #: publication rule, not a protection -- docs/invisibility.md).
     min_group_size: int = Field(default=5, ge=1)
-    #: What happens to groups under *k*: ``suppress`` them or ``refuse`` the query.
-    small_groups: Literal["suppress", "refuse"] = "suppress"
     #: Declared values of categorical columns: public metadata that lets protected
     #: modes align groups across nodes without revealing which node has which group.
     group_domains: dict[Ident, list[bool | int | float | str]] = {}
@@ -85,9 +107,10 @@ class DatasetPolicy(Strict):
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
     #: Differential privacy; ``None`` releases exact aggregates.
     dp: DpPolicy | None = None
-    #: Exact datasets: a group whose row set differs from an earlier release by 1..k-1
-    #: rows gets that release's values (never a refusal, which would be an oracle).
-    differencing_defence: bool = True
+    #: Exact datasets: every node that serves this dataset. A query on exact data names
+    #: exactly these nodes, so a total is never over a subset that another total could be
+    #: subtracted from (docs/invisibility.md). Required for an exact dataset.
+    consortium: list[PartyName] = []
     #: Models a training job may use: ``"mlp"`` (datafed's tabular MLP, any widths) or
     #: ``"package.module:factory"`` references. A factory is code this node's SuperNode
     #: imports and runs, so list only code the agency installed and trusts (docs/training.md).
@@ -120,6 +143,15 @@ class DatasetPolicy(Strict):
             raise ValueError(f"unknown protection mode(s) {unknown}; known: {sorted(MODES)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in _REMOVED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} was removed: {why} (docs/invisibility.md)")
+        return data
+
     @model_validator(mode="after")
     def _person_level(self) -> DatasetPolicy:
         if self.person_level and self.dp is None and self.allowed_requesters:
@@ -128,6 +160,13 @@ class DatasetPolicy(Strict):
                 "[datasets.policy.dp] section: exact aggregates of persons fall to tracker "
                 "attacks; set person_level = false only for data that is not about persons"
             )
+        if self.dp is None and self.allowed_requesters and "query" in self.allowed_operations:
+            if not self.consortium:
+                raise ValueError(
+                    "an exact dataset (no [datasets.policy.dp]) needs its consortium: the "
+                    "names of every node that serves it (consortium = [...]); its totals are "
+                    "released over exactly those nodes"
+                )
         return self
 
     @field_validator("group_domains")
@@ -140,6 +179,14 @@ class DatasetPolicy(Strict):
                 raise ValueError(f"group_domains.{col}: give 1-10000 distinct values")
         return v
 
+
+#: Policy keys of earlier releases, refused with the reason they went.
+_REMOVED_KEYS = {
+    "small_groups": "groups are no longer suppressed per node -- min_group_size applies to "
+    "the combined group, and a per-node refusal after admission was an oracle",
+    "differencing_defence": "it substituted earlier values without a mark and a second "
+    "column bypassed it; exact data is protected by the consortium rule, rows only by DP",
+}
 
 #: Column types a dataset declares (docs/stores.md "Typed columns").
 ColumnTypeName = Literal["integer", "real", "text", "boolean"]
@@ -216,15 +263,21 @@ class DatasetConfig(Strict):
     #: What each column means (unit, coding, source), shown to analysts by ``datafed
     #: nodes`` beside its type (public metadata; never data).
     column_descriptions: dict[Ident, Annotated[str, Field(max_length=500)]] = {}
-    #: A column holding a stable, unique integer row id (for the differencing defence
-    #: where the engine has none of its own: PostgreSQL without an integer primary key,
-    #: Spark).
-    row_id: Ident | None = None
     #: Environment variable holding the database password (never inline in ``url``).
     password_env: str | None = Field(default=None, pattern=_ENV_NAME)
     #: File holding the database password (its first line).
     password_file: ResolvedPath | None = None
     policy: DatasetPolicy = DatasetPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "row_id" in data:
+            raise ValueError(
+                "row_id was removed: it served the differencing defence, which is gone "
+                "(docs/invisibility.md); delete the key"
+            )
+        return data
 
     @model_validator(mode="after")
     def _source(self) -> DatasetConfig:

@@ -55,6 +55,11 @@ class LimitsSection(Strict):
     paillier_keys_per_requester: int = Field(default=1, ge=1, le=16)
     #: Seconds a cached key must lie idle before another requester's may evict it.
     paillier_key_idle_s: float = Field(default=600.0, gt=0)
+    #: Threads that run the blocking work of calls (dataset reads, encryption, protocol
+    #: steps), shared fairly: the requester served least recently goes first.
+    compute_threads: int = Field(default=4, ge=1, le=256)
+    #: Of those, how many one requester's work may use at once.
+    compute_threads_per_requester: int = Field(default=1, ge=1, le=256)
 
     @model_validator(mode="after")
     def _per_requester(self) -> LimitsSection:
@@ -64,4 +69,6 @@ class LimitsSection(Strict):
             raise ValueError(
                 "max_pending_intersections_per_requester must not exceed max_pending_intersections"
             )
+        if self.compute_threads_per_requester > self.compute_threads:
+            raise ValueError("compute_threads_per_requester must not exceed compute_threads")
         return self

@@ -3,7 +3,11 @@
 Runs in the agency's SuperNode (or Flower's simulation engine). Each fit or evaluate
 asks the node for the approved rows through the gateway, trains or evaluates the
 PyTorch model locally, and returns the update -- which the mods record in the node's
-ledger, noise when the node granted DP, and mask under SecAgg+ before it leaves.
+ledger, release through :mod:`nodes.release.training` when the job has DP (clipped and
+noised, a constant weight, no metrics), and mask under SecAgg+ before it leaves. Under DP
+an evaluation leaves only as :func:`~nodes.release.training.release_evaluation` makes it
+(noisy sums, no label mean), the node's rows may be few or none without anything
+refusing, and a failure says only that the step failed (the cause goes to the log).
 
 ``plain_app`` is the same client without our mods (no policy, ledger, budget or DP):
 the baseline the ``fl.round`` benchmark compares against.
@@ -11,6 +15,7 @@ the baseline the ``fl.round`` benchmark compares against.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from typing import Any
 
@@ -21,11 +26,15 @@ from flwr.clientapp import ClientApp
 from flwr.common import NDArrays, Scalar
 
 from datafed.fl.strategy import KEY_ROUND
+from nodes.fl.errors import ClientAppError
 from nodes.fl.gateway import Presented, TrainingData
 from nodes.fl.job import job_context
 from nodes.fl.mods import dp_mod, ledger_mod, open_mod, secagg_mod
+from nodes.release.training import release_evaluation
 
 __all__ = ["MODS", "PLAIN_MODS", "DatafedClient", "app", "client_fn", "plain_app"]
+
+log = logging.getLogger("datafed.fl.client")
 
 
 class DatafedClient(NumPyClient):
@@ -38,9 +47,16 @@ class DatafedClient(NumPyClient):
         data = self.job.gateway.open(
             Presented(self.job.request, self.job.requester_cert), with_rows=True
         )
-        if data.x is None or data.y is None or len(data.y) == 0:
+        if data.x is None or data.y is None:
+            raise ValueError(f"node {self.job.gateway.node!r} sent no rows")
+        if len(data.y) == 0 and not data.grant.spec.dp.enabled:
             raise ValueError(f"node {self.job.gateway.node!r} granted no rows")
         return data
+
+    def _fixed_failure(self, step: str, exc: Exception) -> ClientAppError:
+        """Under DP a failure after admission says which step failed, never why."""
+        log.warning("%s at node %s failed", step, self.job.gateway.node, exc_info=exc)
+        return ClientAppError(f"{step} failed at node {self.job.gateway.node!r}")
 
     def _net(self, data: TrainingData, parameters: NDArrays) -> Any:
         import torch
@@ -58,10 +74,22 @@ class DatafedClient(NumPyClient):
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train on the approved rows from the received global model."""
+        data = self._data()
+        if not data.grant.spec.dp.enabled:
+            return self._fit(data, parameters, config)
+        try:  # the dp mod releases the update (clipped, noised, a constant weight)
+            return self._fit(data, parameters, config)
+        except Exception as exc:
+            raise self._fixed_failure("training", exc) from None
+
+    def _fit(
+        self, data: TrainingData, parameters: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[NDArrays, int, dict[str, Scalar]]:
         from datafed.fl.model import LocalTraining, get_weights, train_model
 
-        data = self._data()
         assert data.x is not None and data.y is not None
+        if len(data.y) == 0:  # DP only: no rows, no change (noise is added all the same)
+            return parameters, 0, {}
         net = self._net(data, parameters)
         s = self.job.settings
         rnd = int(config.get(KEY_ROUND, 0))
@@ -74,13 +102,23 @@ class DatafedClient(NumPyClient):
     def evaluate(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[float, int, dict[str, Scalar]]:
-        """Evaluate the received global model on the approved rows."""
-        from datafed.fl.model import evaluate_model
+        """Evaluate the received global model on the approved rows (released under DP)."""
+        from datafed.fl.model import evaluate_model, evaluate_rows
 
         data = self._data()
         assert data.x is not None and data.y is not None
-        loss, acc = evaluate_model(self._net(data, parameters), data.x, data.y)
-        return loss, len(data.y), {"accuracy": acc, "positives": float(np.mean(data.y))}
+        grant = data.grant
+        if not grant.spec.dp.enabled:
+            loss, acc = evaluate_model(self._net(data, parameters), data.x, data.y)
+            return loss, len(data.y), {"accuracy": acc, "positives": float(np.mean(data.y))}
+        try:
+            losses, right = evaluate_rows(self._net(data, parameters), data.x, data.y)
+        except Exception as exc:
+            raise self._fixed_failure("evaluation", exc) from None
+        out = release_evaluation(
+            losses, right, grant.spec.dp.epsilon_per_round, grant.evaluation_loss_bound
+        )
+        return out.loss, out.num_examples, {"accuracy": out.accuracy}
 
 
 def client_fn(context: Context) -> Client:

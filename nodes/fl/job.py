@@ -16,7 +16,7 @@ from flwr.app import ConfigRecord, Context
 from datafed.errors import ProtocolError
 from datafed.fl.serde import bundle_from_text
 from datafed.fl.settings import RunSettings
-from datafed.fl.spec import DpParams, TrainingGrant
+from datafed.fl.spec import EVALUATION_LOSS_BOUND, DpParams, TrainingGrant
 from datafed.proto.v1 import common_pb2
 from nodes.fl.connect import gateway_for
 from nodes.fl.errors import ClientAppError
@@ -46,6 +46,8 @@ class GrantInfo:
     job_id: str
     num_rows: int
     dp: DpParams
+    evaluation_refused: bool = False
+    evaluation_loss_bound: float = EVALUATION_LOSS_BOUND
 
 
 def job_context(ctxt: Context) -> JobContext:
@@ -85,9 +87,18 @@ def store_grant(ctxt: Context, grant: TrainingGrant) -> GrantInfo:
             "dp-epsilon": dp.epsilon_per_round,
             "dp-delta": dp.delta,
             "dp-clip": dp.clipping_norm,
+            "eval-refused": grant.evaluation_refused,
+            "eval-loss-bound": grant.evaluation_loss_bound,
         }
     )
-    return GrantInfo(grant.node, grant.job_id, grant.num_rows, dp)
+    return GrantInfo(
+        grant.node,
+        grant.job_id,
+        grant.num_rows,
+        dp,
+        grant.evaluation_refused,
+        grant.evaluation_loss_bound,
+    )
 
 
 def load_grant(ctxt: Context) -> GrantInfo | None:
@@ -101,4 +112,11 @@ def load_grant(ctxt: Context) -> GrantInfo | None:
         float(cast(float, rec["dp-delta"])),
         float(cast(float, rec["dp-clip"])),
     )
-    return GrantInfo(str(rec["node"]), str(rec["job-id"]), int(cast(int, rec["num-rows"])), dp)
+    return GrantInfo(
+        str(rec["node"]),
+        str(rec["job-id"]),
+        int(cast(int, rec["num-rows"])),
+        dp,
+        bool(rec.get("eval-refused", False)),
+        float(cast(float, rec.get("eval-loss-bound", EVALUATION_LOSS_BOUND))),
+    )

@@ -11,21 +11,27 @@ A ClientApp's mods wrap its handler like middleware. Ours sit around Flower's ow
 - :func:`ledger_mod` runs *inside* SecAgg+, so it sees the update before it is masked:
   it hashes the global model received and the update about to leave, and has the node
   record the round (and charge the privacy budget) first. If the node refuses, the
-  update never leaves; SecAgg+ treats this node as dropped out.
-- :func:`dp_mod` is Flower's ``LocalDpMod`` with the DP parameters the node granted:
-  the update is clipped and noised before ``ledger_mod`` hashes it.
+  update never leaves; SecAgg+ treats this node as dropped out. An evaluation the node's
+  grant refuses (a DP dataset without ``allow_evaluation``) is refused at the node before
+  the model runs.
+- :func:`dp_mod` releases the update through :func:`nodes.release.training.release_update`
+  with the DP parameters the node granted: clipped and noised, with a constant weight and
+  no metrics, before ``ledger_mod`` hashes it.
+
+The open reply carries no row count under DP (:func:`nodes.release.training.open_reply_rows`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import flwr.compat.common.recorddict_compat as compat
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.client.mod import LocalDpMod, secaggplus_mod
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import parameters_to_ndarrays
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
@@ -36,11 +42,13 @@ from datafed.fl.workflow import OPEN_MESSAGE_TYPE, OPEN_RECORD
 from nodes.fl.errors import ClientAppError, GatewayRefused
 from nodes.fl.gateway import Presented
 from nodes.fl.job import JobContext, job_context, load_grant, store_grant
+from nodes.release.training import fit_weight, open_reply_rows, release_update
 
 __all__ = ["dp_mod", "ledger_mod", "open_mod", "secagg_mod"]
 
 log = logging.getLogger("datafed.fl.client")
 _TRAINING = (MessageType.TRAIN, MessageType.EVALUATE)
+_EMPTY = hashlib.sha256(b"").hexdigest()  # what leaves from a refused evaluation: nothing
 
 
 def _error(msg: Message, reason: str) -> Message:
@@ -80,7 +88,7 @@ def _open(msg: Message, ctxt: Context) -> Message:
         msg,
         node=node,
         status="approved",
-        **{"num-rows": grant.num_rows, "epsilon-per-round": grant.dp.epsilon_per_round},
+        **{"epsilon-per-round": grant.dp.epsilon_per_round, **open_reply_rows(data.grant)},
     )
 
 
@@ -134,6 +142,11 @@ def ledger_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Mes
     model_in = arrays_digest(parameters_to_ndarrays(ins.parameters))
     phase = "fit" if fit else "evaluate"
     rnd = _round_of(dict(ins.config), ctxt, phase)
+    grant = load_grant(ctxt)
+    if not fit and grant is not None and grant.evaluation_refused:
+        # Refused before the model runs; the node records the refusal (its policy decides).
+        nothing = RoundEntry(job.job_id, rnd, phase, model_in, _EMPTY, 0, masked)
+        return _record(job, msg, nothing) or _error(msg, "evaluation is not allowed")
     out = call_next(msg, ctxt)
     if out.has_error():
         return out
@@ -158,17 +171,29 @@ def ledger_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Mes
 
 
 def dp_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """Apply Flower's ``LocalDpMod`` with the node's granted DP parameters (if DP is on).
+    """Release a fit's update under the node's granted DP parameters (if DP is on).
 
-    Sensitivity is twice the clipping norm: any two clipped updates differ by at most
-    that much in L2, whatever rows (one or all) of the node's data changed.
+    :func:`nodes.release.training.release_update`: clipped to the clipping norm, Gaussian
+    noise for sensitivity twice that norm (any two clipped updates differ by at most that
+    much in L2, whatever rows of the node's data changed); the weight is the run's
+    constant SecAgg+ maximum weight and the training loss is dropped (both are data).
     """
     grant = load_grant(ctxt)
     if msg.metadata.message_type != MessageType.TRAIN or grant is None or not grant.dp.enabled:
         return call_next(msg, ctxt)
-    dp = grant.dp
-    mod = LocalDpMod(dp.clipping_norm, 2.0 * dp.clipping_norm, dp.epsilon_per_round, dp.delta)
-    return mod(msg, ctxt, call_next)
+    ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    received = parameters_to_ndarrays(ins.parameters)
+    out = call_next(msg, ctxt)
+    if out.has_error():
+        return out
+    res = compat.recorddict_to_fitres(out.content, keep_input=True)
+    trained = parameters_to_ndarrays(res.parameters)
+    res.parameters = ndarrays_to_parameters(release_update(received, trained, grant.dp))
+    weight = job_context(ctxt).settings.secagg_max_weight
+    res.num_examples = fit_weight(grant.dp, res.num_examples, int(weight))
+    res.metrics = {}
+    out.content = compat.fitres_to_recorddict(res, keep_input=True)
+    return out
 
 
 def secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:

@@ -5,18 +5,25 @@ node's name). Both calls run the node's one pipeline (:mod:`nodes.rpc`):
 
 ``OpenTraining``
     The analyst's certificate (carried in the request) is checked against the federation
-    CA; signature, header and nonce as for queries; the policy engine admits the use
-    (operation ``training``, recorded as ``fl_train``) once the job's whole epsilon is
-    seen to fit the budget; only then are the rows read; a dataset below
-    ``min_group_size`` rows is refused (``denied`` recorded); the grant and the rows are
-    streamed back. Presenting the same signed request again (each round's ClientApp does)
-    streams the same grant and rows without a new entry: it is the same admitted use.
+    CA; signature, header and nonce as for queries; the job's whole (epsilon, delta) for
+    its updates is checked before admission -- its delta against the policy's
+    ``max_delta_per_job``, both against what is left of the budget -- then the policy
+    engine admits the use (operation ``training``, recorded as ``fl_train``); only then
+    are the rows read. An exact dataset below ``min_group_size`` rows is refused
+    (``denied`` recorded); under DP nothing after admission depends on the rows (rows
+    with non-numeric values are left out, a few rows or none are trained on all the
+    same). The grant and the rows are streamed back. Presenting the same signed request
+    again (each round's ClientApp does) streams the same grant and rows without a new
+    entry: it is the same admitted use.
 ``RecordRound``
-    The round must belong to an open job and not exceed its approved rounds; each fit
-    round is a release that spends its own epsilon (DP on): the policy engine checks,
-    records ``released`` (``fl_round`` for an update, ``fl_evaluate`` for metrics) with
-    the job's request digest and the hashes of the model received and of what leaves, and
-    charges, in one critical section. A refusal is recorded as ``denied``.
+    The round must belong to an open job and not exceed its approved rounds; each round is
+    a release whose cost :func:`nodes.release.training.round_cost` gives (DP on: an update
+    spends (epsilon, delta), an evaluation epsilon, and is refused where the DP policy does
+    not allow evaluation): the policy engine checks, records ``released`` (``fl_round`` for
+    an update, ``fl_evaluate`` for metrics) with the job's request digest, the hashes of
+    the model received and of what leaves and the cost, and charges, in one critical
+    section. Under DP the exact row count goes to the entry's private part only. A refusal
+    is recorded as ``denied``.
 
 Register with :func:`add_training_service` (one call in the node server).
 """
@@ -49,6 +56,8 @@ from nodes.errors import (
 )
 from nodes.gate import peer_identity, request_digest
 from nodes.policy import Use
+from nodes.policy.budget import delta_details
+from nodes.release.training import evaluation_terms, job_cost, round_cost, training_rows
 from nodes.rpc import Context, SignedCall, signed_call
 
 __all__ = ["ROWS_PER_CHUNK", "TrainingServicer", "add_training_service", "training_service_name"]
@@ -65,6 +74,7 @@ class _Job:
     digest: str
     x: np.ndarray[tuple[int, int], np.dtype[np.float64]]
     y: np.ndarray[tuple[int], np.dtype[np.float64]]
+    evaluation: tuple[bool, float]
     recorded: set[tuple[int, str]] = field(default_factory=set)
 
 
@@ -101,8 +111,17 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             job = self._jobs.get(digest)
         if job is None:
             job = await self._open(request, context, digest)
+        refused, bound = job.evaluation
         grant = grant_to_proto(
-            TrainingGrant(self.ctx.name, job.header.job_id, job.spec, len(job.y), digest)
+            TrainingGrant(
+                self.ctx.name,
+                job.header.job_id,
+                job.spec,
+                len(job.y),
+                digest,
+                evaluation_refused=refused,
+                evaluation_loss_bound=bound,
+            )
         )
         grant.ledger.CopyFrom(self.ctx.head_proto())
         yield training_pb2.TrainingData(grant=grant)
@@ -146,12 +165,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 details=_open_details(spec, str(caller)),
             )
             ctx.policy.check(use)
-            ctx.policy.budget.check(analyst.name, spec.dataset, spec.epsilon_total)
+            ctx.policy.check_job(analyst.name, spec.dataset, *job_cost(spec))
             await self._make_room(analyst.name)
             grant = await call.admit(use)
-            rows = await call.compute(ctx.store.read_rows, spec.dataset, spec.columns)
-            data = _matrix(rows, len(spec.columns), grant.policy.min_group_size, spec.dataset)
-            job = _Job(analyst, call.header, spec, digest, data[:, :-1].copy(), data[:, -1].copy())
+            x, y = await call.compute(training_rows, ctx.store, spec, grant.policy)
+            job = _Job(analyst, call.header, spec, digest, x, y, evaluation_terms(grant.policy))
             async with self._lock:
                 self._jobs[digest] = job
             return job
@@ -195,18 +213,23 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     raise NotFound(f"no open training job {entry.job_id!r} at this node")
                 _adopt(call, job, entry)
                 self._check_round(job, entry)
-                epsilon = self._epsilon(job, entry)
+                policy = self.ctx.policy.policy(job.spec.dataset)
+                epsilon, delta = round_cost(job.spec, entry.phase, policy)
+                dp = job.spec.dp.enabled
 
                 def record() -> Awaitable[int]:
                     return call.record(
                         decision="released",
-                        reason=f"round {entry.round} {entry.phase}: {entry.num_examples} examples",
+                        reason=f"round {entry.round} {entry.phase}"
+                        + ("" if dp else f": {entry.num_examples} examples"),
                         epsilon=epsilon,
                         result_digest=entry.update_out_sha256,
+                        details=delta_details(delta),
+                        private={"rows": str(len(job.y))} if dp else None,
                     )
 
                 index = await self.ctx.policy.charge(
-                    job.analyst.name, job.spec.dataset, epsilon, record
+                    job.analyst.name, job.spec.dataset, epsilon, record, delta
                 )
                 job.recorded.add((entry.round, entry.phase))
             return training_pb2.RecordRoundResponse(
@@ -223,18 +246,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             )
         if (entry.round, entry.phase) in job.recorded:
             raise PermissionDenied(f"round {entry.round} ({entry.phase}) was already recorded")
-        if entry.num_examples > len(job.y):
+        if entry.num_examples > len(job.y) and not job.spec.dp.enabled:
             raise InvalidRequest("num_examples exceeds the rows granted")
         if entry.phase == "fit" and entry.secagg != job.spec.secagg:
             raise PermissionDenied(
                 f"job {entry.job_id!r} was approved {'with' if job.spec.secagg else 'without'} "
                 "SecAgg+; this round does not match"
             )
-
-    @staticmethod
-    def _epsilon(job: _Job, entry: RoundEntry) -> float:
-        dp = job.spec.dp
-        return dp.epsilon_per_round if dp.enabled and entry.phase == "fit" else 0.0
 
 
 def _open_details(spec: TrainingSpec, supernode: str) -> dict[str, str]:
@@ -247,21 +265,6 @@ def _open_details(spec: TrainingSpec, supernode: str) -> dict[str, str]:
         "secagg": "yes" if spec.secagg else "no",
         "supernode": supernode,
     }
-
-
-def _matrix(
-    rows: list[tuple[object, ...]], width: int, k: int, dataset: str
-) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
-    """The granted rows as a float matrix; refuse too few rows or non-numeric values."""
-    if len(rows) < k:
-        raise PermissionDenied(f"dataset {dataset!r} has fewer than {k} rows")
-    try:
-        data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest("training columns must be numeric and never null") from exc
-    if not np.isfinite(data).all():
-        raise InvalidRequest("training columns must be numeric and never null")
-    return data
 
 
 def _adopt(call: SignedCall, job: _Job, entry: RoundEntry) -> None:

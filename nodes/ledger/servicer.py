@@ -1,17 +1,21 @@
 """The node's LedgerService: checkpoints, entries and proofs of its own log; witnessing others.
 
 Thin over :mod:`audit`: every call validates its arguments first (bad input is
-``INVALID_ARGUMENT`` and writes nothing), reads through the ledger off the event loop and
-converts with :mod:`audit.ledger_serde`.  ``AddCheckpoint`` is served only where the node is
-also a witness (``witness`` given); a refusal carries the witness's size in the trailing
-metadata key ``witness-size``.
+``INVALID_ARGUMENT`` and writes nothing), reads through the ledger off the event loop, on
+threads of its own (:data:`LEDGER_THREADS`: analysts' compute never makes an auditor or a
+witness wait), and converts with :mod:`audit.ledger_serde`.  ``AddCheckpoint`` and
+``GetWitnessedCheckpoints`` are served only where the node is also a witness (``witness``
+given); a refusal carries the witness's size in the trailing metadata key
+``witness-size``.  ``GetWitnessedCheckpoints`` lets an auditor check a log against the
+newest checkpoint this witness cosigned of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, NoReturn
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -39,13 +43,29 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "GetInclusionProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "GetConsistencyProof": frozenset({"analyst", "auditor", "node", "witness"}),
     "AddCheckpoint": frozenset({"node"}),
+    "GetWitnessedCheckpoints": frozenset({"auditor", "node", "witness"}),
 }
+#: Bounds of a ``GetWitnessedCheckpoints`` request.
+MAX_ORIGINS_PER_CALL = 100
+MAX_ORIGIN_BYTES = 1024
 _REFUSAL_CODES = {
     "unknown-origin": grpc.StatusCode.NOT_FOUND,
     "conflict": grpc.StatusCode.FAILED_PRECONDITION,
     "fork": grpc.StatusCode.FAILED_PRECONDITION,
 }
 Authorize = Callable[[Any, str], None]
+T = TypeVar("T")
+#: Threads of the ledger's blocking reads, shared with nothing else.
+LEDGER_THREADS = 4
+_POOL: ThreadPoolExecutor | None = None
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the ledger's own threads (created on first use)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(LEDGER_THREADS, thread_name_prefix="datafed-ledger")
+    return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
 
 
 def role_check(context: Context, rpc: str) -> None:
@@ -85,7 +105,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.SignedCheckpoint:
         """Return the latest signed checkpoint (signing one for the current size if needed)."""
         await self._guard(context, "GetCheckpoint")
-        note = await asyncio.to_thread(self.ledger.checkpoint)
+        note = await _blocking(self.ledger.checkpoint)
         return ledger_pb2.SignedCheckpoint(note=note.encode())
 
     async def GetEntries(  # noqa: N802 - gRPC method name
@@ -101,7 +121,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 f"need start < end <= {size} and at most {MAX_ENTRIES_PER_CALL} entries, "
                 f"got [{start}, {end})",
             )
-        leaves, private = await asyncio.to_thread(self._read, start, end)
+        leaves, private = await _blocking(self._read, start, end)
         return entries_to_proto(start, leaves, private)
 
     def _read(self, start: int, end: int) -> tuple[list[bytes], dict[int, bytes]]:
@@ -119,7 +139,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         await self._guard(context, rpc)
         size = size or self.ledger.head().size
         try:
-            return size, await asyncio.to_thread(prove, first, size)
+            return size, await _blocking(prove, first, size)
         except ValueError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
@@ -161,7 +181,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         except ValueError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            sig = await asyncio.to_thread(
+            sig = await _blocking(
                 self.witness.add_checkpoint, bytes(request.checkpoint), request.old_size, proof
             )
         except WitnessRefusal as exc:
@@ -169,6 +189,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             code = _REFUSAL_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
             await _abort(context, code, f"witness refused: {exc.reason}")
         return cosignature_to_proto(sig)
+
+    async def GetWitnessedCheckpoints(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.GetWitnessedCheckpointsRequest, context: Context
+    ) -> ledger_pb2.WitnessedCheckpoints:
+        """Return the newest checkpoint this witness cosigned of each log asked for."""
+        await self._guard(context, "GetWitnessedCheckpoints")
+        if self.witness is None:
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this node is not a witness")
+        origins = list(request.origins)
+        if len(origins) > MAX_ORIGINS_PER_CALL or any(
+            len(o.encode()) > MAX_ORIGIN_BYTES for o in origins
+        ):
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_ORIGINS_PER_CALL} origins of at most {MAX_ORIGIN_BYTES} bytes",
+            )
+        notes = await _blocking(self.witness.newest, origins or None)
+        return ledger_pb2.WitnessedCheckpoints(
+            checkpoints=[ledger_pb2.SignedCheckpoint(note=n.encode()) for n in notes.values()]
+        )
 
 
 def add_ledger_services(

@@ -3,11 +3,9 @@
 :class:`PolicyEngine` admits a :class:`Use` (a query, one side of an intersection-sum, a
 training job) into a :class:`Grant`, atomically with its ledger entry and its privacy
 charge; :mod:`.rules` holds the pure rules, :mod:`.budget` the privacy budgets,
-:mod:`.signoff` other agencies' approvals, :mod:`.dp` the noise and :mod:`.history` the
-differencing defence of exact datasets.
+:mod:`.signoff` other agencies' approvals and :mod:`.dp` the noise.
 """
 
 from nodes.policy.engine import Grant, PolicyEngine, Recorder, Use
-from nodes.policy.history import ReleasedGroup, ReleaseHistory
 
-__all__ = ["Grant", "PolicyEngine", "Recorder", "ReleaseHistory", "ReleasedGroup", "Use"]
+__all__ = ["Grant", "PolicyEngine", "Recorder", "Use"]

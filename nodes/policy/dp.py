@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
-from datafed.hazmat import sample_discrete_laplace
+from datafed.hazmat import RandomSource, sample_discrete_laplace
 from datafed.query.components import Component, components
 from datafed.query.spec import QuerySpec
 from nodes.config import DpPolicy
@@ -48,15 +48,20 @@ def sensitivity(c: Component, dp: DpPolicy, bits: int) -> Fraction:
 
 
 def add_noise(
-    values: Sequence[int], comps: Sequence[Component], dp: DpPolicy, bits: int
+    values: Sequence[int],
+    comps: Sequence[Component],
+    dp: DpPolicy,
+    bits: int,
+    rng: RandomSource | None = None,
 ) -> tuple[list[int], list[float]]:
     """Add discrete Laplace noise to a group-major vector; return it and each stddev.
 
-    The standard deviations are per component in value units (not fixed point).
+    The standard deviations are per component in value units (not fixed point); ``rng``:
+    the sampler's randomness (``secrets`` by default; seeded only in statistical tests).
     """
     eps_c = Fraction(repr(dp.epsilon_per_query)) / len(comps)
     scales = [sensitivity(c, dp, bits) / eps_c for c in comps]
-    noisy = [v + sample_discrete_laplace(scales[i % len(comps)]) for i, v in enumerate(values)]
+    noisy = [v + sample_discrete_laplace(scales[i % len(comps)], rng) for i, v in enumerate(values)]
     stddevs = [
         math.sqrt(2) * float(s) / (1 << bits if c.scaled else 1)
         for c, s in zip(comps, scales, strict=True)

@@ -9,10 +9,11 @@ spending (``docs/policy.md``):
    (:mod:`nodes.policy.signoff`) -- nothing is changed by a refusal here;
 2. then, in one critical section per dataset: the job id must be new for this requester
    (a statement, and the sign-offs bound to it, are used once), the privacy budget must
-   hold the use's epsilon, the ``approved`` entry carrying that epsilon is appended
-   durably, and only then are the job id claimed and the epsilon charged.
+   hold the use's epsilon and delta (a delta beyond the policy's ``max_delta_per_job`` is
+   refused before), the ``approved`` entry carrying them is appended durably, and only
+   then are the job id claimed and the cost charged.
 
-From then on the epsilon is spent whatever happens: a computation that fails, a group
+From then on the cost is spent whatever happens: a computation that fails, a group
 refused for being small, a protocol step that never comes. Nothing after admission
 refunds or says by how much or which rows (a refusal must not be an oracle).
 Protocol steps and the later steps of an intersection-sum continue a grant; they are not
@@ -31,8 +32,14 @@ from typing import Any, Protocol
 from audit import Ledger
 from audit.records import decode_leaf
 from nodes.config import DatasetPolicy, NodeConfig
-from nodes.errors import InvalidRequest
-from nodes.policy.budget import LedgerBudget, dp_limits, shared_budgets
+from nodes.errors import InvalidRequest, PermissionDenied
+from nodes.policy.budget import (
+    LedgerBudget,
+    delta_details,
+    dp_limits,
+    recorded_delta,
+    shared_budgets,
+)
 from nodes.policy.rules import check as check_rules
 from nodes.policy.rules import dataset_of
 from nodes.policy.signoff import check_signoffs
@@ -53,6 +60,7 @@ class Grant:
     index: int
     epsilon: float
     policy: DatasetPolicy
+    delta: float = 0.0
 
 
 class Recorder(Protocol):
@@ -104,7 +112,9 @@ class PolicyEngine:
         for start in range(0, size, _REPLAY_CHUNK):
             for leaf in ledger.leaves(start, min(size, start + _REPLAY_CHUNK)):
                 _, rec = decode_leaf(leaf)
-                self.budget.replay(rec.requester, rec.dataset, rec.epsilon)
+                self.budget.replay(
+                    rec.requester, rec.dataset, rec.epsilon, recorded_delta(rec.details)
+                )
                 if rec.decision == "approved" and rec.operation in ADMITTING_OPERATIONS:
                     self._claimed.add((rec.requester, rec.job_id))
 
@@ -138,12 +148,15 @@ class PolicyEngine:
                     self._node, self._ca, policy.required_signoff, use.statement, use.signoffs
                 )
             )
-        epsilon = self.epsilon_of(use)
+        epsilon, delta = self.epsilon_of(use), use.delta
+        if use.operation != "collect":  # a task's noise is its operator's, not asked for
+            self.check_delta(use.dataset, delta)
+        details.update(delta_details(delta))
         key = (use.requester.name, use.header.job_id)
         async with self._locks[use.dataset]:  # budget of (requester, dataset): one section
             if key in self._claimed:
                 raise InvalidRequest(f"job id {key[1]!r} was already used; each job runs once")
-            self.budget.check(key[0], use.dataset, epsilon)
+            self.budget.check(key[0], use.dataset, epsilon, delta)
             self._claimed.add(key)  # no await since the check: job ids are claimed atomically
             try:
                 index = await record(
@@ -152,23 +165,65 @@ class PolicyEngine:
             except BaseException:
                 self._claimed.discard(key)
                 raise
-            self.budget.charge(key[0], use.dataset, epsilon)
-        return Grant(use, index, epsilon, policy)
+            self.budget.charge(key[0], use.dataset, epsilon, delta)
+        return Grant(use, index, epsilon, policy, delta)
+
+    def check_delta(self, dataset: str, delta: float) -> None:
+        """Refuse a job whose delta (all its releases together) exceeds the policy's.
+
+        Pure and before admission: the refusal depends on the request and the policy only.
+        """
+        if delta <= 0:
+            return
+        dp = self.policy(dataset).dp
+        most = dp.delta_per_job if dp is not None else 1.0
+        if delta > most:
+            raise PermissionDenied(
+                f"the job's delta {delta:g} exceeds the {most:g} dataset {dataset!r} allows "
+                "per job (max_delta_per_job)"
+            )
+
+    def check_job(self, requester: str, dataset: str, epsilon: float, delta: float) -> None:
+        """Before admission: a job that will spend ``(epsilon, delta)`` in all is allowed.
+
+        Its delta within the policy's per-job maximum (:meth:`check_delta`, a refusal),
+        and both within what is left of the budget now (``RESOURCE_EXHAUSTED``). Each of
+        its releases is still charged when it happens (:meth:`charge`).
+        """
+        self.check_delta(dataset, delta)
+        self.budget.check(requester, dataset, epsilon, delta)
 
     async def charge(
-        self, requester: str, dataset: str, epsilon: float, record: Callable[[], Awaitable[int]]
+        self,
+        requester: str,
+        dataset: str,
+        epsilon: float,
+        record: Callable[[], Awaitable[int]],
+        delta: float = 0.0,
     ) -> int:
-        """Spend ``epsilon`` for a release of an admitted job, atomically with its entry.
+        """Spend ``(epsilon, delta)`` for a release of an admitted job, with its entry.
 
-        For the releases that each carry their own epsilon (a training round's update):
-        the budget is checked, ``record`` appends the entry, and the epsilon is charged,
-        in the same critical section as admissions of the dataset.
+        For the releases that each carry their own cost (a training round's update, an
+        evaluation): the budget is checked, ``record`` appends the entry (which must carry
+        ``epsilon`` and :func:`~nodes.policy.budget.delta_details` of ``delta``, so that
+        a restart replays the charge), and the cost is charged, in the same critical
+        section as admissions of the dataset. A cancelled caller does not interrupt it: once
+        the entry is appended the charge follows (the ledger and the budget never differ).
         """
-        async with self._locks[dataset]:
-            self.budget.check(requester, dataset, epsilon)
-            index = await record()
-            self.budget.charge(requester, dataset, epsilon)
-        return index
+
+        async def section() -> int:
+            async with self._locks[dataset]:
+                self.budget.check(requester, dataset, epsilon, delta)
+                index = await record()
+                self.budget.charge(requester, dataset, epsilon, delta)
+            return index
+
+        task = asyncio.ensure_future(section())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
 
 
 def _with_collect_budgets(config: NodeConfig) -> tuple[Any, Any]:
@@ -178,7 +233,7 @@ def _with_collect_budgets(config: NodeConfig) -> tuple[Any, Any]:
 
     def limit(name: str) -> tuple[float, float] | None:
         dp = tasks.get(name)
-        return (dp.budget_epsilon, 0.0) if dp is not None else limits(name)
+        return (dp.budget_epsilon, dp.budget_delta) if dp is not None else limits(name)
 
     def scope(name: str) -> bool:
         dp = tasks.get(name)

@@ -13,7 +13,9 @@ The rules, in the order they are checked (``docs/policy.md``):
 3. the requester and the purpose are allowed;
 4. every column read exists and is allowed (``allowed_columns``);
 5. per operation -- a query: its aggregates and protection are allowed, its job statement
-   names at least ``min_participants`` nodes and every ``required_participants`` node,
+   names at least ``min_participants`` nodes and every ``required_participants`` node --
+   on exact data exactly the dataset's ``consortium`` --, its GROUP BY columns have
+   declared values wherever the node reports a domain (a mode that hides groups, or DP),
    and under DP it releases only what DP can (no MIN/MAX, every summed column bounded);
    an intersection-sum: no required sign-off (it carries none); a training job: DP on
    where the dataset requires it, and the model among ``allowed_models`` if set.
@@ -27,12 +29,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from datafed.fl.spec import model_allowed
+from datafed.modes import mode_class
 from nodes.config import DatasetConfig, DatasetPolicy, NodeConfig
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy.dp import check_dp
 from nodes.policy.use import Use
 
-__all__ = ["OPERATION_NAMES", "apply_min_group_size", "check", "dataset_of"]
+__all__ = ["OPERATION_NAMES", "check", "dataset_of", "reports_domain"]
 
 #: How each operation is named in refusals.
 OPERATION_NAMES = {
@@ -122,6 +125,7 @@ def _query(use: Use, policy: DatasetPolicy) -> None:
             f"(allowed: {', '.join(policy.allowed_protections)})"
         )
     roster = use.statement.statement.roster
+    _consortium(use, policy, roster)
     if len(roster) < policy.min_participants:
         raise PermissionDenied(
             f"dataset {use.dataset!r} takes part only in jobs of at least "
@@ -132,8 +136,37 @@ def _query(use: Use, policy: DatasetPolicy) -> None:
         raise PermissionDenied(
             f"dataset {use.dataset!r} takes part only in jobs that include {', '.join(missing)}"
         )
+    if reports_domain(policy, use.protection):
+        undeclared = [c for c in use.spec.group_by if not policy.group_domains.get(c)]
+        if undeclared:
+            raise PermissionDenied(
+                f"GROUP BY {undeclared[0]} needs the values of {undeclared[0]!r} declared in "
+                f"{use.dataset!r}'s policy (group_domains): this node reports only declared "
+                "groups and one remainder"
+            )
     if policy.dp is not None:
         check_dp(use.spec, policy.dp)
+
+
+def reports_domain(policy: DatasetPolicy, protection: str) -> bool:
+    """Whether a query reports the declared group domain (not the node's own groups).
+
+    Modes that hide groups always do; under DP every mode does, because which keys a node
+    has is itself data (``datafed.query.domain``).
+    """
+    return policy.dp is not None or mode_class(protection).hides_groups
+
+
+def _consortium(use: Use, policy: DatasetPolicy, roster: Sequence[str]) -> None:
+    """Exact data: the job names exactly the dataset's consortium (no subset, no stranger)."""
+    if policy.dp is not None:
+        return
+    if set(roster) != set(policy.consortium):
+        raise PermissionDenied(
+            f"dataset {use.dataset!r} holds exact data: a query names exactly its consortium "
+            f"({', '.join(sorted(policy.consortium))}); totals over other node sets could be "
+            "subtracted from each other"
+        )
 
 
 def _intersection_sum(use: Use, policy: DatasetPolicy) -> None:
@@ -170,18 +203,3 @@ def _collect(use: Use, config: NodeConfig) -> str:
     if use.header.purpose not in purposes:
         raise PermissionDenied(f"purpose {use.header.purpose!r} is not allowed for {use.dataset!r}")
     return "task allows collection"
-
-
-def apply_min_group_size(policy: DatasetPolicy, rows: Sequence[int]) -> list[bool]:
-    """Which groups to release (``rows[i] >= k``); PermissionDenied if the policy refuses.
-
-    The refusal says neither how many groups nor how many rows were small: after admission
-    a refusal must not be an oracle (``docs/invisibility.md``).
-    """
-    k = policy.min_group_size
-    keep = [r >= k for r in rows]
-    if not all(keep) and policy.small_groups == "refuse":
-        raise PermissionDenied(
-            f"the result has a group of fewer than {k} rows; this dataset refuses such queries"
-        )
-    return keep

@@ -39,6 +39,9 @@ class Use:
         Queries: the spec, the job statement and the approvals of other agencies.
     epsilon
         What the use spends under DP; ``None``: the dataset's ``epsilon_per_query``.
+    delta
+        The delta it spends at admission (Gaussian noise), checked against the policy's
+        ``max_delta_per_job`` and the budget, recorded on its ``approved`` entry.
     dp_requested
         Training: whether the job trains with differential privacy.
     summed
@@ -59,6 +62,7 @@ class Use:
     statement: SignedJobStatement | None = None
     signoffs: Sequence[query_pb2.SignOff] = ()
     epsilon: float | None = None
+    delta: float = 0.0
     dp_requested: bool = False
     summed: frozenset[str] = frozenset()
     model: str = ""

@@ -5,8 +5,9 @@ request; the job, the relayed statement of the other node and the declared paylo
 checked, and the upload received, before anything is admitted; the policy engine admits
 the use (``approved``, its epsilon charged under DP) before the dataset is read; the
 computation; ``released`` with the digest of what leaves the node. Under differential
-privacy (:mod:`datafed.psi._dp`) each DP node spends its epsilon at admission; the values
-node clamps and states its bound, the ids node adds the noise. The ids side is admitted at
+privacy each DP node spends its epsilon at admission; what leaves goes through
+:mod:`nodes.release.psi`: the values node clamps and states its bound, the ids node adds
+the noise, and neither refuses on the rows. The ids side is admitted at
 Blind and releases at Intersect (keeping the job in a bounded, expiring table between the
 two, :mod:`nodes.psi.jobs`); the values side is admitted and releases in Exchange. Any
 failure after admission is recorded as ``denied`` and nothing is released.
@@ -19,7 +20,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from fractions import Fraction
 from typing import Any, TypeVar
 
 import grpc
@@ -27,29 +27,24 @@ from google.protobuf.message import Message
 
 from datafed.proto.v1 import common_pb2, psi_pb2, psi_pb2_grpc
 from datafed.psi import (
-    DpNoise,
     IdsParty,
     InvalidPsiMessage,
     Pool,
     PsiJob,
     Statement,
     StatementBody,
-    clamp_pairs,
     exchange,
-    fixed_bound,
-    identifier_set,
     sign_statement,
-    value_pairs,
     verify_statement,
 )
 from datafed.psi import serde as psi_serde
 from datafed.wire.signing import RequestHeader
-from nodes.config import DpPolicy
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, PermissionDenied
 from nodes.limits import check_key_size
 from nodes.policy import Grant, Use
 from nodes.psi.jobs import PendingJob, PendingJobs
+from nodes.release.psi import draw, ids_min_intersection, ids_noise, read_identifiers, read_values
 from nodes.rpc import Context, SignedCall, parser, signed_call
 
 __all__ = ["MAX_SET_SIZE", "PsiServicer", "add_psi_service"]
@@ -138,24 +133,6 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     ) -> Grant:
         return await call.admit(self._use(call, dataset, columns, list(summed)))
 
-    def _noise(self, dp: DpPolicy | None, peer: StatementBody, dataset: str) -> DpNoise | None:
-        """The noise this ids node adds: calibrated to the smaller of the two epsilons."""
-        if not peer.dp_sensitivity:
-            if dp is not None:
-                raise PermissionDenied(
-                    f"dataset {dataset!r} requires differential privacy but the values node "
-                    "states no bound on its values; intersection_sum is refused"
-                )
-            return None
-        try:
-            theirs = Fraction(peer.dp_epsilon)
-            if not 0 < theirs <= 10:
-                raise ValueError
-        except (ValueError, ZeroDivisionError) as exc:
-            raise InvalidRequest("the values node stated an invalid epsilon") from exc
-        eps = min(theirs, Fraction(repr(dp.epsilon_per_query))) if dp is not None else theirs
-        return DpNoise(str(eps), peer.dp_sensitivity)
-
     def _verify(self, st: Statement | None, job: PsiJob, node: str, step: Any) -> StatementBody:
         try:
             assert st is not None
@@ -226,21 +203,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
     ) -> tuple[StatementBody, bytes]:
         """The values side's work: its pairs (clamped under DP), sealed for the ids node."""
         job = step.job
-        rows = await call.compute(
-            self.ctx.store.read_rows,
-            job.values.dataset,
-            [job.values.id_column, job.values.value_column],
-        )
-        pairs = value_pairs(rows, job.fixed_point_bits)
-        dp = grant.policy.dp
-        stated: dict[str, Any] = {}
-        if dp is not None:
-            bounds = dp.bounds[job.values.value_column]
-            pairs = clamp_pairs(pairs, bounds, job.fixed_point_bits)
-            stated = {
-                "dp_sensitivity": fixed_bound(bounds, job.fixed_point_bits),
-                "dp_epsilon": repr(dp.epsilon_per_query),
-            }
+        pairs, stated, minimum = await call.compute(read_values, self.ctx.store, job, grant.policy)
         assert step.peer is not None
         return await call.compute(
             functools.partial(
@@ -250,7 +213,7 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
                 peer,
                 step.peer.digest,
                 points,
-                min_intersection=grant.policy.min_group_size,
+                min_intersection=minimum,
                 pool=self.pool,
                 **stated,
             )
@@ -268,8 +231,8 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             self.jobs.ensure_room(header.requester, job.job_id)
             grant = await self._admit(call, job.ids.dataset, [job.ids.column], ())
             with _translated("identifiers"):
-                rows = await call.compute(ctx.store.read_rows, job.ids.dataset, [job.ids.column])
-                party = IdsParty(job, identifier_set(r[0] for r in rows), self.pool)
+                ids = await call.compute(read_identifiers, ctx.store, job)
+                party = IdsParty(job, ids, self.pool)
                 body, points = await call.compute(party.blind)
                 statement = self._sign(body)
                 self.jobs.put(
@@ -346,19 +309,18 @@ class PsiServicer(psi_pb2_grpc.PsiServiceServicer):
             if peer.peer_digest != pending.blind_digest:
                 raise InvalidRequest("the values node answered another blind statement")
             policy = ctx.policy.policy(job.ids.dataset)
-            noise = self._noise(policy.dp, peer, job.ids.dataset)
-            sum_noise, size_noise = noise.draw() if noise is not None else (0, 0)
+            noise = ids_noise(policy.dp, peer, job.ids.dataset)
+            release = draw(noise)
             with _translated("sealed pairs"):
                 count, enc = await call.compute(
                     pending.party.intersect,
                     peer,
                     pending.blind_digest,
                     sealed,
-                    policy.min_group_size,
-                    sum_noise,
+                    ids_min_intersection(policy, noise),
+                    release.sum_noise,
                 )
-            # The noisy size is post-processed to be non-negative (still DP).
-            count = max(0, count + size_noise)
+            count = release.size(count)
             call.details["intersection_size"] = str(count)
             call.indexes.append(pending.approved_index)
             noisy = " (noisy)" if noise is not None else ""

@@ -24,17 +24,19 @@ from datafed.errors import ProtocolError, QueryError
 from datafed.modes import ProtectionMode, SteppedMode, mode_class
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
-from datafed.query.components import reported_components
+from datafed.query.components import components
+from datafed.query.domain import GroupKey, declared_domain
 from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto, spec_from_proto
 from datafed.wire.signing import MAX_LIFETIME_MS, now_ms
 from datafed.wire.statement import SignedJobStatement, message_digest
-from nodes.config import LimitsSection
+from nodes.config import DatasetPolicy, LimitsSection
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, Unauthenticated
+from nodes.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from nodes.gate import CLOCK_SKEW_MS
 from nodes.limits import check_cost, check_paillier_key, check_query_fields, estimate
 from nodes.policy import Use
+from nodes.policy.rules import reports_domain
 from nodes.rpc import SignedCall
 
 __all__ = [
@@ -101,24 +103,67 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     policy = ctx.policy.policy(job.spec.dataset)
     if job.mode.name == "paillier":
         check_paillier_key(job.params, policy, job.spec.dataset)
+    declared = _declared(job, policy, limits)
     domain_bytes = sum(k.ByteSize() for k in body.protection.domain)
     cost = estimate(
         job.spec,
-        reported_components(job.spec),
+        components(job.spec),
         job.mode,
         job.params,
-        None if job.domain is None else len(job.domain),
+        None if declared is None else len(declared),
         domain_bytes,
         len(job.statement.statement.roster),
         limits,
     )
     check_cost(cost, limits, ctx.config.node.max_message_bytes)
     ctx.store.check(job.spec)  # what the dataset cannot run (types, columns): no data read
-    if job.domain is not None:
-        job = dataclasses.replace(job, domain=ctx.store.typed_keys(job.spec, job.domain))
+    job = dataclasses.replace(job, domain=_own_domain(ctx, job, declared))
     if issubclass(job.mode, SteppedMode):
         ctx.jobs.ensure_room(identity.name)
     return job
+
+
+def _declared(job: QueryJob, policy: DatasetPolicy, limits: LimitsSection) -> list[GroupKey] | None:
+    """The groups this node reports: its own declared domain, never the analyst's.
+
+    Where the node reports a domain (``nodes.policy.rules.reports_domain``) it is the
+    declared one and its remainder (:mod:`datafed.query.domain`). Elsewhere (exact data,
+    a mode that shows each node's groups) the node reports its own groups (``None``) and a
+    request may not name any.
+    """
+    if not reports_domain(policy, job.mode.name):
+        if job.domain is not None:
+            raise InvalidRequest(
+                f"protection {job.mode.name!r} on an exact dataset reports the node's own "
+                "groups: send no group domain"
+            )
+        return None
+    try:
+        return declared_domain(
+            job.spec.group_by, policy.group_domains, limit=limits.max_domain_keys
+        )
+    except QueryError as exc:
+        raise PermissionDenied(str(exc)) from exc
+
+
+def _own_domain(
+    ctx: NodeContext, job: QueryJob, declared: list[GroupKey] | None
+) -> list[GroupKey] | None:
+    """The declared domain typed as its columns; a request's must be exactly it.
+
+    The analyst controls no keys, duplicates or multiplicities: a domain in the request
+    is refused unless it is the node's own, in the same order.
+    """
+    if declared is None:
+        return None
+    own = ctx.store.typed_keys(job.spec, declared)
+    if job.domain is not None and ctx.store.typed_keys(job.spec, job.domain) != own:
+        raise InvalidRequest(
+            "the group domain is not this node's declared one (the policy's group_domains "
+            "in canonical order, then the remainder): nodes serving a dataset must declare "
+            "the same values"
+        )
+    return own
 
 
 def decode_query(
@@ -194,8 +239,6 @@ def _protection(
     domain = [tuple(literal_from_proto(v) for v in k.values) for k in msg.domain] or None
     if domain is not None and any(len(k) != len(spec.group_by) for k in domain):
         raise InvalidRequest("group domain keys do not match GROUP BY")
-    if domain is None and spec.group_by and mode.hides_groups:
-        raise InvalidRequest(f"protection {mode.name!r} with GROUP BY needs a group domain")
     return mode, domain
 
 

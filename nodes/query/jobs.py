@@ -47,17 +47,18 @@ class Job:
     legal_basis: str
     expires_at_ms: int
     state: object
-    #: The job statement's digest and roster, and the dataset's min_participants: what
-    #: every later step's mode environment is bound to.
+    #: The job statement's digest and roster, the dataset's min_participants and required
+    #: nodes: what every later step's mode environment is bound to.
     binding: str = ""
     roster: tuple[str, ...] = ()
     min_participants: int = 2
+    required: tuple[str, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def bound(self) -> JobBinding:
         """What this job's steps are bound to."""
-        return JobBinding(self.binding, self.roster, self.min_participants)
+        return JobBinding(self.binding, self.roster, self.min_participants, self.required)
 
     def run(self, step: Callable[[object], bytes]) -> bytes:
         """Run ``step`` on the state, one step of this job at a time."""
@@ -67,11 +68,17 @@ class Job:
 
 @dataclass(frozen=True)
 class JobBinding:
-    """What a job's steps are bound to: its statement's digest and roster, and ``k`` nodes."""
+    """What a job's steps are bound to: its statement's digest and roster, and ``k`` nodes.
+
+    ``required``: the nodes every released total must include (the consortium of exact
+    data, the ``required_participants`` under DP); a stepped mode releases nothing without
+    any of them.
+    """
 
     binding: str
     roster: tuple[str, ...]
     min_participants: int
+    required: tuple[str, ...] = ()
 
 
 class _Stash:
@@ -101,6 +108,7 @@ class _Stash:
                 binding=self._bound.binding,
                 roster=self._bound.roster,
                 min_participants=self._bound.min_participants,
+                required=self._bound.required,
             )
         )
 

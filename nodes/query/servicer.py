@@ -3,10 +3,10 @@
 A query runs the node's one pipeline (:mod:`nodes.rpc`): the signed request is opened;
 the spec, protection and job statement are decoded and checked against each other
 (:mod:`nodes.query.job`); the policy engine admits the use (``approved``, epsilon
-charged); the local aggregate is computed, protected and bound to the statement
-(:mod:`nodes.query.compute`); ``released`` is recorded with the answer's digest -- the
-per-node facts (groups released and suppressed) go to the entry's private part, which
-only auditors read -- and the answer leaves with its receipt.
+charged); the release gate (:mod:`nodes.release.query`) computes the answer under the
+dataset's rule, protects it, binds it to the statement and records ``released`` with its
+digest -- per-node facts go to the entry's private part, which only auditors read -- and
+the answer leaves with its receipt.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NodeError, status_of
 from nodes.gate import peer_identity
 from nodes.policy.signoff import Signer, grant_signoff, parse_signoff_request
-from nodes.query.compute import answer_digest, compute
 from nodes.query.job import open_query_async
+from nodes.release.query import release_query
 from nodes.rpc import Context, signed_call
 
 __all__ = ["QueryServicer"]
@@ -42,8 +42,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             # Opened, bounded, decoded, typed and costed off the event loop (nodes.limits).
             job = await open_query_async(self.ctx, call, peer_identity(context))
             grant = await call.admit(job.use)
-            response, facts = await call.compute(compute, self.ctx, grant, job)
-            await call.release(answer_digest(response), "released", private=facts)
+            response = await release_query(self.ctx, call, grant, job)  # the release gate
             response.receipt.CopyFrom(await call.receipt())
             response.ledger.CopyFrom(call.head())
             return response
@@ -103,7 +102,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             operations=policy.allowed_operations,
             columns=policy.allowed_columns or [],
             min_group_size=policy.min_group_size,
-            small_groups=policy.small_groups,
+            consortium=policy.consortium,
             min_participants=policy.min_participants,
             required_participants=policy.required_participants,
         )

@@ -19,7 +19,6 @@ agrees across nodes (:func:`audit.usage.reconcile`); ``details["step"]`` says wh
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
@@ -28,7 +27,6 @@ import grpc
 from datafed.errors import ProtocolError
 from datafed.modes import SteppedMode, mode_class
 from datafed.proto.v1 import common_pb2, protocol_pb2, protocol_pb2_grpc
-from datafed.wire.signing import RequestHeader
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest
 from nodes.query.jobs import Job
@@ -83,7 +81,7 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
             job, cls, name = self._open_job(call, body)
             call.details["statement"] = job.binding
             assert call.header is not None
-            reply = await self._run(job, cls, call.header, body)
+            reply = await self._run(call, job, cls, body)
             call.details.update(step=name, step_round=str(body.round))
             await call.release(
                 hashlib.sha256(reply).hexdigest(), f"{job.mode} step {name!r} (round {body.round})"
@@ -101,18 +99,19 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
 
     async def _run(
         self,
+        call: SignedCall,
         job: Job,
         cls: type[SteppedMode],
-        header: RequestHeader,
         body: protocol_pb2.StepRequestBody,
     ) -> bytes:
-        env = self.ctx.mode_env(header.job_id, job.bound)
+        assert call.header is not None
+        env = self.ctx.mode_env(call.header.job_id, job.bound)
         payload, round_ = bytes(body.payload), body.round
 
         def step(state: Any) -> bytes:
             return cls.step(env, state, round_, payload)
 
         try:
-            return await asyncio.to_thread(job.run, step)
+            return await call.compute(job.run, step)  # the node's fair compute threads
         except (ValueError, ProtocolError) as exc:
             raise InvalidRequest(str(exc)) from exc

@@ -1,7 +1,7 @@
 """The node's data stores: one :class:`DatasetStore` per dataset, on four engines.
 
 :class:`DataStore` is what the node uses: all datasets of one node behind one small
-surface (``names``, ``columns``, ``aggregate``, ``row_ids``, ``read_rows``, ``close``).
+surface (``names``, ``columns``, ``aggregate``, ``read_rows``, ``close``).
 Each dataset is opened by the engine its ``node.toml`` entry names (docs/stores.md):
 
 ========== ==================================== ===================================
@@ -23,9 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from datafed.errors import ConfigError
 from datafed.query.components import Component
@@ -148,12 +145,6 @@ class DataStore:
         With ``bounds``, summed values are clamped to them (for differential privacy).
         """
         return self._get(spec.dataset).aggregate(spec, comps, fixed_point_bits, bounds)
-
-    def row_ids(
-        self, spec: QuerySpec, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], npt.NDArray[np.int64]] | None:
-        """Sorted row ids of each group in ``keys`` (``None`` if rows have no stable id)."""
-        return self._get(spec.dataset).row_ids(spec, keys)
 
     def read_rows(self, dataset: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Read the given columns of every row (for approved training jobs only)."""

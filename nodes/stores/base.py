@@ -14,13 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from datafed.query.components import Component, components
-from datafed.query.spec import QuerySpec
+from datafed.query.spec import AllOf, AnyOf, Comparison, InList, Not, Predicate, QuerySpec
 from nodes.errors import InvalidRequest
-from nodes.stores.types import NUMERIC, count_literals, depth
+from nodes.stores.types import NUMERIC, count_literals, depth, literal
 
 __all__ = [
     "MAX_COMPONENTS",
@@ -88,12 +85,6 @@ class DatasetStore(Protocol):
         """One :class:`GroupRow` per non-empty group, sorted by key (``spec`` is checked)."""
         ...
 
-    def row_ids(
-        self, spec: QuerySpec, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], npt.NDArray[np.int64]] | None:
-        """Sorted row ids of each group in ``keys`` (``None`` if rows have no stable id)."""
-        ...
-
     def read_rows(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Every row's values of ``columns``, typed."""
         ...
@@ -110,9 +101,10 @@ class DatasetStore(Protocol):
 def check_spec(name: str, columns: Mapping[str, Column], spec: QuerySpec) -> None:
     """Refuse, before any engine runs it, a query this dataset cannot answer exactly.
 
-    Unknown columns, a numeric aggregate over a text column, and requests beyond the
-    limits above are :class:`InvalidRequest` with a message for the analyst (never a
-    database error surfacing as INTERNAL).
+    Unknown columns, a numeric aggregate over a text column, a literal that is not of its
+    column's type and requests beyond the limits above are :class:`InvalidRequest` with a
+    message for the analyst (never a database error surfacing as INTERNAL) -- all decided
+    here, before admission, from the request alone.
     """
     unknown = sorted(spec.columns() - set(columns))
     if unknown:
@@ -136,3 +128,24 @@ def check_spec(name: str, columns: Mapping[str, Column], spec: QuerySpec) -> Non
         )
     if depth(spec.where) > MAX_PREDICATE_DEPTH:
         raise InvalidRequest(f"WHERE is nested deeper than {MAX_PREDICATE_DEPTH} levels")
+    check_literals(columns, spec.where)
+
+
+def check_literals(columns: Mapping[str, Column], where: Predicate | None) -> None:
+    """Each literal of ``where`` coerces to its column's type (:func:`literal`), or refuse."""
+    stack = [where] if where is not None else []
+    while stack:
+        p = stack.pop()
+        if isinstance(p, (AllOf, AnyOf)):
+            stack.extend(p.items)
+        elif isinstance(p, Not):
+            stack.append(p.item)
+        else:
+            values = (
+                [p.value] if isinstance(p, Comparison)
+                else list(p.values) if isinstance(p, InList)
+                else [p.low, p.high]
+            )  # fmt: skip
+            for v in values:
+                if v is not None:
+                    literal(columns[p.column].type, p.column, v)

@@ -19,9 +19,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from datafed.errors import ConfigError
 from datafed.query.components import Component
 from datafed.query.spec import AllOf, AnyOf, Between, Comparison, InList, Not, Predicate, QuerySpec
@@ -152,10 +149,6 @@ class SparkDataset:
                     "out of columns"
                 )
             self.columns[name] = Column(name, ctype, schema[name])
-        if cfg.row_id is not None and schema.get(cfg.row_id) != "integer":
-            raise ConfigError(
-                f"dataset {cfg.name!r}: row_id {cfg.row_id!r} is not an integer column"
-            )
         self._c = {n: self._typed(c) for n, c in self.columns.items()}
 
     def _typed(self, c: Column) -> Any:
@@ -204,29 +197,6 @@ class SparkDataset:
         rows = self._run(lambda: [tuple(r) for r in res.collect()])
         types = [self.columns[g].type for g in spec.group_by]
         return group_rows(rows, types, comps, self.columns, fixed_point_bits)
-
-    def row_ids(
-        self, spec: QuerySpec, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], npt.NDArray[np.int64]] | None:
-        """Sorted row ids of each group in ``keys`` (``None`` without a ``row_id`` column)."""
-        if self.cfg.row_id is None:
-            return None
-        check_spec(self.cfg.name, self.columns, spec)
-        df = self.df if spec.where is None else self.df.filter(self._predicate(spec.where))
-        ids = self.fn.collect_list(self.fn.col(self.cfg.row_id)).alias("ids")
-        if spec.group_by:
-            keys_ = [self._c[g].alias(f"k{i}") for i, g in enumerate(spec.group_by)]
-            res = df.groupBy(*keys_).agg(ids)
-        else:
-            res = df.agg(ids)
-        types = [self.columns[g].type for g in spec.group_by]
-        wanted = {tuple(k) for k in keys}
-        found = {k: np.zeros(0, dtype=np.int64) for k in wanted}
-        for row in self._run(lambda: res.collect()):
-            key = tuple(python_value(t, v) for t, v in zip(types, row[:-1], strict=True))
-            if key in wanted and row[-1]:
-                found[key] = np.unique(np.asarray(row[-1], dtype=np.int64))
-        return found
 
     def read_rows(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Every row's values of ``columns``, typed."""

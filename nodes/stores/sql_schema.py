@@ -77,13 +77,10 @@ def _duckdb_schema(conn: sa.Connection, table: str) -> dict[str, str | None]:
     return {str(n): duck_type(str(t)) for n, t in conn.execute(stmt)}
 
 
-def describe(
-    engine: sa.Engine, cfg: DatasetConfig
-) -> tuple[sa.Table, dict[str, str | None], sa.ColumnElement[Any] | None]:
-    """Read the table: a Core ``Table``, each column's stored type, and the row id (or None)."""
+def describe(engine: sa.Engine, cfg: DatasetConfig) -> tuple[sa.Table, dict[str, str | None]]:
+    """Read the table: a Core ``Table`` and each column's stored type."""
     name = cfg.table_name
     with engine.connect() as conn:
-        pk: list[str] = []
         if engine.dialect.name == "duckdb":
             schema = _duckdb_schema(conn, name)
             cols = [
@@ -97,41 +94,9 @@ def describe(
                 info = []
             schema = {str(c["name"]): stored_type(c["type"]) for c in info}
             cols = [sa.Column(c["name"], c["type"]) for c in info]
-            if info:
-                pk = list(insp.get_pk_constraint(name).get("constrained_columns") or [])
         if not schema:
             raise ConfigError(f"dataset {cfg.name!r}: table {name!r} not found")
-        table = sa.Table(name, sa.MetaData(), *cols)
-        row_id = _row_id(conn, engine.dialect.name, table, schema, pk, cfg)
-    return table, schema, row_id
-
-
-def _row_id(
-    conn: sa.Connection,
-    dialect: str,
-    table: sa.Table,
-    schema: dict[str, str | None],
-    pk: list[str],
-    cfg: DatasetConfig,
-) -> sa.ColumnElement[Any] | None:
-    """A stable row id: ``row_id`` from node.toml, an integer primary key, or the rowid."""
-    if cfg.row_id is not None:
-        if schema.get(cfg.row_id) != "integer":
-            raise ConfigError(
-                f"dataset {cfg.name!r}: row_id {cfg.row_id!r} is not an integer column"
-            )
-        return table.c[cfg.row_id]
-    if len(pk) == 1 and schema.get(pk[0]) == "integer":
-        return table.c[pk[0]]
-    if dialect in ("sqlite", "duckdb"):
-        rowid: sa.ColumnElement[Any] = sa.literal_column("rowid")
-        try:
-            conn.execute(sa.select(rowid).select_from(table).limit(0))
-        except sa.exc.SQLAlchemyError:
-            conn.rollback()
-            return None  # a view or a table without rowid
-        return rowid
-    return None
+    return sa.Table(name, sa.MetaData(), *cols), schema
 
 
 def typed_expr(dialect: str, col: sa.ColumnElement[Any], c: Column) -> sa.ColumnElement[Any]:

@@ -44,7 +44,9 @@ def test_json_flags_suppressed_groups_and_writes_exact_decimals(fed):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout, parse_float=Decimal)
     rows = {r[0]: (r, flag) for r, flag in zip(out["rows"], out["suppressed"], strict=True)}
-    assert rows["n"] == (["n", None, None], True)  # 9 + 2 rows, k = 3: never shown as 0
+    assert rows["n"] == (["n", 11, Decimal("16.5")], False)  # 9 + 2 rows over the nodes, k = 3
+    assert rows["s"] == (["s", None, None], True)  # 1 + 1 rows: never shown as 0 nor dropped
+    assert rows[None] == ([None, 0, None], False) and out["remainder"][-1] is True
     assert rows["e"] == (["e", 5, Decimal("11.25")], False)
     assert rows["w"] == (["w", 0, None], False)  # declared, empty: not suppressed
     assert out["columns"] == ["zone", "count(*)", "sum(cost)"] and out["error_bound"] is None
@@ -71,9 +73,10 @@ def test_table_marks_suppressed_groups_and_shows_progress(fed):
     proc = query(fed, WARDS, "--protection", "paillier")
     assert proc.returncode == 0, proc.stderr
     lines = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if "│" in line}
-    assert "NULL" in lines["n"] and "suppressed" in lines["n"]
+    assert "NULL" in lines["s"] and "suppressed" in lines["s"]
     assert "11.25" in lines["e"] and "suppressed" not in lines["e"]
-    assert "suppressed: 2 group(s) withheld" in proc.stdout
+    assert "16.5" in lines["n"] and "suppressed" not in lines["n"]
+    assert "suppressed: 1 group(s) withheld" in proc.stdout
     for node in fed.nodes:  # one live line per node, with its steps
         assert f"{node.spec.name}: node info ✓ · query ✓" in proc.stderr
     assert "analyst: paillier parameters ✓ · combine ✓" in proc.stderr

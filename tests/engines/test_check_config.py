@@ -46,6 +46,7 @@ types = {types}
 [datasets.policy]
 allowed_requesters = ["alice"]
 person_level = false
+consortium = ["water-north", "water-east", "water-south"]
 allowed_purposes = ["care"]
 {policy}
 """
@@ -100,3 +101,21 @@ def test_a_good_config_prints_its_datasets_with_types(tmp_path):
     r = run("check-config", "--config", str(toml))
     assert r.returncode == 0, r.stderr
     assert "sqlite" in r.stdout and "year:integer" in r.stdout and "cost:real" in r.stdout
+    assert "64 analysts' calls in flight (8 per requester, 64 more waiting), 16 kept" in r.stdout
+    assert "requests within 10s, calls within 900s; 4 compute threads (1 per" in r.stdout
+
+
+def test_shares_out_of_bounds_are_refused_in_one_line(tmp_path):
+    toml = make(tmp_path, policy="")
+    text = toml.read_text()
+    for keys, fragment in (
+        ("max_concurrent_requests = 4\nmax_requests_per_requester = 8", "must not exceed"),
+        ("request_timeout_s = 0", "request_timeout_s"),
+        ("request_timeout_s = 60\ncall_timeout_s = 30", "must not exceed call_timeout_s"),
+    ):
+        toml.write_text(text.replace('name = "water-north"', f'name = "water-north"\n{keys}', 1))
+        r = run("check-config", "--config", str(toml))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
+    toml.write_text(text + "[limits]\ncompute_threads = 2\ncompute_threads_per_requester = 3\n")
+    r = run("check-config", "--config", str(toml))
+    assert r.returncode == 2 and "compute_threads_per_requester must not exceed" in r.stderr

@@ -46,6 +46,7 @@ types = {types}
 [datasets.policy]
 allowed_requesters = ["alice"]
 person_level = false
+consortium = ["water-north", "water-east", "water-south"]
 allowed_purposes = ["care"]
 """
     )

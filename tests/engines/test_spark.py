@@ -34,7 +34,7 @@ def test_text_parquet_with_declared_types(tmp_path, spark):
         path,
     )
     cfg = spark_cfg(parquet=str(path)).model_copy(
-        update={"types": {"year": "integer", "cost": "real"}, "row_id": "id"}
+        update={"types": {"year": "integer", "cost": "real"}}
     )
     store = DataStore([cfg])
     spec = parse_sql(
@@ -44,8 +44,6 @@ def test_text_parquet_with_declared_types(tmp_path, spark):
     n_year = comps.index(Component("count", "year"))
     got = [(g.key, g.values[0] / 2**16, g.values[n_year]) for g in store.aggregate(spec, comps, 16)]
     assert got == [((2023,), 8.5, 2), ((None,), 3.0, 0)]
-    ids = store.row_ids(spec, [(2023,), (None,)])
-    assert ids is not None and ids[(2023,)].tolist() == [1, 3] and ids[(None,)].tolist() == [4]
     store.close()
     pq.write_table(pa.table({"id": [1, 2], "year": ["2023", "MMXXIV"], "cost": ["1", "2"]}), path)
     with pytest.raises(
@@ -66,7 +64,6 @@ def test_catalogue_table(spark):
         ((2023,), 1),
         ((2024,), 2),
     ]
-    assert store.row_ids(spec, [(2023,)]) is None  # no row_id column: no stable ids
     store.close()
     with pytest.raises(ConfigError, match="cannot read nope_view"):
         DataStore([spark_cfg(catalog_table="nope_view")])

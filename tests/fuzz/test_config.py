@@ -50,6 +50,7 @@ allowed_purposes = ["service-planning"]
 allowed_protections = ["paillier", "plain"]
 min_group_size = 5
 person_level = false
+consortium = ["water-north", "water-east", "water-south"]
 paillier_bits = [2048, 3072]
 
 [datasets.policy.group_domains]

@@ -321,7 +321,7 @@ def _verify_key(fed):
     return lambda task_id: verify_key_of(own, peer, task_id)
 
 
-def test_attack_collector_below_minimum_beyond_budget_or_not_allowed_is_refused_and_recorded(
+def test_attack_collector_beyond_budget_or_not_allowed_is_refused_and_small_dp_windows_noised(
     fed,
 ) -> None:
     items = [(1, w(0) + i) for i in range(8)] + [(1, w(1) + i) for i in range(3)] + [(0, w(2) + 40)]
@@ -332,19 +332,24 @@ def test_attack_collector_below_minimum_beyond_budget_or_not_allowed_is_refused_
         async with Collector.from_file(fed_toml) as col:
             return await col.get("private", window, purpose=PURPOSE)
 
-    with pytest.raises(RemoteError, match="fewer than 5 verified reports") as small:
-        asyncio.run(get(fed.fed_toml, w(1)))
-    assert small.value.code == "PERMISSION_DENIED"
     with pytest.raises(RemoteError, match="not closed") as open_:
         asyncio.run(get(fed.fed_toml, w(5)))
     assert open_.value.code == "INVALID_ARGUMENT"
     with pytest.raises(RemoteError, match="may not collect") as bob:
         asyncio.run(get(fed.write_fed_toml("bob"), w(0)))
     assert bob.value.code == "PERMISSION_DENIED"
-    results = [asyncio.run(get(fed.fed_toml, w(0))) for _ in range(2)]  # budget 2 x epsilon 1
-    for r in results:
-        assert r.report_count == 8 and r.epsilon == {LEADER: 1.0, HELPER: 1.0}
-        assert abs(r.result - 8) < 12 * r.noise_stddev
+    # Under noise a window below min_batch_size (3 < 5 reports) is released all the same:
+    # a refusal on its exact count would tell whether one more device reported. Its
+    # counts are withheld from every answer (and from the close entries' public details).
+    results = [asyncio.run(get(fed.fed_toml, w)) for w in (w(1), w(0))]  # budget 2 x 1
+    for r, true in zip(results, (3, 8), strict=True):
+        assert (r.report_count, r.rejected_count, r.rejected) == (0, 0, {})
+        assert r.epsilon == {LEADER: 1.0, HELPER: 1.0}
+        assert abs(r.result - true) < 12 * r.noise_stddev
+        closes = [rec for x in r.receipts[2:] for rec in x.records]
+        assert closes and all(
+            not rec.result_digest and "reports" not in rec.details for rec in closes
+        )
     with pytest.raises(RemoteError, match="budget") as spent:
         asyncio.run(get(fed.fed_toml, w(0)))
     assert spent.value.code == "RESOURCE_EXHAUSTED"
@@ -355,7 +360,7 @@ def test_attack_collector_below_minimum_beyond_budget_or_not_allowed_is_refused_
             if r.dataset == "private" and r.decision == "denied"
         ]
         reasons = " | ".join(r.reason for r in denied)
-        assert "fewer than 5" in reasons and "may not collect" in reasons and "budget" in reasons
+        assert "may not collect" in reasons and "budget" in reasons
         spent_eps = sum(r.epsilon for r in ledger_records(fed, node) if r.dataset == "private")
         assert spent_eps == 2.0
 

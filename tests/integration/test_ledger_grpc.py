@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import Ledger, WitnessRefusal
-from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, witness_verifier
 from audit.cli.app import main as audit_main
 from audit.private import decode_opening
 from audit.remote import LedgerClient, RemoteError, mtls_channel, request_cosignature
@@ -239,3 +240,62 @@ async def test_auditor_cli_online(
         _cli, ["verify", "-p", str(policy), "--no-witnesses", "--node", site.node_addr, *bad_tls]
     )
     assert code == 2
+
+
+async def test_witnessed_checkpoints_over_grpc(site: Site) -> None:
+    """A witness serves the newest checkpoint it cosigned of each log, with its cosignature."""
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        await request_cosignature(site.ledger, LedgerClient(ch), site.witness.verifier)
+    for role, name in (("auditor", "audrey"), ("node", "water-north"), ("witness", "wendy")):
+        async with site.channel(role, name, site.witness_addr, "regulator") as ch:
+            notes = await LedgerClient(ch).witnessed()
+            assert await LedgerClient(ch).witnessed(["datafed/ledger/other"]) == {}
+        opened = open_checkpoint(notes[ORIGIN], site.ledger.verifier)
+        assert list(notes) == [ORIGIN] and opened.checkpoint.size == 25
+        assert opened.cosigners([site.witness.verifier]) == {site.witness.name}
+    async with site.channel("analyst", "alice", site.witness_addr, "regulator") as ch:
+        with pytest.raises(RemoteError, match="PERMISSION_DENIED"):
+            await LedgerClient(ch).witnessed()
+    async with site.channel("auditor", "audrey", site.node_addr, "water-north") as ch:
+        with pytest.raises(RemoteError, match="UNIMPLEMENTED: this node is not a witness"):
+            await LedgerClient(ch).witnessed()
+    async with site.channel("auditor", "audrey", site.witness_addr, "regulator") as ch:
+        stub = ledger_pb2_grpc.LedgerServiceStub(ch)
+        for origins in (["o"] * 101, ["o" * 1025]):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                req = ledger_pb2.GetWitnessedCheckpointsRequest(origins=origins)
+                await stub.GetWitnessedCheckpoints(req, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_verify_online_asks_the_witnesses(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``verify --node`` asks each witness at its policy address; one that does not answer is
+    reported and counts against the quorum."""
+    async with site.channel("node", "water-north", site.witness_addr, "regulator") as ch:
+        await request_cosignature(site.ledger, LedgerClient(ch), site.witness.verifier)
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{s.getsockname()[1]}"
+    other = witness_verifier("datafed/witness/other", Ed25519PrivateKey.generate())
+    ca, cert, key = site.creds("auditor", "audrey")
+    tls = ["--ca", str(ca), "--cert", str(cert), "--key", str(key), "--server-name", "water-north"]
+    node = ["--node", site.node_addr, *tls]
+    for quorum in (1, 2):
+        policy = tmp_path / f"policy{quorum}.toml"
+        policy.write_text(
+            f'quorum = {quorum}\nlogs = ["{site.ledger.verifier.vkey()}"]\n'
+            f'witnesses = ["{site.witness.verifier.vkey()}", "{other.vkey()}"]\n'
+            "[witness_addresses]\n"
+            f'"{site.witness.name}" = "{site.witness_addr}"\n"{other.name}" = "{down}"\n'
+        )
+        code = await asyncio.to_thread(_cli, ["verify", "-p", str(policy), *node])
+        out, err = capsys.readouterr()
+        assert "witnesses consulted: 1 of 2 hold a cosigned checkpoint of this log" in out, out
+        assert f"  {site.witness.name}: size 25, cosigned " in out
+        assert f"  datafed/witness/other ({down}: unreachable or refused: " in out
+        if quorum == 1:
+            assert code == 0 and f"warning: witness datafed/witness/other ({down}" in err, err
+        else:
+            assert code == 1 and "FAIL witness-unavailable: 1 of 2 witnesses hold" in out, out

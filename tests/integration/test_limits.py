@@ -190,16 +190,18 @@ def test_costly_queries_are_refused_before_admission(fed):
     wide = query_pb2.QuerySpec(dataset="pipe_incidents", aggregates=_histograms(32))
     s = signed_query(fed, name, spec=wide, job_id="job-wide")
     assert "max_components" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
-    # A 10,000-key domain x 7 HISTOGRAMs x 64 bins: 4.5 million values (minutes of Paillier).
+    # A 10,000-key domain x 7 HISTOGRAMs x 64 bins was 4.5 million values (minutes of
+    # Paillier): the analyst no longer sizes the domain -- the node reports its own declared
+    # one, and refuses any other before admission (issue 17). The value and message limits
+    # on a declared domain are tested on the estimate (tests/unit/nodes/test_limits.py).
     grouped = query_pb2.QuerySpec(
         dataset="pipe_incidents", group_by=["year"], aggregates=_histograms(7)
     )
     protection = _paillier(fed, _modulus(2048, 1))
     domain = _domain_protection("paillier", 10_000, protection.params)
     s = signed_query(fed, name, spec=grouped, job_id="job-heavy", protection=domain)
-    assert "max_values" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
-    # 80,000 values, but CKKS ciphertexts (one per participant at the aggregator) that do
-    # not fit one gRPC message.
+    assert "declared one" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
+    # And CKKS ciphertexts for such a domain would not fit one gRPC message: the same.
     small = query_pb2.QuerySpec(
         dataset="pipe_incidents", group_by=["year"], aggregates=_histograms(1, bins=8)
     )
@@ -211,13 +213,13 @@ def test_costly_queries_are_refused_before_admission(fed):
     )
     ckks = _domain_protection("ckks", 10_000, params.SerializeToString())
     s = signed_query(fed, name, spec=small, job_id="job-big-answer", protection=ckks)
-    assert "max_message_bytes" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "declared one" in _refused(fed, 0, s.request, grpc.StatusCode.INVALID_ARGUMENT)
     r = bob(fed).query(
         "SELECT year, COUNT(*) FROM pipe_incidents GROUP BY year",
         purpose=PURPOSE,
         protection="paillier",
     )
-    assert len(r.rows) == 3
+    assert len(r.rows) == 4  # the three declared years and the remainder
 
 
 # ------------------------------------------------------------------ protocol jobs

@@ -1,9 +1,10 @@
 """``shares``, ``secagg`` and ``ckks`` over the wire: three node processes, mTLS, loopback.
 
-Each mode gives the totals of ``plain`` (``ckks`` within its error bound); every step is
-in the nodes' ledgers; the analyst's bytes do not open; a bad step, an aggregator that
-returns garbage and a node that dies mid-query each end in a clear error or, for
-``secagg``, in the survivors' total.
+Each mode gives the totals of ``plain`` (``ckks`` within its error bound) on every declared
+group, and an empty remainder (no material is NULL or undeclared here); every step is in the
+nodes' ledgers; the analyst's bytes do not open; a bad step, an aggregator that returns
+garbage and a node that dies mid-query each end in a clear error -- on this exact dataset
+``secagg`` releases nothing without every node of the consortium (issue 17).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from datafed.modes._envelope import open_sealed, peers
 from datafed.modes.errors import InvalidEnvelope
 from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import protocol_pb2
-from datafed.query.components import Component, reported_components
+from datafed.query.components import Component, components
 from datafed.query.sql import parse_sql
 
 MODES = ("shares", "secagg", "ckks")
@@ -50,10 +50,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
             s.policy_toml,
         )
         assert n == 1
-        # Totals of two of the three districts may be released: secagg survives one dropout.
-        s.policy_toml = s.policy_toml.replace(
-            "min_group_size = 3\n", "min_group_size = 3\nmin_participants = 2\n"
-        )
     f = LocalFederation.create(
         tmp_path_factory.mktemp("fed-modes"), specs, analysts=("alice", "bob")
     )
@@ -69,21 +65,15 @@ def sizes(fed: LocalFederation) -> dict[str, int]:
     return {i.node: i.ledger.size for i in Federation.from_file(fed.fed_toml).node_info()}
 
 
+def declared(result) -> tuple:
+    """The rows of the declared groups; the remainder must be empty here."""
+    rest = [row for row, r in zip(result.rows, result.remainder, strict=True) if r]
+    assert all(row[-1] == 0 for row in rest), rest  # COUNT(*) of the remainder
+    return tuple(row for row, r in zip(result.rows, result.remainder, strict=True) if not r)
+
+
 def names(fed: LocalFederation) -> list[str]:
     return [n.spec.name for n in fed.nodes]
-
-
-def cleartext(fed: LocalFederation, sql: str, nodes: list[str]) -> list[tuple]:
-    rows: dict = {}
-    for node in fed.nodes:
-        if node.spec.name not in nodes:
-            continue
-        with sqlite3.connect(node.config.parent / "data" / "pipe_incidents.sqlite") as db:
-            for *key, s, c in db.execute(sql):
-                acc = rows.setdefault(tuple(key), [0, 0])
-                acc[0] += s
-                acc[1] += c
-    return sorted((*k, *v) for k, v in rows.items())
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -99,14 +89,14 @@ def test_mode_matches_plain_and_records_its_steps(fed, mode):
     if mode == "ckks":
         bound = total.error_bound
         assert bound is not None and 0 < bound < 0.05
-        for got, want in zip(grouped.rows, plain_g.rows, strict=True):
+        for got, want in zip(declared(grouped), plain_g.rows, strict=True):
             assert got[0] == want[0] and got[2] == want[2]  # counts exact
             assert abs(got[1] - want[1]) <= grouped.error_bound
         (got,), (want,) = total.rows, plain_t.rows
         assert abs(got[0] - want[0]) <= bound and got[1] == want[1]
         assert abs(got[2] - want[2]) <= bound / want[1] + 1e-12
     else:
-        assert grouped.rows == plain_g.rows and total.rows == plain_t.rows
+        assert declared(grouped) == plain_g.rows and total.rows == plain_t.rows
         assert grouped.error_bound is None
     steps = {"shares": [1, 1, 0], "secagg": [4, 4, 4], "ckks": [1, 0, 0]}[mode]
     for node, extra in zip(names(fed), steps, strict=True):
@@ -148,9 +138,9 @@ def test_what_the_analyst_and_the_aggregators_receive_under_shares(fed, monkeypa
     client = Federation.from_file(fed.fed_toml)
     r = client.query(GROUPED, purpose=PURPOSE, protection="shares")
     a, b, _ = names(fed)
-    # where count(*) sits in the group-major vector: 4 groups x the reported components
-    comps = reported_components(parse_sql(GROUPED))
-    positions = [g * len(comps) + comps.index(Component("count", "*")) for g in range(4)]
+    # where count(*) sits in the group-major vector: 4 groups and the remainder x components
+    comps = components(parse_sql(GROUPED))
+    positions = [g * len(comps) + comps.index(Component("count", "*")) for g in range(5)]
     assert sorted(s[0] for s in seen) == sorted([a, b])  # the two aggregators, once each
     certs = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]
     senders = {i.name: i for i in peers(_env(fed, a, r.job_id, r.statement), certs, "participant")}
@@ -247,10 +237,11 @@ def test_aggregator_returning_garbage_yields_no_result(fed, monkeypatch, mode):
 
 
 def test_node_dying_mid_query(fed, monkeypatch):
-    """secagg: a node killed after sharing its keys drops out and the survivors' total
-    comes out; shares: an aggregator killed before aggregating is a clear error."""
+    """secagg: a node killed after sharing its keys drops out, and on exact data the
+    survivors release nothing (the consortium's total or none, issue 17); shares: an
+    aggregator killed before aggregating is a clear error."""
     real = ProtocolSession.step
-    a, b, c = names(fed)
+    _, b, c = names(fed)
     victim = {"secagg": (fed.nodes[2], 2), "shares": (fed.nodes[1], 1)}
     killed = []
 
@@ -264,14 +255,8 @@ def test_node_dying_mid_query(fed, monkeypatch):
     monkeypatch.setattr(ProtocolSession, "step", step)
     client = Federation.from_file(fed.fed_toml)
     try:
-        r = client.query(GROUPED, purpose=PURPOSE, protection="secagg")
-        assert r.nodes == (a, b)
-        want = cleartext(
-            fed,
-            "SELECT material, SUM(bursts), COUNT(*) FROM pipe_incidents WHERE month IN (1, 2) GROUP BY material",
-            [a, b],
-        )
-        assert [tuple(row) for row in r.rows] == [tuple(w) for w in want]
+        with pytest.raises(RemoteError, match=r"did not survive|fewer than 3 survivors"):
+            client.query(GROUPED, purpose=PURPOSE, protection="secagg")
         fed.start_node(fed.nodes[2])
         fed.write_fed_toml()
         client = Federation.from_file(fed.fed_toml)

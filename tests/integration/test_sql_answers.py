@@ -101,27 +101,36 @@ def test_sum_over_no_rows_is_null(alice, protection):
 # ------------------------------------------------------------------ suppression
 @pytest.mark.parametrize("protection", ["plain", "paillier", "shares"])
 def test_a_suppressed_group_is_flagged_never_zero_or_dropped(alice, protection):
-    """Issue 10: ward n (9 + 2 rows, k = 3) printed 0 under paillier, vanished under plain."""
+    """Issue 10: ward n (9 + 2 rows, k = 3) printed 0 under paillier, vanished under plain.
+
+    Issue 17: decided on the combined group -- ward n (11 rows) is released whole; ward s
+    (1 + 1 rows) is flagged and NULL, never 0 nor dropped.
+    """
     r = alice.query(WARDS, purpose=PURPOSE, protection=protection)
     rows = {row[0]: (row[1:], flag) for row, flag in zip(r.rows, r.suppressed, strict=True)}
-    assert rows["n"] == ((None, None), True)
+    assert rows["n"][1] is False and rows["n"][0][0] == 11
     assert rows["s"] == ((None, None), True)
     assert rows["e"] == ((5, 11.25), False)
     assert ("w" in rows) == (protection != "plain")
 
 
-def test_suppression_is_enforced_at_the_node(fed):
-    """A hostile analyst's own client ignores the flag: the node sent zeros and 1 anyway."""
+def test_on_exact_data_a_node_withholds_nothing_of_its_own(fed):
+    """k applies to the combined group, never to one node's share (issue 17).
+
+    Per-node suppression withheld ward n's 2 rows at one node, so a group of 11 rows in
+    the union came out suppressed. A hostile analyst's own client reads every node's
+    share under ``plain`` by design -- exact data protects no row (docs/invisibility.md).
+    """
     node = fed.nodes[1].spec.name  # holds 2 rows of ward n and 1 of ward s (k = 3)
     signed = signed_query(fed, node, WARDS, job_id="job-raw-suppress")
     ch, stub = query_stub(fed, 1)
     with ch:
         reply: query_pb2.QueryResponse = stub.Query(signed.request, timeout=30)
-    assert list(reply.components) == ["count(*)", "sum(cost)", "count(cost)", "suppressed(*)"]
+    assert list(reply.components) == ["count(*)", "sum(cost)", "count(cost)"]
     values = list(modes_pb2.PlainPayload.FromString(reply.payload).values)
     keys = [g.values[0].string_value for g in reply.groups]
-    by_key = {k: values[i * 4 : (i + 1) * 4] for i, k in enumerate(keys)}
-    assert by_key == {"n": [0, 0, 0, 1], "s": [0, 0, 0, 1]}
+    counts = {k: values[i * 3] for i, k in enumerate(keys)}
+    assert counts == {"n": 2, "s": 1}
 
 
 def test_dp_small_groups_are_flagged_from_their_noisy_counts(alice):
@@ -130,7 +139,7 @@ def test_dp_small_groups_are_flagged_from_their_noisy_counts(alice):
         "SELECT zone, COUNT(*) FROM dp_visits GROUP BY zone", purpose=PURPOSE, protection="paillier"
     )
     flags = dict(zip((row[0] for row in r.rows), r.suppressed, strict=True))
-    assert flags == {"n": False, "e": True, "s": True, "w": True}
+    assert flags == {"n": False, "e": True, "s": True, "w": True, None: True}
     (n_row,) = [row for row in r.rows if row[0] == "n"]
     assert abs(n_row[1] - 600) < 60 and r.noise_stddev["count(*)"] > 0
     assert all(row[1] is None for row in r.rows if row[0] != "n")
@@ -165,13 +174,15 @@ async def test_query_works_inside_a_running_event_loop(alice):
 def test_to_pandas_has_flags_bounds_and_exact_json(alice, monkeypatch):
     r = alice.query(WARDS, purpose=PURPOSE, protection="ckks")
     df = r.to_pandas()
-    assert list(df.columns) == ["zone", "count(*)", "sum(cost)", "suppressed"]
-    assert df.set_index("zone")["suppressed"].to_dict() == {
-        "n": True,
+    assert list(df.columns) == ["zone", "count(*)", "sum(cost)", "_suppressed", "_remainder"]
+    flags = dict(zip(df["zone"], df["_suppressed"], strict=True))
+    assert {k: v for k, v in flags.items() if isinstance(k, str)} == {
+        "n": False,  # 9 + 2 rows over the nodes, k = 3: shown (issue 17: combined group)
         "e": False,
         "s": True,
         "w": False,
     }
+    assert list(df["_remainder"]) == [False, False, False, False, True]
     assert str(df["count(*)"].dtype) == "Int64" and df.attrs["protection"] == "ckks"
     assert df.attrs["error_bound"] == r.error_bound is not None
     e = alice.query(

@@ -84,11 +84,16 @@ def vkey(fed: LocalFederation, node: str, name: str, *flags: str) -> str:
 def export_and_verify(fed: LocalFederation, name: str, witnesses: list[str], out: Path):  # type: ignore[no-untyped-def]
     node = next(n for n in fed.nodes if n.spec.name == name)
     files = pki.party_paths(fed.pki_dir, "auditor", "regulator")
+    tls = ["--ca", str(fed.pki_dir / "ca.crt"), "--cert", str(files.cert), "--key", str(files.key)]
     target = out / f"export-{name}-{time.monotonic_ns()}"
-    done = audit_cli(
-        "export", str(target), "--node", node.address, "--server-name", name,
-        "--ca", str(fed.pki_dir / "ca.crt"), "--cert", str(files.cert), "--key", str(files.key),
-    )  # fmt: skip
+    states = []  # the witnesses' state first, then the log (docs/audit.md)
+    for w in witnesses:
+        address = next(n.address for n in fed.nodes if n.spec.name == w)
+        state = target.with_name(f"{target.name}-{w}.json")
+        done = audit_cli("witness-export", str(state), "--node", address, "--server-name", w, *tls)
+        assert done.returncode == 0, done.stdout + done.stderr
+        states += ["--witness-state", str(state)]
+    done = audit_cli("export", str(target), "--node", node.address, "--server-name", name, *tls)
     assert done.returncode == 0, done.stdout + done.stderr
     wkeys = [vkey(fed, w, witness_name(w), "--witness") for w in witnesses]
     policy = target.with_suffix(".toml")
@@ -97,7 +102,7 @@ def export_and_verify(fed: LocalFederation, name: str, witnesses: list[str], out
         f'logs = ["{vkey(fed, name, ledger_origin(name))}"]\n'
         "witnesses = [" + ", ".join(f'"{k}"' for k in wkeys) + "]\n"
     )
-    return audit_cli("verify", str(target), "-p", str(policy))
+    return audit_cli("verify", str(target), "-p", str(policy), *states)
 
 
 def test_every_checkpoint_is_cosigned_by_the_other_two(wfed: LocalFederation, tmp_path: Path):

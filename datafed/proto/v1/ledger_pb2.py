@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tafed/proto/v1/ledger.proto\x12\x10\x64\x61tafed.proto.v1\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"D\n\x12GetEntriesResponse\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x12\x0f\n\x07private\x18\x03 \x03(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"W\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\x0c\",\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\"D\n\x0cReceiptEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"N\n\x07Receipt\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12/\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1e.datafed.proto.v1.ReceiptEntry2\xf3\x03\n\rLedgerService\x12[\n\rGetCheckpoint\x12&.datafed.proto.v1.GetCheckpointRequest\x1a\".datafed.proto.v1.SignedCheckpoint\x12W\n\nGetEntries\x12#.datafed.proto.v1.GetEntriesRequest\x1a$.datafed.proto.v1.GetEntriesResponse\x12\x61\n\x11GetInclusionProof\x12*.datafed.proto.v1.GetInclusionProofRequest\x1a .datafed.proto.v1.InclusionProof\x12g\n\x13GetConsistencyProof\x12,.datafed.proto.v1.GetConsistencyProofRequest\x1a\".datafed.proto.v1.ConsistencyProof\x12`\n\rAddCheckpoint\x12&.datafed.proto.v1.AddCheckpointRequest\x1a\'.datafed.proto.v1.AddCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x61tafed/proto/v1/ledger.proto\x12\x10\x64\x61tafed.proto.v1\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"D\n\x12GetEntriesResponse\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0e\n\x06leaves\x18\x02 \x03(\x0c\x12\x0f\n\x07private\x18\x03 \x03(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x04\x12\r\n\x05size2\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"W\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\x0c\",\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\"1\n\x1eGetWitnessedCheckpointsRequest\x12\x0f\n\x07origins\x18\x01 \x03(\t\"O\n\x14WitnessedCheckpoints\x12\x37\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\".datafed.proto.v1.SignedCheckpoint\"D\n\x0cReceiptEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"N\n\x07Receipt\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12/\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1e.datafed.proto.v1.ReceiptEntry2\xe8\x04\n\rLedgerService\x12[\n\rGetCheckpoint\x12&.datafed.proto.v1.GetCheckpointRequest\x1a\".datafed.proto.v1.SignedCheckpoint\x12W\n\nGetEntries\x12#.datafed.proto.v1.GetEntriesRequest\x1a$.datafed.proto.v1.GetEntriesResponse\x12\x61\n\x11GetInclusionProof\x12*.datafed.proto.v1.GetInclusionProofRequest\x1a .datafed.proto.v1.InclusionProof\x12g\n\x13GetConsistencyProof\x12,.datafed.proto.v1.GetConsistencyProofRequest\x1a\".datafed.proto.v1.ConsistencyProof\x12`\n\rAddCheckpoint\x12&.datafed.proto.v1.AddCheckpointRequest\x1a\'.datafed.proto.v1.AddCheckpointResponse\x12s\n\x17GetWitnessedCheckpoints\x12\x30.datafed.proto.v1.GetWitnessedCheckpointsRequest\x1a&.datafed.proto.v1.WitnessedCheckpointsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,10 +51,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDCHECKPOINTREQUEST']._serialized_end=571
   _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=573
   _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=617
-  _globals['_RECEIPTENTRY']._serialized_start=619
-  _globals['_RECEIPTENTRY']._serialized_end=687
-  _globals['_RECEIPT']._serialized_start=689
-  _globals['_RECEIPT']._serialized_end=767
-  _globals['_LEDGERSERVICE']._serialized_start=770
-  _globals['_LEDGERSERVICE']._serialized_end=1269
+  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_start=619
+  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_end=668
+  _globals['_WITNESSEDCHECKPOINTS']._serialized_start=670
+  _globals['_WITNESSEDCHECKPOINTS']._serialized_end=749
+  _globals['_RECEIPTENTRY']._serialized_start=751
+  _globals['_RECEIPTENTRY']._serialized_end=819
+  _globals['_RECEIPT']._serialized_start=821
+  _globals['_RECEIPT']._serialized_end=899
+  _globals['_LEDGERSERVICE']._serialized_start=902
+  _globals['_LEDGERSERVICE']._serialized_end=1518
 # @@protoc_insertion_point(module_scope)

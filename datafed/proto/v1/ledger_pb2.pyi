@@ -268,6 +268,55 @@ class AddCheckpointResponse(_message.Message):
 Global___AddCheckpointResponse: _TypeAlias = AddCheckpointResponse  # noqa: Y015
 
 @_typing.final
+class GetWitnessedCheckpointsRequest(_message.Message):
+    """Ask a witness for the newest checkpoint it cosigned of each log in `origins` (of every
+    log it witnesses when empty; at most 100 origins). Served to auditors, nodes and witnesses.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        origins: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origins", b"origins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWitnessedCheckpointsRequest: _TypeAlias = GetWitnessedCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class WitnessedCheckpoints(_message.Message):
+    """The newest cosigned checkpoint of each log asked for that the witness holds (logs it never
+    cosigned are left out): the log's signed note with this witness's cosignature
+    (cosignature/v1) added. The auditor checks both against its own pinned keys.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedCheckpoint]: ...
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[Global___SignedCheckpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessedCheckpoints: _TypeAlias = WitnessedCheckpoints  # noqa: Y015
+
+@_typing.final
 class ReceiptEntry(_message.Message):
     """One ledger entry in a receipt: its index, leaf bytes and inclusion proof."""
 

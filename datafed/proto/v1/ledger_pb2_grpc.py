@@ -59,6 +59,11 @@ class LedgerServiceStub:
                 request_serializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
                 response_deserializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetWitnessedCheckpoints = channel.unary_unary(
+                '/datafed.proto.v1.LedgerService/GetWitnessedCheckpoints',
+                request_serializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.GetWitnessedCheckpointsRequest.SerializeToString,
+                response_deserializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.WitnessedCheckpoints.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -97,6 +102,14 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWitnessedCheckpoints(self, request, context):
+        """Witness: the newest checkpoints of other nodes' logs it cosigned (UNIMPLEMENTED where
+        the node is no witness).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +137,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.AddCheckpoint,
                     request_deserializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointRequest.FromString,
                     response_serializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+            'GetWitnessedCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWitnessedCheckpoints,
+                    request_deserializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.GetWitnessedCheckpointsRequest.FromString,
+                    response_serializer=datafed_dot_proto_dot_v1_dot_ledger__pb2.WitnessedCheckpoints.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +279,33 @@ class LedgerService:
             '/datafed.proto.v1.LedgerService/AddCheckpoint',
             datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
             datafed_dot_proto_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWitnessedCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafed.proto.v1.LedgerService/GetWitnessedCheckpoints',
+            datafed_dot_proto_dot_v1_dot_ledger__pb2.GetWitnessedCheckpointsRequest.SerializeToString,
+            datafed_dot_proto_dot_v1_dot_ledger__pb2.WitnessedCheckpoints.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class LedgerServiceStub:
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetConsistencyProofRequest, _ledger_pb2.ConsistencyProof]
     AddCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]
     """Witness: cosign another node's checkpoint (UNIMPLEMENTED where the node is no witness)."""
+    GetWitnessedCheckpoints: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetWitnessedCheckpointsRequest, _ledger_pb2.WitnessedCheckpoints]
+    """Witness: the newest checkpoints of other nodes' logs it cosigned (UNIMPLEMENTED where
+    the node is no witness).
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -53,6 +57,10 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetConsistencyProofRequest, _ledger_pb2.ConsistencyProof]  # type: ignore[assignment]
     AddCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_pb2.AddCheckpointRequest, _ledger_pb2.AddCheckpointResponse]  # type: ignore[assignment]
     """Witness: cosign another node's checkpoint (UNIMPLEMENTED where the node is no witness)."""
+    GetWitnessedCheckpoints: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetWitnessedCheckpointsRequest, _ledger_pb2.WitnessedCheckpoints]  # type: ignore[assignment]
+    """Witness: the newest checkpoints of other nodes' logs it cosigned (UNIMPLEMENTED where
+    the node is no witness).
+    """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -92,5 +100,15 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.AddCheckpointResponse, _abc.Awaitable[_ledger_pb2.AddCheckpointResponse]]:
         """Witness: cosign another node's checkpoint (UNIMPLEMENTED where the node is no witness)."""
+
+    @_abc_1.abstractmethod
+    def GetWitnessedCheckpoints(
+        self,
+        request: _ledger_pb2.GetWitnessedCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.WitnessedCheckpoints, _abc.Awaitable[_ledger_pb2.WitnessedCheckpoints]]:
+        """Witness: the newest checkpoints of other nodes' logs it cosigned (UNIMPLEMENTED where
+        the node is no witness).
+        """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -619,7 +619,6 @@ class DatasetAccess(_message.Message):
     OPERATIONS_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     MIN_GROUP_SIZE_FIELD_NUMBER: _builtins.int
-    SMALL_GROUPS_FIELD_NUMBER: _builtins.int
     MIN_PARTICIPANTS_FIELD_NUMBER: _builtins.int
     REQUIRED_PARTICIPANTS_FIELD_NUMBER: _builtins.int
     DP_FIELD_NUMBER: _builtins.int
@@ -627,12 +626,11 @@ class DatasetAccess(_message.Message):
     BUDGET_EPSILON_FIELD_NUMBER: _builtins.int
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
     BUDGET_SCOPE_FIELD_NUMBER: _builtins.int
+    CONSORTIUM_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """the caller is an allowed requester; if not, nothing else is set"""
     min_group_size: _builtins.int
-    """k"""
-    small_groups: _builtins.str
-    """suppress | refuse"""
+    """k: groups whose combined count is below it show as suppressed"""
     min_participants: _builtins.int
     dp: _builtins.bool
     """releases carry differential-privacy noise"""
@@ -655,6 +653,10 @@ class DatasetAccess(_message.Message):
 
     @_builtins.property
     def required_participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def consortium(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """exact data: the nodes every query must name, exactly"""
+
     def __init__(
         self,
         *,
@@ -665,7 +667,6 @@ class DatasetAccess(_message.Message):
         operations: _abc.Iterable[_builtins.str] | None = ...,
         columns: _abc.Iterable[_builtins.str] | None = ...,
         min_group_size: _builtins.int = ...,
-        small_groups: _builtins.str = ...,
         min_participants: _builtins.int = ...,
         required_participants: _abc.Iterable[_builtins.str] | None = ...,
         dp: _builtins.bool = ...,
@@ -673,10 +674,11 @@ class DatasetAccess(_message.Message):
         budget_epsilon: _builtins.float = ...,
         budget_left: _builtins.float = ...,
         budget_scope: _builtins.str = ...,
+        consortium: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregates", b"aggregates", "allowed", b"allowed", "budget_epsilon", b"budget_epsilon", "budget_left", b"budget_left", "budget_scope", b"budget_scope", "columns", b"columns", "dp", b"dp", "epsilon_per_query", b"epsilon_per_query", "min_group_size", b"min_group_size", "min_participants", b"min_participants", "operations", b"operations", "protections", b"protections", "purposes", b"purposes", "required_participants", b"required_participants", "small_groups", b"small_groups"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregates", b"aggregates", "allowed", b"allowed", "budget_epsilon", b"budget_epsilon", "budget_left", b"budget_left", "budget_scope", b"budget_scope", "columns", b"columns", "consortium", b"consortium", "dp", b"dp", "epsilon_per_query", b"epsilon_per_query", "min_group_size", b"min_group_size", "min_participants", b"min_participants", "operations", b"operations", "protections", b"protections", "purposes", b"purposes", "required_participants", b"required_participants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -226,6 +226,8 @@ class TrainingGrant(_message.Message):
     LEDGER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     SECAGG_FIELD_NUMBER: _builtins.int
+    EVALUATION_REFUSED_FIELD_NUMBER: _builtins.int
+    EVALUATION_LOSS_BOUND_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     job_id: _builtins.str
     dataset: _builtins.str
@@ -236,6 +238,10 @@ class TrainingGrant(_message.Message):
     """hex; links every round entry to the approval"""
     model: _builtins.str
     secagg: _builtins.bool
+    evaluation_refused: _builtins.bool
+    """DP jobs: the dataset's policy does not allow federated evaluation (allow_evaluation)."""
+    evaluation_loss_bound: _builtins.float
+    """DP jobs: each row's evaluation loss is clipped to [0, bound] before the noise."""
     @_builtins.property
     def feature_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -257,10 +263,12 @@ class TrainingGrant(_message.Message):
         ledger: _query_pb2.LedgerHead | None = ...,
         model: _builtins.str = ...,
         secagg: _builtins.bool = ...,
+        evaluation_refused: _builtins.bool = ...,
+        evaluation_loss_bound: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dp", b"dp", "ledger", b"ledger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "model", b"model", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds", "secagg", b"secagg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "dp", b"dp", "evaluation_loss_bound", b"evaluation_loss_bound", "evaluation_refused", b"evaluation_refused", "feature_columns", b"feature_columns", "job_id", b"job_id", "label_column", b"label_column", "ledger", b"ledger", "model", b"model", "node", b"node", "num_rows", b"num_rows", "request_sha256", b"request_sha256", "rounds", b"rounds", "secagg", b"secagg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

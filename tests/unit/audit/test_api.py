@@ -66,6 +66,7 @@ def test_the_policy_file_model_is_what_the_parser_reads(tmp_path: Path) -> None:
         "state": "state.json",
         "agencies": {"water-north": "Water (north)"},
         "budgets": {"pipe_incidents": 2.0},
+        "witness_addresses": {},
     }
     assert set(full) == set(PolicyFile.model_fields)
     PolicyFile.model_validate(full)

@@ -52,11 +52,21 @@ def site(tmp_path: Path) -> Path:
 
 def test_export_verify_prove_consistency(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pol = str(site / "policy.toml")
+    wstate = str(site / "w.json")
+    code, out, _ = run(["witness-export", wstate, "--db", str(site / "w.db")], capsys)
+    assert code == 0 and "exported the state of witness datafed/witness/regulator: 1 log(s)" in out
+    assert f"  {ORIGIN}: size 30, cosigned " in out
     code, out, _ = run(["export", str(site / "exp"), "--db", str(site / "l.db")], capsys)
     assert code == 0 and "exported 30 entries, 0 private part(s) and 2 checkpoint(s)" in out
-    code, out, _ = run(["verify", str(site / "exp"), "-p", pol], capsys)
+    code, out, _ = run(["verify", str(site / "exp"), "-p", pol, "--witness-state", wstate], capsys)
     assert code == 0 and out.startswith(f"OK {ORIGIN}: 30 entries, 2 checkpoint(s)")
+    assert "witnesses consulted: 1 of 1 hold a cosigned checkpoint of this log" in out
+    assert "  datafed/witness/regulator: size 30, cosigned " in out
     assert (site / "state.json").exists()
+    # without the witness's state the log's newest witnessed size is unknown: refused
+    code, out, _ = run(["verify", str(site / "exp"), "-p", pol], capsys)
+    assert code == 1 and "FAIL witness-unavailable: 0 of 1 witnesses hold a verified" in out
+    assert "datafed/witness/regulator (not consulted: no --witness-state file" in out
     code, out, _ = run(["prove", str(site / "exp"), "--index", "4", "-p", pol], capsys)
     assert code == 0 and "OK entry 4 is included" in out and '"job_id": "j4"' in out
     args = ["consistency", str(site / "cp20.note"), str(site / "cp30.note")]

@@ -38,6 +38,13 @@ def policies(root: Path, led: Ledger, witness: WitnessStore) -> tuple[str, str]:
     return str(q0), str(q1)
 
 
+def witness_state(root: Path, capsys) -> list[str]:  # type: ignore[no-untyped-def]
+    """Export the witness's state (``datafed-audit witness-export --db``): verify options."""
+    code, out, _ = run(["witness-export", str(root / "w.json"), "--db", str(root / "w.db")], capsys)
+    assert code == 0, out
+    return ["--witness-state", str(root / "w.json")]
+
+
 def history(i: int) -> object:
     return make_record(i, decision="denied" if i % 4 == 3 else "approved", node="water-north")
 
@@ -68,6 +75,10 @@ def test_operator_rewrite_without_denials(tmp_path: Path, capsys) -> None:  # ty
     # with a quorum-1 policy the rewrite has no cosignature: detected
     code, out, _ = run(["verify", exp, "-p", q1], capsys)
     assert code == 1 and "FAIL quorum-not-met" in out
+    # ... and the witness's newest checkpoint (size 20) is longer than the rewritten log
+    code, out, _ = run(["verify", exp, "-p", q1, *witness_state(tmp_path, capsys)], capsys)
+    held = "witness datafed/witness/regulator holds size 20 root "
+    assert code == 1 and f"FAIL log-behind-witness at checkpoint size 20: {held}" in out
     # ... and the real witness refuses to cosign it (it holds size 20 with another root)
     with pytest.raises(WitnessRefusal) as refused:
         witness.add_checkpoint(fake_note, 0, [])
@@ -94,10 +105,11 @@ def test_dropped_unsigned_tail_is_detected(tmp_path: Path, capsys) -> None:  # t
     deadline = time.monotonic() + 10
     while len(led.checkpoints()) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)  # the node signs them within its bound, without being asked
+    ws = witness_state(tmp_path, capsys)
     export_store(db, tmp_path / "exp")
     led.close()
     exp = tmp_path / "exp"
-    code, out, _ = run(["verify", str(exp), "-p", q1], capsys)
+    code, out, _ = run(["verify", str(exp), "-p", q1, *ws], capsys)
     assert code == 0 and "14 entries, 2 checkpoint(s) up to size 14" in out
     assert "met only up to size 12: entries 12..13 are NOT witnessed" in out
     # the operator drops the two denials from the export: the signed size 14 gives it away
@@ -109,7 +121,7 @@ def test_dropped_unsigned_tail_is_detected(tmp_path: Path, capsys) -> None:  # t
         pos += 4 + n
     (exp / "entries.bin").write_bytes(b"".join(leaves[:12]))
     (exp / "hashes.bin").write_bytes((exp / "hashes.bin").read_bytes()[: 12 * 32])
-    code, out, _ = run(["verify", str(exp), "-p", q1], capsys)
+    code, out, _ = run(["verify", str(exp), "-p", q1, *ws], capsys)
     assert code == 1 and "FAIL log-truncated at checkpoint size 14" in out
     witness.close()
 
@@ -125,11 +137,12 @@ def test_unsigned_tail_fails_unless_allowed(tmp_path: Path, capsys) -> None:  # 
     led.close()
     witness.close()
     export_store(db, tmp_path / "exp")
-    code, out, _ = run(["verify", str(tmp_path / "exp"), "-p", q1], capsys)
+    ws = witness_state(tmp_path, capsys)
+    code, out, _ = run(["verify", str(tmp_path / "exp"), "-p", q1, *ws], capsys)
     assert code == 1
     assert "FAIL unsigned-tail at entry 8: 3 entries after the newest checkpoint (size 8)" in out
     code, out, err = run(
-        ["verify", str(tmp_path / "exp"), "-p", q1, "--allow-unsigned-tail"], capsys
+        ["verify", str(tmp_path / "exp"), "-p", q1, "--allow-unsigned-tail", *ws], capsys
     )
     assert code == 0 and "warning: 3 entries after the newest checkpoint" in err
 
@@ -144,8 +157,9 @@ def test_private_parts_are_checked_against_their_commitments(tmp_path: Path, cap
     _, q1 = policies(tmp_path, led, witness)
     led.close()
     witness.close()
+    ws = witness_state(tmp_path, capsys)
     good = export_store(db, tmp_path / "good")
-    code, out, _ = run(["verify", str(good), "-p", q1], capsys)
+    code, out, _ = run(["verify", str(good), "-p", q1, *ws], capsys)
     assert code == 0 and "3 private part(s) checked" in out
     parts = read_private((good / "private.bin").read_bytes())
 
@@ -170,12 +184,12 @@ def test_private_parts_are_checked_against_their_commitments(tmp_path: Path, cap
         "garbage": ({**parts, 1: b"\x01" * 10}, 1),
     }
     for name, (new, index) in cases.items():
-        code, out, _ = run(["verify", variant(name, new), "-p", q1], capsys)
+        code, out, _ = run(["verify", variant(name, new), "-p", q1, *ws], capsys)
         assert code == 1 and f"FAIL private-mismatch at entry {index}" in out, (name, out)
     d = tmp_path / "truncated"
     shutil.copytree(good, d)
     (d / "private.bin").write_bytes((good / "private.bin").read_bytes()[:-3])
-    code, out, _ = run(["verify", str(d), "-p", q1], capsys)
+    code, out, _ = run(["verify", str(d), "-p", q1, *ws], capsys)
     assert code == 1 and "FAIL export-inconsistent" in out
 
 

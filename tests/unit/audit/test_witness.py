@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -7,11 +9,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import Ledger, WitnessRefusal
 from audit.checkpoint import Checkpoint, add_signatures, open_checkpoint, sign_checkpoint
-from audit.witness import WitnessStore
+from audit.witness import WitnessStore, read_newest
 
 from .conftest import ORIGIN, make_record
 
 WKEY = Ed25519PrivateKey.from_private_bytes(b"\x05" * 32)
+OKEY = Ed25519PrivateKey.from_private_bytes(b"\x06" * 32)
 
 
 @pytest.fixture
@@ -91,3 +94,44 @@ def test_fork_is_refused_and_kept_as_evidence(
     text = honest[: honest.rfind("\n\n") + 1]
     assert ev.note_a.startswith(text)
     assert add_signatures(fork, []) == fork
+
+
+def test_the_newest_cosigned_note_per_log(
+    ledger: Ledger, witness: WitnessStore, tmp_path: Path
+) -> None:
+    """The witness keeps the note it vouches for: the log's signature and its cosignature."""
+    other = WitnessStore(tmp_path / "o.db", "witness.test/o", OKEY, [ledger.verifier])
+    ledger.append_many([make_record(i) for i in range(4)])
+    cosign_now(ledger, other, 0)  # the note the log sends next carries another cosignature
+    cosign_now(ledger, witness, 0)
+    ledger.append_many([make_record(i) for i in range(4, 9)])
+    cosign_now(ledger, witness, 4)
+    assert witness.newest(["datafed.test/none"]) == {}
+    newest = witness.newest()
+    opened = open_checkpoint(newest[ORIGIN], ledger.verifier)
+    assert opened.checkpoint.size == 9 and len(opened.signatures) == 2  # no other witness's
+    assert opened.cosigners([witness.verifier, other.verifier]) == {witness.name}
+    assert opened.signatures[1].signature[:8] == (77).to_bytes(8, "big")  # its clock
+    assert read_newest(tmp_path / "w.db") == (newest, [])  # offline, without the key
+    other.close()
+
+
+def test_a_state_file_from_before_cosigned_notes_were_kept(
+    ledger: Ledger, witness: WitnessStore, tmp_path: Path
+) -> None:
+    ledger.append_many([make_record(i) for i in range(6)])
+    cosign_now(ledger, witness, 0)
+    witness.close()
+    legacy = tmp_path / "legacy.db"
+    shutil.copy(tmp_path / "w.db", legacy)
+    with sqlite3.connect(legacy) as db:
+        db.execute("ALTER TABLE cosigned DROP COLUMN witnessed")
+    assert read_newest(legacy) == ({}, [ORIGIN])  # offline there is nothing to show for it
+    with pytest.raises(ValueError, match="is not a witness state database"):
+        read_newest(tmp_path / "ledger.db")
+    store = WitnessStore(legacy, "witness.test/w", WKEY, [ledger.verifier])  # migrates
+    newest = store.newest()  # cosigns its newest checkpoint again, and keeps it
+    store.close()
+    assert read_newest(legacy) == (newest, [])
+    opened = open_checkpoint(newest[ORIGIN], ledger.verifier)
+    assert opened.checkpoint.size == 6 and opened.cosigners([witness.verifier])

@@ -115,6 +115,9 @@ class Harness:
         self.stashes = {n: ListStash() for n in self.nodes}
         #: Stands in for the job statement's digest (the same for every node of the job).
         self.binding = binding_of(job_id)
+        #: Nodes every released total must include (the dataset's consortium or
+        #: ``required_participants``, as the node's JobBinding carries them).
+        self.required: tuple[str, ...] = ()
 
     def env(
         self,
@@ -133,6 +136,7 @@ class Harness:
             components=tuple(comps),
             fixed_point_bits=BITS,
             stash=self.stashes[node],
+            required=self.required,
         )
 
     def ctx(self) -> ModeContext:

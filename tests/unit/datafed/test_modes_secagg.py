@@ -57,6 +57,17 @@ def test_total_survives_a_dropout(mode_pki, dropped, at_round):
     assert run.combined.nodes == tuple(survivors)
 
 
+@pytest.mark.parametrize("dropped", [A, C])
+def test_a_required_node_that_drops_out_stops_the_unmask(mode_pki, dropped):
+    """Issue 17: with every node required (an exact dataset's consortium), the survivors
+    refuse to sign the survivor set, so no total of the others is ever unmasked."""
+    h = Harness(mode_pki)
+    h.required = NODES
+    with pytest.raises(Exception, match="did not survive") as info:
+        h.run(SecAggMode(), values([1, 1], [2, 1], [3, 1]), drop_at={dropped: 2})
+    assert dropped in str(info.value)
+
+
 def test_too_many_dropouts_abort(mode_pki):
     with pytest.raises(ProtocolError, match="need 2"):
         Harness(mode_pki).run(SecAggMode(), values([1, 1], [2, 1], [3, 1]), drop_at={A: 2, B: 2})

@@ -43,6 +43,12 @@ def test_group_by_and_every_condition_form():
         ("SELECT SUM(a) FROM t ORDER BY a", "ORDER BY may name GROUP BY columns"),
         ("SELECT SUM(a) FROM t LIMIT -1", "LIMIT takes a non-negative integer"),
         ("SELECT SUM(a) FROM t GROUP BY b HAVING a > 1", "'a' is none of them"),
+        ("SELECT SUM(a) AS a FROM t HAVING a > 1", "a column of the dataset"),
+        ("SELECT b, SUM(a) AS B FROM t GROUP BY b", "GROUP BY b names a SELECT alias"),
+        ("SELECT COUNT(*) FROM t HAVING COUNT(*) > '5'", "write it as a number"),
+        ("SELECT COUNT(*) FROM t HAVING COUNT(*) = TRUE", "write a number"),
+        ("SELECT b, COUNT(*) FROM t GROUP BY b HAVING b < TRUE", "boolean can only be"),
+        ("SELECT b, COUNT(*) FROM t GROUP BY b HAVING t.b = 1", "plain name"),
         ("SELECT a FROM t", "must be aggregated"),
         ("SELECT * FROM t", "unsupported expression"),
         ("SELECT SUM(a) FROM (SELECT * FROM t)", "exactly one dataset"),
@@ -113,11 +119,11 @@ def _histograms(n: int) -> str:
 
 
 def test_the_front_end_refuses_what_a_node_would_count_as_too_wide():
-    # 7 x 64 bins + the suppression indicator = 449 values: accepted
-    assert len(parse_sql(f"SELECT {_histograms(7)} FROM t").aggregates) == 7
-    # 8 x 64 bins + the suppression indicator = 513 values: over the node's default 512
+    # 8 x 64 bins = 512 values: accepted
+    assert len(parse_sql(f"SELECT {_histograms(8)} FROM t").aggregates) == 8
+    # 8 x 64 bins and a row count = 513 values: over the node's default 512
     with pytest.raises(QueryError, match=r"513 values per group.*at most 512"):
-        parse_sql(f"SELECT {_histograms(8)} FROM t")
+        parse_sql(f"SELECT {_histograms(8)}, COUNT(*) FROM t")
 
 
 def test_the_front_end_bounds_the_number_of_aggregates():

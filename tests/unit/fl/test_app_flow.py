@@ -152,14 +152,22 @@ def test_nodes_refuse_rounds_beyond_the_approved_ones(flood_fed, nodes):
 
 def test_dp_rounds_are_charged_to_the_budget(flood_fed, nodes):
     for n in nodes:
-        n.ctx.policy.budget = LedgerBudget(lambda ds: (100.0, 0.0))
+        n.ctx.policy.budget = LedgerBudget(lambda ds: (100.0, 1e-3))
     spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
     job, result = run(flood_fed, nodes, spec=spec, eval_every=0)
-    check_result(result)
+    result = check_result(result)
     for recs in job_records(nodes, job).values():
-        assert [r.epsilon for r in recs if r.operation == "fl_round"] == [0.5, 0.5]
+        fits = [r for r in recs if r.operation == "fl_round"]
+        assert [(r.epsilon, r.details["delta"]) for r in fits] == [(0.5, "1e-05")] * 2
         assert all(r.details["dp"].startswith("local-gaussian eps=0.5") for r in recs[1:])
-    assert all(n.ctx.policy.budget.spent("alice", FLOOD_TABLE) >= 1.0 for n in nodes)
+        # the evaluation after the last round leaves noised and is charged like a round
+        (ev,) = [r for r in recs if r.operation == "fl_evaluate"]
+        assert (ev.decision, ev.epsilon, "delta" in ev.details) == ("released", 0.5, False)
+    for n in nodes:
+        assert n.ctx.policy.budget.spent_both("alice", FLOOD_TABLE) == (1.5, 2e-5)
+    # what reached the analyst: no exact row count, a constant weight per update
+    assert result.nodes == dict.fromkeys(result.nodes, 0)
+    assert {r.num_examples for r in result.rounds} == {3 * 100_000}
 
 
 def test_lineage_command_on_ledger_exports(flood_fed, nodes, tmp_path):

@@ -90,8 +90,8 @@ def test_open_streams_rows_and_records_one_approval(flood_fed, coastal):
 
 def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     node = runner.start(flood_fed.nodes[1].config)
-    # A budget of 1.0, whatever earlier tests spent on this session's ledger.
-    node.ctx.policy.budget = LedgerBudget(lambda ds: (1.0, 0.0))
+    # A budget of 1.5, whatever earlier tests spent on this session's ledger.
+    node.ctx.policy.budget = LedgerBudget(lambda ds: (1.5, 1e-4))
     spec = replace(SPEC, dp=DpParams.local(0.5, 1e-5, 1.0))
     req, cert, job = request_for(flood_fed, node, spec)
     gw = gateway(flood_fed, node)
@@ -99,9 +99,10 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     start = node.ctx.ledger.head().size
     r1 = gw.record(RoundEntry(job, 1, "fit", H, "cd" * 32, 500, True))
     assert r1.epsilon_charged == 0.5 and r1.entry_index == start
+    # an evaluation of a DP job is noised by the ClientApp and charged like a round
     assert (
         gw.record(RoundEntry(job, 1, "evaluate", "cd" * 32, "ef" * 32, 500, True)).epsilon_charged
-        == 0
+        == 0.5
     )
     with pytest.raises(GatewayRefused, match="approved with SecAgg"):  # sent unmasked
         gw.record(RoundEntry(job, 2, "fit", H, "cd" * 32, 500, False))
@@ -110,7 +111,10 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
     assert (fit1.operation, fit1.decision, fit1.epsilon) == ("fl_round", "released", 0.5)
     assert fit1.result_digest == "cd" * 32 and fit1.details["model_in"] == H
     assert fit1.details["round"] == "1" and fit1.details["phase"] == "fit"
-    assert ev1.operation == "fl_evaluate" and ev1.epsilon == 0
+    assert ev1.operation == "fl_evaluate" and ev1.epsilon == 0.5
+    assert fit1.details["delta"] == "1e-05" and "delta" not in ev1.details
+    # under DP the exact row count is in the private part only (500 rows at this office)
+    assert node.ctx.ledger.get_private(start) == {"rows": "500"}
     assert fit2.request_digest == fit1.request_digest == hashlib.sha256(req.body).hexdigest()
     for bad, why in [
         (RoundEntry(job, 3, "fit", H, H, 10, True), "outside the 2 round"),
@@ -122,7 +126,7 @@ def test_rounds_are_recorded_bounded_and_charged(flood_fed, runner):
             gw.record(bad)
         (denied,) = records(node, size)
         assert denied.decision == "denied" and denied.epsilon == 0
-    # The budget (1.0) is now spent: a new DP job is refused before any data is read.
+    # The budget (1.5) is now spent: a new DP job is refused before any data is read.
     req2, cert2, _ = request_for(flood_fed, node, spec)
     size = node.ctx.ledger.head().size
     with pytest.raises(GatewayRefused) as info:
@@ -200,7 +204,11 @@ def test_dp_policy_requires_dp_and_charges_the_nodes_own_budget(tmp_path, runner
 
     from .conftest import POLICY, flood_specs
 
-    dp_policy = POLICY + "\n[datasets.policy.dp]\nepsilon_per_query = 0.5\nbudget_epsilon = 1.5\n"
+    dp_policy = (
+        POLICY.replace("person_level = false", "person_level = true")
+        + "\n[datasets.policy.dp]\nepsilon_per_query = 0.5\nbudget_epsilon = 1.5\n"
+        + "budget_delta = 1e-4\n"
+    )
     fed = LocalFederation.create(tmp_path, flood_specs(1, policy=dp_policy))
     node = runner.start(fed.nodes[0].config)
     gw = gateway(fed, node)

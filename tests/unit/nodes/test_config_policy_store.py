@@ -10,7 +10,7 @@ from datafed.query.sql import parse_sql
 from nodes.config import load_node_config
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
 from nodes.policy import Use
-from nodes.policy.rules import apply_min_group_size, check
+from nodes.policy.rules import check
 from nodes.stores import DataStore
 
 BASE = """
@@ -33,7 +33,9 @@ allowed_requesters = ["alice"]
 allowed_purposes = ["planning"]
 min_group_size = 3
 person_level = false
+consortium = ["water-north", "water-east", "water-south"]
 """
+ROSTER = ("water-north", "water-east", "water-south")
 
 
 @pytest.fixture
@@ -169,7 +171,7 @@ def _query_use(identity, purpose, spec, protection, roster=("a", "b", "c")):
     )
 
 
-def _decide(cfg, identity, purpose, spec, protection, roster=("a", "b", "c")):
+def _decide(cfg, identity, purpose, spec, protection, roster=ROSTER):
     cols = tuple(n for n, _ in synth.PIPE_COLUMNS)
     ds = cfg.dataset(spec.dataset)
     return check(_query_use(identity, purpose, spec, protection, roster), cfg, cols if ds else None)
@@ -220,10 +222,13 @@ def test_policy_decisions(node_dir, pki_dir, sql, purpose, protection, error, fr
 
 
 def test_policy_needs_enough_participants(node_dir, pki_dir):
+    """Exact data: a job names exactly the consortium -- no subset, no stranger."""
     cfg = load_node_config(node_dir / "node.toml")
     spec = parse_sql("SELECT SUM(bursts) FROM pipe_incidents")
-    with pytest.raises(PermissionDenied, match="at least 3 nodes; the job names 1"):
-        _decide(cfg, _ident(pki_dir), "planning", spec, "paillier", roster=("water-north",))
+    for roster in (("water-north",), ROSTER[:2], (*ROSTER, "water-west")):
+        with pytest.raises(PermissionDenied, match="exactly its consortium"):
+            _decide(cfg, _ident(pki_dir), "planning", spec, "paillier", roster=roster)
+    assert _decide(cfg, _ident(pki_dir), "planning", spec, "paillier", roster=ROSTER[::-1])
 
 
 def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
@@ -238,14 +243,26 @@ def test_policy_refuses_other_requester_and_role(node_dir, pki_dir):
         _decide(cfg, _ident(pki_dir, "node", "water-north"), "planning", spec, "paillier")
 
 
-def test_min_group_size_suppress_and_refuse(node_dir):
-    from nodes.stores import GroupRow
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        ('small_groups = "refuse"\n', "small_groups was removed"),
+        ("differencing_defence = true\n", "differencing_defence was removed"),
+    ],
+)
+def test_removed_policy_keys_are_refused_with_their_reason(node_dir, edit, fragment):
+    path = node_dir / "node.toml"
+    path.write_text(path.read_text() + edit)
+    with pytest.raises(ConfigError, match=fragment):
+        load_node_config(path)
 
-    cfg = load_node_config(node_dir / "node.toml")
-    groups = [GroupRow(("a",), 2, (1,)), GroupRow(("b",), 3, (1,))]
-    keep = apply_min_group_size(cfg.datasets[0].policy, [g.rows for g in groups])
-    assert keep == [False, True]
-    refuse = cfg.datasets[0].policy.model_copy(update={"small_groups": "refuse"})
-    with pytest.raises(PermissionDenied, match="fewer than 3 rows") as info:
-        apply_min_group_size(refuse, [g.rows for g in groups])
-    assert "1 group" not in str(info.value)  # never says how many groups were small
+
+def test_an_exact_dataset_declares_a_consortium_that_names_the_node(node_dir):
+    path = node_dir / "node.toml"
+    base = path.read_text()
+    path.write_text(base.replace('consortium = ["water-north", "water-east", "water-south"]\n', ""))
+    with pytest.raises(ConfigError, match="needs its consortium"):
+        load_node_config(path)
+    path.write_text(base.replace('"water-north", "water-east"', '"water-west", "water-east"'))
+    with pytest.raises(ConfigError, match="the consortium must name this node"):
+        load_node_config(path)

@@ -13,7 +13,7 @@ from datafed.hazmat import PaillierPublicKey, generate_paillier_keypair
 from datafed.modes import CkksMode, PaillierMode, PlainMode, SharesMode
 from datafed.modes._paillier_keys import CACHED_WINDOW, PaillierKeyCache, table_bytes
 from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2
-from datafed.query.components import reported_components
+from datafed.query.components import components
 from datafed.query.spec import Aggregate, QuerySpec
 from datafed.query.sql import parse_sql
 from datafed.wire.serde import where_size
@@ -161,22 +161,22 @@ def test_key_sizes_are_the_policys():
 # ---------------------------------------------------------------------- cost
 def cost(sql: str, mode, params: bytes = b"", keys: int | None = None, roster: int = 3):
     spec = parse_sql(sql)
-    return estimate(spec, reported_components(spec), mode, params, keys, 0, roster, LIMITS)
+    return estimate(spec, components(spec), mode, params, keys, 0, roster, LIMITS)
 
 
 def test_cost_counts_groups_components_ciphertexts_and_bytes():
     sql = "SELECT year, SUM(bursts), AVG(repair_hours) FROM t GROUP BY year"
     c = cost(sql, PlainMode, keys=100)
-    # sum and non-null count of each column, and the suppression indicator
-    assert (c.groups, c.components, c.values, c.ciphertexts) == (100, 5, 500, 0)
+    # sum and non-null count of each column
+    assert (c.groups, c.components, c.values, c.ciphertexts) == (100, 4, 400, 0)
     params = modes_pb2.PaillierParams(
         n=modulus(2048, 1).to_bytes(256, "big"), peer_certificates=[b"x"] * 3
     ).SerializeToString()
     c = cost(sql, PaillierMode, params, keys=100)
     # 2047 usable bits / (64 + 2 headroom + 1 guard) = 30 values per plaintext
-    assert c.ciphertexts == 17 and c.answer_bytes == 17 * (512 + 4)
+    assert c.ciphertexts == 14 and c.answer_bytes == 14 * (512 + 4)
     c = cost(sql, SharesMode, keys=100, roster=5)
-    assert c.answer_bytes == 501 * 9 * 5
+    assert c.answer_bytes == 401 * 9 * 5
     undeclared = cost(sql, PlainMode)
     assert undeclared.groups == LIMITS.max_groups
     check_cost(undeclared, LIMITS, 16 * MiB)
@@ -191,17 +191,17 @@ def test_over_the_limits_is_refused_with_the_field_named():
             for i in range(9)
         ),
     )
-    c = estimate(spec, reported_components(spec), PlainMode, b"", None, 0, 3, LIMITS)
-    assert c.components == 577
-    with pytest.raises(InvalidRequest, match=r"577 values per group .*limits.max_components"):
+    c = estimate(spec, components(spec), PlainMode, b"", None, 0, 3, LIMITS)
+    assert c.components == 576
+    with pytest.raises(InvalidRequest, match=r"576 values per group .*limits.max_components"):
         check_cost(c, LIMITS, 16 * MiB)
     many = cost(
         "SELECT g, SUM(x), COUNT(x), MIN(x), MAX(x) FROM t GROUP BY g", PlainMode, keys=60_000
     )
-    with pytest.raises(InvalidRequest, match=r"300,000 values.*limits.max_values"):
+    with pytest.raises(InvalidRequest, match=r"240,000 values.*limits.max_values"):
         check_cost(many, LIMITS, 16 * MiB)
     params = modes_pb2.PaillierParams(n=modulus(2048, 1).to_bytes(256, "big")).SerializeToString()
-    cts = cost("SELECT g, SUM(x), COUNT(x) FROM t GROUP BY g", PaillierMode, params, keys=50_000)
+    cts = cost("SELECT g, SUM(x), COUNT(x) FROM t GROUP BY g", PaillierMode, params, keys=70_000)
     with pytest.raises(InvalidRequest, match=r"ciphertexts.*limits.max_ciphertexts"):
         check_cost(cts, LIMITS, 16 * MiB)
     big = cost("SELECT g, SUM(x) FROM t GROUP BY g", CkksMode, b"", keys=50_000, roster=8)

@@ -1,14 +1,14 @@
 """SQL's answers, in memory: every protection mode against SQLite over the union of the rows.
 
 Each node is a real SQLite file behind the real store (:class:`nodes.stores.DataStore`) and
-the node's real local step (:func:`nodes.query.compute.local_vector`); every mode protects
+the node's real local step (:func:`nodes.release.query.local_vector`); every mode protects
 with real keys and certificates (``mode_harness``); the client's real assembly and
 post-processing (:mod:`datafed.client._assemble`, :mod:`datafed.query.post`) combine the
 answers.  Only the network is left out (``tests/integration/test_sql_answers.py`` runs a
 smaller set over real node processes).  Random seeded tables have NULLs, negative values
 and empty groups; random queries cover every aggregate, WHERE, GROUP BY and, under
 ``plain``, HAVING, ORDER BY and LIMIT.  Plus the wrong answers of issue 10, one test each,
-and suppression: node-enforced, combined under the mode's protection, flagged.
+and suppression: decided on the combined group, flagged, never zero or dropped.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datafed.client import _assemble
+from datafed.client.nodeinfo import ColumnInfo
 from datafed.local import synth
 from datafed.modes import (
     CkksMode,
@@ -34,12 +36,13 @@ from datafed.modes import (
     SteppedMode,
 )
 from datafed.proto.v1 import query_pb2
-from datafed.query.components import components, reported_components
+from datafed.query.components import components
+from datafed.query.domain import declared_domain
 from datafed.query.result import QueryResult
 from datafed.query.sql import parse_query
 from datafed.wire.serde import literal_to_proto
 from nodes.config import DatasetConfig
-from nodes.query.compute import local_vector
+from nodes.release.query import local_vector
 from nodes.stores import DataStore
 from tests import sql_cases
 from tests.sql_cases import COLUMNS, DOMAINS, NODES, Case
@@ -87,17 +90,13 @@ class Federation:
         k: int = 1,
         domains: Mapping[str, Sequence[Any]] = DOMAINS,
     ) -> QueryResult:
-        """One query: every node aggregates (groups under ``k`` suppressed), protects; combine."""
+        """One query: every node aggregates and protects; combine (groups under ``k`` flagged)."""
         parsed = parse_query(sql)
         spec = parsed.spec
-        comps, wire = components(spec), reported_components(spec)
+        comps = wire = components(spec)
         domain: list[tuple[Any, ...]] | None = None
         if mode.hides_groups:
-            domain = [()]
-            if spec.group_by:
-                import itertools
-
-                domain = list(itertools.product(*(domains[g] for g in spec.group_by)))
+            domain = declared_domain(spec.group_by, domains)
         self.jobs += 1
         h = Harness(self.pki, job_id=f"job-{self.jobs}", nodes=NODES)
         params = asyncio.run(mode.params(h.ctx()))
@@ -106,9 +105,7 @@ class Federation:
             store = self.stores[node]
             typed = store.typed_keys(spec, domain) if domain is not None else None
             groups = store.aggregate(spec, comps, BITS)
-            released = [g for g in groups if g.rows >= k]
-            small = [g.key for g in groups if g.rows < k]
-            keys, flat = local_vector(released, small, len(comps), typed)
+            keys, flat = local_vector(groups, len(comps), typed)
             payload = type(mode).protect(h.env(node, comps=wire), params, flat)
             msg = query_pb2.QueryResponse(
                 node=node,
@@ -134,8 +131,15 @@ class Federation:
                     BITS,
                 )
             )
-        result = _assemble.assemble(spec, wire, mode, BITS, h.job_id, domain, answers, combined)
-        return result.postprocess(parsed.post)
+        result = _assemble.assemble(
+            spec, wire, mode, BITS, h.job_id, domain, answers, combined, k=k if k > 1 else None
+        )
+        return result.postprocess(parsed.post.bind(self.described()))
+
+    def described(self) -> dict[str, list[ColumnInfo]]:
+        """Each node's columns of ``visits`` with their types, as its NodeInfo says."""
+        types = {n: s.column_types("visits").items() for n, s in self.stores.items()}
+        return {n: [ColumnInfo(c, t) for c, t in cols] for n, cols in types.items()}
 
 
 def check(case: Case, result: QueryResult, want: list[tuple[Any, ...]], tolerance: float) -> None:
@@ -167,6 +171,10 @@ def test_random_queries_equal_sqlite_over_the_union(name, modes, mode_pki, tmp_p
                 want = sql_cases.expected(case, parts, mode.hides_groups)
                 tolerance = (result.error_bound or 0.0) + (1e-6 if name == "ckks" else 0.0)
                 check(case, result, want, tolerance)
+                if " LIMIT " in case.sqlite:  # what LIMIT cut is counted
+                    whole = replace(case, sqlite=case.sqlite.rsplit(" LIMIT ", 1)[0])
+                    every = sql_cases.expected(whole, parts, mode.hides_groups)
+                    assert result.cut_by_limit == len(every) - len(want), case.sql
         finally:
             fed.close()
 
@@ -233,13 +241,10 @@ SMALL = {  # k = 3: ward n has 9 + 2 rows, ward e 5 + 0, ward s 1 + 1
 def test_a_suppressed_group_is_flagged_never_zero_or_dropped(name, modes, mode_pki, tmp_path):
     """Issue 10: 9 + 2 visits with k = 10 printed 0 under paillier and vanished under plain.
 
-    Each node suppresses its own small groups (node-enforced); the indicator adds up under
-    the mode's protection, so the analyst learns that a group was suppressed somewhere,
-    and the group is shown as NULL with its flag.
+    Issue 17: suppression is decided on the combined group, never on one node's share of
+    it -- ward n (9 + 2 rows, k = 3) is released whole; ward s (1 + 1) is flagged and shown
+    as NULL, never as 0 nor left out; a declared ward without rows shows its zeros.
     """
-    spec = parse_query("SELECT zone, COUNT(*) FROM visits GROUP BY zone").spec
-    indicator = reported_components(spec)[-1]  # last, additive, a plain count
-    assert (indicator.label, indicator.additive, indicator.scaled) == ("suppressed(*)", True, False)
     fed = Federation(tmp_path, SMALL, mode_pki)
     try:
         r = fed.run(
@@ -249,13 +254,15 @@ def test_a_suppressed_group_is_flagged_never_zero_or_dropped(name, modes, mode_p
             domains={"zone": ["n", "e", "s", "w"]},
         )
         rows = {row[0]: (row[1:], flag) for row, flag in zip(r.rows, r.suppressed, strict=True)}
-        assert rows["n"] == ((None, None), True)  # 2 rows at one node: suppressed there
+        assert rows["n"] == ((11, 11.0), False)  # 2 rows at one node: decided on all 11
         assert rows["e"] == ((5, 5.0), False)
-        assert rows["s"] == ((None, None), True)  # suppressed at both nodes
+        assert rows["s"] == ((None, None), True)  # 1 + 1 rows: below k over all nodes
         if name == "plain":
             assert set(rows) == {"n", "e", "s"}
         else:
             assert rows["w"] == ((0, None), False)  # declared, no rows: empty, not suppressed
+            assert rows[None] == ((0, None), False)  # the remainder: no NULL or other key
+            assert r.remainder == tuple(row[0] is None for row in r.rows)
         r = fed.run(modes[name], "SELECT COUNT(*) FROM visits WHERE zone = 's'", k=3)
         assert r.rows == ((None,),) and r.suppressed == (True,)
     finally:

@@ -192,7 +192,7 @@ ALLOW = {
             "",
         ),
         (
-            {**ALLOW, "allowed_operations": ["query"]},
+            {**ALLOW, "allowed_operations": ["query"], "consortium": ["tax-bureau"]},
             ALICE,
             "research",
             "taxpayers",
