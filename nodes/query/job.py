@@ -26,7 +26,7 @@ from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
 from datafed.query.components import components
 from datafed.query.domain import GroupKey, declared_domain
-from datafed.query.spec import AllOf, AnyOf, Comparison, Not, Predicate, QuerySpec, Scalar
+from datafed.query.spec import Comparison, Predicate, QuerySpec, Scalar
 from datafed.wire.serde import literal_from_proto, spec_from_proto
 from datafed.wire.signing import MAX_LIFETIME_MS, now_ms
 from datafed.wire.statement import SignedJobStatement, message_digest
@@ -38,6 +38,7 @@ from nodes.limits import check_cost, check_paillier_key, check_query_fields, est
 from nodes.policy import Use
 from nodes.policy.rules import reports_domain
 from nodes.rpc import SignedCall
+from nodes.stores.types import terms
 
 __all__ = [
     "MAX_DOMAIN",
@@ -214,14 +215,8 @@ def decode_query(
 
 def _no_order_on_booleans(where: Predicate | None) -> None:
     """Refuse ``x < true``: SQL has no order on booleans and SQLAlchemy cannot compile it."""
-    stack = [where] if where is not None else []
-    while stack:
-        p = stack.pop()
-        if isinstance(p, (AllOf, AnyOf)):
-            stack.extend(p.items)
-        elif isinstance(p, Not):
-            stack.append(p.item)
-        elif isinstance(p, Comparison) and isinstance(p.value, bool) and p.op not in ("=", "!="):
+    for p in terms(where):
+        if isinstance(p, Comparison) and isinstance(p.value, bool) and p.op not in ("=", "!="):
             raise InvalidRequest(f"a boolean can only be compared with = or !=, not {p.op!r}")
 
 

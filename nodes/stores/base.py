@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from datafed.query.components import Component, components
-from datafed.query.spec import AllOf, AnyOf, Comparison, InList, Not, Predicate, QuerySpec
+from datafed.query.spec import Comparison, InList, Predicate, QuerySpec
 from nodes.errors import InvalidRequest
-from nodes.stores.types import NUMERIC, count_literals, depth, literal
+from nodes.stores.types import NUMERIC, count_literals, depth, literal, terms
 
 __all__ = [
     "MAX_COMPONENTS",
@@ -133,19 +133,12 @@ def check_spec(name: str, columns: Mapping[str, Column], spec: QuerySpec) -> Non
 
 def check_literals(columns: Mapping[str, Column], where: Predicate | None) -> None:
     """Each literal of ``where`` coerces to its column's type (:func:`literal`), or refuse."""
-    stack = [where] if where is not None else []
-    while stack:
-        p = stack.pop()
-        if isinstance(p, (AllOf, AnyOf)):
-            stack.extend(p.items)
-        elif isinstance(p, Not):
-            stack.append(p.item)
-        else:
-            values = (
-                [p.value] if isinstance(p, Comparison)
-                else list(p.values) if isinstance(p, InList)
-                else [p.low, p.high]
-            )  # fmt: skip
-            for v in values:
-                if v is not None:
-                    literal(columns[p.column].type, p.column, v)
+    for p in terms(where):
+        values = (
+            [p.value] if isinstance(p, Comparison)
+            else list(p.values) if isinstance(p, InList)
+            else [p.low, p.high]
+        )  # fmt: skip
+        for v in values:
+            if v is not None:
+                literal(columns[p.column].type, p.column, v)

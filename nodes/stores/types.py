@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from datafed.query.spec import AllOf, AnyOf, Between, Comparison, InList, Not, Predicate
@@ -29,6 +29,7 @@ __all__ = [
     "count_literals",
     "literal",
     "python_value",
+    "terms",
     "value_fits",
 ]
 
@@ -113,6 +114,19 @@ def literal(ctype: str, column: str, value: object) -> bool | int | float | str:
         return float(value)  # type: ignore[arg-type]
     assert isinstance(value, (int, float))
     return value  # an integer column compares with an int or a float as numbers
+
+
+def terms(p: Predicate | None) -> Iterator[Comparison | InList | Between]:
+    """The comparisons of a predicate, below its AND, OR and NOT (depth-first)."""
+    stack = [p] if p is not None else []
+    while stack:
+        q = stack.pop()
+        if isinstance(q, (AllOf, AnyOf)):
+            stack.extend(q.items)
+        elif isinstance(q, Not):
+            stack.append(q.item)
+        else:
+            yield q
 
 
 def count_literals(p: Predicate | None) -> int:
