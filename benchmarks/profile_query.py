@@ -2,7 +2,8 @@
 
 Starts the federation of ``test_bench_query_modes.py`` (three node processes on loopback
 with mTLS, ``DATAFED_BENCH_QUERY_ROWS`` rows per node on DuckDB, 100 zones), makes the
-analyst's first two queries per mode (key made, then cached by the nodes), then times
+analyst's first two queries per mode (key made, then cached by the nodes) and pauses as the
+benchmark does (``warm``: the nodes' background table builds finish), then times
 ``ROUNDS`` warm queries per mode and prints, per mode:
 
 - the latency beside ``plain``'s, with the load average;
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, _start
+from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, _start, warm
 
 ROUNDS = int(os.environ.get("DATAFED_PROFILE_ROUNDS", "5"))
 #: Client-side phases: (label, function name as cProfile shows it, file fragment).
@@ -101,8 +102,7 @@ def main(modes: list[str]) -> None:
         local, client = _start(Path(root), cache, "duckdb")
         try:
             for mode in ["plain", *modes]:
-                for _ in range(2):
-                    client.query(SQL, purpose=PURPOSE, protection=mode)
+                warm(client, mode)
                 prof = cProfile.Profile()
                 times = []
                 for _ in range(ROUNDS):

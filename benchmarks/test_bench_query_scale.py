@@ -13,7 +13,7 @@ how it grows with the nodes (secagg's pairwise masks and key shares grow with nÂ
 - nodes: ``DATAFED_BENCH_QUERY_SCALE_NODES`` (default 10 and 30) node processes on this
   machine, 1,000,000 rows each on DuckDB.
 
-One federation runs at a time (stopped before the next starts); warm-up as in
+One federation runs at a time (stopped before the next starts); warm-up and pause as in
 ``test_bench_query_modes.py``.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from engine_data import COLUMNS, duckdb_file, readings_parquet
 from sizes import env_size, size
-from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, WARMUP, _policy, declared
+from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, _policy, declared, warm
 
 from datafed.client import Federation
 from datafed.local.federation import LocalFederation, NodeSpec
@@ -127,9 +127,6 @@ def test_query_scale(benchmark: Any, bench_row: Any, feds: Any, config: Any, mod
         baseline_name="query.plain",
     )
     client = feds(config)
-    out = declared(
-        benchmark.pedantic(
-            _run, args=(client, mode), rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP
-        )
-    )
+    warm(client, mode)
+    out = declared(benchmark.pedantic(_run, args=(client, mode), rounds=ROUNDS, iterations=1))
     assert len(out) == GROUPS and sum(r[2] for r in out) == rows * nodes
