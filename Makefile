@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) sysdeps
 
 # System packages the tests use, from Debian where they are absent (idempotent, quiet):
-# PostgreSQL 15 and Java 17 (the PostgreSQL and Spark engine tests) and chromium (the
-# auditor's HTML report test; playwright drives it and never downloads a browser).
+# PostgreSQL 15 and Java 17 (the PostgreSQL and Spark engine tests), chromium (the
+# auditor's HTML report test; playwright drives it and never downloads a browser) and
+# faketime (a collection worker whose clock is skewed, tests/engines/test_collect_pg.py).
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
@@ -28,6 +29,7 @@ sysdeps:
 	jv=$$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'); \
 	[ -n "$$jv" ] && [ "$$jv" -ge 17 ] || missing="$$missing openjdk-17-jre-headless"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  if command -v apt-get >/dev/null 2>&1; then \

@@ -65,11 +65,15 @@ def reconcile(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[
     Returns
     -------
     list[str]
-        Problems, each starting with ``missing-at-node``, ``mismatch`` or
-        ``released-without-approval``; empty when the job reconciles.  ``mismatch
+        Problems, each starting with ``no-such-job`` (no log holds the job: the only
+        problem then), ``missing-at-node``, ``mismatch``, ``released-without-approval`` or
+        ``decision-differs`` (some nodes admitted the job, others denied it); empty when the
+        job reconciles.  ``mismatch
         statement`` names every node and entry index behind each statement digest.
     """
     per_node = {n: [r for r in recs if r.job_id == job_id] for n, recs in logs.items()}
+    if not any(per_node.values()):
+        return [f"no-such-job: no entry of job {job_id} in any of the {len(logs)} log(s)"]
     problems = _statements(job_id, logs)
     expected = set(per_node)
     for recs in per_node.values():
@@ -105,7 +109,27 @@ def reconcile(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[
             continue
         if "released" in decisions and "approved" not in decisions:
             problems.append(f"released-without-approval at {node}: job {job_id}")
+    problems += _outcomes(job_id, per_node)
     return problems
+
+
+def _outcome(recs: Sequence[DataUseRecord]) -> str:
+    """What one node decided about a job: ``denied`` (never admitted) or ``admitted``."""
+    return "admitted" if any(r.decision in ("approved", "released") for r in recs) else "denied"
+
+
+def _outcomes(job_id: str, per_node: Mapping[str, Sequence[DataUseRecord]]) -> list[str]:
+    """``decision-differs`` if some nodes admitted the job and others denied it."""
+    by: dict[str, list[str]] = defaultdict(list)
+    for node, recs in sorted(per_node.items()):
+        if recs:
+            by[_outcome(recs)].append(node)
+    if len(by) < 2:
+        return []
+    return [
+        f"decision-differs: job {job_id} was admitted at {', '.join(by['admitted'])} "
+        f"but denied at {', '.join(by['denied'])}"
+    ]
 
 
 def _statements(job_id: str, logs: Mapping[str, Sequence[DataUseRecord]]) -> list[str]:

@@ -10,6 +10,10 @@ Rows (one op = one report, one core, pure Python):
   their aggregate share (verify_init at each, the verifier message, verify_next at
   each, agg_update).  Baseline: both aggregators of plain additive sharing expand
   and add their share.  ``ratio`` < 1: its inverse is the price of verifiability.
+* ``prio3.verify`` (``path=batch``): the same, for a whole batch of reports at once
+  (:mod:`datafed.protocols._prio3_batch`: columns of field elements, one pass of every
+  step over all reports); ``prio3.verify.pool`` the batch split over a process pool of
+  two (one per core of the development machine); ``prio3.verify.scalar`` report by report.
 * ``prio3.field``: element-wise products of 4096 field elements, the vectorised
   kernel (numpy ``uint64`` for Field64, numpy ``object`` for Field128) vs a list
   comprehension over Python ints.
@@ -46,6 +50,8 @@ CASES: dict[str, tuple[Prio3[Any, Any], Any, int]] = {
     "histogram100": (Prio3Histogram(100), 42, size(20, 2)),
     "sumvec1000x1": (Prio3SumVec(1000, 1), [i % 2 for i in range(1000)], size(4, 1)),
 }
+#: Reports per batch for the batched rows.
+BATCH = {"count": 2000, "sum8": 1000, "histogram100": 200, "sumvec1000x1": 16}
 IDS = list(CASES)
 PLAIN = "additive sharing (datafed.hazmat split_additive, Z_2^64)"
 
@@ -64,8 +70,9 @@ def _plain_vector(name: str) -> np.ndarray:
     return np.array(vdaf.flp.encode(m), dtype=np.uint64)
 
 
-def _reports(name: str) -> list[tuple[bytes, Any, Any]]:
-    vdaf, m, count = CASES[name]
+def _reports(name: str, count: int | None = None) -> list[tuple[bytes, Any, Any]]:
+    vdaf, m, default = CASES[name]
+    count = count or default
     out = []
     for _ in range(count):
         nonce = os.urandom(16)
@@ -124,6 +131,7 @@ def test_verify_plain_baseline(benchmark, bench_row, name):  # type: ignore[no-u
         per_call=count,
         params=_params(name),
         baseline_name=PLAIN,
+        pair=f"prio3.verify|{name}",
     )
     x = _plain_vector(name)
     reports = [split_additive(x, 2) for _ in range(count)]
@@ -139,9 +147,47 @@ def test_verify_plain_baseline(benchmark, bench_row, name):  # type: ignore[no-u
     assert np.array_equal(aggs[0] + aggs[1], x * np.uint64(count))
 
 
+def _expected(name: str, m: Any, count: int) -> Any:
+    if name == "histogram100":
+        return [count if i == m else 0 for i in range(100)]
+    if isinstance(m, list):
+        return [x * count for x in m]
+    return m * count
+
+
+def batch_verify(name: str, encoded: list[tuple[bytes, bytes, bytes, bytes]]) -> list[list[int]]:
+    """Both aggregators verify a batch; their aggregate shares (also a pool task)."""
+    from datafed.protocols._prio3_batch import (
+        decode_verifier_shares,
+        encode_verifier_shares,
+        verifier_messages,
+        verify_init_batch,
+        verify_next_batch,
+    )
+
+    vdaf = CASES[name][0]
+    nonces, publics, s0, s1 = (list(c) for c in zip(*encoded, strict=True))
+    b0 = verify_init_batch(vdaf, KEY, CTX, 0, nonces, publics, s0)
+    b1 = verify_init_batch(vdaf, KEY, CTX, 1, nonces, publics, s1)
+    v0, p0, decoded = decode_verifier_shares(vdaf, encode_verifier_shares(vdaf, b0))
+    ok, msgs = verifier_messages(vdaf, CTX, [(v0, p0), (b1.verifiers, b1.parts)], len(nonces))
+    ok &= decoded & b0.ok & b1.ok & verify_next_batch(b0, msgs) & verify_next_batch(b1, msgs)
+    p = vdaf.field.MODULUS
+    return [[int(x) % p for x in b.out_shares[:, ok].sum(axis=1)] for b in (b0, b1)]
+
+
+def _encoded(name: str) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    vdaf = CASES[name][0]
+    return [
+        (nonce, vdaf.encode_public_share(pub), *(vdaf.encode_input_share(s) for s in shares))
+        for nonce, pub, shares in _reports(name, BATCH[name])
+    ]
+
+
 @pytest.mark.parametrize("name", IDS)
-def test_verify_ours(benchmark, bench_row, name):  # type: ignore[no-untyped-def]
-    vdaf, m, count = CASES[name]
+def test_verify_batched(benchmark, bench_row, name):  # type: ignore[no-untyped-def]
+    vdaf, m, _ = CASES[name]
+    count = BATCH[name]
     bench_row(
         "prio3.verify",
         role="ours",
@@ -149,7 +195,58 @@ def test_verify_ours(benchmark, bench_row, name):  # type: ignore[no-untyped-def
         per_call=count,
         params=_params(name),
         baseline_name=PLAIN,
-        op="one report at both aggregators",
+        pair=f"prio3.verify|{name}",
+        op="one report at both aggregators, batched",
+        path="batch",
+    )
+    encoded = _encoded(name)
+    aggs = benchmark.pedantic(lambda: batch_verify(name, encoded), rounds=3, iterations=1)
+    assert vdaf.unshard(aggs, count) == _expected(name, m, count)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_verify_pool(benchmark, bench_row, name):  # type: ignore[no-untyped-def]
+    from concurrent.futures import ProcessPoolExecutor
+
+    vdaf, m, _ = CASES[name]
+    count, workers = BATCH[name], 2
+    bench_row(
+        "prio3.verify.pool",
+        role="ours",
+        unit="ops/s",
+        per_call=count,
+        params=_params(name),
+        baseline_name=PLAIN,
+        pair=f"prio3.verify|{name}",
+        op="one report at both aggregators, batch split over a process pool",
+        processes=workers,
+    )
+    encoded = _encoded(name)
+    half = (count + workers - 1) // workers
+    parts = [encoded[i : i + half] for i in range(0, count, half)]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(batch_verify, [name] * len(parts), [parts[0][:2]] * len(parts)))  # warm
+
+        def run() -> list[list[int]]:
+            outs = list(pool.map(batch_verify, [name] * len(parts), parts))
+            return [vdaf.merge([o[j] for o in outs]) for j in range(2)]
+
+        aggs = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert vdaf.unshard(aggs, count) == _expected(name, m, count)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_verify_ours(benchmark, bench_row, name):  # type: ignore[no-untyped-def]
+    vdaf, m, count = CASES[name]
+    bench_row(
+        "prio3.verify.scalar",
+        role="ours",
+        unit="ops/s",
+        per_call=count,
+        params=_params(name),
+        baseline_name=PLAIN,
+        pair=f"prio3.verify|{name}",
+        op="one report at both aggregators, one at a time",
     )
     reports = _reports(name)
 
@@ -165,12 +262,7 @@ def test_verify_ours(benchmark, bench_row, name):  # type: ignore[no-untyped-def
 
     aggs = benchmark.pedantic(verify_all, rounds=5, iterations=1)
     # Five rounds over the same reports: the aggregate is of the last round only.
-    expected: Any = m * count
-    if name == "histogram100":
-        expected = [count if i == m else 0 for i in range(100)]
-    elif isinstance(m, list):
-        expected = [x * count for x in m]
-    assert vdaf.unshard(aggs, count) == expected
+    assert vdaf.unshard(aggs, count) == _expected(name, m, count)
 
 
 FIELD_N = size(4096, 64)

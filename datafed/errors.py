@@ -12,6 +12,7 @@ keeps its own branch in its own ``errors.py``, and names are unique across the t
     │   └── InvalidEnvelope        datafed.modes.errors: a sealed envelope does not open
     ├── RemoteError            a node refused or failed a request; names the node and status
     │   └── NodeUnavailable        a node could not be reached in time
+    ├── NodeNameMismatch       the node at an address presents another node's certificate
     ├── HazmatError            datafed.hazmat.errors: a primitive's check failed (detail-free)
     ├── MachineError           datafed.protocols.errors: a protocol state machine refused
     ├── PsiError               datafed.psi.errors: intersection-sum
@@ -82,6 +83,22 @@ class RemoteError(DatafedError):
         self.code = code
         self.message = message
         super().__init__(f"node {node!r}: {code}: {message}")
+
+
+class NodeNameMismatch(DatafedError):
+    """The node at an address presents another node's certificate (a wrong name or address).
+
+    Parameters
+    ----------
+    node
+        The name the federation file gives.
+    message
+        What the node's certificate says instead.
+    """
+
+    def __init__(self, node: str, message: str) -> None:
+        self.node = node
+        super().__init__(message)
 
 
 class NodeUnavailable(RemoteError):

@@ -10,7 +10,8 @@ inclusion proofs) that the client verifies.  Four scenes:
 2. the tax bureau and a bank: an intersection-sum over their shared person IDs;
 3. live sensor data: water meters and pressure sensors report every minute with
    zero-knowledge validity proofs (Prio3), two aggregator nodes collect 5-minute windows,
-   a faulty device group is rejected, counted and ledgered (``examples/sensors``);
+   a faulty device group is rejected, counted and ledgered, and a burst main in the south
+   fires the analyst's one pressure alert (``examples/sensors``);
 4. three flood offices: a short federated training run on Flower (SecAgg+), and the
    model's lineage traced through the ledgers by the auditor.
 """
@@ -100,7 +101,13 @@ def sensors_scene() -> list[int | None]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from sensors.run import run as run_sensors
 
-    return run_sensors(ROOT / "sensors", scale=0.1, windows=2, cli=True)
+    codes = run_sensors(ROOT / "sensors", scale=0.1, windows=2, cli=True)
+    log = ROOT / "sensors" / "alerts.jsonl"
+    fired = log.read_text().splitlines() if log.exists() else []
+    if len(fired) != 1:  # the scene shows exactly one burst-pipe alert
+        print(f"    expected one alert, the analyst's log holds {len(fired)}", flush=True)
+        codes.append(1)
+    return codes
 
 
 def flood_scene() -> None:

@@ -79,6 +79,35 @@ def serve(
     asyncio.run(_serve(cfg, on_ready=ready, config_path=config))
 
 
+@app.command("collect-worker")
+def collect_worker(
+    config: Path = typer.Option(..., "--config", "-c", help="node.toml"),
+    listen: str = typer.Option(
+        "", "--listen", help="also serve uploads on this address (an upload front end)"
+    ),
+    jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="run aggregation jobs"),
+    parent: int = typer.Option(
+        0, "--parent", help="stop when this process (the `serve` that started it) is gone"
+    ),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR"),
+) -> None:
+    """Aggregate collection tasks beside `serve`, over the node's PostgreSQL database.
+
+    A Leader's worker claims stored reports into leased jobs and drives them through the
+    Helper; a Helper's worker runs the jobs `serve` queued. `--listen` adds an upload
+    front end (docs/collect.md).
+    """
+    from nodes.collect.worker import run_worker
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    cfg = load_node_config(config)
+    if not cfg.collect_service.database:
+        raise ConfigError("collect-worker needs [collect_service] database = postgresql://...")
+    asyncio.run(run_worker(config, listen=listen, jobs=jobs, parent=parent))
+
+
 @app.command()
 def reload(config: Path = typer.Option(..., "--config", "-c", help="node.toml")) -> None:
     """Make a serving node adopt this file's policies now (SIGHUP; recorded in its ledger).

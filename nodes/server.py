@@ -163,8 +163,9 @@ async def start_health_server(
 class _Serving:
     """The parts of one serving node, started in order and stopped in order (:func:`serve`)."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, config_path: Path | None = None) -> None:
         self.ctx = ctx
+        self.config_path = config_path
         self.witness: WitnessStore | None = None
         self.server: grpc.aio.Server | None = None
         self.health: health_aio.HealthServicer | None = None
@@ -178,7 +179,8 @@ class _Serving:
         self.witness = open_witness_store(ctx)
         server, port, health = await build_server(ctx, self.witness)
         self.server, self.health = server, health
-        self.collect = CollectService.open(ctx)  # [[collect]] tasks (docs/collect.md)
+        # [[collect]] tasks (docs/collect.md); on PostgreSQL also their worker processes
+        self.collect = CollectService.open(ctx, self.config_path)
         self.collect.register(server)
         await server.start()
         self.collect.start()
@@ -242,7 +244,7 @@ async def serve(
     (:meth:`NodeContext.reload`, recorded in the ledger).
     """
     ctx = NodeContext.open(config)
-    node = _Serving(ctx)
+    node = _Serving(ctx, config_path)
     crl = config.tls.crl
     try:
         if crl is not None:
@@ -250,10 +252,10 @@ async def serve(
         port = await node.start()
         host = config.node.listen.rsplit(":", 1)[0]
         address = f"{host}:{port}"
+        stop = _handle_signals(ctx, config_path)  # before READY: a stop then is graceful
         log.info("node %s serving on %s (mTLS required)", ctx.name, address)
         if on_ready is not None:
             on_ready(address)
-        stop = _handle_signals(ctx, config_path)
         pid_file(config).write_text(f"{os.getpid()}\n")
         assert node.server is not None
         waiter = asyncio.create_task(node.server.wait_for_termination())

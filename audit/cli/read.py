@@ -176,6 +176,9 @@ def reconcile(
     """Check that every node of a job recorded it alike: requester, purpose, statement, rounds."""
     _, logs, _ = exports.verified()
     problems = _reconcile(job_id, logs)
+    if problems and problems[0].startswith("no-such-job"):
+        out.print(f"FAIL no such job {job_id!r}: no entry of it in the {len(logs)} export(s)")
+        raise typer.Exit(1)
     table = Table(title=f"job {job_id}")
     for col in ("node", "entry indexes", "decisions", "statement"):
         table.add_column(col)

@@ -8,9 +8,14 @@ every entry as a spreadsheet row.  Terms (docs/audit.md):
 - a *use* is one operation admitted at one node: a distinct ``(node, job, operation,
   dataset)`` with an ``approved`` or ``released`` entry (an entry without a job id is a use
   of its own), dated by its first such entry;
-- *epsilon spent* is the sum of the epsilon written on the entries, as the node's own
-  budget counts it; the *budget* comes from the policy's ``[budgets]``, else from a
-  ``budget_epsilon`` detail the node recorded;
+- *administrative events* (``import``, ``policy_reload``: the operator's own acts on the
+  node) are listed apart and never count as uses;
+- *epsilon spent* is the sum of the epsilon written on the entries, per node and dataset
+  (and per requester where the node keeps one budget per requester), as that node's own
+  budget counts it: a node's budget is its own, so spending is never added up across
+  nodes.  The *enforced* budget is the ``budget_epsilon`` detail the node recorded on its
+  admissions (:mod:`nodes.policy.engine`), the *configured* one the auditor's policy's
+  ``[budgets]``; a difference between the two is flagged;
 - a *cross-agency job* draws on the data of two or more agencies (nodes); a *cross-domain
   join* is an intersection-sum, which links one agency's records to another's.
 """
@@ -30,10 +35,13 @@ from audit.records import DataUseRecord
 from audit.usage import STATEMENT_KEY, list_jobs
 from audit.verify import VerifyReport
 
-__all__ = ["JOIN_OPERATIONS", "build_report", "records_csv"]
+__all__ = ["ADMIN_OPERATIONS", "JOIN_OPERATIONS", "build_report", "records_csv"]
 
 #: Operations that join records of two agencies (cross-domain joins).
 JOIN_OPERATIONS = frozenset({"intersection_sum"})
+#: The operator's own acts on a node (not a use of data by a requester).
+ADMIN_OPERATIONS = frozenset({"import", "policy_reload"})
+MAX_ADMIN_ROWS = 200
 MAX_DENIAL_ROWS = 200
 _USE = frozenset({"approved", "released"})
 
@@ -56,7 +64,7 @@ def _uses(logs: Mapping[str, Sequence[DataUseRecord]]) -> list[tuple[str, DataUs
     out = []
     for node, recs in logs.items():
         for i, r in enumerate(recs):
-            if r.decision not in _USE:
+            if r.decision not in _USE or r.operation in ADMIN_OPERATIONS:
                 continue
             key = (node, r.job_id or f"#{i}", r.operation, r.dataset)
             if key not in seen:
@@ -80,39 +88,89 @@ def _over_time(uses: list[tuple[str, DataUseRecord]], agency: Any) -> dict[str, 
     return {"unit": unit, "buckets": labels, "by": by}
 
 
+def _recorded(details: Mapping[str, str], key: str) -> float | None:
+    try:
+        return float(details[key]) if key in details else None
+    except ValueError:
+        return None
+
+
 def _epsilon(
     logs: Mapping[str, Sequence[DataUseRecord]], policy: Policy, agency: Any
 ) -> list[dict[str, Any]]:
+    """Epsilon per node and dataset (per requester where the node's budget is per requester).
+
+    Never summed across nodes: each node enforces its own budget.
+    """
     spent: dict[tuple[str, str, str], float] = defaultdict(float)
     count: Counter[tuple[str, str, str]] = Counter()
-    recorded: dict[tuple[str, str, str], float] = {}
+    by_requester: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    enforced: dict[tuple[str, str], float] = {}
     for node, recs in logs.items():
+        scopes = {r.dataset: r.details.get("budget_scope", "dataset") for r in recs}
         for r in recs:
-            key = (r.requester, node, r.dataset)
+            limit = _recorded(r.details, "budget_epsilon")
+            if limit is not None:
+                enforced[(node, r.dataset)] = limit  # the latest the node recorded
             if r.epsilon > 0:
+                owner = r.requester if scopes[r.dataset] == "requester" else ""
+                key = (node, r.dataset, owner)
                 spent[key] += r.epsilon
                 count[key] += 1
-            if "budget_epsilon" in r.details:
-                try:
-                    recorded[key] = float(r.details["budget_epsilon"])
-                except ValueError:
-                    pass
+                by_requester[key][r.requester] += 1
     rows = []
     for key in sorted(spent):
-        requester, node, dataset = key
-        budget = policy.budget(node, dataset)
+        node, dataset, owner = key
+        configured = policy.budget(node, dataset)
+        limit = enforced.get((node, dataset))
+        budget = limit if limit is not None else configured
+        mismatch = configured is not None and limit is not None and configured != limit
         rows.append(
             {
-                "requester": requester,
                 "node": node,
                 "agency": agency(node),
                 "dataset": dataset,
+                "requester": owner or "(all requesters: one budget)",
+                "requesters": sorted(by_requester[key]),
                 "spent": round(spent[key], 12),
-                "budget": budget if budget is not None else recorded.get(key),
+                "enforced_budget": limit,
+                "configured_budget": configured,
+                "budget": budget,
+                "left": None if budget is None else round(budget - spent[key], 9),
+                "mismatch": mismatch,
                 "charges": count[key],
             }
         )
     return rows
+
+
+def _admin(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
+    """The operator's own acts (imports, policy reloads), newest first: not data uses."""
+    rows = [
+        (r.time_ms, node, i, r)
+        for node, recs in logs.items()
+        for i, r in enumerate(recs)
+        if r.operation in ADMIN_OPERATIONS
+    ]
+    rows.sort(key=lambda x: x[0], reverse=True)
+    kinds = Counter(r.operation for *_, r in rows)
+    return {
+        "total": len(rows),
+        "by_operation": dict(sorted(kinds.items())),
+        "recent": [
+            {
+                "time": _utc(t),
+                "node": node,
+                "agency": agency(node),
+                "index": i,
+                "operation": r.operation,
+                "dataset": r.dataset,
+                "decision": r.decision,
+                "what": r.details.get("file", "") or r.reason,
+            }
+            for t, node, i, r in rows[:MAX_ADMIN_ROWS]
+        ],
+    }
 
 
 def _denials(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
@@ -121,7 +179,7 @@ def _denials(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[s
     rows = []
     for node, recs in logs.items():
         for i, r in enumerate(recs):
-            if r.decision != "denied":
+            if r.decision != "denied" or r.operation in ADMIN_OPERATIONS:
                 continue
             reasons[r.reason[:120] or "(no reason)"] += 1
             by_requester[r.requester] += 1
@@ -150,7 +208,11 @@ def _denials(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[s
 
 def _circulation(logs: Mapping[str, Sequence[DataUseRecord]], agency: Any) -> dict[str, Any]:
     # data that circulated: jobs with a use (an approval or a release), not refused ones
-    jobs = [j for j in list_jobs(logs) if _USE & set(j.decisions)]
+    jobs = [
+        j
+        for j in list_jobs(logs)
+        if _USE & set(j.decisions) and not set(j.operations) <= ADMIN_OPERATIONS
+    ]
     pairs: Counter[tuple[str, str]] = Counter()
     purposes: dict[str, dict[str, Any]] = {}
     joined: Counter[tuple[str, str]] = Counter()
@@ -251,9 +313,11 @@ def build_report(
         return policy.agencies.get(node, node)
 
     records = [r for recs in logs.values() for r in recs]
-    decisions = Counter(r.decision for r in records)
+    data_records = [r for r in records if r.operation not in ADMIN_OPERATIONS]
+    decisions = Counter(r.decision for r in data_records)
     uses = _uses(logs)
     times = [r.time_ms for r in records]
+    epsilon = _epsilon(logs, policy, agency)
     return {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "period": [_utc(min(times)), _utc(max(times))] if times else [],
@@ -264,12 +328,14 @@ def build_report(
             "approved": decisions["approved"],
             "released": decisions["released"],
             "denied": decisions["denied"],
-            "epsilon": round(sum(r.epsilon for r in records), 12),
+            "admin_events": len(records) - len(data_records),
+            "budget_mismatches": sum(1 for r in epsilon if r["mismatch"]),
         },
         "verification": _verification(logs, reports, agency),
         "uses_over_time": _over_time(uses, agency),
-        "epsilon": _epsilon(logs, policy, agency),
+        "epsilon": epsilon,
         "denials": _denials(logs, agency),
+        "admin": _admin(logs, agency),
         "circulation": _circulation(logs, agency),
     }
 

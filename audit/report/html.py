@@ -107,43 +107,96 @@ def _use(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _budget_cell(r: dict[str, Any]) -> str:
+    """The budget columns of one row: enforced, configured, and a flag where they differ."""
+    enforced, configured = r["enforced_budget"], r["configured_budget"]
+    cells = [
+        "-" if enforced is None else _fmt(enforced),
+        "-" if configured is None else _fmt(configured),
+    ]
+    if r["mismatch"]:
+        flag = (
+            f'<span class="bad">MISMATCH: the node enforces {_fmt(enforced)}, '
+            f"the auditor's policy says {_fmt(configured)}</span>"
+        )
+    elif enforced is None and configured is not None:
+        flag = '<span class="warn">the node recorded no budget (configured only)</span>'
+    else:
+        flag = '<span class="ok">agree</span>' if enforced is not None else "-"
+    return "".join(f"<td class=num>{escape(c)}</td>" for c in cells) + f"<td>{flag}</td>"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _epsilon(rows: list[dict[str, Any]]) -> str:
     out = _section(
         "privacy",
-        "Privacy budget: epsilon spent against budget",
-        "Per requester and dataset, the differential-privacy epsilon written on the entries "
-        "(what each agency charged). The dark mark is the agreed budget; a bar beyond it is "
-        "over budget.",
+        "Privacy budget: epsilon spent per node and dataset",
+        "Each agency's node keeps its own differential-privacy budget per dataset (or per "
+        "requester and dataset): the epsilon written on its entries, against the budget that "
+        "node enforces (recorded on its admissions). Budgets of different nodes are separate, "
+        "so their spending is never added up. The dark mark is the budget; a bar beyond it is "
+        "over budget. A budget the node enforces that differs from the auditor's configured "
+        "one is flagged.",
     )
-    bars = [(f"{r['requester']} · {r['agency']}: {r['dataset']}", [r["spent"]]) for r in rows]
-    limits = [r["budget"] for r in rows]
+    bars = [(f"{r['agency']}: {r['dataset']} · {r['requester']}", [r["spent"]]) for r in rows]
     out.append(
         svg.hbars(
             "epsilon",
-            "Epsilon spent per requester and dataset",
+            "Epsilon spent per node and dataset",
             bars,
             ["epsilon spent"],
-            limits=limits,
+            limits=[r["budget"] for r in rows],
         )
     )
-    out.append(
-        _table(
-            ("requester", "agency", "dataset", "charges", "epsilon spent", "budget", "left"),
-            [
-                (
-                    r["requester"],
-                    r["agency"],
-                    r["dataset"],
-                    r["charges"],
-                    r["spent"],
-                    "-" if r["budget"] is None else r["budget"],
-                    "-" if r["budget"] is None else round(r["budget"] - r["spent"], 9),
-                )
-                for r in rows
-            ],
-            num=(3, 4, 5, 6),
+    head = ("agency / node", "dataset", "budget of", "requesters", "charges", "epsilon spent",
+            "left", "enforced budget", "configured budget", "check")  # fmt: skip
+    table = ["<table><tr>", *(f"<th>{escape(h)}</th>" for h in head), "</tr>"]
+    for r in rows:
+        mark = ' class="mismatch"' if r["mismatch"] else ""
+        table.append(
+            f"<tr{mark}><td>{escape(r['agency'])}<br><small>{escape(r['node'])}</small></td>"
+            f"<td>{escape(r['dataset'])}</td><td>{escape(r['requester'])}</td>"
+            f"<td>{escape(', '.join(r['requesters']))}</td>"
+            f"<td class=num>{r['charges']}</td><td class=num>{_fmt(r['spent'])}</td>"
+            f"<td class=num>{'-' if r['left'] is None else _fmt(r['left'])}</td>"
+            + _budget_cell(r)
+            + "</tr>"
         )
+    table.append("</table>")
+    out.append("".join(table))
+    return "".join(out)
+
+
+def _admin(a: dict[str, Any]) -> str:
+    out = _section(
+        "admin",
+        "Administrative events (not data uses)",
+        f"{a['total']} act(s) of the agencies' operators on their own nodes: dataset imports "
+        "and policy reloads. They are recorded in the same ledgers but are not uses of data "
+        "by a requester, so they count in no total above.",
     )
+    if a["recent"]:
+        out.append(
+            _table(
+                ("time (UTC)", "agency", "entry", "operation", "dataset", "decision", "what"),
+                [
+                    (
+                        r["time"],
+                        r["agency"],
+                        r["index"],
+                        r["operation"],
+                        r["dataset"] or "-",
+                        r["decision"],
+                        r["what"],
+                    )
+                    for r in a["recent"]
+                ],
+                num=(2,),
+            )
+        )
     return "".join(out)
 
 
@@ -254,7 +307,8 @@ def render_html(data: dict[str, Any], title: str = "Data use audit report") -> s
                 ("uses", t["uses"]),
                 ("released", t["released"]),
                 ("denied", t["denied"]),
-                ("epsilon spent", f"{t['epsilon']:.4g}"),
+                ("budget mismatches", t["budget_mismatches"]),
+                ("administrative events", t["admin_events"]),
             ]
         ),
         _verification(data["verification"]),
@@ -262,6 +316,7 @@ def render_html(data: dict[str, Any], title: str = "Data use audit report") -> s
         _epsilon(data["epsilon"]),
         _denials(data["denials"]),
         _circulation(data["circulation"]),
+        _admin(data["admin"]),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -49,8 +49,12 @@ def _empty(chart: str, title: str) -> str:
     return "".join(parts)
 
 
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _text_w(texts: Sequence[str]) -> int:
+    """Pixels that the longest of ``texts`` takes at the charts' 11 px font.
+
+    Labels are never cut: the chart grows to hold them.
+    """
+    return int(6.6 * max((len(t) for t in texts), default=0)) + 12
 
 
 def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
@@ -59,12 +63,12 @@ def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
         yy = y + 16 * k
         color = PALETTE[k % len(PALETTE)]
         out.append(f'<rect x="{x}" y="{yy}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{x + 14}" y="{yy + 9}">{escape(_clip(name, 48))}</text>')
+        out.append(f'<text x="{x + 14}" y="{yy + 9}">{escape(name)}</text>')
     return out
 
 
 def _legend_w(names: Sequence[str]) -> int:
-    return 24 + 7 * min(48, max((len(n) for n in names), default=0))
+    return 14 + _text_w(names)
 
 
 def stacked_bars(
@@ -141,7 +145,7 @@ def hbars(
     """
     if not rows or (not any(any(v) for _, v in rows) and not any(limits or ())):
         return _empty(chart, title)
-    label_w, plot_w, row_h = 300, 380, 8 + 12 * len(series)
+    label_w, plot_w, row_h = max(120, _text_w([r[0] for r in rows])), 380, 8 + 12 * len(series)
     peak = max([max(v, default=0) for _, v in rows] + [x for x in (limits or ()) if x] + [1e-12])
     height = 12 + row_h * len(rows) + 16 * len(series) + 8
     parts = _open(chart, title, label_w + plot_w + max(90, _legend_w(series) - plot_w), height)
@@ -149,7 +153,7 @@ def hbars(
         y0 = 8 + r * row_h
         parts.append(
             f'<text x="{label_w - 6}" y="{y0 + row_h / 2 + 3:.1f}" '
-            f'text-anchor="end">{escape(_clip(label, 44))}<title>{escape(label)}</title></text>'
+            f'text-anchor="end">{escape(label)}<title>{escape(label)}</title></text>'
         )
         for k, v in enumerate(values):
             w = plot_w * v / peak
@@ -180,22 +184,23 @@ def heatmap(
     """A symmetric matrix of counts between ``names`` (e.g. jobs shared by two agencies)."""
     if len(names) < 2 or not any(counts.values()):
         return _empty(chart, title)
-    cell, label_w = 28, 200
+    cell, label_w = 28, max(120, _text_w(names))
     n = len(names)
-    width, height = label_w + cell * n + 140, label_w // 2 + cell * n + 10
+    # the column labels are turned 45 degrees: they reach up (and right) ~0.71 of their length
+    top = max(60, int(0.71 * _text_w(names)) + 8)
+    width, height = label_w + cell * n + top, top + cell * n + 10
     peak = max(counts.values())
     parts = _open(chart, title, width, height)
-    top = label_w // 2
     for j, name in enumerate(names):
         x = label_w + j * cell + cell / 2
         parts.append(
-            f'<text transform="translate({x:.1f},{top - 4}) rotate(-45)">{escape(name[:24])}</text>'
+            f'<text transform="translate({x:.1f},{top - 4}) rotate(-45)">{escape(name)}</text>'
         )
     for i, a in enumerate(names):
         y = top + i * cell
         parts.append(
             f'<text x="{label_w - 6}" y="{y + cell / 2 + 4:.1f}" '
-            f'text-anchor="end">{escape(a[:30])}</text>'
+            f'text-anchor="end">{escape(a)}</text>'
         )
         for j, b in enumerate(names):
             v = counts.get((a, b), 0) if i != j else 0

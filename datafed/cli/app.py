@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +17,8 @@ from rich.text import Text
 from audit.cli.common import command_app, run_main, version_option
 from audit.errors import ExitCode
 from datafed.cli.collect import register as register_collect
+from datafed.cli.init import register as register_init
+from datafed.cli.numbers import cell, precision_step
 from datafed.cli.pki import register as register_pki
 from datafed.cli.progress import live_steps
 from datafed.cli.psi import register as register_psi
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 app = command_app("datafed analyst client: protected queries across agency nodes.")
+register_init(app)
 register_pki(app)
 register_psi(app)
 register_train(app)
@@ -50,14 +54,9 @@ def _root(show_version: bool = version_option("datafed")) -> None:
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr")
 
 
-def _cell(v: object) -> str:
-    if v is None:
-        return "NULL"
-    if isinstance(v, Decimal):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:,.4f}".rstrip("0").rstrip(".")
-    return str(v)
+WIDE_OPTION = typer.Option(
+    False, "--wide", help="never wrap the table (it is never cut when not on a terminal)"
+)
 
 
 @app.command()
@@ -74,6 +73,7 @@ def query(
         False, "--json", help="print the result as JSON (docs/analyst.md)"
     ),
     quiet: bool = QUIET_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
     """Run one protected query across every node of the federation.
 
@@ -84,23 +84,29 @@ def query(
     from datafed.client import Federation
 
     fed = Federation.from_file(federation)
-    with live_steps(err, quiet=quiet) as progress:
-        result = fed.query(
-            sql,
-            purpose=purpose,
-            protection=protection,
-            legal_basis=legal_basis,
-            progress=progress,
-        )
+    try:
+        with live_steps(err, quiet=quiet) as progress:
+            result = fed.query(
+                sql, purpose=purpose, protection=protection, legal_basis=legal_basis,
+                progress=progress,
+            )  # fmt: skip
+    except KeyboardInterrupt:  # the client has cancelled the job at its nodes meanwhile
+        err.print("interrupted: the job was cancelled at the nodes that held it open")
+        raise typer.Exit(130) from None
     if as_json:
         print(result.to_json())
         return
-    _print_table(result)
+    _print_table(result, wide)
     _print_notes(result)
 
 
-def _print_table(result: QueryResult) -> None:
-    """The result's rows as a table, each row's marks in a note column, what they mean."""
+def _print_table(result: QueryResult, wide: bool = False) -> None:
+    """The result's rows as a table, each row's marks in a note column, what they mean.
+
+    Numbers in one format (:mod:`datafed.cli.numbers`: separators, noisy values rounded to
+    their noise). Nothing is ever cut: on a terminal long cells wrap (``--wide``: the
+    table keeps its width), elsewhere (a file, a pipe) the table is as wide as it needs.
+    """
     suppressed, remainder = result.flags()
     notes = [
         ", ".join(m for m, on in (("suppressed", s), ("remainder", r)) if on)
@@ -112,15 +118,32 @@ def _print_table(result: QueryResult) -> None:
         )
     )
     for col in result.columns:
-        table.add_column(Text(col), justify="right")
+        table.add_column(Text(col), justify="right", overflow="fold")
     if any(notes):
-        table.add_column("note")
+        table.add_column("note", overflow="fold")
+    steps = [precision_step(_noise(result, col)) for col in result.columns]
     for row, note in zip(result.exact_rows or result.rows, notes, strict=True):
-        cells = [Text(_cell(v)) for v in row]
+        cells = [Text(cell(v, step if isinstance(v, float | Decimal) else None))
+                 for v, step in zip(row, steps, strict=True)]  # fmt: skip
         table.add_row(*cells, *((Text(note),) if any(notes) else ()))
-    out.print(table)
+    if wide or not out.is_terminal:
+        need = Measurement.get(out, out.options.update_width(1_000_000), table).maximum
+        width, out.width = out.width, max(out.width, need)  # print clamps to the console's
+        try:
+            out.print(table)
+        finally:
+            out.width = width
+    else:
+        out.print(table)
     for line in mark_lines(result):
         say(line)
+
+
+def _noise(result: QueryResult, column: str) -> float | None:
+    """The noise a column's values carry: DP's 1-sigma, or CKKS's error bound."""
+    if column in result.noise_stddev:
+        return result.noise_stddev[column]
+    return result.error_bound
 
 
 def mark_lines(result: QueryResult) -> list[str]:

@@ -78,23 +78,36 @@ def _width(spec: Any) -> int:
 
 
 async def _watch(
-    federation: Path, task: str, purpose: str, since: int, count: int, labels: list[str]
+    federation: Path,
+    task: str,
+    purpose: str,
+    since: int,
+    count: int,
+    labels: list[str],
+    alerts_file: Path | None = None,
 ) -> None:
-    from datafed.collect import Collector, Window
+    from datafed.collect import Collector, Window, deliver, load_alerts
 
     async with Collector.from_file(federation) as col:
         spec = (await col.task(task)).spec
+        alerts = load_alerts(alerts_file, {task: spec}, watching=task) if alerts_file else None
         width = _width(spec)
         title = (
             f"{task}: {spec.vdaf} per {spec.time_precision} s window, {spec.leader} + {spec.helper}"
         )
         table, seen = _table(title, labels, width), 0
-        with Live(table, console=out, refresh_per_second=4):
+        with Live(table, console=out, refresh_per_second=4) as live:
             async for window in col.watch(task, purpose=purpose, since=since):
                 table.add_row(*_row(window, width))
                 seen += 1
                 if isinstance(window, Window) and window.noise_stddev:
                     table.caption = f"noise: ±{window.noise_stddev:.3g} (1σ) per value"
+                if alerts is not None and isinstance(window, Window):
+                    for a in alerts.check(
+                        task, window.start, window.duration, window.result, window.noise_stddev
+                    ):
+                        say = lambda m: live.console.print(m, markup=False)  # noqa: E731
+                        await asyncio.to_thread(deliver, a, alerts.log, say)
                 if count and seen >= count:
                     break
 
@@ -107,11 +120,18 @@ def watch(
     since: str = SINCE,
     count: int = typer.Option(0, "--count", help="stop after this many windows (0: never)"),
     labels: str = LABELS,
+    alerts: Path | None = typer.Option(
+        None, "--alerts", help="alert rules on the released windows (docs/collect.md#alerts)"
+    ),
 ) -> None:
-    """Print each window of TASK as it closes (a live table; Ctrl-C to stop)."""
+    """Print each window of TASK as it closes (a live table; Ctrl-C to stop).
+
+    With --alerts, each window is judged against the file's rules for TASK; an alert
+    fired is printed here, sent to its command or webhook, and written to the file's log.
+    """
     names = [x for x in labels.split(",") if x]
     try:
-        asyncio.run(_watch(federation, task, purpose, _parse_time(since), count, names))
+        asyncio.run(_watch(federation, task, purpose, _parse_time(since), count, names, alerts))
     except KeyboardInterrupt:
         err.print("stopped")
 

@@ -2,9 +2,10 @@
 
 Registered on the main ``datafed`` app by :func:`register`. At an agency, ``request``
 makes the private keys and a signing request (the keys never leave); at the operator,
-``sign`` issues the certificate, ``revoke`` publishes the revocation list nodes check,
-``list`` shows every certificate issued. ``init`` creates the CA; ``issue`` makes keys and
-certificate in one step (tests, demos, single-operator federations). See docs/pki.md.
+``show`` inspects a signing request before it is signed, ``sign`` issues the
+certificate, ``revoke`` publishes the revocation list nodes check, ``list`` shows every
+certificate issued. ``init`` creates the CA; ``issue`` makes keys and certificate in one
+step (tests, demos, single-operator federations). See docs/pki.md.
 
 Every message is printed literally (no rich markup), so names and paths show as typed.
 """
@@ -94,6 +95,35 @@ def pki_sign(
         out_path.write_bytes(cert.read_bytes())
     out.print(f"signed {identity}: {cert}" + (f" (and {out_path})" if out_path else ""))
     out.print(f"send it back with the CA certificate {directory / 'ca.crt'}")
+
+
+@pki_app.command("show")
+def pki_show(
+    csr: Path = typer.Argument(..., help="a signing request (.csr) to inspect before signing"),
+) -> None:
+    """Show a signing request: subject, role, name, hosts, keys and every check. Signs nothing.
+
+    Exit 0 when the CA would sign it, 1 when a check fails (each is listed).
+    """
+    from datafed.pki.csr import inspect_request
+
+    try:
+        data = csr.read_bytes()
+    except FileNotFoundError as exc:
+        raise PkiError(f"signing request not found: {csr}") from exc
+    view = inspect_request(data)
+    out.print(f"signing request {csr}")
+    out.print(f"  subject      {view.subject}")
+    out.print(f"  role, name   {view.role}:{view.name}")
+    out.print(f"  hosts        {', '.join(view.hosts) or '-'}")
+    out.print(f"  TLS key      {view.tls_key}")
+    out.print(f"  signing key  {view.signing_key}")
+    for what, ok, detail in view.checks:
+        out.print(f"  {'OK  ' if ok else 'FAIL'} {what}" + (f": {detail}" if detail else ""))
+    if view.verdict:
+        out.print("the CA would refuse it: do not sign")
+        raise typer.Exit(1)
+    out.print(f"the CA would sign it: datafed pki sign {csr} --dir DIR")
 
 
 @pki_app.command("revoke")

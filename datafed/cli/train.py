@@ -35,8 +35,6 @@ __all__ = ["lineage", "register", "simulate", "superlink", "train"]
 #: datafed.fl.settings.DEFAULT_CLIENTAPP, spelled out so that ``datafed --help`` does not
 #: load the FL package (numpy); tests/unit/fl/test_cli.py checks they agree.
 DEFAULT_CLIENTAPP = "nodes.fl.client_app:app"
-#: datafed.fl.synthetic.FLOOD_FEATURES, spelled out for the same reason.
-FEATURES = "rain_1h_cm,rain_24h_cm,river_level_m,tide_m,drain_blockage,elevation_m"
 
 out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, markup=False, highlight=False)
@@ -60,8 +58,11 @@ def _print_result(result: TrainResult, as_json: bool) -> None:
             f"  round {r.round}: {len(r.participants)} node(s) "
             f"({', '.join(r.participants)}){dropped}{extra}"
         )
-    out.print(f"  model {result.model_sha256}")
-    out.print("  trace it: datafed-audit export ... then datafed lineage MODEL EXPORT_DIR...")
+    out.print(f"  model {result.model_sha256} (its lineage key)")
+    out.print(
+        "  trace it: datafed-audit export ..., then datafed-audit lineage MODEL EXPORT_DIR... "
+        "-p POLICY (MODEL: this key, or datafed model-digest FILE of a saved model)"
+    )
 
 
 def _save(result: TrainResult, path: Path) -> None:
@@ -97,11 +98,11 @@ def train(
     model: str = typer.Option(
         "mlp:16", "--model", help="mlp:WIDTHS or package.module:factory (a torch.nn.Module)"
     ),
-    dataset: str = typer.Option("flood_readings", "--dataset", help="dataset at every node"),
+    dataset: str = typer.Option(..., "--dataset", help="dataset at every node"),
     features: str = typer.Option(
-        FEATURES, "--features", help="comma-separated feature column names"
+        ..., "--features", help="comma-separated feature column names (numeric)"
     ),
-    label: str = typer.Option("flooded", "--label", help="binary label column name"),
+    label: str = typer.Option(..., "--label", help="binary label column name (0/1)"),
     app: Path = typer.Option(None, "--app", help="a Flower App directory (default: datafed's)"),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedadam, ... or mod:fn"),
     secagg: bool = typer.Option(True, "--secagg/--no-secagg", help="Flower SecAgg+ (default on)"),
@@ -114,7 +115,11 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Train one model across the federation's agencies; no row leaves any agency."""
+    """Train one model across the federation's agencies; no row leaves any agency.
+
+    Every node's published policy is checked first (dataset, purpose, columns, DP,
+    budget): a refusal comes before any Flower run starts (exit 3).
+    """
     from datafed.fl.training import train as run_train
 
     extra, dp = _run_options(run_config, dp_epsilon, dp_delta, dp_clip)
@@ -146,6 +151,12 @@ def _output(result: TrainResult, save_model: Path | None, as_json: bool) -> None
     """Write the weights if ``--save-model`` asks for them, then print the result."""
     if save_model is not None:
         _save(result, save_model)
+        if model_key(save_model) != result.model_sha256:  # the file must name the model
+            from datafed.errors import ProtocolError
+
+            raise ProtocolError(f"{save_model} does not hash to the model's lineage key")
+        err.print(f"saved the model to {save_model} (datafed model-digest {save_model} prints "
+                  "its lineage key)")  # fmt: skip
     _print_result(result, as_json)
 
 
@@ -210,24 +221,39 @@ def simulate(
     _print_result(result, as_json)
 
 
-def lineage(
-    model_sha256: str = typer.Argument(..., help="the model's digest (from the training result)"),
-    exports: list[Path] = typer.Argument(..., help="ledger export directories of the nodes"),
-) -> None:
-    """Trace a model through the nodes' ledgers: job, rounds, participants, decisions."""
-    from audit.export import ExportDir
-    from audit.records import decode_leaf
-    from datafed.fl.lineage import format_lineage, model_lineage
+LINEAGE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-    logs = {}
-    for path in exports:
-        exp = ExportDir(path)
-        recs = [decode_leaf(leaf)[1] for chunk in exp.leaf_chunks(4096) for leaf in chunk]
-        logs[recs[0].node if recs else path.name] = recs
-    found = model_lineage(model_sha256.strip().lower(), logs)
-    out.print(format_lineage(found))
-    if not found.ok:
-        raise typer.Exit(1)
+
+def lineage(ctx: typer.Context) -> None:
+    """Same as datafed-audit lineage (verifies every export against the pinned policy first).
+
+    datafed lineage MODEL EXPORT_DIR... -p POLICY: MODEL is the model's lineage key
+    (printed by datafed train) or its saved .npz file. See datafed-audit lineage --help.
+    """
+    from audit.cli import main as audit_main
+
+    args = list(ctx.args)
+    if args and not args[0].startswith("-") and Path(args[0]).is_file():
+        args[0] = model_key(Path(args[0]))
+    saved, sys.argv = sys.argv, ["datafed-audit", "lineage", *args]
+    try:
+        audit_main()
+    finally:
+        sys.argv = saved
+
+
+def model_key(path: Path) -> str:
+    """The lineage key of a saved model file: the digest the nodes' ledgers record."""
+    from datafed.fl.digest import file_digest
+
+    return file_digest(path)
+
+
+def model_digest(
+    path: Path = typer.Argument(..., help="a model saved by datafed train --save-model (.npz)"),
+) -> None:
+    """Print a saved model's lineage key (the digest the nodes' ledgers record for it)."""
+    out.print(model_key(path))
 
 
 def superlink(
@@ -268,5 +294,6 @@ def register(app: typer.Typer) -> None:
     """
     app.command("train")(train)
     app.command("simulate")(simulate)
-    app.command("lineage")(lineage)
+    app.command("lineage", context_settings=LINEAGE_CONTEXT, add_help_option=False)(lineage)
+    app.command("model-digest")(model_digest)
     app.command("superlink")(superlink)

@@ -11,18 +11,27 @@ map: :class:`~datafed.errors.NodeUnavailable` (a dropout) or
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from datafed.client._query import QueryJob
 from datafed.client._receipts import node_receipt
 from datafed.client._transport import Transport
 from datafed.errors import ProtocolError
+from datafed.modes import SteppedMode, mode_class
 from datafed.proto.v1 import protocol_pb2, protocol_pb2_grpc
 from datafed.query.result import NodeReceipt
 
-__all__ = ["ProtocolSession"]
+__all__ = ["CANCEL_ROUND", "ProtocolSession", "cancel_on_interrupt"]
+
+#: The step round that cancels a job at a node (``nodes.query.steps.CANCEL_ROUND``).
+CANCEL_ROUND = 0
+#: How long a cancel may take per node (the analyst is waiting at a Ctrl-C).
+CANCEL_TIMEOUT_S = 5.0
 
 
 class ProtocolSession:
@@ -106,3 +115,47 @@ class ProtocolSession:
             )
         )
         return bytes(reply.payload)
+
+
+async def cancel_job(
+    transport: Transport, nodes: Sequence[str], job_id: str, mode: str, purpose: str,
+    legal_basis: str = "",
+) -> list[str]:  # fmt: skip
+    """Ask ``nodes`` to drop the open job (round 0); return those that confirmed."""
+    timeout = min(CANCEL_TIMEOUT_S, transport.config.timeout_s)
+
+    async def one(node: str) -> None:
+        signed = transport.sign(
+            protocol_pb2.StepRequestBody(
+                header=transport.header(node, job_id, purpose, legal_basis),
+                mode=mode,
+                round=CANCEL_ROUND,
+            )
+        )
+        await transport.call(
+            node,
+            lambda ch: protocol_pb2_grpc.ProtocolServiceStub(ch).Step(
+                signed.request, timeout=timeout
+            ),
+        )
+
+    done = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+    return [n for n, r in zip(nodes, done, strict=True) if not isinstance(r, BaseException)]
+
+
+@asynccontextmanager
+async def cancel_on_interrupt(transport: Transport, job: QueryJob) -> AsyncIterator[None]:
+    """Cancel a stepped mode's job at its nodes if the work inside is cancelled (Ctrl-C).
+
+    ``asyncio.run`` turns Ctrl-C into a cancellation of its task: the nodes of a stepped
+    mode hold the job open until its last step (counting against the requester's quota),
+    so each is told to drop it before the cancellation goes on.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        mode = job.protection.mode
+        if issubclass(mode_class(mode), SteppedMode):
+            nodes = [n.name for n in transport.config.nodes]
+            await cancel_job(transport, nodes, job.job_id, mode, job.purpose, job.legal_basis)
+        raise

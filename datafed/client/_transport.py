@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
 
 from datafed.client.config import FederationConfig, NodeEndpoint
-from datafed.errors import NodeUnavailable, QueryError, RemoteError
+from datafed.errors import (
+    DatafedError,
+    NodeNameMismatch,
+    NodeUnavailable,
+    QueryError,
+    RemoteError,
+)
 from datafed.pki.tls import TlsMaterial, channel_credentials
 from datafed.proto.v1 import common_pb2
 from datafed.wire.serde import header_to_proto
@@ -38,6 +44,8 @@ T = TypeVar("T")
 #: Largest message the client sends or accepts (nodes enforce their own limit).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+#: What gRPC's TLS says when the peer's certificate is for another name (by version).
+_PEER_NAME = ("not in peer certificate", "Hostname Verification Check failed")
 
 
 @contextmanager
@@ -139,9 +147,40 @@ class Transport:
         return SignedBody(raw, self._key)
 
     async def call(self, node: str, rpc: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
-        """Run ``rpc`` on ``node``'s channel with the one error map."""
-        with map_errors(self.endpoint(node), self.config.timeout_s):
-            return await rpc(self.channel(node))
+        """Run ``rpc`` on ``node``'s channel with the one error map.
+
+        A node whose certificate names another node is reported as such
+        (:class:`~datafed.errors.NodeNameMismatch`), not as unreachable.
+        """
+        endpoint = self.endpoint(node)
+        try:
+            with map_errors(endpoint, self.config.timeout_s):
+                return await rpc(self.channel(node))
+        except NodeUnavailable as exc:
+            cause = exc.__cause__
+            details = cause.details() or "" if isinstance(cause, grpc.aio.AioRpcError) else ""
+            if any(p in details for p in _PEER_NAME):
+                raise await self._mismatch(endpoint) from exc
+            raise
+
+    async def _mismatch(self, endpoint: NodeEndpoint) -> DatafedError:
+        """The error for a node whose certificate is not for ``endpoint.name``."""
+        from datafed.client.probe import peer_identity
+
+        try:
+            who = await asyncio.to_thread(
+                peer_identity, endpoint.address, self._tls, self.config.timeout_s
+            )
+        except DatafedError as exc:
+            return NodeNameMismatch(
+                endpoint.name, f"the node at {endpoint.address} is not {endpoint.name!r}: {exc}"
+            )
+        return NodeNameMismatch(
+            endpoint.name,
+            f"the node at {endpoint.address} is {who.name!r}, not {endpoint.name!r} (its "
+            f"certificate names {who}): fix the node's name or address in the federation "
+            "file (datafed init writes the names the certificates hold)",
+        )
 
     async def fan_out(
         self, nodes: Sequence[str], rpc: Callable[[str, grpc.aio.Channel], Awaitable[T]]

@@ -1,11 +1,9 @@
 """The analyst's entry point: fan a protected query out to every node and combine the answers.
 
-One query, step by step (``docs/architecture.md``): parse the SQL into a spec; ask every
-node for its info once (certificates, declared group values, required sign-offs); build
-the protection parameters; sign one job statement naming the spec, the protection and
-the roster; collect the sign-offs the nodes' policies require (bound to that statement);
-send every node the same statement in its own signed request; check every receipt; run a
-stepped mode's protocol; combine and finish the aggregates.
+One query (``docs/architecture.md``): parse the SQL; ask every node for its info once;
+build the protection parameters; sign one job statement; collect the sign-offs the
+policies require; send every node the statement in its own signed request; check every
+receipt; run a stepped mode's protocol (cancelled at the nodes on Ctrl-C); combine.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from datafed.client._assemble import GroupKey, assemble, group_threshold, report
 from datafed.client._connection import Connection, run_sync
 from datafed.client._query import QueryJob, collect_signoffs
 from datafed.client._receipts import answer_digest, node_receipt
-from datafed.client._session import ProtocolSession
+from datafed.client._session import ProtocolSession, cancel_on_interrupt
 from datafed.client._transport import Transport
 from datafed.client.config import FederationConfig, load_federation
 from datafed.client.nodeinfo import NodeInfo, NodeStatus
@@ -174,10 +172,11 @@ class Federation(Connection):
                 spec, mode, infos, domain, job_id or new_job_id(), purpose, legal_basis
             )
             signoffs = await self._signoffs(transport, job, infos)
-            answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
-            combined, steps = await self._run_protocol(
-                transport, mode, job, keys, answers, comps, domain
-            )
+            async with cancel_on_interrupt(transport, job):
+                answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
+                combined, steps = await self._run_protocol(
+                    transport, mode, job, keys, answers, comps, domain
+                )
         with reporting(report, "", "combine"):
             result = assemble(
                 spec,

@@ -11,9 +11,13 @@ the task's collectors. ``docs/collect.md`` has the design; ``docs/prio3.md`` the
 
 * :class:`TaskSpec`, :class:`DpSpec`: a task's public parameters and its task ID;
 * :class:`Uploader`: the device or gateway client (batches, retries with the same IDs);
-* :class:`Collector`: fetch one window, or ``async for window in collector.watch(task)``.
+* :class:`Collector`: fetch one window, or ``async for window in collector.watch(task)``;
+* :func:`load_alerts`, :func:`deliver`: the collector's alert rules on released windows,
+  judged with the noise taken into account (:mod:`._alerts`).
 """
 
+from datafed.collect._alert_sinks import deliver
+from datafed.collect._alerts import Alert, AlertError, Alerts, load_alerts
 from datafed.collect._collector import Collector, Window, WindowInfo
 from datafed.collect._seal import (
     ENC_SIZE,
@@ -38,6 +42,9 @@ __all__ = [
     "ENC_SIZE",
     "TAG_SIZE",
     "VDAFS",
+    "Alert",
+    "AlertError",
+    "Alerts",
     "CollectError",
     "Collector",
     "DeviceTask",
@@ -55,6 +62,8 @@ __all__ = [
     "WindowInfo",
     "answer_digest",
     "check_task",
+    "deliver",
+    "load_alerts",
     "report_digest",
     "seal_shares",
     "spec_from_proto",

@@ -35,10 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from datafed.collect.errors import SealError
 
@@ -82,7 +80,8 @@ def _prk(shared: bytes, enc: bytes, recipient: bytes) -> bytes:
 
 
 def _key(prk: bytes, binding: ReportBinding) -> bytes:
-    return HKDFExpand(hashes.SHA256(), 32, binding.info()).derive(prk)
+    # RFC 5869 §2.3 HKDF-Expand for one block (L = 32 = HashLen): T(1) = HMAC(PRK, info || 1).
+    return hmac.digest(prk, binding.info() + b"\x01", hashlib.sha256)
 
 
 def seal_shares(

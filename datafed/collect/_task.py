@@ -22,6 +22,7 @@ import math
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Any, Literal
 
 from datafed.protocols import (
@@ -190,7 +191,7 @@ class TaskSpec:
             out += [_float(dp.delta), _int(dp.contributions)]
         return b"".join(out)
 
-    @property
+    @cached_property
     def task_id(self) -> bytes:
         """32-byte SHA-256 of :meth:`encode`."""
         return hashlib.sha256(self.encode()).digest()

@@ -129,13 +129,17 @@ class SealedReport:
 
 def report_digest(msg: collect_pb2.CollectReport) -> bytes:
     """SHA-256 of a report's fields, length-prefixed: tells a retry from a replay."""
-    h = hashlib.sha256(b"datafed/collect/v1/report\x00")
-    for part in (msg.report_id, msg.public_share, msg.leader_share):
-        h.update(len(part).to_bytes(4, "big") + part)
-    for part in (msg.helper_enc, msg.helper_ciphertext):
-        h.update(len(part).to_bytes(4, "big") + part)
-    h.update(msg.time.to_bytes(8, "big"))
-    return h.digest()
+    parts = [b"datafed/collect/v1/report\x00"]
+    for part in (
+        msg.report_id,
+        msg.public_share,
+        msg.leader_share,
+        msg.helper_enc,
+        msg.helper_ciphertext,
+    ):
+        parts += (len(part).to_bytes(4, "big"), part)
+    parts.append(msg.time.to_bytes(8, "big"))
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def answer_digest(reply: collect_pb2.GetWindowResponse) -> str:

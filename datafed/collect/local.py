@@ -23,7 +23,7 @@ from pathlib import Path
 from datafed import pki
 from datafed.local.federation import LocalFederation, LocalNode
 
-__all__ = ["LocalTask", "add_collection"]
+__all__ = ["LocalTask", "add_collection", "gateway_file"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ def add_collection(
     *,
     gateways: Sequence[str] = ("gw-city",),
     collectors: Mapping[str, Sequence[str]] | None = None,
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Configure ``tasks`` on ``fed`` (see module docs); return each gateway's file.
 
@@ -56,6 +57,9 @@ def add_collection(
     collectors
         Analyst -> purposes it may collect for (default: ``alice`` for
         ``service-planning``); each analyst gets a certificate if it has none.
+    services
+        Node -> the body of its ``[collect_service]`` table (e.g. a PostgreSQL
+        ``database`` and ``workers``); nodes not named keep the one-process default.
     """
     collectors = collectors or {"alice": ["service-planning"]}
     nodes = {n.spec.name: n for n in fed.nodes}
@@ -69,6 +73,9 @@ def add_collection(
         for name in (t.leader, t.helper):
             node = nodes[name]
             node.config.write_text(node.config.read_text() + block)
+    for name, body in (services or {}).items():
+        node = nodes[name]
+        node.config.write_text(node.config.read_text() + "\n[collect_service]\n" + body + "\n")
     out = {}
     leaders = sorted({t.leader for t in tasks})
     for gw in gateways:
@@ -91,6 +98,13 @@ def _fix_ports(nodes: Iterable[LocalNode]) -> dict[str, int]:
         else:
             ports[node.spec.name] = int(text.split('listen = "127.0.0.1:', 1)[1].split('"')[0])
     return ports
+
+
+def gateway_file(fed: LocalFederation, gw: str, leader: str, address: str, path: Path) -> Path:
+    """Write a gateway file that uploads to ``address`` (e.g. an upload front end)."""
+    port = int(address.rsplit(":", 1)[1])
+    path.write_text(_gateway_toml(fed, gw, leader, port))
+    return path
 
 
 def _gateway_toml(fed: LocalFederation, gw: str, leader: str, port: int) -> str:

@@ -17,12 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MODEL_TAG", "arrays_digest", "metrics_digest"]
+from datafed.errors import ConfigError
+
+__all__ = ["MODEL_TAG", "arrays_digest", "file_digest", "metrics_digest"]
 
 #: Domain separation: a model digest is never the digest of another datafed encoding.
 MODEL_TAG = b"datafed/fl/model/v1\x00"
@@ -86,3 +90,33 @@ def metrics_digest(metrics: Mapping[str, float | int | str | bool]) -> str:
     """
     text = json.dumps(dict(metrics), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(_METRICS_TAG + text.encode("utf-8")).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """Return the lineage key of a model saved as ``.npz`` (``datafed train --save-model``).
+
+    The key is :func:`arrays_digest` of the file's arrays in the order they were saved
+    (the model's ``state_dict`` order): the digest every node's ledger records for the
+    model. It is not the SHA-256 of the file's bytes (a zip archive's bytes carry dates),
+    so ``datafed model-digest FILE`` computes it.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not a model saved as ``.npz``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ConfigError(f"{path}: not a .npz model file (datafed train --save-model)")
+            arrays = [npz[name] for name in npz.files]
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model file not found: {path}") from exc
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a .npz model file (datafed train --save-model)") from exc
+    if not arrays:
+        raise ConfigError(f"{path}: the model file holds no arrays")
+    try:
+        return arrays_digest(arrays)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from audit.errors import LineageError
+from audit.errors import ExitCode, LineageError
 from datafed.errors import DatafedError
 
 __all__ = ["LineageError", "TrainingError", "TrainingFailed", "TrainingRefused"]
@@ -36,12 +36,20 @@ class TrainingRefused(TrainingError):
     ----------
     refusals : Mapping[str, str]
         Node name -> ``"<STATUS_CODE>: <reason>"`` as the node stated it.
+    before_run : bool
+        The refusal comes from the nodes' published policies, before any Flower run.
+
+    Exit code 3 (a node refused), as docs/cli.md lists.
     """
 
-    def __init__(self, refusals: Mapping[str, str]) -> None:
+    exit_code = ExitCode.REFUSED
+
+    def __init__(self, refusals: Mapping[str, str], *, before_run: bool = False) -> None:
         self.refusals = dict(sorted(refusals.items()))
+        self.before_run = before_run
         lines = "; ".join(f"node {n!r}: {r}" for n, r in self.refusals.items())
-        super().__init__(f"training refused by {len(self.refusals)} node(s): {lines}")
+        when = " (their published policies, before any Flower run started)" if before_run else ""
+        super().__init__(f"training refused by {len(self.refusals)} node(s){when}: {lines}")
 
 
 class TrainingFailed(TrainingError):

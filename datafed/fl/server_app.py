@@ -104,7 +104,8 @@ def run_job(
     names: dict[int, str] = {}
     rows: dict[str, int] = {}
     if settings.datafed:
-        opened = _open(grid, node_ids, job_id, settings, on_progress)
+        names_in_job = set(bundle_from_text(settings.bundle).requests) if settings.bundle else None
+        opened = _open(grid, node_ids, job_id, settings, on_progress, names_in_job)
         if opened.refusals:
             return TrainResult(
                 job_id, "refused", refusals=opened.refusals, settings=_public_settings(settings)
@@ -139,9 +140,10 @@ def _open(
     job_id: str,
     settings: RunSettings,
     on_progress: Callable[[Progress], None] | None,
+    expected: set[str] | None = None,
 ) -> OpenOutcome:
     """Open the job at every node; report who approved and how many refused."""
-    opened = open_job(grid, node_ids, job_id, settings.stage_timeout or None)
+    opened = open_job(grid, node_ids, job_id, settings.stage_timeout or None, expected)
     if on_progress is not None:
         on_progress(
             Progress(

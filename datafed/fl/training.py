@@ -28,6 +28,7 @@ from datafed.client.config import FederationConfig, load_federation
 from datafed.errors import ConfigError
 from datafed.fl.config import FlowerLink
 from datafed.fl.errors import TrainingFailed
+from datafed.fl.preflight import check_training
 from datafed.fl.progress import Progress, parse_progress
 from datafed.fl.requests import sign_training_bundle
 from datafed.fl.result import RESULT_MARKER, TrainResult, check_result, find_result
@@ -40,7 +41,6 @@ from datafed.fl.settings import (
 from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
 from datafed.fl.superlink import FLOWER_ENV, SuperLink
-from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.wire.statement import new_job_id
 
 __all__ = [
@@ -184,10 +184,10 @@ def train(
     *,
     purpose: str,
     rounds: int = 3,
+    dataset: str,
+    features: Sequence[str],
+    label: str,
     app: str | Path | None = None,
-    dataset: str = FLOOD_TABLE,
-    features: Sequence[str] = FLOOD_FEATURES,
-    label: str = FLOOD_LABEL,
     model: str = "mlp:16",
     dp: DpParams | None = None,
     secagg: bool = True,
@@ -201,8 +201,11 @@ def train(
     progress: Callable[[str], None] = lambda _line: None,
     on_progress: Callable[[Progress], None] | None = None,
     log_path: Path | None = None,
+    preflight: bool = True,
 ) -> TrainResult:
     """Train one model across the federation's nodes with Flower; return the result.
+
+    Why long: one keyword parameter per training option; the signature is half of it.
 
     Parameters
     ----------
@@ -217,7 +220,8 @@ def train(
         A Flower App directory to run instead of datafed's own (its config must declare
         the keys of :class:`~datafed.fl.settings.RunSettings`).
     dataset, features, label : str
-        The dataset and the columns (by name) to train on, identical at every node.
+        The dataset and the columns (by name) to train on, identical at every node (no
+        defaults: name your own).
     model : str
         ``"mlp:16"`` (datafed's tabular MLP) or ``"package.module:factory"``, a
         ``torch.nn.Module`` factory every node must list in ``allowed_models``.
@@ -249,13 +253,18 @@ def train(
         Called with each :class:`~datafed.fl.progress.Progress` (job opened, each round).
     log_path : Path, optional
         Also write the run's whole log (and a started SuperLink's) there.
+    preflight : bool
+        Refuse first what the nodes' published policies refuse (no Flower run started).
 
     Raises
     ------
     ConfigError
         If ``fed.toml`` or the run config is invalid.
     TrainingRefused
-        If a node refused (names the node, status and reason).
+        If a node refused (names the node, status and reason), or its published policy
+        refuses the job (before any Flower run).
+    NodeUnavailable
+        If a node does not answer the preflight check.
     TrainingFailed
         If the run failed (the ServerApp's cause) or did not finish in time.
     """
@@ -267,6 +276,7 @@ def train(
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"training spec: {exc}") from exc
+    _before_run(fed, link, spec, purpose, nodes, start_superlink, preflight, progress)
     job = job_id or new_job_id("fl")
     bundle = sign_training_bundle(
         fed, spec, purpose=purpose, job_id=job, legal_basis=legal_basis, nodes=nodes
@@ -296,6 +306,23 @@ def train(
             if log_path is not None:
                 _write_log(log_path, root / "superlink.log", lines)
     return check_result(find_result(lines), "\n".join(lines[-40:]))
+
+
+def _before_run(
+    fed: FederationConfig,
+    link: FlowerLink,
+    spec: TrainingSpec,
+    purpose: str,
+    nodes: Sequence[str] | None,
+    start_superlink: bool,
+    preflight: bool,
+    progress: Callable[[str], None],
+) -> None:
+    """What is checked before any Flower run: a SuperLink's files, the nodes' policies."""
+    if start_superlink:
+        _superlink_for(link, fed.tls.ca, Path("."))  # its files are named before anything runs
+    if preflight:
+        check_training(fed, spec, purpose, nodes, progress)
 
 
 def load_fl_federation(

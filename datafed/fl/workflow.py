@@ -15,7 +15,7 @@ the ``flwr.server`` imports.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -143,8 +143,20 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float) -> list[int]:
         time.sleep(0.5)
 
 
-def open_job(grid: Grid, node_ids: list[int], job_id: str, timeout_s: float | None) -> OpenOutcome:
-    """Ask every node's ClientApp to open the job with its node; collect the answers."""
+def open_job(
+    grid: Grid,
+    node_ids: list[int],
+    job_id: str,
+    timeout_s: float | None,
+    expected: Collection[str] | None = None,
+) -> OpenOutcome:
+    """Ask every node's ClientApp to open the job with its node; collect the answers.
+
+    The SuperLink does not authenticate SuperNodes (docs/training.md, "SuperNode
+    authentication"), so a SuperNode's claim to be a node is checked here
+    (:func:`_check_claims`): a node of the job claimed by two SuperNodes, or a node the job
+    does not name (``expected``), is refused and never trained with.
+    """
     content = RecordDict({OPEN_RECORD: ConfigRecord({"job-id": job_id})})
     msgs = [
         Message(content=content, dst_node_id=nid, message_type=OPEN_MESSAGE_TYPE, group_id="open")
@@ -173,7 +185,32 @@ def open_job(grid: Grid, node_ids: list[int], job_id: str, timeout_s: float | No
     for nid in node_ids:
         if nid not in answered:
             out.refusals[f"node-id-{nid}"] = "DEADLINE_EXCEEDED: no answer to the open request"
+    _check_claims(out, expected)
     return out
+
+
+def _check_claims(out: OpenOutcome, expected: Collection[str] | None) -> None:
+    """Refuse approvals from SuperNodes that claim a node twice or one outside the job."""
+    claims: dict[str, list[int]] = {}
+    for nid, node in sorted(out.approved.items()):
+        claims.setdefault(node, []).append(nid)
+    for node, nids in claims.items():
+        if len(nids) > 1:
+            ids = ", ".join(map(str, nids))
+            out.refusals[node] = (
+                f"UNAUTHENTICATED: {len(nids)} SuperNodes (Flower node ids {ids}) claim to be "
+                f"node {node!r}; at most one is; none is trained with"
+            )
+        elif expected is not None and node not in expected:
+            out.refusals[node] = (
+                f"UNAUTHENTICATED: a SuperNode (Flower node id {nids[0]}) claims to be node "
+                f"{node!r}, which this job does not name"
+            )
+        else:
+            continue
+        for nid in nids:
+            del out.approved[nid]
+            out.rows.pop(node, None)
 
 
 def timed_evaluate_workflow(timeout_s: float | None) -> object:

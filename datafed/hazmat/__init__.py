@@ -30,6 +30,7 @@ from datafed.hazmat._dp import (
     sample_discrete_laplace,
 )
 from datafed.hazmat._field import Field64, Field128, NttField
+from datafed.hazmat._field_cols import Cols, Mask, decode_columns, encode_columns, stack
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
@@ -40,6 +41,7 @@ from datafed.hazmat._fixedpoint import (
     encode_int,
 )
 from datafed.hazmat._flp import FlpBBCGGI19
+from datafed.hazmat._flp_batch import decide_columns, query_columns, rows_of, sum_rows
 from datafed.hazmat._flp_circuits import CountCircuit, SumCircuit, Valid
 from datafed.hazmat._flp_gadgets import Gadget, Mul, ParallelSum, PolyEval
 from datafed.hazmat._flp_vec_circuits import (
@@ -88,7 +90,14 @@ from datafed.hazmat._shamir import (
     shamir_split,
     shamir_split_bytes,
 )
-from datafed.hazmat._xof import Xof, XofFixedKeyAes128, XofTurboShake128, format_dst
+from datafed.hazmat._xof import (
+    TurboShake,
+    Xof,
+    XofFixedKeyAes128,
+    XofTurboShake128,
+    format_dst,
+    xof_many,
+)
 from datafed.hazmat.errors import (
     DecryptionError,
     HazmatError,
@@ -108,6 +117,7 @@ __all__ = [  # noqa: RUF022
     "SEED_BYTES",
     "AdditiveShare",
     "BatchEncryptor",
+    "Cols",
     "CountCircuit",
     "DecryptionError",
     "EncryptedVector",
@@ -125,6 +135,7 @@ __all__ = [  # noqa: RUF022
     "InvalidCiphertext",
     "InvalidPoint",
     "InvalidShare",
+    "Mask",
     "Mul",
     "MultihotCountVecCircuit",
     "NttField",
@@ -142,6 +153,7 @@ __all__ = [  # noqa: RUF022
     "SumCircuit",
     "SumVecCircuit",
     "SystemRandomSource",
+    "TurboShake",
     "Valid",
     "VectorShare",
     "Xof",
@@ -152,9 +164,12 @@ __all__ = [  # noqa: RUF022
     "bernoulli_exp",
     "ciphertext_from_phe",
     "ciphertext_to_phe",
+    "decide_columns",
+    "decode_columns",
     "decode_fixed",
     "decode_int",
     "derive_seed",
+    "encode_columns",
     "encode_fixed",
     "encode_int",
     "exponent_bits",
@@ -178,8 +193,10 @@ __all__ = [  # noqa: RUF022
     "public_key_from_phe",
     "public_key_to_jwk",
     "public_key_to_phe",
+    "query_columns",
     "random_scalar",
     "reconstruct_additive",
+    "rows_of",
     "sample_discrete_gaussian",
     "sample_discrete_laplace",
     "scalar_mult",
@@ -188,6 +205,9 @@ __all__ = [  # noqa: RUF022
     "shamir_split",
     "shamir_split_bytes",
     "split_additive",
+    "stack",
     "sub64",
+    "sum_rows",
     "window_bits",
+    "xof_many",
 ]

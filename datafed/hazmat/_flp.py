@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from datafed.hazmat._field import Vec, next_power_of_2
 from datafed.hazmat._flp_circuits import Valid
-from datafed.hazmat._flp_gadgets import gadget_poly_len, wire_poly_len
+from datafed.hazmat._flp_gadgets import Gadget, gadget_poly_len, wire_poly_len
 from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
 from datafed.hazmat.errors import InvalidShare
 
@@ -54,6 +54,11 @@ class FlpBBCGGI19(Generic[M, R]):
         ]
         self.PROOF_LEN = sum(g.ARITY + gadget_poly_len(g.DEGREE, p) for g, _, p in self._layout)
         self.VERIFIER_LEN = 1 + sum(g.ARITY + 1 for g in valid.GADGETS)
+
+    @property
+    def layout(self) -> list[tuple[Gadget, int, int]]:
+        """Per gadget: the gadget, its number of calls, its wire polynomials' length."""
+        return list(self._layout)
 
     # -- encoding (§7.1.1) ---------------------------------------------------------
     def encode(self, measurement: M) -> Vec:

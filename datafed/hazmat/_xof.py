@@ -9,11 +9,29 @@
   for the known-answer vectors and completeness.
 
 No Keccak or AES is implemented here: both come from kept libraries.
+
+:class:`TurboShake` calls pycryptodome's Keccak library directly (init once, then absorb,
+squeeze and reset per message: three C calls instead of the Python wrapper's object per
+call), for the many short XOF calls of Prio3; :meth:`XofTurboShake128.derive_seed`,
+:meth:`~XofTurboShake128.expand_into_vec` and :func:`xof_many` use it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
 from Crypto.Hash import TurboSHAKE128
+from Crypto.Hash.keccak import _raw_keccak_lib as _keccak  # type: ignore[attr-defined]
+from Crypto.Util._raw_api import (  # type: ignore[attr-defined]
+    SmartPointer,
+    VoidPointer,
+    c_size_t,
+    c_ubyte,
+    c_uint8_ptr,
+    create_string_buffer,
+    get_raw_buffer,
+)
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from datafed.hazmat._field import NttField, Vec
@@ -106,6 +124,63 @@ class Xof:
         return cls(seed, dst, binder).next_vec(field, length)
 
 
+class TurboShake:
+    """TurboSHAKE128 (RFC 9861, 12 rounds) on one reusable Keccak state.
+
+    ``digest(message, length, domain)`` equals
+    ``TurboSHAKE128.new(domain=domain, data=message).read(length)``; not thread-safe
+    (one instance per thread or per batch).
+    """
+
+    def __init__(self) -> None:
+        state = VoidPointer()
+        if _keccak.keccak_init(state.address_of(), c_size_t(32), c_ubyte(12)):
+            raise ValueError("cannot initialise TurboSHAKE128")
+        self._state = SmartPointer(state.get(), _keccak.keccak_destroy)
+        self._raw = self._state.get()
+        self._out: dict[int, object] = {}
+
+    def digest(self, message: bytes, length: int, domain: int = 1) -> bytes:
+        """The first ``length`` bytes of TurboSHAKE128(``message``, ``domain``)."""
+        raw, out = self._raw, self._out.get(length)
+        if out is None:
+            out = self._out[length] = create_string_buffer(length)  # type: ignore[call-arg]
+        if _keccak.keccak_absorb(raw, c_uint8_ptr(message), c_size_t(len(message))):
+            raise ValueError("TurboSHAKE128 absorb failed")
+        if _keccak.keccak_squeeze(raw, out, c_size_t(length), c_ubyte(domain)):
+            raise ValueError("TurboSHAKE128 squeeze failed")
+        _keccak.keccak_reset(raw)
+        return bytes(get_raw_buffer(out))
+
+
+def _xof_message(seed: bytes, dst: bytes, binder: bytes) -> bytes:
+    # draft §6.2.1: le16(len(dst)) || dst || le8(len(seed)) || seed || binder
+    if len(seed) > 255:
+        raise ValueError("XofTurboShake128 seed longer than 255 bytes")
+    if len(dst) > 65535:
+        raise ValueError("XofTurboShake128 dst longer than 65535 bytes")
+    return b"".join((len(dst).to_bytes(2, "little"), dst, bytes([len(seed)]), seed, binder))
+
+
+def xof_many(
+    seeds: Sequence[bytes], dst: bytes, binders: Sequence[bytes], length: int
+) -> list[bytes]:
+    """``XofTurboShake128(seed, dst, binder).next(length)`` for each pair, in order."""
+    ts = turboshake()
+    return [ts.digest(_xof_message(s, dst, b), length) for s, b in zip(seeds, binders, strict=True)]
+
+
+_LOCAL = threading.local()
+
+
+def turboshake() -> TurboShake:
+    """This thread's reusable :class:`TurboShake` (one-shot calls never interleave on it)."""
+    ts: TurboShake | None = getattr(_LOCAL, "ts", None)
+    if ts is None:
+        ts = _LOCAL.ts = TurboShake()
+    return ts
+
+
 class XofTurboShake128(Xof):
     """XofTurboShake128 (draft §6.2.1): a stream read with :meth:`next`.
 
@@ -130,6 +205,23 @@ class XofTurboShake128(Xof):
     def next(self, length: int) -> bytes:
         """The next ``length`` bytes of the stream."""
         return bytes(self._hash.read(length))
+
+    @classmethod
+    def derive_seed(cls, seed: bytes, dst: bytes, binder: bytes) -> bytes:
+        """A fresh ``SEED_SIZE``-byte seed (draft §6.2 ``derive_seed``), one-shot."""
+        return turboshake().digest(_xof_message(seed, dst, binder), cls.SEED_SIZE)
+
+    @classmethod
+    def expand_into_vec(
+        cls, field: NttField, seed: bytes, dst: bytes, binder: bytes, length: int
+    ) -> Vec:
+        """``next_vec`` from a fresh stream; one-shot unless an element is rejected."""
+        size, p = field.ENCODED_SIZE, field.MODULUS
+        data = turboshake().digest(_xof_message(seed, dst, binder), size * length)
+        words = field.parse_words(data)
+        if p.bit_length() == 8 * size and max(words, default=0) < p:  # nothing masked or rejected
+            return words
+        return cls(seed, dst, binder).next_vec(field, length)
 
 
 class XofFixedKeyAes128(Xof):

@@ -134,6 +134,17 @@ class ProtectionMode(ABC):
         return cls(**dict(options))
 
     @staticmethod
+    def check_params(env: NodeEnv, params: bytes) -> None:
+        """Refuse ``params`` that are wrong whatever the data (node side); ValueError.
+
+        A node runs this before admission: what it checks depends only on the request,
+        the statement's roster and the certificates, never on a row, so a refusal here
+        is charged nothing and says nothing about the data (docs/invisibility.md, the
+        release rule). :meth:`protect` checks the same again. Default: nothing to check.
+        """
+        return None
+
+    @staticmethod
     @abstractmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Protect a node's values (node side); raise ValueError on bad params."""

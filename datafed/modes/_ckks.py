@@ -131,6 +131,11 @@ class CkksMode(SteppedMode):
 
     # ------------------------------------------------------------------ node side
     @staticmethod
+    def check_params(env: NodeEnv, params: bytes) -> None:
+        """An aggregator among at least two participants, who are exactly the roster."""
+        _parse_params(env, params)
+
+    @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Encrypt the values as reals and seal the ciphertext to the aggregator."""
         msg, aggregator, participants = _parse_params(env, params)

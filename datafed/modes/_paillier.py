@@ -40,6 +40,7 @@ from datafed.hazmat import (
 )
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode, read_params
 from datafed.modes._paillier_keys import KEY_CACHE
+from datafed.pki.identity import Identity
 from datafed.pki.peers import shared_secret, verify_peer
 from datafed.proto.v1 import modes_pb2
 from datafed.query.components import Component
@@ -80,19 +81,7 @@ def _masks(env: NodeEnv, n: int, peers: Sequence[bytes], count: int) -> list[int
     (refused by the packer's range check), never one node's value.
     """
     width = (n.bit_length() + 7) // 8 + _MASK_EXTRA_BYTES
-    identities = []
-    for pem in peers:
-        try:
-            identities.append(verify_peer(pem, env.ca_pem))
-        except PkiError as exc:
-            raise ValueError(f"peer certificate refused: {exc}") from exc
-    names = [p.name for p in identities]
-    if len(set(names)) != len(names):
-        raise ValueError("a participant is listed twice")
-    if env.node not in names:
-        raise ValueError("this node is not among the listed participants")
-    if env.roster and sorted(names) != sorted(env.roster):
-        raise ValueError("the participants' certificates do not match the statement's roster")
+    identities = _participants(env, peers)
     total = [0] * count
     for peer in identities:
         if peer.name == env.node:
@@ -107,6 +96,37 @@ def _masks(env: NodeEnv, n: int, peers: Sequence[bytes], count: int) -> list[int
             r = int.from_bytes(stream[k * width : (k + 1) * width], "big") % n
             total[k] += sign * r
     return [m % n for m in total]
+
+
+def _participants(env: NodeEnv, peers: Sequence[bytes]) -> list[Identity]:
+    """The participants' verified identities: exactly the statement's roster, this node in it."""
+    identities = []
+    for pem in peers:
+        try:
+            identities.append(verify_peer(pem, env.ca_pem))
+        except PkiError as exc:
+            raise ValueError(f"peer certificate refused: {exc}") from exc
+    names = [p.name for p in identities]
+    if len(set(names)) != len(names):
+        raise ValueError("a participant is listed twice")
+    if env.node not in names:
+        raise ValueError("this node is not among the listed participants")
+    if env.roster and sorted(names) != sorted(env.roster):
+        raise ValueError("the participants' certificates do not match the statement's roster")
+    return identities
+
+
+def _read(params: bytes) -> tuple[int, list[bytes]]:
+    """The analyst's modulus and the participants' certificates, checked; ValueError."""
+    msg = read_params(modes_pb2.PaillierParams, params, "Paillier")
+    n = int.from_bytes(msg.n, "big")
+    check_paillier_modulus(n)
+    if msg.value_bits != VALUE_BITS:
+        raise ValueError(f"value_bits must be {VALUE_BITS}, got {msg.value_bits}")
+    peers = list(msg.peer_certificates)
+    if not 1 <= len(peers) <= MAX_PEERS:
+        raise ValueError(f"between 1 and {MAX_PEERS} participants required, got {len(peers)}")
+    return n, peers
 
 
 class _PaillierOptions(ModeOptions):
@@ -135,16 +155,15 @@ class PaillierMode(OneShotMode):
 
     # ------------------------------------------------------------------ node side
     @staticmethod
+    def check_params(env: NodeEnv, params: bytes) -> None:
+        """The key, the value width and the participants (exactly the roster)."""
+        _, peers = _read(params)
+        _participants(env, peers)
+
+    @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Pack, mask and encrypt ``values`` for the analyst's key in ``params``."""
-        msg = read_params(modes_pb2.PaillierParams, params, "Paillier")
-        n = int.from_bytes(msg.n, "big")
-        check_paillier_modulus(n)
-        if msg.value_bits != VALUE_BITS:
-            raise ValueError(f"value_bits must be {VALUE_BITS}, got {msg.value_bits}")
-        peers = list(msg.peer_certificates)
-        if not 1 <= len(peers) <= MAX_PEERS:
-            raise ValueError(f"between 1 and {MAX_PEERS} participants required, got {len(peers)}")
+        n, peers = _read(params)
         packer = _packer(n, len(peers))
         plaintexts = packer.pack(list(values))
         masks = _masks(env, n, peers, len(plaintexts))

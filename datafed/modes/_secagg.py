@@ -63,6 +63,20 @@ def default_threshold(n: int) -> int:
     return max(2, n // 2 + 1)
 
 
+def _read(
+    env: NodeEnv, params: bytes
+) -> tuple[protocol_pb2.SecAggParams, list[Identity], list[int]]:
+    """The parameters, the participants and this node's ids among them; ValueError."""
+    msg = read_params(protocol_pb2.SecAggParams, params, "secagg")
+    participants = peers(env, msg.participant_certificates, "participant")
+    check_roster(env, participants)
+    _check_threshold(msg.threshold, len(participants))
+    ids = [i + 1 for i, p in enumerate(participants) if p.name == env.node]
+    if not ids:
+        raise ValueError("this node is not among the listed participants")
+    return msg, participants, ids
+
+
 def _check_threshold(t: int, n: int) -> None:
     if not (2 <= t <= n and 2 * t > n):
         raise ValueError(f"secagg threshold must satisfy 2 <= t <= n < 2t, got t={t}, n={n}")
@@ -120,15 +134,14 @@ class SecAggMode(SteppedMode):
 
     # ------------------------------------------------------------------ node side
     @staticmethod
+    def check_params(env: NodeEnv, params: bytes) -> None:
+        """Participants exactly the roster, this node among them, an honest-majority threshold."""
+        _read(env, params)
+
+    @staticmethod
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Round 0: keep the masked-to-be vector, advertise two signed public keys."""
-        msg = read_params(protocol_pb2.SecAggParams, params, "secagg")
-        participants = peers(env, msg.participant_certificates, "participant")
-        check_roster(env, participants)
-        _check_threshold(msg.threshold, len(participants))
-        ids = [i + 1 for i, p in enumerate(participants) if p.name == env.node]
-        if not ids:
-            raise ValueError("this node is not among the listed participants")
+        msg, participants, ids = _read(env, params)
         if env.stash is None:
             raise ValueError("this node cannot keep secagg protocol state")
         check_int64(values)

@@ -112,6 +112,11 @@ class SharesMode(base.SteppedMode):
 
     # ------------------------------------------------------------------ node side
     @staticmethod
+    def check_params(env: base.NodeEnv, params: bytes) -> None:
+        """Distinct aggregators among the participants, who are exactly the roster."""
+        _parse_params(env, params)
+
+    @staticmethod
     def protect(env: base.NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Split ``values`` (and their checksum) into shares sealed to each aggregator."""
         aggregators, participants = _parse_params(env, params)

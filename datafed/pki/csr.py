@@ -18,7 +18,8 @@ the role and name before :func:`datafed.pki.ca.sign` issues anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -33,7 +34,9 @@ __all__ = [
     "POSSESSION_CONTEXT",
     "POSSESSION_OID",
     "CertRequest",
+    "RequestView",
     "build_request",
+    "inspect_request",
     "read_request",
 ]
 
@@ -154,3 +157,86 @@ def read_request(pem: bytes) -> CertRequest:
             "signing request does not prove possession of its Ed25519 signing key"
         ) from exc
     return CertRequest(role, name, _hosts(csr, role, name), tls_key, signing_key)
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """What a signing request says and whether each check passes (``datafed pki show``).
+
+    ``checks`` are ``(what, ok, detail)`` in the order :func:`read_request` applies them;
+    ``verdict`` is ``""`` when the CA would sign it, else the reason it would refuse.
+    """
+
+    subject: str
+    role: str
+    name: str
+    hosts: tuple[str, ...]
+    tls_key: str
+    signing_key: str
+    checks: tuple[tuple[str, bool, str], ...] = field(default=())
+    verdict: str = ""
+
+
+def _fingerprint(raw: bytes) -> str:
+    return "SHA-256 " + hashlib.sha256(raw).hexdigest()
+
+
+def _attr(csr: x509.CertificateSigningRequest, oid: x509.ObjectIdentifier) -> str:
+    return ", ".join(str(a.value) for a in csr.subject.get_attributes_for_oid(oid)) or "-"
+
+
+def _key_text(csr: x509.CertificateSigningRequest) -> str:
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ECDSA {key.curve.name}, {_fingerprint(_spki(key))}"
+    return f"{type(key).__name__} (not ECDSA P-256)"
+
+
+def _signing_key_text(csr: x509.CertificateSigningRequest) -> str:
+    try:
+        raw = _extension(csr, SIGNING_KEY_OID)
+    except PkiError:
+        return "- (missing)"
+    return f"Ed25519, {_fingerprint(raw)}" if len(raw) == 32 else f"malformed ({len(raw)} bytes)"
+
+
+def inspect_request(pem: bytes) -> RequestView:
+    """Show what a signing request binds and check it the way the CA will, without signing.
+
+    Raises
+    ------
+    PkiError
+        If ``pem`` is not a PEM signing request at all (or is oversized).
+    """
+    if len(pem) > _MAX_CSR_BYTES:
+        raise PkiError("signing request is too large")
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+    except ValueError as exc:
+        raise PkiError("not a PEM certificate signing request") from exc
+    role = _attr(csr, NameOID.ORGANIZATIONAL_UNIT_NAME)
+    name = _attr(csr, NameOID.COMMON_NAME)
+    checks: list[tuple[str, bool, str]] = [
+        ("PKCS#10 signature (the TLS key is held)", csr.is_signature_valid, "")
+    ]
+    verdict = ""
+    hosts: tuple[str, ...] = ()
+    try:
+        req = read_request(pem)
+        hosts = req.hosts
+    except PkiError as exc:
+        verdict = str(exc)
+    if csr.is_signature_valid:
+        proof_ok = not verdict or "possession" not in verdict
+        checks.append(("Ed25519 proof of possession (the signing key is held)", proof_ok, ""))
+    checks.append(("role, name and keys as the CA requires", not verdict, verdict))
+    return RequestView(
+        subject=csr.subject.rfc4514_string(),
+        role=role,
+        name=name,
+        hosts=hosts,
+        tls_key=_key_text(csr),
+        signing_key=_signing_key_text(csr),
+        checks=tuple(checks),
+        verdict=verdict,
+    )

@@ -15,6 +15,14 @@
 
 from datafed.protocols._budget import Charge, PrivacyAccountant
 from datafed.protocols._collect_aggregator import WindowStats
+from datafed.protocols._collect_batch import (
+    HelperRun,
+    LeaderStart,
+    WindowSum,
+    helper_run,
+    leader_finish,
+    leader_start,
+)
 from datafed.protocols._collect_helper import Helper
 from datafed.protocols._collect_leader import JobOutcome, Leader
 from datafed.protocols._collect_types import (
@@ -36,6 +44,7 @@ from datafed.protocols._collect_types import (
     unshard_collection,
 )
 from datafed.protocols._prio3 import Prio3
+from datafed.protocols._prio3_batch import InitBatch, verify_init_batch
 from datafed.protocols._prio3_types import (
     HelperShare,
     InputShare,
@@ -95,7 +104,9 @@ __all__ = [
     "CollectionError",
     "ForwardedShares",
     "Helper",
+    "HelperRun",
     "HelperShare",
+    "InitBatch",
     "InputShare",
     "InvalidBatchSize",
     "InvalidMessage",
@@ -103,6 +114,7 @@ __all__ = [
     "KeyRoster",
     "Leader",
     "LeaderShare",
+    "LeaderStart",
     "MachineError",
     "MaskedInput",
     "Prio3",
@@ -134,7 +146,12 @@ __all__ = [
     "VerifyResp",
     "VerifyState",
     "WindowStats",
+    "WindowSum",
     "consistency_message",
+    "helper_run",
+    "leader_finish",
+    "leader_start",
     "shard_report",
     "unshard_collection",
+    "verify_init_batch",
 ]

@@ -27,6 +27,7 @@ from datafed import pki
 from datafed.fl import model_lineage, train
 from datafed.fl.lineage import format_lineage
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs
+from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.local.federation import LocalFederation
 from nodes.fl.local import LocalFlower
 
@@ -75,6 +76,9 @@ def run(root: Path, rounds: int = 2, say: Callable[[str], None] = print) -> str:
         result = train(
             flower.fed_toml,
             purpose=FLOOD_PURPOSE,
+            dataset=FLOOD_TABLE,
+            features=FLOOD_FEATURES,
+            label=FLOOD_LABEL,
             rounds=rounds,
             run_config={"eval-every": 0, "local-epochs": 1},
             on_progress=lambda step: say("   " + step.describe()),

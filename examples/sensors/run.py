@@ -9,7 +9,11 @@ to the window. A group of meters with a firmware fault sends 500 litres a minute
 aggregators reject every one of those reports, count them and record them in their
 ledgers; none is added. The analyst watches each window's district totals as it closes
 and checks both aggregators' receipts; pressure bands come with noise (each aggregator
-adds its own discrete Laplace draw, charged to the analyst's budget).
+adds its own discrete Laplace draw, charged to the analyst's budget). From the third
+minute a water main bursts in the south: pressure drops, and the analyst's alert rule
+(``alerts.toml``: the share of readings below 300 kPa above 20 % in a district for two
+windows, judged with the noise taken into account) fires once, to the watch output, to a
+webhook on loopback and into the analyst's own alert log.
 
     python examples/sensors/run.py [--scale 1.0] [--windows 3] [--root demo-run/sensors]
 
@@ -21,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,7 @@ from simulate import BANDS, DISTRICTS, Device, devices, faulty_task, readings
 from audit.records import decode_leaf
 from audit.remote import LedgerClient, mtls_channel
 from datafed import pki
-from datafed.collect import Collector, Uploader, Window
+from datafed.collect import Alerts, Collector, Uploader, Window, deliver, load_alerts
 from datafed.collect.local import LocalTask, add_collection
 from datafed.local.federation import LocalFederation, NodeSpec
 
@@ -137,19 +144,63 @@ def _pressure(w: Window) -> str:
     )
 
 
+ALERTS = """log = "alerts.jsonl"
+
+[tasks.pressure.grid]
+district = ["north", "east", "south"]
+band = ["<250", "250-300", "300-350", "350-400", "400-450", ">=450"]
+
+[[rules]]
+name = "burst-pipe-{district}"
+task = "pressure"
+for_each = { district = ["north", "east", "south"] }
+share_of = ["{district}/<250", "{district}/250-300"]
+among = ["{district}/*"]
+above = 0.20
+windows = 2
+confidence = 0.95
+deliver = ["watch", "webhook:http://127.0.0.1:%d/alerts"]
+"""
+
+
+class _Hook(BaseHTTPRequestHandler):
+    """The operations centre's webhook (on loopback): prints what it receives."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        print(f"    [webhook] received {body['rule']}: probability {body['probability']:.3f}")
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def alert_rules(root: Path, port: int) -> Path:
+    """The analyst's alert rules (its own file; the nodes never see them)."""
+    path = root / "alerts.toml"
+    path.write_text(ALERTS % port)
+    return path
+
+
 async def watch(
-    fed: LocalFederation, windows: int, truth: dict[int, list[int]], say: Any
+    fed: LocalFederation, windows: int, truth: dict[int, list[int]], say: Any, port: int
 ) -> Window:
     """Print each water-use window as it closes, with its pressure bands; return the first."""
     first: Window | None = None
     async with Collector.from_file(fed.fed_toml) as col:
+        path = alert_rules(fed.root, port)
+        alerts: Alerts = load_alerts(path, {"pressure": (await col.task("pressure")).spec})
         seen = 0
         async for w in col.watch("water-use", purpose=PURPOSE, poll_s=0.5):
             if not isinstance(w, Window):
                 say(f"    window {w.start}: below the minimum batch size, not released")
                 continue
             say(_row(w, truth[w.start]))
-            say(_pressure(await col.get("pressure", w.start, purpose=PURPOSE)))
+            pw = await col.get("pressure", w.start, purpose=PURPOSE)
+            say(_pressure(pw))
+            for a in alerts.check("pressure", pw.start, pw.duration, pw.result, pw.noise_stddev):
+                await asyncio.to_thread(deliver, a, alerts.log, lambda m: say("    " + m))
             first = first or w
             seen += 1
             if seen == windows:
@@ -180,22 +231,31 @@ async def scenario(
     dts = {name: await ups["north"].task(name) for name in ("water-use", "pressure")}
     dts["faulty"] = faulty_task(dts["water-use"])
     truth: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    watcher = asyncio.create_task(watch(fed, args.windows, truth, say))
+    hook = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    watcher = asyncio.create_task(watch(fed, args.windows, truth, say, hook.server_port))
     start = time.monotonic()
     reports = 0
     for minute in range(args.windows * 5 + 3):  # three minutes past the last window close it
         t = t0 + 60 * minute
         window = t - t % WINDOW
-        dip = window == t0 + WINDOW  # a pressure dip in the south in the second window
-        got, refused = await upload_minute(ups, dts, population, minute, t, args.seed, dip)
+        burst = minute >= 2  # from the third minute a main bursts in the south
+        got, refused = await upload_minute(ups, dts, population, minute, t, args.seed, burst)
         truth[window] = [a + b for a, b in zip(truth[window], got, strict=True)]
         reports += meters + sensors + faulty
         if refused:
             say(f"    minute {minute}: the Leader refused {dict(refused)}")
     say(f"    uploaded {reports:,} reports in {time.monotonic() - start:.1f}s (sharding included)")
     first = await asyncio.wait_for(watcher, timeout=600)
+    hook.shutdown()
     for u in ups.values():
         await u.aclose()
+    log = fed.root / "alerts.jsonl"
+    fired = log.read_text().splitlines() if log.exists() else []
+    say(f"\n    the analyst's alert log ({log.name}) holds {len(fired)} alert(s):")
+    for line in fired:
+        rec = json.loads(line)
+        say(f"    {rec['rule']}: windows {rec['windows']}, probability {rec['probability']:.3f}")
     say("\n    each closed window is one entry at both aggregators (auditor's view):")
     for node in (LEADER, HELPER):
         for r in await ledger(fed, node):

@@ -81,7 +81,7 @@ def litres(device: Device, minute: int, rng: random.Random) -> int:
 
 
 def band(device: Device, minute: int, rng: random.Random, dip: bool) -> int:
-    """The pressure band a sensor reads (a dip in the south for one window)."""
+    """The pressure band a sensor reads (120 kPa lower in the south while a main has burst)."""
     kpa = rng.gauss(device.level, 25) - (120 if dip and device.district == 2 else 0)
     return max(0, min(len(BANDS) - 1, int((kpa - 200) // 50)))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Protocol
 
 from datafed.proto.v1 import collect_pb2
@@ -49,12 +48,13 @@ class ClosingLoop(Protocol):
 async def close_due(loop: ClosingLoop) -> None:
     """Mark due windows ``closing``; close those with nothing pending (see module docs)."""
     rt, p, after = loop.rt, loop.rt.spec.time_precision, loop.rt.config.close_after_s
-    now = time.time()
+    now = await asyncio.to_thread(rt.store.now_ms) / 1000  # the database's clock
+    watermark = await asyncio.to_thread(rt.store.watermark)
     for w in await asyncio.to_thread(rt.store.windows, where="state != 'closed'"):
         end = w.start + p
         if w.state == "open":
             seen = max(end, w.last_seen_ms / 1000)
-            if rt.watermark < end + after and now < seen + after:
+            if watermark < end + after and now < seen + after:
                 continue
             await asyncio.to_thread(rt.store.set_state, w.start, "closing")
         if await asyncio.to_thread(rt.store.unfinished, w.start):

@@ -19,6 +19,7 @@ the task, window, counts, rejections and the digest of the aggregate share.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
@@ -28,21 +29,28 @@ from datafed.collect import ReportBinding, SealedShare, SealError, ShareOpener
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import (
     AggregateShareReq,
-    AggregationJobInit,
-    AggregationJobResp,
     BatchMismatch,
     Helper,
+    HelperRun,
     InvalidBatchSize,
-    InvalidMessage,
     Leader,
     ReportError,
-    VerifyInit,
+    WindowSum,
+    helper_run,
 )
+from nodes.collect.packed import Inits, pack_resps, read_inits
 from nodes.collect.runtime import TaskRuntime
-from nodes.collect.storage import WindowDelta, WindowRow
-from nodes.errors import InvalidRequest
+from nodes.collect.storage import Replayed, WindowDelta, WindowRow
+from nodes.errors import InvalidRequest, Unavailable
 
-__all__ = ["ClosedWindow", "body_digest", "close_at_helper", "run_job", "window_deltas"]
+__all__ = [
+    "ClosedWindow",
+    "body_digest",
+    "close_at_helper",
+    "queue_job",
+    "run_job",
+    "window_deltas",
+]
 
 DECRYPT_ERROR = "hpke_decrypt_error"
 
@@ -56,9 +64,14 @@ def body_digest(msg: collect_pb2.AggregateInitRequest | collect_pb2.CloseWindowR
 
 
 def run_job(
-    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest, now: int
+    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest, now: int | None = None
 ) -> collect_pb2.AggregateInitResponse:
-    """Process (or answer again) one aggregation job, durably; blocking (run in a thread)."""
+    """Process (or answer again) one aggregation job, durably; blocking (run in a thread).
+
+    Any Helper process may run it: the commit is one transaction that inserts the
+    verified IDs under their unique index, so two processes never count a report twice
+    (a report verified meanwhile by another job is answered ``report_replayed``).
+    """
     _same_task(rt, body)
     job_id = bytes(body.job_id)
     if len(job_id) != 16:
@@ -66,30 +79,60 @@ def run_job(
     digest = bytes.fromhex(body_digest(body))
     done = rt.store.helper_job(job_id)
     if done is not None:
-        if done[0] != digest:
-            raise InvalidRequest("aggregation job id reused for a different job")
-        return collect_pb2.AggregateInitResponse.FromString(done[1])
-    ids = [bytes(m.report_id) for m in body.inits]
+        return _same_job(done, digest)
+    inits = read_inits(body)
+    ids, times = inits.ids, inits.times
     if len(set(ids)) != len(ids):
         raise InvalidRequest("an aggregation job repeats a report ID; nothing was aggregated")
-    helper = Helper(rt.task, rt.verify_key)
-    windows = {rt.task.window(m.time) for m in body.inits}
-    helper.close(tuple(rt.store.closed_among(windows)))
-    for rid in rt.store.seen_among(ids):
-        helper.mark_seen(rid)
-    inits, undecryptable = _open_shares(rt, body)
-    try:
-        resp = helper.handle_init(AggregationJobInit(rt.task_id, job_id, tuple(inits)), now)
-    except InvalidMessage as exc:
-        raise InvalidRequest("malformed aggregation job; nothing was aggregated") from exc
-    out, seen, undecrypted_in = _answer(rt, body, resp, undecryptable)
-    deltas = window_deltas(helper)
-    for w, n in undecrypted_in.items():
-        deltas.setdefault(w, WindowDelta()).rejected[DECRYPT_ERROR] = n
-    rt.store.commit_helper_job(
-        job_id, digest, out.SerializeToString(), seen, deltas, int(time.time() * 1000)
-    )
-    return out
+    windows = sorted({rt.task.window(t) for t in times})
+    shares = _open_shares(rt, inits)
+    seen = rt.store.seen_among(ids)
+    now = rt.store.now_ms() // 1000 if now is None else now  # the database's clock
+    for _ in range(5):
+        out, run = _answer(rt, body, inits, shares, seen, rt.store.closed_among(windows), now)
+        deltas = {
+            w: WindowDelta(s.agg, s.count, s.checksum, s.rejected) for w, s in run.sums.items()
+        }
+        try:
+            other = rt.store.commit_helper_job(
+                job_id, digest, out.SerializeToString(), run.seen, deltas, windows
+            )
+        except Replayed as exc:  # another process verified some of them first: again
+            seen |= exc.ids
+            continue
+        return out if other is None else _same_job(other, digest)
+    raise InvalidRequest("aggregation job kept racing other jobs; retry it")
+
+
+async def queue_job(
+    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest, timeout_s: float = 50.0
+) -> collect_pb2.AggregateInitResponse:
+    """Leave the job to the Helper's worker processes and wait for its committed answer.
+
+    A worker that dies mid-job leaves it to lease out; another takes it. A Leader that
+    gives up waiting resends the same job, which is found queued or answered.
+    """
+    _same_task(rt, body)
+    job_id = bytes(body.job_id)
+    if len(job_id) != 16:
+        raise InvalidRequest("aggregation job id must be 16 bytes")
+    digest = bytes.fromhex(body_digest(body))
+    await asyncio.to_thread(rt.store.enqueue_helper_job, job_id, body.SerializeToString())
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while time.monotonic() < deadline:
+        done = await asyncio.to_thread(rt.store.helper_job, job_id)
+        if done is not None:
+            return _same_job(done, digest)
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+    raise Unavailable("the aggregation job is still running; resend it")
+
+
+def _same_job(done: tuple[bytes, bytes], digest: bytes) -> collect_pb2.AggregateInitResponse:
+    if done[0] != digest:
+        raise InvalidRequest("aggregation job id reused for a different job")
+    return collect_pb2.AggregateInitResponse.FromString(done[1])
 
 
 def _same_task(
@@ -101,50 +144,56 @@ def _same_task(
         )
 
 
-def _open_shares(
-    rt: TaskRuntime, body: collect_pb2.AggregateInitRequest
-) -> tuple[list[VerifyInit], set[bytes]]:
-    """Open each report's sealed Helper share; the IDs of those that do not open."""
-    opener = ShareOpener(rt.x25519)
-    inits, undecryptable = [], set()
-    for m in body.inits:
-        rid, public = bytes(m.report_id), bytes(m.public_share)
+def _open_shares(rt: TaskRuntime, inits: Inits) -> list[bytes | None]:
+    """Open each report's sealed Helper share; ``None`` for one that does not open."""
+    opener, tid = ShareOpener(rt.x25519), rt.task_id
+    out: list[bytes | None] = []
+    for rid, t, public, enc, ct in zip(
+        inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts, strict=True
+    ):
         try:
-            share = opener.open(
-                ReportBinding(rt.task_id, rid, m.time, public),
-                SealedShare(bytes(m.helper_enc), bytes(m.helper_ciphertext)),
-            )
+            out.append(opener.open(ReportBinding(tid, rid, t, public), SealedShare(enc, ct)))
         except SealError:
-            undecryptable.add(rid)  # rejected below; its ID is not burnt (it was not proven)
-            continue
-        inits.append(VerifyInit(rid, m.time, public, share, bytes(m.payload)))
-    return inits, undecryptable
+            out.append(None)  # rejected; its ID is not burnt (it was not proven)
+    return out
 
 
 def _answer(
     rt: TaskRuntime,
     body: collect_pb2.AggregateInitRequest,
-    resp: AggregationJobResp,
-    undecryptable: set[bytes],
-) -> tuple[collect_pb2.AggregateInitResponse, list[bytes], dict[int, int]]:
-    """The answer, report by report; the IDs verified and undecryptable reports per window."""
-    answers = {v.report_id: v for v in resp.verify_resps}
+    inits: Inits,
+    shares: list[bytes | None],
+    seen: set[bytes],
+    closed: set[int],
+    now: int,
+) -> tuple[collect_pb2.AggregateInitResponse, HelperRun]:
+    """The answer, report by report (in the job's own form), and what the job commits."""
+    run = helper_run(
+        rt.task,
+        rt.verify_key,
+        inits.ids,
+        inits.times,
+        inits.public_shares,
+        shares,
+        inits.payloads,
+        seen=seen,
+        closed=closed,
+        now=now,
+    )
+    answers = []
+    for t, share, (error, payload) in zip(inits.times, shares, run.answers, strict=True):
+        if share is None and not error:
+            error = DECRYPT_ERROR
+            run.sums.setdefault(rt.task.window(t), WindowSum()).reject(DECRYPT_ERROR)
+        answers.append((error, payload))
     out = collect_pb2.AggregateInitResponse(job_id=body.job_id)
-    seen, undecrypted_in = [], dict[int, int]()
-    for m in body.inits:
-        rid = bytes(m.report_id)
-        if rid in undecryptable:
-            w = rt.task.window(m.time)
-            undecrypted_in[w] = undecrypted_in.get(w, 0) + 1
-            out.resps.add(report_id=rid, error=DECRYPT_ERROR)
-            continue
-        v = answers[rid]
-        if v.payload is not None or v.error is ReportError.VDAF_VERIFY_ERROR:
-            seen.append(rid)  # went through verification: never again
-        out.resps.add(
-            report_id=rid, payload=v.payload or b"", error=v.error.value if v.error else ""
-        )
-    return out, seen, undecrypted_in
+    if body.HasField("packed"):
+        size = 5 + (rt.vdaf.xof.SEED_SIZE if rt.vdaf.uses_joint_rand else 0)  # a finish message
+        pack_resps(out, answers, size)
+    else:
+        for rid, (error, payload) in zip(inits.ids, answers, strict=True):
+            out.resps.add(report_id=rid, payload=payload, error=error)
+    return out, run
 
 
 def window_deltas(

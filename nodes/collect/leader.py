@@ -1,23 +1,27 @@
-"""The Leader's aggregation loop: jobs to the Helper, commits, windows closed at both.
+"""The Leader's aggregation loop: leased jobs to the Helper, commits, windows closed at both.
 
-Two workers take stored reports in upload order and drive one aggregation job each
-(DAP §4.5.1.1) through the pure :class:`datafed.protocols.Leader`:
+Job drivers (``workers`` of them, in ``serve`` or in ``datafed-node collect-worker``
+processes sharing the task's PostgreSQL database) take stored reports in upload order
+and drive one aggregation job each (DAP §4.5.1.1) over the batched pure functions of
+:mod:`datafed.protocols` (:func:`~datafed.protocols.leader_start`,
+:func:`~datafed.protocols.leader_finish`):
 
-1. **start** (one transaction): the job's request, without its header, is stored and its
-   reports marked in the job; reports the Leader rejects itself (its own share does not
-   verify, the window closed meanwhile) are counted in their window and done;
-2. **send**, signed, to the Helper; while the Helper is down the job is resent with
-   back-off, uploads go on being accepted, and nothing is lost;
-3. **finish** (one transaction): the Helper's answer checked in full, then each window's
+1. **claim** (one transaction): a job ID, the oldest pending reports marked in it, and a
+   lease on the job in the database's clock (:meth:`CollectStore.claim_job`); a job
+   whose lease ran out -- its worker died or stalled -- is taken over first
+   (:meth:`CollectStore.reclaim_job`, a new generation);
+2. **build**: the Leader's first verification step for every report at once; reports
+   it rejects itself are counted in their window at the commit. Deterministic, so a
+   job taken over is rebuilt byte for byte and the Helper sees the same request;
+3. **send**, signed, to the Helper; while the Helper is down the job is resent with
+   back-off and its lease renewed, uploads go on being accepted, and nothing is lost;
+4. **finish** (one transaction): the Helper's answer checked in full, then each window's
    output shares, count, checksum and rejections merged, the reports done (their shares
-   dropped), the job forgotten.
+   dropped), the job forgotten -- only while the job is still this generation's.
 
-After a crash the stored jobs are resent first: the Helper answers a job it already ran
-with the same response, and the Leader rebuilds its side of the job from the same
-reports (its first verification step is deterministic), so a report is counted exactly
-once at both.
-
-A third task closes windows as they fall due (:mod:`nodes.collect.closer`).
+The Helper answers a job it already ran with the same response, so a report is counted
+exactly once at both, whoever finishes the job. ``serve`` also closes windows as they
+fall due (:mod:`nodes.collect.closer`).
 """
 
 from __future__ import annotations
@@ -25,23 +29,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from datafed.client import FederationConfig, NodeEndpoint, Transport
-from datafed.errors import RemoteError
+from datafed.errors import DatafedError, RemoteError
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
-from datafed.protocols import (
-    AggregationJobResp,
-    InvalidMessage,
-    Leader,
-    Report,
-    ReportError,
-    VerifyResp,
-)
+from datafed.protocols import LeaderStart, ReportError, WindowSum, leader_finish, leader_start
 from nodes.collect.closer import close_due
-from nodes.collect.helper import DECRYPT_ERROR, window_deltas
+from nodes.collect.db import StoreUnavailable
+from nodes.collect.helper import DECRYPT_ERROR
+from nodes.collect.packed import Inits, pack_inits, read_resps
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import ReportRow, WindowDelta
 from nodes.context import NodeContext
@@ -49,215 +51,263 @@ from nodes.context import NodeContext
 __all__ = ["LeaderLoop"]
 
 log = logging.getLogger("datafed.node")
-WORKERS = 2
 PURPOSE = "collect"
+#: Clock difference a job driver tolerates (the gate's tolerance is 30 s).
+MAX_SKEW_S = 20.0
 
 
 @dataclass
 class _Job:
-    """A job sent (or to be sent) to the Helper and the Leader state that finishes it."""
+    """A job claimed by this driver: its reports, the Leader's side, the request."""
 
+    job_id: bytes
+    generation: int
+    rows: list[ReportRow]
+    start: LeaderStart
     body: collect_pb2.AggregateInitRequest
-    leader: Leader
-    machine_job_id: bytes
-    ids: list[bytes]
-    before: dict[int, dict[ReportError, int]]
-
-    @property
-    def job_id(self) -> bytes:
-        return bytes(self.body.job_id)
 
 
-class LeaderLoop:
-    """Aggregation workers and the window closer of one task at its Leader."""
+def owner_name() -> str:
+    """Who holds a lease: host and process (what the jobs table shows)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    def __init__(self, ctx: NodeContext, rt: TaskRuntime) -> None:
-        self.ctx, self.rt = ctx, rt
-        helper = rt.config.helper
+
+def delta(s: WindowSum) -> WindowDelta:
+    """A pure window sum as the store merges it."""
+    return WindowDelta(s.agg, s.count, s.checksum, dict(s.rejected))
+
+
+class HelperLink:
+    """The Leader's signed channel to one task's Helper."""
+
+    def __init__(self, ctx: NodeContext, helper: str, address: str) -> None:
         fed = FederationConfig(
             analyst=ctx.name,
             tls=ctx.config.tls,
-            nodes=[NodeEndpoint(name=helper.name, address=helper.address)],
+            nodes=[NodeEndpoint(name=helper, address=address)],
             timeout_s=60.0,
         )
+        self.helper = helper
         self.transport = Transport(fed, ctx.tls, ctx.signing_key)
-        self._wake = asyncio.Event()
-        self._take = asyncio.Lock()
-        self._recovered: list[_Job] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    def start(self) -> None:
-        """Start the workers and the closer on the running event loop."""
-        self._recovered = self._recover()
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(WORKERS)]
-        self._tasks.append(asyncio.create_task(self._closer()))
-
-    def wake(self) -> None:
-        """Reports arrived: start a job now rather than at the next poll."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Stop after the current step (open jobs stay stored and are resent at start)."""
-        self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self.transport.aclose()
-
-    # -- jobs ------------------------------------------------------------------------
-    async def _worker(self) -> None:
-        while not self._stopping:
-            try:
-                async with self._take:
-                    job = self._recovered.pop(0) if self._recovered else None
-                    if job is None:
-                        job = await asyncio.to_thread(self._build)
-                if job is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
-                    self._wake.clear()
-                    continue
-                await self._drive(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop collection; the job stays stored
-                log.exception("collect %s: aggregation worker failed", self.rt.name)
-                await asyncio.sleep(1.0)
-
-    def _machine(self, rows: list[ReportRow], now: int) -> tuple[Leader, list[bytes]]:
-        rt = self.rt
-        leader = Leader(rt.task, rt.verify_key)
-        leader.close(tuple(rt.store.closed_among(rt.task.window(r.time) for r in rows)))
-        refused = []
-        for r in rows:
-            report = Report(
-                r.report_id, r.time, r.public_share, r.leader_share, r.enc + r.ciphertext
-            )
-            if leader.upload(report, now) is not None:
-                refused.append(r.report_id)  # cannot happen for a stored report; never stuck
-        return leader, refused
-
-    def _build(self) -> _Job | None:
-        """Start the next job; ``None`` when no report is pending."""
-        while True:
-            job = self._build_one()
-            if not isinstance(job, bool):
-                return job
-
-    def _build_one(self) -> _Job | bool | None:
-        rt = self.rt
-        rows = rt.store.pending(rt.config.job_size)
-        if not rows:
-            return None
-        now = int(time.time())
-        leader, refused = self._machine(rows, now)
-        req = leader.start_job(now)
-        inits = req.verify_inits if req is not None else ()
-        sent = [v.report_id for v in inits]
-        went = set(sent)
-        rejected = [r.report_id for r in rows if r.report_id not in went]
-        before = {w.start: dict(w.rejected) for w in leader.windows()}
-        deltas = {
-            w: WindowDelta(rejected={e.value: n for e, n in rej.items()})
-            for w, rej in before.items()
-            if rej
-        }
-        times = {r.report_id: r.time for r in rows}
-        for rid in refused:  # counted as malformed
-            w = rt.task.window(times[rid])
-            d = deltas.setdefault(w, WindowDelta())
-            d.rejected["invalid_message"] = d.rejected.get("invalid_message", 0) + 1
-        body = collect_pb2.AggregateInitRequest(
-            task=rt.name, task_id=rt.task_id, job_id=req.job_id if req is not None else b""
-        )
-        for v in inits:
-            body.inits.add(
-                report_id=v.report_id,
-                time=v.time,
-                public_share=v.public_share,
-                helper_enc=v.helper_share[:32],
-                helper_ciphertext=v.helper_share[32:],
-                payload=v.payload,
-            )
-        rt.store.start_job(body.job_id, body.SerializeToString(), sent, rejected, deltas)
-        if req is None:
-            return False  # every report rejected by the Leader itself: take the next ones
-        return _Job(body, leader, req.job_id, sent, before)
-
-    def _recover(self) -> list[_Job]:
-        """Rebuild the Leader side of every job stored as sent (see module docs)."""
-        jobs = []
-        for job_id, raw in self.rt.store.open_jobs():
-            body = collect_pb2.AggregateInitRequest.FromString(raw)
-            rows = self.rt.store.job_reports(job_id)
-            leader, _ = self._machine(rows, int(time.time()))
-            req = leader.start_job(int(time.time()))
-            again = [(v.report_id, v.payload) for v in req.verify_inits] if req else []
-            if again != [(bytes(m.report_id), bytes(m.payload)) for m in body.inits]:
-                log.error("collect %s: stored job %s does not rebuild", self.rt.name, job_id.hex())
-                continue
-            assert req is not None
-            before = {w.start: dict(w.rejected) for w in leader.windows()}
-            jobs.append(_Job(body, leader, req.job_id, [r for r, _ in again], before))
-        if jobs:
-            log.info("collect %s: resending %d stored job(s)", self.rt.name, len(jobs))
-        return jobs
-
-    async def _drive(self, job: _Job) -> None:
-        backoff = 0.2
-        while not self._stopping:
-            try:
-                resp = await self.call("AggregateInit", job.body, f"agg-{job.job_id.hex()}")
-                await asyncio.to_thread(self._finish, job, resp)
-                self._wake.set()
-                return
-            except (RemoteError, InvalidMessage) as exc:
-                log.warning("collect %s: job %s: %s; retrying", self.rt.name, job.job_id.hex(), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
     async def call(self, rpc: str, body: Any, job_id: str) -> Any:
         """Send ``body`` (a fresh header added) as a signed ``rpc`` to the Helper."""
-        helper = self.rt.config.helper.name
         msg = type(body)()
         msg.CopyFrom(body)
-        msg.header.CopyFrom(self.transport.header(helper, job_id, PURPOSE))
+        msg.header.CopyFrom(self.transport.header(self.helper, job_id, PURPOSE))
         signed = self.transport.sign(msg).request
 
         async def go(ch: Any) -> Any:
             stub = collect_pb2_grpc.CollectServiceStub(ch)
             return await getattr(stub, rpc)(signed, timeout=self.transport.config.timeout_s)
 
-        return await self.transport.call(helper, go)
+        return await self.transport.call(self.helper, go)
+
+    async def aclose(self) -> None:
+        """Close the channel."""
+        await self.transport.aclose()
+
+
+class JobDriver:
+    """Claims, builds, sends and finishes jobs of one task (see module docs)."""
+
+    def __init__(self, rt: TaskRuntime, link: HelperLink, lease_s: float) -> None:
+        self.rt, self.link = rt, link
+        self.lease_ms = int(lease_s * 1000)
+        self.owner = owner_name()
+        self._clock_checked = -1e9
+        self._skewed = False
+
+    def clock_skew(self) -> float:
+        """This process's clock minus the database's, in seconds."""
+        return time.time() - self.rt.store.now_ms() / 1000
+
+    def stands_aside(self) -> bool:
+        """Whether this worker's clock is too far off to sign for the task (checked often).
+
+        Leases and report times follow the database's clock, but the Helper checks the
+        time in every signed request against its own: a worker whose clock is off by more
+        than that tolerance would hold jobs it can never finish, so it takes none and
+        says why; the other workers do the aggregation.
+        """
+        if time.monotonic() - self._clock_checked > 10.0:
+            self._clock_checked = time.monotonic()
+            skew = self.clock_skew()
+            was, self._skewed = self._skewed, abs(skew) > MAX_SKEW_S
+            if self._skewed and not was:
+                log.error(
+                    "collect %s: this process's clock is %+.0f s off the database's; it takes "
+                    "no jobs until its clock is fixed (NTP)",
+                    self.rt.name,
+                    skew,
+                )
+        return self._skewed
+
+    def _claim(self) -> _Job | None:
+        rt = self.rt
+        if self.stands_aside():
+            return None
+        got = rt.store.reclaim_job(self.owner, self.lease_ms)
+        if got is not None:
+            job_id, generation, rows = got
+            log.info("collect %s: taking over job %s (its lease ran out)", rt.name, job_id.hex())
+        else:
+            job_id = secrets.token_bytes(16)
+            generation, rows = rt.store.claim_job(
+                job_id, rt.config.job_size, self.owner, self.lease_ms
+            )
+            if not rows:
+                return None
+        return self._build(job_id, generation, rows)
+
+    def _build(self, job_id: bytes, generation: int, rows: list[ReportRow]) -> _Job:
+        rt = self.rt
+        closed = rt.store.closed_among(rt.task.window(r.time) for r in rows)
+        start = leader_start(
+            rt.task,
+            rt.verify_key,
+            [r.report_id for r in rows],
+            [r.time for r in rows],
+            [r.public_share for r in rows],
+            [r.leader_share for r in rows],
+            closed,
+        )
+        body = collect_pb2.AggregateInitRequest(task=rt.name, task_id=rt.task_id, job_id=job_id)
+        sent = [rows[j] for j in start.sent]
+        inits = Inits(
+            [r.report_id for r in sent],
+            [r.time for r in sent],
+            [r.public_share for r in sent],
+            [r.enc for r in sent],
+            [r.ciphertext for r in sent],
+            start.payloads,
+        )
+        pack_inits(body, inits)
+        return _Job(job_id, generation, rows, start, body)
+
+    async def step(self) -> bool:
+        """Drive one job to its end; ``False`` when nothing was pending."""
+        job = await asyncio.to_thread(self._claim)
+        if job is None:
+            return False
+        if not job.start.sent:  # every report rejected by the Leader itself
+            await asyncio.to_thread(self._finish, job, collect_pb2.AggregateInitResponse())
+            return True
+        backoff = 0.2
+        while True:
+            try:
+                resp = await self.link.call("AggregateInit", job.body, f"agg-{job.job_id.hex()}")
+                await asyncio.to_thread(self._finish, job, resp)
+                return True
+            except (RemoteError, ValueError) as exc:
+                log.warning("collect %s: job %s: %s; retrying", self.rt.name, job.job_id.hex(), exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            if not await asyncio.to_thread(
+                self.rt.store.renew_job, job.job_id, job.generation, self.lease_ms
+            ):
+                log.warning("collect %s: job %s was taken over", self.rt.name, job.job_id.hex())
+                return True
 
     def _finish(self, job: _Job, resp: collect_pb2.AggregateInitResponse) -> None:
-        rt, times = self.rt, {bytes(m.report_id): m.time for m in job.body.inits}
-        if bytes(resp.job_id) != job.job_id:
-            raise InvalidMessage
-        verify, undecryptable = [], []
-        for m in resp.resps:
-            rid, error = bytes(m.report_id), None
-            if m.error == DECRYPT_ERROR:
-                error = ReportError.VDAF_VERIFY_ERROR
-                undecryptable.append(rid)
-            elif m.error:
-                try:
-                    error = ReportError(m.error)
-                except ValueError as exc:
-                    raise InvalidMessage from exc
-            verify.append(VerifyResp(rid, None if error else bytes(m.payload), error))
-        job.leader.finish_job(AggregationJobResp(job.machine_job_id, tuple(verify)))
-        deltas = window_deltas(job.leader, job.before)
-        for rid in undecryptable:
-            d = deltas[rt.task.window(times[rid])]
-            d.rejected[ReportError.VDAF_VERIFY_ERROR.value] -= 1
-            d.rejected[DECRYPT_ERROR] = d.rejected.get(DECRYPT_ERROR, 0) + 1
+        rt, rows = self.rt, job.rows
+        if job.start.sent and bytes(resp.job_id) != job.job_id:
+            raise ValueError("the Helper answered another job")
+        answers, undecryptable = [], []
+        got = read_resps(resp, len(job.start.sent)) if job.start.sent else []
+        if len(got) != len(job.start.sent):
+            raise ValueError("the Helper's answer does not list the job's reports")
+        for j, (error, payload) in zip(job.start.sent, got, strict=True):
+            if error == DECRYPT_ERROR:
+                undecryptable.append(j)
+                answers.append((ReportError.VDAF_VERIFY_ERROR.value, b""))
+            else:
+                if error:
+                    ReportError(error)  # an unknown error raises ValueError
+                answers.append((error, payload))
+        times = [r.time for r in rows]
+        sums = leader_finish(rt.task, job.start, [r.report_id for r in rows], times, answers, set())
+        for j in undecryptable:
+            s = sums[rt.task.window(times[j])]
+            s.reject(ReportError.VDAF_VERIFY_ERROR, -1)
+            s.reject(DECRYPT_ERROR)
+        deltas = {w: delta(s) for w, s in sums.items()}
         for d in deltas.values():
             d.rejected = {k: n for k, n in d.rejected.items() if n}
-        rt.store.finish_job(job.job_id, job.ids, deltas)
+        if not rt.store.finish_job(job.job_id, job.generation, deltas):
+            log.warning(
+                "collect %s: job %s was taken over; not committed", rt.name, job.job_id.hex()
+            )
+
+
+class LeaderLoop:
+    """Job drivers and (in ``serve``) the window closer of one task at its Leader."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        rt: TaskRuntime,
+        *,
+        drivers: int = 2,
+        closer: bool = True,
+        lease_s: float = 30.0,
+    ) -> None:
+        self.ctx, self.rt = ctx, rt
+        helper = rt.config.helper
+        self.link = HelperLink(ctx, helper.name, helper.address)
+        self.drivers = [JobDriver(rt, self.link, lease_s) for _ in range(drivers)]
+        self.closer = closer
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the drivers and the closer on the running event loop.
+
+        On SQLite (one process) the jobs stored before a restart are taken over at once.
+        """
+        if self.rt.store.db.dialect == "sqlite" and self.drivers:
+            n = self.rt.store.release_leases()
+            if n:
+                log.info("collect %s: resending %d stored job(s)", self.rt.name, n)
+        self._tasks = [asyncio.create_task(self._worker(d)) for d in self.drivers]
+        if self.closer:
+            self._tasks.append(asyncio.create_task(self._closer()))
+
+    def wake(self) -> None:
+        """Reports arrived: start a job now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop after the current step (claimed jobs stay stored and are taken over)."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.link.aclose()
+
+    async def call(self, rpc: str, body: Any, job_id: str) -> Any:
+        """Send ``body`` as a signed ``rpc`` to the Helper (the closer's channel)."""
+        return await self.link.call(rpc, body, job_id)
+
+    async def _worker(self, driver: JobDriver) -> None:
+        while not self._stopping:
+            try:
+                if await driver.step():
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                self._wake.clear()
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                log.warning("collect %s: %s; retrying", self.rt.name, exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop collection; the job stays stored
+                log.exception("collect %s: aggregation worker failed", self.rt.name)
+                await asyncio.sleep(1.0)
 
     # -- windows ---------------------------------------------------------------------
     async def _closer(self) -> None:
@@ -266,7 +316,7 @@ class LeaderLoop:
                 await close_due(self)
             except asyncio.CancelledError:
                 raise
-            except RemoteError as exc:
+            except (RemoteError, DatafedError) as exc:
                 log.warning("collect %s: closing a window: %s; retrying", self.rt.name, exc)
             except Exception:
                 log.exception("collect %s: window closer failed", self.rt.name)

@@ -11,7 +11,8 @@ Built once at start from a ``[[collect]]`` block (:class:`nodes.config.CollectCo
   X25519, ``datafed/pki/peers.py``), salted with the task ID, so it needs no distribution
   and a changed task gets a new key;
 * the Helper's X25519 secret, to open the input shares sealed to it;
-* the task's SQLite file (:class:`nodes.collect.storage.CollectStore`).
+* the task's database (:class:`nodes.collect.storage.CollectStore`): its SQLite file, or
+  its schema in the PostgreSQL database of ``[collect_service]``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from datafed.errors import ConfigError
 from datafed.pki.ca import Identity
 from datafed.pki.peers import shared_secret, verify_peer, x25519_private
 from datafed.protocols import CollectTask, Prio3
-from nodes.collect.storage import CollectStore
-from nodes.config import CollectConfig
+from nodes.collect.db import open_db
+from nodes.collect.storage import SCHEMA, CollectStore
+from nodes.config import CollectConfig, NodeConfig
 from nodes.context import NodeContext
 
 __all__ = ["TaskRuntime", "close_job_id", "verify_key_of"]
@@ -66,33 +68,40 @@ class TaskRuntime:
     x25519: bytes = b""
     #: Bytes of an encoded Helper input share (the sealed ciphertext is 16 more).
     helper_share_len: int = 0
-    #: Newest report time the Leader accepted (event time, for closing windows).
-    watermark: int = 0
-    #: One job or window change at a time per task (the Helper's replay checks need it).
+    #: One window change at a time per task in this process.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def open(cls, ctx: NodeContext, config: CollectConfig) -> TaskRuntime:
-        """Check the peer certificates, derive the keys, open the task's file."""
+        """Check the peer certificates, derive the keys, open the task's database."""
+        return cls.open_parts(ctx.config, ctx.tls, ctx.signing_key, config)
+
+    @classmethod
+    def open_parts(
+        cls, node: NodeConfig, tls: Any, signing_key: Any, config: CollectConfig
+    ) -> TaskRuntime:
+        """:meth:`open` from the node's configuration and keys (a worker has no ledger)."""
         spec = config.spec()
-        role: Literal["leader", "helper"] = "leader" if config.leader.name == ctx.name else "helper"
+        name = node.node.name
+        role: Literal["leader", "helper"] = "leader" if config.leader.name == name else "helper"
         pems = {p.name: p.cert.read_bytes() for p in (config.leader, config.helper)}
-        for name, pem in pems.items():
-            ident = verify_peer(pem, ctx.tls.ca, role="node")
-            if ident.name != name:
+        for pname, pem in pems.items():
+            ident = verify_peer(pem, tls.ca, role="node")
+            if ident.name != pname:
                 raise ConfigError(
-                    f"collect {config.name!r}: {name}'s certificate is {ident.name}'s"
+                    f"collect {config.name!r}: {pname}'s certificate is {ident.name}'s"
                 )
-        own = verify_peer(pems[ctx.name], ctx.tls.ca, role="node")
-        if own.signing_key != ctx.identity.signing_key:
+        own = verify_peer(pems[name], tls.ca, role="node")
+        if own.signing_key != tls.identity.signing_key:
             raise ConfigError(
-                f"collect {config.name!r}: the certificate named for {ctx.name} is not ours"
+                f"collect {config.name!r}: the certificate named for {name} is not ours"
             )
         other = config.helper.name if role == "leader" else config.leader.name
-        peer = verify_peer(pems[other], ctx.tls.ca, role="node")
+        peer = verify_peer(pems[other], tls.ca, role="node")
         task = spec.collect_task()
-        path = ctx.config.node.state_dir / "collect" / f"{config.name}.sqlite"
-        store = CollectStore(path, spec.task_id, task.vdaf)
+        svc = node.collect_service
+        db = open_db(svc.database, svc.password_env, node.node.state_dir, config.name, SCHEMA)
+        store = CollectStore(db, spec.task_id, task.vdaf)
         rt = cls(
             config=config,
             spec=spec,
@@ -101,12 +110,11 @@ class TaskRuntime:
             peer=peer,
             leader_pem=pems[config.leader.name],
             helper_pem=pems[config.helper.name],
-            verify_key=verify_key_of(ctx.signing_key, peer, spec.task_id),
+            verify_key=verify_key_of(signing_key, peer, spec.task_id),
             store=store,
-            x25519=x25519_private(ctx.signing_key) if role == "helper" else b"",
+            x25519=x25519_private(signing_key) if role == "helper" else b"",
             helper_share_len=_helper_share_len(task.vdaf),
         )
-        rt.watermark = store.get_meta_int("watermark", 0)
         return rt
 
     @property

@@ -20,7 +20,6 @@ status with a clear message.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -31,7 +30,7 @@ from google.protobuf.message import Message
 from datafed.collect import spec_to_proto
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc, common_pb2
 from nodes.collect.entries import OPERATION, record_window
-from nodes.collect.helper import body_digest, close_at_helper, run_job
+from nodes.collect.helper import body_digest, close_at_helper, queue_job, run_job
 from nodes.collect.release import collect_use, get_window
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.upload import STATUS, store_uploads
@@ -59,9 +58,16 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     """
 
     def __init__(
-        self, ctx: NodeContext, tasks: dict[str, TaskRuntime], wake: Callable[[str], None]
+        self,
+        ctx: NodeContext,
+        tasks: dict[str, TaskRuntime],
+        wake: Callable[[str], None],
+        *,
+        queued: bool = False,
     ) -> None:
         self.ctx, self.tasks, self._wake = ctx, tasks, wake
+        #: Hand aggregation jobs to worker processes through the database.
+        self.queued = queued
 
     def _task(self, call: SignedCall, name: str, role: str | None = None) -> TaskRuntime:
         rt = self.tasks.get(name)
@@ -140,8 +146,9 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
         """Run one aggregation job at the Helper (or answer it again)."""
         msg = collect_pb2.AggregateInitRequest
         async with self._rpc(context, request, "collect_aggregate", msg, "helper") as (_, body, rt):
-            async with rt.lock:  # one job at a time: the replay checks see every commit
-                return await asyncio.to_thread(run_job, rt, body, int(time.time()))
+            if self.queued:  # the Helper's worker processes run it (docs/collect.md)
+                return await queue_job(rt, body)
+            return await asyncio.to_thread(run_job, rt, body)
 
     async def CloseWindow(  # noqa: N802 - gRPC method name
         self, request: common_pb2.SignedRequest, context: Context
@@ -211,6 +218,9 @@ def add_servicer(
     ctx: NodeContext,
     tasks: dict[str, TaskRuntime],
     wake: Callable[[str], None],
+    *,
+    queued: bool = False,
 ) -> None:
     """Register the CollectService on ``server``."""
-    collect_pb2_grpc.add_CollectServiceServicer_to_server(CollectServicer(ctx, tasks, wake), server)
+    servicer = CollectServicer(ctx, tasks, wake, queued=queued)
+    collect_pb2_grpc.add_CollectServiceServicer_to_server(servicer, server)

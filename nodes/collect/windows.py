@@ -1,7 +1,8 @@
-"""A task's SQLite file, the part both aggregators share: windows, meta, transactions.
+"""A task's database, the part both aggregators share: windows, meta, transactions.
 
-:class:`WindowStore` opens the file (WAL, ``synchronous=FULL``: every commit is fsynced),
-refuses a file written for another task ID, and keeps one row per window -- its state
+:class:`WindowStore` opens the task's database (:mod:`nodes.collect.db`: its SQLite file,
+or its schema in the aggregator's PostgreSQL database), refuses one written for another
+task ID, and keeps one row per window -- its state
 (``open``, ``closing``, ``closed``), aggregate share, report count, checksum, rejections
 by reason and, once closed, the digests and ledger index of its entry.
 :class:`nodes.collect.storage.CollectStore` adds the reports and jobs of each role.
@@ -10,36 +11,42 @@ by reason and, once closed, the digests and ledger index of its entry.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from datafed.errors import ConfigError
 from datafed.protocols import Prio3
+from nodes.collect.db import Cursor, Db
 
 __all__ = ["WindowDelta", "WindowRow", "WindowStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS task (id BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
   seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
-  window INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL, job BLOB,
+  win INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL, job BLOB,
   public BLOB, leader BLOB, enc BLOB, ct BLOB);
-CREATE INDEX IF NOT EXISTS reports_open ON reports (state, window) WHERE state < 2;
-CREATE TABLE IF NOT EXISTS jobs (id BLOB PRIMARY KEY, request BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reports_open ON reports (state, win) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS reports_job ON reports (job) WHERE state = 1;
+CREATE TABLE IF NOT EXISTS jobs (
+  id BLOB PRIMARY KEY, owner TEXT NOT NULL, generation INTEGER NOT NULL,
+  lease_until_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id BLOB PRIMARY KEY, job BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS helper_jobs (
   id BLOB PRIMARY KEY, digest BLOB NOT NULL, response BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS helper_queue (
+  id BLOB PRIMARY KEY, request BLOB NOT NULL, owner TEXT NOT NULL,
+  lease_until_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
   start INTEGER PRIMARY KEY, state TEXT NOT NULL, last_seen_ms INTEGER NOT NULL,
   agg BLOB, count INTEGER NOT NULL DEFAULT 0, checksum BLOB NOT NULL,
   rejected TEXT NOT NULL DEFAULT '{}', share_digest TEXT NOT NULL DEFAULT '',
   close_digest TEXT NOT NULL DEFAULT '', releasable INTEGER NOT NULL DEFAULT 0,
   close_index INTEGER NOT NULL DEFAULT -1);
-CREATE TABLE IF NOT EXISTS upload_rejected (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS upload_rejected (reason TEXT PRIMARY KEY, count INTEGER NOT NULL)
 """
 
 
@@ -81,60 +88,59 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class WindowStore:
-    """The windows and meta of one task's file (see module docs).
+    """The windows and meta of one task's database (see module docs).
 
     Parameters
     ----------
-    path : Path
-        The database file (created with its directory).
+    db : Db
+        The task's database (:func:`nodes.collect.db.open_db`), its tables created.
     task_id : bytes
-        The task's ID; a file made for another task ID is refused.
+        The task's ID; a database made for another task ID is refused.
     vdaf : Prio3
         The task's VDAF (to merge aggregate shares).
     """
 
-    def __init__(self, path: Path, task_id: bytes, vdaf: Prio3[Any, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, db: Db, task_id: bytes, vdaf: Prio3[Any, Any]) -> None:
+        self.db = db
         self._vdaf = vdaf
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'task_id'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('task_id', ?)", (task_id,))
-        elif bytes(row[0]) != task_id:
-            self._db.close()
+        with db.tx() as cur:
+            row = cur.execute("SELECT id FROM task").fetchone()
+            if row is None:
+                cur.execute("INSERT INTO task VALUES (?)", (task_id,))
+        if row is not None and bytes(row[0]) != task_id:
+            db.close()
             raise ConfigError(
-                f"{path} belongs to another configuration of this task (its task ID differs); "
-                "a changed task needs a new name"
+                f"{getattr(db, 'where', 'the database')} belongs to another configuration of "
+                "this task (its task ID differs); a changed task needs a new name"
             )
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
-    def _tx(self) -> _Tx:
-        return _Tx(self._db, self._lock)
+    def _tx(self) -> Any:
+        return self.db.tx()
 
     def get_meta_int(self, key: str, default: int) -> int:
         """An integer kept in ``meta`` (the watermark)."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._tx() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else int(row[0])
 
     def set_meta_int(self, key: str, value: int) -> None:
         """Keep an integer in ``meta``."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
+                (key, value, value),
+            )
 
     # -- windows -------------------------------------------------------------------------
-    def _merge(self, db: sqlite3.Connection, deltas: dict[int, WindowDelta]) -> None:
-        for w, d in deltas.items():
+    def _merge(self, db: Cursor, deltas: dict[int, WindowDelta]) -> None:
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        for w, d in sorted(deltas.items()):  # one order everywhere: no deadlock between workers
             row = db.execute(
-                "SELECT agg, count, checksum, rejected FROM windows WHERE start = ?", (w,)
+                "SELECT agg, count, checksum, rejected FROM windows WHERE start = ?" + lock, (w,)
             ).fetchone()
             if row is None:
                 raise ValueError(f"window {w} has no row")
@@ -166,8 +172,8 @@ class WindowStore:
             "SELECT start, state, last_seen_ms, agg, count, checksum, rejected, share_digest, "
             f"close_digest, releasable, close_index FROM windows WHERE {where} ORDER BY start"
         )
-        with self._lock:
-            rows = self._db.execute(q, tuple(args)).fetchall()
+        with self._tx() as cur:
+            rows = cur.execute(q, tuple(args)).fetchall()
         vdaf = self._vdaf
         return [
             WindowRow(
@@ -189,21 +195,29 @@ class WindowStore:
     def closed_among(self, starts: Iterable[int]) -> set[int]:
         """Which of the window ``starts`` are closed (or closing: no more reports)."""
         wanted = sorted(set(starts))
+        with self._tx() as cur:
+            return self.closed_in(cur, wanted)
+
+    def closed_in(self, cur: Cursor, starts: Sequence[int], *, lock: bool = False) -> set[int]:
+        """:meth:`closed_among` inside a transaction; ``lock``: hold the rows for update.
+
+        PostgreSQL only; the rows are taken in window order, as every writer takes them.
+        """
         out: set[int] = set()
-        with self._lock:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                q = f"SELECT start FROM windows WHERE state = 'closed' AND start IN ({marks})"
-                out.update(r[0] for r in self._db.execute(q, chunk))
+        share = " FOR UPDATE" if lock and self.db.dialect == "postgresql" else ""
+        for i in range(0, len(starts), 500):
+            chunk = list(starts[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT start, state FROM windows WHERE start IN ({marks})" + share
+            out.update(r[0] for r in cur.execute(q, chunk).fetchall() if r[1] == "closed")
         return out
 
     def ensure_window(self, start: int, now_ms: int) -> None:
         """Create an empty open window (a window closes even without reports)."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO windows (start, state, last_seen_ms, checksum) "
-                "VALUES (?, 'open', ?, ?)",
+                "INSERT INTO windows (start, state, last_seen_ms, checksum) "
+                "VALUES (?, 'open', ?, ?) ON CONFLICT (start) DO NOTHING",
                 (start, now_ms, bytes(32)),
             )
 
@@ -228,21 +242,3 @@ class WindowStore:
                 "releasable = ?, close_index = ? WHERE start = ?",
                 (share_digest, close_digest, int(releasable), close_index, start),
             )
-
-
-class _Tx:
-    """``with store._tx() as db``: one locked transaction, committed durably or rolled back."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db, self._lock = db, lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        try:
-            self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
-        finally:
-            self._lock.release()

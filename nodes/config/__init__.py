@@ -76,7 +76,13 @@ from pathlib import Path
 from pydantic import model_validator
 
 from datafed.config.load import Strict, load_toml_model
-from nodes.config.collect import CollectCollector, CollectConfig, CollectDpConfig, CollectPeer
+from nodes.config.collect import (
+    CollectCollector,
+    CollectConfig,
+    CollectDpConfig,
+    CollectPeer,
+    CollectServiceConfig,
+)
 from nodes.config.datasets import (
     ColumnTypeName,
     DatasetConfig,
@@ -94,6 +100,7 @@ __all__ = [
     "CollectConfig",
     "CollectDpConfig",
     "CollectPeer",
+    "CollectServiceConfig",
     "ColumnTypeName",
     "DatasetConfig",
     "DatasetPolicy",
@@ -130,6 +137,8 @@ class NodeConfig(Strict):
     publish: PublishSection | None = None
     #: Collection tasks this node aggregates (``[[collect]]``, docs/collect.md).
     collect: list[CollectConfig] = []
+    #: How the collection tasks run: one process on SQLite, or several on PostgreSQL.
+    collect_service: CollectServiceConfig = CollectServiceConfig()
     #: What one request may cost this node (``[limits]``).
     limits: LimitsSection = LimitsSection()
 

@@ -11,7 +11,43 @@ from datafed.collect import DpSpec, TaskSpec
 from datafed.config.load import ResolvedPath, Strict
 from nodes.config.names import PartyName
 
-__all__ = ["CollectCollector", "CollectConfig", "CollectDpConfig", "CollectPeer"]
+__all__ = [
+    "CollectCollector",
+    "CollectConfig",
+    "CollectDpConfig",
+    "CollectPeer",
+    "CollectServiceConfig",
+]
+
+
+class CollectServiceConfig(Strict):
+    """``[collect_service]``: how this node runs its collection tasks (docs/collect.md).
+
+    Without it (or with no ``database``) each task lives in its SQLite file and one
+    process does everything. With a PostgreSQL ``database`` several processes share each
+    task: ``serve`` (ledger, releases, closing windows), ``workers`` aggregation worker
+    processes it starts (``datafed-node collect-worker``; more may run on other
+    machines), and upload front ends (``datafed-node collect-worker --no-jobs``).
+    """
+
+    #: ``postgresql://user@host:port/db``: one schema per task (``collect_<task>``).
+    database: str = Field(default="", pattern=r"^(postgresql://\S+)?$")
+    #: Environment variable holding the database password (none: the URL's or .pgpass).
+    password_env: str = ""
+    #: Aggregation worker processes ``serve`` starts (PostgreSQL only); 0: ``serve``
+    #: aggregates itself.
+    workers: int = Field(default=0, ge=0, le=256)
+    #: Job drivers per process (jobs in flight to the Helper at once).
+    drivers: int = Field(default=2, ge=1, le=64)
+    #: How long a claimed job is its worker's before another may take it over (seconds,
+    #: database clock); renewed while the worker waits on the Helper.
+    lease_s: float = Field(default=30.0, ge=0.5, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> CollectServiceConfig:
+        if self.workers and not self.database:
+            raise ValueError("collect_service.workers needs a PostgreSQL database")
+        return self
 
 
 class CollectPeer(Strict):

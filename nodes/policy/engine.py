@@ -152,6 +152,9 @@ class PolicyEngine:
         if use.operation != "collect":  # a task's noise is its operator's, not asked for
             self.check_delta(use.dataset, delta)
         details.update(delta_details(delta))
+        if epsilon > 0 and policy.dp is not None:  # the budget this node enforces, for audits
+            details["budget_epsilon"] = repr(float(policy.dp.budget_epsilon))
+            details["budget_scope"] = policy.dp.budget_scope
         key = (use.requester.name, use.header.job_id)
         async with self._locks[use.dataset]:  # budget of (requester, dataset): one section
             if key in self._claimed:

@@ -13,8 +13,11 @@ pipeline (:mod:`nodes.rpc`):
    receipt (signed checkpoint and inclusion proof) of that entry.
 
 A bad step gets a clear gRPC error and a ``denied`` entry; it changes no data and no
-budget.  Steps are recorded with ``operation = "query"`` so that every entry of a job
-agrees across nodes (:func:`audit.usage.reconcile`); ``details["step"]`` says which.
+budget.  Round 0 cancels the job: the requester abandons it (Ctrl-C), the node drops its
+state at once (so it no longer counts against the requester's open-job quota) and records
+the cancel (``denied``, "cancelled by the requester").  Steps are recorded with
+``operation = "query"`` so that every entry of a job agrees across nodes
+(:func:`audit.usage.reconcile`); ``details["step"]`` says which.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from nodes.errors import InvalidRequest
 from nodes.query.jobs import Job
 from nodes.rpc import Context, SignedCall, signed_call
 
-__all__ = ["ProtocolServicer", "add_protocol_service"]
+__all__ = ["CANCEL_ROUND", "ProtocolServicer", "add_protocol_service"]
+
+#: The step round that cancels an open job (``datafed.client._session.CANCEL_ROUND``).
+CANCEL_ROUND = 0
 
 
 def _parse_step(body: bytes) -> tuple[common_pb2.RequestHeader, protocol_pb2.StepRequestBody]:
@@ -78,6 +84,8 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
             call.details["step"] = "refused"
             body = call.open(_parse_step)
             call.protection = body.mode[:32]
+            if body.round == CANCEL_ROUND:
+                return await self._cancel(call, body)
             job, cls, name = self._open_job(call, body)
             call.details["statement"] = job.binding
             assert call.header is not None
@@ -96,6 +104,29 @@ class ProtocolServicer(protocol_pb2_grpc.ProtocolServiceServicer):
                 ledger=call.head(),
                 receipt=await call.receipt(),
             )
+
+    async def _cancel(
+        self, call: SignedCall, body: protocol_pb2.StepRequestBody
+    ) -> protocol_pb2.StepResponse:
+        """The requester abandons its open job (Ctrl-C): drop it, so it holds no quota.
+
+        Recorded as ``denied`` ("cancelled by the requester"): nothing more is released.
+        """
+        assert call.identity is not None and call.header is not None
+        job = self.ctx.jobs.get(call.identity.name, call.header.job_id)
+        if job is None:
+            raise InvalidRequest(f"no open protocol job {call.header.job_id!r} to cancel")
+        call.dataset, call.protection = job.dataset, job.mode
+        if body.mode != job.mode or call.header.purpose != job.purpose:
+            raise InvalidRequest("the cancel's mode or purpose differs from the approved query's")
+        self.ctx.jobs.drop(job.requester, job.job_id)
+        call.details.update(statement=job.binding, step="cancel", step_round="0")
+        await call.record(
+            decision="denied", reason="cancelled by the requester: the job is closed here"
+        )
+        return protocol_pb2.StepResponse(
+            node=self.ctx.name, job_id=job.job_id, round=CANCEL_ROUND, ledger=call.head()
+        )
 
     async def _run(
         self,

@@ -266,13 +266,33 @@ def training_rows(
             raise PermissionDenied(
                 f"dataset {spec.dataset!r} has fewer than {policy.min_group_size} rows"
             )
-        try:
-            data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest("training columns must be numeric and never null") from exc
-        if not np.isfinite(data).all():
-            raise InvalidRequest("training columns must be numeric and never null")
+        bad = _first_bad_column(rows, spec.columns)
+        if bad is not None:
+            raise InvalidRequest(
+                f"training column {bad!r} of {spec.dataset!r} holds a NULL or a value that is "
+                "not a finite number: exact training uses every row, so the column must be "
+                "complete (fill or impute it at import, or train with DP, which leaves "
+                "incomplete rows out; docs/training.md)"
+            )
+        data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
     return data[:, :-1].copy(), data[:, -1].copy()
+
+
+def _first_bad_column(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> str | None:
+    """The first of ``columns`` (in the job's order) with a NULL or non-finite value."""
+    bad: set[int] = set()
+    for row in rows:
+        for k, v in enumerate(row):
+            if k not in bad and not _finite(v):
+                bad.add(k)
+    return columns[min(bad)] if bad else None
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _numeric(row: tuple[Any, ...]) -> list[float] | None:

@@ -49,6 +49,32 @@ class PgServer:
     port: int
     admin_password: str
     process: subprocess.Popen[bytes]
+    command: list[str] | None = None
+    options: dict[str, Any] | None = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (fast shutdown), wait ``down_s``, start it on the same data."""
+        assert self.command is not None and self.options is not None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(30)
+        time.sleep(down_s)
+        log = (self.root / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **self.options,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.connect().close()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def connect(self, dbname: str = "postgres") -> Any:
         import psycopg
@@ -142,30 +168,27 @@ def start_pg() -> PgServer:
     pwfile.unlink()
     port = _free_port()
     log = (root / "server.log").open("wb")
+    command = [
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(root),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "synchronous_commit=off",
+    ]
     proc = subprocess.Popen(
-        [
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(root),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "synchronous_commit=off",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        **kw,
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kw
     )
-    server = PgServer(root, port, admin_password, proc)
+    server = PgServer(root, port, admin_password, proc, command, kw)
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -19,7 +19,7 @@ from audit import DataUseRecord, decode_leaf
 from audit.remote import LedgerClient, mtls_channel
 from datafed.local.federation import LocalFederation
 from datafed.pki.ca import load_signing_key, party_paths
-from datafed.proto.v1 import common_pb2, query_pb2, query_pb2_grpc
+from datafed.proto.v1 import common_pb2, protocol_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.wire.serde import header_to_proto, spec_to_proto
 from datafed.wire.signing import RequestHeader, new_header, sign_body
@@ -87,6 +87,23 @@ def signed_query(
         statement=st.to_proto(),
     ).SerializeToString()
     return Signed(common_pb2.SignedRequest(body=body, signature=sign_body(body, key)), h, st)
+
+
+def failing_after_admission(fed: LocalFederation) -> query_pb2.Protection:
+    """CKKS parameters that pass every check before admission and fail after it.
+
+    The participants are the federation's nodes, the first aggregating; the public HE
+    context is garbage. A node bounds the context's size before admission and parses it
+    only when it encrypts (loading a context is the costly part), so the query is admitted
+    and then fails -- the same way at every node, whatever its rows.
+    """
+    certs = [party_paths(fed.pki_dir, "node", n.spec.name).cert.read_bytes() for n in fed.nodes]
+    params = protocol_pb2.CkksParams(
+        public_context=b"not a TenSEAL context",
+        aggregator_certificate=certs[0],
+        participant_certificates=certs,
+    )
+    return query_pb2.Protection(mode="ckks", fixed_point_bits=16, params=params.SerializeToString())
 
 
 def query_stub(

@@ -13,7 +13,12 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -56,6 +61,7 @@ def fed(tmp_path_factory):
         make_task("usage", vdaf=SUM),
         make_task("probe"),
         make_task("private", DP),
+        make_task("alarms"),
     ]
     f = collect_federation(tmp_path_factory.mktemp("collect"), tasks)
     try:
@@ -403,3 +409,59 @@ def test_attack_wrong_roles_are_refused_and_recorded(fed) -> None:
     ]
     assert any("need 'gateway'" in r.reason for r in denied)
     assert any(r.requester_role == "gateway" and "role 'gateway'" in r.reason for r in denied)
+
+
+ALARM_RULE = """log = "alerts.jsonl"
+[[rules]]
+name = "too-many-alarms"
+task = "alarms"
+total_of = ["{column}"]
+above = 15
+windows = 2
+confidence = 0.95
+deliver = ["watch", "webhook:http://127.0.0.1:{port}/alerts"]
+"""
+
+
+def test_alerts_on_live_windows_fire_once_to_watch_a_webhook_and_the_log(fed, tmp_path) -> None:
+    """`datafed collect watch --alerts`: two windows above 15 fire one alert, everywhere."""
+    got: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    rules = tmp_path / "alerts.toml"
+    # A rule on a column the task does not have: refused before anything is watched.
+    rules.write_text(ALARM_RULE.format(column="pressure", port=hook.server_port))
+    exe = Path(sys.executable).parent / "datafed"
+    watch = [str(exe), "collect", "watch", "-f", str(fed.fed_toml), "-t", "alarms"]
+    watch += ["--purpose", PURPOSE, "--since", str(w(0)), "--count", "3", "--alerts", str(rules)]
+    bad = subprocess.run(watch, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode != 0 and "has no column 'pressure'" in bad.stderr, bad.stderr
+    assert not (tmp_path / "alerts.jsonl").exists() and got == []
+    # 18, then 19 alarms (above 15 twice: one alert), then 2 (the run ends)
+    items = [(int(i < k), w(j) + i) for j, k in enumerate((18, 19, 2)) for i in range(20)]
+    _, statuses = asyncio.run(upload(fed, "alarms", [*items, (0, w(3) + 30)]))
+    assert set(statuses) == {"accepted"}
+    asyncio.run(wait_closed(fed, "alarms", [w(0), w(1), w(2)]))
+    rules.write_text(ALARM_RULE.format(column="value", port=hook.server_port))
+    ok = subprocess.run(watch, capture_output=True, text=True, timeout=120, check=False)
+    hook.shutdown()
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("ALERT too-many-alarms") == 1, ok.stdout
+    (line,) = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert record["windows"] == [w(0), w(1)] and record["probability"] == 1.0
+    assert record["delivered"] == {
+        "watch": "printed",
+        f"webhook:http://127.0.0.1:{hook.server_port}/alerts": "http 204",
+    }
+    assert [g["windows"] for g in got] == [[w(0), w(1)]]

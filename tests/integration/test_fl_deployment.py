@@ -32,11 +32,13 @@ from datafed import pki
 from datafed.fl.lineage import format_lineage, model_lineage
 from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs, flood_policy
 from datafed.fl.superlink import free_port
+from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.local.federation import LocalFederation
 from nodes.context import ledger_origin
 from nodes.fl.local import LocalFlower
 
 pytestmark = pytest.mark.slow
+COLUMNS = ["--dataset", FLOOD_TABLE, "--features", ",".join(FLOOD_FEATURES), "--label", FLOOD_LABEL]
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 DROPPED = "flood-uplands"
@@ -110,7 +112,7 @@ def test_train_starts_its_own_superlink_and_names_a_failing_factorys_cause(deplo
     got = subprocess.run(
         [
             str(BIN / "datafed"), "train", "-f", str(own), "--purpose", FLOOD_PURPOSE,
-            "--rounds", "1", "--start-superlink", "--superlink", f"127.0.0.1:{free_port()}",
+            "--rounds", "1", *COLUMNS, "--start-superlink", "--superlink", f"127.0.0.1:{free_port()}",
             "--model", "tests.unit.fl.models:broken", "--log", str(tmp_path / "run.log"),
         ],
         capture_output=True, text=True, timeout=300,
@@ -128,7 +130,7 @@ def test_three_secure_rounds_with_a_dropout_verify_and_trace(deployment, tmp_pat
     fed_toml = deployment.write_fed_toml()
     cmd = [
         str(BIN / "datafed"), "train", "-f", str(fed_toml), "--purpose", FLOOD_PURPOSE,
-        "--rounds", "3", "--model", LOGISTIC, "--run-config", "local-epochs=1 eval-every=0",
+        "--rounds", "3", *COLUMNS, "--model", LOGISTIC, "--run-config", "local-epochs=1 eval-every=0",
         "--run-config", "lr=0.05", "--json", "--save-model", str(tmp_path / "model.npz"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -33,7 +33,13 @@ from datafed.proto.v1 import modes_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
 from datafed.wire.serde import spec_to_proto
 from datafed.wire.statement import sign_job_statement
-from tests.integration.raw import PURPOSE, ledger_records, query_stub, signed_query
+from tests.integration.raw import (
+    PURPOSE,
+    failing_after_admission,
+    ledger_records,
+    query_stub,
+    signed_query,
+)
 
 DISTRICTS = ("north", "east", "south")
 #: Person-level datasets: the same residents under separate budgets, one per attack.
@@ -106,15 +112,23 @@ def test_oracle_probes_are_charged_and_learn_nothing(city):
     s = f"SELECT SUM(income), COUNT(*) FROM {ds} WHERE household <= 4"
     first = alice(city).query(s, purpose=PURPOSE, protection="plain")
     assert first.epsilon == {f"water-{d}": 1.0 for d in DISTRICTS}
-    # A probe that fails after admission (Paillier parameters naming no participant; a
-    # key of an allowed size, so the limits checked before admission pass) still spends.
+    # A fault of the request alone (Paillier parameters naming no participant) is refused
+    # before admission and costs nothing (red team finding 1).
     n = (1 << 2047) | 1
     params = modes_pb2.PaillierParams(n=n.to_bytes(256, "big"), value_bits=64)
     bad = query_pb2.Protection(
         mode="paillier", fixed_point_bits=16, params=params.SerializeToString()
     )
-    bad.domain.add()
-    probe = signed_query(city, "water-north", s, job_id="job-probe-0", protection=bad)
+    fault = signed_query(city, "water-north", s, job_id="job-fault-0", protection=bad)
+    ch, stub = query_stub(city, 0)
+    with ch, pytest.raises(grpc.RpcError) as err:
+        stub.Query(fault.request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A probe that fails after admission (a garbage HE context, parsed only when the node
+    # encrypts) still spends.
+    probe = signed_query(
+        city, "water-north", s, job_id="job-probe-0", protection=failing_after_admission(city)
+    )
     ch, stub = query_stub(city, 0)
     with ch, pytest.raises(grpc.RpcError) as err:
         stub.Query(probe.request, timeout=30)

@@ -95,3 +95,19 @@ def test_dp_refuses_min_and_unbounded_columns(dp_fed):
         bob.query(
             "SELECT SUM(pressure_drop_kpa) FROM pipe_incidents", purpose=PURPOSE, protection="plain"
         )
+
+
+def test_admissions_record_the_budget_the_node_enforces(dp_fed, tmp_path):
+    """What the auditor's report compares with its own configured budget (docs/audit.md)."""
+    from audit.export import ExportDir, export_store
+    from audit.records import decode_leaf
+
+    bob = Federation.from_file(dp_fed.root / "fed-bob.toml")
+    r = bob.query(SQL, purpose=PURPOSE, protection="paillier")
+    for n in dp_fed.nodes:
+        db = n.config.parent / "state" / "ledger.sqlite"
+        exp = ExportDir(export_store(db, tmp_path / n.spec.name))
+        recs = [decode_leaf(leaf)[1] for leaf in exp.leaves()]
+        (ok,) = [x for x in recs if x.job_id == r.job_id and x.decision == "approved"]
+        assert ok.epsilon == 0.5
+        assert (ok.details["budget_epsilon"], ok.details["budget_scope"]) == ("1.0", "requester")

@@ -23,7 +23,13 @@ from datafed.local import synth
 from datafed.local.federation import LocalFederation, NodeSpec
 from datafed.proto.v1 import query_pb2
 from datafed.wire.serde import literal_to_proto
-from tests.integration.raw import PURPOSE, ledger_records, query_stub, signed_query
+from tests.integration.raw import (
+    PURPOSE,
+    failing_after_admission,
+    ledger_records,
+    query_stub,
+    signed_query,
+)
 
 DISTRICTS = ("north", "east", "south", "west")
 NODES = tuple(f"water-{d}" for d in DISTRICTS)
@@ -184,7 +190,8 @@ def test_a_bound_below_a_nodes_sum_saturates_and_says_nothing(city):
     )
     (total,) = r.rows[0]
     assert total is not None and total <= 4 * 10.0 + 1  # each node carried at most the bound
-    # A failure after admission (Paillier parameters naming no participant) reads one text.
+    # A fault of the request alone (Paillier parameters naming no participant) is refused
+    # before admission: nothing admitted, nothing charged (red team finding 1).
     from datafed.proto.v1 import modes_pb2
 
     n = (1 << 2047) | 1
@@ -192,8 +199,17 @@ def test_a_bound_below_a_nodes_sum_saturates_and_says_nothing(city):
     bad = query_pb2.Protection(
         mode="paillier", fixed_point_bits=16, params=params.SerializeToString()
     )
+    fault = signed_query(city, "water-north", "SELECT SUM(bursts) FROM pipe_incidents",
+                         job_id="job-fault", protection=bad)  # fmt: skip
+    ch, stub = query_stub(city, 0)
+    with ch, pytest.raises(grpc.RpcError) as err:
+        stub.Query(fault.request, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "participants" in (err.value.details() or "")
+    assert approved(city, "water-north", "job-fault") == ["denied"]
+    # A failure after admission reads one fixed text.
     probe = signed_query(city, "water-north", "SELECT SUM(bursts) FROM pipe_incidents",
-                         job_id="job-after", protection=bad)  # fmt: skip
+                         job_id="job-after", protection=failing_after_admission(city))  # fmt: skip
     ch, stub = query_stub(city, 0)
     with ch, pytest.raises(grpc.RpcError) as err:
         stub.Query(probe.request, timeout=60)

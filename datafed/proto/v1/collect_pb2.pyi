@@ -377,13 +377,20 @@ class AggregateInitRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     INITS_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     task_id: _builtins.bytes
     job_id: _builtins.bytes
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
-    def inits(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyInitMessage]: ...
+    def inits(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyInitMessage]:
+        """one message per report, or:"""
+
+    @_builtins.property
+    def packed(self) -> Global___PackedInits:
+        """the same as columns (no message per report)"""
+
     def __init__(
         self,
         *,
@@ -392,14 +399,84 @@ class AggregateInitRequest(_message.Message):
         task_id: _builtins.bytes = ...,
         job_id: _builtins.bytes = ...,
         inits: _abc.Iterable[Global___VerifyInitMessage] | None = ...,
+        packed: Global___PackedInits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "packed", b"packed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "inits", b"inits", "job_id", b"job_id", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "inits", b"inits", "job_id", b"job_id", "packed", b"packed", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AggregateInitRequest: _TypeAlias = AggregateInitRequest  # noqa: Y015
+
+@_typing.final
+class PackedInits(_message.Message):
+    """A job's reports as columns, each the concatenation of one fixed-size field per report
+    (sizes fixed by the task): 16-byte IDs, 8-byte big-endian times, public shares, sealed
+    Helper shares (enc, ciphertext), the Leader's initialize messages.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    REPORT_IDS_FIELD_NUMBER: _builtins.int
+    TIMES_FIELD_NUMBER: _builtins.int
+    PUBLIC_SHARES_FIELD_NUMBER: _builtins.int
+    HELPER_ENCS_FIELD_NUMBER: _builtins.int
+    HELPER_CIPHERTEXTS_FIELD_NUMBER: _builtins.int
+    PAYLOADS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    report_ids: _builtins.bytes
+    times: _builtins.bytes
+    public_shares: _builtins.bytes
+    helper_encs: _builtins.bytes
+    helper_ciphertexts: _builtins.bytes
+    payloads: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        report_ids: _builtins.bytes = ...,
+        times: _builtins.bytes = ...,
+        public_shares: _builtins.bytes = ...,
+        helper_encs: _builtins.bytes = ...,
+        helper_ciphertexts: _builtins.bytes = ...,
+        payloads: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "helper_ciphertexts", b"helper_ciphertexts", "helper_encs", b"helper_encs", "payloads", b"payloads", "public_shares", b"public_shares", "report_ids", b"report_ids", "times", b"times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedInits: _TypeAlias = PackedInits  # noqa: Y015
+
+@_typing.final
+class PackedResps(_message.Message):
+    """The Helper's answers as columns: one error byte per report (0: none, else the index + 1
+    in the error table of docs/collect.md) and one fixed-size payload per report (zeros
+    where rejected).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERRORS_FIELD_NUMBER: _builtins.int
+    PAYLOADS_FIELD_NUMBER: _builtins.int
+    errors: _builtins.bytes
+    payloads: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        errors: _builtins.bytes = ...,
+        payloads: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "payloads", b"payloads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedResps: _TypeAlias = PackedResps  # noqa: Y015
 
 @_typing.final
 class VerifyRespMessage(_message.Message):
@@ -434,18 +511,26 @@ class AggregateInitResponse(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     RESPS_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.bytes
     @_builtins.property
-    def resps(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyRespMessage]: ...
+    def resps(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerifyRespMessage]:
+        """answers to `inits`, or:"""
+
+    @_builtins.property
+    def packed(self) -> Global___PackedResps:
+        """answers to `packed`, in the same order"""
+
     def __init__(
         self,
         *,
         job_id: _builtins.bytes = ...,
         resps: _abc.Iterable[Global___VerifyRespMessage] | None = ...,
+        packed: Global___PackedResps | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packed", b"packed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "resps", b"resps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "packed", b"packed", "resps", b"resps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,9 +40,10 @@ def test_report_files_from_verified_exports(city, tmp_path: Path, capsys) -> Non
     t = data["totals"]
     assert (t["logs"], t["entries"], t["denied"]) == (3, 51, 7)
     # 6 query jobs x 3 agencies + 2 joins x 2 agencies = 22 uses
-    assert t["uses"] == 22 and t["epsilon"] == pytest.approx(3.0)
-    eps = {(r["requester"], r["node"]): (r["spent"], r["budget"]) for r in data["epsilon"]}
-    assert eps == {("alice", "health-east"): (2.0, 2.0), ("bob", "health-east"): (1.0, 2.0)}
+    assert t["uses"] == 22 and "epsilon" not in t  # budgets are per node: never summed
+    eps = {(r["node"], r["dataset"]): (r["spent"], r["budget"], r["requesters"])
+           for r in data["epsilon"]}  # fmt: skip
+    assert eps == {("health-east", "clinic_visits"): (3.0, 2.0, ["alice", "bob"])}
     c = data["circulation"]
     # jobs that used data (x-1 and q-9 were refused): 6 queries and 2 joins, all cross-agency
     assert (c["jobs"], c["cross_agency_jobs"], c["cross_domain_joins"]) == (8, 8, 2)
@@ -113,6 +114,36 @@ def test_reconcile_checks_the_job_statement(tmp_path: Path, capsys) -> None:  # 
         assert f"transport entries 4, 5 recorded {statement('other')[:16]}" in line
     finally:
         city.witness.close()
+
+
+def test_reconcile_flags_nodes_that_decided_differently(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    def deny(records: Records) -> None:  # transport refused q-3, the two others released it
+        entries = records["transport"]
+        for k, (r, _) in enumerate(entries):
+            if r.job_id == "q-3":
+                entries[k] = (dataclasses.replace(r, decision="denied", epsilon=0.0,
+                                                  reason="PERMISSION_DENIED: purpose"), None)  # fmt: skip
+
+    city = build_city(tmp_path, deny)
+    try:
+        pol = ["-p", str(city.policy)]
+        code, out, _ = run(["reconcile", "q-3", *exports(city), *pol], capsys)
+        assert code == 1 and "OK" not in out
+        fails = [x for x in out.splitlines() if x.startswith("FAIL")]
+        assert fails == [
+            "FAIL decision-differs: job q-3 was admitted at health-east, water-north but "
+            "denied at transport"
+        ]
+    finally:
+        city.witness.close()
+
+
+def test_reconcile_unknown_job_says_so_once(city, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(["reconcile", "q-typo", *exports(city), "-p", str(city.policy)], capsys)
+    assert code == 1
+    fails = [x for x in out.splitlines() if x.startswith("FAIL")]
+    assert fails == ["FAIL no such job 'q-typo': no entry of it in the 3 export(s)"]
+    assert "missing-at-node" not in out
 
 
 @pytest.mark.parametrize("command", ["report", "jobs", "reconcile", "lineage"])

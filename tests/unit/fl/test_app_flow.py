@@ -6,6 +6,7 @@ the node side is the real TrainingService with its ledger, policy and budget.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -171,23 +172,55 @@ def test_dp_rounds_are_charged_to_the_budget(flood_fed, nodes):
 
 
 def test_lineage_command_on_ledger_exports(flood_fed, nodes, tmp_path):
+    """``datafed lineage`` verifies the exports against the pinned policy (as
+    ``datafed-audit lineage`` does) and takes the model's key or its saved file."""
+    import dataclasses
+
     import typer
     from typer.testing import CliRunner
 
-    from audit.export import export_store
-    from datafed.cli.train import register
+    from audit.export import ExportDir, export_store
+    from audit.note import SIG_ED25519, vkey
+    from audit.records import decode_leaf, encode_body, encode_leaf
+    from audit.vkeys import public_key_of
+    from datafed import pki
+    from datafed.cli.train import _save, register
+    from nodes.context import ledger_origin
 
     job, result = run(flood_fed, nodes, eval_every=0)
     result = check_result(result)
-    exports = []
+    exports, vkeys = [], []
     for n in nodes:
         db = n.config.parent / "state" / "ledger.sqlite"
         exports.append(str(export_store(db, tmp_path / n.name)))
+        key = pki.party_paths(flood_fed.pki_dir, "node", n.name).signing_key
+        vkeys.append(vkey(ledger_origin(n.name), SIG_ED25519,
+                          public_key_of(key.read_bytes(), key.name).key))  # fmt: skip
+    policy = tmp_path / "audit-policy.toml"
+    policy.write_text("logs = [" + ", ".join(f'"{v}"' for v in vkeys) + "]\n")
+    trust = ["-p", str(policy), "--no-witnesses", "--allow-unsigned-tail"]
+    model = tmp_path / "model.npz"
+    _save(result, model)
     cli = typer.Typer()
     register(cli)
-    got = CliRunner().invoke(cli, ["lineage", result.model_sha256, *exports])
-    assert got.exit_code == 0, got.output
-    assert f"job {job}" in got.output and "lineage OK" in got.output
-    assert "round 2: global model" in got.output
-    missing = CliRunner().invoke(cli, ["lineage", "0" * 64, *exports])
-    assert missing.exit_code != 0 and "no ledger records an evaluation" in str(missing.exception)
+    digest = CliRunner().invoke(cli, ["model-digest", str(model)])
+    assert digest.exit_code == 0 and digest.output.strip() == result.model_sha256
+    for what in (result.model_sha256, str(model)):
+        got = CliRunner().invoke(cli, ["lineage", what, *exports, *trust])
+        assert got.exit_code == 0, got.output
+        assert f"job {job}" in got.output and "lineage OK" in got.output
+        assert "round 2: global model" in got.output
+    missing = CliRunner().invoke(cli, ["lineage", "0" * 64, *exports, *trust])
+    assert missing.exit_code == 2 and "no ledger records an evaluation" in missing.output
+    # an operator rewrites a denial... any edited entry: both lineage commands refuse
+    bad = tmp_path / "tampered"
+    shutil.copytree(exports[0], bad)
+    leaves = ExportDir(bad).leaves()
+    index, record = decode_leaf(leaves[0])
+    leaves[0] = encode_leaf(index, encode_body(dataclasses.replace(record, purpose="other")))
+    (bad / "entries.bin").write_bytes(b"".join(len(x).to_bytes(4, "big") + x for x in leaves))
+    refused = CliRunner().invoke(cli, ["lineage", str(model), str(bad), *exports[1:], *trust])
+    assert refused.exit_code == 1, refused.output
+    assert "entry-modified at entry 0" in refused.output and "lineage OK" not in refused.output
+    unpinned = CliRunner().invoke(cli, ["lineage", str(model), *exports])
+    assert unpinned.exit_code == 2 and "--policy" in unpinned.output

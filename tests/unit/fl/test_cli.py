@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+COLS = ["--dataset", "flood_readings", "--features", "rain_1h_cm,tide_m", "--label", "flooded"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,7 +21,8 @@ def test_train_without_a_flower_table_is_a_one_line_error(tmp_path):
         'analyst = "alice"\n[tls]\nca = "ca.crt"\ncert = "a.crt"\nkey = "a.key"\n'
         'signing_key = "a.ed25519"\n[[nodes]]\nname = "n1"\naddress = "127.0.0.1:1"\n'
     )
-    got = run(str(BIN / "datafed"), "train", "-f", str(fed), "--purpose", "x", "--rounds", "1")
+    got = run(str(BIN / "datafed"), "train", "-f", str(fed), "--purpose", "x", "--rounds", "1",
+              *COLS)  # fmt: skip
     assert got.returncode == 2
     assert "flower: a 'flower' table with the SuperLink address is required" in got.stderr
     assert "Traceback" not in got.stderr
@@ -61,7 +63,7 @@ def _fed_with_flower(flood_fed, tmp_path) -> Path:
 
 def test_train_refuses_bad_run_config_model_and_superlink_setup_in_one_line(flood_fed, tmp_path):
     fed = str(_fed_with_flower(flood_fed, tmp_path))
-    base = [str(BIN / "datafed"), "train", "-f", fed, "--purpose", "x", "--rounds", "1"]
+    base = [str(BIN / "datafed"), "train", "-f", fed, "--purpose", "x", "--rounds", "1", *COLS]
     for extra, fragment in [
         (["--run-config", "bundle=forged"], "run config key 'bundle' cannot be set here"),
         (["--run-config", "lr=-1"], "lr must be positive"),

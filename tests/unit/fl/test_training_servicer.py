@@ -263,3 +263,26 @@ def test_one_analyst_cannot_push_out_anothers_training_jobs(tmp_path, runner):
         gw.open(Presented(carol_req, carol_cert), with_rows=False)
     assert info.value.code == "UNAVAILABLE"
     assert {j.header.job_id for j in node.servicer._jobs.values()} == held
+
+
+def test_a_null_feature_is_refused_naming_its_column(tmp_path, runner):
+    """Exact training uses every row: a NULL in a feature is refused, naming the column,
+    and recorded as denied; nothing leaves."""
+    from datafed.fl.synthetic import FLOOD_COLUMNS
+    from datafed.local.federation import LocalFederation
+
+    from .conftest import flood_specs
+
+    (spec,) = flood_specs(1)
+    rows = spec.datasets[0][2]
+    at = [c for c, _ in FLOOD_COLUMNS].index("tide_m")
+    rows[17] = tuple(None if k == at else v for k, v in enumerate(rows[17]))
+    fed = LocalFederation.create(tmp_path, [spec])
+    node = runner.start(fed.nodes[0].config)
+    start = node.ctx.ledger.head().size
+    req, cert, _ = request_for(fed, node)
+    with pytest.raises(GatewayRefused) as info:
+        gateway(fed, node).open(Presented(req, cert), with_rows=True)
+    assert info.value.code == "INVALID_ARGUMENT"
+    assert "training column 'tide_m' of 'flood_readings' holds a NULL" in str(info.value)
+    assert [r.decision for r in records(node, start)][-1] == "denied"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from datafed.errors import ConfigError
 from datafed.pki.ca import Identity, identity_from_pem, party_paths
 from datafed.wire.signing import new_header
-from nodes.collect.storage import CollectStore, WindowDelta
+from nodes.collect.db import SqliteDb
+from nodes.collect.storage import SCHEMA, CollectStore, WindowDelta
 from nodes.config import load_node_config
 from nodes.errors import BudgetExhausted, NotFound, PermissionDenied
 from nodes.policy import PolicyEngine, Use
@@ -145,35 +147,43 @@ def test_collect_rules_and_budget(tmp_path: Path, identities: dict[str, Identity
     assert engine.budget.spent("alice", "water-use") == 1.0
 
 
-def test_store_statuses_watermark_and_window_merge(tmp_path: Path) -> None:
+def exercise_store(make: Any) -> None:
+    """Statuses, watermark, leased jobs and the window merge of a store from ``make(task_id)``."""
     from datafed.protocols import Prio3Count
 
     vdaf = Prio3Count()
-    store = CollectStore(tmp_path / "t.sqlite", b"\x01" * 32, vdaf)
+    store = CollectStore(make(), b"\x01" * 32, vdaf)
     shares = (b"", b"l", b"e", b"c")
     rows = [(bytes([i]) * 16, 1000 + i, 900, bytes([i]) * 32, shares) for i in range(3)]
     assert store.insert_reports(rows, ["invalid_message"], 1) == ["accepted"] * 3
     again = [rows[0], (rows[1][0], 1001, 900, b"\xff" * 32, shares)]
     assert store.insert_reports(again, [], 2) == ["duplicate", "report_replayed"]
-    assert store.get_meta_int("watermark", 0) == 1002
+    assert store.watermark() == 1002
     assert store.upload_rejections() == {"invalid_message": 1, "report_replayed": 1}
     store.set_state(900, "closing")
     late = (b"\x09" * 16, 1100, 900, b"\x09" * 32, shares)
     assert store.insert_reports([late], [], 3) == ["batch_collected"]
     assert store.unfinished(900) == 3
-    store.start_job(b"j" * 16, b"request", [r[0] for r in rows], [], {})
+    gen, claimed = store.claim_job(b"j" * 16, 10, "w1", 60_000)
+    assert gen == 1 and [r.report_id for r in claimed] == [r[0] for r in rows]
+    assert store.claim_job(b"x" * 16, 10, "w2", 60_000) == (0, [])  # nothing left to claim
+    assert store.reclaim_job("w2", 60_000) is None  # the lease holds
     delta = WindowDelta([1], 3, b"\x05" * 32, {"vdaf_verify_error": 1})
-    store.finish_job(b"j" * 16, [r[0] for r in rows], {900: delta})
-    store.finish_job(b"k" * 16, [], {900: WindowDelta([2], 1, b"\x05" * 32, {})})
+    assert store.finish_job(b"j" * 16, gen, {900: delta})
+    assert not store.finish_job(b"j" * 16, gen, {900: delta})  # committed once
     row = store.window(900)
     assert row is not None
     assert (row.agg, row.count, row.checksum, row.rejected) == (
-        [3],
-        4,
-        bytes(32),
+        [1],
+        3,
+        b"\x05" * 32,
         {"vdaf_verify_error": 1},
     )
-    assert store.unfinished(900) == 0 and store.pending(10) == []
+    assert store.unfinished(900) == 0 and store.open_jobs() == []
     store.close()
     with pytest.raises(ConfigError, match="another configuration"):
-        CollectStore(tmp_path / "t.sqlite", b"\x02" * 32, vdaf)
+        CollectStore(make(), b"\x02" * 32, vdaf)
+
+
+def test_store_statuses_watermark_leases_and_window_merge(tmp_path: Path) -> None:
+    exercise_store(lambda: SqliteDb(tmp_path / "t.sqlite", SCHEMA))

@@ -39,7 +39,7 @@ class Store:
 def test_exact_rows_are_refused_when_few_or_not_numbers() -> None:
     with pytest.raises(PermissionDenied, match="fewer than 3 rows"):
         training_rows(Store([(1, 2, 0)]), SPEC, EXACT)
-    with pytest.raises(InvalidRequest, match="numeric"):
+    with pytest.raises(InvalidRequest, match="training column 'visits' of 'people' holds a NULL"):
         training_rows(Store([(1, 2, 0), (1, None, 1), (3, 4, 1)]), SPEC, EXACT)
     x, y = training_rows(Store([(1, 2, 0), (5, 6, 1), (3, 4, 1)]), SPEC, EXACT)
     assert x.shape == (3, 2) and y.tolist() == [0, 1, 1]

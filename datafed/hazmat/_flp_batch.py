@@ -1,0 +1,166 @@
+"""The FLP's query and decision over many reports at once (draft-irtf-cfrg-vdaf-20 §7.3).
+
+:func:`query_columns` and :func:`decide_columns` compute exactly what
+:meth:`FlpBBCGGI19.query` and :meth:`FlpBBCGGI19.decide` compute for one report, for
+``N`` reports whose vectors are columns (:mod:`datafed.hazmat._field_cols`): every
+arithmetic step runs once over all reports. The validity circuits' own
+``wire_inputs``, ``eval_output`` and the Lagrange helpers serve as they are, with rows
+in place of integers.
+
+Two steps of the scalar query cannot take rows as they are and are written here: the
+test that ``t`` is no wire root of unity (a per-report flag instead of an exception:
+such a report is rejected, the others go on), and evaluating a gadget on rows in
+``decide`` (a ``ParallelSum`` sums its subcircuit over slices).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from datafed.hazmat._field import next_power_of_2
+from datafed.hazmat._field_cols import Cols, Mask, column
+from datafed.hazmat._flp import FlpBBCGGI19
+from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
+from datafed.hazmat.errors import InvalidShare
+
+#: From this measurement length on, the query runs report by report: with vectors this
+#: long the per-element big-integer work dominates, and the columns only add copies
+#: (SumVec(1000): 213 reports/s in columns, 281 by report; docs/prio3.md).
+BY_REPORT_FROM = 512
+
+
+def _pow2k(x: Any, k: int, mod: int) -> Any:
+    for _ in range(k):
+        x = x * x % mod
+    return x
+
+
+def query_columns(
+    flp: FlpBBCGGI19[Any, Any],
+    meas: list[Any],
+    proof: list[Any],
+    query_rand: list[Any],
+    joint_rand: list[Any],
+    num_shares: int,
+    n: int,
+) -> tuple[list[Any], Mask]:
+    """Each report's verifier share (§7.3.4), as rows; and which reports may go on.
+
+    Parameters
+    ----------
+    flp : FlpBBCGGI19
+        The proof system.
+    meas, proof, query_rand, joint_rand : list of rows
+        ``MEAS_LEN``, ``PROOF_LEN``, ``QUERY_RAND_LEN``, ``JOINT_RAND_LEN`` rows of ``n``.
+    num_shares : int
+        Number of shares the measurements were split into.
+    n : int
+        Number of reports.
+
+    Returns
+    -------
+    tuple
+        ``(verifier, ok)``: ``VERIFIER_LEN`` rows, and ``False`` for a report whose
+        test point is a root of unity of a wire polynomial (the scalar query raises).
+    """
+    if flp.MEAS_LEN >= BY_REPORT_FROM:
+        return _query_by_report(flp, [meas, proof, query_rand, joint_rand], num_shares, n)
+    valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
+    wires = valid.wire_inputs(meas, joint_rand, num_shares)
+    layout = flp.layout
+    seeds_and_polys, outputs, offset = [], [], 0
+    for g, calls, p in layout:
+        seeds = proof[offset : offset + g.ARITY]
+        offset += g.ARITY
+        g_len = gadget_poly_len(g.DEGREE, p)
+        poly = extend_values_to_power_of_2(
+            field, proof[offset : offset + g_len], next_power_of_2(g_len)
+        )
+        offset += g_len
+        step = len(poly) // p
+        outputs.append([poly[k * step] for k in range(1, calls + 1)])
+        seeds_and_polys.append((seeds, poly))
+    out = valid.eval_output(meas, joint_rand, num_shares, outputs)
+    k = valid.EVAL_OUTPUT_LEN
+    if k > 1:
+        v = field.dot(query_rand[:k], out)
+        points = query_rand[k:]
+    else:
+        v, points = out[0], query_rand
+    verifier = [column(v, n)]
+    ok = np.ones(n, dtype=bool)
+    for (_, calls, p), (seeds, poly), inputs, t in zip(
+        layout, seeds_and_polys, wires, points, strict=True
+    ):
+        ok &= np.asarray(_pow2k(t, p.bit_length() - 1, mod) != 1, dtype=bool)
+        c = lagrange_coeffs(field, p, t)
+        head, tail = c[0], c[1 : calls + 1]
+        for seed, row in zip(seeds, inputs, strict=True):
+            acc = head * seed + sum(map(operator.mul, tail, row))
+            verifier.append(column(acc % mod, n))
+        verifier.append(column(field.dot(lagrange_coeffs(field, len(poly), t), poly), n))
+    return verifier, ok
+
+
+def _query_by_report(
+    flp: FlpBBCGGI19[Any, Any], rows: list[list[Any]], num_shares: int, n: int
+) -> tuple[list[Any], Mask]:
+    """:func:`query_columns` one report at a time, with the scalar query (long vectors)."""
+    cols = [np.array(r, dtype=object).reshape(len(r), n) for r in rows]
+    verifier = np.zeros((flp.VERIFIER_LEN, n), dtype=object)
+    ok = np.ones(n, dtype=bool)
+    for j in range(n):
+        try:
+            meas, proof, qr, jr = (c[:, j].tolist() for c in cols)
+            verifier[:, j] = flp.query(meas, proof, qr, jr, num_shares)
+        except InvalidShare:
+            ok[j] = False
+    return list(verifier), ok
+
+
+def gadget_columns(field: Any, g: Gadget, inputs: list[Any]) -> Any:
+    """One call of gadget ``g`` per report: ``ARITY`` rows in, one row out."""
+    if isinstance(g, ParallelSum):
+        a, total = g.subcircuit.ARITY, 0
+        for i in range(g.count):
+            total = total + gadget_columns(field, g.subcircuit, inputs[i * a : (i + 1) * a])
+        return total % field.MODULUS
+    return g.eval_calls(field, [[x] for x in inputs])[0]
+
+
+def decide_columns(flp: FlpBBCGGI19[Any, Any], verifier: list[Any], n: int) -> Mask:
+    """Whether each report's summed verifier accepts (§7.3.5); rows in, flags out."""
+    field = flp.field
+    ok = np.asarray(column(verifier[0], n) == 0, dtype=bool)
+    offset = 1
+    for g in flp.valid.GADGETS:
+        checks = verifier[offset : offset + g.ARITY]
+        expected = verifier[offset + g.ARITY]
+        offset += g.ARITY + 1
+        ok &= np.asarray(column(gadget_columns(field, g, checks), n) == expected, dtype=bool)
+    return ok
+
+
+def sum_rows(field: Any, shares: list[list[Any]]) -> list[Any]:
+    """Element-wise sum of several aggregators' rows, reduced."""
+    p = field.MODULUS
+    return [sum(parts) % p for parts in zip(*shares, strict=True)]
+
+
+def rows_of(cols: Cols) -> list[Any]:
+    """The rows of an ``(L, N)`` array as a list (what the circuits' code iterates)."""
+    return list(cols)
+
+
+__all__ = [
+    "Cols",
+    "decide_columns",
+    "gadget_columns",
+    "query_columns",
+    "rows_of",
+    "sum_rows",
+]
