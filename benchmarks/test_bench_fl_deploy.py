@@ -37,6 +37,7 @@ from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs
 from datafed.fl.progress import Progress
 from datafed.fl.settings import RunSettings, fab_pyproject
 from datafed.fl.superlink import free_port, start_process, stop_process
+from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.local.federation import LocalFederation
 from nodes.fl.local import LocalFlower
 
@@ -99,6 +100,9 @@ def _ours(fed: LocalFederation) -> float:
         result = train(
             flower.fed_toml,
             purpose=FLOOD_PURPOSE,
+            dataset=FLOOD_TABLE,
+            features=FLOOD_FEATURES,
+            label=FLOOD_LABEL,
             rounds=ROUNDS,
             run_config=RUN_CONFIG,
             on_progress=rounds,
