@@ -49,6 +49,12 @@ class LedgerProofs:
             raise ValueError(f"tree size must be in [0, {current}], got {size}")
         return current
 
+    @property
+    def signed_size(self) -> int:
+        """Entries the newest signed checkpoint covers (0 before the first)."""
+        latest = self._latest_cp
+        return latest[0] if latest is not None else 0
+
     def checkpoint(self) -> str:
         """Return a signed checkpoint note of the current tree (with any cosignatures).
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -20,14 +22,23 @@ from datafed.proto.v1 import query_pb2
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.config import NodeConfig
 from nodes.fair import FairPool
+from nodes.metrics import Metrics
 from nodes.policy import PolicyEngine
 from nodes.query.jobs import JobBinding, JobTable
 from nodes.replay import NonceStore
 from nodes.stores import DataStore
 
-__all__ = ["NodeContext"]
+__all__ = ["NodeContext", "ReloadRefused"]
 
 log = logging.getLogger("datafed.node")
+
+
+class ReloadRefused(ConfigError):
+    """A policy reload the node refused; ``index`` is its ``denied`` ledger entry."""
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(reason)
+        self.index = index
 
 
 @dataclass
@@ -46,6 +57,8 @@ class NodeContext:
     jobs: JobTable = field(default_factory=JobTable)
     #: Threads for the blocking work of calls, shared fairly across requesters.
     fair: FairPool = field(default_factory=FairPool)
+    #: Counters and histograms for ``node.metrics_listen`` (:mod:`nodes.metrics`).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def open(cls, config: NodeConfig) -> NodeContext:
@@ -125,6 +138,7 @@ class NodeContext:
             details=dict(details or {}),
         )
         index = await self.ledger.append_async(record, private=private)
+        self.metrics.record(operation, decision)
         log.info(
             "ledger[%d] %s %s by %s on %r: %s",
             index,
@@ -141,21 +155,27 @@ class NodeContext:
 
         Only what the policy engine reads may change -- dataset policies (domains, DP,
         allowlists...) and sign-off grants; a change to the node section, TLS files or
-        dataset sources needs a restart and is refused (ConfigError, recorded as denied).
-        The engine is rebuilt and replays the ledger, so budgets and used job ids carry
-        over under the new limits; requests already admitted finish under the old policy.
+        dataset sources needs a restart and is refused.  The new file must also pass
+        exactly what ``check-config`` checks (:func:`nodes.config.preflight.preflight`,
+        against the datasets this node has open).  A refusal is recorded as denied and
+        raised (:class:`ReloadRefused`, carrying the entry).  The engine is rebuilt and
+        replays the ledger, so budgets and used job ids carry over under the new limits;
+        requests already admitted finish under the old policy.
         """
+        from nodes.config.preflight import preflight
+
         changed = _policy_changes(self.config, config)
         reason = "policy reloaded: " + (", ".join(changed) or "no change")
-        try:
-            if _sources(self.config) != _sources(config):
-                raise ConfigError(
-                    "reload may change policies and sign-off grants only; the node section, "
-                    "TLS files or dataset sources changed: restart the node"
-                )
-        except ConfigError as exc:
-            await self._record_reload("denied", str(exc))
-            raise
+        if _sources(self.config) != _sources(config):
+            await self.refuse_reload(
+                "reload may change policies and sign-off grants only; the node section, "
+                "TLS files or dataset sources changed: restart the node"
+            )
+        stores = {n: self.store.dataset(n) for n in self.store.names()}
+        found = await asyncio.to_thread(preflight, config, stores)
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            await self.refuse_reload(found[0] + more)
         policy = PolicyEngine(
             config, {n: self.store.columns(n) for n in self.store.names()}, self.name, self.tls.ca
         )
@@ -165,6 +185,11 @@ class NodeContext:
         )
         self.config, self.policy = config, policy
         return index
+
+    async def refuse_reload(self, reason: str) -> NoReturn:
+        """Record a refused reload as denied and raise it (:class:`ReloadRefused`)."""
+        index = await self._record_reload("denied", reason)
+        raise ReloadRefused(reason, index)
 
     async def _record_reload(
         self, decision: str, reason: str, details: Mapping[str, str] | None = None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, NoReturn, TypeVar
@@ -137,6 +138,18 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     @asynccontextmanager
     async def _call(self, method: str, context: Context) -> AsyncIterator[_Call]:
+        """Time one call and count its final status (:mod:`nodes.metrics`)."""
+        start = time.monotonic()
+        failed = True
+        try:
+            async with self._admitted(method, context) as call:
+                yield call
+            failed = False
+        finally:
+            self.ctx.metrics.call(method, _code(context, failed), time.monotonic() - start)
+
+    @asynccontextmanager
+    async def _admitted(self, method: str, context: Context) -> AsyncIterator[_Call]:
         """Admit one call from its headers; record and abort whatever cuts or refuses it."""
         call = _Call(self, method, context)
         try:
@@ -158,6 +171,20 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             f"{node.max_waiting_per_requester} waiting at this node, the most one requester "
             "may (node.max_requests_per_requester, node.max_waiting_per_requester)"
         )
+
+
+def _code(context: Context, failed: bool) -> str:
+    """The status a call ended with: the one it was aborted with, else OK or UNKNOWN."""
+    try:
+        code = context.code()
+    except (AttributeError, RuntimeError):
+        code = None
+    if code is None or code == 0:
+        return "UNKNOWN" if failed else "OK"
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    found = next((c.name for c in grpc.StatusCode if c.value[0] == code), None)
+    return found or str(code)
 
 
 class _Call:

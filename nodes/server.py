@@ -23,7 +23,6 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from audit.witness import WitnessStore
-from datafed.errors import DatafedError
 from datafed.pki.crl import unwatch_crl, watch_crl
 from datafed.pki.tls import server_credentials
 from datafed.proto.v1 import (
@@ -36,16 +35,18 @@ from datafed.proto.v1 import (
     training_pb2,
 )
 from nodes.collect import CollectService
-from nodes.config import NodeConfig, NodeSection, load_node_config
+from nodes.config import NodeConfig, NodeSection
 from nodes.context import NodeContext
 from nodes.fl.servicer import add_training_service
 from nodes.intercept import CallGuard
 from nodes.ledger.publish import Publisher, open_witness_store
 from nodes.ledger.servicer import add_ledger_services
 from nodes.limits import install as install_limits
+from nodes.metrics_http import start_metrics_server
 from nodes.psi.servicer import add_psi_service
 from nodes.query.servicer import QueryServicer
 from nodes.query.steps import add_protocol_service
+from nodes.reload import reload_policy
 
 __all__ = [
     "SERVICE_NAMES",
@@ -137,16 +138,6 @@ def pid_file(config: NodeConfig) -> Path:
     return config.node.state_dir / "node.pid"
 
 
-async def reload_policy(ctx: NodeContext, path: Path) -> None:
-    """Re-read ``path`` and adopt its policies (SIGHUP); a bad file changes nothing."""
-    try:
-        index = await ctx.reload(load_node_config(path))
-    except DatafedError as exc:
-        log.error("policy reload refused, the node keeps its policy: %s", exc)
-        return
-    log.info("policy reloaded from %s (ledger entry %d)", path, index)
-
-
 async def start_health_server(
     listen: str, health: health_aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
@@ -171,6 +162,7 @@ class _Serving:
         self.health: health_aio.HealthServicer | None = None
         self.collect: CollectService | None = None
         self.health_server: grpc.aio.Server | None = None
+        self.metrics_server: asyncio.Server | None = None
         self.publisher: Publisher | None = None
 
     async def start(self) -> int:
@@ -187,6 +179,8 @@ class _Serving:
         if node.health_listen:
             self.health_server, hport = await start_health_server(node.health_listen, health)
             log.info("health (plaintext) on port %d", hport)
+        if node.metrics_listen:
+            self.metrics_server, _ = await start_metrics_server(ctx, node.metrics_listen)
         if (publisher := Publisher.open(ctx)) is not None:
             self.publisher = publisher
             publisher.start()
@@ -203,6 +197,9 @@ class _Serving:
         await self.collect.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            await self.metrics_server.wait_closed()
         if self.publisher is not None:
             await self.publisher.stop()  # one last round, then close the channels
 
@@ -212,6 +209,10 @@ class _Serving:
             self.witness.close()
         if self.collect is not None:
             self.collect.close()
+
+
+async def _reload(ctx: NodeContext, path: Path) -> None:
+    await reload_policy(ctx, path)
 
 
 def _handle_signals(ctx: NodeContext, config_path: Path | None) -> asyncio.Event:
@@ -224,7 +225,7 @@ def _handle_signals(ctx: NodeContext, config_path: Path | None) -> asyncio.Event
     if config_path is not None:
 
         def on_hup() -> None:
-            task = loop.create_task(reload_policy(ctx, config_path))
+            task = loop.create_task(_reload(ctx, config_path))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 

@@ -145,6 +145,7 @@ def _finance_policy(node: str, exact: bool) -> str:
         f"allowed_operations = {operations}\n"
         'allowed_protections = ["paillier"]\n'
         "min_group_size = 5\n"
+        'identifier_columns = ["person_id"]\n'
     )
     if exact:  # tests of the protocol's arithmetic only: real person-level data takes DP
         return head + "person_level = false\n"

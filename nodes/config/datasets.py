@@ -105,6 +105,11 @@ class DatasetPolicy(Strict):
     #: (as the identifier side or the value side; see datafed.psi), and federated
     #: training through the node's own Flower SuperNode (see docs/training.md).
     allowed_operations: list[Literal["query", "intersection_sum", "training"]] = ["query"]
+    #: Columns an intersection-sum may match on (a person or account identifier). The
+    #: size of a side's set is that column's distinct count, so any other column would
+    #: release its exact COUNT(DISTINCT) (docs/invisibility.md). Required with
+    #: ``intersection_sum``.
+    identifier_columns: list[Ident] = []
     #: Differential privacy; ``None`` releases exact aggregates.
     dp: DpPolicy | None = None
     #: Exact datasets: every node that serves this dataset. A query on exact data names
@@ -159,6 +164,12 @@ class DatasetPolicy(Strict):
                 "person-level data (person_level = true, the default) needs a "
                 "[datasets.policy.dp] section: exact aggregates of persons fall to tracker "
                 "attacks; set person_level = false only for data that is not about persons"
+            )
+        if "intersection_sum" in self.allowed_operations and not self.identifier_columns:
+            raise ValueError(
+                "intersection_sum needs the dataset's identifier_columns: the columns an "
+                "intersection may match on (the set size of any other column would be its "
+                "exact distinct count)"
             )
         if self.dp is None and self.allowed_requesters and "query" in self.allowed_operations:
             if not self.consortium:
@@ -258,6 +269,9 @@ class DatasetConfig(Strict):
     columns: list[Ident] | None = None
     #: Declared column types where the database has none (e.g. a CSV imported as TEXT).
     types: dict[Ident, ColumnTypeName] = {}
+    #: CSV import: the text that means a missing value (NULL), e.g. ``["", "n/a", "NA"]``;
+    #: ``datafed-node import --na`` adds more.
+    import_na: list[Annotated[str, Field(max_length=32)]] = Field(default=[""], max_length=64)
     #: What the dataset holds, shown to analysts by ``datafed nodes`` (public metadata).
     description: str = Field(default="", max_length=2000)
     #: What each column means (unit, coding, source), shown to analysts by ``datafed

@@ -51,6 +51,11 @@ class NodeSection(Strict):
     #: Optional plaintext gRPC health endpoint for orchestrators (health service only, no
     #: client certificate), e.g. ``"127.0.0.1:50052"``; unset: health only over mTLS.
     health_listen: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    #: Optional Prometheus endpoint, plain HTTP ``GET /metrics``, e.g. ``"127.0.0.1:9464"``:
+    #: calls, decisions, latencies, ledger size and signing lag, budgets left, open jobs,
+    #: key-cache bytes (docs/operator.md).  For the operator's monitoring only: keep it on
+    #: loopback or a private network (check-config warns otherwise).
+    metrics_listen: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
     @model_validator(mode="after")
     def _capacity(self) -> NodeSection:

@@ -9,6 +9,7 @@ The result validates as it is (``datafed-node check-config`` then only needs the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from datafed.config.doc import annotated_toml, sections, toml_value
@@ -18,6 +19,8 @@ __all__ = ["ACTIVE_TABLES", "node_toml"]
 
 #: Tables written uncommented; the others are optional and commented out.
 ACTIVE_TABLES = {"node", "tls", "datasets", "datasets.policy"}
+#: Tables written uncommented as well when the operator names witness peers.
+WITNESS_TABLES = {"witness", "publish", "publish.witnesses"}
 
 HEADER = """\
 node.toml: one agency node (written by `datafed-node init`).
@@ -26,6 +29,15 @@ commented out at their default. Relative paths resolve against this file's folde
 The policy is default-deny: nobody may use a dataset until allowed_requesters,
 allowed_purposes (and allowed_operations) say so. Reference: docs/reference/config.md."""
 
+#: Written above the commented-out ``[witness]`` when init names no peers.
+NO_WITNESS = """\
+# NO WITNESSES (an explicit choice of `datafed-node init` without --peer): nobody cosigns
+# this node's checkpoints, so an auditor's `verify` with a witness quorum refuses its log,
+# and `check-config` warns until [publish] (and [witness]) are set.  To set them, rerun
+# `datafed-node init --peer NAME=HOST:PORT ...` or uncomment the tables below; the peers'
+# certificates go to pki/node/NAME.crt (docs/operator.md).
+"""
+
 
 def node_toml(
     name: str,
@@ -33,7 +45,8 @@ def node_toml(
     agency: str = "",
     pki_dir: Path = Path("pki"),
     dataset: str = "my_dataset",
-    path: Path = Path("data/my_dataset.sqlite"),
+    path: Path | None = None,
+    peers: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Return the annotated configuration text of node ``name``.
 
@@ -46,13 +59,20 @@ def node_toml(
     pki_dir : Path
         Where the node's keys and certificate are (``datafed pki request --dir``).
     dataset, path : str, Path
-        The first dataset's name and SQLite file.
+        The first dataset's name and file; default ``data/<dataset>.duckdb`` (DuckDB).
+    peers : sequence of (name, host:port)
+        Peer nodes that witness this node's log and whose logs it witnesses: their
+        certificates are expected at ``<pki>/node/<name>.crt``.  None: ``[witness]`` and
+        ``[publish]`` are left commented out with a note (``check-config`` warns).
     """
+    if path is None:
+        path = Path("data") / f"{dataset}.duckdb"
     files = {
         "ca": pki_dir / "ca.crt",
         "cert": pki_dir / "node" / f"{name}.crt",
         "key": pki_dir / "node" / f"{name}.key",
         "signing_key": pki_dir / "node" / f"{name}.ed25519",
+        "crl": pki_dir / "crl.pem",
     }
     examples = {
         "node.name": toml_value(name),
@@ -61,4 +81,25 @@ def node_toml(
         "datasets.name": toml_value(dataset),
         "datasets.path": toml_value(path.as_posix()),
     }
-    return annotated_toml(HEADER, list(sections(NodeConfig)), examples, ACTIVE_TABLES)
+    active = set(ACTIVE_TABLES)
+    if peers:
+        active |= WITNESS_TABLES
+        certs = [(pki_dir / "node" / f"{peer}.crt").as_posix() for peer, _ in peers]
+        first, address = peers[0]
+        examples |= {
+            "witness.peers": toml_value(certs),
+            "publish.witnesses.name": toml_value(first),
+            "publish.witnesses.address": toml_value(address),
+            "publish.witnesses.cert": toml_value(certs[0]),
+        }
+    text = annotated_toml(HEADER, list(sections(NodeConfig)), examples, active)
+    if not peers:
+        return text.replace("\n# [witness]\n", "\n" + NO_WITNESS + "# [witness]\n", 1)
+    more = "".join(
+        f"\n\n[[publish.witnesses]]\nname = {toml_value(peer)}\n"
+        f"address = {toml_value(addr)}\ncert = {toml_value(cert)}"
+        for (peer, addr), cert in zip(peers[1:], certs[1:], strict=True)
+    )
+    head, sep, tail = text.partition("\n[[publish.witnesses]]\n")
+    block, blank, rest = tail.partition("\n\n")
+    return head + sep + block + more + blank + rest

@@ -8,8 +8,12 @@ table written -- in one transaction, so a refused import changes nothing:
    as text so that ``2023.5`` is refused for an ``integer`` column instead of rounded;
    rows DuckDB cannot read (a wrong column count, a value that does not fit a detected
    type) come back with their line from its ``store_rejects`` tables;
-2. check: declared columns against the patterns of :mod:`nodes.stores.types`, naming the
-   first bad line (CSV lines count one per row, the header as line 1) or Parquet row;
+2. type and check: CSV text equal to a missing-value token (``import_na``, ``--na``) is
+   NULL and lines repeating the header are dropped; each column's type is declared
+   (``types``), from the Parquet schema, or the narrowest every CSV value fits, and the
+   decision is shown per column; declared columns are checked against the patterns of
+   :mod:`nodes.stores.types`, naming the first bad line (CSV lines count one per row,
+   the header as line 1) or Parquet row;
 3. record: one ledger entry per file (operation ``import``, the file's SHA-256 as request
    digest, its row count in ``details``), signed with the node's key, before the commit;
    a refused import is recorded as ``denied``;
@@ -31,9 +35,16 @@ from typing import Any, Literal
 
 from datafed.errors import ConfigError, DatafedError
 from nodes.config import DatasetConfig, NodeConfig
-from nodes.importer.stage import ImportRefused, Progress, Staged, run_with_progress, stage
+from nodes.importer.stage import (
+    CsvOptions,
+    ImportRefused,
+    Progress,
+    Staged,
+    run_with_progress,
+    stage,
+)
 
-__all__ = ["ImportRefused", "ImportResult", "import_files"]
+__all__ = ["CsvOptions", "ImportRefused", "ImportResult", "import_files"]
 
 Mode = Literal["create", "replace", "append"]
 _DUCK = {"integer": "BIGINT", "real": "DOUBLE", "text": "VARCHAR", "boolean": "BOOLEAN"}
@@ -52,6 +63,12 @@ class ImportResult:
     types: dict[str, str]
     files: list[tuple[str, str, int]] = field(default_factory=list)  # name, sha256, rows
     ledger_indexes: list[int] = field(default_factory=list)
+    #: Why each column has its type (declared or detected, and what decided it).
+    decisions: dict[str, str] = field(default_factory=dict)
+    #: Missing values per column (empty cells and the ``import_na`` tokens).
+    missing: dict[str, int] = field(default_factory=dict)
+    #: CSV lines that repeated the header and were dropped.
+    skipped_headers: int = 0
 
 
 def sha256_file(path: Path, progress: Progress | None = None) -> str:
@@ -137,8 +154,13 @@ def import_files(
     *,
     mode: Mode = "create",
     progress: Progress | None = None,
+    na: Sequence[str] = (),
+    skip_headers: bool = True,
 ) -> ImportResult:
     """Load ``files`` into ``dataset``'s embedded store; see the module docstring.
+
+    CSV text equal to one of the dataset's ``import_na`` tokens or of ``na`` is a missing
+    value; lines repeating the header are dropped unless ``skip_headers`` is false.
 
     Raises
     ------
@@ -157,8 +179,9 @@ def import_files(
     ledger = _open_ledger(cfg)
     try:
         digests = [sha256_file(p, progress) for p in paths]
+        options = CsvOptions(tuple(dict.fromkeys([*ds.import_na, *na])), skip_headers)
         try:
-            staged = stage(ds, paths, progress)
+            staged = stage(ds, paths, progress, options)
         except ImportRefused as exc:
             files0 = [(p.name, d, 0) for p, d in zip(paths, digests, strict=True)]
             _record(ledger, cfg, ds, files0, "denied", str(exc), {"mode": mode})
@@ -188,6 +211,8 @@ def _write(
     engine = ds.engine_name
     types = ", ".join(f"{n}={t}" for n, t in staged.types.items())
     details = {"mode": mode, "engine": engine, "table": ds.table_name, "types": types[:3000]}
+    if staged.skipped_headers:
+        details["skipped_header_lines"] = str(staged.skipped_headers)
     writer = _write_duckdb if engine == "duckdb" else _write_sqlite
     created = not ds.path.exists()
     try:
@@ -207,7 +232,18 @@ def _write(
         if created:
             _remove(ds.path)
         raise
-    return ImportResult(ds.name, engine, ds.path, total, staged.types, per_file, indexes)
+    return ImportResult(
+        ds.name,
+        engine,
+        ds.path,
+        total,
+        staged.types,
+        per_file,
+        indexes,
+        staged.decisions,
+        staged.missing,
+        staged.skipped_headers,
+    )
 
 
 def _remove(path: Path) -> None:

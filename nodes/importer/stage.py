@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,19 @@ from nodes.config import DatasetConfig
 from nodes.stores.sql_schema import duck_type
 from nodes.stores.types import PATTERNS
 
-__all__ = ["ImportRefused", "Progress", "Staged", "file_format", "run_with_progress", "stage"]
+__all__ = [
+    "CsvOptions",
+    "ImportRefused",
+    "Progress",
+    "Staged",
+    "file_format",
+    "run_with_progress",
+    "stage",
+]
 
 Progress = Callable[[str, float], None]
 _CAST = {"integer": "BIGINT", "real": "DOUBLE", "text": "VARCHAR"}
-_META = ("filename", "file_row_number")
+_META = ("filename", "file_row_number", "__row")
 
 
 class ImportRefused(DatafedError):
@@ -48,6 +56,12 @@ class Staged:
     types: dict[str, str]
     rows: int
     rows_per_file: dict[str, int]
+    #: Why each column has its type (declared, detected, and what decided it).
+    decisions: dict[str, str] = field(default_factory=dict)
+    #: Missing values (NULL) per column.
+    missing: dict[str, int] = field(default_factory=dict)
+    #: Lines that repeated the header and were dropped (CSV).
+    skipped_headers: int = 0
 
     def batches(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
         """The typed rows in file order, ``size`` at a time."""
@@ -104,8 +118,21 @@ def _rejects(con: Any) -> None:
     )
 
 
-def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -> Staged:
-    """Read ``paths`` into a staging table and check every declared column."""
+@dataclass(frozen=True)
+class CsvOptions:
+    """How CSV text is read: the missing-value tokens, whether repeated headers are dropped."""
+
+    na: tuple[str, ...] = ("",)
+    skip_headers: bool = True
+
+
+def stage(
+    ds: DatasetConfig,
+    paths: Sequence[Path],
+    progress: Progress | None,
+    options: CsvOptions | None = None,
+) -> Staged:
+    """Read ``paths`` into a staging table, decide every column's type and check it."""
     import duckdb
 
     kinds = {file_format(p) for p in paths}
@@ -118,27 +145,34 @@ def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -
         con.execute("SET enable_progress_bar_print = false")
         files = [str(p) for p in paths]
         label = f"reading {paths[0].name}" + (f" (+{len(paths) - 1})" if len(paths) > 1 else "")
+        opts = options or CsvOptions()
         if kind == "csv":
-            # Declared columns are read as text and checked below: DuckDB's own cast
-            # would round '2023.5' into an integer column.  Names are identifiers.
-            declared = ", ".join(f"'{c}': 'VARCHAR'" for c in ds.types)
-            types = f", types = {{{declared}}}" if declared else ""
+            # Every column is read as text; its type is decided below (declared, or the
+            # narrowest that every value fits): DuckDB's own cast would round '2023.5'
+            # into an integer column, and its sniffer turns a column with one 'n/a' into
+            # text without saying why.
             sql = (
-                "CREATE TEMP TABLE raw AS SELECT * FROM read_csv(?, header = true, "
-                f"store_rejects = true, filename = true{types})"
+                "CREATE TEMP TABLE raw0 AS SELECT * FROM read_csv(?, header = true, "
+                "store_rejects = true, filename = true, all_varchar = true, nullstr = ?)"
             )
+            params: list[Any] = [files, list(opts.na)]
         else:
             sql = (
                 "CREATE TEMP TABLE raw AS SELECT * FROM "
                 "read_parquet(?, filename = true, file_row_number = true)"
             )
+            params = [files]
         try:
-            run_with_progress(con, sql, [files], label, progress)
+            run_with_progress(con, sql, params, label, progress)
         except duckdb.Error as exc:
             raise ImportRefused(f"cannot read {label[8:]}: {str(exc).splitlines()[0]}") from None
+        skipped = 0
         if kind == "csv":
             _rejects(con)
-        return _check(con, ds, kind)
+            skipped = _drop_headers(con, opts.skip_headers)
+        staged = _check(con, ds, kind)
+        staged.skipped_headers = skipped
+        return staged
     except BaseException:
         con.close()
         raise
@@ -147,7 +181,46 @@ def stage(ds: DatasetConfig, paths: Sequence[Path], progress: Progress | None) -
 def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
     described = con.execute("DESCRIBE raw").fetchall()
     raw = {str(r[0]): duck_type(str(r[1])) for r in described if r[0] not in _META}
-    for name in raw:
+    _check_names(raw)
+    for col in ds.types:
+        if col not in raw:
+            raise ImportRefused(f"types names column {col!r}, which the files do not have")
+    final, decisions = _decide(con, ds, raw, kind)
+    unit = "line" if kind == "csv" else "row"
+    for col, ctype in final.items():
+        bad = _bad(col, raw[col], ctype)
+        if bad is None:
+            continue
+        (count,) = con.execute(f"SELECT count(*) FROM raw WHERE {bad}").fetchone()
+        if not count:
+            continue
+        pos = "__row" if kind == "csv" else "file_row_number"
+        fname, at, value = con.execute(
+            f'SELECT filename, {pos}, "{col}"::VARCHAR FROM raw WHERE {bad} ORDER BY {pos} LIMIT 1'
+        ).fetchone()
+        n = _line(con, fname, at) if kind == "csv" else at + 1
+        raise ImportRefused(
+            f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
+            f"({count} row(s) do not fit; nothing imported)"
+        )
+    exprs = ", ".join(f'{_cast(c, raw[c], t)} AS "{c}"' for c, t in final.items())
+    order = "__row" if kind == "csv" else "rowid"
+    con.execute(f"CREATE TEMP VIEW typed_rows AS SELECT {exprs} FROM raw ORDER BY {order}")
+    per_file = dict(con.execute("SELECT filename, count(*) FROM raw GROUP BY filename").fetchall())
+    counts = ", ".join(f'count(*) - count("{c}")' for c in final)
+    nulls = con.execute(f"SELECT {counts} FROM raw").fetchone() if final else ()
+    return Staged(
+        con,
+        final,
+        sum(per_file.values()),
+        {str(k): int(v) for k, v in per_file.items()},
+        decisions,
+        {c: int(n) for c, n in zip(final, nulls, strict=True)},
+    )
+
+
+def _check_names(names: Sequence[str] | dict[str, str]) -> None:
+    for name in names:
         # Column names come from the file: only plain identifiers reach SQL text (and only
         # they can be queried at all).
         try:
@@ -157,37 +230,97 @@ def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
                 f"column name {name[:80]!r} is not an identifier (letters, digits and '_', "
                 "not starting with a digit; at most 64)"
             ) from None
-    for col in ds.types:
-        if col not in raw:
-            raise ImportRefused(f"types names column {col!r}, which the files do not have")
-    final = {c: ds.types.get(c, t if t != "other" else "text") for c, t in raw.items()}
-    unit = "line" if kind == "csv" else "row"
-    for col, ctype in final.items():
-        bad = _bad(col, raw[col], ctype)
-        if bad is None:
-            continue
-        (count,) = con.execute(f"SELECT count(*) FROM raw WHERE {bad}").fetchone()
-        if not count:
-            continue
-        pos = "rowid" if kind == "csv" else "file_row_number"
-        fname, at, value = con.execute(
-            f'SELECT filename, {pos}, "{col}"::VARCHAR FROM raw WHERE {bad} ORDER BY {pos} LIMIT 1'
-        ).fetchone()
-        if kind == "csv":  # rows are staged in file order: line = row index + header
-            (first,) = con.execute(
-                "SELECT min(rowid) FROM raw WHERE filename = ?", [fname]
-            ).fetchone()
-            n = at - first + 2
+
+
+def _line(con: Any, fname: str, row: int) -> int:
+    """The line of staged row ``row`` in its file (rows count from the header's next)."""
+    (first,) = con.execute("SELECT first FROM file_first WHERE filename = ?", [fname]).fetchone()
+    return int(row - first + 2)
+
+
+def _drop_headers(con: Any, skip: bool) -> int:
+    """Number the CSV rows by line, drop those repeating the header; return how many."""
+    cols = [str(r[0]) for r in con.execute("DESCRIBE raw0").fetchall() if r[0] not in _META]
+    _check_names(cols)
+    con.execute(
+        "CREATE TEMP TABLE file_first AS SELECT filename, min(rowid) AS first FROM raw0 "
+        "GROUP BY filename"
+    )
+    same = " AND ".join(f"trim(\"{c}\") = '{c}'" for c in cols)  # names are identifiers
+    where = f"WHERE NOT coalesce({same}, false)" if skip and cols else ""
+    con.execute(f"CREATE TEMP TABLE raw AS SELECT *, rowid AS __row FROM raw0 {where}")
+    (before,) = con.execute("SELECT count(*) FROM raw0").fetchone()
+    (after,) = con.execute("SELECT count(*) FROM raw").fetchone()
+    con.execute("DROP TABLE raw0")
+    return int(before - after)
+
+
+def _decide(
+    con: Any, ds: DatasetConfig, raw: dict[str, str], kind: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each column's type and why: declared, from Parquet, or the narrowest every value fits.
+
+    Detection (CSV, every column read as text): ``integer`` when every value is a whole
+    number, ``real`` when every value is a number, ``boolean`` for true/false, else
+    ``text``; numbers written with leading zeros (``01234``: codes, not quantities) stay
+    text.  Missing values (``import_na``) do not count.
+    """
+    final: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for col, rtype in raw.items():
+        if col in ds.types:
+            final[col], why[col] = ds.types[col], "declared in node.toml (types)"
+        elif kind != "csv":
+            final[col] = rtype if rtype != "other" else "text"
+            why[col] = "from the Parquet schema" + (" (not a number)" if rtype == "other" else "")
         else:
-            n = at + 1
-        raise ImportRefused(
-            f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
-            f"({count} row(s) do not fit; nothing imported)"
+            final[col], why[col] = _detect(con, col)
+    return final, why
+
+
+def _detect(con: Any, col: str) -> tuple[str, str]:
+    c = f'"{col}"'
+    (present,) = con.execute(f"SELECT count({c}) FROM raw").fetchone()
+    if not present:
+        return "text", "detected: every value is missing"
+    zeros = con.execute(
+        f"SELECT __row, filename, {c} FROM raw WHERE regexp_full_match({c}, '-?0[0-9]+') "
+        "ORDER BY __row LIMIT 1"
+    ).fetchone()
+    for ctype, what in (
+        ("integer", "every value is a whole number"),
+        ("real", "every value is a number"),
+        ("boolean", "every value is true or false"),
+    ):
+        if ctype != "boolean" and zeros is not None:
+            continue
+        pattern = PATTERNS[ctype].replace("'", "''")
+        (misfit,) = con.execute(
+            f"SELECT count(*) FROM raw WHERE {c} IS NOT NULL AND NOT regexp_full_match({c}, "
+            f"'{pattern}')"
+        ).fetchone()
+        if not misfit:
+            return ctype, f"detected: {what}"
+    if zeros is not None:
+        row, fname, value = zeros
+        return "text", (
+            f"detected: {value[:40]!r} on {Path(fname).name} line {_line(con, fname, row)} "
+            "has leading zeros (a code, kept as text; declare the type to override)"
         )
-    exprs = ", ".join(f'{_cast(c, raw[c], t)} AS "{c}"' for c, t in final.items())
-    con.execute(f"CREATE TEMP VIEW typed_rows AS SELECT {exprs} FROM raw ORDER BY rowid")
-    per_file = dict(con.execute("SELECT filename, count(*) FROM raw GROUP BY filename").fetchall())
-    return Staged(con, final, sum(per_file.values()), {str(k): int(v) for k, v in per_file.items()})
+    pattern = PATTERNS["real"].replace("'", "''")
+    numbers, first = con.execute(
+        f"SELECT count(*) FILTER (WHERE regexp_full_match({c}, '{pattern}')), "
+        f"arg_min(__row, __row) FILTER (WHERE NOT regexp_full_match({c}, '{pattern}')) "
+        "FROM raw"
+    ).fetchone()
+    if not numbers:
+        return "text", "detected: not numbers"
+    fname, value = con.execute(f"SELECT filename, {c} FROM raw WHERE __row = ?", [first]).fetchone()
+    return "text", (
+        f"detected: {value[:40]!r} on {Path(fname).name} line {_line(con, fname, first)} is "
+        f"not a number ({numbers} value(s) are); if it means missing, add it to import_na "
+        "(or --na), or declare the type"
+    )
 
 
 def _bad(col: str, raw: str, ctype: str) -> str | None:

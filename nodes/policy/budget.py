@@ -135,6 +135,17 @@ class LedgerBudget:
             eps, delta = book.spent()
             return float(eps), float(delta)
 
+    def most_spent(self, dataset: str) -> float:
+        """The most epsilon any one budget of ``dataset`` has spent (the node's metrics)."""
+        with self._lock:
+            spent = [
+                float(self._books[k].spent()[0]) if k not in self._exhausted else math.inf
+                for k in self._books
+                if k[1] == dataset
+            ]
+            spent += [e for k, (e, _) in self._unlimited.items() if k[1] == dataset]
+        return max(spent, default=0.0)
+
     def _apply(
         self, requester: str, dataset: str, epsilon: float, delta: float, *, spend: bool
     ) -> None:

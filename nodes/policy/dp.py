@@ -21,7 +21,50 @@ from datafed.query.spec import QuerySpec
 from nodes.config import DpPolicy
 from nodes.errors import PermissionDenied
 
-__all__ = ["add_noise", "check_dp", "sensitivity"]
+__all__ = [
+    "MAX_DP_BOUND",
+    "NOISE_LIMIT",
+    "add_noise",
+    "check_dp",
+    "check_dp_range",
+    "noise_fits",
+    "sensitivity",
+]
+
+#: Largest magnitude of a DP bound (``check-config``): beyond it a bound is a typo.
+MAX_DP_BOUND = float(1 << 40)
+#: A noise scale (fixed-point units) times this must stay under :data:`NOISE_LIMIT`, so a
+#: draw overflows the node's signed 64-bit values with probability below ``e**-64``.
+NOISE_MARGIN = 64
+#: The node's values are signed 64-bit (``nodes.release.query.INT64``); keep 2 bits spare.
+NOISE_LIMIT = 1 << 61
+
+
+def noise_fits(sens: Fraction, epsilon: Fraction) -> bool:
+    """Whether noise of sensitivity ``sens`` (fixed point) at ``epsilon`` fits 64 bits."""
+    return sens / epsilon * NOISE_MARGIN < NOISE_LIMIT
+
+
+def check_dp_range(spec: QuerySpec, dp: DpPolicy, bits: int) -> None:
+    """Refuse, before admission, a DP query whose noise would overflow the node's values.
+
+    The bounds (node configuration) and the analyst's ``fixed_point_bits`` set each
+    component's noise scale; beyond 64-bit values the answer would be saturated noise,
+    so the query is refused before any epsilon is spent.
+    """
+    comps = components(spec)
+    eps_c = Fraction(repr(dp.epsilon_per_query)) / len(comps)
+    for c in comps:
+        if c.kind in ("count", "bin") or c.column not in dp.bounds:
+            continue
+        if not noise_fits(sensitivity(c, dp, bits), eps_c):
+            lo, hi = dp.bounds[c.column]
+            raise PermissionDenied(
+                f"dataset {spec.dataset!r}: the DP noise of {c.kind.upper()}({c.column}) "
+                f"with bounds [{lo:g}, {hi:g}] at fixed_point_bits {bits} would overflow "
+                "64-bit values (refused before admission: no epsilon spent); ask with fewer "
+                "fixed-point bits or fewer aggregates, or the operator narrows dp.bounds"
+            )
 
 
 def check_dp(spec: QuerySpec, dp: DpPolicy) -> None:

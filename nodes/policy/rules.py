@@ -176,6 +176,13 @@ def _intersection_sum(use: Use, policy: DatasetPolicy) -> None:
             f"dataset {use.dataset!r} requires sign-off by {', '.join(policy.required_signoff)}; "
             "intersection_sum carries no sign-offs and is refused"
         )
+    for col in sorted(use.columns - use.summed):
+        if col not in policy.identifier_columns:
+            raise PermissionDenied(
+                f"column {col!r} is not an identifier column of {use.dataset!r} "
+                f"(identifier_columns: {', '.join(policy.identifier_columns)}): an "
+                "intersection matches on identifiers only"
+            )
     if policy.dp is not None:
         for col in sorted(use.summed):
             if col not in policy.dp.bounds:

@@ -36,6 +36,7 @@ from nodes.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from nodes.gate import CLOCK_SKEW_MS
 from nodes.limits import check_cost, check_paillier_key, check_query_fields, estimate
 from nodes.policy import Use
+from nodes.policy.dp import check_dp_range
 from nodes.policy.rules import reports_domain
 from nodes.rpc import SignedCall
 from nodes.stores.types import terms
@@ -118,6 +119,8 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     )
     check_cost(cost, limits, ctx.config.node.max_message_bytes)
     ctx.store.check(job.spec)  # what the dataset cannot run (types, columns): no data read
+    if policy.dp is not None:  # noise the node's values cannot hold: refused, nothing spent
+        check_dp_range(job.spec, policy.dp, job.fixed_point_bits)
     job = dataclasses.replace(job, domain=_own_domain(ctx, job, declared))
     _check_params(ctx, job)
     if issubclass(job.mode, SteppedMode):

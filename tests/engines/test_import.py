@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,88 @@ def test_hostile_column_names_are_refused(tmp_path, header):
     with pytest.raises(ImportRefused, match="is not an identifier"):
         import_files(load_node_config(toml), "visits", [tmp_path / "h.csv"])
     assert not (tmp_path / "data/visits.duckdb").exists()
+
+
+MESSY = (
+    "district,year,visits,cost,zip,flag\n"
+    "north,2023,4,10.5,01234,true\n"
+    "north,2024,n/a,12,02345,false\n"
+    "district,year,visits,cost,zip,flag\n"  # a concatenated export repeats its header
+    "south,NA,7,,03456,true\n"
+    "south,2024,5,unknown,04567,false\n"
+)
+
+
+def node_import(toml: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "datafed-node"), "import", "--config", str(toml), "-d", "visits", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_real_files_na_tokens_repeated_headers_and_the_typing_decision(tmp_path):
+    toml = node_dir(tmp_path, types="{}")
+    messy = tmp_path / "messy.csv"
+    messy.write_text(MESSY)
+    # Without NA tokens 'n/a' is a value: the column is text, and the output says why.
+    r = node_import(toml, str(messy))
+    assert r.returncode == 0, r.stderr
+    assert "'n/a' on messy.csv line 3 is not a number" in r.stdout
+    assert "add it to import_na" in r.stdout and "(or --na)" in r.stdout
+    assert "skipped 1 line(s) repeating the header" in r.stdout
+    # With them, the columns get their types; the decision is shown per column.
+    r = node_import(toml, "--replace", "--na", "n/a", "--na", "NA", str(messy))
+    assert r.returncode == 0, r.stderr
+    assert "imported 4 row(s)" in r.stdout
+    want = {
+        "year": ("integer", "1", "every value is a whole number"),
+        "visits": ("integer", "1", "every value is a whole number"),
+        "cost": ("text", "1", "'unknown' on messy.csv line 6 is not a number"),
+        "zip": ("text", "0", "'01234' on messy.csv line 2 has leading zeros"),
+        "flag": ("boolean", "0", "every value is true or false"),
+    }
+    for col, (ctype, missing, why) in want.items():
+        (row,) = [x for x in r.stdout.splitlines() if x.strip("│ ").startswith(col + " ")]
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        assert cells[:3] == [col, ctype, missing] and why in cells[3], (col, row)
+    store = DataStore(load_node_config(toml).datasets)
+    spec = parse_sql("SELECT SUM(visits), COUNT(visits), COUNT(*) FROM visits")
+    (group,) = store.aggregate(spec, components(spec), 0)
+    assert tuple(group.values[:2]) == (16, 3) and group.rows == 4
+    store.close()
+    rec = records(tmp_path)[-1]
+    assert rec.decision == "approved" and rec.details["skipped_header_lines"] == "1"
+    assert "visits=integer" in rec.details["types"]
+    # --keep-headers keeps the repeated line: 'year' is then text, and says so.
+    r = node_import(toml, "--replace", "--na", "n/a", "--na", "NA", "--keep-headers", str(messy))
+    assert r.returncode == 0 and "'year' on messy.csv line 4 is not a number" in r.stdout
+
+
+def test_declared_types_and_configured_na_tokens_override_detection(tmp_path):
+    toml = node_dir(tmp_path, types='{ zip = "integer", visits = "real" }')
+    toml.write_text(toml.read_text().replace("types =", 'import_na = ["", "n/a", "NA"]\ntypes ='))
+    messy = tmp_path / "messy.csv"
+    messy.write_text(MESSY.replace("unknown", "3.5"))
+    r = node_import(toml, str(messy))
+    assert r.returncode == 0, r.stderr
+    result = load_node_config(toml)
+    assert result.datasets[0].import_na == ["", "n/a", "NA"]
+    store = DataStore(result.datasets)
+    assert store.column_types("visits") == {
+        "district": "text",
+        "year": "integer",
+        "visits": "real",
+        "cost": "real",
+        "zip": "integer",
+        "flag": "boolean",
+    }
+    store.close()
+    assert r.stdout.count("declared in node.toml (types)") == 2
+    # A declared type still refuses what does not fit it, naming the line.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(MESSY.replace("04567", "45x67"))
+    r = node_import(toml, "--replace", str(bad))
+    assert r.returncode == 2 and "bad.csv line 6: column 'zip': '45x67' is not integer" in r.stderr

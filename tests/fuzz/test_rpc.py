@@ -79,6 +79,7 @@ POLICY = (
     'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max", "histogram"]\n'
     'allowed_protections = ["paillier", "plain", "shares", "secagg", "ckks"]\n'
     'allowed_operations = ["query", "intersection_sum", "training"]\n'
+    'identifier_columns = ["segment_id"]\n'
     "min_group_size = 2\n"
     "min_participants = 2\n"
     "person_level = false\n"
@@ -158,7 +159,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             datasets.append(
                 ("loans", synth.LOAN_COLUMNS, synth.loans(seed=1, count=40, id_space=60))
             )
-        psi_policy = POLICY[: POLICY.index("[datasets.policy.group_domains]")]
+        psi_policy = POLICY[: POLICY.index("[datasets.policy.group_domains]")].replace(
+            '"segment_id"', '"person_id"'
+        )
         specs_.append(
             NodeSpec(
                 name,

@@ -40,9 +40,17 @@ VALUES = ("city-bank", "loans", "person_id", "amount")
 
 @pytest.fixture(scope="module")
 def fin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    """The tax bureau and the city bank as real node processes."""
+    """The tax bureau and the city bank as real node processes.
+
+    The tax bureau also declares ``district`` an identifier column (exact data about
+    things, in this test only), so that an intersection can be empty.
+    """
     root = tmp_path_factory.mktemp("finance")
-    fed = LocalFederation.create(root, finance_specs(taxpayers=300, loans=150, exact=True))
+    specs = finance_specs(taxpayers=300, loans=150, exact=True)
+    specs[0].policy_toml = specs[0].policy_toml.replace(
+        'identifier_columns = ["person_id"]', 'identifier_columns = ["person_id", "district"]'
+    )
+    fed = LocalFederation.create(root, specs)
     fed.start()
     try:
         yield fed
@@ -271,6 +279,18 @@ def test_policy_refusals_are_recorded_and_release_nothing(fin, kwargs, node, cod
             "approved"
         ]
     assert records[0].operation == "intersection_sum" and code in records[0].reason
+
+
+def test_a_column_that_is_not_an_identifier_is_refused_before_admission(fin):
+    """The set size of any other column would be its exact distinct count (red team 2)."""
+    before = _sizes(fin)
+    with pytest.raises(RemoteError, match="not an identifier column") as info:
+        Federation.from_file(fin.fed_toml).intersection_sum(
+            ("tax-bureau", "taxpayers", "sector"), VALUES, purpose=FINANCE_PURPOSE
+        )
+    assert info.value.code == "PERMISSION_DENIED"
+    tax = _records(fin, "tax-bureau", before["tax-bureau"])
+    assert [x.decision for x in tax] == ["denied"]
 
 
 def test_a_small_intersection_releases_no_sum(fin):

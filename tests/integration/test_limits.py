@@ -38,6 +38,7 @@ PSI_POLICY = (
     'allowed_requesters = ["alice", "bob"]\n'
     f'allowed_purposes = ["{PURPOSE}"]\n'
     'allowed_operations = ["intersection_sum"]\n'
+    'identifier_columns = ["person_id"]\n'
     "min_group_size = 3\n"
     "person_level = false\n"
 )

@@ -63,7 +63,7 @@ def test_policy_reload_allows_a_new_requester_and_is_ledgered(fed):
         node.config.write_text(text)
         done = reload(node.config)
         assert done.returncode == 0, done.stderr
-        assert "asked node" in done.stdout
+        assert f"node {node.spec.name} adopted" in done.stdout
     for node in fed.nodes:
         wait_for(fed, node.spec.name, "approved", sizes[node.spec.name])
         (entry,) = [
@@ -84,7 +84,9 @@ def test_a_reload_that_changes_more_than_policy_is_refused_and_ledgered(fed):
     original = node.config.read_text()
     node.config.write_text(original.replace('agency = "', 'agency = "Renamed ', 1))
     try:
-        assert reload(node.config).returncode == 0  # the file is valid; the node refuses it
+        done = reload(node.config)  # the file is valid; the node refuses it, and says so
+        assert done.returncode == 1 and "refused the reload" in done.stderr
+        assert "restart the node" in done.stderr
         wait_for(fed, node.spec.name, "denied", before)
     finally:
         node.config.write_text(original)

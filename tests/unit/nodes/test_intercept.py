@@ -21,16 +21,18 @@ from datafed.pki.ca import Identity
 from nodes.config import NodeSection
 from nodes.fair import ANALYSTS, RESERVED
 from nodes.intercept import CallGuard, call_class
+from nodes.metrics import Metrics
 
 SERVICE = "test.Echo"
 
 
 @dataclass
 class FakeNode:
-    """What the guard uses of a NodeContext: ``config.node`` and ``record``."""
+    """What the guard uses of a NodeContext: ``config.node``, ``record`` and ``metrics``."""
 
     node: NodeSection
     records: list[dict[str, Any]] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def config(self) -> FakeNode:

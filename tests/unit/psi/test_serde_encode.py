@@ -173,6 +173,7 @@ ALLOW = {
     "allowed_requesters": ["alice"],
     "allowed_purposes": ["research"],
     "allowed_operations": ["intersection_sum"],
+    "identifier_columns": ["person_id"],
     "person_level": False,
 }
 
