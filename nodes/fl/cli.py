@@ -21,13 +21,16 @@ def supernode(
     node_address: str = typer.Option(
         "", "--node-address", help="the node's gRPC address (default: its listen address)"
     ),
+    poll_interval: float = typer.Option(
+        0.1, "--poll-interval", help="seconds between pulls from the SuperLink while idle"
+    ),
 ) -> None:
     """Run the Flower SuperNode of this agency (replaces this process)."""
     from nodes.config import load_node_config
     from nodes.fl.supernode import run_supernode
 
     cfg = load_node_config(config)
-    run_supernode(config, superlink, port, cfg.tls.ca, node_address or None)
+    run_supernode(config, superlink, port, cfg.tls.ca, node_address or None, poll_interval)
 
 
 def register(app: typer.Typer) -> None:
