@@ -274,3 +274,12 @@ def test_a_base_n_table_refuses_a_wrong_root_and_a_long_exponent(
         table.power(2**64)
     with pytest.raises(ValueError, match="exponent must be in"):
         table.power(-1)
+
+
+def test_generated_moduli_are_blum_integers() -> None:
+    """p = q = 3 mod 4: the condition DJN's base -x^2 relies on (_paillier_keygen)."""
+    from datafed.hazmat import _paillier_keygen
+
+    for _ in range(3):
+        p = _paillier_keygen._random_prime(1024)
+        assert p % 4 == 3 and p.bit_length() == 1024 and gmpy2.is_prime(p)
