@@ -359,6 +359,7 @@ def test_datafed_init_refuses_a_node_not_certified_by_the_ca(
         t.join(5)
         srv.close()
     assert done.returncode != 0, done.stdout + done.stderr
+    assert "not from the federation CA" in done.stdout + done.stderr
     assert not out.exists()
 
 
@@ -413,7 +414,8 @@ def test_pki_show_fails_a_csr_with_a_copied_possession_proof(
     done = cli("pki", "show", str(path), exe="datafed")
     text = done.stdout + done.stderr
     assert done.returncode != 0, text
-    assert "FAIL" in text or "error" in text, text
+    assert "FAIL Ed25519 proof of possession" in text, text
+    assert "the CA would refuse it" in text, text
 
 
 # ---------------------------------------------------------------- probe 7: backup/restore
@@ -459,3 +461,151 @@ def test_restore_refuses_another_nodes_archive(fed: LocalFederation, tmp_path: P
         fed.start_node(node)
         fed.write_fed_toml()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- probe 8: cancel another's job
+
+
+def test_an_analyst_cannot_cancel_another_analysts_open_job(fed: LocalFederation) -> None:
+    """Channel: the cancel step across requesters.  bob holds a `shares` job open at its
+    protocol step; alice, under the same job id, starts a query and cancels it at once
+    (her client sends the cancel to every node).  bob's job must still complete."""
+    job = "job-redteam-shared-id-0001"
+    bob = Federation.from_file(fed_for(fed, "bob"))
+    alice = Federation.from_file(fed.fed_toml)
+    held, go = threading.Event(), threading.Event()
+
+    def hold(step: object) -> None:
+        node = str(getattr(step, "node", ""))
+        if node and str(getattr(step, "step", "")) not in ("node info", "query"):
+            held.set()
+            go.wait(60)  # bob's client stops here, his job open at the nodes
+
+    result: dict[str, object] = {}
+
+    def run_bob() -> None:
+        try:
+            result["r"] = bob.query(
+                "SELECT SUM(bursts) FROM pipe_incidents",
+                purpose=PURPOSE,
+                protection="shares",
+                job_id=job,
+                progress=hold,
+            )
+        except Exception as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=run_bob, daemon=True)
+    t.start()
+    assert held.wait(60)
+
+    async def alice_cancels() -> None:
+        task = asyncio.ensure_future(
+            alice.aquery(
+                "SELECT SUM(bursts) FROM pipe_incidents",
+                purpose=PURPOSE,
+                protection="shares",
+                job_id=job,
+            )
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, RemoteError):
+            pass
+
+    asyncio.run(alice_cancels())
+    go.set()
+    t.join(60)
+    assert "error" not in result, result.get("error")
+    records = [r for r in ledger_records(fed, fed.nodes[0].spec.name) if r.job_id == job]
+    assert any(r.requester == "alice" and "cancel" in r.reason for r in records), records
+    assert not [r for r in records if r.requester == "bob" and "cancel" in r.reason], records
+
+
+# ---------------------------------------------------------------- probe 9: reload
+
+
+def test_a_reload_decision_does_not_depend_on_or_quote_the_data(fed: LocalFederation) -> None:
+    """Channel: `datafed-node reload` (its message, exit status and `policy_reload` ledger
+    entry, which auditors read).  DP bounds narrower than the stored values ([0, 1] while
+    some segment has 2 bursts) are a policy choice (values are clamped): the decision
+    must not depend on the rows, and neither the message nor the entry quotes a value."""
+    node = fed.nodes[1]
+    rows = node.spec.datasets[0][2]
+    assert max(r[6] for r in rows) >= 2
+    original = node.config.read_text()
+    narrow = original.replace("bursts = [0, 3]", "bursts = [0, 1]")
+    assert narrow != original
+    node.config.write_text(narrow)
+    try:
+        done = cli("reload", "--config", str(node.config))
+    finally:
+        node.config.write_text(original)
+        back = cli("reload", "--config", str(node.config))
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert back.returncode == 0, back.stdout + back.stderr
+    entries = [r for r in ledger_records(fed, node.spec.name) if r.operation == "policy_reload"]
+    assert entries and all(e.decision == "approved" for e in entries), entries
+    for value in {str(max(r[6] for r in rows)), *(f"{r[7]:.2f}" for r in rows if r[7])}:
+        assert not any(value in e.reason for e in entries if value not in ("0", "1", "3"))
+
+
+def test_two_analysts_jobs_under_one_job_id_stay_apart(fed: LocalFederation) -> None:
+    """Channel: protocol state keyed by job id.  While bob's `shares` job J is open at
+    its protocol step, alice runs her own `shares` job under the same id J to the end.
+    Her steps must not reach bob's open job (no payload of his, no breaking it): either
+    she is refused, or both jobs complete, each charged once."""
+    job = "job-redteam-shared-id-0002"
+    bob = Federation.from_file(fed_for(fed, "bob"))
+    alice = Federation.from_file(fed.fed_toml)
+    held, go = threading.Event(), threading.Event()
+
+    def hold(step: object) -> None:
+        node = str(getattr(step, "node", ""))
+        if node and str(getattr(step, "step", "")) not in ("node info", "query"):
+            held.set()
+            go.wait(60)
+
+    result: dict[str, object] = {}
+
+    def run_bob() -> None:
+        try:
+            result["r"] = bob.query(
+                "SELECT COUNT(*) FROM pipe_incidents",
+                purpose=PURPOSE,
+                protection="shares",
+                job_id=job,
+                progress=hold,
+            )
+        except Exception as exc:
+            result["error"] = exc
+
+    before = budget_left(fed)
+    t = threading.Thread(target=run_bob, daemon=True)
+    t.start()
+    assert held.wait(60)
+    try:
+        mine = alice.query(
+            "SELECT COUNT(*) FROM pipe_incidents WHERE bursts > 0",
+            purpose=PURPOSE,
+            protection="shares",
+            job_id=job,
+        )
+    except RemoteError as exc:
+        mine = None
+        alice_error = str(exc)
+    finally:
+        go.set()
+        t.join(60)
+    assert "error" not in result, result.get("error")
+    if mine is not None:
+        assert mine.job_id == job
+    else:
+        assert "job" in alice_error, alice_error
+    after = budget_left(fed)
+    charges = 2 if mine is not None else 1
+    for n in before:
+        assert abs(before[n] - after[n] - 0.5 * charges) < 1e-9, (n, before, after)
