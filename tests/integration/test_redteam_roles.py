@@ -609,3 +609,62 @@ def test_two_analysts_jobs_under_one_job_id_stay_apart(fed: LocalFederation) -> 
     charges = 2 if mine is not None else 1
     for n in before:
         assert abs(before[n] - after[n] - 0.5 * charges) < 1e-9, (n, before, after)
+
+
+def test_a_forced_rollback_to_respend_epsilon_is_caught_by_the_audit_state(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    """Channel: an operator restores an older backup with --force (its ledger "lost") so
+    the epsilon spent since is spendable again.  The node accepts it (documented), but an
+    auditor whose policy keeps `state` must see the rollback on the next verify."""
+    import tomllib
+
+    node = fed.nodes[2]
+    config = str(node.config)
+    state_dir = Path(tomllib.loads(node.config.read_text())["node"]["state_dir"])
+    if not state_dir.is_absolute():
+        state_dir = node.config.parent / state_dir
+    done = cli("vkey", str(fed.pki_dir / "node" / f"{node.spec.name}.crt"), exe="datafed-audit")
+    assert done.returncode == 0, done.stderr
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'quorum = 0\nlogs = ["{done.stdout.strip()}"]\nwitnesses = []\n'
+        f'state = "{tmp_path / "audit-state.json"}"\n'
+    )
+    alice = Federation.from_file(fed.fed_toml)
+    alice.query("SELECT COUNT(*) FROM pipe_incidents", purpose=PURPOSE, protection="plain")
+    time.sleep(2)  # signed within node.sign_within_s
+    archive = tmp_path / "old.tar.gz"
+    assert cli("backup", "-c", config, "-o", str(archive)).returncode == 0
+    alice.query("SELECT SUM(bursts) FROM pipe_incidents", purpose=PURPOSE, protection="plain")
+    spent = budget_left(fed)[node.spec.name]
+    time.sleep(2)  # signed within node.sign_within_s
+
+    def audit(name: str) -> subprocess.CompletedProcess[str]:
+        out = tmp_path / name
+        exp = cli("export", str(out), "--db", str(state_dir / "ledger.sqlite"), exe="datafed-audit")
+        assert exp.returncode == 0, exp.stdout + exp.stderr
+        return cli(
+            "verify",
+            str(out),
+            "-p",
+            str(policy),
+            "--no-witnesses",
+            "--allow-unsigned-tail",
+            exe="datafed-audit",
+        )
+
+    first = audit("export-1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    fed.stop_node(node)
+    try:
+        done = cli("restore", str(archive), "-c", config, "--force")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        fed.start_node(node)
+        fed.write_fed_toml()
+    assert budget_left(fed)[node.spec.name] > spent  # the node forgot the spend
+    second = audit("export-2")
+    text = second.stdout + second.stderr
+    assert second.returncode == 1, text
+    assert "log-rolled-back" in text, text
