@@ -668,3 +668,44 @@ def test_a_forced_rollback_to_respend_epsilon_is_caught_by_the_audit_state(
     text = second.stdout + second.stderr
     assert second.returncode == 1, text
     assert "log-rolled-back" in text, text
+
+
+# ---------------------------------------------------------------- probe 10: import
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding 1: a refused import's ledger reason quotes the offending cell "
+    "value in the entry's public part (no private commitment), readable by auditors and "
+    "by the peer nodes that witness the ledger",
+)
+def test_a_refused_import_does_not_write_a_cell_value_into_the_ledger(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    """Channel: `datafed-node import`'s ledger entry.  A refused import is recorded as
+    `denied` with its reason; the documented reason quotes the offending cell
+    (`'2023.5' is not integer`).  The ledger is read by auditors and by the peer nodes
+    that witness it: a stored value (here a name typed into a numeric column) must not
+    reach them through the entry."""
+    node = fed.nodes[1]
+    original = node.config.read_text()
+    secret = "Jane Doe 1961-04-12"
+    csv = tmp_path / "visits.csv"
+    csv.write_text(f"district,cost\nnorth,12.5\neast,{secret}\n")
+    fed.stop_node(node)
+    try:
+        node.config.write_text(
+            original
+            + f'\n[[datasets]]\nname = "visits"\npath = "{tmp_path / "visits.duckdb"}"\n'
+            + 'types = { cost = "real" }\n'
+        )
+        done = cli("import", "-c", str(node.config), "-d", "visits", str(csv))
+        text = done.stdout + done.stderr
+        assert done.returncode != 0, text  # refused: the operator sees the line and value
+    finally:
+        node.config.write_text(original)
+        fed.start_node(node)
+        fed.write_fed_toml()
+    records = [r for r in ledger_records(fed, node.spec.name) if r.operation == "import"]
+    assert records and records[-1].decision == "denied", records
+    assert not [r for r in records if secret in repr(r)], [r.reason for r in records]
