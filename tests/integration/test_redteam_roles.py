@@ -709,3 +709,41 @@ def test_a_refused_import_does_not_write_a_cell_value_into_the_ledger(
     records = [r for r in ledger_records(fed, node.spec.name) if r.operation == "import"]
     assert records and records[-1].decision == "denied", records
     assert not [r for r in records if secret in repr(r)], [r.reason for r in records]
+
+
+# ---------------------------------------------------------------- probe 11: serve's refusal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team finding 2: `serve` refusing a declared type quotes a stored value and "
+    "the exact count of rows that do not fit, as a plain (non-JSON) line on the node's "
+    "output even with --log-format json",
+)
+def test_a_refused_start_does_not_log_stored_values(fed: LocalFederation) -> None:
+    """Channel: the node's log output (shipped to a shared log system) when `serve`
+    refuses a dataset whose stored values do not fit a declared type.  The operator's
+    `check-config` may show the value on its console; the serving process's log must not
+    carry a stored value or a row count, and must stay JSON."""
+    node = fed.nodes[1]
+    rows = node.spec.datasets[0][2]
+    original = node.config.read_text()
+    i = original.index("[[datasets]]")
+    j = original.index("\n[", i + 5)
+    bad = original[:j] + '\ntypes = { district = "integer" }' + original[j:]
+    fed.stop_node(node)
+    try:
+        node.config.write_text(bad)
+        done = cli("serve", "-c", str(node.config), "--log-format", "json")
+    finally:
+        node.config.write_text(original)
+        fed.start_node(node)
+        fed.write_fed_toml()
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    districts = {r[1] for r in rows}
+    assert not [d for d in districts if f"'{d}'" in out], out
+    assert str(len(rows)) not in out, out
+    for line in out.splitlines():
+        if line.strip():
+            json.loads(line)  # every line a JSON object, as promised for log shippers
