@@ -747,3 +747,37 @@ def test_a_refused_start_does_not_log_stored_values(fed: LocalFederation) -> Non
     for line in out.splitlines():
         if line.strip():
             json.loads(line)  # every line a JSON object, as promised for log shippers
+
+
+# ---------------------------------------------------------------- probe 12: renewal
+
+
+def test_renew_install_refuses_a_certificate_from_another_ca(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    """Channel: certificate renewal.  An operator (or whoever can write the node's
+    folder) installs a certificate for the node's own name, made for the new TLS key,
+    but issued by a rogue CA: refused, and the node's configuration still checks."""
+    node = fed.nodes[2]
+    config = str(node.config)
+    csr_path = tmp_path / "renew.csr"
+    done = cli("renew", "request", "-c", config, "-o", str(csr_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rogue = tmp_path / "rogue-pki"
+    assert cli("pki", "init", "--dir", str(rogue), "--name", "Rogue", exe="datafed").returncode == 0
+    done = cli(
+        "pki",
+        "sign",
+        str(csr_path),
+        "--dir",
+        str(rogue),
+        "--out",
+        str(tmp_path / "r.crt"),
+        exe="datafed",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = cli("renew", "install", str(tmp_path / "r.crt"), "-c", config)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text
+    assert "CA" in text or "issued" in text, text
+    assert cli("check-config", "-c", config).returncode == 0
