@@ -677,15 +677,15 @@ def test_a_forced_rollback_to_respend_epsilon_is_caught_by_the_audit_state(
     strict=True,
     reason="red team finding 1: a refused import's ledger reason quotes the offending cell "
     "value in the entry's public part (no private commitment), readable by auditors and "
-    "by the peer nodes that witness the ledger",
+    "witness-role parties (GetEntries)",
 )
 def test_a_refused_import_does_not_write_a_cell_value_into_the_ledger(
     fed: LocalFederation, tmp_path: Path
 ) -> None:
     """Channel: `datafed-node import`'s ledger entry.  A refused import is recorded as
     `denied` with its reason; the documented reason quotes the offending cell
-    (`'2023.5' is not integer`).  The ledger is read by auditors and by the peer nodes
-    that witness it: a stored value (here a name typed into a numeric column) must not
+    (`'2023.5' is not integer`).  Entries are read by auditors and by witness-role
+    parties (`GetEntries`): a stored value (here a name typed into a numeric column) must not
     reach them through the entry."""
     node = fed.nodes[1]
     original = node.config.read_text()
