@@ -421,7 +421,7 @@ def test_pki_show_fails_a_csr_with_a_copied_possession_proof(
 # ---------------------------------------------------------------- probe 7: backup/restore
 
 
-def test_restore_refuses_a_rolled_back_archive_with_a_rewritten_manifest(
+def test_restore_refuses_an_older_archive_without_force(
     fed: LocalFederation, tmp_path: Path
 ) -> None:
     """Channel: an operator rolls back to re-spend epsilon.  A backup taken now, then a DP
