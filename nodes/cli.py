@@ -118,12 +118,23 @@ def serve(
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
     configure_logging(log_level, log_format)
-    cfg = load_node_config(config)
+    try:
+        cfg = load_node_config(config)
 
-    def ready(address: str) -> None:
-        print(f"READY node={cfg.node.name} address={address}", flush=True)
+        def ready(address: str) -> None:
+            print(f"READY node={cfg.node.name} address={address}", flush=True)
 
-    asyncio.run(_serve(cfg, on_ready=ready, config_path=config))
+        asyncio.run(_serve(cfg, on_ready=ready, config_path=config))
+    except DatafedError as exc:
+        if log_format != "json":
+            raise
+        # A log shipper reads every line as JSON: the refusal is a log record too.
+        import logging
+
+        from audit.errors import ExitCode
+
+        logging.getLogger("datafed.node").error("serve refused to start: %s", exc)
+        raise typer.Exit(getattr(exc, "exit_code", ExitCode.USAGE)) from None
 
 
 @app.command("collect-worker")
@@ -210,7 +221,7 @@ def check_config(
     cautions = warnings(cfg)
     for line in cautions:
         err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
-    found = preflight(cfg)
+    found = preflight(cfg, values=True)
     if strict and cautions and not found:
         err.print(
             f"{len(cautions)} warning(s) in {config} (--strict)",

@@ -92,11 +92,14 @@ def _peer_problems(cfg: NodeConfig) -> list[str]:
     return out
 
 
-def preflight(cfg: NodeConfig, stores: Mapping[str, DatasetStore] | None = None) -> list[str]:
+def preflight(
+    cfg: NodeConfig, stores: Mapping[str, DatasetStore] | None = None, *, values: bool = False
+) -> list[str]:
     """Every problem ``serve`` would stop at, one line each (empty: ready to serve).
 
-    ``check-config`` opens each dataset; a serving node's ``reload`` passes the ``stores``
-    it has open (its dataset sources cannot change without a restart).
+    ``check-config`` opens each dataset and shows stored values that do not fit
+    (``values``); a serving node's ``reload`` passes the ``stores`` it has open (its
+    dataset sources cannot change without a restart) and records no stored value.
     """
     from nodes.stores import open_dataset
     from nodes.stores.checks import problems
@@ -112,7 +115,7 @@ def preflight(cfg: NodeConfig, stores: Mapping[str, DatasetStore] | None = None)
             )
             continue
         try:
-            out += problems(ds, store)
+            out += problems(ds, store, values=values)
         except DatafedError as exc:
             out.append(str(exc))
         finally:

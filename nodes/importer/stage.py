@@ -35,7 +35,17 @@ _META = ("filename", "file_row_number", "__row")
 
 
 class ImportRefused(DatafedError):
-    """An import was refused; nothing was written (the message names file and line)."""
+    """An import was refused; nothing was written (the message names file and line).
+
+    The message is the operator's (it may quote the offending cell); ``public`` is what the
+    ledger entry's public part says, naming file, line and column but no stored value and
+    no count: witnesses read it (red team 3, finding 1). The full message goes to the
+    entry's private part, for auditors.
+    """
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 def file_format(path: Path) -> str:
@@ -111,10 +121,10 @@ def _rejects(con: Any) -> None:
         return
     path, line, column, kind, text, count = row
     what = f"column {column!r} " if column else ""
+    where = f"{Path(path).name} line {line}: {what}does not fit ({str(kind).lower()})"
     raise ImportRefused(
-        f"{Path(path).name} line {line}: {what}does not fit ({str(kind).lower()}): "
-        f"{str(text)[:200]!r} "
-        f"({count} row(s) refused; nothing imported)"
+        f"{where}: {str(text)[:200]!r} ({count} row(s) refused; nothing imported)",
+        public=f"{where}; nothing imported",
     )
 
 
@@ -165,7 +175,10 @@ def stage(
         try:
             run_with_progress(con, sql, params, label, progress)
         except duckdb.Error as exc:
-            raise ImportRefused(f"cannot read {label[8:]}: {str(exc).splitlines()[0]}") from None
+            raise ImportRefused(
+                f"cannot read {label[8:]}: {str(exc).splitlines()[0]}",
+                public=f"cannot read {label[8:]}",
+            ) from None
         skipped = 0
         if kind == "csv":
             _rejects(con)
@@ -199,9 +212,10 @@ def _check(con: Any, ds: DatasetConfig, kind: str) -> Staged:
             f'SELECT filename, {pos}, "{col}"::VARCHAR FROM raw WHERE {bad} ORDER BY {pos} LIMIT 1'
         ).fetchone()
         n = _line(con, fname, at) if kind == "csv" else at + 1
+        where = f"{Path(fname).name} {unit} {n}: column {col!r}"
         raise ImportRefused(
-            f"{Path(fname).name} {unit} {n}: column {col!r}: {value!r} is not {ctype} "
-            f"({count} row(s) do not fit; nothing imported)"
+            f"{where}: {value!r} is not {ctype} ({count} row(s) do not fit; nothing imported)",
+            public=f"{where}: a value is not {ctype}; nothing imported",
         )
     exprs = ", ".join(f'{_cast(c, raw[c], t)} AS "{c}"' for c, t in final.items())
     order = "__row" if kind == "csv" else "rowid"

@@ -60,6 +60,12 @@ def records(root: Path) -> list:
         return [led.get_record(i) for i in range(led.head().size)]
 
 
+def private_parts(root: Path) -> list:
+    key = load_signing_key(root / "pki/node/water-north.ed25519")
+    with Ledger.open(root / "state/ledger.sqlite", "datafed/ledger/water-north", key) as led:
+        return [led.get_private(i) for i in range(led.head().size)]
+
+
 @pytest.mark.parametrize("target", ["data/visits.duckdb", "data/visits.sqlite"])
 def test_csv_to_served_typed_dataset_with_ledger_entry(tmp_path, target):
     toml = node_dir(tmp_path, target)
@@ -93,7 +99,8 @@ def test_csv_to_served_typed_dataset_with_ledger_entry(tmp_path, target):
     (rec,) = records(tmp_path)
     assert (rec.operation, rec.decision, rec.requester_role) == ("import", "approved", "operator")
     assert rec.request_digest == hashlib.sha256(CSV.encode()).hexdigest()
-    assert rec.details["rows"] == "3" and rec.details["file"] == "visits.csv"
+    assert rec.details["file"] == "visits.csv" and "rows" not in rec.details
+    assert private_parts(tmp_path) == [{"rows": "3"}]  # counts for auditors only
     assert "year=integer" in rec.details["types"]
 
 

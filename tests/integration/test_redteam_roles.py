@@ -673,12 +673,6 @@ def test_a_forced_rollback_to_respend_epsilon_is_caught_by_the_audit_state(
 # ---------------------------------------------------------------- probe 10: import
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding 1: a refused import's ledger reason quotes the offending cell "
-    "value in the entry's public part (no private commitment), readable by auditors and "
-    "witness-role parties (GetEntries)",
-)
 def test_a_refused_import_does_not_write_a_cell_value_into_the_ledger(
     fed: LocalFederation, tmp_path: Path
 ) -> None:
@@ -714,12 +708,6 @@ def test_a_refused_import_does_not_write_a_cell_value_into_the_ledger(
 # ---------------------------------------------------------------- probe 11: serve's refusal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team finding 2: `serve` refusing a declared type quotes a stored value and "
-    "the exact count of rows that do not fit, as a plain (non-JSON) line on the node's "
-    "output even with --log-format json",
-)
 def test_a_refused_start_does_not_log_stored_values(fed: LocalFederation) -> None:
     """Channel: the node's log output (shipped to a shared log system) when `serve`
     refuses a dataset whose stored values do not fit a declared type.  The operator's
