@@ -21,13 +21,20 @@ def supernode(
     node_address: str = typer.Option(
         "", "--node-address", help="the node's gRPC address (default: its listen address)"
     ),
+    superlink_ca: Path | None = typer.Option(
+        None,
+        "--superlink-ca",
+        help="CA of the SuperLink's certificate: a PEM file, or a partner city's trust "
+        "bundle (a SuperLink run by a partner city); default: the home CA (tls.ca)",
+    ),
 ) -> None:
     """Run the Flower SuperNode of this agency (replaces this process)."""
     from nodes.config import load_node_config
     from nodes.fl.supernode import run_supernode
+    from nodes.fl.supernode import superlink_ca as ca_of
 
     cfg = load_node_config(config)
-    run_supernode(config, superlink, port, cfg.tls.ca, node_address or None)
+    run_supernode(config, superlink, port, ca_of(cfg, superlink_ca), node_address or None)
 
 
 def register(app: typer.Typer) -> None:

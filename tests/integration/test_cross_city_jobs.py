@@ -6,11 +6,21 @@ Suzhou's bundle to check the Helper's certificate), and a Suzhou analyst, named 
 task's collectors by its qualified name, collects a window. Each aggregator checks the
 other against the CAs it trusts now (home and recognised partners). Withdrawing Suzhou's
 recognition at the Leader refuses the partner's next collection call and records it.
+
+Training: two Shanghai flood offices and one Suzhou office, each with its SuperNode, one
+SuperLink run by Shanghai (its certificate from Shanghai's CA, which Suzhou's SuperNode
+pins from Shanghai's bundle); a Suzhou analyst, admitted by each Shanghai office's
+``partners.suzhou`` section, trains one round; every node records the round under the
+analyst's qualified name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +32,15 @@ from audit.records import DataUseRecord, decode_leaf
 from datafed import pki
 from datafed.collect import Collector, Uploader
 from datafed.errors import RemoteError
+from datafed.fl.local import FLOOD_PURPOSE, flood_node_specs, flood_policy
+from datafed.fl.superlink import free_port, start_process
+from datafed.fl.synthetic import FLOOD_FEATURES, FLOOD_LABEL, FLOOD_TABLE
 from datafed.local.cities import SHARED_PURPOSE, TwoCities
+from datafed.local.federation import LocalFederation
+from datafed.pki.trust import PartnerBundle
+from nodes.config import load_node_config
+from nodes.fl.local import LocalFlower
+from nodes.fl.supernode import superlink_ca, supernode_command
 
 LEADER = ("shanghai", "water-north")
 HELPER = ("suzhou", "water-wujiang")
@@ -206,3 +224,115 @@ def test_withdrawn_recognition_refuses_the_partners_next_collection_call(cities,
     finally:
         cities.recognise("shanghai", "suzhou")
     assert asyncio.run(_get(suzhou, w(0))).result == 7  # recognised again
+
+
+# ---------------------------------------------------------------- training across cities
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LOGISTIC = "tests.unit.fl.models:logistic"
+FLOOD = {"shanghai": 2, "suzhou": 1}
+
+
+def _flood_policy(city: str) -> str:
+    partner = next(c for c in FLOOD if c != city)
+    return flood_policy(
+        requesters=(f"{city}:alice", f"{partner}:alice"), models=(LOGISTIC,), min_group_size=3
+    ) + (
+        f"[datasets.policy.partners.{partner}]\n"
+        f'allowed_purposes = ["{FLOOD_PURPOSE}"]\n'
+        'allowed_protections = ["paillier"]\n'
+        'allowed_operations = ["training"]\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TwoCities, LocalFlower]]:
+    # every Flower process must import the model factory of this repository's tests
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
+    root = tmp_path_factory.mktemp("flood-cities").resolve()
+    feds = {
+        city: LocalFederation.create(
+            root / city,
+            flood_node_specs(n, seed=7 + i, policy=_flood_policy(city)),
+            federation=city,
+        )
+        for i, (city, n) in enumerate(FLOOD.items())
+    }
+    cities = TwoCities(root, feds)
+    for home, fed in feds.items():  # what `datafed-node partners add` does on each node
+        other = next(c for c in feds if c != home)
+        bundle = PartnerBundle.read(cities.bundle(other)).check(home)
+        for node in fed.nodes:
+            bundle.write(fed.root / "nodes" / node.spec.name / "state" / "partners")
+    flower = LocalFlower(feds["shanghai"])  # Shanghai runs the SuperLink
+    procs = []
+    try:
+        cities.start()
+        flower.start()  # the SuperLink and Shanghai's SuperNodes
+        # Suzhou's SuperNode pins the SuperLink's CA: Shanghai's, from its bundle (what
+        # `datafed-node supernode --superlink-ca shanghai.bundle.json` does)
+        sh_ca = root / "shanghai-ca.crt"
+        sh_ca.write_bytes(PartnerBundle.read(cities.bundle("shanghai")).ca_pem)
+        for node in feds["suzhou"].nodes:
+            ca = superlink_ca(load_node_config(node.config), cities.bundle("shanghai"))
+            assert ca.read_bytes() == sh_ca.read_bytes()  # the bundle's CA, checked
+            cmd = supernode_command(
+                node_config=node.config,
+                node_address=node.address,
+                superlink=flower.superlink_address,
+                port=free_port(),
+                root_certificates=ca,
+            )
+            log = flower.root / f"supernode-suzhou-{node.spec.name}.log"
+            procs.append(start_process(cmd, log, cwd=flower.root))
+            flower.supernodes[f"suzhou:{node.spec.name}"] = procs[-1]
+        yield cities, flower
+    finally:
+        flower.stop()
+        cities.stop()
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+@pytest.mark.slow
+def test_a_cross_city_training_round_with_supernodes_in_both_cities(flood, tmp_path):
+    cities, flower = flood
+    fed_toml = tmp_path / "fed-train-suzhou.toml"
+    fed_toml.write_text(
+        cities.fed_toml("suzhou").read_text()
+        + "\n[flower]\n"
+        + f'superlink = "{flower.superlink_address}"\n'
+        + f'root_certificates = "{cities.root / "shanghai-ca.crt"}"\n'
+        + "connect_timeout_s = 900\n"
+    )
+    cmd = [
+        str(BIN / "datafed"), "train", "-f", str(fed_toml), "--purpose", FLOOD_PURPOSE,
+        "--rounds", "1", "--dataset", FLOOD_TABLE, "--features", ",".join(FLOOD_FEATURES),
+        "--label", FLOOD_LABEL, "--model", LOGISTIC,
+        "--run-config", "local-epochs=1 eval-every=0", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    everyone = tuple(
+        sorted(fed.qname(n.spec.name) for fed in cities.cities.values() for n in fed.nodes)
+    )
+    assert len(everyone) == 3 and {n.split(":")[0] for n in everyone} == set(FLOOD)
+    assert [tuple(r["participants"]) for r in result["rounds"]] == [everyone]
+    job = result["job_id"]
+    for city, fed in cities.cities.items():
+        for node in fed.nodes:
+            db = fed.root / "nodes" / node.spec.name / "state" / "ledger.sqlite"
+            exp = ExportDir(export_store(db, tmp_path / f"{city}-{node.spec.name}"))
+            recs = [decode_leaf(x)[1] for chunk in exp.leaf_chunks(4096) for x in chunk]
+            mine = [r for r in recs if r.job_id == job]
+            assert mine and all(r.requester == "suzhou:alice" for r in mine)
+            assert all(r.node == fed.qname(node.spec.name) for r in recs)
+            assert [r.details["round"] for r in mine if r.operation == "fl_round"] == ["1"]
+            assert all(r.decision in ("approved", "released") for r in mine), [
+                (r.operation, r.decision, r.reason) for r in mine
+            ]
