@@ -324,6 +324,9 @@ class LeaderLoop:
             except StoreUnavailable as exc:
                 log.warning("collect %s: %s; retrying", self.rt.name, exc)
                 await asyncio.sleep(1.0)
+            except DatafedError as exc:  # e.g. the Helper's federation no longer recognised
+                log.warning("collect %s: %s; the job stays stored", self.rt.name, exc)
+                await asyncio.sleep(1.0)
             except Exception:  # a bug must not stop collection; the job stays stored
                 log.exception("collect %s: aggregation worker failed", self.rt.name)
                 await asyncio.sleep(1.0)
