@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 K      ?=
 
-.PHONY: setup sysdeps demo test lint types protocheck unit bench fuzz clean
+.PHONY: setup sysdeps demo test lint types protocheck unit benchsmoke bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing datafed with the tested constraints"
@@ -57,7 +57,12 @@ protocheck: setup
 unit: setup
 	$(BIN)/python -m pytest -q tests
 
-test: setup lint types protocheck unit
+# Every benchmark once at its smallest size, one round, no figure asserted
+# (benchmarks/sizes.py): a benchmark that errors or writes no row fails make test.
+benchsmoke: setup
+	DATAFED_BENCH_SMOKE=1 $(BIN)/python -m pytest -q benchmarks --benchmark-columns=mean
+
+test: setup lint types protocheck unit benchsmoke
 
 bench: setup
 	$(BIN)/python -m pytest -q benchmarks $(if $(K),-k "$(K)") --benchmark-columns=mean,ops,rounds
@@ -69,4 +74,4 @@ fuzz: setup
 	DATAFED_FUZZ=long DATAFED_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz $(if $(K),-k "$(K)")
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .benchmarks bench-results.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .benchmarks bench-results.json bench-smoke.json

@@ -12,11 +12,19 @@ A benchmark test asks for the ``bench_row`` fixture and declares what it measure
                   params={"bits": 2048}, baseline_name="phe")
         benchmark(phe_encrypt_64_values)
 
+``bench_row`` returns the row; a test that times something finer than the benchmarked
+call (one round of a deployed job) sets ``row.value_override`` to it.
+
 Rows pair on ``pair`` (default: name + params).  Several ``ours`` rows may share one
 baseline (``pair="query"``); ``role="both"`` is a row that is its own baseline
 (``query.plain``).  At the end of the session the table is printed and the rows are
 written to ``bench-results.json`` (docs/bench.md): ``ratio`` is how many times better ours
 is, i.e. ours/baseline for a rate and baseline/ours for a time.
+
+The smoke run (``DATAFED_BENCH_SMOKE=1``, ``make benchsmoke``, part of ``make test``; see
+``benchmarks/sizes.py``) runs every benchmark once -- one round, no warm-up, its smallest
+size -- asserts no figure, writes ``bench-smoke.json`` instead, and fails the session if a
+benchmark that passed wrote no row or a row found no baseline.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sizes import SMOKE
 
 RATE_UNITS = {"ops/s", "values/s", "entries/s", "proofs/s", "leaves/s", "items/s", "bytes/s"}
 
@@ -42,13 +51,42 @@ class _Measure:
     pair: str
     value: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What the test measured itself (seconds, or per-call units), instead of the mean.
+    value_override: float | None = None
 
 
 _MEASURES: list[_Measure] = []
+#: Smoke run: the benchmark tests that passed, and those of them that wrote a row.
+_PASSED: list[str] = []
+_WROTE: set[str] = set()
+
+
+def _one_round(benchmark: Any) -> None:
+    """Smoke run: the fixture's ``pedantic`` and ``__call__`` run the function once."""
+    pedantic = benchmark.pedantic
+
+    def once(target: Any, args: Any = (), kwargs: Any = None, setup: Any = None, **_: Any) -> Any:
+        return pedantic(
+            target, args=args, kwargs=kwargs, setup=setup, rounds=1, iterations=1, warmup_rounds=0
+        )
+
+    def call(self: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        return once(target, args=args, kwargs=kwargs)
+
+    benchmark.pedantic = once
+    benchmark.__class__ = type("OneRound", (benchmark.__class__,), {"__call__": call})
 
 
 @pytest.fixture
-def bench_row(benchmark: Any) -> Any:
+def benchmark(benchmark: Any) -> Any:
+    """pytest-benchmark's fixture; in the smoke run, one round of everything."""
+    if SMOKE:
+        _one_round(benchmark)
+    return benchmark
+
+
+@pytest.fixture
+def bench_row(benchmark: Any, request: pytest.FixtureRequest) -> Any:
     """Declare the row this benchmark test measures (see module docstring)."""
     declared: list[_Measure] = []
 
@@ -62,7 +100,7 @@ def bench_row(benchmark: Any) -> Any:
         per_call: float = 1.0,
         pair: str | None = None,
         **extra: Any,
-    ) -> None:
+    ) -> _Measure:
         if role not in {"ours", "baseline", "both"}:
             raise ValueError(f"role must be ours, baseline or both, got {role!r}")
         if unit not in RATE_UNITS and unit != "s":
@@ -73,15 +111,18 @@ def bench_row(benchmark: Any) -> Any:
         declared.append(m)
         benchmark.group = key
         benchmark.extra_info.update({"row": name, "role": role, **params})
+        return m
 
     yield declare
     stats = getattr(benchmark, "stats", None)
-    if not declared or stats is None:
+    if not declared or stats is None or not stats.stats.data:
         return
     mean = float(stats.stats.mean)
     for m in declared:
-        m.value = m.per_call / mean if m.unit in RATE_UNITS else mean
+        took = mean if m.value_override is None else m.value_override
+        m.value = m.per_call / took if m.unit in RATE_UNITS else took
         _MEASURES.append(m)
+    _WROTE.add(request.node.nodeid)
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -115,12 +156,50 @@ def _rows() -> list[dict[str, Any]]:
     return rows
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Smoke run: remember every benchmark test that passed."""
+    if report.when == "call" and report.passed:
+        _PASSED.append(report.nodeid)
+
+
+def smoke_problems(
+    passed: list[str], wrote: set[str], measures: list[_Measure], rows: list[dict[str, Any]]
+) -> list[str]:
+    """What fails a smoke run: a benchmark that passed without a row, a row without a pair."""
+    problems = [f"{t}: ran but wrote no benchmark row" for t in passed if t not in wrote]
+    written = {(r["name"], json.dumps(r["params"], sort_keys=True)) for r in rows}
+    measured = {m.pair for m in measures if m.role != "baseline"}
+    for m in measures:
+        key = (m.name, json.dumps(m.params, sort_keys=True))
+        if m.role != "baseline" and key not in written:
+            problems.append(f"row {m.name} {m.params}: no baseline in the same run")
+        if m.role == "baseline" and m.pair not in measured:
+            problems.append(f"baseline {m.name} {m.params}: no row pairs with it")
+    return problems
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Smoke run: fail the session if a benchmark ran without writing its row."""
+    if not SMOKE:
+        return
+    problems = smoke_problems(_PASSED, _WROTE, _MEASURES, _rows())
+    session.config.stash[_PROBLEMS] = problems
+    if problems and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+_PROBLEMS = pytest.StashKey[list[str]]()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the ours-vs-baseline table and write ``bench-results.json``."""
+    for problem in terminalreporter.config.stash.get(_PROBLEMS, []):
+        terminalreporter.write_line(f"SMOKE FAILURE: {problem}", red=True)
     rows = _rows()
     if not rows:
         return
-    out = Path(terminalreporter.config.rootpath) / "bench-results.json"
+    name = "bench-smoke.json" if SMOKE else "bench-results.json"
+    out = Path(terminalreporter.config.rootpath) / name
     out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
     tr = terminalreporter
     tr.write_sep("=", "datafed benchmark rows (ours vs baseline, same run)")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tenseal as ts
+from sizes import size
 
 from datafed.hazmat import HeContext, HePublicContext
 
-LENGTH = 51_200  # a model layer that spans 13 ciphertexts of 4,096 slots
+LENGTH = size(51_200, 4_096)  # a model layer that spans 13 ciphertexts of 4,096 slots
 PARAMS = {"N": 8192, "values": LENGTH}
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sizes import size
 
 from datafed.collect import Collector, DeviceTask, SealedReport, ShareOpener, Uploader
 from datafed.collect.local import LocalTask, add_collection
@@ -46,7 +47,7 @@ from datafed.pki.ca import load_signing_key, party_paths
 from datafed.pki.peers import x25519_private
 from datafed.protocols import AggregationJobInit, Helper, Leader, Report, VerifyInit
 
-N = 20_000
+N = size(20_000, 200)
 WINDOW = 300
 NOW = int(time.time())
 T0 = NOW - NOW % 3600 - 86_400

@@ -6,10 +6,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from sizes import size
 
 from datafed.hazmat import sample_discrete_gaussian, sample_discrete_laplace
 
-COUNT = 5_000
+COUNT = size(5_000, 100)
 
 
 def test_dp_sample_numpy_baseline(benchmark, bench_row):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from engine_data import duckdb_file, load_postgres, readings_parquet, sqlite_file
+from sizes import env_size
 
 from datafed.query.components import components
 from datafed.query.sql import parse_sql
@@ -27,7 +28,9 @@ from nodes.config import DatasetConfig
 from nodes.stores import DataStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.engines.pg
-ROWS = [int(x) for x in os.environ.get("DATAFED_BENCH_ENGINE_ROWS", "1000000,10000000").split(",")]
+ROWS = [
+    int(x) for x in env_size("DATAFED_BENCH_ENGINE_ROWS", "1000000,10000000", "10000").split(",")
+]
 ENGINES = os.environ.get("DATAFED_BENCH_ENGINES", "sqlite,duckdb,postgresql,spark").split(",")
 QUERIES = {
     "sum": "SELECT zone, SUM(usage), COUNT(*) FROM readings GROUP BY zone",

@@ -10,8 +10,12 @@ the numbers compare the apps themselves rather than SuperNode polling or Ray sch
   phase, budget, DP off) reading its rows from three real ``datafed-node`` processes over
   mTLS, with the audited strategy; baseline: the same ClientApp code without the mods
   (``plain_app``) over the same rows in memory, with Flower's FedAvg as it comes.
-- ``fl.round_secaggplus`` ours: the baseline app under SecAgg+; baseline: the same without
-  SecAgg+ (FedAvg alone).
+- ``fl.round_secaggplus`` ours: the baseline app under datafed's SecAgg+ (Flower's
+  ``secaggplus_mod`` behind datafed's ``secagg_mod``, datafed's workflow that survives
+  early dropouts), twice: against Flower's own SecAgg+ with the same parameters
+  (``SecAggPlusWorkflow`` and ``secaggplus_mod`` as they come: shares, threshold,
+  clipping range, quantisation, max weight), and against the same app without SecAgg+
+  (FedAvg alone).
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.server.workflow import SecAggPlusWorkflow
+from sizes import size
 
 from datafed.client.config import FederationConfig, NodeEndpoint
 from datafed.fl.direct import DirectGrid, RoundDriver
@@ -32,10 +40,10 @@ from datafed.local.federation import LocalFederation
 from datafed.pki.ca import party_paths
 from datafed.pki.tls import PartyFiles
 from datafed.wire.statement import new_job_id
-from nodes.fl.client_app import app, plain_app
+from nodes.fl.client_app import app, client_fn, plain_app
 
 NODES = 3
-ROUNDS = 7
+ROUNDS = size(7, 1)
 LOCAL_EPOCHS = 2
 PARAMS = {"nodes": NODES, "rows": 1640, "model": "mlp:16", "local_epochs": LOCAL_EPOCHS}
 
@@ -77,11 +85,23 @@ def ours_driver(fed: LocalFederation) -> RoundDriver:
     return RoundDriver(grid, settings, audited=True, node_names=opened.approved)
 
 
-def plain_driver(secagg: bool) -> RoundDriver:
+def plain_driver(secagg: bool, flower_secagg: bool = False) -> RoundDriver:
     settings = _settings(datafed=False, sim_data="flood:7", secagg=secagg)
     parts = [{"partition-id": i, "num-partitions": NODES} for i in range(NODES)]
-    grid = DirectGrid(plain_app, parts, settings.to_run_config(), run_id=11 if secagg else 12)
-    return RoundDriver(grid, settings, audited=False)
+    if not flower_secagg:
+        grid = DirectGrid(plain_app, parts, settings.to_run_config(), run_id=11 if secagg else 12)
+        return RoundDriver(grid, settings, audited=False)
+    # Flower's own SecAgg+, the same parameters, nothing of datafed's around it.
+    flower_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    grid = DirectGrid(flower_app, parts, settings.to_run_config(), run_id=13)
+    workflow = SecAggPlusWorkflow(
+        num_shares=settings.secagg_shares,
+        reconstruction_threshold=settings.secagg_threshold,
+        max_weight=settings.secagg_max_weight,
+        clipping_range=settings.secagg_clip,
+        timeout=settings.stage_timeout or None,
+    )
+    return RoundDriver(grid, settings, audited=False, fit_workflow=workflow)
 
 
 def _run(benchmark, driver: RoundDriver) -> None:
@@ -105,13 +125,39 @@ def test_round_plain(benchmark, bench_row):
 
 def test_round_secaggplus(benchmark, bench_row):
     driver = plain_driver(secagg=True)
-    bench_row("fl.round_secaggplus", role="ours", unit="s", params=PARAMS, baseline_name="fedavg")
+    for base in ("flower-secaggplus", "fedavg"):
+        bench_row(
+            "fl.round_secaggplus",
+            role="ours",
+            unit="s",
+            params=PARAMS,
+            baseline_name=base,
+            pair=f"secaggplus|{base}",
+        )
+    _run(benchmark, driver)
+
+
+def test_round_flower_secaggplus(benchmark, bench_row):
+    driver = plain_driver(secagg=True, flower_secagg=True)
+    bench_row(
+        "fl.round_secaggplus",
+        role="baseline",
+        unit="s",
+        params=PARAMS,
+        baseline_name="flower-secaggplus",
+        pair="secaggplus|flower-secaggplus",
+    )
     _run(benchmark, driver)
 
 
 def test_round_fedavg(benchmark, bench_row):
     driver = plain_driver(secagg=False)
     bench_row(
-        "fl.round_secaggplus", role="baseline", unit="s", params=PARAMS, baseline_name="fedavg"
+        "fl.round_secaggplus",
+        role="baseline",
+        unit="s",
+        params=PARAMS,
+        baseline_name="fedavg",
+        pair="secaggplus|fedavg",
     )
     _run(benchmark, driver)

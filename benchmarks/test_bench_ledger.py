@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import random
 import sqlite3
 import statistics
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sizes import env_size, size
 
 from audit import DataUseRecord, Ledger, merkle
 from audit.checkpoint import Checkpoint, log_verifier, sign_checkpoint
@@ -32,10 +32,10 @@ from audit.policy import Policy
 from audit.records import encode_body, encode_leaf
 from audit.verify import verify_log
 
-N_FULL = int(os.environ.get("DATAFED_BENCH_LEDGER_N", "1000000"))
-WRITERS = 256
-PER_WRITER = 25
-NAIVE_APPENDS = 300
+N_FULL = int(env_size("DATAFED_BENCH_LEDGER_N", "1000000", "2000"))
+WRITERS = size(256, 8)
+PER_WRITER = size(25, 2)
+NAIVE_APPENDS = size(300, 5)
 ORIGIN = "datafed/ledger/bench"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x42" * 32)
 
@@ -238,8 +238,8 @@ def test_verify_full_ours(benchmark: Any, bench_row: Any, big_log: BigLog) -> No
 
 def test_verify_full_naive(benchmark: Any, bench_row: Any, big_log: BigLog) -> None:
     def run() -> None:
-        for size in big_log.sizes:  # every checkpoint checked by re-hashing the chain
-            merkle.root_from_leaf_hashes(merkle.hash_leaf(x) for x in big_log.leaves[:size])
+        for upto in big_log.sizes:  # every checkpoint checked by re-hashing the chain
+            merkle.root_from_leaf_hashes(merkle.hash_leaf(x) for x in big_log.leaves[:upto])
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     bench_row(
@@ -252,7 +252,7 @@ def test_verify_full_naive(benchmark: Any, bench_row: Any, big_log: BigLog) -> N
     )
 
 
-PROOFS = 5000
+PROOFS = size(5000, 20)
 
 
 def test_verify_inclusion_ours(benchmark: Any, bench_row: Any, big_log: BigLog) -> None:

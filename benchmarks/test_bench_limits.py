@@ -14,12 +14,13 @@ import itertools
 import random
 
 import pytest
+from sizes import SMOKE, size
 
 from datafed.hazmat import PaillierPublicKey
 from datafed.modes._paillier_keys import ONE_OFF_WINDOW, PaillierKeyCache, table_bytes
 
-BITS = [2048, 3072]
-CIPHERTEXTS = 10
+BITS = [2048] if SMOKE else [2048, 3072]
+CIPHERTEXTS = size(10, 2)
 _SEED = itertools.count(1)
 
 

@@ -11,15 +11,15 @@ run: nothing lost, every budget the sum of its charges, every receipt verified.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sizes import env_size
 
 from tests.integration import loadrun
 
-SECONDS = float(os.environ.get("DATAFED_BENCH_LOAD_S", "60"))
+SECONDS = float(env_size("DATAFED_BENCH_LOAD_S", "60", "3"))
 
 
 def _measure(tmp: Path, benchmark: Any, bench_row: Any, role: str, **kw: Any) -> None:

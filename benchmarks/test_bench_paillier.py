@@ -12,6 +12,7 @@ import random
 
 import phe
 import pytest
+from sizes import SMOKE, size
 
 from datafed.hazmat import (
     BatchEncryptor,
@@ -21,8 +22,8 @@ from datafed.hazmat import (
     private_key_to_phe,
 )
 
-BITS = [2048, 3072]
-PHE_OPS = {2048: 24, 3072: 8}  # plain phe is slow: keep its rounds short
+BITS = [2048] if SMOKE else [2048, 3072]
+PHE_OPS = {2048: size(24, 2), 3072: 8}  # plain phe is slow: keep its rounds short
 
 
 @pytest.fixture(scope="module", params=BITS, ids=lambda b: f"{b}bit")
@@ -56,7 +57,7 @@ def test_encrypt_phe(benchmark, bench_row, keys):  # type: ignore[no-untyped-def
 
 def test_encrypt_ours(benchmark, bench_row, keys):  # type: ignore[no-untyped-def]
     pk, sk, _, _ = keys
-    n = 256
+    n = size(256, 4)
     bench_row(
         "paillier.encrypt",
         role="ours",
@@ -72,7 +73,7 @@ def test_encrypt_ours(benchmark, bench_row, keys):  # type: ignore[no-untyped-de
 
 def test_encrypt_ours_strict(benchmark, bench_row, keys):  # type: ignore[no-untyped-def]
     pk, sk, _, strict = keys
-    n = 128
+    n = size(128, 4)
     bench_row(
         "paillier.encrypt",
         role="ours",
@@ -88,7 +89,7 @@ def test_encrypt_ours_strict(benchmark, bench_row, keys):  # type: ignore[no-unt
 
 def test_encrypt_ours_two_cores(benchmark, bench_row, keys):  # type: ignore[no-untyped-def]
     pk, sk, _, _ = keys
-    n = 1024
+    n = size(1024, 4)
     bench_row(
         "paillier.encrypt",
         role="ours",
@@ -130,7 +131,7 @@ def test_encrypt_packed_phe(benchmark, bench_row, keys):  # type: ignore[no-unty
 def test_encrypt_packed_ours(benchmark, bench_row, keys, workers):  # type: ignore[no-untyped-def]
     pk, sk, _, _ = keys
     packer = Packer(modulus_bits=pk.bits, value_bits=64, max_additions=1024)
-    n = packer.slots * (64 if workers == 1 else 256)
+    n = packer.slots * size(64 if workers == 1 else 256, 1)
     values = _values(n)
     bench_row(
         "paillier.encrypt_packed",
@@ -162,7 +163,7 @@ def test_encrypt_packed_ours(benchmark, bench_row, keys, workers):  # type: igno
 
 def test_decrypt_phe(benchmark, bench_row, keys):  # type: ignore[no-untyped-def]
     pk, _, phe_sk, _ = keys
-    n = 64
+    n = size(64, 4)
     cts = [phe.EncryptedNumber(phe_sk.public_key, int(c.value)) for c in pk.encrypt_many(range(n))]
     bench_row(
         "paillier.decrypt",
@@ -180,7 +181,7 @@ def test_decrypt_phe(benchmark, bench_row, keys):  # type: ignore[no-untyped-def
 @pytest.mark.parametrize("threads", [1, 2])
 def test_decrypt_ours(benchmark, bench_row, keys, threads):  # type: ignore[no-untyped-def]
     pk, sk, _, _ = keys
-    n = 64
+    n = size(64, 4)
     cts = pk.encrypt_many(range(n))
     bench_row(
         "paillier.decrypt",

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sizes import size
 
 from datafed.hazmat import Field64, Field128, mul64, reconstruct_additive, split_additive
 from datafed.protocols import (
@@ -44,10 +45,10 @@ KEY = bytes(range(32))
 
 # name -> (instance, measurement, reports per benchmark call)
 CASES: dict[str, tuple[Prio3[Any, Any], Any, int]] = {
-    "count": (Prio3Count(), 1, 200),
-    "sum8": (Prio3Sum(255), 173, 100),
-    "histogram100": (Prio3Histogram(100), 42, 20),
-    "sumvec1000x1": (Prio3SumVec(1000, 1), [i % 2 for i in range(1000)], 4),
+    "count": (Prio3Count(), 1, size(200, 2)),
+    "sum8": (Prio3Sum(255), 173, size(100, 2)),
+    "histogram100": (Prio3Histogram(100), 42, size(20, 2)),
+    "sumvec1000x1": (Prio3SumVec(1000, 1), [i % 2 for i in range(1000)], size(4, 1)),
 }
 #: Reports per batch for the batched rows.
 BATCH = {"count": 2000, "sum8": 1000, "histogram100": 200, "sumvec1000x1": 16}
@@ -264,7 +265,7 @@ def test_verify_ours(benchmark, bench_row, name):  # type: ignore[no-untyped-def
     assert vdaf.unshard(aggs, count) == _expected(name, m, count)
 
 
-FIELD_N = 4096
+FIELD_N = size(4096, 64)
 
 
 def _field_inputs(field: Any) -> tuple[list[int], list[int]]:

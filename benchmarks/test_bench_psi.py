@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from sizes import size
 
 from datafed.hazmat import (
     BatchEncryptor,
@@ -25,6 +26,8 @@ from datafed.hazmat import (
 from datafed.protocols import PsiParty1, PsiParty2
 
 BITS = 2048
+SMALL = size(1000, 20)
+LARGE = size(100_000, 40)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def _phe_protocol(ids1, pairs, phe_sk):  # type: ignore[no-untyped-def]
 
 
 def test_psi_phe_baseline(benchmark, bench_row, keypair):  # type: ignore[no-untyped-def]
-    n = 1000
+    n = SMALL
     bench_row(
         "psi.intersection_sum",
         role="baseline",
@@ -77,7 +80,7 @@ def test_psi_phe_baseline(benchmark, bench_row, keypair):  # type: ignore[no-unt
 
 
 def test_psi_ours_small(benchmark, bench_row, keypair):  # type: ignore[no-untyped-def]
-    n = 1000
+    n = SMALL
     bench_row(
         "psi.intersection_sum",
         role="ours",
@@ -93,7 +96,7 @@ def test_psi_ours_small(benchmark, bench_row, keypair):  # type: ignore[no-untyp
 
 
 def test_psi_ours_100k(benchmark, bench_row, keypair):  # type: ignore[no-untyped-def]
-    n = 100_000
+    n = LARGE
     bench_row(
         "psi.intersection_sum",
         role="ours",

@@ -16,11 +16,11 @@ set is a little smaller and about half of it intersects.  A 10,000 pair runs too
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from sizes import env_size, size
 
 from datafed.client import Federation
 from datafed.client import psi as client_psi
@@ -29,8 +29,8 @@ from datafed.local.federation import FINANCE_PURPOSE, LocalFederation, finance_s
 from datafed.protocols import PsiParty1, PsiParty2
 from datafed.psi import identifier_set, value_pairs
 
-N = int(os.environ.get("DATAFED_BENCH_PSI_N", "100000"))
-SIZES = sorted({10_000, N})
+N = int(env_size("DATAFED_BENCH_PSI_N", "100000", "200"))
+SIZES = sorted({size(10_000, N), N})
 IDS = ("tax-bureau", "taxpayers", "person_id")
 VALUES = ("city-bank", "loans", "person_id", "amount")
 BASELINE = "in-process PsiParty1/PsiParty2 (datafed.protocols), 2 encryption workers"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from sizes import size
 
 from datafed.protocols import SecAggClient, SecAggServer
 
-N, T, LENGTH = 10, 6, 10_000
+N, T, LENGTH = size(10, 5), size(6, 3), size(10_000, 100)
 PARAMS = {"clients": N, "threshold": T, "length": LENGTH, "dropouts": 2}
 
 

@@ -6,10 +6,11 @@ import secrets
 
 import numpy as np
 import pytest
+from sizes import size
 
 from datafed.hazmat import reconstruct_additive, split_additive
 
-COUNT = 2_000_000
+COUNT = size(2_000_000, 1_000)
 PARAMS = {"values": COUNT, "shares": 3}
 
 

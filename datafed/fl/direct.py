@@ -150,6 +150,9 @@ class RoundDriver:
         server side) or run Flower's FedAvg as it comes.
     node_names : dict[int, str], optional
         Node names for the audited strategy (from the open phase).
+    fit_workflow : callable, optional
+        The fit workflow instead of datafed's (benchmarks compare Flower's own
+        ``SecAggPlusWorkflow`` with the same parameters).
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class RoundDriver:
         *,
         audited: bool = True,
         node_names: dict[int, str] | None = None,
+        fit_workflow: Any = None,
     ) -> None:
         from flwr.common import ndarrays_to_parameters
         from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
@@ -201,6 +205,8 @@ class RoundDriver:
             if settings.secagg
             else default_fit_workflow
         )
+        if fit_workflow is not None:
+            self.fit = fit_workflow
         self.evaluate: Any = timed_evaluate_workflow(timeout)
         self.rounds = 0
 

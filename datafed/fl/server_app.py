@@ -35,6 +35,7 @@ from datafed.fl.serde import bundle_from_text
 from datafed.fl.settings import RunSettings
 from datafed.fl.strategies import make_strategy
 from datafed.fl.strategy import ApprovedClientManager, AuditedStrategy
+from datafed.fl.waits import shorten_pull_backoff
 from datafed.fl.workflow import OpenOutcome, PromptGrid, build_workflow, open_job, wait_for_nodes
 
 __all__ = ["app", "describe_failure", "run_job"]
@@ -199,6 +200,7 @@ def main(grid: Grid, context: Context) -> None:
     nodes -- ends as a ``failed`` result naming its cause; the traceback goes to the log.
     """
     settings = RunSettings()
+    shorten_pull_backoff()  # replies are pulled 20 ms after they are due, not a second
     try:
         settings = RunSettings.from_run_config(context.run_config)
         result = run_job(PromptGrid(grid), context, settings, _emit)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "FLOWER_ENV",
     "SuperLink",
     "child_env",
     "free_port",
@@ -32,6 +33,12 @@ __all__ = [
     "superlink_command",
     "wait_for_port",
 ]
+
+
+#: Set for every Flower process datafed starts. Flower's telemetry (on by default) posts
+#: each process start and exit, with the machine's platform, to Flower's servers, and a
+#: process waits up to 4 s at exit for the post: an agency's node never phones home.
+FLOWER_ENV = {"PYTHONUNBUFFERED": "1", "FLWR_TELEMETRY_ENABLED": "0"}
 
 
 def _bin(name: str) -> str:
@@ -116,11 +123,12 @@ def child_env() -> dict[str, str]:
     """The environment for Flower processes: this interpreter's scripts first on PATH.
 
     SuperLink and SuperNode start ``flower-superexec`` / ``flwr-clientapp`` by name, which
-    must resolve to this virtualenv even when it is not activated (``make test``).
+    must resolve to this virtualenv even when it is not activated (``make test``); and no
+    Flower process sends telemetry (:data:`FLOWER_ENV`).
     """
     bindir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{bindir}{os.pathsep}{path}"}
+    return {**os.environ, **FLOWER_ENV, "PATH": f"{bindir}{os.pathsep}{path}"}
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:

@@ -40,7 +40,7 @@ from datafed.fl.settings import (
 )
 from datafed.fl.simulation import load_client_app, simulate, simulate_settings
 from datafed.fl.spec import DpParams, TrainingSpec
-from datafed.fl.superlink import SuperLink
+from datafed.fl.superlink import FLOWER_ENV, SuperLink
 from datafed.wire.statement import new_job_id
 
 __all__ = [
@@ -154,6 +154,7 @@ def _flwr_run(
     bindir = str(Path(sys.executable).parent)  # Flower finds its own scripts by name
     env = {
         **os.environ,
+        **FLOWER_ENV,
         "FLWR_HOME": str(_flwr_home(root, link, ca)),
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",  # stream Flower's progress lines as they happen

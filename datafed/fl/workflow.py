@@ -70,7 +70,7 @@ class PromptGrid(Grid):
     small HTTPS request to the SuperLink).
     """
 
-    def __init__(self, inner: Grid, interval_s: float = 0.25) -> None:
+    def __init__(self, inner: Grid, interval_s: float = 0.05) -> None:
         self.inner = inner
         self.interval_s = interval_s
 

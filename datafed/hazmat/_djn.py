@@ -23,6 +23,7 @@ Two exponent lengths are offered:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import gmpy2
@@ -113,26 +114,53 @@ class FixedBaseTable:
         The largest exponent length this table serves.
     window : int, optional
         Window width in bits; by default :func:`window_bits` picks it.
+    root : gmpy2.mpz, optional
+        ``n`` with ``n² = modulus`` (a Paillier key): entries are then kept in base ``n``
+        (see :func:`nadic_mul`), which makes each multiplication about a quarter cheaper.
     """
 
-    __slots__ = ("_mask", "_modulus", "_rows", "_window", "bits")
+    __slots__ = ("_hi", "_lo", "_mask", "_modulus", "_root", "_rows", "_window", "bits")
 
-    def __init__(self, base: Any, modulus: Any, bits: int, window: int | None = None) -> None:
+    def __init__(
+        self, base: Any, modulus: Any, bits: int, window: int | None = None, root: Any = None
+    ) -> None:
         self.bits = bits
         self._modulus = modulus
+        if root is not None and root * root != modulus:
+            raise ValueError("root must be the square root of the modulus")
+        self._root = root
         w = window or window_bits(bits, (int(modulus).bit_length() + 7) // 8)
         self._window, self._mask = w, (1 << w) - 1
-        f_mod = gmpy2.f_mod
-        rows: list[list[Any]] = []
-        g = gmpy2.mpz(base)
-        one = gmpy2.mpz(1)
-        for _ in range(-(-bits // w)):
+        self._rows: list[list[Any]] = []
+        self._lo: list[list[Any]] = []
+        self._hi: list[list[Any]] = []
+        if root is None:
+            self._build_plain(gmpy2.mpz(base))
+        else:
+            self._build_nadic(gmpy2.mpz(base))
+
+    def _plain_rows(self, g: Any) -> Iterator[list[Any]]:
+        """Row ``i``: ``g^(j·2^(w·i))`` for every digit ``j`` (index 0 holds 1)."""
+        f_mod, modulus, one = gmpy2.f_mod, self._modulus, gmpy2.mpz(1)
+        for _ in range(-(-self.bits // self._window)):
             row = [one, g]
-            for _ in range(2, 1 << w):
+            for _ in range(2, 1 << self._window):
                 row.append(f_mod(row[-1] * g, modulus))
-            rows.append(row)
             g = f_mod(row[-1] * g, modulus)  # base^(2^(w(i+1)))
-        self._rows = rows
+            yield row
+
+    def _build_plain(self, g: Any) -> None:
+        self._rows.extend(self._plain_rows(g))
+
+    def _build_nadic(self, g: Any) -> None:
+        # Each row is built as above, then split into its base-n digits: building in base n
+        # directly interleaves many short-lived products with the kept digits, and the
+        # allocator's holes made the table half as large again.
+        n, f_divmod = self._root, gmpy2.f_divmod
+        for row in self._plain_rows(g):
+            digits = [f_divmod(e, n) for e in row]
+            self._lo.append([r for _, r in digits])
+            self._hi.append([q for q, _ in digits])
 
     @property
     def window(self) -> int:
@@ -154,7 +182,20 @@ class FixedBaseTable:
         """
         if not 0 <= exponent < 1 << self.bits:
             raise ValueError(f"exponent must be in [0, 2^{self.bits})")
-        f_mod, modulus, w, mask = gmpy2.f_mod, self._modulus, self._window, self._mask
+        w, mask = self._window, self._mask
+        if self._root is not None:
+            n, f_mod, f_divmod = self._root, gmpy2.f_mod, gmpy2.f_divmod
+            c0, c1 = gmpy2.mpz(1), gmpy2.mpz(0)
+            for lo, hi in zip(self._lo, self._hi, strict=True):
+                d = exponent & mask
+                if d:
+                    a0, a1 = lo[d], hi[d]
+                    q, r = f_divmod(c0 * a0, n)  # inline nadic_mul: the hot loop
+                    c1 = f_mod(q + c0 * a1 + c1 * a0, n)
+                    c0 = r
+                exponent >>= w
+            return c0 + c1 * n
+        f_mod, modulus = gmpy2.f_mod, self._modulus
         acc = gmpy2.mpz(1)
         for row in self._rows:
             d = exponent & mask
@@ -172,3 +213,27 @@ class FixedBaseTable:
             The random power.
         """
         return self.power(secrets.randbits(self.bits))
+
+
+def nadic_mul(c0: Any, c1: Any, a0: Any, a1: Any, n: Any) -> tuple[Any, Any]:
+    """Multiply ``c0 + c1·n`` by ``a0 + a1·n`` modulo ``n²``, in base ``n``.
+
+    With ``c0·a0 = q·n + r`` (``0 <= r < n``) the product modulo ``n²`` is
+    ``r + ((q + c0·a1 + c1·a0) mod n)·n``: three products of ``|n|``-bit numbers and two
+    reductions modulo ``n``, instead of one product of ``2|n|``-bit numbers and one
+    reduction modulo ``n²`` -- about a quarter less work in GMP at 2048 and 3072 bits.
+
+    Parameters
+    ----------
+    c0, c1, a0, a1 : gmpy2.mpz
+        The base-``n`` digits of the two factors, each in ``[0, n)``.
+    n : gmpy2.mpz
+        The modulus' square root.
+
+    Returns
+    -------
+    tuple of gmpy2.mpz
+        The base-``n`` digits ``(low, high)`` of the product.
+    """
+    q, r = gmpy2.f_divmod(c0 * a0, n)
+    return r, gmpy2.f_mod(q + c0 * a1 + c1 * a0, n)

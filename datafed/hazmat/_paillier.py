@@ -166,7 +166,7 @@ class PaillierPublicKey:
         if self._table is None:
             self.djn_base  # noqa: B018 - draws the base
             bits = exponent_bits(self.bits, strict=self.strict)
-            self._table = FixedBaseTable(self._base, self._n2, bits)
+            self._table = FixedBaseTable(self._base, self._n2, bits, root=self._n)
 
     def _plain(self, m: int) -> Any:
         if not isinstance(m, int) or isinstance(m, bool):

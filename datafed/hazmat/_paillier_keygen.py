@@ -17,10 +17,18 @@ from datafed.hazmat._paillier_private import PaillierPrivateKey
 
 
 def _random_prime(bits: int) -> Any:
-    # The two top bits are set so that the product of two such primes has exactly 2·bits bits.
+    """A random ``bits``-bit prime p = 3 mod 4 (so that n = pq is a Blum integer).
+
+    The two top bits are set so that the product of two such primes has exactly 2·bits
+    bits. DJN's encryption base -x^2 (:mod:`datafed.hazmat._djn`) generates the subgroup
+    its security argument needs when -1 is a non-residue mod p and mod q, i.e. p = q = 3
+    mod 4 (Damgard, Jurik and Nielsen 2010, section 4.2); it costs nothing here.
+    """
     while True:
         start = secrets.randbits(bits) | (3 << (bits - 2)) | 1
         p = gmpy2.next_prime(start)
+        while p % 4 != 3:
+            p = gmpy2.next_prime(p)
         if p.bit_length() == bits:
             return p
 

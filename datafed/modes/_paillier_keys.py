@@ -1,8 +1,8 @@
 """Analysts' Paillier public keys at a node: a cache bounded in bytes, keys and time.
 
 Encrypting under an analyst's key is fast only with the key's DJN fixed-base table
-(:mod:`datafed.hazmat._djn`), and the table is large: measured 59 MiB for a 2048-bit
-modulus, 70 MiB at 3072 and 265 MiB at 8192 (``docs/policy.md#limits``; the table
+(:mod:`datafed.hazmat._djn`), and the table is large: measured 70 MiB for a 2048-bit
+modulus, 77 MiB at 3072 and 277 MiB at 8192 (``docs/policy.md#limits``; the table
 budget of the hazmat module counts limbs, not Python objects, and is exceeded above
 3072 bits). A node that kept a table for every modulus it was sent could be grown by
 one analyst sending fresh moduli. So :class:`PaillierKeyCache`:
@@ -10,7 +10,8 @@ one analyst sending fresh moduli. So :class:`PaillierKeyCache`:
 - caches a key on its *second* use by the same requester; a first use (and any key the
   cache cannot hold) gets a one-off key with a narrow table (window 5: about 1/20 of
   the memory, ~2x slower per encryption), freed with its answer -- so fresh moduli build
-  no large table at all;
+  no large table at all; a cached key's wide table is built on a thread of its own, the
+  answers in the meantime using a narrow one, so no answer waits for it;
 - holds at most ``per_requester`` keys of one requester: caching a new key evicts that
   requester's own least recently used idle key, never another requester's;
 - holds at most ``max_bytes`` of tables in all, estimated *before* they are built
@@ -29,16 +30,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from datafed.hazmat import FixedBaseTable, PaillierPublicKey, exponent_bits, window_bits
 
-__all__ = ["KEY_CACHE", "ONE_OFF_WINDOW", "PaillierKeyCache", "table_bytes"]
+__all__ = ["CACHED_WINDOW", "KEY_CACHE", "ONE_OFF_WINDOW", "PaillierKeyCache", "table_bytes"]
 
 #: Window of a one-off key's table (2048 bits: ~1.4 MiB, built in ~0.15 s).
 ONE_OFF_WINDOW = 5
-#: Bytes per table entry beyond the value's limbs: the gmpy2 object, its allocation
-#: rounding and the list slot (measured 75-78 bytes at 2048-8192 bits; rounded up).
-_ENTRY_OVERHEAD = 96
+#: Window of a cached key's table. An answer is a handful of ciphertexts (a few per
+#: hundred groups), so the 10-bit windows of bulk encryption (103 products per
+#: ciphertext, 70 MiB, 1.3 s to build at 2048 bits) buy a query a few milliseconds;
+#: 8 bits take 128 products per ciphertext, 22 MiB and a quarter of the build.
+CACHED_WINDOW = 8
+#: Bytes per table entry beyond the value's limbs: an entry is two base-n digits (two
+#: gmpy2 objects, their allocation rounding, two list slots): measured 150-175 bytes at
+#: 2048 bits (the allocator varies), rounded up.
+_ENTRY_OVERHEAD = 192
 #: Most requesters remembered as having shown a key once (a second use caches it).
 _MAX_SEEN = 1024
 
@@ -62,21 +70,58 @@ class _OneOffKey(PaillierPublicKey):
         """Build the narrow table on first use."""
         if self._table is None:
             bits = exponent_bits(self.bits, strict=self.strict)
-            self._table = FixedBaseTable(self.djn_base, self._n2, bits, window=ONE_OFF_WINDOW)
+            self._table = FixedBaseTable(
+                self.djn_base, self._n2, bits, window=ONE_OFF_WINDOW, root=self._n
+            )
 
 
 class _SharedKey(PaillierPublicKey):
-    """A cached key: concurrent first encryptions build its (large) table once."""
+    """A cached key: its wide table is built once, on a thread of its own.
+
+    Until the wide table is ready, answers encrypt with a narrow table (as a one-off key
+    does, built once for this key), so no answer waits the second or so a wide table
+    takes to build; from then on every answer uses the wide one.
+    """
 
     def __init__(self, n: int) -> None:
         super().__init__(n)
         self._build = threading.Lock()
+        self._narrow: FixedBaseTable | None = None
+        self._thread: threading.Thread | None = None
+
+    def start_build(self) -> None:
+        """Build the wide table on a background thread (once)."""
+        with self._build:
+            if self._thread is not None:
+                return
+            self.djn_base  # noqa: B018 - one base for both tables, drawn under the lock
+            self._thread = threading.Thread(target=self._build_wide, daemon=True)
+            self._thread.start()
+
+    def _build_wide(self) -> None:
+        bits = exponent_bits(self.bits, strict=self.strict)
+        self._table = FixedBaseTable(
+            self.djn_base, self._n2, bits, window=CACHED_WINDOW, root=self._n
+        )
 
     def precompute(self) -> None:
-        """Build the table on first use, once."""
-        if self._table is None:
+        """Wait for the wide table (built on its thread), e.g. before timing."""
+        self.start_build()
+        assert self._thread is not None
+        self._thread.join()
+
+    def random_mask(self) -> Any:
+        """``h_s^α`` from the wide table when it is ready, else from the narrow one."""
+        table = self._table
+        if table is None:
             with self._build:
-                super().precompute()
+                if self._narrow is None:
+                    bits = exponent_bits(self.bits, strict=self.strict)
+                    self._narrow = FixedBaseTable(
+                        self.djn_base, self._n2, bits, window=ONE_OFF_WINDOW, root=self._n
+                    )
+                table = self._narrow
+        return table.random_power()
 
 
 @dataclass
@@ -168,10 +213,12 @@ class PaillierKeyCache:
                 while len(self._seen) > _MAX_SEEN:
                     self._seen.popitem(last=False)
                 return _OneOffKey(n), None
-            size = table_bytes(n.bit_length())
+            size = table_bytes(n.bit_length(), CACHED_WINDOW)
             if not self._room(owner, size, now):
                 return _OneOffKey(n), None
-            entry = _Entry(owner, _SharedKey(n), size, now, 1)
+            key = _SharedKey(n)
+            key.start_build()
+            entry = _Entry(owner, key, size, now, 1)
             self._entries[(owner, n)] = entry
             return entry.key, entry
 

@@ -1,13 +1,30 @@
-"""The Leader's window closer: a window due is closed at the Helper, then at the Leader.
+"""The Leader's window closer: windows close by time alone, in order, at the Helper then here.
 
-A window becomes ``closing`` once it is due -- reports at least ``close_after_s`` past its
-end have arrived (event time, the Leader's watermark), or that long has passed on the wall
-clock since the later of its end and its last report -- after which uploads for it are
-refused (``batch_collected``). When none of its reports is pending or in a job any more,
-the Leader sends its report count and checksum; the Helper compares them with its own and
-closes the window (:mod:`nodes.collect.helper`); then the Leader: each records the
-window's entry (:mod:`nodes.collect.entries`), then marks the window closed. A window with
-fewer than ``min_batch_size`` verified reports is closed the same way and never released.
+Which windows close must not depend on the reports: under noise, a window that closed
+(listed, releasable) while its empty neighbour did not would say exactly which windows
+had a report. So the closer keeps one **task clock** and a **frontier**:
+
+* the task clock is the watermark (the newest report time stored, event time) plus the
+  wall-clock time (the database's) since the last report arrived: it follows the
+  reports' times while a gateway uploads -- a replay of the past does not see windows
+  close under it -- and runs on with the wall clock once uploads fall silent;
+* every window of the task's range ``[start, end)``, from its start, whose end lies
+  ``close_after_s`` behind the task clock becomes ``closing`` -- a row is made for a
+  window that received no report -- and the frontier moves past it. The closing windows
+  are always a prefix of the range, whatever the reports; at most
+  :data:`MAX_DUE_PER_PASS` windows fall due per pass (a task whose start lies far in the
+  past catches up in order, a bounded step every pass, never in one unbounded loop);
+* before the first report there is no task clock and nothing closes (a task without a
+  ``start`` begins at the window of its first report).
+
+A closing window refuses uploads (``batch_collected``). When none of its reports is
+pending or in a job any more, the Leader sends its report count and checksum (0 and zeros
+for an empty window); the Helper compares them with its own and closes the window
+(:mod:`nodes.collect.helper`); then the Leader: each records the window's entry
+(:mod:`nodes.collect.entries`), then marks the window closed. Without noise a window with
+fewer than ``min_batch_size`` verified reports (an empty one too) is closed the same way
+and never released; with noise every closed window may be released, an empty one as the
+noisy aggregate of no reports (:mod:`nodes.release.collect`).
 """
 
 from __future__ import annotations
@@ -16,18 +33,29 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+from datafed.collect import TaskSpec
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import InvalidBatchSize, Leader
 from datafed.wire.signing import RequestHeader, now_ms
 from nodes.collect.entries import record_window
 from nodes.collect.helper import body_digest
 from nodes.collect.runtime import TaskRuntime, close_job_id
+from nodes.collect.storage import CollectStore
 from nodes.context import NodeContext
 
-__all__ = ["ClosingLoop", "close_due", "close_window"]
+__all__ = [
+    "MAX_DUE_PER_PASS",
+    "ClosingLoop",
+    "close_due",
+    "close_window",
+    "due_windows",
+    "mark_due",
+]
 
 log = logging.getLogger("datafed.node")
 PURPOSE = "collect"
+#: Most windows that fall due in one pass of the closer (one pass every 0.25 s).
+MAX_DUE_PER_PASS = 100
 
 
 class ClosingLoop(Protocol):
@@ -45,18 +73,61 @@ class ClosingLoop(Protocol):
         ...
 
 
+def due_windows(
+    frontier: int, clock: int, spec: TaskSpec, close_after_s: int, most: int = MAX_DUE_PER_PASS
+) -> list[int]:
+    """Starts of the windows from ``frontier`` on that the task ``clock`` made due, in order.
+
+    A window ``[s, s + p)`` is due once ``s + p + close_after_s <= clock``; none at or past
+    the task's end; at most ``most``. Reports play no part (see module docs).
+    """
+    p, s = spec.time_precision, frontier
+    out: list[int] = []
+    while len(out) < most and s + p + close_after_s <= clock:
+        if spec.end is not None and s >= spec.end:
+            break
+        out.append(s)
+        s += p
+    return out
+
+
+def mark_due(
+    store: CollectStore, spec: TaskSpec, close_after_s: int, most: int = MAX_DUE_PER_PASS
+) -> list[int]:
+    """Make the windows the task clock passed ``closing``, in order; blocking (a thread).
+
+    Returns the windows made due in this pass (see module docs).
+    """
+    watermark = store.watermark()
+    if not watermark:
+        return []  # no report yet: no task clock
+    now = store.now_ms()
+    arrival = store.get_meta_int("arrival_ms", now)  # a file from before: the watermark alone
+    clock = watermark + max(0, now - arrival) // 1000
+    p = spec.time_precision
+    first = spec.start if spec.start is not None else store.first_window()
+    if first is None:
+        return []
+    first -= first % p
+    frontier = max(store.get_meta_int("frontier", first), first)
+    due = due_windows(frontier, clock, spec, close_after_s, most)
+    if due:
+        store.mark_due(due, due[-1] + p, now)
+    if len(due) == most:
+        log.info(
+            "collect %s: catching up, windows up to %d due (at most %d a pass)",
+            spec.name,
+            due[-1],
+            most,
+        )
+    return due
+
+
 async def close_due(loop: ClosingLoop) -> None:
-    """Mark due windows ``closing``; close those with nothing pending (see module docs)."""
-    rt, p, after = loop.rt, loop.rt.spec.time_precision, loop.rt.config.close_after_s
-    now = await asyncio.to_thread(rt.store.now_ms) / 1000  # the database's clock
-    watermark = await asyncio.to_thread(rt.store.watermark)
-    for w in await asyncio.to_thread(rt.store.windows, where="state != 'closed'"):
-        end = w.start + p
-        if w.state == "open":
-            seen = max(end, w.last_seen_ms / 1000)
-            if watermark < end + after and now < seen + after:
-                continue
-            await asyncio.to_thread(rt.store.set_state, w.start, "closing")
+    """Make due windows ``closing``; close those with nothing pending (see module docs)."""
+    rt = loop.rt
+    await asyncio.to_thread(mark_due, rt.store, rt.spec, rt.config.close_after_s)
+    for w in await asyncio.to_thread(rt.store.windows, where="state = 'closing'"):
         if await asyncio.to_thread(rt.store.unfinished, w.start):
             loop.wake()
             continue

@@ -162,12 +162,13 @@ class CollectStore(QueueStore):
                 "UPDATE windows SET last_seen_ms = max(last_seen_ms, ?) WHERE start = ?", (now, w)
             )
         newest = max((r[1] for r in accepted), default=0)
-        if newest:
-            db.execute(
-                "INSERT INTO meta VALUES ('watermark', ?) ON CONFLICT (key) "
-                "DO UPDATE SET value = max(meta.value, excluded.value)",
-                (newest,),
-            )
+        if newest:  # the task clock (nodes.collect.closer) runs from these two
+            for key, value in (("watermark", newest), ("arrival_ms", now)):
+                db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) "
+                    "DO UPDATE SET value = max(meta.value, excluded.value)",
+                    (key, value),
+                )
 
     def _count_refusals(self, db: Cursor, reasons: Sequence[str]) -> None:
         counts: dict[str, int] = {}

@@ -221,6 +221,35 @@ class WindowStore:
                 (start, now_ms, bytes(32)),
             )
 
+    def mark_due(self, starts: Sequence[int], frontier: int, now_ms: int) -> None:
+        """Make windows ``starts`` closing (a row for each, reports or not); set the frontier.
+
+        One transaction, windows in order (as every writer takes them). A window already
+        closing or closed stays so; ``frontier`` is kept in ``meta`` (the next window due).
+        """
+        with self._tx() as db:
+            for start in sorted(starts):
+                db.execute(
+                    "INSERT INTO windows (start, state, last_seen_ms, checksum) "
+                    "VALUES (?, 'closing', ?, ?) ON CONFLICT (start) DO NOTHING",
+                    (start, now_ms, bytes(32)),
+                )
+                db.execute(
+                    "UPDATE windows SET state = 'closing' WHERE start = ? AND state = 'open'",
+                    (start,),
+                )
+            db.execute(
+                "INSERT INTO meta VALUES ('frontier', ?) ON CONFLICT (key) "
+                "DO UPDATE SET value = max(meta.value, excluded.value)",
+                (frontier,),
+            )
+
+    def first_window(self) -> int | None:
+        """The oldest window that has a row (a task without a start begins there)."""
+        with self._tx() as db:
+            row = db.execute("SELECT min(start) FROM windows").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def set_state(self, start: int, state: str) -> None:
         """Move a window to ``closing`` (no more uploads) or back."""
         with self._tx() as db:

@@ -116,8 +116,8 @@ class CollectConfig(Strict):
     end: datetime | int | None = None
     #: How far a report's time may lie ahead of the Leader's clock, in seconds.
     max_skew_s: int = Field(default=60, ge=0, le=86_400)
-    #: A window closes once reports this far past its end have arrived, or this long
-    #: (wall clock) after the later of its end and its last report (docs/collect.md).
+    #: A window closes, reports or not, once the task clock (the newest report time, run on
+    #: by the wall clock while uploads are silent) is this far past its end (docs/collect.md).
     close_after_s: int = Field(default=60, ge=0, le=86_400)
     #: Most reports per aggregation job, and per upload request.
     job_size: int = Field(default=1000, ge=1, le=10_000)

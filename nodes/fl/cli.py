@@ -21,6 +21,9 @@ def supernode(
     node_address: str = typer.Option(
         "", "--node-address", help="the node's gRPC address (default: its listen address)"
     ),
+    poll_interval: float = typer.Option(
+        0.1, "--poll-interval", help="seconds between pulls from the SuperLink while idle"
+    ),
     superlink_ca: Path | None = typer.Option(
         None,
         "--superlink-ca",
@@ -34,7 +37,8 @@ def supernode(
     from nodes.fl.supernode import superlink_ca as ca_of
 
     cfg = load_node_config(config)
-    run_supernode(config, superlink, port, ca_of(cfg, superlink_ca), node_address or None)
+    ca = ca_of(cfg, superlink_ca)
+    run_supernode(config, superlink, port, ca, node_address or None, poll_interval)
 
 
 def register(app: typer.Typer) -> None:

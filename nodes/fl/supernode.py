@@ -5,13 +5,15 @@ federation CA) and runs datafed's ClientApp for every message. Its ``--node-conf
 tells that ClientApp where its own node is: the node's ``node.toml`` (for the node's own
 mTLS identity) and the node's actual address::
 
-    flower-supernode --superlink 127.0.0.1:9093 --root-certificates pki/ca.crt \
-        --port 9094 --node-config \
+    python -m nodes.fl.runtime supernode --superlink 127.0.0.1:9093 \
+        --root-certificates pki/ca.crt --port 9094 --poll-interval 0.1 --node-config \
         'datafed-node-config="/srv/node/node.toml" datafed-node-address="127.0.0.1:50051"'
 
-:func:`supernode_command` builds that line; :func:`run_supernode` execs it (for a
-``datafed-node supernode`` command). A SuperLink run by a partner city is verified with
-that city's CA, from its trust bundle (:func:`superlink_ca`, docs/federation.md).
+That is Flower's ``flower-supernode`` with its idle waits cut and ClientApp tasks forked
+from a preloaded zygote (:mod:`nodes.fl.runtime`). :func:`supernode_command` builds the
+line; :func:`run_supernode` execs it (for a ``datafed-node supernode`` command). A
+SuperLink run by a partner city is verified with that city's CA, from its trust bundle
+(:func:`superlink_ca`, docs/federation.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from datafed.fl.superlink import FLOWER_ENV
 from datafed.pki.trust import PartnerBundle, TrustStore
 from nodes.config import NodeConfig
 from nodes.fl.connect import NODE_ADDRESS_KEY, NODE_CONFIG_KEY
@@ -75,6 +78,7 @@ def supernode_command(
     node_address: str | None = None,
     insecure: bool = False,
     max_wait_time_s: float | None = 300.0,
+    poll_interval_s: float | None = None,
 ) -> list[str]:
     """Return the ``flower-supernode`` command line for the node at ``node_config``.
 
@@ -94,14 +98,19 @@ def supernode_command(
         Connect without TLS (local experiments only).
     max_wait_time_s : float, optional
         Give up reconnecting to the SuperLink after this long.
+    poll_interval_s : float, optional
+        Seconds between pulls from the SuperLink while idle (default
+        :data:`nodes.fl.runtime.POLL_S`; Flower's own is 3).
 
     Raises
     ------
     ValueError
         If neither ``root_certificates`` nor ``insecure`` is given.
     """
-    exe = str(Path(sys.executable).parent / "flower-supernode")
-    cmd = [exe, "--superlink", superlink, "--port", str(port)]
+    cmd = [sys.executable, "-m", "nodes.fl.runtime", "supernode"]
+    cmd += ["--superlink", superlink, "--port", str(port)]
+    if poll_interval_s is not None:
+        cmd += ["--poll-interval", str(poll_interval_s)]
     if insecure:
         cmd.append("--insecure")
     elif root_certificates is None:
@@ -120,6 +129,7 @@ def run_supernode(
     port: int = 9094,
     root_certificates: Path | None = None,
     node_address: str | None = None,
+    poll_interval_s: float | None = None,
 ) -> None:
     """Replace this process with the node's SuperNode (never returns)."""
     cmd = supernode_command(
@@ -128,8 +138,9 @@ def run_supernode(
         port=port,
         root_certificates=root_certificates,
         node_address=node_address,
+        poll_interval_s=poll_interval_s,
     )
     # The SuperNode starts flower-superexec / flwr-clientapp by name: this venv first.
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **FLOWER_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.execve(cmd[0], cmd, env)

@@ -22,7 +22,7 @@ from datafed.hazmat import (
     public_key_to_jwk,
     public_key_to_phe,
 )
-from datafed.hazmat._djn import FixedBaseTable, exponent_bits
+from datafed.hazmat._djn import FixedBaseTable, exponent_bits, nadic_mul
 from tests.vectors.hazmat import load
 
 VEC = load("paillier")
@@ -197,3 +197,89 @@ def kat_table(
         pub.djn_base,
         pub.n_squared,
     )
+
+
+# Tables kept in base n (``root=n``: the path every PaillierPublicKey takes) against the
+# same known answers and against plain modular arithmetic.
+
+
+@pytest.mark.parametrize("window", [5, 8, 10])
+def test_known_answers_djn_base_n_table(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey], window: int
+) -> None:
+    pub, priv = kat_keys
+    n = gmpy2.mpz(pub.n)
+    table = FixedBaseTable(gmpy2.mpz(pub.djn_base), n * n, 1024, window, root=n)
+    for case in VEC["djn"]:
+        m, alpha, c = (int(case[k], 16) for k in ("m", "alpha", "c"))
+        assert (1 + m * pub.n) * int(table.power(alpha)) % pub.n_squared == c
+        assert priv.decrypt(pub.ciphertext_from_int(c)) == m
+
+
+def test_a_key_encrypts_through_its_base_n_table(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey],
+) -> None:
+    pub, priv = kat_keys
+    key = PaillierPublicKey(pub.n, djn_base=pub.djn_base)
+    key.precompute()
+    values = [0, 1, pub.n - 1, 2**64 + 7]
+    assert [priv.decrypt(c) for c in key.encrypt_many(values)] == values
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**1024 - 1))
+def test_base_n_table_matches_powmod(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey], exponent: int
+) -> None:
+    pub = kat_keys[0]
+    n = gmpy2.mpz(pub.n)
+    table = _base_n_table(pub.djn_base, pub.n)
+    assert int(table.power(exponent)) == pow(pub.djn_base, exponent, pub.n_squared)
+    assert table.power(exponent) < n * n
+
+
+_TABLES: dict[int, FixedBaseTable] = {}
+
+
+def _base_n_table(base: int, n: int) -> FixedBaseTable:
+    if n not in _TABLES:
+        root = gmpy2.mpz(n)
+        _TABLES[n] = FixedBaseTable(gmpy2.mpz(base), root * root, 1024, 8, root=root)
+    return _TABLES[n]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_nadic_mul_is_the_product_mod_n_squared(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey], data: st.DataObject
+) -> None:
+    n = kat_keys[0].n
+    x = data.draw(st.integers(min_value=0, max_value=n * n - 1))
+    y = data.draw(st.integers(min_value=0, max_value=n * n - 1))
+    mn = gmpy2.mpz(n)
+    lo, hi = nadic_mul(gmpy2.mpz(x % n), gmpy2.mpz(x // n), gmpy2.mpz(y % n), gmpy2.mpz(y // n), mn)
+    assert 0 <= lo < n and 0 <= hi < n
+    assert int(lo + hi * mn) == x * y % (n * n)
+
+
+def test_a_base_n_table_refuses_a_wrong_root_and_a_long_exponent(
+    kat_keys: tuple[PaillierPublicKey, PaillierPrivateKey],
+) -> None:
+    pub = kat_keys[0]
+    n = gmpy2.mpz(pub.n)
+    with pytest.raises(ValueError, match="square root of the modulus"):
+        FixedBaseTable(gmpy2.mpz(pub.djn_base), n * n, 64, 5, root=n + 2)
+    table = FixedBaseTable(gmpy2.mpz(pub.djn_base), n * n, 64, 5, root=n)
+    with pytest.raises(ValueError, match="exponent must be in"):
+        table.power(2**64)
+    with pytest.raises(ValueError, match="exponent must be in"):
+        table.power(-1)
+
+
+def test_generated_moduli_are_blum_integers() -> None:
+    """p = q = 3 mod 4: the condition DJN's base -x^2 relies on (_paillier_keygen)."""
+    from datafed.hazmat import _paillier_keygen
+
+    for _ in range(3):
+        p = _paillier_keygen._random_prime(1024)
+        assert p % 4 == 3 and p.bit_length() == 1024 and gmpy2.is_prime(p)

@@ -11,7 +11,7 @@ import pytest
 
 from datafed.hazmat import PaillierPublicKey, generate_paillier_keypair
 from datafed.modes import CkksMode, PaillierMode, PlainMode, SharesMode
-from datafed.modes._paillier_keys import PaillierKeyCache, table_bytes
+from datafed.modes._paillier_keys import CACHED_WINDOW, PaillierKeyCache, table_bytes
 from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2
 from datafed.query.components import components
 from datafed.query.spec import Aggregate, QuerySpec
@@ -50,7 +50,7 @@ def test_a_key_is_cached_on_its_second_use_only():
     first = use(cache, "alice", n)
     assert cache.keys_of("alice") == [] and cache.bytes == 0  # fresh key: no large table
     second = use(cache, "alice", n)
-    assert cache.keys_of("alice") == [n] and cache.bytes == table_bytes(2048)
+    assert cache.keys_of("alice") == [n] and cache.bytes == table_bytes(2048, CACHED_WINDOW)
     assert use(cache, "alice", n) is second and first is not second
     assert first.n == second.n == n
 
@@ -65,12 +65,14 @@ def test_a_new_key_evicts_the_requesters_own_never_anothers():
         use(cache, "alice", modulus(2048, i))
         assert cache.keys_of("alice") == [modulus(2048, i)]
         assert cache.keys_of("bob") == [bob_key]
-    assert cache.bytes == 2 * table_bytes(2048)
+    assert cache.bytes == 2 * table_bytes(2048, CACHED_WINDOW)
 
 
 def test_the_byte_budget_holds_and_only_idle_keys_expire_to_make_room():
     clock = Clock()
-    cache = PaillierKeyCache(max_bytes=table_bytes(2048) + MiB, idle_s=60, clock=clock)
+    cache = PaillierKeyCache(
+        max_bytes=table_bytes(2048, CACHED_WINDOW) + MiB, idle_s=60, clock=clock
+    )
     a, b = modulus(2048, 1), modulus(2048, 2)
     use(cache, "alice", a)
     use(cache, "alice", a)
@@ -139,7 +141,7 @@ def test_concurrent_uses_share_one_entry():
         t.start()
     for t in threads:
         t.join()
-    assert len({id(k) for k in keys}) == 1 and cache.bytes == table_bytes(2048)
+    assert len({id(k) for k in keys}) == 1 and cache.bytes == table_bytes(2048, CACHED_WINDOW)
 
 
 # ------------------------------------------------------------- Paillier key size
@@ -257,3 +259,15 @@ def test_limits_section_is_validated():
         LimitsSection(max_open_jobs=4, max_open_jobs_per_requester=5)
     with pytest.raises(ValueError, match="max_components"):
         LimitsSection(max_components=5000)
+
+
+def test_a_cached_keys_table_is_built_off_the_answers_path():
+    pub, priv = generate_paillier_keypair(2048)
+    cache = PaillierKeyCache(max_bytes=512 * MiB)
+    use(cache, "alice", pub.n)  # first use: a one-off key
+    with cache.use("alice", pub.n) as key:  # second use: cached, its table built on a thread
+        early = key.encrypt(7)  # answered at once (from a narrow table until it is ready)
+        key.precompute()  # wait for the cached table
+        assert key._table is not None and key._table.window == CACHED_WINDOW
+        late = key.encrypt(8)
+    assert priv.decrypt(early) == 7 and priv.decrypt(late) == 8

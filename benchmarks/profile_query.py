@@ -1,0 +1,134 @@
+"""Where a protected query's time goes: ``python benchmarks/profile_query.py [modes...]``.
+
+Starts the federation of ``test_bench_query_modes.py`` (three node processes on loopback
+with mTLS, ``DATAFED_BENCH_QUERY_ROWS`` rows per node on DuckDB, 100 zones), makes the
+analyst's first two queries per mode (key made, then cached by the nodes) and pauses as the
+benchmark does (``warm``: the nodes' background table builds finish), then times
+``ROUNDS`` warm queries per mode and prints, per mode:
+
+- the latency beside ``plain``'s, with the load average;
+- the client's own work by phase (cProfile of the analyst's process: the mode's
+  ``params`` -- key generation --, statement signing, ``combine`` -- decryption --, and
+  the rest), so that ``latency - client work`` is the nodes' work plus round trips;
+- the node's protect step alone, in this process, on the same shape (one node's vector
+  of 101 groups, the cached key): what protection adds at a node beyond the scan.
+
+Not a test: a tool for ``docs/bench.md``'s breakdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, _start, warm
+
+ROUNDS = int(os.environ.get("DATAFED_PROFILE_ROUNDS", "5"))
+#: Client-side phases: (label, function name as cProfile shows it, file fragment).
+PHASES = (
+    ("key/params", "params", "datafed/modes/"),
+    ("combine/decrypt", "combine", "datafed/modes/"),
+    ("finish (stepped)", "finish", "datafed/modes/"),
+    ("sign statement", "sign_job_statement", "datafed/wire/"),
+    ("sign requests", "sign", "datafed/client/_transport"),
+)
+
+
+def _phase_seconds(stats: pstats.Stats, func: str, fragment: str) -> float:
+    total = 0.0
+    for (path, _, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        if name == func and fragment in path:
+            total += row[3]  # cumulative seconds
+    return total
+
+
+def _protect_alone(mode: str) -> float | None:
+    """Seconds of one node's protect step for ``mode`` on a 101-group vector (paillier)."""
+    if mode != "paillier":
+        return None
+    from datafed import pki
+    from datafed.modes import ModeContext, NodeEnv, PaillierMode
+
+    nodes = ("n1", "n2", "n3")
+    with tempfile.TemporaryDirectory() as d:
+        pki.init_ca(Path(d))
+        files = {n: pki.issue(Path(d), "node", n) for n in nodes}
+        ca = (Path(d) / "ca.crt").read_bytes()
+        m = PaillierMode(2048)
+        certs = {n: f.cert.read_bytes() for n, f in files.items()}
+        params = asyncio.run(m.params(ModeContext("bench", nodes, certs)))
+        env = NodeEnv(
+            "n1",
+            "bench",
+            pki.load_signing_key(files["n1"].signing_key),
+            ca,
+            binding="00" * 32,
+            roster=nodes,
+            requester="alice",
+        )
+        values = [i * 1000 for i in range((GROUPS + 1) * 3)]
+        for _ in range(2):
+            PaillierMode.protect(env, params, values)
+        from datafed.modes._paillier_keys import KEY_CACHE
+
+        with KEY_CACHE.use("alice", _modulus(m)) as key:
+            key.precompute()  # the wide table, as a node has it from the third query on
+        times = []
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            PaillierMode.protect(env, params, values)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+
+def _modulus(mode: object) -> int:
+    return mode._keys[0].n  # type: ignore[attr-defined, no-any-return]
+
+
+def main(modes: list[str]) -> None:
+    """Profile each of ``modes`` (default: every protected mode) beside plain."""
+    cache = Path(".pytest_cache/d/datafed-engine-data").resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:
+        local, client = _start(Path(root), cache, "duckdb")
+        try:
+            for mode in ["plain", *modes]:
+                warm(client, mode)
+                prof = cProfile.Profile()
+                times = []
+                for _ in range(ROUNDS):
+                    prof.enable()
+                    t = time.perf_counter()
+                    client.query(SQL, purpose=PURPOSE, protection=mode)
+                    times.append(time.perf_counter() - t)
+                    prof.disable()
+                stats = pstats.Stats(prof)
+                latency = statistics.median(times)
+                load = os.getloadavg()[0]
+                print(
+                    f"\n== {mode}: median {latency * 1000:.1f} ms over {ROUNDS} (load {load:.2f})"
+                )
+                for label, func, frag in PHASES:
+                    s = _phase_seconds(stats, func, frag) / ROUNDS
+                    if s:
+                        print(f"   client {label:<18} {s * 1000:8.1f} ms")
+                alone = _protect_alone(mode)
+                if alone is not None:
+                    print(f"   node protect alone        {alone * 1000:8.1f} ms (in this process)")
+                if os.environ.get("DATAFED_PROFILE_TOP"):
+                    stats.sort_stats("tottime").print_stats(15)
+        finally:
+            local.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(MODES))
