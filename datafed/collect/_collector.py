@@ -38,7 +38,7 @@ from datafed.collect._wire import answer_digest
 from datafed.collect.errors import CollectError
 from datafed.errors import RemoteError
 from datafed.pki.ca import load_signing_key
-from datafed.pki.tls import TlsMaterial
+from datafed.pki.tls import TlsMaterial, with_partners
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.query.result import NodeReceipt
 
@@ -102,7 +102,8 @@ class Collector:
     def from_file(cls, path: Path) -> Collector:
         """Load the analyst's ``fed.toml`` and keys."""
         config = load_federation(path)
-        return cls(config, TlsMaterial.load(config.tls), load_signing_key(config.tls.signing_key))
+        tls = with_partners(TlsMaterial.load(config.tls), config.partners)
+        return cls(config, tls, load_signing_key(config.tls.signing_key))
 
     async def task(self, name: str) -> DeviceTask:
         """The task's parameters, from both aggregators, which must agree."""

@@ -52,7 +52,7 @@ from datafed.errors import NodeUnavailable, PkiError
 from datafed.pki.ca import Identity, load_signing_key
 from datafed.pki.identity import PARTY_NAME_PATTERN
 from datafed.pki.peers import verify_peer, x25519_public
-from datafed.pki.tls import PartyFiles, TlsMaterial
+from datafed.pki.tls import PartyFiles, ResolvedPath, TlsMaterial, with_partners
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.protocols import CollectTask, Report, shard_report
 
@@ -70,6 +70,9 @@ class GatewayConfig(BaseModel):
     tls: PartyFiles
     leader: NodeEndpoint
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Trust bundles of partner federations (``datafed pki bundle``): a Leader of a
+    #: partner city is checked against them (docs/federation.md).
+    partners: list[ResolvedPath] = []
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class Uploader:
     def from_file(cls, path: Path) -> Uploader:
         """Load a gateway file and its keys."""
         config = load_toml_model(path, GatewayConfig)
-        return cls(config, TlsMaterial.load(config.tls), load_signing_key(config.tls.signing_key))
+        tls = with_partners(TlsMaterial.load(config.tls), config.partners)
+        return cls(config, tls, load_signing_key(config.tls.signing_key))
 
     @property
     def leader(self) -> str:

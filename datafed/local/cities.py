@@ -60,6 +60,7 @@ def _policy(home: str, partner: str) -> str:
         'allowed_operations = ["query", "intersection_sum"]\n'
         "min_group_size = 3\n"
         "person_level = false  # pipe incidents describe pipes, not persons\n"
+        'identifier_columns = ["segment_id"]  # what an intersection may match on\n'
         f"consortium = [{members}]\n"
         "[datasets.policy.group_domains]\n"
         'material = ["cast_iron", "ductile_iron", "steel", "pvc"]\n'
@@ -96,6 +97,7 @@ def _accounts_policy(home: str, partner: str) -> str:
         f'allowed_purposes = ["{SHARED_PURPOSE}"]\n'
         'allowed_operations = ["intersection_sum"]\n'
         "min_group_size = 5\n"
+        'identifier_columns = ["person_id"]\n'
         "[datasets.policy.dp]\n"
         "epsilon_per_query = 1.0\n"
         "budget_epsilon = 20.0\n"

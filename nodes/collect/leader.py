@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -47,6 +48,7 @@ from nodes.collect.packed import Inits, pack_inits, read_resps
 from nodes.collect.runtime import TaskRuntime
 from nodes.collect.storage import ReportRow, WindowDelta
 from nodes.context import NodeContext
+from nodes.partners import check_roster
 
 __all__ = ["LeaderLoop"]
 
@@ -78,20 +80,37 @@ def delta(s: WindowSum) -> WindowDelta:
 
 
 class HelperLink:
-    """The Leader's signed channel to one task's Helper."""
+    """The Leader's signed channel to one task's Helper.
+
+    The Helper's TLS certificate is checked against the CAs this node trusts *now*
+    (``ctx.anchors_pem``: home and recognised partners, docs/federation.md): the channel is
+    rebuilt when they change, and no call goes to a Helper of a federation no longer
+    recognised (:func:`nodes.partners.check_roster`).
+    """
 
     def __init__(self, ctx: NodeContext, helper: str, address: str) -> None:
+        self.ctx, self.helper, self.address = ctx, helper, address
+        self._anchors = ctx.anchors_pem
+        self.transport = self._transport()
+
+    def _transport(self) -> Transport:
         fed = FederationConfig(
-            analyst=ctx.name,
-            tls=ctx.config.tls,
-            nodes=[NodeEndpoint(name=helper, address=address)],
+            analyst=self.ctx.name,
+            tls=self.ctx.config.tls,
+            nodes=[NodeEndpoint(name=self.helper, address=self.address)],
             timeout_s=60.0,
         )
-        self.helper = helper
-        self.transport = Transport(fed, ctx.tls, ctx.signing_key)
+        tls = dataclasses.replace(self.ctx.tls, ca=self._anchors)
+        return Transport(fed, tls, self.ctx.signing_key)
 
     async def call(self, rpc: str, body: Any, job_id: str) -> Any:
         """Send ``body`` (a fresh header added) as a signed ``rpc`` to the Helper."""
+        check_roster(self.ctx, [self.helper])
+        anchors = self.ctx.anchors_pem
+        if anchors != self._anchors:  # a partner recognised or withdrawn since
+            await self.transport.aclose()
+            self._anchors = anchors
+            self.transport = self._transport()
         msg = type(body)()
         msg.CopyFrom(body)
         msg.header.CopyFrom(self.transport.header(self.helper, job_id, PURPOSE))
@@ -304,6 +323,9 @@ class LeaderLoop:
                 raise
             except StoreUnavailable as exc:
                 log.warning("collect %s: %s; retrying", self.rt.name, exc)
+                await asyncio.sleep(1.0)
+            except DatafedError as exc:  # e.g. the Helper's federation no longer recognised
+                log.warning("collect %s: %s; the job stays stored", self.rt.name, exc)
                 await asyncio.sleep(1.0)
             except Exception:  # a bug must not stop collection; the job stays stored
                 log.exception("collect %s: aggregation worker failed", self.rt.name)

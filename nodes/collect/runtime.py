@@ -4,7 +4,9 @@ Built once at start from a ``[[collect]]`` block (:class:`nodes.config.CollectCo
 
 * the task's public parameters and ID (:class:`datafed.collect.TaskSpec`);
 * the other aggregator's identity, from the certificate the block names, checked
-  against the federation CA (:func:`datafed.pki.peers.verify_peer`);
+  against the CAs the node trusts (:func:`datafed.pki.peers.verify_peer` on
+  ``ctx.anchors_pem``: the home CA and recognised partners', so the other aggregator may
+  be a node of a partner city, docs/federation.md);
 * the **verification key** the two aggregators share and nobody else knows
   (draft-irtf-cfrg-vdaf §9.1: random, secret from clients, fixed before any report):
   HKDF-SHA256 of their X25519 agreement (each side's Ed25519 certificate key mapped to
@@ -74,30 +76,39 @@ class TaskRuntime:
     @classmethod
     def open(cls, ctx: NodeContext, config: CollectConfig) -> TaskRuntime:
         """Check the peer certificates, derive the keys, open the task's database."""
-        return cls.open_parts(ctx.config, ctx.tls, ctx.signing_key, config)
+        return cls.open_parts(ctx.config, ctx.tls, ctx.signing_key, config, ctx.anchors_pem)
 
     @classmethod
     def open_parts(
-        cls, node: NodeConfig, tls: Any, signing_key: Any, config: CollectConfig
+        cls,
+        node: NodeConfig,
+        tls: Any,
+        signing_key: Any,
+        config: CollectConfig,
+        anchors: bytes | None = None,
     ) -> TaskRuntime:
-        """:meth:`open` from the node's configuration and keys (a worker has no ledger)."""
+        """:meth:`open` from the node's configuration and keys (a worker has no ledger).
+
+        ``anchors``: the CAs trusted (default: the home CA alone).
+        """
+        ca = tls.ca if anchors is None else anchors
         spec = config.spec()
         name = node.node.name
         role: Literal["leader", "helper"] = "leader" if config.leader.name == name else "helper"
         pems = {p.name: p.cert.read_bytes() for p in (config.leader, config.helper)}
         for pname, pem in pems.items():
-            ident = verify_peer(pem, tls.ca, role="node")
+            ident = verify_peer(pem, ca, role="node")
             if ident.name != pname:
                 raise ConfigError(
                     f"collect {config.name!r}: {pname}'s certificate is {ident.name}'s"
                 )
-        own = verify_peer(pems[name], tls.ca, role="node")
+        own = verify_peer(pems[name], ca, role="node")
         if own.signing_key != tls.identity.signing_key:
             raise ConfigError(
                 f"collect {config.name!r}: the certificate named for {name} is not ours"
             )
         other = config.helper.name if role == "leader" else config.leader.name
-        peer = verify_peer(pems[other], tls.ca, role="node")
+        peer = verify_peer(pems[other], ca, role="node")
         task = spec.collect_task()
         svc = node.collect_service
         db = open_db(svc.database, svc.password_env, node.node.state_dir, config.name, SCHEMA)

@@ -130,6 +130,13 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
                 raise PermissionDenied(
                     f"role {ident.role!r} may not upload reports; need 'gateway'"
                 )
+            if ident.federation != self.ctx.identity.federation and (
+                ident.name not in rt.config.uploaders
+            ):  # a partner city's gateway only if named (docs/federation.md)
+                raise PermissionDenied(
+                    f"gateway {ident.name!r} of partner federation {ident.federation!r} is not "
+                    f"among the uploaders of {rt.name!r}"
+                )
             if rt.config.uploaders and ident.name not in rt.config.uploaders:
                 raise PermissionDenied(f"gateway {ident.name!r} may not upload to {rt.name!r}")
             if len(body.reports) > rt.config.max_upload:

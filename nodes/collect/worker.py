@@ -34,7 +34,8 @@ from typing import Any
 import grpc
 
 from datafed.pki.ca import Identity, load_signing_key
-from datafed.pki.tls import TlsMaterial, server_credentials
+from datafed.pki.tls import TlsMaterial
+from datafed.pki.trust import TrustStore
 from datafed.proto.v1 import collect_pb2
 from datafed.wire.signing import RequestHeader
 from nodes.collect.db import StoreUnavailable
@@ -44,6 +45,7 @@ from nodes.collect.runtime import TaskRuntime
 from nodes.collect.servicer import add_servicer
 from nodes.config import NodeConfig, load_node_config
 from nodes.context import NodeContext
+from nodes.partners import server_credentials
 from nodes.replay import NonceStore
 from nodes.stores import DataStore
 
@@ -68,8 +70,12 @@ class WorkerContext(NodeContext):
         key = load_signing_key(config.tls.signing_key)
         nonces = NonceStore(config.node.state_dir / "nonces.sqlite")
         none: Any = None
-        ctx = cls(config, tls, key, DataStore([]), none, nonces, none, none)
-        ctx.tasks = {c.name: TaskRuntime.open_parts(config, tls, key, c) for c in config.collect}
+        trust = TrustStore(tls.ca, config.node.state_dir / "partners")
+        ctx = cls(config, tls, key, DataStore([]), none, nonces, none, none, trust=trust)
+        ctx.tasks = {
+            c.name: TaskRuntime.open_parts(config, tls, key, c, trust.anchors_pem())
+            for c in config.collect
+        }
         return ctx
 
     async def record(
@@ -153,7 +159,7 @@ async def _serve_front(ctx: WorkerContext, listen: str) -> tuple[grpc.aio.Server
         options=[("grpc.max_receive_message_length", ctx.config.node.max_message_bytes)]
     )
     add_servicer(server, ctx, ctx.tasks, lambda _task: None)
-    port = server.add_secure_port(listen, server_credentials(ctx.tls))
+    port = server.add_secure_port(listen, server_credentials(ctx))
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -127,7 +127,8 @@ class CollectConfig(Strict):
     leader: CollectPeer
     #: The Helper aggregator (another agency).
     helper: CollectPeer
-    #: Gateways (certificate role ``gateway``) that may upload; empty: any gateway.
+    #: Gateways (certificate role ``gateway``) that may upload; empty: any gateway of the
+    #: home federation (a partner federation's gateway only if named here).
     uploaders: list[PartyName] = []
     #: Analysts who may fetch windows, with their purposes (``[[collect.collectors]]``).
     collectors: list[CollectCollector] = []

@@ -24,13 +24,21 @@ def supernode(
     poll_interval: float = typer.Option(
         0.1, "--poll-interval", help="seconds between pulls from the SuperLink while idle"
     ),
+    superlink_ca: Path | None = typer.Option(
+        None,
+        "--superlink-ca",
+        help="CA of the SuperLink's certificate: a PEM file, or a partner city's trust "
+        "bundle (a SuperLink run by a partner city); default: the home CA (tls.ca)",
+    ),
 ) -> None:
     """Run the Flower SuperNode of this agency (replaces this process)."""
     from nodes.config import load_node_config
     from nodes.fl.supernode import run_supernode
+    from nodes.fl.supernode import superlink_ca as ca_of
 
     cfg = load_node_config(config)
-    run_supernode(config, superlink, port, cfg.tls.ca, node_address or None, poll_interval)
+    ca = ca_of(cfg, superlink_ca)
+    run_supernode(config, superlink, port, ca, node_address or None, poll_interval)
 
 
 def register(app: typer.Typer) -> None:

@@ -93,7 +93,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._lock = asyncio.Lock()
 
     def _own_supernode(self, context: Context) -> Identity:
-        caller = peer_identity(context)
+        caller = peer_identity(context, self.ctx.trust)
         if caller.role != "node" or caller.name != self.ctx.name:
             raise PermissionDenied(
                 f"training data is served only to node {self.ctx.name!r}'s own SuperNode, "

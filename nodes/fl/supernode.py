@@ -11,7 +11,9 @@ mTLS identity) and the node's actual address::
 
 That is Flower's ``flower-supernode`` with its idle waits cut and ClientApp tasks forked
 from a preloaded zygote (:mod:`nodes.fl.runtime`). :func:`supernode_command` builds the
-line; :func:`run_supernode` execs it (for a ``datafed-node supernode`` command).
+line; :func:`run_supernode` execs it (for a ``datafed-node supernode`` command). A
+SuperLink run by a partner city is verified with that city's CA, from its trust bundle
+(:func:`superlink_ca`, docs/federation.md).
 """
 
 from __future__ import annotations
@@ -21,9 +23,36 @@ import sys
 from pathlib import Path
 
 from datafed.fl.superlink import FLOWER_ENV
+from datafed.pki.trust import PartnerBundle, TrustStore
+from nodes.config import NodeConfig
 from nodes.fl.connect import NODE_ADDRESS_KEY, NODE_CONFIG_KEY
 
-__all__ = ["node_config_arg", "run_supernode", "supernode_command"]
+__all__ = ["node_config_arg", "run_supernode", "superlink_ca", "supernode_command"]
+
+
+def superlink_ca(config: NodeConfig, path: Path | None = None) -> Path:
+    """The CA file that verifies the SuperLink's certificate.
+
+    ``path``: a PEM CA certificate, or a partner federation's trust bundle (a SuperLink
+    run by a partner city, docs/federation.md): the bundle is checked as recognition
+    checks it and its CA written to ``<state_dir>/superlink-ca.pem``. Default: the home
+    CA (``tls.ca``).
+
+    Raises
+    ------
+    PkiError
+        A bundle that cannot be read or recognised.
+    """
+    if path is None:
+        return config.tls.ca
+    if not path.read_bytes().lstrip().startswith(b"{"):
+        return path
+    home = TrustStore(config.tls.ca.read_bytes()).federation
+    bundle = PartnerBundle.read(path).check(home)
+    out = config.node.state_dir / "superlink-ca.pem"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bundle.ca_pem)
+    return out
 
 
 def _quote(value: str) -> str:
