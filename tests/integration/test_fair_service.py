@@ -39,8 +39,9 @@ PER_REQUESTER = 8
 WAITING = 16
 #: Half-open calls of the attack (the old ``node.max_concurrent_requests``).
 HALF_OPEN = 64
-#: A heavy query's HISTOGRAMs of 64 edges each: with the three declared years and the
-#: remainder, 4 groups x 4 x 64 values = 1,024 ciphertexts.
+#: A heavy query: GROUP BY year, month, material over their declared values (3 x 12 x 4
+#: groups and the remainder) x HISTOGRAMS of EDGES edges = 37,120 values, about 1,240
+#: packed Paillier ciphertexts (seconds of one core each query).
 HISTOGRAMS, EDGES = 4, 64
 QUERY_METHOD = "/datafed.proto.v1.QueryService/Query"
 #: water-north holds half-open calls for the whole test; water-east cuts them quickly.
@@ -53,7 +54,7 @@ NODE_KEYS = {
 }
 #: Queries of the largest cost water-north allows cost seconds, not minutes.
 LIMITS = (
-    "\n[limits]\nmax_ciphertexts = 1024\ncompute_threads = 4\ncompute_threads_per_requester = 1\n"
+    "\n[limits]\nmax_ciphertexts = 2048\ncompute_threads = 4\ncompute_threads_per_requester = 1\n"
 )
 
 
@@ -245,11 +246,12 @@ def test_half_open_calls_are_cut_at_the_request_deadline(fed):
 
 # ------------------------------------------------------------- 7b: heavy queries
 def _heavy(fed: LocalFederation, analyst: str, job_id: str) -> common_pb2.SignedRequest:
-    """A Paillier query of 1,024 ciphertexts, the most water-north encrypts for one answer.
+    """A Paillier query of about 1,240 ciphertexts, within water-north's limit for one answer.
 
-    The node's own domain (three declared years and the remainder) x :data:`EDGES` values
-    each (:data:`HISTOGRAMS` of them), under a fresh key per query (any 2048-bit odd number will do for the node), so that no query
-    is cheaper for a key the node has cached: all nine cost the same.
+    The node's own domain (year x month x material as declared, and the remainder) x
+    :data:`HISTOGRAMS` of :data:`EDGES` values, under a fresh key per query (any 2048-bit
+    odd number will do for the node), so that no query is cheaper for a key the node has
+    cached: all nine cost the same.
     """
     certs = [party_paths(fed.pki_dir, "node", n.spec.name).cert.read_bytes() for n in fed.nodes]
     n = random.Random(job_id).getrandbits(2048) | (1 << 2047) | 1
@@ -259,7 +261,7 @@ def _heavy(fed: LocalFederation, analyst: str, job_id: str) -> common_pb2.Signed
     protection = query_pb2.Protection(mode="paillier", fixed_point_bits=16, params=params)
     spec = query_pb2.QuerySpec(
         dataset="pipe_incidents",
-        group_by=["year"],
+        group_by=["year", "month", "material"],
         aggregates=[
             query_pb2.Aggregate(func="histogram", column="bursts", bins=list(range(k, k + EDGES)))
             for k in range(HISTOGRAMS)
@@ -313,5 +315,8 @@ def test_one_requesters_heavy_queries_do_not_starve_another(fed):
         t.join(900)
     assert errors == []
     assert sorted(finished) == ["alice"] * 8 + ["bob"]
-    # Bob's query, as costly as each of alice's, is served beside hers, not after them.
-    assert finished.index("bob") < 4, finished
+    # Bob's query, as costly as each of alice's, is served beside hers, not after them:
+    # without fair shares it finishes ninth. Beside alice's one compute thread it runs at
+    # about half speed (gmpy2 holds the interpreter lock), so it finishes within about two
+    # of her queries; at least half of hers finish after it, even on a busy machine.
+    assert finished.index("bob") <= 4, finished

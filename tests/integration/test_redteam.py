@@ -403,7 +403,9 @@ def test_ledger_heads_and_receipts_do_not_depend_on_the_rows(city):
         shapes.append(sorted((h["node"], len(h["entries"])) for h in r.to_dict()["ledgers"]))
         for receipt in r.receipts:
             for rec in receipt.records:
-                assert set(rec.details) <= {"statement", "delta"}, rec.details
+                # the statement, delta, and the budget the node enforces (policy, not data)
+                public = {"statement", "delta", "budget_epsilon", "budget_scope"}
+                assert set(rec.details) <= public, rec.details
     assert shapes[0] == shapes[1]
     assert len({c for _, c in shapes[0]}) == 1
 
