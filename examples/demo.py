@@ -3,7 +3,7 @@
 Run with ``make demo``.  Everything is real: a federation CA issues certificates
 (``datafed pki``), agency nodes run as ``datafed-node serve`` processes on 127.0.0.1 with
 mTLS over their own seeded SQLite data, and every answer carries receipts (ledger
-inclusion proofs) that the client verifies.  Four scenes:
+inclusion proofs) that the client verifies.  Five scenes:
 
 1. three district water offices: a Paillier-protected total, then a grouped query under
    two protection modes (Paillier and additive secret shares), and a refused query;
