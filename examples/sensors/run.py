@@ -45,6 +45,7 @@ from audit.remote import LedgerClient, mtls_channel
 from datafed import pki
 from datafed.collect import Alerts, Collector, Uploader, Window, deliver, load_alerts
 from datafed.collect.local import LocalTask, add_collection
+from datafed.errors import RemoteError
 from datafed.local.federation import LocalFederation, NodeSpec
 
 BIN = Path(sys.executable).parent
@@ -183,6 +184,23 @@ def alert_rules(root: Path, port: int) -> Path:
     return path
 
 
+async def closed_window(col: Collector, task: str, start: int) -> Any:
+    """``task``'s window at ``start`` once it has closed.
+
+    Each task's windows close by that task's own clock (its newest report, then the wall
+    clock: docs/collect.md), so a pressure window may close a moment after the water-use
+    window of the same minutes. Asking early is refused before admission (nothing charged).
+    """
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            return await col.get(task, start, purpose=PURPOSE)
+        except RemoteError as exc:
+            if "is not closed" not in exc.message or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def watch(
     fed: LocalFederation, windows: int, truth: dict[int, list[int]], say: Any, port: int
 ) -> Window:
@@ -197,7 +215,7 @@ async def watch(
                 say(f"    window {w.start}: below the minimum batch size, not released")
                 continue
             say(_row(w, truth[w.start]))
-            pw = await col.get("pressure", w.start, purpose=PURPOSE)
+            pw = await closed_window(col, "pressure", w.start)
             say(_pressure(pw))
             for a in alerts.check("pressure", pw.start, pw.duration, pw.result, pw.noise_stddev):
                 await asyncio.to_thread(deliver, a, alerts.log, lambda m: say("    " + m))
