@@ -39,6 +39,7 @@ from datafed.hazmat import (
     prg_bytes,
 )
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, OneShotMode, read_params
+from datafed.modes._envelope import check_roster
 from datafed.modes._paillier_keys import KEY_CACHE
 from datafed.pki.identity import Identity
 from datafed.pki.peers import shared_secret, verify_peer
@@ -109,10 +110,7 @@ def _participants(env: NodeEnv, peers: Sequence[bytes]) -> list[Identity]:
     names = [p.name for p in identities]
     if len(set(names)) != len(names):
         raise ValueError("a participant is listed twice")
-    if env.node not in names:
-        raise ValueError("this node is not among the listed participants")
-    if env.roster and sorted(names) != sorted(env.roster):
-        raise ValueError("the participants' certificates do not match the statement's roster")
+    check_roster(env, identities)
     return identities
 
 
