@@ -17,7 +17,8 @@ import grpc
 
 from audit import DataUseRecord, decode_leaf
 from audit.remote import LedgerClient, mtls_channel
-from datafed.local.federation import LocalFederation
+from datafed.local import synth
+from datafed.local.federation import LocalFederation, NodeSpec
 from datafed.pki.ca import load_signing_key, party_paths
 from datafed.proto.v1 import common_pb2, protocol_pb2, query_pb2, query_pb2_grpc
 from datafed.query.sql import parse_sql
@@ -87,6 +88,33 @@ def signed_query(
         statement=st.to_proto(),
     ).SerializeToString()
     return Signed(common_pb2.SignedRequest(body=body, signature=sign_body(body, key)), h, st)
+
+
+def district_specs(
+    districts: Sequence[str], exact: str, dp: str, *, seed: int, segments: int, residents: int
+) -> list[NodeSpec]:
+    """One water office per district: exact ``pipe_incidents`` and DP ``residents``."""
+    return [
+        NodeSpec(
+            name=f"water-{d}",
+            agency=f"{d.title()} District Office",
+            datasets=[
+                (
+                    "pipe_incidents",
+                    synth.PIPE_COLUMNS,
+                    synth.pipe_incidents(d, seed=seed, segments=segments),
+                ),
+                (
+                    "residents",
+                    synth.RESIDENT_COLUMNS,
+                    synth.residents(d, seed=seed, count=residents),
+                ),
+            ],
+            policy_toml=exact,
+            dataset_policies={"residents": dp},
+        )
+        for d in districts
+    ]
 
 
 def failing_after_admission(fed: LocalFederation) -> query_pb2.Protection:

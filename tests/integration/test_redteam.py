@@ -19,8 +19,7 @@ import grpc
 import pytest
 
 from datafed.client import Federation
-from datafed.local import synth
-from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation
 from datafed.pki.ca import party_paths
 from datafed.proto.v1 import (
     ledger_pb2,
@@ -32,6 +31,7 @@ from datafed.query.sql import parse_sql
 from datafed.wire.serde import spec_to_proto
 from tests.integration.raw import (
     PURPOSE,
+    district_specs,
     failing_after_admission,
     ledger_records,
     query_stub,
@@ -71,23 +71,7 @@ DP = (
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = [
-        NodeSpec(
-            name=f"water-{d}",
-            agency=f"{d.title()} District Office",
-            datasets=[
-                (
-                    "pipe_incidents",
-                    synth.PIPE_COLUMNS,
-                    synth.pipe_incidents(d, seed=7, segments=10),
-                ),
-                ("residents", synth.RESIDENT_COLUMNS, synth.residents(d, seed=7, count=40)),
-            ],
-            policy_toml=EXACT,
-            dataset_policies={"residents": DP},
-        )
-        for d in DISTRICTS
-    ]
+    specs = district_specs(DISTRICTS, EXACT, DP, seed=7, segments=10, residents=40)
     fed = LocalFederation.create(tmp_path_factory.mktemp("redteam"), specs)
     fed.start()
     try:

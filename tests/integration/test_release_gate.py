@@ -19,12 +19,12 @@ import pytest
 
 from datafed.client import Federation
 from datafed.errors import RemoteError
-from datafed.local import synth
-from datafed.local.federation import LocalFederation, NodeSpec
+from datafed.local.federation import LocalFederation
 from datafed.proto.v1 import query_pb2
 from datafed.wire.serde import literal_to_proto
 from tests.integration.raw import (
     PURPOSE,
+    district_specs,
     failing_after_admission,
     ledger_records,
     query_stub,
@@ -62,23 +62,7 @@ DP = (
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = [
-        NodeSpec(
-            name=f"water-{d}",
-            agency=f"{d.title()} District Office",
-            datasets=[
-                (
-                    "pipe_incidents",
-                    synth.PIPE_COLUMNS,
-                    synth.pipe_incidents(d, seed=5, segments=40),
-                ),
-                ("residents", synth.RESIDENT_COLUMNS, synth.residents(d, seed=5, count=60)),
-            ],
-            policy_toml=EXACT,
-            dataset_policies={"residents": DP},
-        )
-        for d in DISTRICTS
-    ]
+    specs = district_specs(DISTRICTS, EXACT, DP, seed=5, segments=40, residents=60)
     fed = LocalFederation.create(tmp_path_factory.mktemp("gate"), specs)
     fed.start()
     try:
