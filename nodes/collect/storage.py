@@ -41,10 +41,22 @@ from nodes.collect.db import Cursor
 from nodes.collect.queues import QueueStore
 from nodes.collect.windows import SCHEMA, WindowDelta, WindowRow
 
-__all__ = ["PENDING", "SCHEMA", "CollectStore", "Replayed", "ReportRow", "WindowDelta", "WindowRow"]
+__all__ = [
+    "CLAIM_SQL",
+    "PENDING",
+    "SCHEMA",
+    "CollectStore",
+    "Replayed",
+    "ReportRow",
+    "WindowDelta",
+    "WindowRow",
+]
 
 PENDING, IN_JOB, DONE = 0, 1, 2
 _COLS = "id, time, public, leader, enc, ct"
+#: The oldest pending reports: a search of the ``reports_pending`` index, never a scan of
+#: every report ever stored (done reports stay for replay protection).
+CLAIM_SQL = "SELECT seq FROM reports WHERE state = 0 ORDER BY seq LIMIT ?"
 
 
 class Replayed(Exception):
@@ -102,19 +114,29 @@ class CollectStore(QueueStore):
             self._ensure_windows(db, windows, now)
             closed = self._not_open(db, windows)
             fresh = [r for r in rows if r[2] not in closed]
-            db.executemany(
+            inserted = db.executemany(
                 "INSERT INTO reports (id, time, win, digest, state, job, public, leader, "
                 "enc, ct) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 [(rid, t, w, d, token, *sh) for rid, t, w, d, sh in fresh],
+            ).rowcount
+            # Every row inserted (the usual case): all accepted, nothing to read back.
+            stored = (
+                {}
+                if fresh and inserted == len(fresh)
+                else self._by_id(db, "SELECT id, digest, job FROM reports", [r[0] for r in fresh])
             )
-            stored = self._by_id(db, "SELECT id, digest, job FROM reports", [r[0] for r in fresh])
+            here: dict[bytes, bytes] = {}  # accepted by this call: an ID twice is one report
             for rid, _, window, digest, _ in rows:
                 if window in closed:
                     out.append("batch_collected")
                     continue
-                old_digest, job = stored[rid]
+                if rid in here:
+                    out.append("duplicate" if here[rid] == digest else "report_replayed")
+                    continue
+                old_digest, job = stored[rid] if stored else (digest, token)
                 if job is not None and bytes(job) == token:
                     out.append("accepted")
+                    here[rid] = digest
                 else:
                     out.append("duplicate" if bytes(old_digest) == digest else "report_replayed")
             refusals = [*refused, *(o for o in out if o not in ("accepted", "duplicate"))]
@@ -207,23 +229,23 @@ class CollectStore(QueueStore):
         """
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
         with self._tx() as db:
-            seqs = db.execute(
-                "SELECT seq FROM reports WHERE state = 0 ORDER BY seq LIMIT ?" + skip, (limit,)
-            ).fetchall()
+            seqs = db.execute(CLAIM_SQL + skip, (limit,)).fetchall()
             if not seqs:
                 return 0, []
             now = self.db.now_ms(db)
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, 1, ?, ?)", (job_id, owner, now + lease_ms, now)
             )
-            db.executemany(
-                "UPDATE reports SET state = 1, job = ? WHERE seq = ?",
-                [(job_id, s) for (s,) in seqs],
-            )
-            rows = db.execute(
-                f"SELECT {_COLS} FROM reports WHERE job = ? AND state = 1 ORDER BY seq", (job_id,)
-            ).fetchall()
-        return 1, [_report(r) for r in rows]
+            rows = []
+            for i in range(0, len(seqs), 1000):  # one statement per 1,000, nothing read back
+                chunk = [s for (s,) in seqs[i : i + 1000]]
+                marks = ",".join("?" * len(chunk))
+                rows += db.execute(
+                    f"UPDATE reports SET state = 1, job = ? WHERE seq IN ({marks}) "
+                    f"RETURNING seq, {_COLS}",
+                    [job_id, *chunk],
+                ).fetchall()
+        return 1, [_report(r[1:]) for r in sorted(rows, key=lambda r: int(r[0]))]
 
     def reclaim_job(self, owner: str, lease_ms: int) -> tuple[bytes, int, list[ReportRow]] | None:
         """Take over one job whose lease ran out (its worker died or stalled), if any.
@@ -361,12 +383,14 @@ class CollectStore(QueueStore):
             self._ensure_windows(db, sorted(set(windows)), now)
             if self.closed_in(db, sorted(set(windows)), lock=True):
                 raise Replayed(set())
-            db.executemany(
+            inserted = db.executemany(
                 "INSERT INTO seen VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
                 [(r, job_id) for r in seen],
-            )
-            owners = self._by_id(db, "SELECT id, job FROM seen", list(seen))
-            taken = {r for r in seen if bytes(owners[r][0]) != job_id}
+            ).rowcount
+            taken: set[bytes] = set()
+            if seen and inserted != len(seen):  # some IDs were there already: whose?
+                owners = self._by_id(db, "SELECT id, job FROM seen", list(seen))
+                taken = {r for r in seen if bytes(owners[r][0]) != job_id}
             if taken:  # verified by another job first (that process committed before us)
                 raise Replayed(taken)
             self._merge(db, deltas)

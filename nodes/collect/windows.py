@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS reports (
   public BLOB, leader BLOB, enc BLOB, ct BLOB);
 CREATE INDEX IF NOT EXISTS reports_open ON reports (state, win) WHERE state < 2;
 CREATE INDEX IF NOT EXISTS reports_job ON reports (job) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS reports_pending ON reports (state, seq) WHERE state = 0;
 CREATE TABLE IF NOT EXISTS jobs (
   id BLOB PRIMARY KEY, owner TEXT NOT NULL, generation INTEGER NOT NULL,
   lease_until_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL);

@@ -13,7 +13,7 @@ from datafed.errors import ConfigError
 from datafed.pki.ca import Identity, identity_from_pem, party_paths
 from datafed.wire.signing import new_header
 from nodes.collect.db import SqliteDb
-from nodes.collect.storage import SCHEMA, CollectStore, WindowDelta
+from nodes.collect.storage import CLAIM_SQL, SCHEMA, CollectStore, WindowDelta
 from nodes.config import load_node_config
 from nodes.errors import BudgetExhausted, NotFound, PermissionDenied
 from nodes.policy import PolicyEngine, Use
@@ -154,16 +154,25 @@ def exercise_store(make: Any) -> None:
     vdaf = Prio3Count()
     store = CollectStore(make(), b"\x01" * 32, vdaf)
     shares = (b"", b"l", b"e", b"c")
-    rows = [(bytes([i]) * 16, 1000 + i, 900, bytes([i]) * 32, shares) for i in range(3)]
+    # IDs in descending order: a job takes reports in upload order, not by ID.
+    rows = [(bytes([9 - i]) * 16, 1000 + i, 900, bytes([i]) * 32, shares) for i in range(3)]
     assert store.insert_reports(rows, ["invalid_message"], 1) == ["accepted"] * 3
     again = [rows[0], (rows[1][0], 1001, 900, b"\xff" * 32, shares)]
     assert store.insert_reports(again, [], 2) == ["duplicate", "report_replayed"]
+    # A new report beside a stored one, and one ID twice in a batch: each told apart.
+    fresh = (b"\x05" * 16, 1002, 900, b"\x05" * 32, shares)
+    assert store.insert_reports([fresh, rows[2], fresh], [], 2) == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+    ]
+    rows.append(fresh)
     assert store.watermark() == 1002
     assert store.upload_rejections() == {"invalid_message": 1, "report_replayed": 1}
     store.set_state(900, "closing")
     late = (b"\x09" * 16, 1100, 900, b"\x09" * 32, shares)
     assert store.insert_reports([late], [], 3) == ["batch_collected"]
-    assert store.unfinished(900) == 3
+    assert store.unfinished(900) == 4
     gen, claimed = store.claim_job(b"j" * 16, 10, "w1", 60_000)
     assert gen == 1 and [r.report_id for r in claimed] == [r[0] for r in rows]
     assert store.claim_job(b"x" * 16, 10, "w2", 60_000) == (0, [])  # nothing left to claim
@@ -187,3 +196,11 @@ def exercise_store(make: Any) -> None:
 
 def test_store_statuses_watermark_leases_and_window_merge(tmp_path: Path) -> None:
     exercise_store(lambda: SqliteDb(tmp_path / "t.sqlite", SCHEMA))
+
+
+def test_claiming_a_job_searches_pending_reports_not_every_report(tmp_path: Path) -> None:
+    db = SqliteDb(tmp_path / "t.sqlite", SCHEMA)
+    with db.tx() as cur:
+        plan = " ".join(str(r[-1]) for r in cur.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (5,)))
+    db.close()
+    assert "reports_pending" in plan and "SCAN" not in plan, plan
