@@ -34,7 +34,14 @@ from typing import Any
 
 from datafed.hazmat import FixedBaseTable, PaillierPublicKey, exponent_bits, window_bits
 
-__all__ = ["CACHED_WINDOW", "KEY_CACHE", "ONE_OFF_WINDOW", "PaillierKeyCache", "table_bytes"]
+__all__ = [
+    "CACHED_WINDOW",
+    "KEY_CACHE",
+    "ONE_OFF_WINDOW",
+    "POOL_SIZE",
+    "PaillierKeyCache",
+    "table_bytes",
+]
 
 #: Window of a one-off key's table (2048 bits: ~1.4 MiB, built in ~0.15 s).
 ONE_OFF_WINDOW = 5
@@ -49,6 +56,9 @@ CACHED_WINDOW = 8
 _ENTRY_OVERHEAD = 192
 #: Most requesters remembered as having shown a key once (a second use caches it).
 _MAX_SEEN = 1024
+#: Randomizers a cached key keeps ready (a 100-group answer of three sums takes 11 at
+#: 2048 bits); 512 bytes each at 2048 bits, counted in :func:`table_bytes`.
+POOL_SIZE = 32
 
 
 def table_bytes(bits: int, window: int | None = None) -> int:
@@ -60,7 +70,7 @@ def table_bytes(bits: int, window: int | None = None) -> int:
     exp = exponent_bits(bits, strict=False)
     entry = (2 * bits + 7) // 8
     w = window or window_bits(exp, entry)
-    return -(-exp // w) * (1 << w) * (entry + _ENTRY_OVERHEAD)
+    return (-(-exp // w) * (1 << w) + POOL_SIZE) * (entry + _ENTRY_OVERHEAD)
 
 
 class _OneOffKey(PaillierPublicKey):
@@ -81,6 +91,13 @@ class _SharedKey(PaillierPublicKey):
     Until the wide table is ready, answers encrypt with a narrow table (as a one-off key
     does, built once for this key), so no answer waits the second or so a wide table
     takes to build; from then on every answer uses the wide one.
+
+    Off the answer path the key also keeps up to :data:`POOL_SIZE` randomizers
+    ``h_s^α`` (each with its own fresh ``α``, used by one encryption and then dropped),
+    refilled on a thread after every answer: an encryption that finds one ready is one
+    product modulo ``n²`` instead of 128. A randomizer is exactly what the encryption
+    would have drawn at that moment, so nothing about the ciphertexts changes; an empty
+    pool only means the answer computes its own, as before.
     """
 
     def __init__(self, n: int) -> None:
@@ -88,6 +105,38 @@ class _SharedKey(PaillierPublicKey):
         self._build = threading.Lock()
         self._narrow: FixedBaseTable | None = None
         self._thread: threading.Thread | None = None
+        self._pool: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._refilling = False
+
+    def refill(self) -> None:
+        """Fill the randomizer pool on a background thread, once the wide table exists."""
+        with self._pool_lock:
+            if self._refilling or self._table is None or len(self._pool) >= POOL_SIZE:
+                return
+            self._refilling = True
+        threading.Thread(target=self._refill, daemon=True).start()
+
+    def _refill(self) -> None:
+        table = self._table
+        assert table is not None
+        try:
+            while True:
+                with self._pool_lock:
+                    if len(self._pool) >= POOL_SIZE:
+                        return
+                mask = table.random_power()
+                with self._pool_lock:
+                    self._pool.append(mask)
+        finally:
+            with self._pool_lock:
+                self._refilling = False
+
+    @property
+    def pooled(self) -> int:
+        """Randomizers ready (tests and benchmarks)."""
+        with self._pool_lock:
+            return len(self._pool)
 
     def start_build(self) -> None:
         """Build the wide table on a background thread (once)."""
@@ -103,6 +152,7 @@ class _SharedKey(PaillierPublicKey):
         self._table = FixedBaseTable(
             self.djn_base, self._n2, bits, window=CACHED_WINDOW, root=self._n
         )
+        self.refill()
 
     def precompute(self) -> None:
         """Wait for the wide table (built on its thread), e.g. before timing."""
@@ -111,7 +161,10 @@ class _SharedKey(PaillierPublicKey):
         self._thread.join()
 
     def random_mask(self) -> Any:
-        """``h_s^α`` from the wide table when it is ready, else from the narrow one."""
+        """A pooled ``h_s^α`` (removed: used once), else one from the wide or narrow table."""
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
         table = self._table
         if table is None:
             with self._build:
@@ -198,6 +251,8 @@ class PaillierKeyCache:
                 with self._lock:
                     entry.users -= 1
                     entry.used_at = self.clock()
+                if isinstance(key, _SharedKey):
+                    key.refill()  # off the answer path: the next answer finds them ready
 
     def _acquire(self, owner: str, n: int) -> tuple[PaillierPublicKey, _Entry | None]:
         with self._lock:

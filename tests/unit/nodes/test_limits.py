@@ -11,7 +11,7 @@ import pytest
 
 from datafed.hazmat import PaillierPublicKey, generate_paillier_keypair
 from datafed.modes import CkksMode, PaillierMode, PlainMode, SharesMode
-from datafed.modes._paillier_keys import CACHED_WINDOW, PaillierKeyCache, table_bytes
+from datafed.modes._paillier_keys import CACHED_WINDOW, POOL_SIZE, PaillierKeyCache, table_bytes
 from datafed.proto.v1 import common_pb2, modes_pb2, query_pb2
 from datafed.query.components import components
 from datafed.query.spec import Aggregate, QuerySpec
@@ -271,3 +271,33 @@ def test_a_cached_keys_table_is_built_off_the_answers_path():
         assert key._table is not None and key._table.window == CACHED_WINDOW
         late = key.encrypt(8)
     assert priv.decrypt(early) == 7 and priv.decrypt(late) == 8
+
+
+def _until(cond: object, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_cached_key_keeps_randomizers_ready_each_used_once():
+    pub, priv = generate_paillier_keypair(2048)
+    cache = PaillierKeyCache(max_bytes=512 * MiB)
+    use(cache, "alice", pub.n)  # first use: a one-off key, no pool
+    with cache.use("alice", pub.n) as key:
+        key.precompute()  # the wide table, then the pool fills on a thread
+        _until(lambda: key.pooled == POOL_SIZE, "the pool never filled")
+        ready = list(key._pool)
+        cts = [key.encrypt(m) for m in range(5)]
+        assert key.pooled == POOL_SIZE - 5  # one randomizer per encryption, removed
+        assert len({int(r) for r in ready}) == POOL_SIZE  # each drawn afresh
+        # Each ciphertext is m's encoding times one of the pooled randomizers, the
+        # last ones first, and decrypts to m.
+        n2 = pub.n * pub.n
+        for m, (ct, r) in enumerate(zip(cts, reversed(ready), strict=False)):
+            assert priv.decrypt(ct) == m
+            assert int(ct) == (1 + m * pub.n) * int(r) % n2
+    _until(lambda: key.pooled == POOL_SIZE, "the pool was not refilled after the answer")
+    assert not ({int(r) for r in key._pool} & {int(r) for r in ready[-5:]})  # never reused
