@@ -24,6 +24,7 @@ from datafed.hazmat._field import next_power_of_2
 from datafed.hazmat._field_cols import Cols, Mask, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
+from datafed.hazmat._flp_range import is_range_checked, query_range_checked
 from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
 from datafed.hazmat.errors import InvalidShare
 
@@ -67,6 +68,8 @@ def query_columns(
         ``(verifier, ok)``: ``VERIFIER_LEN`` rows, and ``False`` for a report whose
         test point is a root of unity of a wire polynomial (the scalar query raises).
     """
+    if is_range_checked(flp):
+        return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n)
     if flp.MEAS_LEN >= BY_REPORT_FROM:
         return _query_by_report(flp, [meas, proof, query_rand, joint_rand], num_shares, n)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
