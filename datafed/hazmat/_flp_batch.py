@@ -4,8 +4,11 @@
 :meth:`FlpBBCGGI19.query` and :meth:`FlpBBCGGI19.decide` compute for one report, for
 ``N`` reports whose vectors are columns (:mod:`datafed.hazmat._field_cols`): every
 arithmetic step runs once over all reports. The validity circuits' own
-``wire_inputs``, ``eval_output`` and the Lagrange helpers serve as they are, with rows
-in place of integers.
+``wire_inputs``, ``eval_output`` and the Lagrange extension serve as they are, with rows
+in place of integers; the Lagrange basis at the test points is a DFT of their powers
+over all reports (:func:`~datafed.hazmat._lagrange.lagrange_columns`). The range-check
+circuits (SumVec, Histogram, MultihotCountVec) take a shorter path
+(:mod:`datafed.hazmat._flp_range`).
 
 Two steps of the scalar query cannot take rows as they are and are written here: the
 test that ``t`` is no wire root of unity (a per-report flag instead of an exception:
@@ -25,7 +28,7 @@ from datafed.hazmat._field_cols import Cols, Mask, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
 from datafed.hazmat._flp_range import is_range_checked, query_range_checked
-from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_columns
 from datafed.hazmat.errors import InvalidShare
 
 #: From this measurement length on, the query runs report by report: with vectors this
@@ -100,12 +103,13 @@ def query_columns(
         layout, seeds_and_polys, wires, points, strict=True
     ):
         ok &= np.asarray(_pow2k(t, p.bit_length() - 1, mod) != 1, dtype=bool)
-        c = lagrange_coeffs(field, p, t)
+        c = list(lagrange_columns(field, p, column(t, n)))
         head, tail = c[0], c[1 : calls + 1]
         for seed, row in zip(seeds, inputs, strict=True):
             acc = head * seed + sum(map(operator.mul, tail, row))
             verifier.append(column(acc % mod, n))
-        verifier.append(column(field.dot(lagrange_coeffs(field, len(poly), t), poly), n))
+        g = lagrange_columns(field, len(poly), column(t, n))
+        verifier.append(column(sum(map(operator.mul, g, poly)) % mod, n))
     return verifier, ok
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from datafed.hazmat._field import NttField, Vec, log2_exact
+from datafed.hazmat._field_np import P64, add64, mul64, sub64
 
 _extend_cache: dict[tuple[str, int, int], list[Vec]] = {}
 
@@ -183,7 +184,37 @@ def lagrange_columns_scaled(field: NttField, powers: Any) -> Any:
 
 
 def lagrange_columns(field: NttField, n: int, t: Any) -> Any:
-    """``L_k(t)`` for ``k < n``, reduced: :func:`lagrange_coeffs` for a row of points."""
+    """``L_k(t)`` for ``k < n``, reduced: :func:`lagrange_coeffs` for a row of points.
+
+    Field64 runs on ``uint64`` words (:mod:`datafed.hazmat._field_np`), every step
+    reduced; the result is an object array of Python ints either way.
+    """
     p = field.MODULUS
+    if p == P64:
+        return _lagrange64(field, n, t).astype(object)
     scaled = lagrange_columns_scaled(field, powers_columns(field, t, n))
     return scaled * field.inv(n) % p
+
+
+def _lagrange64(field: NttField, n: int, t: Any) -> Any:
+    """:func:`lagrange_columns` for Field64 on ``uint64`` arrays (same DFT, reduced)."""
+    bits = log2_exact(n)
+    tt = np.asarray(t, dtype=object).astype(np.uint64)
+    pw = np.empty((n, *tt.shape), dtype=np.uint64)
+    pw[0] = field.inv(n)  # the 1/n of the basis, folded into the powers
+    for e in range(1, n):
+        pw[e] = mul64(pw[e - 1], tt)
+    roots = field.nth_root_powers(n)
+    order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
+    a, rest = pw[order], tt.shape
+    size = 2
+    while size <= n:
+        half = size // 2
+        blocks = a.reshape(n // size, size, *rest)
+        even, odd = blocks[:, :half], blocks[:, half:]
+        if half > 1:
+            tw = np.array([roots[-k * (n // size) % n] for k in range(half)], dtype=np.uint64)
+            odd = mul64(odd, tw.reshape(1, half, *([1] * len(rest))))
+        a = np.concatenate([add64(even, odd), sub64(even, odd)], axis=1).reshape(n, *rest)
+        size *= 2
+    return a
