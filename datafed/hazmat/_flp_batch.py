@@ -29,12 +29,6 @@ from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
 from datafed.hazmat._flp_range import is_range_checked, query_range_checked
 from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_columns
-from datafed.hazmat.errors import InvalidShare
-
-#: From this measurement length on, the query runs report by report: with vectors this
-#: long the per-element big-integer work dominates, and the columns only add copies
-#: (SumVec(1000): 213 reports/s in columns, 281 by report; docs/prio3.md).
-BY_REPORT_FROM = 512
 
 
 def _pow2k(x: Any, k: int, mod: int) -> Any:
@@ -73,8 +67,6 @@ def query_columns(
     """
     if is_range_checked(flp):
         return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n)
-    if flp.MEAS_LEN >= BY_REPORT_FROM:
-        return _query_by_report(flp, [meas, proof, query_rand, joint_rand], num_shares, n)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout
@@ -111,22 +103,6 @@ def query_columns(
         g = lagrange_columns(field, len(poly), column(t, n))
         verifier.append(column(sum(map(operator.mul, g, poly)) % mod, n))
     return verifier, ok
-
-
-def _query_by_report(
-    flp: FlpBBCGGI19[Any, Any], rows: list[list[Any]], num_shares: int, n: int
-) -> tuple[list[Any], Mask]:
-    """:func:`query_columns` one report at a time, with the scalar query (long vectors)."""
-    cols = [np.array(r, dtype=object).reshape(len(r), n) for r in rows]
-    verifier = np.zeros((flp.VERIFIER_LEN, n), dtype=object)
-    ok = np.ones(n, dtype=bool)
-    for j in range(n):
-        try:
-            meas, proof, qr, jr = (c[:, j].tolist() for c in cols)
-            verifier[:, j] = flp.query(meas, proof, qr, jr, num_shares)
-        except InvalidShare:
-            ok[j] = False
-    return list(verifier), ok
 
 
 def gadget_columns(field: Any, g: Gadget, inputs: list[Any]) -> Any:

@@ -107,7 +107,7 @@ def query_range_checked(
     for j in range(c):
         even = np.einsum("in,in->n", chain, x[:, j])
         if j + 1 < c:
-            chain = chain * r
+            chain = chain * r % p  # reduced: with long chunks the powers would grow
         wires.append((even + head * seeds[2 * j]) % p)
         wires.append((odd[j] + head * seeds[2 * j + 1]) % p)
     step = 2  # the gadget polynomial's node 2k is the wires' node k
