@@ -9,7 +9,10 @@ The results equal the draft's ``Lagrange.poly_eval_batched`` and
   suffix products (the closed form of the draft's loop, no inversion, valid also
   when ``t`` is a node), then one inner product per polynomial;
 * extension multiplies by a cached interpolation matrix: the draft's barycentric
-  loop depends only on the field and the two lengths.
+  loop depends only on the field and the two lengths;
+* over a batch, the basis at one test point per report is a DFT of the points' powers
+  (:func:`lagrange_columns`): ``L_k(t) = (1/n) sum_e t^e W^(-k*e)``, one numpy
+  operation per radix-2 stage for every report, no inversion.
 """
 
 from __future__ import annotations
