@@ -4,8 +4,11 @@
 :meth:`FlpBBCGGI19.query` and :meth:`FlpBBCGGI19.decide` compute for one report, for
 ``N`` reports whose vectors are columns (:mod:`datafed.hazmat._field_cols`): every
 arithmetic step runs once over all reports. The validity circuits' own
-``wire_inputs``, ``eval_output`` and the Lagrange helpers serve as they are, with rows
-in place of integers.
+``wire_inputs``, ``eval_output`` and the Lagrange extension serve as they are, with rows
+in place of integers; the Lagrange basis at the test points is a DFT of their powers
+over all reports (:func:`~datafed.hazmat._lagrange.lagrange_columns`). The range-check
+circuits (SumVec, Histogram, MultihotCountVec) take a shorter path
+(:mod:`datafed.hazmat._flp_range`).
 
 Two steps of the scalar query cannot take rows as they are and are written here: the
 test that ``t`` is no wire root of unity (a per-report flag instead of an exception:
@@ -24,13 +27,8 @@ from datafed.hazmat._field import next_power_of_2
 from datafed.hazmat._field_cols import Cols, Mask, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
-from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_coeffs
-from datafed.hazmat.errors import InvalidShare
-
-#: From this measurement length on, the query runs report by report: with vectors this
-#: long the per-element big-integer work dominates, and the columns only add copies
-#: (SumVec(1000): 213 reports/s in columns, 281 by report; docs/prio3.md).
-BY_REPORT_FROM = 512
+from datafed.hazmat._flp_range import is_range_checked, query_range_checked
+from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_columns
 
 
 def _pow2k(x: Any, k: int, mod: int) -> Any:
@@ -67,8 +65,8 @@ def query_columns(
         ``(verifier, ok)``: ``VERIFIER_LEN`` rows, and ``False`` for a report whose
         test point is a root of unity of a wire polynomial (the scalar query raises).
     """
-    if flp.MEAS_LEN >= BY_REPORT_FROM:
-        return _query_by_report(flp, [meas, proof, query_rand, joint_rand], num_shares, n)
+    if is_range_checked(flp):
+        return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout
@@ -97,29 +95,14 @@ def query_columns(
         layout, seeds_and_polys, wires, points, strict=True
     ):
         ok &= np.asarray(_pow2k(t, p.bit_length() - 1, mod) != 1, dtype=bool)
-        c = lagrange_coeffs(field, p, t)
+        c = list(lagrange_columns(field, p, column(t, n)))
         head, tail = c[0], c[1 : calls + 1]
         for seed, row in zip(seeds, inputs, strict=True):
             acc = head * seed + sum(map(operator.mul, tail, row))
             verifier.append(column(acc % mod, n))
-        verifier.append(column(field.dot(lagrange_coeffs(field, len(poly), t), poly), n))
+        g = lagrange_columns(field, len(poly), column(t, n))
+        verifier.append(column(sum(map(operator.mul, g, poly)) % mod, n))
     return verifier, ok
-
-
-def _query_by_report(
-    flp: FlpBBCGGI19[Any, Any], rows: list[list[Any]], num_shares: int, n: int
-) -> tuple[list[Any], Mask]:
-    """:func:`query_columns` one report at a time, with the scalar query (long vectors)."""
-    cols = [np.array(r, dtype=object).reshape(len(r), n) for r in rows]
-    verifier = np.zeros((flp.VERIFIER_LEN, n), dtype=object)
-    ok = np.ones(n, dtype=bool)
-    for j in range(n):
-        try:
-            meas, proof, qr, jr = (c[:, j].tolist() for c in cols)
-            verifier[:, j] = flp.query(meas, proof, qr, jr, num_shares)
-        except InvalidShare:
-            ok[j] = False
-    return list(verifier), ok
 
 
 def gadget_columns(field: Any, g: Gadget, inputs: list[Any]) -> Any:

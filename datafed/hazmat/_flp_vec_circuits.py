@@ -105,6 +105,8 @@ class SumVecCircuit(_RangeChecked[list[int], list[int]]):
         # Vectorised over elements: bit l of every element is the slice meas[l::bits].
         p, b = self.field.MODULUS, self.bits
         weights = range_checked_weights(self.max_measurement)
+        if b == 1:  # one bit of weight 1: the elements themselves, already reduced
+            return list(meas)
         acc = list(meas[0::b])
         for l_, w in enumerate(weights[1:], start=1):
             acc = [x + w * y for x, y in zip(acc, meas[l_::b], strict=True)]

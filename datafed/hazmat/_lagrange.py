@@ -9,14 +9,21 @@ The results equal the draft's ``Lagrange.poly_eval_batched`` and
   suffix products (the closed form of the draft's loop, no inversion, valid also
   when ``t`` is a node), then one inner product per polynomial;
 * extension multiplies by a cached interpolation matrix: the draft's barycentric
-  loop depends only on the field and the two lengths.
+  loop depends only on the field and the two lengths;
+* over a batch, the basis at one test point per report is a DFT of the points' powers
+  (:func:`lagrange_columns`): ``L_k(t) = (1/n) sum_e t^e W^(-k*e)``, one numpy
+  operation per radix-2 stage for every report, no inversion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from datafed.hazmat._field import NttField, Vec, log2_exact
+from datafed.hazmat._field_np import P64, add64, mul64, sub64
 
 _extend_cache: dict[tuple[str, int, int], list[Vec]] = {}
 
@@ -121,3 +128,96 @@ def extend_values_to_power_of_2(field: NttField, values: Sequence[int], n: int) 
     for row in _extension_matrix(field, m, n):
         out.append(field.dot(row, values))
     return out
+
+
+def powers_columns(field: NttField, t: Any, count: int, scale: int = 1) -> Any:
+    """``[s * t^0, ..., s * t^(count-1)]`` reduced, one row per power (``t`` a row or an int)."""
+    p = field.MODULUS
+    out = np.empty((count, *np.shape(t)), dtype=object)
+    x: Any = scale % p
+    for e in range(count):
+        out[e] = x
+        x = x * t % p
+    return out
+
+
+def lagrange_columns_scaled(field: NttField, powers: Any) -> Any:
+    """``n * L_k(t)`` for every node ``k``, from the rows ``t^0 .. t^(n-1)``; unreduced.
+
+    ``L_k(t) = prod_{j != k} (t - W^j) / (W^k - W^j)`` equals
+    ``(1/n) * sum_e t^e * W^(-k*e)`` (divide ``t^n - 1`` by ``t - W^k``): a DFT of the
+    powers of ``t`` with the root ``W^-1``, here radix 2 over whole rows (one
+    numpy operation per stage for every report), without an inversion and without
+    reducing (each stage's twiddle adds a field element's bits; the caller reduces
+    once). Valid for every ``t``, a node included. Equals :func:`lagrange_coeffs`
+    times ``n``, modulo ``p``.
+
+    Parameters
+    ----------
+    field : NttField
+        The field.
+    powers : numpy.ndarray
+        ``(n, ...)`` object array, ``n`` a power of two, row ``e`` holding ``t^e``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ...)`` object array of Python ints.
+    """
+    n = len(powers)
+    bits = log2_exact(n)
+    p = field.MODULUS
+    roots = field.nth_root_powers(n)
+    omega = [roots[-k % n] for k in range(n)]  # W^-k
+    order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
+    a = np.asarray(powers, dtype=object)[order]
+    rest = a.shape[1:]
+    size = 2
+    while size <= n:
+        half = size // 2
+        blocks = a.reshape(n // size, size, *rest)
+        even, odd = blocks[:, :half], blocks[:, half:]
+        if half > 1:
+            tw = np.empty(half, dtype=object)
+            tw[:] = [omega[k * (n // size)] % p for k in range(half)]
+            odd = odd * tw.reshape(1, half, *([1] * len(rest)))
+        a = np.concatenate([even + odd, even - odd], axis=1).reshape(n, *rest)
+        size *= 2
+    return a
+
+
+def lagrange_columns(field: NttField, n: int, t: Any) -> Any:
+    """``L_k(t)`` for ``k < n``, reduced: :func:`lagrange_coeffs` for a row of points.
+
+    Field64 runs on ``uint64`` words (:mod:`datafed.hazmat._field_np`), every step
+    reduced; the result is an object array of Python ints either way.
+    """
+    p = field.MODULUS
+    if p == P64:
+        return _lagrange64(field, n, t).astype(object)
+    scaled = lagrange_columns_scaled(field, powers_columns(field, t, n))
+    return scaled * field.inv(n) % p
+
+
+def _lagrange64(field: NttField, n: int, t: Any) -> Any:
+    """:func:`lagrange_columns` for Field64 on ``uint64`` arrays (same DFT, reduced)."""
+    bits = log2_exact(n)
+    tt = np.asarray(t, dtype=object).astype(np.uint64)
+    pw = np.empty((n, *tt.shape), dtype=np.uint64)
+    pw[0] = field.inv(n)  # the 1/n of the basis, folded into the powers
+    for e in range(1, n):
+        pw[e] = mul64(pw[e - 1], tt)
+    roots = field.nth_root_powers(n)
+    order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
+    a, rest = pw[order], tt.shape
+    size = 2
+    while size <= n:
+        half = size // 2
+        blocks = a.reshape(n // size, size, *rest)
+        even, odd = blocks[:, :half], blocks[:, half:]
+        if half > 1:
+            tw = np.array([roots[-k * (n // size) % n] for k in range(half)], dtype=np.uint64)
+            odd = mul64(odd, tw.reshape(1, half, *([1] * len(rest))))
+        a = np.concatenate([add64(even, odd), sub64(even, odd)], axis=1).reshape(n, *rest)
+        size *= 2
+    return a

@@ -13,16 +13,20 @@ No Keccak or AES is implemented here: both come from kept libraries.
 :class:`TurboShake` calls pycryptodome's Keccak library directly (init once, then absorb,
 squeeze and reset per message: three C calls instead of the Python wrapper's object per
 call), for the many short XOF calls of Prio3; :meth:`XofTurboShake128.derive_seed`,
-:meth:`~XofTurboShake128.expand_into_vec` and :func:`xof_many` use it.
+:meth:`~XofTurboShake128.expand_into_vec` and :func:`xof_many` use it. Through cffi (the
+usual backend) bytes and ints are passed as they are: about 2 µs a short call, against
+2.5-4.5 µs with pycryptodome's argument wrappers (docs/prio3.md).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from Crypto.Hash import TurboSHAKE128
 from Crypto.Hash.keccak import _raw_keccak_lib as _keccak  # type: ignore[attr-defined]
+from Crypto.Util import _raw_api
 from Crypto.Util._raw_api import (  # type: ignore[attr-defined]
     SmartPointer,
     VoidPointer,
@@ -35,6 +39,11 @@ from Crypto.Util._raw_api import (  # type: ignore[attr-defined]
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from datafed.hazmat._field import NttField, Vec
+
+#: pycryptodome's C functions are called through cffi (the usual case): they then take
+#: bytes and ints directly; under its ctypes fallback every argument is wrapped.
+_CFFI = getattr(_raw_api, "backend", "") == "cffi"
+_ffi: Any = getattr(_raw_api, "ffi", None)
 
 VERSION = 18
 """The draft's ``VERSION`` constant (§2), the first byte of every DST (§6.2.3)."""
@@ -145,12 +154,37 @@ class TurboShake:
         raw, out = self._raw, self._out.get(length)
         if out is None:
             out = self._out[length] = create_string_buffer(length)  # type: ignore[call-arg]
+        if _CFFI:  # bytes and ints go to the C functions as they are (no wrapper objects)
+            failed = _keccak.keccak_absorb(raw, message, len(message)) or _keccak.keccak_squeeze(
+                raw, out, length, domain
+            )
+            _keccak.keccak_reset(raw)
+            if failed:
+                raise ValueError("TurboSHAKE128 failed")
+            return _ffi.buffer(out)[:]  # type: ignore[no-any-return]
         if _keccak.keccak_absorb(raw, c_uint8_ptr(message), c_size_t(len(message))):
             raise ValueError("TurboSHAKE128 absorb failed")
         if _keccak.keccak_squeeze(raw, out, c_size_t(length), c_ubyte(domain)):
             raise ValueError("TurboSHAKE128 squeeze failed")
         _keccak.keccak_reset(raw)
         return bytes(get_raw_buffer(out))
+
+    def digest_many(self, messages: Sequence[bytes], length: int, domain: int = 1) -> list[bytes]:
+        """:meth:`digest` of each message, in order (one loop, the C calls bound once)."""
+        if not _CFFI:
+            return [self.digest(m, length, domain) for m in messages]
+        raw, out = self._raw, self._out.get(length)
+        if out is None:
+            out = self._out[length] = create_string_buffer(length)  # type: ignore[call-arg]
+        absorb, squeeze, reset = _keccak.keccak_absorb, _keccak.keccak_squeeze, _keccak.keccak_reset
+        buf, result = _ffi.buffer(out), []
+        for m in messages:
+            failed = absorb(raw, m, len(m)) or squeeze(raw, out, length, domain)
+            reset(raw)
+            if failed:
+                raise ValueError("TurboSHAKE128 failed")
+            result.append(buf[:])
+        return result
 
 
 def _xof_message(seed: bytes, dst: bytes, binder: bytes) -> bytes:
@@ -166,8 +200,20 @@ def xof_many(
     seeds: Sequence[bytes], dst: bytes, binders: Sequence[bytes], length: int
 ) -> list[bytes]:
     """``XofTurboShake128(seed, dst, binder).next(length)`` for each pair, in order."""
-    ts = turboshake()
-    return [ts.digest(_xof_message(s, dst, b), length) for s, b in zip(seeds, binders, strict=True)]
+    if len(seeds) != len(binders):
+        raise ValueError("one binder per seed")
+    if not seeds:
+        return []
+    size = len(seeds[0])
+    if any(len(s) != size for s in seeds):  # the messages' common prefix needs one seed size
+        return [
+            turboshake().digest(_xof_message(s, dst, b), length)
+            for s, b in zip(seeds, binders, strict=True)
+        ]
+    head = _xof_message(bytes(size), dst, b"")[: -size or None]
+    return turboshake().digest_many(
+        [b"".join((head, s, b)) for s, b in zip(seeds, binders, strict=True)], length
+    )
 
 
 _LOCAL = threading.local()

@@ -7,7 +7,17 @@ from hashlib import sha256
 import pytest
 from Crypto.Hash import TurboSHAKE128
 
-from datafed.hazmat import Field64, Field128, XofFixedKeyAes128, XofTurboShake128, format_dst
+from datafed.hazmat import (
+    Field64,
+    Field128,
+    XofFixedKeyAes128,
+    XofTurboShake128,
+    decode_columns,
+    encode_columns,
+    format_dst,
+    xof_many,
+)
+from datafed.hazmat._xof import turboshake
 
 XOFS = [XofTurboShake128, XofFixedKeyAes128]
 
@@ -61,3 +71,35 @@ def test_seed_and_dst_limits() -> None:
     assert XofTurboShake128(bytes(16), b"", b"").next(8) != XofTurboShake128(
         bytes(32), b"", b""
     ).next(8)
+
+
+def test_xof_many_equals_one_xof_per_seed() -> None:
+    dst, binders = format_dst(0, 4, 3), [b"", b"b" * 300, bytes(range(17))]
+    for seeds in ([bytes(32), b"\x01" * 32, b"\x02" * 32], [b"", b"x", b"y" * 255]):
+        for length in (0, 16, 1600):
+            want = [
+                XofTurboShake128(s, dst, b).next(length)
+                for s, b in zip(seeds, binders, strict=True)
+            ]
+            assert xof_many(seeds, dst, binders, length) == want
+    assert xof_many([], dst, [], 32) == []
+    with pytest.raises(ValueError, match="one binder per seed"):
+        xof_many([bytes(32)], dst, [], 32)
+    with pytest.raises(ValueError, match="255"):
+        xof_many([bytes(256)], dst, [b""], 32)
+    messages = [b"", b"m" * 1000, bytes(range(200))]
+    ts = turboshake()
+    assert ts.digest_many(messages, 40, 2) == [ts.digest(m, 40, 2) for m in messages]
+    assert ts.digest(b"abc", 32) == TurboSHAKE128.new(domain=1, data=b"abc").read(32)
+
+
+def test_wide_columns_decode_known_answer() -> None:
+    p = Field128.MODULUS
+    values = [[0, 1, p - 1], [2**64, 2**127 + 5, 123456789 << 70]]
+    data = b"".join(x.to_bytes(16, "little") for row in values for x in row)
+    cols, ok = decode_columns(Field128, data, 2, 3)
+    assert cols.shape == (3, 2) and ok.all()
+    assert [[int(x) for x in cols[:, j]] for j in range(2)] == values
+    assert encode_columns(Field128, cols) == data
+    bad = data[:16] + p.to_bytes(16, "little") + data[32:]  # an element equal to p
+    assert decode_columns(Field128, bad, 2, 3)[1].tolist() == [False, True]

@@ -40,7 +40,7 @@ CASES: list[tuple[str, Prio3[Any, Any], Callable[[random.Random], Any]]] = [
         Prio3MultihotCountVec(6, 3),
         lambda r: [r.random() < 0.3 for _ in range(3)] + [False] * 3,
     ),
-    (  # long enough for the query to run report by report (BY_REPORT_FROM)
+    (  # a long vector: 600 elements, 30 calls of chunks of 20, wire polynomials of 32 points
         "sumvec-long",
         Prio3SumVec(600, 1),
         lambda r: [r.randrange(2) for _ in range(600)],

@@ -1,0 +1,146 @@
+"""The FLP query of the range-check circuits over many reports (draft-irtf-cfrg-vdaf-20 §7.3.4).
+
+SumVec, Histogram and MultihotCountVec (§7.4.3 to §7.4.5) have one gadget,
+``ParallelSum(Mul(), c)``, called ``K`` times on the wires of
+:func:`~datafed.hazmat._flp_circuits.range_check_wires`: for call ``i`` and ``j < c``,
+with ``x = meas[i*c + j]`` (zero past the end) and ``r_i = joint_rand[i]``, the pair
+``(r_i^(j+1) * x, x - 1/num_shares)``. :func:`query_range_checked` computes exactly what
+:meth:`FlpBBCGGI19.query` computes for them, for ``N`` reports in columns
+(:mod:`datafed.hazmat._flp_batch` dispatches here), in fewer big-integer operations:
+
+* the Lagrange basis at the test point ``t`` (wire polynomials: ``n`` nodes; gadget
+  polynomial: ``2n``) is a DFT of the powers of ``t``
+  (:func:`~datafed.hazmat._lagrange.lagrange_columns_scaled`): no inversion, no
+  per-report coefficient loop, one numpy operation per stage for all reports;
+* a wire polynomial at ``t`` is never built from its wire values: the Lagrange
+  coefficient is folded into the powers of ``r_i`` (``L_(i+1)(t) * r_i^(j+1)``, one
+  product chain per call) and the constant ``-1/num_shares`` into one term
+  (``-h * sum_i L_(i+1)(t)``);
+* sums of products are accumulated as unreduced Python integers and reduced once
+  (a reduction costs about two products);
+* the gadget polynomial's value extending it to a power of two is one inner product
+  with the cached interpolation row, folded into the evaluation at ``t``.
+
+``tests/unit/hazmat/test_flp_range.py`` holds it equal to the scalar query on valid
+and invalid shares of every range-check circuit, and at test points that are roots of
+unity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from datafed.hazmat._field_cols import Cols, Mask, column
+from datafed.hazmat._flp import FlpBBCGGI19
+from datafed.hazmat._flp_circuits import _RangeChecked
+from datafed.hazmat._flp_gadgets import Mul, ParallelSum
+from datafed.hazmat._lagrange import _extension_matrix, lagrange_columns_scaled, powers_columns
+
+
+def is_range_checked(flp: FlpBBCGGI19[Any, Any]) -> bool:
+    """Whether :func:`query_range_checked` applies to ``flp`` (one ``ParallelSum(Mul)``)."""
+    valid = flp.valid
+    if not isinstance(valid, _RangeChecked) or len(valid.GADGETS) != 1:
+        return False
+    g = valid.GADGETS[0]
+    return (
+        isinstance(g, ParallelSum)
+        and isinstance(g.subcircuit, Mul)
+        and g.count == valid.chunk_length
+        and type(valid).wire_inputs is _RangeChecked.wire_inputs
+    )
+
+
+def _rows(rows: Any, n: int) -> Cols:
+    out = np.empty((len(rows), n), dtype=object)
+    for i, r in enumerate(rows):
+        out[i] = r
+    return out
+
+
+def query_range_checked(
+    flp: FlpBBCGGI19[Any, Any],
+    meas: list[Any],
+    proof: list[Any],
+    query_rand: list[Any],
+    joint_rand: list[Any],
+    num_shares: int,
+    n: int,
+) -> tuple[list[Any], Mask]:
+    """:func:`~datafed.hazmat._flp_batch.query_columns` for a range-check circuit.
+
+    Parameters and result as there: rows of ``n`` reports in, ``VERIFIER_LEN`` rows
+    and the flags of reports whose test point is a wire root of unity out.
+
+    Why long: one pass over the query's steps, each a few whole-array operations;
+    split, the intermediate arrays would only travel between functions.
+    """
+    valid, field = flp.valid, flp.field
+    p = field.MODULUS
+    ((_, calls, wlen),) = flp.layout
+    if not is_range_checked(flp) or not isinstance(valid, _RangeChecked):
+        raise ValueError("not a range-check circuit (one ParallelSum(Mul) gadget)")
+    c = valid.chunk_length
+    glen = 2 * (wlen - 1) + 1
+    flat = np.zeros((calls * c, n), dtype=object)
+    flat[: len(meas)] = _rows(meas, n)
+    x: Cols = flat.reshape(calls, c, n)
+    pf = _rows(proof, n)
+    seeds, gpoly = pf[: 2 * c], pf[2 * c : 2 * c + glen]
+    r = _rows(joint_rand[:calls], n)
+    t = column(query_rand[-1], n)
+    # Powers of t over wlen up to t^wlen / wlen; the wires' Lagrange basis at t.
+    inv_w = field.inv(wlen)
+    low = powers_columns(field, t, wlen + 1, inv_w)
+    t_w = low[wlen] * wlen % p
+    ok = np.asarray(t_w != 1, dtype=bool)
+    lag = lagrange_columns_scaled(field, low[:wlen]) % p  # L_k(t)
+    gt = _gadget_at(field, gpoly, low, lag, t_w)
+    # The wires at t, each reduced once: W(t) = sum_k L_k(t) * value_k.
+    coef, head = lag[1 : calls + 1], lag[0]
+    chain = coef * r % p  # L_(i+1)(t) * r_i, then times r_i again for each j
+    h_sum = field.inv(num_shares) * coef.sum(axis=0)
+    odd = np.einsum("ikn,ikn->kn", np.broadcast_to(coef[:, None, :], x.shape), x) - h_sum
+    wires = []
+    for j in range(c):
+        even = np.einsum("in,in->n", chain, x[:, j])
+        if j + 1 < c:
+            chain = chain * r % p  # reduced: with long chunks the powers would grow
+        wires.append((even + head * seeds[2 * j]) % p)
+        wires.append((odd[j] + head * seeds[2 * j + 1]) % p)
+    step = 2  # the gadget polynomial's node 2k is the wires' node k
+    outputs = [gpoly[k * step] for k in range(1, calls + 1)]
+    out = valid.eval_output(meas, joint_rand, num_shares, [outputs])
+    k = valid.EVAL_OUTPUT_LEN
+    v = field.dot(query_rand[:k], out) if k > 1 else out[0]
+    verifier = [column(v, n), *wires, gt]
+    return verifier, ok
+
+
+def _gadget_at(field: Any, gpoly: Cols, low: Cols, lag: Cols, t_w: Cols) -> Cols:
+    """The gadget polynomial at ``t``, reduced, from its ``2 * wlen - 1`` values.
+
+    ``low`` holds ``t^e / wlen``, ``lag`` the wires' Lagrange basis at ``t``, ``t_w``
+    is ``t^wlen``. The gadget polynomial's ``2 * wlen`` nodes are the wires' nodes ``H``
+    (even indices) and the coset ``z * H`` (odd indices, ``z`` a primitive
+    ``2 * wlen``-th root), where ``x^wlen`` is 1 and -1: ``G(t) = (1 + t^wlen) / 2 *
+    A(t) + (1 - t^wlen) / 2 * B(t)``, ``A`` and ``B`` interpolating the even and the odd
+    values over ``H``, ``B`` at ``t / z``. One more DFT of ``wlen`` points instead of
+    one of ``2 * wlen``; the missing last odd value is the interpolation row of
+    :func:`~datafed.hazmat._lagrange.extend_values_to_power_of_2` times the others.
+    """
+    p, wlen = field.MODULUS, len(lag)
+    glen = 2 * wlen - 1
+    ext = np.empty((glen, 1), dtype=object)
+    ext[:, 0] = _extension_matrix(field, glen, 2 * wlen)[0]
+    last = (ext * gpoly).sum(axis=0) % p
+    roots = field.nth_root_powers(2 * wlen)
+    shift = np.empty((wlen, 1), dtype=object)
+    shift[:, 0] = [roots[-e % (2 * wlen)] for e in range(wlen)]  # z^-e
+    lag_b = lagrange_columns_scaled(field, low[:wlen] * shift)  # L_k(t / z), unreduced
+    a = np.einsum("kn,kn->n", lag, gpoly[0::2]) % p
+    b = (np.einsum("kn,kn->n", lag_b[:-1], gpoly[1::2]) + lag_b[-1] * last) % p
+    out: Cols = ((1 + t_w) * a + (1 - t_w) * b) * field.inv(2) % p
+    return out
