@@ -38,7 +38,7 @@ class CollectServiceConfig(Strict):
     #: aggregates itself.
     workers: int = Field(default=0, ge=0, le=256)
     #: Job drivers per process (jobs in flight to the Helper at once).
-    drivers: int = Field(default=2, ge=1, le=64)
+    drivers: int = Field(default=4, ge=1, le=64)
     #: How long a claimed job is its worker's before another may take it over (seconds,
     #: database clock); renewed while the worker waits on the Helper.
     lease_s: float = Field(default=30.0, ge=0.5, le=3600)
