@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from datafed.client._ask import ask_node
 from datafed.client._assemble import GroupKey, assemble, group_threshold, reported_groups
 from datafed.client._connection import Connection, run_sync
 from datafed.client._query import QueryJob, collect_signoffs
@@ -41,7 +42,7 @@ from datafed.modes import (
     SteppedMode,
     mode_class,
 )
-from datafed.proto.v1 import query_pb2, query_pb2_grpc
+from datafed.proto.v1 import query_pb2
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import Component, components
 from datafed.query.post import PostProcess
@@ -173,7 +174,7 @@ class Federation(Connection):
             )
             signoffs = await self._signoffs(transport, job, infos)
             async with cancel_on_interrupt(transport, job):
-                answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
+                answers, receipts = await self._ask(transport, mode, job, spec_msg, signoffs, keys)
                 combined, steps = await self._run_protocol(
                     transport, mode, job, keys, answers, comps, domain
                 )
@@ -277,6 +278,7 @@ class Federation(Connection):
     async def _ask(
         self,
         transport: Transport,
+        mode: ProtectionMode,
         job: QueryJob,
         spec_msg: query_pb2.QuerySpec,
         signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
@@ -288,19 +290,17 @@ class Federation(Connection):
 
         @reported(CURRENT.get(), "query")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
-            signed = transport.sign(
-                query_pb2.QueryRequestBody(
+            def body(attached: bytes) -> query_pb2.QueryRequestBody:
+                return query_pb2.QueryRequestBody(
                     header=transport.header(node, job.job_id, job.purpose, job.legal_basis),
                     spec=spec_msg,
                     protection=job.protection,
                     sign_offs=signoffs.get(node, []),
                     statement=job.statement.to_proto(),
+                    public_context=attached,
                 )
-            )
-            digests[node] = signed.digest
-            reply: query_pb2.QueryResponse = await query_pb2_grpc.QueryServiceStub(ch).Query(
-                signed.request, timeout=timeout
-            )
+
+            reply, digests[node] = await ask_node(transport, node, ch, mode, body, timeout)
             if reply.node != node:
                 raise ProtocolError(f"node {node!r} answered as {reply.node!r}")
             return reply

@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed import pki
 from datafed.errors import NodeUnavailable
-from datafed.modes import Combined, ModeContext, NodeAnswer, NodeEnv, ProtectionMode
+from datafed.modes import (
+    Combined,
+    ModeContext,
+    NodeAnswer,
+    NodeEnv,
+    ProtectionMode,
+    hold_context,
+)
 from datafed.query.components import Component
 
 NODES = ("water-north", "water-east", "water-south")
@@ -149,6 +156,9 @@ class Harness:
 
     def protect(self, mode: ProtectionMode, values: Mapping[str, Sequence[int]]) -> Run:
         params = asyncio.run(mode.params(self.ctx()))
+        if mode.name == "ckks":  # what a node does before admission: hold the context
+            for n in self.nodes:
+                hold_context("", self.job_id, params, mode.attachment(n), 60.0)
         answers = [
             NodeAnswer(n, type(mode).protect(self.env(n), params, values[n])) for n in self.nodes
         ]
