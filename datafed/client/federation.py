@@ -174,7 +174,7 @@ class Federation(Connection):
             )
             signoffs = await self._signoffs(transport, job, infos)
             async with cancel_on_interrupt(transport, job):
-                answers, receipts = await self._ask(transport, mode, job, spec_msg, signoffs, keys)
+                answers, receipts = await self._ask(transport, job, spec_msg, signoffs, keys)
                 combined, steps = await self._run_protocol(
                     transport, mode, job, keys, answers, comps, domain
                 )
@@ -278,14 +278,13 @@ class Federation(Connection):
     async def _ask(
         self,
         transport: Transport,
-        mode: ProtectionMode,
         job: QueryJob,
         spec_msg: query_pb2.QuerySpec,
         signoffs: Mapping[str, Sequence[query_pb2.SignOff]],
         keys: Mapping[str, ed25519.Ed25519PublicKey],
     ) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
         """Send every node of the roster its signed request; check every receipt."""
-        timeout = self.config.timeout_s
+        timeout, mode = self.config.timeout_s, self._mode(job.protection.mode)
         digests: dict[str, str] = {}
 
         @reported(CURRENT.get(), "query")
