@@ -253,7 +253,7 @@ class CkksMode(SteppedMode):
         # query decrypts with a key other than the one its params named.
         with self._lock:
             if self._context is None:
-                context = HeContext.generate(HeParams(value_bound=self.value_bound))
+                context = HeContext.generate(HeParams.for_sums(self.value_bound))
                 self._public = context.public_bytes()
                 self._context = context
             return self._context
