@@ -40,7 +40,7 @@ __all__ = ["CONTEXT_CACHE", "LOADED_FACTOR", "CkksContextCache", "ContextNeeded"
 LOADED_FACTOR = 20
 #: Most jobs of one requester holding a context between their check and encryption;
 #: beyond it the oldest hold is dropped (that job then uses the cache as it stands).
-_MAX_HOLDS = 64
+_MAX_HOLDS = 16
 DIGEST_BYTES = 32
 
 

@@ -164,3 +164,24 @@ def test_concurrent_jobs_of_one_analyst_share_a_loaded_context_correctly():
     for x, chunks in out.values():
         got = secret.decrypt(secret.vector_from_chunks(chunks, length=x.size))
         assert np.abs(got.values - x).max() <= got.error_bound
+
+
+def test_holds_per_requester_are_bounded_and_expire():
+    """At most 16 of one requester's jobs hold an uncached context; the oldest goes first,
+    and an expired hold is dropped -- such a job then finds only the cache."""
+    clock = Clock()
+    cache = CkksContextCache(max_bytes=0, clock=clock)  # no room: every context is uncached
+    body, digest = ctx(1)
+    for i in range(17):
+        cache.hold("alice", f"j{i}", digest, len(body), body, until=100 + i)
+    cache.hold("bob", "b0", digest, len(body), body, until=50)
+    with pytest.raises(ValueError, match="no longer held"):
+        with cache.use("alice", "j0", digest, Loads()):
+            pass
+    with cache.use("alice", "j16", digest, Loads()):
+        pass
+    clock.now = 60  # bob's hold has expired; the next hold sweeps it
+    cache.hold("alice", "j17", digest, len(body), body, until=200)
+    with pytest.raises(ValueError, match="no longer held"):
+        with cache.use("bob", "b0", digest, Loads()):
+            pass
