@@ -180,7 +180,7 @@ class CkksMode(SteppedMode):
             raise ValueError(f"value_bound must be in (0, 2^52), got {value_bound}")
         self.value_bound = value_bound
         self._context: HeContext | None = None
-        self._public = b""
+        self._public = self._digest = b""
         self._lock = threading.Lock()
         #: Nodes that answered a query of this mode: they hold the context (by digest).
         self._holders: set[str] = set()
@@ -255,6 +255,7 @@ class CkksMode(SteppedMode):
             if self._context is None:
                 context = HeContext.generate(HeParams.for_sums(self.value_bound))
                 self._public = context.public_bytes()
+                self._digest = hashlib.sha256(self._public).digest()
                 self._context = context
             return self._context
 
@@ -267,7 +268,7 @@ class CkksMode(SteppedMode):
         """The public context's digest; the first node aggregates; every node participates."""
         await self._keys()
         return protocol_pb2.CkksParams(
-            public_context_digest=hashlib.sha256(self._public).digest(),
+            public_context_digest=self._digest,
             public_context_bytes=len(self._public),
             aggregator_certificate=ctx.certificates[ctx.nodes[0]],
             participant_certificates=ctx.certificates_of(ctx.nodes),
