@@ -184,6 +184,8 @@ class CkksMode(SteppedMode):
         self._lock = threading.Lock()
         #: Nodes that answered a query of this mode: they hold the context (by digest).
         self._holders: set[str] = set()
+        #: How often each node asked for the context after a query without it.
+        self._asked: dict[str, int] = {}
 
     # ------------------------------------------------------------------ node side
     @staticmethod
@@ -278,11 +280,17 @@ class CkksMode(SteppedMode):
         """The public context for ``node`` unless it answered before (and did not ask)."""
         if needed:
             self._holders.discard(node)
+            self._asked[node] = self._asked.get(node, 0) + 1
         return b"" if node in self._holders else self._public
 
     def answered(self, node: str) -> None:
-        """``node`` answered a query: it holds the context now."""
-        self._holders.add(node)
+        """``node`` answered a query: it holds the context now.
+
+        Unless it asked for it twice already: its cache has no room for the context, so
+        it gets it with every query rather than a refusal and a resend each time.
+        """
+        if self._asked.get(node, 0) < 2:
+            self._holders.add(node)
 
     async def run_steps(
         self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals

@@ -250,3 +250,18 @@ def test_aggregator_returning_garbage_is_refused(mode_pki, mode):
 def test_constructor_checks():
     with pytest.raises(ValueError, match=r"value_bound must be in \(0, 2\^52\)"):
         CkksMode(value_bound=0)
+
+
+def test_the_client_sends_its_context_once_per_node_and_again_when_asked():
+    mode = CkksMode()
+    asyncio.run(mode._keys())
+    public = mode._context.public_bytes()
+    assert mode.attachment(A) == public  # first query: sent
+    mode.answered(A)
+    assert mode.attachment(A) == b"" and mode.attachment(B) == public  # named by digest after
+    assert mode.attachment(A, needed=True) == public  # a restarted node asks: resent
+    mode.answered(A)
+    assert mode.attachment(A) == b""
+    assert mode.attachment(A, needed=True) == public  # asked twice: its cache has no room,
+    mode.answered(A)
+    assert mode.attachment(A) == public  # so it gets the context with every query
