@@ -154,11 +154,15 @@ class Harness:
             binding=self.binding,
         )
 
-    def protect(self, mode: ProtectionMode, values: Mapping[str, Sequence[int]]) -> Run:
-        params = asyncio.run(mode.params(self.ctx()))
-        if mode.name == "ckks":  # what a node does before admission: hold the context
+    def admit(self, mode: ProtectionMode, params: bytes) -> None:
+        """What each node does before admission: ckks holds the context for the job."""
+        if mode.name == "ckks":
             for n in self.nodes:
                 hold_context("", self.job_id, params, mode.attachment(n), 60.0)
+
+    def protect(self, mode: ProtectionMode, values: Mapping[str, Sequence[int]]) -> Run:
+        params = asyncio.run(mode.params(self.ctx()))
+        self.admit(mode, params)
         answers = [
             NodeAnswer(n, type(mode).protect(self.env(n), params, values[n])) for n in self.nodes
         ]
