@@ -7,6 +7,8 @@ benchmark does (``warm``: the nodes' background table builds finish), then times
 ``ROUNDS`` warm queries per mode and prints, per mode:
 
 - the latency beside ``plain``'s, with the load average;
+- CPU per query: the analyst's process (``time.process_time``, cProfile on) and each node
+  process (``/proc/<pid>/stat``, Linux), which a loaded machine disturbs less than latency;
 - the client's own work by phase (cProfile of the analyst's process: the mode's
   ``params`` -- key generation --, statement signing, ``combine`` -- decryption --, and
   the rest), so that ``latency - client work`` is the nodes' work plus round trips;
@@ -90,6 +92,15 @@ def _protect_alone(mode: str) -> float | None:
         return statistics.median(times)
 
 
+def _node_cpu(local: object) -> list[float]:
+    """CPU seconds (user + system, all threads) of each node process so far (Linux)."""
+    out = []
+    for node in local.nodes:  # type: ignore[attr-defined]
+        fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
 def _modulus(mode: object) -> int:
     return mode._keys[0].n  # type: ignore[attr-defined, no-any-return]
 
@@ -105,17 +116,25 @@ def main(modes: list[str]) -> None:
                 warm(client, mode)
                 prof = cProfile.Profile()
                 times = []
+                cpu0, nodes0 = time.process_time(), _node_cpu(local)
                 for _ in range(ROUNDS):
                     prof.enable()
                     t = time.perf_counter()
                     client.query(SQL, purpose=PURPOSE, protection=mode)
                     times.append(time.perf_counter() - t)
                     prof.disable()
+                cpu = (time.process_time() - cpu0) / ROUNDS
+                nodes = [(b - a) / ROUNDS for a, b in zip(nodes0, _node_cpu(local), strict=True)]
                 stats = pstats.Stats(prof)
                 latency = statistics.median(times)
                 load = os.getloadavg()[0]
                 print(
                     f"\n== {mode}: median {latency * 1000:.1f} ms over {ROUNDS} (load {load:.2f})"
+                )
+                print(
+                    f"   CPU: client {cpu * 1000:.1f} ms, nodes "
+                    + " / ".join(f"{n * 1000:.1f}" for n in nodes)
+                    + " ms (the first aggregates)"
                 )
                 for label, func, frag in PHASES:
                     s = _phase_seconds(stats, func, frag) / ROUNDS

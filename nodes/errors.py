@@ -4,8 +4,10 @@ Hierarchy (status code in brackets)::
 
     NodeError                         [INTERNAL]  (a datafed.errors.DatafedError)
     ├── InvalidRequest                [INVALID_ARGUMENT]  malformed request, unknown column
-    │   └── RequestFault              [INVALID_ARGUMENT]  the request's own fault, found
-    │                                                     while a release runs
+    │   ├── RequestFault              [INVALID_ARGUMENT]  the request's own fault, found
+    │   │                                                 while a release runs
+    │   └── ContextMissing            [FAILED_PRECONDITION] send the key material the
+    │                                                     params name by digest (ckks)
     ├── ReleaseFailed                 [ABORTED]           a release failed: one fixed text
     ├── NotFound                      [NOT_FOUND]         unknown dataset
     ├── Unauthenticated               [UNAUTHENTICATED]   bad signature, expired, replayed
@@ -31,6 +33,7 @@ from datafed.errors import DatafedError
 
 __all__ = [
     "BudgetExhausted",
+    "ContextMissing",
     "DeadlineExceeded",
     "InvalidRequest",
     "NodeError",
@@ -77,6 +80,15 @@ class RequestFault(InvalidRequest):
     Its text reaches the caller (a literal that does not bind to its column's type; more
     groups than a mode that shows every group may carry).
     """
+
+
+class ContextMissing(InvalidRequest):
+    """A public context named by digest that this node does not hold for the requester.
+
+    Refused before admission, charged nothing; the client resends the query with it.
+    """
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class NotFound(NodeError):

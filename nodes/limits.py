@@ -32,14 +32,15 @@ from google.protobuf.message import DecodeError
 
 from datafed.hazmat import Packer
 from datafed.modes import (
+    CKKS_CONTEXT_CACHE,
+    ProtectionMode,
+    check_paillier_modulus,
+)
+from datafed.modes import (
     PAILLIER_KEY_CACHE as KEY_CACHE,
 )
 from datafed.modes import (
     PAILLIER_VALUE_BITS as VALUE_BITS,
-)
-from datafed.modes import (
-    ProtectionMode,
-    check_paillier_modulus,
 )
 from datafed.proto.v1 import modes_pb2, protocol_pb2, query_pb2
 from datafed.query.components import Component
@@ -80,7 +81,7 @@ _KEY_BYTES = 16
 
 
 def install(ctx: NodeContext) -> None:
-    """Apply ``[limits]`` to a node's job table, compute threads and Paillier key cache."""
+    """Apply ``[limits]`` to a node's job table, compute threads and key caches."""
     from nodes.fair import FairPool
     from nodes.query.jobs import JobTable
 
@@ -92,6 +93,11 @@ def install(ctx: NodeContext) -> None:
         max_bytes=lim.paillier_cache_bytes,
         per_requester=lim.paillier_keys_per_requester,
         idle_s=lim.paillier_key_idle_s,
+    )
+    CKKS_CONTEXT_CACHE.configure(
+        max_bytes=lim.ckks_cache_bytes,
+        per_requester=lim.ckks_contexts_per_requester,
+        idle_s=lim.ckks_context_idle_s,
     )
 
 
@@ -117,8 +123,8 @@ def check_query_fields(body: query_pb2.QueryRequestBody, limits: LimitsSection) 
     checks = (
         ("the query spec in bytes", body.spec.ByteSize(), limits.max_spec_bytes, "max_spec_bytes"),
         (
-            "the protection parameters in bytes",
-            len(body.protection.params),
+            "the protection parameters in bytes (with a public context beside them)",
+            len(body.protection.params) + len(body.public_context),
             limits.max_params_bytes,
             "max_params_bytes",
         ),
@@ -288,7 +294,13 @@ def _paillier_params(params: bytes) -> modes_pb2.PaillierParams:
 
 
 def _ckks_context_bytes(params: bytes) -> int:
+    """The public context's size: inline, or as declared beside its digest.
+
+    A declared size is checked against the context itself before admission
+    (``datafed.modes.hold_context``).
+    """
     try:
-        return len(protocol_pb2.CkksParams.FromString(params).public_context)
+        msg = protocol_pb2.CkksParams.FromString(params)
     except DecodeError as exc:
         raise InvalidRequest("malformed CKKS parameters") from exc
+    return len(msg.public_context) or msg.public_context_bytes

@@ -14,7 +14,8 @@ What a scrape shows (every name starts ``datafed_node_``):
 * ``dp_budget_epsilon{dataset}`` and ``dp_budget_epsilon_left{dataset, scope}``: the
   configured budget and what is left of it (``scope="requester"``: the least left to any
   one requester);
-* ``open_jobs``, ``paillier_key_cache_bytes`` (and its limit), ``info{node, version}``.
+* ``open_jobs``, ``paillier_key_cache_bytes`` and ``ckks_context_cache_bytes`` (and their
+  limits), ``info{node, version}``.
 
 Who may scrape: the node's operator.  No metric carries a data value, a group, a row
 count or a requester's name, and the refusals it counts are the ledger's (which depend on

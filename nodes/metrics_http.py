@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+from datafed.modes import CKKS_CONTEXT_CACHE as CKKS_CACHE
 from datafed.modes import PAILLIER_KEY_CACHE as KEY_CACHE
 from nodes.context import NodeContext
 from nodes.metrics import family, sample
@@ -70,6 +71,12 @@ def render(ctx: NodeContext) -> str:
             "paillier_key_cache_limit_bytes",
             ctx.config.limits.paillier_cache_bytes,
             "limits.paillier_cache_bytes",
+        ),
+        ("ckks_context_cache_bytes", CKKS_CACHE.held_bytes, "analysts' CKKS contexts held"),
+        (
+            "ckks_context_cache_limit_bytes",
+            ctx.config.limits.ckks_cache_bytes,
+            "limits.ckks_cache_bytes",
         ),
         ("start_time_seconds", ctx.metrics.started, "when this node started (Unix time)"),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from datafed.client._ask import ask_node
 from datafed.client._assemble import GroupKey, assemble, group_threshold, reported_groups
 from datafed.client._connection import Connection, run_sync
 from datafed.client._query import QueryJob, collect_signoffs
@@ -41,7 +42,7 @@ from datafed.modes import (
     SteppedMode,
     mode_class,
 )
-from datafed.proto.v1 import query_pb2, query_pb2_grpc
+from datafed.proto.v1 import query_pb2
 from datafed.psi import IntersectionSumResult
 from datafed.query.components import Component, components
 from datafed.query.post import PostProcess
@@ -283,24 +284,22 @@ class Federation(Connection):
         keys: Mapping[str, ed25519.Ed25519PublicKey],
     ) -> tuple[list[query_pb2.QueryResponse], tuple[NodeReceipt, ...]]:
         """Send every node of the roster its signed request; check every receipt."""
-        timeout = self.config.timeout_s
+        timeout, mode = self.config.timeout_s, self._mode(job.protection.mode)
         digests: dict[str, str] = {}
 
         @reported(CURRENT.get(), "query")
         async def one(node: str, ch: grpc.aio.Channel) -> query_pb2.QueryResponse:
-            signed = transport.sign(
-                query_pb2.QueryRequestBody(
+            def body(attached: bytes) -> query_pb2.QueryRequestBody:
+                return query_pb2.QueryRequestBody(
                     header=transport.header(node, job.job_id, job.purpose, job.legal_basis),
                     spec=spec_msg,
                     protection=job.protection,
                     sign_offs=signoffs.get(node, []),
                     statement=job.statement.to_proto(),
+                    public_context=attached,
                 )
-            )
-            digests[node] = signed.digest
-            reply: query_pb2.QueryResponse = await query_pb2_grpc.QueryServiceStub(ch).Query(
-                signed.request, timeout=timeout
-            )
+
+            reply, digests[node] = await ask_node(transport, node, ch, mode, body, timeout)
             if reply.node != node:
                 raise ProtocolError(f"node {node!r} answered as {reply.node!r}")
             return reply

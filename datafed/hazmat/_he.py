@@ -54,6 +54,26 @@ class HeParams:
     value_bound: float = float(1 << 20)
     max_additions: int = 1024
 
+    @classmethod
+    def for_sums(cls, value_bound: float, max_additions: int = 1024) -> HeParams:
+        """CKKS parameters for sums only, with the fewest coefficient primes that hold them.
+
+        Sums need no multiplication, so no prime is consumed by rescaling: the data level
+        (every prime but the last, special one) must only hold the encoded total,
+        ``2^scale_bits x max_additions x value_bound`` (an encoded coefficient is at most
+        the scale times the largest slot), below half its modulus. ``[60, 40, 60]`` (data
+        level ``~2^99.9``) holds ``value_bound <= 2^48`` at 1024 additions, with a bit to
+        spare; larger bounds keep ``[60, 40, 40, 60]``. Fewer primes only lower
+        ``log q``, so 128-bit security holds (HE standard, Table 1: ``log q <= 218`` at
+        ``N = 8192``); the fresh-encryption error (:meth:`fresh_error`) does not depend on
+        them. One prime fewer makes the public key a quarter and a ciphertext a third
+        smaller (docs/parameters.md).
+        """
+        needed = cls.scale_bits + math.log2(value_bound) + math.log2(max_additions) + 2
+        small = (60, 40, 60)
+        coeff = small if needed <= sum(small[:-1]) else cls.coeff_mod_bit_sizes
+        return cls(coeff_mod_bit_sizes=coeff, value_bound=value_bound, max_additions=max_additions)
+
     @property
     def slots(self) -> int:
         """Values per ciphertext."""

@@ -8,7 +8,9 @@ from datafed.modes._base import (
     ProtectionMode,
     SteppedMode,
 )
-from datafed.modes._ckks import CkksMode
+from datafed.modes._ckks import CkksMode, hold_context
+from datafed.modes._ckks_contexts import CONTEXT_CACHE as CKKS_CONTEXT_CACHE
+from datafed.modes._ckks_contexts import ContextNeeded
 from datafed.modes._paillier import VALUE_BITS as PAILLIER_VALUE_BITS
 from datafed.modes._paillier import PaillierMode, check_paillier_modulus
 from datafed.modes._paillier_keys import KEY_CACHE as PAILLIER_KEY_CACHE
@@ -18,11 +20,13 @@ from datafed.modes._shares import SharesMode
 from datafed.modes._steps import Combined, JobStash, NodeAnswer, StepSession
 
 __all__ = [
+    "CKKS_CONTEXT_CACHE",
     "MODES",
     "PAILLIER_KEY_CACHE",
     "PAILLIER_VALUE_BITS",
     "CkksMode",
     "Combined",
+    "ContextNeeded",
     "JobStash",
     "ModeContext",
     "ModeOptions",
@@ -38,6 +42,7 @@ __all__ = [
     "SteppedMode",
     "check_paillier_modulus",
     "describe_modes",
+    "hold_context",
     "mode_class",
 ]
 

@@ -153,6 +153,18 @@ class ProtectionMode(ABC):
     async def params(self, ctx: ModeContext) -> bytes:
         """Parameters every node needs (client side), e.g. the analyst's public key."""
 
+    def attachment(self, node: str, *, needed: bool = False) -> bytes:
+        """What the query to ``node`` carries beside the params (client side).
+
+        Key material the params name by digest (``ckks``: the public context), for a node
+        that may not hold it yet; ``needed``: the node said it does not. Default: none.
+        """
+        return b""
+
+    def answered(self, node: str) -> None:
+        """``node`` answered a query of this mode: it holds what the params name."""
+        return None
+
 
 class OneShotMode(ProtectionMode):
     """A mode whose node payloads combine at the client in one step."""

@@ -8,6 +8,12 @@ ciphertext from every participant, add them, return only the sum, once per job. 
 side: decrypt the sum, check the checksum, round back to fixed point, report the error
 bound (:class:`~datafed.hazmat.HeParams`: fresh-encryption and encoding errors, summed).
 
+The context travels once: the client names it by its SHA-256 in the params and sends
+it beside them (``QueryRequestBody.public_context``) on its first query to each node; the
+node keeps it per requester (:mod:`._ckks_contexts`) and a node that does not hold it
+refuses before admission (FAILED_PRECONDITION), whereupon the client resends with it.
+Params that carry the context inline (older clients) work as before.
+
 Who learns what: the aggregator sees ciphertexts under a key it does not hold; the
 analyst sees sealed boxes and one sum ciphertext.  Trust: the aggregator does not forward
 single ciphertexts to the analyst (it refuses to add fewer than all participants, and
@@ -17,8 +23,10 @@ adds once per job).  A node refuses parameters below 128-bit security (HE standa
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +36,7 @@ from pydantic import Field
 from datafed.errors import ProtocolError
 from datafed.hazmat import EncryptedVector, HeContext, HeParams, HePublicContext
 from datafed.modes._base import ModeContext, ModeOptions, NodeEnv, SteppedMode, read_params
+from datafed.modes._ckks_contexts import CONTEXT_CACHE
 from datafed.modes._envelope import check_roster, open_from_each, peers, seal
 from datafed.modes._integrity import check_real, real_weights
 from datafed.modes._relay import collect_sealed
@@ -36,7 +45,7 @@ from datafed.pki.ca import Identity
 from datafed.proto.v1 import protocol_pb2
 from datafed.query.components import Component
 
-__all__ = ["MAX_COEFF_MODULUS_BITS", "CkksMode"]
+__all__ = ["MAX_COEFF_MODULUS_BITS", "CkksMode", "hold_context"]
 
 #: Largest total coefficient modulus per ring dimension for 128-bit classical security
 #: with ternary secrets: HE standard (homomorphicencryption.org, 2018), Table 1; the
@@ -53,9 +62,11 @@ class _AggregatorState:
     participants: dict[str, Identity]
     length: int
     done: bool = False
+    #: Held while the context is used (shared with the node's other jobs when cached).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _load_context(raw: bytes, parties: int) -> HePublicContext:
+def _load_context(raw: bytes, parties: int = 2) -> HePublicContext:
     """Load the analyst's public context; refuse anything below 128-bit security."""
     try:
         ctx = HePublicContext.from_bytes(raw)
@@ -73,15 +84,25 @@ def _load_context(raw: bytes, parties: int) -> HePublicContext:
         )
     if (degree, bits) != (p.poly_modulus_degree, sum(p.coeff_mod_bit_sizes)):
         raise ValueError("the public context does not match its declared parameters")
-    if p.max_additions < parties:
-        raise ValueError(f"the context allows {p.max_additions} additions, {parties} needed")
+    _check_additions(ctx, parties)
     return ctx
+
+
+def _check_additions(ctx: HePublicContext, parties: int) -> None:
+    if ctx.params.max_additions < parties:
+        raise ValueError(
+            f"the context allows {ctx.params.max_additions} additions, {parties} needed"
+        )
 
 
 def _parse_params(
     env: NodeEnv, params: bytes
 ) -> tuple[protocol_pb2.CkksParams, Identity, list[Identity]]:
     msg = read_params(protocol_pb2.CkksParams, params, "CKKS")
+    if msg.public_context and msg.public_context_digest:
+        raise ValueError("the public context travels inline or by its digest, not both")
+    if not msg.public_context and len(msg.public_context_digest) != 32:
+        raise ValueError("no public context: name it by its SHA-256 digest (32 bytes)")
     (aggregator,) = peers(env, [msg.aggregator_certificate], "aggregator")
     participants = peers(env, msg.participant_certificates, "participant")
     if len(participants) < 2:  # else the aggregator's "sum" would be one node's ciphertext
@@ -91,6 +112,37 @@ def _parse_params(
     if aggregator.name not in names:
         raise ValueError("the aggregator must be a participant")
     return msg, aggregator, participants
+
+
+def hold_context(requester: str, job_id: str, params: bytes, body: bytes, ttl_s: float) -> None:
+    """Before admission: keep the context the params name for this job (the node's cache).
+
+    Params with an inline context need nothing here (``body`` must then be empty).
+
+    Raises
+    ------
+    ContextNeeded
+        The params name a context by digest that this node holds for no such requester,
+        and the request did not carry it: the client resends with it.
+    ValueError
+        Malformed params, or a body that does not match the named digest and length.
+    """
+    msg = read_params(protocol_pb2.CkksParams, params, "CKKS")
+    if msg.public_context or not msg.public_context_digest:
+        if body:
+            raise ValueError("a public context beside params that carry one inline")
+        return
+    digest, length = bytes(msg.public_context_digest), msg.public_context_bytes
+    until = CONTEXT_CACHE.clock() + ttl_s
+    CONTEXT_CACHE.hold(requester, job_id, digest, length, body, until)
+
+
+def _encrypt(env: NodeEnv, values: Sequence[int], state: _AggregatorState) -> list[bytes]:
+    """The values as reals under the state's context (its length set); caller holds the lock."""
+    x = _reals(env, values, state.context.params.value_bound)
+    state.length = x.size
+    chunks: list[bytes] = state.context.encrypt(x).to_chunks()
+    return chunks
 
 
 def _reals(env: NodeEnv, values: Sequence[int], bound: float) -> npt.NDArray[np.float64]:
@@ -128,6 +180,12 @@ class CkksMode(SteppedMode):
             raise ValueError(f"value_bound must be in (0, 2^52), got {value_bound}")
         self.value_bound = value_bound
         self._context: HeContext | None = None
+        self._public = self._digest = b""
+        self._lock = threading.Lock()
+        #: Nodes that answered a query of this mode: they hold the context (by digest).
+        self._holders: set[str] = set()
+        #: How often each node asked for the context after a query without it.
+        self._asked: dict[str, int] = {}
 
     # ------------------------------------------------------------------ node side
     @staticmethod
@@ -139,14 +197,23 @@ class CkksMode(SteppedMode):
     def protect(env: NodeEnv, params: bytes, values: Sequence[int]) -> bytes:
         """Encrypt the values as reals and seal the ciphertext to the aggregator."""
         msg, aggregator, participants = _parse_params(env, params)
-        context = _load_context(bytes(msg.public_context), len(participants))
-        x = _reals(env, values, context.params.value_bound)
-        encrypted = context.encrypt(x)
+        if msg.public_context:  # inline: loaded for this job alone
+            state = _AggregatorState(
+                _load_context(bytes(msg.public_context), len(participants)), {}, 0
+            )
+            chunks = _encrypt(env, values, state)
+        else:  # named by digest: the node's cached copy (held for this job since its check)
+            digest = bytes(msg.public_context_digest)
+            with CONTEXT_CACHE.use(env.requester, env.job_id, digest, _load_context) as e:
+                state = _AggregatorState(e.context, {}, 0, lock=e.lock)
+                _check_additions(e.context, len(participants))
+                chunks = _encrypt(env, values, state)  # e.lock held: one thread at a time
         if aggregator.name == env.node:
             if env.stash is None:
                 raise ValueError("this node cannot keep protocol state for an aggregator")
-            env.stash.put(_AggregatorState(context, {p.name: p for p in participants}, x.size))
-        body = protocol_pb2.CkksVector(length=x.size, chunks=encrypted.to_chunks())
+            state.participants = {p.name: p for p in participants}
+            env.stash.put(state)
+        body = protocol_pb2.CkksVector(length=state.length, chunks=chunks)
         item = seal(env, CkksMode.name, aggregator, body.SerializeToString())
         return protocol_pb2.SealedBundle(items=[item]).SerializeToString()
 
@@ -160,13 +227,14 @@ class CkksMode(SteppedMode):
         vectors = open_from_each(
             env, cls.name, state.participants, payload, "ciphertext", lambda b: cls._load(state, b)
         )
-        first, *rest = vectors.values()
-        try:
-            for vec in rest:
-                first = first + vec
-            chunks = first.to_chunks()
-        except Exception as exc:  # TenSEAL: ciphertexts that do not add (scale, level)
-            raise ValueError("malformed or out-of-range ciphertext") from exc
+        with state.lock:
+            first, *rest = vectors.values()
+            try:
+                for vec in rest:
+                    first = first + vec
+                chunks = first.to_chunks()
+            except Exception as exc:  # TenSEAL: ciphertexts that do not add (scale, level)
+                raise ValueError("malformed or out-of-range ciphertext") from exc
         state.done = True
         return protocol_pb2.CkksVector(length=state.length, chunks=chunks).SerializeToString()
 
@@ -176,25 +244,53 @@ class CkksMode(SteppedMode):
             msg = protocol_pb2.CkksVector.FromString(body)
             if msg.length != state.length:
                 raise ValueError("wrong length")
-            return state.context.vector_from_chunks(list(msg.chunks), length=state.length)
+            with state.lock:
+                return state.context.vector_from_chunks(list(msg.chunks), length=state.length)
         except Exception as exc:  # TenSEAL: out-of-range or malformed ciphertext data
             raise ValueError("malformed or out-of-range ciphertext") from exc
 
     # ---------------------------------------------------------------- client side
+    def _generate_once(self) -> HeContext:
+        # Concurrent queries share this mode: the context is made exactly once, so no
+        # query decrypts with a key other than the one its params named.
+        with self._lock:
+            if self._context is None:
+                context = HeContext.generate(HeParams.for_sums(self.value_bound))
+                self._public = context.public_bytes()
+                self._digest = hashlib.sha256(self._public).digest()
+                self._context = context
+            return self._context
+
     async def _keys(self) -> HeContext:
-        if self._context is None:
-            params = HeParams(value_bound=self.value_bound)
-            self._context = await asyncio.to_thread(HeContext.generate, params)
-        return self._context
+        if self._context is not None:
+            return self._context
+        return await asyncio.to_thread(self._generate_once)
 
     async def params(self, ctx: ModeContext) -> bytes:
-        """The public context; the first node aggregates; every node participates."""
-        context = await self._keys()
+        """The public context's digest; the first node aggregates; every node participates."""
+        await self._keys()
         return protocol_pb2.CkksParams(
-            public_context=context.public_bytes(),
+            public_context_digest=self._digest,
+            public_context_bytes=len(self._public),
             aggregator_certificate=ctx.certificates[ctx.nodes[0]],
             participant_certificates=ctx.certificates_of(ctx.nodes),
         ).SerializeToString()
+
+    def attachment(self, node: str, *, needed: bool = False) -> bytes:
+        """The public context for ``node`` unless it answered before (and did not ask)."""
+        if needed:
+            self._holders.discard(node)
+            self._asked[node] = self._asked.get(node, 0) + 1
+        return b"" if node in self._holders else self._public
+
+    def answered(self, node: str) -> None:
+        """``node`` answered a query: it holds the context now.
+
+        Unless it asked for it twice already: its cache has no room for the context, so
+        it gets it with every query rather than a refusal and a resend each time.
+        """
+        if self._asked.get(node, 0) < 2:
+            self._holders.add(node)
 
     async def run_steps(
         self, session: StepSession, answers: Sequence[NodeAnswer], totals: Totals

@@ -55,6 +55,12 @@ class LimitsSection(Strict):
     paillier_keys_per_requester: int = Field(default=1, ge=1, le=16)
     #: Seconds a cached key must lie idle before another requester's may evict it.
     paillier_key_idle_s: float = Field(default=600.0, gt=0)
+    #: Analysts' CKKS public contexts, loaded: their estimated bytes (20x the context).
+    ckks_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    #: Cached CKKS contexts per requester (a new one evicts the requester's own).
+    ckks_contexts_per_requester: int = Field(default=2, ge=1, le=16)
+    #: Seconds a cached context must lie idle before another requester's may evict it.
+    ckks_context_idle_s: float = Field(default=600.0, gt=0)
     #: Threads that run the blocking work of calls (dataset reads, encryption, protocol
     #: steps), shared fairly: the requester served least recently goes first.
     compute_threads: int = Field(default=4, ge=1, le=256)

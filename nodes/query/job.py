@@ -21,7 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from datafed.errors import ProtocolError, QueryError
-from datafed.modes import NodeEnv, ProtectionMode, SteppedMode, mode_class
+from datafed.modes import (
+    ContextNeeded,
+    NodeEnv,
+    ProtectionMode,
+    SteppedMode,
+    hold_context,
+    mode_class,
+)
 from datafed.pki.ca import Identity
 from datafed.proto.v1 import common_pb2, query_pb2
 from datafed.query.components import components
@@ -32,7 +39,7 @@ from datafed.wire.signing import MAX_LIFETIME_MS, now_ms
 from datafed.wire.statement import SignedJobStatement, message_digest
 from nodes.config import DatasetPolicy, LimitsSection
 from nodes.context import NodeContext
-from nodes.errors import InvalidRequest, PermissionDenied, Unauthenticated
+from nodes.errors import ContextMissing, InvalidRequest, PermissionDenied, Unauthenticated
 from nodes.gate import CLOCK_SKEW_MS
 from nodes.limits import check_cost, check_paillier_key, check_query_fields, estimate
 from nodes.partners import check_roster
@@ -127,7 +134,27 @@ def open_query(ctx: NodeContext, call: SignedCall, identity: Identity) -> QueryJ
     _check_params(ctx, job)
     if issubclass(job.mode, SteppedMode):
         ctx.jobs.ensure_room(identity.name)
+    _hold_context(job, bytes(body.public_context), identity.name)
     return job
+
+
+def _hold_context(job: QueryJob, attached: bytes, requester: str) -> None:
+    """CKKS: keep the public context the params name for this job, before admission.
+
+    A context named by its digest that this node does not hold for ``requester`` (and
+    the request did not carry) is refused here, charged nothing: the client resends.
+    """
+    if job.mode.name != "ckks":
+        if attached:
+            raise InvalidRequest(f"protection {job.mode.name!r} takes no public context")
+        return
+    ttl_s = max(0.0, (job.statement.statement.expires_at_ms - now_ms()) / 1000)
+    try:
+        hold_context(requester, job.statement.statement.job_id, job.params, attached, ttl_s)
+    except ContextNeeded as exc:
+        raise ContextMissing(str(exc)) from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"protection 'ckks': {exc}") from exc
 
 
 def _check_params(ctx: NodeContext, job: QueryJob) -> None:

@@ -55,12 +55,14 @@ def signed_query(
     sign_offs: Sequence[query_pb2.SignOff] = (),
     statement: SignedJobStatement | None = None,
     spec: query_pb2.QuerySpec | None = None,
+    public_context: bytes = b"",
 ) -> Signed:
     """A query for ``node`` signed by ``analyst``, with its own job statement.
 
     ``statement_sql``/``statement_protection``: what the statement says, when it should
     differ from what the body carries; ``roster`` defaults to every node of ``fed``;
-    ``spec``: a hand-built spec to send instead of ``sql``'s (one the front end refuses).
+    ``spec``: a hand-built spec to send instead of ``sql``'s (one the front end refuses);
+    ``public_context``: a CKKS context sent beside params that name it by digest.
     """
     key = load_signing_key(party_paths(fed.pki_dir, "analyst", analyst).signing_key)
     spec = spec if spec is not None else spec_to_proto(parse_sql(sql))
@@ -86,6 +88,7 @@ def signed_query(
         protection=pmsg,
         sign_offs=list(sign_offs),
         statement=st.to_proto(),
+        public_context=public_context,
     ).SerializeToString()
     return Signed(common_pb2.SignedRequest(body=body, signature=sign_body(body, key)), h, st)
 

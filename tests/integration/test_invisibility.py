@@ -319,6 +319,8 @@ def test_per_node_specs_give_garbage_or_refusal_never_one_nodes_value(
                     spec=spec,
                     protection=job.protection,
                     statement=st.to_proto(),
+                    # ckks: the context beside the params, so the aggregator is what refuses
+                    public_context=self._mode(job.protection.mode).attachment(node),
                 )
             )
             reply = await transport.call(

@@ -111,6 +111,8 @@ def test_a_scrape_shows_load_decisions_ledger_and_budget(fed: LocalFederation) -
     assert after["datafed_node_open_jobs", ""] == 0
     assert after["datafed_node_paillier_key_cache_bytes", ""] >= 0
     assert after["datafed_node_paillier_key_cache_limit_bytes", ""] == 536870912
+    assert after["datafed_node_ckks_context_cache_bytes", ""] >= 0
+    assert after["datafed_node_ckks_context_cache_limit_bytes", ""] == 268435456
     assert after["datafed_node_info", f'{{node="{node}",version="0.1.0"}}'] == 1
     # Nothing in a scrape comes from the data or names an analyst.
     for secret in ("alice", "cast_iron", "ductile_iron", "steel", "pvc", "marketing"):

@@ -27,7 +27,7 @@ from datafed.proto.v1 import ledger_pb2 as datafed_dot_proto_dot_v1_dot_ledger__
 from datafed.proto.v1 import query_pb2 as datafed_dot_proto_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\xa6\x01\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12*\n\x07receipt\x18\x06 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"j\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\x0f\n\x07\x62inding\x18\x06 \x01(\t\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"f\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\"9\n\x11SecAggConsistency\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x13SecAggUnmaskRequest\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\x12\x37\n\nsignatures\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggConsistency\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x61tafed/proto/v1/protocol.proto\x12\x10\x64\x61tafed.proto.v1\x1a\x1d\x64\x61tafed/proto/v1/common.proto\x1a\x1d\x64\x61tafed/proto/v1/ledger.proto\x1a\x1c\x64\x61tafed/proto/v1/query.proto\"p\n\x0fStepRequestBody\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.datafed.proto.v1.RequestHeader\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\xa6\x01\n\x0cStepResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x06ledger\x18\x05 \x01(\x0b\x32\x1c.datafed.proto.v1.LedgerHead\x12*\n\x07receipt\x18\x06 \x01(\x0b\x32\x19.datafed.proto.v1.Receipt\"j\n\x08\x45nvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\x0f\n\x07\x62inding\x18\x06 \x01(\t\"5\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x0eSealedEnvelope\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"?\n\x0cSealedBundle\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .datafed.proto.v1.SealedEnvelope\"Q\n\x0cSharesParams\x12\x1f\n\x17\x61ggregator_certificates\x18\x01 \x03(\x0c\x12 \n\x18participant_certificates\x18\x02 \x03(\x0c\"U\n\tShareBody\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x0e\n\x04seed\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06vector\x18\x04 \x01(\x0cH\x00\x42\x07\n\x05share\"\x1a\n\x08ShareSum\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\"\xa3\x01\n\nCkksParams\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1e\n\x16\x61ggregator_certificate\x18\x02 \x01(\x0c\x12 \n\x18participant_certificates\x18\x03 \x03(\x0c\x12\x1d\n\x15public_context_digest\x18\x04 \x01(\x0c\x12\x1c\n\x14public_context_bytes\x18\x05 \x01(\x04\",\n\nCkksVector\x12\x0e\n\x06length\x18\x01 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\"C\n\x0cSecAggParams\x12 \n\x18participant_certificates\x18\x01 \x03(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\r\"[\n\x0fSecAggAdvertise\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"?\n\x0cSecAggRoster\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.datafed.proto.v1.SecAggAdvertise\"4\n\x10SecAggCiphertext\x12\x0c\n\x04peer\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"]\n\x0fSecAggShareKeys\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x37\n\x0b\x63iphertexts\x18\x02 \x03(\x0b\x32\".datafed.proto.v1.SecAggCiphertext\"1\n\x0cSecAggMasked\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0e\n\x06masked\x18\x02 \x01(\x0c\"\"\n\x0fSecAggSurvivors\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\"9\n\x11SecAggConsistency\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x13SecAggUnmaskRequest\x12\x0f\n\x07\x63lients\x18\x01 \x03(\r\x12\x37\n\nsignatures\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggConsistency\".\n\x11SecAggShamirShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\n\n\x02ys\x18\x02 \x03(\x0c\"\x99\x01\n\x0cSecAggUnmask\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12=\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare\x12\x37\n\nkey_shares\x18\x03 \x03(\x0b\x32#.datafed.proto.v1.SecAggShamirShare2Z\n\x0fProtocolService\x12G\n\x04Step\x12\x1f.datafed.proto.v1.SignedRequest\x1a\x1e.datafed.proto.v1.StepResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,32 +52,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHAREBODY']._serialized_end=877
   _globals['_SHARESUM']._serialized_start=879
   _globals['_SHARESUM']._serialized_end=905
-  _globals['_CKKSPARAMS']._serialized_start=907
-  _globals['_CKKSPARAMS']._serialized_end=1009
-  _globals['_CKKSVECTOR']._serialized_start=1011
-  _globals['_CKKSVECTOR']._serialized_end=1055
-  _globals['_SECAGGPARAMS']._serialized_start=1057
-  _globals['_SECAGGPARAMS']._serialized_end=1124
-  _globals['_SECAGGADVERTISE']._serialized_start=1126
-  _globals['_SECAGGADVERTISE']._serialized_end=1217
-  _globals['_SECAGGROSTER']._serialized_start=1219
-  _globals['_SECAGGROSTER']._serialized_end=1282
-  _globals['_SECAGGCIPHERTEXT']._serialized_start=1284
-  _globals['_SECAGGCIPHERTEXT']._serialized_end=1336
-  _globals['_SECAGGSHAREKEYS']._serialized_start=1338
-  _globals['_SECAGGSHAREKEYS']._serialized_end=1431
-  _globals['_SECAGGMASKED']._serialized_start=1433
-  _globals['_SECAGGMASKED']._serialized_end=1482
-  _globals['_SECAGGSURVIVORS']._serialized_start=1484
-  _globals['_SECAGGSURVIVORS']._serialized_end=1518
-  _globals['_SECAGGCONSISTENCY']._serialized_start=1520
-  _globals['_SECAGGCONSISTENCY']._serialized_end=1577
-  _globals['_SECAGGUNMASKREQUEST']._serialized_start=1579
-  _globals['_SECAGGUNMASKREQUEST']._serialized_end=1674
-  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1676
-  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1722
-  _globals['_SECAGGUNMASK']._serialized_start=1725
-  _globals['_SECAGGUNMASK']._serialized_end=1878
-  _globals['_PROTOCOLSERVICE']._serialized_start=1880
-  _globals['_PROTOCOLSERVICE']._serialized_end=1970
+  _globals['_CKKSPARAMS']._serialized_start=908
+  _globals['_CKKSPARAMS']._serialized_end=1071
+  _globals['_CKKSVECTOR']._serialized_start=1073
+  _globals['_CKKSVECTOR']._serialized_end=1117
+  _globals['_SECAGGPARAMS']._serialized_start=1119
+  _globals['_SECAGGPARAMS']._serialized_end=1186
+  _globals['_SECAGGADVERTISE']._serialized_start=1188
+  _globals['_SECAGGADVERTISE']._serialized_end=1279
+  _globals['_SECAGGROSTER']._serialized_start=1281
+  _globals['_SECAGGROSTER']._serialized_end=1344
+  _globals['_SECAGGCIPHERTEXT']._serialized_start=1346
+  _globals['_SECAGGCIPHERTEXT']._serialized_end=1398
+  _globals['_SECAGGSHAREKEYS']._serialized_start=1400
+  _globals['_SECAGGSHAREKEYS']._serialized_end=1493
+  _globals['_SECAGGMASKED']._serialized_start=1495
+  _globals['_SECAGGMASKED']._serialized_end=1544
+  _globals['_SECAGGSURVIVORS']._serialized_start=1546
+  _globals['_SECAGGSURVIVORS']._serialized_end=1580
+  _globals['_SECAGGCONSISTENCY']._serialized_start=1582
+  _globals['_SECAGGCONSISTENCY']._serialized_end=1639
+  _globals['_SECAGGUNMASKREQUEST']._serialized_start=1641
+  _globals['_SECAGGUNMASKREQUEST']._serialized_end=1736
+  _globals['_SECAGGSHAMIRSHARE']._serialized_start=1738
+  _globals['_SECAGGSHAMIRSHARE']._serialized_end=1784
+  _globals['_SECAGGUNMASK']._serialized_start=1787
+  _globals['_SECAGGUNMASK']._serialized_end=1940
+  _globals['_PROTOCOLSERVICE']._serialized_start=1942
+  _globals['_PROTOCOLSERVICE']._serialized_end=2032
 # @@protoc_insertion_point(module_scope)

@@ -305,9 +305,18 @@ class CkksParams(_message.Message):
     PUBLIC_CONTEXT_FIELD_NUMBER: _builtins.int
     AGGREGATOR_CERTIFICATE_FIELD_NUMBER: _builtins.int
     PARTICIPANT_CERTIFICATES_FIELD_NUMBER: _builtins.int
+    PUBLIC_CONTEXT_DIGEST_FIELD_NUMBER: _builtins.int
+    PUBLIC_CONTEXT_BYTES_FIELD_NUMBER: _builtins.int
     public_context: _builtins.bytes
-    """the analyst's public HE context"""
+    """The analyst's public HE context, inline (every request carries it; parsed only when
+    the node encrypts). Empty when the context is named by its digest (below).
+    """
     aggregator_certificate: _builtins.bytes
+    public_context_digest: _builtins.bytes
+    """SHA-256 of the public context and its length in bytes, when it travels outside the
+    params (QueryRequestBody.public_context) or is already cached at the node.
+    """
+    public_context_bytes: _builtins.int
     @_builtins.property
     def participant_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -316,10 +325,12 @@ class CkksParams(_message.Message):
         public_context: _builtins.bytes = ...,
         aggregator_certificate: _builtins.bytes = ...,
         participant_certificates: _abc.Iterable[_builtins.bytes] | None = ...,
+        public_context_digest: _builtins.bytes = ...,
+        public_context_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregator_certificate", b"aggregator_certificate", "participant_certificates", b"participant_certificates", "public_context", b"public_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregator_certificate", b"aggregator_certificate", "participant_certificates", b"participant_certificates", "public_context", b"public_context", "public_context_bytes", b"public_context_bytes", "public_context_digest", b"public_context_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -297,6 +297,13 @@ class QueryRequestBody(_message.Message):
     PROTECTION_FIELD_NUMBER: _builtins.int
     SIGN_OFFS_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
+    PUBLIC_CONTEXT_FIELD_NUMBER: _builtins.int
+    public_context: _builtins.bytes
+    """ckks: the analyst's public HE context that protection.params name by its SHA-256
+    (CkksParams.public_context_digest), sent when this node may not hold it yet. Bound
+    through that digest, which the statement binds; empty: the node uses its cached copy
+    or refuses with FAILED_PRECONDITION before admission, and the client resends with it.
+    """
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
@@ -319,10 +326,11 @@ class QueryRequestBody(_message.Message):
         protection: Global___Protection | None = ...,
         sign_offs: _abc.Iterable[Global___SignOff] | None = ...,
         statement: _common_pb2.SignedStatement | None = ...,
+        public_context: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "spec", b"spec", "statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "sign_offs", b"sign_offs", "spec", b"spec", "statement", b"statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "protection", b"protection", "public_context", b"public_context", "sign_offs", b"sign_offs", "spec", b"spec", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

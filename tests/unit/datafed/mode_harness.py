@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from datafed import pki
 from datafed.errors import NodeUnavailable
-from datafed.modes import Combined, ModeContext, NodeAnswer, NodeEnv, ProtectionMode
+from datafed.modes import (
+    Combined,
+    ModeContext,
+    NodeAnswer,
+    NodeEnv,
+    ProtectionMode,
+    hold_context,
+)
 from datafed.query.components import Component
 
 NODES = ("water-north", "water-east", "water-south")
@@ -147,8 +154,15 @@ class Harness:
             binding=self.binding,
         )
 
+    def admit(self, mode: ProtectionMode, params: bytes) -> None:
+        """What each node does before admission: ckks holds the context for the job."""
+        if mode.name == "ckks":
+            for n in self.nodes:
+                hold_context("", self.job_id, params, mode.attachment(n), 60.0)
+
     def protect(self, mode: ProtectionMode, values: Mapping[str, Sequence[int]]) -> Run:
         params = asyncio.run(mode.params(self.ctx()))
+        self.admit(mode, params)
         answers = [
             NodeAnswer(n, type(mode).protect(self.env(n), params, values[n])) for n in self.nodes
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_nodes_refuse_weak_or_inconsistent_contexts(mode_pki, mode):
         HeParams(poly_modulus_degree=4096, coeff_mod_bit_sizes=(40, 20, 40), scale_bits=20)
     )
     good = asyncio.run(mode.params(h.ctx()))
-    public = protocol_pb2.CkksParams.FromString(good).public_context
+    public = mode._context.public_bytes()
     secret = mode._context
     with_secret = public.split(b"\n", 2)
     with_secret = (
@@ -135,15 +136,26 @@ def test_nodes_refuse_weak_or_inconsistent_contexts(mode_pki, mode):
             "at least 2 participants",
         ),
     ]
+    both = protocol_pb2.CkksParams.FromString(good)
+    both.public_context = public
+    neither = protocol_pb2.CkksParams.FromString(good)
+    neither.ClearField("public_context_digest")
+    cases += [
+        (both.SerializeToString(), "inline or by its digest, not both"),
+        (neither.SerializeToString(), "name it by its SHA-256"),
+    ]
     for params, match in cases:
         with pytest.raises(ValueError, match=match):
             CkksMode.protect(h.env(B), params, [ONE, 1])
+    # Named by digest: only a context this requester's job holds (or cached) is used.
+    with pytest.raises(ValueError, match="no longer held"):
+        CkksMode.protect(dataclasses.replace(h.env(B), requester="mallory"), good, [ONE, 1])
     bare = h.env(B)
     no_comps = type(bare)(
         bare.node, bare.job_id, bare.signing_key, bare.ca_pem, binding=bare.binding
     )
     with pytest.raises(ValueError, match="component of every value"):
-        CkksMode.protect(no_comps, good, [ONE, 1])
+        CkksMode.protect(no_comps, _params(h, public), [ONE, 1])
 
 
 def _bundle(run) -> protocol_pb2.SealedBundle:
@@ -238,3 +250,18 @@ def test_aggregator_returning_garbage_is_refused(mode_pki, mode):
 def test_constructor_checks():
     with pytest.raises(ValueError, match=r"value_bound must be in \(0, 2\^52\)"):
         CkksMode(value_bound=0)
+
+
+def test_the_client_sends_its_context_once_per_node_and_again_when_asked():
+    mode = CkksMode()
+    asyncio.run(mode._keys())
+    public = mode._context.public_bytes()
+    assert mode.attachment(A) == public  # first query: sent
+    mode.answered(A)
+    assert mode.attachment(A) == b"" and mode.attachment(B) == public  # named by digest after
+    assert mode.attachment(A, needed=True) == public  # a restarted node asks: resent
+    mode.answered(A)
+    assert mode.attachment(A) == b""
+    assert mode.attachment(A, needed=True) == public  # asked twice: its cache has no room,
+    mode.answered(A)
+    assert mode.attachment(A) == public  # so it gets the context with every query

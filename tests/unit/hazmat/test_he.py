@@ -62,3 +62,37 @@ def test_bfv_is_exact() -> None:
     assert result.values.tolist() == (3 * x).tolist()
     with pytest.raises(ValueError, match="plain_modulus"):
         HeContext.generate(HeParams(scheme="bfv", value_bound=2**35, max_additions=1024))
+
+
+def _doubled(ctx: HeContext, x: np.ndarray, times: int) -> np.ndarray:
+    """Encrypt ``x`` under the public context and add the sum to itself ``times`` times."""
+    v = HePublicContext.from_bytes(ctx.public_bytes()).encrypt(x)
+    for _ in range(times):
+        v = v + v
+    got = ctx.decrypt(v)
+    assert v.additions == 1 << times
+    return np.abs(got.values - x * (1 << times)) / got.error_bound
+
+
+def test_sums_only_parameters_take_the_fewest_primes_and_hold_the_total() -> None:
+    """``for_sums``: [60, 40, 60] up to value_bound 2^48 at 1024 additions (the total at
+    the bound decrypts within the error bound), [60, 40, 40, 60] above; both well within
+    the HE standard's 128-bit limit (log q <= 218 at N = 8192)."""
+    from datafed.modes._ckks import MAX_COEFF_MODULUS_BITS, _load_context
+
+    assert HeParams.for_sums(2.0**30).coeff_mod_bit_sizes == (60, 40, 60)
+    assert HeParams.for_sums(2.0**48).coeff_mod_bit_sizes == (60, 40, 60)
+    assert HeParams.for_sums(2.0**48.5).coeff_mod_bit_sizes == (60, 40, 40, 60)
+    assert HeParams.for_sums(2.0**51).coeff_mod_bit_sizes == (60, 40, 40, 60)
+    small = HeParams.for_sums(2.0**48)
+    assert sum(small.coeff_mod_bit_sizes) <= MAX_COEFF_MODULUS_BITS[small.poly_modulus_degree]
+    assert small.fresh_error() == HeParams(value_bound=2.0**48).fresh_error()
+    ctx = HeContext.generate(small)
+    _load_context(ctx.public_bytes(), 3)  # a node's security checks accept it
+    # Every slot at the bound: the constant coefficient is scale x bound, the worst case.
+    x = np.full(small.slots, 2.0**48)
+    assert (_doubled(ctx, x, 10) <= 1).all()  # 1024 additions at the bound
+    assert (_doubled(ctx, -x, 10) <= 1).all()
+    # Not a loose rule: twice the bound overflows the data level of [60, 40, 60].
+    over = HeParams(coeff_mod_bit_sizes=(60, 40, 60), value_bound=2.0**49)
+    assert (_doubled(HeContext.generate(over), 2 * x, 10) > 1).all()

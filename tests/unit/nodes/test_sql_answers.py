@@ -100,6 +100,7 @@ class Federation:
         self.jobs += 1
         h = Harness(self.pki, job_id=f"job-{self.jobs}", nodes=NODES)
         params = asyncio.run(mode.params(h.ctx()))
+        h.admit(mode, params)
         answers = []
         for node in NODES:
             store = self.stores[node]
