@@ -98,6 +98,7 @@ def install(ctx: NodeContext) -> None:
         max_bytes=lim.ckks_cache_bytes,
         per_requester=lim.ckks_contexts_per_requester,
         idle_s=lim.ckks_context_idle_s,
+        requesters=lim.ckks_requesters,
     )
 
 

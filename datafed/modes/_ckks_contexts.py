@@ -8,11 +8,19 @@ neither sends nor parses it. :class:`CkksContextCache`:
 
 - holds contexts per requester: an entry is found by ``(requester, digest)`` only, so
   one requester naming another's digest finds nothing (and is asked to send the context);
-- holds at most ``per_requester`` contexts of one requester: a new one evicts that
-  requester's own least recently used idle context, never another requester's;
-- holds at most ``max_bytes`` in all (estimated: :data:`LOADED_FACTOR` x the serialized
-  size); idle contexts older than ``idle_s`` make room, nothing else does; a context that
-  finds no room serves its one job and is dropped with it;
+- holds at most ``per_requester`` contexts of one requester, in at most its own
+  allowance of ``max_bytes / requesters`` (estimated: :data:`LOADED_FACTOR` x the
+  serialized size): a new one evicts that requester's own least recently used idle
+  contexts, never another requester's, so whether a requester's context is kept depends
+  on what *it* sent and nothing else (red team round 4: a byte budget shared by all
+  requesters told two colluding analysts whether a third held a context, and its size);
+- holds contexts of at most ``requesters`` requesters at once, so the allowances never
+  add up to more than ``max_bytes``; another requester's contexts idle longer than
+  ``idle_s`` free its place. When every place is taken by requesters active within
+  ``idle_s``, a new requester's context serves its one job and is dropped with it (the
+  client then sends it with every query): that tells it no more than that ``requesters``
+  others are active, and a node whose analysts are fewer than ``requesters`` never does
+  it (``docs/policy.md#limits``);
 - *holds* a context for a job from before admission (:meth:`CkksContextCache.hold`) to
   its encryption (:meth:`CkksContextCache.use`), so no eviction in between can make an
   admitted job fail; a held or used context is never evicted;
@@ -77,6 +85,8 @@ class CkksContextCache:
         Most (estimated) bytes of contexts held in all.
     per_requester
         Most contexts held for one requester.
+    requesters
+        Most requesters holding contexts at once (each may use ``max_bytes / requesters``).
     idle_s
         Seconds after which an unused context may be dropped to make room.
     clock
@@ -89,19 +99,32 @@ class CkksContextCache:
         per_requester: int = 2,
         idle_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        requesters: int = 8,
     ) -> None:
         self.clock = clock
         self._entries: dict[tuple[str, bytes], Loaded] = {}
         self._holds: dict[tuple[str, str], tuple[Loaded, float]] = {}
         self._lock = threading.Lock()
-        self.configure(max_bytes=max_bytes, per_requester=per_requester, idle_s=idle_s)
+        self.configure(
+            max_bytes=max_bytes, per_requester=per_requester, idle_s=idle_s, requesters=requesters
+        )
 
-    def configure(self, *, max_bytes: int, per_requester: int, idle_s: float) -> None:
+    def configure(
+        self, *, max_bytes: int, per_requester: int, idle_s: float, requesters: int = 8
+    ) -> None:
         """Set the limits (a node does this once from ``[limits]``); ValueError if invalid."""
-        if max_bytes < 0 or per_requester < 1 or idle_s <= 0:
-            raise ValueError("max_bytes >= 0, per_requester >= 1 and idle_s > 0 are required")
+        if max_bytes < 0 or per_requester < 1 or idle_s <= 0 or requesters < 1:
+            raise ValueError(
+                "max_bytes >= 0, per_requester >= 1, requesters >= 1 and idle_s > 0 are required"
+            )
         with self._lock:
             self.max_bytes, self.per_requester, self.idle_s = max_bytes, per_requester, idle_s
+            self.requesters = requesters
+
+    @property
+    def allowance(self) -> int:
+        """Estimated bytes one requester's contexts may take."""
+        return self.max_bytes // self.requesters
 
     @property
     def held_bytes(self) -> int:
@@ -207,23 +230,31 @@ class CkksContextCache:
                 del self._entries[(entry.owner, entry.digest)]
 
     def _room(self, owner: str, size: int, now: float) -> bool:
-        """Make room for one more context of ``owner`` (lock held); False if there is none."""
+        """Make room for one more context of ``owner`` (lock held); False if there is none.
+
+        Decided by ``owner``'s own contexts alone, but for its place among ``requesters``
+        (module docs).
+        """
+        if size > self.allowance:
+            return False
         busy = {id(e) for e, _ in self._holds.values() if _ > now}
         idle = {k for k, e in self._entries.items() if not e.users and id(e) not in busy}
         mine = sorted((e.used_at, k) for k, e in self._entries.items() if e.owner == owner)
-        held = len(mine)
+        held, used = len(mine), sum(self._entries[k].size for _, k in mine)
         for _, k in mine:  # the requester's own idle contexts, least recently used first
-            if held < self.per_requester:
+            if held < self.per_requester and used + size <= self.allowance:
                 break
             if k in idle:
-                del self._entries[k]
+                used -= self._entries.pop(k).size
                 held -= 1
-        if held >= self.per_requester:
+        if held >= self.per_requester or used + size > self.allowance:
             return False
-        for k in idle:
+        if held:
+            return True
+        for k in idle:  # another requester's context idle past idle_s frees its place
             if k in self._entries and now - self._entries[k].used_at > self.idle_s:
                 del self._entries[k]
-        return sum(e.size for e in self._entries.values()) + size <= self.max_bytes
+        return len({o for o, _ in self._entries}) < self.requesters
 
 
 #: The node's one cache (configured by the node from ``[limits]``).

@@ -61,6 +61,9 @@ class LimitsSection(Strict):
     ckks_contexts_per_requester: int = Field(default=2, ge=1, le=16)
     #: Seconds a cached context must lie idle before another requester's may evict it.
     ckks_context_idle_s: float = Field(default=600.0, gt=0)
+    #: Requesters whose CKKS contexts are cached at once, each in ``ckks_cache_bytes /
+    #: ckks_requesters`` of its own; set it to at least the analysts who use ckks here.
+    ckks_requesters: int = Field(default=8, ge=1, le=1024)
     #: Threads that run the blocking work of calls (dataset reads, encryption, protocol
     #: steps), shared fairly: the requester served least recently goes first.
     compute_threads: int = Field(default=4, ge=1, le=256)

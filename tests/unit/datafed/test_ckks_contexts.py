@@ -98,8 +98,11 @@ def test_the_bounds_evict_the_requesters_own_least_recently_used_context():
     assert cache.digests_of("bob") == [d1]  # never another requester's
     with pytest.raises(ContextNeeded):
         cache.hold("alice", "a3", d1, len(b1), b"", until=1000)
-    # Bytes: no room, so a context serves its one job uncached; idle ones make room.
-    tight = CkksContextCache(max_bytes=len(b1) * LOADED_FACTOR, idle_s=100, clock=clock)
+    # One place, taken by alice: bob's context serves its one job uncached; alice's
+    # idle past idle_s frees the place.
+    tight = CkksContextCache(
+        max_bytes=len(b1) * LOADED_FACTOR, idle_s=100, clock=clock, requesters=1
+    )
     tight.hold("alice", "a0", d1, len(b1), b1, until=1000)
     with tight.use("alice", "a0", d1, Loads()):
         pass
@@ -185,3 +188,25 @@ def test_holds_per_requester_are_bounded_and_expire():
     with pytest.raises(ValueError, match="no longer held"):
         with cache.use("bob", "b0", digest, Loads()):
             pass
+
+
+def test_whether_a_context_is_kept_depends_on_its_requesters_contexts_alone():
+    """Red team round 4: with one byte budget for all, two colluders filling it learned
+    whether a third analyst held a context. Each requester has an allowance of its own."""
+    (b1, d1), (b2, d2), (b3, d3) = ctx(1), ctx(2), ctx(3)
+    size = len(b1) * LOADED_FACTOR
+
+    def kept(carol_active: bool) -> list[list[bytes]]:
+        cache = CkksContextCache(max_bytes=3 * size, per_requester=2, requesters=3, clock=Clock())
+        if carol_active:
+            cache.hold("carol", "c0", d3, len(b3), b3, until=1000)
+        for who, (b, d) in (("alice", (b1, d1)), ("bob", (b2, d2)), ("bob", (b3, d3))):
+            cache.hold(who, f"{who}-{d.hex()}", d, len(b), b, until=1000)
+        return [cache.digests_of(who) for who in ("alice", "bob")]
+
+    alone = kept(False)
+    assert alone == kept(True)
+    assert alone[0] == [d1] and len(alone[1]) == 1  # bob's second exceeds his own allowance
+    cache = CkksContextCache(max_bytes=size, requesters=2, clock=Clock())
+    cache.hold("alice", "a0", d1, len(b1), b1, until=1000)
+    assert cache.digests_of("alice") == []  # larger than one allowance: never cached
