@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import math
 import secrets
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from datafed.client import Federation
 from datafed.collect import Collector, Uploader
+from datafed.fl.superlink import free_port
 from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
 from datafed.pki.ca import party_paths
 from datafed.proto.v1 import collect_pb2, modes_pb2, protocol_pb2, query_pb2
@@ -52,6 +54,14 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     f = LocalFederation.create(
         tmp_path_factory.mktemp("redteam-s25"), specs, analysts=("alice", "bob", "carol")
     )
+    port = free_port()
+    node = f.nodes[0]
+    node.config.write_text(
+        node.config.read_text().replace(
+            "[node]\n", f'[node]\nmetrics_listen = "127.0.0.1:{port}"\n', 1
+        )
+    )
+    f.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     f.start()
     try:
         yield f
@@ -245,6 +255,23 @@ def test_cache_room_left_by_other_analysts_is_no_oracle(fed):
     assert alone == beside, (alone, beside)
 
 
+def test_ckks_cache_metrics_name_no_analyst_and_no_digest(fed):
+    """Channel: the node operator's metrics (``datafed_node_ckks_context_cache_bytes``)
+    after alice's and bob's contexts are cached at the node. Safe: totals only, no label
+    naming a requester or a context digest."""
+    alice = Federation.from_file(fed.fed_toml)
+    alice.query(TOTAL, purpose=PURPOSE, protection="ckks")
+    public = alice._modes["ckks"]._public  # type: ignore[attr-defined]
+    digest = hashlib.sha256(public).hexdigest()
+    with urllib.request.urlopen(fed.metrics_url, timeout=10) as resp:  # type: ignore[attr-defined]
+        text = resp.read().decode()
+    lines = [x for x in text.splitlines() if "ckks" in x and not x.startswith("#")]
+    assert any(x.startswith("datafed_node_ckks_context_cache_bytes") for x in lines), lines
+    for x in lines:
+        assert "alice" not in x and "bob" not in x and digest[:16] not in x, x
+        assert "{" not in x or "requester" not in x, x
+
+
 def test_a_value_beyond_a_small_bound_saturates_on_sums_only_parameters(fed, tmp_path):
     """Channel: [60, 40, 60] (the sums-only primes) wrapping.  The analyst sets
     ``value_bound = 1``: every node's SUM and COUNT are far beyond it. Safe: the query is
@@ -253,6 +280,58 @@ def test_a_value_beyond_a_small_bound_saturates_on_sums_only_parameters(fed, tmp
     toml.write_text(fed.fed_toml.read_text() + "\n[modes.ckks]\nvalue_bound = 1.0\n")
     (row,) = Federation.from_file(toml).query(TOTAL, purpose=PURPOSE, protection="ckks").rows
     assert all(v is not None and v <= 3 + 0.01 for v in row), row
+
+
+DP = """
+[datasets.policy.dp]
+epsilon_per_query = 0.5
+budget_epsilon = 20.0
+bounds = { bursts = [0, 3], repair_hours = [0, 24] }
+"""
+
+
+@pytest.fixture(scope="module")
+def dpfed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    specs = water_district_specs(segments=6)
+    for s in specs:
+        s.policy_toml = s.policy_toml.replace(
+            "[datasets.policy.group_domains]", DP.strip() + "\n[datasets.policy.group_domains]"
+        )
+    f = LocalFederation.create(tmp_path_factory.mktemp("redteam-s25-dp"), specs)
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def budget_left(client: Federation) -> dict[str, float]:
+    return {i.node: i.described["pipe_incidents"].access.budget_left for i in client.node_info()}
+
+
+def test_a_resent_context_on_dp_data_is_charged_exactly_once(dpfed):
+    """Channel: the refusal before admission and the resend, on DP data.  A warm session
+    queries a restarted node (asked for the context, resends), then sends a query whose
+    context is garbage under a digest that matches (fails after admission). Safe: the
+    refusal charges nothing, the resent query once (0.5 each node), the garbage one once."""
+    client = Federation.from_file(dpfed.fed_toml)
+    client.query(TOTAL, purpose=PURPOSE, protection="ckks")
+    node = dpfed.nodes[1]
+    dpfed.stop_node(node)
+    dpfed.start_node(node)
+    dpfed.write_fed_toml()
+    again = Federation.from_file(dpfed.fed_toml)
+    again._modes["ckks"] = client._modes["ckks"]  # type: ignore[attr-defined]
+    before = budget_left(again)
+    job = again.query(TOTAL, purpose=PURPOSE, protection="ckks").job_id
+    after = budget_left(again)
+    assert {n: round(before[n] - after[n], 6) for n in before} == dict.fromkeys(before, 0.5)
+    rec = [r for r in ledger_records(dpfed, node.spec.name) if r.job_id == job]
+    assert [(r.decision, r.epsilon) for r in rec][:2] == [("denied", 0), ("approved", 0.5)]
+    junk = b"datafed-he-v1 not a context" * 100
+    p = ckks(dpfed, hashlib.sha256(junk).digest(), len(junk))
+    assert send(dpfed, 1, "alice", "s25-dp-junk", p, junk)[0] == "ABORTED"
+    assert round(after[node.spec.name] - budget_left(again)[node.spec.name], 6) == 0.5
 
 
 # ---------------------------------------------------------------------------- paillier
@@ -352,7 +431,7 @@ def test_concurrent_paillier_analysts_each_get_answers_under_their_own_key(fed):
 
 @pytest.fixture(scope="module")
 def coll(tmp_path_factory):
-    tasks = [make_task(n) for n in ("dupsame", "dupdiff", "race", "rogue")]
+    tasks = [make_task(n) for n in ("dupsame", "dupdiff", "race", "race2", "rogue")]
     f = collect_federation(tmp_path_factory.mktemp("redteam-s25-collect"), tasks)
     try:
         yield f
@@ -423,6 +502,30 @@ def test_two_concurrent_uploads_of_the_same_reports_store_each_once(coll):
     for a, b in zip(one, two, strict=True):
         assert sorted([a, b]) == ["ACCEPTED", "DUPLICATE"]
     assert window_count(coll, "race", w(0)) == (20, 20)
+
+
+def test_two_gateways_racing_one_id_with_different_reports_store_one(coll):
+    """Channel: two gateways upload different reports under the same IDs at once.
+    Safe: per ID exactly one ``ACCEPTED``, the other ``REPORT_REPLAYED``; the window
+    counts one report per ID."""
+    a = asyncio.run(shards(coll, "race2", [(1, w(0) + i) for i in range(10)]))
+    b = asyncio.run(shards(coll, "race2", [(1, w(0) + 30 + i) for i in range(10)]))
+    for x, y in zip(a, b, strict=True):
+        y.report_id = x.report_id
+
+    async def both():
+        return await asyncio.gather(
+            raw_upload(coll, "race2", a), raw_upload(coll, "race2", b, "gw-rogue")
+        )
+
+    one, two = asyncio.run(both())
+    for x, y in zip(one, two, strict=True):
+        assert sorted([x, y]) == ["ACCEPTED", "REPORT_REPLAYED"], (one, two)
+    # the rogue's reports, where they won, fail the Helper's check (their ID was moved);
+    # five more honest reports keep the window releasable whoever won
+    asyncio.run(upload(coll, "race2", [(1, w(0) + 50 + i) for i in range(5)]))
+    won = one.count("ACCEPTED")
+    assert window_count(coll, "race2", w(0)) == (won + 5, won + 5)
 
 
 def test_another_gateway_cannot_displace_or_double_a_report(coll):
