@@ -272,6 +272,52 @@ def test_ckks_cache_metrics_name_no_analyst_and_no_digest(fed):
         assert "{" not in x or "requester" not in x, x
 
 
+def context_with_header(**change: object) -> bytes:
+    """A fresh public context whose datafed header (HeParams, outside TenSEAL's bytes)
+    the analyst rewrote."""
+    import json
+
+    from datafed.hazmat import HeContext, HeParams
+
+    base = HeContext.generate(HeParams.for_sums(2**30)).public_bytes()
+    magic = base[: base.index(b"{")]
+    header, _, body = base[len(magic) :].partition(b"\n")
+    raw = json.loads(header)
+    raw.update(change)
+    return magic + json.dumps(raw).encode() + b"\n" + body
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"value_bound": 0.0},
+        {"value_bound": -1.0},
+        {"value_bound": float("nan")},
+        {"value_bound": float("inf")},
+        {"value_bound": 2.0**200},
+        {"scale_bits": 1},
+        {"scale_bits": 90},
+        {"coeff_mod_bit_sizes": [60, 40, 40, 60]},
+        {"scheme": "bfv"},
+        {"max_additions": 0},
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_a_rewritten_context_header_fails_alike_whatever_the_rows(fed, change):
+    """Channel: the context's own header (value bound, scale, primes, scheme) that a node
+    trusts when it encodes -- outside what the node checks before admission.  The same
+    context under a WHERE matching no row and one matching every row. Safe: the same
+    outcome either way (no data-dependent failure after admission)."""
+    ctx = context_with_header(**change)
+    p = ckks(fed, hashlib.sha256(ctx).digest(), len(ctx))
+    tag = secrets.token_hex(4)
+    none = "SELECT SUM(repair_hours), COUNT(*) FROM pipe_incidents WHERE year = 1900"
+    every = "SELECT SUM(repair_hours), COUNT(*) FROM pipe_incidents"
+    a = send(fed, 1, "bob", f"s25-hdr-{tag}-none", p, ctx, sql=none)
+    b = send(fed, 1, "bob", f"s25-hdr-{tag}-every", p, ctx, sql=every)
+    assert a == b, (a, b)
+
+
 def test_a_value_beyond_a_small_bound_saturates_on_sums_only_parameters(fed, tmp_path):
     """Channel: [60, 40, 60] (the sums-only primes) wrapping.  The analyst sets
     ``value_bound = 1``: every node's SUM and COUNT are far beyond it. Safe: the query is
@@ -401,6 +447,22 @@ def test_paillier_randomizers_never_repeat_across_queries_or_analysts(fed):
         for got in pool.map(one, jobs):
             seen += got
     assert len(seen) >= 48 and len(set(seen)) == len(seen)
+
+
+def test_paillier_randomizers_never_repeat_when_one_analyst_alternates_keys(fed):
+    """Channel: a pool left behind by an evicted key (one key per requester): alice
+    alternates two keys A, B, A, B, ... twice each, so each is cached, evicted and cached
+    again. Safe: no randomizer repeats under either key."""
+    keys = [Key(), Key()]
+    seen: list[list[int]] = [[], []]
+    for i in range(8):
+        k = i // 2 % 2
+        p = paillier(fed, keys[k])
+        for node in (0, 1):
+            got = paillier_answer(fed, node, "alice", f"s25-alt-{i}-{node}", p)
+            seen[k] += [keys[k].randomizer(c) for c in got]
+    for s in seen:
+        assert len(s) >= 8 and len(set(s)) == len(s)
 
 
 def test_concurrent_paillier_analysts_each_get_answers_under_their_own_key(fed):
