@@ -493,7 +493,7 @@ def test_concurrent_paillier_analysts_each_get_answers_under_their_own_key(fed):
 
 @pytest.fixture(scope="module")
 def coll(tmp_path_factory):
-    tasks = [make_task(n) for n in ("dupsame", "dupdiff", "race", "race2", "rogue")]
+    tasks = [make_task(n) for n in ("dupsame", "dupdiff", "dupbad", "race", "race2", "rogue")]
     f = collect_federation(tmp_path_factory.mktemp("redteam-s25-collect"), tasks)
     try:
         yield f
@@ -550,6 +550,21 @@ def test_an_id_twice_in_one_upload_with_different_bytes_counts_at_most_once(coll
     statuses = asyncio.run(raw_upload(coll, "dupdiff", [*msgs, other]))
     assert statuses.count("ACCEPTED") == 6 and statuses[-1] != "ACCEPTED"
     assert window_count(coll, "dupdiff", w(0)) == (6, 6)
+
+
+def test_an_invalid_copy_of_an_id_before_the_valid_one_in_one_upload_loses_nothing(coll):
+    """Channel: the in-request dedup ahead of validation.  A truncated copy of report X,
+    then X itself, in one upload (and the reverse for Y). Safe: the truncated copies are
+    ``INVALID_MESSAGE``; X and Y are each accepted once and counted once."""
+    msgs = asyncio.run(shards(coll, "dupbad", [(1, w(0) + i) for i in range(6)]))
+    bad_x, bad_y = collect_pb2.CollectReport(), collect_pb2.CollectReport()
+    bad_x.CopyFrom(msgs[0])
+    bad_y.CopyFrom(msgs[1])
+    bad_x.leader_share = bad_x.leader_share[:-1]
+    bad_y.leader_share = bad_y.leader_share[:-1]
+    statuses = asyncio.run(raw_upload(coll, "dupbad", [bad_x, *msgs, bad_y]))
+    assert statuses == ["INVALID_MESSAGE"] + ["ACCEPTED"] * 6 + ["INVALID_MESSAGE"], statuses
+    assert window_count(coll, "dupbad", w(0)) == (6, 6)
 
 
 def test_two_concurrent_uploads_of_the_same_reports_store_each_once(coll):
