@@ -176,7 +176,7 @@ def test_bob_flooding_his_contexts_never_evicts_alices(fed):
         assert got[0] == "approved" and "denied" not in got, got
 
 
-def test_bob_naming_alices_digest_with_alices_context_gets_his_own_copy(fed):
+def test_bob_naming_alices_live_digest_reads_like_a_random_digest(fed):
     """Channel: a cache hit as a probe.  bob names alice's live digest without the context
     (asked for it: ``FAILED_PRECONDITION``, whatever alice holds) and a random digest (the
     same answer). Safe: the two answers are identical, so a cache hit is no oracle."""
