@@ -141,6 +141,9 @@ class CollectStore(QueueStore):
                     out.append("duplicate" if bytes(old_digest) == digest else "report_replayed")
             refusals = [*refused, *(o for o in out if o not in ("accepted", "duplicate"))]
             self._count_refusals(db, refusals)
+            if self.db.dialect == "sqlite":  # one writer: the same commit (one fsync)
+                self._seen_windows(db, rows, out, now)
+                return out
         # Then, apart (the upload above holds its windows' rows shared; turning that into
         # an update would deadlock two uploads): the windows' last arrival, the watermark.
         # Both only say when a window may close; a crash in between closes it no later.
