@@ -17,7 +17,7 @@ The results equal the draft's ``Lagrange.poly_eval_batched`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,23 +165,38 @@ def lagrange_columns_scaled(field: NttField, powers: Any) -> Any:
         ``(n, ...)`` object array of Python ints.
     """
     n = len(powers)
-    bits = log2_exact(n)
     p = field.MODULUS
     roots = field.nth_root_powers(n)
-    omega = [roots[-k % n] for k in range(n)]  # W^-k
+
+    def twiddles(ks: list[int]) -> Any:
+        tw = np.empty(len(ks), dtype=object)
+        tw[:] = [roots[k] % p for k in ks]
+        return tw
+
+    return _inverse_dft(
+        np.asarray(powers, dtype=object), twiddles, lambda a, b: a * b, np.add, np.subtract
+    )
+
+
+def _inverse_dft(a: Any, twiddles: Callable[[list[int]], Any], mul: Any, add: Any, sub: Any) -> Any:
+    """Radix-2 DFT by ``W^-1`` over the first axis of ``a`` (``n`` rows, a power of two).
+
+    ``twiddles(ks)`` gives the array of ``W^k`` for the root indices ``ks``; ``mul``,
+    ``add`` and ``sub`` are the element-wise operations (object or ``uint64`` arrays).
+    """
+    n = len(a)
+    bits = log2_exact(n)
     order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
-    a = np.asarray(powers, dtype=object)[order]
-    rest = a.shape[1:]
+    a, rest = a[order], a.shape[1:]
     size = 2
     while size <= n:
         half = size // 2
         blocks = a.reshape(n // size, size, *rest)
         even, odd = blocks[:, :half], blocks[:, half:]
         if half > 1:
-            tw = np.empty(half, dtype=object)
-            tw[:] = [omega[k * (n // size)] % p for k in range(half)]
-            odd = odd * tw.reshape(1, half, *([1] * len(rest)))
-        a = np.concatenate([even + odd, even - odd], axis=1).reshape(n, *rest)
+            tw = twiddles([-k * (n // size) % n for k in range(half)])
+            odd = mul(odd, tw.reshape(1, half, *([1] * len(rest))))
+        a = np.concatenate([add(even, odd), sub(even, odd)], axis=1).reshape(n, *rest)
         size *= 2
     return a
 
@@ -201,23 +216,12 @@ def lagrange_columns(field: NttField, n: int, t: Any) -> Any:
 
 def _lagrange64(field: NttField, n: int, t: Any) -> Any:
     """:func:`lagrange_columns` for Field64 on ``uint64`` arrays (same DFT, reduced)."""
-    bits = log2_exact(n)
     tt = np.asarray(t, dtype=object).astype(np.uint64)
     pw = np.empty((n, *tt.shape), dtype=np.uint64)
     pw[0] = field.inv(n)  # the 1/n of the basis, folded into the powers
     for e in range(1, n):
         pw[e] = mul64(pw[e - 1], tt)
     roots = field.nth_root_powers(n)
-    order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
-    a, rest = pw[order], tt.shape
-    size = 2
-    while size <= n:
-        half = size // 2
-        blocks = a.reshape(n // size, size, *rest)
-        even, odd = blocks[:, :half], blocks[:, half:]
-        if half > 1:
-            tw = np.array([roots[-k * (n // size) % n] for k in range(half)], dtype=np.uint64)
-            odd = mul64(odd, tw.reshape(1, half, *([1] * len(rest))))
-        a = np.concatenate([add64(even, odd), sub64(even, odd)], axis=1).reshape(n, *rest)
-        size *= 2
-    return a
+    return _inverse_dft(
+        pw, lambda ks: np.array([roots[k] for k in ks], dtype=np.uint64), mul64, add64, sub64
+    )
