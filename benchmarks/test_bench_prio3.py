@@ -53,8 +53,10 @@ CASES: dict[str, tuple[Prio3[Any, Any], Any, int]] = {
     "histogram100": (Prio3Histogram(100), 42, size(20, 2)),
     "sumvec1000x1": (Prio3SumVec(1000, 1), [i % 2 for i in range(1000)], size(4, 1)),
 }
-#: Reports per batch for the batched rows.
-BATCH = {"count": 2000, "sum8": 1000, "histogram100": 200, "sumvec1000x1": 16}
+#: Reports per batch for the batched rows: one aggregation job of the service (its
+#: ``job_size``, 1,000 by default) where memory allows; a batch's fixed cost (numpy calls,
+#: the circuit's constants) is shared by its reports, so smaller batches cost more each.
+BATCH = {"count": 2000, "sum8": 1000, "histogram100": 1000, "sumvec1000x1": 16}
 IDS = list(CASES)
 PLAIN = "additive sharing (datafed.hazmat split_additive, Z_2^64)"
 
