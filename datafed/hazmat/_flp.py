@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from datafed.hazmat._field import Vec, next_power_of_2
 from datafed.hazmat._flp_circuits import Valid
@@ -29,6 +29,40 @@ from datafed.hazmat.errors import InvalidShare
 
 M = TypeVar("M")
 R = TypeVar("R")
+
+
+def split_proof(
+    field: Any, layout: Sequence[tuple[Gadget, int, int]], proof: Sequence[Any]
+) -> tuple[list[tuple[Sequence[Any], Vec]], list[Vec]]:
+    """A proof (share) per gadget: its wire seeds and gadget polynomial, and the calls' outputs.
+
+    The entries may be field elements or rows of them (the batched query's columns).
+    """
+    seeds_and_polys, outputs, offset = [], [], 0
+    for g, calls, p in layout:
+        seeds = proof[offset : offset + g.ARITY]
+        offset += g.ARITY
+        g_len = gadget_poly_len(g.DEGREE, p)
+        poly = extend_values_to_power_of_2(
+            field, proof[offset : offset + g_len], next_power_of_2(g_len)
+        )
+        offset += g_len
+        # The gadget polynomial's point W_size^(k*step) is W_p^k: call k's output.
+        step = len(poly) // p
+        outputs.append([poly[k * step] for k in range(1, calls + 1)])
+        seeds_and_polys.append((seeds, poly))
+    return seeds_and_polys, outputs
+
+
+def reduce_output(field: Any, k: int, query_rand: Sequence[Any], out: Sequence[Any]) -> Any:
+    """``(v, points)``: the circuit's outputs reduced, and the gadgets' test points.
+
+    ``k`` outputs are reduced by the first ``k`` query randomness elements (one output is
+    itself); the test points follow them.
+    """
+    if k > 1:
+        return field.dot(query_rand[:k], out), query_rand[k:]
+    return out[0], query_rand
 
 
 class FlpBBCGGI19(Generic[M, R]):
@@ -140,29 +174,9 @@ class FlpBBCGGI19(Generic[M, R]):
         self._check(joint_rand, self.JOINT_RAND_LEN)
         field, mod = self.field, self.field.MODULUS
         wires = self.valid.wire_inputs(meas, joint_rand, num_shares)
-        seeds_and_polys = []
-        outputs = []
-        offset = 0
-        for g, calls, p in self._layout:
-            seeds = proof[offset : offset + g.ARITY]
-            offset += g.ARITY
-            g_len = gadget_poly_len(g.DEGREE, p)
-            poly = extend_values_to_power_of_2(
-                field, proof[offset : offset + g_len], next_power_of_2(g_len)
-            )
-            offset += g_len
-            # The gadget polynomial's point W_size^(k*step) is W_p^k: call k's output.
-            step = len(poly) // p
-            outputs.append([poly[k * step] for k in range(1, calls + 1)])
-            seeds_and_polys.append((seeds, poly))
+        seeds_and_polys, outputs = split_proof(field, self._layout, proof)
         out = self.valid.eval_output(meas, joint_rand, num_shares, outputs)
-        if self.valid.EVAL_OUTPUT_LEN > 1:
-            k = self.valid.EVAL_OUTPUT_LEN
-            v = field.dot(query_rand[:k], out)
-            points = query_rand[k:]
-        else:
-            v = out[0]
-            points = query_rand
+        v, points = reduce_output(field, self.valid.EVAL_OUTPUT_LEN, query_rand, out)
         verifier = [v]
         for (_, calls, p), (seeds, poly), inputs, t in zip(
             self._layout, seeds_and_polys, wires, points, strict=True

@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from datafed.hazmat._field import next_power_of_2
 from datafed.hazmat._field_cols import Cols, Mask, column
-from datafed.hazmat._flp import FlpBBCGGI19
-from datafed.hazmat._flp_gadgets import Gadget, ParallelSum, gadget_poly_len
+from datafed.hazmat._flp import FlpBBCGGI19, reduce_output, split_proof
+from datafed.hazmat._flp_gadgets import Gadget, ParallelSum
 from datafed.hazmat._flp_range import is_range_checked, query_range_checked
-from datafed.hazmat._lagrange import extend_values_to_power_of_2, lagrange_columns
+from datafed.hazmat._lagrange import lagrange_columns
 
 
 def _pow2k(x: Any, k: int, mod: int) -> Any:
@@ -70,25 +69,9 @@ def query_columns(
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout
-    seeds_and_polys, outputs, offset = [], [], 0
-    for g, calls, p in layout:
-        seeds = proof[offset : offset + g.ARITY]
-        offset += g.ARITY
-        g_len = gadget_poly_len(g.DEGREE, p)
-        poly = extend_values_to_power_of_2(
-            field, proof[offset : offset + g_len], next_power_of_2(g_len)
-        )
-        offset += g_len
-        step = len(poly) // p
-        outputs.append([poly[k * step] for k in range(1, calls + 1)])
-        seeds_and_polys.append((seeds, poly))
+    seeds_and_polys, outputs = split_proof(field, layout, proof)
     out = valid.eval_output(meas, joint_rand, num_shares, outputs)
-    k = valid.EVAL_OUTPUT_LEN
-    if k > 1:
-        v = field.dot(query_rand[:k], out)
-        points = query_rand[k:]
-    else:
-        v, points = out[0], query_rand
+    v, points = reduce_output(field, valid.EVAL_OUTPUT_LEN, query_rand, out)
     verifier = [column(v, n)]
     ok = np.ones(n, dtype=bool)
     for (_, calls, p), (seeds, poly), inputs, t in zip(
