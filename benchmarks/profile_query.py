@@ -20,7 +20,6 @@ Not a test: a tool for ``docs/bench.md``'s breakdown.
 
 from __future__ import annotations
 
-import asyncio
 import cProfile
 import os
 import pstats
@@ -57,29 +56,13 @@ def _protect_alone(mode: str) -> float | None:
     """Seconds of one node's protect step for ``mode`` on a 101-group vector (paillier)."""
     if mode != "paillier":
         return None
-    from datafed import pki
-    from datafed.modes import ModeContext, NodeEnv, PaillierMode
+    from test_bench_query_path import node_env
 
-    nodes = ("n1", "n2", "n3")
+    from datafed.modes import PaillierMode
+
     with tempfile.TemporaryDirectory() as d:
-        pki.init_ca(Path(d))
-        files = {n: pki.issue(Path(d), "node", n) for n in nodes}
-        ca = (Path(d) / "ca.crt").read_bytes()
-        m = PaillierMode(2048)
-        certs = {n: f.cert.read_bytes() for n, f in files.items()}
-        params = asyncio.run(m.params(ModeContext("bench", nodes, certs)))
-        env = NodeEnv(
-            "n1",
-            "bench",
-            pki.load_signing_key(files["n1"].signing_key),
-            ca,
-            binding="00" * 32,
-            roster=nodes,
-            requester="alice",
-        )
         values = [i * 1000 for i in range((GROUPS + 1) * 3)]
-        for _ in range(2):
-            PaillierMode.protect(env, params, values)
+        m, params, env = node_env(Path(d), values)
         from datafed.modes._paillier_keys import KEY_CACHE
 
         with KEY_CACHE.use("alice", _modulus(m)) as key:

@@ -8,6 +8,7 @@ encrypting each value on its own.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,11 @@ NODES = ("n1", "n2", "n3")
 PARAMS = {"bits": 2048, "path": "query.protect", "values": len(VALUES)}
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
+def node_env(d: Path, values: list[int]) -> tuple[PaillierMode, bytes, NodeEnv]:
+    """One analyst key and node ``n1``'s environment (a fresh CA in ``d``), the key cached.
+
+    Also what ``benchmarks/profile_query.py`` times a node's protect step with.
+    """
     pki.init_ca(d)
     files = {n: pki.issue(d, "node", n) for n in NODES}
     ca = (d / "ca.crt").read_bytes()
@@ -39,8 +42,13 @@ def setup(tmp_path_factory):
         requester="alice",
     )
     for _ in range(2):  # the node caches the analyst's key on its second use: before timing
-        PaillierMode.protect(env, params, VALUES)
+        PaillierMode.protect(env, params, values)
     return mode, params, env
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return node_env(tmp_path_factory.mktemp("pki"), VALUES)
 
 
 def test_paillier_protect_query_path(benchmark, bench_row, setup):
