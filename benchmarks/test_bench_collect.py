@@ -343,22 +343,7 @@ def test_e2e_batched_in_process(
 def test_e2e_baseline(
     benchmark: Any, bench_row: Any, service: tuple[LocalFederation, Path]
 ) -> None:
-    from nodes.collect.runtime import verify_key_of
-
-    fed, gateway = service
-    task = asyncio.run(_device_task(gateway))
-    helper_key = load_signing_key(party_paths(fed.pki_dir, "node", "water-east").signing_key)
-    leader_key = load_signing_key(party_paths(fed.pki_dir, "node", "water-north").signing_key)
-    key = verify_key_of(leader_key, task.helper, task.spec.task_id)
-    rounds = iter(range(50, 100))
-
-    def setup() -> tuple[tuple[DeviceTask, list[SealedReport], ShareOpener, bytes], dict[str, Any]]:
-        return (
-            task,
-            task.shard_many(_items(next(rounds))[:N]),
-            ShareOpener(x25519_private(helper_key)),
-            key,
-        ), {}
+    setup = _in_process_setup(*service, 50)
 
     def run(*args: Any) -> None:
         assert in_process(*args) == N
