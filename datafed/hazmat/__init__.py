@@ -30,7 +30,15 @@ from datafed.hazmat._dp import (
     sample_discrete_laplace,
 )
 from datafed.hazmat._field import Field64, Field128, NttField
-from datafed.hazmat._field_cols import Cols, Mask, decode_columns, encode_columns, stack
+from datafed.hazmat._field_cols import (
+    Cols,
+    Mask,
+    Words,
+    decode_columns,
+    decode_words,
+    encode_columns,
+    stack,
+)
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
     FRAC_BITS,
@@ -136,6 +144,7 @@ __all__ = [  # noqa: RUF022
     "InvalidPoint",
     "InvalidShare",
     "Mask",
+    "Words",
     "Mul",
     "MultihotCountVecCircuit",
     "NttField",
@@ -166,6 +175,7 @@ __all__ = [  # noqa: RUF022
     "ciphertext_to_phe",
     "decide_columns",
     "decode_columns",
+    "decode_words",
     "decode_fixed",
     "decode_int",
     "derive_seed",

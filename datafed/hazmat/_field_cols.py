@@ -26,6 +26,8 @@ Cols = npt.NDArray[Any]
 """An ``(L, N)`` object array: element ``i`` of report ``j`` at ``[i, j]``."""
 Mask = npt.NDArray[np.bool_]
 """One flag per report."""
+Words = npt.NDArray[np.uint64]
+"""An ``(L, N, 2)`` ``uint64`` array: the low and high words of Field128 elements."""
 
 _M64 = (1 << 64) - 1
 _LITTLE: repeat[Literal["little"]] = repeat("little")
@@ -65,6 +67,18 @@ def decode_columns(field: NttField, data: bytes, n: int, length: int) -> tuple[C
     below = (hi < p_hi) | ((hi == p_hi) & (lo < p_lo))
     ok = np.all(below, axis=1) if length else np.ones(n, dtype=bool)
     return decode_wide(data, n, length).T, ok
+
+
+def decode_words(data: bytes, n: int, length: int) -> Words:
+    """The ``(length, n, 2)`` ``uint64`` words of ``n`` Field128 vectors laid end to end.
+
+    A view of ``data`` (no copy, no range check: see :func:`decode_columns`); element
+    ``i`` of report ``j`` is ``out[i, j, 0] + out[i, j, 1] * 2^64``.
+    """
+    if len(data) != n * length * 16:
+        raise ValueError("wrong number of bytes for the columns")
+    words: Words = np.frombuffer(data, dtype="<u8").reshape(n, length, 2).transpose(1, 0, 2)
+    return words
 
 
 def decode_wide(data: bytes, n: int, length: int) -> Cols:

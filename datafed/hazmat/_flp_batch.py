@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from datafed.hazmat._field_cols import Cols, Mask, column
+from datafed.hazmat._field_cols import Cols, Mask, Words, column
 from datafed.hazmat._flp import FlpBBCGGI19, reduce_output, split_proof
 from datafed.hazmat._flp_gadgets import Gadget, ParallelSum
 from datafed.hazmat._flp_range import is_range_checked, query_range_checked
@@ -44,6 +44,7 @@ def query_columns(
     joint_rand: list[Any],
     num_shares: int,
     n: int,
+    words: tuple[Words, Words, Words] | None = None,
 ) -> tuple[list[Any], Mask]:
     """Each report's verifier share (§7.3.4), as rows; and which reports may go on.
 
@@ -57,6 +58,10 @@ def query_columns(
         Number of shares the measurements were split into.
     n : int
         Number of reports.
+    words : tuple of numpy.ndarray, optional
+        Field128 only: the ``uint64`` words of ``meas``, ``proof`` and ``joint_rand``
+        (``(L, n, 2)``, :func:`~datafed.hazmat._field_cols.decode_words`), which the
+        range-check query reads instead of converting the rows.
 
     Returns
     -------
@@ -65,7 +70,7 @@ def query_columns(
         test point is a root of unity of a wire polynomial (the scalar query raises).
     """
     if is_range_checked(flp):
-        return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n)
+        return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n, words)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout

@@ -32,11 +32,23 @@ from typing import Any
 
 import numpy as np
 
-from datafed.hazmat._field_cols import Cols, Mask, column
+from datafed.hazmat._field_cols import Cols, Mask, Words, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_circuits import _RangeChecked
 from datafed.hazmat._flp_gadgets import Mul, ParallelSum
 from datafed.hazmat._lagrange import _extension_matrix, lagrange_columns_scaled, powers_columns
+from datafed.hazmat._limbs128 import (
+    LIMBS,
+    MAX_TERMS,
+    dot_wide,
+    from_ints,
+    from_words,
+    mul_wide,
+    reduce,
+    to_ints,
+    words_of_ints,
+)
+from datafed.hazmat._limbs128 import P as LIMB_P
 
 
 def is_range_checked(flp: FlpBBCGGI19[Any, Any]) -> bool:
@@ -68,11 +80,15 @@ def query_range_checked(
     joint_rand: list[Any],
     num_shares: int,
     n: int,
+    words: tuple[Words, Words, Words] | None = None,
 ) -> tuple[list[Any], Mask]:
     """:func:`~datafed.hazmat._flp_batch.query_columns` for a range-check circuit.
 
     Parameters and result as there: rows of ``n`` reports in, ``VERIFIER_LEN`` rows
-    and the flags of reports whose test point is a wire root of unity out.
+    and the flags of reports whose test point is a wire root of unity out. ``words``
+    optionally holds the ``uint64`` words (:func:`~datafed.hazmat._field_cols.decode_words`)
+    of ``meas``, ``proof`` and ``joint_rand``: Field128 wires are then computed on limbs
+    (:func:`_wires_limbs`) without converting those rows.
 
     Why long: one pass over the query's steps, each a few whole-array operations;
     split, the intermediate arrays would only travel between functions.
@@ -99,6 +115,66 @@ def query_range_checked(
     lag = lagrange_columns_scaled(field, low[:wlen]) % p  # L_k(t)
     gt = _gadget_at(field, gpoly, low, lag, t_w)
     # The wires at t, each reduced once: W(t) = sum_k L_k(t) * value_k.
+    if p == LIMB_P and calls + 2 <= MAX_TERMS:
+        if words is None:
+            words = (_words(meas, n), _words(proof, n), _words(joint_rand[:calls], n))
+        wires = _wires_limbs(field, words, lag[: calls + 1], c, calls, num_shares, n)
+    else:
+        wires = _wires_objects(field, x, seeds, r, lag, c, calls, num_shares)
+    step = 2  # the gadget polynomial's node 2k is the wires' node k
+    outputs = [gpoly[k * step] for k in range(1, calls + 1)]
+    out = valid.eval_output(meas, joint_rand, num_shares, [outputs])
+    k = valid.EVAL_OUTPUT_LEN
+    v = field.dot(query_rand[:k], out) if k > 1 else out[0]
+    verifier = [column(v, n), *wires, gt]
+    return verifier, ok
+
+
+def _words(rows: list[Any], n: int) -> Words:
+    lo, hi = words_of_ints(_rows(rows, n))
+    return np.stack([lo, hi], axis=-1)
+
+
+def _wires_limbs(
+    field: Any,
+    words: tuple[Words, Words, Words],
+    lag: Cols,
+    c: int,
+    calls: int,
+    num_shares: int,
+    n: int,
+) -> list[Any]:
+    """The ``2c`` wire values at ``t``, Field128 on ``int64`` limbs (:mod:`._limbs128`).
+
+    ``lag`` holds ``L_0(t) .. L_calls(t)`` reduced. The same sums as
+    :func:`_wires_objects`, each product exact on limbs and each wire reduced once.
+    """
+    mw, pw, jw = words
+    flat = np.zeros((LIMBS, calls * c, n), dtype=np.int64)
+    flat[:, : len(mw)] = from_words(mw[..., 0], mw[..., 1])
+    x = flat.reshape(LIMBS, calls, c, n)
+    r = from_words(jw[:calls, :, 0], jw[:calls, :, 1])
+    seeds = from_words(pw[: 2 * c, :, 0], pw[: 2 * c, :, 1])
+    lg = from_ints(lag)  # (5, calls + 1, n)
+    head, coef = lg[:, 0], lg[:, 1:]
+    chains = np.empty((LIMBS, calls, c, n), dtype=np.int64)
+    chain = coef
+    for j in range(c):  # L_(i+1)(t) * r_i^(j+1), reduced at each step
+        chain = chains[:, :, j] = reduce(mul_wide(chain, r))
+    wide = np.empty((2 * LIMBS - 1, c, 2, n), dtype=np.int64)
+    wide[:, :, 0] = dot_wide(chains, x)
+    wide[:, :, 1] = dot_wide(coef[:, :, None], x)
+    wide += mul_wide(head[:, None, None], seeds.reshape(LIMBS, c, 2, n))
+    h = (field.inv(num_shares) * np.asarray(lag[1:], dtype=object).sum(axis=0)) % field.MODULUS
+    wide[:LIMBS, :, 1] += from_ints(-h % field.MODULUS)[:, None]
+    return list(to_ints(wide.reshape(2 * LIMBS - 1, 2 * c, n)))
+
+
+def _wires_objects(
+    field: Any, x: Cols, seeds: Cols, r: Cols, lag: Cols, c: int, calls: int, num_shares: int
+) -> list[Any]:
+    """The ``2c`` wire values at ``t`` on Python integers (Field64, or very long calls)."""
+    p = field.MODULUS
     coef, head = lag[1 : calls + 1], lag[0]
     chain = coef * r % p  # L_(i+1)(t) * r_i, then times r_i again for each j
     h_sum = field.inv(num_shares) * coef.sum(axis=0)
@@ -110,13 +186,7 @@ def query_range_checked(
             chain = chain * r % p  # reduced: with long chunks the powers would grow
         wires.append((even + head * seeds[2 * j]) % p)
         wires.append((odd[j] + head * seeds[2 * j + 1]) % p)
-    step = 2  # the gadget polynomial's node 2k is the wires' node k
-    outputs = [gpoly[k * step] for k in range(1, calls + 1)]
-    out = valid.eval_output(meas, joint_rand, num_shares, [outputs])
-    k = valid.EVAL_OUTPUT_LEN
-    v = field.dot(query_rand[:k], out) if k > 1 else out[0]
-    verifier = [column(v, n), *wires, gt]
-    return verifier, ok
+    return wires
 
 
 def _gadget_at(field: Any, gpoly: Cols, low: Cols, lag: Cols, t_w: Cols) -> Cols:

@@ -24,8 +24,10 @@ from datafed.hazmat import (
     Cols,
     Field128,
     Mask,
+    Words,
     decide_columns,
     decode_columns,
+    decode_words,
     encode_columns,
     query_columns,
     rows_of,
@@ -89,23 +91,30 @@ def _expand(
     dst: bytes,
     binders: Sequence[bytes],
     length: int,
-) -> tuple[Cols, list[bytes]]:
-    """``expand_into_vec`` per report as columns, and the encoding of each vector."""
+) -> tuple[Cols, list[bytes], bytes]:
+    """``expand_into_vec`` per report as columns, each vector's encoding, and all of them."""
     field, n = vdaf.field, len(seeds)
     raw = xof_many(seeds, dst, binders, length * field.ENCODED_SIZE)
-    cols, inrange = decode_columns(field, b"".join(raw), n, length)
-    for jj in np.flatnonzero(~inrange):  # an element >= p: the stream goes on (rare)
-        j = int(jj)
-        vec = vdaf.xof.expand_into_vec(field, seeds[j], dst, binders[j], length)
-        cols[:, j] = vec
-        raw[j] = field.encode_vec(vec)
-    return cols, raw
+    data = b"".join(raw)
+    cols, inrange = decode_columns(field, data, n, length)
+    if not inrange.all():  # an element >= p: the stream goes on (rare)
+        for jj in np.flatnonzero(~inrange):
+            j = int(jj)
+            vec = vdaf.xof.expand_into_vec(field, seeds[j], dst, binders[j], length)
+            cols[:, j] = vec
+            raw[j] = field.encode_vec(vec)
+        data = b"".join(raw)
+    return cols, raw, data
 
 
 def _leader_shares(
     vdaf: AnyPrio3, shares: Sequence[bytes], ok: Mask
-) -> tuple[Cols, Cols, list[bytes], list[bytes]]:
-    """Measurement and proof columns, encoded measurement shares and blinds (Leader)."""
+) -> tuple[Cols, Cols, list[bytes], list[bytes], bytes, bytes]:
+    """Measurement and proof columns, encoded measurement shares and blinds (Leader).
+
+    Also the measurement and proof vectors of every report, laid end to end (what
+    :func:`decode_words` reads).
+    """
     field, flp, size = vdaf.field, vdaf.flp, vdaf.field.ENCODED_SIZE
     m, pr = flp.MEAS_LEN, flp.PROOF_LEN * vdaf.PROOFS
     body = (m + pr) * size
@@ -119,12 +128,14 @@ def _leader_shares(
         fixed.append(s)
     cols, inrange = decode_columns(field, b"".join(s[:body] for s in fixed), len(fixed), m + pr)
     ok &= inrange
-    return cols[:m], cols[m:], [s[: m * size] for s in fixed], [s[body:] for s in fixed]
+    meas_raw = [s[: m * size] for s in fixed]
+    proof_data = b"".join(s[m * size : body] for s in fixed)
+    return cols[:m], cols[m:], meas_raw, [s[body:] for s in fixed], b"".join(meas_raw), proof_data
 
 
 def _helper_shares(
     vdaf: AnyPrio3, ctx: bytes, agg_id: int, shares: Sequence[bytes], ok: Mask
-) -> tuple[Cols, Cols, list[bytes], list[bytes]]:
+) -> tuple[Cols, Cols, list[bytes], list[bytes], bytes, bytes]:
     """The same for a Helper: each share's seed expanded (§7.2.6)."""
     seed_len = vdaf.xof.SEED_SIZE
     blind_len = seed_len if vdaf.uses_joint_rand else 0
@@ -136,21 +147,21 @@ def _helper_shares(
         seeds.append(s[:seed_len])
         blinds.append(s[seed_len:])
     n, flp = len(seeds), vdaf.flp
-    meas, meas_raw = _expand(
+    meas, meas_raw, meas_data = _expand(
         vdaf,
         seeds,
         vdaf.domain_separation_tag(USAGE_MEAS_SHARE, ctx),
         [bytes([agg_id])] * n,
         flp.MEAS_LEN,
     )
-    proofs, _ = _expand(
+    proofs, _, proof_data = _expand(
         vdaf,
         seeds,
         vdaf.domain_separation_tag(USAGE_PROOF_SHARE, ctx),
         [bytes([vdaf.PROOFS, agg_id])] * n,
         flp.PROOF_LEN * vdaf.PROOFS,
     )
-    return meas, proofs, meas_raw, blinds
+    return meas, proofs, meas_raw, blinds, meas_data, proof_data
 
 
 def _public_parts(vdaf: AnyPrio3, public_shares: Sequence[bytes], ok: Mask) -> list[list[bytes]]:
@@ -174,8 +185,11 @@ def _joint_rand(
     blinds: Sequence[bytes],
     meas_raw: Sequence[bytes],
     parts: list[list[bytes]],
-) -> tuple[Cols, list[bytes], list[bytes]]:
-    """Joint randomness from this aggregator's corrected seed (§7.2.2); parts, seeds."""
+) -> tuple[Cols, list[bytes], list[bytes], bytes]:
+    """Joint randomness from this aggregator's corrected seed (§7.2.2); parts, seeds.
+
+    Also the joint randomness of every report, encoded and laid end to end.
+    """
     n = len(nonces)
     own = xof_many(
         blinds,
@@ -193,14 +207,28 @@ def _joint_rand(
         ],
         vdaf.xof.SEED_SIZE,
     )
-    jr, _ = _expand(
+    jr, _, jr_data = _expand(
         vdaf,
         corrected,
         vdaf.domain_separation_tag(USAGE_JOINT_RANDOMNESS, ctx),
         [bytes([vdaf.PROOFS])] * n,
         vdaf.flp.JOINT_RAND_LEN * vdaf.PROOFS,
     )
-    return jr, own, corrected
+    return jr, own, corrected, jr_data
+
+
+def _words(
+    vdaf: AnyPrio3, n: int, mdata: bytes, pdata: bytes, jdata: bytes
+) -> tuple[Words, Words, Words] | None:
+    """Field128: the ``uint64`` words of the measurement, proof and joint-randomness shares."""
+    if not field_is_wide(vdaf):
+        return None
+    flp, proofs = vdaf.flp, vdaf.PROOFS
+    return (
+        decode_words(mdata, n, flp.MEAS_LEN),
+        decode_words(pdata, n, flp.PROOF_LEN * proofs),
+        decode_words(jdata, n, flp.JOINT_RAND_LEN * proofs),
+    )
 
 
 def verify_init_batch(
@@ -243,11 +271,13 @@ def verify_init_batch(
     ok = np.array([len(x) == vdaf.NONCE_SIZE for x in nonces], dtype=bool)
     nonces = [x if len(x) == vdaf.NONCE_SIZE else bytes(vdaf.NONCE_SIZE) for x in nonces]
     if agg_id == 0:
-        meas, proofs, meas_raw, blinds = _leader_shares(vdaf, input_shares, ok)
+        meas, proofs, meas_raw, blinds, mdata, pdata = _leader_shares(vdaf, input_shares, ok)
     else:
-        meas, proofs, meas_raw, blinds = _helper_shares(vdaf, ctx, agg_id, input_shares, ok)
+        meas, proofs, meas_raw, blinds, mdata, pdata = _helper_shares(
+            vdaf, ctx, agg_id, input_shares, ok
+        )
     parts = _public_parts(vdaf, public_shares, ok)
-    qr, _ = _expand(
+    qr, _, _ = _expand(
         vdaf,
         [verify_key] * n,
         vdaf.domain_separation_tag(USAGE_QUERY_RANDOMNESS, ctx),
@@ -256,11 +286,12 @@ def verify_init_batch(
     )
     own: list[bytes] | None = None
     seeds: list[bytes] | None = None
-    jr = np.empty((0, n), dtype=object)
+    jr, jdata = np.empty((0, n), dtype=object), b""
     if vdaf.uses_joint_rand:
-        jr, own, seeds = _joint_rand(vdaf, ctx, agg_id, nonces, blinds, meas_raw, parts)
+        jr, own, seeds, jdata = _joint_rand(vdaf, ctx, agg_id, nonces, blinds, meas_raw, parts)
     meas_rows = rows_of(meas)
     pl, ql, jl = flp.PROOF_LEN, flp.QUERY_RAND_LEN, flp.JOINT_RAND_LEN
+    words = _words(vdaf, n, mdata, pdata, jdata)
     verifiers: list[Any] = []
     for i in range(vdaf.PROOFS):
         v, fine = query_columns(
@@ -271,6 +302,9 @@ def verify_init_batch(
             rows_of(jr[i * jl : (i + 1) * jl]),
             vdaf.SHARES,
             n,
+            None
+            if words is None
+            else (words[0], words[1][i * pl : (i + 1) * pl], words[2][i * jl : (i + 1) * jl]),
         )
         ok &= fine
         verifiers += v
