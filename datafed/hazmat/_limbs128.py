@@ -65,10 +65,14 @@ def from_words(lo: Any, hi: Any) -> Limbs:
     return out.view(np.int64)
 
 
+def _to16(x: int) -> bytes:
+    return x.to_bytes(16, "little")
+
+
 def words_of_ints(values: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """``(lo, hi)`` ``uint64`` words of an array of Python integers in ``[0, 2^128)``."""
     arr = np.asarray(values, dtype=object)
-    data = b"".join([int(x).to_bytes(16, "little") for x in arr.ravel().tolist()])
+    data = b"".join(map(_to16, arr.ravel().tolist()))
     words = np.frombuffer(data, dtype="<u8").reshape(*arr.shape, 2)
     return words[..., 0].astype(np.uint64), words[..., 1].astype(np.uint64)
 
