@@ -36,17 +36,10 @@ from datafed.hazmat._field_cols import Cols, Mask, Words, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_circuits import _RangeChecked
 from datafed.hazmat._flp_gadgets import Mul, ParallelSum
+from datafed.hazmat._flp_range_limbs import query_limbs
 from datafed.hazmat._lagrange import _extension_matrix, lagrange_columns_scaled, powers_columns
 from datafed.hazmat._limbs128 import (
-    LIMBS,
     MAX_TERMS,
-    Limbs,
-    dot_wide,
-    from_ints,
-    from_words,
-    mul_wide,
-    reduce,
-    to_ints,
     words_of_ints,
 )
 from datafed.hazmat._limbs128 import P as LIMB_P
@@ -101,30 +94,15 @@ def query_range_checked(
         raise ValueError("not a range-check circuit (one ParallelSum(Mul) gadget)")
     c = valid.chunk_length
     glen = 2 * (wlen - 1) + 1
-    flat = np.zeros((calls * c, n), dtype=object)
-    flat[: len(meas)] = _rows(meas, n)
-    x: Cols = flat.reshape(calls, c, n)
     pf = _rows(proof, n)
-    seeds, gpoly = pf[: 2 * c], pf[2 * c : 2 * c + glen]
-    r = _rows(joint_rand[:calls], n)
+    gpoly = pf[2 * c : 2 * c + glen]
     t = column(query_rand[-1], n)
-    # Powers of t over wlen up to t^wlen / wlen; the wires' Lagrange basis at t.
-    inv_w = field.inv(wlen)
-    low = powers_columns(field, t, wlen + 1, inv_w)
-    t_w = low[wlen] * wlen % p
-    ok = np.asarray(t_w != 1, dtype=bool)
-    lag = lagrange_columns_scaled(field, low[:wlen]) % p  # L_k(t)
-    # The wires at t, each reduced once: W(t) = sum_k L_k(t) * value_k.
     if p == LIMB_P and max(calls + 2, glen) <= MAX_TERMS:
         if words is None:
             words = (_words(meas, n), _words(proof, n), _words(joint_rand[:calls], n))
-        lag_l = from_ints(lag)
-        wires = _wires_limbs(field, words, lag_l, lag, c, calls, num_shares, n)
-        pw = words[1][2 * c : 2 * c + glen]
-        gt = _gadget_limbs(field, from_words(pw[..., 0], pw[..., 1]), low, lag_l, t_w)
+        wires, gt, ok = query_limbs(field, words, t, c, calls, wlen, num_shares)
     else:
-        wires = _wires_objects(field, x, seeds, r, lag, c, calls, num_shares)
-        gt = _gadget_at(field, gpoly, low, lag, t_w)
+        wires, gt, ok = _query_objects(field, meas, pf, joint_rand, t, c, calls, wlen, num_shares)
     step = 2  # the gadget polynomial's node 2k is the wires' node k
     outputs = [gpoly[k * step] for k in range(1, calls + 1)]
     out = valid.eval_output(meas, joint_rand, num_shares, [outputs])
@@ -134,45 +112,37 @@ def query_range_checked(
     return verifier, ok
 
 
+def _query_objects(
+    field: Any,
+    meas: list[Any],
+    pf: Cols,
+    joint_rand: list[Any],
+    t: Cols,
+    c: int,
+    calls: int,
+    wlen: int,
+    num_shares: int,
+) -> tuple[list[Any], Cols, Mask]:
+    """The wires and the gadget polynomial at ``t`` on Python integers; the flags."""
+    p, n = field.MODULUS, len(t)
+    flat = np.zeros((calls * c, n), dtype=object)
+    flat[: len(meas)] = _rows(meas, n)
+    x: Cols = flat.reshape(calls, c, n)
+    glen = 2 * (wlen - 1) + 1
+    seeds, gpoly = pf[: 2 * c], pf[2 * c : 2 * c + glen]
+    r = _rows(joint_rand[:calls], n)
+    # Powers of t over wlen up to t^wlen / wlen; the wires' Lagrange basis at t.
+    low = powers_columns(field, t, wlen + 1, field.inv(wlen))
+    t_w = low[wlen] * wlen % p
+    ok = np.asarray(t_w != 1, dtype=bool)
+    lag = lagrange_columns_scaled(field, low[:wlen]) % p  # L_k(t)
+    wires = _wires_objects(field, x, seeds, r, lag, c, calls, num_shares)
+    return wires, _gadget_at(field, gpoly, low, lag, t_w), ok
+
+
 def _words(rows: list[Any], n: int) -> Words:
     lo, hi = words_of_ints(_rows(rows, n))
     return np.stack([lo, hi], axis=-1)
-
-
-def _wires_limbs(
-    field: Any,
-    words: tuple[Words, Words, Words],
-    lag_l: Limbs,
-    lag: Cols,
-    c: int,
-    calls: int,
-    num_shares: int,
-    n: int,
-) -> list[Any]:
-    """The ``2c`` wire values at ``t``, Field128 on ``int64`` limbs (:mod:`._limbs128`).
-
-    ``lag`` holds the wires' Lagrange basis at ``t`` reduced, ``lag_l`` the same on
-    limbs. The same sums as :func:`_wires_objects`, each product exact on limbs and each
-    wire reduced once.
-    """
-    mw, pw, jw = words
-    flat = np.zeros((LIMBS, calls * c, n), dtype=np.int64)
-    flat[:, : len(mw)] = from_words(mw[..., 0], mw[..., 1])
-    x = flat.reshape(LIMBS, calls, c, n)
-    r = from_words(jw[:calls, :, 0], jw[:calls, :, 1])
-    seeds = from_words(pw[: 2 * c, :, 0], pw[: 2 * c, :, 1])
-    head, coef = lag_l[:, 0], lag_l[:, 1 : calls + 1]
-    chains = np.empty((LIMBS, calls, c, n), dtype=np.int64)
-    chain = coef
-    for j in range(c):  # L_(i+1)(t) * r_i^(j+1), reduced at each step
-        chain = chains[:, :, j] = reduce(mul_wide(chain, r))
-    wide = np.empty((2 * LIMBS - 1, c, 2, n), dtype=np.int64)
-    wide[:, :, 0] = dot_wide(chains, x)
-    wide[:, :, 1] = dot_wide(coef[:, :, None], x)
-    wide += mul_wide(head[:, None, None], seeds.reshape(LIMBS, c, 2, n))
-    h = (field.inv(num_shares) * lag[1 : calls + 1].sum(axis=0)) % field.MODULUS
-    wide[:LIMBS, :, 1] += from_ints(-h % field.MODULUS)[:, None]
-    return list(to_ints(wide.reshape(2 * LIMBS - 1, 2 * c, n)))
 
 
 def _wires_objects(
@@ -219,55 +189,3 @@ def _gadget_at(field: Any, gpoly: Cols, low: Cols, lag: Cols, t_w: Cols) -> Cols
     b = (np.einsum("kn,kn->n", lag_b[:-1], gpoly[1::2]) + lag_b[-1] * last) % p
     out: Cols = ((1 + t_w) * a + (1 - t_w) * b) * field.inv(2) % p
     return out
-
-
-def _gadget_limbs(field: Any, g: Limbs, low: Cols, lag_l: Limbs, t_w: Cols) -> Cols:
-    """:func:`_gadget_at` with the gadget polynomial's values ``g`` on limbs.
-
-    The same split ``G(t) = (1 + t^wlen) / 2 * A(t) + (1 - t^wlen) / 2 * B(t)``; ``A(t)``
-    is the inner product of the even values with the wires' basis. ``B`` is not
-    evaluated through its basis at ``t / z`` (a DFT of powers per report, on Python
-    integers) but through its coefficients: ``B(t / z) = sum_e t^e / wlen * z^-e *
-    beta_e`` with ``beta`` the DFT by ``W^-1`` of the odd values (:func:`_dft_limbs`),
-    all on limbs.
-    """
-    p, wlen = field.MODULUS, lag_l.shape[1]
-    glen = 2 * wlen - 1
-    ext = from_ints(np.array(_extension_matrix(field, glen, 2 * wlen)[0], dtype=object))
-    odd = np.empty((LIMBS, wlen, g.shape[2]), dtype=np.int64)
-    odd[:, :-1] = g[:, 1::2]
-    odd[:, -1] = reduce(dot_wide(ext[:, :, None], g))  # the extension's last value
-    roots = field.nth_root_powers(2 * wlen)
-    zinv = from_ints(np.array([roots[-e % (2 * wlen)] for e in range(wlen)], dtype=object))
-    beta = reduce(mul_wide(_dft_limbs(field, odd), zinv[:, :, None]))
-    a = reduce(dot_wide(lag_l, g[:, 0::2]))
-    b = reduce(dot_wide(from_ints(low[:wlen]), beta))
-    half = field.inv(2)
-    coefs = from_ints(np.stack([(1 + t_w) * half % p, (1 - t_w) * half % p]))
-    return to_ints(mul_wide(coefs[:, 0], a) + mul_wide(coefs[:, 1], b))
-
-
-def _dft_limbs(field: Any, a: Limbs) -> Limbs:
-    """``sum_k W^(-k e) a_k`` for every ``e``: radix-2 over axis 1 of ``(5, n, N)`` limbs.
-
-    ``W`` is the field's ``n``-th root of unity; every stage's twiddle products and
-    sums are reduced, so each stage's inputs are reduced limbs.
-    """
-    n, rest = a.shape[1], a.shape[2:]
-    bits = n.bit_length() - 1
-    roots = field.nth_root_powers(n)
-    order = [int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)]
-    a = a[:, order]
-    size = 2
-    while size <= n:
-        half = size // 2
-        blocks = a.reshape(LIMBS, n // size, size, *rest)
-        even, odd = blocks[:, :, :half], blocks[:, :, half:]
-        if half > 1:
-            tw = from_ints(
-                np.array([roots[-k * (n // size) % n] for k in range(half)], dtype=object)
-            )
-            odd = reduce(mul_wide(odd, tw.reshape(LIMBS, 1, half, *([1] * len(rest)))))
-        a = reduce(np.concatenate([even + odd, even - odd], axis=2).reshape(LIMBS, n, *rest))
-        size *= 2
-    return a
