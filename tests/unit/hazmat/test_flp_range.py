@@ -40,6 +40,8 @@ CIRCUITS = {
     "sumvec-field64": lambda: SumVecCircuit(Field64, 3, 1, 2),
     "sumvec-one-call": lambda: SumVecCircuit(Field128, 4, 1, 4),
     "multihot": lambda: MultihotCountVecCircuit(Field128, 6, 3, 2),
+    # A chunk longer than Histogram(100)'s 7, and a last call shorter than the others.
+    "sumvec-long-chunks": lambda: SumVecCircuit(Field128, 23, 1, 10),
     # More calls than the limbs sum at once: the wires go on Python integers.
     "sumvec-many-calls": lambda: SumVecCircuit(Field128, 130, 1, 1),
 }

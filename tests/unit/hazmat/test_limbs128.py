@@ -15,6 +15,7 @@ import pytest
 
 from datafed.hazmat import Field128, decode_words
 from datafed.hazmat import _limbs128 as limbs
+from datafed.hazmat._flp_range_limbs import dft_limbs, powers_limbs
 
 P = Field128.MODULUS
 BOUND = 2**26 + 2**20
@@ -121,3 +122,24 @@ def test_refusals() -> None:
         limbs.from_ints(_col([2**128]))
     with pytest.raises(OverflowError):
         limbs.from_ints(_col([-1]))
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 17, 33])
+def test_powers_on_limbs_equal_pow(count: int) -> None:
+    ts = [0, 1, P - 1, 2, *_values(20, 7)]
+    got = limbs.to_ints(powers_limbs(limbs.from_ints(_col(ts)), count))
+    assert got.shape == (count, len(ts))
+    for e in range(count):
+        assert list(got[e]) == [pow(t, e, P) for t in ts]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16, 32])
+def test_dft_on_limbs_equals_the_definition(n: int) -> None:
+    rng = random.Random(n)
+    vals = [[rng.randrange(P) for _ in range(3)] for _ in range(n)]
+    vals[0] = [0, 1, P - 1]
+    got = limbs.to_ints(dft_limbs(Field128, limbs.from_ints(np.array(vals, dtype=object))))
+    w = Field128.nth_root_powers(n)
+    for e in range(n):
+        for j in range(3):
+            assert got[e, j] == sum(w[-k * e % n] * vals[k][j] for k in range(n)) % P
