@@ -67,8 +67,10 @@ def powers_limbs(t: Limbs, count: int) -> Limbs:
 def dft_limbs(field: Any, a: Limbs) -> Limbs:
     """``sum_k W^(-k e) a_k`` for every ``e``: radix-2 over axis 1 of ``(5, n, N)`` limbs.
 
-    ``W`` is the field's ``n``-th root of unity; every stage's twiddle products and sums
-    are reduced, so each stage's inputs are reduced limbs.
+    ``W`` is the field's ``n``-th root of unity. Only the twiddle products are reduced
+    stage by stage: the sums grow by at most one reduced element's bound a stage (after
+    ``s`` stages, below ``(s + 1) * (2^26 + 2^22)``: a twiddle product stays far inside
+    ``int64`` for any ``n`` that fits in memory), and the result is reduced once.
     """
     n, rest = a.shape[1], a.shape[2:]
     bits = n.bit_length() - 1
@@ -83,9 +85,9 @@ def dft_limbs(field: Any, a: Limbs) -> Limbs:
         if half > 1:
             tw = _const([roots[-k * (n // size) % n] for k in range(half)])
             odd = reduce(mul_wide(odd, tw.reshape(LIMBS, 1, half, *([1] * len(rest)))))
-        a = reduce(np.concatenate([even + odd, even - odd], axis=2).reshape(LIMBS, n, *rest))
+        a = np.concatenate([even + odd, even - odd], axis=2).reshape(LIMBS, n, *rest)
         size *= 2
-    return a
+    return reduce(a)
 
 
 def query_limbs(

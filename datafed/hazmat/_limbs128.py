@@ -14,14 +14,14 @@ modulus's special form (``2^130 = 112 * 2^64 - 4 = 458752 * 2^52 - 4 mod p``).
 * :func:`mul_wide`: products as nine unreduced positions (``(9, ...)``), which add up:
   sums of products stay unreduced until :func:`reduce`;
 * :func:`reduce`: positions (unreduced, each below ``2^62`` in absolute value) to five
-  limbs congruent modulo ``p``, each below ``2^26 + 2^20`` in absolute value (signed:
+  limbs congruent modulo ``p``, each below ``2^26 + 2^22`` in absolute value (signed:
   a lazily reduced element, good for further products);
 * :func:`to_ints`: limbs or positions to Python integers in ``[0, p)``.
 
-A product of two reduced elements has positions below ``5 * (2^26 + 2^20)^2 < 2^54.5``, so
-sums of up to 128 products (:data:`MAX_TERMS`) fit. ``tests/unit/hazmat/test_limbs128.py``
-holds every function equal to Python integers on edge values (0, 1, ``p - 1``, powers of
-two, the limbs' extremes) and random ones.
+A product of two reduced elements has positions below ``5 * (2^26 + 2^22)^2 < 2^54.5``, so
+sums of up to 128 products (:data:`MAX_TERMS`) stay below ``2^62``.
+``tests/unit/hazmat/test_limbs128.py`` holds every function equal to Python integers on
+edge values (0, 1, ``p - 1``, powers of two, the limbs' extremes) and random ones.
 """
 
 from __future__ import annotations
@@ -136,18 +136,29 @@ def _fold(z: Limbs) -> Limbs:
 def reduce(z: Limbs) -> Limbs:
     """Unreduced positions (``|z| < 2^62``) to five limbs congruent modulo ``p``.
 
-    The result's limbs are below ``2^26 + 2^20`` in absolute value (possibly
+    The result's limbs are below ``2^26 + 2^22`` in absolute value (possibly
     negative): not canonical, but valid input for :func:`mul_wide`. Each round carries
     every position in parallel and folds what lies above ``2^130`` back with the
-    modulus's special form, until five limbs remain; two more rounds absorb the last
-    carries.
+    modulus's special form, until five limbs remain (a shorter input is padded to the
+    nine positions of a product, whose rounds are the ones bounded below); one more
+    round leaves limb 2 large (below ``2^41``) and limb 0 just above ``2^26``, whose
+    carries go to limbs 3 and 1.
+
+    Bounds for nine positions below ``2^62``: after the first round, below ``2^55``
+    (seven positions); after the second, ``2^48`` (five); after the third, limb 2 below
+    ``2^26 + 458752 * 2^22 < 2^41``, limb 0 below ``2^26 + 4 * 2^22`` and the others
+    below ``2^26 + 2^22``; the two carries add below ``2^15`` to limb 3 and below ``2`` to
+    limb 1.
     """
-    if len(z) < LIMBS:
-        z = np.concatenate([z, np.zeros((LIMBS - len(z), *z.shape[1:]), dtype=np.int64)])
+    if len(z) < 2 * LIMBS - 1:
+        pad = np.zeros((2 * LIMBS - 1 - len(z), *z.shape[1:]), dtype=np.int64)
+        z = np.concatenate([z, pad])
     while len(z) > LIMBS:
         z = _fold(_carry(z))
-    for _ in range(2):
-        z = _fold(_carry(z))
+    z = _fold(_carry(z))
+    for m in (0, 2):
+        z[m + 1] += z[m] >> BITS
+        z[m] &= _MASK
     return z
 
 

@@ -18,7 +18,7 @@ from datafed.hazmat import _limbs128 as limbs
 from datafed.hazmat._flp_range_limbs import dft_limbs, powers_limbs
 
 P = Field128.MODULUS
-BOUND = 2**26 + 2**20
+BOUND = 2**26 + 2**22
 EDGE = [
     0,
     1,
@@ -143,3 +143,17 @@ def test_dft_on_limbs_equals_the_definition(n: int) -> None:
     for e in range(n):
         for j in range(3):
             assert got[e, j] == sum(w[-k * e % n] * vals[k][j] for k in range(n)) % P
+
+
+def test_reduce_takes_any_positions_below_2_62() -> None:
+    rng = np.random.default_rng(8)
+    for k in (1, 5, 9, 12):
+        z = rng.integers(-(2**62) + 1, 2**62, size=(k, 200), dtype=np.int64)
+        z[:, 0] = 2**62 - 1  # the extremes, both signs
+        z[:, 1] = -(2**62) + 1
+        r = limbs.reduce(z.copy())
+        assert r.shape == (5, 200)
+        assert int(np.max(np.abs(r))) < BOUND
+        want = [sum(int(z[m, j]) << (26 * m) for m in range(k)) % P for j in range(200)]
+        assert list(limbs.to_ints(r)) == want
+        assert list(limbs.to_ints(z)) == want
