@@ -163,6 +163,7 @@ def _expected(name: str, m: Any, count: int) -> Any:
 def batch_verify(name: str, encoded: list[tuple[bytes, bytes, bytes, bytes]]) -> list[list[int]]:
     """Both aggregators verify a batch; their aggregate shares (also a pool task)."""
     from datafed.protocols._prio3_batch import (
+        aggregate_out_shares,
         decode_verifier_shares,
         encode_verifier_shares,
         verifier_messages,
@@ -177,8 +178,7 @@ def batch_verify(name: str, encoded: list[tuple[bytes, bytes, bytes, bytes]]) ->
     v0, p0, decoded = decode_verifier_shares(vdaf, encode_verifier_shares(vdaf, b0))
     ok, msgs = verifier_messages(vdaf, CTX, [(v0, p0), (b1.verifiers, b1.parts)], len(nonces))
     ok &= decoded & b0.ok & b1.ok & verify_next_batch(b0, msgs) & verify_next_batch(b1, msgs)
-    p = vdaf.field.MODULUS
-    return [[int(x) % p for x in b.out_shares[:, ok].sum(axis=1)] for b in (b0, b1)]
+    return [aggregate_out_shares(vdaf, b, ok) for b in (b0, b1)]
 
 
 def _encoded(name: str) -> list[tuple[bytes, bytes, bytes, bytes]]:

@@ -32,12 +32,15 @@ from datafed.hazmat._dp import (
 from datafed.hazmat._field import Field64, Field128, NttField
 from datafed.hazmat._field_cols import (
     Cols,
+    LazyRows,
     Mask,
     Words,
     decode_columns,
     decode_words,
     encode_columns,
+    ints_of_words,
     stack,
+    words_below,
 )
 from datafed.hazmat._field_np import add64, mul64, sub64
 from datafed.hazmat._fixedpoint import (
@@ -143,6 +146,7 @@ __all__ = [  # noqa: RUF022
     "InvalidCiphertext",
     "InvalidPoint",
     "InvalidShare",
+    "LazyRows",
     "Mask",
     "Words",
     "Mul",
@@ -176,6 +180,8 @@ __all__ = [  # noqa: RUF022
     "decide_columns",
     "decode_columns",
     "decode_words",
+    "ints_of_words",
+    "words_below",
     "decode_fixed",
     "decode_int",
     "derive_seed",

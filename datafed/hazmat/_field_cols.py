@@ -14,6 +14,7 @@ columns, through ``uint64`` words: no Python loop over elements.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any, Literal
 
@@ -79,6 +80,53 @@ def decode_words(data: bytes, n: int, length: int) -> Words:
         raise ValueError("wrong number of bytes for the columns")
     words: Words = np.frombuffer(data, dtype="<u8").reshape(n, length, 2).transpose(1, 0, 2)
     return words
+
+
+def words_below(field: NttField, words: Words) -> Mask:
+    """Per report, whether every element of ``(L, N, 2)`` Field128 words is below ``p``."""
+    if not len(words):
+        return np.ones(words.shape[1], dtype=bool)
+    p = field.MODULUS
+    lo, hi = words[..., 0], words[..., 1]
+    p_lo, p_hi = np.uint64(p & _M64), np.uint64(p >> 64)
+    below = (hi < p_hi) | ((hi == p_hi) & (lo < p_lo))
+    ok: Mask = np.all(below, axis=0)
+    return ok
+
+
+def ints_of_words(words: Words) -> Cols:
+    """``(L, N, 2)`` Field128 words as an ``(L, N)`` object array of Python integers."""
+    length, n = words.shape[:2]
+    data = np.ascontiguousarray(words.transpose(1, 0, 2)).tobytes()
+    return decode_wide(data, n, length).T
+
+
+class LazyRows(Sequence[Any]):
+    """Rows of Field128 elements decoded from their words only when read.
+
+    A sequence of ``L`` rows of ``N`` Python integers (what the circuits' code takes)
+    over ``(L, N, 2)`` words; a row, or a slice of rows, is decoded when first read
+    and kept. Code that never reads the rows (the limb query) never pays for them.
+    """
+
+    def __init__(self, words: Words) -> None:
+        self.words = words
+        self._rows: Cols | None = None
+
+    def __len__(self) -> int:
+        return int(self.words.shape[0])
+
+    def rows(self) -> Cols:
+        """All rows, as one ``(L, N)`` object array."""
+        if self._rows is None:
+            self._rows = ints_of_words(self.words)
+        return self._rows
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.rows()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows())
 
 
 def decode_wide(data: bytes, n: int, length: int) -> Cols:

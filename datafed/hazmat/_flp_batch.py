@@ -19,6 +19,7 @@ such a report is rejected, the others go on), and evaluating a gadget on rows in
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ def _pow2k(x: Any, k: int, mod: int) -> Any:
 
 def query_columns(
     flp: FlpBBCGGI19[Any, Any],
-    meas: list[Any],
+    meas: Sequence[Any],
     proof: list[Any],
     query_rand: list[Any],
     joint_rand: list[Any],
@@ -72,6 +73,7 @@ def query_columns(
     if is_range_checked(flp):
         return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n, words)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
+    meas = list(meas)
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout
     seeds_and_polys, outputs = split_proof(field, layout, proof)

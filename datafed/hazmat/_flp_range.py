@@ -28,6 +28,7 @@ unity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from datafed.hazmat._field_cols import Cols, Mask, Words, column
 from datafed.hazmat._flp import FlpBBCGGI19
 from datafed.hazmat._flp_circuits import _RangeChecked
 from datafed.hazmat._flp_gadgets import Mul, ParallelSum
-from datafed.hazmat._flp_range_limbs import query_limbs
+from datafed.hazmat._flp_range_limbs import eval_output_limbs, query_limbs
 from datafed.hazmat._lagrange import _extension_matrix, lagrange_columns_scaled, powers_columns
 from datafed.hazmat._limbs128 import (
     MAX_TERMS,
@@ -68,7 +69,7 @@ def _rows(rows: Any, n: int) -> Cols:
 
 def query_range_checked(
     flp: FlpBBCGGI19[Any, Any],
-    meas: list[Any],
+    meas: Sequence[Any],
     proof: list[Any],
     query_rand: list[Any],
     joint_rand: list[Any],
@@ -100,16 +101,33 @@ def query_range_checked(
     if p == LIMB_P and max(calls + 2, glen) <= MAX_TERMS:
         if words is None:
             words = (_words(meas, n), _words(proof, n), _words(joint_rand[:calls], n))
-        wires, gt, ok = query_limbs(field, words, t, c, calls, wlen, num_shares)
-    else:
-        wires, gt, ok = _query_objects(field, meas, pf, joint_rand, t, c, calls, wlen, num_shares)
+        wires, gt, ok, x = query_limbs(field, words, t, c, calls, wlen, num_shares)
+        outputs = [gpoly[k * 2] for k in range(1, calls + 1)]
+        out = eval_output_limbs(valid, x, outputs, num_shares)
+        if out is None:
+            out = valid.eval_output(list(meas), joint_rand, num_shares, [outputs])
+        return _verifier(field, valid, query_rand, out, wires, gt, n), ok
+    rows = list(meas)  # Python integers (from LazyRows: decoded here)
+    wires, gt, ok = _query_objects(field, rows, pf, joint_rand, t, c, calls, wlen, num_shares)
     step = 2  # the gadget polynomial's node 2k is the wires' node k
     outputs = [gpoly[k * step] for k in range(1, calls + 1)]
-    out = valid.eval_output(meas, joint_rand, num_shares, [outputs])
+    out = valid.eval_output(rows, joint_rand, num_shares, [outputs])
+    return _verifier(field, valid, query_rand, out, wires, gt, n), ok
+
+
+def _verifier(
+    field: Any,
+    valid: Any,
+    query_rand: list[Any],
+    out: list[Any],
+    wires: list[Any],
+    gt: Cols,
+    n: int,
+) -> list[Any]:
+    """The circuit's output (randomly combined when it has several), the wires, the gadget."""
     k = valid.EVAL_OUTPUT_LEN
     v = field.dot(query_rand[:k], out) if k > 1 else out[0]
-    verifier = [column(v, n), *wires, gt]
-    return verifier, ok
+    return [column(v, n), *wires, gt]
 
 
 def _query_objects(
@@ -140,7 +158,7 @@ def _query_objects(
     return wires, _gadget_at(field, gpoly, low, lag, t_w), ok
 
 
-def _words(rows: list[Any], n: int) -> Words:
+def _words(rows: Sequence[Any], n: int) -> Words:
     lo, hi = words_of_ints(_rows(rows, n))
     return np.stack([lo, hi], axis=-1)
 

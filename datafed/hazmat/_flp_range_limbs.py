@@ -28,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from datafed.hazmat._field_cols import Cols, Mask, Words
+from datafed.hazmat._flp_circuits import range_checked_weights
+from datafed.hazmat._flp_vec_circuits import (
+    HistogramCircuit,
+    MultihotCountVecCircuit,
+    SumVecCircuit,
+)
 from datafed.hazmat._lagrange import _extension_matrix
 from datafed.hazmat._limbs128 import (
     LIMBS,
@@ -98,20 +104,24 @@ def query_limbs(
     calls: int,
     wlen: int,
     num_shares: int,
-) -> tuple[list[Any], Cols, Mask]:
-    """The ``2c`` wires at ``t``, the gadget polynomial at ``t``, and the flags.
+) -> tuple[list[Any], Cols, Mask, Limbs]:
+    """The ``2c`` wires at ``t``, the gadget polynomial at ``t``, the flags, the measurement.
 
     ``words`` holds the ``uint64`` words of the measurement, proof and joint-randomness
     shares (``(L, N, 2)``), ``t`` the test points (Python integers); ``c``, ``calls`` and
     ``wlen`` are the chunk length, the gadget calls and the wire polynomials' length. A
     report is flagged ``False`` when ``t`` is a wire root of unity (``t^wlen == 1``).
+    The measurement shares are returned as limbs for :func:`eval_output_limbs`.
     """
     pw = powers_limbs(from_ints(t[None])[:, 0], wlen + 1)
     t_w = pw[:, wlen]
     ok = np.asarray(to_ints(t_w) != 1, dtype=bool)
     low = reduce(mul_wide(pw[:, :wlen], _const([field.inv(wlen)])[:, :, None]))  # t^e / wlen
     lag = dft_limbs(field, low)  # L_k(t)
-    wires = _wires(field, words, lag, c, calls, num_shares)
+    mw = words[0]
+    flat = np.zeros((LIMBS, calls * c, t.shape[0]), dtype=np.int64)
+    flat[:, : len(mw)] = from_words(mw[..., 0], mw[..., 1])
+    wires = _wires(field, words, flat.reshape(LIMBS, calls, c, -1), lag, c, calls, num_shares)
     half = _const([field.inv(2)])[:, 0, None]
     plus, minus = t_w.copy(), -t_w
     plus[0] += 1
@@ -119,18 +129,26 @@ def query_limbs(
     coefs = (reduce(mul_wide(plus, half)), reduce(mul_wide(minus, half)))
     glen = 2 * wlen - 1
     gw = words[1][2 * c : 2 * c + glen]
-    return wires, _gadget(field, from_words(gw[..., 0], gw[..., 1]), low, lag, coefs), ok
+    gt = _gadget(field, from_words(gw[..., 0], gw[..., 1]), low, lag, coefs)
+    return wires, gt, ok, flat[:, : len(mw)]
 
 
 def _wires(
-    field: Any, words: tuple[Words, Words, Words], lag: Limbs, c: int, calls: int, shares: int
+    field: Any,
+    words: tuple[Words, Words, Words],
+    x: Limbs,
+    lag: Limbs,
+    c: int,
+    calls: int,
+    shares: int,
 ) -> list[Any]:
-    """The ``2c`` wire values at ``t`` (Python integers), from the basis ``lag``."""
-    mw, pw, jw = words
+    """The ``2c`` wire values at ``t`` (Python integers), from the basis ``lag``.
+
+    ``x`` holds the measurement shares, zero-padded to ``calls * c``, as ``(5, calls, c,
+    N)`` limbs.
+    """
+    _, pw, jw = words
     n = lag.shape[2]
-    flat = np.zeros((LIMBS, calls * c, n), dtype=np.int64)
-    flat[:, : len(mw)] = from_words(mw[..., 0], mw[..., 1])
-    x = flat.reshape(LIMBS, calls, c, n)
     r = from_words(jw[:calls, :, 0], jw[:calls, :, 1])
     seeds = from_words(pw[: 2 * c, :, 0], pw[: 2 * c, :, 1])
     head, coef = lag[:, 0], lag[:, 1 : calls + 1]
@@ -170,3 +188,33 @@ def _gadget(field: Any, g: Limbs, low: Limbs, lag: Limbs, coefs: tuple[Limbs, Li
     b = reduce(dot_wide(low, beta))
     out: Cols = to_ints(mul_wide(coefs[0], a) + mul_wide(coefs[1], b))
     return out
+
+
+def eval_output_limbs(
+    valid: Any, x: Limbs, outputs: list[Any], num_shares: int
+) -> list[Any] | None:
+    """``valid.eval_output`` with the measurement shares ``x`` on limbs ``(5, MEAS_LEN, N)``.
+
+    The same formulas as :class:`~datafed.hazmat._flp_vec_circuits.SumVecCircuit`,
+    :class:`~datafed.hazmat._flp_vec_circuits.HistogramCircuit` and
+    :class:`~datafed.hazmat._flp_vec_circuits.MultihotCountVecCircuit` (their
+    measurement sums are sums of limbs, one reduction each), so that the measurement
+    never becomes Python integers; ``None`` for any other circuit (the caller then runs
+    its ``eval_output``). ``outputs`` are the gadget's outputs, rows of Python integers.
+    """
+    kind, field = type(valid), valid.field
+    if kind not in (SumVecCircuit, HistogramCircuit, MultihotCountVecCircuit):
+        return None
+    p = field.MODULUS
+    range_check = sum(outputs) % p
+    if kind is SumVecCircuit:
+        return [range_check]
+    if kind is HistogramCircuit:
+        total = to_ints(x.sum(axis=1))
+        return [range_check, (total - field.inv(num_shares)) % p]
+    length = valid.length
+    weights = range_checked_weights(valid.max_weight)
+    total = to_ints(x[:, :length].sum(axis=1))
+    tail = x[:, length : length + len(weights)]
+    reported = to_ints(dot_wide(_const(weights)[:, :, None], tail))
+    return [range_check, (total - reported) % p]

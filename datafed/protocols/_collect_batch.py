@@ -27,6 +27,7 @@ from datafed.protocols._collect_types import CollectTask, ReportError
 from datafed.protocols._pingpong import FINISH, INITIALIZE, decode_message, encode_message
 from datafed.protocols._prio3_batch import (
     InitBatch,
+    aggregate_out_shares,
     decode_verifier_shares,
     encode_verifier_shares,
     verifier_messages,
@@ -69,11 +70,10 @@ def _commit(
     windows: np.ndarray[Any, Any],
 ) -> None:
     """Add the output shares of reports ``keep`` to their windows."""
-    p = task.vdaf.field.MODULUS
     for w in sorted(set(int(x) for x in windows[keep])):
         mine = keep & (windows == w)
         s = sums.setdefault(w, WindowSum())
-        s.agg = [int(x) % p for x in init.out_shares[:, mine].sum(axis=1)]
+        s.agg = aggregate_out_shares(task.vdaf, init, mine)
         s.count = int(mine.sum())
         s.checksum = _xor_ids([ids[int(j)] for j in np.flatnonzero(mine)])
 

@@ -14,20 +14,21 @@ report, valid and invalid, for every variant, and the draft's vectors pass throu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from datafed.hazmat import (
     Cols,
-    Field128,
+    LazyRows,
     Mask,
     Words,
     decide_columns,
     decode_columns,
-    decode_words,
     encode_columns,
     query_columns,
     rows_of,
@@ -37,16 +38,21 @@ from datafed.hazmat import (
 )
 from datafed.protocols._prio3 import Prio3
 from datafed.protocols._prio3_aux import (
-    USAGE_JOINT_RAND_PART,
     USAGE_JOINT_RAND_SEED,
-    USAGE_JOINT_RANDOMNESS,
-    USAGE_MEAS_SHARE,
-    USAGE_PROOF_SHARE,
     USAGE_QUERY_RANDOMNESS,
+)
+from datafed.protocols._prio3_batch_inputs import (
+    expand,
+    helper_shares,
+    input_words,
+    joint_rand,
+    leader_shares,
+    public_parts,
 )
 
 __all__ = [
     "InitBatch",
+    "aggregate_out_shares",
     "decode_verifier_shares",
     "encode_verifier_shares",
     "verifier_messages",
@@ -65,170 +71,63 @@ class InitBatch:
     ----------
     ok : numpy.ndarray of bool
         ``False`` where the report was malformed (it must be rejected).
-    out_shares : numpy.ndarray
-        ``(OUTPUT_LEN, n)`` output shares, released only after verification.
     verifiers : numpy.ndarray
         ``(VERIFIER_LEN * PROOFS, n)`` verifier shares.
     parts, seeds : list of bytes or None
         With joint randomness: this aggregator's joint-randomness part and the
         corrected seed it derived, per report.
+    out_words : numpy.ndarray or None
+        Field128 circuits whose output share is the measurement share or a prefix of
+        it: the output shares' ``uint64`` words, ``(OUTPUT_LEN, n, 2)``, which
+        :func:`aggregate_out_shares` sums without making Python integers.
+    out_shares : numpy.ndarray
+        ``(OUTPUT_LEN, n)`` output shares (Python integers), released only after
+        verification; made from the measurement shares when first read.
     """
 
     n: int
     ok: Mask
-    out_shares: Cols
     verifiers: Cols
     parts: list[bytes] | None
     seeds: list[bytes] | None
+    meas: Sequence[Any] = dc_field(repr=False)
+    truncate: Callable[[list[Any]], list[Any]] = dc_field(repr=False)
+    out_words: Words | None = dc_field(default=None, repr=False)
+
+    @cached_property
+    def out_shares(self) -> Cols:
+        """The output shares, ``(OUTPUT_LEN, n)`` (the circuit's ``truncate`` of each)."""
+        return stack(self.truncate(list(self.meas)), self.n)
 
     def __repr__(self) -> str:
         return f"InitBatch(n={self.n}, <shares redacted>)"
 
 
-def _expand(
-    vdaf: AnyPrio3,
-    seeds: Sequence[bytes],
-    dst: bytes,
-    binders: Sequence[bytes],
-    length: int,
-) -> tuple[Cols, list[bytes], bytes]:
-    """``expand_into_vec`` per report as columns, each vector's encoding, and all of them."""
-    field, n = vdaf.field, len(seeds)
-    raw = xof_many(seeds, dst, binders, length * field.ENCODED_SIZE)
-    data = b"".join(raw)
-    cols, inrange = decode_columns(field, data, n, length)
-    if not inrange.all():  # an element >= p: the stream goes on (rare)
-        for jj in np.flatnonzero(~inrange):
-            j = int(jj)
-            vec = vdaf.xof.expand_into_vec(field, seeds[j], dst, binders[j], length)
-            cols[:, j] = vec
-            raw[j] = field.encode_vec(vec)
-        data = b"".join(raw)
-    return cols, raw, data
+def aggregate_out_shares(vdaf: AnyPrio3, init: InitBatch, keep: Mask) -> list[int]:
+    """The sum of the output shares of the reports ``keep`` (one aggregate share).
 
-
-def _leader_shares(
-    vdaf: AnyPrio3, shares: Sequence[bytes], ok: Mask
-) -> tuple[Cols, Cols, list[bytes], list[bytes], bytes, bytes]:
-    """Measurement and proof columns, encoded measurement shares and blinds (Leader).
-
-    Also the measurement and proof vectors of every report, laid end to end (what
-    :func:`decode_words` reads).
+    With :attr:`InitBatch.out_words`, each element's low and high words are summed in
+    32-bit halves on ``uint64`` (exact below ``2^32`` reports) and combined once;
+    otherwise the Python integers of :attr:`InitBatch.out_shares` are summed.
     """
-    field, flp, size = vdaf.field, vdaf.flp, vdaf.field.ENCODED_SIZE
-    m, pr = flp.MEAS_LEN, flp.PROOF_LEN * vdaf.PROOFS
-    body = (m + pr) * size
-    blind_len = vdaf.xof.SEED_SIZE if vdaf.uses_joint_rand else 0
-    zero = bytes(body + blind_len)
-    fixed = []
-    for j, s in enumerate(shares):
-        if len(s) != body + blind_len:
-            ok[j] = False
-            s = zero
-        fixed.append(s)
-    cols, inrange = decode_columns(field, b"".join(s[:body] for s in fixed), len(fixed), m + pr)
-    ok &= inrange
-    meas_raw = [s[: m * size] for s in fixed]
-    proof_data = b"".join(s[m * size : body] for s in fixed)
-    return cols[:m], cols[m:], meas_raw, [s[body:] for s in fixed], b"".join(meas_raw), proof_data
+    p = vdaf.field.MODULUS
+    if init.out_words is None:
+        return [int(x) % p for x in init.out_shares[:, keep].sum(axis=1)]
+    w = init.out_words[:, np.asarray(keep, dtype=bool)]
+    half, mask = np.uint64(32), np.uint64(0xFFFFFFFF)
+    lo, hi = w[..., 0], w[..., 1]
+    parts = [
+        x.sum(axis=1, dtype=np.uint64).tolist()
+        for x in (lo & mask, lo >> half, hi & mask, hi >> half)
+    ]
+    return [(a + (b << 32) + (c << 64) + (d << 96)) % p for a, b, c, d in zip(*parts, strict=True)]
 
 
-def _helper_shares(
-    vdaf: AnyPrio3, ctx: bytes, agg_id: int, shares: Sequence[bytes], ok: Mask
-) -> tuple[Cols, Cols, list[bytes], list[bytes], bytes, bytes]:
-    """The same for a Helper: each share's seed expanded (§7.2.6)."""
-    seed_len = vdaf.xof.SEED_SIZE
-    blind_len = seed_len if vdaf.uses_joint_rand else 0
-    seeds, blinds = [], []
-    for j, s in enumerate(shares):
-        if len(s) != seed_len + blind_len:
-            ok[j] = False
-            s = bytes(seed_len + blind_len)
-        seeds.append(s[:seed_len])
-        blinds.append(s[seed_len:])
-    n, flp = len(seeds), vdaf.flp
-    meas, meas_raw, meas_data = _expand(
-        vdaf,
-        seeds,
-        vdaf.domain_separation_tag(USAGE_MEAS_SHARE, ctx),
-        [bytes([agg_id])] * n,
-        flp.MEAS_LEN,
-    )
-    proofs, _, proof_data = _expand(
-        vdaf,
-        seeds,
-        vdaf.domain_separation_tag(USAGE_PROOF_SHARE, ctx),
-        [bytes([vdaf.PROOFS, agg_id])] * n,
-        flp.PROOF_LEN * vdaf.PROOFS,
-    )
-    return meas, proofs, meas_raw, blinds, meas_data, proof_data
-
-
-def _public_parts(vdaf: AnyPrio3, public_shares: Sequence[bytes], ok: Mask) -> list[list[bytes]]:
-    """Each report's joint-randomness parts (empty lists without joint randomness)."""
-    size, shares = vdaf.xof.SEED_SIZE, vdaf.SHARES
-    out: list[list[bytes]] = []
-    for j, data in enumerate(public_shares):
-        want = size * shares if vdaf.uses_joint_rand else 0
-        if len(data) != want:
-            ok[j] = False
-            data = bytes(want)
-        out.append([data[i : i + size] for i in range(0, want, size)])
-    return out
-
-
-def _joint_rand(
-    vdaf: AnyPrio3,
-    ctx: bytes,
-    agg_id: int,
-    nonces: Sequence[bytes],
-    blinds: Sequence[bytes],
-    meas_raw: Sequence[bytes],
-    parts: list[list[bytes]],
-) -> tuple[Cols, list[bytes], list[bytes], bytes]:
-    """Joint randomness from this aggregator's corrected seed (§7.2.2); parts, seeds.
-
-    Also the joint randomness of every report, encoded and laid end to end.
-    """
-    n = len(nonces)
-    own = xof_many(
-        blinds,
-        vdaf.domain_separation_tag(USAGE_JOINT_RAND_PART, ctx),
-        [bytes([agg_id]) + nonce + m for nonce, m in zip(nonces, meas_raw, strict=True)],
-        vdaf.xof.SEED_SIZE,
-    )
-    seed_dst = vdaf.domain_separation_tag(USAGE_JOINT_RAND_SEED, ctx)
-    corrected = xof_many(
-        [bytes(vdaf.xof.SEED_SIZE)] * n,
-        seed_dst,
-        [
-            b"".join([*p[:agg_id], mine, *p[agg_id + 1 :]])
-            for p, mine in zip(parts, own, strict=True)
-        ],
-        vdaf.xof.SEED_SIZE,
-    )
-    jr, _, jr_data = _expand(
-        vdaf,
-        corrected,
-        vdaf.domain_separation_tag(USAGE_JOINT_RANDOMNESS, ctx),
-        [bytes([vdaf.PROOFS])] * n,
-        vdaf.flp.JOINT_RAND_LEN * vdaf.PROOFS,
-    )
-    return jr, own, corrected, jr_data
-
-
-def _words(
-    vdaf: AnyPrio3, n: int, mdata: bytes, pdata: bytes, jdata: bytes
-) -> tuple[Words, Words, Words] | None:
-    """Field128: the ``uint64`` words of the measurement, proof and joint-randomness shares."""
-    if not field_is_wide(vdaf):
-        return None
-    flp, proofs = vdaf.flp, vdaf.PROOFS
-    return (
-        decode_words(mdata, n, flp.MEAS_LEN),
-        decode_words(pdata, n, flp.PROOF_LEN * proofs),
-        decode_words(jdata, n, flp.JOINT_RAND_LEN * proofs),
-    )
+def _out_prefix(vdaf: AnyPrio3) -> int | None:
+    """How many leading measurement elements ``truncate`` keeps, if that is all it does."""
+    m = vdaf.flp.MEAS_LEN
+    kept = vdaf.flp.truncate(list(range(m)))
+    return len(kept) if list(kept) == list(range(len(kept))) else None
 
 
 def verify_init_batch(
@@ -271,13 +170,13 @@ def verify_init_batch(
     ok = np.array([len(x) == vdaf.NONCE_SIZE for x in nonces], dtype=bool)
     nonces = [x if len(x) == vdaf.NONCE_SIZE else bytes(vdaf.NONCE_SIZE) for x in nonces]
     if agg_id == 0:
-        meas, proofs, meas_raw, blinds, mdata, pdata = _leader_shares(vdaf, input_shares, ok)
+        meas, proofs, meas_raw, blinds, mdata, pdata = leader_shares(vdaf, input_shares, ok)
     else:
-        meas, proofs, meas_raw, blinds, mdata, pdata = _helper_shares(
+        meas, proofs, meas_raw, blinds, mdata, pdata = helper_shares(
             vdaf, ctx, agg_id, input_shares, ok
         )
-    parts = _public_parts(vdaf, public_shares, ok)
-    qr, _, _ = _expand(
+    parts = public_parts(vdaf, public_shares, ok)
+    qr, _, _ = expand(
         vdaf,
         [verify_key] * n,
         vdaf.domain_separation_tag(USAGE_QUERY_RANDOMNESS, ctx),
@@ -288,10 +187,10 @@ def verify_init_batch(
     seeds: list[bytes] | None = None
     jr, jdata = np.empty((0, n), dtype=object), b""
     if vdaf.uses_joint_rand:
-        jr, own, seeds, jdata = _joint_rand(vdaf, ctx, agg_id, nonces, blinds, meas_raw, parts)
-    meas_rows = rows_of(meas)
+        jr, own, seeds, jdata = joint_rand(vdaf, ctx, agg_id, nonces, blinds, meas_raw, parts)
+    meas_rows = meas if isinstance(meas, LazyRows) else rows_of(meas)
     pl, ql, jl = flp.PROOF_LEN, flp.QUERY_RAND_LEN, flp.JOINT_RAND_LEN
-    words = _words(vdaf, n, mdata, pdata, jdata)
+    words = input_words(vdaf, n, mdata, pdata, jdata)
     verifiers: list[Any] = []
     for i in range(vdaf.PROOFS):
         v, fine = query_columns(
@@ -308,8 +207,9 @@ def verify_init_batch(
         )
         ok &= fine
         verifiers += v
-    out = stack(flp.truncate(meas_rows), n)
-    return InitBatch(n, ok, out, stack(verifiers, n), own, seeds)
+    prefix = _out_prefix(vdaf) if isinstance(meas, LazyRows) else None
+    out_words = None if prefix is None else meas.words[:prefix]
+    return InitBatch(n, ok, stack(verifiers, n), own, seeds, meas_rows, flp.truncate, out_words)
 
 
 def encode_verifier_shares(vdaf: AnyPrio3, init: InitBatch) -> list[bytes]:
@@ -363,8 +263,3 @@ def verify_next_batch(init: InitBatch, messages: Sequence[bytes | None]) -> Mask
     if init.seeds is None:
         return np.array([m is None for m in messages], dtype=bool)
     return np.array([m == s for m, s in zip(messages, init.seeds, strict=True)], dtype=bool)
-
-
-def field_is_wide(vdaf: AnyPrio3) -> bool:
-    """Whether the VDAF's field is Field128 (its elements are two words)."""
-    return vdaf.field is Field128

@@ -7,9 +7,18 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
-from datafed.hazmat import Field64, SumVecCircuit
+from datafed.hazmat import (
+    Field64,
+    Field128,
+    LazyRows,
+    SumVecCircuit,
+    decode_words,
+    ints_of_words,
+    words_below,
+)
 from datafed.protocols import (
     Prio3,
     Prio3Count,
@@ -20,6 +29,7 @@ from datafed.protocols import (
     ReportRejected,
 )
 from datafed.protocols._prio3_batch import (
+    aggregate_out_shares,
     decode_verifier_shares,
     encode_verifier_shares,
     verifier_messages,
@@ -100,7 +110,14 @@ def test_batch_equals_scalar_report_by_report(name: str, vdaf: Prio3[Any, Any], 
     ok &= (
         decoded & b0.ok & b1.ok & verify_next_batch(b0, messages) & verify_next_batch(b1, messages)
     )
-    valid = 0
+    if vdaf.field is Field128:  # the limb query never decoded the measurement
+        for b in (b0, b1):
+            assert isinstance(b.meas, LazyRows) and b.meas._rows is None
+    aggs = [aggregate_out_shares(vdaf, b, ok) for b in (b0, b1)]
+    if name in ("histogram", "multihot", "sumvec-long"):  # output = (a prefix of) the input
+        for b in (b0, b1):  # summed on words: still not decoded
+            assert b.out_words is not None and b.meas._rows is None  # type: ignore[attr-defined]
+    valid, want = 0, [vdaf.agg_init(), vdaf.agg_init()]
     for j, rep in enumerate(reps):
         expected = _scalar(vdaf, *rep)
         assert bool(ok[j]) == (expected is not None), (name, j)
@@ -108,7 +125,16 @@ def test_batch_equals_scalar_report_by_report(name: str, vdaf: Prio3[Any, Any], 
             valid += 1
             assert list(b0.out_shares[:, j]) == expected[0]
             assert list(b1.out_shares[:, j]) == expected[1]
+            want = [vdaf.agg_update(want[i], expected[i]) for i in range(2)]
     assert 0 < valid < n
+    assert aggs == want
+    # Every report, the malformed ones included (an element above the modulus sums as read).
+    every = np.ones(n, dtype=bool)
+    for b in (b0, b1):
+        p = vdaf.field.MODULUS
+        assert aggregate_out_shares(vdaf, b, every) == [
+            int(x) % p for x in b.out_shares.sum(axis=1)
+        ]
 
 
 def test_batch_refuses_caller_errors() -> None:
@@ -117,3 +143,15 @@ def test_batch_refuses_caller_errors() -> None:
         verify_init_batch(vdaf, b"short", CTX, 0, [], [], [])
     with pytest.raises(ValueError):
         verify_init_batch(vdaf, KEY, CTX, 2, [], [], [])
+
+
+def test_words_decode_and_range_check() -> None:
+    p = Field128.MODULUS
+    vals = [0, 1, p - 1, p, 2**128 - 1, 2**64, 2**64 - 1]
+    data = b"".join(v.to_bytes(16, "little") for v in vals)
+    words = decode_words(data, len(vals), 1)  # seven reports of one element
+    assert words_below(Field128, words).tolist() == [True, True, True, False, False, True, True]
+    assert ints_of_words(words)[0].tolist() == vals
+    rows = LazyRows(words)
+    assert rows._rows is None and len(rows) == 1
+    assert list(rows[0]) == vals and rows._rows is not None
