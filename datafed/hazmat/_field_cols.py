@@ -105,13 +105,15 @@ class LazyRows(Sequence[Any]):
     """Rows of Field128 elements decoded from their words only when read.
 
     A sequence of ``L`` rows of ``N`` Python integers (what the circuits' code takes)
-    over ``(L, N, 2)`` words; a row, or a slice of rows, is decoded when first read
-    and kept. Code that never reads the rows (the limb query) never pays for them.
+    over ``(L, N, 2)`` words: a row is decoded when first read and kept, a slice is
+    another :class:`LazyRows` (a view of the words), iterating decodes every row. Code
+    that never reads the rows (the limb query) never pays for them.
     """
 
     def __init__(self, words: Words) -> None:
         self.words = words
         self._rows: Cols | None = None
+        self._row: dict[int, Cols] = {}
 
     def __len__(self) -> int:
         return int(self.words.shape[0])
@@ -123,7 +125,15 @@ class LazyRows(Sequence[Any]):
         return self._rows
 
     def __getitem__(self, index: Any) -> Any:
-        return self.rows()[index]
+        if isinstance(index, slice):
+            return LazyRows(self.words[index])
+        if self._rows is not None:
+            return self._rows[index]
+        i = range(len(self))[index]  # a negative index counts from the end; IndexError
+        row = self._row.get(i)
+        if row is None:
+            row = self._row[i] = ints_of_words(self.words[i : i + 1])[0]
+        return row
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.rows())

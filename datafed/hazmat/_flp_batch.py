@@ -40,7 +40,7 @@ def _pow2k(x: Any, k: int, mod: int) -> Any:
 def query_columns(
     flp: FlpBBCGGI19[Any, Any],
     meas: Sequence[Any],
-    proof: list[Any],
+    proof: Sequence[Any],
     query_rand: list[Any],
     joint_rand: list[Any],
     num_shares: int,
@@ -73,7 +73,7 @@ def query_columns(
     if is_range_checked(flp):
         return query_range_checked(flp, meas, proof, query_rand, joint_rand, num_shares, n, words)
     valid, field, mod = flp.valid, flp.field, flp.field.MODULUS
-    meas = list(meas)
+    meas, proof = list(meas), list(proof)
     wires = valid.wire_inputs(meas, joint_rand, num_shares)
     layout = flp.layout
     seeds_and_polys, outputs = split_proof(field, layout, proof)

@@ -70,7 +70,7 @@ def _rows(rows: Any, n: int) -> Cols:
 def query_range_checked(
     flp: FlpBBCGGI19[Any, Any],
     meas: Sequence[Any],
-    proof: list[Any],
+    proof: Sequence[Any],
     query_rand: list[Any],
     joint_rand: list[Any],
     num_shares: int,
@@ -95,19 +95,20 @@ def query_range_checked(
         raise ValueError("not a range-check circuit (one ParallelSum(Mul) gadget)")
     c = valid.chunk_length
     glen = 2 * (wlen - 1) + 1
-    pf = _rows(proof, n)
-    gpoly = pf[2 * c : 2 * c + glen]
     t = column(query_rand[-1], n)
     if p == LIMB_P and max(calls + 2, glen) <= MAX_TERMS:
         if words is None:
             words = (_words(meas, n), _words(proof, n), _words(joint_rand[:calls], n))
         wires, gt, ok, x = query_limbs(field, words, t, c, calls, wlen, num_shares)
-        outputs = [gpoly[k * 2] for k in range(1, calls + 1)]
+        # The gadget's outputs (its values on the wires' nodes): the only proof rows read.
+        outputs: list[Any] = [column(proof[2 * c + 2 * k], n) for k in range(1, calls + 1)]
         out = eval_output_limbs(valid, x, outputs, num_shares)
         if out is None:
             out = valid.eval_output(list(meas), joint_rand, num_shares, [outputs])
         return _verifier(field, valid, query_rand, out, wires, gt, n), ok
     rows = list(meas)  # Python integers (from LazyRows: decoded here)
+    pf = _rows(proof, n)
+    gpoly = pf[2 * c : 2 * c + glen]
     wires, gt, ok = _query_objects(field, rows, pf, joint_rand, t, c, calls, wlen, num_shares)
     step = 2  # the gadget polynomial's node 2k is the wires' node k
     outputs = [gpoly[k * step] for k in range(1, calls + 1)]

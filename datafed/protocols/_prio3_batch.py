@@ -130,6 +130,11 @@ def _out_prefix(vdaf: AnyPrio3) -> int | None:
     return len(kept) if list(kept) == list(range(len(kept))) else None
 
 
+def _rows(cols: Any) -> Sequence[Any]:
+    """Rows as the query takes them: :class:`LazyRows` as they are (decoded if read)."""
+    return cols if isinstance(cols, LazyRows) else rows_of(cols)
+
+
 def verify_init_batch(
     vdaf: AnyPrio3,
     verify_key: bytes,
@@ -188,7 +193,7 @@ def verify_init_batch(
     jr, jdata = np.empty((0, n), dtype=object), b""
     if vdaf.uses_joint_rand:
         jr, own, seeds, jdata = joint_rand(vdaf, ctx, agg_id, nonces, blinds, meas_raw, parts)
-    meas_rows = meas if isinstance(meas, LazyRows) else rows_of(meas)
+    meas_rows = _rows(meas)
     pl, ql, jl = flp.PROOF_LEN, flp.QUERY_RAND_LEN, flp.JOINT_RAND_LEN
     words = input_words(vdaf, n, mdata, pdata, jdata)
     verifiers: list[Any] = []
@@ -196,7 +201,7 @@ def verify_init_batch(
         v, fine = query_columns(
             flp,
             meas_rows,
-            rows_of(proofs[i * pl : (i + 1) * pl]),
+            _rows(proofs[i * pl : (i + 1) * pl]),
             rows_of(qr[i * ql : (i + 1) * ql]),
             rows_of(jr[i * jl : (i + 1) * jl]),
             vdaf.SHARES,

@@ -23,7 +23,6 @@ from datafed.hazmat import (
     Words,
     decode_columns,
     decode_words,
-    ints_of_words,
     words_below,
     xof_many,
 )
@@ -73,7 +72,7 @@ def expand(
 
 def leader_shares(
     vdaf: AnyPrio3, shares: Sequence[bytes], ok: Mask
-) -> tuple[Any, Cols, list[bytes], list[bytes], bytes, bytes]:
+) -> tuple[Any, Any, list[bytes], list[bytes], bytes, bytes]:
     """Measurement and proof columns, encoded measurement shares and blinds (Leader).
 
     Also the measurement and proof vectors of every report, laid end to end (what
@@ -97,7 +96,7 @@ def leader_shares(
         words = decode_words(b"".join(s[:body] for s in fixed), len(fixed), m + pr)
         ok &= words_below(field, words)
         meas: Any = LazyRows(words[:m])
-        return meas, ints_of_words(words[m:]), meas_raw, blinds, b"".join(meas_raw), proof_data
+        return meas, LazyRows(words[m:]), meas_raw, blinds, b"".join(meas_raw), proof_data
     cols, inrange = decode_columns(field, b"".join(s[:body] for s in fixed), len(fixed), m + pr)
     ok &= inrange
     return cols[:m], cols[m:], meas_raw, blinds, b"".join(meas_raw), proof_data
@@ -105,7 +104,7 @@ def leader_shares(
 
 def helper_shares(
     vdaf: AnyPrio3, ctx: bytes, agg_id: int, shares: Sequence[bytes], ok: Mask
-) -> tuple[Any, Cols, list[bytes], list[bytes], bytes, bytes]:
+) -> tuple[Any, Any, list[bytes], list[bytes], bytes, bytes]:
     """The same for a Helper: each share's seed expanded (§7.2.6)."""
     seed_len = vdaf.xof.SEED_SIZE
     blind_len = seed_len if vdaf.uses_joint_rand else 0
@@ -131,6 +130,7 @@ def helper_shares(
         vdaf.domain_separation_tag(USAGE_PROOF_SHARE, ctx),
         [bytes([vdaf.PROOFS, agg_id])] * n,
         flp.PROOF_LEN * vdaf.PROOFS,
+        lazy=field_is_wide(vdaf),
     )
     return meas, proofs, meas_raw, blinds, meas_data, proof_data
 

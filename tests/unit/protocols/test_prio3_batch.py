@@ -154,4 +154,9 @@ def test_words_decode_and_range_check() -> None:
     assert ints_of_words(words)[0].tolist() == vals
     rows = LazyRows(words)
     assert rows._rows is None and len(rows) == 1
-    assert list(rows[0]) == vals and rows._rows is not None
+    assert list(rows[0]) == vals and list(rows[-1]) == vals
+    assert rows._rows is None and list(rows._row) == [0]  # that row only
+    assert isinstance(rows[0:1], LazyRows) and len(rows[1:]) == 0
+    with pytest.raises(IndexError):
+        rows[1]
+    assert [list(r) for r in rows] == [vals] and rows._rows is not None
