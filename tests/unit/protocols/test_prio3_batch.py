@@ -160,3 +160,11 @@ def test_words_decode_and_range_check() -> None:
     with pytest.raises(IndexError):
         rows[1]
     assert [list(r) for r in rows] == [vals] and rows._rows is not None
+
+
+@pytest.mark.parametrize(("name", "vdaf", "gen"), CASES[:4], ids=[c[0] for c in CASES[:4]])
+def test_an_empty_batch(name: str, vdaf: Prio3[Any, Any], gen: Any) -> None:
+    for agg in (0, 1):
+        init = verify_init_batch(vdaf, KEY, CTX, agg, [], [], [])
+        assert init.n == 0 and init.verifiers.shape[1] == 0
+        assert aggregate_out_shares(vdaf, init, init.ok) == vdaf.agg_init()
