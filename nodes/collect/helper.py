@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from datafed.collect import ReportBinding, SealedShare, SealError, ShareOpener
+from datafed.collect import ShareOpener
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import (
     AggregateShareReq,
@@ -145,17 +145,14 @@ def _same_task(
 
 
 def _open_shares(rt: TaskRuntime, inits: Inits) -> list[bytes | None]:
-    """Open each report's sealed Helper share; ``None`` for one that does not open."""
-    opener, tid = ShareOpener(rt.x25519), rt.task_id
-    out: list[bytes | None] = []
-    for rid, t, public, enc, ct in zip(
-        inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts, strict=True
-    ):
-        try:
-            out.append(opener.open(ReportBinding(tid, rid, t, public), SealedShare(enc, ct)))
-        except SealError:
-            out.append(None)  # rejected; its ID is not burnt (it was not proven)
-    return out
+    """Open each report's sealed Helper share; ``None`` for one that does not open.
+
+    A report whose share does not open is rejected; its ID is not burnt (it was not proven).
+    """
+    opener = ShareOpener(rt.x25519)
+    return opener.open_many(
+        rt.task_id, inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts
+    )
 
 
 def _answer(
