@@ -54,10 +54,18 @@ class WindowSum:
 
 
 def _xor_ids(ids: Sequence[bytes]) -> bytes:
-    acc = 0
-    for rid in ids:
-        acc ^= int.from_bytes(hashlib.sha256(rid).digest(), "big")
-    return acc.to_bytes(32, "big")
+    """XOR of the SHA-256 of each report ID (a window's checksum, DAP §4.6)."""
+    if not ids:
+        return bytes(32)
+    sha = hashlib.sha256
+    digests = np.frombuffer(b"".join([sha(rid).digest() for rid in ids]), dtype=np.uint64)
+    return bytes(np.bitwise_xor.reduce(digests.reshape(-1, 4), axis=0).tobytes())
+
+
+def _windows(task: CollectTask, times: Sequence[int]) -> np.ndarray[Any, Any]:
+    """Each report's window start (``task.window`` of every time at once)."""
+    t = np.fromiter(times, dtype=np.int64, count=len(times))
+    return t - t % task.time_precision
 
 
 def _commit(
@@ -107,14 +115,14 @@ def leader_start(
     """
     vdaf = task.vdaf
     init = verify_init_batch(vdaf, verify_key, task.ctx, 0, ids, public_shares, leader_shares)
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
     rejected: dict[int, WindowSum] = {}
     shares = encode_verifier_shares(vdaf, init)
-    sent, payloads = [], []
+    sent, payloads, ok = [], [], init.ok.tolist()
     for j, w in enumerate(windows.tolist()):
         if w in closed:  # closed while the report waited: cannot happen for a stored report
             rejected.setdefault(w, WindowSum()).reject(ReportError.BATCH_COLLECTED)
-        elif not init.ok[j]:
+        elif not ok[j]:
             rejected.setdefault(w, WindowSum()).reject(ReportError.VDAF_VERIFY_ERROR)
         else:
             sent.append(j)
@@ -139,11 +147,12 @@ def leader_finish(
     if len(answers) != len(start.sent):
         raise ValueError("one answer per report sent")
     sums = {w: WindowSum(None, 0, bytes(32), dict(s.rejected)) for w, s in start.rejected.items()}
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
+    window_of = windows.tolist()
     keep = np.zeros(n, dtype=bool)
     messages: list[bytes | None] = [None] * n
     for j, (error, payload) in zip(start.sent, answers, strict=True):
-        w = int(windows[j])
+        w = window_of[j]
         if error:
             sums.setdefault(w, WindowSum()).reject(ReportError(error))
             continue
@@ -230,7 +239,8 @@ def helper_run(
     v0, p0, decoded = decode_verifier_shares(vdaf, leader_shares)
     ok, messages = verifier_messages(vdaf, task.ctx, [(v0, p0), (init.verifiers, init.parts)], n)
     ok &= go & init.ok & fine & decoded & verify_next_batch(init, messages)
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
+    window_of, ok_of = windows.tolist(), ok.tolist()
     sums: dict[int, WindowSum] = {}
     answers, verified = [], []
     for j, rid in enumerate(ids):
@@ -240,13 +250,13 @@ def helper_run(
             continue
         if error is None:
             verified.append(rid)  # went through verification: never again
-            if ok[j]:
+            if ok_of[j]:
                 msg = vdaf.encode_verifier_message(messages[j])
                 answers.append(("", encode_message(FINISH, msg)))
                 continue
             error = ReportError.VDAF_VERIFY_ERROR
         if error not in (ReportError.INVALID_MESSAGE, ReportError.REPORT_REPLAYED):
-            sums.setdefault(int(windows[j]), WindowSum()).reject(error)
+            sums.setdefault(window_of[j], WindowSum()).reject(error)
         answers.append((error.value, b""))
     _commit(task, sums, init, ok, ids, windows)
     return HelperRun(answers, verified, sums)

@@ -319,3 +319,23 @@ def test_task_validation() -> None:
     d = deploy(Prio3Count())
     with pytest.raises(ValueError):
         type(d.leader)(d.task, b"short key")
+
+
+def test_batched_checksums_and_windows_match_the_per_report_definitions() -> None:
+    """The batched steps' window checksum (XOR of SHA-256 of the IDs) and window starts."""
+    import hashlib
+
+    from datafed.protocols._collect_batch import _windows, _xor_ids
+
+    def xor_ref(ids: list[bytes]) -> bytes:
+        acc = 0
+        for rid in ids:
+            acc ^= int.from_bytes(hashlib.sha256(rid).digest(), "big")
+        return acc.to_bytes(32, "big")
+
+    for n in (0, 1, 2, 7, 1000):
+        ids = [os.urandom(16) for _ in range(n)]
+        assert _xor_ids(ids) == xor_ref(ids)
+    task = deploy(Prio3Count(), min_batch_size=1).task
+    times = [0, 1, WINDOW - 1, WINDOW, T0 + 17, -1, -WINDOW - 3, 2**62 + 5]
+    assert _windows(task, times).tolist() == [task.window(t) for t in times]
