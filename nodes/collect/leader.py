@@ -256,6 +256,10 @@ class JobDriver:
 class LeaderLoop:
     """Job drivers and (in ``serve``) the window closer of one task at its Leader."""
 
+    #: Seconds between the closer's passes (sooner when a job finishes while a closing
+    #: window waits on jobs).
+    CLOSE_TICK_S = 0.25
+
     def __init__(
         self,
         ctx: NodeContext,
@@ -271,6 +275,10 @@ class LeaderLoop:
         self.drivers = [JobDriver(rt, self.link, lease_s) for _ in range(drivers)]
         self.closer = closer
         self._wake = asyncio.Event()
+        #: A job finished while a closing window waited on jobs: close it now, not at the
+        #: closer's next tick (a window closes no earlier than before, only sooner after).
+        self._close_now = asyncio.Event()
+        self._closing_waits = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -309,6 +317,8 @@ class LeaderLoop:
         while not self._stopping:
             try:
                 if await driver.step():
+                    if self._closing_waits:
+                        self._close_now.set()
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
@@ -328,12 +338,16 @@ class LeaderLoop:
     # -- windows ---------------------------------------------------------------------
     async def _closer(self) -> None:
         while not self._stopping:
+            self._close_now.clear()
             try:
-                await close_due(self)
+                self._closing_waits = await close_due(self)
             except asyncio.CancelledError:
                 raise
             except (RemoteError, DatafedError) as exc:
+                self._closing_waits = False
                 log.warning("collect %s: closing a window: %s; retrying", self.rt.name, exc)
             except Exception:
+                self._closing_waits = False
                 log.exception("collect %s: window closer failed", self.rt.name)
-            await asyncio.sleep(0.25)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._close_now.wait(), self.CLOSE_TICK_S)
