@@ -86,9 +86,15 @@ def run_job(
         raise InvalidRequest("an aggregation job repeats a report ID; nothing was aggregated")
     windows = sorted({rt.task.window(t) for t in times})
     shares = _open_shares(rt, inits)
-    seen = rt.store.seen_among(ids)
+    # The IDs verified before are read only for shares that did not open (they are never
+    # verified here, so the commit could not name them): for the others the commit inserts
+    # the job's IDs under their unique index and names those another job verified
+    # (Replayed), and the job is recomputed with them answered report_replayed -- no
+    # lookup per report, and a second pass only for a job that replays IDs.
+    unopened = [rid for rid, share in zip(ids, shares, strict=True) if share is None]
+    seen = rt.store.seen_among(unopened) if unopened else set()
     now = rt.store.now_ms() // 1000 if now is None else now  # the database's clock
-    for _ in range(5):
+    for _ in range(6):
         out, run = _answer(rt, body, inits, shares, seen, rt.store.closed_among(windows), now)
         deltas = {
             w: WindowDelta(s.agg, s.count, s.checksum, s.rejected) for w, s in run.sums.items()
