@@ -366,7 +366,7 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     import tempfile
 
     from datafed import pki
-    from datafed.collect import ReportBinding, TaskSpec, report_digest, seal_shares
+    from datafed.collect import ReportBinding, TaskSpec, report_digest_of, seal_shares
     from datafed.pki.peers import x25519_public
     from datafed.proto.v1 import collect_pb2
     from datafed.protocols import helper_run, leader_finish, leader_start, shard_report
@@ -408,7 +408,11 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
             for m in parsed
         ],
     )
-    digests = clock("upload: report digests", lambda: [report_digest(m) for m in parsed])
+    fields = [
+        (m.report_id, m.time, m.public_share, m.leader_share, m.helper_enc, m.helper_ciphertext)
+        for m in parsed
+    ]
+    digests = clock("upload: report digests", lambda: [report_digest_of(*f) for f in fields])
     store = CollectStore(SqliteDb(tmp / "s.sqlite", SCHEMA), tid, vdaf)
     rows = [
         (
@@ -434,8 +438,10 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     )
     opener = ShareOpener(private)
     shares: list[bytes | None] = clock(
-        "helper: open the sealed share",
-        lambda: [opener.open(b, sh) for b, sh in zip(binds, sealed, strict=True)],
+        "helper: open the sealed shares",
+        lambda: opener.open_many(
+            tid, ids, times, publics, [sh.enc for sh in sealed], [sh.ciphertext for sh in sealed]
+        ),
     )
     run = clock(
         "helper: helper_run (batched)",
