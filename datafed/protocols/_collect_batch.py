@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from datafed.protocols._collect_types import CollectTask, ReportError
-from datafed.protocols._pingpong import FINISH, INITIALIZE, decode_message, encode_message
+from datafed.protocols._pingpong import FINISH, INITIALIZE, decode_message
 from datafed.protocols._prio3_batch import (
     InitBatch,
     decode_verifier_shares,
@@ -60,6 +60,30 @@ def _xor_ids(ids: Sequence[bytes]) -> bytes:
     sha = hashlib.sha256
     digests = np.frombuffer(b"".join([sha(rid).digest() for rid in ids]), dtype=np.uint64)
     return bytes(np.bitwise_xor.reduce(digests.reshape(-1, 4), axis=0).tobytes())
+
+
+def _message(kind: int, field: bytes) -> bytes:
+    """``encode_message(kind, field)`` for the one-field kinds, without its checks."""
+    return bytes((kind,)) + len(field).to_bytes(4, "big") + field
+
+
+def _field(kind: int, payload: bytes) -> bytes | None:
+    """The field of a well-formed one-field message of ``kind``, else ``None``.
+
+    The same answer as :func:`decode_message` (its fast path): anything else is decoded
+    by it, and a malformed or other message gives ``None``.
+    """
+    if (
+        len(payload) >= 5
+        and payload[0] == kind
+        and int.from_bytes(payload[1:5], "big") == len(payload) - 5
+    ):
+        return payload[5:]
+    try:
+        got, fields = decode_message(payload)
+    except ReportRejected:
+        return None
+    return fields[0] if got == kind else None
 
 
 def _windows(task: CollectTask, times: Sequence[int]) -> np.ndarray[Any, Any]:
@@ -126,7 +150,7 @@ def leader_start(
             rejected.setdefault(w, WindowSum()).reject(ReportError.VDAF_VERIFY_ERROR)
         else:
             sent.append(j)
-            payloads.append(encode_message(INITIALIZE, shares[j]))
+            payloads.append(_message(INITIALIZE, shares[j]))
     return LeaderStart(sent, payloads, init, rejected)
 
 
@@ -157,10 +181,10 @@ def leader_finish(
             sums.setdefault(w, WindowSum()).reject(ReportError(error))
             continue
         try:
-            kind, fields = decode_message(payload)
-            if kind != FINISH:
+            field = _field(FINISH, payload)
+            if field is None:
                 raise ReportRejected
-            messages[j] = vdaf.decode_verifier_message(fields[0])
+            messages[j] = vdaf.decode_verifier_message(field)
             keep[j] = True
         except ReportRejected:
             sums.setdefault(w, WindowSum()).reject(ReportError.VDAF_VERIFY_ERROR)
@@ -228,14 +252,9 @@ def helper_run(
     go = np.array([e is None and h is not None for e, h in zip(errors, helper_shares, strict=True)])
     shares = [h if h is not None else b"" for h in helper_shares]
     init = verify_init_batch(vdaf, verify_key, task.ctx, 1, ids, public_shares, shares)
-    leader_shares, fine = [], np.zeros(n, dtype=bool)
-    for j, payload in enumerate(payloads):
-        try:
-            kind, fields = decode_message(payload)
-            fine[j] = kind == INITIALIZE
-            leader_shares.append(fields[0] if fine[j] else b"")
-        except ReportRejected:
-            leader_shares.append(b"")
+    fields = [_field(INITIALIZE, payload) for payload in payloads]
+    fine = np.array([f is not None for f in fields], dtype=bool)
+    leader_shares = [f if f is not None else b"" for f in fields]
     v0, p0, decoded = decode_verifier_shares(vdaf, leader_shares)
     ok, messages = verifier_messages(vdaf, task.ctx, [(v0, p0), (init.verifiers, init.parts)], n)
     ok &= go & init.ok & fine & decoded & verify_next_batch(init, messages)
@@ -252,7 +271,7 @@ def helper_run(
             verified.append(rid)  # went through verification: never again
             if ok_of[j]:
                 msg = vdaf.encode_verifier_message(messages[j])
-                answers.append(("", encode_message(FINISH, msg)))
+                answers.append(("", _message(FINISH, msg)))
                 continue
             error = ReportError.VDAF_VERIFY_ERROR
         if error not in (ReportError.INVALID_MESSAGE, ReportError.REPORT_REPLAYED):
