@@ -363,6 +363,7 @@ def test_e2e_baseline(
 
 def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     """CPU time per report of each step a report takes through the nodes (one process)."""
+    import secrets
     import tempfile
 
     from datafed import pki
@@ -428,6 +429,12 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
         "upload: store (SQLite, fsync per 500)",
         lambda: [store.insert_reports(rows[i : i + 500], [], 0) for i in range(0, n, 500)],
     )
+    jobs = [secrets.token_bytes(16) for _ in range(0, n, 1000)]
+    claimed = clock(
+        "leader: claim the jobs (SQLite, 1000 each)",
+        lambda: [store.claim_job(j, 1000, "bench", 60_000) for j in jobs],
+    )
+    assert sum(len(rows) for _, rows in claimed) == n
     ids, times = [r.report_id for r in reports], [r.time for r in reports]
     publics = [r.public_share for r in reports]
     start = clock(
@@ -452,6 +459,10 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     clock(
         "leader: leader_finish (batched)",
         lambda: leader_finish(task, start, ids, times, run.answers, set()),
+    )
+    clock(
+        "leader: finish the jobs (SQLite)",
+        lambda: [store.finish_job(j, 1, {}) for j in jobs],
     )
     for name, us in steps.items():
         print(f"{name:<42} {us:8.1f} us/report")
