@@ -129,15 +129,7 @@ class ShareOpener:
 
     def open(self, binding: ReportBinding, sealed: SealedShare) -> bytes:
         """The Helper input share, or :class:`SealError` if it was sealed for anything else."""
-        if len(sealed.enc) != ENC_SIZE or len(sealed.ciphertext) < TAG_SIZE:
-            raise SealError
-        prk = self._prks.get(sealed.enc)
-        if prk is None:
-            try:
-                shared = self._key.exchange(X25519PublicKey.from_public_bytes(sealed.enc))
-            except ValueError as exc:  # a low-order point: the agreement is all zeros
-                raise SealError from exc
-            prk = self._prks[sealed.enc] = _prk(shared, sealed.enc, self._public)
+        prk = self._agree(sealed.enc, sealed.ciphertext)
         try:
             return ChaCha20Poly1305(_key(prk, binding)).decrypt(
                 _NONCE, sealed.ciphertext, binding.aad()
