@@ -117,7 +117,7 @@ def main(modes: list[str]) -> None:
                 print(
                     f"   CPU: client {cpu * 1000:.1f} ms, nodes "
                     + " / ".join(f"{n * 1000:.1f}" for n in nodes)
-                    + " ms (the first aggregates)"
+                    + f" ms (the first aggregates); all four {(cpu + sum(nodes)) * 1000:.1f} ms"
                 )
                 for label, func, frag in PHASES:
                     s = _phase_seconds(stats, func, frag) / ROUNDS
