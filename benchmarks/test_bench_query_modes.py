@@ -44,6 +44,14 @@ WARMUP = 2
 #: 1.4 s of CPU a node at 2048 bits on two loaded cores), which would otherwise compete
 #: with the first timed queries. The first queries' costs are in docs/bench.md.
 SETTLE_S = size(5, 0)
+#: After the pause, at most this much longer until the node processes are idle (Linux):
+#: on a loaded machine three table builds can outlast the pause, and the timed queries
+#: would then measure the build rather than the steady state.
+QUIET_MAX_S = size(60, 0)
+#: Idle: the node processes together used at most one clock tick in each of two windows.
+QUIET_WINDOW_S = 0.25
+#: The node processes of each federation started here (by its client's ``id``).
+_NODE_PIDS: dict[int, list[int]] = {}
 
 
 def warm(client: Federation, mode: str) -> None:
@@ -51,6 +59,33 @@ def warm(client: Federation, mode: str) -> None:
     for _ in range(size(WARMUP, 0)):
         _run(client, mode)
     time.sleep(SETTLE_S)
+    wait_quiet(_NODE_PIDS.get(id(client), []))
+
+
+def _cpu_ticks(pids: list[int]) -> int | None:
+    """User + system clock ticks of ``pids`` so far (None where /proc cannot tell)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def wait_quiet(pids: list[int]) -> float:
+    """Wait (at most :data:`QUIET_MAX_S`) until ``pids`` are idle; return the seconds waited."""
+    start = time.monotonic()
+    last = _cpu_ticks(pids) if pids and QUIET_MAX_S else None
+    quiet = 0
+    while last is not None and quiet < 2 and time.monotonic() - start < QUIET_MAX_S:
+        time.sleep(QUIET_WINDOW_S)
+        now = _cpu_ticks(pids)
+        if now is None:
+            break
+        quiet, last = (quiet + 1 if now - last <= 1 else 0), now
+    return time.monotonic() - start
 
 
 def _policy() -> str:
@@ -86,6 +121,7 @@ def _start(root: Path, cache: Path, engine: str) -> tuple[LocalFederation, Feder
     local.timeout_s = 300.0
     local.start()
     client = Federation.from_file(local.fed_toml)
+    _NODE_PIDS[id(client)] = [n.process.pid for n in local.nodes if n.process is not None]
     client.query(SQL, purpose=PURPOSE, protection="plain")  # warm the page cache
     return local, client
 
