@@ -363,10 +363,11 @@ def test_e2e_baseline(
 
 def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     """CPU time per report of each step a report takes through the nodes (one process)."""
+    import secrets
     import tempfile
 
     from datafed import pki
-    from datafed.collect import ReportBinding, TaskSpec, report_digest, seal_shares
+    from datafed.collect import ReportBinding, TaskSpec, report_digest_of, seal_shares
     from datafed.pki.peers import x25519_public
     from datafed.proto.v1 import collect_pb2
     from datafed.protocols import helper_run, leader_finish, leader_start, shard_report
@@ -408,7 +409,11 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
             for m in parsed
         ],
     )
-    digests = clock("upload: report digests", lambda: [report_digest(m) for m in parsed])
+    fields = [
+        (m.report_id, m.time, m.public_share, m.leader_share, m.helper_enc, m.helper_ciphertext)
+        for m in parsed
+    ]
+    digests = clock("upload: report digests", lambda: [report_digest_of(*f) for f in fields])
     store = CollectStore(SqliteDb(tmp / "s.sqlite", SCHEMA), tid, vdaf)
     rows = [
         (
@@ -424,6 +429,12 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
         "upload: store (SQLite, fsync per 500)",
         lambda: [store.insert_reports(rows[i : i + 500], [], 0) for i in range(0, n, 500)],
     )
+    jobs = [secrets.token_bytes(16) for _ in range(0, n, 1000)]
+    claimed = clock(
+        "leader: claim the jobs (SQLite, 1000 each)",
+        lambda: [store.claim_job(j, 1000, "bench", 60_000) for j in jobs],
+    )
+    assert sum(len(rows) for _, rows in claimed) == n
     ids, times = [r.report_id for r in reports], [r.time for r in reports]
     publics = [r.public_share for r in reports]
     start = clock(
@@ -434,8 +445,10 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     )
     opener = ShareOpener(private)
     shares: list[bytes | None] = clock(
-        "helper: open the sealed share",
-        lambda: [opener.open(b, sh) for b, sh in zip(binds, sealed, strict=True)],
+        "helper: open the sealed shares",
+        lambda: opener.open_many(
+            tid, ids, times, publics, [sh.enc for sh in sealed], [sh.ciphertext for sh in sealed]
+        ),
     )
     run = clock(
         "helper: helper_run (batched)",
@@ -446,6 +459,10 @@ def _phases(n: int = 4000) -> None:  # pragma: no cover - a measuring script
     clock(
         "leader: leader_finish (batched)",
         lambda: leader_finish(task, start, ids, times, run.answers, set()),
+    )
+    clock(
+        "leader: finish the jobs (SQLite)",
+        lambda: [store.finish_job(j, 1, {}) for j in jobs],
     )
     for name, us in steps.items():
         print(f"{name:<42} {us:8.1f} us/report")

@@ -33,6 +33,7 @@ from datafed.collect._wire import (
     SealedReport,
     answer_digest,
     report_digest,
+    report_digest_of,
     spec_from_proto,
     spec_to_proto,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "deliver",
     "load_alerts",
     "report_digest",
+    "report_digest_of",
     "seal_shares",
     "spec_from_proto",
     "spec_to_proto",

@@ -129,21 +129,60 @@ class ShareOpener:
 
     def open(self, binding: ReportBinding, sealed: SealedShare) -> bytes:
         """The Helper input share, or :class:`SealError` if it was sealed for anything else."""
-        if len(sealed.enc) != ENC_SIZE or len(sealed.ciphertext) < TAG_SIZE:
-            raise SealError
-        prk = self._prks.get(sealed.enc)
-        if prk is None:
-            try:
-                shared = self._key.exchange(X25519PublicKey.from_public_bytes(sealed.enc))
-            except ValueError as exc:  # a low-order point: the agreement is all zeros
-                raise SealError from exc
-            prk = self._prks[sealed.enc] = _prk(shared, sealed.enc, self._public)
+        prk = self._agree(sealed.enc, sealed.ciphertext)
         try:
             return ChaCha20Poly1305(_key(prk, binding)).decrypt(
                 _NONCE, sealed.ciphertext, binding.aad()
             )
         except InvalidTag as exc:
             raise SealError from exc
+
+    def open_many(
+        self,
+        task_id: bytes,
+        ids: Sequence[bytes],
+        times: Sequence[int],
+        public_shares: Sequence[bytes],
+        encs: Sequence[bytes],
+        ciphertexts: Sequence[bytes],
+    ) -> list[bytes | None]:
+        """:meth:`open` for a job's reports given as columns; ``None`` where one does not open.
+
+        The same derivation and checks as :meth:`open` (the binding is each report's own
+        task ID, report ID, time and public share), without an object per report.
+        """
+        out: list[bytes | None] = []
+        head, prks = LABEL + task_id, self._prks
+        cols = zip(ids, times, public_shares, encs, ciphertexts, strict=True)
+        for rid, t, public, enc, ct in cols:
+            prk = prks.get(enc)
+            if prk is None or len(ct) < TAG_SIZE:
+                try:
+                    prk = self._agree(enc, ct)
+                except SealError:
+                    out.append(None)
+                    continue
+            info = head + rid + t.to_bytes(8, "big")
+            key = hmac.digest(prk, info + b"\x01", hashlib.sha256)
+            aad = info + len(public).to_bytes(4, "big") + public
+            try:
+                out.append(ChaCha20Poly1305(key).decrypt(_NONCE, ct, aad))
+            except InvalidTag:
+                out.append(None)
+        return out
+
+    def _agree(self, enc: bytes, ct: bytes) -> bytes:
+        """The PRK of one ``enc`` (cached), after the size checks of :meth:`open`."""
+        if len(enc) != ENC_SIZE or len(ct) < TAG_SIZE:
+            raise SealError
+        if enc in self._prks:
+            return self._prks[enc]
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(enc))
+        except ValueError as exc:  # a low-order point: the agreement is all zeros
+            raise SealError from exc
+        prk = self._prks[enc] = _prk(shared, enc, self._public)
+        return prk
 
     def forget(self) -> None:
         """Drop the cached agreements (call after each aggregation job)."""

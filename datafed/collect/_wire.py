@@ -19,6 +19,7 @@ __all__ = [
     "SealedReport",
     "answer_digest",
     "report_digest",
+    "report_digest_of",
     "spec_from_proto",
     "spec_to_proto",
 ]
@@ -129,17 +130,41 @@ class SealedReport:
 
 def report_digest(msg: collect_pb2.CollectReport) -> bytes:
     """SHA-256 of a report's fields, length-prefixed: tells a retry from a replay."""
-    parts = [b"datafed/collect/v1/report\x00"]
-    for part in (
+    return report_digest_of(
         msg.report_id,
+        msg.time,
         msg.public_share,
         msg.leader_share,
         msg.helper_enc,
         msg.helper_ciphertext,
-    ):
-        parts += (len(part).to_bytes(4, "big"), part)
-    parts.append(msg.time.to_bytes(8, "big"))
-    return hashlib.sha256(b"".join(parts)).digest()
+    )
+
+
+_DIGEST_LABEL = b"datafed/collect/v1/report\x00"
+
+
+def report_digest_of(
+    report_id: bytes, time: int, public: bytes, leader: bytes, enc: bytes, ct: bytes
+) -> bytes:
+    """:func:`report_digest` of a report's fields already read out of its message."""
+    return hashlib.sha256(
+        b"".join(
+            (
+                _DIGEST_LABEL,
+                len(report_id).to_bytes(4, "big"),
+                report_id,
+                len(public).to_bytes(4, "big"),
+                public,
+                len(leader).to_bytes(4, "big"),
+                leader,
+                len(enc).to_bytes(4, "big"),
+                enc,
+                len(ct).to_bytes(4, "big"),
+                ct,
+                time.to_bytes(8, "big"),
+            )
+        )
+    ).digest()
 
 
 def answer_digest(reply: collect_pb2.GetWindowResponse) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from datafed.protocols._collect_types import CollectTask, ReportError
-from datafed.protocols._pingpong import FINISH, INITIALIZE, decode_message, encode_message
+from datafed.protocols._pingpong import FINISH, INITIALIZE, decode_message
 from datafed.protocols._prio3_batch import (
     InitBatch,
     decode_verifier_shares,
@@ -54,10 +54,42 @@ class WindowSum:
 
 
 def _xor_ids(ids: Sequence[bytes]) -> bytes:
-    acc = 0
-    for rid in ids:
-        acc ^= int.from_bytes(hashlib.sha256(rid).digest(), "big")
-    return acc.to_bytes(32, "big")
+    """XOR of the SHA-256 of each report ID (a window's checksum, DAP §4.6)."""
+    if not ids:
+        return bytes(32)
+    sha = hashlib.sha256
+    digests = np.frombuffer(b"".join([sha(rid).digest() for rid in ids]), dtype=np.uint64)
+    return bytes(np.bitwise_xor.reduce(digests.reshape(-1, 4), axis=0).tobytes())
+
+
+def _message(kind: int, field: bytes) -> bytes:
+    """``encode_message(kind, field)`` for the one-field kinds, without its checks."""
+    return bytes((kind,)) + len(field).to_bytes(4, "big") + field
+
+
+def _field(kind: int, payload: bytes) -> bytes | None:
+    """The field of a well-formed one-field message of ``kind``, else ``None``.
+
+    The same answer as :func:`decode_message` (its fast path): anything else is decoded
+    by it, and a malformed or other message gives ``None``.
+    """
+    if (
+        len(payload) >= 5
+        and payload[0] == kind
+        and int.from_bytes(payload[1:5], "big") == len(payload) - 5
+    ):
+        return payload[5:]
+    try:
+        got, fields = decode_message(payload)
+    except ReportRejected:
+        return None
+    return fields[0] if got == kind else None
+
+
+def _windows(task: CollectTask, times: Sequence[int]) -> np.ndarray[Any, Any]:
+    """Each report's window start (``task.window`` of every time at once)."""
+    t = np.fromiter(times, dtype=np.int64, count=len(times))
+    return t - t % task.time_precision
 
 
 def _commit(
@@ -107,18 +139,18 @@ def leader_start(
     """
     vdaf = task.vdaf
     init = verify_init_batch(vdaf, verify_key, task.ctx, 0, ids, public_shares, leader_shares)
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
     rejected: dict[int, WindowSum] = {}
     shares = encode_verifier_shares(vdaf, init)
-    sent, payloads = [], []
+    sent, payloads, ok = [], [], init.ok.tolist()
     for j, w in enumerate(windows.tolist()):
         if w in closed:  # closed while the report waited: cannot happen for a stored report
             rejected.setdefault(w, WindowSum()).reject(ReportError.BATCH_COLLECTED)
-        elif not init.ok[j]:
+        elif not ok[j]:
             rejected.setdefault(w, WindowSum()).reject(ReportError.VDAF_VERIFY_ERROR)
         else:
             sent.append(j)
-            payloads.append(encode_message(INITIALIZE, shares[j]))
+            payloads.append(_message(INITIALIZE, shares[j]))
     return LeaderStart(sent, payloads, init, rejected)
 
 
@@ -139,19 +171,20 @@ def leader_finish(
     if len(answers) != len(start.sent):
         raise ValueError("one answer per report sent")
     sums = {w: WindowSum(None, 0, bytes(32), dict(s.rejected)) for w, s in start.rejected.items()}
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
+    window_of = windows.tolist()
     keep = np.zeros(n, dtype=bool)
     messages: list[bytes | None] = [None] * n
     for j, (error, payload) in zip(start.sent, answers, strict=True):
-        w = int(windows[j])
+        w = window_of[j]
         if error:
             sums.setdefault(w, WindowSum()).reject(ReportError(error))
             continue
         try:
-            kind, fields = decode_message(payload)
-            if kind != FINISH:
+            field = _field(FINISH, payload)
+            if field is None:
                 raise ReportRejected
-            messages[j] = vdaf.decode_verifier_message(fields[0])
+            messages[j] = vdaf.decode_verifier_message(field)
             keep[j] = True
         except ReportRejected:
             sums.setdefault(w, WindowSum()).reject(ReportError.VDAF_VERIFY_ERROR)
@@ -219,18 +252,14 @@ def helper_run(
     go = np.array([e is None and h is not None for e, h in zip(errors, helper_shares, strict=True)])
     shares = [h if h is not None else b"" for h in helper_shares]
     init = verify_init_batch(vdaf, verify_key, task.ctx, 1, ids, public_shares, shares)
-    leader_shares, fine = [], np.zeros(n, dtype=bool)
-    for j, payload in enumerate(payloads):
-        try:
-            kind, fields = decode_message(payload)
-            fine[j] = kind == INITIALIZE
-            leader_shares.append(fields[0] if fine[j] else b"")
-        except ReportRejected:
-            leader_shares.append(b"")
+    fields = [_field(INITIALIZE, payload) for payload in payloads]
+    fine = np.array([f is not None for f in fields], dtype=bool)
+    leader_shares = [f if f is not None else b"" for f in fields]
     v0, p0, decoded = decode_verifier_shares(vdaf, leader_shares)
     ok, messages = verifier_messages(vdaf, task.ctx, [(v0, p0), (init.verifiers, init.parts)], n)
     ok &= go & init.ok & fine & decoded & verify_next_batch(init, messages)
-    windows = np.array([task.window(t) for t in times], dtype=np.int64)
+    windows = _windows(task, times)
+    window_of, ok_of = windows.tolist(), ok.tolist()
     sums: dict[int, WindowSum] = {}
     answers, verified = [], []
     for j, rid in enumerate(ids):
@@ -240,13 +269,13 @@ def helper_run(
             continue
         if error is None:
             verified.append(rid)  # went through verification: never again
-            if ok[j]:
+            if ok_of[j]:
                 msg = vdaf.encode_verifier_message(messages[j])
-                answers.append(("", encode_message(FINISH, msg)))
+                answers.append(("", _message(FINISH, msg)))
                 continue
             error = ReportError.VDAF_VERIFY_ERROR
         if error not in (ReportError.INVALID_MESSAGE, ReportError.REPORT_REPLAYED):
-            sums.setdefault(int(windows[j]), WindowSum()).reject(error)
+            sums.setdefault(window_of[j], WindowSum()).reject(error)
         answers.append((error.value, b""))
     _commit(task, sums, init, ok, ids, windows)
     return HelperRun(answers, verified, sums)

@@ -123,15 +123,22 @@ def mark_due(
     return due
 
 
-async def close_due(loop: ClosingLoop) -> None:
-    """Make due windows ``closing``; close those with nothing pending (see module docs)."""
+async def close_due(loop: ClosingLoop) -> bool:
+    """Make due windows ``closing``; close those with nothing pending (see module docs).
+
+    Returns whether a closing window still waits on its reports' jobs (the caller may
+    come back as soon as a job finishes rather than at its next tick).
+    """
     rt = loop.rt
+    waiting = False
     await asyncio.to_thread(mark_due, rt.store, rt.spec, rt.config.close_after_s)
     for w in await asyncio.to_thread(rt.store.windows, where="state = 'closing'"):
         if await asyncio.to_thread(rt.store.unfinished, w.start):
             loop.wake()
+            waiting = True
             continue
         await close_window(loop, w.start)
+    return waiting
 
 
 async def close_window(loop: ClosingLoop, start: int) -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from datafed.collect import ReportBinding, SealedShare, SealError, ShareOpener
+from datafed.collect import ShareOpener
 from datafed.proto.v1 import collect_pb2
 from datafed.protocols import (
     AggregateShareReq,
@@ -86,9 +86,15 @@ def run_job(
         raise InvalidRequest("an aggregation job repeats a report ID; nothing was aggregated")
     windows = sorted({rt.task.window(t) for t in times})
     shares = _open_shares(rt, inits)
-    seen = rt.store.seen_among(ids)
+    # The IDs verified before are read only for shares that did not open (they are never
+    # verified here, so the commit could not name them): for the others the commit inserts
+    # the job's IDs under their unique index and names those another job verified
+    # (Replayed), and the job is recomputed with them answered report_replayed -- no
+    # lookup per report, and a second pass only for a job that replays IDs.
+    unopened = [rid for rid, share in zip(ids, shares, strict=True) if share is None]
+    seen = rt.store.seen_among(unopened) if unopened else set()
     now = rt.store.now_ms() // 1000 if now is None else now  # the database's clock
-    for _ in range(5):
+    for _ in range(6):
         out, run = _answer(rt, body, inits, shares, seen, rt.store.closed_among(windows), now)
         deltas = {
             w: WindowDelta(s.agg, s.count, s.checksum, s.rejected) for w, s in run.sums.items()
@@ -145,17 +151,14 @@ def _same_task(
 
 
 def _open_shares(rt: TaskRuntime, inits: Inits) -> list[bytes | None]:
-    """Open each report's sealed Helper share; ``None`` for one that does not open."""
-    opener, tid = ShareOpener(rt.x25519), rt.task_id
-    out: list[bytes | None] = []
-    for rid, t, public, enc, ct in zip(
-        inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts, strict=True
-    ):
-        try:
-            out.append(opener.open(ReportBinding(tid, rid, t, public), SealedShare(enc, ct)))
-        except SealError:
-            out.append(None)  # rejected; its ID is not burnt (it was not proven)
-    return out
+    """Open each report's sealed Helper share; ``None`` for one that does not open.
+
+    A report whose share does not open is rejected; its ID is not burnt (it was not proven).
+    """
+    opener = ShareOpener(rt.x25519)
+    return opener.open_many(
+        rt.task_id, inits.ids, inits.times, inits.public_shares, inits.encs, inits.ciphertexts
+    )
 
 
 def _answer(

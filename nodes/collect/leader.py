@@ -46,7 +46,7 @@ from nodes.collect.db import StoreUnavailable
 from nodes.collect.helper import DECRYPT_ERROR
 from nodes.collect.packed import Inits, pack_inits, read_resps
 from nodes.collect.runtime import TaskRuntime
-from nodes.collect.storage import ReportRow, WindowDelta
+from nodes.collect.storage import ReportCols, WindowDelta
 from nodes.context import NodeContext
 from nodes.partners import check_roster
 
@@ -64,7 +64,7 @@ class _Job:
 
     job_id: bytes
     generation: int
-    rows: list[ReportRow]
+    rows: ReportCols
     start: LeaderStart
     body: collect_pb2.AggregateInitRequest
 
@@ -179,29 +179,23 @@ class JobDriver:
                 return None
         return self._build(job_id, generation, rows)
 
-    def _build(self, job_id: bytes, generation: int, rows: list[ReportRow]) -> _Job:
+    def _build(self, job_id: bytes, generation: int, rows: ReportCols) -> _Job:
         rt = self.rt
-        closed = rt.store.closed_among(rt.task.window(r.time) for r in rows)
+        closed = rt.store.closed_among(set(map(rt.task.window, rows.times)))
         start = leader_start(
             rt.task,
             rt.verify_key,
-            [r.report_id for r in rows],
-            [r.time for r in rows],
-            [r.public_share for r in rows],
-            [r.leader_share for r in rows],
+            rows.ids,
+            rows.times,
+            rows.public_shares,
+            rows.leader_shares,
             closed,
         )
         body = collect_pb2.AggregateInitRequest(task=rt.name, task_id=rt.task_id, job_id=job_id)
-        sent = [rows[j] for j in start.sent]
-        inits = Inits(
-            [r.report_id for r in sent],
-            [r.time for r in sent],
-            [r.public_share for r in sent],
-            [r.enc for r in sent],
-            [r.ciphertext for r in sent],
-            start.payloads,
-        )
-        pack_inits(body, inits)
+        cols = (rows.ids, rows.times, rows.public_shares, rows.encs, rows.ciphertexts)
+        if len(start.sent) != len(rows):  # some rejected by the Leader itself: not sent
+            cols = tuple([c[j] for j in start.sent] for c in cols)  # type: ignore[assignment]
+        pack_inits(body, Inits(*cols, start.payloads))
         return _Job(job_id, generation, rows, start, body)
 
     async def step(self) -> bool:
@@ -244,8 +238,8 @@ class JobDriver:
                 if error:
                     ReportError(error)  # an unknown error raises ValueError
                 answers.append((error, payload))
-        times = [r.time for r in rows]
-        sums = leader_finish(rt.task, job.start, [r.report_id for r in rows], times, answers, set())
+        times = rows.times
+        sums = leader_finish(rt.task, job.start, rows.ids, times, answers, set())
         for j in undecryptable:
             s = sums[rt.task.window(times[j])]
             s.reject(ReportError.VDAF_VERIFY_ERROR, -1)
@@ -262,6 +256,10 @@ class JobDriver:
 class LeaderLoop:
     """Job drivers and (in ``serve``) the window closer of one task at its Leader."""
 
+    #: Seconds between the closer's passes (sooner when a job finishes while a closing
+    #: window waits on jobs).
+    CLOSE_TICK_S = 0.25
+
     def __init__(
         self,
         ctx: NodeContext,
@@ -277,6 +275,10 @@ class LeaderLoop:
         self.drivers = [JobDriver(rt, self.link, lease_s) for _ in range(drivers)]
         self.closer = closer
         self._wake = asyncio.Event()
+        #: A job finished while a closing window waited on jobs: close it now, not at the
+        #: closer's next tick (a window closes no earlier than before, only sooner after).
+        self._close_now = asyncio.Event()
+        self._closing_waits = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -315,6 +317,8 @@ class LeaderLoop:
         while not self._stopping:
             try:
                 if await driver.step():
+                    if self._closing_waits:
+                        self._close_now.set()
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
@@ -334,12 +338,16 @@ class LeaderLoop:
     # -- windows ---------------------------------------------------------------------
     async def _closer(self) -> None:
         while not self._stopping:
+            self._close_now.clear()
             try:
-                await close_due(self)
+                self._closing_waits = await close_due(self)
             except asyncio.CancelledError:
                 raise
             except (RemoteError, DatafedError) as exc:
+                self._closing_waits = False
                 log.warning("collect %s: closing a window: %s; retrying", self.rt.name, exc)
             except Exception:
+                self._closing_waits = False
                 log.exception("collect %s: window closer failed", self.rt.name)
-            await asyncio.sleep(0.25)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._close_now.wait(), self.CLOSE_TICK_S)

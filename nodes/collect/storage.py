@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from nodes.collect.db import Cursor
 from nodes.collect.queues import QueueStore
+from nodes.collect.rows import ReportCols, ReportRow
 from nodes.collect.windows import SCHEMA, WindowDelta, WindowRow
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "SCHEMA",
     "CollectStore",
     "Replayed",
+    "ReportCols",
     "ReportRow",
     "WindowDelta",
     "WindowRow",
@@ -65,22 +67,6 @@ class Replayed(Exception):
     def __init__(self, ids: set[bytes]) -> None:
         super().__init__(f"{len(ids)} report ID(s) verified concurrently")
         self.ids = ids
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    """A stored report that still has its shares (pending or in a job)."""
-
-    report_id: bytes
-    time: int
-    public_share: bytes
-    leader_share: bytes
-    enc: bytes
-    ciphertext: bytes
-
-
-def _report(r: Sequence[Any]) -> ReportRow:
-    return ReportRow(bytes(r[0]), int(r[1]), *(bytes(x) for x in r[2:]))
 
 
 class CollectStore(QueueStore):
@@ -224,7 +210,7 @@ class CollectStore(QueueStore):
     # -- Leader: leased aggregation jobs -------------------------------------------------
     def claim_job(
         self, job_id: bytes, limit: int, owner: str, lease_ms: int
-    ) -> tuple[int, list[ReportRow]]:
+    ) -> tuple[int, ReportCols]:
         """Take up to ``limit`` pending reports, oldest first, into a new leased job.
 
         Returns ``(generation, rows)``; no rows (and no job) when nothing is pending.
@@ -234,7 +220,7 @@ class CollectStore(QueueStore):
         with self._tx() as db:
             seqs = db.execute(CLAIM_SQL + skip, (limit,)).fetchall()
             if not seqs:
-                return 0, []
+                return 0, ReportCols.of([])
             now = self.db.now_ms(db)
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, 1, ?, ?)", (job_id, owner, now + lease_ms, now)
@@ -248,9 +234,10 @@ class CollectStore(QueueStore):
                     f"RETURNING seq, {_COLS}",
                     [job_id, *chunk],
                 ).fetchall()
-        return 1, [_report(r[1:]) for r in sorted(rows, key=lambda r: int(r[0]))]
+        rows.sort(key=itemgetter(0))
+        return 1, ReportCols.of([r[1:] for r in rows])
 
-    def reclaim_job(self, owner: str, lease_ms: int) -> tuple[bytes, int, list[ReportRow]] | None:
+    def reclaim_job(self, owner: str, lease_ms: int) -> tuple[bytes, int, ReportCols] | None:
         """Take over one job whose lease ran out (its worker died or stalled), if any.
 
         Returns ``(job_id, generation, rows)`` with the generation raised: the old holder's
@@ -274,7 +261,7 @@ class CollectStore(QueueStore):
             rows = db.execute(
                 f"SELECT {_COLS} FROM reports WHERE job = ? AND state = 1 ORDER BY seq", (job_id,)
             ).fetchall()
-        return job_id, generation, [_report(r) for r in rows]
+        return job_id, generation, ReportCols.of(rows)
 
     def release_leases(self) -> int:
         """Free every job's lease (one process restarting: no one else holds them)."""

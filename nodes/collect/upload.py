@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from datafed.collect import ENC_SIZE, TAG_SIZE, report_digest
+from datafed.collect import ENC_SIZE, TAG_SIZE, report_digest_of
 from datafed.hazmat import decode_columns
 from datafed.proto.v1 import collect_pb2
 from nodes.collect.runtime import TaskRuntime
@@ -33,9 +33,12 @@ STATUS = {
 }
 
 
-def _checks(
-    rt: TaskRuntime, reports: Sequence[collect_pb2.CollectReport], now: int
-) -> list[str | None]:
+#: A report's fields read out of its message once: ID, time, public share, Leader
+#: share, the sealed Helper share's ``enc`` and ciphertext.
+Fields = tuple[bytes, int, bytes, bytes, bytes, bytes]
+
+
+def _checks(rt: TaskRuntime, reports: Sequence[Fields], now: int) -> list[str | None]:
     """Each report's refusal, or ``None``; the shares' elements checked all at once."""
     vdaf, field = rt.vdaf, rt.vdaf.field
     ct_len = rt.helper_share_len + TAG_SIZE
@@ -43,24 +46,24 @@ def _checks(
     blind = vdaf.xof.SEED_SIZE if vdaf.uses_joint_rand else 0
     elems = vdaf.flp.MEAS_LEN + vdaf.flp.PROOF_LEN * vdaf.PROOFS
     share_len = elems * field.ENCODED_SIZE + blind
+    check_time = rt.task.check_time
     out: list[str | None] = []
-    for r in reports:
-        error = rt.task.check_time(r.time, now) if len(r.report_id) == 16 else None
-        if len(r.report_id) != 16:
+    for rid, t, public, leader, enc, ct in reports:
+        if len(rid) != 16:
             out.append("invalid_message")
-        elif error is not None:
+        elif (error := check_time(t, now)) is not None:
             out.append(error.value)
         elif (
-            len(r.helper_enc) != ENC_SIZE
-            or len(r.helper_ciphertext) != ct_len
-            or len(r.public_share) != public_len
-            or len(r.leader_share) != share_len
+            len(enc) != ENC_SIZE
+            or len(ct) != ct_len
+            or len(public) != public_len
+            or len(leader) != share_len
         ):
             out.append("invalid_message")
         else:
             out.append(None)
     todo = [j for j, s in enumerate(out) if s is None]
-    data = b"".join(reports[j].leader_share[: share_len - blind] for j in todo)
+    data = b"".join(reports[j][3][: share_len - blind] for j in todo)
     _, below = decode_columns(field, data, len(todo), elems)  # every element below p (§7.2.7)
     for j, ok in zip(todo, below.tolist(), strict=True):
         if not ok:
@@ -71,24 +74,19 @@ def _checks(
 def store_uploads(rt: TaskRuntime, reports: Sequence[collect_pb2.CollectReport]) -> list[str]:
     """Check and durably store one upload; return a status per report (blocking).
 
-    Time is the database's clock: every front end of the aggregator judges alike.
+    Time is the database's clock: every front end of the aggregator judges alike. Each
+    report's fields are read out of its message once (no copy, no object per report).
     """
     now = rt.store.now_ms() // 1000
-    statuses = _checks(rt, reports, now)
+    fields: list[Fields] = [
+        (r.report_id, r.time, r.public_share, r.leader_share, r.helper_enc, r.helper_ciphertext)
+        for r in reports
+    ]
+    statuses = _checks(rt, fields, now)
+    window = rt.task.window
     rows = [
-        (
-            bytes(r.report_id),
-            int(r.time),
-            rt.task.window(r.time),
-            report_digest(r),
-            (
-                bytes(r.public_share),
-                bytes(r.leader_share),
-                bytes(r.helper_enc),
-                bytes(r.helper_ciphertext),
-            ),
-        )
-        for r, s in zip(reports, statuses, strict=True)
+        (f[0], f[1], window(f[1]), report_digest_of(*f), f[2:])
+        for f, s in zip(fields, statuses, strict=True)
         if s is None
     ]
     refused = [s for s in statuses if s is not None]

@@ -298,6 +298,10 @@ def test_attack_leader_rebinding_a_helper_share_is_rejected_by_the_helper(fed) -
         )
         honest = await signed(rogue, HELPER, "AggregateInit", job(init(rid, w(0) + 1)))
         again = await signed(rogue, HELPER, "AggregateInit", job(init(rid, w(0) + 1)))
+        unopened = init(rid, w(0) + 1)  # the verified ID again, its share not opening
+        unopened.helper_ciphertext = bytes(len(unopened.helper_ciphertext))
+        fresh = init(os.urandom(16), w(0) + 1)  # beside a share moved to a fresh ID
+        again2 = await signed(rogue, HELPER, "AggregateInit", job(unopened, fresh))
         lie = collect_pb2.CloseWindowRequest(
             task="probe", task_id=dt.spec.task_id, window_start=w(0), report_count=7
         )
@@ -305,12 +309,14 @@ def test_attack_leader_rebinding_a_helper_share_is_rejected_by_the_helper(fed) -
         with pytest.raises(RemoteError, match="disagree on the reports"):
             await signed(rogue, HELPER, "CloseWindow", lie)
         await rogue.aclose()
-        return moved, honest, again
+        return moved, honest, again, again2
 
-    moved, honest, again = asyncio.run(go())
+    moved, honest, again, again2 = asyncio.run(go())
     assert [r.error for r in moved.resps] == ["hpke_decrypt_error", "hpke_decrypt_error"]
     assert honest.resps[0].error == "" and honest.resps[0].payload  # the true binding verifies
     assert again.resps[0].error == "report_replayed"
+    # A replayed ID is report_replayed whether or not its share opens (replays first).
+    assert [r.error for r in again2.resps] == ["report_replayed", "hpke_decrypt_error"]
     records = ledger_records(fed, HELPER)
     denied = [r.reason for r in records if r.decision == "denied"]
     assert any("repeats a report ID" in r for r in denied)

@@ -171,6 +171,51 @@ def test_attack_rebinding_or_tampering_does_not_open(helper_keys: tuple[bytes, b
     assert str(SealError()) == "sealed input share does not open"  # no detail, no oracle
 
 
+def test_opening_a_job_as_columns_agrees_with_opening_each_share(
+    helper_keys: tuple[bytes, bytes],
+) -> None:
+    """``open_many`` (the Helper's job path) opens and refuses exactly what ``open`` does."""
+    public, private = helper_keys
+    b = binding()
+    sealed = seal_shares(public, [(b, b"helper share"), (binding(b"\x02" * 16), b"other")])
+    flipped = bytes([sealed[0].ciphertext[0] ^ 1]) + sealed[0].ciphertext[1:]
+    cases = [
+        (b, sealed[0]),  # opens
+        (binding(b"\x02" * 16), sealed[1]),  # opens
+        (dataclasses.replace(b, report_id=os.urandom(16)), sealed[0]),
+        (dataclasses.replace(b, time=b.time + 300), sealed[0]),
+        (dataclasses.replace(b, task_id=bytes(32)), sealed[0]),
+        (dataclasses.replace(b, public_share=b"public sharE"), sealed[0]),
+        (b, SealedShare(sealed[0].enc, sealed[1].ciphertext)),
+        (b, SealedShare(sealed[0].enc, flipped)),
+        (b, SealedShare(bytes(32), sealed[0].ciphertext)),  # a low-order point
+        (b, SealedShare(sealed[0].enc[:31], sealed[0].ciphertext)),
+        (b, SealedShare(sealed[0].enc, b"short")),  # its enc already agreed on, then short
+        (b, sealed[0]),  # opens again after the refusals
+    ]
+    want: list[bytes | None] = []
+    for bind, sh in cases:
+        try:
+            want.append(ShareOpener(private).open(bind, sh))
+        except SealError:
+            want.append(None)
+    assert want[:2] == [b"helper share", b"other"] and want[-1] == b"helper share"
+    assert want[2:-1] == [None] * (len(cases) - 3)
+    for task_id in {bind.task_id for bind, _ in cases}:
+        picked = [(bind, sh) for bind, sh in cases if bind.task_id == task_id]
+        got = ShareOpener(private).open_many(
+            task_id,
+            [bind.report_id for bind, _ in picked],
+            [bind.time for bind, _ in picked],
+            [bind.public_share for bind, _ in picked],
+            [sh.enc for _, sh in picked],
+            [sh.ciphertext for _, sh in picked],
+        )
+        assert got == [
+            w for (bind, _), w in zip(cases, want, strict=True) if bind.task_id == task_id
+        ]
+
+
 def test_a_batch_with_a_repeated_report_id_is_refused(helper_keys: tuple[bytes, bytes]) -> None:
     public, _ = helper_keys
     with pytest.raises(ValueError, match="repeat"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from datafed.collect import TaskSpec
 from datafed.protocols import Prio3Count
@@ -92,3 +93,60 @@ def test_a_task_without_a_start_begins_at_its_first_report(tmp_path: Path) -> No
     )
     assert mark_due(store, spec, AFTER) == [w(5), w(6), w(7)]
     store.close()
+
+
+def test_a_job_finishing_while_a_window_waits_on_jobs_starts_a_closer_pass_at_once(
+    monkeypatch: Any,
+) -> None:
+    """The closer comes back when a job ends (a closing window waited on it), not at its tick.
+
+    With a tick of an hour, a second pass can only come from the finished job; a job ending
+    while no closing window waits starts no pass.
+    """
+    import asyncio
+
+    from nodes.collect import leader as leader_mod
+
+    passes: list[str] = []
+    waiting = [True]
+
+    async def close_due(loop: Any) -> bool:
+        passes.append("pass")
+        return waiting[0]
+
+    class Driver:
+        def __init__(self) -> None:
+            self.jobs = asyncio.Queue[None]()
+
+        async def step(self) -> bool:
+            await self.jobs.get()
+            passes.append("job")
+            return True
+
+    monkeypatch.setattr(leader_mod, "close_due", close_due)
+
+    async def play() -> None:
+        loop = leader_mod.LeaderLoop.__new__(leader_mod.LeaderLoop)
+        loop.CLOSE_TICK_S = 3600.0
+        driver = Driver()
+        loop.drivers, loop.closer, loop._stopping = [driver], True, False  # type: ignore[list-item]
+        loop._wake, loop._close_now, loop._closing_waits = asyncio.Event(), asyncio.Event(), False
+        tasks = [asyncio.create_task(loop._closer()), asyncio.create_task(loop._worker(driver))]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert passes == ["pass"]  # the first pass: a closing window waits on a job
+        waiting[0] = False  # the job below was the last one: the next pass closes it
+        driver.jobs.put_nowait(None)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert passes == ["pass", "job", "pass"]  # at once, an hour before the tick
+        driver.jobs.put_nowait(None)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert passes == ["pass", "job", "pass", "job"]  # nothing waits: no pass
+        loop._stopping = True
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(play())

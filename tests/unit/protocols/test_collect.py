@@ -319,3 +319,54 @@ def test_task_validation() -> None:
     d = deploy(Prio3Count())
     with pytest.raises(ValueError):
         type(d.leader)(d.task, b"short key")
+
+
+def test_batched_checksums_and_windows_match_the_per_report_definitions() -> None:
+    """The batched steps' window checksum (XOR of SHA-256 of the IDs) and window starts."""
+    import hashlib
+
+    from datafed.protocols._collect_batch import _windows, _xor_ids
+
+    def xor_ref(ids: list[bytes]) -> bytes:
+        acc = 0
+        for rid in ids:
+            acc ^= int.from_bytes(hashlib.sha256(rid).digest(), "big")
+        return acc.to_bytes(32, "big")
+
+    for n in (0, 1, 2, 7, 1000):
+        ids = [os.urandom(16) for _ in range(n)]
+        assert _xor_ids(ids) == xor_ref(ids)
+    task = deploy(Prio3Count(), min_batch_size=1).task
+    times = [0, 1, WINDOW - 1, WINDOW, T0 + 17, -1, -WINDOW - 3, 2**62 + 5]
+    assert _windows(task, times).tolist() == [task.window(t) for t in times]
+
+
+def test_batched_message_fast_paths_match_the_ping_pong_codec() -> None:
+    """The batched steps' one-field messages: encoded and read exactly as §5.7.1 says."""
+    from datafed.protocols._collect_batch import _field, _message
+    from datafed.protocols._pingpong import (
+        CONTINUE,
+        FINISH,
+        INITIALIZE,
+        decode_message,
+        encode_message,
+    )
+    from datafed.protocols._prio3_types import ReportRejected
+
+    def reference(kind: int, payload: bytes) -> bytes | None:
+        try:
+            got, fields = decode_message(payload)
+        except ReportRejected:
+            return None
+        return fields[0] if got == kind else None
+
+    payloads = [b"", b"\x00", b"\x02\x00\x00", bytes(5), b"\x03" + bytes(4)]
+    for field in (b"", b"x", os.urandom(40)):
+        for kind in (INITIALIZE, FINISH):
+            good = encode_message(kind, field)
+            assert _message(kind, field) == good
+            payloads += [good, good + b"\x00", good[:-1], good[:1] + b"\xff" + good[2:]]
+        payloads.append(encode_message(CONTINUE, field, b"yz"))
+    for kind in (INITIALIZE, FINISH):
+        for p in payloads:
+            assert _field(kind, p) == reference(kind, p), (kind, p)
