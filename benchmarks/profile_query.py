@@ -8,7 +8,8 @@ benchmark does (``warm``: the nodes' background table builds finish), then times
 
 - the latency beside ``plain``'s, with the load average;
 - CPU per query: the analyst's process (``time.process_time``, cProfile on) and each node
-  process (``/proc/<pid>/stat``, Linux), which a loaded machine disturbs less than latency;
+  process (``/proc/<pid>/stat``, Linux), which a loaded machine disturbs less than latency,
+  and all four together (``DATAFED_PROFILE_CPROFILE=0`` leaves cProfile off);
 - the client's own work by phase (cProfile of the analyst's process: the mode's
   ``params`` -- key generation --, statement signing, ``combine`` -- decryption --, and
   the rest), so that ``latency - client work`` is the nodes' work plus round trips;
@@ -34,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bench_query_modes import GROUPS, MODES, PURPOSE, SQL, _start, warm
 
 ROUNDS = int(os.environ.get("DATAFED_PROFILE_ROUNDS", "5"))
+#: ``DATAFED_PROFILE_CPROFILE=0``: CPU and latency only, without cProfile's overhead in the
+#: analyst's process (about 25 ms a query; no phases printed then).
+CPROFILE = os.environ.get("DATAFED_PROFILE_CPROFILE", "1") != "0"
 #: Client-side phases: (label, function name as cProfile shows it, file fragment).
 PHASES = (
     ("key/params", "params", "datafed/modes/"),
@@ -50,6 +54,16 @@ def _phase_seconds(stats: pstats.Stats, func: str, fragment: str) -> float:
         if name == func and fragment in path:
             total += row[3]  # cumulative seconds
     return total
+
+
+def _print_phases(stats: pstats.Stats) -> None:
+    """The analyst's phases per query (and its top functions with ``DATAFED_PROFILE_TOP``)."""
+    for label, func, frag in PHASES:
+        s = _phase_seconds(stats, func, frag) / ROUNDS
+        if s:
+            print(f"   client {label:<18} {s * 1000:8.1f} ms")
+    if os.environ.get("DATAFED_PROFILE_TOP"):
+        stats.sort_stats("tottime").print_stats(15)
 
 
 def _protect_alone(mode: str) -> float | None:
@@ -101,14 +115,14 @@ def main(modes: list[str]) -> None:
                 times = []
                 cpu0, nodes0 = time.process_time(), _node_cpu(local)
                 for _ in range(ROUNDS):
-                    prof.enable()
+                    if CPROFILE:
+                        prof.enable()
                     t = time.perf_counter()
                     client.query(SQL, purpose=PURPOSE, protection=mode)
                     times.append(time.perf_counter() - t)
                     prof.disable()
                 cpu = (time.process_time() - cpu0) / ROUNDS
                 nodes = [(b - a) / ROUNDS for a, b in zip(nodes0, _node_cpu(local), strict=True)]
-                stats = pstats.Stats(prof)
                 latency = statistics.median(times)
                 load = os.getloadavg()[0]
                 print(
@@ -117,17 +131,13 @@ def main(modes: list[str]) -> None:
                 print(
                     f"   CPU: client {cpu * 1000:.1f} ms, nodes "
                     + " / ".join(f"{n * 1000:.1f}" for n in nodes)
-                    + " ms (the first aggregates)"
+                    + f" ms (the first aggregates); all four {(cpu + sum(nodes)) * 1000:.1f} ms"
                 )
-                for label, func, frag in PHASES:
-                    s = _phase_seconds(stats, func, frag) / ROUNDS
-                    if s:
-                        print(f"   client {label:<18} {s * 1000:8.1f} ms")
+                if CPROFILE:
+                    _print_phases(pstats.Stats(prof))
                 alone = _protect_alone(mode)
                 if alone is not None:
                     print(f"   node protect alone        {alone * 1000:8.1f} ms (in this process)")
-                if os.environ.get("DATAFED_PROFILE_TOP"):
-                    stats.sort_stats("tottime").print_stats(15)
         finally:
             local.stop()
 

@@ -18,6 +18,7 @@ register (:mod:`datafed.pki.registry`) all build on these names.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from datafed.errors import PkiError
 
 __all__ = [
     "DEFAULT_FEDERATION",
+    "PARSED_CACHE",
     "PARTY_NAME_PATTERN",
     "ROLES",
     "SERVER_ROLES",
@@ -40,6 +42,7 @@ __all__ = [
     "check_name",
     "federation_uri",
     "identity_from_pem",
+    "load_certificate",
     "qualify",
     "split_name",
     "subject_names",
@@ -175,10 +178,34 @@ def subject_names(
 def identity_from_pem(pem: bytes) -> Identity:
     """Read role, name and signing key from a datafed certificate (PEM).
 
-    The caller is responsible for chain validation (TLS does it for peers).
+    The caller is responsible for chain validation (TLS does it for peers). A pure
+    function of the bytes, remembered for the last :data:`PARSED_CACHE` certificates
+    (a node reads its callers' and peers' certificates on every call; a failure is
+    never remembered).
     """
+    if type(pem) is bytes:
+        return _identity_cached(pem)
+    return _identity(pem)
+
+
+#: Certificates whose parse (:func:`identity_from_pem`, :func:`load_certificate`) is kept.
+PARSED_CACHE = 1024
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
+def load_certificate(pem: bytes) -> x509.Certificate:
+    """``x509.load_pem_x509_certificate``, remembered per PEM (certificates are immutable)."""
+    return x509.load_pem_x509_certificate(pem)
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
+def _identity_cached(pem: bytes) -> Identity:
+    return _identity(pem)
+
+
+def _identity(pem: bytes) -> Identity:
     try:
-        cert = x509.load_pem_x509_certificate(pem)
+        cert = load_certificate(pem) if type(pem) is bytes else x509.load_pem_x509_certificate(pem)
         role = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
         name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         ext = cert.extensions.get_extension_for_oid(SIGNING_KEY_OID).value

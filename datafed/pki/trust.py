@@ -23,6 +23,7 @@ removing a partner takes effect on the next request without a restart.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -38,10 +39,12 @@ from datafed.errors import PkiError
 from datafed.pki.crl import check_not_revoked, unwatch_crl, watch_crl
 from datafed.pki.identity import (
     DEFAULT_FEDERATION,
+    PARSED_CACHE,
     Identity,
     ca_federation,
     check_federation,
     identity_from_pem,
+    load_certificate,
 )
 
 __all__ = [
@@ -85,6 +88,17 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=PARSED_CACHE)
+def _signed_by(pem: bytes, ca: x509.Certificate) -> bool:
+    """:func:`_issued_by` for a certificate's PEM, remembered.
+
+    A signature check is a pure function of the two certificates (a node checks its
+    callers' on every call); validity dates, revocation and the anchors trusted now are
+    checked on every call all the same (:func:`verify_chain`).
+    """
+    return _issued_by(load_certificate(pem), ca)
+
+
 def verify_chain(pem: bytes, anchors: list[x509.Certificate]) -> Identity:
     """The identity of a certificate issued by one of ``anchors`` in its own trust domain.
 
@@ -94,12 +108,13 @@ def verify_chain(pem: bytes, anchors: list[x509.Certificate]) -> Identity:
         Not issued by a trusted CA, expired, revoked, or naming another federation than
         its issuer's (each with a message that says which).
     """
+    pem = bytes(pem)
     try:
-        cert = x509.load_pem_x509_certificate(pem)
+        cert = load_certificate(pem)
     except ValueError as exc:
         raise PkiError("certificate is not a datafed party certificate") from exc
     identity = identity_from_pem(pem)
-    issuer = next((ca for ca in anchors if _issued_by(cert, ca)), None)
+    issuer = next((ca for ca in anchors if _signed_by(pem, ca)), None)
     if issuer is None:
         raise PkiError(
             f"certificate of {identity} (federation {identity.federation!r}) is not issued "

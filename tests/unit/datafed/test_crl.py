@@ -151,3 +151,28 @@ def test_the_operators_record_survives_an_old_list_put_back(ca, tmp_path):
     fresh = x509.load_pem_x509_crl(publish_crl(ca).read_bytes())
     assert [r.serial_number for r in fresh] == [bob_serial]
     assert RevocationList.number(fresh) == 3  # above every list published before
+
+
+def test_a_remembered_certificate_check_still_sees_a_later_revocation(ca, tmp_path):
+    """The parse and signature check of a certificate are remembered (a node checks its
+    callers' on every call); revocation, validity and the trusted CAs are not."""
+    from datafed.pki.trust import _signed_by
+
+    bob, home = pem(ca, "analyst", "bob"), (ca / "ca.crt").read_bytes()
+    rogue = tmp_path / "rogue"
+    pki.init_ca(rogue)  # same default CA name, different key
+    first = verify_peer(bob, home, role="analyst")
+    hits = _signed_by.cache_info().hits
+    assert verify_peer(bob, home, role="analyst") == first  # the second check is remembered
+    assert _signed_by.cache_info().hits == hits + 1
+    with pytest.raises(PkiError, match="not issued by the federation CA"):
+        verify_peer(bob, (rogue / "ca.crt").read_bytes(), role="analyst")  # other anchors
+    publish_crl(ca)
+    revoke(ca, "bob")
+    watch_crl(ca / CRL_FILE, home)
+    try:
+        with pytest.raises(PkiError, match="revoked"):
+            verify_peer(bob, home, role="analyst")
+    finally:
+        unwatch_crl(ca / CRL_FILE)
+    assert verify_peer(bob, home, role="analyst") == first
