@@ -1,7 +1,9 @@
 """The two databases a collection task can live in: a SQLite file or a PostgreSQL schema.
 
 One process (the default) keeps each task in ``state_dir/collect/<task>.sqlite``
-(:class:`SqliteDb`: WAL, ``synchronous=FULL``, one writer at a time behind a lock).
+(:class:`SqliteDb`: WAL, ``synchronous=FULL``, one writer at a time behind a lock; reads
+on a connection of their own per thread, which WAL lets run beside the writer, so a
+read never waits for another step's commit and its fsync).
 Several processes of one aggregator -- its ``serve`` process, upload front ends and
 aggregation workers (``docs/collect.md``) -- share a PostgreSQL database instead
 (:class:`PgDb`): one schema per task, one connection per thread, every step one
@@ -57,6 +59,14 @@ class Db(Protocol):
         """``with db.tx() as cur``: one transaction, committed or rolled back."""
         ...
 
+    def read(self) -> Any:
+        """``with db.read() as cur``: a read-only transaction (a consistent snapshot)."""
+        ...
+
+    def clock_ms(self) -> int:
+        """The database's clock in milliseconds, outside any transaction."""
+        ...
+
     def now_ms(self, cur: Cursor) -> int:
         """The database's clock in milliseconds (the one clock every process shares)."""
         ...
@@ -78,6 +88,10 @@ class SqliteDb:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(schema)
         self._lock = threading.Lock()
+        self._path = path
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
         self.where = str(path)
 
     @contextmanager
@@ -92,12 +106,40 @@ class SqliteDb:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on this thread's read connection; no lock, no fsync.
+
+        WAL gives it the last committed state and lets it run while a step writes (the
+        writer's lock is held across its commit's fsync; a read behind it would wait).
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._guard:  # not the writer's lock: a read never waits for a commit
+                self._readers.append(conn)
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
     def now_ms(self, cur: Cursor) -> int:
         """This process's clock (one process decides everything)."""
         return int(time.time() * 1000)
 
+    def clock_ms(self) -> int:
+        """This process's clock; no transaction (one process decides everything)."""
+        return int(time.time() * 1000)
+
     def close(self) -> None:
         """Close the file."""
+        with self._guard:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
         with self._lock:
             self._db.close()
 
@@ -175,10 +217,19 @@ class PgDb:
             conn.close()
             raise StoreUnavailable(f"collection database unavailable: {exc}") from exc
 
+    def read(self) -> Any:
+        """A transaction for reading (the same as :meth:`tx`: MVCC never waits on writers)."""
+        return self.tx()
+
     def now_ms(self, cur: Cursor) -> int:
         """The server's clock (``clock_timestamp()``), in milliseconds."""
         row = cur.execute("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
         return int(row.fetchone()[0])
+
+    def clock_ms(self) -> int:
+        """The server's clock, in a transaction of its own."""
+        with self.tx() as cur:
+            return self.now_ms(cur)
 
     def close(self) -> None:
         """Close every connection this object opened."""

@@ -194,7 +194,7 @@ class CollectStore(QueueStore):
 
     def upload_rejections(self) -> dict[str, int]:
         """Upload refusals counted since the last window entry."""
-        with self._tx() as db:
+        with self._read() as db:
             rows = db.execute("SELECT reason, count FROM upload_rejected").fetchall()
         return {str(r): int(n) for r, n in rows}
 
@@ -244,6 +244,11 @@ class CollectStore(QueueStore):
         commit is refused from now on.
         """
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        with self._read() as db:  # usually none: no write transaction (no lock) for that
+            now = self.db.now_ms(db)
+            late = db.execute("SELECT 1 FROM jobs WHERE lease_until_ms < ? LIMIT 1", (now,))
+            if late.fetchone() is None:
+                return None
         with self._tx() as db:
             now = self.db.now_ms(db)
             row = db.execute(
@@ -302,13 +307,13 @@ class CollectStore(QueueStore):
 
     def open_jobs(self) -> list[bytes]:
         """Jobs claimed and not committed, oldest first."""
-        with self._tx() as db:
+        with self._read() as db:
             rows = db.execute("SELECT id FROM jobs ORDER BY created_ms").fetchall()
         return [bytes(r[0]) for r in rows]
 
     def unfinished(self, window: int) -> int:
         """Reports of ``window`` still pending or in a job."""
-        with self._tx() as db:
+        with self._read() as db:
             (n,) = db.execute(
                 "SELECT COUNT(*) FROM reports WHERE state < 2 AND win = ?", (window,)
             ).fetchone()
@@ -320,13 +325,12 @@ class CollectStore(QueueStore):
 
     def now_ms(self) -> int:
         """The database's clock (every process of the aggregator reads the same one)."""
-        with self._tx() as db:
-            return self.db.now_ms(db)
+        return self.db.clock_ms()
 
     # -- Helper --------------------------------------------------------------------------
     def helper_job(self, job_id: bytes) -> tuple[bytes, bytes] | None:
         """A processed job's ``(request digest, response)``, if any."""
-        with self._tx() as db:
+        with self._read() as db:
             row = db.execute(
                 "SELECT digest, response FROM helper_jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -335,7 +339,7 @@ class CollectStore(QueueStore):
     def seen_among(self, ids: Sequence[bytes]) -> set[bytes]:
         """Which of ``ids`` were verified here before."""
         out: set[bytes] = set()
-        with self._tx() as db:
+        with self._read() as db:
             for i in range(0, len(ids), 500):
                 chunk = list(ids[i : i + 500])
                 marks = ",".join("?" * len(chunk))

@@ -122,9 +122,12 @@ class WindowStore:
     def _tx(self) -> Any:
         return self.db.tx()
 
+    def _read(self) -> Any:
+        return self.db.read()
+
     def get_meta_int(self, key: str, default: int) -> int:
         """An integer kept in ``meta`` (the watermark)."""
-        with self._tx() as cur:
+        with self._read() as cur:
             row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else int(row[0])
 
@@ -173,7 +176,7 @@ class WindowStore:
             "SELECT start, state, last_seen_ms, agg, count, checksum, rejected, share_digest, "
             f"close_digest, releasable, close_index FROM windows WHERE {where} ORDER BY start"
         )
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(q, tuple(args)).fetchall()
         vdaf = self._vdaf
         return [
@@ -196,7 +199,7 @@ class WindowStore:
     def closed_among(self, starts: Iterable[int]) -> set[int]:
         """Which of the window ``starts`` are closed (or closing: no more reports)."""
         wanted = sorted(set(starts))
-        with self._tx() as cur:
+        with self._read() as cur:
             return self.closed_in(cur, wanted)
 
     def closed_in(self, cur: Cursor, starts: Sequence[int], *, lock: bool = False) -> set[int]:
@@ -247,7 +250,7 @@ class WindowStore:
 
     def first_window(self) -> int | None:
         """The oldest window that has a row (a task without a start begins there)."""
-        with self._tx() as db:
+        with self._read() as db:
             row = db.execute("SELECT min(start) FROM windows").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 

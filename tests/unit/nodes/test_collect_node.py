@@ -205,3 +205,41 @@ def test_claiming_a_job_searches_pending_reports_not_every_report(tmp_path: Path
         plan = " ".join(str(r[-1]) for r in cur.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (5,)))
     db.close()
     assert "reports_pending" in plan and "SCAN" not in plan, plan
+
+
+def test_sqlite_reads_and_the_clock_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """A step's reads run beside a writer mid-commit (WAL) and see what was committed."""
+    import concurrent.futures
+
+    from datafed.protocols import Prio3Count
+
+    store = CollectStore(SqliteDb(tmp_path / "t.sqlite", SCHEMA), b"\x01" * 32, Prio3Count())
+    vdaf = Prio3Count()
+    share = (b"", b"\x00" * 10, b"\x00" * 32, b"\x00" * 10)
+    assert store.insert_reports([(b"r" * 16, 905, 900, b"d" * 32, share)], []) == ["accepted"]
+    job = store.claim_job(b"j" * 16, 10, "me", 60_000)[1]
+    assert len(job) == 1
+    store.finish_job(b"j" * 16, 1, {900: WindowDelta(vdaf.agg_init(), 1, b"\x00" * 32, {})})
+    reads = {
+        "now": store.now_ms,
+        "closed": lambda: store.closed_among([900]),
+        "unfinished": lambda: store.unfinished(900),
+        "windows": lambda: [w.count for w in store.windows()],
+        "watermark": store.watermark,
+        "reclaim": lambda: store.reclaim_job("me", 60_000),
+        "jobs": store.open_jobs,
+        "rejections": store.upload_rejections,
+    }
+    db: Any = store.db
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    db._lock.acquire()  # a writer holds it (mid-commit)
+    try:
+        futures = {k: pool.submit(f) for k, f in reads.items()}
+        got = {k: f.result(timeout=10) for k, f in futures.items()}
+    finally:
+        db._lock.release()
+        pool.shutdown()
+    assert got["closed"] == set() and got["unfinished"] == 0 and got["windows"] == [1]
+    assert got["watermark"] == 905 and got["reclaim"] is None and got["jobs"] == []
+    assert abs(got["now"] - time.time() * 1000) < 5_000
+    store.close()
