@@ -36,6 +36,7 @@ from nodes.collect.runtime import TaskRuntime
 from nodes.collect.upload import STATUS, store_uploads
 from nodes.context import NodeContext
 from nodes.errors import InvalidRequest, NotFound, PermissionDenied
+from nodes.gate import peer_identity
 from nodes.release.collect import releasable
 from nodes.rpc import Context, SignedCall, parser, signed_call
 
@@ -96,10 +97,14 @@ class CollectServicer(collect_pb2_grpc.CollectServiceServicer):
     ) -> AsyncIterator[tuple[SignedCall, M, TaskRuntime]]:
         """One signed call about a task: opened, its task found, this node in ``role``.
 
-        The Helper's RPCs are the task's Leader's alone.
+        The Helper's RPCs are the task's Leader's alone. The peer is identified on the
+        event loop (the call's TLS context); the signature check, the parse of the body
+        (an upload is 150-200 KB) and the nonce's durable claim (an fsync) run in a
+        worker thread, so the event loop goes on serving the other calls and the jobs.
         """
         async with signed_call(self.ctx, context, request, operation) as call:
-            body = call.open(parser(cls))
+            peer = peer_identity(context, self.ctx.trust)
+            body = await asyncio.to_thread(call.open, parser(cls), identity=peer)
             rt = self._task(call, body.task, role)  # type: ignore[attr-defined]
             if role == "helper":
                 self._from_leader(call, rt)

@@ -471,3 +471,34 @@ def test_alerts_on_live_windows_fire_once_to_watch_a_webhook_and_the_log(fed, tm
         f"webhook:http://127.0.0.1:{hook.server_port}/alerts": "http 204",
     }
     assert [g["windows"] for g in got] == [[w(0), w(1)]]
+
+
+def test_attack_a_replayed_signed_request_is_refused_recorded_and_changes_nothing(fed) -> None:
+    """The gate's nonce check (run off the event loop) still refuses a request sent twice."""
+    gw = party(fed, "gateway", "gw-city", LEADER)
+    msg = collect_pb2.UploadRequest(task="probe")
+    msg.header.CopyFrom(gw.header(LEADER, f"test-{time.monotonic_ns()}", PURPOSE))
+    request = gw.sign(msg).request
+
+    async def send() -> collect_pb2.UploadResponse:
+        async def go(ch):
+            from datafed.proto.v1 import collect_pb2_grpc
+
+            return await collect_pb2_grpc.CollectServiceStub(ch).Upload(request)
+
+        return await gw.call(LEADER, go)
+
+    async def go() -> collect_pb2.UploadResponse:
+        first = await send()
+        with pytest.raises(RemoteError, match="replayed"):
+            await send()
+        return first
+
+    first = asyncio.run(go())
+    assert first.accepted == 0 and list(first.statuses) == []
+    denied = [
+        r
+        for r in ledger_records(fed, LEADER)
+        if r.operation == "collect_upload" and r.decision == "denied" and "replayed" in r.reason
+    ]
+    assert len(denied) == 1 and denied[0].requester_role == "gateway"
