@@ -468,8 +468,9 @@ def test_restore_refuses_another_nodes_archive(fed: LocalFederation, tmp_path: P
 
 def test_an_analyst_cannot_cancel_another_analysts_open_job(fed: LocalFederation) -> None:
     """Channel: the cancel step across requesters.  bob holds a `shares` job open at its
-    protocol step; alice, under the same job id, starts a query and cancels it at once
-    (her client sends the cancel to every node).  bob's job must still complete."""
+    protocol step; alice, under the same job id, starts a query and cancels it at its
+    protocol step (her client sends the cancel to every node).  bob's job must still
+    complete."""
     job = "job-redteam-shared-id-0001"
     bob = Federation.from_file(fed_for(fed, "bob"))
     alice = Federation.from_file(fed.fed_toml)
@@ -500,16 +501,27 @@ def test_an_analyst_cannot_cancel_another_analysts_open_job(fed: LocalFederation
     assert held.wait(60)
 
     async def alice_cancels() -> None:
+        mine: list[asyncio.Future[object]] = []
+
+        def cancel_at_step(step: object) -> None:
+            # alice's job is admitted and open at a protocol step: she cancels it there
+            # (a fixed delay raced her query, which can finish within a few milliseconds)
+            if str(getattr(step, "node", "")) and str(getattr(step, "step", "")) not in (
+                "node info",
+                "query",
+            ):
+                mine[0].cancel()
+
         task = asyncio.ensure_future(
             alice.aquery(
                 "SELECT SUM(bursts) FROM pipe_incidents",
                 purpose=PURPOSE,
                 protection="shares",
                 job_id=job,
+                progress=cancel_at_step,
             )
         )
-        await asyncio.sleep(0.05)
-        task.cancel()
+        mine.append(task)
         try:
             await task
         except (asyncio.CancelledError, RemoteError):
