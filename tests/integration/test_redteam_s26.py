@@ -1,0 +1,498 @@
+"""Red team, round 5: remembered certificate checks, live collection, query modes.
+
+An outsider's probes of what changed on 6 December, through real node processes (mTLS on
+127.0.0.1): analysts with valid certificates (one revoked after its first call, one whose
+certificate expires between two calls, one holding two certificates of one subject),
+hand-made certificates signed by the federation CA (playing the operator's tooling) and by
+a foreign CA, and gateways uploading Prio3 reports. Each test asserts the safe behaviour;
+one marked ``xfail(strict=True)`` is a finding (see its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from datafed.collect import Collector, Uploader
+from datafed.hazmat import Field128, HistogramCircuit
+from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
+from datafed.pki.ca import issue, party_paths
+from datafed.pki.registry import publish_crl, revoke
+from datafed.proto.v1 import collect_pb2, collect_pb2_grpc, protocol_pb2, query_pb2, query_pb2_grpc
+from datafed.protocols import Prio3
+
+from .collect_harness import (
+    LEADER,
+    T0,
+    WINDOW,
+    collect_federation,
+    gateway_file,
+    make_task,
+    upload,
+    wait_closed,
+)
+from .raw import ledger_records, signed_query
+
+COUNT = "SELECT COUNT(*) FROM pipe_incidents"
+ANALYSTS = ("alice", "bob", "carol", "dave", "erin")
+
+
+# ---------------------------------------------------------------------------- certificates
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    specs = water_district_specs(segments=6)
+    listed = ", ".join(f'"{a}"' for a in ANALYSTS)
+    for s in specs:
+        s.policy_toml = s.policy_toml.replace(
+            'allowed_requesters = ["alice"]', f"allowed_requesters = [{listed}]"
+        )
+    f = LocalFederation.create(tmp_path_factory.mktemp("redteam-s26"), specs, analysts=ANALYSTS)
+    publish_crl(f.pki_dir)
+    for node in f.nodes:
+        crl = node.config.parent / "crl.pem"
+        shutil.copy(f.pki_dir / "crl.pem", crl)
+        node.config.write_text(
+            node.config.read_text().replace("[tls]\n", f'[tls]\ncrl = "{crl}"\n')
+        )
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def distribute_crl(fed: LocalFederation) -> None:
+    for node in fed.nodes:
+        shutil.copy(fed.pki_dir / "crl.pem", node.config.parent / "crl.pem")
+
+
+def names(fed: LocalFederation) -> list[str]:
+    return [n.spec.name for n in fed.nodes]
+
+
+def ca_key(pki_dir: Path):
+    return serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+
+
+def clone(
+    pki_dir: Path,
+    pem: bytes,
+    *,
+    public_key=None,
+    not_after: dt.datetime | None = None,
+    signer=None,
+    issuer: x509.Name | None = None,
+) -> bytes:
+    """``pem`` re-issued: a fresh serial, optionally another key, end date or signer."""
+    old = x509.load_pem_x509_certificate(pem)
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(issuer or old.issuer)
+        .public_key(public_key or old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or old.not_valid_after_utc)
+    )
+    for ext in old.extensions:
+        if ext.oid in (
+            x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+            x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ):
+            continue
+        b = b.add_extension(ext.value, ext.critical)
+    key = signer or ca_key(pki_dir)
+    algo = None if old.signature_hash_algorithm is None else hashes.SHA256()
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    if signer is None:
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), False
+        )
+    return b.sign(key, algo).public_bytes(serialization.Encoding.PEM)
+
+
+def query_as(
+    fed: LocalFederation,
+    index: int,
+    analyst: str,
+    job: str,
+    *,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    protection: query_pb2.Protection | None = None,
+    signer: str | None = None,
+) -> tuple[str, str]:
+    """One signed query to node ``index``: TLS with ``cert``/``key`` (default: the
+    analyst's files), body signed by ``signer``'s key (default ``analyst``)."""
+    files = party_paths(fed.pki_dir, "analyst", analyst)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(fed.pki_dir / "ca.crt").read_bytes(),
+        private_key=key or files.key.read_bytes(),
+        certificate_chain=cert or files.cert.read_bytes(),
+    )
+    node = fed.nodes[index]
+    req = signed_query(
+        fed, node.spec.name, COUNT, analyst=signer or analyst, job_id=job, protection=protection
+    )
+    with grpc.secure_channel(
+        node.address, creds, options=[("grpc.ssl_target_name_override", node.spec.name)]
+    ) as ch:
+        try:
+            query_pb2_grpc.QueryServiceStub(ch).Query(req.request, timeout=30)
+        except grpc.RpcError as e:
+            return e.code().name, e.details() or ""
+    return "OK", ""
+
+
+def decisions(fed: LocalFederation, index: int, prefix: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in ledger_records(fed, names(fed)[index]):
+        if r.job_id.startswith(prefix):
+            out.setdefault(r.job_id, []).append(r.decision)
+    return out
+
+
+def test_a_certificate_revoked_after_its_first_call_is_refused_on_the_next_everywhere(fed):
+    """Channel: the remembered check of a certificate already seen.  carol queries every
+    node (her certificate's check is remembered), the operator revokes her and distributes
+    the list. Safe: her next call to each node ``UNAUTHENTICATED``, recorded ``denied``."""
+    for i in range(3):
+        assert query_as(fed, i, "carol", f"s26-rev-ok-{i}") == ("OK", "")
+    revoke(fed.pki_dir, "carol")
+    distribute_crl(fed)
+    for i in range(3):
+        code, why = query_as(fed, i, "carol", f"s26-rev-no-{i}")
+        assert code == "UNAUTHENTICATED" and "revoked" in why, (code, why)
+    last = ledger_records(fed, names(fed)[0])[-1]
+    assert last.decision == "denied" and "revoked" in last.reason
+
+
+def test_a_certificate_that_expires_between_two_calls_is_refused_after_it(fed):
+    """Channel: the validity dates of a remembered certificate.  dave's certificate
+    re-issued by the CA to end 6 s from now (same key); one call inside, one after.
+    Safe: the first answered, the second refused."""
+    files = party_paths(fed.pki_dir, "analyst", "dave")
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=6)
+    short = clone(fed.pki_dir, files.cert.read_bytes(), not_after=end)
+    assert query_as(fed, 1, "dave", "s26-exp-in", cert=short) == ("OK", "")
+    time.sleep(max(0.0, (end - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+    code, _ = query_as(fed, 1, "dave", "s26-exp-out", cert=short)
+    assert code in {"UNAUTHENTICATED", "UNAVAILABLE", "PERMISSION_DENIED"}, code
+    assert decisions(fed, 1, "s26-exp-out") in ({}, {"s26-exp-out": ["denied"]})
+
+
+def test_two_certificates_of_one_subject_are_never_confused(fed, tmp_path):
+    """Channel: a remembered check keyed by subject rather than by bytes.  erin holds two
+    certificates (the second issued with ``--force``: same subject, new TLS and signing
+    keys). Safe: each TLS certificate only accepts bodies signed by its own signing key;
+    after the first serial alone is revoked the old one is refused, the new one answered."""
+    old = party_paths(fed.pki_dir, "analyst", "erin")
+    keep = {p: tmp_path / p.name for p in (old.cert, old.key, old.signing_key)}
+    for src, dst in keep.items():
+        shutil.copy(src, dst)
+    assert query_as(fed, 2, "erin", "s26-two-old") == ("OK", "")
+    old_serial = x509.load_pem_x509_certificate(old.cert.read_bytes()).serial_number
+    issue(fed.pki_dir, "analyst", "erin", force=True)
+    new_files = {p: p.read_bytes() for p in keep}
+    old_files = {p: q.read_bytes() for p, q in keep.items()}
+
+    def as_erin(job: str, tls: dict, signing: dict) -> str:
+        for p in (old.cert, old.key):
+            p.write_bytes(tls[p])
+        old.signing_key.write_bytes(signing[old.signing_key])
+        try:
+            return query_as(fed, 2, "erin", job)[0]
+        finally:
+            for p, b in new_files.items():
+                p.write_bytes(b)
+
+    # new TLS certificate, request signed with the old signing key, and the reverse
+    assert as_erin("s26-two-mix1", new_files, old_files) == "UNAUTHENTICATED"
+    assert as_erin("s26-two-mix2", old_files, new_files) == "UNAUTHENTICATED"
+    assert as_erin("s26-two-new", new_files, new_files) == "OK"
+    assert as_erin("s26-two-old2", old_files, old_files) == "OK"
+    revoke(fed.pki_dir, "erin", serial=old_serial)
+    distribute_crl(fed)
+    assert as_erin("s26-two-old3", old_files, old_files) == "UNAUTHENTICATED"
+    assert as_erin("s26-two-mix3", new_files, old_files) == "UNAUTHENTICATED"
+    assert query_as(fed, 2, "erin", "s26-two-new2") == ("OK", "")
+
+
+def test_tls_as_one_analyst_with_a_request_of_another_is_refused(fed):
+    """Channel: the caller's identity from TLS against the request's.  alice's TLS
+    certificate carrying a request that names bob and is signed with bob's key (bob's
+    certificate remembered from his own call just before). Safe: refused, never answered."""
+    assert query_as(fed, 0, "bob", "s26-as-bob") == ("OK", "")
+    code, _ = query_as(fed, 0, "alice", "s26-as-alice-for-bob", signer="bob")
+    assert code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}, code
+    assert decisions(fed, 0, "s26-as-alice-for-bob") in ({}, {"s26-as-alice-for-bob": ["denied"]})
+
+
+def ckks_params(aggregator: bytes, participants: list[bytes]) -> query_pb2.Protection:
+    """Params that pass everything before admission but the certificates, and fail after
+    admission (a garbage context): an admitted query shows as ``approved``."""
+    params = protocol_pb2.CkksParams(
+        public_context=b"not a TenSEAL context",
+        aggregator_certificate=aggregator,
+        participant_certificates=participants,
+    )
+    return query_pb2.Protection(mode="ckks", fixed_point_bits=16, params=params.SerializeToString())
+
+
+def test_a_participant_certificate_not_of_the_roster_is_refused_before_admission(fed):
+    """Channel: certificates relayed in a mode's parameters, now remembered.  The list names
+    in place of water-south: alice's analyst certificate; water-south's certificate re-issued
+    and that serial revoked; water-south's subject signed by a foreign CA; and the same three
+    in place of the aggregator's. Each sent twice (the second time remembered). Safe: every one
+    refused before admission and recorded ``denied`` only."""
+    nodes = names(fed)
+    real = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in nodes]
+    alice = party_paths(fed.pki_dir, "analyst", "alice").cert.read_bytes()
+    revoked_copy = clone(fed.pki_dir, real[2])
+    serial = x509.load_pem_x509_certificate(revoked_copy).serial_number
+    publish_crl(fed.pki_dir, (serial,))
+    distribute_crl(fed)
+    foreign_key = ec.generate_private_key(ec.SECP256R1())
+    foreign = clone(
+        fed.pki_dir,
+        real[2],
+        signer=foreign_key,
+        issuer=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "datafed federation CA")]),
+    )
+    cases = {
+        "s26-roster-analyst": ckks_params(real[0], [real[0], real[1], alice]),
+        "s26-roster-revoked": ckks_params(real[0], [real[0], real[1], revoked_copy]),
+        "s26-roster-foreign": ckks_params(real[0], [real[0], real[1], foreign]),
+        "s26-roster-agg-analyst": ckks_params(alice, [real[0], real[1], real[2]]),
+        "s26-roster-agg-revoked": ckks_params(revoked_copy, [real[0], real[1], real[2]]),
+        "s26-roster-agg-foreign": ckks_params(foreign, [real[0], real[1], real[2]]),
+    }
+    # control: the real certificates are admitted (and fail after admission)
+    control = query_as(fed, 1, "alice", "s26-control", protection=ckks_params(real[0], real))
+    assert control[0] == "ABORTED", control
+    for rnd in (1, 2):
+        for job, p in cases.items():
+            code, why = query_as(fed, 1, "alice", f"{job}-{rnd}", protection=p)
+            assert code in {"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"}, (
+                job,
+                code,
+                why,
+            )
+    got = decisions(fed, 1, "s26-roster-")
+    assert got == {f"{j}-{r}": ["denied"] for j in cases for r in (1, 2)}, got
+
+
+# ---------------------------------------------------------------------------- collection
+
+
+@pytest.fixture(scope="module")
+def coll(tmp_path_factory):
+    tasks = [make_task(n) for n in ("replay", "tick", "nonce")]
+    tasks.append(make_task("hist", vdaf='vdaf = "histogram"\nlength = 4'))
+    f = collect_federation(tmp_path_factory.mktemp("redteam-s26-collect"), tasks)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def w(i: int) -> int:
+    return T0 + i * WINDOW
+
+
+async def raw_upload(coll, task: str, msgs, gateway: str = "gw-city") -> list[str]:
+    from .collect_harness import signed
+
+    async with Uploader.from_file(gateway_file(coll, gateway)) as up:
+        reply = await signed(
+            up.transport, LEADER, "Upload", collect_pb2.UploadRequest(task=task, reports=msgs)
+        )
+    return [collect_pb2.ReportStatus.Name(s) for s in reply.statuses]
+
+
+async def shards(coll, task: str, items):
+    async with Uploader.from_file(gateway_file(coll)) as up:
+        t = await up.task(task)
+        return [r.to_proto() for r in t.shard_many(items)]
+
+
+def fetch_window(coll, task: str, start: int):
+    async def go():
+        async with Collector.from_file(coll.fed_toml) as col:
+            return await col.get(task, start, purpose=PURPOSE)
+
+    return asyncio.run(go())
+
+
+def close_and_count(coll, task: str, start: int, tick: int = 3):
+    asyncio.run(upload(coll, task, [(0, w(tick) + 40)]))
+    asyncio.run(wait_closed(coll, task, [start]))
+    got = fetch_window(coll, task, start)
+    return got.result, got.report_count
+
+
+def test_a_report_replayed_after_its_window_was_released_is_never_counted_again(coll):
+    """Channel: the Helper's replay table now read only for shares that do not open.
+    Six reports in window 0, released (6). Then the same bytes again, and the same IDs
+    carrying other reports in an open later window. Safe: none accepted; window 0 still
+    6; the later window counts only its own five fresh reports."""
+    msgs = asyncio.run(shards(coll, "replay", [(1, w(0) + i) for i in range(6)]))
+    assert asyncio.run(raw_upload(coll, "replay", msgs)) == ["ACCEPTED"] * 6
+    assert close_and_count(coll, "replay", w(0)) == (6, 6)
+    again = asyncio.run(raw_upload(coll, "replay", msgs))
+    assert "ACCEPTED" not in again, again
+    later = asyncio.run(shards(coll, "replay", [(1, w(5) + i) for i in range(6)]))
+    for x, y in zip(later, msgs, strict=True):
+        x.report_id = y.report_id
+    moved = asyncio.run(raw_upload(coll, "replay", later))
+    assert set(moved) <= {"REPORT_REPLAYED"}, moved
+    asyncio.run(upload(coll, "replay", [(1, w(5) + 30 + i) for i in range(5)]))
+    assert fetch_window(coll, "replay", w(0)).report_count == 6
+    assert close_and_count(coll, "replay", w(5), tick=8) == (5, 5)
+
+
+def test_reports_racing_the_tick_that_closes_their_window_count_exactly_once(coll):
+    """Channel: the closing window and the watermark read without the writer's lock.
+    Four uploads of 8 reports each into window 0 race one report that moves the task
+    clock past it. Safe: each report ``ACCEPTED`` or ``BATCH_COLLECTED``; the released
+    count equals the accepted; more reports after the release are all refused and the
+    released window never changes."""
+    batches = [
+        asyncio.run(shards(coll, "tick", [(1, w(0) + 8 * b + i) for i in range(8)]))
+        for b in range(4)
+    ]
+    first = asyncio.run(raw_upload(coll, "tick", batches[0][:5]))  # the window is releasable
+    assert first == ["ACCEPTED"] * 5
+    rest = [batches[0][5:], *batches[1:]]
+
+    async def race():
+        return await asyncio.gather(
+            *(raw_upload(coll, "tick", b) for b in rest[:2]),
+            upload(coll, "tick", [(0, w(3) + 40)]),
+            *(raw_upload(coll, "tick", b) for b in rest[2:]),
+        )
+
+    got = asyncio.run(race())
+    statuses = [s for r in (got[0], got[1], got[3], got[4]) for s in r]
+    assert set(statuses) <= {"ACCEPTED", "BATCH_COLLECTED"}, statuses
+    accepted = 5 + statuses.count("ACCEPTED")
+    asyncio.run(wait_closed(coll, "tick", [w(0)]))
+    out = fetch_window(coll, "tick", w(0))
+    assert (out.result, out.report_count) == (accepted, accepted)
+    late = asyncio.run(shards(coll, "tick", [(1, w(0) + 50 + i) for i in range(5)]))
+    assert asyncio.run(raw_upload(coll, "tick", late)) == ["BATCH_COLLECTED"] * 5
+    out2 = fetch_window(coll, "tick", w(0))
+    assert (out2.result, out2.report_count) == (accepted, accepted)
+
+
+def test_one_signed_upload_sent_twice_at_once_is_served_once(coll):
+    """Channel: the nonce claim now on a worker thread.  One signed Upload (one nonce)
+    sent twice concurrently, and once more after. Safe: exactly one answered; the other
+    two refused; the reports counted once."""
+    msgs = asyncio.run(shards(coll, "nonce", [(1, w(0) + i) for i in range(6)]))
+
+    async def go():
+        async with Uploader.from_file(gateway_file(coll)) as up:
+            t = up.transport
+            msg = collect_pb2.UploadRequest(task="nonce", reports=msgs)
+            msg.header.CopyFrom(t.header(LEADER, f"s26-nonce-{secrets.token_hex(4)}", PURPOSE))
+            request = t.sign(msg).request
+
+            async def once() -> str:
+                async def call(ch):
+                    return await collect_pb2_grpc.CollectServiceStub(ch).Upload(request)
+
+                try:
+                    reply = await t.call(LEADER, call)
+                except Exception as e:
+                    return f"refused: {type(e).__name__}: {e}"[:200]
+                return ",".join(collect_pb2.ReportStatus.Name(s) for s in reply.statuses)
+
+            two = await asyncio.gather(once(), once())
+            return [*two, await once()]
+
+    got = asyncio.run(go())
+    answered = [g for g in got if not g.startswith("refused")]
+    assert answered == [",".join(["ACCEPTED"] * 6)], got
+    assert close_and_count(coll, "nonce", w(0)) == (6, 6)
+
+
+class TwoHot(HistogramCircuit):
+    """A faulty device: two buckets set, proven honestly over the bad encoding."""
+
+    def encode(self, measurement: int):  # type: ignore[override]
+        v = super().encode(measurement)
+        v[(measurement + 1) % self.length] = 1
+        return v
+
+
+def flip(msg: collect_pb2.CollectReport, element: int, bit: int) -> collect_pb2.CollectReport:
+    out = collect_pb2.CollectReport()
+    out.CopyFrom(msg)
+    share = bytearray(out.leader_share)
+    share[element * 16 + bit // 8] ^= 1 << (bit % 8)
+    out.leader_share = bytes(share)
+    return out
+
+
+def test_histogram_reports_with_bad_elements_flipped_limbs_or_two_hot_are_rejected(coll):
+    """Channel: Field128 verification on the new limb arithmetic.  Histogram(4): 6 valid
+    reports; Leader shares with an element at, and at the top of, the modulus; a proof
+    share (and a measurement share) element with one bit flipped at each limb boundary
+    (26, 52, 64, 78, 104, 127); three two-hot reports proven honestly. Safe: the bad ones
+    ``INVALID_MESSAGE`` or accepted and then rejected, never aggregated: the window
+    releases exactly the 6 valid reports and their histogram."""
+    valid = [(i % 4, w(0) + i) for i in range(6)]
+    good = asyncio.run(shards(coll, "hist", valid))
+    base = asyncio.run(shards(coll, "hist", [(0, w(0) + 20 + i) for i in range(16)]))
+    bad: list[collect_pb2.CollectReport] = []
+    for k, value in enumerate((Field128.MODULUS, 2**128 - 1)):
+        m = collect_pb2.CollectReport()
+        m.CopyFrom(base[k])
+        share = bytearray(m.leader_share)
+        share[4 * 16 : 5 * 16] = value.to_bytes(16, "little")
+        m.leader_share = bytes(share)
+        bad.append(m)
+    for k, bit in enumerate((26, 52, 64, 78, 104, 127)):
+        bad.append(flip(base[2 + k], 4, bit))  # first element of the proof share
+        bad.append(flip(base[8 + k], 0, bit))  # a measurement share element
+    statuses = asyncio.run(raw_upload(coll, "hist", [*good, *bad]))
+    assert statuses[:6] == ["ACCEPTED"] * 6, statuses
+    print("bad statuses", statuses[6:])
+    assert set(statuses[6:]) <= {"ACCEPTED", "INVALID_MESSAGE"}, statuses
+    assert statuses[6:8] == ["INVALID_MESSAGE"] * 2, statuses
+
+    async def two_hot():
+        async with Uploader.from_file(gateway_file(coll)) as up:
+            t = await up.task("hist")
+            vdaf = t.task.vdaf
+            circ = vdaf.flp.valid  # type: ignore[attr-defined]
+            fake = Prio3(
+                TwoHot(Field128, circ.length, circ.chunk_length),
+                shares=2,
+                vdaf_id=vdaf.ID,  # type: ignore[attr-defined]
+            )
+            import dataclasses
+
+            ft = dataclasses.replace(t, task=dataclasses.replace(t.task, vdaf=fake))
+            return await up.upload(ft, ft.shard_many([(i, w(0) + 40 + i) for i in range(3)]))
+
+    res = asyncio.run(two_hot())
+    assert [str(s).upper() for s in res.statuses] == ["ACCEPTED"] * 3
+    result, count = close_and_count(coll, "hist", w(0))
+    assert count == 6 and list(result) == [2, 2, 1, 1], (result, count)
