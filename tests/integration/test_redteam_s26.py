@@ -473,7 +473,6 @@ def test_histogram_reports_with_bad_elements_flipped_limbs_or_two_hot_are_reject
         bad.append(flip(base[8 + k], 0, bit))  # a measurement share element
     statuses = asyncio.run(raw_upload(coll, "hist", [*good, *bad]))
     assert statuses[:6] == ["ACCEPTED"] * 6, statuses
-    print("bad statuses", statuses[6:])
     assert set(statuses[6:]) <= {"ACCEPTED", "INVALID_MESSAGE"}, statuses
     assert statuses[6:8] == ["INVALID_MESSAGE"] * 2, statuses
 
@@ -494,5 +493,154 @@ def test_histogram_reports_with_bad_elements_flipped_limbs_or_two_hot_are_reject
 
     res = asyncio.run(two_hot())
     assert [str(s).upper() for s in res.statuses] == ["ACCEPTED"] * 3
-    result, count = close_and_count(coll, "hist", w(0))
-    assert count == 6 and list(result) == [2, 2, 1, 1], (result, count)
+    accepted_bad = statuses[6:].count("ACCEPTED") + 3
+    asyncio.run(upload(coll, "hist", [(0, w(3) + 40)]))
+    asyncio.run(wait_closed(coll, "hist", [w(0)]))
+    out = fetch_window(coll, "hist", w(0))
+    assert (out.report_count, list(out.result)) == (6, [2, 2, 1, 1]), out
+    assert sum(out.rejected.values()) == accepted_bad, (out.rejected, accepted_bad)
+
+
+def node_info_as(fed: LocalFederation, index: int, cert: bytes, key: bytes) -> str:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(fed.pki_dir / "ca.crt").read_bytes(),
+        private_key=key,
+        certificate_chain=cert,
+    )
+    node = fed.nodes[index]
+    with grpc.secure_channel(
+        node.address, creds, options=[("grpc.ssl_target_name_override", node.spec.name)]
+    ) as ch:
+        try:
+            query_pb2_grpc.QueryServiceStub(ch).NodeInfo(query_pb2.NodeInfoRequest(), timeout=30)
+        except grpc.RpcError as e:
+            return e.code().name
+    return "OK"
+
+
+def test_a_revoked_certificate_stays_refused_after_a_flood_evicts_its_remembered_check(fed):
+    """Channel: the bound of the remembered checks (the last 1,024 certificates).  A copy
+    of bob's certificate (own serial, same key) answered, then its serial revoked; 1,100
+    other distinct CA-signed copies each make one call (the revoked one's entry evicted),
+    then the revoked copy again, on a query and on NodeInfo. Safe: refused every time after
+    the revocation, before and after the flood; the flood's own copies answered."""
+    files = party_paths(fed.pki_dir, "analyst", "bob")
+    pem, key = files.cert.read_bytes(), files.key.read_bytes()
+    mine = clone(fed.pki_dir, pem)
+    assert query_as(fed, 0, "bob", "s26-flood-before", cert=mine) == ("OK", "")
+    publish_crl(fed.pki_dir, (x509.load_pem_x509_certificate(mine).serial_number,))
+    distribute_crl(fed)
+    assert query_as(fed, 0, "bob", "s26-flood-revoked", cert=mine)[0] == "UNAUTHENTICATED"
+    copies = [clone(fed.pki_dir, pem) for _ in range(2000)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda c: node_info_as(fed, 0, c, key), copies))
+    assert got == ["OK"] * len(copies), {g: got.count(g) for g in set(got)}
+    assert node_info_as(fed, 0, mine, key) == "UNAUTHENTICATED"
+    code, why = query_as(fed, 0, "bob", "s26-flood-after", cert=mine)
+    assert code == "UNAUTHENTICATED" and "revoked" in why, (code, why)
+    assert query_as(fed, 0, "bob", "s26-flood-bob") == ("OK", "")
+
+
+# ---------------------------------------------------------------------------- partners
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory: pytest.TempPathFactory):
+    from datafed.local.cities import TwoCities
+
+    c = TwoCities.create(tmp_path_factory.mktemp("redteam-s26-cities"), segments=6)
+    try:
+        c.recognise()
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def partner_toml(path: Path, cities, name: str, ca: Path, cert: Path, key: Path, sk: Path) -> Path:
+    """A Suzhou analyst's federation file naming only Shanghai's nodes."""
+    sh = cities.cities["shanghai"]
+    text = (
+        f'analyst = "{name}"\ntimeout_s = 10\npartners = ["{cities.bundle("shanghai")}"]\n'
+        f'[tls]\nca = "{ca}"\ncert = "{cert}"\nkey = "{key}"\nsigning_key = "{sk}"\n'
+    )
+    for n in sh.nodes:
+        text += f'[[nodes]]\nname = "{sh.qname(n.spec.name)}"\naddress = "{n.address}"\n'
+    path.write_text(text)
+    return path
+
+
+def test_a_withdrawn_partner_recognised_again_under_a_new_ca_of_the_same_name_is_not_the_old(
+    cities, tmp_path
+):
+    """Channel: a remembered "this CA signed it" keyed by the CA's name rather than its key.
+    Suzhou's analyst is identified at every Shanghai node (checks remembered); Shanghai
+    withdraws Suzhou, then recognises a new Suzhou CA (same federation, same CA name, a new
+    key: a rotation after a compromise). Safe: the old CA's analyst is refused at every
+    Shanghai node; the new CA's analyst is identified (the rotation took effect)."""
+    import subprocess
+    import sys
+
+    from datafed.client import Federation
+    from datafed.pki.ca import init_ca
+
+    suzhou = cities.cities["suzhou"]
+    old = party_paths(suzhou.pki_dir, "analyst", "alice")
+    old_toml = partner_toml(
+        tmp_path / "old.toml",
+        cities,
+        "suzhou:alice",
+        suzhou.pki_dir / "ca.crt",
+        old.cert,
+        old.key,
+        old.signing_key,
+    )
+    first = Federation.from_file(old_toml).discover()
+    assert first and all(s.up and s.info is not None for s in first), first
+    cities.withdraw("shanghai", "suzhou")
+    ca_name = (
+        x509.load_pem_x509_certificate((suzhou.pki_dir / "ca.crt").read_bytes())
+        .subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0]
+        .value
+    )
+    rotated = tmp_path / "suzhou-new"
+    init_ca(rotated, str(ca_name), federation="suzhou")
+    issue(rotated, "analyst", "alice")
+    bundle = tmp_path / "suzhou-new.bundle.json"
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "datafed"), "pki", "bundle", "--dir", str(rotated), "-o", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    for n in cities.cities["shanghai"].nodes:
+        done = subprocess.run(
+            [str(bin_dir / "datafed-node"), "partners", "add", str(bundle), "-c", str(n.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    new = party_paths(rotated, "analyst", "alice")
+    new_toml = partner_toml(
+        tmp_path / "new.toml",
+        cities,
+        "suzhou:alice",
+        rotated / "ca.crt",
+        new.cert,
+        new.key,
+        new.signing_key,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        now_new = Federation.from_file(new_toml).discover()
+        if all(s.up and s.info is not None for s in now_new) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert all(s.up and s.info is not None for s in now_new), now_new
+    again = Federation.from_file(old_toml).discover()
+    assert not any(s.info is not None for s in again), again
