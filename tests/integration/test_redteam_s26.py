@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from datafed.collect import Collector, Uploader
 from datafed.hazmat import Field128, HistogramCircuit, SumVecCircuit
 from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
-from datafed.pki.ca import issue, party_paths
+from datafed.pki.ca import issue, load_signing_key, party_paths
 from datafed.pki.registry import publish_crl, revoke
 from datafed.proto.v1 import collect_pb2, collect_pb2_grpc, protocol_pb2, query_pb2, query_pb2_grpc
 from datafed.protocols import Prio3
@@ -306,6 +306,7 @@ def coll(tmp_path_factory):
     tasks.append(make_task("hist", vdaf='vdaf = "histogram"\nlength = 4'))
     tasks.append(make_task("svec", vdaf='vdaf = "sumvec"\nlength = 3\nmax_measurement = 63'))
     tasks.append(make_task("twogw"))
+    tasks.append(make_task("hrace"))
     f = collect_federation(tmp_path_factory.mktemp("redteam-s26-collect"), tasks)
     try:
         yield f
@@ -628,6 +629,95 @@ def test_one_report_from_two_gateways_at_once_is_stored_once(coll):
     for per_report in zip(*got, strict=True):
         assert sorted(per_report) == ["ACCEPTED"] + ["DUPLICATE"] * 5, got
     assert close_and_count(coll, "twogw", w(0)) == (12, 12)
+
+
+def test_the_same_genuine_report_in_two_concurrent_helper_jobs_verifies_once(coll):
+    """Channel: the Helper reading its replay table only for shares that do not open (the
+    commit catches replays).  Playing the Leader (its certificate, as
+    ``test_collect_service.py`` does), four jobs each carrying the same genuine report
+    (its share opens), sent to the Helper at once, then the same signed job twice at once
+    (one nonce). Safe: the report verifies in exactly one job, ``report_replayed`` in the
+    others; the repeated request is answered at most once."""
+    import os
+
+    from datafed.errors import RemoteError
+    from datafed.pki.peers import verify_peer
+    from datafed.protocols import Leader, Report, shard_report
+    from nodes.collect.runtime import verify_key_of
+
+    from .collect_harness import HELPER, party, signed
+
+    own = load_signing_key(party_paths(coll.pki_dir, "node", LEADER).signing_key)
+    peer = verify_peer(
+        party_paths(coll.pki_dir, "node", HELPER).cert.read_bytes(),
+        (coll.pki_dir / "ca.crt").read_bytes(),
+    )
+
+    async def go():
+        async with Uploader.from_file(gateway_file(coll)) as up:
+            t = await up.task("hrace")
+        key = verify_key_of(own, peer, t.spec.task_id)
+        rogue = party(coll, "node", LEADER, HELPER)
+
+        def init(genuine) -> collect_pb2.VerifyInitMessage:
+            sealed = t.seal([genuine])[0].helper
+            leader = Leader(t.task, key)
+            r = Report(
+                genuine.report_id, genuine.time, genuine.public_share, genuine.leader_share, b""
+            )
+            assert leader.upload(r, int(time.time())) is None
+            req = leader.start_job(int(time.time()))
+            return collect_pb2.VerifyInitMessage(
+                report_id=genuine.report_id,
+                time=genuine.time,
+                public_share=genuine.public_share,
+                helper_enc=sealed.enc,
+                helper_ciphertext=sealed.ciphertext,
+                payload=req.verify_inits[0].payload,
+            )
+
+        def job(*inits) -> collect_pb2.AggregateInitRequest:
+            msg = collect_pb2.AggregateInitRequest(
+                task="hrace", task_id=t.spec.task_id, job_id=os.urandom(16)
+            )
+            msg.inits.extend(inits)
+            return msg
+
+        async def send(msg):
+            try:
+                reply = await signed(rogue, HELPER, "AggregateInit", msg)
+            except RemoteError as e:
+                return f"refused: {e.code}"
+            return [r.error for r in reply.resps]
+
+        one = shard_report(t.task, 1, w(0) + 1)
+        others = [shard_report(t.task, 1, w(0) + 2 + i) for i in range(4)]
+        jobs = [job(init(one), init(others[i])) for i in range(4)]
+        raced = await asyncio.gather(*(send(j) for j in jobs))
+        two = shard_report(t.task, 1, w(0) + 9)
+        msg = job(init(two))
+        msg.header.CopyFrom(rogue.header(HELPER, f"s26-hrace-{secrets.token_hex(4)}", PURPOSE))
+        request = rogue.sign(msg).request
+
+        async def raw(ch):
+            return await collect_pb2_grpc.CollectServiceStub(ch).AggregateInit(request)
+
+        async def once():
+            try:
+                reply = await rogue.call(HELPER, raw)
+            except Exception as e:
+                return f"refused: {type(e).__name__}"
+            return [r.error for r in reply.resps]
+
+        replayed = await asyncio.gather(once(), once())
+        await rogue.aclose()
+        return raced, replayed
+
+    raced, replayed = asyncio.run(go())
+    assert all(isinstance(r, list) for r in raced), raced
+    assert sorted(r[0] for r in raced) == ["", *["report_replayed"] * 3], raced
+    assert [r[1] for r in raced] == [""] * 4, raced
+    assert sorted(map(str, replayed)) == ["['']", "refused: RemoteError"], replayed
 
 
 # ---------------------------------------------------------------------------- partners
