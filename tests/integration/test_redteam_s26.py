@@ -516,6 +516,39 @@ def test_histogram_reports_with_bad_elements_flipped_limbs_or_two_hot_are_reject
     assert sum(out.rejected.values()) == accepted_bad, (out.rejected, accepted_bad)
 
 
+def test_a_relayed_certificate_expiring_or_revoked_after_its_first_use_is_refused_next(fed):
+    """Channel: the remembered checks of certificates relayed in a mode's parameters (not
+    the caller's).  Two CA-made copies of water-south's certificate (its own key): one
+    ending 5 s from now, one whose serial is revoked after its first use; each named as a
+    participant once (admitted: the query fails after admission on its garbage context,
+    ``ABORTED``), then again after the expiry / the revocation. Safe: the second use
+    refused before admission, recorded ``denied`` only."""
+    real = [party_paths(fed.pki_dir, "node", n).cert.read_bytes() for n in names(fed)]
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=5)
+    short = clone(fed.pki_dir, real[2], not_after=end)
+    later = clone(fed.pki_dir, real[2])
+    first = [
+        query_as(
+            fed, 0, "alice", f"s26-relay-{tag}-1", protection=ckks_params(real[0], [*real[:2], c])
+        )[0]
+        for tag, c in (("short", short), ("later", later))
+    ]
+    assert first == ["ABORTED", "ABORTED"], first
+    publish_crl(fed.pki_dir, (x509.load_pem_x509_certificate(later).serial_number,))
+    distribute_crl(fed)
+    time.sleep(max(0.0, (end - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+    for tag, c in (("short", short), ("later", later)):
+        code, why = query_as(
+            fed, 0, "alice", f"s26-relay-{tag}-2", protection=ckks_params(real[0], [*real[:2], c])
+        )
+        assert code in {"INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"}, (
+            tag,
+            code,
+            why,
+        )
+        assert decisions(fed, 0, f"s26-relay-{tag}-2") == {f"s26-relay-{tag}-2": ["denied"]}
+
+
 def node_info_as(fed: LocalFederation, index: int, cert: bytes, key: bytes) -> str:
     creds = grpc.ssl_channel_credentials(
         root_certificates=(fed.pki_dir / "ca.crt").read_bytes(),
