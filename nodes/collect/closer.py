@@ -124,21 +124,22 @@ def mark_due(
 
 
 async def close_due(loop: ClosingLoop) -> bool:
-    """Make due windows ``closing``; close those with nothing pending (see module docs).
+    """Make due windows ``closing``; close them in order while nothing of theirs is pending.
 
-    Returns whether a closing window still waits on its reports' jobs (the caller may
-    come back as soon as a job finishes rather than at its next tick).
+    A closing window whose reports are still pending or in a job stops the pass: the
+    windows after it wait for it, so windows close (and their entries enter both ledgers)
+    in time order whatever the jobs' timing (see module docs). Returns whether a closing
+    window waits on its reports' jobs (the caller may come back as soon as a job finishes
+    rather than at its next tick).
     """
     rt = loop.rt
-    waiting = False
     await asyncio.to_thread(mark_due, rt.store, rt.spec, rt.config.close_after_s)
     for w in await asyncio.to_thread(rt.store.windows, where="state = 'closing'"):
         if await asyncio.to_thread(rt.store.unfinished, w.start):
             loop.wake()
-            waiting = True
-            continue
+            return True
         await close_window(loop, w.start)
-    return waiting
+    return False
 
 
 async def close_window(loop: ClosingLoop, start: int) -> None:

@@ -150,3 +150,33 @@ def test_a_job_finishing_while_a_window_waits_on_jobs_starts_a_closer_pass_at_on
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(play())
+
+
+def test_windows_close_in_order_behind_one_that_waits_on_its_jobs(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Empty windows 1 and 2 wait while window 0's report is in a job; then all close in order."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from nodes.collect import closer as closer_mod
+
+    store = store_at(tmp_path)
+    items = [report(1, w(0) + 1), report(3, w(3) + 50)]
+    assert store.insert_reports(items, [], store.now_ms()) == ["accepted"] * 2
+    generation, rows = store.claim_job(b"j" * 16, 1, "me", 60_000)  # window 0's report
+    assert (generation, rows.ids) == (1, [bytes([1]) * 16])
+    closed: list[int] = []
+
+    async def close_window(loop: Any, start: int) -> None:
+        closed.append(start)
+
+    monkeypatch.setattr(closer_mod, "close_window", close_window)
+    rt = SimpleNamespace(store=store, spec=SPEC, config=SimpleNamespace(close_after_s=AFTER))
+    loop = SimpleNamespace(rt=rt, wake=lambda: None)
+    assert asyncio.run(closer_mod.close_due(loop)) is True  # window 0 waits on its job
+    assert closed == []  # and windows 1 and 2, empty, wait behind it
+    monkeypatch.setattr(store, "unfinished", lambda start: 0)  # the job committed
+    assert asyncio.run(closer_mod.close_due(loop)) is False
+    assert closed == [w(0), w(1), w(2)]
+    store.close()
