@@ -22,7 +22,7 @@ from datafed.hazmat import Field64, SumCircuit
 from datafed.local.federation import LocalFederation, water_district_specs
 from datafed.pki.ca import load_signing_key, party_paths
 from datafed.pki.tls import PartyFiles, TlsMaterial
-from datafed.proto.v1 import collect_pb2_grpc
+from datafed.proto.v1 import collect_pb2, collect_pb2_grpc
 from datafed.protocols import Prio3
 
 LEADER, HELPER = "water-north", "water-east"
@@ -88,6 +88,26 @@ async def signed(t: Transport, node: str, rpc: str, msg: Any, purpose: str = PUR
         return await getattr(collect_pb2_grpc.CollectServiceStub(ch), rpc)(request)
 
     return await t.call(node, go)
+
+
+async def raw_upload(
+    fed: LocalFederation, task: str, msgs: Sequence[Any], gateway: str = "gw-city"
+) -> list[str]:
+    """Upload hand-made ``Report`` messages as ``gateway``; the status names, in order."""
+    async with Uploader.from_file(gateway_file(fed, gateway)) as up:
+        reply = await signed(
+            up.transport, LEADER, "Upload", collect_pb2.UploadRequest(task=task, reports=msgs)
+        )
+    return [collect_pb2.ReportStatus.Name(s) for s in reply.statuses]
+
+
+async def shard_protos(
+    fed: LocalFederation, task: str, items: Sequence[tuple[Any, int]]
+) -> list[Any]:
+    """``(measurement, time)`` items sharded by the gateway's device task, as ``Report`` messages."""
+    async with Uploader.from_file(gateway_file(fed)) as up:
+        dt = await up.task(task)
+        return [r.to_proto() for r in dt.shard_many(items)]
 
 
 async def upload(

@@ -21,20 +21,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from datafed.client import Federation
-from datafed.collect import Collector, Uploader
+from datafed.collect import Collector
 from datafed.fl.superlink import free_port
 from datafed.local.federation import PURPOSE, LocalFederation, water_district_specs
 from datafed.pki.ca import party_paths
 from datafed.proto.v1 import collect_pb2, modes_pb2, protocol_pb2, query_pb2
 
 from .collect_harness import (
-    LEADER,
     T0,
     WINDOW,
     collect_federation,
-    gateway_file,
     make_task,
-    signed,
+    raw_upload,
+    shard_protos,
     upload,
     wait_closed,
 )
@@ -535,20 +534,6 @@ def w(i: int) -> int:
     return T0 + i * WINDOW
 
 
-async def raw_upload(coll, task: str, msgs, gateway: str = "gw-city") -> list[str]:
-    async with Uploader.from_file(gateway_file(coll, gateway)) as up:
-        reply = await signed(
-            up.transport, LEADER, "Upload", collect_pb2.UploadRequest(task=task, reports=msgs)
-        )
-    return [collect_pb2.ReportStatus.Name(s) for s in reply.statuses]
-
-
-async def shards(coll, task: str, items):
-    async with Uploader.from_file(gateway_file(coll)) as up:
-        dt = await up.task(task)
-        return [r.to_proto() for r in dt.shard_many(items)]
-
-
 def window_count(coll, task: str, start: int) -> tuple[int, int]:
     asyncio.run(upload(coll, task, [(0, w(3) + 40)]))  # tick: windows 0-1 close
     asyncio.run(wait_closed(coll, task, [start]))
@@ -564,7 +549,7 @@ def window_count(coll, task: str, start: int) -> tuple[int, int]:
 def test_an_id_twice_in_one_upload_with_the_same_bytes_is_one_report(coll):
     """Channel: the fast path inside one request. Safe: one ``ACCEPTED``, the copy not
     accepted again; the window counts it once."""
-    msgs = asyncio.run(shards(coll, "dupsame", [(1, w(0) + i) for i in range(6)]))
+    msgs = asyncio.run(shard_protos(coll, "dupsame", [(1, w(0) + i) for i in range(6)]))
     statuses = asyncio.run(raw_upload(coll, "dupsame", [*msgs, msgs[0]]))
     assert statuses.count("ACCEPTED") == 6 and statuses[0] == "ACCEPTED"
     assert statuses[-1] in {"DUPLICATE", "INVALID_MESSAGE", "REPORT_REPLAYED"}
@@ -574,8 +559,8 @@ def test_an_id_twice_in_one_upload_with_the_same_bytes_is_one_report(coll):
 def test_an_id_twice_in_one_upload_with_different_bytes_counts_at_most_once(coll):
     """Channel: the same ID, two contents, one request (a replay inside the batch).
     Safe: never both accepted; the window counts six reports."""
-    msgs = asyncio.run(shards(coll, "dupdiff", [(1, w(0) + i) for i in range(6)]))
-    (other,) = asyncio.run(shards(coll, "dupdiff", [(0, w(0) + 30)]))
+    msgs = asyncio.run(shard_protos(coll, "dupdiff", [(1, w(0) + i) for i in range(6)]))
+    (other,) = asyncio.run(shard_protos(coll, "dupdiff", [(0, w(0) + 30)]))
     other.report_id = msgs[0].report_id
     statuses = asyncio.run(raw_upload(coll, "dupdiff", [*msgs, other]))
     assert statuses.count("ACCEPTED") == 6 and statuses[-1] != "ACCEPTED"
@@ -586,7 +571,7 @@ def test_an_invalid_copy_of_an_id_before_the_valid_one_in_one_upload_loses_nothi
     """Channel: the in-request dedup ahead of validation.  A truncated copy of report X,
     then X itself, in one upload (and the reverse for Y). Safe: the truncated copies are
     ``INVALID_MESSAGE``; X and Y are each accepted once and counted once."""
-    msgs = asyncio.run(shards(coll, "dupbad", [(1, w(0) + i) for i in range(6)]))
+    msgs = asyncio.run(shard_protos(coll, "dupbad", [(1, w(0) + i) for i in range(6)]))
     bad_x, bad_y = collect_pb2.CollectReport(), collect_pb2.CollectReport()
     bad_x.CopyFrom(msgs[0])
     bad_y.CopyFrom(msgs[1])
@@ -600,7 +585,7 @@ def test_an_invalid_copy_of_an_id_before_the_valid_one_in_one_upload_loses_nothi
 def test_two_concurrent_uploads_of_the_same_reports_store_each_once(coll):
     """Channel: two requests racing on the index. Safe: each report ``ACCEPTED`` in
     exactly one answer, ``DUPLICATE`` in the other; counted once."""
-    msgs = asyncio.run(shards(coll, "race", [(1, w(0) + i) for i in range(20)]))
+    msgs = asyncio.run(shard_protos(coll, "race", [(1, w(0) + i) for i in range(20)]))
 
     async def both():
         return await asyncio.gather(raw_upload(coll, "race", msgs), raw_upload(coll, "race", msgs))
@@ -615,8 +600,8 @@ def test_two_gateways_racing_one_id_with_different_reports_store_one(coll):
     """Channel: two gateways upload different reports under the same IDs at once.
     Safe: per ID exactly one ``ACCEPTED``, the other ``REPORT_REPLAYED``; the window
     counts one report per ID."""
-    a = asyncio.run(shards(coll, "race2", [(1, w(0) + i) for i in range(10)]))
-    b = asyncio.run(shards(coll, "race2", [(1, w(0) + 30 + i) for i in range(10)]))
+    a = asyncio.run(shard_protos(coll, "race2", [(1, w(0) + i) for i in range(10)]))
+    b = asyncio.run(shard_protos(coll, "race2", [(1, w(0) + 30 + i) for i in range(10)]))
     for x, y in zip(a, b, strict=True):
         y.report_id = x.report_id
 
@@ -641,8 +626,8 @@ def test_another_gateway_cannot_displace_or_double_a_report(coll):
     Safe: a report ID is first come, first served (the rogue's swapped-ID reports fail
     the Helper's HPKE check and are rejected, never aggregated); gw-city's other reports
     count once each; nothing the rogue uploads changes the total."""
-    city = asyncio.run(shards(coll, "rogue", [(1, w(0) + i) for i in range(10)]))
-    fakes = asyncio.run(shards(coll, "rogue", [(1, w(0) + 40 + i) for i in range(6)]))
+    city = asyncio.run(shard_protos(coll, "rogue", [(1, w(0) + i) for i in range(10)]))
+    fakes = asyncio.run(shard_protos(coll, "rogue", [(1, w(0) + 40 + i) for i in range(6)]))
     for f, c in zip(fakes, city[:6], strict=True):
         f.report_id = c.report_id
     first = asyncio.run(raw_upload(coll, "rogue", fakes[:3], "gw-rogue"))

@@ -40,6 +40,8 @@ from .collect_harness import (
     collect_federation,
     gateway_file,
     make_task,
+    raw_upload,
+    shard_protos,
     upload,
     wait_closed,
 )
@@ -318,22 +320,6 @@ def w(i: int) -> int:
     return T0 + i * WINDOW
 
 
-async def raw_upload(coll, task: str, msgs, gateway: str = "gw-city") -> list[str]:
-    from .collect_harness import signed
-
-    async with Uploader.from_file(gateway_file(coll, gateway)) as up:
-        reply = await signed(
-            up.transport, LEADER, "Upload", collect_pb2.UploadRequest(task=task, reports=msgs)
-        )
-    return [collect_pb2.ReportStatus.Name(s) for s in reply.statuses]
-
-
-async def shards(coll, task: str, items):
-    async with Uploader.from_file(gateway_file(coll)) as up:
-        t = await up.task(task)
-        return [r.to_proto() for r in t.shard_many(items)]
-
-
 def fetch_window(coll, task: str, start: int):
     async def go():
         async with Collector.from_file(coll.fed_toml) as col:
@@ -354,12 +340,12 @@ def test_a_report_replayed_after_its_window_was_released_is_never_counted_again(
     Six reports in window 0, released (6). Then the same bytes again, and the same IDs
     carrying other reports in an open later window. Safe: none accepted; window 0 still
     6; the later window counts only its own five fresh reports."""
-    msgs = asyncio.run(shards(coll, "replay", [(1, w(0) + i) for i in range(6)]))
+    msgs = asyncio.run(shard_protos(coll, "replay", [(1, w(0) + i) for i in range(6)]))
     assert asyncio.run(raw_upload(coll, "replay", msgs)) == ["ACCEPTED"] * 6
     assert close_and_count(coll, "replay", w(0)) == (6, 6)
     again = asyncio.run(raw_upload(coll, "replay", msgs))
     assert "ACCEPTED" not in again, again
-    later = asyncio.run(shards(coll, "replay", [(1, w(5) + i) for i in range(6)]))
+    later = asyncio.run(shard_protos(coll, "replay", [(1, w(5) + i) for i in range(6)]))
     for x, y in zip(later, msgs, strict=True):
         x.report_id = y.report_id
     moved = asyncio.run(raw_upload(coll, "replay", later))
@@ -377,11 +363,11 @@ def test_reports_racing_the_tick_that_closes_their_window_count_exactly_once(col
     released count equals that window's accepted; more reports after the release are all
     refused and the released windows never change."""
     starts = [w(0), w(1), w(2)]
-    pre = [asyncio.run(shards(coll, "tick", [(1, s + i) for i in range(5)])) for s in starts]
+    pre = [asyncio.run(shard_protos(coll, "tick", [(1, s + i) for i in range(5)])) for s in starts]
     for msgs in pre:
         assert asyncio.run(raw_upload(coll, "tick", msgs)) == ["ACCEPTED"] * 5
     batches = [
-        asyncio.run(shards(coll, "tick", [(1, s + 10 + j % 45) for j in range(3 * 14)]))
+        asyncio.run(shard_protos(coll, "tick", [(1, s + 10 + j % 45) for j in range(3 * 14)]))
         for s in starts
     ]
 
@@ -409,7 +395,7 @@ def test_reports_racing_the_tick_that_closes_their_window_count_exactly_once(col
     asyncio.run(wait_closed(coll, "tick", starts))
     outs = [fetch_window(coll, "tick", s) for s in starts]
     assert [(o.result, o.report_count) for o in outs] == [(a, a) for a in accepted], (got, outs)
-    late = asyncio.run(shards(coll, "tick", [(1, s + 50) for s in starts for _ in range(2)]))
+    late = asyncio.run(shard_protos(coll, "tick", [(1, s + 50) for s in starts for _ in range(2)]))
     assert asyncio.run(raw_upload(coll, "tick", late)) == ["BATCH_COLLECTED"] * 6
     again = [fetch_window(coll, "tick", s) for s in starts]
     assert [(o.result, o.report_count) for o in again] == [(a, a) for a in accepted]
@@ -419,7 +405,7 @@ def test_one_signed_upload_sent_twice_at_once_is_served_once(coll):
     """Channel: the nonce claim now on a worker thread.  One signed Upload (one nonce)
     sent twice concurrently, and once more after. Safe: exactly one answered; the other
     two refused; the reports counted once."""
-    msgs = asyncio.run(shards(coll, "nonce", [(1, w(0) + i) for i in range(6)]))
+    msgs = asyncio.run(shard_protos(coll, "nonce", [(1, w(0) + i) for i in range(6)]))
 
     async def go():
         async with Uploader.from_file(gateway_file(coll)) as up:
@@ -473,8 +459,8 @@ def test_histogram_reports_with_bad_elements_flipped_limbs_or_two_hot_are_reject
     ``INVALID_MESSAGE`` or accepted and then rejected, never aggregated: the window
     releases exactly the 6 valid reports and their histogram."""
     valid = [(i % 4, w(0) + i) for i in range(6)]
-    good = asyncio.run(shards(coll, "hist", valid))
-    base = asyncio.run(shards(coll, "hist", [(0, w(0) + 20 + i) for i in range(16)]))
+    good = asyncio.run(shard_protos(coll, "hist", valid))
+    base = asyncio.run(shard_protos(coll, "hist", [(0, w(0) + 20 + i) for i in range(16)]))
     bad: list[collect_pb2.CollectReport] = []
     for k, value in enumerate((Field128.MODULUS, 2**128 - 1)):
         m = collect_pb2.CollectReport()
@@ -607,8 +593,8 @@ def test_sumvec_reports_with_bad_elements_flipped_limbs_or_wide_bits_are_rejecte
     into one bit slot. Safe: the window releases exactly the 6 valid reports' sums and
     counts every accepted bad report as rejected."""
     valid = [([i, 2 * i, 63], w(0) + i) for i in range(6)]
-    good = asyncio.run(shards(coll, "svec", valid))
-    base = asyncio.run(shards(coll, "svec", [([0, 0, 0], w(0) + 20 + i) for i in range(13)]))
+    good = asyncio.run(shard_protos(coll, "svec", valid))
+    base = asyncio.run(shard_protos(coll, "svec", [([0, 0, 0], w(0) + 20 + i) for i in range(13)]))
     m = collect_pb2.CollectReport()
     m.CopyFrom(base[0])
     share = bytearray(m.leader_share)
@@ -651,7 +637,7 @@ def test_one_report_from_two_gateways_at_once_is_stored_once(coll):
     """Channel: the index under two writers and the columns path.  The same 12 reports
     (same bytes) uploaded at once by gw-city and gw-rogue, three times each. Safe: per
     report exactly one ``ACCEPTED``, the rest ``DUPLICATE``; counted once."""
-    msgs = asyncio.run(shards(coll, "twogw", [(1, w(0) + i) for i in range(12)]))
+    msgs = asyncio.run(shard_protos(coll, "twogw", [(1, w(0) + i) for i in range(12)]))
 
     async def all_at_once():
         return await asyncio.gather(
