@@ -19,7 +19,13 @@ from datafed.hazmat._additive import (
     reconstruct_additive,
     split_additive,
 )
-from datafed.hazmat._djn import FixedBaseTable, exponent_bits, window_bits
+from datafed.hazmat._djn import (
+    FixedBaseTable,
+    entry_overhead_bytes,
+    exponent_bits,
+    native_available,
+    window_bits,
+)
 from datafed.hazmat._dp import (
     RandomSource,
     SystemRandomSource,
@@ -186,6 +192,7 @@ __all__ = [  # noqa: RUF022
     "encode_columns",
     "encode_fixed",
     "encode_int",
+    "entry_overhead_bytes",
     "exponent_bits",
     "format_dst",
     "gaussian_sigma2",
@@ -196,6 +203,7 @@ __all__ = [  # noqa: RUF022
     "is_valid_point",
     "laplace_scale",
     "mul64",
+    "native_available",
     "ntt",
     "optimal_chunk_length",
     "prg_bytes",

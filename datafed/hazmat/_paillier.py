@@ -168,13 +168,17 @@ class PaillierPublicKey:
             bits = exponent_bits(self.bits, strict=self.strict)
             self._table = FixedBaseTable(self._base, self._n2, bits, root=self._n)
 
-    def _plain(self, m: int) -> Any:
+    def _residue(self, m: int) -> Any:
+        """Check a plaintext and return it modulo ``n`` (negatives wrap)."""
         if not isinstance(m, int) or isinstance(m, bool):
             raise TypeError(f"Paillier plaintext must be an int, got {type(m).__name__}")
         if not -(self.n // 2) <= m < self.n:
             raise ValueError("Paillier plaintext out of range [-(n//2), n)")
+        return m % self._n
+
+    def _plain(self, m: int) -> Any:
         # (1 + n)^m = 1 + m·n mod n² (binomial theorem), so no exponentiation is needed.
-        return 1 + (m % self._n) * self._n
+        return 1 + self._residue(m) * self._n
 
     def random_mask(self) -> Any:
         """Return fresh randomness ``h_s^α mod n²`` (an encryption of zero).
@@ -201,8 +205,13 @@ class PaillierPublicKey:
         PaillierCiphertext
             A fresh ciphertext.
         """
-        c = gmpy2.f_mod(self._plain(m) * self.random_mask(), self._n2)
-        return PaillierCiphertext(self, c)
+        return PaillierCiphertext(self, self._encrypt_residue(self._residue(m)))
+
+    def _encrypt_residue(self, m: Any) -> Any:
+        """``(1 + n)^m · h_s^α mod n²`` for ``m`` in ``[0, n)``: one pass of the table."""
+        self.precompute()
+        assert self._table is not None
+        return self._table.random_power(m)
 
     def encrypt_many(self, values: Iterable[int]) -> list[PaillierCiphertext]:
         """Encrypt every value in ``values`` on this core (see :class:`BatchEncryptor`).

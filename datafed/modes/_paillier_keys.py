@@ -1,7 +1,7 @@
 """Analysts' Paillier public keys at a node: a cache bounded in bytes, keys and time.
 
 Encrypting under an analyst's key is fast only with the key's DJN fixed-base table
-(:mod:`datafed.hazmat._djn`), and the table is large: measured 70 MiB for a 2048-bit
+(:mod:`datafed.hazmat._djn`), and the table is large: measured 53 MiB for a 2048-bit
 modulus, 77 MiB at 3072 and 277 MiB at 8192 (``docs/policy.md#limits``; the table
 budget of the hazmat module counts limbs, not Python objects, and is exceeded above
 3072 bits). A node that kept a table for every modulus it was sent could be grown by
@@ -32,7 +32,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from datafed.hazmat import FixedBaseTable, PaillierPublicKey, exponent_bits, window_bits
+import gmpy2
+
+from datafed.hazmat import (
+    FixedBaseTable,
+    PaillierPublicKey,
+    entry_overhead_bytes,
+    exponent_bits,
+    window_bits,
+)
 
 __all__ = [
     "CACHED_WINDOW",
@@ -50,10 +58,9 @@ ONE_OFF_WINDOW = 5
 #: ciphertext, 70 MiB, 1.3 s to build at 2048 bits) buy a query a few milliseconds;
 #: 8 bits take 128 products per ciphertext, 22 MiB and a quarter of the build.
 CACHED_WINDOW = 8
-#: Bytes per table entry beyond the value's limbs: an entry is two base-n digits (two
-#: gmpy2 objects, their allocation rounding, two list slots): measured 150-175 bytes at
-#: 2048 bits (the allocator varies), rounded up.
-_ENTRY_OVERHEAD = 192
+#: Memory a table's build leaves behind beyond its entries (the allocator's kept
+#: scratch of the batch inversion, measured 1.5 MiB at 2048 bits), rounded up.
+_BUILD_SLACK = 2 << 20
 #: Most requesters remembered as having shown a key once (a second use caches it).
 _MAX_SEEN = 1024
 #: Randomizers a cached key keeps ready (a 100-group answer of three sums takes 11 at
@@ -70,7 +77,11 @@ def table_bytes(bits: int, window: int | None = None) -> int:
     exp = exponent_bits(bits, strict=False)
     entry = (2 * bits + 7) // 8
     w = window or window_bits(exp, entry)
-    return (-(-exp // w) * (1 << w) + POOL_SIZE) * (entry + _ENTRY_OVERHEAD)
+    # Table entries beyond their limbs: none in the C loop's array, two gmpy2 objects and
+    # two list slots each in Python (hazmat.entry_overhead_bytes); pooled randomizers are
+    # gmpy2 objects either way.
+    rows = -(-exp // w) * (1 << w) * (entry + entry_overhead_bytes())
+    return rows + POOL_SIZE * (entry + 192) + _BUILD_SLACK
 
 
 class _OneOffKey(PaillierPublicKey):
@@ -160,11 +171,13 @@ class _SharedKey(PaillierPublicKey):
         assert self._thread is not None
         self._thread.join()
 
-    def random_mask(self) -> Any:
-        """A pooled ``h_s^α`` (removed: used once), else one from the wide or narrow table."""
+    def _pooled(self) -> Any:
+        """A pooled ``h_s^α`` (removed: each is used once), or ``None``."""
         with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
+            return self._pool.pop() if self._pool else None
+
+    def _live_table(self) -> FixedBaseTable:
+        """The wide table once built, else the narrow one (built on first need)."""
         table = self._table
         if table is None:
             with self._build:
@@ -174,7 +187,18 @@ class _SharedKey(PaillierPublicKey):
                         self.djn_base, self._n2, bits, window=ONE_OFF_WINDOW, root=self._n
                     )
                 table = self._narrow
-        return table.random_power()
+        return table
+
+    def random_mask(self) -> Any:
+        """A pooled ``h_s^α``, else one from the wide or narrow table."""
+        mask = self._pooled()
+        return self._live_table().random_power() if mask is None else mask
+
+    def _encrypt_residue(self, m: Any) -> Any:
+        mask = self._pooled()
+        if mask is None:
+            return self._live_table().random_power(m)
+        return gmpy2.f_mod(mask * (1 + m * self._n), self._n2)
 
 
 @dataclass

@@ -1,0 +1,360 @@
+/*
+ * Native fixed-base exponentiation modulo n^2 for DJN encryption randomness.
+ *
+ * This is the hot loop of datafed.hazmat._djn.FixedBaseTable (keys with a root n)
+ * moved out of the interpreter.  The table is one contiguous array of GMP limbs;
+ * entry (i, j) = base^(j * 2^(w*i)) mod n^2, and a power is the product of one entry
+ * per window, with no squarings.
+ *
+ * Each entry x, a unit of Z_{n^2}, is kept as the pair (x0, d) with x0 = x mod n and
+ * d = x1 / x0 mod n for x = x0 + x1*n; then x = x0 * (1 + d*n) mod n^2, and since
+ * (1 + d*n)(1 + d'*n) = 1 + (d + d')*n mod n^2, a product of entries is
+ *
+ *     prod x_i = (prod x0_i mod n^2) * (1 + (sum d_i)*n)   mod n^2.
+ *
+ * The sum costs additions only, and each factor x0_i < n has no high digit, so a
+ * product takes two multiplications of n-sized numbers and two divisions by n
+ * (mul_low below) where a general product modulo n^2 in base n takes three and two
+ * (nadic_mul, datafed.hazmat._djn.nadic_mul).  Building the table inverts every x0 of a
+ * row at once (Montgomery's batch inversion: one inversion and three products each).
+ * The Python module draws the exponent (secrets) and checks every argument's size;
+ * this file checks them again and never reads or writes outside the buffers it is
+ * given.
+ *
+ * Only GMP's documented mpn interface is used (mpn_mul_n, mpn_tdiv_qr, mpn_add,
+ * mpn_add_n; GMP manual section 8, "Low-level Functions").  Like the pure-Python path,
+ * a table lookup depends on the exponent's digits, so this is not constant-time
+ * against an attacker sharing the core's caches (docs/paillier.md).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <gmp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The widest modulus n served: 16384 bits (n^2 = 32768 bits). */
+#define MAX_LIMBS 256
+/* Windows of 1 to 16 bits. */
+#define MAX_WINDOW 16
+
+/* Scratch limbs nadic_mul needs for an L-limb n. */
+#define SCRATCH_LIMBS(L) (9 * (L) + 8)
+
+/*
+ * out = c * a mod n^2, every value given as two L-limb base-n digits (low, high),
+ * each in [0, n).  With c0*a0 = q*n + r the product is r + ((q + c0*a1 + c1*a0) mod n)*n.
+ * out may be c or a (both are read before out is written).  scratch holds
+ * SCRATCH_LIMBS(L) limbs.
+ */
+static void nadic_mul(mp_limb_t *out, const mp_limb_t *c, const mp_limb_t *a,
+                      const mp_limb_t *n, mp_size_t L, mp_limb_t *scratch)
+{
+    mp_limb_t *t = scratch;            /* 2L: c0*a0 */
+    mp_limb_t *u = t + 2 * L;          /* 2L: c0*a1, then the sum */
+    mp_limb_t *v = u + 2 * L + 1;      /* 2L: c1*a0 */
+    mp_limb_t *q = v + 2 * L;          /* L+2: quotients */
+    const mp_limb_t *c0 = c, *c1 = c + L, *a0 = a, *a1 = a + L;
+
+    mpn_mul_n(t, c0, a0, L);
+    mpn_mul_n(u, c0, a1, L);
+    mpn_mul_n(v, c1, a0, L);
+    /* Every read of c and a is done: out may now be written. */
+    mpn_tdiv_qr(q, out, 0, t, 2 * L, n, L); /* q = floor(c0*a0 / n): L+1 limbs */
+    u[2 * L] = mpn_add_n(u, u, v, 2 * L);
+    mpn_add(u, u, 2 * L + 1, q, L + 1);      /* < 2n^2 + n: no carry out */
+    mpn_tdiv_qr(q, out + L, 0, u, 2 * L + 1, n, L);
+}
+
+/*
+ * p = p * a0 mod n^2 for p in base-n digits (low, high) and 0 <= a0 < n:
+ * with p0*a0 = q*n + r the product is r + ((q + p1*a0) mod n)*n.
+ */
+static void mul_low(mp_limb_t *p, const mp_limb_t *a0, const mp_limb_t *n, mp_size_t L,
+                    mp_limb_t *scratch)
+{
+    mp_limb_t *t = scratch;            /* 2L: p0*a0 */
+    mp_limb_t *u = t + 2 * L;          /* 2L: p1*a0 + q (< n^2 + n < 2^(128L)) */
+    mp_limb_t *q = u + 2 * L;          /* L+1 */
+
+    mpn_mul_n(t, p, a0, L);
+    mpn_mul_n(u, p + L, a0, L);
+    mpn_tdiv_qr(q, p, 0, t, 2 * L, n, L);
+    mpn_add(u, u, 2 * L, q, L + 1);
+    mpn_tdiv_qr(q, p + L, 0, u, 2 * L, n, L);
+}
+
+static void limbs_from_mpz(mp_limb_t *dst, const mpz_t z, mp_size_t L)
+{
+    size_t size = mpz_size(z);
+    memcpy(dst, mpz_limbs_read(z), size * sizeof(mp_limb_t));
+    memset(dst + size, 0, (L - size) * sizeof(mp_limb_t));
+}
+
+/*
+ * Turn a row's entries 1 .. count-1 from base-n digits (x0, x1) into (x0, x1/x0 mod n)
+ * in place (entry 0 is 1 = (1, 0) either way).  Returns -1 if some x0 is not a unit.
+ */
+static int row_to_delta(mp_limb_t *row, mp_size_t count, const mp_limb_t *n, mp_size_t L)
+{
+    const mp_size_t width = 2 * L;
+    mpz_t nz, inv, tmp, x;
+    mpz_t *prefix = malloc((size_t)count * sizeof(mpz_t));
+    int ok = 1;
+
+    if (prefix == NULL)
+        return -2;
+    mpz_roinit_n(nz, n, L);
+    mpz_inits(inv, tmp, NULL);
+    for (mp_size_t j = 1; j < count; j++) {
+        mpz_init(prefix[j]);
+        mpz_roinit_n(x, row + j * width, L);
+        if (j == 1)
+            mpz_set(prefix[j], x);
+        else {
+            mpz_mul(prefix[j], prefix[j - 1], x);
+            mpz_mod(prefix[j], prefix[j], nz);
+        }
+    }
+    if (count > 1 && !mpz_invert(inv, prefix[count - 1], nz))
+        ok = 0;
+    for (mp_size_t j = count - 1; ok && j >= 1; j--) {
+        mp_limb_t *entry = row + j * width;
+        /* inv = 1 / (x0_1 ... x0_j); 1 / x0_j = inv * prefix[j - 1] */
+        if (j > 1) {
+            mpz_mul(tmp, inv, prefix[j - 1]);
+            mpz_mod(tmp, tmp, nz);
+        } else
+            mpz_set(tmp, inv);
+        mpz_roinit_n(x, entry, L);
+        mpz_mul(inv, inv, x);
+        mpz_mod(inv, inv, nz);
+        mpz_roinit_n(x, entry + L, L);
+        mpz_mul(tmp, tmp, x);
+        mpz_mod(tmp, tmp, nz);
+        limbs_from_mpz(entry + L, tmp, L);
+    }
+    for (mp_size_t j = 1; j < count; j++)
+        mpz_clear(prefix[j]);
+    mpz_clears(inv, tmp, NULL);
+    free(prefix);
+    return ok ? 0 : -1;
+}
+
+static int check_modulus(const Py_buffer *n, mp_size_t *L)
+{
+    if (n->len <= 0 || n->len % sizeof(mp_limb_t) != 0 ||
+        n->len / (Py_ssize_t)sizeof(mp_limb_t) > MAX_LIMBS) {
+        PyErr_SetString(PyExc_ValueError, "modulus must be 1 to 256 whole limbs");
+        return -1;
+    }
+    *L = (mp_size_t)(n->len / (Py_ssize_t)sizeof(mp_limb_t));
+    if (((const mp_limb_t *)n->buf)[*L - 1] == 0) {
+        PyErr_SetString(PyExc_ValueError, "modulus' top limb must not be zero");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_shape(Py_ssize_t rows, int window, mp_size_t L, Py_ssize_t *entries)
+{
+    if (window < 1 || window > MAX_WINDOW || rows < 1 || rows > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "window must be 1 to 16 bits and rows 1 to 2^20");
+        return -1;
+    }
+    *entries = rows << window;
+    if (*entries > PY_SSIZE_T_MAX / (Py_ssize_t)(2 * L * sizeof(mp_limb_t))) {
+        PyErr_SetString(PyExc_OverflowError, "table too large");
+        return -1;
+    }
+    return 0;
+}
+
+/* build(n, base, rows, window) -> bytearray: the whole table. */
+static PyObject *djn_build(PyObject *self, PyObject *args)
+{
+    Py_buffer n, base;
+    Py_ssize_t rows, entries;
+    int window;
+    mp_size_t L;
+    PyObject *result = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*ni", &n, &base, &rows, &window))
+        return NULL;
+    if (check_modulus(&n, &L) < 0 || check_shape(rows, window, L, &entries) < 0)
+        goto done;
+    if (base.len != (Py_ssize_t)(2 * L * sizeof(mp_limb_t))) {
+        PyErr_SetString(PyExc_ValueError, "base must be two digits of the modulus' size");
+        goto done;
+    }
+    result = PyByteArray_FromStringAndSize(NULL, entries * 2 * L * sizeof(mp_limb_t));
+    if (result == NULL)
+        goto done;
+    {
+        mp_limb_t *table = (mp_limb_t *)PyByteArray_AS_STRING(result);
+        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 2 * L) * sizeof(mp_limb_t));
+        const mp_limb_t *nl = n.buf;
+        const mp_size_t width = 2 * L, per_row = (mp_size_t)1 << window;
+        if (scratch == NULL) {
+            Py_CLEAR(result);
+            PyErr_NoMemory();
+            goto done;
+        }
+        mp_limb_t *g = scratch + SCRATCH_LIMBS(L);
+        int status = 0;
+        memcpy(g, base.buf, width * sizeof(mp_limb_t));
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < rows && status == 0; i++) {
+            mp_limb_t *row = table + (mp_size_t)i * per_row * width;
+            memset(row, 0, width * sizeof(mp_limb_t));
+            row[0] = 1; /* base^0 */
+            memcpy(row + width, g, width * sizeof(mp_limb_t));
+            for (mp_size_t j = 2; j < per_row; j++)
+                nadic_mul(row + j * width, row + (j - 1) * width, g, nl, L, scratch);
+            /* next row's base: base^(2^(w*(i+1))), before this row changes form */
+            nadic_mul(g, row + (per_row - 1) * width, g, nl, L, scratch);
+            status = row_to_delta(row, per_row, nl, L);
+        }
+        Py_END_ALLOW_THREADS
+        PyMem_RawFree(scratch);
+        if (status != 0) {
+            Py_CLEAR(result);
+            if (status == -2)
+                PyErr_NoMemory();
+            else
+                PyErr_SetString(PyExc_ValueError, "base is not a unit modulo n^2");
+        }
+    }
+done:
+    PyBuffer_Release(&n);
+    PyBuffer_Release(&base);
+    return result;
+}
+
+/* Digit i of a little-endian exponent: bits [w*i, w*i + w), zero past its end. */
+static unsigned exponent_digit(const unsigned char *e, Py_ssize_t len, Py_ssize_t i, int w)
+{
+    Py_ssize_t bit = i * w, byte = bit / 8;
+    unsigned long acc = 0;
+    for (int k = 0; k < 4 && byte + k < len; k++)
+        acc |= (unsigned long)e[byte + k] << (8 * k);
+    return (unsigned)((acc >> (bit % 8)) & ((1u << w) - 1));
+}
+
+/*
+ * power(table, n, rows, window, exponent[, shift]) -> bytes: 2L limbs of
+ * base^exponent * (1 + n)^shift mod n^2, shift (L limbs, below n) zero if absent.
+ * (1 + n)^m = 1 + m*n mod n^2 is the pair (1, m), so a Paillier plaintext m costs the
+ * encryption one addition.
+ */
+static PyObject *djn_power(PyObject *self, PyObject *args)
+{
+    Py_buffer table, n, exponent, shift = {0};
+    Py_ssize_t rows, entries;
+    int window;
+    mp_size_t L;
+    PyObject *result = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*niy*|y*", &table, &n, &rows, &window, &exponent, &shift))
+        return NULL;
+    if (check_modulus(&n, &L) < 0 || check_shape(rows, window, L, &entries) < 0)
+        goto done;
+    if (table.len != (Py_ssize_t)(entries * 2 * L * sizeof(mp_limb_t))) {
+        PyErr_SetString(PyExc_ValueError, "table size does not match rows, window and modulus");
+        goto done;
+    }
+    if (exponent.len > (rows * window + 7) / 8) {
+        PyErr_SetString(PyExc_ValueError, "exponent longer than the table serves");
+        goto done;
+    }
+    if (shift.buf != NULL && (shift.len != n.len ||
+                              mpn_cmp(shift.buf, n.buf, L) >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "shift must be below n, in the modulus' size");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, 2 * L * sizeof(mp_limb_t));
+    if (result == NULL)
+        goto done;
+    {
+        mp_limb_t *out = (mp_limb_t *)PyBytes_AS_STRING(result);
+        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 7 * L + 3) * sizeof(mp_limb_t));
+        const mp_limb_t *tl = table.buf, *nl = n.buf;
+        const unsigned char *e = exponent.buf;
+        const mp_size_t width = 2 * L;
+        if (scratch == NULL) {
+            Py_CLEAR(result);
+            PyErr_NoMemory();
+            goto done;
+        }
+        mp_limb_t *p = scratch + SCRATCH_LIMBS(L); /* 2L: prod x0_i mod n^2 in base n */
+        mp_limb_t *sum = p + 2 * L;                /* L+1: sum d_i (< 2^20 n) */
+        mp_limb_t *t = sum + L + 1;                /* 2L */
+        mp_limb_t *q = t + 2 * L;                  /* L+2 */
+        Py_BEGIN_ALLOW_THREADS
+        const mp_limb_t *entry = NULL, *next;
+        Py_ssize_t i = 0;
+        memset(p, 0, 2 * L * sizeof(mp_limb_t));
+        memset(sum, 0, (L + 1) * sizeof(mp_limb_t));
+        if (shift.buf != NULL)
+            memcpy(sum, shift.buf, L * sizeof(mp_limb_t));
+        p[0] = 1;
+        for (; i < rows; i++) { /* the first nonzero digit's x0 starts the product */
+            unsigned d = exponent_digit(e, exponent.len, i, window);
+            if (d) {
+                entry = tl + (((mp_size_t)i << window) + d) * width;
+                memcpy(p, entry, L * sizeof(mp_limb_t));
+                mpn_add(sum, sum, L + 1, entry + L, L);
+                break;
+            }
+        }
+        for (i++; i < rows; i++) {
+            unsigned d = exponent_digit(e, exponent.len, i, window);
+            if (!d)
+                continue;
+            next = tl + (((mp_size_t)i << window) + d) * width;
+            for (mp_size_t k = 0; k < width; k += 8)
+                __builtin_prefetch(next + k);
+            mul_low(p, next, nl, L, scratch);
+            mpn_add(sum, sum, L + 1, next + L, L);
+        }
+        /* result = p * (1 + (sum mod n)*n) = p0 + ((p1 + p0*(sum mod n)) mod n)*n */
+        mpn_tdiv_qr(q, t, 0, sum, L + 1, nl, L);
+        memcpy(sum, t, L * sizeof(mp_limb_t));
+        mpn_mul_n(t, p, sum, L);
+        mpn_add(t, t, 2 * L, p + L, L);
+        mpn_tdiv_qr(q, p + L, 0, t, 2 * L, nl, L);
+        mpn_mul_n(out, p + L, nl, L);
+        mpn_add(out, out, 2 * L, p, L);
+        Py_END_ALLOW_THREADS
+        PyMem_RawFree(scratch);
+    }
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&n);
+    PyBuffer_Release(&exponent);
+    if (shift.buf != NULL)
+        PyBuffer_Release(&shift);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"build", djn_build, METH_VARARGS,
+     "build(n, base, rows, window) -> bytearray: a fixed-base table in base-n digits."},
+    {"power", djn_power, METH_VARARGS,
+     "power(table, n, rows, window, exponent[, shift]) -> bytes: "
+     "base^exponent * (1 + n)^shift mod n^2."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_djn_native",
+    "Native fixed-base products modulo n^2 (see datafed.hazmat._djn).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__djn_native(void)
+{
+    return PyModule_Create(&module);
+}
