@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <gmp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,8 +142,21 @@ static int row_to_delta(mp_limb_t *row, mp_size_t count, const mp_limb_t *n, mp_
     return ok ? 0 : -1;
 }
 
+/* Limb buffers must be limb-aligned (bytes and bytearray always are; a memoryview slice
+ * may not be). */
+static int check_aligned(const Py_buffer *b, const char *what)
+{
+    if ((uintptr_t)b->buf % sizeof(mp_limb_t) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be aligned to 8 bytes", what);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_modulus(const Py_buffer *n, mp_size_t *L)
 {
+    if (check_aligned(n, "modulus") < 0)
+        return -1;
     if (n->len <= 0 || n->len % sizeof(mp_limb_t) != 0 ||
         n->len / (Py_ssize_t)sizeof(mp_limb_t) > MAX_LIMBS) {
         PyErr_SetString(PyExc_ValueError, "modulus must be 1 to 256 whole limbs");
@@ -183,6 +197,8 @@ static PyObject *djn_build(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*ni", &n, &base, &rows, &window))
         return NULL;
     if (check_modulus(&n, &L) < 0 || check_shape(rows, window, L, &entries) < 0)
+        goto done;
+    if (check_aligned(&base, "base") < 0)
         goto done;
     if (base.len != (Py_ssize_t)(2 * L * sizeof(mp_limb_t))) {
         PyErr_SetString(PyExc_ValueError, "base must be two digits of the modulus' size");
@@ -261,11 +277,15 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
         return NULL;
     if (check_modulus(&n, &L) < 0 || check_shape(rows, window, L, &entries) < 0)
         goto done;
+    if (check_aligned(&table, "table") < 0 || (shift.buf != NULL && check_aligned(&shift, "shift") < 0))
+        goto done;
     if (table.len != (Py_ssize_t)(entries * 2 * L * sizeof(mp_limb_t))) {
         PyErr_SetString(PyExc_ValueError, "table size does not match rows, window and modulus");
         goto done;
     }
-    if (exponent.len > (rows * window + 7) / 8) {
+    if (exponent.len > (rows * window + 7) / 8 ||
+        (exponent.len == (rows * window + 7) / 8 && (rows * window) % 8 != 0 &&
+         ((const unsigned char *)exponent.buf)[exponent.len - 1] >> ((rows * window) % 8))) {
         PyErr_SetString(PyExc_ValueError, "exponent longer than the table serves");
         goto done;
     }
@@ -293,7 +313,7 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
         mp_limb_t *t = sum + L + 1;                /* 2L */
         mp_limb_t *q = t + 2 * L;                  /* L+2 */
         Py_BEGIN_ALLOW_THREADS
-        const mp_limb_t *entry = NULL, *next;
+        const mp_limb_t *entry = NULL;
         Py_ssize_t i = 0;
         memset(p, 0, 2 * L * sizeof(mp_limb_t));
         memset(sum, 0, (L + 1) * sizeof(mp_limb_t));
@@ -309,15 +329,24 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
                 break;
             }
         }
+        /* Each product runs while the next nonzero window's entry is fetched from memory. */
+        const mp_limb_t *pending = NULL;
         for (i++; i < rows; i++) {
             unsigned d = exponent_digit(e, exponent.len, i, window);
             if (!d)
                 continue;
-            next = tl + (((mp_size_t)i << window) + d) * width;
+            const mp_limb_t *ahead = tl + (((mp_size_t)i << window) + d) * width;
             for (mp_size_t k = 0; k < width; k += 8)
-                __builtin_prefetch(next + k);
-            mul_low(p, next, nl, L, scratch);
-            mpn_add(sum, sum, L + 1, next + L, L);
+                __builtin_prefetch(ahead + k);
+            if (pending != NULL) {
+                mul_low(p, pending, nl, L, scratch);
+                mpn_add(sum, sum, L + 1, pending + L, L);
+            }
+            pending = ahead;
+        }
+        if (pending != NULL) {
+            mul_low(p, pending, nl, L, scratch);
+            mpn_add(sum, sum, L + 1, pending + L, L);
         }
         /* result = p * (1 + (sum mod n)*n) = p0 + ((p1 + p0*(sum mod n)) mod n)*n */
         mpn_tdiv_qr(q, t, 0, sum, L + 1, nl, L);

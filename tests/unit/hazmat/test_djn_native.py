@@ -189,6 +189,9 @@ def test_the_c_module_checks_its_arguments() -> None:
         (lambda: native.build(nb, base, 0, 3), "rows"),
         (lambda: native.power(table[:-8], nb, 2, 3, b"\1"), "table size"),
         (lambda: native.power(table, nb, 2, 3, b"\1\1"), "exponent longer"),
+        (lambda: native.power(table, nb, 2, 3, b"\x40"), "exponent longer"),  # bit 6 of 6
+        (lambda: native.power(table, memoryview(b"\0" + nb)[1:], 2, 3, b"\1"), "aligned"),
+        (lambda: native.build(nb, memoryview(b"\0" + base)[1:], 2, 3), "aligned"),
         (lambda: native.power(table, nb, 2, 3, b"\1", nb), "shift must be below n"),
         (lambda: native.power(table, nb, 2, 3, b"\1", b"\1"), "shift must be below n"),
     ]
