@@ -17,6 +17,7 @@ import asyncio
 import math
 import random
 import statistics
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -373,6 +374,60 @@ def test_fresh_and_cached_moduli_keep_node_memory_bounded(fed, plain_count):
     growth = rss(node) - before
     assert growth < 250 * MiB, f"node grew by {growth / MiB:.0f} MiB ({fresh_s:.1f} s fresh)"
     alive(fed, plain_count)
+
+
+def test_alternating_keys_do_not_stack_table_builds(fed, plain_count):
+    """Channel: the build thread of a cached key. carol uses 6 fresh 2048-bit keys twice
+    each in a row (the second use caches the key and starts a 53.5 MiB table build; the
+    next key evicts it, one key per requester, possibly while its build is in flight),
+    while the node's resident memory is sampled every 20 ms. Safe: the peak growth stays
+    under two full tables plus a narrow one and slack (150 MiB), not one table per key
+    (6 x 53.5 MiB), and the node answers afterwards."""
+    node = fed.nodes[1]
+    before = rss(node)
+    peak = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss(node))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for i in range(6):
+            key = be(odd(2048, random.Random(3000 + i)))
+            for j in range(2):
+                assert len(ask_one(fed, 1, key, f"s27-alt-{i}-{j}", analyst="carol")) == 1
+        time.sleep(2.5)
+    finally:
+        stop.set()
+        sampler.join()
+    growth = peak[0] - before
+    assert growth < 150 * MiB, f"peak growth {growth / MiB:.0f} MiB"
+    alive(fed, plain_count)
+
+
+def test_another_analysts_cached_key_is_not_shared(fed):
+    """Channel: the per-requester key cache as a cross-analyst oracle. bob uses a 3072-bit
+    key three times (cached at node 0); alice then names the same modulus. If alice's
+    answer came from bob's table, its time (a cache hit, ~20 ms) would tell alice that bob
+    queries this node with that key. Safe: alice's first answer under bob's key costs
+    what a fresh key costs (a one-off table), several times bob's cached answer."""
+    shared, own = [], []
+    for i in range(3):
+        key = be(odd(3072, random.Random(4000 + i)))
+        for j in range(3):
+            ask_one(fed, 0, key, f"s27-share-bob-{i}-{j}", analyst="bob")
+        time.sleep(2.5)  # bob's table built
+        t0 = time.perf_counter()
+        ask_one(fed, 0, key, f"s27-share-alice-{i}", analyst="alice")
+        shared.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ask_one(fed, 0, key, f"s27-share-bob-again-{i}", analyst="bob")
+        own.append(time.perf_counter() - t0)
+    assert statistics.median(shared) > 4 * statistics.median(own), (shared, own)
 
 
 # ------------------------------------------------------- probe 3: concurrent, one key
