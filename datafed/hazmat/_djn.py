@@ -32,6 +32,7 @@ bit for bit (``tests/unit/hazmat/test_djn_native.py``).
 from __future__ import annotations
 
 import importlib
+import operator
 import os
 import secrets
 from collections.abc import Iterator
@@ -207,6 +208,10 @@ class FixedBaseTable:
         self._modulus = modulus
         if root is not None and root * root != modulus:
             raise ValueError("root must be the square root of the modulus")
+        if gmpy2.gcd(base, modulus) != 1:
+            # A base sharing a factor with n would give randomizers of zero or of a
+            # subgroup: ciphertexts that hide nothing. Both paths refuse it here.
+            raise ValueError("base is not a unit modulo n^2")
         self._root = root
         w = window or window_bits(bits, (int(modulus).bit_length() + 7) // 8)
         self._window, self._mask = w, (1 << w) - 1
@@ -290,13 +295,14 @@ class FixedBaseTable:
         gmpy2.mpz
             The power.
         """
+        exponent = operator.index(exponent)  # an int (or mpz): never a float truncated
         if not 0 <= exponent < 1 << self.bits:
             raise ValueError(f"exponent must be in [0, 2^{self.bits})")
         if shift and (self._root is None or not 0 <= shift < self._root):
             raise ValueError("shift needs a table with a root and must be in [0, n)")
         if self._native is not None:
             assert _djn_native is not None
-            e = int(exponent).to_bytes((self.bits + 7) // 8, "little")
+            e = exponent.to_bytes((self.bits + 7) // 8, "little")
             args: tuple[Any, ...] = (self._native, self._native_n, self.rows, self._window, e)
             if shift:
                 args += (int(shift).to_bytes(len(self._native_n), "little"),)

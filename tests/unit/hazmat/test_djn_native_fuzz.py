@@ -255,16 +255,10 @@ def test_c_and_python_paths_agree_bit_for_bit_on_random_exponents_and_shifts() -
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "red team finding 1 (low): FixedBaseTable's two paths disagree on bad arguments -- "
-        "the C path truncates a float exponent (power(5.7) == base^5) where the Python path "
-        "raises TypeError"
-    ),
-)
 def test_a_float_exponent_is_refused_by_both_paths() -> None:
-    """Channel: the public ``FixedBaseTable.power`` as an API. An exponent that is not an
+    """Red team finding 1 (low, fixed): the C path truncated a float exponent.
+
+    Channel: the public ``FixedBaseTable.power`` as an API. An exponent that is not an
     int is a caller's bug (a float from an estimate, a bool); silently truncating it
     draws randomness from fewer values than asked. Safe: both paths raise TypeError."""
     import gmpy2
@@ -278,17 +272,10 @@ def test_a_float_exponent_is_refused_by_both_paths() -> None:
             table.power(5.7)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "red team finding 2 (low): the Python path (DATAFED_NATIVE=0) builds a table from a "
-        "base that is no unit mod n^2 and returns 0 -- an 'encryption' (1+n)^m * 0 = 0 of any "
-        "m -- where the C path refuses it (ValueError); a node draws its base with "
-        "random_base, which always gives a unit, so no node path reaches it today"
-    ),
-)
 def test_a_base_that_is_no_unit_is_refused_by_both_paths() -> None:
-    """Channel: the table's base as a precondition of semantic security. Safe: both paths
+    """Red team finding 2 (low, fixed): the Python path turned a non-unit base into zeros.
+
+    Channel: the table's base as a precondition of semantic security. Safe: both paths
     refuse a base sharing a factor with n (ValueError), instead of one of them returning
     zero randomizers."""
     import gmpy2
