@@ -21,7 +21,7 @@ setup: $(STAMP) sysdeps native
 # The C loop of Paillier encryption (setup.py, datafed/hazmat/_djn_native.c): pip builds
 # it with the install where gcc and GMP's header are present; this rebuilds it in place
 # when its source changes, or once sysdeps has installed libgmp-dev. Without it the same
-# products run in Python (about 0.6x as fast); the test suite says so unless DATAFED_NATIVE=0.
+# products run in Python (about 0.6x as fast); the test suite fails then unless DATAFED_NATIVE=0.
 NATIVE_SRC := datafed/hazmat/_djn_native.c
 native: $(STAMP) sysdeps
 	@so=$$(ls datafed/hazmat/_djn_native.*.so 2>/dev/null | head -n1); \

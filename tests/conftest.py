@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from datafed.hazmat import use_native
 from datafed.local.federation import LocalFederation
+
+# DATAFED_NATIVE=0: test the Python path of Paillier tables on purpose (the C loop is
+# otherwise used wherever it is built, and tests/unit/hazmat/test_djn_native.py fails
+# the run where it is not).
+if os.environ.get("DATAFED_NATIVE") == "0":
+    use_native(False)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from datafed.hazmat._djn import (
     entry_overhead_bytes,
     exponent_bits,
     native_available,
+    use_native,
     window_bits,
 )
 from datafed.hazmat._dp import (
@@ -231,6 +232,7 @@ __all__ = [  # noqa: RUF022
     "stack",
     "sub64",
     "sum_rows",
+    "use_native",
     "window_bits",
     "words_below",
     "xof_many",

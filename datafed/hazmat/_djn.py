@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import importlib
 import operator
-import os
 import secrets
 from collections.abc import Iterator
 from types import ModuleType
@@ -61,8 +60,7 @@ TABLE_BUDGET_BYTES = 64 << 20
 STRICT_EXTRA_BITS = 128
 """Statistical security parameter of the strict mode (distance ``2^-128``)."""
 
-NATIVE_ENV = "DATAFED_NATIVE"
-"""Set to ``0`` to run every table in Python even where the C loop is built."""
+_use_native = True
 
 _LIMB_BYTES = 8
 
@@ -71,14 +69,29 @@ def native_available() -> bool:
     """Whether tables of Paillier keys run their products in C (``_djn_native``).
 
     The C loop is built by ``pip install`` where a C compiler and GMP's header exist
-    (``setup.py``); ``DATAFED_NATIVE=0`` turns it off. Results are identical either way.
+    (``setup.py``); :func:`use_native` turns it off. Results are identical either way.
 
     Returns
     -------
     bool
         ``True`` when :class:`FixedBaseTable` with a ``root`` uses the C loop.
     """
-    return _djn_native is not None and os.environ.get(NATIVE_ENV, "1") != "0"
+    return _djn_native is not None and _use_native
+
+
+def use_native(enabled: bool) -> None:
+    """Let tables built from now on use the C loop (the default) or keep to Python.
+
+    For comparisons and tests (``DATAFED_NATIVE=0`` in the test suite's environment
+    calls this with ``False``); tables already built keep their layout.
+
+    Parameters
+    ----------
+    enabled : bool
+        ``False`` runs every new table's products in Python.
+    """
+    global _use_native
+    _use_native = bool(enabled)
 
 
 def entry_overhead_bytes() -> int:

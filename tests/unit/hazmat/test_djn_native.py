@@ -23,23 +23,25 @@ from datafed.hazmat import (
     PaillierPublicKey,
     generate_paillier_keypair,
     native_available,
+    use_native,
 )
 from datafed.hazmat import _djn_native as native
-from datafed.hazmat._djn import NATIVE_ENV, FixedBaseTable
+from datafed.hazmat._djn import FixedBaseTable
 from tests.vectors.hazmat import load
 
 VEC = load("paillier")
 
 
 def test_the_c_loop_is_built_where_the_suite_runs() -> None:
-    assert native_available() or os.environ.get(NATIVE_ENV) == "0", (
+    assert native_available() or os.environ.get("DATAFED_NATIVE") == "0", (
         "datafed.hazmat._djn_native is not built: `make setup` builds it (gcc and "
         "libgmp-dev); set DATAFED_NATIVE=0 to test the Python path on purpose"
     )
 
 
-def test_the_environment_turns_the_c_loop_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(NATIVE_ENV, "0")
+def test_the_c_loop_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("datafed.hazmat._djn._use_native", True)
+    use_native(False)
     assert not native_available()
     n = gmpy2.mpz(_odd(2048, 1))
     assert not FixedBaseTable(gmpy2.mpz(3), n * n, 64, 5, root=n).native
@@ -205,8 +207,8 @@ def test_the_c_module_checks_its_arguments() -> None:
 def test_batch_encryption_without_the_c_loop_uses_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The fallback path: worker processes with Python tables (spawned with the env)."""
-    monkeypatch.setenv(NATIVE_ENV, "0")
+    """The fallback path: worker processes (which build their own tables)."""
+    monkeypatch.setattr("datafed.hazmat._djn._use_native", False)
     pub, priv = generate_paillier_keypair(2048)
     values = list(range(-6, 6))
     with BatchEncryptor(pub, workers=2, chunk=4) as enc:

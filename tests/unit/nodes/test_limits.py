@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -125,9 +124,9 @@ def test_the_table_estimate_matches_the_memory_measured(native: str) -> None:
 
     Both layouts: the C loop's array of limbs and the Python lists of gmpy2 objects.
     """
-    env = {**os.environ, "DATAFED_NATIVE": native}
+    script = f"from datafed.hazmat import use_native\nuse_native({native == '1'})\n"
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE + ESTIMATE], capture_output=True, check=True, env=env
+        [sys.executable, "-c", script + MEASURE + ESTIMATE], capture_output=True, check=True
     )
     grown, estimate = map(int, out.stdout.split())
     assert grown <= estimate <= 1.1 * grown, (grown / MiB, estimate / MiB)
