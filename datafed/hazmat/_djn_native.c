@@ -6,23 +6,32 @@
  * entry (i, j) = base^(j * 2^(w*i)) mod n^2, and a power is the product of one entry
  * per window, with no squarings.
  *
- * Each entry x, a unit of Z_{n^2}, is kept as the pair (x0, d) with x0 = x mod n and
- * d = x1 / x0 mod n for x = x0 + x1*n; then x = x0 * (1 + d*n) mod n^2, and since
+ * Each entry y, a unit of Z_{n^2}, is kept as the pair (y0, d) with y0 = y mod n and
+ * d = y1 / y0 mod n for y = y0 + y1*n; then y = y0 * (1 + d*n) mod n^2, and since
  * (1 + d*n)(1 + d'*n) = 1 + (d + d')*n mod n^2, a product of entries is
  *
- *     prod x_i = (prod x0_i mod n^2) * (1 + (sum d_i)*n)   mod n^2.
+ *     prod y_i = (prod y0_i mod n^2) * (1 + (sum d_i)*n)   mod n^2.
  *
- * The sum costs additions only, and each factor x0_i < n has no high digit, so a
- * product takes two multiplications of n-sized numbers and two divisions by n
- * (mul_low below) where a general product modulo n^2 in base n takes three and two
- * (nadic_mul, datafed.hazmat._djn.nadic_mul).  Building the table inverts every x0 of a
- * row at once (Montgomery's batch inversion: one inversion and three products each).
+ * The sum costs additions only, and each factor y0_i < n is half the size of n^2.  The
+ * product of the y0_i runs in Montgomery form modulo N = n^2 with R = 2^(64L) (L the
+ * limbs of n): mont_low multiplies by one y0 and divides by R, a product of 2L by L
+ * limbs and L multiply-adds of N (no division, no quotient to estimate), where a
+ * product modulo n^2 in base n takes three products and two divisions by n (nadic_mul,
+ * datafed.hazmat._djn.nadic_mul).  So that the R^-1 of each step cancels, the table
+ * holds y = x*R mod n^2 for x = base^(j * 2^(w*i)): k entries give
+ * prod (x_i R) / (1 + sum d_i n) * R^-(k-1), one more division by R at the end leaves
+ * prod x_i / (1 + sum d_i n), and the final factor 1 + (sum d_i + m)*n restores
+ * prod x_i * (1 + m*n) -- the plaintext m of a Paillier encryption folded in for one
+ * addition.  Montgomery's method needs N odd: n must be odd (every Paillier modulus is).
+ * Building the table inverts every y0 of a row at once (Montgomery's batch inversion:
+ * one inversion and three products each).
  * The Python module draws the exponent (secrets) and checks every argument's size;
  * this file checks them again and never reads or writes outside the buffers it is
  * given.
  *
- * Only GMP's documented mpn interface is used (mpn_mul_n, mpn_tdiv_qr, mpn_add,
- * mpn_add_n; GMP manual section 8, "Low-level Functions").  Like the pure-Python path,
+ * Only GMP's documented mpn interface is used (mpn_mul, mpn_mul_n, mpn_sqr,
+ * mpn_addmul_1, mpn_tdiv_qr, mpn_add, mpn_add_n, mpn_sub_n, mpn_cmp; GMP manual
+ * section 8, "Low-level Functions").  Like the pure-Python path,
  * a table lookup depends on the exponent's digits, so this is not constant-time
  * against an attacker sharing the core's caches (docs/paillier.md).
  */
@@ -67,22 +76,34 @@ static void nadic_mul(mp_limb_t *out, const mp_limb_t *c, const mp_limb_t *a,
     mpn_tdiv_qr(q, out + L, 0, u, 2 * L + 1, n, L);
 }
 
-/*
- * p = p * a0 mod n^2 for p in base-n digits (low, high) and 0 <= a0 < n:
- * with p0*a0 = q*n + r the product is r + ((q + p1*a0) mod n)*n.
- */
-static void mul_low(mp_limb_t *p, const mp_limb_t *a0, const mp_limb_t *n, mp_size_t L,
-                    mp_limb_t *scratch)
+/* -N^-1 mod 2^64 for odd N (Newton's iteration doubles the correct bits each time). */
+static mp_limb_t neg_inverse(mp_limb_t n0)
 {
-    mp_limb_t *t = scratch;            /* 2L: p0*a0 */
-    mp_limb_t *u = t + 2 * L;          /* 2L: p1*a0 + q (< n^2 + n < 2^(128L)) */
-    mp_limb_t *q = u + 2 * L;          /* L+1 */
+    mp_limb_t inv = n0; /* correct to 3 bits: n0 * n0 = 1 mod 8 */
+    for (int i = 0; i < 5; i++)
+        inv *= 2 - n0 * inv;
+    return -inv;
+}
 
-    mpn_mul_n(t, p, a0, L);
-    mpn_mul_n(u, p + L, a0, L);
-    mpn_tdiv_qr(q, p, 0, t, 2 * L, n, L);
-    mpn_add(u, u, 2 * L, q, L + 1);
-    mpn_tdiv_qr(q, p + L, 0, u, 2 * L, n, L);
+/*
+ * P = P * y0 / R mod N for 0 <= P < N (2L limbs, N = n^2 odd), y0 < R = 2^(64L) (L limbs):
+ * T = P*y0 < N*R, then L times add the multiple of N that clears T's lowest limb
+ * (Montgomery's REDC by one limb at a time), leaving (T + M*N) / R < 2N, and subtract N
+ * once if needed.  scratch holds 3L limbs.
+ */
+static void mont_low(mp_limb_t *P, const mp_limb_t *y0, const mp_limb_t *N, mp_limb_t ninv,
+                     mp_size_t L, mp_limb_t *scratch)
+{
+    mp_limb_t *t = scratch, *up = scratch;
+    mpn_mul(t, P, 2 * L, y0, L);
+    for (mp_size_t j = 0; j < L; j++, up++)
+        up[0] = mpn_addmul_1(up, N, 2 * L, up[0] * ninv); /* up[0] is now 0: keep the carry */
+    /* the carry of step j belongs at limb j + 2L */
+    mp_limb_t cy = mpn_add_n(t + 2 * L, t + 2 * L, t, L);
+    if (cy || mpn_cmp(t + L, N, 2 * L) >= 0)
+        mpn_sub_n(P, t + L, N, 2 * L);
+    else
+        memcpy(P, t + L, 2 * L * sizeof(mp_limb_t));
 }
 
 static void limbs_from_mpz(mp_limb_t *dst, const mpz_t z, mp_size_t L)
@@ -93,8 +114,8 @@ static void limbs_from_mpz(mp_limb_t *dst, const mpz_t z, mp_size_t L)
 }
 
 /*
- * Turn a row's entries 1 .. count-1 from base-n digits (x0, x1) into (x0, x1/x0 mod n)
- * in place (entry 0 is 1 = (1, 0) either way).  Returns -1 if some x0 is not a unit.
+ * Turn a row's entries 1 .. count-1 from base-n digits (y0, y1) into (y0, y1/y0 mod n)
+ * in place (entry 0 is never read).  Returns -1 if some y0 is not a unit.
  */
 static int row_to_delta(mp_limb_t *row, mp_size_t count, const mp_limb_t *n, mp_size_t L)
 {
@@ -167,6 +188,10 @@ static int check_modulus(const Py_buffer *n, mp_size_t *L)
         PyErr_SetString(PyExc_ValueError, "modulus' top limb must not be zero");
         return -1;
     }
+    if ((((const mp_limb_t *)n->buf)[0] & 1) == 0 || (*L == 1 && ((const mp_limb_t *)n->buf)[0] < 3)) {
+        PyErr_SetString(PyExc_ValueError, "modulus must be odd and at least 3");
+        return -1;
+    }
     return 0;
 }
 
@@ -209,7 +234,7 @@ static PyObject *djn_build(PyObject *self, PyObject *args)
         goto done;
     {
         mp_limb_t *table = (mp_limb_t *)PyByteArray_AS_STRING(result);
-        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 2 * L) * sizeof(mp_limb_t));
+        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 4 * L) * sizeof(mp_limb_t));
         const mp_limb_t *nl = n.buf;
         const mp_size_t width = 2 * L, per_row = (mp_size_t)1 << window;
         if (scratch == NULL) {
@@ -218,18 +243,29 @@ static PyObject *djn_build(PyObject *self, PyObject *args)
             goto done;
         }
         mp_limb_t *g = scratch + SCRATCH_LIMBS(L);
+        mp_limb_t *r = g + width; /* R mod n^2 in base n: every row starts from it */
         int status = 0;
         memcpy(g, base.buf, width * sizeof(mp_limb_t));
+        {
+            mpz_t nz, rz, hi, lo;
+            mpz_roinit_n(nz, nl, L);
+            mpz_inits(rz, hi, lo, NULL);
+            mpz_setbit(rz, 64 * L);
+            mpz_mul(hi, nz, nz);
+            mpz_mod(rz, rz, hi);
+            mpz_fdiv_qr(hi, lo, rz, nz);
+            limbs_from_mpz(r, lo, L);
+            limbs_from_mpz(r + L, hi, L);
+            mpz_clears(rz, hi, lo, NULL);
+        }
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < rows && status == 0; i++) {
             mp_limb_t *row = table + (mp_size_t)i * per_row * width;
-            memset(row, 0, width * sizeof(mp_limb_t));
-            row[0] = 1; /* base^0 */
-            memcpy(row + width, g, width * sizeof(mp_limb_t));
-            for (mp_size_t j = 2; j < per_row; j++)
+            memcpy(row, r, width * sizeof(mp_limb_t)); /* entry j = R * g^j */
+            for (mp_size_t j = 1; j < per_row; j++)
                 nadic_mul(row + j * width, row + (j - 1) * width, g, nl, L, scratch);
-            /* next row's base: base^(2^(w*(i+1))), before this row changes form */
-            nadic_mul(g, row + (per_row - 1) * width, g, nl, L, scratch);
+            for (int k = 0; k < window; k++) /* next row's g: g^(2^w) */
+                nadic_mul(g, g, g, nl, L, scratch);
             status = row_to_delta(row, per_row, nl, L);
         }
         Py_END_ALLOW_THREADS
@@ -299,7 +335,7 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
         goto done;
     {
         mp_limb_t *out = (mp_limb_t *)PyBytes_AS_STRING(result);
-        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 7 * L + 3) * sizeof(mp_limb_t));
+        mp_limb_t *scratch = PyMem_RawMalloc((SCRATCH_LIMBS(L) + 10 * L + 3) * sizeof(mp_limb_t));
         const mp_limb_t *tl = table.buf, *nl = n.buf;
         const unsigned char *e = exponent.buf;
         const mp_size_t width = 2 * L;
@@ -308,19 +344,24 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
             PyErr_NoMemory();
             goto done;
         }
-        mp_limb_t *p = scratch + SCRATCH_LIMBS(L); /* 2L: prod x0_i mod n^2 in base n */
-        mp_limb_t *sum = p + 2 * L;                /* L+1: sum d_i (< 2^20 n) */
+        mp_limb_t *p = scratch + SCRATCH_LIMBS(L); /* 2L: prod y0_i / R^(k-1) mod N */
+        mp_limb_t *sum = p + 2 * L;                /* L+1: m + sum d_i (< 2^21 n) */
         mp_limb_t *t = sum + L + 1;                /* 2L */
         mp_limb_t *q = t + 2 * L;                  /* L+2 */
+        mp_limb_t *N = q + L + 2;                  /* 2L: n^2 */
+        mp_limb_t *one = N + 2 * L;                /* L: 1 */
         Py_BEGIN_ALLOW_THREADS
         const mp_limb_t *entry = NULL;
         Py_ssize_t i = 0;
+        mpn_sqr(N, nl, L);
+        const mp_limb_t ninv = neg_inverse(N[0]);
         memset(p, 0, 2 * L * sizeof(mp_limb_t));
         memset(sum, 0, (L + 1) * sizeof(mp_limb_t));
+        memset(one, 0, L * sizeof(mp_limb_t));
+        one[0] = 1;
         if (shift.buf != NULL)
             memcpy(sum, shift.buf, L * sizeof(mp_limb_t));
-        p[0] = 1;
-        for (; i < rows; i++) { /* the first nonzero digit's x0 starts the product */
+        for (; i < rows; i++) { /* the first nonzero digit's y0 starts the product */
             unsigned d = exponent_digit(e, exponent.len, i, window);
             if (d) {
                 entry = tl + (((mp_size_t)i << window) + d) * width;
@@ -339,18 +380,25 @@ static PyObject *djn_power(PyObject *self, PyObject *args)
             for (mp_size_t k = 0; k < width; k += 8)
                 __builtin_prefetch(ahead + k);
             if (pending != NULL) {
-                mul_low(p, pending, nl, L, scratch);
+                mont_low(p, pending, N, ninv, L, scratch);
                 mpn_add(sum, sum, L + 1, pending + L, L);
             }
             pending = ahead;
         }
         if (pending != NULL) {
-            mul_low(p, pending, nl, L, scratch);
+            mont_low(p, pending, N, ninv, L, scratch);
             mpn_add(sum, sum, L + 1, pending + L, L);
         }
+        if (entry != NULL)
+            mont_low(p, one, N, ninv, L, scratch); /* the last R^-1: p = prod x_i / (1 + sum d_i n) */
+        else
+            p[0] = 1; /* exponent 0 */
         /* result = p * (1 + (sum mod n)*n) = p0 + ((p1 + p0*(sum mod n)) mod n)*n */
         mpn_tdiv_qr(q, t, 0, sum, L + 1, nl, L);
         memcpy(sum, t, L * sizeof(mp_limb_t));
+        mpn_tdiv_qr(q, t, 0, p, 2 * L, nl, L); /* p = q*n + t, q < n */
+        memcpy(p, t, L * sizeof(mp_limb_t));
+        memcpy(p + L, q, L * sizeof(mp_limb_t));
         mpn_mul_n(t, p, sum, L);
         mpn_add(t, t, 2 * L, p + L, L);
         mpn_tdiv_qr(q, p + L, 0, t, 2 * L, nl, L);

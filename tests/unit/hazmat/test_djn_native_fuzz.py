@@ -137,8 +137,9 @@ def test_power_refuses_every_malformed_argument_cleanly() -> None:
 
 def test_power_agrees_with_pow_at_the_edges() -> None:
     """Exponents 0, the largest, an empty buffer; shifts 0 and n-1; moduli whose top limb
-    is 1 (2^1984 + 1, a 66-bit n), all-ones, even n, n = 1; bases whose digits are not
-    reduced (x0 or x1 >= n)."""
+    is 1 (2^1984 + 1, a 66-bit n), all-ones, n - 2; bases whose digits are not reduced
+    (x0 or x1 >= n). An even n or n = 1 is refused (Montgomery's method needs an odd
+    modulus; every Paillier modulus is odd and far above 3)."""
     run_batch(
         """
         E = lambda x, nb=2: le(x, nb)
@@ -148,7 +149,7 @@ def test_power_agrees_with_pow_at_the_edges() -> None:
         assert val(m.power(T, N, 4, 4, E(0xFFFF), le(n - 1, 256))) == (
             pow(3, 0xFFFF, n2) * (1 + (n - 1) * n) % n2)
         for nn in ((1 << 1984) + 1, (1 << 2047) + 1, 2**2048 - 1, (1 << 64) * 3 + 1,
-                   (1 << 64) + 1, n - 1, 2**3072 - 3):
+                   (1 << 64) + 1, n - 2, 2**3072 - 3, 3, 5):
             nb = (nn.bit_length() + 63) // 64 * 8
             base = next(b for b in (2, 3, 5, 7, 11, 13) if nn % b)
             tt = m.build(le(nn, nb), le(base, 2 * nb), 4, 4)
@@ -160,8 +161,16 @@ def test_power_agrees_with_pow_at_the_edges() -> None:
             tt = m.build(N, le(x0, 256) + le(x1, 256), 4, 4)
             for e in (1, 2, 0x105, 0xFFFF):
                 assert val(m.power(tt, N, 4, 4, E(e))) == pow(x0 + x1 * n, e, n2)
-        t1 = m.build(le(1, 8), le(1, 16), 4, 4)
-        assert val(m.power(t1, le(1, 8), 4, 4, E(5), bytes(8))) == 0
+        for bad in (1, 2, n - 1, 1 << 64):
+            nb = (bad.bit_length() + 63) // 64 * 8
+            for call in (lambda: m.build(le(bad, nb), le(1, 2 * nb), 4, 4),
+                         lambda: m.power(T, le(bad, nb), 4, 4, E(5))):
+                try:
+                    call()
+                except ValueError as exc:
+                    assert "odd" in str(exc), exc
+                else:
+                    raise AssertionError(f"modulus {bad} was accepted")
         """
     )
 
