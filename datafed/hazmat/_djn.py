@@ -20,13 +20,14 @@ Two exponent lengths are offered:
   ``h_s``: no short-exponent assumption, about twice the work.
 
 Tables of a Paillier key (``root=n``) run their products in C where it is built
-(``_djn_native.c``, :func:`native_available`): the table is one array of limbs and
-each entry ``x`` is kept as ``(x mod n, x₁/x₀ mod n)`` so that a product of entries is a
-product of ``|n|``-bit low digits times ``1 + (Σ d)·n`` -- two multiplications and two
-divisions by ``n`` per window instead of three and two, and a plaintext folded into the
-sum for free (:meth:`FixedBaseTable.power`'s ``shift``).  The randomness is the same in
-both paths: the same base, the same exponent drawn by :mod:`secrets`, the same result
-bit for bit (``tests/unit/hazmat/test_djn_native.py``).
+(``_djn_native.c``, :func:`native_available`): the table is one array of limbs; each
+entry ``y`` (the power times ``R = 2^(64L)``) is kept as ``(y mod n, y₁/y₀ mod n)`` so
+that a product of entries is a product of ``|n|``-bit low digits, in Montgomery form
+modulo ``n²``, times ``1 + (Σ d)·n`` -- one ``2L × L``-limb product and one
+Montgomery reduction by ``L`` limbs per window, no division, and a plaintext folded
+into the sum for free (:meth:`FixedBaseTable.power`'s ``shift``).  The randomness is
+the same in both paths: the same base, the same exponent drawn by :mod:`secrets`, the
+same result bit for bit (``tests/unit/hazmat/test_djn_native.py``).
 """
 
 from __future__ import annotations
