@@ -348,7 +348,7 @@ def test_the_smallest_and_largest_moduli_of_a_size_give_the_same_packed_totals(f
 
 
 def test_fresh_and_cached_moduli_keep_node_memory_bounded(fed, plain_count):
-    """Channel: node memory through analyst-chosen moduli. alice sends 16 fresh 3072-bit
+    """Channel: node memory through analyst-chosen moduli. alice sends 8 fresh 3072-bit
     moduli (one-off narrow tables), 4 at a time; bob and carol each use one 3072-bit key
     twice (cached: a full table each, built on a thread). Safe: the node grows by at most
     the two cached tables (66.2 MiB each by docs/policy.md's estimate) plus the narrow
@@ -356,7 +356,7 @@ def test_fresh_and_cached_moduli_keep_node_memory_bounded(fed, plain_count):
     under 250 MiB; it answers afterwards."""
     node = fed.nodes[0]
     before = rss(node)
-    fresh = [be(odd(3072, random.Random(1000 + i))) for i in range(16)]
+    fresh = [be(odd(3072, random.Random(1000 + i))) for i in range(8)]
 
     def one(arg: tuple[int, bytes]) -> int:
         i, encoded = arg
@@ -364,7 +364,7 @@ def test_fresh_and_cached_moduli_keep_node_memory_bounded(fed, plain_count):
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(one, enumerate(fresh))) == [1] * 16
+        assert list(pool.map(one, enumerate(fresh))) == [1] * 8
     fresh_s = time.monotonic() - t0
     for who in ("bob", "carol"):
         key = be(product_of_exactly(3072, prime(1536))[0])

@@ -228,7 +228,7 @@ def test_a_table_cannot_be_resized_while_power_reads_it() -> None:
         th = threading.Thread(target=resize)
         th.start()
         try:
-            for i in range(2000):
+            for i in range(300):  # each checks a 4096-bit pow in Python: ~1 s in all
                 e = i * 31 % 65536
                 try:
                     assert val(m.power(t, N, 4, 4, le(e, 2))) == pow(3, e, n2)
