@@ -77,9 +77,11 @@ class LocalNode:
 
 def _default_policy(
     protections: str = '["paillier", "plain", "shares", "secagg", "ckks"]',
+    requesters: Sequence[str] = (ANALYST,),
 ) -> str:
+    listed = ", ".join(f'"{r}"' for r in requesters)
     return (
-        f'allowed_requesters = ["{ANALYST}"]\n'
+        f"allowed_requesters = [{listed}]\n"
         f'allowed_purposes = ["{PURPOSE}"]\n'
         'allowed_aggregates = ["sum", "count", "avg", "var", "min", "max", "histogram"]\n'
         f"allowed_protections = {protections}\n"
@@ -112,8 +114,13 @@ def with_consortium(policy: str, nodes: Sequence[str]) -> str:
     return f"consortium = [{names}]\n{policy}"
 
 
-def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
-    """Three district water offices, each with its own pipe-incident table."""
+def water_district_specs(
+    seed: int = 7, segments: int = 300, *, requesters: Sequence[str] = (ANALYST,)
+) -> list[NodeSpec]:
+    """Three district water offices, each with its own pipe-incident table.
+
+    ``requesters`` are the analysts every office's policy allows (default: ``alice``).
+    """
     out = []
     for name in DEFAULT_DISTRICTS:
         district = name.split("-", 1)[1]
@@ -123,7 +130,7 @@ def water_district_specs(seed: int = 7, segments: int = 300) -> list[NodeSpec]:
                 name=name,
                 agency=f"{district.title()} District Water Office",
                 datasets=[("pipe_incidents", synth.PIPE_COLUMNS, rows)],
-                policy_toml=_default_policy(),
+                policy_toml=_default_policy(requesters=requesters),
             )
         )
     return out

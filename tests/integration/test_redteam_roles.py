@@ -50,11 +50,9 @@ SAMPLE = re.compile(r"^(datafed_node_\w+)(\{[^}]*\})? (\S+)$")
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = water_district_specs(segments=SEGMENTS)
+    specs = water_district_specs(segments=SEGMENTS, requesters=("alice", "bob"))
     for s in specs:
         s.policy_toml = s.policy_toml.replace(
-            'allowed_requesters = ["alice"]', 'allowed_requesters = ["alice", "bob"]'
-        ).replace(
             "[datasets.policy.group_domains]", DP.strip() + "\n[datasets.policy.group_domains]"
         )
     lf = LocalFederation.create(

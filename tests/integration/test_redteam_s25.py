@@ -45,11 +45,7 @@ COUNT = "SELECT COUNT(*) FROM pipe_incidents"
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = water_district_specs(segments=6)
-    for s in specs:
-        s.policy_toml = s.policy_toml.replace(
-            'allowed_requesters = ["alice"]', 'allowed_requesters = ["alice", "bob", "carol"]'
-        )
+    specs = water_district_specs(segments=6, requesters=("alice", "bob", "carol"))
     f = LocalFederation.create(
         tmp_path_factory.mktemp("redteam-s25"), specs, analysts=("alice", "bob", "carol")
     )

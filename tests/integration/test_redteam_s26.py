@@ -56,12 +56,7 @@ ANALYSTS = ("alice", "bob", "carol", "dave", "erin")
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = water_district_specs(segments=6)
-    listed = ", ".join(f'"{a}"' for a in ANALYSTS)
-    for s in specs:
-        s.policy_toml = s.policy_toml.replace(
-            'allowed_requesters = ["alice"]', f"allowed_requesters = [{listed}]"
-        )
+    specs = water_district_specs(segments=6, requesters=ANALYSTS)
     f = LocalFederation.create(tmp_path_factory.mktemp("redteam-s26"), specs, analysts=ANALYSTS)
     publish_crl(f.pki_dir)
     for node in f.nodes:

@@ -49,12 +49,7 @@ _R = random.Random(27)
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    specs = water_district_specs(segments=6)
-    listed = ", ".join(f'"{a}"' for a in ANALYSTS)
-    for s in specs:
-        s.policy_toml = s.policy_toml.replace(
-            'allowed_requesters = ["alice"]', f"allowed_requesters = [{listed}]"
-        )
+    specs = water_district_specs(segments=6, requesters=ANALYSTS)
     f = LocalFederation.create(tmp_path_factory.mktemp("redteam-s27"), specs, analysts=ANALYSTS)
     f.start()
     try:
