@@ -2,10 +2,11 @@
 
 Encrypting under an analyst's key is fast only with the key's DJN fixed-base table
 (:mod:`datafed.hazmat._djn`), and the table is large: measured 53 MiB for a 2048-bit
-modulus, 77 MiB at 3072 and 277 MiB at 8192 (``docs/policy.md#limits``; the table
-budget of the hazmat module counts limbs, not Python objects, and is exceeded above
-3072 bits). A node that kept a table for every modulus it was sent could be grown by
-one analyst sending fresh moduli. So :class:`PaillierKeyCache`:
+modulus, 65 MiB at 3072 and 257 MiB at 8192 with the C loop's array of limbs (70, 77 and
+277 MiB as Python objects; ``docs/policy.md#limits``; the table budget of the hazmat
+module is exceeded above 3072 bits, where windows stay at 8 bits). A node that kept a
+table for every modulus it was sent could be grown by one analyst sending fresh moduli.
+So :class:`PaillierKeyCache`:
 
 - caches a key on its *second* use by the same requester; a first use (and any key the
   cache cannot hold) gets a one-off key with a narrow table (window 5: about 1/20 of
@@ -51,16 +52,18 @@ __all__ = [
     "table_bytes",
 ]
 
-#: Window of a one-off key's table (2048 bits: ~1.4 MiB, built in ~0.15 s).
+#: Window of a one-off key's table (2048 bits: ~1.4 MiB, built in ~0.1 s).
 ONE_OFF_WINDOW = 5
 #: Window of a cached key's table. An answer is a handful of ciphertexts (a few per
 #: hundred groups), so the 10-bit windows of bulk encryption (103 products per
-#: ciphertext, 70 MiB, 1.3 s to build at 2048 bits) buy a query a few milliseconds;
-#: 8 bits take 128 products per ciphertext, 22 MiB and a quarter of the build.
+#: ciphertext, 53 MiB, 1.25 s of CPU to build at 2048 bits in C) buy a query a few
+#: milliseconds; 8 bits take 128 products per ciphertext, 16 MiB and 0.37 s.
 CACHED_WINDOW = 8
 #: Memory a table's build leaves behind beyond its entries (the allocator's kept
 #: scratch of the batch inversion, measured 1.5 MiB at 2048 bits), rounded up.
 _BUILD_SLACK = 2 << 20
+#: Bytes a pooled randomizer (one gmpy2 object) takes beyond its limbs, rounded up.
+_POOLED_OVERHEAD = 192
 #: Most requesters remembered as having shown a key once (a second use caches it).
 _MAX_SEEN = 1024
 #: Randomizers a cached key keeps ready (a 100-group answer of three sums takes 11 at
@@ -81,7 +84,7 @@ def table_bytes(bits: int, window: int | None = None) -> int:
     # two list slots each in Python (hazmat.entry_overhead_bytes); pooled randomizers are
     # gmpy2 objects either way.
     rows = -(-exp // w) * (1 << w) * (entry + entry_overhead_bytes())
-    return rows + POOL_SIZE * (entry + 192) + _BUILD_SLACK
+    return rows + POOL_SIZE * (entry + _POOLED_OVERHEAD) + _BUILD_SLACK
 
 
 class _OneOffKey(PaillierPublicKey):
