@@ -34,12 +34,9 @@ from tests.engines.collect_pg import (
     strays,
 )
 from tests.engines.pg import ADMIN, PgServer
-from tests.integration.collect_harness import PURPOSE, T0, WINDOW, make_task, wait_closed
+from tests.integration.collect_harness import PURPOSE, make_task, wait_closed
+from tests.integration.collect_harness import window as w
 from tests.unit.nodes.test_collect_node import exercise_store
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 def _db(pg: PgServer, name: str) -> PgDb:

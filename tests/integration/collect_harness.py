@@ -32,6 +32,11 @@ WINDOW = 60
 T0 = (int(time.time()) - 3 * 86_400) // 3600 * 3600
 
 
+def window(i: int) -> int:
+    """The start of the ``i``-th collection window after :data:`T0`."""
+    return T0 + i * WINDOW
+
+
 def make_task(
     name: str,
     extra: str = "",

@@ -20,8 +20,6 @@ from .collect_harness import (
     HELPER,
     LEADER,
     PURPOSE,
-    T0,
-    WINDOW,
     collect_federation,
     gateway_file,
     make_task,
@@ -30,11 +28,8 @@ from .collect_harness import (
     upload,
     wait_closed,
 )
+from .collect_harness import window as w
 from .raw import ledger_records
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 def test_helper_down_uploads_accepted_then_both_catch_up_nothing_lost(tmp_path) -> None:

@@ -37,7 +37,6 @@ from .collect_harness import (
     LEADER,
     PURPOSE,
     T0,
-    WINDOW,
     collect_federation,
     faulty,
     gateway_file,
@@ -47,6 +46,7 @@ from .collect_harness import (
     upload,
     wait_closed,
 )
+from .collect_harness import window as w
 from .raw import ledger_records
 
 SUM = 'vdaf = "sum"\nmax_measurement = 255'
@@ -69,10 +69,6 @@ def fed(tmp_path_factory):
     finally:
         codes = f.stop()
         assert all(c == 0 for c in codes), f"nodes exited with {codes}"
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 def close_entries(fed, node, name):

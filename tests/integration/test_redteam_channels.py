@@ -43,7 +43,6 @@ from .collect_harness import (
     HELPER,
     LEADER,
     PURPOSE,
-    T0,
     WINDOW,
     collect_federation,
     make_task,
@@ -52,6 +51,7 @@ from .collect_harness import (
     upload,
     wait_closed,
 )
+from .collect_harness import window as w
 from .raw import ledger_records
 from .test_witness_verify import (
     audit_cli,
@@ -70,10 +70,6 @@ EPS = 1.0
 DP_TASK = f'\n[collect.dp]\nmechanism = "laplace"\nepsilon = {EPS}\nbudget_epsilon = 100.0\n'
 SCOPE = "rt-scope"  # budget for ONE release, budget_scope left at its default
 DP_SCOPE = f'\n[collect.dp]\nmechanism = "laplace"\nepsilon = {EPS}\nbudget_epsilon = {EPS}\n'
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 @pytest.fixture(scope="module")

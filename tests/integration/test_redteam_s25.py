@@ -28,8 +28,6 @@ from datafed.pki.ca import party_paths
 from datafed.proto.v1 import collect_pb2, modes_pb2, protocol_pb2, query_pb2
 
 from .collect_harness import (
-    T0,
-    WINDOW,
     collect_federation,
     make_task,
     raw_upload,
@@ -37,6 +35,7 @@ from .collect_harness import (
     upload,
     wait_closed,
 )
+from .collect_harness import window as w
 from .raw import ledger_records, query_stub, signed_query
 
 TOTAL = "SELECT SUM(repair_hours), COUNT(*) FROM pipe_incidents WHERE year = 2024"
@@ -524,10 +523,6 @@ def coll(tmp_path_factory):
         yield f
     finally:
         f.stop()
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 def window_count(coll, task: str, start: int) -> tuple[int, int]:

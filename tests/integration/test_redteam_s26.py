@@ -35,8 +35,6 @@ from datafed.protocols import Prio3
 
 from .collect_harness import (
     LEADER,
-    T0,
-    WINDOW,
     collect_federation,
     gateway_file,
     make_task,
@@ -45,6 +43,7 @@ from .collect_harness import (
     upload,
     wait_closed,
 )
+from .collect_harness import window as w
 from .raw import ledger_records, signed_query
 
 COUNT = "SELECT COUNT(*) FROM pipe_incidents"
@@ -309,10 +308,6 @@ def coll(tmp_path_factory):
         yield f
     finally:
         f.stop()
-
-
-def w(i: int) -> int:
-    return T0 + i * WINDOW
 
 
 def fetch_window(coll, task: str, start: int):
