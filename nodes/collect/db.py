@@ -19,6 +19,7 @@ callers retry the whole step, and every step is written so that doing it again i
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -33,9 +34,59 @@ from nodes.errors import Unavailable
 
 __all__ = ["Cursor", "Db", "PgDb", "SqliteDb", "StoreUnavailable", "open_db"]
 
+log = logging.getLogger("datafed.node")
+
+#: Seconds :meth:`SqliteDb.close` / :meth:`PgDb.close` wait for transactions still running
+#: on other threads before closing their connections.
+CLOSE_WAIT_S = 30.0
+
 
 class StoreUnavailable(Unavailable):
     """The task's database cannot be reached now (retry the step)."""
+
+
+class _InUse:
+    """Transactions in progress: ``close`` never pulls a connection from under one.
+
+    A step runs on a worker thread (``asyncio.to_thread``); cancelling the coroutine that
+    awaits it does not stop the thread, so a node stopping can reach ``close`` while a
+    step is still inside SQLite -- and closing a SQLite connection another thread is
+    using crashes the process. Once closing, a new transaction raises
+    :class:`StoreUnavailable` (the step is retried after the restart, as after a crash);
+    ``close`` waits for those already running.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closing = False
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        with self._cond:
+            if self._closing:
+                raise StoreUnavailable("the collection database is closed (the node is stopping)")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._cond.notify_all()
+
+    def drain(self, where: str, timeout_s: float = CLOSE_WAIT_S) -> bool:
+        """Refuse new transactions; wait for running ones. ``False``: some still run."""
+        with self._cond:
+            self._closing = True
+            if self._cond.wait_for(lambda: self._active == 0, timeout_s):
+                return True
+        log.warning(
+            "collect: %s still in use after %.0f s; its connections are left to the process exit",
+            where,
+            timeout_s,
+        )
+        return False
 
 
 class Cursor(Protocol):
@@ -92,12 +143,13 @@ class SqliteDb:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._in_use = _InUse()
         self.where = str(path)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One locked transaction (``BEGIN IMMEDIATE``), committed durably or rolled back."""
-        with self._lock:
+        with self._in_use.use(), self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -113,18 +165,19 @@ class SqliteDb:
         WAL gives it the last committed state and lets it run while a step writes (the
         writer's lock is held across its commit's fsync; a read behind it would wait).
         """
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA query_only=1")
-            self._local.conn = conn
-            with self._guard:  # not the writer's lock: a read never waits for a commit
-                self._readers.append(conn)
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        with self._in_use.use():
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA query_only=1")
+                self._local.conn = conn
+                with self._guard:  # not the writer's lock: a read never waits for a commit
+                    self._readers.append(conn)
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def now_ms(self, cur: Cursor) -> int:
         """This process's clock (one process decides everything)."""
@@ -135,7 +188,9 @@ class SqliteDb:
         return int(time.time() * 1000)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file, once no thread is inside a transaction (see :class:`_InUse`)."""
+        if not self._in_use.drain(self.where):
+            return
         with self._guard:
             for conn in self._readers:
                 conn.close()
@@ -163,6 +218,7 @@ class PgDb:
         self._local = threading.local()
         self._all: list[Any] = []
         self._guard = threading.Lock()
+        self._in_use = _InUse()
         self.where = f"{re.sub(r'//[^@/]*@', '//', url)} schema {schema_name}"
         with self.tx() as cur:
             cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
@@ -209,13 +265,14 @@ class PgDb:
         """One transaction on this thread's connection; a lost connection is dropped."""
         import psycopg
 
-        conn = self._conn()
-        try:
-            with conn.transaction(), conn.cursor() as raw:
-                yield _PgCursor(raw)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            conn.close()
-            raise StoreUnavailable(f"collection database unavailable: {exc}") from exc
+        with self._in_use.use():
+            conn = self._conn()
+            try:
+                with conn.transaction(), conn.cursor() as raw:
+                    yield _PgCursor(raw)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                conn.close()
+                raise StoreUnavailable(f"collection database unavailable: {exc}") from exc
 
     def read(self) -> Any:
         """A transaction for reading (the same as :meth:`tx`: MVCC never waits on writers)."""
@@ -232,7 +289,9 @@ class PgDb:
             return self.now_ms(cur)
 
     def close(self) -> None:
-        """Close every connection this object opened."""
+        """Close every connection this object opened, once none is in a transaction."""
+        if not self._in_use.drain(self.where):
+            return
         with self._guard:
             for conn in self._all:
                 conn.close()

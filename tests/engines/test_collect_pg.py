@@ -36,7 +36,7 @@ from tests.engines.collect_pg import (
 from tests.engines.pg import ADMIN, PgServer
 from tests.integration.collect_harness import PURPOSE, make_task, wait_closed
 from tests.integration.collect_harness import window as w
-from tests.unit.nodes.test_collect_node import exercise_store
+from tests.unit.nodes.test_collect_node import exercise_close_waits, exercise_store
 
 
 def _db(pg: PgServer, name: str) -> PgDb:
@@ -51,6 +51,12 @@ def test_pg_store_statuses_watermark_leases_and_window_merge(pg: PgServer) -> No
     _db(pg, "store_unit").close()
     url = f"postgresql://{ADMIN}@127.0.0.1:{pg.port}/store_unit"
     exercise_store(lambda: PgDb(url, pg.admin_password, "collect_t", SCHEMA))
+
+
+def test_pg_close_waits_for_a_running_step(pg: PgServer) -> None:
+    _db(pg, "store_close").close()
+    url = f"postgresql://{ADMIN}@127.0.0.1:{pg.port}/store_close"
+    exercise_close_waits(lambda: PgDb(url, pg.admin_password, "collect_t", SCHEMA))
 
 
 def test_two_leaders_claiming_the_same_job_commit_it_once(pg: PgServer) -> None:

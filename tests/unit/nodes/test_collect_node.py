@@ -243,3 +243,45 @@ def test_sqlite_reads_and_the_clock_do_not_wait_for_the_writer(tmp_path: Path) -
     assert got["watermark"] == 905 and got["reclaim"] is None and got["jobs"] == []
     assert abs(got["now"] - time.time() * 1000) < 5_000
     store.close()
+
+
+def exercise_close_waits(make: Any) -> None:
+    """``close`` waits for a transaction still running on another thread, then refuses new ones.
+
+    A node stopping cancels the coroutine awaiting a step, not the step's thread: closing
+    the connection under it crashed the node (SIGSEGV inside SQLite).
+    """
+    import threading
+
+    from nodes.collect.db import StoreUnavailable
+
+    db = make()
+    inside, leave, seen = threading.Event(), threading.Event(), []
+
+    def step() -> None:
+        with db.tx() as cur:
+            inside.set()
+            leave.wait(10)
+            seen.append(cur.execute("SELECT count(*) FROM reports").fetchone()[0])
+
+    worker = threading.Thread(target=step)
+    worker.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=db.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # waiting for the step, not closing under it
+    with pytest.raises(StoreUnavailable, match="closed"):  # no new step starts meanwhile
+        with db.read():
+            pass
+    leave.set()
+    worker.join(10)
+    closer.join(10)
+    assert seen == [0] and not closer.is_alive()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        with db.tx():
+            pass
+
+
+def test_sqlite_close_waits_for_a_running_step(tmp_path: Path) -> None:
+    exercise_close_waits(lambda: SqliteDb(tmp_path / "t.sqlite", SCHEMA))
