@@ -112,7 +112,13 @@ def serve(
     ),
 ) -> None:
     """Serve the node's datasets over gRPC with mTLS until interrupted."""
+    import faulthandler
+
     from nodes.jsonlog import configure_logging
+
+    # A crash (a signal such as SIGSEGV) writes every thread's stack to stderr, the node's
+    # log, instead of leaving only an exit code.
+    faulthandler.enable()
     from nodes.server import serve as _serve
 
     if log_format not in ("text", "json"):
@@ -155,9 +161,12 @@ def collect_worker(
     Helper; a Helper's worker runs the jobs `serve` queued. `--listen` adds an upload
     front end (docs/collect.md).
     """
+    import faulthandler
+
     from nodes.collect.worker import run_worker
     from nodes.jsonlog import configure_logging
 
+    faulthandler.enable()  # as in `serve`: a crash leaves every thread's stack on stderr
     configure_logging(log_level, os.environ.get("DATAFED_LOG_FORMAT", "text"))
     cfg = load_node_config(config)
     if not cfg.collect_service.database:

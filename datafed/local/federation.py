@@ -11,6 +11,7 @@ file; the analyst's ``fed.toml`` is written next to them.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -28,6 +29,8 @@ from datafed import pki
 from datafed.errors import DatafedError
 from datafed.local import synth
 from datafed.pki.identity import qualify
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_DISTRICTS",
@@ -381,7 +384,13 @@ class LocalFederation:
                 proc.kill()
                 proc.wait()
         node.process = None
-        return proc.returncode
+        code = proc.returncode
+        if code is not None and code < 0 and code != -signal.SIGKILL:
+            # Died of a signal it did not handle (SIGSEGV, SIGABRT): the node enables
+            # faulthandler, so its log ends with each thread's stack.
+            tail = node.log.read_text(errors="replace")[-6000:] if node.log.exists() else ""
+            log.warning("node %s died of signal %d; its log ends:\n%s", node.spec.name, -code, tail)
+        return code
 
     def stop(self) -> list[int | None]:
         """Stop every node; return their exit codes."""
