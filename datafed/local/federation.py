@@ -30,8 +30,6 @@ from datafed.errors import DatafedError
 from datafed.local import synth
 from datafed.pki.identity import qualify
 
-log = logging.getLogger(__name__)
-
 __all__ = [
     "DEFAULT_DISTRICTS",
     "FINANCE_PURPOSE",
@@ -41,6 +39,7 @@ __all__ = [
     "finance_specs",
 ]
 
+log = logging.getLogger(__name__)
 DEFAULT_DISTRICTS = ("water-north", "water-east", "water-south")
 ANALYST = "alice"
 PURPOSE = "service-planning"
@@ -385,10 +384,8 @@ class LocalFederation:
                 proc.wait()
         node.process = None
         code = proc.returncode
-        if code is not None and code < 0 and code != -signal.SIGKILL:
-            # Died of a signal it did not handle (SIGSEGV, SIGABRT): the node enables
-            # faulthandler, so its log ends with each thread's stack.
-            tail = node.log.read_text(errors="replace")[-6000:] if node.log.exists() else ""
+        if code is not None and code < 0 and code != -signal.SIGKILL:  # SIGSEGV, SIGABRT:
+            tail = node.log.read_text(errors="replace")[-6000:]  # faulthandler's stacks
             log.warning("node %s died of signal %d; its log ends:\n%s", node.spec.name, -code, tail)
         return code
 
