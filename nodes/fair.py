@@ -26,12 +26,17 @@ by a deadline frees its compute slot only once the thread it started is done.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
+import logging
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from nodes.errors import Unavailable
 
 __all__ = ["ANALYSTS", "RESERVED", "Admission", "FairPool", "FairQueue", "Slot", "Turns"]
 
@@ -220,10 +225,16 @@ class FairPool:
     before it starts never runs; work that started holds its slot until it ends.
     """
 
+    #: Seconds :meth:`close` waits for work already running.
+    CLOSE_WAIT_S = 30.0
+
     def __init__(self, threads: int = 4, per_requester: int = 1) -> None:
         self.turns = Turns(threads, per_requester)
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        self._running: set[concurrent.futures.Future[Any]] = set()
+        self._guard = threading.Lock()
+        self._closed = False
 
     @property
     def queue(self) -> FairQueue[asyncio.Future[None]]:
@@ -234,11 +245,18 @@ class FairPool:
         """Run ``fn(*args)`` on a pool thread when ``requester``'s turn comes."""
         loop = asyncio.get_running_loop()
         await self.turns.take(requester)
+        if self._closed:
+            self.turns.give_back(requester)
+            raise Unavailable("the node is stopping")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="datafed-fair")
         running = self._executor.submit(fn, *args)
+        with self._guard:
+            self._running.add(running)
 
-        def ended(_: object) -> None:  # on the pool thread
+        def ended(done: concurrent.futures.Future[Any]) -> None:  # on the pool thread
+            with self._guard:
+                self._running.discard(done)
             try:
                 loop.call_soon_threadsafe(self.turns.give_back, requester)
             except RuntimeError:  # the loop is closed: the node is gone
@@ -248,7 +266,23 @@ class FairPool:
         return await asyncio.wrap_future(running, loop=loop)
 
     def close(self) -> None:
-        """Let the threads end once their work is done (at shutdown)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Drop work not started; wait (:data:`CLOSE_WAIT_S` at most) for work running.
+
+        The node closes its stores and ledger next: a computation still running on a
+        pool thread (its call cancelled by the server's stop, its thread not) must not
+        find them closed under it.
+        """
+        self._closed = True
+        if self._executor is None:
+            return
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        with self._guard:
+            running = set(self._running)
+        _, late = concurrent.futures.wait(running, self.CLOSE_WAIT_S)
+        if late:
+            logging.getLogger("datafed.node").warning(
+                "%d computation(s) still running after %.0f s at shutdown",
+                len(late),
+                self.CLOSE_WAIT_S,
+            )

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from nodes.errors import Unavailable
 from nodes.fair import ANALYSTS, RESERVED, Admission, FairPool, FairQueue, Slot
 
 
@@ -199,3 +200,25 @@ async def test_pool_errors_reach_the_caller_and_free_the_slot():
     assert await pool.run("alice", sum, [1, 2]) == 3
     assert pool.queue.running == 0
     pool.close()
+
+
+async def test_close_waits_for_cancelled_work_still_running_and_drops_work_not_started():
+    """At shutdown the node closes its stores right after the pool: running work ends first."""
+    pool, g = FairPool(threads=1, per_requester=1), Gated()
+    running = asyncio.ensure_future(pool.run("alice", g.work, "a1", True))
+    await _until(lambda: g.started == ["a1"], "a1 to start")
+    queued = asyncio.ensure_future(pool.run("bob", g.work, "b1"))
+    await asyncio.sleep(0)
+    running.cancel()  # the server's stop cancels the call, not its thread
+    await asyncio.gather(running, return_exceptions=True)
+    closer = threading.Thread(target=pool.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # a1 still runs: close waits for it
+    g.open("a1")
+    closer.join(10)
+    assert not closer.is_alive() and g.started == ["a1"]  # b1 never started
+    queued.cancel()
+    with pytest.raises(Unavailable, match="stopping"):  # a closed pool starts nothing new
+        await pool.run("carol", g.work, "c1")
+    assert g.started == ["a1"] and pool.queue.running == 0
