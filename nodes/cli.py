@@ -115,12 +115,11 @@ def serve(
     import faulthandler
 
     from nodes.jsonlog import configure_logging
+    from nodes.server import serve as _serve
 
     # A crash (a signal such as SIGSEGV) writes every thread's stack to stderr, the node's
     # log, instead of leaving only an exit code.
     faulthandler.enable()
-    from nodes.server import serve as _serve
-
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
     configure_logging(log_level, log_format)

@@ -4,6 +4,7 @@ Two nodes (their own CA, analysts alice and bob); the first with ``node.health_l
 set: health answers without a certificate on its own plaintext port and nothing else
 does; reflection over mTLS lists every service; a certificate revoked with
 ``datafed pki revoke`` is refused on the next request and the refusal is in the ledger.
+A node that dies of a signal leaves each thread's stack in its log (faulthandler).
 """
 
 from __future__ import annotations
@@ -163,3 +164,26 @@ def test_a_revoked_analyst_is_refused_on_the_next_request_and_it_is_recorded(fed
     )  # fmt: skip
     rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if "│" in line}
     assert rows["bob"].rstrip(" │").endswith("Z") and rows["alice"].rstrip(" │").endswith("no")
+
+
+def test_a_node_that_dies_of_a_signal_leaves_its_threads_stacks_in_its_log(tmp_path, caplog):
+    """faulthandler in `serve`: a crash says where, in the node's log (docs/operator.md)."""
+    import logging
+    import os
+    import signal
+
+    fed = LocalFederation.create(tmp_path, water_district_specs()[:1])
+    fed.start()
+    (node,) = fed.nodes
+    try:
+        assert node.process is not None
+        os.kill(node.process.pid, signal.SIGSEGV)
+        node.process.wait(30)
+    finally:
+        with caplog.at_level(logging.WARNING, logger="datafed.local.federation"):
+            codes = fed.stop()
+    assert codes == [-signal.SIGSEGV]
+    log = node.log.read_text()
+    assert "Fatal Python error: Segmentation fault" in log
+    assert 'File "' in log and "in serve" in log  # the main thread's stack, by function
+    assert "died of signal 11" in caplog.text and "Fatal Python error" in caplog.text
